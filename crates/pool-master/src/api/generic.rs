@@ -1,0 +1,244 @@
+//! The methods every class has: `get_all`, `get_all_records`, `get_record`,
+//! `get_by_uuid`, `get_by_name_label`, `get_<field>`, `set_<field>`,
+//! `add_to_<map>` and `remove_from_<map>`.
+//!
+//! Setters check the value's type against [`xapi_proto::classes`], then the
+//! class's own rules ([`validate_set`]), and only then write.
+
+use std::sync::Arc;
+
+use serde_json::{json, Map, Value};
+use xapi_proto::classes::{self, FieldType};
+use xapi_proto::records::{
+    HostRecord, MessageRecord, PbdRecord, PoolRecord, PowerState, SrRecord, VbdRecord, VdiRecord, VmRecord,
+    NULL_REF,
+};
+use xapi_proto::{codes, ApiError};
+
+use super::{unknown, Args};
+use crate::daemon::Daemon;
+use crate::memory;
+use crate::model::{Record, Txn};
+
+/// Route a generic verb of `class`.
+pub async fn dispatch(d: &Arc<Daemon>, class: &str, verb: &str, args: &Args) -> Result<Value, ApiError> {
+    macro_rules! with {
+        ($t:ty) => {
+            handle::<$t>(d, verb, args).await
+        };
+    }
+    match class {
+        "pool" => with!(PoolRecord),
+        "host" => with!(HostRecord),
+        "VM" => with!(VmRecord),
+        "SR" => with!(SrRecord),
+        "PBD" => with!(PbdRecord),
+        "VDI" => with!(VdiRecord),
+        "VBD" => with!(VbdRecord),
+        "message" => with!(MessageRecord),
+        _ => Err(unknown(args.method())),
+    }
+}
+
+fn to_json<T: Record>(record: &T) -> Value {
+    serde_json::to_value(record).unwrap_or(Value::Null)
+}
+
+async fn handle<T: Record>(d: &Arc<Daemon>, verb: &str, args: &Args) -> Result<Value, ApiError> {
+    let has_name = T::CLASS != "pool" && classes::field(T::CLASS, "name_label").is_some();
+    match verb {
+        "get_all" => {
+            args.exactly(1)?;
+            let m = d.model();
+            let mut refs: Vec<&String> = T::table(&m).iter().map(|(r, _)| r).collect();
+            refs.sort();
+            Ok(json!(refs))
+        }
+        "get_all_records" => {
+            args.exactly(1)?;
+            let m = d.model();
+            let map: Map<String, Value> = T::table(&m).iter().map(|(r, v)| (r.clone(), to_json(v))).collect();
+            Ok(Value::Object(map))
+        }
+        "get_record" => {
+            args.exactly(2)?;
+            let r = args.str(1, "self")?;
+            let m = d.model();
+            m.get::<T>(r).map(to_json).ok_or_else(|| ApiError::handle_invalid(T::CLASS, r))
+        }
+        "get_by_uuid" => {
+            args.exactly(2)?;
+            let uuid = args.str(1, "uuid")?;
+            let m = d.model();
+            T::table(&m)
+                .ref_of_uuid(uuid)
+                .map(|r| json!(r))
+                .ok_or_else(|| ApiError::uuid_invalid(T::CLASS, uuid))
+        }
+        "get_by_name_label" if has_name => {
+            args.exactly(2)?;
+            let label = args.str(1, "label")?;
+            let m = d.model();
+            let mut refs: Vec<&String> =
+                T::table(&m).iter().filter(|(_, v)| v.name_label() == Some(label)).map(|(r, _)| r).collect();
+            refs.sort();
+            Ok(json!(refs))
+        }
+        _ => {
+            if let Some(field) = verb.strip_prefix("get_") {
+                return get_field::<T>(d, field, args);
+            }
+            if let Some(field) = verb.strip_prefix("set_") {
+                return set_field::<T>(d, field, args).await;
+            }
+            if let Some(field) = verb.strip_prefix("add_to_") {
+                return map_edit::<T>(d, field, args, true).await;
+            }
+            if let Some(field) = verb.strip_prefix("remove_from_") {
+                return map_edit::<T>(d, field, args, false).await;
+            }
+            Err(unknown(args.method()))
+        }
+    }
+}
+
+fn get_field<T: Record>(d: &Arc<Daemon>, field: &str, args: &Args) -> Result<Value, ApiError> {
+    classes::field(T::CLASS, field).ok_or_else(|| unknown(args.method()))?;
+    args.exactly(2)?;
+    let r = args.str(1, "self")?;
+    let m = d.model();
+    let record = m.get::<T>(r).ok_or_else(|| ApiError::handle_invalid(T::CLASS, r))?;
+    Ok(to_json(record).get(field).cloned().unwrap_or(Value::Null))
+}
+
+async fn set_field<T: Record>(d: &Arc<Daemon>, field: &str, args: &Args) -> Result<Value, ApiError> {
+    let spec = classes::field(T::CLASS, field).filter(|f| f.settable).ok_or_else(|| unknown(args.method()))?;
+    args.exactly(3)?;
+    let r = args.str(1, "self")?.to_string();
+    let value = args.raw(2).cloned().unwrap_or(Value::Null);
+    if !spec.ty.accepts(&value) {
+        return Err(ApiError::field_type("value"));
+    }
+    d.write(|txn| {
+        let record = txn.get::<T>(&r).ok_or_else(|| ApiError::handle_invalid(T::CLASS, &r))?;
+        if let FieldType::Ref(class) = spec.ty {
+            check_ref(txn, class, value.as_str().unwrap_or_default())?;
+        }
+        let mut json = to_json(&record);
+        json[field] = value.clone();
+        let mut updated: T =
+            serde_json::from_value(json).map_err(|e| ApiError::internal(format!("set {field}: {e}")))?;
+        validate_set(&r, &mut updated, field, &value)?;
+        txn.put(&r, updated);
+        Ok(())
+    })
+    .await?;
+    Ok(json!(""))
+}
+
+async fn map_edit<T: Record>(d: &Arc<Daemon>, field: &str, args: &Args, add: bool) -> Result<Value, ApiError> {
+    let spec = classes::field(T::CLASS, field)
+        .filter(|f| f.settable && f.ty == FieldType::Map)
+        .ok_or_else(|| unknown(args.method()))?;
+    args.exactly(if add { 4 } else { 3 })?;
+    let r = args.str(1, "self")?.to_string();
+    let key = args.str(2, "key")?.to_string();
+    let value = if add { Some(args.str(3, "value")?.to_string()) } else { None };
+    d.write(|txn| {
+        let record = txn.get::<T>(&r).ok_or_else(|| ApiError::handle_invalid(T::CLASS, &r))?;
+        let mut json = to_json(&record);
+        let map = json[spec.name].as_object_mut().ok_or_else(|| ApiError::internal("map field is not a map"))?;
+        match &value {
+            Some(v) => {
+                if map.contains_key(&key) {
+                    return Err(ApiError::new(
+                        codes::MAP_DUPLICATE_KEY,
+                        vec![T::CLASS.into(), field.into(), record.uuid().into(), key.clone()],
+                    ));
+                }
+                map.insert(key.clone(), json!(v));
+            }
+            None => {
+                map.remove(&key);
+            }
+        }
+        let updated: T = serde_json::from_value(json).map_err(|e| ApiError::internal(e.to_string()))?;
+        txn.put(&r, updated);
+        Ok(())
+    })
+    .await?;
+    Ok(json!(""))
+}
+
+/// A reference value must name an object of `class`, or be null.
+fn check_ref(txn: &Txn, class: &str, r: &str) -> Result<(), ApiError> {
+    if r == NULL_REF {
+        return Ok(());
+    }
+    let exists = match class {
+        "host" => txn.get::<HostRecord>(r).is_some(),
+        "SR" => txn.get::<SrRecord>(r).is_some(),
+        "VM" => txn.get::<VmRecord>(r).is_some(),
+        "VDI" => txn.get::<VdiRecord>(r).is_some(),
+        _ => true,
+    };
+    if exists {
+        Ok(())
+    } else {
+        Err(ApiError::handle_invalid(class, r))
+    }
+}
+
+/// The rules of a class beyond the field's type, applied to the updated
+/// record before it is written.
+fn validate_set<T: Record>(r: &str, updated: &mut T, field: &str, value: &Value) -> Result<(), ApiError> {
+    let any = updated as &mut dyn std::any::Any;
+    if let Some(vm) = any.downcast_mut::<VmRecord>() {
+        return validate_vm(r, vm, field, value);
+    }
+    if let Some(pool) = any.downcast_mut::<PoolRecord>() {
+        if field == "ha_host_failures_to_tolerate" && pool.ha_host_failures_to_tolerate < 0 {
+            return Err(ApiError::invalid_value("ha_host_failures_to_tolerate", value.to_string()));
+        }
+    }
+    Ok(())
+}
+
+fn validate_vm(r: &str, vm: &mut VmRecord, field: &str, value: &Value) -> Result<(), ApiError> {
+    let text = match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    match field {
+        "ha_restart_priority" => {
+            if !matches!(vm.ha_restart_priority.as_str(), "restart" | "best-effort" | "") {
+                return Err(ApiError::invalid_value("ha_restart_priority", text));
+            }
+            if vm.power_state != PowerState::Halted {
+                vm.ha_always_run = vm.ha_restart_priority == "restart";
+            }
+        }
+        "ha_always_run" => {
+            if vm.ha_always_run && vm.ha_restart_priority.is_empty() {
+                vm.ha_restart_priority = "restart".into();
+            }
+        }
+        "order" | "start_delay" | "shutdown_delay" => {
+            if value.as_i64().unwrap_or(0) < 0 {
+                return Err(ApiError::invalid_value(format!("{field} must be non-negative"), text));
+            }
+        }
+        f if f.starts_with("memory_") => {
+            if vm.power_state != PowerState::Halted {
+                return Err(ApiError::new(
+                    codes::VM_BAD_POWER_STATE,
+                    vec![r.to_string(), "halted".into(), vm.power_state.cli_name().into()],
+                ));
+            }
+            memory::check_vm_constraints(vm)?;
+            vm.memory_overhead = memory::vm_overhead(vm.memory_static_max, vm.vcpus_max);
+        }
+        _ => {}
+    }
+    Ok(())
+}

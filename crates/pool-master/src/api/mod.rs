@@ -1,0 +1,82 @@
+//! The XAPI methods: routing a `Class.verb` call to its handler.
+//!
+//! [`dispatch`] checks, in XAPI's order: the method exists; this host is the
+//! master (else `HOST_IS_SLAVE`) unless the method is one a member serves; the
+//! session is valid (`SESSION_INVALID`); then hands the typed [`Args`] to the
+//! class's module. Every handler validates all of its input before it
+//! writes, so a rejected call changes nothing.
+
+pub mod args;
+mod generic;
+mod host;
+mod message;
+mod pool;
+mod session;
+pub(crate) mod storage;
+mod vm;
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use xapi_proto::{codes, ApiError};
+
+pub use args::Args;
+pub use pool::{refresh_liveness, MEMBER_SILENCE_LIMIT};
+pub use message::now_wire;
+
+use crate::daemon::{host_is_slave, Daemon};
+use crate::sessions::Principal;
+
+/// Methods a member host serves itself instead of redirecting to the master.
+const MEMBER_METHODS: &[&str] = &["host.local_vm_start", "host.local_vm_stop", "host.local_vm_list"];
+
+/// Methods only other hosts of the pool may call.
+const INTERNAL_METHODS: &[&str] = &[
+    "host.local_vm_start",
+    "host.local_vm_stop",
+    "host.local_vm_list",
+    "host.member_hello",
+    "pool.sync_database",
+];
+
+/// `MESSAGE_METHOD_UNKNOWN [method]`.
+pub fn unknown(method: &str) -> ApiError {
+    ApiError::new(codes::MESSAGE_METHOD_UNKNOWN, vec![method.to_string()])
+}
+
+/// Handle one call.
+pub async fn dispatch(d: &Arc<Daemon>, method: &str, params: Vec<Value>) -> Result<Value, ApiError> {
+    let args = Args::new(method, params);
+    match method {
+        "session.login_with_password" => return session::login(d, &args),
+        "session.slave_login" => return session::slave_login(d, &args),
+        "session.logout" => return session::logout(d, &args),
+        _ => {}
+    }
+    let (class, verb) = method.split_once('.').ok_or_else(|| unknown(method))?;
+    if !xapi_proto::classes::CLASSES.contains(&class) {
+        return Err(unknown(method));
+    }
+    if !d.is_master() && !MEMBER_METHODS.contains(&method) {
+        return Err(host_is_slave(&d.master_address()));
+    }
+    let principal = args.session(d)?;
+    if INTERNAL_METHODS.contains(&method) && !matches!(principal, Principal::Member(_)) {
+        return Err(ApiError::new(
+            codes::PERMISSION_DENIED,
+            vec!["only hosts of the pool may call this method".into()],
+        ));
+    }
+    let handled = match class {
+        "VM" => vm::dispatch(d, verb, &args).await,
+        "pool" => pool::dispatch(d, verb, &args).await,
+        "host" => host::dispatch(d, verb, &args).await,
+        "SR" | "VDI" | "VBD" => storage::dispatch(d, class, verb, &args).await,
+        "message" => message::dispatch(d, verb, &args).await,
+        _ => None,
+    };
+    match handled {
+        Some(result) => result,
+        None => generic::dispatch(d, class, verb, &args).await,
+    }
+}

@@ -1,0 +1,282 @@
+//! `VM.*` lifecycle: create, destroy, start, start_on, clean_shutdown,
+//! hard_shutdown, pool_migrate.
+//!
+//! A lifecycle call holds the pool's write lock from its checks to its
+//! commit, so no other change can slip in between "this host has room" and
+//! "the VM is recorded as running there". The guest is started before the
+//! commit and stopped again if the commit fails; a migration stops the source
+//! guest before the destination starts, so no two hosts ever write one disk.
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+use xapi_proto::records::{HostRecord, PowerState, VbdRecord, VdiRecord, VmRecord, NULL_REF};
+use xapi_proto::{codes, ApiError};
+
+use super::Args;
+use crate::daemon::Daemon;
+use crate::hostops::{self, Target};
+use crate::memory;
+use crate::model::{new_ref, new_uuid, Txn};
+
+pub async fn dispatch(d: &Arc<Daemon>, verb: &str, args: &Args) -> Option<Result<Value, ApiError>> {
+    Some(match verb {
+        "create" => create(d, args).await,
+        "destroy" => destroy(d, args).await,
+        "start" => start(d, args, false).await,
+        "start_on" => start(d, args, true).await,
+        "clean_shutdown" | "hard_shutdown" => shutdown(d, args).await,
+        "pool_migrate" => migrate(d, args).await,
+        _ => return None,
+    })
+}
+
+fn bad_power_state(vm_ref: &str, expected: PowerState, actual: PowerState) -> ApiError {
+    ApiError::new(
+        codes::VM_BAD_POWER_STATE,
+        vec![vm_ref.to_string(), expected.cli_name().into(), actual.cli_name().into()],
+    )
+}
+
+/// `VM.create(session, record)`: the record may be partial. When only
+/// `memory_static_max` is given, the other memory fields take its value.
+async fn create(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
+    args.exactly(2)?;
+    let given = args.object(1, "args")?.clone();
+    let mut vm: VmRecord =
+        serde_json::from_value(Value::Object(given.clone())).map_err(|_| ApiError::field_type("args"))?;
+    for field in ["memory_dynamic_max", "memory_dynamic_min", "memory_static_min"] {
+        if !given.contains_key(field) {
+            match field {
+                "memory_dynamic_max" => vm.memory_dynamic_max = vm.memory_static_max,
+                "memory_dynamic_min" => vm.memory_dynamic_min = vm.memory_dynamic_max,
+                _ => vm.memory_static_min = vm.memory_dynamic_min,
+            }
+        }
+    }
+    memory::check_vm_constraints(&vm)?;
+    if !matches!(vm.ha_restart_priority.as_str(), "restart" | "best-effort" | "") {
+        return Err(ApiError::invalid_value("ha_restart_priority", vm.ha_restart_priority.clone()));
+    }
+    for (name, v) in [("order", vm.order), ("start_delay", vm.start_delay), ("shutdown_delay", vm.shutdown_delay)] {
+        if v < 0 {
+            return Err(ApiError::invalid_value(format!("{name} must be non-negative"), v.to_string()));
+        }
+    }
+    vm.uuid = new_uuid();
+    vm.power_state = PowerState::Halted;
+    vm.resident_on = NULL_REF.into();
+    vm.vbds = Vec::new();
+    vm.ha_always_run = false;
+    vm.is_control_domain = false;
+    vm.memory_overhead = memory::vm_overhead(vm.memory_static_max, vm.vcpus_max);
+    let r = new_ref();
+    d.write(|txn| {
+        if vm.affinity != NULL_REF && txn.get::<HostRecord>(&vm.affinity).is_none() {
+            return Err(ApiError::handle_invalid("host", &vm.affinity));
+        }
+        txn.put(&r, vm);
+        Ok(())
+    })
+    .await?;
+    Ok(json!(r))
+}
+
+/// `VM.destroy(session, vm)`: a halted VM and its VBDs (its VDIs stay).
+async fn destroy(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
+    args.exactly(2)?;
+    d.write(|txn| {
+        let (vm_ref, vm) = args.reference::<VmRecord>(1, txn)?;
+        if vm.power_state != PowerState::Halted {
+            return Err(bad_power_state(&vm_ref, PowerState::Halted, vm.power_state));
+        }
+        for vbd_ref in &vm.vbds {
+            if let Some(vbd) = txn.get::<VbdRecord>(vbd_ref) {
+                txn.update::<VdiRecord>(&vbd.vdi, |vdi| vdi.vbds.retain(|v| v != vbd_ref));
+            }
+            txn.delete::<VbdRecord>(vbd_ref);
+        }
+        txn.delete::<VmRecord>(&vm_ref);
+        Ok(())
+    })
+    .await?;
+    Ok(json!(""))
+}
+
+/// Can `vm` run on `host` now? The disk paths there when it can.
+fn check_host(
+    txn: &Txn,
+    vm_ref: &str,
+    vm: &VmRecord,
+    host_ref: &str,
+    host: &HostRecord,
+) -> Result<Vec<std::path::PathBuf>, ApiError> {
+    if !host.live {
+        return Err(ApiError::new(codes::HOST_OFFLINE, vec![host_ref.to_string()]));
+    }
+    if !host.enabled {
+        return Err(ApiError::new(codes::HOST_DISABLED, vec![host_ref.to_string()]));
+    }
+    let disks = hostops::disk_paths(txn, vm_ref, vm, host_ref)?;
+    let needed = memory::footprint(vm);
+    let available = memory::host_free(txn, host_ref, host);
+    if needed > available {
+        return Err(ApiError::new(
+            codes::HOST_NOT_ENOUGH_FREE_MEMORY,
+            vec![needed.to_string(), available.to_string()],
+        ));
+    }
+    Ok(disks)
+}
+
+/// Choose a host for `vm`: its affinity host if it fits, else the host with
+/// the most free memory (ties to the lowest uuid).
+fn choose_host(txn: &Txn, vm_ref: &str, vm: &VmRecord) -> Result<(Target, Vec<std::path::PathBuf>), ApiError> {
+    let hosts = txn.all::<HostRecord>();
+    if let Some((r, h)) = hosts.iter().find(|(r, _)| *r == vm.affinity) {
+        if let Ok(disks) = check_host(txn, vm_ref, vm, r, h) {
+            return Ok((Target::new(r, h), disks));
+        }
+    }
+    let mut fits: Vec<(i64, &String, &HostRecord, Vec<std::path::PathBuf>)> = hosts
+        .iter()
+        .filter_map(|(r, h)| {
+            check_host(txn, vm_ref, vm, r, h).ok().map(|disks| (memory::host_free(txn, r, h), r, h, disks))
+        })
+        .collect();
+    fits.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.2.uuid.cmp(&b.2.uuid)));
+    fits.into_iter()
+        .next()
+        .map(|(_, r, h, disks)| (Target::new(r, h), disks))
+        .ok_or_else(|| ApiError::bare(codes::NO_HOSTS_AVAILABLE))
+}
+
+/// Record `vm_ref` as running on `host_ref` (or halted when `None`).
+fn set_residence(txn: &mut Txn, vm_ref: &str, host_ref: Option<&str>) {
+    let old = txn.get::<VmRecord>(vm_ref).map(|v| v.resident_on).unwrap_or_default();
+    txn.update::<VmRecord>(vm_ref, |vm| match host_ref {
+        Some(h) => {
+            vm.power_state = PowerState::Running;
+            vm.resident_on = h.to_string();
+        }
+        None => {
+            vm.power_state = PowerState::Halted;
+            vm.resident_on = NULL_REF.into();
+        }
+    });
+    for h in [Some(old.as_str()), host_ref].into_iter().flatten() {
+        if h != NULL_REF {
+            memory::refresh_host(txn, h);
+        }
+    }
+}
+
+/// `VM.start(session, vm, start_paused, force)` and
+/// `VM.start_on(session, vm, host, start_paused, force)`.
+async fn start(d: &Arc<Daemon>, args: &Args, on: bool) -> Result<Value, ApiError> {
+    if on {
+        args.count(3, 5)?;
+    } else {
+        args.count(2, 4)?;
+    }
+    let flags_at = if on { 3 } else { 2 };
+    args.bool_or(flags_at, "start_paused", false)?;
+    args.bool_or(flags_at + 1, "force", false)?;
+    let mut w = d.writer().await;
+    let (vm_ref, vm, target, disks) = w.read(|txn| {
+        let (vm_ref, vm) = args.reference::<VmRecord>(1, txn)?;
+        if vm.is_a_template {
+            return Err(ApiError::new("VM_IS_TEMPLATE", vec![vm_ref.clone()]));
+        }
+        if vm.power_state != PowerState::Halted {
+            return Err(bad_power_state(&vm_ref, PowerState::Halted, vm.power_state));
+        }
+        let (target, disks) = if on {
+            let (host_ref, host) = args.reference::<HostRecord>(2, txn)?;
+            let disks = check_host(txn, &vm_ref, &vm, &host_ref, &host)?;
+            (Target::new(&host_ref, &host), disks)
+        } else {
+            choose_host(txn, &vm_ref, &vm)?
+        };
+        Ok((vm_ref, vm, target, disks))
+    })?;
+    hostops::start_guest(d, &target, &vm.uuid, disks, None).await?;
+    let committed = w.commit(|txn| {
+        set_residence(txn, &vm_ref, Some(&target.host_ref));
+        txn.update::<VmRecord>(&vm_ref, |v| v.ha_always_run = v.ha_restart_priority == "restart");
+        Ok(())
+    });
+    if let Err(e) = committed {
+        let _ = hostops::stop_guest(d, &target, &vm.uuid).await;
+        return Err(e);
+    }
+    Ok(json!(""))
+}
+
+/// `VM.clean_shutdown(session, vm)` / `VM.hard_shutdown(session, vm)`. An
+/// API shutdown clears `ha_always_run`: the admin wants the VM down.
+async fn shutdown(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
+    args.exactly(2)?;
+    let mut w = d.writer().await;
+    let (vm_ref, vm, target) = w.read(|txn| {
+        let (vm_ref, vm) = args.reference::<VmRecord>(1, txn)?;
+        if vm.power_state != PowerState::Running {
+            return Err(bad_power_state(&vm_ref, PowerState::Running, vm.power_state));
+        }
+        let host = txn
+            .get::<HostRecord>(&vm.resident_on)
+            .ok_or_else(|| ApiError::internal(format!("VM {} is resident on an unknown host", vm.uuid)))?;
+        let target = Target::new(&vm.resident_on, &host);
+        Ok((vm_ref, vm, target))
+    })?;
+    hostops::stop_guest(d, &target, &vm.uuid).await?;
+    w.commit(|txn| {
+        set_residence(txn, &vm_ref, None);
+        txn.update::<VmRecord>(&vm_ref, |v| v.ha_always_run = false);
+        Ok(())
+    })?;
+    Ok(json!(""))
+}
+
+/// `VM.pool_migrate(session, vm, host, options)`: a live migration. The
+/// source guest stops after its last write and the destination continues
+/// the sequence, so the disk sees one writer at a time and the gap is one
+/// round trip between hosts.
+async fn migrate(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
+    args.count(3, 4)?;
+    if args.raw(3).is_some() {
+        args.string_map(3, "options")?;
+    }
+    let mut w = d.writer().await;
+    let (vm_ref, vm, source, dest, disks) = w.read(|txn| {
+        let (vm_ref, vm) = args.reference::<VmRecord>(1, txn)?;
+        let (host_ref, host) = args.reference::<HostRecord>(2, txn)?;
+        if vm.power_state != PowerState::Running {
+            return Err(bad_power_state(&vm_ref, PowerState::Running, vm.power_state));
+        }
+        if vm.resident_on == host_ref {
+            return Err(ApiError::not_allowed("The VM is already resident on the destination host."));
+        }
+        let source_host = txn
+            .get::<HostRecord>(&vm.resident_on)
+            .ok_or_else(|| ApiError::internal(format!("VM {} is resident on an unknown host", vm.uuid)))?;
+        let disks = check_host(txn, &vm_ref, &vm, &host_ref, &host)?;
+        Ok((vm_ref, vm.clone(), Target::new(&vm.resident_on, &source_host), Target::new(&host_ref, &host), disks))
+    })?;
+    let last = hostops::stop_guest(d, &source, &vm.uuid).await?;
+    let next = last.map(|s| s + 1);
+    if let Err(e) = hostops::start_guest(d, &dest, &vm.uuid, disks, next).await {
+        // Put the guest back where it was; the VM never left the source.
+        let back = w.read(|txn| hostops::disk_paths(txn, &vm_ref, &vm, &source.host_ref))?;
+        hostops::start_guest(d, &source, &vm.uuid, back, next).await?;
+        return Err(ApiError::new(
+            codes::VM_MIGRATE_FAILED,
+            vec![vm_ref, source.host_ref, dest.host_ref, e.to_string()],
+        ));
+    }
+    w.commit(|txn| {
+        set_residence(txn, &vm_ref, Some(&dest.host_ref));
+        Ok(())
+    })?;
+    Ok(json!(""))
+}

@@ -1,0 +1,456 @@
+//! The state of one `xapid` process and the write path of the pool database.
+//!
+//! [`Daemon`] owns the committed [`Model`] (behind a read/write lock), the
+//! SQLite [`Store`] (behind an async mutex that serializes every write), the
+//! sessions, the VM driver and this host's role. A write runs as
+//! [`Daemon::write`] or, when it must wait on another host in between (a VM
+//! start on a member), through a [`Writer`] held across those awaits: either
+//! way the whole operation is one serial step of the pool's history.
+//! Every commit bumps the generation, lands in the replication log and wakes
+//! the members' long-polls.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use xapi_proto::records::{HostRecord, PbdRecord, PoolRecord, SrRecord, NULL_REF};
+use xapi_proto::{codes, ApiError};
+
+use crate::auth::{self, Verifier};
+use crate::driver::SimDriver;
+use crate::model::{new_ref, new_uuid, Changes, Model, Txn};
+use crate::sessions::Sessions;
+use crate::store::{Store, StoreError};
+
+/// How many commits the master keeps for members to catch up from; a member
+/// further behind gets a full copy.
+const REPLICATION_LOG_LEN: usize = 4096;
+
+/// How `xapid` runs on this host.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    /// The address this host listens on and that the pool knows it by.
+    pub address: String,
+    /// The API port; every host of a pool uses the same one.
+    pub port: u16,
+    /// Needed at first start only.
+    pub root_password: Option<String>,
+    /// Memory the host offers to VMs, in bytes.
+    pub memory_total: i64,
+    pub name_label: Option<String>,
+    pub session_idle_timeout: Duration,
+}
+
+/// This host's place in the pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    Master,
+    Member { master_address: String },
+}
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("this host has no pool database yet: give the root password for the first start (--root-password-file FILE or --root-password PASS)")]
+    NoRootPassword,
+    #[error("cannot hash the root password: {0}")]
+    Hash(String),
+    #[error("cannot create {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("the pool database is inconsistent: {0}")]
+    Inconsistent(String),
+}
+
+/// One `xapid`: its database, sessions, VMs and role.
+pub struct Daemon {
+    pub config: Config,
+    pub host_uuid: String,
+    model: RwLock<Model>,
+    store: tokio::sync::Mutex<Store>,
+    users: RwLock<HashMap<String, String>>,
+    role: RwLock<Role>,
+    pool_secret: RwLock<String>,
+    pub sessions: Sessions,
+    pub verifier: Verifier,
+    pub driver: SimDriver,
+    generation: watch::Sender<u64>,
+    log: Mutex<VecDeque<(u64, Changes)>>,
+    /// When each member last asked the master for updates.
+    pub last_seen: Mutex<HashMap<String, Instant>>,
+    /// Clients to the other hosts, for calls between hosts.
+    pub peers: crate::peers::Peers,
+}
+
+impl Daemon {
+    /// Open this host's database, creating a one-host pool at first start.
+    pub fn open(config: Config) -> Result<Arc<Daemon>, StartError> {
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|source| StartError::Io { path: config.data_dir.clone(), source })?;
+        let mut store = Store::open(&config.data_dir.join("pool.db"))?;
+        let host_uuid = match store.local("host_uuid")? {
+            Some(u) => u,
+            None => first_start(&mut store, &config)?,
+        };
+        let role = match (store.local("role")?.as_deref(), store.local("master_address")?) {
+            (Some("member"), Some(master_address)) => Role::Member { master_address },
+            _ => Role::Master,
+        };
+        let secret = store.local("pool_secret")?.unwrap_or_default();
+        let model = store.load()?;
+        if role == Role::Master && model.pool().is_none() {
+            return Err(StartError::Inconsistent("no pool record".into()));
+        }
+        let users = store.users()?.into_iter().collect();
+        let (generation, _) = watch::channel(model.generation);
+        Ok(Arc::new(Daemon {
+            sessions: Sessions::new(config.session_idle_timeout),
+            config,
+            driver: SimDriver::new(host_uuid.clone()),
+            host_uuid,
+            model: RwLock::new(model),
+            store: tokio::sync::Mutex::new(store),
+            users: RwLock::new(users),
+            role: RwLock::new(role),
+            pool_secret: RwLock::new(secret),
+            verifier: Verifier::default(),
+            generation,
+            log: Mutex::new(VecDeque::new()),
+            last_seen: Mutex::new(HashMap::new()),
+            peers: crate::peers::Peers::default(),
+        }))
+    }
+
+    /// The committed model, for reading.
+    pub fn model(&self) -> RwLockReadGuard<'_, Model> {
+        self.model.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn role(&self) -> Role {
+        self.role.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn is_master(&self) -> bool {
+        self.role() == Role::Master
+    }
+
+    pub fn pool_secret(&self) -> String {
+        self.pool_secret.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The password hash of `user`.
+    pub fn password_hash(&self, user: &str) -> Option<String> {
+        self.users.read().unwrap_or_else(|p| p.into_inner()).get(user).cloned()
+    }
+
+    pub fn users(&self) -> Vec<(String, String)> {
+        let users = self.users.read().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<_> = users.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        v.sort();
+        v
+    }
+
+    /// This host's reference in the pool database.
+    pub fn host_ref(&self) -> Option<String> {
+        self.model().host.ref_of_uuid(&self.host_uuid).map(str::to_string)
+    }
+
+    /// Subscribe to generation changes.
+    pub fn watch_generation(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    /// Take the write lock; hold it across an operation's awaits.
+    pub async fn writer(&self) -> Writer<'_> {
+        Writer { daemon: self, store: self.store.lock().await }
+    }
+
+    /// Validate and commit one transaction.
+    pub async fn write<R>(&self, f: impl FnOnce(&mut Txn) -> Result<R, ApiError>) -> Result<R, ApiError> {
+        self.writer().await.commit(f)
+    }
+
+    /// The commits after `since`, if the log still holds all of them.
+    pub fn changes_since(&self, since: u64) -> Option<Vec<(u64, Changes)>> {
+        let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.model().generation;
+        if since == current {
+            return Some(Vec::new());
+        }
+        let first = log.front()?.0;
+        if since + 1 < first || since > current {
+            return None;
+        }
+        Some(log.iter().filter(|(g, _)| *g > since).cloned().collect())
+    }
+
+    fn publish(&self, generation: u64, changes: Changes) {
+        let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        log.push_back((generation, changes));
+        while log.len() > REPLICATION_LOG_LEN {
+            log.pop_front();
+        }
+        drop(log);
+        self.generation.send_replace(generation);
+    }
+
+    /// Become a member of the pool whose master is `master_address`, taking
+    /// its database (`snapshot` at `generation`) and its secret.
+    pub async fn become_member(
+        &self,
+        master_address: &str,
+        secret: &str,
+        snapshot: Changes,
+        users: Vec<(String, String)>,
+        generation: u64,
+    ) -> Result<(), StoreError> {
+        let mut store = self.store.lock().await;
+        store.replace_all(&snapshot, &users, generation)?;
+        store.set_local(&[("role", "member"), ("master_address", master_address), ("pool_secret", secret)])?;
+        let mut model = Model { generation, ..Model::default() };
+        model.apply(snapshot);
+        *self.model.write().unwrap_or_else(|p| p.into_inner()) = model;
+        *self.users.write().unwrap_or_else(|p| p.into_inner()) = users.into_iter().collect();
+        *self.pool_secret.write().unwrap_or_else(|p| p.into_inner()) = secret.to_string();
+        *self.role.write().unwrap_or_else(|p| p.into_inner()) =
+            Role::Member { master_address: master_address.to_string() };
+        self.log.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.generation.send_replace(generation);
+        Ok(())
+    }
+
+    /// Apply replicated commits from the master (a member's side).
+    pub async fn apply_replica(&self, commits: Vec<(u64, Changes)>) -> Result<(), StoreError> {
+        let mut store = self.store.lock().await;
+        for (generation, changes) in commits {
+            if generation <= self.model().generation {
+                continue;
+            }
+            store.commit(&changes, generation)?;
+            let mut model = self.model.write().unwrap_or_else(|p| p.into_inner());
+            model.apply(changes);
+            model.generation = generation;
+        }
+        let g = self.model().generation;
+        self.generation.send_replace(g);
+        Ok(())
+    }
+
+    /// Replace the whole replica (a member too far behind the master's log).
+    pub async fn replace_replica(
+        &self,
+        snapshot: Changes,
+        users: Vec<(String, String)>,
+        generation: u64,
+    ) -> Result<(), StoreError> {
+        let mut store = self.store.lock().await;
+        store.replace_all(&snapshot, &users, generation)?;
+        let mut model = Model { generation, ..Model::default() };
+        model.apply(snapshot);
+        *self.model.write().unwrap_or_else(|p| p.into_inner()) = model;
+        *self.users.write().unwrap_or_else(|p| p.into_inner()) = users.into_iter().collect();
+        self.generation.send_replace(generation);
+        Ok(())
+    }
+
+    /// The master's address, or this host's when it is the master.
+    pub fn master_address(&self) -> String {
+        match self.role() {
+            Role::Master => self.config.address.clone(),
+            Role::Member { master_address } => master_address,
+        }
+    }
+
+    /// SQLite's integrity check of this host's database file.
+    pub async fn integrity_check(&self) -> Result<String, StoreError> {
+        self.store.lock().await.integrity_check()
+    }
+}
+
+/// The held write lock of the pool database.
+pub struct Writer<'a> {
+    daemon: &'a Daemon,
+    store: tokio::sync::MutexGuard<'a, Store>,
+}
+
+impl Writer<'_> {
+    /// Run `f` over a transaction and commit what it changed. When `f`
+    /// fails, or the commit does, nothing changes.
+    pub fn commit<R>(&mut self, f: impl FnOnce(&mut Txn) -> Result<R, ApiError>) -> Result<R, ApiError> {
+        let (result, changes, generation) = {
+            let model = self.daemon.model();
+            let mut txn = Txn::new(&model);
+            let result = f(&mut txn)?;
+            (result, txn.into_changes(), model.generation + 1)
+        };
+        if changes.is_empty() {
+            return Ok(result);
+        }
+        self.store
+            .commit(&changes, generation)
+            .map_err(|e| ApiError::internal(format!("database commit failed: {e}")))?;
+        {
+            let mut model = self.daemon.model.write().unwrap_or_else(|p| p.into_inner());
+            model.apply(changes.clone());
+            model.generation = generation;
+        }
+        self.daemon.publish(generation, changes);
+        Ok(result)
+    }
+
+    /// Read the committed model while holding the write lock.
+    pub fn read<R>(&self, f: impl FnOnce(&Txn) -> Result<R, ApiError>) -> Result<R, ApiError> {
+        let model = self.daemon.model();
+        let txn = Txn::new(&model);
+        f(&txn)
+    }
+}
+
+/// Create the one-host pool of a fresh host: pool, host, local SR, root user.
+fn first_start(store: &mut Store, config: &Config) -> Result<String, StartError> {
+    let password = config.root_password.as_deref().ok_or(StartError::NoRootPassword)?;
+    let hash = auth::hash_password(password).map_err(StartError::Hash)?;
+    let host_uuid = new_uuid();
+    let host_ref = new_ref();
+    let hostname = config.name_label.clone().unwrap_or_else(|| format!("host-{}", &host_uuid[..8]));
+    let local_sr_dir = config.data_dir.join("local-sr");
+    std::fs::create_dir_all(&local_sr_dir)
+        .map_err(|source| StartError::Io { path: local_sr_dir.clone(), source })?;
+    let (sr_ref, pbd_ref) = (new_ref(), new_ref());
+    let mut changes = Changes::default();
+    changes.pool.insert(
+        new_ref(),
+        Some(PoolRecord { uuid: new_uuid(), master: host_ref.clone(), default_sr: NULL_REF.into(), ..Default::default() }),
+    );
+    changes.host.insert(
+        host_ref.clone(),
+        Some(HostRecord {
+            uuid: host_uuid.clone(),
+            name_label: hostname.clone(),
+            hostname,
+            address: config.address.clone(),
+            enabled: true,
+            live: true,
+            memory_total: config.memory_total,
+            memory_free: config.memory_total,
+            pbds: vec![pbd_ref.clone()],
+            ..Default::default()
+        }),
+    );
+    changes.sr.insert(
+        sr_ref.clone(),
+        Some(SrRecord {
+            uuid: new_uuid(),
+            name_label: "Local storage".into(),
+            sr_type: "dir".into(),
+            content_type: "user".into(),
+            shared: false,
+            pbds: vec![pbd_ref.clone()],
+            ..Default::default()
+        }),
+    );
+    changes.pbd.insert(
+        pbd_ref,
+        Some(PbdRecord {
+            uuid: new_uuid(),
+            host: host_ref,
+            sr: sr_ref,
+            device_config: [("location".to_string(), local_sr_dir.display().to_string())].into(),
+            currently_attached: true,
+        }),
+    );
+    store.commit(&changes, 1)?;
+    store.set_user("root", &hash)?;
+    let secret = hex(&rand::random::<[u8; 32]>());
+    store.set_local(&[("host_uuid", &host_uuid), ("role", "master"), ("pool_secret", &secret)])?;
+    Ok(host_uuid)
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Compare secrets without leaking where they differ.
+pub fn secrets_equal(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// `HOST_IS_SLAVE [master]`, the answer of a member to ordinary calls.
+pub fn host_is_slave(master_address: &str) -> ApiError {
+    ApiError::new(codes::HOST_IS_SLAVE, vec![master_address.to_string()])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use xapi_proto::records::VmRecord;
+
+    fn config(dir: &std::path::Path) -> Config {
+        Config {
+            data_dir: dir.to_path_buf(),
+            address: "127.0.0.1".into(),
+            port: 0,
+            root_password: Some("pw".into()),
+            memory_total: 1 << 30,
+            name_label: None,
+            session_idle_timeout: Duration::from_secs(60),
+        }
+    }
+
+    #[tokio::test]
+    async fn first_start_makes_a_one_host_pool_that_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = Daemon::open(config(dir.path())).unwrap();
+        let uuid = d.host_uuid.clone();
+        {
+            let m = d.model();
+            let (_, pool) = m.pool().unwrap();
+            assert_eq!(m.get::<HostRecord>(&pool.master).map(|h| h.uuid.clone()), Some(uuid.clone()));
+            assert_eq!(m.sr.len(), 1);
+        }
+        drop(d);
+        let mut cfg = config(dir.path());
+        cfg.root_password = None;
+        let d = Daemon::open(cfg).unwrap();
+        assert_eq!(d.host_uuid, uuid);
+        assert!(d.password_hash("root").is_some());
+    }
+
+    #[tokio::test]
+    async fn rejected_writes_change_nothing_and_commits_bump_the_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = Daemon::open(config(dir.path())).unwrap();
+        let g0 = d.model().generation;
+        let err = d
+            .write(|txn| {
+                txn.put("OpaqueRef:x", VmRecord { uuid: "u".into(), ..Default::default() });
+                Err::<(), _>(ApiError::bare("NOPE"))
+            })
+            .await;
+        assert!(err.is_err());
+        assert_eq!(d.model().generation, g0);
+        assert!(d.model().vm.is_empty());
+        d.write(|txn| {
+            txn.put("OpaqueRef:x", VmRecord { uuid: "u".into(), ..Default::default() });
+            Ok(())
+        })
+        .await
+        .unwrap();
+        assert_eq!(d.model().generation, g0 + 1);
+        assert_eq!(d.changes_since(g0).map(|c| c.len()), Some(1));
+        assert!(d.changes_since(g0 + 5).is_none());
+    }
+
+    #[test]
+    fn first_start_without_password_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(dir.path());
+        cfg.root_password = None;
+        assert!(matches!(Daemon::open(cfg), Err(StartError::NoRootPassword)));
+    }
+}

@@ -1,0 +1,198 @@
+//! The `sim` VM driver: VMs as tasks inside `xapid` that write to their disks.
+//!
+//! A running sim guest appends one line to each of its disk files every
+//! [`TICK`]: `SEQ UNIX_MS HOST_UUID VM_UUID`. Those "guest writes" make the
+//! product's central safety property observable: two hosts writing one VM's
+//! disk in overlapping time is split brain. A guest stops when asked (clean or
+//! hard shutdown, the source side of a migration) and dies with the process.
+
+use std::collections::HashMap;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// How often a guest writes.
+pub const TICK: Duration = Duration::from_millis(100);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    #[error("VM {0} is already running on this host")]
+    AlreadyRunning(String),
+    #[error("VM {0} is not running on this host")]
+    NotRunning(String),
+}
+
+/// One guest write, as a line of a disk file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestRecord {
+    pub seq: u64,
+    pub unix_ms: u64,
+    pub host_uuid: String,
+    pub vm_uuid: String,
+}
+
+impl GuestRecord {
+    pub fn to_line(&self) -> String {
+        format!("{} {} {} {}\n", self.seq, self.unix_ms, self.host_uuid, self.vm_uuid)
+    }
+
+    /// Parse one line; `None` for a torn or foreign line.
+    pub fn parse(line: &str) -> Option<GuestRecord> {
+        let mut parts = line.split_whitespace();
+        let rec = GuestRecord {
+            seq: parts.next()?.parse().ok()?,
+            unix_ms: parts.next()?.parse().ok()?,
+            host_uuid: parts.next()?.to_string(),
+            vm_uuid: parts.next()?.to_string(),
+        };
+        parts.next().is_none().then_some(rec)
+    }
+}
+
+struct Guest {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<u64>,
+}
+
+/// The sim guests running on this host.
+pub struct SimDriver {
+    host_uuid: String,
+    guests: Mutex<HashMap<String, Guest>>,
+}
+
+impl SimDriver {
+    pub fn new(host_uuid: String) -> Self {
+        SimDriver { host_uuid, guests: Mutex::new(HashMap::new()) }
+    }
+
+    /// Start a guest writing to `disks`. Its first record is `first_seq`, or
+    /// when `None` the one after the last record on its first disk.
+    pub fn start(&self, vm_uuid: &str, disks: Vec<PathBuf>, first_seq: Option<u64>) -> Result<(), DriverError> {
+        let mut guests = self.guests.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(g) = guests.get(vm_uuid) {
+            if !g.task.is_finished() {
+                return Err(DriverError::AlreadyRunning(vm_uuid.to_string()));
+            }
+        }
+        let seq = first_seq.unwrap_or_else(|| disks.first().and_then(|d| last_seq(d)).map_or(0, |s| s + 1));
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(run_guest(self.host_uuid.clone(), vm_uuid.to_string(), disks, seq, stopped));
+        guests.insert(vm_uuid.to_string(), Guest { stop, task });
+        Ok(())
+    }
+
+    /// Stop a guest after its current write; returns the last sequence written.
+    pub async fn stop(&self, vm_uuid: &str) -> Result<u64, DriverError> {
+        let guest = self
+            .guests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(vm_uuid)
+            .ok_or_else(|| DriverError::NotRunning(vm_uuid.to_string()))?;
+        let _ = guest.stop.send(());
+        Ok(guest.task.await.unwrap_or(0))
+    }
+
+    /// The uuids of the guests running here.
+    pub fn running(&self) -> Vec<String> {
+        let guests = self.guests.lock().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<String> =
+            guests.iter().filter(|(_, g)| !g.task.is_finished()).map(|(k, _)| k.clone()).collect();
+        v.sort();
+        v
+    }
+}
+
+async fn run_guest(
+    host_uuid: String,
+    vm_uuid: String,
+    disks: Vec<PathBuf>,
+    mut seq: u64,
+    mut stopped: oneshot::Receiver<()>,
+) -> u64 {
+    let mut ticker = tokio::time::interval(TICK);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last = seq.saturating_sub(1);
+    loop {
+        tokio::select! {
+            biased;
+            _ = &mut stopped => return last,
+            _ = ticker.tick() => {
+                let rec = GuestRecord { seq, unix_ms: unix_ms(), host_uuid: host_uuid.clone(), vm_uuid: vm_uuid.clone() };
+                let line = rec.to_line();
+                for disk in &disks {
+                    if let Err(e) = append(disk, line.as_bytes()) {
+                        tracing::warn!(vm = %vm_uuid, disk = %disk.display(), "guest write failed: {e}");
+                    }
+                }
+                last = seq;
+                seq += 1;
+            }
+        }
+    }
+}
+
+fn append(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    // One write(2) on an O_APPEND file: lines never interleave.
+    std::fs::OpenOptions::new().create(true).append(true).open(path)?.write_all(bytes)
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The sequence number of the last whole record of a disk file.
+pub fn last_seq(path: &Path) -> Option<u64> {
+    let mut f = std::fs::File::open(path).ok()?;
+    let len = f.metadata().ok()?.len();
+    let tail = len.min(512);
+    f.seek(SeekFrom::Start(len - tail)).ok()?;
+    let mut buf = String::new();
+    f.read_to_string(&mut buf).ok()?;
+    buf.lines().rev().find_map(GuestRecord::parse).map(|r| r.seq)
+}
+
+/// Every whole record of a disk file, in file order.
+pub fn read_records(path: &Path) -> std::io::Result<Vec<GuestRecord>> {
+    Ok(std::fs::read_to_string(path)?.lines().filter_map(GuestRecord::parse).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_parse_back() {
+        let r = GuestRecord { seq: 7, unix_ms: 9, host_uuid: "h".into(), vm_uuid: "v".into() };
+        assert_eq!(GuestRecord::parse(&r.to_line()), Some(r));
+        assert_eq!(GuestRecord::parse("7 9 h"), None);
+        assert_eq!(GuestRecord::parse("7 9 h v extra"), None);
+    }
+
+    #[tokio::test]
+    async fn a_guest_writes_until_stopped_and_continues_its_sequence() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = dir.path().join("d.disk");
+        let driver = SimDriver::new("host-a".into());
+        driver.start("vm-1", vec![disk.clone()], None).unwrap();
+        assert!(driver.start("vm-1", vec![disk.clone()], None).is_err());
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        let last = driver.stop("vm-1").await.unwrap();
+        let recs = read_records(&disk).unwrap();
+        assert!(recs.len() >= 3, "{} records", recs.len());
+        assert_eq!(recs.last().map(|r| r.seq), Some(last));
+        assert!(recs.iter().all(|r| r.host_uuid == "host-a" && r.vm_uuid == "vm-1"));
+        assert!(driver.running().is_empty());
+        driver.start("vm-1", vec![disk.clone()], None).unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        driver.stop("vm-1").await.unwrap();
+        let recs = read_records(&disk).unwrap();
+        let seqs: Vec<u64> = recs.iter().map(|r| r.seq).collect();
+        assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "sequence continues: {seqs:?}");
+    }
+}

@@ -1,0 +1,119 @@
+//! The master's hands on a host's VMs: start or stop a guest on a host, this
+//! one (the driver directly) or a member (`host.local_vm_*` over the API).
+
+use std::path::PathBuf;
+
+use serde_json::json;
+use xapi_client::ClientError;
+use xapi_proto::records::{HostRecord, PbdRecord, SrRecord, VbdRecord, VdiRecord, VmRecord};
+use xapi_proto::{codes, ApiError};
+
+use crate::daemon::Daemon;
+use crate::driver::DriverError;
+use crate::model::Txn;
+use crate::peers::{PeerAuth, PEER_TIMEOUT};
+
+/// A host to act on.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub host_ref: String,
+    pub uuid: String,
+    pub address: String,
+}
+
+impl Target {
+    pub fn new(host_ref: &str, host: &HostRecord) -> Self {
+        Target { host_ref: host_ref.to_string(), uuid: host.uuid.clone(), address: host.address.clone() }
+    }
+}
+
+fn auth(d: &Daemon) -> PeerAuth {
+    PeerAuth { host_uuid: d.host_uuid.clone(), secret: d.pool_secret() }
+}
+
+fn peer_error(target: &Target, e: ClientError) -> ApiError {
+    match e {
+        ClientError::Api(api) => api,
+        ClientError::Unreachable { .. } => ApiError::new(codes::HOST_OFFLINE, vec![target.host_ref.clone()]),
+        other => ApiError::internal(other.to_string()),
+    }
+}
+
+/// Start a guest of `vm_uuid` on `target`, writing to `disks`.
+pub async fn start_guest(
+    d: &Daemon,
+    target: &Target,
+    vm_uuid: &str,
+    disks: Vec<PathBuf>,
+    first_seq: Option<u64>,
+) -> Result<(), ApiError> {
+    if target.uuid == d.host_uuid {
+        return d.driver.start(vm_uuid, disks, first_seq).map_err(|e| ApiError::internal(e.to_string()));
+    }
+    let disks: Vec<String> = disks.iter().map(|p| p.display().to_string()).collect();
+    let seq = first_seq.map_or(-1, |s| s as i64);
+    d.peers
+        .call(&auth(d), &target.address, d.config.port, "host.local_vm_start", vec![json!(vm_uuid), json!(disks), json!(seq)], PEER_TIMEOUT)
+        .await
+        .map(|_| ())
+        .map_err(|e| peer_error(target, e))
+}
+
+/// Stop the guest of `vm_uuid` on `target`: the last sequence it wrote, or
+/// `None` when it was not running there.
+pub async fn stop_guest(d: &Daemon, target: &Target, vm_uuid: &str) -> Result<Option<u64>, ApiError> {
+    if target.uuid == d.host_uuid {
+        return match d.driver.stop(vm_uuid).await {
+            Ok(seq) => Ok(Some(seq)),
+            Err(DriverError::NotRunning(_)) => Ok(None),
+            Err(e) => Err(ApiError::internal(e.to_string())),
+        };
+    }
+    let result = d
+        .peers
+        .call(&auth(d), &target.address, d.config.port, "host.local_vm_stop", vec![json!(vm_uuid)], PEER_TIMEOUT)
+        .await;
+    match result {
+        Ok(v) => Ok(v.as_i64().and_then(|s| u64::try_from(s).ok())),
+        Err(e) if e.is(codes::VM_NOT_RESIDENT_HERE) => Ok(None),
+        Err(e) => Err(peer_error(target, e)),
+    }
+}
+
+/// The SRs a VM's disks live on.
+pub fn vm_srs(txn: &Txn, vm: &VmRecord) -> Vec<String> {
+    let mut srs: Vec<String> = vm
+        .vbds
+        .iter()
+        .filter_map(|vbd| txn.get::<VbdRecord>(vbd))
+        .filter_map(|vbd| txn.get::<VdiRecord>(&vbd.vdi))
+        .map(|vdi| vdi.sr)
+        .collect();
+    srs.sort();
+    srs.dedup();
+    srs
+}
+
+/// The directory through which `host_ref` reaches `sr_ref`, if it has an
+/// attached PBD for it.
+pub fn sr_path(txn: &Txn, host_ref: &str, sr_ref: &str) -> Option<PathBuf> {
+    let sr = txn.get::<SrRecord>(sr_ref)?;
+    sr.pbds
+        .iter()
+        .filter_map(|p| txn.get::<PbdRecord>(p))
+        .find(|p| p.host == host_ref && p.currently_attached)
+        .and_then(|p| p.device_config.get("location").map(PathBuf::from))
+}
+
+/// The disk files of `vm` as `host_ref` reaches them, or the first SR it
+/// cannot reach (`VM_REQUIRES_SR [vm, sr]`).
+pub fn disk_paths(txn: &Txn, vm_ref: &str, vm: &VmRecord, host_ref: &str) -> Result<Vec<PathBuf>, ApiError> {
+    let mut paths = Vec::new();
+    for vbd in vm.vbds.iter().filter_map(|r| txn.get::<VbdRecord>(r)) {
+        let Some(vdi) = txn.get::<VdiRecord>(&vbd.vdi) else { continue };
+        let dir = sr_path(txn, host_ref, &vdi.sr)
+            .ok_or_else(|| ApiError::new(codes::VM_REQUIRES_SR, vec![vm_ref.to_string(), vdi.sr.clone()]))?;
+        paths.push(dir.join(&vdi.location));
+    }
+    Ok(paths)
+}

@@ -1,0 +1,380 @@
+//! The lab: a pool of several `xapid` processes on this machine.
+//!
+//! `xapid lab --hosts N --dir DIR` gives each host its own loopback address
+//! (`127.A.B.1`, `127.A.B.2`, ... on one port), its own data directory under
+//! `DIR/hosts/`, and one shared SR folder `DIR/sr`. On the first run it joins
+//! the hosts into one pool, creates the shared SR (the pool's default) and a
+//! few VMs; a later run on the same DIR restarts the same pool. It writes
+//! `DIR/env` (an `XE_EXTRA_ARGS=` line pointing xe at the master) and
+//! `DIR/lab.json` (addresses and process ids, read by `xapid lab status`),
+//! then stays in the foreground as the hosts' power supply until Ctrl-C, when
+//! it stops every host cleanly.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::{json, Value};
+use tokio::process::{Child, Command};
+use xapi_client::Client;
+
+/// What `xapid lab` was asked for.
+#[derive(Debug, Clone)]
+pub struct LabOptions {
+    pub hosts: usize,
+    pub dir: Option<PathBuf>,
+    pub port: u16,
+    /// The first three octets of the hosts' addresses (`127.A.B`); random
+    /// when not given.
+    pub subnet: Option<String>,
+    pub password: Option<String>,
+    pub vms: usize,
+    pub host_memory: i64,
+    pub vm_memory: i64,
+}
+
+/// The lab's description on disk (`DIR/lab.json`).
+#[derive(Debug, Clone)]
+pub struct LabState {
+    pub dir: PathBuf,
+    pub port: u16,
+    pub password: String,
+    pub hosts: Vec<LabHost>,
+}
+
+#[derive(Debug, Clone)]
+pub struct LabHost {
+    pub name: String,
+    pub address: String,
+    pub data_dir: PathBuf,
+    pub pid: Option<u32>,
+}
+
+impl LabState {
+    pub fn master(&self) -> &LabHost {
+        &self.hosts[0]
+    }
+
+    /// The `XE_EXTRA_ARGS` value pointing xe at the master.
+    pub fn xe_extra_args(&self) -> String {
+        format!("server={},port={},username=root,password={}", self.master().address, self.port, self.password)
+    }
+
+    fn to_json(&self) -> Value {
+        json!({
+            "port": self.port,
+            "password": self.password,
+            "hosts": self.hosts.iter().map(|h| json!({
+                "name": h.name, "address": h.address, "data_dir": h.data_dir, "pid": h.pid,
+            })).collect::<Vec<_>>(),
+        })
+    }
+
+    pub fn save(&self) -> Result<()> {
+        let path = self.dir.join("lab.json");
+        let tmp = self.dir.join("lab.json.tmp");
+        std::fs::write(&tmp, serde_json::to_string_pretty(&self.to_json())?)?;
+        std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(self.dir.join("env"), format!("XE_EXTRA_ARGS={}\n", self.xe_extra_args()))?;
+        Ok(())
+    }
+
+    pub fn load(dir: &Path) -> Result<LabState> {
+        let path = dir.join("lab.json");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("no lab in {} (cannot read {})", dir.display(), path.display()))?;
+        let v: Value = serde_json::from_str(&text).with_context(|| format!("{} is damaged", path.display()))?;
+        let field = |h: &Value, k: &str| h.get(k).and_then(Value::as_str).map(str::to_string);
+        let hosts = v["hosts"]
+            .as_array()
+            .ok_or_else(|| anyhow!("{}: no hosts", path.display()))?
+            .iter()
+            .map(|h| {
+                Ok(LabHost {
+                    name: field(h, "name").ok_or_else(|| anyhow!("host without name"))?,
+                    address: field(h, "address").ok_or_else(|| anyhow!("host without address"))?,
+                    data_dir: field(h, "data_dir").map(PathBuf::from).ok_or_else(|| anyhow!("host without data_dir"))?,
+                    pid: h.get("pid").and_then(Value::as_u64).map(|p| p as u32),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if hosts.is_empty() {
+            bail!("{}: no hosts", path.display());
+        }
+        Ok(LabState {
+            dir: dir.to_path_buf(),
+            port: v["port"].as_u64().and_then(|p| u16::try_from(p).ok()).ok_or_else(|| anyhow!("no port"))?,
+            password: field(&v, "password").ok_or_else(|| anyhow!("no password"))?,
+            hosts,
+        })
+    }
+}
+
+fn random_subnet() -> String {
+    let a: u8 = rand::random_range(1..=250);
+    let b: u8 = rand::random_range(1..=250);
+    format!("127.{a}.{b}")
+}
+
+fn random_password() -> String {
+    crate::daemon::hex(&rand::random::<[u8; 8]>())
+}
+
+/// Run the lab in the foreground until Ctrl-C or SIGTERM.
+pub async fn run(options: LabOptions) -> Result<()> {
+    let dir = match &options.dir {
+        Some(d) => d.clone(),
+        None => tempdir_path()?,
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let dir = dir.canonicalize()?;
+    let existing = dir.join("lab.json").exists();
+    let mut state = if existing {
+        let s = LabState::load(&dir)?;
+        println!("Restarting the lab pool in {} ({} hosts).", dir.display(), s.hosts.len());
+        s
+    } else {
+        new_state(&options, &dir)?
+    };
+    std::fs::create_dir_all(dir.join("sr"))?;
+    let password_file = dir.join("root-password");
+    std::fs::write(&password_file, &state.password)?;
+    let mut children = Vec::new();
+    for host in &mut state.hosts {
+        let child = spawn_host(host, state.port, &password_file, options.host_memory)?;
+        host.pid = child.id();
+        children.push(child);
+    }
+    state.save()?;
+    let ready = async {
+        for host in &state.hosts {
+            wait_until_up(&host.address, state.port, Duration::from_secs(20)).await?;
+        }
+        if !existing {
+            build_pool(&state, &options).await?;
+        }
+        Ok::<_, anyhow::Error>(())
+    };
+    if let Err(e) = ready.await {
+        stop_all(&mut children).await;
+        return Err(e.context("the lab pool did not come up; see the hosts' logs under DIR/hosts/*/xapid.log"));
+    }
+    print_welcome(&state);
+    wait_for_signal().await;
+    println!("Stopping the lab pool...");
+    stop_all(&mut children).await;
+    for host in &mut state.hosts {
+        host.pid = None;
+    }
+    state.save()?;
+    println!("Stopped. Start it again with: xapid lab --dir {}", dir.display());
+    Ok(())
+}
+
+fn tempdir_path() -> Result<PathBuf> {
+    let base = std::env::temp_dir().join(format!("pool-ha-lab-{}", std::process::id()));
+    Ok(base)
+}
+
+fn new_state(options: &LabOptions, dir: &Path) -> Result<LabState> {
+    if options.hosts == 0 || options.hosts > 64 {
+        bail!("--hosts must be between 1 and 64");
+    }
+    let subnet = options.subnet.clone().unwrap_or_else(random_subnet);
+    let hosts = (1..=options.hosts)
+        .map(|i| LabHost {
+            name: format!("host{i}"),
+            address: format!("{subnet}.{i}"),
+            data_dir: dir.join("hosts").join(format!("host{i}")),
+            pid: None,
+        })
+        .collect();
+    Ok(LabState {
+        dir: dir.to_path_buf(),
+        port: options.port,
+        password: options.password.clone().unwrap_or_else(random_password),
+        hosts,
+    })
+}
+
+fn spawn_host(host: &LabHost, port: u16, password_file: &Path, memory: i64) -> Result<Child> {
+    std::fs::create_dir_all(&host.data_dir)?;
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(host.data_dir.join("xapid.log"))?;
+    let exe = std::env::current_exe().context("cannot find the xapid executable")?;
+    let child = Command::new(exe)
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(&host.data_dir)
+        .args(["--address", &host.address, "--port", &port.to_string(), "--name", &host.name])
+        .arg("--root-password-file")
+        .arg(password_file)
+        .args(["--memory", &memory.to_string()])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {}", host.name))?;
+    Ok(child)
+}
+
+/// Wait until the host at `address:port` answers the API.
+pub async fn wait_until_up(address: &str, port: u16, limit: Duration) -> Result<()> {
+    let start = Instant::now();
+    loop {
+        let mut c = Client::new(address, port).no_redirect();
+        match c.call_raw("pool.get_all", vec![json!("")]).await {
+            Ok(_) | Err(xapi_client::ClientError::Api(_)) => return Ok(()),
+            Err(e) if start.elapsed() > limit => bail!("{address}:{port} did not come up: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+async fn build_pool(state: &LabState, options: &LabOptions) -> Result<()> {
+    let master = state.master();
+    for host in &state.hosts[1..] {
+        let mut c = Client::new(&host.address, state.port).no_redirect();
+        c.login("root", &state.password).await?;
+        c.call("pool.join", vec![json!(master.address), json!("root"), json!(state.password)])
+            .await
+            .with_context(|| format!("{} could not join the pool", host.name))?;
+        c.logout().await;
+    }
+    let mut c = Client::new(&master.address, state.port);
+    c.login("root", &state.password).await?;
+    let pool = first(&c.call("pool.get_all", vec![]).await?)?;
+    c.call("pool.set_name_label", vec![json!(pool), json!("lab")]).await?;
+    let host = first(&c.call("pool.get_master", vec![json!(pool)]).await.map(|v| json!([v]))?)?;
+    let sr_dir = state.dir.join("sr");
+    let sr = c
+        .call(
+            "SR.create",
+            vec![
+                json!(host),
+                json!({"location": sr_dir.display().to_string()}),
+                json!(0),
+                json!("Shared lab storage"),
+                json!("A folder every lab host reaches"),
+                json!("dir"),
+                json!("user"),
+                json!(true),
+                json!({}),
+            ],
+        )
+        .await
+        .context("creating the shared SR")?;
+    c.call("pool.set_default_SR", vec![json!(pool), sr.clone()]).await?;
+    for i in 1..=options.vms {
+        let vm = c
+            .call(
+                "VM.create",
+                vec![json!({"name_label": format!("vm{i:02}"), "memory_static_max": options.vm_memory})],
+            )
+            .await?;
+        let vdi = c
+            .call(
+                "VDI.create",
+                vec![json!({"name_label": format!("vm{i:02} disk"), "SR": sr, "virtual_size": 1i64 << 30})],
+            )
+            .await?;
+        c.call("VBD.create", vec![json!({"VM": vm, "VDI": vdi, "userdevice": "0"})]).await?;
+    }
+    c.logout().await;
+    Ok(())
+}
+
+fn first(v: &Value) -> Result<String> {
+    v.as_array()
+        .and_then(|a| a.first())
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| anyhow!("unexpected answer {v}"))
+}
+
+fn print_welcome(state: &LabState) {
+    let bin_dir = std::env::current_exe().ok().and_then(|p| p.parent().map(Path::to_path_buf));
+    println!("The lab pool is up: {} hosts, master {}:{}.", state.hosts.len(), state.master().address, state.port);
+    for h in &state.hosts {
+        println!("  {:<8} {}:{}  pid {}", h.name, h.address, state.port, h.pid.map_or("-".into(), |p| p.to_string()));
+    }
+    println!();
+    println!("In another shell:");
+    if let Some(bin) = bin_dir {
+        println!("  export PATH={}:$PATH", bin.display());
+    }
+    println!("  export $(cat {})", state.dir.join("env").display());
+    println!("  xe host-list");
+    println!("  xe vm-list");
+    println!("  xe vm-start vm=vm01 on=host2");
+    println!();
+    println!("Press Ctrl-C to stop every host.");
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// SIGTERM every host, then SIGKILL those still up after 10 s.
+async fn stop_all(children: &mut [Child]) {
+    for child in children.iter() {
+        if let Some(pid) = child.id() {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+        }
+    }
+    for child in children.iter_mut() {
+        if tokio::time::timeout(Duration::from_secs(10), child.wait()).await.is_err() {
+            let _ = child.kill().await;
+        }
+    }
+}
+
+/// Is process `pid` alive?
+pub fn process_alive(pid: u32) -> bool {
+    i32::try_from(pid).is_ok_and(|p| kill(Pid::from_raw(p), None).is_ok())
+}
+
+/// `xapid lab status --dir DIR`: the hosts, their processes and roles.
+pub async fn status(dir: &Path) -> Result<()> {
+    let state = LabState::load(dir)?;
+    println!("{:<8} {:<16} {:<8} {:<8} {}", "HOST", "ADDRESS", "PID", "PROCESS", "API");
+    for h in &state.hosts {
+        let alive = h.pid.is_some_and(process_alive);
+        let api = api_status(&h.address, state.port).await;
+        println!(
+            "{:<8} {:<16} {:<8} {:<8} {}",
+            h.name,
+            format!("{}:{}", h.address, state.port),
+            h.pid.map_or("-".into(), |p| p.to_string()),
+            if alive { "running" } else { "stopped" },
+            api
+        );
+    }
+    Ok(())
+}
+
+async fn api_status(address: &str, port: u16) -> String {
+    let options = xapi_client::Options { connect_timeout: Duration::from_secs(1), request_timeout: Duration::from_secs(2) };
+    let mut c = Client::with_options(address, port, &options).no_redirect();
+    match c.call_raw("session.login_with_password", vec![json!(""), json!("")]).await {
+        Err(e) if e.is(xapi_proto::codes::HOST_IS_SLAVE) => {
+            format!("member of {}", e.api().and_then(|a| a.params.first().cloned()).unwrap_or_default())
+        }
+        Err(xapi_client::ClientError::Api(_)) | Ok(_) => "master".into(),
+        Err(_) => "unreachable".into(),
+    }
+}

@@ -1,0 +1,29 @@
+//! `xapid`, the pool-ha host daemon, as a library.
+//!
+//! # Layout
+//! - [`daemon`]: one host's state and the serialized, durable write path.
+//! - [`model`]: the pool database in memory and transactions over it.
+//! - [`store`]: the database on disk (SQLite, WAL, `synchronous=FULL`).
+//! - [`api`]: the XAPI methods, by class.
+//! - [`server`]: `POST /jsonrpc` and a host's start-up.
+//! - [`replication`], [`member`]: the master's database on every member.
+//! - [`peers`], [`hostops`]: calls between hosts; the master acting on a host's VMs.
+//! - [`driver`]: the `sim` VM driver (guests that write to their disks).
+//! - [`memory`]: what VMs cost hosts.
+//! - [`auth`], [`sessions`]: passwords and sessions.
+//! - [`lab`]: a pool of several hosts on this machine, for demos and tests.
+
+pub mod api;
+pub mod auth;
+pub mod daemon;
+pub mod driver;
+pub mod hostops;
+pub mod lab;
+pub mod member;
+pub mod memory;
+pub mod model;
+pub mod peers;
+pub mod replication;
+pub mod server;
+pub mod sessions;
+pub mod store;

@@ -1,0 +1,101 @@
+//! The background work of a host: a member following its master, and the
+//! master watching its members.
+//!
+//! A member says hello to the master (so VMs that died with its previous run
+//! are marked halted), then long-polls `pool.sync_database` and applies what
+//! comes back. The master marks members that stopped calling as not live.
+//! Both loops run until the process ends; each wait is bounded.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::daemon::{Daemon, Role};
+use crate::peers::{PeerAuth, PEER_TIMEOUT};
+use crate::replication::{self, Update};
+
+/// How long a member's sync call waits for a new commit.
+const SYNC_WAIT: Duration = Duration::from_secs(5);
+/// Pause after a failed call to the master.
+const RETRY_PAUSE: Duration = Duration::from_millis(500);
+
+/// Start the member loop in the background.
+pub fn spawn(d: Arc<Daemon>) {
+    tokio::spawn(async move { run(d).await });
+}
+
+async fn run(d: Arc<Daemon>) {
+    let mut said_hello = false;
+    loop {
+        let Role::Member { master_address } = d.role() else { return };
+        let auth = PeerAuth { host_uuid: d.host_uuid.clone(), secret: d.pool_secret() };
+        if !said_hello {
+            let params = vec![
+                json!(d.host_uuid),
+                json!(d.config.address),
+                json!(d.config.memory_total),
+                json!(d.driver.running()),
+            ];
+            match d.peers.call(&auth, &master_address, d.config.port, "host.member_hello", params, PEER_TIMEOUT).await {
+                Ok(_) => said_hello = true,
+                Err(e) => {
+                    tracing::warn!(master = %master_address, "cannot reach the master: {e}");
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                    continue;
+                }
+            }
+        }
+        let since = d.model().generation;
+        let params = vec![json!(since), json!(SYNC_WAIT.as_secs_f64())];
+        let timeout = SYNC_WAIT + PEER_TIMEOUT;
+        match d.peers.call(&auth, &master_address, d.config.port, "pool.sync_database", params, timeout).await {
+            Ok(answer) => {
+                if let Err(e) = apply(&d, &answer).await {
+                    tracing::error!("cannot apply the master's update: {e}");
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(master = %master_address, "sync failed: {e}");
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+        }
+    }
+}
+
+async fn apply(d: &Daemon, answer: &serde_json::Value) -> Result<(), String> {
+    match replication::decode_update(answer)? {
+        Update::Commits(commits) => d.apply_replica(commits).await.map_err(|e| e.to_string()),
+        Update::Full { generation, snapshot, users } => {
+            d.replace_replica(snapshot, users, generation).await.map_err(|e| e.to_string())
+        }
+    }
+}
+
+/// How often the master reviews its members' liveness.
+const LIVENESS_PERIOD: Duration = Duration::from_secs(2);
+
+/// Start the master's liveness watch in the background.
+pub fn spawn_master_watch(d: Arc<Daemon>) {
+    tokio::spawn(async move {
+        {
+            // Members get a full silence period of grace after a master start.
+            let now = std::time::Instant::now();
+            let uuids: Vec<String> = d.model().host.iter().map(|(_, h)| h.uuid.clone()).collect();
+            let mut seen = d.last_seen.lock().unwrap_or_else(|p| p.into_inner());
+            for u in uuids {
+                seen.entry(u).or_insert(now);
+            }
+        }
+        loop {
+            tokio::time::sleep(LIVENESS_PERIOD).await;
+            if !d.is_master() {
+                return;
+            }
+            if let Err(e) = crate::api::refresh_liveness(&d).await {
+                tracing::warn!("cannot record host liveness: {e}");
+            }
+        }
+    });
+}

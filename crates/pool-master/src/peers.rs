@@ -1,0 +1,79 @@
+//! Calls from one host of the pool to another.
+//!
+//! The master drives VMs on members (`host.local_vm_start` and friends) and
+//! members talk to the master (`pool.sync_database`, `host.member_hello`).
+//! These calls log in with `session.slave_login(host_uuid, pool_secret)`, never
+//! follow `HOST_IS_SLAVE`, and re-login once when the peer restarted and
+//! forgot the session.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use xapi_client::{Client, ClientError, Options};
+use xapi_proto::codes;
+
+/// How long one call between hosts may take before the peer counts as gone.
+pub const PEER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Who is calling: this host and the pool secret.
+#[derive(Debug, Clone)]
+pub struct PeerAuth {
+    pub host_uuid: String,
+    pub secret: String,
+}
+
+/// Logged-in clients to the other hosts, by address.
+#[derive(Default)]
+pub struct Peers {
+    clients: tokio::sync::Mutex<HashMap<String, Client>>,
+}
+
+impl Peers {
+    /// Call `method` on the host at `address:port` with a member session.
+    pub async fn call(
+        &self,
+        auth: &PeerAuth,
+        address: &str,
+        port: u16,
+        method: &str,
+        params: Vec<Value>,
+        timeout: Duration,
+    ) -> Result<Value, ClientError> {
+        let cached = self.clients.lock().await.get(address).cloned();
+        let fresh = cached.is_none();
+        let mut client = match cached {
+            Some(c) => c,
+            None => login(auth, address, port, timeout).await?,
+        };
+        let result = client.call(method, params.clone()).await;
+        let result = match result {
+            Err(e) if e.is(codes::SESSION_INVALID) && !fresh => {
+                client = login(auth, address, port, timeout).await?;
+                client.call(method, params).await
+            }
+            other => other,
+        };
+        if matches!(result, Err(ClientError::Unreachable { .. })) {
+            self.clients.lock().await.remove(address);
+        } else {
+            self.clients.lock().await.insert(address.to_string(), client);
+        }
+        result
+    }
+
+    /// Forget every cached session (the pool secret or the master changed).
+    pub async fn forget(&self) {
+        self.clients.lock().await.clear();
+    }
+}
+
+async fn login(auth: &PeerAuth, address: &str, port: u16, timeout: Duration) -> Result<Client, ClientError> {
+    let options = Options { connect_timeout: Duration::from_secs(2), request_timeout: timeout };
+    let mut client = Client::with_options(address, port, &options).no_redirect();
+    let session = client
+        .call_raw("session.slave_login", vec![json!(auth.host_uuid), json!(auth.secret)])
+        .await?;
+    client.set_session(xapi_client::value::string(&session)?);
+    Ok(client)
+}

@@ -1,0 +1,98 @@
+//! The HTTP side of `xapid`: `POST /jsonrpc`, and the start-up of a host.
+//!
+//! Bodies over [`MAX_BODY`] are refused before they are read; a body that is
+//! not JSON-RPC gets a JSON-RPC parse or request error; every other answer is
+//! the handler's result or its API error, in the dialect of the request.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use tokio::net::TcpListener;
+use xapi_proto::jsonrpc;
+use xapi_proto::records::{HostRecord, PowerState, VmRecord, NULL_REF};
+
+use crate::daemon::{Daemon, Role};
+use crate::memory;
+
+/// The largest request body accepted.
+pub const MAX_BODY: usize = 1 << 20;
+
+/// The API router of one host.
+pub fn router(d: Arc<Daemon>) -> Router {
+    Router::new()
+        .route("/jsonrpc", post(handle))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(d)
+}
+
+async fn handle(State(d): State<Arc<Daemon>>, body: Bytes) -> Response {
+    let bytes = match jsonrpc::parse_request(&body) {
+        Err(e) => jsonrpc::encode_envelope_error(&e),
+        Ok(req) => match crate::api::dispatch(&d, &req.method, req.params).await {
+            Ok(result) => jsonrpc::encode_result(req.version, &req.id, result),
+            Err(err) => {
+                tracing::debug!(method = %req.method, "{err}");
+                jsonrpc::encode_error(req.version, &req.id, &err)
+            }
+        },
+    };
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json"), (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")],
+        bytes,
+    )
+        .into_response()
+}
+
+/// Bring the database in line with a fresh process: this host is live at its
+/// configured address, and no VM runs here yet (guests die with the process).
+pub async fn reconcile_at_start(d: &Arc<Daemon>) -> Result<(), xapi_proto::ApiError> {
+    if d.role() != Role::Master {
+        return Ok(());
+    }
+    let address = d.config.address.clone();
+    let memory_total = d.config.memory_total;
+    let me = d.host_uuid.clone();
+    d.write(|txn| {
+        let host_ref = txn.base().host.ref_of_uuid(&me).map(str::to_string).unwrap_or_default();
+        for (vm_ref, vm) in txn.all::<VmRecord>() {
+            if vm.resident_on == host_ref && vm.power_state != PowerState::Halted {
+                txn.update::<VmRecord>(&vm_ref, |v| {
+                    v.power_state = PowerState::Halted;
+                    v.resident_on = NULL_REF.into();
+                });
+            }
+        }
+        txn.update::<HostRecord>(&host_ref, |h| {
+            h.live = true;
+            h.address = address.clone();
+            h.memory_total = memory_total;
+        });
+        memory::refresh_host(txn, &host_ref);
+        Ok(())
+    })
+    .await
+}
+
+/// Serve the API of `d` on `listener` until `shutdown` resolves, with the
+/// host's background work running.
+pub async fn serve(
+    d: Arc<Daemon>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    if let Err(e) = reconcile_at_start(&d).await {
+        tracing::error!("cannot record this host's start: {e}");
+    }
+    match d.role() {
+        Role::Master => crate::member::spawn_master_watch(d.clone()),
+        Role::Member { .. } => crate::member::spawn(d.clone()),
+    }
+    axum::serve(listener, router(d)).with_graceful_shutdown(shutdown).await
+}

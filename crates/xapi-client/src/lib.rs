@@ -1,0 +1,257 @@
+//! The one JSON-RPC client of a pool-ha pool.
+//!
+//! `xe`, the member hosts (talking to their master) and the tests all use
+//! [`Client`]. It logs in with `session.login_with_password`, prepends the
+//! session to every call, and when it reaches a member host that answers
+//! `HOST_IS_SLAVE [master-address]`, it reconnects to the master (same port)
+//! and retries, as XAPI's own bindings do. [`Client::no_redirect`] turns that
+//! off for calls that must run on the named host.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use xapi_proto::jsonrpc::{self, ResponseError};
+use xapi_proto::{codes, ApiError};
+
+/// How many `HOST_IS_SLAVE` redirections one call follows before giving up.
+const MAX_REDIRECTS: usize = 3;
+
+/// What can go wrong with a call.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with an API error.
+    #[error("{0}")]
+    Api(ApiError),
+    /// No answer: connection refused, timeout, reset.
+    #[error("cannot reach {address}: {detail}")]
+    Unreachable { address: String, detail: String },
+    /// An answer that is not JSON-RPC.
+    #[error("protocol error talking to {address}: {detail}")]
+    Protocol { address: String, detail: String },
+    /// `call` before `login`.
+    #[error("not logged in")]
+    NotLoggedIn,
+}
+
+impl ClientError {
+    /// The API error, if this is one.
+    pub fn api(&self) -> Option<&ApiError> {
+        match self {
+            ClientError::Api(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// Is this the API error `code`?
+    pub fn is(&self, code: &str) -> bool {
+        self.api().is_some_and(|e| e.code == code)
+    }
+}
+
+/// Connection settings.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { connect_timeout: Duration::from_secs(5), request_timeout: Duration::from_secs(120) }
+    }
+}
+
+/// A JSON-RPC connection to a pool, with its session.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    host: String,
+    port: u16,
+    follow_redirects: bool,
+    session: Option<String>,
+    credentials: Option<(String, String)>,
+    next_id: u64,
+}
+
+impl Client {
+    /// A client for the API at `host:port` (plain HTTP).
+    pub fn new(host: &str, port: u16) -> Self {
+        Self::with_options(host, port, &Options::default())
+    }
+
+    pub fn with_options(host: &str, port: u16, options: &Options) -> Self {
+        let http = reqwest::Client::builder()
+            .connect_timeout(options.connect_timeout)
+            .timeout(options.request_timeout)
+            .no_proxy()
+            .build()
+            .unwrap_or_default();
+        Client {
+            http,
+            host: host.to_string(),
+            port,
+            follow_redirects: true,
+            session: None,
+            credentials: None,
+            next_id: 1,
+        }
+    }
+
+    /// Do not follow `HOST_IS_SLAVE`: the call must run on this very host.
+    pub fn no_redirect(mut self) -> Self {
+        self.follow_redirects = false;
+        self
+    }
+
+    /// The host currently talked to (the master, after a redirection).
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The session reference, once logged in.
+    pub fn session(&self) -> Option<&str> {
+        self.session.as_deref()
+    }
+
+    /// Use an existing session instead of logging in.
+    pub fn set_session(&mut self, session: String) {
+        self.session = Some(session);
+    }
+
+    fn address(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+
+    fn url(&self) -> String {
+        if self.host.contains(':') {
+            format!("http://[{}]:{}/jsonrpc", self.host, self.port)
+        } else {
+            format!("http://{}:{}/jsonrpc", self.host, self.port)
+        }
+    }
+
+    /// `session.login_with_password`, following the master.
+    pub async fn login(&mut self, username: &str, password: &str) -> Result<(), ClientError> {
+        let params = vec![json!(username), json!(password), json!("2.21"), json!("xe")];
+        let session = self.call_following("session.login_with_password", params, false).await?;
+        let session = session.as_str().ok_or_else(|| ClientError::Protocol {
+            address: self.address(),
+            detail: "login returned no session reference".into(),
+        })?;
+        self.session = Some(session.to_string());
+        self.credentials = Some((username.to_string(), password.to_string()));
+        Ok(())
+    }
+
+    /// `session.logout`; errors are ignored, the session is forgotten.
+    pub async fn logout(&mut self) {
+        if let Some(session) = self.session.take() {
+            let _ = self.call_once("session.logout", vec![json!(session)]).await;
+        }
+    }
+
+    /// Call `method` with the session prepended to `params`.
+    pub async fn call(&mut self, method: &str, params: Vec<Value>) -> Result<Value, ClientError> {
+        if self.session.is_none() {
+            return Err(ClientError::NotLoggedIn);
+        }
+        self.call_following(method, params, true).await
+    }
+
+    /// Call `method` with exactly `params` (no session), without redirection.
+    pub async fn call_raw(&mut self, method: &str, params: Vec<Value>) -> Result<Value, ClientError> {
+        self.call_once(method, params).await
+    }
+
+    async fn call_following(
+        &mut self,
+        method: &str,
+        params: Vec<Value>,
+        with_session: bool,
+    ) -> Result<Value, ClientError> {
+        for _ in 0..=MAX_REDIRECTS {
+            let mut full = Vec::with_capacity(params.len() + 1);
+            if with_session {
+                full.push(json!(self.session.clone().unwrap_or_default()));
+            }
+            full.extend(params.iter().cloned());
+            match self.call_once(method, full).await {
+                Err(ClientError::Api(e)) if e.code == codes::HOST_IS_SLAVE && self.follow_redirects => {
+                    let master = e.params.first().cloned().unwrap_or_default();
+                    if master.is_empty() || master == self.host {
+                        return Err(ClientError::Api(e));
+                    }
+                    self.host = master;
+                    if with_session {
+                        // A member issued no session; log in on the master.
+                        let (user, pass) = self.credentials.clone().ok_or(ClientError::NotLoggedIn)?;
+                        self.session = None;
+                        Box::pin(self.login(&user, &pass)).await?;
+                    }
+                }
+                other => return other,
+            }
+        }
+        Err(ClientError::Protocol { address: self.address(), detail: "too many HOST_IS_SLAVE redirections".into() })
+    }
+
+    async fn call_once(&mut self, method: &str, params: Vec<Value>) -> Result<Value, ClientError> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let body = jsonrpc::encode_request(method, params, id);
+        let response = self
+            .http
+            .post(self.url())
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| ClientError::Unreachable { address: self.address(), detail: describe(&e) })?;
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| ClientError::Unreachable { address: self.address(), detail: describe(&e) })?;
+        jsonrpc::decode_response(&bytes).map_err(|e| match e {
+            ResponseError::Api(api) => ClientError::Api(api),
+            ResponseError::Malformed(detail) => ClientError::Protocol { address: self.address(), detail },
+        })
+    }
+}
+
+fn describe(e: &reqwest::Error) -> String {
+    use std::error::Error;
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// Helpers to read typed values out of JSON results.
+pub mod value {
+    use super::ClientError;
+    use serde_json::Value;
+
+    fn protocol(what: &str) -> ClientError {
+        ClientError::Protocol { address: String::new(), detail: format!("expected {what}") }
+    }
+
+    pub fn string(v: &Value) -> Result<String, ClientError> {
+        v.as_str().map(str::to_string).ok_or_else(|| protocol("a string"))
+    }
+
+    pub fn strings(v: &Value) -> Result<Vec<String>, ClientError> {
+        v.as_array()
+            .ok_or_else(|| protocol("an array"))?
+            .iter()
+            .map(string)
+            .collect()
+    }
+}
