@@ -1,1 +1,119 @@
-fn main() {}
+//! `xe`: the command-line client of a pool-ha pool, compatible with XenServer's xe.
+//!
+//! A thin binary over the modules below: lex the words ([`argv`]), find the
+//! command ([`commands`]), log in ([`conn`]), run it, print ([`printer`]) or
+//! report the error as xe does ([`error`]), exit 0 or 1.
+
+mod argv;
+mod commands;
+mod conn;
+mod error;
+mod fields;
+mod help;
+mod params;
+mod printer;
+mod records;
+
+use std::io::Write;
+
+use commands::{Ctx, Handler};
+use error::XeError;
+use printer::Out;
+use records::Records;
+
+fn main() {
+    std::process::exit(run());
+}
+
+fn read_sources(args: &[String]) -> Result<argv::Invocation, XeError> {
+    let lexed = argv::lex(args).map_err(|e| XeError::Usage(format!("Syntax error: {e}")))?;
+    let env = match std::env::var("XE_EXTRA_ARGS") {
+        Ok(v) if !v.is_empty() => Some(
+            argv::lex(&argv::split_extra_args(&v))
+                .map_err(|e| XeError::Usage(format!("Syntax error in XE_EXTRA_ARGS: {e}")))?,
+        ),
+        _ => None,
+    };
+    let rc = std::env::var_os("HOME")
+        .map(|h| std::path::Path::new(&h).join(".xe"))
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .and_then(|text| {
+            let parsed = argv::parse_rc(&text);
+            if parsed.is_none() {
+                eprintln!("Error parsing rc file. No defaults loaded");
+            }
+            parsed
+        });
+    Ok(argv::combine(lexed, env, rc))
+}
+
+fn run() -> i32 {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let inv = match read_sources(&args) {
+        Ok(inv) => inv,
+        Err(e) => return fail(&e, None),
+    };
+    if inv.version {
+        println!("ThinCLI protocol: 0.2");
+        return 0;
+    }
+    if inv.usage || (inv.command.is_none() && inv.params.is_empty()) {
+        eprintln!("{}", help::USAGE);
+        return 0;
+    }
+    let Some(name) = inv.command.clone() else {
+        return fail(
+            &XeError::Usage("Syntax error: command name is missing".into()),
+            None,
+        );
+    };
+    let table = commands::table();
+    let Some(spec) = commands::find(&table, &name) else {
+        return fail(&XeError::Usage(format!("Unknown command: {name}")), None);
+    };
+    let minimal = match inv.params.flag("minimal") {
+        Ok(m) => m,
+        Err(e) => return fail(&XeError::Cli(e), None),
+    };
+    let mut out = Out::new(minimal);
+    if let Handler::Help = spec.handler {
+        help::help(&table, &inv.params, &mut out);
+        print!("{}", out.finish());
+        return 0;
+    }
+    if let Err(e) = commands::check_required(spec, &inv.params) {
+        return fail(&e, None);
+    }
+    let mut conn = match conn::Conn::open(&inv.connection) {
+        Ok(c) => c,
+        Err(e) => return fail(&e, None),
+    };
+    let mut ctx = Ctx {
+        records: Records::new(&mut conn),
+        params: &inv.params,
+        out: &mut out,
+        spec,
+    };
+    let result = commands::run(&mut ctx);
+    let mut records = ctx.records;
+    let stdout = out.finish();
+    let mut lock = std::io::stdout().lock();
+    let _ = lock.write_all(stdout.as_bytes());
+    let _ = lock.flush();
+    match result {
+        Ok(()) => 0,
+        Err(e) => fail(&e, Some(&mut records)),
+    }
+}
+
+/// Print `e` on stderr as xe does; the exit code.
+fn fail(e: &XeError, records: Option<&mut Records>) -> i32 {
+    let text = match records {
+        Some(r) => e.render(&mut |reference| r.describe(reference)),
+        None => e.render(&mut |_| None),
+    };
+    if !text.is_empty() {
+        eprintln!("{text}");
+    }
+    e.exit_code()
+}

@@ -35,8 +35,25 @@ mod tests {
 
     #[test]
     fn a_vm_fits_when_memory_allows() {
-        let h = Host { uuid: "h".into(), memory_free: 10 };
-        assert!(fits(&h, &Vm { uuid: "v".into(), memory: 10, resident_on: "x".into() }));
-        assert!(!fits(&h, &Vm { uuid: "v".into(), memory: 11, resident_on: "x".into() }));
+        let h = Host {
+            uuid: "h".into(),
+            memory_free: 10,
+        };
+        assert!(fits(
+            &h,
+            &Vm {
+                uuid: "v".into(),
+                memory: 10,
+                resident_on: "x".into()
+            }
+        ));
+        assert!(!fits(
+            &h,
+            &Vm {
+                uuid: "v".into(),
+                memory: 11,
+                resident_on: "x".into()
+            }
+        ));
     }
 }

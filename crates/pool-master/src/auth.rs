@@ -34,7 +34,10 @@ pub struct Verifier {
 
 impl Default for Verifier {
     fn default() -> Self {
-        Verifier { key: rand::random(), recent: Mutex::new(HashMap::new()) }
+        Verifier {
+            key: rand::random(),
+            recent: Mutex::new(HashMap::new()),
+        }
     }
 }
 
@@ -56,10 +59,18 @@ impl Verifier {
             return true;
         }
         let ok = PasswordHash::new(stored)
-            .map(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+            .map(|parsed| {
+                Argon2::default()
+                    .verify_password(password.as_bytes(), &parsed)
+                    .is_ok()
+            })
             .unwrap_or(false);
         if ok {
-            let tag = self.mac(user, password, stored).finalize().into_bytes().to_vec();
+            let tag = self
+                .mac(user, password, stored)
+                .finalize()
+                .into_bytes()
+                .to_vec();
             if let Ok(mut m) = self.recent.lock() {
                 m.insert(user.to_string(), tag);
             }

@@ -61,7 +61,10 @@ pub enum StartError {
     #[error("cannot hash the root password: {0}")]
     Hash(String),
     #[error("cannot create {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("the pool database is inconsistent: {0}")]
     Inconsistent(String),
 }
@@ -89,14 +92,19 @@ pub struct Daemon {
 impl Daemon {
     /// Open this host's database, creating a one-host pool at first start.
     pub fn open(config: Config) -> Result<Arc<Daemon>, StartError> {
-        std::fs::create_dir_all(&config.data_dir)
-            .map_err(|source| StartError::Io { path: config.data_dir.clone(), source })?;
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::Io {
+            path: config.data_dir.clone(),
+            source,
+        })?;
         let mut store = Store::open(&config.data_dir.join("pool.db"))?;
         let host_uuid = match store.local("host_uuid")? {
             Some(u) => u,
             None => first_start(&mut store, &config)?,
         };
-        let role = match (store.local("role")?.as_deref(), store.local("master_address")?) {
+        let role = match (
+            store.local("role")?.as_deref(),
+            store.local("master_address")?,
+        ) {
             (Some("member"), Some(master_address)) => Role::Member { master_address },
             _ => Role::Master,
         };
@@ -139,12 +147,19 @@ impl Daemon {
     }
 
     pub fn pool_secret(&self) -> String {
-        self.pool_secret.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.pool_secret
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The password hash of `user`.
     pub fn password_hash(&self, user: &str) -> Option<String> {
-        self.users.read().unwrap_or_else(|p| p.into_inner()).get(user).cloned()
+        self.users
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(user)
+            .cloned()
     }
 
     pub fn users(&self) -> Vec<(String, String)> {
@@ -156,7 +171,10 @@ impl Daemon {
 
     /// This host's reference in the pool database.
     pub fn host_ref(&self) -> Option<String> {
-        self.model().host.ref_of_uuid(&self.host_uuid).map(str::to_string)
+        self.model()
+            .host
+            .ref_of_uuid(&self.host_uuid)
+            .map(str::to_string)
     }
 
     /// Subscribe to generation changes.
@@ -166,11 +184,17 @@ impl Daemon {
 
     /// Take the write lock; hold it across an operation's awaits.
     pub async fn writer(&self) -> Writer<'_> {
-        Writer { daemon: self, store: self.store.lock().await }
+        Writer {
+            daemon: self,
+            store: self.store.lock().await,
+        }
     }
 
     /// Validate and commit one transaction.
-    pub async fn write<R>(&self, f: impl FnOnce(&mut Txn) -> Result<R, ApiError>) -> Result<R, ApiError> {
+    pub async fn write<R>(
+        &self,
+        f: impl FnOnce(&mut Txn) -> Result<R, ApiError>,
+    ) -> Result<R, ApiError> {
         self.writer().await.commit(f)
     }
 
@@ -210,14 +234,22 @@ impl Daemon {
     ) -> Result<(), StoreError> {
         let mut store = self.store.lock().await;
         store.replace_all(&snapshot, &users, generation)?;
-        store.set_local(&[("role", "member"), ("master_address", master_address), ("pool_secret", secret)])?;
-        let mut model = Model { generation, ..Model::default() };
+        store.set_local(&[
+            ("role", "member"),
+            ("master_address", master_address),
+            ("pool_secret", secret),
+        ])?;
+        let mut model = Model {
+            generation,
+            ..Model::default()
+        };
         model.apply(snapshot);
         *self.model.write().unwrap_or_else(|p| p.into_inner()) = model;
         *self.users.write().unwrap_or_else(|p| p.into_inner()) = users.into_iter().collect();
         *self.pool_secret.write().unwrap_or_else(|p| p.into_inner()) = secret.to_string();
-        *self.role.write().unwrap_or_else(|p| p.into_inner()) =
-            Role::Member { master_address: master_address.to_string() };
+        *self.role.write().unwrap_or_else(|p| p.into_inner()) = Role::Member {
+            master_address: master_address.to_string(),
+        };
         self.log.lock().unwrap_or_else(|p| p.into_inner()).clear();
         self.generation.send_replace(generation);
         Ok(())
@@ -249,7 +281,10 @@ impl Daemon {
     ) -> Result<(), StoreError> {
         let mut store = self.store.lock().await;
         store.replace_all(&snapshot, &users, generation)?;
-        let mut model = Model { generation, ..Model::default() };
+        let mut model = Model {
+            generation,
+            ..Model::default()
+        };
         model.apply(snapshot);
         *self.model.write().unwrap_or_else(|p| p.into_inner()) = model;
         *self.users.write().unwrap_or_else(|p| p.into_inner()) = users.into_iter().collect();
@@ -280,7 +315,10 @@ pub struct Writer<'a> {
 impl Writer<'_> {
     /// Run `f` over a transaction and commit what it changed. When `f`
     /// fails, or the commit does, nothing changes.
-    pub fn commit<R>(&mut self, f: impl FnOnce(&mut Txn) -> Result<R, ApiError>) -> Result<R, ApiError> {
+    pub fn commit<R>(
+        &mut self,
+        f: impl FnOnce(&mut Txn) -> Result<R, ApiError>,
+    ) -> Result<R, ApiError> {
         let (result, changes, generation) = {
             let model = self.daemon.model();
             let mut txn = Txn::new(&model);
@@ -312,19 +350,32 @@ impl Writer<'_> {
 
 /// Create the one-host pool of a fresh host: pool, host, local SR, root user.
 fn first_start(store: &mut Store, config: &Config) -> Result<String, StartError> {
-    let password = config.root_password.as_deref().ok_or(StartError::NoRootPassword)?;
+    let password = config
+        .root_password
+        .as_deref()
+        .ok_or(StartError::NoRootPassword)?;
     let hash = auth::hash_password(password).map_err(StartError::Hash)?;
     let host_uuid = new_uuid();
     let host_ref = new_ref();
-    let hostname = config.name_label.clone().unwrap_or_else(|| format!("host-{}", &host_uuid[..8]));
+    let hostname = config
+        .name_label
+        .clone()
+        .unwrap_or_else(|| format!("host-{}", &host_uuid[..8]));
     let local_sr_dir = config.data_dir.join("local-sr");
-    std::fs::create_dir_all(&local_sr_dir)
-        .map_err(|source| StartError::Io { path: local_sr_dir.clone(), source })?;
+    std::fs::create_dir_all(&local_sr_dir).map_err(|source| StartError::Io {
+        path: local_sr_dir.clone(),
+        source,
+    })?;
     let (sr_ref, pbd_ref) = (new_ref(), new_ref());
     let mut changes = Changes::default();
     changes.pool.insert(
         new_ref(),
-        Some(PoolRecord { uuid: new_uuid(), master: host_ref.clone(), default_sr: NULL_REF.into(), ..Default::default() }),
+        Some(PoolRecord {
+            uuid: new_uuid(),
+            master: host_ref.clone(),
+            default_sr: NULL_REF.into(),
+            ..Default::default()
+        }),
     );
     changes.host.insert(
         host_ref.clone(),
@@ -366,7 +417,11 @@ fn first_start(store: &mut Store, config: &Config) -> Result<String, StartError>
     store.commit(&changes, 1)?;
     store.set_user("root", &hash)?;
     let secret = hex(&rand::random::<[u8; 32]>());
-    store.set_local(&[("host_uuid", &host_uuid), ("role", "master"), ("pool_secret", &secret)])?;
+    store.set_local(&[
+        ("host_uuid", &host_uuid),
+        ("role", "master"),
+        ("pool_secret", &secret),
+    ])?;
     Ok(host_uuid)
 }
 
@@ -377,7 +432,11 @@ pub fn hex(bytes: &[u8]) -> String {
 
 /// Compare secrets without leaking where they differ.
 pub fn secrets_equal(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 /// `HOST_IS_SLAVE [master]`, the answer of a member to ordinary calls.
@@ -410,7 +469,10 @@ mod tests {
         {
             let m = d.model();
             let (_, pool) = m.pool().unwrap();
-            assert_eq!(m.get::<HostRecord>(&pool.master).map(|h| h.uuid.clone()), Some(uuid.clone()));
+            assert_eq!(
+                m.get::<HostRecord>(&pool.master).map(|h| h.uuid.clone()),
+                Some(uuid.clone())
+            );
             assert_eq!(m.sr.len(), 1);
         }
         drop(d);
@@ -428,7 +490,13 @@ mod tests {
         let g0 = d.model().generation;
         let err = d
             .write(|txn| {
-                txn.put("OpaqueRef:x", VmRecord { uuid: "u".into(), ..Default::default() });
+                txn.put(
+                    "OpaqueRef:x",
+                    VmRecord {
+                        uuid: "u".into(),
+                        ..Default::default()
+                    },
+                );
                 Err::<(), _>(ApiError::bare("NOPE"))
             })
             .await;
@@ -436,7 +504,13 @@ mod tests {
         assert_eq!(d.model().generation, g0);
         assert!(d.model().vm.is_empty());
         d.write(|txn| {
-            txn.put("OpaqueRef:x", VmRecord { uuid: "u".into(), ..Default::default() });
+            txn.put(
+                "OpaqueRef:x",
+                VmRecord {
+                    uuid: "u".into(),
+                    ..Default::default()
+                },
+            );
             Ok(())
         })
         .await

@@ -37,7 +37,10 @@ pub struct GuestRecord {
 
 impl GuestRecord {
     pub fn to_line(&self) -> String {
-        format!("{} {} {} {}\n", self.seq, self.unix_ms, self.host_uuid, self.vm_uuid)
+        format!(
+            "{} {} {} {}\n",
+            self.seq, self.unix_ms, self.host_uuid, self.vm_uuid
+        )
     }
 
     /// Parse one line; `None` for a torn or foreign line.
@@ -66,21 +69,36 @@ pub struct SimDriver {
 
 impl SimDriver {
     pub fn new(host_uuid: String) -> Self {
-        SimDriver { host_uuid, guests: Mutex::new(HashMap::new()) }
+        SimDriver {
+            host_uuid,
+            guests: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Start a guest writing to `disks`. Its first record is `first_seq`, or
     /// when `None` the one after the last record on its first disk.
-    pub fn start(&self, vm_uuid: &str, disks: Vec<PathBuf>, first_seq: Option<u64>) -> Result<(), DriverError> {
+    pub fn start(
+        &self,
+        vm_uuid: &str,
+        disks: Vec<PathBuf>,
+        first_seq: Option<u64>,
+    ) -> Result<(), DriverError> {
         let mut guests = self.guests.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(g) = guests.get(vm_uuid) {
             if !g.task.is_finished() {
                 return Err(DriverError::AlreadyRunning(vm_uuid.to_string()));
             }
         }
-        let seq = first_seq.unwrap_or_else(|| disks.first().and_then(|d| last_seq(d)).map_or(0, |s| s + 1));
+        let seq = first_seq
+            .unwrap_or_else(|| disks.first().and_then(|d| last_seq(d)).map_or(0, |s| s + 1));
         let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(run_guest(self.host_uuid.clone(), vm_uuid.to_string(), disks, seq, stopped));
+        let task = tokio::spawn(run_guest(
+            self.host_uuid.clone(),
+            vm_uuid.to_string(),
+            disks,
+            seq,
+            stopped,
+        ));
         guests.insert(vm_uuid.to_string(), Guest { stop, task });
         Ok(())
     }
@@ -100,8 +118,11 @@ impl SimDriver {
     /// The uuids of the guests running here.
     pub fn running(&self) -> Vec<String> {
         let guests = self.guests.lock().unwrap_or_else(|p| p.into_inner());
-        let mut v: Vec<String> =
-            guests.iter().filter(|(_, g)| !g.task.is_finished()).map(|(k, _)| k.clone()).collect();
+        let mut v: Vec<String> = guests
+            .iter()
+            .filter(|(_, g)| !g.task.is_finished())
+            .map(|(k, _)| k.clone())
+            .collect();
         v.sort();
         v
     }
@@ -138,12 +159,18 @@ async fn run_guest(
 
 fn append(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     // One write(2) on an O_APPEND file: lines never interleave.
-    std::fs::OpenOptions::new().create(true).append(true).open(path)?.write_all(bytes)
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?
+        .write_all(bytes)
 }
 
 /// Milliseconds since the Unix epoch.
 pub fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The sequence number of the last whole record of a disk file.
@@ -154,12 +181,18 @@ pub fn last_seq(path: &Path) -> Option<u64> {
     f.seek(SeekFrom::Start(len - tail)).ok()?;
     let mut buf = String::new();
     f.read_to_string(&mut buf).ok()?;
-    buf.lines().rev().find_map(GuestRecord::parse).map(|r| r.seq)
+    buf.lines()
+        .rev()
+        .find_map(GuestRecord::parse)
+        .map(|r| r.seq)
 }
 
 /// Every whole record of a disk file, in file order.
 pub fn read_records(path: &Path) -> std::io::Result<Vec<GuestRecord>> {
-    Ok(std::fs::read_to_string(path)?.lines().filter_map(GuestRecord::parse).collect())
+    Ok(std::fs::read_to_string(path)?
+        .lines()
+        .filter_map(GuestRecord::parse)
+        .collect())
 }
 
 #[cfg(test)]
@@ -168,7 +201,12 @@ mod tests {
 
     #[test]
     fn records_parse_back() {
-        let r = GuestRecord { seq: 7, unix_ms: 9, host_uuid: "h".into(), vm_uuid: "v".into() };
+        let r = GuestRecord {
+            seq: 7,
+            unix_ms: 9,
+            host_uuid: "h".into(),
+            vm_uuid: "v".into(),
+        };
         assert_eq!(GuestRecord::parse(&r.to_line()), Some(r));
         assert_eq!(GuestRecord::parse("7 9 h"), None);
         assert_eq!(GuestRecord::parse("7 9 h v extra"), None);
@@ -186,13 +224,18 @@ mod tests {
         let recs = read_records(&disk).unwrap();
         assert!(recs.len() >= 3, "{} records", recs.len());
         assert_eq!(recs.last().map(|r| r.seq), Some(last));
-        assert!(recs.iter().all(|r| r.host_uuid == "host-a" && r.vm_uuid == "vm-1"));
+        assert!(recs
+            .iter()
+            .all(|r| r.host_uuid == "host-a" && r.vm_uuid == "vm-1"));
         assert!(driver.running().is_empty());
         driver.start("vm-1", vec![disk.clone()], None).unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
         driver.stop("vm-1").await.unwrap();
         let recs = read_records(&disk).unwrap();
         let seqs: Vec<u64> = recs.iter().map(|r| r.seq).collect();
-        assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "sequence continues: {seqs:?}");
+        assert!(
+            seqs.windows(2).all(|w| w[1] == w[0] + 1),
+            "sequence continues: {seqs:?}"
+        );
     }
 }

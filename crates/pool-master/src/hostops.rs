@@ -23,18 +23,27 @@ pub struct Target {
 
 impl Target {
     pub fn new(host_ref: &str, host: &HostRecord) -> Self {
-        Target { host_ref: host_ref.to_string(), uuid: host.uuid.clone(), address: host.address.clone() }
+        Target {
+            host_ref: host_ref.to_string(),
+            uuid: host.uuid.clone(),
+            address: host.address.clone(),
+        }
     }
 }
 
 fn auth(d: &Daemon) -> PeerAuth {
-    PeerAuth { host_uuid: d.host_uuid.clone(), secret: d.pool_secret() }
+    PeerAuth {
+        host_uuid: d.host_uuid.clone(),
+        secret: d.pool_secret(),
+    }
 }
 
 fn peer_error(target: &Target, e: ClientError) -> ApiError {
     match e {
         ClientError::Api(api) => api,
-        ClientError::Unreachable { .. } => ApiError::new(codes::HOST_OFFLINE, vec![target.host_ref.clone()]),
+        ClientError::Unreachable { .. } => {
+            ApiError::new(codes::HOST_OFFLINE, vec![target.host_ref.clone()])
+        }
         other => ApiError::internal(other.to_string()),
     }
 }
@@ -48,12 +57,22 @@ pub async fn start_guest(
     first_seq: Option<u64>,
 ) -> Result<(), ApiError> {
     if target.uuid == d.host_uuid {
-        return d.driver.start(vm_uuid, disks, first_seq).map_err(|e| ApiError::internal(e.to_string()));
+        return d
+            .driver
+            .start(vm_uuid, disks, first_seq)
+            .map_err(|e| ApiError::internal(e.to_string()));
     }
     let disks: Vec<String> = disks.iter().map(|p| p.display().to_string()).collect();
     let seq = first_seq.map_or(-1, |s| s as i64);
     d.peers
-        .call(&auth(d), &target.address, d.config.port, "host.local_vm_start", vec![json!(vm_uuid), json!(disks), json!(seq)], PEER_TIMEOUT)
+        .call(
+            &auth(d),
+            &target.address,
+            d.config.port,
+            "host.local_vm_start",
+            vec![json!(vm_uuid), json!(disks), json!(seq)],
+            PEER_TIMEOUT,
+        )
         .await
         .map(|_| ())
         .map_err(|e| peer_error(target, e))
@@ -61,7 +80,11 @@ pub async fn start_guest(
 
 /// Stop the guest of `vm_uuid` on `target`: the last sequence it wrote, or
 /// `None` when it was not running there.
-pub async fn stop_guest(d: &Daemon, target: &Target, vm_uuid: &str) -> Result<Option<u64>, ApiError> {
+pub async fn stop_guest(
+    d: &Daemon,
+    target: &Target,
+    vm_uuid: &str,
+) -> Result<Option<u64>, ApiError> {
     if target.uuid == d.host_uuid {
         return match d.driver.stop(vm_uuid).await {
             Ok(seq) => Ok(Some(seq)),
@@ -71,7 +94,14 @@ pub async fn stop_guest(d: &Daemon, target: &Target, vm_uuid: &str) -> Result<Op
     }
     let result = d
         .peers
-        .call(&auth(d), &target.address, d.config.port, "host.local_vm_stop", vec![json!(vm_uuid)], PEER_TIMEOUT)
+        .call(
+            &auth(d),
+            &target.address,
+            d.config.port,
+            "host.local_vm_stop",
+            vec![json!(vm_uuid)],
+            PEER_TIMEOUT,
+        )
         .await;
     match result {
         Ok(v) => Ok(v.as_i64().and_then(|s| u64::try_from(s).ok())),
@@ -107,12 +137,23 @@ pub fn sr_path(txn: &Txn, host_ref: &str, sr_ref: &str) -> Option<PathBuf> {
 
 /// The disk files of `vm` as `host_ref` reaches them, or the first SR it
 /// cannot reach (`VM_REQUIRES_SR [vm, sr]`).
-pub fn disk_paths(txn: &Txn, vm_ref: &str, vm: &VmRecord, host_ref: &str) -> Result<Vec<PathBuf>, ApiError> {
+pub fn disk_paths(
+    txn: &Txn,
+    vm_ref: &str,
+    vm: &VmRecord,
+    host_ref: &str,
+) -> Result<Vec<PathBuf>, ApiError> {
     let mut paths = Vec::new();
     for vbd in vm.vbds.iter().filter_map(|r| txn.get::<VbdRecord>(r)) {
-        let Some(vdi) = txn.get::<VdiRecord>(&vbd.vdi) else { continue };
-        let dir = sr_path(txn, host_ref, &vdi.sr)
-            .ok_or_else(|| ApiError::new(codes::VM_REQUIRES_SR, vec![vm_ref.to_string(), vdi.sr.clone()]))?;
+        let Some(vdi) = txn.get::<VdiRecord>(&vbd.vdi) else {
+            continue;
+        };
+        let dir = sr_path(txn, host_ref, &vdi.sr).ok_or_else(|| {
+            ApiError::new(
+                codes::VM_REQUIRES_SR,
+                vec![vm_ref.to_string(), vdi.sr.clone()],
+            )
+        })?;
         paths.push(dir.join(&vdi.location));
     }
     Ok(paths)

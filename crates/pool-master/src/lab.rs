@@ -60,7 +60,12 @@ impl LabState {
 
     /// The `XE_EXTRA_ARGS` value pointing xe at the master.
     pub fn xe_extra_args(&self) -> String {
-        format!("server={},port={},username=root,password={}", self.master().address, self.port, self.password)
+        format!(
+            "server={},port={},username=root,password={}",
+            self.master().address,
+            self.port,
+            self.password
+        )
     }
 
     fn to_json(&self) -> Value {
@@ -78,15 +83,24 @@ impl LabState {
         let tmp = self.dir.join("lab.json.tmp");
         std::fs::write(&tmp, serde_json::to_string_pretty(&self.to_json())?)?;
         std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
-        std::fs::write(self.dir.join("env"), format!("XE_EXTRA_ARGS={}\n", self.xe_extra_args()))?;
+        std::fs::write(
+            self.dir.join("env"),
+            format!("XE_EXTRA_ARGS={}\n", self.xe_extra_args()),
+        )?;
         Ok(())
     }
 
     pub fn load(dir: &Path) -> Result<LabState> {
         let path = dir.join("lab.json");
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("no lab in {} (cannot read {})", dir.display(), path.display()))?;
-        let v: Value = serde_json::from_str(&text).with_context(|| format!("{} is damaged", path.display()))?;
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "no lab in {} (cannot read {})",
+                dir.display(),
+                path.display()
+            )
+        })?;
+        let v: Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is damaged", path.display()))?;
         let field = |h: &Value, k: &str| h.get(k).and_then(Value::as_str).map(str::to_string);
         let hosts = v["hosts"]
             .as_array()
@@ -96,7 +110,9 @@ impl LabState {
                 Ok(LabHost {
                     name: field(h, "name").ok_or_else(|| anyhow!("host without name"))?,
                     address: field(h, "address").ok_or_else(|| anyhow!("host without address"))?,
-                    data_dir: field(h, "data_dir").map(PathBuf::from).ok_or_else(|| anyhow!("host without data_dir"))?,
+                    data_dir: field(h, "data_dir")
+                        .map(PathBuf::from)
+                        .ok_or_else(|| anyhow!("host without data_dir"))?,
                     pid: h.get("pid").and_then(Value::as_u64).map(|p| p as u32),
                 })
             })
@@ -106,7 +122,10 @@ impl LabState {
         }
         Ok(LabState {
             dir: dir.to_path_buf(),
-            port: v["port"].as_u64().and_then(|p| u16::try_from(p).ok()).ok_or_else(|| anyhow!("no port"))?,
+            port: v["port"]
+                .as_u64()
+                .and_then(|p| u16::try_from(p).ok())
+                .ok_or_else(|| anyhow!("no port"))?,
             password: field(&v, "password").ok_or_else(|| anyhow!("no password"))?,
             hosts,
         })
@@ -134,7 +153,11 @@ pub async fn run(options: LabOptions) -> Result<()> {
     let existing = dir.join("lab.json").exists();
     let mut state = if existing {
         let s = LabState::load(&dir)?;
-        println!("Restarting the lab pool in {} ({} hosts).", dir.display(), s.hosts.len());
+        println!(
+            "Restarting the lab pool in {} ({} hosts).",
+            dir.display(),
+            s.hosts.len()
+        );
         s
     } else {
         new_state(&options, &dir)?
@@ -160,7 +183,9 @@ pub async fn run(options: LabOptions) -> Result<()> {
     };
     if let Err(e) = ready.await {
         stop_all(&mut children).await;
-        return Err(e.context("the lab pool did not come up; see the hosts' logs under DIR/hosts/*/xapid.log"));
+        return Err(e.context(
+            "the lab pool did not come up; see the hosts' logs under DIR/hosts/*/xapid.log",
+        ));
     }
     print_welcome(&state);
     wait_for_signal().await;
@@ -170,7 +195,10 @@ pub async fn run(options: LabOptions) -> Result<()> {
         host.pid = None;
     }
     state.save()?;
-    println!("Stopped. Start it again with: xapid lab --dir {}", dir.display());
+    println!(
+        "Stopped. Start it again with: xapid lab --dir {}",
+        dir.display()
+    );
     Ok(())
 }
 
@@ -202,13 +230,23 @@ fn new_state(options: &LabOptions, dir: &Path) -> Result<LabState> {
 
 fn spawn_host(host: &LabHost, port: u16, password_file: &Path, memory: i64) -> Result<Child> {
     std::fs::create_dir_all(&host.data_dir)?;
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(host.data_dir.join("xapid.log"))?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(host.data_dir.join("xapid.log"))?;
     let exe = std::env::current_exe().context("cannot find the xapid executable")?;
     let child = Command::new(exe)
         .arg("serve")
         .arg("--data-dir")
         .arg(&host.data_dir)
-        .args(["--address", &host.address, "--port", &port.to_string(), "--name", &host.name])
+        .args([
+            "--address",
+            &host.address,
+            "--port",
+            &port.to_string(),
+            "--name",
+            &host.name,
+        ])
         .arg("--root-password-file")
         .arg(password_file)
         .args(["--memory", &memory.to_string()])
@@ -239,16 +277,24 @@ async fn build_pool(state: &LabState, options: &LabOptions) -> Result<()> {
     for host in &state.hosts[1..] {
         let mut c = Client::new(&host.address, state.port).no_redirect();
         c.login("root", &state.password).await?;
-        c.call("pool.join", vec![json!(master.address), json!("root"), json!(state.password)])
-            .await
-            .with_context(|| format!("{} could not join the pool", host.name))?;
+        c.call(
+            "pool.join",
+            vec![json!(master.address), json!("root"), json!(state.password)],
+        )
+        .await
+        .with_context(|| format!("{} could not join the pool", host.name))?;
         c.logout().await;
     }
     let mut c = Client::new(&master.address, state.port);
     c.login("root", &state.password).await?;
     let pool = first(&c.call("pool.get_all", vec![]).await?)?;
-    c.call("pool.set_name_label", vec![json!(pool), json!("lab")]).await?;
-    let host = first(&c.call("pool.get_master", vec![json!(pool)]).await.map(|v| json!([v]))?)?;
+    c.call("pool.set_name_label", vec![json!(pool), json!("lab")])
+        .await?;
+    let host = first(
+        &c.call("pool.get_master", vec![json!(pool)])
+            .await
+            .map(|v| json!([v]))?,
+    )?;
     let sr_dir = state.dir.join("sr");
     let sr = c
         .call(
@@ -267,7 +313,8 @@ async fn build_pool(state: &LabState, options: &LabOptions) -> Result<()> {
         )
         .await
         .context("creating the shared SR")?;
-    c.call("pool.set_default_SR", vec![json!(pool), sr.clone()]).await?;
+    c.call("pool.set_default_SR", vec![json!(pool), sr.clone()])
+        .await?;
     for i in 1..=options.vms {
         let vm = c
             .call(
@@ -281,7 +328,11 @@ async fn build_pool(state: &LabState, options: &LabOptions) -> Result<()> {
                 vec![json!({"name_label": format!("vm{i:02} disk"), "SR": sr, "virtual_size": 1i64 << 30})],
             )
             .await?;
-        c.call("VBD.create", vec![json!({"VM": vm, "VDI": vdi, "userdevice": "0"})]).await?;
+        c.call(
+            "VBD.create",
+            vec![json!({"VM": vm, "VDI": vdi, "userdevice": "0"})],
+        )
+        .await?;
     }
     c.logout().await;
     Ok(())
@@ -296,10 +347,23 @@ fn first(v: &Value) -> Result<String> {
 }
 
 fn print_welcome(state: &LabState) {
-    let bin_dir = std::env::current_exe().ok().and_then(|p| p.parent().map(Path::to_path_buf));
-    println!("The lab pool is up: {} hosts, master {}:{}.", state.hosts.len(), state.master().address, state.port);
+    let bin_dir = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf));
+    println!(
+        "The lab pool is up: {} hosts, master {}:{}.",
+        state.hosts.len(),
+        state.master().address,
+        state.port
+    );
     for h in &state.hosts {
-        println!("  {:<8} {}:{}  pid {}", h.name, h.address, state.port, h.pid.map_or("-".into(), |p| p.to_string()));
+        println!(
+            "  {:<8} {}:{}  pid {}",
+            h.name,
+            h.address,
+            state.port,
+            h.pid.map_or("-".into(), |p| p.to_string())
+        );
     }
     println!();
     println!("In another shell:");
@@ -337,7 +401,10 @@ async fn stop_all(children: &mut [Child]) {
         }
     }
     for child in children.iter_mut() {
-        if tokio::time::timeout(Duration::from_secs(10), child.wait()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(10), child.wait())
+            .await
+            .is_err()
+        {
             let _ = child.kill().await;
         }
     }
@@ -351,7 +418,10 @@ pub fn process_alive(pid: u32) -> bool {
 /// `xapid lab status --dir DIR`: the hosts, their processes and roles.
 pub async fn status(dir: &Path) -> Result<()> {
     let state = LabState::load(dir)?;
-    println!("{:<8} {:<16} {:<8} {:<8} {}", "HOST", "ADDRESS", "PID", "PROCESS", "API");
+    println!(
+        "{:<8} {:<16} {:<8} {:<8} {}",
+        "HOST", "ADDRESS", "PID", "PROCESS", "API"
+    );
     for h in &state.hosts {
         let alive = h.pid.is_some_and(process_alive);
         let api = api_status(&h.address, state.port).await;
@@ -368,11 +438,22 @@ pub async fn status(dir: &Path) -> Result<()> {
 }
 
 async fn api_status(address: &str, port: u16) -> String {
-    let options = xapi_client::Options { connect_timeout: Duration::from_secs(1), request_timeout: Duration::from_secs(2) };
+    let options = xapi_client::Options {
+        connect_timeout: Duration::from_secs(1),
+        request_timeout: Duration::from_secs(2),
+    };
     let mut c = Client::with_options(address, port, &options).no_redirect();
-    match c.call_raw("session.login_with_password", vec![json!(""), json!("")]).await {
+    match c
+        .call_raw("session.login_with_password", vec![json!(""), json!("")])
+        .await
+    {
         Err(e) if e.is(xapi_proto::codes::HOST_IS_SLAVE) => {
-            format!("member of {}", e.api().and_then(|a| a.params.first().cloned()).unwrap_or_default())
+            format!(
+                "member of {}",
+                e.api()
+                    .and_then(|a| a.params.first().cloned())
+                    .unwrap_or_default()
+            )
         }
         Err(xapi_client::ClientError::Api(_)) | Ok(_) => "master".into(),
         Err(_) => "unreachable".into(),

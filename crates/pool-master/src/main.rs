@@ -154,7 +154,9 @@ async fn serve(args: ServeArgs) -> Result<()> {
         .await
         .with_context(|| format!("listening on {}:{}", args.address, args.port))?;
     tracing::info!(host = %daemon.host_uuid, address = %args.address, port = args.port, "xapid is serving");
-    pool_master::server::serve(daemon, listener, shutdown_signal()).await.context("serving the API")?;
+    pool_master::server::serve(daemon, listener, shutdown_signal())
+        .await
+        .context("serving the API")?;
     tracing::info!("xapid stopped");
     Ok(())
 }

@@ -28,8 +28,13 @@ pub fn spawn(d: Arc<Daemon>) {
 async fn run(d: Arc<Daemon>) {
     let mut said_hello = false;
     loop {
-        let Role::Member { master_address } = d.role() else { return };
-        let auth = PeerAuth { host_uuid: d.host_uuid.clone(), secret: d.pool_secret() };
+        let Role::Member { master_address } = d.role() else {
+            return;
+        };
+        let auth = PeerAuth {
+            host_uuid: d.host_uuid.clone(),
+            secret: d.pool_secret(),
+        };
         if !said_hello {
             let params = vec![
                 json!(d.host_uuid),
@@ -37,7 +42,18 @@ async fn run(d: Arc<Daemon>) {
                 json!(d.config.memory_total),
                 json!(d.driver.running()),
             ];
-            match d.peers.call(&auth, &master_address, d.config.port, "host.member_hello", params, PEER_TIMEOUT).await {
+            match d
+                .peers
+                .call(
+                    &auth,
+                    &master_address,
+                    d.config.port,
+                    "host.member_hello",
+                    params,
+                    PEER_TIMEOUT,
+                )
+                .await
+            {
                 Ok(_) => said_hello = true,
                 Err(e) => {
                     tracing::warn!(master = %master_address, "cannot reach the master: {e}");
@@ -49,7 +65,18 @@ async fn run(d: Arc<Daemon>) {
         let since = d.model().generation;
         let params = vec![json!(since), json!(SYNC_WAIT.as_secs_f64())];
         let timeout = SYNC_WAIT + PEER_TIMEOUT;
-        match d.peers.call(&auth, &master_address, d.config.port, "pool.sync_database", params, timeout).await {
+        match d
+            .peers
+            .call(
+                &auth,
+                &master_address,
+                d.config.port,
+                "pool.sync_database",
+                params,
+                timeout,
+            )
+            .await
+        {
             Ok(answer) => {
                 if let Err(e) = apply(&d, &answer).await {
                     tracing::error!("cannot apply the master's update: {e}");
@@ -67,9 +94,14 @@ async fn run(d: Arc<Daemon>) {
 async fn apply(d: &Daemon, answer: &serde_json::Value) -> Result<(), String> {
     match replication::decode_update(answer)? {
         Update::Commits(commits) => d.apply_replica(commits).await.map_err(|e| e.to_string()),
-        Update::Full { generation, snapshot, users } => {
-            d.replace_replica(snapshot, users, generation).await.map_err(|e| e.to_string())
-        }
+        Update::Full {
+            generation,
+            snapshot,
+            users,
+        } => d
+            .replace_replica(snapshot, users, generation)
+            .await
+            .map_err(|e| e.to_string()),
     }
 }
 

@@ -64,7 +64,9 @@ pub fn host_free(txn: &Txn, host_ref: &str, host: &HostRecord) -> i64 {
 
 /// Recompute `memory_free` and `resident_VMs` of a host after VMs moved.
 pub fn refresh_host(txn: &mut Txn, host_ref: &str) {
-    let Some(mut host) = txn.get::<HostRecord>(host_ref) else { return };
+    let Some(mut host) = txn.get::<HostRecord>(host_ref) else {
+        return;
+    };
     host.memory_free = host_free(txn, host_ref, &host);
     host.resident_vms = txn
         .all::<VmRecord>()

@@ -42,7 +42,10 @@ pub struct Table<T> {
 
 impl<T> Default for Table<T> {
     fn default() -> Self {
-        Table { rows: HashMap::new(), by_uuid: HashMap::new() }
+        Table {
+            rows: HashMap::new(),
+            by_uuid: HashMap::new(),
+        }
     }
 }
 
@@ -73,7 +76,8 @@ impl<T: Record> Table<T> {
                 self.by_uuid.remove(old.uuid());
             }
         }
-        self.by_uuid.insert(record.uuid().to_string(), reference.clone());
+        self.by_uuid
+            .insert(record.uuid().to_string(), reference.clone());
         self.rows.insert(reference, record);
     }
 
@@ -210,7 +214,10 @@ pub struct Txn<'a> {
 
 impl<'a> Txn<'a> {
     pub fn new(base: &'a Model) -> Self {
-        Txn { base, changes: Changes::default() }
+        Txn {
+            base,
+            changes: Changes::default(),
+        }
     }
 
     pub fn base(&self) -> &Model {
@@ -281,7 +288,11 @@ mod tests {
     use super::*;
 
     fn vm(uuid: &str, name: &str) -> VmRecord {
-        VmRecord { uuid: uuid.into(), name_label: name.into(), ..Default::default() }
+        VmRecord {
+            uuid: uuid.into(),
+            name_label: name.into(),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -294,7 +305,10 @@ mod tests {
         txn.delete::<VmRecord>("r1");
         assert!(txn.get::<VmRecord>("r1").is_none());
         assert_eq!(txn.all::<VmRecord>().len(), 1);
-        assert_eq!(model.get::<VmRecord>("r1").map(|v| v.name_label.as_str()), Some("a"));
+        assert_eq!(
+            model.get::<VmRecord>("r1").map(|v| v.name_label.as_str()),
+            Some("a")
+        );
         let changes = txn.into_changes();
         model.apply(changes);
         assert!(model.get::<VmRecord>("r1").is_none());
@@ -308,7 +322,10 @@ mod tests {
         changes.vm.insert("r".into(), Some(vm("u", "n")));
         let mut copy = Changes::default();
         changes.for_each_row(|t, r, _, v| copy.put_row(t, r, v).unwrap());
-        assert_eq!(copy.vm.get("r").cloned().flatten().map(|v| v.name_label), Some("n".into()));
+        assert_eq!(
+            copy.vm.get("r").cloned().flatten().map(|v| v.name_label),
+            Some("n".into())
+        );
         assert!(copy.put_row("nope", "r", None).is_err());
     }
 }

@@ -25,12 +25,18 @@ pub fn encode_rows(changes: &Changes) -> Value {
 pub fn decode_rows(rows: &Value) -> Result<Changes, String> {
     let mut changes = Changes::default();
     for row in rows.as_array().ok_or("rows must be an array")? {
-        let (Some(table), Some(reference), Some(record)) =
-            (row.get(0).and_then(Value::as_str), row.get(1).and_then(Value::as_str), row.get(2))
-        else {
+        let (Some(table), Some(reference), Some(record)) = (
+            row.get(0).and_then(Value::as_str),
+            row.get(1).and_then(Value::as_str),
+            row.get(2),
+        ) else {
             return Err(format!("malformed row {row}"));
         };
-        let record = if record.is_null() { None } else { Some(record.clone()) };
+        let record = if record.is_null() {
+            None
+        } else {
+            Some(record.clone())
+        };
         changes.put_row(table, reference, record)?;
     }
     Ok(changes)
@@ -44,9 +50,14 @@ pub fn decode_users(v: &Value) -> Result<Vec<(String, String)>, String> {
     v.as_array()
         .ok_or("users must be an array")?
         .iter()
-        .map(|p| match (p.get(0).and_then(Value::as_str), p.get(1).and_then(Value::as_str)) {
-            (Some(u), Some(h)) => Ok((u.to_string(), h.to_string())),
-            _ => Err(format!("malformed user {p}")),
+        .map(|p| {
+            match (
+                p.get(0).and_then(Value::as_str),
+                p.get(1).and_then(Value::as_str),
+            ) {
+                (Some(u), Some(h)) => Ok((u.to_string(), h.to_string())),
+                _ => Err(format!("malformed user {p}")),
+            }
         })
         .collect()
 }
@@ -54,12 +65,19 @@ pub fn decode_users(v: &Value) -> Result<Vec<(String, String)>, String> {
 /// What a sync answer holds.
 pub enum Update {
     Commits(Vec<(u64, Changes)>),
-    Full { generation: u64, snapshot: Changes, users: Vec<(String, String)> },
+    Full {
+        generation: u64,
+        snapshot: Changes,
+        users: Vec<(String, String)>,
+    },
 }
 
 /// Decode a `pool.sync_database` answer.
 pub fn decode_update(v: &Value) -> Result<Update, String> {
-    let generation = v.get("generation").and_then(Value::as_u64).ok_or("no generation")?;
+    let generation = v
+        .get("generation")
+        .and_then(Value::as_u64)
+        .ok_or("no generation")?;
     if let Some(full) = v.get("full") {
         return Ok(Update::Full {
             generation,
@@ -67,11 +85,17 @@ pub fn decode_update(v: &Value) -> Result<Update, String> {
             users: decode_users(full.get("users").ok_or("no users")?)?,
         });
     }
-    let commits = v.get("commits").and_then(Value::as_array).ok_or("no commits")?;
+    let commits = v
+        .get("commits")
+        .and_then(Value::as_array)
+        .ok_or("no commits")?;
     commits
         .iter()
         .map(|c| {
-            let g = c.get("generation").and_then(Value::as_u64).ok_or("commit without generation")?;
+            let g = c
+                .get("generation")
+                .and_then(Value::as_u64)
+                .ok_or("commit without generation")?;
             Ok((g, decode_rows(c.get("rows").ok_or("commit without rows")?)?))
         })
         .collect::<Result<_, String>>()
@@ -86,7 +110,13 @@ mod tests {
     #[test]
     fn rows_round_trip_with_deletes() {
         let mut c = Changes::default();
-        c.vm.insert("a".into(), Some(VmRecord { uuid: "u".into(), ..Default::default() }));
+        c.vm.insert(
+            "a".into(),
+            Some(VmRecord {
+                uuid: "u".into(),
+                ..Default::default()
+            }),
+        );
         c.vm.insert("b".into(), None);
         let back = decode_rows(&encode_rows(&c)).unwrap();
         assert_eq!(back.vm.len(), 2);

@@ -44,7 +44,10 @@ async fn handle(State(d): State<Arc<Daemon>>, body: Bytes) -> Response {
     };
     (
         StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/json"), (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")],
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+        ],
         bytes,
     )
         .into_response()
@@ -60,7 +63,12 @@ pub async fn reconcile_at_start(d: &Arc<Daemon>) -> Result<(), xapi_proto::ApiEr
     let memory_total = d.config.memory_total;
     let me = d.host_uuid.clone();
     d.write(|txn| {
-        let host_ref = txn.base().host.ref_of_uuid(&me).map(str::to_string).unwrap_or_default();
+        let host_ref = txn
+            .base()
+            .host
+            .ref_of_uuid(&me)
+            .map(str::to_string)
+            .unwrap_or_default();
         for (vm_ref, vm) in txn.all::<VmRecord>() {
             if vm.resident_on == host_ref && vm.power_state != PowerState::Halted {
                 txn.update::<VmRecord>(&vm_ref, |v| {
@@ -94,5 +102,7 @@ pub async fn serve(
         Role::Master => crate::member::spawn_master_watch(d.clone()),
         Role::Member { .. } => crate::member::spawn(d.clone()),
     }
-    axum::serve(listener, router(d)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(d))
+        .with_graceful_shutdown(shutdown)
+        .await
 }

@@ -35,7 +35,10 @@ pub struct Sessions {
 
 impl Sessions {
     pub fn new(idle_timeout: Duration) -> Self {
-        Sessions { idle_timeout, table: Mutex::new(HashMap::new()) }
+        Sessions {
+            idle_timeout,
+            table: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Open a session and return its reference.
@@ -45,11 +48,21 @@ impl Sessions {
         let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
         table.retain(|_, s| now.duration_since(s.last_used) < self.idle_timeout);
         if table.len() >= MAX_SESSIONS {
-            if let Some(oldest) = table.iter().min_by_key(|(_, s)| s.last_used).map(|(k, _)| k.clone()) {
+            if let Some(oldest) = table
+                .iter()
+                .min_by_key(|(_, s)| s.last_used)
+                .map(|(k, _)| k.clone())
+            {
                 table.remove(&oldest);
             }
         }
-        table.insert(reference.clone(), Session { principal, last_used: now });
+        table.insert(
+            reference.clone(),
+            Session {
+                principal,
+                last_used: now,
+            },
+        );
         reference
     }
 
@@ -67,7 +80,11 @@ impl Sessions {
     }
 
     pub fn close(&self, reference: &str) -> bool {
-        self.table.lock().unwrap_or_else(|p| p.into_inner()).remove(reference).is_some()
+        self.table
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(reference)
+            .is_some()
     }
 }
 

@@ -38,7 +38,9 @@ pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
 pub enum StoreError {
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    #[error("the database was written by a newer version (schema {found}, this build knows {known})")]
+    #[error(
+        "the database was written by a newer version (schema {found}, this build knows {known})"
+    )]
     TooNew { found: usize, known: usize },
     #[error("the database is damaged: {0}")]
     Corrupt(String),
@@ -63,9 +65,14 @@ impl Store {
     }
 
     fn migrate(&mut self) -> Result<(), StoreError> {
-        let found: usize = self.conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let found: usize = self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))?;
         if found > SCHEMA_VERSION {
-            return Err(StoreError::TooNew { found, known: SCHEMA_VERSION });
+            return Err(StoreError::TooNew {
+                found,
+                known: SCHEMA_VERSION,
+            });
         }
         let tx = self.conn.transaction()?;
         for sql in &MIGRATIONS[found..] {
@@ -80,17 +87,24 @@ impl Store {
     pub fn load(&self) -> Result<Model, StoreError> {
         let mut changes = Changes::default();
         for table in TABLES {
-            let mut stmt = self.conn.prepare(&format!("SELECT ref, record FROM {table}"))?;
+            let mut stmt = self
+                .conn
+                .prepare(&format!("SELECT ref, record FROM {table}"))?;
             let mut rows = stmt.query([])?;
             while let Some(row) = rows.next()? {
                 let reference: String = row.get(0)?;
                 let text: String = row.get(1)?;
                 let value: serde_json::Value = serde_json::from_str(&text)
                     .map_err(|e| StoreError::Corrupt(format!("{table} {reference}: {e}")))?;
-                changes.put_row(table, &reference, Some(value)).map_err(StoreError::Corrupt)?;
+                changes
+                    .put_row(table, &reference, Some(value))
+                    .map_err(StoreError::Corrupt)?;
             }
         }
-        let mut model = Model { generation: self.generation()?, ..Model::default() };
+        let mut model = Model {
+            generation: self.generation()?,
+            ..Model::default()
+        };
         model.apply(changes);
         Ok(model)
     }
@@ -98,15 +112,22 @@ impl Store {
     /// The generation of the last commit.
     pub fn generation(&self) -> Result<u64, StoreError> {
         let text: String =
-            self.conn.query_row("SELECT value FROM meta WHERE key = 'generation'", [], |r| r.get(0))?;
-        text.parse().map_err(|_| StoreError::Corrupt(format!("generation {text:?}")))
+            self.conn
+                .query_row("SELECT value FROM meta WHERE key = 'generation'", [], |r| {
+                    r.get(0)
+                })?;
+        text.parse()
+            .map_err(|_| StoreError::Corrupt(format!("generation {text:?}")))
     }
 
     /// Make `changes` durable as generation `generation`, all or nothing.
     pub fn commit(&mut self, changes: &Changes, generation: u64) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
         write_changes(&tx, changes)?;
-        tx.execute("UPDATE meta SET value = ?1 WHERE key = 'generation'", [generation.to_string()])?;
+        tx.execute(
+            "UPDATE meta SET value = ?1 WHERE key = 'generation'",
+            [generation.to_string()],
+        )?;
         tx.commit()?;
         Ok(())
     }
@@ -125,10 +146,16 @@ impl Store {
         }
         tx.execute("DELETE FROM user", [])?;
         for (name, hash) in users {
-            tx.execute("INSERT INTO user (name, password_hash) VALUES (?1, ?2)", params![name, hash])?;
+            tx.execute(
+                "INSERT INTO user (name, password_hash) VALUES (?1, ?2)",
+                params![name, hash],
+            )?;
         }
         write_changes(&tx, snapshot)?;
-        tx.execute("UPDATE meta SET value = ?1 WHERE key = 'generation'", [generation.to_string()])?;
+        tx.execute(
+            "UPDATE meta SET value = ?1 WHERE key = 'generation'",
+            [generation.to_string()],
+        )?;
         tx.commit()?;
         Ok(())
     }
@@ -137,7 +164,9 @@ impl Store {
     pub fn local(&self, key: &str) -> Result<Option<String>, StoreError> {
         Ok(self
             .conn
-            .query_row("SELECT value FROM local WHERE key = ?1", [key], |r| r.get(0))
+            .query_row("SELECT value FROM local WHERE key = ?1", [key], |r| {
+                r.get(0)
+            })
             .optional()?)
     }
 
@@ -157,7 +186,9 @@ impl Store {
 
     /// Every user and password hash.
     pub fn users(&self) -> Result<Vec<(String, String)>, StoreError> {
-        let mut stmt = self.conn.prepare("SELECT name, password_hash FROM user ORDER BY name")?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name, password_hash FROM user ORDER BY name")?;
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -173,7 +204,9 @@ impl Store {
 
     /// SQLite's own consistency check; `ok` when the file is sound.
     pub fn integrity_check(&self) -> Result<String, StoreError> {
-        Ok(self.conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?)
+        Ok(self
+            .conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))?)
     }
 }
 
@@ -211,7 +244,11 @@ mod tests {
         {
             let mut store = Store::open(&path).unwrap();
             let mut changes = Changes::default();
-            let vm = VmRecord { uuid: "u1".into(), order: 3, ..Default::default() };
+            let vm = VmRecord {
+                uuid: "u1".into(),
+                order: 3,
+                ..Default::default()
+            };
             changes.vm.insert("OpaqueRef:1".into(), Some(vm));
             store.commit(&changes, 1).unwrap();
             store.set_local(&[("host_uuid", "h")]).unwrap();
@@ -229,9 +266,24 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(&dir.path().join("pool.db")).unwrap();
         let mut changes = Changes::default();
-        changes.vm.insert("OpaqueRef:1".into(), Some(VmRecord { uuid: "same".into(), ..Default::default() }));
-        changes.vm.insert("OpaqueRef:2".into(), Some(VmRecord { uuid: "same".into(), ..Default::default() }));
-        assert!(store.commit(&changes, 1).is_err(), "duplicate uuid must fail");
+        changes.vm.insert(
+            "OpaqueRef:1".into(),
+            Some(VmRecord {
+                uuid: "same".into(),
+                ..Default::default()
+            }),
+        );
+        changes.vm.insert(
+            "OpaqueRef:2".into(),
+            Some(VmRecord {
+                uuid: "same".into(),
+                ..Default::default()
+            }),
+        );
+        assert!(
+            store.commit(&changes, 1).is_err(),
+            "duplicate uuid must fail"
+        );
         assert_eq!(store.generation().unwrap(), 0);
         assert!(store.load().unwrap().vm.is_empty());
     }
@@ -242,7 +294,8 @@ mod tests {
         let path = dir.path().join("pool.db");
         drop(Store::open(&path).unwrap());
         let conn = Connection::open(&path).unwrap();
-        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
         drop(conn);
         assert!(matches!(Store::open(&path), Err(StoreError::TooNew { .. })));
     }

@@ -57,7 +57,10 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { connect_timeout: Duration::from_secs(5), request_timeout: Duration::from_secs(120) }
+        Options {
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(120),
+        }
     }
 }
 
@@ -137,7 +140,9 @@ impl Client {
     /// `session.login_with_password`, following the master.
     pub async fn login(&mut self, username: &str, password: &str) -> Result<(), ClientError> {
         let params = vec![json!(username), json!(password), json!("2.21"), json!("xe")];
-        let session = self.call_following("session.login_with_password", params, false).await?;
+        let session = self
+            .call_following("session.login_with_password", params, false)
+            .await?;
         let session = session.as_str().ok_or_else(|| ClientError::Protocol {
             address: self.address(),
             detail: "login returned no session reference".into(),
@@ -163,7 +168,11 @@ impl Client {
     }
 
     /// Call `method` with exactly `params` (no session), without redirection.
-    pub async fn call_raw(&mut self, method: &str, params: Vec<Value>) -> Result<Value, ClientError> {
+    pub async fn call_raw(
+        &mut self,
+        method: &str,
+        params: Vec<Value>,
+    ) -> Result<Value, ClientError> {
         self.call_once(method, params).await
     }
 
@@ -180,7 +189,9 @@ impl Client {
             }
             full.extend(params.iter().cloned());
             match self.call_once(method, full).await {
-                Err(ClientError::Api(e)) if e.code == codes::HOST_IS_SLAVE && self.follow_redirects => {
+                Err(ClientError::Api(e))
+                    if e.code == codes::HOST_IS_SLAVE && self.follow_redirects =>
+                {
                     let master = e.params.first().cloned().unwrap_or_default();
                     if master.is_empty() || master == self.host {
                         return Err(ClientError::Api(e));
@@ -188,7 +199,8 @@ impl Client {
                     self.host = master;
                     if with_session {
                         // A member issued no session; log in on the master.
-                        let (user, pass) = self.credentials.clone().ok_or(ClientError::NotLoggedIn)?;
+                        let (user, pass) =
+                            self.credentials.clone().ok_or(ClientError::NotLoggedIn)?;
                         self.session = None;
                         Box::pin(self.login(&user, &pass)).await?;
                     }
@@ -196,7 +208,10 @@ impl Client {
                 other => return other,
             }
         }
-        Err(ClientError::Protocol { address: self.address(), detail: "too many HOST_IS_SLAVE redirections".into() })
+        Err(ClientError::Protocol {
+            address: self.address(),
+            detail: "too many HOST_IS_SLAVE redirections".into(),
+        })
     }
 
     async fn call_once(&mut self, method: &str, params: Vec<Value>) -> Result<Value, ClientError> {
@@ -210,14 +225,23 @@ impl Client {
             .body(body)
             .send()
             .await
-            .map_err(|e| ClientError::Unreachable { address: self.address(), detail: describe(&e) })?;
+            .map_err(|e| ClientError::Unreachable {
+                address: self.address(),
+                detail: describe(&e),
+            })?;
         let bytes = response
             .bytes()
             .await
-            .map_err(|e| ClientError::Unreachable { address: self.address(), detail: describe(&e) })?;
+            .map_err(|e| ClientError::Unreachable {
+                address: self.address(),
+                detail: describe(&e),
+            })?;
         jsonrpc::decode_response(&bytes).map_err(|e| match e {
             ResponseError::Api(api) => ClientError::Api(api),
-            ResponseError::Malformed(detail) => ClientError::Protocol { address: self.address(), detail },
+            ResponseError::Malformed(detail) => ClientError::Protocol {
+                address: self.address(),
+                detail,
+            },
         })
     }
 }
@@ -240,11 +264,16 @@ pub mod value {
     use serde_json::Value;
 
     fn protocol(what: &str) -> ClientError {
-        ClientError::Protocol { address: String::new(), detail: format!("expected {what}") }
+        ClientError::Protocol {
+            address: String::new(),
+            detail: format!("expected {what}"),
+        }
     }
 
     pub fn string(v: &Value) -> Result<String, ClientError> {
-        v.as_str().map(str::to_string).ok_or_else(|| protocol("a string"))
+        v.as_str()
+            .map(str::to_string)
+            .ok_or_else(|| protocol("a string"))
     }
 
     pub fn strings(v: &Value) -> Result<Vec<String>, ClientError> {

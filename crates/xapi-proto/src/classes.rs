@@ -46,11 +46,19 @@ pub struct FieldSpec {
 }
 
 const fn ro(name: &'static str, ty: FieldType) -> FieldSpec {
-    FieldSpec { name, ty, settable: false }
+    FieldSpec {
+        name,
+        ty,
+        settable: false,
+    }
 }
 
 const fn rw(name: &'static str, ty: FieldType) -> FieldSpec {
-    FieldSpec { name, ty, settable: true }
+    FieldSpec {
+        name,
+        ty,
+        settable: true,
+    }
 }
 
 use FieldType::{Bool, Int, Map, Ref, Set, String as Str};

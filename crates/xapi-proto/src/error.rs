@@ -17,7 +17,10 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: &str, params: Vec<String>) -> Self {
-        ApiError { code: code.to_string(), params }
+        ApiError {
+            code: code.to_string(),
+            params,
+        }
     }
 
     /// An error with no parameters.
@@ -37,7 +40,10 @@ impl ApiError {
 
     /// `HANDLE_INVALID [class, handle]`.
     pub fn handle_invalid(class: &str, handle: impl Into<String>) -> Self {
-        ApiError::new(codes::HANDLE_INVALID, vec![class.to_string(), handle.into()])
+        ApiError::new(
+            codes::HANDLE_INVALID,
+            vec![class.to_string(), handle.into()],
+        )
     }
 
     /// `UUID_INVALID [class, uuid]`.
@@ -63,7 +69,9 @@ impl ApiError {
     /// The error as `[CODE, params...]`, the form of a JSON-RPC 1.0 error
     /// and of a task's `error_info`.
     pub fn to_strings(&self) -> Vec<String> {
-        std::iter::once(self.code.clone()).chain(self.params.iter().cloned()).collect()
+        std::iter::once(self.code.clone())
+            .chain(self.params.iter().cloned())
+            .collect()
     }
 }
 
@@ -243,7 +251,10 @@ mod tests {
     fn memory_error_has_xapi_parameter_names() {
         let d = lookup("HOST_NOT_ENOUGH_FREE_MEMORY").expect("entry");
         assert_eq!(d.params, &["needed", "available"]);
-        assert_eq!(d.doc, "Not enough server memory is available to perform this operation.");
+        assert_eq!(
+            d.doc,
+            "Not enough server memory is available to perform this operation."
+        );
     }
 
     #[test]

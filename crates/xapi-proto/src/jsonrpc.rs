@@ -53,18 +53,26 @@ pub fn parse_request(body: &[u8]) -> Result<Request, EnvelopeError> {
     let value: Value =
         serde_json::from_slice(body).map_err(|e| EnvelopeError::Parse(e.to_string()))?;
     let Value::Object(mut obj) = value else {
-        return Err(EnvelopeError::Invalid("the request must be a JSON object".into()));
+        return Err(EnvelopeError::Invalid(
+            "the request must be a JSON object".into(),
+        ));
     };
     let version = match obj.get("jsonrpc") {
         None => Version::V1,
         Some(Value::String(s)) if s == "2.0" => Version::V2,
         Some(other) => {
-            return Err(EnvelopeError::Invalid(format!("unsupported jsonrpc version {other}")))
+            return Err(EnvelopeError::Invalid(format!(
+                "unsupported jsonrpc version {other}"
+            )))
         }
     };
     let method = match obj.remove("method") {
         Some(Value::String(m)) if !m.is_empty() => m,
-        _ => return Err(EnvelopeError::Invalid("\"method\" must be a non-empty string".into())),
+        _ => {
+            return Err(EnvelopeError::Invalid(
+                "\"method\" must be a non-empty string".into(),
+            ))
+        }
     };
     let params = match obj.remove("params") {
         None | Some(Value::Null) => Vec::new(),
@@ -77,7 +85,12 @@ pub fn parse_request(body: &[u8]) -> Result<Request, EnvelopeError> {
             "\"id\" must be a string or an integer (notifications are not supported)".into(),
         ));
     }
-    Ok(Request { version, method, params, id })
+    Ok(Request {
+        version,
+        method,
+        params,
+        id,
+    })
 }
 
 /// Encode a request (what a client sends).
@@ -140,7 +153,9 @@ pub fn decode_response(body: &[u8]) -> Result<Value, ResponseError> {
     let value: Value =
         serde_json::from_slice(body).map_err(|e| ResponseError::Malformed(e.to_string()))?;
     let Value::Object(mut obj) = value else {
-        return Err(ResponseError::Malformed("the response is not an object".into()));
+        return Err(ResponseError::Malformed(
+            "the response is not an object".into(),
+        ));
     };
     match obj.remove("error") {
         None | Some(Value::Null) => obj
@@ -150,9 +165,14 @@ pub fn decode_response(body: &[u8]) -> Result<Value, ResponseError> {
         Some(Value::Array(a)) => {
             let mut strings = a.into_iter().map(value_to_string);
             let code = strings.next().unwrap_or_default();
-            Err(ResponseError::Api(ApiError { code, params: strings.collect() }))
+            Err(ResponseError::Api(ApiError {
+                code,
+                params: strings.collect(),
+            }))
         }
-        Some(other) => Err(ResponseError::Malformed(format!("unexpected error value {other}"))),
+        Some(other) => Err(ResponseError::Malformed(format!(
+            "unexpected error value {other}"
+        ))),
     }
 }
 
@@ -199,22 +219,37 @@ mod tests {
     fn malformed_bodies_are_rejected_with_the_right_code() {
         assert_eq!(parse_request(b"{not json").unwrap_err().code(), -32700);
         assert_eq!(parse_request(b"[1,2]").unwrap_err().code(), -32600);
-        assert_eq!(parse_request(br#"{"jsonrpc":"2.0","method":"x"}"#).unwrap_err().code(), -32600);
+        assert_eq!(
+            parse_request(br#"{"jsonrpc":"2.0","method":"x"}"#)
+                .unwrap_err()
+                .code(),
+            -32600
+        );
         assert_eq!(
             parse_request(br#"{"jsonrpc":"2.0","method":"x","params":{},"id":1}"#)
                 .unwrap_err()
                 .code(),
             -32600
         );
-        assert_eq!(parse_request(br#"{"jsonrpc":"3.0","method":"x","id":1}"#).unwrap_err().code(), -32600);
+        assert_eq!(
+            parse_request(br#"{"jsonrpc":"3.0","method":"x","id":1}"#)
+                .unwrap_err()
+                .code(),
+            -32600
+        );
     }
 
     #[test]
     fn errors_have_xapi_shape_in_both_versions() {
         let err = ApiError::new("HA_NOT_ENABLED", vec![]);
-        let v2: Value = serde_json::from_slice(&encode_error(Version::V2, &json!(3), &err)).unwrap();
-        assert_eq!(v2, json!({"jsonrpc":"2.0","error":{"code":1,"message":"HA_NOT_ENABLED","data":[]},"id":3}));
-        let v1: Value = serde_json::from_slice(&encode_error(Version::V1, &json!(3), &err)).unwrap();
+        let v2: Value =
+            serde_json::from_slice(&encode_error(Version::V2, &json!(3), &err)).unwrap();
+        assert_eq!(
+            v2,
+            json!({"jsonrpc":"2.0","error":{"code":1,"message":"HA_NOT_ENABLED","data":[]},"id":3})
+        );
+        let v1: Value =
+            serde_json::from_slice(&encode_error(Version::V1, &json!(3), &err)).unwrap();
         assert_eq!(v1, json!({"result":null,"error":["HA_NOT_ENABLED"],"id":3}));
     }
 

@@ -359,8 +359,11 @@ mod tests {
         assert!(v.get("resident_VMs").is_some());
         let v = serde_json::to_value(PoolRecord::default()).unwrap();
         assert!(v.get("default_SR").is_some());
-        let v = serde_json::to_value(VmRecord { power_state: PowerState::Running, ..Default::default() })
-            .unwrap();
+        let v = serde_json::to_value(VmRecord {
+            power_state: PowerState::Running,
+            ..Default::default()
+        })
+        .unwrap();
         assert_eq!(v["power_state"], "Running");
         assert_eq!(v["VCPUs_max"], 1);
     }

@@ -19,7 +19,10 @@ pub struct Args {
 
 impl Args {
     pub fn new(method: &str, params: Vec<Value>) -> Self {
-        Args { method: method.to_string(), params }
+        Args {
+            method: method.to_string(),
+            params,
+        }
     }
 
     pub fn method(&self) -> &str {
@@ -48,7 +51,10 @@ impl Args {
     }
 
     pub fn str(&self, i: usize, name: &str) -> Result<&str, ApiError> {
-        self.params.get(i).and_then(Value::as_str).ok_or_else(|| ApiError::field_type(name))
+        self.params
+            .get(i)
+            .and_then(Value::as_str)
+            .ok_or_else(|| ApiError::field_type(name))
     }
 
     pub fn bool_or(&self, i: usize, name: &str, default: bool) -> Result<bool, ApiError> {
@@ -60,7 +66,10 @@ impl Args {
     }
 
     pub fn int(&self, i: usize, name: &str) -> Result<i64, ApiError> {
-        self.params.get(i).and_then(Value::as_i64).ok_or_else(|| ApiError::field_type(name))
+        self.params
+            .get(i)
+            .and_then(Value::as_i64)
+            .ok_or_else(|| ApiError::field_type(name))
     }
 
     pub fn float_or(&self, i: usize, name: &str, default: f64) -> Result<f64, ApiError> {
@@ -71,13 +80,20 @@ impl Args {
     }
 
     pub fn object(&self, i: usize, name: &str) -> Result<&Map<String, Value>, ApiError> {
-        self.params.get(i).and_then(Value::as_object).ok_or_else(|| ApiError::field_type(name))
+        self.params
+            .get(i)
+            .and_then(Value::as_object)
+            .ok_or_else(|| ApiError::field_type(name))
     }
 
     pub fn string_map(&self, i: usize, name: &str) -> Result<StringMap, ApiError> {
         self.object(i, name)?
             .iter()
-            .map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())).ok_or_else(|| ApiError::field_type(name)))
+            .map(|(k, v)| {
+                v.as_str()
+                    .map(|s| (k.clone(), s.to_string()))
+                    .ok_or_else(|| ApiError::field_type(name))
+            })
             .collect()
     }
 
@@ -87,7 +103,11 @@ impl Args {
             .and_then(Value::as_array)
             .ok_or_else(|| ApiError::field_type(name))?
             .iter()
-            .map(|v| v.as_str().map(str::to_string).ok_or_else(|| ApiError::field_type(name)))
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| ApiError::field_type(name))
+            })
             .collect()
     }
 
@@ -95,13 +115,19 @@ impl Args {
     /// (`HANDLE_INVALID [class, ref]` otherwise).
     pub fn reference<T: Record>(&self, i: usize, txn: &Txn) -> Result<(String, T), ApiError> {
         let r = self.str(i, T::CLASS)?;
-        let rec = txn.get::<T>(r).ok_or_else(|| ApiError::handle_invalid(T::CLASS, r))?;
+        let rec = txn
+            .get::<T>(r)
+            .ok_or_else(|| ApiError::handle_invalid(T::CLASS, r))?;
         Ok((r.to_string(), rec))
     }
 
     /// The principal of the session in parameter 0.
     pub fn session(&self, d: &Daemon) -> Result<Principal, ApiError> {
-        let handle = self.params.first().and_then(Value::as_str).unwrap_or_default();
+        let handle = self
+            .params
+            .first()
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         d.sessions
             .check(handle)
             .ok_or_else(|| ApiError::new(codes::SESSION_INVALID, vec![handle.to_string()]))
@@ -124,7 +150,10 @@ mod tests {
     #[test]
     fn type_errors_name_the_parameter() {
         let a = Args::new("VM.set_order", vec![json!("s"), json!("r"), json!("x")]);
-        assert_eq!(a.int(2, "value").unwrap_err(), ApiError::field_type("value"));
+        assert_eq!(
+            a.int(2, "value").unwrap_err(),
+            ApiError::field_type("value")
+        );
         assert_eq!(a.str(5, "vm").unwrap_err(), ApiError::field_type("vm"));
         assert!(a.bool_or(3, "force", false).is_ok_and(|b| !b));
     }

@@ -34,10 +34,16 @@ pub async fn dispatch(d: &Arc<Daemon>, verb: &str, args: &Args) -> Option<Result
 fn local_start(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     args.exactly(4)?;
     let vm = args.str(1, "vm")?;
-    let disks: Vec<PathBuf> = args.strings(2, "disks")?.into_iter().map(PathBuf::from).collect();
+    let disks: Vec<PathBuf> = args
+        .strings(2, "disks")?
+        .into_iter()
+        .map(PathBuf::from)
+        .collect();
     let seq = args.int(3, "first_seq")?;
     let first = u64::try_from(seq).ok();
-    d.driver.start(vm, disks, first).map_err(|e| ApiError::internal(e.to_string()))?;
+    d.driver
+        .start(vm, disks, first)
+        .map_err(|e| ApiError::internal(e.to_string()))?;
     Ok(json!(""))
 }
 
@@ -47,9 +53,10 @@ async fn local_stop(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     let vm = args.str(1, "vm")?;
     match d.driver.stop(vm).await {
         Ok(seq) => Ok(json!(seq)),
-        Err(DriverError::NotRunning(_)) => {
-            Err(ApiError::new(codes::VM_NOT_RESIDENT_HERE, vec![vm.to_string(), d.host_uuid.clone()]))
-        }
+        Err(DriverError::NotRunning(_)) => Err(ApiError::new(
+            codes::VM_NOT_RESIDENT_HERE,
+            vec![vm.to_string(), d.host_uuid.clone()],
+        )),
         Err(e) => Err(ApiError::internal(e.to_string())),
     }
 }
@@ -69,7 +76,10 @@ async fn member_hello(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
             .map(str::to_string)
             .ok_or_else(|| ApiError::uuid_invalid("host", &uuid))?;
         for (vm_ref, vm) in txn.all::<VmRecord>() {
-            if vm.resident_on == host_ref && vm.power_state != PowerState::Halted && !running.contains(&vm.uuid) {
+            if vm.resident_on == host_ref
+                && vm.power_state != PowerState::Halted
+                && !running.contains(&vm.uuid)
+            {
                 txn.update::<VmRecord>(&vm_ref, |v| {
                     v.power_state = PowerState::Halted;
                     v.resident_on = NULL_REF.into();
@@ -85,6 +95,9 @@ async fn member_hello(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
         Ok(())
     })
     .await?;
-    d.last_seen.lock().unwrap_or_else(|p| p.into_inner()).insert(uuid, Instant::now());
+    d.last_seen
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(uuid, Instant::now());
     Ok(json!(""))
 }

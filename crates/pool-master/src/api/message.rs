@@ -11,7 +11,17 @@ use crate::daemon::Daemon;
 use crate::model::{new_ref, new_uuid};
 
 /// Classes a message may be about.
-const MESSAGE_CLASSES: &[&str] = &["VM", "Host", "SR", "Pool", "VMPP", "VMSS", "PVS_proxy", "VDI", "Certificate"];
+const MESSAGE_CLASSES: &[&str] = &[
+    "VM",
+    "Host",
+    "SR",
+    "Pool",
+    "VMPP",
+    "VMSS",
+    "PVS_proxy",
+    "VDI",
+    "Certificate",
+];
 
 pub async fn dispatch(d: &Arc<Daemon>, verb: &str, args: &Args) -> Option<Result<Value, ApiError>> {
     Some(match verb {
@@ -40,7 +50,15 @@ async fn create(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
         return Err(ApiError::invalid_value("cls", cls));
     }
     let r = new_ref();
-    let record = MessageRecord { uuid: new_uuid(), name, priority, cls, obj_uuid, timestamp: now_wire(), body };
+    let record = MessageRecord {
+        uuid: new_uuid(),
+        name,
+        priority,
+        cls,
+        obj_uuid,
+        timestamp: now_wire(),
+        body,
+    };
     d.write(|txn| {
         txn.put(&r, record);
         Ok(())

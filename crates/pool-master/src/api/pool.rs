@@ -46,9 +46,14 @@ async fn join(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     let (host, local_srs) = {
         let m = d.model();
         if m.host.len() > 1 {
-            return Err(joining_error(codes::JOINING_HOST_CANNOT_BE_MASTER_OF_OTHER_HOSTS));
+            return Err(joining_error(
+                codes::JOINING_HOST_CANNOT_BE_MASTER_OF_OTHER_HOSTS,
+            ));
         }
-        if m.vm.iter().any(|(_, v)| v.power_state != PowerState::Halted) {
+        if m.vm
+            .iter()
+            .any(|(_, v)| v.power_state != PowerState::Halted)
+        {
             return Err(joining_error(codes::JOINING_HOST_CANNOT_HAVE_RUNNING_VMS));
         }
         if !m.vm.is_empty() || !m.vdi.is_empty() {
@@ -59,45 +64,66 @@ async fn join(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
         if m.sr.iter().any(|(_, s)| s.shared) {
             return Err(joining_error(codes::JOINING_HOST_CANNOT_CONTAIN_SHARED_SRS));
         }
-        let host = m.host.iter().find(|(_, h)| h.uuid == d.host_uuid).map(|(_, h)| h.clone());
+        let host = m
+            .host
+            .iter()
+            .find(|(_, h)| h.uuid == d.host_uuid)
+            .map(|(_, h)| h.clone());
         let host = host.ok_or_else(|| ApiError::internal("this host has no record"))?;
         // Bring the local SRs along, each with this host's PBD.
-        let local: Vec<Value> = m
-            .sr
-            .iter()
-            .map(|(sr_ref, sr)| {
-                let pbds: Vec<Value> = sr
-                    .pbds
-                    .iter()
-                    .filter_map(|p| m.get::<PbdRecord>(p).map(|rec| json!([p, rec])))
-                    .collect();
-                json!({"ref": sr_ref, "record": sr, "pbds": pbds})
-            })
-            .collect();
+        let local: Vec<Value> =
+            m.sr.iter()
+                .map(|(sr_ref, sr)| {
+                    let pbds: Vec<Value> = sr
+                        .pbds
+                        .iter()
+                        .filter_map(|p| m.get::<PbdRecord>(p).map(|rec| json!([p, rec])))
+                        .collect();
+                    json!({"ref": sr_ref, "record": sr, "pbds": pbds})
+                })
+                .collect();
         (host, local)
     };
     if master_address == d.config.address {
         return Err(ApiError::not_allowed("A host cannot join its own pool."));
     }
     let mut master = Client::new(&master_address, d.config.port);
-    master.login(&username, &password).await.map_err(join_contact_error)?;
+    master
+        .login(&username, &password)
+        .await
+        .map_err(join_contact_error)?;
     let answer = master
         .call("pool.join_request", vec![json!(host), json!(local_srs)])
         .await
         .map_err(join_contact_error);
     master.logout().await;
     let answer = answer?;
-    let secret = answer.get("pool_secret").and_then(Value::as_str).unwrap_or_default().to_string();
+    let secret = answer
+        .get("pool_secret")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     let master_address = master.host().to_string();
     // Take the master's database as it is now.
     let mut member = Client::new(&master_address, d.config.port).no_redirect();
     let session = member
-        .call_raw("session.slave_login", vec![json!(d.host_uuid), json!(secret)])
+        .call_raw(
+            "session.slave_login",
+            vec![json!(d.host_uuid), json!(secret)],
+        )
         .await
         .map_err(join_contact_error)?;
     member.set_session(session.as_str().unwrap_or_default().to_string());
-    let copy = member.call("pool.sync_database", vec![json!(0), json!(0.0)]).await.map_err(join_contact_error)?;
-    let Ok(Update::Full { generation, snapshot, users }) = replication::decode_update(&copy) else {
+    let copy = member
+        .call("pool.sync_database", vec![json!(0), json!(0.0)])
+        .await
+        .map_err(join_contact_error)?;
+    let Ok(Update::Full {
+        generation,
+        snapshot,
+        users,
+    }) = replication::decode_update(&copy)
+    else {
         return Err(joining_error(codes::JOINING_HOST_SERVICE_FAILED));
     };
     d.become_member(&master_address, &secret, snapshot, users, generation)
@@ -121,18 +147,35 @@ fn join_contact_error(e: ClientError) -> ApiError {
 async fn join_request(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     args.exactly(3)?;
     if !matches!(args.session(d)?, Principal::User(_)) {
-        return Err(ApiError::new(codes::PERMISSION_DENIED, vec!["pool.join_request needs a user session".into()]));
+        return Err(ApiError::new(
+            codes::PERMISSION_DENIED,
+            vec!["pool.join_request needs a user session".into()],
+        ));
     }
-    let mut host: HostRecord =
-        serde_json::from_value(args.raw(1).cloned().unwrap_or_default()).map_err(|_| ApiError::field_type("host"))?;
-    let local = args.raw(2).and_then(Value::as_array).cloned().ok_or_else(|| ApiError::field_type("srs"))?;
+    let mut host: HostRecord = serde_json::from_value(args.raw(1).cloned().unwrap_or_default())
+        .map_err(|_| ApiError::field_type("host"))?;
+    let local = args
+        .raw(2)
+        .and_then(Value::as_array)
+        .cloned()
+        .ok_or_else(|| ApiError::field_type("srs"))?;
     let host_ref = new_ref();
     d.write(|txn| {
         if txn.base().host.ref_of_uuid(&host.uuid).is_some() {
-            return Err(ApiError::not_allowed(format!("A host with uuid {} is already in the pool.", host.uuid)));
+            return Err(ApiError::not_allowed(format!(
+                "A host with uuid {} is already in the pool.",
+                host.uuid
+            )));
         }
-        if txn.all::<HostRecord>().iter().any(|(_, h)| h.address == host.address) {
-            return Err(ApiError::not_allowed(format!("A host with address {} is already in the pool.", host.address)));
+        if txn
+            .all::<HostRecord>()
+            .iter()
+            .any(|(_, h)| h.address == host.address)
+        {
+            return Err(ApiError::not_allowed(format!(
+                "A host with address {} is already in the pool.",
+                host.address
+            )));
         }
         host.pbds = Vec::new();
         host.resident_vms = Vec::new();
@@ -141,16 +184,34 @@ async fn join_request(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
         txn.put(&host_ref, host.clone());
         let mut pbds = crate::api::storage::shared_pbds_for(txn, &host_ref);
         for sr in &local {
-            let sr_ref = sr.get("ref").and_then(Value::as_str).ok_or_else(|| ApiError::field_type("srs"))?;
-            let record: SrRecord = serde_json::from_value(sr.get("record").cloned().unwrap_or_default())
-                .map_err(|_| ApiError::field_type("srs"))?;
-            if txn.get::<SrRecord>(sr_ref).is_some() || txn.base().sr.ref_of_uuid(record.uuid()).is_some() {
-                return Err(ApiError::not_allowed(format!("SR {} is already in the pool.", record.uuid)));
-            }
-            for pbd in sr.get("pbds").and_then(Value::as_array).into_iter().flatten() {
-                let pbd_ref = pbd.get(0).and_then(Value::as_str).ok_or_else(|| ApiError::field_type("srs"))?;
-                let mut rec: PbdRecord = serde_json::from_value(pbd.get(1).cloned().unwrap_or_default())
+            let sr_ref = sr
+                .get("ref")
+                .and_then(Value::as_str)
+                .ok_or_else(|| ApiError::field_type("srs"))?;
+            let record: SrRecord =
+                serde_json::from_value(sr.get("record").cloned().unwrap_or_default())
                     .map_err(|_| ApiError::field_type("srs"))?;
+            if txn.get::<SrRecord>(sr_ref).is_some()
+                || txn.base().sr.ref_of_uuid(record.uuid()).is_some()
+            {
+                return Err(ApiError::not_allowed(format!(
+                    "SR {} is already in the pool.",
+                    record.uuid
+                )));
+            }
+            for pbd in sr
+                .get("pbds")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let pbd_ref = pbd
+                    .get(0)
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| ApiError::field_type("srs"))?;
+                let mut rec: PbdRecord =
+                    serde_json::from_value(pbd.get(1).cloned().unwrap_or_default())
+                        .map_err(|_| ApiError::field_type("srs"))?;
                 rec.host = host_ref.clone();
                 txn.put(pbd_ref, rec);
                 pbds.push(pbd_ref.to_string());
@@ -162,7 +223,10 @@ async fn join_request(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
         Ok(())
     })
     .await?;
-    d.last_seen.lock().unwrap_or_else(|p| p.into_inner()).insert(host.uuid.clone(), Instant::now());
+    d.last_seen
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(host.uuid.clone(), Instant::now());
     Ok(json!({"pool_secret": d.pool_secret(), "host_ref": host_ref}))
 }
 
@@ -170,12 +234,16 @@ async fn join_request(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
 /// `since`, waiting up to `wait_seconds` for one when there is none yet.
 async fn sync_database(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     args.exactly(3)?;
-    let since = u64::try_from(args.int(1, "since")?).map_err(|_| ApiError::invalid_value("since", "negative"))?;
+    let since = u64::try_from(args.int(1, "since")?)
+        .map_err(|_| ApiError::invalid_value("since", "negative"))?;
     let wait = Duration::try_from_secs_f64(args.float_or(2, "wait", 0.0)?.max(0.0))
         .unwrap_or(MAX_SYNC_WAIT)
         .min(MAX_SYNC_WAIT);
     if let Principal::Member(uuid) = args.session(d)? {
-        d.last_seen.lock().unwrap_or_else(|p| p.into_inner()).insert(uuid, Instant::now());
+        d.last_seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(uuid, Instant::now());
     }
     let mut watch = d.watch_generation();
     if since != 0 && *watch.borrow_and_update() == since && !wait.is_zero() {
@@ -188,7 +256,10 @@ async fn sync_database(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> 
                 .iter()
                 .map(|(g, c)| json!({"generation": g, "rows": replication::encode_rows(c)}))
                 .collect();
-            let generation = commits.last().and_then(|c| c["generation"].as_u64()).unwrap_or(current);
+            let generation = commits
+                .last()
+                .and_then(|c| c["generation"].as_u64())
+                .unwrap_or(current);
             return Ok(json!({"generation": generation, "commits": commits}));
         }
     }
@@ -215,7 +286,9 @@ pub async fn refresh_liveness(d: &Arc<Daemon>) -> Result<(), ApiError> {
             .iter()
             .filter(|(_, h)| h.uuid != d.host_uuid)
             .filter_map(|(r, h)| {
-                let live = seen.get(&h.uuid).is_some_and(|t| now.duration_since(*t) < MEMBER_SILENCE_LIMIT);
+                let live = seen
+                    .get(&h.uuid)
+                    .is_some_and(|t| now.duration_since(*t) < MEMBER_SILENCE_LIMIT);
                 (live != h.live).then(|| (r.clone(), live))
             })
             .collect()

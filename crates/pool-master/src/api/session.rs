@@ -17,7 +17,9 @@ pub fn login(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     if !d.is_master() {
         return Err(host_is_slave(&d.master_address()));
     }
-    let ok = d.password_hash(user).is_some_and(|hash| d.verifier.verify(user, password, &hash));
+    let ok = d
+        .password_hash(user)
+        .is_some_and(|hash| d.verifier.verify(user, password, &hash));
     if !ok {
         return Err(ApiError::new(
             codes::SESSION_AUTHENTICATION_FAILED,
@@ -47,7 +49,10 @@ pub fn logout(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     args.exactly(1)?;
     let handle = args.str(0, "session")?;
     if !d.sessions.close(handle) {
-        return Err(ApiError::new(codes::SESSION_INVALID, vec![handle.to_string()]));
+        return Err(ApiError::new(
+            codes::SESSION_INVALID,
+            vec![handle.to_string()],
+        ));
     }
     Ok(json!(""))
 }

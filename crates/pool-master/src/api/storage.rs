@@ -10,7 +10,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use serde_json::{json, Value};
-use xapi_proto::records::{HostRecord, PbdRecord, SrRecord, StringMap, VbdRecord, VdiRecord, VmRecord};
+use xapi_proto::records::{
+    HostRecord, PbdRecord, SrRecord, StringMap, VbdRecord, VdiRecord, VmRecord,
+};
 use xapi_proto::{codes, ApiError};
 
 use super::Args;
@@ -20,7 +22,12 @@ use crate::model::{new_ref, new_uuid};
 /// The SR types this build can create.
 pub const SR_TYPES: &[&str] = &["dir"];
 
-pub async fn dispatch(d: &Arc<Daemon>, class: &str, verb: &str, args: &Args) -> Option<Result<Value, ApiError>> {
+pub async fn dispatch(
+    d: &Arc<Daemon>,
+    class: &str,
+    verb: &str,
+    args: &Args,
+) -> Option<Result<Value, ApiError>> {
     Some(match (class, verb) {
         ("SR", "create") => sr_create(d, args).await,
         ("SR", "destroy") => sr_destroy(d, args).await,
@@ -33,7 +40,10 @@ pub async fn dispatch(d: &Arc<Daemon>, class: &str, verb: &str, args: &Args) -> 
 }
 
 fn backend_failure(detail: String) -> ApiError {
-    ApiError::new(codes::SR_BACKEND_FAILURE, vec!["1".into(), String::new(), detail])
+    ApiError::new(
+        codes::SR_BACKEND_FAILURE,
+        vec!["1".into(), String::new(), detail],
+    )
 }
 
 /// `SR.create(session, host, device_config, physical_size, name_label,
@@ -55,11 +65,15 @@ async fn sr_create(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     }
     let location = device_config
         .get("location")
-        .ok_or_else(|| backend_failure("device-config:location is required: the directory of the SR".into()))?
+        .ok_or_else(|| {
+            backend_failure("device-config:location is required: the directory of the SR".into())
+        })?
         .clone();
     let path = Path::new(&location);
     if !path.is_absolute() {
-        return Err(backend_failure(format!("device-config:location must be an absolute path, not {location}")));
+        return Err(backend_failure(format!(
+            "device-config:location must be an absolute path, not {location}"
+        )));
     }
     if !path.is_dir() {
         return Err(backend_failure(format!("{location} is not a directory")));
@@ -67,8 +81,14 @@ async fn sr_create(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     let sr_ref = new_ref();
     d.write(|txn| {
         let (host_ref, _) = args.reference::<HostRecord>(1, txn)?;
-        let hosts: Vec<String> =
-            if shared { txn.all::<HostRecord>().into_iter().map(|(r, _)| r).collect() } else { vec![host_ref] };
+        let hosts: Vec<String> = if shared {
+            txn.all::<HostRecord>()
+                .into_iter()
+                .map(|(r, _)| r)
+                .collect()
+        } else {
+            vec![host_ref]
+        };
         let mut pbds = Vec::new();
         for h in hosts {
             let pbd_ref = new_ref();
@@ -120,7 +140,10 @@ async fn sr_destroy(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
             txn.delete::<PbdRecord>(pbd_ref);
         }
         txn.update::<xapi_proto::records::PoolRecord>(
-            &txn.all::<xapi_proto::records::PoolRecord>().first().map(|(r, _)| r.clone()).unwrap_or_default(),
+            &txn.all::<xapi_proto::records::PoolRecord>()
+                .first()
+                .map(|(r, _)| r.clone())
+                .unwrap_or_default(),
             |p| {
                 if p.default_sr == sr_ref {
                     p.default_sr = xapi_proto::records::NULL_REF.into();
@@ -139,9 +162,13 @@ async fn sr_destroy(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
 async fn vdi_create(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     args.exactly(2)?;
     let given = args.object(1, "args")?.clone();
-    let mut vdi: VdiRecord = serde_json::from_value(Value::Object(given)).map_err(|_| ApiError::field_type("args"))?;
+    let mut vdi: VdiRecord =
+        serde_json::from_value(Value::Object(given)).map_err(|_| ApiError::field_type("args"))?;
     if vdi.virtual_size < 0 {
-        return Err(ApiError::invalid_value("virtual_size", vdi.virtual_size.to_string()));
+        return Err(ApiError::invalid_value(
+            "virtual_size",
+            vdi.virtual_size.to_string(),
+        ));
     }
     vdi.uuid = new_uuid();
     vdi.location = format!("{}.disk", vdi.uuid);
@@ -168,8 +195,13 @@ async fn vdi_destroy(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
             if !vdi.vbds.is_empty() {
                 return Err(ApiError::new("VDI_IN_USE", vec![vdi_ref, "destroy".into()]));
             }
-            let host_ref = txn.base().pool().map(|(_, p)| p.master.clone()).unwrap_or_default();
-            let file = crate::hostops::sr_path(txn, &host_ref, &vdi.sr).map(|dir| dir.join(&vdi.location));
+            let host_ref = txn
+                .base()
+                .pool()
+                .map(|(_, p)| p.master.clone())
+                .unwrap_or_default();
+            let file =
+                crate::hostops::sr_path(txn, &host_ref, &vdi.sr).map(|dir| dir.join(&vdi.location));
             txn.update::<SrRecord>(&vdi.sr, |sr| sr.vdis.retain(|v| *v != vdi_ref));
             txn.delete::<VdiRecord>(&vdi_ref);
             Ok(file)
@@ -189,19 +221,26 @@ async fn vdi_destroy(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
 async fn vbd_create(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     args.exactly(2)?;
     let given = args.object(1, "args")?.clone();
-    let mut vbd: VbdRecord = serde_json::from_value(Value::Object(given)).map_err(|_| ApiError::field_type("args"))?;
+    let mut vbd: VbdRecord =
+        serde_json::from_value(Value::Object(given)).map_err(|_| ApiError::field_type("args"))?;
     vbd.uuid = new_uuid();
     vbd.currently_attached = false;
     let vbd_ref = new_ref();
     d.write(|txn| {
-        let vm = txn.get::<VmRecord>(&vbd.vm).ok_or_else(|| ApiError::handle_invalid("VM", &vbd.vm))?;
+        let vm = txn
+            .get::<VmRecord>(&vbd.vm)
+            .ok_or_else(|| ApiError::handle_invalid("VM", &vbd.vm))?;
         if txn.get::<VdiRecord>(&vbd.vdi).is_none() {
             return Err(ApiError::handle_invalid("VDI", &vbd.vdi));
         }
         if vm.power_state != xapi_proto::records::PowerState::Halted {
             return Err(ApiError::new(
                 codes::VM_BAD_POWER_STATE,
-                vec![vbd.vm.clone(), "halted".into(), vm.power_state.cli_name().into()],
+                vec![
+                    vbd.vm.clone(),
+                    "halted".into(),
+                    vm.power_state.cli_name().into(),
+                ],
             ));
         }
         txn.update::<VmRecord>(&vbd.vm, |v| v.vbds.push(vbd_ref.clone()));
@@ -222,7 +261,11 @@ async fn vbd_destroy(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
             if vm.power_state != xapi_proto::records::PowerState::Halted {
                 return Err(ApiError::new(
                     codes::VM_BAD_POWER_STATE,
-                    vec![vbd.vm.clone(), "halted".into(), vm.power_state.cli_name().into()],
+                    vec![
+                        vbd.vm.clone(),
+                        "halted".into(),
+                        vm.power_state.cli_name().into(),
+                    ],
                 ));
             }
         }
@@ -252,7 +295,13 @@ pub fn shared_pbds_for(txn: &mut crate::model::Txn, host_ref: &str) -> Vec<Strin
         let pbd_ref = new_ref();
         txn.put(
             &pbd_ref,
-            PbdRecord { uuid: new_uuid(), host: host_ref.to_string(), sr: sr_ref.clone(), device_config: config, currently_attached: true },
+            PbdRecord {
+                uuid: new_uuid(),
+                host: host_ref.to_string(),
+                sr: sr_ref.clone(),
+                device_config: config,
+                currently_attached: true,
+            },
         );
         txn.update::<SrRecord>(&sr_ref, |s| s.pbds.push(pbd_ref.clone()));
         created.push(pbd_ref);

@@ -1,0 +1,241 @@
+//! The generated commands of a class: `<class>-list`, `-param-list`,
+//! `-param-get`, `-param-set`.
+
+use serde_json::{json, Value};
+
+use super::{make_spec, make_standard, Ctx, Handler, Spec};
+use crate::error::XeError;
+use crate::fields::{parse_bytes, scalar_text, Class, Field, Kind};
+
+/// The generated command specs of `class`.
+pub fn generated(class: &'static Class) -> Vec<Spec> {
+    let all: Vec<&str> = class.fields.iter().map(|f| f.name).collect();
+    let mut list_optn = vec!["params", "database:"];
+    list_optn.extend(all.iter().copied());
+    let set_names: Vec<String> = class
+        .fields
+        .iter()
+        .filter(|f| f.is_set())
+        .map(|f| format!("{}:contains", f.name))
+        .collect();
+    list_optn.extend(set_names.iter().map(String::as_str));
+    let list = make_spec(
+        &format!("{}-list", class.cli),
+        &[],
+        &list_optn,
+        &format!(
+            "Lists all the {}s, filtering on the optional arguments. To filter on map parameters, use the syntax 'map-param:key=value'",
+            class.cli
+        ),
+        Handler::List(class),
+    );
+    let list = if matches!(class.cli, "vm" | "sr") {
+        make_standard(list)
+    } else {
+        list
+    };
+    let mut specs = vec![
+        list,
+        make_spec(
+            &format!("{}-param-list", class.cli),
+            &["uuid"],
+            &["database:"],
+            "Lists all the parameters of the object specified by the uuid.",
+            Handler::ParamList(class),
+        ),
+        make_spec(
+            &format!("{}-param-get", class.cli),
+            &["uuid", "param-name"],
+            &["param-key", "database:"],
+            "Gets the parameter specified of the object. If the parameter is a map of key=value pairs, use 'param-key=<key>' to get the value associated with a particular key.",
+            Handler::ParamGet(class),
+        ),
+    ];
+    let mut settable: Vec<String> = class
+        .fields
+        .iter()
+        .filter(|f| f.rw && !f.is_map())
+        .map(|f| f.name.to_string())
+        .collect();
+    settable.extend(
+        class
+            .fields
+            .iter()
+            .filter(|f| f.rw && f.is_map())
+            .map(|f| format!("{}:", f.name)),
+    );
+    if !settable.is_empty() {
+        let names: Vec<&str> = settable.iter().map(String::as_str).collect();
+        specs.push(make_spec(
+            &format!("{}-param-set", class.cli),
+            &["uuid"],
+            &names,
+            "Sets the parameter specified. If param-value is not given, the parameter is set to a null value. To set a (key,value) pair in a map parameter, use the syntax 'map-param:key=value'.",
+            Handler::ParamSet(class),
+        ));
+    }
+    specs
+}
+
+/// `<class>-list [params=a,b|all] [--all] [filters]`.
+pub fn list(ctx: &mut Ctx, class: &'static Class) -> Result<(), XeError> {
+    let show_all = ctx.flag("all")?;
+    let consumed = ["params", "all", "minimal"];
+    let selected = if show_all {
+        ctx.records
+            .all(class.wire)?
+            .iter()
+            .map(|(r, v)| (r.clone(), v.clone()))
+            .collect()
+    } else {
+        ctx.records.select(class, ctx.params, &consumed, true)?
+    };
+    let params_arg = ctx.param("params").map(str::to_string);
+    let names: Option<Vec<&str>> = match params_arg.as_deref() {
+        Some("all") => None,
+        Some(list) => Some(list.split(',').map(str::trim).collect()),
+        None => Some(class.default_list.to_vec()),
+    };
+    let mut records = Vec::with_capacity(selected.len());
+    for (_, record) in &selected {
+        records.push(ctx.records.record_lines(class, record, names.as_deref())?);
+    }
+    ctx.out.table(records);
+    Ok(())
+}
+
+/// The record of `uuid=`, by `get_by_uuid` then `get_record`.
+fn by_uuid(ctx: &mut Ctx, class: &Class) -> Result<(String, Value), XeError> {
+    let uuid = ctx.param("uuid").unwrap_or_default().to_string();
+    let r = ctx
+        .records
+        .conn
+        .call(&format!("{}.get_by_uuid", class.wire), vec![json!(uuid)])?;
+    let record = ctx
+        .records
+        .conn
+        .call(&format!("{}.get_record", class.wire), vec![r.clone()])?;
+    Ok((scalar_text(&r), record))
+}
+
+/// `<class>-param-list uuid=`.
+pub fn param_list(ctx: &mut Ctx, class: &'static Class) -> Result<(), XeError> {
+    let (_, record) = by_uuid(ctx, class)?;
+    let lines = ctx.records.record_lines(class, &record, None)?;
+    ctx.out.table(vec![lines]);
+    Ok(())
+}
+
+/// `<class>-param-get uuid= param-name= [param-key=]`.
+pub fn param_get(ctx: &mut Ctx, class: &'static Class) -> Result<(), XeError> {
+    let name = ctx.param("param-name").unwrap_or_default().to_string();
+    let field = class.field(&name).ok_or_else(|| {
+        XeError::Plain(format!(
+            "Error code: Missing parameter\nError parameters: {name}"
+        ))
+    })?;
+    let (_, record) = by_uuid(ctx, class)?;
+    let text = match ctx.param("param-key") {
+        Some(key) if field.is_map() => record
+            .get(field.wire)
+            .and_then(|m| m.get(key))
+            .map(scalar_text)
+            .ok_or_else(|| XeError::cli(format!("Key {key} not found in map")))?,
+        _ => ctx.records.render(field, &record)?,
+    };
+    ctx.out.list(vec![text]);
+    Ok(())
+}
+
+/// Convert a CLI value to the JSON a setter takes.
+fn wire_value(ctx: &mut Ctx, field: &Field, text: &str) -> Result<Value, XeError> {
+    Ok(match field.kind {
+        Kind::Int => json!(text
+            .trim()
+            .parse::<i64>()
+            .map_err(|_| XeError::cli(format!("Failed to parse parameter '{}': expecting an integer", field.name)))?),
+        Kind::Bytes => json!(parse_bytes(text).ok_or_else(|| XeError::cli(format!(
+            "Failed to parse field '{}': expecting an integer (possibly with suffix KiB, MiB, GiB, TiB), got '{text}'",
+            field.name
+        )))?),
+        Kind::Bool => match text {
+            "true" => json!(true),
+            "false" => json!(false),
+            _ => return Err(XeError::cli(format!("Parameter {} must be a boolean (true or false)", field.name))),
+        },
+        Kind::Ref(class) => {
+            if text.is_empty() {
+                json!("OpaqueRef:NULL")
+            } else {
+                ctx.records.conn.call(&format!("{class}.get_by_uuid"), vec![json!(text)])?
+            }
+        }
+        _ => json!(text),
+    })
+}
+
+/// `<class>-param-set uuid= field=value ... map:key=value ...`. Every
+/// parameter is checked before the first change is sent.
+pub fn param_set(ctx: &mut Ctx, class: &'static Class) -> Result<(), XeError> {
+    enum Change {
+        Set(&'static Field, Value),
+        MapKey(&'static Field, String, String),
+    }
+    let mut changes = Vec::new();
+    let pairs: Vec<(String, String)> = ctx
+        .params
+        .iter()
+        .filter(|(k, _)| !matches!(*k, "uuid" | "minimal" | "format"))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    for (k, v) in pairs {
+        if let Some((name, key)) = k.split_once(':') {
+            let field = class
+                .field(name)
+                .ok_or_else(|| XeError::cli(format!("Unknown field '{name}'")))?;
+            if !field.is_map() || !field.rw {
+                return Err(XeError::cli(format!("Field '{name}' is read-only.")));
+            }
+            changes.push(Change::MapKey(field, key.to_string(), v));
+            continue;
+        }
+        let field = class
+            .field(&k)
+            .ok_or_else(|| XeError::cli(format!("Unknown field '{k}'")))?;
+        if field.is_map() || field.is_set() {
+            if field.is_set() {
+                return Err(XeError::cli("Cannot param-set on set fields"));
+            }
+            return Err(XeError::cli(format!(
+                "Field '{k}' is a map or set. use the 'name:key=value' syntax."
+            )));
+        }
+        if !field.rw {
+            return Err(XeError::cli(format!("Field '{k}' is read-only.")));
+        }
+        let value = wire_value(ctx, field, &v)?;
+        changes.push(Change::Set(field, value));
+    }
+    let (r, _) = by_uuid(ctx, class)?;
+    for change in changes {
+        match change {
+            Change::Set(field, value) => {
+                ctx.records.conn.call(
+                    &format!("{}.set_{}", class.wire, field.wire),
+                    vec![json!(r), value],
+                )?;
+            }
+            Change::MapKey(field, key, value) => {
+                ctx.records.conn.call(
+                    &format!("{}.remove_from_{}", class.wire, field.wire),
+                    vec![json!(r), json!(key)],
+                )?;
+                ctx.records.conn.call(
+                    &format!("{}.add_to_{}", class.wire, field.wire),
+                    vec![json!(r), json!(key), json!(value)],
+                )?;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,185 @@
+//! The command table: every xe command, its parameters, help and handler.
+//!
+//! The table is the single source of `xe help`, of required-parameter
+//! checks and of dispatch. Generated `<class>-list`, `-param-list`,
+//! `-param-get` and `-param-set` commands come from [`crate::fields`].
+
+mod class;
+mod pool;
+mod vm;
+
+use crate::error::XeError;
+use crate::fields::{Class, CLASSES};
+use crate::params::Params;
+use crate::printer::Out;
+use crate::records::Records;
+
+/// Which selectors a command takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Selectors {
+    Vm,
+}
+
+/// What runs a command.
+#[derive(Clone, Copy)]
+pub enum Handler {
+    /// `xe help`: needs no connection.
+    Help,
+    List(&'static Class),
+    ParamList(&'static Class),
+    ParamGet(&'static Class),
+    ParamSet(&'static Class),
+    Run(fn(&mut Ctx) -> Result<(), XeError>),
+}
+
+/// One command.
+pub struct Spec {
+    pub name: String,
+    pub reqd: Vec<String>,
+    pub optn: Vec<String>,
+    pub help: String,
+    /// Listed by plain `xe help`.
+    pub standard: bool,
+    pub selectors: Option<Selectors>,
+    pub handler: Handler,
+}
+
+/// What a handler works with.
+pub struct Ctx<'a, 'c> {
+    pub records: Records<'c>,
+    pub params: &'a Params,
+    pub out: &'a mut Out,
+    pub spec: &'a Spec,
+}
+
+impl Ctx<'_, '_> {
+    /// The command's own parameter names (never filters).
+    pub fn consumed(&self) -> Vec<&str> {
+        self.spec
+            .reqd
+            .iter()
+            .chain(self.spec.optn.iter())
+            .map(String::as_str)
+            .collect()
+    }
+
+    pub fn param(&self, key: &str) -> Option<&str> {
+        self.params.get(key)
+    }
+
+    pub fn flag(&self, key: &str) -> Result<bool, XeError> {
+        self.params.flag(key).map_err(XeError::Cli)
+    }
+}
+
+pub(crate) fn make_spec(
+    name: &str,
+    reqd: &[&str],
+    optn: &[&str],
+    help: &str,
+    handler: Handler,
+) -> Spec {
+    Spec {
+        name: name.to_string(),
+        reqd: reqd.iter().map(|s| s.to_string()).collect(),
+        optn: optn.iter().map(|s| s.to_string()).collect(),
+        help: help.to_string(),
+        standard: false,
+        selectors: None,
+        handler,
+    }
+}
+
+pub(crate) fn make_standard(mut s: Spec) -> Spec {
+    s.standard = true;
+    s
+}
+
+pub(crate) fn make_with_selectors(mut s: Spec, sel: Selectors) -> Spec {
+    s.selectors = Some(sel);
+    s
+}
+
+/// The whole command table, sorted by name.
+pub fn table() -> Vec<Spec> {
+    let mut t = Vec::new();
+    for class in CLASSES {
+        t.extend(class::generated(class));
+    }
+    t.push(make_spec(
+        "help",
+        &[],
+        &["all", "minimal"],
+        "Get help on a command, or list the commands.",
+        Handler::Help,
+    ));
+    t.extend(vm::commands());
+    t.extend(pool::commands());
+    t.sort_by(|a, b| a.name.cmp(&b.name));
+    t
+}
+
+/// Find a command by name.
+pub fn find<'t>(table: &'t [Spec], name: &str) -> Option<&'t Spec> {
+    table.iter().find(|s| s.name == name)
+}
+
+/// Check the command's required parameters.
+pub fn check_required(spec: &Spec, params: &Params) -> Result<(), XeError> {
+    for r in &spec.reqd {
+        if !params.has(r) {
+            return Err(XeError::Usage(format!("Required parameter not found: {r}")));
+        }
+    }
+    Ok(())
+}
+
+/// Run a command that needs the pool.
+pub fn run(ctx: &mut Ctx) -> Result<(), XeError> {
+    match ctx.spec.handler {
+        Handler::Help => Ok(()),
+        Handler::List(c) => class::list(ctx, c),
+        Handler::ParamList(c) => class::param_list(ctx, c),
+        Handler::ParamGet(c) => class::param_get(ctx, c),
+        Handler::ParamSet(c) => class::param_set(ctx, c),
+        Handler::Run(f) => f(ctx),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_issue_command_set_is_present() {
+        let t = table();
+        for name in [
+            "help",
+            "pool-list",
+            "pool-param-list",
+            "pool-param-get",
+            "pool-param-set",
+            "host-list",
+            "host-param-list",
+            "host-param-get",
+            "vm-list",
+            "vm-param-list",
+            "vm-param-get",
+            "vm-param-set",
+            "vm-install",
+            "vm-start",
+            "vm-shutdown",
+            "vm-migrate",
+            "vm-uninstall",
+            "sr-create",
+            "sr-list",
+            "pool-join",
+            "message-list",
+        ] {
+            assert!(find(&t, name).is_some(), "{name} missing");
+        }
+        let mut names: Vec<&str> = t.iter().map(|s| s.name.as_str()).collect();
+        names.dedup();
+        assert_eq!(names.len(), t.len(), "duplicate command names");
+    }
+}

@@ -1,0 +1,275 @@
+//! VM commands: vm-install, vm-start, vm-shutdown, vm-migrate, vm-uninstall.
+
+use std::io::{BufRead, IsTerminal, Write};
+
+use serde_json::{json, Value};
+
+use super::{make_spec, make_standard, make_with_selectors, Ctx, Handler, Selectors, Spec};
+use crate::error::XeError;
+use crate::fields::{parse_bytes, scalar_text, HOST, SR, VM};
+
+pub fn commands() -> Vec<Spec> {
+    let vm_op = |name: &str, optn: &[&str], help: &str, f: fn(&mut Ctx) -> Result<(), XeError>| {
+        make_standard(make_with_selectors(
+            make_spec(name, &[], optn, help, Handler::Run(f)),
+            Selectors::Vm,
+        ))
+    };
+    vec![
+        make_standard(make_spec(
+            "vm-install",
+            &["new-name-label"],
+            &["sr-name-label", "sr-uuid", "template", "memory", "disk-size"],
+            "Install a new VM. The VM gets 'memory' bytes of memory (suffixes KiB, MiB, GiB, TiB; default 1GiB) and a disk of 'disk-size' (default 8GiB) on the SR named by sr-uuid or sr-name-label, else on the pool's default SR. Templates are not modelled: 'template' is accepted and ignored.",
+            Handler::Run(install),
+        )),
+        vm_op(
+            "vm-start",
+            &["force", "on", "paused"],
+            "Start the selected VM(s). Where pooling is enabled, the host on which to start can be specified with the 'on' parameter that takes a uuid. The optional parameter '--force' will bypass any hardware-compatibility warnings.",
+            start,
+        ),
+        vm_op(
+            "vm-shutdown",
+            &["force"],
+            "Shutdown the selected VM(s). The optional argument --force will forcibly shut down the VM.",
+            shutdown,
+        ),
+        vm_op(
+            "vm-migrate",
+            &["live", "host", "host-uuid", "force"],
+            "Migrate the selected VM(s). The parameter '--live' will migrate the VM without shutting it down. The 'host' parameter matches can be either the name or the uuid of the host.",
+            migrate,
+        ),
+        vm_op(
+            "vm-uninstall",
+            &["force"],
+            "Uninstall a VM. This operation will destroy those VDIs that are marked RW and connected to this VM only. To simply destroy the VM record, use vm-destroy.",
+            uninstall,
+        ),
+    ]
+}
+
+/// Run `op` on every selected VM. With several VMs, failures are reported
+/// per VM on stdout and the command fails at the end.
+fn each_vm(
+    ctx: &mut Ctx,
+    op: impl Fn(&mut Ctx, &str, &Value) -> Result<(), XeError>,
+) -> Result<(), XeError> {
+    let consumed = ctx.consumed();
+    let consumed: Vec<String> = consumed.iter().map(|s| s.to_string()).collect();
+    let consumed: Vec<&str> = consumed.iter().map(String::as_str).collect();
+    let vms = ctx.records.select_for_op(&VM, ctx.params, &consumed)?;
+    if vms.len() == 1 {
+        return op(ctx, &vms[0].0, &vms[0].1);
+    }
+    let mut failed = false;
+    for (r, record) in &vms {
+        if let Err(e) = op(ctx, r, record) {
+            failed = true;
+            let uuid = record.get("uuid").map(scalar_text).unwrap_or_default();
+            let records = &mut ctx.records;
+            let text = e.render(&mut |r| records.describe(r));
+            ctx.out
+                .list(vec![format!("operation failed on {uuid}: {text}")]);
+        }
+    }
+    if failed {
+        return Err(XeError::Plain(String::new()));
+    }
+    Ok(())
+}
+
+/// A host named by uuid, name-label or hostname.
+fn host_ref(ctx: &mut Ctx, name: &str) -> Result<String, XeError> {
+    let mut p = crate::params::Params::default();
+    p.push("host", name);
+    let hosts = ctx.records.select(&HOST, &p, &[], false)?;
+    match hosts.as_slice() {
+        [] => Err(XeError::cli("No matching hosts found")),
+        [(r, _)] => Ok(r.clone()),
+        _ => Err(XeError::cli(
+            "Multiple matching hosts found. --multiple required to complete the operation",
+        )),
+    }
+}
+
+fn start(ctx: &mut Ctx) -> Result<(), XeError> {
+    let force = ctx.flag("force")?;
+    let paused = ctx.flag("paused")?;
+    let on = match ctx.param("on") {
+        Some(h) => Some(host_ref(ctx, &h.to_string())?),
+        None => None,
+    };
+    each_vm(ctx, |ctx, vm, _| {
+        match &on {
+            Some(h) => ctx.records.conn.call(
+                "VM.start_on",
+                vec![json!(vm), json!(h), json!(paused), json!(force)],
+            ),
+            None => ctx
+                .records
+                .conn
+                .call("VM.start", vec![json!(vm), json!(paused), json!(force)]),
+        }
+        .map(|_| ())
+    })
+}
+
+fn shutdown(ctx: &mut Ctx) -> Result<(), XeError> {
+    let method = if ctx.flag("force")? {
+        "VM.hard_shutdown"
+    } else {
+        "VM.clean_shutdown"
+    };
+    each_vm(ctx, |ctx, vm, _| {
+        ctx.records.conn.call(method, vec![json!(vm)]).map(|_| ())
+    })
+}
+
+fn migrate(ctx: &mut Ctx) -> Result<(), XeError> {
+    ctx.flag("live")?;
+    let name = ctx
+        .param("host")
+        .or(ctx.param("host-uuid"))
+        .map(str::to_string)
+        .ok_or_else(|| XeError::Usage("Required parameter not found: host".into()))?;
+    let host = host_ref(ctx, &name)?;
+    each_vm(ctx, |ctx, vm, _| {
+        ctx.records
+            .conn
+            .call(
+                "VM.pool_migrate",
+                vec![json!(vm), json!(host), json!({"live": "true"})],
+            )
+            .map(|_| ())
+    })
+}
+
+/// Ask on a terminal; refuse without `--force` elsewhere.
+fn confirm(ctx: &Ctx, question: &str) -> Result<(), XeError> {
+    if ctx.flag("force")? {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(XeError::cli(
+            "This operation is dangerous and may cause data loss. This operation must be forced (use --force).",
+        ));
+    }
+    eprint!("{question}\nType 'yes' to continue\n");
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| XeError::cli(e.to_string()))?;
+    if line.trim() == "yes" {
+        Ok(())
+    } else {
+        Err(XeError::cli("Aborted."))
+    }
+}
+
+fn uninstall(ctx: &mut Ctx) -> Result<(), XeError> {
+    each_vm(ctx, |ctx, vm, record| {
+        let uuid = record.get("uuid").map(scalar_text).unwrap_or_default();
+        let name = record
+            .get("name_label")
+            .map(scalar_text)
+            .unwrap_or_default();
+        let mut vdis = Vec::new();
+        for vbd in record
+            .get("VBDs")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let vbd = ctx.records.conn.call("VBD.get_record", vec![vbd.clone()])?;
+            if vbd.get("mode").and_then(Value::as_str) == Some("RW") {
+                vdis.push(vbd.get("VDI").cloned().unwrap_or_default());
+            }
+        }
+        confirm(
+            ctx,
+            &format!(
+                "The VM {uuid} ({name}) and its {} disk(s) are about to be destroyed.",
+                vdis.len()
+            ),
+        )?;
+        if record.get("power_state").and_then(Value::as_str) != Some("Halted") {
+            ctx.records.conn.call("VM.hard_shutdown", vec![json!(vm)])?;
+        }
+        ctx.records.conn.call("VM.destroy", vec![json!(vm)])?;
+        for vdi in vdis {
+            ctx.records.conn.call("VDI.destroy", vec![vdi])?;
+        }
+        Ok(())
+    })
+}
+
+fn install(ctx: &mut Ctx) -> Result<(), XeError> {
+    let name = ctx.param("new-name-label").unwrap_or_default().to_string();
+    let size = |ctx: &Ctx, key: &str, default: i64| -> Result<i64, XeError> {
+        match ctx.param(key) {
+            None => Ok(default),
+            Some(t) => parse_bytes(t).filter(|b| *b > 0).ok_or_else(|| {
+                XeError::cli(format!(
+                    "Failed to parse field '{key}': expecting an integer (possibly with suffix KiB, MiB, GiB, TiB), got '{t}'"
+                ))
+            }),
+        }
+    };
+    let memory = size(ctx, "memory", 1 << 30)?;
+    let disk = size(ctx, "disk-size", 8 << 30)?;
+    let sr_uuid = ctx.param("sr-uuid").map(str::to_string);
+    let sr_name = ctx.param("sr-name-label").map(str::to_string);
+    let sr = match (sr_uuid, sr_name) {
+        (Some(u), _) => ctx.records.conn.call("SR.get_by_uuid", vec![json!(u)])?,
+        (None, Some(n)) => {
+            let mut p = crate::params::Params::default();
+            p.push("sr", &n);
+            let srs = ctx.records.select(&SR, &p, &[], false)?;
+            match srs.first() {
+                Some((r, _)) => json!(r),
+                None => return Err(XeError::cli(format!("No SR named '{n}'"))),
+            }
+        }
+        (None, None) => {
+            let pools = ctx.records.all("pool")?;
+            let default = pools
+                .values()
+                .next()
+                .and_then(|p| p.get("default_SR"))
+                .cloned()
+                .unwrap_or_default();
+            if default.as_str().is_none_or(|r| r == "OpaqueRef:NULL") {
+                return Err(XeError::cli("No SR specified and Pool default SR is null"));
+            }
+            default
+        }
+    };
+    let vm = ctx.records.conn.call(
+        "VM.create",
+        vec![json!({"name_label": name, "memory_static_max": memory})],
+    )?;
+    let created = ctx
+        .records
+        .conn
+        .call(
+            "VDI.create",
+            vec![json!({"name_label": format!("{name} disk"), "SR": sr, "virtual_size": disk})],
+        )
+        .and_then(|vdi| {
+            ctx.records.conn.call(
+                "VBD.create",
+                vec![json!({"VM": vm, "VDI": vdi, "userdevice": "0", "mode": "RW"})],
+            )
+        });
+    if let Err(e) = created {
+        let _ = ctx.records.conn.call("VM.destroy", vec![vm.clone()]);
+        return Err(e);
+    }
+    let uuid = ctx.records.conn.call("VM.get_uuid", vec![vm])?;
+    ctx.out.list(vec![scalar_text(&uuid)]);
+    Ok(())
+}
