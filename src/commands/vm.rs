@@ -97,8 +97,9 @@ fn host_ref(ctx: &mut Ctx, name: &str) -> Result<String, XeError> {
 fn start(ctx: &mut Ctx) -> Result<(), XeError> {
     let force = ctx.flag("force")?;
     let paused = ctx.flag("paused")?;
-    let on = match ctx.param("on") {
-        Some(h) => Some(host_ref(ctx, &h.to_string())?),
+    let params = ctx.params;
+    let on = match params.get("on") {
+        Some(h) => Some(host_ref(ctx, h)?),
         None => None,
     };
     each_vm(ctx, |ctx, vm, _| {

@@ -419,8 +419,8 @@ pub fn process_alive(pid: u32) -> bool {
 pub async fn status(dir: &Path) -> Result<()> {
     let state = LabState::load(dir)?;
     println!(
-        "{:<8} {:<16} {:<8} {:<8} {}",
-        "HOST", "ADDRESS", "PID", "PROCESS", "API"
+        "{:<8} {:<16} {:<8} {:<8} API",
+        "HOST", "ADDRESS", "PID", "PROCESS"
     );
     for h in &state.hosts {
         let alive = h.pid.is_some_and(process_alive);

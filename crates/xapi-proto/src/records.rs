@@ -204,7 +204,7 @@ impl Default for VmRecord {
 }
 
 /// A storage repository.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(default)]
 pub struct SrRecord {
     pub uuid: String,
@@ -220,23 +220,6 @@ pub struct SrRecord {
     pub vdis: Vec<String>,
     pub physical_size: i64,
     pub other_config: StringMap,
-}
-
-impl Default for SrRecord {
-    fn default() -> Self {
-        SrRecord {
-            uuid: String::new(),
-            name_label: String::new(),
-            name_description: String::new(),
-            sr_type: String::new(),
-            content_type: String::new(),
-            shared: false,
-            pbds: Vec::new(),
-            vdis: Vec::new(),
-            physical_size: 0,
-            other_config: StringMap::new(),
-        }
-    }
 }
 
 /// The connection of one host to one SR.

@@ -271,18 +271,14 @@ fn validate_vm(r: &str, vm: &mut VmRecord, field: &str, value: &Value) -> Result
                 vm.ha_always_run = vm.ha_restart_priority == "restart";
             }
         }
-        "ha_always_run" => {
-            if vm.ha_always_run && vm.ha_restart_priority.is_empty() {
-                vm.ha_restart_priority = "restart".into();
-            }
+        "ha_always_run" if vm.ha_always_run && vm.ha_restart_priority.is_empty() => {
+            vm.ha_restart_priority = "restart".into();
         }
-        "order" | "start_delay" | "shutdown_delay" => {
-            if value.as_i64().unwrap_or(0) < 0 {
-                return Err(ApiError::invalid_value(
-                    format!("{field} must be non-negative"),
-                    text,
-                ));
-            }
+        "order" | "start_delay" | "shutdown_delay" if value.as_i64().unwrap_or(0) < 0 => {
+            return Err(ApiError::invalid_value(
+                format!("{field} must be non-negative"),
+                text,
+            ));
         }
         f if f.starts_with("memory_") => {
             if vm.power_state != PowerState::Halted {

@@ -1,0 +1,62 @@
+//! A new user's first minutes: the lab is up, xe sees three hosts.
+
+use crate::util::Lab;
+
+#[test]
+fn the_lab_brings_up_three_hosts_in_one_pool() {
+    let lab = Lab::start(3, 2);
+    let hosts = lab.xe_min(&["host-list"]);
+    assert_eq!(hosts.split(',').count(), 3, "host-list --minimal: {hosts}");
+    assert!(hosts.split(',').all(|u| u.len() == 36), "uuids: {hosts}");
+
+    // The pool's master is host1, and its default SR is the shared one.
+    let master = lab.xe_min(&["pool-list", "params=master"]);
+    let host1 = lab.xe_min(&["host-list", "name-label=host1"]);
+    assert_eq!(master, host1);
+    let shared = lab.xe_min(&["sr-list", "shared=true"]);
+    assert_eq!(lab.xe_min(&["pool-list", "params=default-SR"]), shared);
+    let listing = lab.xe_ok(&["sr-list", &format!("uuid={shared}")]);
+    assert!(
+        listing.contains("                host ( RO): <shared>\n"),
+        "{listing}"
+    );
+
+    // Two VMs, halted, in xe's record format.
+    let vms = lab.xe_ok(&["vm-list"]);
+    assert_eq!(
+        vms.matches("    power-state ( RO): halted\n").count(),
+        2,
+        "{vms}"
+    );
+    assert!(vms.starts_with("uuid ( RO)           : "), "{vms}");
+    assert!(vms.ends_with("\n\n\n"));
+
+    // Every host is live and has the memory it was given.
+    let live = lab.xe_min(&["host-list", "host-metrics-live=true"]);
+    assert_eq!(live.split(',').count(), 3);
+    let total = lab.xe_min(&[
+        "host-param-get",
+        &format!("uuid={host1}"),
+        "param-name=memory-total",
+    ]);
+    assert_eq!(total, (8i64 << 30).to_string());
+}
+
+#[test]
+fn lab_status_lists_hosts_and_roles() {
+    let lab = Lab::start(2, 0);
+    let out = std::process::Command::new(crate::util::xapid_bin())
+        .args(["lab", "status", "--dir"])
+        .arg(lab.dir.path())
+        .output()
+        .expect("xapid lab status");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("host1") && text.contains("host2"), "{text}");
+    assert_eq!(text.matches("running").count(), 2, "{text}");
+    assert!(text.contains("master"), "{text}");
+    assert!(
+        text.contains(&format!("member of {}", lab.master())),
+        "{text}"
+    );
+}

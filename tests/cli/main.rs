@@ -1,0 +1,14 @@
+//! Black-box tests: real `xapid` processes (a lab pool) driven by the real
+//! `xe` binary, as an admin would.
+
+// The harness: start a lab pool, run xe against it, stop it.
+mod util;
+
+// Bringing up a pool; hosts, SRs, VMs as xe lists them.
+mod lab;
+// VM lifecycle: start on a host, guest writes, live migration, shutdown.
+mod lifecycle;
+// Bad input and failures: the exact messages and exit codes.
+mod errors;
+// Durability: settings survive restarts; a killed member keeps a sound replica.
+mod durability;

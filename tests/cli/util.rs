@@ -1,0 +1,231 @@
+//! Test harness: a lab pool in a temporary directory, and xe run against it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+pub const PASSWORD: &str = "lab-secret";
+
+/// The built `xe`.
+pub fn xe_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_xe"))
+}
+
+/// The built `xapid`, beside `xe`.
+pub fn xapid_bin() -> PathBuf {
+    let p = xe_bin().with_file_name("xapid");
+    assert!(
+        p.exists(),
+        "{} is missing: build the workspace (cargo test --workspace builds it)",
+        p.display()
+    );
+    p
+}
+
+/// A running lab pool; stopped (SIGTERM, then waited for) on drop.
+pub struct Lab {
+    pub dir: tempfile::TempDir,
+    pub subnet: String,
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl Lab {
+    /// Start a lab of `hosts` hosts with `vms` VMs.
+    pub fn start(hosts: usize, vms: usize) -> Lab {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let subnet = format!(
+            "127.{}.{}",
+            rand::random_range(1..=250u8),
+            rand::random_range(1..=250u8)
+        );
+        let port = rand::random_range(20000..60000u16);
+        let mut lab = Lab {
+            dir,
+            subnet: subnet.clone(),
+            port,
+            child: None,
+        };
+        let (hosts, vms, port) = (hosts.to_string(), vms.to_string(), port.to_string());
+        lab.spawn(&[
+            "--hosts",
+            &hosts,
+            "--vms",
+            &vms,
+            "--subnet",
+            &subnet,
+            "--port",
+            &port,
+            "--password",
+            PASSWORD,
+        ]);
+        lab
+    }
+
+    /// Start (or restart) the lab process on this directory.
+    fn spawn(&mut self, extra: &[&str]) {
+        let out = self.dir.path().join("lab.out");
+        let log = std::fs::File::create(&out).expect("lab.out");
+        let child = Command::new(xapid_bin())
+            .args(["lab", "--dir"])
+            .arg(self.dir.path())
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start xapid lab");
+        self.child = Some(child);
+        let start = Instant::now();
+        loop {
+            let text = std::fs::read_to_string(&out).unwrap_or_default();
+            if text.contains("The lab pool is up") {
+                return;
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("the lab exited ({status}):\n{text}");
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "the lab did not come up:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stop every host cleanly.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Start the stopped lab again on the same directory.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn(&[]);
+    }
+
+    pub fn master(&self) -> String {
+        self.host_address(1)
+    }
+
+    pub fn host_address(&self, i: usize) -> String {
+        format!("{}.{i}", self.subnet)
+    }
+
+    pub fn host_data_dir(&self, i: usize) -> PathBuf {
+        self.dir.path().join("hosts").join(format!("host{i}"))
+    }
+
+    pub fn sr_dir(&self) -> PathBuf {
+        self.dir.path().join("sr")
+    }
+
+    /// The pid of host `i` from `lab.json`.
+    pub fn host_pid(&self, i: usize) -> u32 {
+        let text = std::fs::read_to_string(self.dir.path().join("lab.json")).expect("lab.json");
+        let v: serde_json::Value = serde_json::from_str(&text).expect("lab.json is JSON");
+        v["hosts"][i - 1]["pid"].as_u64().expect("pid") as u32
+    }
+
+    /// The `XE_EXTRA_ARGS` the lab wrote to `DIR/env`.
+    pub fn extra_args(&self) -> String {
+        let env = std::fs::read_to_string(self.dir.path().join("env")).expect("DIR/env");
+        env.trim()
+            .strip_prefix("XE_EXTRA_ARGS=")
+            .expect("one XE_EXTRA_ARGS line")
+            .to_string()
+    }
+
+    /// Run xe the way the README says: with the lab's `XE_EXTRA_ARGS`.
+    pub fn xe(&self, args: &[&str]) -> Run {
+        run_xe(
+            args,
+            &[("XE_EXTRA_ARGS", &self.extra_args())],
+            self.dir.path(),
+        )
+    }
+
+    /// The trimmed `--minimal` output of a command that must succeed.
+    pub fn xe_min(&self, args: &[&str]) -> String {
+        let mut a = args.to_vec();
+        a.push("--minimal");
+        let r = self.xe(&a);
+        assert_eq!(r.code, 0, "xe {args:?} failed: {}", r.stderr);
+        r.stdout.trim_end().to_string()
+    }
+
+    /// Run xe and require success; its stdout.
+    pub fn xe_ok(&self, args: &[&str]) -> String {
+        let r = self.xe(args);
+        assert_eq!(r.code, 0, "xe {args:?} failed: {}", r.stderr);
+        assert!(
+            r.stderr.is_empty(),
+            "a successful xe writes nothing to stderr: {}",
+            r.stderr
+        );
+        r.stdout
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// What an xe run printed and returned.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Run xe with `env` and HOME set to `home`.
+pub fn run_xe(args: &[&str], env: &[(&str, &str)], home: &Path) -> Run {
+    let mut cmd = Command::new(xe_bin());
+    cmd.args(args)
+        .env_remove("XE_EXTRA_ARGS")
+        .env("HOME", home)
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = cmd.output().expect("run xe");
+    Run {
+        code: status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    }
+}
+
+/// Poll `f` until it is true, for at most `limit`.
+pub fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
