@@ -168,11 +168,7 @@ pub fn parse_rc(text: &str) -> Option<(Connection, Params)> {
 }
 
 /// Combine the three sources with xe's precedence.
-pub fn combine(
-    args: Invocation,
-    env: Option<Invocation>,
-    rc: Option<(Connection, Params)>,
-) -> Invocation {
+pub fn combine(args: Invocation, env: Option<Invocation>, rc: Option<(Connection, Params)>) -> Invocation {
     let mut out = args;
     if let Some(env) = env {
         out.connection = out.connection.or(env.connection);
@@ -214,10 +210,7 @@ mod tests {
 
     #[test]
     fn connection_parameters_in_key_value_form() {
-        let inv = lex(&words(
-            "host-list server=a port=1 username=u password=p --nossl",
-        ))
-        .unwrap();
+        let inv = lex(&words("host-list server=a port=1 username=u password=p --nossl")).unwrap();
         assert_eq!(inv.connection.server.as_deref(), Some("a"));
         assert_eq!(inv.connection.nossl, Some(true));
         assert!(inv.params.is_empty());
@@ -240,23 +233,14 @@ mod tests {
     #[test]
     fn precedence_is_command_line_then_env_then_rc() {
         let args = lex(&words("vm-list -u cli name-label=a")).unwrap();
-        let env = lex(&split_extra_args(
-            "username=env,server=envhost,name-label=b",
-        ))
-        .unwrap();
+        let env = lex(&split_extra_args("username=env,server=envhost,name-label=b")).unwrap();
         let rc = parse_rc("server=rchost\nport=9\nname-label=c\n").unwrap();
         let inv = combine(args, Some(env), Some(rc));
         assert_eq!(inv.connection.username.as_deref(), Some("cli"));
         assert_eq!(inv.connection.server.as_deref(), Some("envhost"));
         assert_eq!(inv.connection.port.as_deref(), Some("9"));
         assert_eq!(inv.params.get("name-label"), Some("a"));
-        assert_eq!(
-            inv.params
-                .iter()
-                .filter(|(k, _)| *k == "name-label")
-                .count(),
-            3
-        );
+        assert_eq!(inv.params.iter().filter(|(k, _)| *k == "name-label").count(), 3);
     }
 
     #[test]

@@ -28,8 +28,7 @@ fn credentials(c: &Connection) -> Result<(String, String), XeError> {
         return match (lines.next(), lines.next()) {
             (Some(u), Some(p)) => Ok((u.to_string(), p.to_string())),
             _ => Err(XeError::Plain(
-                "Error: password file format: expecting username on the first line, password on the second line"
-                    .into(),
+                "Error: password file format: expecting username on the first line, password on the second line".into(),
             )),
         };
     }

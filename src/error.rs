@@ -55,13 +55,8 @@ impl XeError {
             XeError::Cli(t) => format!("Error: {t}"),
             XeError::Plain(t) => t.clone(),
             XeError::Usage(t) => format!("{t}\nFor usage run: 'xe help'"),
-            XeError::BadPort => format!(
-                "Port number must be an integer (0-65535)\n{}",
-                crate::help::USAGE
-            ),
-            XeError::Unreachable => {
-                "Unable to contact server. Please check server and port settings.".into()
-            }
+            XeError::BadPort => format!("Port number must be an integer (0-65535)\n{}", crate::help::USAGE),
+            XeError::Unreachable => "Unable to contact server. Please check server and port settings.".into(),
         }
     }
 }
@@ -93,11 +88,7 @@ fn render_api(e: &ApiError, describe_ref: &mut dyn FnMut(&str) -> Option<String>
         }
         None => {
             let params: Vec<String> = e.params.iter().map(|p| show(p)).collect();
-            format!(
-                "Error code: {}\nError parameters: {}",
-                e.code,
-                params.join(", ")
-            )
+            format!("Error code: {}\nError parameters: {}", e.code, params.join(", "))
         }
     }
 }
@@ -125,13 +116,8 @@ mod tests {
 
     #[test]
     fn missing_and_extra_parameters_are_marked() {
-        let e = XeError::Api(ApiError::new(
-            "HOST_NOT_ENOUGH_FREE_MEMORY",
-            vec!["5".into()],
-        ));
-        assert!(e
-            .render(&mut no_refs)
-            .ends_with("needed: 5\navailable: <unknown>"));
+        let e = XeError::Api(ApiError::new("HOST_NOT_ENOUGH_FREE_MEMORY", vec!["5".into()]));
+        assert!(e.render(&mut no_refs).ends_with("needed: 5\navailable: <unknown>"));
         let e = XeError::Api(ApiError::new("HA_NOT_ENABLED", vec!["x".into()]));
         assert!(e.render(&mut no_refs).ends_with("\n<extra>: x"));
         let e = XeError::Api(ApiError::new("SOMETHING_NEW", vec!["a".into(), "b".into()]));
@@ -143,10 +129,7 @@ mod tests {
 
     #[test]
     fn authentication_failure_is_short() {
-        let e = XeError::Api(ApiError::new(
-            "SESSION_AUTHENTICATION_FAILED",
-            vec!["root".into()],
-        ));
+        let e = XeError::Api(ApiError::new("SESSION_AUTHENTICATION_FAILED", vec!["root".into()]));
         assert_eq!(
             e.render(&mut no_refs),
             "Authentication failed\nFor usage run: 'xe help'"

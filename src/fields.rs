@@ -147,13 +147,7 @@ pub static POOL: Class = Class {
         ),
         f("ha-cluster-stack", "ha_cluster_stack", Str, false),
     ],
-    default_list: &[
-        "uuid",
-        "name-label",
-        "name-description",
-        "master",
-        "default-SR",
-    ],
+    default_list: &["uuid", "name-label", "name-description", "master", "default-SR"],
     default_filters: &[],
 };
 
@@ -235,14 +229,7 @@ pub static SR: Class = Class {
         f("shared", "shared", Bool, false),
         f("other-config", "other_config", Map, true),
     ],
-    default_list: &[
-        "uuid",
-        "name-label",
-        "name-description",
-        "host",
-        "type",
-        "content-type",
-    ],
+    default_list: &["uuid", "name-label", "name-description", "host", "type", "content-type"],
     default_filters: &[],
 };
 
@@ -259,15 +246,7 @@ pub static MESSAGE: Class = Class {
         f("timestamp", "timestamp", DateTime, false),
         f("body", "body", Str, false),
     ],
-    default_list: &[
-        "uuid",
-        "name",
-        "priority",
-        "class",
-        "obj-uuid",
-        "timestamp",
-        "body",
-    ],
+    default_list: &["uuid", "name", "priority", "class", "obj-uuid", "timestamp", "body"],
     default_filters: &[],
 };
 
@@ -278,13 +257,7 @@ pub static CLASSES: &[&Class] = &[&POOL, &HOST, &VM, &SR, &MESSAGE];
 pub fn rfc3339(wire: &str) -> String {
     let b = wire.as_bytes();
     if b.len() >= 17 && b[8] == b'T' && b[..8].iter().all(u8::is_ascii_digit) {
-        format!(
-            "{}-{}-{}{}",
-            &wire[..4],
-            &wire[4..6],
-            &wire[6..8],
-            &wire[8..]
-        )
+        format!("{}-{}-{}{}", &wire[..4], &wire[4..6], &wire[6..8], &wire[8..])
     } else if wire.is_empty() {
         "<unknown time>".to_string()
     } else {
@@ -319,10 +292,7 @@ mod tests {
     fn markers_follow_kind_and_setter() {
         assert_eq!(VM.field("uuid").unwrap().label(), "uuid ( RO)");
         assert_eq!(VM.field("name-label").unwrap().label(), "name-label ( RW)");
-        assert_eq!(
-            VM.field("other-config").unwrap().label(),
-            "other-config (MRW)"
-        );
+        assert_eq!(VM.field("other-config").unwrap().label(), "other-config (MRW)");
         assert_eq!(
             VM.field("ha-always-run").unwrap().label(),
             "ha-always-run ( RW) [DEPRECATED]"
@@ -331,10 +301,7 @@ mod tests {
             POOL.field("ha-configuration").unwrap().label(),
             "ha-configuration ( RO)"
         );
-        assert_eq!(
-            HOST.field("resident-vms").unwrap().label(),
-            "resident-vms (SRO)"
-        );
+        assert_eq!(HOST.field("resident-vms").unwrap().label(), "resident-vms (SRO)");
     }
 
     #[test]

@@ -106,12 +106,9 @@ pub fn help(table: &[Spec], params: &Params, out: &mut Out) {
         return;
     }
     if all {
-        let (host, rest): (Vec<&str>, Vec<&str>) =
-            names.iter().partition(|n| n.starts_with("host-"));
+        let (host, rest): (Vec<&str>, Vec<&str>) = names.iter().partition(|n| n.starts_with("host-"));
         let (vm, other): (Vec<&str>, Vec<&str>) = rest.iter().partition(|n| n.starts_with("vm-"));
-        out.list(vec![format!(
-            "{HELP_HEADER}Full command list\n-----------------\n"
-        )]);
+        out.list(vec![format!("{HELP_HEADER}Full command list\n-----------------\n")]);
         out.list(make_list(&host));
         out.list(make_list(&[""]));
         out.list(make_list(&vm));

@@ -62,10 +62,7 @@ fn run() -> i32 {
         return 0;
     }
     let Some(name) = inv.command.clone() else {
-        return fail(
-            &XeError::Usage("Syntax error: command name is missing".into()),
-            None,
-        );
+        return fail(&XeError::Usage("Syntax error: command name is missing".into()), None);
     };
     let table = commands::table();
     let Some(spec) = commands::find(&table, &name) else {

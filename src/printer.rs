@@ -95,10 +95,7 @@ mod tests {
     use super::*;
 
     fn rec(pairs: &[(&str, &str)]) -> Record {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
@@ -125,14 +122,8 @@ mod tests {
 
     #[test]
     fn empty_values_keep_the_trailing_space() {
-        let r = format_record(&rec(&[
-            ("uuid ( RO)", "1f6e"),
-            ("name-description ( RW)", ""),
-        ]));
-        assert_eq!(
-            r,
-            "uuid ( RO)                : 1f6e\n    name-description ( RW): \n"
-        );
+        let r = format_record(&rec(&[("uuid ( RO)", "1f6e"), ("name-description ( RW)", "")]));
+        assert_eq!(r, "uuid ( RO)                : 1f6e\n    name-description ( RW): \n");
     }
 
     #[test]

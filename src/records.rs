@@ -6,6 +6,7 @@
 //! one call per class involved, not one per object.
 
 use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
 
 use serde_json::Value;
 
@@ -35,7 +36,7 @@ const STDPARAMS: &[&str] = &[
 /// The records of the pool, fetched per class on first use.
 pub struct Records<'c> {
     pub conn: &'c mut Conn,
-    cache: HashMap<String, BTreeMap<String, Value>>,
+    cache: HashMap<String, BTreeMap<String, Rc<Value>>>,
 }
 
 impl<'c> Records<'c> {
@@ -47,21 +48,19 @@ impl<'c> Records<'c> {
     }
 
     /// Every record of an API class, by reference.
-    pub fn all(&mut self, class: &str) -> Result<&BTreeMap<String, Value>, XeError> {
+    pub fn all(&mut self, class: &str) -> Result<&BTreeMap<String, Rc<Value>>, XeError> {
         if !self.cache.contains_key(class) {
-            let v = self
-                .conn
-                .call(&format!("{class}.get_all_records"), vec![])?;
-            let map = v
-                .as_object()
-                .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-                .unwrap_or_default();
+            let v = self.conn.call(&format!("{class}.get_all_records"), vec![])?;
+            let map = match v {
+                Value::Object(m) => m.into_iter().map(|(k, v)| (k, Rc::new(v))).collect(),
+                _ => BTreeMap::new(),
+            };
             self.cache.insert(class.to_string(), map);
         }
         Ok(&self.cache[class])
     }
 
-    fn get(&mut self, class: &str, r: &str) -> Result<Option<Value>, XeError> {
+    fn get(&mut self, class: &str, r: &str) -> Result<Option<Rc<Value>>, XeError> {
         Ok(self.all(class)?.get(r).cloned())
     }
 
@@ -76,10 +75,7 @@ impl<'c> Records<'c> {
     /// `uuid (name-label)` of any reference, for error messages.
     pub fn describe(&mut self, r: &str) -> Option<String> {
         for class in ["VM", "host", "SR", "VDI", "pool", "PBD", "VBD", "message"] {
-            if let Ok(v) = self
-                .conn
-                .call(&format!("{class}.get_record"), vec![Value::from(r)])
-            {
+            if let Ok(v) = self.conn.call(&format!("{class}.get_record"), vec![Value::from(r)]) {
                 let uuid = v.get("uuid").and_then(Value::as_str).unwrap_or_default();
                 return Some(match v.get("name_label").and_then(Value::as_str) {
                     Some(name) => format!("{uuid} ({name})"),
@@ -92,11 +88,10 @@ impl<'c> Records<'c> {
 
     /// A field's value as xe shows it.
     pub fn render(&mut self, field: &Field, record: &Value) -> Result<String, XeError> {
-        let v = record.get(field.wire).cloned().unwrap_or(Value::Null);
+        let v = record.get(field.wire).unwrap_or(&Value::Null);
         Ok(match field.kind {
-            Kind::Str | Kind::Int | Kind::Bytes => scalar_text(&v),
-            Kind::Bool => scalar_text(&v),
-            Kind::PowerState => scalar_text(&v).to_lowercase(),
+            Kind::Str | Kind::Int | Kind::Bytes | Kind::Bool => scalar_text(v),
+            Kind::PowerState => scalar_text(v).to_lowercase(),
             Kind::DateTime => rfc3339(v.as_str().unwrap_or_default()),
             Kind::Ref(class) => match v.as_str() {
                 Some(r) if r != "OpaqueRef:NULL" => self.uuid_of(class, r)?,
@@ -134,17 +129,13 @@ impl<'c> Records<'c> {
                 match pbds.as_slice() {
                     [] => "<not in database>".to_string(),
                     [one] => {
-                        let host = self.get("PBD", one)?.and_then(|p| {
-                            p.get("host").and_then(Value::as_str).map(str::to_string)
-                        });
+                        let host = self
+                            .get("PBD", one)?
+                            .and_then(|p| p.get("host").and_then(Value::as_str).map(str::to_string));
                         match host {
                             Some(h) => self
                                 .get("host", &h)?
-                                .and_then(|h| {
-                                    h.get("name_label")
-                                        .and_then(Value::as_str)
-                                        .map(str::to_string)
-                                })
+                                .and_then(|h| h.get("name_label").and_then(Value::as_str).map(str::to_string))
                                 .unwrap_or_else(|| "<not in database>".to_string()),
                             None => "<not in database>".to_string(),
                         }
@@ -156,12 +147,7 @@ impl<'c> Records<'c> {
     }
 
     /// A record as (label, value) lines: `names` (in record order) or every field.
-    pub fn record_lines(
-        &mut self,
-        class: &Class,
-        record: &Value,
-        names: Option<&[&str]>,
-    ) -> Result<Record, XeError> {
+    pub fn record_lines(&mut self, class: &Class, record: &Value, names: Option<&[&str]>) -> Result<Record, XeError> {
         let mut lines = Vec::new();
         for field in class.fields {
             if names.is_some_and(|n| !n.contains(&field.name)) {
@@ -173,13 +159,7 @@ impl<'c> Records<'c> {
     }
 
     /// Does `record` pass the filter `key=value`?
-    fn matches(
-        &mut self,
-        class: &Class,
-        record: &Value,
-        key: &str,
-        value: &str,
-    ) -> Result<bool, XeError> {
+    fn matches(&mut self, class: &Class, record: &Value, key: &str, value: &str) -> Result<bool, XeError> {
         let pseudo = match (class.cli, key) {
             ("vm", "vm") | ("sr", "sr") => Some(&["uuid", "name_label"][..]),
             ("host", "host") => Some(&["uuid", "name_label", "hostname"][..]),
@@ -204,11 +184,7 @@ impl<'c> Records<'c> {
         };
         let v = record.get(field.wire).cloned().unwrap_or(Value::Null);
         if field.is_set() && map_key == "contains" {
-            return Ok(v
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|x| scalar_text(x) == value));
+            return Ok(v.as_array().into_iter().flatten().any(|x| scalar_text(x) == value));
         }
         Ok(v.get(&map_key).map(scalar_text).as_deref() == Some(value))
     }
@@ -222,15 +198,11 @@ impl<'c> Records<'c> {
         params: &Params,
         consumed: &[&str],
         use_defaults: bool,
-    ) -> Result<Vec<(String, Value)>, XeError> {
+    ) -> Result<Vec<(String, Rc<Value>)>, XeError> {
         let mut filters: Vec<(String, String)> = params
             .iter()
             .filter(|(k, _)| !STDPARAMS.contains(k) && !consumed.contains(k))
-            .filter(|(k, _)| {
-                !consumed
-                    .iter()
-                    .any(|c| c.ends_with(':') && k.starts_with(c))
-            })
+            .filter(|(k, _)| !consumed.iter().any(|c| c.ends_with(':') && k.starts_with(c)))
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         if use_defaults {
@@ -240,7 +212,7 @@ impl<'c> Records<'c> {
                 }
             }
         }
-        let all: Vec<(String, Value)> = self
+        let all: Vec<(String, Rc<Value>)> = self
             .all(class.wire)?
             .iter()
             .map(|(r, v)| (r.clone(), v.clone()))
@@ -258,15 +230,7 @@ impl<'c> Records<'c> {
                 selected.push((r, record));
             }
         }
-        selected.sort_by(|a, b| {
-            let key = |v: &Value| {
-                v.get("uuid")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string()
-            };
-            key(&a.1).cmp(&key(&b.1))
-        });
+        selected.sort_by_cached_key(|(_, v)| v.get("uuid").and_then(Value::as_str).unwrap_or_default().to_string());
         Ok(selected)
     }
 
@@ -277,7 +241,7 @@ impl<'c> Records<'c> {
         class: &Class,
         params: &Params,
         consumed: &[&str],
-    ) -> Result<Vec<(String, Value)>, XeError> {
+    ) -> Result<Vec<(String, Rc<Value>)>, XeError> {
         let selected = self.select(class, params, consumed, true)?;
         if selected.is_empty() {
             return Err(XeError::cli(format!("No matching {} found", class.plural)));
@@ -285,8 +249,7 @@ impl<'c> Records<'c> {
         let multiple = params.flag("multiple").map_err(XeError::Cli)?;
         if selected.len() > 1 && !multiple {
             return Err(XeError::cli(match class.cli {
-                "vm" => "Multiple matches VMs found. --multiple required to complete the operation"
-                    .to_string(),
+                "vm" => "Multiple matches VMs found. --multiple required to complete the operation".to_string(),
                 _ => format!(
                     "Multiple matching {} found. --multiple required to complete the operation",
                     class.plural

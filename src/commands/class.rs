@@ -129,11 +129,9 @@ pub fn param_list(ctx: &mut Ctx, class: &'static Class) -> Result<(), XeError> {
 /// `<class>-param-get uuid= param-name= [param-key=]`.
 pub fn param_get(ctx: &mut Ctx, class: &'static Class) -> Result<(), XeError> {
     let name = ctx.param("param-name").unwrap_or_default().to_string();
-    let field = class.field(&name).ok_or_else(|| {
-        XeError::Plain(format!(
-            "Error code: Missing parameter\nError parameters: {name}"
-        ))
-    })?;
+    let field = class
+        .field(&name)
+        .ok_or_else(|| XeError::Plain(format!("Error code: Missing parameter\nError parameters: {name}")))?;
     let (_, record) = by_uuid(ctx, class)?;
     let text = match ctx.param("param-key") {
         Some(key) if field.is_map() => record
@@ -150,10 +148,10 @@ pub fn param_get(ctx: &mut Ctx, class: &'static Class) -> Result<(), XeError> {
 /// Convert a CLI value to the JSON a setter takes.
 fn wire_value(ctx: &mut Ctx, field: &Field, text: &str) -> Result<Value, XeError> {
     Ok(match field.kind {
-        Kind::Int => json!(text
-            .trim()
-            .parse::<i64>()
-            .map_err(|_| XeError::cli(format!("Failed to parse parameter '{}': expecting an integer", field.name)))?),
+        Kind::Int => json!(text.trim().parse::<i64>().map_err(|_| XeError::cli(format!(
+            "Failed to parse parameter '{}': expecting an integer",
+            field.name
+        )))?),
         Kind::Bytes => json!(parse_bytes(text).ok_or_else(|| XeError::cli(format!(
             "Failed to parse field '{}': expecting an integer (possibly with suffix KiB, MiB, GiB, TiB), got '{text}'",
             field.name
@@ -161,13 +159,20 @@ fn wire_value(ctx: &mut Ctx, field: &Field, text: &str) -> Result<Value, XeError
         Kind::Bool => match text {
             "true" => json!(true),
             "false" => json!(false),
-            _ => return Err(XeError::cli(format!("Parameter {} must be a boolean (true or false)", field.name))),
+            _ => {
+                return Err(XeError::cli(format!(
+                    "Parameter {} must be a boolean (true or false)",
+                    field.name
+                )))
+            }
         },
         Kind::Ref(class) => {
             if text.is_empty() {
                 json!("OpaqueRef:NULL")
             } else {
-                ctx.records.conn.call(&format!("{class}.get_by_uuid"), vec![json!(text)])?
+                ctx.records
+                    .conn
+                    .call(&format!("{class}.get_by_uuid"), vec![json!(text)])?
             }
         }
         _ => json!(text),
@@ -220,10 +225,9 @@ pub fn param_set(ctx: &mut Ctx, class: &'static Class) -> Result<(), XeError> {
     for change in changes {
         match change {
             Change::Set(field, value) => {
-                ctx.records.conn.call(
-                    &format!("{}.set_{}", class.wire, field.wire),
-                    vec![json!(r), value],
-                )?;
+                ctx.records
+                    .conn
+                    .call(&format!("{}.set_{}", class.wire, field.wire), vec![json!(r), value])?;
             }
             Change::MapKey(field, key, value) => {
                 ctx.records.conn.call(

@@ -72,13 +72,7 @@ impl Ctx<'_, '_> {
     }
 }
 
-pub(crate) fn make_spec(
-    name: &str,
-    reqd: &[&str],
-    optn: &[&str],
-    help: &str,
-    handler: Handler,
-) -> Spec {
+pub(crate) fn make_spec(name: &str, reqd: &[&str], optn: &[&str], help: &str, handler: Handler) -> Spec {
     Spec {
         name: name.to_string(),
         reqd: reqd.iter().map(|s| s.to_string()).collect(),

@@ -29,10 +29,9 @@ fn join(ctx: &mut Ctx) -> Result<(), XeError> {
     let address = ctx.param("master-address").unwrap_or_default().to_string();
     let user = ctx.param("master-username").unwrap_or_default().to_string();
     let password = ctx.param("master-password").unwrap_or_default().to_string();
-    ctx.records.conn.call(
-        "pool.join",
-        vec![json!(address), json!(user), json!(password)],
-    )?;
+    ctx.records
+        .conn
+        .call("pool.join", vec![json!(address), json!(user), json!(password)])?;
     Ok(())
 }
 
@@ -52,9 +51,9 @@ fn sr_create(ctx: &mut Ctx) -> Result<(), XeError> {
     let shared = ctx.flag("shared")?;
     let size = match ctx.param("physical-size") {
         None => 0,
-        Some(t) => t.parse::<i64>().map_err(|_| {
-            XeError::cli("Failed to parse parameter 'physical-size': expecting an integer")
-        })?,
+        Some(t) => t
+            .parse::<i64>()
+            .map_err(|_| XeError::cli("Failed to parse parameter 'physical-size': expecting an integer"))?,
     };
     let device_config: serde_json::Map<String, serde_json::Value> = ctx
         .params

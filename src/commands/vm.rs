@@ -52,10 +52,7 @@ pub fn commands() -> Vec<Spec> {
 
 /// Run `op` on every selected VM. With several VMs, failures are reported
 /// per VM on stdout and the command fails at the end.
-fn each_vm(
-    ctx: &mut Ctx,
-    op: impl Fn(&mut Ctx, &str, &Value) -> Result<(), XeError>,
-) -> Result<(), XeError> {
+fn each_vm(ctx: &mut Ctx, op: impl Fn(&mut Ctx, &str, &Value) -> Result<(), XeError>) -> Result<(), XeError> {
     let consumed = ctx.consumed();
     let consumed: Vec<String> = consumed.iter().map(|s| s.to_string()).collect();
     let consumed: Vec<&str> = consumed.iter().map(String::as_str).collect();
@@ -70,8 +67,7 @@ fn each_vm(
             let uuid = record.get("uuid").map(scalar_text).unwrap_or_default();
             let records = &mut ctx.records;
             let text = e.render(&mut |r| records.describe(r));
-            ctx.out
-                .list(vec![format!("operation failed on {uuid}: {text}")]);
+            ctx.out.list(vec![format!("operation failed on {uuid}: {text}")]);
         }
     }
     if failed {
@@ -104,10 +100,10 @@ fn start(ctx: &mut Ctx) -> Result<(), XeError> {
     };
     each_vm(ctx, |ctx, vm, _| {
         match &on {
-            Some(h) => ctx.records.conn.call(
-                "VM.start_on",
-                vec![json!(vm), json!(h), json!(paused), json!(force)],
-            ),
+            Some(h) => ctx
+                .records
+                .conn
+                .call("VM.start_on", vec![json!(vm), json!(h), json!(paused), json!(force)]),
             None => ctx
                 .records
                 .conn
@@ -139,10 +135,7 @@ fn migrate(ctx: &mut Ctx) -> Result<(), XeError> {
     each_vm(ctx, |ctx, vm, _| {
         ctx.records
             .conn
-            .call(
-                "VM.pool_migrate",
-                vec![json!(vm), json!(host), json!({"live": "true"})],
-            )
+            .call("VM.pool_migrate", vec![json!(vm), json!(host), json!({"live": "true"})])
             .map(|_| ())
     })
 }
@@ -174,17 +167,9 @@ fn confirm(ctx: &Ctx, question: &str) -> Result<(), XeError> {
 fn uninstall(ctx: &mut Ctx) -> Result<(), XeError> {
     each_vm(ctx, |ctx, vm, record| {
         let uuid = record.get("uuid").map(scalar_text).unwrap_or_default();
-        let name = record
-            .get("name_label")
-            .map(scalar_text)
-            .unwrap_or_default();
+        let name = record.get("name_label").map(scalar_text).unwrap_or_default();
         let mut vdis = Vec::new();
-        for vbd in record
-            .get("VBDs")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
+        for vbd in record.get("VBDs").and_then(Value::as_array).into_iter().flatten() {
             let vbd = ctx.records.conn.call("VBD.get_record", vec![vbd.clone()])?;
             if vbd.get("mode").and_then(Value::as_str) == Some("RW") {
                 vdis.push(vbd.get("VDI").cloned().unwrap_or_default());

@@ -23,11 +23,7 @@ fn settings_survive_a_restart_of_every_xapid() {
     ]);
     lab.restart();
     assert_eq!(
-        lab.xe_min(&[
-            "vm-param-get",
-            &format!("uuid={vm}"),
-            "param-name=ha-restart-priority"
-        ]),
+        lab.xe_min(&["vm-param-get", &format!("uuid={vm}"), "param-name=ha-restart-priority"]),
         "restart"
     );
     assert_eq!(
@@ -40,12 +36,7 @@ fn settings_survive_a_restart_of_every_xapid() {
 /// The `order` of the VM in a host's database file.
 fn order_in(db: &std::path::Path, vm_uuid: &str) -> Option<i64> {
     let store = Store::open(db).ok()?;
-    assert_eq!(
-        store.integrity_check().ok()?,
-        "ok",
-        "{} is damaged",
-        db.display()
-    );
+    assert_eq!(store.integrity_check().ok()?, "ok", "{} is damaged", db.display());
     let model = store.load().ok()?;
     let r = model.vm.ref_of_uuid(vm_uuid)?;
     model.get::<VmRecord>(r).map(|v| v.order)
@@ -74,12 +65,7 @@ fn a_member_killed_during_writes_keeps_a_sound_replica_and_catches_up() {
         .arg("serve")
         .arg("--data-dir")
         .arg(lab.host_data_dir(3))
-        .args([
-            "--address",
-            &lab.host_address(3),
-            "--port",
-            &lab.port.to_string(),
-        ])
+        .args(["--address", &lab.host_address(3), "--port", &lab.port.to_string()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -87,11 +73,7 @@ fn a_member_killed_during_writes_keeps_a_sound_replica_and_catches_up() {
     let caught_up = wait_for(Duration::from_secs(20), || order_in(&db, &vm) == Some(60));
     let _ = kill(Pid::from_raw(host3.id() as i32), Signal::SIGTERM);
     let _ = host3.wait();
-    assert!(
-        caught_up,
-        "host3 has order {:?}, the master 60",
-        order_in(&db, &vm)
-    );
+    assert!(caught_up, "host3 has order {:?}, the master 60", order_in(&db, &vm));
     assert_eq!(
         lab.xe_min(&["vm-param-get", &format!("uuid={vm}"), "param-name=order"]),
         "60"

@@ -9,9 +9,7 @@ fn xe_reports_errors_as_xe_does() {
     let master = lab.master();
 
     let r = run_xe(
-        &[
-            "vm-list", "-s", &master, "-p", &port, "-u", "root", "-pw", "wrong",
-        ],
+        &["vm-list", "-s", &master, "-p", &port, "-u", "root", "-pw", "wrong"],
         &[],
         lab.dir.path(),
     );
@@ -41,41 +39,25 @@ fn xe_reports_errors_as_xe_does() {
     assert_eq!(r.code, 0, "{}", r.stderr);
 
     let r = lab.xe(&["vm-start", "vm=nope"]);
-    assert_eq!(
-        (r.code, r.stderr.as_str()),
-        (1, "Error: No matching VMs found\n")
-    );
+    assert_eq!((r.code, r.stderr.as_str()), (1, "Error: No matching VMs found\n"));
 
     let r = lab.xe(&["no-such-command"]);
     assert_eq!(
         (r.code, r.stderr.as_str()),
-        (
-            1,
-            "Unknown command: no-such-command\nFor usage run: 'xe help'\n"
-        )
+        (1, "Unknown command: no-such-command\nFor usage run: 'xe help'\n")
     );
 
     let r = lab.xe(&["vm-param-get", "param-name=uuid"]);
     assert_eq!(
         (r.code, r.stderr.as_str()),
-        (
-            1,
-            "Required parameter not found: uuid\nFor usage run: 'xe help'\n"
-        )
+        (1, "Required parameter not found: uuid\nFor usage run: 'xe help'\n")
     );
 
     let vm = lab.xe_min(&["vm-list"]);
-    let r = lab.xe(&[
-        "vm-param-set",
-        &format!("uuid={vm}"),
-        "ha-restart-priority=1",
-    ]);
+    let r = lab.xe(&["vm-param-set", &format!("uuid={vm}"), "ha-restart-priority=1"]);
     assert_eq!(
         (r.code, r.stderr.as_str()),
-        (
-            1,
-            "The value given is invalid\nfield: ha_restart_priority\nvalue: 1\n"
-        )
+        (1, "The value given is invalid\nfield: ha_restart_priority\nvalue: 1\n")
     );
     let r = lab.xe(&["vm-param-set", &format!("uuid={vm}"), "order=-1"]);
     assert_eq!(
@@ -87,12 +69,7 @@ fn xe_reports_errors_as_xe_does() {
     let r = lab.xe(&["vm-param-set", &format!("uuid={vm}"), "colour=blue"]);
     assert_eq!(r.stderr, "Error: Unknown field 'colour'\n");
     // A rejected multi-field set changes nothing: every value is checked first.
-    let r = lab.xe(&[
-        "vm-param-set",
-        &format!("uuid={vm}"),
-        "order=5",
-        "start-delay=soon",
-    ]);
+    let r = lab.xe(&["vm-param-set", &format!("uuid={vm}"), "order=5", "start-delay=soon"]);
     assert_eq!(
         r.stderr,
         "Error: Failed to parse parameter 'start-delay': expecting an integer\n"
@@ -103,16 +80,18 @@ fn xe_reports_errors_as_xe_does() {
     );
 
     let r = lab.xe(&["vm-param-list", "uuid=00000000-0000-0000-0000-000000000000"]);
-    assert_eq!(r.stderr, "The uuid you supplied was invalid.\ntype: VM\nuuid: 00000000-0000-0000-0000-000000000000\n");
+    assert_eq!(
+        r.stderr,
+        "The uuid you supplied was invalid.\ntype: VM\nuuid: 00000000-0000-0000-0000-000000000000\n"
+    );
 
     // A VM already running: the reference is shown as uuid (name).
     lab.xe_ok(&["vm-start", "vm=vm01"]);
     let r = lab.xe(&["vm-start", "vm=vm01"]);
     assert_eq!(r.code, 1);
     assert!(
-        r.stderr.ends_with(&format!(
-            "\nvm: {vm} (vm01)\nexpected: halted\nactual: running\n"
-        )),
+        r.stderr
+            .ends_with(&format!("\nvm: {vm} (vm01)\nexpected: halted\nactual: running\n")),
         "{}",
         r.stderr
     );
@@ -130,18 +109,11 @@ fn unreachable_server_and_usage() {
     let r = run_xe(&["vm-list", "-s", "127.0.0.1", "-p", "1"], &[], home.path());
     assert_eq!(
         (r.code, r.stderr.as_str()),
-        (
-            1,
-            "Unable to contact server. Please check server and port settings.\n"
-        )
+        (1, "Unable to contact server. Please check server and port settings.\n")
     );
     let r = run_xe(&[], &[], home.path());
     assert_eq!(r.code, 0);
-    assert!(
-        r.stderr.starts_with("Usage:\n  xe <command>\n"),
-        "{}",
-        r.stderr
-    );
+    assert!(r.stderr.starts_with("Usage:\n  xe <command>\n"), "{}", r.stderr);
     let r = run_xe(&["help", "--minimal", "--all"], &[], home.path());
     assert_eq!(r.code, 0);
     let names: Vec<&str> = r.stdout.trim_end().split(',').collect();
@@ -176,18 +148,12 @@ fn the_rc_file_and_extra_args_follow_xe_precedence() {
     );
     assert_eq!(r.code, 0, "{}", r.stderr);
     // The unknown rc key became a filter for every command.
-    assert_eq!(
-        r.stdout.trim_end(),
-        lab.xe_min(&["vm-list", "name-label=vm01"])
-    );
+    assert_eq!(r.stdout.trim_end(), lab.xe_min(&["vm-list", "name-label=vm01"]));
     // And the command line beats both.
     let r = run_xe(
         &["vm-list", "password=also-wrong"],
         &[("XE_EXTRA_ARGS", &format!("password={PASSWORD}"))],
         home.path(),
     );
-    assert_eq!(
-        r.stderr,
-        "Authentication failed\nFor usage run: 'xe help'\n"
-    );
+    assert_eq!(r.stderr, "Authentication failed\nFor usage run: 'xe help'\n");
 }

@@ -16,29 +16,18 @@ fn the_lab_brings_up_three_hosts_in_one_pool() {
     let shared = lab.xe_min(&["sr-list", "shared=true"]);
     assert_eq!(lab.xe_min(&["pool-list", "params=default-SR"]), shared);
     let listing = lab.xe_ok(&["sr-list", &format!("uuid={shared}")]);
-    assert!(
-        listing.contains("                host ( RO): <shared>\n"),
-        "{listing}"
-    );
+    assert!(listing.contains("                host ( RO): <shared>\n"), "{listing}");
 
     // Two VMs, halted, in xe's record format.
     let vms = lab.xe_ok(&["vm-list"]);
-    assert_eq!(
-        vms.matches("    power-state ( RO): halted\n").count(),
-        2,
-        "{vms}"
-    );
+    assert_eq!(vms.matches("    power-state ( RO): halted\n").count(), 2, "{vms}");
     assert!(vms.starts_with("uuid ( RO)           : "), "{vms}");
     assert!(vms.ends_with("\n\n\n"));
 
     // Every host is live and has the memory it was given.
     let live = lab.xe_min(&["host-list", "host-metrics-live=true"]);
     assert_eq!(live.split(',').count(), 3);
-    let total = lab.xe_min(&[
-        "host-param-get",
-        &format!("uuid={host1}"),
-        "param-name=memory-total",
-    ]);
+    let total = lab.xe_min(&["host-param-get", &format!("uuid={host1}"), "param-name=memory-total"]);
     assert_eq!(total, (8i64 << 30).to_string());
 }
 
@@ -55,8 +44,5 @@ fn lab_status_lists_hosts_and_roles() {
     assert!(text.contains("host1") && text.contains("host2"), "{text}");
     assert_eq!(text.matches("running").count(), 2, "{text}");
     assert!(text.contains("master"), "{text}");
-    assert!(
-        text.contains(&format!("member of {}", lab.master())),
-        "{text}"
-    );
+    assert!(text.contains(&format!("member of {}", lab.master())), "{text}");
 }

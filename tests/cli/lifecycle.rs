@@ -35,53 +35,32 @@ fn a_vm_started_on_host2_writes_there_and_migrates_live_without_a_gap() {
         "running"
     );
     assert_eq!(
-        lab.xe_min(&[
-            "vm-param-get",
-            &format!("uuid={vm}"),
-            "param-name=resident-on"
-        ]),
+        lab.xe_min(&["vm-param-get", &format!("uuid={vm}"), "param-name=resident-on"]),
         host2
     );
 
     // The disk grows with host2's records.
-    assert!(wait_for(Duration::from_secs(10), || records_of(
-        &lab.sr_dir(),
-        &vm
-    )
-    .len()
+    assert!(wait_for(Duration::from_secs(10), || records_of(&lab.sr_dir(), &vm)
+        .len()
         >= 5));
     let before = records_of(&lab.sr_dir(), &vm);
-    assert!(
-        before.iter().all(|r| r.host_uuid == host2),
-        "only host2 writes"
-    );
+    assert!(before.iter().all(|r| r.host_uuid == host2), "only host2 writes");
 
     // Memory is accounted on host2.
     let free2: i64 = lab
-        .xe_min(&[
-            "host-param-get",
-            &format!("uuid={host2}"),
-            "param-name=memory-free",
-        ])
+        .xe_min(&["host-param-get", &format!("uuid={host2}"), "param-name=memory-free"])
         .parse()
         .unwrap();
     assert!(free2 < 8i64 << 30, "host2 free memory {free2}");
 
     lab.xe_ok(&["vm-migrate", "vm=vm01", "host=host3", "--live"]);
     assert_eq!(
-        lab.xe_min(&[
-            "vm-param-get",
-            &format!("uuid={vm}"),
-            "param-name=resident-on"
-        ]),
+        lab.xe_min(&["vm-param-get", &format!("uuid={vm}"), "param-name=resident-on"]),
         host3
     );
     let n = records_of(&lab.sr_dir(), &vm).len();
-    assert!(wait_for(Duration::from_secs(10), || records_of(
-        &lab.sr_dir(),
-        &vm
-    )
-    .len()
+    assert!(wait_for(Duration::from_secs(10), || records_of(&lab.sr_dir(), &vm)
+        .len()
         >= n + 5));
     lab.xe_ok(&["vm-shutdown", "vm=vm01"]);
     assert_eq!(
@@ -92,27 +71,13 @@ fn a_vm_started_on_host2_writes_there_and_migrates_live_without_a_gap() {
     let recs = records_of(&lab.sr_dir(), &vm);
     // One sequence, no repeats, no holes: one writer at a time.
     for w in recs.windows(2) {
-        assert_eq!(
-            w[1].seq,
-            w[0].seq + 1,
-            "sequence broken at {:?} -> {:?}",
-            w[0],
-            w[1]
-        );
+        assert_eq!(w[1].seq, w[0].seq + 1, "sequence broken at {:?} -> {:?}", w[0], w[1]);
         let gap = w[1].unix_ms.saturating_sub(w[0].unix_ms);
-        assert!(
-            gap < 1000,
-            "a gap of {gap} ms between {:?} and {:?}",
-            w[0],
-            w[1]
-        );
+        assert!(gap < 1000, "a gap of {gap} ms between {:?} and {:?}", w[0], w[1]);
         assert!(w[1].unix_ms >= w[0].unix_ms, "time went backwards");
     }
     // host2 then host3, never interleaved.
-    let switch = recs
-        .iter()
-        .position(|r| r.host_uuid == host3)
-        .expect("host3 wrote");
+    let switch = recs.iter().position(|r| r.host_uuid == host3).expect("host3 wrote");
     assert!(recs[..switch].iter().all(|r| r.host_uuid == host2));
     assert!(recs[switch..].iter().all(|r| r.host_uuid == host3));
     // After the shutdown nothing writes any more.
@@ -130,11 +95,7 @@ fn vm_install_start_without_host_and_uninstall() {
         .to_string();
     assert_eq!(lab.xe_min(&["vm-list", "name-label=web"]), uuid);
     assert_eq!(
-        lab.xe_min(&[
-            "vm-param-get",
-            &format!("uuid={uuid}"),
-            "param-name=memory-static-max"
-        ]),
+        lab.xe_min(&["vm-param-get", &format!("uuid={uuid}"), "param-name=memory-static-max"]),
         (512i64 << 20).to_string()
     );
     lab.xe_ok(&["vm-start", &format!("uuid={uuid}")]);

@@ -85,11 +85,7 @@ impl Lab {
             if text.contains("The lab pool is up") {
                 return;
             }
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 panic!("the lab exited ({status}):\n{text}");
             }
             assert!(
@@ -153,11 +149,7 @@ impl Lab {
 
     /// Run xe the way the README says: with the lab's `XE_EXTRA_ARGS`.
     pub fn xe(&self, args: &[&str]) -> Run {
-        run_xe(
-            args,
-            &[("XE_EXTRA_ARGS", &self.extra_args())],
-            self.dir.path(),
-        )
+        run_xe(args, &[("XE_EXTRA_ARGS", &self.extra_args())], self.dir.path())
     }
 
     /// The trimmed `--minimal` output of a command that must succeed.
@@ -206,11 +198,7 @@ pub fn run_xe(args: &[&str], env: &[(&str, &str)], home: &Path) -> Run {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = cmd.output().expect("run xe");
+    let Output { status, stdout, stderr } = cmd.output().expect("run xe");
     Run {
         code: status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&stdout).into_owned(),

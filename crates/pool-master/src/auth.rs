@@ -59,18 +59,10 @@ impl Verifier {
             return true;
         }
         let ok = PasswordHash::new(stored)
-            .map(|parsed| {
-                Argon2::default()
-                    .verify_password(password.as_bytes(), &parsed)
-                    .is_ok()
-            })
+            .map(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
             .unwrap_or(false);
         if ok {
-            let tag = self
-                .mac(user, password, stored)
-                .finalize()
-                .into_bytes()
-                .to_vec();
+            let tag = self.mac(user, password, stored).finalize().into_bytes().to_vec();
             if let Ok(mut m) = self.recent.lock() {
                 m.insert(user.to_string(), tag);
             }

@@ -61,10 +61,7 @@ pub enum StartError {
     #[error("cannot hash the root password: {0}")]
     Hash(String),
     #[error("cannot create {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("the pool database is inconsistent: {0}")]
     Inconsistent(String),
 }
@@ -101,10 +98,7 @@ impl Daemon {
             Some(u) => u,
             None => first_start(&mut store, &config)?,
         };
-        let role = match (
-            store.local("role")?.as_deref(),
-            store.local("master_address")?,
-        ) {
+        let role = match (store.local("role")?.as_deref(), store.local("master_address")?) {
             (Some("member"), Some(master_address)) => Role::Member { master_address },
             _ => Role::Master,
         };
@@ -147,19 +141,12 @@ impl Daemon {
     }
 
     pub fn pool_secret(&self) -> String {
-        self.pool_secret
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.pool_secret.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The password hash of `user`.
     pub fn password_hash(&self, user: &str) -> Option<String> {
-        self.users
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(user)
-            .cloned()
+        self.users.read().unwrap_or_else(|p| p.into_inner()).get(user).cloned()
     }
 
     pub fn users(&self) -> Vec<(String, String)> {
@@ -171,10 +158,7 @@ impl Daemon {
 
     /// This host's reference in the pool database.
     pub fn host_ref(&self) -> Option<String> {
-        self.model()
-            .host
-            .ref_of_uuid(&self.host_uuid)
-            .map(str::to_string)
+        self.model().host.ref_of_uuid(&self.host_uuid).map(str::to_string)
     }
 
     /// Subscribe to generation changes.
@@ -191,10 +175,7 @@ impl Daemon {
     }
 
     /// Validate and commit one transaction.
-    pub async fn write<R>(
-        &self,
-        f: impl FnOnce(&mut Txn) -> Result<R, ApiError>,
-    ) -> Result<R, ApiError> {
+    pub async fn write<R>(&self, f: impl FnOnce(&mut Txn) -> Result<R, ApiError>) -> Result<R, ApiError> {
         self.writer().await.commit(f)
     }
 
@@ -315,10 +296,7 @@ pub struct Writer<'a> {
 impl Writer<'_> {
     /// Run `f` over a transaction and commit what it changed. When `f`
     /// fails, or the commit does, nothing changes.
-    pub fn commit<R>(
-        &mut self,
-        f: impl FnOnce(&mut Txn) -> Result<R, ApiError>,
-    ) -> Result<R, ApiError> {
+    pub fn commit<R>(&mut self, f: impl FnOnce(&mut Txn) -> Result<R, ApiError>) -> Result<R, ApiError> {
         let (result, changes, generation) = {
             let model = self.daemon.model();
             let mut txn = Txn::new(&model);
@@ -350,10 +328,7 @@ impl Writer<'_> {
 
 /// Create the one-host pool of a fresh host: pool, host, local SR, root user.
 fn first_start(store: &mut Store, config: &Config) -> Result<String, StartError> {
-    let password = config
-        .root_password
-        .as_deref()
-        .ok_or(StartError::NoRootPassword)?;
+    let password = config.root_password.as_deref().ok_or(StartError::NoRootPassword)?;
     let hash = auth::hash_password(password).map_err(StartError::Hash)?;
     let host_uuid = new_uuid();
     let host_ref = new_ref();
@@ -417,11 +392,7 @@ fn first_start(store: &mut Store, config: &Config) -> Result<String, StartError>
     store.commit(&changes, 1)?;
     store.set_user("root", &hash)?;
     let secret = hex(&rand::random::<[u8; 32]>());
-    store.set_local(&[
-        ("host_uuid", &host_uuid),
-        ("role", "master"),
-        ("pool_secret", &secret),
-    ])?;
+    store.set_local(&[("host_uuid", &host_uuid), ("role", "master"), ("pool_secret", &secret)])?;
     Ok(host_uuid)
 }
 
@@ -432,11 +403,7 @@ pub fn hex(bytes: &[u8]) -> String {
 
 /// Compare secrets without leaking where they differ.
 pub fn secrets_equal(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// `HOST_IS_SLAVE [master]`, the answer of a member to ordinary calls.

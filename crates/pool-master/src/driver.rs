@@ -37,10 +37,7 @@ pub struct GuestRecord {
 
 impl GuestRecord {
     pub fn to_line(&self) -> String {
-        format!(
-            "{} {} {} {}\n",
-            self.seq, self.unix_ms, self.host_uuid, self.vm_uuid
-        )
+        format!("{} {} {} {}\n", self.seq, self.unix_ms, self.host_uuid, self.vm_uuid)
     }
 
     /// Parse one line; `None` for a torn or foreign line.
@@ -77,20 +74,14 @@ impl SimDriver {
 
     /// Start a guest writing to `disks`. Its first record is `first_seq`, or
     /// when `None` the one after the last record on its first disk.
-    pub fn start(
-        &self,
-        vm_uuid: &str,
-        disks: Vec<PathBuf>,
-        first_seq: Option<u64>,
-    ) -> Result<(), DriverError> {
+    pub fn start(&self, vm_uuid: &str, disks: Vec<PathBuf>, first_seq: Option<u64>) -> Result<(), DriverError> {
         let mut guests = self.guests.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(g) = guests.get(vm_uuid) {
             if !g.task.is_finished() {
                 return Err(DriverError::AlreadyRunning(vm_uuid.to_string()));
             }
         }
-        let seq = first_seq
-            .unwrap_or_else(|| disks.first().and_then(|d| last_seq(d)).map_or(0, |s| s + 1));
+        let seq = first_seq.unwrap_or_else(|| disks.first().and_then(|d| last_seq(d)).map_or(0, |s| s + 1));
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(run_guest(
             self.host_uuid.clone(),
@@ -181,10 +172,7 @@ pub fn last_seq(path: &Path) -> Option<u64> {
     f.seek(SeekFrom::Start(len - tail)).ok()?;
     let mut buf = String::new();
     f.read_to_string(&mut buf).ok()?;
-    buf.lines()
-        .rev()
-        .find_map(GuestRecord::parse)
-        .map(|r| r.seq)
+    buf.lines().rev().find_map(GuestRecord::parse).map(|r| r.seq)
 }
 
 /// Every whole record of a disk file, in file order.
@@ -224,9 +212,7 @@ mod tests {
         let recs = read_records(&disk).unwrap();
         assert!(recs.len() >= 3, "{} records", recs.len());
         assert_eq!(recs.last().map(|r| r.seq), Some(last));
-        assert!(recs
-            .iter()
-            .all(|r| r.host_uuid == "host-a" && r.vm_uuid == "vm-1"));
+        assert!(recs.iter().all(|r| r.host_uuid == "host-a" && r.vm_uuid == "vm-1"));
         assert!(driver.running().is_empty());
         driver.start("vm-1", vec![disk.clone()], None).unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;

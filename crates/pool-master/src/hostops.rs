@@ -41,9 +41,7 @@ fn auth(d: &Daemon) -> PeerAuth {
 fn peer_error(target: &Target, e: ClientError) -> ApiError {
     match e {
         ClientError::Api(api) => api,
-        ClientError::Unreachable { .. } => {
-            ApiError::new(codes::HOST_OFFLINE, vec![target.host_ref.clone()])
-        }
+        ClientError::Unreachable { .. } => ApiError::new(codes::HOST_OFFLINE, vec![target.host_ref.clone()]),
         other => ApiError::internal(other.to_string()),
     }
 }
@@ -80,11 +78,7 @@ pub async fn start_guest(
 
 /// Stop the guest of `vm_uuid` on `target`: the last sequence it wrote, or
 /// `None` when it was not running there.
-pub async fn stop_guest(
-    d: &Daemon,
-    target: &Target,
-    vm_uuid: &str,
-) -> Result<Option<u64>, ApiError> {
+pub async fn stop_guest(d: &Daemon, target: &Target, vm_uuid: &str) -> Result<Option<u64>, ApiError> {
     if target.uuid == d.host_uuid {
         return match d.driver.stop(vm_uuid).await {
             Ok(seq) => Ok(Some(seq)),
@@ -137,23 +131,14 @@ pub fn sr_path(txn: &Txn, host_ref: &str, sr_ref: &str) -> Option<PathBuf> {
 
 /// The disk files of `vm` as `host_ref` reaches them, or the first SR it
 /// cannot reach (`VM_REQUIRES_SR [vm, sr]`).
-pub fn disk_paths(
-    txn: &Txn,
-    vm_ref: &str,
-    vm: &VmRecord,
-    host_ref: &str,
-) -> Result<Vec<PathBuf>, ApiError> {
+pub fn disk_paths(txn: &Txn, vm_ref: &str, vm: &VmRecord, host_ref: &str) -> Result<Vec<PathBuf>, ApiError> {
     let mut paths = Vec::new();
     for vbd in vm.vbds.iter().filter_map(|r| txn.get::<VbdRecord>(r)) {
         let Some(vdi) = txn.get::<VdiRecord>(&vbd.vdi) else {
             continue;
         };
-        let dir = sr_path(txn, host_ref, &vdi.sr).ok_or_else(|| {
-            ApiError::new(
-                codes::VM_REQUIRES_SR,
-                vec![vm_ref.to_string(), vdi.sr.clone()],
-            )
-        })?;
+        let dir = sr_path(txn, host_ref, &vdi.sr)
+            .ok_or_else(|| ApiError::new(codes::VM_REQUIRES_SR, vec![vm_ref.to_string(), vdi.sr.clone()]))?;
         paths.push(dir.join(&vdi.location));
     }
     Ok(paths)

@@ -92,15 +92,9 @@ impl LabState {
 
     pub fn load(dir: &Path) -> Result<LabState> {
         let path = dir.join("lab.json");
-        let text = std::fs::read_to_string(&path).with_context(|| {
-            format!(
-                "no lab in {} (cannot read {})",
-                dir.display(),
-                path.display()
-            )
-        })?;
-        let v: Value = serde_json::from_str(&text)
-            .with_context(|| format!("{} is damaged", path.display()))?;
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("no lab in {} (cannot read {})", dir.display(), path.display()))?;
+        let v: Value = serde_json::from_str(&text).with_context(|| format!("{} is damaged", path.display()))?;
         let field = |h: &Value, k: &str| h.get(k).and_then(Value::as_str).map(str::to_string);
         let hosts = v["hosts"]
             .as_array()
@@ -183,9 +177,7 @@ pub async fn run(options: LabOptions) -> Result<()> {
     };
     if let Err(e) = ready.await {
         stop_all(&mut children).await;
-        return Err(e.context(
-            "the lab pool did not come up; see the hosts' logs under DIR/hosts/*/xapid.log",
-        ));
+        return Err(e.context("the lab pool did not come up; see the hosts' logs under DIR/hosts/*/xapid.log"));
     }
     print_welcome(&state);
     wait_for_signal().await;
@@ -195,10 +187,7 @@ pub async fn run(options: LabOptions) -> Result<()> {
         host.pid = None;
     }
     state.save()?;
-    println!(
-        "Stopped. Start it again with: xapid lab --dir {}",
-        dir.display()
-    );
+    println!("Stopped. Start it again with: xapid lab --dir {}", dir.display());
     Ok(())
 }
 
@@ -288,13 +277,8 @@ async fn build_pool(state: &LabState, options: &LabOptions) -> Result<()> {
     let mut c = Client::new(&master.address, state.port);
     c.login("root", &state.password).await?;
     let pool = first(&c.call("pool.get_all", vec![]).await?)?;
-    c.call("pool.set_name_label", vec![json!(pool), json!("lab")])
-        .await?;
-    let host = first(
-        &c.call("pool.get_master", vec![json!(pool)])
-            .await
-            .map(|v| json!([v]))?,
-    )?;
+    c.call("pool.set_name_label", vec![json!(pool), json!("lab")]).await?;
+    let host = first(&c.call("pool.get_master", vec![json!(pool)]).await.map(|v| json!([v]))?)?;
     let sr_dir = state.dir.join("sr");
     let sr = c
         .call(
@@ -313,8 +297,7 @@ async fn build_pool(state: &LabState, options: &LabOptions) -> Result<()> {
         )
         .await
         .context("creating the shared SR")?;
-    c.call("pool.set_default_SR", vec![json!(pool), sr.clone()])
-        .await?;
+    c.call("pool.set_default_SR", vec![json!(pool), sr.clone()]).await?;
     for i in 1..=options.vms {
         let vm = c
             .call(
@@ -328,11 +311,8 @@ async fn build_pool(state: &LabState, options: &LabOptions) -> Result<()> {
                 vec![json!({"name_label": format!("vm{i:02} disk"), "SR": sr, "virtual_size": 1i64 << 30})],
             )
             .await?;
-        c.call(
-            "VBD.create",
-            vec![json!({"VM": vm, "VDI": vdi, "userdevice": "0"})],
-        )
-        .await?;
+        c.call("VBD.create", vec![json!({"VM": vm, "VDI": vdi, "userdevice": "0"})])
+            .await?;
     }
     c.logout().await;
     Ok(())
@@ -418,10 +398,7 @@ pub fn process_alive(pid: u32) -> bool {
 /// `xapid lab status --dir DIR`: the hosts, their processes and roles.
 pub async fn status(dir: &Path) -> Result<()> {
     let state = LabState::load(dir)?;
-    println!(
-        "{:<8} {:<16} {:<8} {:<8} API",
-        "HOST", "ADDRESS", "PID", "PROCESS"
-    );
+    println!("{:<8} {:<16} {:<8} {:<8} API", "HOST", "ADDRESS", "PID", "PROCESS");
     for h in &state.hosts {
         let alive = h.pid.is_some_and(process_alive);
         let api = api_status(&h.address, state.port).await;
@@ -450,9 +427,7 @@ async fn api_status(address: &str, port: u16) -> String {
         Err(e) if e.is(xapi_proto::codes::HOST_IS_SLAVE) => {
             format!(
                 "member of {}",
-                e.api()
-                    .and_then(|a| a.params.first().cloned())
-                    .unwrap_or_default()
+                e.api().and_then(|a| a.params.first().cloned()).unwrap_or_default()
             )
         }
         Err(xapi_client::ClientError::Api(_)) | Ok(_) => "master".into(),

@@ -11,9 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use xapi_proto::records::{
-    HostRecord, MessageRecord, PbdRecord, PoolRecord, SrRecord, VbdRecord, VdiRecord, VmRecord,
-};
+use xapi_proto::records::{HostRecord, MessageRecord, PbdRecord, PoolRecord, SrRecord, VbdRecord, VdiRecord, VmRecord};
 
 /// A record type of the pool database.
 pub trait Record: Clone + Serialize + DeserializeOwned + Send + Sync + 'static {
@@ -76,8 +74,7 @@ impl<T: Record> Table<T> {
                 self.by_uuid.remove(old.uuid());
             }
         }
-        self.by_uuid
-            .insert(record.uuid().to_string(), reference.clone());
+        self.by_uuid.insert(record.uuid().to_string(), reference.clone());
         self.rows.insert(reference, record);
     }
 
@@ -305,10 +302,7 @@ mod tests {
         txn.delete::<VmRecord>("r1");
         assert!(txn.get::<VmRecord>("r1").is_none());
         assert_eq!(txn.all::<VmRecord>().len(), 1);
-        assert_eq!(
-            model.get::<VmRecord>("r1").map(|v| v.name_label.as_str()),
-            Some("a")
-        );
+        assert_eq!(model.get::<VmRecord>("r1").map(|v| v.name_label.as_str()), Some("a"));
         let changes = txn.into_changes();
         model.apply(changes);
         assert!(model.get::<VmRecord>("r1").is_none());

@@ -57,10 +57,7 @@ impl Peers {
         if matches!(result, Err(ClientError::Unreachable { .. })) {
             self.clients.lock().await.remove(address);
         } else {
-            self.clients
-                .lock()
-                .await
-                .insert(address.to_string(), client);
+            self.clients.lock().await.insert(address.to_string(), client);
         }
         result
     }
@@ -71,22 +68,14 @@ impl Peers {
     }
 }
 
-async fn login(
-    auth: &PeerAuth,
-    address: &str,
-    port: u16,
-    timeout: Duration,
-) -> Result<Client, ClientError> {
+async fn login(auth: &PeerAuth, address: &str, port: u16, timeout: Duration) -> Result<Client, ClientError> {
     let options = Options {
         connect_timeout: Duration::from_secs(2),
         request_timeout: timeout,
     };
     let mut client = Client::with_options(address, port, &options).no_redirect();
     let session = client
-        .call_raw(
-            "session.slave_login",
-            vec![json!(auth.host_uuid), json!(auth.secret)],
-        )
+        .call_raw("session.slave_login", vec![json!(auth.host_uuid), json!(auth.secret)])
         .await?;
     client.set_session(xapi_client::value::string(&session)?);
     Ok(client)

@@ -32,11 +32,7 @@ pub fn decode_rows(rows: &Value) -> Result<Changes, String> {
         ) else {
             return Err(format!("malformed row {row}"));
         };
-        let record = if record.is_null() {
-            None
-        } else {
-            Some(record.clone())
-        };
+        let record = if record.is_null() { None } else { Some(record.clone()) };
         changes.put_row(table, reference, record)?;
     }
     Ok(changes)
@@ -50,15 +46,12 @@ pub fn decode_users(v: &Value) -> Result<Vec<(String, String)>, String> {
     v.as_array()
         .ok_or("users must be an array")?
         .iter()
-        .map(|p| {
-            match (
-                p.get(0).and_then(Value::as_str),
-                p.get(1).and_then(Value::as_str),
-            ) {
+        .map(
+            |p| match (p.get(0).and_then(Value::as_str), p.get(1).and_then(Value::as_str)) {
                 (Some(u), Some(h)) => Ok((u.to_string(), h.to_string())),
                 _ => Err(format!("malformed user {p}")),
-            }
-        })
+            },
+        )
         .collect()
 }
 
@@ -74,10 +67,7 @@ pub enum Update {
 
 /// Decode a `pool.sync_database` answer.
 pub fn decode_update(v: &Value) -> Result<Update, String> {
-    let generation = v
-        .get("generation")
-        .and_then(Value::as_u64)
-        .ok_or("no generation")?;
+    let generation = v.get("generation").and_then(Value::as_u64).ok_or("no generation")?;
     if let Some(full) = v.get("full") {
         return Ok(Update::Full {
             generation,
@@ -85,10 +75,7 @@ pub fn decode_update(v: &Value) -> Result<Update, String> {
             users: decode_users(full.get("users").ok_or("no users")?)?,
         });
     }
-    let commits = v
-        .get("commits")
-        .and_then(Value::as_array)
-        .ok_or("no commits")?;
+    let commits = v.get("commits").and_then(Value::as_array).ok_or("no commits")?;
     commits
         .iter()
         .map(|c| {

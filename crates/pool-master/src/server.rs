@@ -63,12 +63,7 @@ pub async fn reconcile_at_start(d: &Arc<Daemon>) -> Result<(), xapi_proto::ApiEr
     let memory_total = d.config.memory_total;
     let me = d.host_uuid.clone();
     d.write(|txn| {
-        let host_ref = txn
-            .base()
-            .host
-            .ref_of_uuid(&me)
-            .map(str::to_string)
-            .unwrap_or_default();
+        let host_ref = txn.base().host.ref_of_uuid(&me).map(str::to_string).unwrap_or_default();
         for (vm_ref, vm) in txn.all::<VmRecord>() {
             if vm.resident_on == host_ref && vm.power_state != PowerState::Halted {
                 txn.update::<VmRecord>(&vm_ref, |v| {
@@ -102,7 +97,5 @@ pub async fn serve(
         Role::Master => crate::member::spawn_master_watch(d.clone()),
         Role::Member { .. } => crate::member::spawn(d.clone()),
     }
-    axum::serve(listener, router(d))
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(listener, router(d)).with_graceful_shutdown(shutdown).await
 }

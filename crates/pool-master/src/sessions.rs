@@ -48,11 +48,7 @@ impl Sessions {
         let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
         table.retain(|_, s| now.duration_since(s.last_used) < self.idle_timeout);
         if table.len() >= MAX_SESSIONS {
-            if let Some(oldest) = table
-                .iter()
-                .min_by_key(|(_, s)| s.last_used)
-                .map(|(k, _)| k.clone())
-            {
+            if let Some(oldest) = table.iter().min_by_key(|(_, s)| s.last_used).map(|(k, _)| k.clone()) {
                 table.remove(&oldest);
             }
         }

@@ -38,9 +38,7 @@ pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
 pub enum StoreError {
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    #[error(
-        "the database was written by a newer version (schema {found}, this build knows {known})"
-    )]
+    #[error("the database was written by a newer version (schema {found}, this build knows {known})")]
     TooNew { found: usize, known: usize },
     #[error("the database is damaged: {0}")]
     Corrupt(String),
@@ -65,9 +63,7 @@ impl Store {
     }
 
     fn migrate(&mut self) -> Result<(), StoreError> {
-        let found: usize = self
-            .conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let found: usize = self.conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         if found > SCHEMA_VERSION {
             return Err(StoreError::TooNew {
                 found,
@@ -87,9 +83,7 @@ impl Store {
     pub fn load(&self) -> Result<Model, StoreError> {
         let mut changes = Changes::default();
         for table in TABLES {
-            let mut stmt = self
-                .conn
-                .prepare(&format!("SELECT ref, record FROM {table}"))?;
+            let mut stmt = self.conn.prepare(&format!("SELECT ref, record FROM {table}"))?;
             let mut rows = stmt.query([])?;
             while let Some(row) = rows.next()? {
                 let reference: String = row.get(0)?;
@@ -111,11 +105,9 @@ impl Store {
 
     /// The generation of the last commit.
     pub fn generation(&self) -> Result<u64, StoreError> {
-        let text: String =
-            self.conn
-                .query_row("SELECT value FROM meta WHERE key = 'generation'", [], |r| {
-                    r.get(0)
-                })?;
+        let text: String = self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = 'generation'", [], |r| r.get(0))?;
         text.parse()
             .map_err(|_| StoreError::Corrupt(format!("generation {text:?}")))
     }
@@ -164,9 +156,7 @@ impl Store {
     pub fn local(&self, key: &str) -> Result<Option<String>, StoreError> {
         Ok(self
             .conn
-            .query_row("SELECT value FROM local WHERE key = ?1", [key], |r| {
-                r.get(0)
-            })
+            .query_row("SELECT value FROM local WHERE key = ?1", [key], |r| r.get(0))
             .optional()?)
     }
 
@@ -204,9 +194,7 @@ impl Store {
 
     /// SQLite's own consistency check; `ok` when the file is sound.
     pub fn integrity_check(&self) -> Result<String, StoreError> {
-        Ok(self
-            .conn
-            .query_row("PRAGMA integrity_check", [], |r| r.get(0))?)
+        Ok(self.conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?)
     }
 }
 
@@ -280,10 +268,7 @@ mod tests {
                 ..Default::default()
             }),
         );
-        assert!(
-            store.commit(&changes, 1).is_err(),
-            "duplicate uuid must fail"
-        );
+        assert!(store.commit(&changes, 1).is_err(), "duplicate uuid must fail");
         assert_eq!(store.generation().unwrap(), 0);
         assert!(store.load().unwrap().vm.is_empty());
     }
@@ -294,8 +279,7 @@ mod tests {
         let path = dir.path().join("pool.db");
         drop(Store::open(&path).unwrap());
         let conn = Connection::open(&path).unwrap();
-        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
-            .unwrap();
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
         drop(conn);
         assert!(matches!(Store::open(&path), Err(StoreError::TooNew { .. })));
     }

@@ -168,11 +168,7 @@ impl Client {
     }
 
     /// Call `method` with exactly `params` (no session), without redirection.
-    pub async fn call_raw(
-        &mut self,
-        method: &str,
-        params: Vec<Value>,
-    ) -> Result<Value, ClientError> {
+    pub async fn call_raw(&mut self, method: &str, params: Vec<Value>) -> Result<Value, ClientError> {
         self.call_once(method, params).await
     }
 
@@ -189,9 +185,7 @@ impl Client {
             }
             full.extend(params.iter().cloned());
             match self.call_once(method, full).await {
-                Err(ClientError::Api(e))
-                    if e.code == codes::HOST_IS_SLAVE && self.follow_redirects =>
-                {
+                Err(ClientError::Api(e)) if e.code == codes::HOST_IS_SLAVE && self.follow_redirects => {
                     let master = e.params.first().cloned().unwrap_or_default();
                     if master.is_empty() || master == self.host {
                         return Err(ClientError::Api(e));
@@ -199,8 +193,7 @@ impl Client {
                     self.host = master;
                     if with_session {
                         // A member issued no session; log in on the master.
-                        let (user, pass) =
-                            self.credentials.clone().ok_or(ClientError::NotLoggedIn)?;
+                        let (user, pass) = self.credentials.clone().ok_or(ClientError::NotLoggedIn)?;
                         self.session = None;
                         Box::pin(self.login(&user, &pass)).await?;
                     }
@@ -229,13 +222,10 @@ impl Client {
                 address: self.address(),
                 detail: describe(&e),
             })?;
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| ClientError::Unreachable {
-                address: self.address(),
-                detail: describe(&e),
-            })?;
+        let bytes = response.bytes().await.map_err(|e| ClientError::Unreachable {
+            address: self.address(),
+            detail: describe(&e),
+        })?;
         jsonrpc::decode_response(&bytes).map_err(|e| match e {
             ResponseError::Api(api) => ClientError::Api(api),
             ResponseError::Malformed(detail) => ClientError::Protocol {
@@ -271,9 +261,7 @@ pub mod value {
     }
 
     pub fn string(v: &Value) -> Result<String, ClientError> {
-        v.as_str()
-            .map(str::to_string)
-            .ok_or_else(|| protocol("a string"))
+        v.as_str().map(str::to_string).ok_or_else(|| protocol("a string"))
     }
 
     pub fn strings(v: &Value) -> Result<Vec<String>, ClientError> {

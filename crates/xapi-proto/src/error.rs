@@ -40,10 +40,7 @@ impl ApiError {
 
     /// `HANDLE_INVALID [class, handle]`.
     pub fn handle_invalid(class: &str, handle: impl Into<String>) -> Self {
-        ApiError::new(
-            codes::HANDLE_INVALID,
-            vec![class.to_string(), handle.into()],
-        )
+        ApiError::new(codes::HANDLE_INVALID, vec![class.to_string(), handle.into()])
     }
 
     /// `UUID_INVALID [class, uuid]`.

@@ -50,29 +50,18 @@ impl EnvelopeError {
 
 /// Parse a request body.
 pub fn parse_request(body: &[u8]) -> Result<Request, EnvelopeError> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| EnvelopeError::Parse(e.to_string()))?;
+    let value: Value = serde_json::from_slice(body).map_err(|e| EnvelopeError::Parse(e.to_string()))?;
     let Value::Object(mut obj) = value else {
-        return Err(EnvelopeError::Invalid(
-            "the request must be a JSON object".into(),
-        ));
+        return Err(EnvelopeError::Invalid("the request must be a JSON object".into()));
     };
     let version = match obj.get("jsonrpc") {
         None => Version::V1,
         Some(Value::String(s)) if s == "2.0" => Version::V2,
-        Some(other) => {
-            return Err(EnvelopeError::Invalid(format!(
-                "unsupported jsonrpc version {other}"
-            )))
-        }
+        Some(other) => return Err(EnvelopeError::Invalid(format!("unsupported jsonrpc version {other}"))),
     };
     let method = match obj.remove("method") {
         Some(Value::String(m)) if !m.is_empty() => m,
-        _ => {
-            return Err(EnvelopeError::Invalid(
-                "\"method\" must be a non-empty string".into(),
-            ))
-        }
+        _ => return Err(EnvelopeError::Invalid("\"method\" must be a non-empty string".into())),
     };
     let params = match obj.remove("params") {
         None | Some(Value::Null) => Vec::new(),
@@ -150,12 +139,9 @@ pub enum ResponseError {
 
 /// Decode a response body (either version) into the result or the API error.
 pub fn decode_response(body: &[u8]) -> Result<Value, ResponseError> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| ResponseError::Malformed(e.to_string()))?;
+    let value: Value = serde_json::from_slice(body).map_err(|e| ResponseError::Malformed(e.to_string()))?;
     let Value::Object(mut obj) = value else {
-        return Err(ResponseError::Malformed(
-            "the response is not an object".into(),
-        ));
+        return Err(ResponseError::Malformed("the response is not an object".into()));
     };
     match obj.remove("error") {
         None | Some(Value::Null) => obj
@@ -170,9 +156,7 @@ pub fn decode_response(body: &[u8]) -> Result<Value, ResponseError> {
                 params: strings.collect(),
             }))
         }
-        Some(other) => Err(ResponseError::Malformed(format!(
-            "unexpected error value {other}"
-        ))),
+        Some(other) => Err(ResponseError::Malformed(format!("unexpected error value {other}"))),
     }
 }
 
@@ -210,8 +194,7 @@ mod tests {
 
     #[test]
     fn v1_request_has_no_jsonrpc_field() {
-        let req = parse_request(br#"{"method":"pool.get_all","params":["s"],"id":null}"#)
-            .expect("v1 allows a null id");
+        let req = parse_request(br#"{"method":"pool.get_all","params":["s"],"id":null}"#).expect("v1 allows a null id");
         assert_eq!(req.version, Version::V1);
     }
 
@@ -220,9 +203,7 @@ mod tests {
         assert_eq!(parse_request(b"{not json").unwrap_err().code(), -32700);
         assert_eq!(parse_request(b"[1,2]").unwrap_err().code(), -32600);
         assert_eq!(
-            parse_request(br#"{"jsonrpc":"2.0","method":"x"}"#)
-                .unwrap_err()
-                .code(),
+            parse_request(br#"{"jsonrpc":"2.0","method":"x"}"#).unwrap_err().code(),
             -32600
         );
         assert_eq!(
@@ -242,14 +223,12 @@ mod tests {
     #[test]
     fn errors_have_xapi_shape_in_both_versions() {
         let err = ApiError::new("HA_NOT_ENABLED", vec![]);
-        let v2: Value =
-            serde_json::from_slice(&encode_error(Version::V2, &json!(3), &err)).unwrap();
+        let v2: Value = serde_json::from_slice(&encode_error(Version::V2, &json!(3), &err)).unwrap();
         assert_eq!(
             v2,
             json!({"jsonrpc":"2.0","error":{"code":1,"message":"HA_NOT_ENABLED","data":[]},"id":3})
         );
-        let v1: Value =
-            serde_json::from_slice(&encode_error(Version::V1, &json!(3), &err)).unwrap();
+        let v1: Value = serde_json::from_slice(&encode_error(Version::V1, &json!(3), &err)).unwrap();
         assert_eq!(v1, json!({"result":null,"error":["HA_NOT_ENABLED"],"id":3}));
     }
 

@@ -328,8 +328,7 @@ mod tests {
 
     #[test]
     fn partial_vm_record_takes_defaults() {
-        let vm: VmRecord =
-            serde_json::from_str(r#"{"name_label":"web01","memory_static_max":1024}"#).unwrap();
+        let vm: VmRecord = serde_json::from_str(r#"{"name_label":"web01","memory_static_max":1024}"#).unwrap();
         assert_eq!(vm.name_label, "web01");
         assert_eq!(vm.power_state, PowerState::Halted);
         assert_eq!(vm.resident_on, NULL_REF);

@@ -103,11 +103,7 @@ impl Args {
             .and_then(Value::as_array)
             .ok_or_else(|| ApiError::field_type(name))?
             .iter()
-            .map(|v| {
-                v.as_str()
-                    .map(str::to_string)
-                    .ok_or_else(|| ApiError::field_type(name))
-            })
+            .map(|v| v.as_str().map(str::to_string).ok_or_else(|| ApiError::field_type(name)))
             .collect()
     }
 
@@ -115,19 +111,13 @@ impl Args {
     /// (`HANDLE_INVALID [class, ref]` otherwise).
     pub fn reference<T: Record>(&self, i: usize, txn: &Txn) -> Result<(String, T), ApiError> {
         let r = self.str(i, T::CLASS)?;
-        let rec = txn
-            .get::<T>(r)
-            .ok_or_else(|| ApiError::handle_invalid(T::CLASS, r))?;
+        let rec = txn.get::<T>(r).ok_or_else(|| ApiError::handle_invalid(T::CLASS, r))?;
         Ok((r.to_string(), rec))
     }
 
     /// The principal of the session in parameter 0.
     pub fn session(&self, d: &Daemon) -> Result<Principal, ApiError> {
-        let handle = self
-            .params
-            .first()
-            .and_then(Value::as_str)
-            .unwrap_or_default();
+        let handle = self.params.first().and_then(Value::as_str).unwrap_or_default();
         d.sessions
             .check(handle)
             .ok_or_else(|| ApiError::new(codes::SESSION_INVALID, vec![handle.to_string()]))
@@ -150,10 +140,7 @@ mod tests {
     #[test]
     fn type_errors_name_the_parameter() {
         let a = Args::new("VM.set_order", vec![json!("s"), json!("r"), json!("x")]);
-        assert_eq!(
-            a.int(2, "value").unwrap_err(),
-            ApiError::field_type("value")
-        );
+        assert_eq!(a.int(2, "value").unwrap_err(), ApiError::field_type("value"));
         assert_eq!(a.str(5, "vm").unwrap_err(), ApiError::field_type("vm"));
         assert!(a.bool_or(3, "force", false).is_ok_and(|b| !b));
     }

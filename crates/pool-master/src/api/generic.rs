@@ -10,8 +10,7 @@ use std::sync::Arc;
 use serde_json::{json, Map, Value};
 use xapi_proto::classes::{self, FieldType};
 use xapi_proto::records::{
-    HostRecord, MessageRecord, PbdRecord, PoolRecord, PowerState, SrRecord, VbdRecord, VdiRecord,
-    VmRecord, NULL_REF,
+    HostRecord, MessageRecord, PbdRecord, PoolRecord, PowerState, SrRecord, VbdRecord, VdiRecord, VmRecord, NULL_REF,
 };
 use xapi_proto::{codes, ApiError};
 
@@ -21,12 +20,7 @@ use crate::memory;
 use crate::model::{Record, Txn};
 
 /// Route a generic verb of `class`.
-pub async fn dispatch(
-    d: &Arc<Daemon>,
-    class: &str,
-    verb: &str,
-    args: &Args,
-) -> Result<Value, ApiError> {
+pub async fn dispatch(d: &Arc<Daemon>, class: &str, verb: &str, args: &Args) -> Result<Value, ApiError> {
     macro_rules! with {
         ($t:ty) => {
             handle::<$t>(d, verb, args).await
@@ -62,10 +56,7 @@ async fn handle<T: Record>(d: &Arc<Daemon>, verb: &str, args: &Args) -> Result<V
         "get_all_records" => {
             args.exactly(1)?;
             let m = d.model();
-            let map: Map<String, Value> = T::table(&m)
-                .iter()
-                .map(|(r, v)| (r.clone(), to_json(v)))
-                .collect();
+            let map: Map<String, Value> = T::table(&m).iter().map(|(r, v)| (r.clone(), to_json(v))).collect();
             Ok(Value::Object(map))
         }
         "get_record" => {
@@ -120,17 +111,11 @@ fn get_field<T: Record>(d: &Arc<Daemon>, field: &str, args: &Args) -> Result<Val
     args.exactly(2)?;
     let r = args.str(1, "self")?;
     let m = d.model();
-    let record = m
-        .get::<T>(r)
-        .ok_or_else(|| ApiError::handle_invalid(T::CLASS, r))?;
+    let record = m.get::<T>(r).ok_or_else(|| ApiError::handle_invalid(T::CLASS, r))?;
     Ok(to_json(record).get(field).cloned().unwrap_or(Value::Null))
 }
 
-async fn set_field<T: Record>(
-    d: &Arc<Daemon>,
-    field: &str,
-    args: &Args,
-) -> Result<Value, ApiError> {
+async fn set_field<T: Record>(d: &Arc<Daemon>, field: &str, args: &Args) -> Result<Value, ApiError> {
     let spec = classes::field(T::CLASS, field)
         .filter(|f| f.settable)
         .ok_or_else(|| unknown(args.method()))?;
@@ -141,16 +126,14 @@ async fn set_field<T: Record>(
         return Err(ApiError::field_type("value"));
     }
     d.write(|txn| {
-        let record = txn
-            .get::<T>(&r)
-            .ok_or_else(|| ApiError::handle_invalid(T::CLASS, &r))?;
+        let record = txn.get::<T>(&r).ok_or_else(|| ApiError::handle_invalid(T::CLASS, &r))?;
         if let FieldType::Ref(class) = spec.ty {
             check_ref(txn, class, value.as_str().unwrap_or_default())?;
         }
         let mut json = to_json(&record);
         json[field] = value.clone();
-        let mut updated: T = serde_json::from_value(json)
-            .map_err(|e| ApiError::internal(format!("set {field}: {e}")))?;
+        let mut updated: T =
+            serde_json::from_value(json).map_err(|e| ApiError::internal(format!("set {field}: {e}")))?;
         validate_set(&r, &mut updated, field, &value)?;
         txn.put(&r, updated);
         Ok(())
@@ -159,12 +142,7 @@ async fn set_field<T: Record>(
     Ok(json!(""))
 }
 
-async fn map_edit<T: Record>(
-    d: &Arc<Daemon>,
-    field: &str,
-    args: &Args,
-    add: bool,
-) -> Result<Value, ApiError> {
+async fn map_edit<T: Record>(d: &Arc<Daemon>, field: &str, args: &Args, add: bool) -> Result<Value, ApiError> {
     let spec = classes::field(T::CLASS, field)
         .filter(|f| f.settable && f.ty == FieldType::Map)
         .ok_or_else(|| unknown(args.method()))?;
@@ -177,9 +155,7 @@ async fn map_edit<T: Record>(
         None
     };
     d.write(|txn| {
-        let record = txn
-            .get::<T>(&r)
-            .ok_or_else(|| ApiError::handle_invalid(T::CLASS, &r))?;
+        let record = txn.get::<T>(&r).ok_or_else(|| ApiError::handle_invalid(T::CLASS, &r))?;
         let mut json = to_json(&record);
         let map = json[spec.name]
             .as_object_mut()
@@ -189,12 +165,7 @@ async fn map_edit<T: Record>(
                 if map.contains_key(&key) {
                     return Err(ApiError::new(
                         codes::MAP_DUPLICATE_KEY,
-                        vec![
-                            T::CLASS.into(),
-                            field.into(),
-                            record.uuid().into(),
-                            key.clone(),
-                        ],
+                        vec![T::CLASS.into(), field.into(), record.uuid().into(), key.clone()],
                     ));
                 }
                 map.insert(key.clone(), json!(v));
@@ -203,8 +174,7 @@ async fn map_edit<T: Record>(
                 map.remove(&key);
             }
         }
-        let updated: T =
-            serde_json::from_value(json).map_err(|e| ApiError::internal(e.to_string()))?;
+        let updated: T = serde_json::from_value(json).map_err(|e| ApiError::internal(e.to_string()))?;
         txn.put(&r, updated);
         Ok(())
     })
@@ -233,12 +203,7 @@ fn check_ref(txn: &Txn, class: &str, r: &str) -> Result<(), ApiError> {
 
 /// The rules of a class beyond the field's type, applied to the updated
 /// record before it is written.
-fn validate_set<T: Record>(
-    r: &str,
-    updated: &mut T,
-    field: &str,
-    value: &Value,
-) -> Result<(), ApiError> {
+fn validate_set<T: Record>(r: &str, updated: &mut T, field: &str, value: &Value) -> Result<(), ApiError> {
     let any = updated as &mut dyn std::any::Any;
     if let Some(vm) = any.downcast_mut::<VmRecord>() {
         return validate_vm(r, vm, field, value);
@@ -261,10 +226,7 @@ fn validate_vm(r: &str, vm: &mut VmRecord, field: &str, value: &Value) -> Result
     };
     match field {
         "ha_restart_priority" => {
-            if !matches!(
-                vm.ha_restart_priority.as_str(),
-                "restart" | "best-effort" | ""
-            ) {
+            if !matches!(vm.ha_restart_priority.as_str(), "restart" | "best-effort" | "") {
                 return Err(ApiError::invalid_value("ha_restart_priority", text));
             }
             if vm.power_state != PowerState::Halted {
@@ -275,20 +237,13 @@ fn validate_vm(r: &str, vm: &mut VmRecord, field: &str, value: &Value) -> Result
             vm.ha_restart_priority = "restart".into();
         }
         "order" | "start_delay" | "shutdown_delay" if value.as_i64().unwrap_or(0) < 0 => {
-            return Err(ApiError::invalid_value(
-                format!("{field} must be non-negative"),
-                text,
-            ));
+            return Err(ApiError::invalid_value(format!("{field} must be non-negative"), text));
         }
         f if f.starts_with("memory_") => {
             if vm.power_state != PowerState::Halted {
                 return Err(ApiError::new(
                     codes::VM_BAD_POWER_STATE,
-                    vec![
-                        r.to_string(),
-                        "halted".into(),
-                        vm.power_state.cli_name().into(),
-                    ],
+                    vec![r.to_string(), "halted".into(), vm.power_state.cli_name().into()],
                 ));
             }
             memory::check_vm_constraints(vm)?;

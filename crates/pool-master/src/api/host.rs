@@ -34,11 +34,7 @@ pub async fn dispatch(d: &Arc<Daemon>, verb: &str, args: &Args) -> Option<Result
 fn local_start(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     args.exactly(4)?;
     let vm = args.str(1, "vm")?;
-    let disks: Vec<PathBuf> = args
-        .strings(2, "disks")?
-        .into_iter()
-        .map(PathBuf::from)
-        .collect();
+    let disks: Vec<PathBuf> = args.strings(2, "disks")?.into_iter().map(PathBuf::from).collect();
     let seq = args.int(3, "first_seq")?;
     let first = u64::try_from(seq).ok();
     d.driver
@@ -76,10 +72,7 @@ async fn member_hello(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
             .map(str::to_string)
             .ok_or_else(|| ApiError::uuid_invalid("host", &uuid))?;
         for (vm_ref, vm) in txn.all::<VmRecord>() {
-            if vm.resident_on == host_ref
-                && vm.power_state != PowerState::Halted
-                && !running.contains(&vm.uuid)
-            {
+            if vm.resident_on == host_ref && vm.power_state != PowerState::Halted && !running.contains(&vm.uuid) {
                 txn.update::<VmRecord>(&vm_ref, |v| {
                     v.power_state = PowerState::Halted;
                     v.resident_on = NULL_REF.into();

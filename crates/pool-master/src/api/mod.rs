@@ -28,11 +28,7 @@ use crate::daemon::{host_is_slave, Daemon};
 use crate::sessions::Principal;
 
 /// Methods a member host serves itself instead of redirecting to the master.
-const MEMBER_METHODS: &[&str] = &[
-    "host.local_vm_start",
-    "host.local_vm_stop",
-    "host.local_vm_list",
-];
+const MEMBER_METHODS: &[&str] = &["host.local_vm_start", "host.local_vm_stop", "host.local_vm_list"];
 
 /// Methods only other hosts of the pool may call.
 const INTERNAL_METHODS: &[&str] = &[
@@ -49,11 +45,7 @@ pub fn unknown(method: &str) -> ApiError {
 }
 
 /// Handle one call.
-pub async fn dispatch(
-    d: &Arc<Daemon>,
-    method: &str,
-    params: Vec<Value>,
-) -> Result<Value, ApiError> {
+pub async fn dispatch(d: &Arc<Daemon>, method: &str, params: Vec<Value>) -> Result<Value, ApiError> {
     let args = Args::new(method, params);
     match method {
         "session.login_with_password" => return session::login(d, &args),

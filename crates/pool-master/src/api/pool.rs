@@ -46,14 +46,9 @@ async fn join(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     let (host, local_srs) = {
         let m = d.model();
         if m.host.len() > 1 {
-            return Err(joining_error(
-                codes::JOINING_HOST_CANNOT_BE_MASTER_OF_OTHER_HOSTS,
-            ));
+            return Err(joining_error(codes::JOINING_HOST_CANNOT_BE_MASTER_OF_OTHER_HOSTS));
         }
-        if m.vm
-            .iter()
-            .any(|(_, v)| v.power_state != PowerState::Halted)
-        {
+        if m.vm.iter().any(|(_, v)| v.power_state != PowerState::Halted) {
             return Err(joining_error(codes::JOINING_HOST_CANNOT_HAVE_RUNNING_VMS));
         }
         if !m.vm.is_empty() || !m.vdi.is_empty() {
@@ -88,10 +83,7 @@ async fn join(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
         return Err(ApiError::not_allowed("A host cannot join its own pool."));
     }
     let mut master = Client::new(&master_address, d.config.port);
-    master
-        .login(&username, &password)
-        .await
-        .map_err(join_contact_error)?;
+    master.login(&username, &password).await.map_err(join_contact_error)?;
     let answer = master
         .call("pool.join_request", vec![json!(host), json!(local_srs)])
         .await
@@ -107,10 +99,7 @@ async fn join(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     // Take the master's database as it is now.
     let mut member = Client::new(&master_address, d.config.port).no_redirect();
     let session = member
-        .call_raw(
-            "session.slave_login",
-            vec![json!(d.host_uuid), json!(secret)],
-        )
+        .call_raw("session.slave_login", vec![json!(d.host_uuid), json!(secret)])
         .await
         .map_err(join_contact_error)?;
     member.set_session(session.as_str().unwrap_or_default().to_string());
@@ -152,8 +141,8 @@ async fn join_request(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
             vec!["pool.join_request needs a user session".into()],
         ));
     }
-    let mut host: HostRecord = serde_json::from_value(args.raw(1).cloned().unwrap_or_default())
-        .map_err(|_| ApiError::field_type("host"))?;
+    let mut host: HostRecord =
+        serde_json::from_value(args.raw(1).cloned().unwrap_or_default()).map_err(|_| ApiError::field_type("host"))?;
     let local = args
         .raw(2)
         .and_then(Value::as_array)
@@ -167,11 +156,7 @@ async fn join_request(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
                 host.uuid
             )));
         }
-        if txn
-            .all::<HostRecord>()
-            .iter()
-            .any(|(_, h)| h.address == host.address)
-        {
+        if txn.all::<HostRecord>().iter().any(|(_, h)| h.address == host.address) {
             return Err(ApiError::not_allowed(format!(
                 "A host with address {} is already in the pool.",
                 host.address
@@ -188,30 +173,21 @@ async fn join_request(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
                 .get("ref")
                 .and_then(Value::as_str)
                 .ok_or_else(|| ApiError::field_type("srs"))?;
-            let record: SrRecord =
-                serde_json::from_value(sr.get("record").cloned().unwrap_or_default())
-                    .map_err(|_| ApiError::field_type("srs"))?;
-            if txn.get::<SrRecord>(sr_ref).is_some()
-                || txn.base().sr.ref_of_uuid(record.uuid()).is_some()
-            {
+            let record: SrRecord = serde_json::from_value(sr.get("record").cloned().unwrap_or_default())
+                .map_err(|_| ApiError::field_type("srs"))?;
+            if txn.get::<SrRecord>(sr_ref).is_some() || txn.base().sr.ref_of_uuid(record.uuid()).is_some() {
                 return Err(ApiError::not_allowed(format!(
                     "SR {} is already in the pool.",
                     record.uuid
                 )));
             }
-            for pbd in sr
-                .get("pbds")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
+            for pbd in sr.get("pbds").and_then(Value::as_array).into_iter().flatten() {
                 let pbd_ref = pbd
                     .get(0)
                     .and_then(Value::as_str)
                     .ok_or_else(|| ApiError::field_type("srs"))?;
-                let mut rec: PbdRecord =
-                    serde_json::from_value(pbd.get(1).cloned().unwrap_or_default())
-                        .map_err(|_| ApiError::field_type("srs"))?;
+                let mut rec: PbdRecord = serde_json::from_value(pbd.get(1).cloned().unwrap_or_default())
+                    .map_err(|_| ApiError::field_type("srs"))?;
                 rec.host = host_ref.clone();
                 txn.put(pbd_ref, rec);
                 pbds.push(pbd_ref.to_string());
@@ -234,8 +210,7 @@ async fn join_request(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
 /// `since`, waiting up to `wait_seconds` for one when there is none yet.
 async fn sync_database(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     args.exactly(3)?;
-    let since = u64::try_from(args.int(1, "since")?)
-        .map_err(|_| ApiError::invalid_value("since", "negative"))?;
+    let since = u64::try_from(args.int(1, "since")?).map_err(|_| ApiError::invalid_value("since", "negative"))?;
     let wait = Duration::try_from_secs_f64(args.float_or(2, "wait", 0.0)?.max(0.0))
         .unwrap_or(MAX_SYNC_WAIT)
         .min(MAX_SYNC_WAIT);
@@ -256,10 +231,7 @@ async fn sync_database(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> 
                 .iter()
                 .map(|(g, c)| json!({"generation": g, "rows": replication::encode_rows(c)}))
                 .collect();
-            let generation = commits
-                .last()
-                .and_then(|c| c["generation"].as_u64())
-                .unwrap_or(current);
+            let generation = commits.last().and_then(|c| c["generation"].as_u64()).unwrap_or(current);
             return Ok(json!({"generation": generation, "commits": commits}));
         }
     }

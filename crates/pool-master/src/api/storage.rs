@@ -10,9 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use serde_json::{json, Value};
-use xapi_proto::records::{
-    HostRecord, PbdRecord, SrRecord, StringMap, VbdRecord, VdiRecord, VmRecord,
-};
+use xapi_proto::records::{HostRecord, PbdRecord, SrRecord, StringMap, VbdRecord, VdiRecord, VmRecord};
 use xapi_proto::{codes, ApiError};
 
 use super::Args;
@@ -22,12 +20,7 @@ use crate::model::{new_ref, new_uuid};
 /// The SR types this build can create.
 pub const SR_TYPES: &[&str] = &["dir"];
 
-pub async fn dispatch(
-    d: &Arc<Daemon>,
-    class: &str,
-    verb: &str,
-    args: &Args,
-) -> Option<Result<Value, ApiError>> {
+pub async fn dispatch(d: &Arc<Daemon>, class: &str, verb: &str, args: &Args) -> Option<Result<Value, ApiError>> {
     Some(match (class, verb) {
         ("SR", "create") => sr_create(d, args).await,
         ("SR", "destroy") => sr_destroy(d, args).await,
@@ -40,10 +33,7 @@ pub async fn dispatch(
 }
 
 fn backend_failure(detail: String) -> ApiError {
-    ApiError::new(
-        codes::SR_BACKEND_FAILURE,
-        vec!["1".into(), String::new(), detail],
-    )
+    ApiError::new(codes::SR_BACKEND_FAILURE, vec!["1".into(), String::new(), detail])
 }
 
 /// `SR.create(session, host, device_config, physical_size, name_label,
@@ -65,9 +55,7 @@ async fn sr_create(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     }
     let location = device_config
         .get("location")
-        .ok_or_else(|| {
-            backend_failure("device-config:location is required: the directory of the SR".into())
-        })?
+        .ok_or_else(|| backend_failure("device-config:location is required: the directory of the SR".into()))?
         .clone();
     let path = Path::new(&location);
     if !path.is_absolute() {
@@ -82,10 +70,7 @@ async fn sr_create(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     d.write(|txn| {
         let (host_ref, _) = args.reference::<HostRecord>(1, txn)?;
         let hosts: Vec<String> = if shared {
-            txn.all::<HostRecord>()
-                .into_iter()
-                .map(|(r, _)| r)
-                .collect()
+            txn.all::<HostRecord>().into_iter().map(|(r, _)| r).collect()
         } else {
             vec![host_ref]
         };
@@ -162,13 +147,9 @@ async fn sr_destroy(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
 async fn vdi_create(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     args.exactly(2)?;
     let given = args.object(1, "args")?.clone();
-    let mut vdi: VdiRecord =
-        serde_json::from_value(Value::Object(given)).map_err(|_| ApiError::field_type("args"))?;
+    let mut vdi: VdiRecord = serde_json::from_value(Value::Object(given)).map_err(|_| ApiError::field_type("args"))?;
     if vdi.virtual_size < 0 {
-        return Err(ApiError::invalid_value(
-            "virtual_size",
-            vdi.virtual_size.to_string(),
-        ));
+        return Err(ApiError::invalid_value("virtual_size", vdi.virtual_size.to_string()));
     }
     vdi.uuid = new_uuid();
     vdi.location = format!("{}.disk", vdi.uuid);
@@ -195,13 +176,8 @@ async fn vdi_destroy(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
             if !vdi.vbds.is_empty() {
                 return Err(ApiError::new("VDI_IN_USE", vec![vdi_ref, "destroy".into()]));
             }
-            let host_ref = txn
-                .base()
-                .pool()
-                .map(|(_, p)| p.master.clone())
-                .unwrap_or_default();
-            let file =
-                crate::hostops::sr_path(txn, &host_ref, &vdi.sr).map(|dir| dir.join(&vdi.location));
+            let host_ref = txn.base().pool().map(|(_, p)| p.master.clone()).unwrap_or_default();
+            let file = crate::hostops::sr_path(txn, &host_ref, &vdi.sr).map(|dir| dir.join(&vdi.location));
             txn.update::<SrRecord>(&vdi.sr, |sr| sr.vdis.retain(|v| *v != vdi_ref));
             txn.delete::<VdiRecord>(&vdi_ref);
             Ok(file)
@@ -221,8 +197,7 @@ async fn vdi_destroy(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
 async fn vbd_create(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     args.exactly(2)?;
     let given = args.object(1, "args")?.clone();
-    let mut vbd: VbdRecord =
-        serde_json::from_value(Value::Object(given)).map_err(|_| ApiError::field_type("args"))?;
+    let mut vbd: VbdRecord = serde_json::from_value(Value::Object(given)).map_err(|_| ApiError::field_type("args"))?;
     vbd.uuid = new_uuid();
     vbd.currently_attached = false;
     let vbd_ref = new_ref();
@@ -236,11 +211,7 @@ async fn vbd_create(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
         if vm.power_state != xapi_proto::records::PowerState::Halted {
             return Err(ApiError::new(
                 codes::VM_BAD_POWER_STATE,
-                vec![
-                    vbd.vm.clone(),
-                    "halted".into(),
-                    vm.power_state.cli_name().into(),
-                ],
+                vec![vbd.vm.clone(), "halted".into(), vm.power_state.cli_name().into()],
             ));
         }
         txn.update::<VmRecord>(&vbd.vm, |v| v.vbds.push(vbd_ref.clone()));
@@ -261,11 +232,7 @@ async fn vbd_destroy(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
             if vm.power_state != xapi_proto::records::PowerState::Halted {
                 return Err(ApiError::new(
                     codes::VM_BAD_POWER_STATE,
-                    vec![
-                        vbd.vm.clone(),
-                        "halted".into(),
-                        vm.power_state.cli_name().into(),
-                    ],
+                    vec![vbd.vm.clone(), "halted".into(), vm.power_state.cli_name().into()],
                 ));
             }
         }

@@ -34,11 +34,7 @@ pub async fn dispatch(d: &Arc<Daemon>, verb: &str, args: &Args) -> Option<Result
 fn bad_power_state(vm_ref: &str, expected: PowerState, actual: PowerState) -> ApiError {
     ApiError::new(
         codes::VM_BAD_POWER_STATE,
-        vec![
-            vm_ref.to_string(),
-            expected.cli_name().into(),
-            actual.cli_name().into(),
-        ],
+        vec![vm_ref.to_string(), expected.cli_name().into(), actual.cli_name().into()],
     )
 }
 
@@ -47,13 +43,9 @@ fn bad_power_state(vm_ref: &str, expected: PowerState, actual: PowerState) -> Ap
 async fn create(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     args.exactly(2)?;
     let given = args.object(1, "args")?.clone();
-    let mut vm: VmRecord = serde_json::from_value(Value::Object(given.clone()))
-        .map_err(|_| ApiError::field_type("args"))?;
-    for field in [
-        "memory_dynamic_max",
-        "memory_dynamic_min",
-        "memory_static_min",
-    ] {
+    let mut vm: VmRecord =
+        serde_json::from_value(Value::Object(given.clone())).map_err(|_| ApiError::field_type("args"))?;
+    for field in ["memory_dynamic_max", "memory_dynamic_min", "memory_static_min"] {
         if !given.contains_key(field) {
             match field {
                 "memory_dynamic_max" => vm.memory_dynamic_max = vm.memory_static_max,
@@ -63,10 +55,7 @@ async fn create(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
         }
     }
     memory::check_vm_constraints(&vm)?;
-    if !matches!(
-        vm.ha_restart_priority.as_str(),
-        "restart" | "best-effort" | ""
-    ) {
+    if !matches!(vm.ha_restart_priority.as_str(), "restart" | "best-effort" | "") {
         return Err(ApiError::invalid_value(
             "ha_restart_priority",
             vm.ha_restart_priority.clone(),
@@ -133,16 +122,10 @@ fn check_host(
     host: &HostRecord,
 ) -> Result<Vec<std::path::PathBuf>, ApiError> {
     if !host.live {
-        return Err(ApiError::new(
-            codes::HOST_OFFLINE,
-            vec![host_ref.to_string()],
-        ));
+        return Err(ApiError::new(codes::HOST_OFFLINE, vec![host_ref.to_string()]));
     }
     if !host.enabled {
-        return Err(ApiError::new(
-            codes::HOST_DISABLED,
-            vec![host_ref.to_string()],
-        ));
+        return Err(ApiError::new(codes::HOST_DISABLED, vec![host_ref.to_string()]));
     }
     let disks = hostops::disk_paths(txn, vm_ref, vm, host_ref)?;
     let needed = memory::footprint(vm);
@@ -158,11 +141,7 @@ fn check_host(
 
 /// Choose a host for `vm`: its affinity host if it fits, else the host with
 /// the most free memory (ties to the lowest uuid).
-fn choose_host(
-    txn: &Txn,
-    vm_ref: &str,
-    vm: &VmRecord,
-) -> Result<(Target, Vec<std::path::PathBuf>), ApiError> {
+fn choose_host(txn: &Txn, vm_ref: &str, vm: &VmRecord) -> Result<(Target, Vec<std::path::PathBuf>), ApiError> {
     let hosts = txn.all::<HostRecord>();
     if let Some((r, h)) = hosts.iter().find(|(r, _)| *r == vm.affinity) {
         if let Ok(disks) = check_host(txn, vm_ref, vm, r, h) {
@@ -186,10 +165,7 @@ fn choose_host(
 
 /// Record `vm_ref` as running on `host_ref` (or halted when `None`).
 fn set_residence(txn: &mut Txn, vm_ref: &str, host_ref: Option<&str>) {
-    let old = txn
-        .get::<VmRecord>(vm_ref)
-        .map(|v| v.resident_on)
-        .unwrap_or_default();
+    let old = txn.get::<VmRecord>(vm_ref).map(|v| v.resident_on).unwrap_or_default();
     txn.update::<VmRecord>(vm_ref, |vm| match host_ref {
         Some(h) => {
             vm.power_state = PowerState::Running;
@@ -239,9 +215,7 @@ async fn start(d: &Arc<Daemon>, args: &Args, on: bool) -> Result<Value, ApiError
     hostops::start_guest(d, &target, &vm.uuid, disks, None).await?;
     let committed = w.commit(|txn| {
         set_residence(txn, &vm_ref, Some(&target.host_ref));
-        txn.update::<VmRecord>(&vm_ref, |v| {
-            v.ha_always_run = v.ha_restart_priority == "restart"
-        });
+        txn.update::<VmRecord>(&vm_ref, |v| v.ha_always_run = v.ha_restart_priority == "restart");
         Ok(())
     });
     if let Err(e) = committed {
@@ -259,15 +233,11 @@ async fn shutdown(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     let (vm_ref, vm, target) = w.read(|txn| {
         let (vm_ref, vm) = args.reference::<VmRecord>(1, txn)?;
         if vm.power_state != PowerState::Running {
-            return Err(bad_power_state(
-                &vm_ref,
-                PowerState::Running,
-                vm.power_state,
-            ));
+            return Err(bad_power_state(&vm_ref, PowerState::Running, vm.power_state));
         }
-        let host = txn.get::<HostRecord>(&vm.resident_on).ok_or_else(|| {
-            ApiError::internal(format!("VM {} is resident on an unknown host", vm.uuid))
-        })?;
+        let host = txn
+            .get::<HostRecord>(&vm.resident_on)
+            .ok_or_else(|| ApiError::internal(format!("VM {} is resident on an unknown host", vm.uuid)))?;
         let target = Target::new(&vm.resident_on, &host);
         Ok((vm_ref, vm, target))
     })?;
@@ -294,20 +264,16 @@ async fn migrate(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
         let (vm_ref, vm) = args.reference::<VmRecord>(1, txn)?;
         let (host_ref, host) = args.reference::<HostRecord>(2, txn)?;
         if vm.power_state != PowerState::Running {
-            return Err(bad_power_state(
-                &vm_ref,
-                PowerState::Running,
-                vm.power_state,
-            ));
+            return Err(bad_power_state(&vm_ref, PowerState::Running, vm.power_state));
         }
         if vm.resident_on == host_ref {
             return Err(ApiError::not_allowed(
                 "The VM is already resident on the destination host.",
             ));
         }
-        let source_host = txn.get::<HostRecord>(&vm.resident_on).ok_or_else(|| {
-            ApiError::internal(format!("VM {} is resident on an unknown host", vm.uuid))
-        })?;
+        let source_host = txn
+            .get::<HostRecord>(&vm.resident_on)
+            .ok_or_else(|| ApiError::internal(format!("VM {} is resident on an unknown host", vm.uuid)))?;
         let disks = check_host(txn, &vm_ref, &vm, &host_ref, &host)?;
         Ok((
             vm_ref,

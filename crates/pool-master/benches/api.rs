@@ -1,0 +1,177 @@
+//! API benchmark against a real 3-host lab pool with 1,000 VMs.
+//!
+//! Measures: `xe vm-list --minimal` end to end (process start, login, one
+//! `get_all_records`, logout), JSON-RPC read calls per second
+//! (`VM.get_record`), and committed writes per second (`VM.set_order`, each
+//! durable in SQLite with `synchronous=FULL` before it is acknowledged).
+//!
+//! Run: `cargo build --release && cargo bench -p pool-master --bench api`.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use xapi_client::Client;
+
+const VMS: usize = 1000;
+const CLIENTS: usize = 4;
+const PHASE: Duration = Duration::from_secs(5);
+const XE_RUNS: usize = 200;
+
+struct Lab(Child, tempfile::TempDir);
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.0.wait();
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+async fn rate(address: &str, port: u16, vms: &[String], write: bool) -> f64 {
+    let mut tasks = Vec::new();
+    for c in 0..CLIENTS {
+        let (address, vms) = (address.to_string(), vms.to_vec());
+        tasks.push(tokio::spawn(async move {
+            let mut client = Client::new(&address, port);
+            client.login("root", "bench").await.expect("login");
+            let start = Instant::now();
+            let mut n = 0u64;
+            while start.elapsed() < PHASE {
+                let vm = &vms[(n as usize * CLIENTS + c) % vms.len()];
+                if write {
+                    client
+                        .call("VM.set_order", vec![json!(vm), json!(n as i64)])
+                        .await
+                        .expect("write");
+                } else {
+                    client.call("VM.get_record", vec![json!(vm)]).await.expect("read");
+                }
+                n += 1;
+            }
+            client.logout().await;
+            n
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.expect("task");
+    }
+    total as f64 / PHASE.as_secs_f64()
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let xapid = PathBuf::from(env!("CARGO_BIN_EXE_xapid"));
+    let xe = xapid.with_file_name("xe");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let subnet = format!(
+        "127.{}.{}",
+        rand::random_range(1..=250u8),
+        rand::random_range(1..=250u8)
+    );
+    let port = rand::random_range(20000..60000u16).to_string();
+    let child = Command::new(&xapid)
+        .args([
+            "lab",
+            "--hosts",
+            "3",
+            "--vms",
+            "0",
+            "--password",
+            "bench",
+            "--subnet",
+            &subnet,
+            "--port",
+            &port,
+        ])
+        .arg("--dir")
+        .arg(dir.path())
+        .args(["--host-memory", &(1i64 << 50).to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the lab");
+    let lab = Lab(child, dir);
+    let master = format!("{subnet}.1");
+    let port: u16 = port.parse().expect("port");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let vms: Vec<String> = runtime.block_on(async {
+        let start = Instant::now();
+        let mut client = loop {
+            let mut c = Client::new(&master, port);
+            match c.login("root", "bench").await {
+                Ok(())
+                    if c.call("host.get_all", vec![])
+                        .await
+                        .ok()
+                        .map(|v| v.as_array().map_or(0, Vec::len))
+                        == Some(3) =>
+                {
+                    break c
+                }
+                _ if start.elapsed() > Duration::from_secs(60) => panic!("the lab did not come up"),
+                _ => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        };
+        let mut vms = Vec::with_capacity(VMS);
+        for i in 0..VMS {
+            let r = client
+                .call(
+                    "VM.create",
+                    vec![json!({"name_label": format!("bench{i:04}"), "memory_static_max": 1i64 << 30})],
+                )
+                .await
+                .expect("VM.create");
+            vms.push(r.as_str().unwrap_or_default().to_string());
+        }
+        client.logout().await;
+        vms
+    });
+    println!(
+        "pool: 3 hosts (lab), {VMS} VMs; {CLIENTS} concurrent clients, {}s per phase",
+        PHASE.as_secs()
+    );
+
+    if xe.exists() {
+        let extra = format!("server={master},port={port},username=root,password=bench");
+        let mut times = Vec::with_capacity(XE_RUNS);
+        for _ in 0..XE_RUNS {
+            let start = Instant::now();
+            let out = Command::new(&xe)
+                .args(["vm-list", "--minimal"])
+                .env("XE_EXTRA_ARGS", &extra)
+                .output()
+                .expect("xe");
+            times.push(start.elapsed().as_secs_f64() * 1000.0);
+            assert!(out.status.success());
+            assert_eq!(String::from_utf8_lossy(&out.stdout).trim_end().split(',').count(), VMS);
+        }
+        times.sort_by(f64::total_cmp);
+        println!(
+            "xe vm-list --minimal ({XE_RUNS} runs): median {:.1} ms, p90 {:.1} ms, p99 {:.1} ms",
+            percentile(&times, 0.5),
+            percentile(&times, 0.9),
+            percentile(&times, 0.99)
+        );
+    } else {
+        println!(
+            "xe vm-list --minimal: skipped, {} is not built (cargo build --release first)",
+            xe.display()
+        );
+    }
+    let reads = runtime.block_on(rate(&master, port, &vms, false));
+    println!("VM.get_record: {reads:.0} calls/s");
+    let writes = runtime.block_on(rate(&master, port, &vms, true));
+    println!("VM.set_order (committed, synchronous=FULL): {writes:.0} writes/s");
+    drop(lab);
+}

@@ -1,0 +1,206 @@
+//! A real `xapid` fed hostile input over raw HTTP: it answers each request in
+//! XAPI's shape, never crashes, and every rejected write leaves the database
+//! as it was.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+struct Daemon {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start() -> Daemon {
+    let dir = tempfile::tempdir().unwrap();
+    let port = 20000 + (std::process::id() % 20000) as u16;
+    let child = Command::new(env!("CARGO_BIN_EXE_xapid"))
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args([
+            "--address",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--root-password",
+            "pw",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let d = Daemon { child, port, _dir: dir };
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(20), "xapid did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    d
+}
+
+/// POST `body` to /jsonrpc; (status, body).
+fn post(port: u16, body: &[u8]) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let head = format!(
+        "POST /jsonrpc HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    let _ = s.write_all(body);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn call(port: u16, method: &str, params: Value) -> Value {
+    let body = json!({"jsonrpc": "2.0", "method": method, "params": params, "id": 1}).to_string();
+    let (status, text) = post(port, body.as_bytes());
+    assert_eq!(status, 200, "{text}");
+    serde_json::from_str(&text).unwrap()
+}
+
+fn error_of(v: &Value) -> (String, Vec<String>) {
+    let e = &v["error"];
+    let data = e["data"]
+        .as_array()
+        .map(|a| a.iter().map(|x| x.as_str().unwrap_or_default().to_string()).collect());
+    (
+        e["message"].as_str().unwrap_or_default().to_string(),
+        data.unwrap_or_default(),
+    )
+}
+
+#[test]
+fn hostile_input_gets_xapi_errors_and_changes_nothing() {
+    let d = start();
+    let p = d.port;
+    let s = call(p, "session.login_with_password", json!(["root", "pw", "2.21", "test"]))["result"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let vms = call(p, "VM.get_all_records", json!([s]));
+    let vm = call(
+        p,
+        "VM.create",
+        json!([s, {"name_label": "a", "memory_static_max": 1 << 30}]),
+    )["result"]
+        .clone();
+    let before = call(p, "VM.get_record", json!([s, vm]))["result"].clone();
+    assert!(vms["result"].as_object().unwrap().is_empty());
+
+    // Not JSON, not an object, no method, oversized.
+    let (status, body) = post(p, b"{\"jsonrpc\": \"2.0\", \"method\": ");
+    assert_eq!(status, 200);
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["error"]["code"], -32700);
+    let (_, body) = post(p, b"[1, 2, 3]");
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["error"]["code"], -32600);
+    let (status, _) = post(p, &vec![b'x'; 2 << 20]);
+    assert_eq!(status, 413, "a 2 MiB body is refused");
+    let (_, body) = post(p, &[0xff, 0xfe, 0x00, 0x7b]);
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["error"]["code"], -32700);
+
+    // XAPI's errors for wrong calls.
+    assert_eq!(
+        error_of(&call(p, "VM.frobnicate", json!([s, vm]))).0,
+        "MESSAGE_METHOD_UNKNOWN"
+    );
+    assert_eq!(
+        error_of(&call(p, "Nope.get_all", json!([s]))).0,
+        "MESSAGE_METHOD_UNKNOWN"
+    );
+    assert_eq!(error_of(&call(p, "nodot", json!([]))).0, "MESSAGE_METHOD_UNKNOWN");
+    assert_eq!(
+        error_of(&call(p, "VM.start", json!([s]))),
+        (
+            "MESSAGE_PARAMETER_COUNT_MISMATCH".into(),
+            vec!["VM.start".into(), "4".into(), "1".into()]
+        )
+    );
+    assert_eq!(
+        error_of(&call(p, "VM.set_order", json!([s, vm, "seven"]))).0,
+        "FIELD_TYPE_ERROR"
+    );
+    assert_eq!(
+        error_of(&call(p, "VM.set_order", json!([s, vm, -1]))).0,
+        "INVALID_VALUE"
+    );
+    assert_eq!(
+        error_of(&call(p, "VM.set_ha_restart_priority", json!([s, vm, "always"]))).0,
+        "INVALID_VALUE"
+    );
+    assert_eq!(
+        error_of(&call(p, "VM.set_memory_static_max", json!([s, vm, 1]))).0,
+        "MEMORY_CONSTRAINT_VIOLATION"
+    );
+    assert_eq!(
+        error_of(&call(p, "VM.set_power_state", json!([s, vm, "Running"]))).0,
+        "MESSAGE_METHOD_UNKNOWN"
+    );
+    assert_eq!(
+        error_of(&call(p, "VM.set_affinity", json!([s, vm, "OpaqueRef:nope"]))).0,
+        "HANDLE_INVALID"
+    );
+    assert_eq!(
+        error_of(&call(p, "VM.get_record", json!([s, "OpaqueRef:nope"]))),
+        ("HANDLE_INVALID".into(), vec!["VM".into(), "OpaqueRef:nope".into()])
+    );
+    assert_eq!(
+        error_of(&call(p, "VM.get_by_uuid", json!([s, "nope"]))).0,
+        "UUID_INVALID"
+    );
+    assert_eq!(
+        error_of(&call(p, "VM.get_all", json!(["OpaqueRef:forged"]))),
+        ("SESSION_INVALID".into(), vec!["OpaqueRef:forged".into()])
+    );
+    assert_eq!(error_of(&call(p, "VM.get_all", json!([42]))).0, "SESSION_INVALID");
+    assert_eq!(
+        error_of(&call(p, "session.login_with_password", json!(["root", "bad"]))).0,
+        "SESSION_AUTHENTICATION_FAILED"
+    );
+    assert_eq!(
+        error_of(&call(p, "session.slave_login", json!(["h", "guess"]))).0,
+        "SESSION_AUTHENTICATION_FAILED"
+    );
+    assert_eq!(
+        error_of(&call(p, "pool.sync_database", json!([s, 0, 0.0]))).0,
+        "PERMISSION_DENIED"
+    );
+    assert_eq!(
+        error_of(&call(p, "VM.create", json!([s, {"memory_static_max": "big"}]))).0,
+        "FIELD_TYPE_ERROR"
+    );
+    assert_eq!(
+        error_of(&call(p, "VM.add_to_other_config", json!([s, vm, "k", 1]))).0,
+        "FIELD_TYPE_ERROR"
+    );
+
+    // Version 1.0 requests get 1.0-shaped answers.
+    let (_, body) = post(p, br#"{"method":"VM.get_all","params":["bad"],"id":null}"#);
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["error"], json!(["SESSION_INVALID", "bad"]));
+    assert!(v.get("jsonrpc").is_none());
+
+    // Still alive, and the VM exactly as it was.
+    assert_eq!(call(p, "VM.get_record", json!([s, vm]))["result"], before);
+    assert_eq!(call(p, "session.logout", json!([s]))["result"], "");
+    assert_eq!(error_of(&call(p, "VM.get_all", json!([s]))).0, "SESSION_INVALID");
+}
