@@ -19,7 +19,8 @@ const CLIENTS: usize = 4;
 const PHASE: Duration = Duration::from_secs(5);
 const XE_RUNS: usize = 200;
 
-struct Lab(Child, tempfile::TempDir);
+/// The lab process, and its directory (removed when the lab is dropped).
+struct Lab(Child, #[allow(dead_code)] tempfile::TempDir);
 
 impl Drop for Lab {
     fn drop(&mut self) {
