@@ -1,6 +1,8 @@
 //! Black-box tests: real `xapid` processes (a lab pool) driven by the real
 //! `xe` binary, as an admin would.
 
+#![allow(clippy::unwrap_used)]
+
 // The harness: start a lab pool, run xe against it, stop it.
 mod util;
 

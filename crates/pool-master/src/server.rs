@@ -35,7 +35,8 @@ async fn handle(State(d): State<Arc<Daemon>>, body: Bytes) -> Response {
     let bytes = match jsonrpc::parse_request(&body) {
         Err(e) => jsonrpc::encode_envelope_error(&e),
         Ok(req) => match crate::api::dispatch(&d, &req.method, req.params).await {
-            Ok(result) => jsonrpc::encode_result(req.version, &req.id, result),
+            Ok(crate::api::Reply::Value(result)) => jsonrpc::encode_result(req.version, &req.id, result),
+            Ok(crate::api::Reply::Json(text)) => jsonrpc::encode_result_json(req.version, &req.id, &text),
             Err(err) => {
                 tracing::debug!(method = %req.method, "{err}");
                 jsonrpc::encode_error(req.version, &req.id, &err)

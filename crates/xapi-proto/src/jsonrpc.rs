@@ -97,6 +97,17 @@ pub fn encode_result(version: Version, id: &Value, result: Value) -> Vec<u8> {
     v.to_string().into_bytes()
 }
 
+/// Encode a successful response whose result is already JSON text (a large
+/// result serialized straight from records, without a `Value` tree).
+pub fn encode_result_json(version: Version, id: &Value, result_json: &str) -> Vec<u8> {
+    let id = id.to_string();
+    match version {
+        Version::V2 => format!(r#"{{"jsonrpc":"2.0","result":{result_json},"id":{id}}}"#),
+        Version::V1 => format!(r#"{{"result":{result_json},"error":null,"id":{id}}}"#),
+    }
+    .into_bytes()
+}
+
 /// Encode an API error response.
 pub fn encode_error(version: Version, id: &Value, err: &ApiError) -> Vec<u8> {
     let v = match version {
@@ -230,6 +241,14 @@ mod tests {
         );
         let v1: Value = serde_json::from_slice(&encode_error(Version::V1, &json!(3), &err)).unwrap();
         assert_eq!(v1, json!({"result":null,"error":["HA_NOT_ENABLED"],"id":3}));
+    }
+
+    #[test]
+    fn preserialized_results_decode_like_values() {
+        for version in [Version::V1, Version::V2] {
+            let back = decode_response(&encode_result_json(version, &json!("a"), r#"{"x":[1,2]}"#)).unwrap();
+            assert_eq!(back, json!({"x": [1, 2]}));
+        }
     }
 
     proptest! {

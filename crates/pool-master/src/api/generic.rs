@@ -1,4 +1,5 @@
-//! The methods every class has: `get_all`, `get_all_records`, `get_record`,
+//! The methods every class has: `get_all`, `get_all_records` (served as
+//! pre-serialized text by [`all_records_json`]), `get_record`,
 //! `get_by_uuid`, `get_by_name_label`, `get_<field>`, `set_<field>`,
 //! `add_to_<map>` and `remove_from_<map>`.
 //!
@@ -7,7 +8,7 @@
 
 use std::sync::Arc;
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use xapi_proto::classes::{self, FieldType};
 use xapi_proto::records::{
     HostRecord, MessageRecord, PbdRecord, PoolRecord, PowerState, SrRecord, VbdRecord, VdiRecord, VmRecord, NULL_REF,
@@ -39,6 +40,26 @@ pub async fn dispatch(d: &Arc<Daemon>, class: &str, verb: &str, args: &Args) -> 
     }
 }
 
+/// `<class>.get_all_records` as JSON text, serialized straight from the records.
+pub fn all_records_json(d: &Arc<Daemon>, class: &str) -> Result<String, ApiError> {
+    fn text<T: Record>(d: &Daemon) -> Result<String, ApiError> {
+        let m = d.model();
+        let rows: std::collections::BTreeMap<&String, &T> = T::table(&m).iter().collect();
+        serde_json::to_string(&rows).map_err(|e| ApiError::internal(e.to_string()))
+    }
+    match class {
+        "pool" => text::<PoolRecord>(d),
+        "host" => text::<HostRecord>(d),
+        "VM" => text::<VmRecord>(d),
+        "SR" => text::<SrRecord>(d),
+        "PBD" => text::<PbdRecord>(d),
+        "VDI" => text::<VdiRecord>(d),
+        "VBD" => text::<VbdRecord>(d),
+        "message" => text::<MessageRecord>(d),
+        _ => Err(unknown(&format!("{class}.get_all_records"))),
+    }
+}
+
 fn to_json<T: Record>(record: &T) -> Value {
     serde_json::to_value(record).unwrap_or(Value::Null)
 }
@@ -52,12 +73,6 @@ async fn handle<T: Record>(d: &Arc<Daemon>, verb: &str, args: &Args) -> Result<V
             let mut refs: Vec<&String> = T::table(&m).iter().map(|(r, _)| r).collect();
             refs.sort();
             Ok(json!(refs))
-        }
-        "get_all_records" => {
-            args.exactly(1)?;
-            let m = d.model();
-            let map: Map<String, Value> = T::table(&m).iter().map(|(r, v)| (r.clone(), to_json(v))).collect();
-            Ok(Value::Object(map))
         }
         "get_record" => {
             args.exactly(2)?;

@@ -44,8 +44,26 @@ pub fn unknown(method: &str) -> ApiError {
     ApiError::new(codes::MESSAGE_METHOD_UNKNOWN, vec![method.to_string()])
 }
 
+/// A call's result: a JSON value, or JSON text serialized straight from
+/// records (for large results such as `get_all_records`).
+pub enum Reply {
+    Value(Value),
+    Json(String),
+}
+
 /// Handle one call.
-pub async fn dispatch(d: &Arc<Daemon>, method: &str, params: Vec<Value>) -> Result<Value, ApiError> {
+pub async fn dispatch(d: &Arc<Daemon>, method: &str, params: Vec<Value>) -> Result<Reply, ApiError> {
+    let (class, verb) = method.split_once('.').unwrap_or_default();
+    if verb == "get_all_records" && xapi_proto::classes::CLASSES.contains(&class) && d.is_master() {
+        let args = Args::new(method, params);
+        args.session(d)?;
+        args.exactly(1)?;
+        return generic::all_records_json(d, class).map(Reply::Json);
+    }
+    route(d, method, params).await.map(Reply::Value)
+}
+
+async fn route(d: &Arc<Daemon>, method: &str, params: Vec<Value>) -> Result<Value, ApiError> {
     let args = Args::new(method, params);
     match method {
         "session.login_with_password" => return session::login(d, &args),
