@@ -46,3 +46,28 @@ fn lab_status_lists_hosts_and_roles() {
     assert!(text.contains("master"), "{text}");
     assert!(text.contains(&format!("member of {}", lab.master())), "{text}");
 }
+
+#[test]
+fn xe_pointed_at_a_member_follows_it_to_the_master() {
+    let lab = Lab::start(2, 1);
+    let extra = format!(
+        "server={},port={},username=root,password={}",
+        lab.host_address(2),
+        lab.port,
+        crate::util::PASSWORD
+    );
+    let r = crate::util::run_xe(&["vm-list", "--minimal"], &[("XE_EXTRA_ARGS", &extra)], lab.dir.path());
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.stdout.trim_end(), lab.xe_min(&["vm-list"]));
+    // Writes through a member land on the master.
+    let vm = lab.xe_min(&["vm-list"]);
+    let r = crate::util::run_xe(
+        &["vm-param-set", &format!("uuid={vm}"), "name-label=renamed"],
+        &[("XE_EXTRA_ARGS", &extra)],
+        lab.dir.path(),
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(lab.xe_min(&["vm-list", "params=name-label"]), "renamed");
+    // The pool has no alerts yet; message-list prints nothing and succeeds.
+    assert_eq!(lab.xe_ok(&["message-list"]), "");
+}
