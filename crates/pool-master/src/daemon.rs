@@ -213,26 +213,17 @@ impl Daemon {
         users: Vec<(String, String)>,
         generation: u64,
     ) -> Result<(), StoreError> {
-        let mut store = self.store.lock().await;
-        store.replace_all(&snapshot, &users, generation)?;
-        store.set_local(&[
+        self.replace_replica(snapshot, users, generation).await?;
+        self.store.lock().await.set_local(&[
             ("role", "member"),
             ("master_address", master_address),
             ("pool_secret", secret),
         ])?;
-        let mut model = Model {
-            generation,
-            ..Model::default()
-        };
-        model.apply(snapshot);
-        *self.model.write().unwrap_or_else(|p| p.into_inner()) = model;
-        *self.users.write().unwrap_or_else(|p| p.into_inner()) = users.into_iter().collect();
         *self.pool_secret.write().unwrap_or_else(|p| p.into_inner()) = secret.to_string();
         *self.role.write().unwrap_or_else(|p| p.into_inner()) = Role::Member {
             master_address: master_address.to_string(),
         };
         self.log.lock().unwrap_or_else(|p| p.into_inner()).clear();
-        self.generation.send_replace(generation);
         Ok(())
     }
 

@@ -104,20 +104,6 @@ pub async fn stop_guest(d: &Daemon, target: &Target, vm_uuid: &str) -> Result<Op
     }
 }
 
-/// The SRs a VM's disks live on.
-pub fn vm_srs(txn: &Txn, vm: &VmRecord) -> Vec<String> {
-    let mut srs: Vec<String> = vm
-        .vbds
-        .iter()
-        .filter_map(|vbd| txn.get::<VbdRecord>(vbd))
-        .filter_map(|vbd| txn.get::<VdiRecord>(&vbd.vdi))
-        .map(|vdi| vdi.sr)
-        .collect();
-    srs.sort();
-    srs.dedup();
-    srs
-}
-
 /// The directory through which `host_ref` reaches `sr_ref`, if it has an
 /// attached PBD for it.
 pub fn sr_path(txn: &Txn, host_ref: &str, sr_ref: &str) -> Option<PathBuf> {

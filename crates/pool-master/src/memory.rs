@@ -51,15 +51,22 @@ pub fn check_vm_constraints(vm: &VmRecord) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The VMs running on `host_ref` in `txn`, and the memory they occupy.
+fn residents(txn: &Txn, host_ref: &str) -> (Vec<String>, i64) {
+    let mut refs = Vec::new();
+    let mut used = 0;
+    for (r, vm) in txn.all::<VmRecord>() {
+        if vm.resident_on == host_ref && vm.power_state != PowerState::Halted {
+            used += footprint(&vm);
+            refs.push(r);
+        }
+    }
+    (refs, used)
+}
+
 /// A host's free memory, counting the VMs resident on it in `txn`.
 pub fn host_free(txn: &Txn, host_ref: &str, host: &HostRecord) -> i64 {
-    let used: i64 = txn
-        .all::<VmRecord>()
-        .iter()
-        .filter(|(_, vm)| vm.resident_on == host_ref && vm.power_state != PowerState::Halted)
-        .map(|(_, vm)| footprint(vm))
-        .sum();
-    (host.memory_total - host.memory_overhead - used).max(0)
+    (host.memory_total - host.memory_overhead - residents(txn, host_ref).1).max(0)
 }
 
 /// Recompute `memory_free` and `resident_VMs` of a host after VMs moved.
@@ -67,13 +74,9 @@ pub fn refresh_host(txn: &mut Txn, host_ref: &str) {
     let Some(mut host) = txn.get::<HostRecord>(host_ref) else {
         return;
     };
-    host.memory_free = host_free(txn, host_ref, &host);
-    host.resident_vms = txn
-        .all::<VmRecord>()
-        .into_iter()
-        .filter(|(_, vm)| vm.resident_on == host_ref && vm.power_state != PowerState::Halted)
-        .map(|(r, _)| r)
-        .collect();
+    let (refs, used) = residents(txn, host_ref);
+    host.memory_free = (host.memory_total - host.memory_overhead - used).max(0);
+    host.resident_vms = refs;
     txn.put(host_ref, host);
 }
 

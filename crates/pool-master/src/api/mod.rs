@@ -21,8 +21,7 @@ use serde_json::Value;
 use xapi_proto::{codes, ApiError};
 
 pub use args::Args;
-pub use message::now_wire;
-pub use pool::{refresh_liveness, MEMBER_SILENCE_LIMIT};
+pub use pool::refresh_liveness;
 
 use crate::daemon::{host_is_slave, Daemon};
 use crate::sessions::Principal;

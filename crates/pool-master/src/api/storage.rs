@@ -10,7 +10,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use serde_json::{json, Value};
-use xapi_proto::records::{HostRecord, PbdRecord, SrRecord, StringMap, VbdRecord, VdiRecord, VmRecord};
+use xapi_proto::records::{
+    HostRecord, PbdRecord, PoolRecord, SrRecord, StringMap, VbdRecord, VdiRecord, VmRecord, NULL_REF,
+};
 use xapi_proto::{codes, ApiError};
 
 use super::Args;
@@ -124,17 +126,17 @@ async fn sr_destroy(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
             }
             txn.delete::<PbdRecord>(pbd_ref);
         }
-        txn.update::<xapi_proto::records::PoolRecord>(
-            &txn.all::<xapi_proto::records::PoolRecord>()
-                .first()
-                .map(|(r, _)| r.clone())
-                .unwrap_or_default(),
-            |p| {
-                if p.default_sr == sr_ref {
-                    p.default_sr = xapi_proto::records::NULL_REF.into();
-                }
-            },
-        );
+        if let Some((pool_ref, pool)) = txn.base().pool().map(|(r, p)| (r.clone(), p.clone())) {
+            if pool.default_sr == sr_ref {
+                txn.put(
+                    &pool_ref,
+                    PoolRecord {
+                        default_sr: NULL_REF.into(),
+                        ..pool
+                    },
+                );
+            }
+        }
         txn.delete::<SrRecord>(&sr_ref);
         Ok(())
     })
