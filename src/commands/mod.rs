@@ -52,9 +52,9 @@ pub struct Ctx<'a, 'c> {
     pub spec: &'a Spec,
 }
 
-impl Ctx<'_, '_> {
+impl<'a> Ctx<'a, '_> {
     /// The command's own parameter names (never filters).
-    pub fn consumed(&self) -> Vec<&str> {
+    pub fn consumed(&self) -> Vec<&'a str> {
         self.spec
             .reqd
             .iter()

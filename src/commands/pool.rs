@@ -55,18 +55,10 @@ fn sr_create(ctx: &mut Ctx) -> Result<(), XeError> {
             .parse::<i64>()
             .map_err(|_| XeError::cli("Failed to parse parameter 'physical-size': expecting an integer"))?,
     };
-    let device_config: serde_json::Map<String, serde_json::Value> = ctx
-        .params
-        .map_entries("device-config")
-        .into_iter()
-        .map(|(k, v)| (k, json!(v)))
-        .collect();
-    let sm_config: serde_json::Map<String, serde_json::Value> = ctx
-        .params
-        .map_entries("sm-config")
-        .into_iter()
-        .map(|(k, v)| (k, json!(v)))
-        .collect();
+    let map = |prefix: &str| -> std::collections::BTreeMap<String, String> {
+        ctx.params.map_entries(prefix).into_iter().collect()
+    };
+    let (device_config, sm_config) = (map("device-config"), map("sm-config"));
     let sr = ctx.records.conn.call(
         "SR.create",
         vec![

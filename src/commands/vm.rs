@@ -54,8 +54,6 @@ pub fn commands() -> Vec<Spec> {
 /// per VM on stdout and the command fails at the end.
 fn each_vm(ctx: &mut Ctx, op: impl Fn(&mut Ctx, &str, &Value) -> Result<(), XeError>) -> Result<(), XeError> {
     let consumed = ctx.consumed();
-    let consumed: Vec<String> = consumed.iter().map(|s| s.to_string()).collect();
-    let consumed: Vec<&str> = consumed.iter().map(String::as_str).collect();
     let vms = ctx.records.select_for_op(&VM, ctx.params, &consumed)?;
     if vms.len() == 1 {
         return op(ctx, &vms[0].0, &vms[0].1);

@@ -140,7 +140,7 @@ fn random_password() -> String {
 pub async fn run(options: LabOptions) -> Result<()> {
     let dir = match &options.dir {
         Some(d) => d.clone(),
-        None => tempdir_path()?,
+        None => std::env::temp_dir().join(format!("pool-ha-lab-{}", std::process::id())),
     };
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let dir = dir.canonicalize()?;
@@ -189,11 +189,6 @@ pub async fn run(options: LabOptions) -> Result<()> {
     state.save()?;
     println!("Stopped. Start it again with: xapid lab --dir {}", dir.display());
     Ok(())
-}
-
-fn tempdir_path() -> Result<PathBuf> {
-    let base = std::env::temp_dir().join(format!("pool-ha-lab-{}", std::process::id()));
-    Ok(base)
 }
 
 fn new_state(options: &LabOptions, dir: &Path) -> Result<LabState> {
@@ -278,7 +273,7 @@ async fn build_pool(state: &LabState, options: &LabOptions) -> Result<()> {
     c.login("root", &state.password).await?;
     let pool = first(&c.call("pool.get_all", vec![]).await?)?;
     c.call("pool.set_name_label", vec![json!(pool), json!("lab")]).await?;
-    let host = first(&c.call("pool.get_master", vec![json!(pool)]).await.map(|v| json!([v]))?)?;
+    let host = c.call("pool.get_master", vec![json!(pool)]).await?;
     let sr_dir = state.dir.join("sr");
     let sr = c
         .call(

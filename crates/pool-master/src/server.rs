@@ -15,10 +15,8 @@ use axum::routing::post;
 use axum::Router;
 use tokio::net::TcpListener;
 use xapi_proto::jsonrpc;
-use xapi_proto::records::{HostRecord, PowerState, VmRecord, NULL_REF};
 
 use crate::daemon::{Daemon, Role};
-use crate::memory;
 
 /// The largest request body accepted.
 pub const MAX_BODY: usize = 1 << 20;
@@ -60,28 +58,9 @@ pub async fn reconcile_at_start(d: &Arc<Daemon>) -> Result<(), xapi_proto::ApiEr
     if d.role() != Role::Master {
         return Ok(());
     }
-    let address = d.config.address.clone();
-    let memory_total = d.config.memory_total;
-    let me = d.host_uuid.clone();
-    d.write(|txn| {
-        let host_ref = txn.base().host.ref_of_uuid(&me).map(str::to_string).unwrap_or_default();
-        for (vm_ref, vm) in txn.all::<VmRecord>() {
-            if vm.resident_on == host_ref && vm.power_state != PowerState::Halted {
-                txn.update::<VmRecord>(&vm_ref, |v| {
-                    v.power_state = PowerState::Halted;
-                    v.resident_on = NULL_REF.into();
-                });
-            }
-        }
-        txn.update::<HostRecord>(&host_ref, |h| {
-            h.live = true;
-            h.address = address.clone();
-            h.memory_total = memory_total;
-        });
-        memory::refresh_host(txn, &host_ref);
-        Ok(())
-    })
-    .await
+    let (uuid, address, memory_total) = (&d.host_uuid, &d.config.address, d.config.memory_total);
+    d.write(|txn| crate::api::record_host_start(txn, uuid, address, memory_total, &[]))
+        .await
 }
 
 /// Serve the API of `d` on `listener` until `shutdown` resolves, with the

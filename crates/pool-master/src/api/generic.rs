@@ -20,24 +20,51 @@ use crate::daemon::Daemon;
 use crate::memory;
 use crate::model::{Record, Txn};
 
+/// Evaluate `$body` with `$t` bound to the record type of the API class
+/// `$class`, or `$other` when the API has no such class.
+macro_rules! by_class {
+    ($class:expr, $t:ident => $body:expr, _ => $other:expr) => {
+        match $class {
+            "pool" => {
+                type $t = PoolRecord;
+                $body
+            }
+            "host" => {
+                type $t = HostRecord;
+                $body
+            }
+            "VM" => {
+                type $t = VmRecord;
+                $body
+            }
+            "SR" => {
+                type $t = SrRecord;
+                $body
+            }
+            "PBD" => {
+                type $t = PbdRecord;
+                $body
+            }
+            "VDI" => {
+                type $t = VdiRecord;
+                $body
+            }
+            "VBD" => {
+                type $t = VbdRecord;
+                $body
+            }
+            "message" => {
+                type $t = MessageRecord;
+                $body
+            }
+            _ => $other,
+        }
+    };
+}
+
 /// Route a generic verb of `class`.
 pub async fn dispatch(d: &Arc<Daemon>, class: &str, verb: &str, args: &Args) -> Result<Value, ApiError> {
-    macro_rules! with {
-        ($t:ty) => {
-            handle::<$t>(d, verb, args).await
-        };
-    }
-    match class {
-        "pool" => with!(PoolRecord),
-        "host" => with!(HostRecord),
-        "VM" => with!(VmRecord),
-        "SR" => with!(SrRecord),
-        "PBD" => with!(PbdRecord),
-        "VDI" => with!(VdiRecord),
-        "VBD" => with!(VbdRecord),
-        "message" => with!(MessageRecord),
-        _ => Err(unknown(args.method())),
-    }
+    by_class!(class, T => handle::<T>(d, verb, args).await, _ => Err(unknown(args.method())))
 }
 
 /// `<class>.get_all_records` as JSON text, serialized straight from the records.
@@ -47,17 +74,7 @@ pub fn all_records_json(d: &Arc<Daemon>, class: &str) -> Result<String, ApiError
         let rows: std::collections::BTreeMap<&String, &T> = T::table(&m).iter().collect();
         serde_json::to_string(&rows).map_err(|e| ApiError::internal(e.to_string()))
     }
-    match class {
-        "pool" => text::<PoolRecord>(d),
-        "host" => text::<HostRecord>(d),
-        "VM" => text::<VmRecord>(d),
-        "SR" => text::<SrRecord>(d),
-        "PBD" => text::<PbdRecord>(d),
-        "VDI" => text::<VdiRecord>(d),
-        "VBD" => text::<VbdRecord>(d),
-        "message" => text::<MessageRecord>(d),
-        _ => Err(unknown(&format!("{class}.get_all_records"))),
-    }
+    by_class!(class, T => text::<T>(d), _ => Err(unknown(&format!("{class}.get_all_records"))))
 }
 
 fn to_json<T: Record>(record: &T) -> Value {
@@ -202,13 +219,7 @@ fn check_ref(txn: &Txn, class: &str, r: &str) -> Result<(), ApiError> {
     if r == NULL_REF {
         return Ok(());
     }
-    let exists = match class {
-        "host" => txn.get::<HostRecord>(r).is_some(),
-        "SR" => txn.get::<SrRecord>(r).is_some(),
-        "VM" => txn.get::<VmRecord>(r).is_some(),
-        "VDI" => txn.get::<VdiRecord>(r).is_some(),
-        _ => true,
-    };
+    let exists = by_class!(class, T => txn.get::<T>(r).is_some(), _ => true);
     if exists {
         Ok(())
     } else {
@@ -234,16 +245,31 @@ fn validate_set<T: Record>(r: &str, updated: &mut T, field: &str, value: &Value)
     Ok(())
 }
 
+/// `INVALID_VALUE` unless `priority` is one XAPI accepts (`restart`,
+/// `best-effort`, or empty for unprotected).
+pub(crate) fn check_restart_priority(priority: &str) -> Result<(), ApiError> {
+    match priority {
+        "restart" | "best-effort" | "" => Ok(()),
+        other => Err(ApiError::invalid_value("ha_restart_priority", other)),
+    }
+}
+
+/// `INVALID_VALUE ["<field> must be non-negative", value]`, as XAPI words it
+/// for `order`, `start_delay` and `shutdown_delay`.
+pub(crate) fn check_non_negative(field: &str, value: i64) -> Result<(), ApiError> {
+    if value < 0 {
+        return Err(ApiError::invalid_value(
+            format!("{field} must be non-negative"),
+            value.to_string(),
+        ));
+    }
+    Ok(())
+}
+
 fn validate_vm(r: &str, vm: &mut VmRecord, field: &str, value: &Value) -> Result<(), ApiError> {
-    let text = match value {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
     match field {
         "ha_restart_priority" => {
-            if !matches!(vm.ha_restart_priority.as_str(), "restart" | "best-effort" | "") {
-                return Err(ApiError::invalid_value("ha_restart_priority", text));
-            }
+            check_restart_priority(&vm.ha_restart_priority)?;
             if vm.power_state != PowerState::Halted {
                 vm.ha_always_run = vm.ha_restart_priority == "restart";
             }
@@ -251,9 +277,7 @@ fn validate_vm(r: &str, vm: &mut VmRecord, field: &str, value: &Value) -> Result
         "ha_always_run" if vm.ha_always_run && vm.ha_restart_priority.is_empty() => {
             vm.ha_restart_priority = "restart".into();
         }
-        "order" | "start_delay" | "shutdown_delay" if value.as_i64().unwrap_or(0) < 0 => {
-            return Err(ApiError::invalid_value(format!("{field} must be non-negative"), text));
-        }
+        "order" | "start_delay" | "shutdown_delay" => check_non_negative(field, value.as_i64().unwrap_or(0))?,
         f if f.starts_with("memory_") => {
             if vm.power_state != PowerState::Halted {
                 return Err(ApiError::new(

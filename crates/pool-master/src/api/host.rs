@@ -18,6 +18,7 @@ use super::Args;
 use crate::daemon::Daemon;
 use crate::driver::DriverError;
 use crate::memory;
+use crate::model::Txn;
 
 pub async fn dispatch(d: &Arc<Daemon>, verb: &str, args: &Args) -> Option<Result<Value, ApiError>> {
     Some(match verb {
@@ -57,6 +58,39 @@ async fn local_stop(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     }
 }
 
+/// Record that the host `uuid` (re)started: it is live at `address` with
+/// `memory_total`, and of the VMs the database places on it only `running`
+/// still run (the others died with its previous process).
+pub(crate) fn record_host_start(
+    txn: &mut Txn,
+    uuid: &str,
+    address: &str,
+    memory_total: i64,
+    running: &[String],
+) -> Result<(), ApiError> {
+    let host_ref = txn
+        .base()
+        .host
+        .ref_of_uuid(uuid)
+        .map(str::to_string)
+        .ok_or_else(|| ApiError::uuid_invalid("host", uuid))?;
+    for (vm_ref, vm) in txn.all::<VmRecord>() {
+        if vm.resident_on == host_ref && vm.power_state != PowerState::Halted && !running.contains(&vm.uuid) {
+            txn.update::<VmRecord>(&vm_ref, |v| {
+                v.power_state = PowerState::Halted;
+                v.resident_on = NULL_REF.into();
+            });
+        }
+    }
+    txn.update::<HostRecord>(&host_ref, |h| {
+        h.live = true;
+        h.address = address.to_string();
+        h.memory_total = memory_total;
+    });
+    memory::refresh_host(txn, &host_ref);
+    Ok(())
+}
+
 /// `host.member_hello(session, host_uuid, address, memory_total, running)`.
 async fn member_hello(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     args.exactly(5)?;
@@ -64,30 +98,8 @@ async fn member_hello(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     let address = args.str(2, "address")?.to_string();
     let memory_total = args.int(3, "memory_total")?;
     let running = args.strings(4, "running")?;
-    d.write(|txn| {
-        let host_ref = txn
-            .base()
-            .host
-            .ref_of_uuid(&uuid)
-            .map(str::to_string)
-            .ok_or_else(|| ApiError::uuid_invalid("host", &uuid))?;
-        for (vm_ref, vm) in txn.all::<VmRecord>() {
-            if vm.resident_on == host_ref && vm.power_state != PowerState::Halted && !running.contains(&vm.uuid) {
-                txn.update::<VmRecord>(&vm_ref, |v| {
-                    v.power_state = PowerState::Halted;
-                    v.resident_on = NULL_REF.into();
-                });
-            }
-        }
-        txn.update::<HostRecord>(&host_ref, |h| {
-            h.live = true;
-            h.address = address.clone();
-            h.memory_total = memory_total;
-        });
-        memory::refresh_host(txn, &host_ref);
-        Ok(())
-    })
-    .await?;
+    d.write(|txn| record_host_start(txn, &uuid, &address, memory_total, &running))
+        .await?;
     d.last_seen
         .lock()
         .unwrap_or_else(|p| p.into_inner())

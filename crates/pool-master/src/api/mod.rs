@@ -21,6 +21,7 @@ use serde_json::Value;
 use xapi_proto::{codes, ApiError};
 
 pub use args::Args;
+pub(crate) use host::record_host_start;
 pub use pool::refresh_liveness;
 
 use crate::daemon::{host_is_slave, Daemon};

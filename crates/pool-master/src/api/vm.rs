@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use xapi_proto::records::{HostRecord, PowerState, VbdRecord, VdiRecord, VmRecord, NULL_REF};
 use xapi_proto::{codes, ApiError};
 
-use super::Args;
+use super::{generic, Args};
 use crate::daemon::Daemon;
 use crate::hostops::{self, Target};
 use crate::memory;
@@ -45,34 +45,20 @@ async fn create(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     let given = args.object(1, "args")?.clone();
     let mut vm: VmRecord =
         serde_json::from_value(Value::Object(given.clone())).map_err(|_| ApiError::field_type("args"))?;
-    for field in ["memory_dynamic_max", "memory_dynamic_min", "memory_static_min"] {
-        if !given.contains_key(field) {
-            match field {
-                "memory_dynamic_max" => vm.memory_dynamic_max = vm.memory_static_max,
-                "memory_dynamic_min" => vm.memory_dynamic_min = vm.memory_dynamic_max,
-                _ => vm.memory_static_min = vm.memory_dynamic_min,
-            }
-        }
+    if !given.contains_key("memory_dynamic_max") {
+        vm.memory_dynamic_max = vm.memory_static_max;
+    }
+    if !given.contains_key("memory_dynamic_min") {
+        vm.memory_dynamic_min = vm.memory_dynamic_max;
+    }
+    if !given.contains_key("memory_static_min") {
+        vm.memory_static_min = vm.memory_dynamic_min;
     }
     memory::check_vm_constraints(&vm)?;
-    if !matches!(vm.ha_restart_priority.as_str(), "restart" | "best-effort" | "") {
-        return Err(ApiError::invalid_value(
-            "ha_restart_priority",
-            vm.ha_restart_priority.clone(),
-        ));
-    }
-    for (name, v) in [
-        ("order", vm.order),
-        ("start_delay", vm.start_delay),
-        ("shutdown_delay", vm.shutdown_delay),
-    ] {
-        if v < 0 {
-            return Err(ApiError::invalid_value(
-                format!("{name} must be non-negative"),
-                v.to_string(),
-            ));
-        }
-    }
+    generic::check_restart_priority(&vm.ha_restart_priority)?;
+    generic::check_non_negative("order", vm.order)?;
+    generic::check_non_negative("start_delay", vm.start_delay)?;
+    generic::check_non_negative("shutdown_delay", vm.shutdown_delay)?;
     vm.uuid = new_uuid();
     vm.power_state = PowerState::Halted;
     vm.resident_on = NULL_REF.into();
