@@ -2,58 +2,32 @@
 //! where each protected VM restarts.
 //!
 //! Pure by design: no I/O, no clock, no async runtime, deterministic. The
-//! pool master hands it a description of hosts and protected VMs and acts on
-//! the answer. The planning algorithms arrive with the planner work; this
-//! crate holds the input model they share.
+//! pool master describes hosts and protected VMs ([`Pool`]) and acts on the
+//! answers of a [`Planner`]:
+//! - [`Planner::max_host_failures_to_tolerate`], with a witness for one
+//!   failure more;
+//! - [`Planner::plan_exists`] for a given number of failures (the
+//!   overcommit check);
+//! - [`Planner::restart_plan`] for a set of failed hosts.
+//!
+//! Two modes: `exact` (the default) searches the failure game and proves
+//! its answers; `xapi` re-implements XAPI's binpack as the reference.
+//!
+//! Layout: `model` (input), `problem` (dense form and state), `pack`
+//! (greedy placement and the search budget), `bounds` (cheap necessary and
+//! sufficient conditions), `exact` (the game search), `xapi` (the
+//! reference), `planner` (the public questions).
 
-/// A host as the planner sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Host {
-    pub uuid: String,
-    /// Memory available to protected VMs, in bytes.
-    pub memory_free: i64,
-}
+mod bounds;
+mod exact;
+mod model;
+mod pack;
+mod planner;
+mod problem;
+mod xapi;
 
-/// A protected VM as the planner sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Vm {
-    pub uuid: String,
-    /// Memory footprint (static-max plus overhead), in bytes.
-    pub memory: i64,
-    /// The host it runs on.
-    pub resident_on: String,
-}
-
-/// Does `vm` fit on `host` by memory alone?
-pub fn fits(host: &Host, vm: &Vm) -> bool {
-    vm.memory <= host.memory_free
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_vm_fits_when_memory_allows() {
-        let h = Host {
-            uuid: "h".into(),
-            memory_free: 10,
-        };
-        assert!(fits(
-            &h,
-            &Vm {
-                uuid: "v".into(),
-                memory: 10,
-                resident_on: "x".into()
-            }
-        ));
-        assert!(!fits(
-            &h,
-            &Vm {
-                uuid: "v".into(),
-                memory: 11,
-                resident_on: "x".into()
-            }
-        ));
-    }
-}
+pub use model::{Host, PlanError, Pool, Reason, Resource, Vm, MAX_HOSTS};
+pub use planner::{
+    max_host_failures_to_tolerate, plan_exists, restart_plan, Mode, Placement, Planner, Proof, RestartPlan, Tolerance,
+    Verdict, Witness, DEFAULT_BUDGET,
+};

@@ -1,0 +1,149 @@
+//! Cheap proofs about a state, used before (and instead of) any search.
+//!
+//! [`refute`] checks necessary conditions: if one fails it names a set of at
+//! most `k` hosts whose simultaneous failure leaves protected VMs with
+//! nowhere to go, so no plan for `k` failures exists. [`certify`] checks
+//! sufficient conditions: if one holds, restarting each failed host's VMs
+//! on the live host with the most free memory survives every sequence of
+//! `k` failures.
+//!
+//! Both rest on one fact: only the VMs of failed hosts move, so after a set
+//! F of hosts fails, the VMs that were on F (and any VM still waiting for a
+//! host) must fit into the free memory of the hosts outside F.
+
+use crate::problem::{bit, hosts_of, Problem, State};
+
+/// The VMs that may ever need a host: those placed and those pending.
+fn all_vms<'a>(st: &'a State, pending: &'a [u32]) -> impl Iterator<Item = u32> + 'a {
+    hosts_of(st.alive)
+        .flat_map(|h| st.on[h].iter().copied())
+        .chain(pending.iter().copied())
+}
+
+/// The `k` live hosts with the largest `value` (ties: lower index).
+fn top_k(st: &State, k: u32, value: impl Fn(usize) -> i64) -> Vec<usize> {
+    let mut hosts: Vec<(i64, usize)> = hosts_of(st.alive).map(|h| (value(h), h)).collect();
+    hosts.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    hosts.into_iter().take(k as usize).map(|(_, h)| h).collect()
+}
+
+/// Up to this many distinct VM sizes serve as thresholds in [`refute`].
+const THRESHOLDS: usize = 12;
+
+/// A set of at most `k` live hosts whose failure no plan survives, if the
+/// necessary conditions find one.
+pub(crate) fn refute(p: &Problem, st: &State, pending: &[u32], k: u32) -> Option<Vec<usize>> {
+    if st.alive_count() < k {
+        // There are not that many hosts left to fail.
+        return Some(hosts_of(st.alive).collect());
+    }
+    let vms: Vec<u32> = all_vms(st, pending).collect();
+    if vms.is_empty() {
+        return None;
+    }
+    if st.alive_count() <= k {
+        return Some(hosts_of(st.alive).collect());
+    }
+    // Every VM needs a live host that reaches its storage and networks.
+    let mut host_of = vec![None; p.size.len()];
+    for h in hosts_of(st.alive) {
+        for &v in &st.on[h] {
+            host_of[v as usize] = Some(h);
+        }
+    }
+    for &v in &vms {
+        // A pending VM has nowhere to go once its allowed hosts fail; a
+        // placed VM once its own host fails too.
+        let mut set = p.allowed[v as usize] & st.alive;
+        if let Some(h) = host_of[v as usize] {
+            set |= bit(h);
+        }
+        if set.count_ones() <= k {
+            return Some(hosts_of(set).collect());
+        }
+    }
+    let free = |h: usize| st.free[h].max(0);
+    let pending_mem: i64 = pending.iter().map(|&v| p.size[v as usize]).sum();
+    let total_free: i64 = hosts_of(st.alive).map(free).sum();
+    // Memory: what the failed hosts held must fit in what the rest have free.
+    let f = top_k(st, k, |h| st.load(p, h) + free(h));
+    let lost: i64 = f.iter().map(|&h| st.load(p, h) + free(h)).sum();
+    if pending_mem + lost > total_free {
+        return Some(f);
+    }
+    // Counting: at most free/t VMs of size >= t fit into `free`.
+    let mut sizes: Vec<i64> = vms.iter().map(|&v| p.size[v as usize]).collect();
+    sizes.sort_unstable_by(|a, b| b.cmp(a));
+    sizes.dedup();
+    let mut thresholds: Vec<i64> = sizes.iter().take(THRESHOLDS).copied().collect();
+    if let Some(&smallest) = sizes.last() {
+        thresholds.push(smallest);
+    }
+    for t in thresholds {
+        let count = |h: usize| st.on[h].iter().filter(|&&v| p.size[v as usize] >= t).count() as i64;
+        let slots = |h: usize| free(h) / t;
+        let pending_count = pending.iter().filter(|&&v| p.size[v as usize] >= t).count() as i64;
+        let total_slots: i64 = hosts_of(st.alive).map(slots).sum();
+        let f = top_k(st, k, |h| count(h) + slots(h));
+        let lost: i64 = f.iter().map(|&h| count(h) + slots(h)).sum();
+        if pending_count + lost > total_slots {
+            return Some(f);
+        }
+    }
+    None
+}
+
+/// True when the sufficient conditions prove that every sequence of up to
+/// `k` failures can be absorbed, with `pending` placed first.
+///
+/// Both conditions need every VM to be allowed on every live host. With `t`
+/// the biggest VM, a host with at least `t` free takes any VM.
+/// - Slots: a host has `free / t` slots and each placement uses at most one.
+/// - Headroom: a host has `free - t + 1` bytes of headroom (if positive) and
+///   a placement of `s` bytes uses at most `s` of it.
+///
+/// Placements onto hosts that later fail use up only those hosts' slots or
+/// headroom, which are lost with them anyway; so the worst case is the `k`
+/// hosts that carry the most VMs plus slots (or memory plus headroom), and
+/// the condition is that what they carry fits into what the rest offer.
+pub(crate) fn certify(p: &Problem, st: &State, pending: &[u32], k: u32) -> bool {
+    if st.alive_count() < k {
+        return false;
+    }
+    let mut t = 0;
+    for v in all_vms(st, pending) {
+        if p.allowed[v as usize] & st.alive != st.alive {
+            return false;
+        }
+        t = t.max(p.size[v as usize]);
+    }
+    if t == 0 {
+        return true;
+    }
+    if st.alive_count() <= k {
+        return false;
+    }
+    let free = |h: usize| st.free[h].max(0);
+
+    let slots = |h: usize| free(h) / t;
+    let total_slots: i64 = hosts_of(st.alive).map(slots).sum();
+    let count = |h: usize| st.on[h].len() as i64;
+    let lost: i64 = top_k(st, k, |h| count(h) + slots(h))
+        .iter()
+        .map(|&h| count(h) + slots(h))
+        .sum();
+    if pending.len() as i64 + lost <= total_slots {
+        return true;
+    }
+
+    let room = |h: usize| (free(h) - t + 1).max(0);
+    let total_room: i64 = hosts_of(st.alive).map(room).sum();
+    let smallest = all_vms(st, pending).map(|v| p.size[v as usize]).min().unwrap_or(0);
+    let pending_mem: i64 = pending.iter().map(|&v| p.size[v as usize]).sum();
+    let lost: i64 = top_k(st, k, |h| st.load(p, h) + room(h))
+        .iter()
+        .map(|&h| st.load(p, h) + room(h))
+        .sum();
+    // The last VM placed needs only some room to be left before it.
+    pending_mem + lost < total_room + smallest
+}

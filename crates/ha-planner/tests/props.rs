@@ -1,0 +1,225 @@
+//! Property tests: the planner against the brute-force oracle on small
+//! pools (up to 6 hosts and 12 protected VMs).
+
+#![allow(clippy::unwrap_used)]
+
+mod brute;
+
+use std::collections::BTreeSet;
+
+use brute::{Brute, Position};
+use ha_planner::{Host, Mode, Placement, Planner, Pool, Proof, Resource, Verdict, Vm};
+use proptest::prelude::*;
+
+/// Memory in GiB-like units: small numbers keep the oracle fast.
+fn pool_strategy() -> impl Strategy<Value = Pool> {
+    (2usize..=6)
+        .prop_flat_map(|n| {
+            let hosts =
+                proptest::collection::vec((0i64..=10, prop::bool::weighted(0.9), prop::bool::weighted(0.85)), n);
+            let vms = proptest::collection::vec((1i64..=5, 0..=n, prop::bool::weighted(0.85)), 0..=12);
+            (hosts, vms)
+        })
+        .prop_map(|(hosts, vms)| {
+            let n = hosts.len();
+            let shared = Resource::Sr("shared".into());
+            let partial = Resource::Sr("partial".into());
+            let hosts: Vec<Host> = hosts
+                .into_iter()
+                .enumerate()
+                .map(|(i, (free, live, reaches_partial))| {
+                    let mut reaches = BTreeSet::from([shared.clone()]);
+                    if reaches_partial {
+                        reaches.insert(partial.clone());
+                    }
+                    Host {
+                        uuid: format!("h{i}"),
+                        memory_free: free,
+                        live,
+                        reaches,
+                    }
+                })
+                .collect();
+            let vms: Vec<Vm> = vms
+                .into_iter()
+                .enumerate()
+                .map(|(i, (mem, at, agile))| Vm {
+                    uuid: format!("v{i:02}"),
+                    memory: mem,
+                    resident_on: (at < n).then(|| format!("h{at}")),
+                    needs: BTreeSet::from([if agile { shared.clone() } else { partial.clone() }]),
+                })
+                .collect();
+            // Hosts pay for the VMs resident on them; keep only pools whose
+            // live hosts are not over-committed to begin with.
+            let mut hosts = hosts;
+            for v in &vms {
+                if let Some(h) = &v.resident_on {
+                    let host = hosts.iter_mut().find(|x| &x.uuid == h).unwrap();
+                    host.memory_free -= v.memory;
+                }
+            }
+            Pool { hosts, vms }
+        })
+        .prop_filter("live hosts within memory", |p| {
+            p.hosts.iter().all(|h| !h.live || h.memory_free >= 0)
+        })
+}
+
+/// Bigger pools with few VMs: enough hosts (7 or 8) for XAPI's planner to
+/// switch to its approximation at 5 or more failures.
+fn wide_pool_strategy() -> impl Strategy<Value = Pool> {
+    (7usize..=8)
+        .prop_flat_map(|n| {
+            let hosts = proptest::collection::vec(0i64..=8, n);
+            let vms = proptest::collection::vec((1i64..=4, 0..n), 0..=6);
+            (hosts, vms)
+        })
+        .prop_map(|(free, vms)| {
+            let sr = Resource::Sr("shared".into());
+            let mut hosts: Vec<Host> = free
+                .into_iter()
+                .enumerate()
+                .map(|(i, f)| Host {
+                    uuid: format!("h{i}"),
+                    memory_free: f,
+                    live: true,
+                    reaches: BTreeSet::from([sr.clone()]),
+                })
+                .collect();
+            let vms: Vec<Vm> = vms
+                .into_iter()
+                .enumerate()
+                .map(|(i, (mem, at))| {
+                    hosts[at].memory_free -= mem;
+                    Vm {
+                        uuid: format!("v{i:02}"),
+                        memory: mem,
+                        resident_on: Some(format!("h{at}")),
+                        needs: BTreeSet::from([sr.clone()]),
+                    }
+                })
+                .collect();
+            Pool { hosts, vms }
+        })
+        .prop_filter("hosts within memory", |p| p.hosts.iter().all(|h| h.memory_free >= 0))
+}
+
+fn truth(pool: &Pool) -> (u32, bool) {
+    let (mut brute, start) = Brute::new(pool);
+    brute.max(&start)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    #[test]
+    fn exact_mode_agrees_with_brute_force(pool in pool_strategy()) {
+        let (max, now) = truth(&pool);
+        let t = Planner::new(Mode::Exact).max_host_failures_to_tolerate(&pool).unwrap();
+        prop_assert!(t.failures <= max, "unsound: planner {} > truth {}", t.failures, max);
+        match t.proof {
+            Proof::Exact => prop_assert_eq!(t.failures, max),
+            Proof::LowerBound { at_most } => prop_assert!(max <= at_most),
+            Proof::Reference => prop_assert!(false, "exact mode gave a reference answer"),
+        }
+        prop_assert_eq!(t.restartable_now, now);
+        if let Some(w) = &t.witness {
+            prop_assert!(w.failed_hosts.len() as u32 <= t.failures + 1);
+            prop_assert!(!w.unplaced_vms.is_empty());
+        }
+    }
+
+    #[test]
+    fn xapi_mode_is_safe_and_never_beats_exact(pool in pool_strategy()) {
+        let (max, _) = truth(&pool);
+        let x = Planner::new(Mode::Xapi).max_host_failures_to_tolerate(&pool).unwrap();
+        let e = Planner::new(Mode::Exact).max_host_failures_to_tolerate(&pool).unwrap();
+        prop_assert!(x.failures <= max, "xapi {} > truth {}", x.failures, max);
+        prop_assert!(e.failures >= x.failures, "exact {} < xapi {}", e.failures, x.failures);
+    }
+
+    #[test]
+    fn both_modes_are_safe_on_wider_pools(pool in wide_pool_strategy()) {
+        let (max, _) = truth(&pool);
+        let x = Planner::new(Mode::Xapi).max_host_failures_to_tolerate(&pool).unwrap();
+        let e = Planner::new(Mode::Exact).max_host_failures_to_tolerate(&pool).unwrap();
+        prop_assert!(x.failures <= max, "xapi {} > truth {}", x.failures, max);
+        prop_assert!(e.failures <= max && e.failures >= x.failures);
+        if e.proof == Proof::Exact {
+            prop_assert_eq!(e.failures, max);
+        }
+    }
+
+    #[test]
+    fn plan_exists_agrees_with_brute_force(pool in pool_strategy(), r in 0u32..4) {
+        let (max, now) = truth(&pool);
+        let truly = now && r <= max;
+        match Planner::new(Mode::Exact).plan_exists(&pool, r).unwrap() {
+            Verdict::Exists => prop_assert!(truly, "claimed a plan for {} but truth is {} (now {})", r, max, now),
+            Verdict::NoPlan(_) => prop_assert!(!truly),
+            Verdict::Unknown => {}
+        }
+    }
+
+    #[test]
+    fn restart_plans_are_valid_and_keep_what_they_claim(pool in pool_strategy(), failed in 0usize..6, keep in 0u32..3) {
+        let live: Vec<String> = pool.hosts.iter().filter(|h| h.live).map(|h| h.uuid.clone()).collect();
+        prop_assume!(!live.is_empty());
+        let failed_host = live[failed % live.len()].clone();
+        let plan = Planner::new(Mode::Exact).restart_plan(&pool, std::slice::from_ref(&failed_host), keep).unwrap();
+        // Apply it to a copy of the pool and check memory and reachability.
+        let mut after = pool.clone();
+        after.hosts.iter_mut().filter(|h| h.uuid == failed_host).for_each(|h| h.live = false);
+        for (vm, placement) in &plan.placements {
+            let v = after.vms.iter_mut().find(|v| &v.uuid == vm).unwrap();
+            if let Placement::Host(h) = placement {
+                let host = after.hosts.iter_mut().find(|x| &x.uuid == h).unwrap();
+                prop_assert!(host.live, "placed on a dead host");
+                prop_assert!(v.needs.iter().all(|n| host.reaches.contains(n)), "placed where its SR is not");
+                host.memory_free -= v.memory;
+                prop_assert!(host.memory_free >= 0, "over-committed {}", h);
+                v.resident_on = Some(h.clone());
+            } else {
+                v.resident_on = None;
+            }
+        }
+        if let Some(k) = plan.tolerates_after {
+            prop_assert!(k <= keep);
+            prop_assert!(plan.placements.iter().all(|(_, p)| matches!(p, Placement::Host(_))));
+            let (mut brute, start) = Brute::new(&after);
+            prop_assert!(brute.valid(&start, &start));
+            prop_assert!(brute.win(&start, &start, k), "the plan does not keep {} failures", k);
+        }
+    }
+}
+
+/// Keeps `Position` in use for readers of the oracle.
+#[test]
+fn oracle_agrees_on_the_seed_example() {
+    let sr = Resource::Sr("s".into());
+    let host = |uuid: &str, free| Host {
+        uuid: uuid.into(),
+        memory_free: free,
+        live: true,
+        reaches: BTreeSet::from([sr.clone()]),
+    };
+    let vm = Vm {
+        uuid: "vm".into(),
+        memory: 4,
+        resident_on: Some("a".into()),
+        needs: BTreeSet::from([sr.clone()]),
+    };
+    let roomy = Pool {
+        hosts: vec![host("a", 4), host("b", 8)],
+        vms: vec![vm.clone()],
+    };
+    let tight = Pool {
+        hosts: vec![host("a", 4), host("b", 2)],
+        vms: vec![vm],
+    };
+    assert_eq!(truth(&roomy), (1, true));
+    assert_eq!(truth(&tight), (0, true));
+    let (_, start): (Brute, Position) = Brute::new(&roomy);
+    assert_eq!(start.alive, vec![true, true]);
+}
