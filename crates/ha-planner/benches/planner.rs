@@ -1,1 +1,135 @@
-fn main() {}
+//! Planner benchmark: generated pools of XenServer's sizes, both modes side
+//! by side. Run with `cargo bench -p ha-planner`; prints a Markdown table
+//! for `docs/benchmarks.md`.
+//!
+//! For each pool: the time of `max_host_failures_to_tolerate`, and of one
+//! `plan_exists(r)` after a change (a new 8 GiB protected VM on the first
+//! host: the overcommit check of a VM start), with each mode's answers.
+
+use std::collections::BTreeSet;
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use ha_planner::{Host, Mode, Planner, Pool, Proof, Resource, Vm};
+
+const GIB: i64 = 1 << 30;
+const MIB: i64 = 1 << 20;
+
+/// A small deterministic generator (xorshift64*).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+/// Footprint of a VM with `gib` of static-max: XAPI's HVM overhead is
+/// roughly 1% of memory plus a few MiB.
+fn footprint(gib: i64) -> i64 {
+    gib * GIB + gib * 10 * MIB + 3 * MIB
+}
+
+/// `hosts` hosts of 512 GiB; `vms` VMs spread round-robin. Uniform: all
+/// 8 GiB. Skewed: 1 to 16 GiB at random, and one 192 GiB VM on host 0.
+fn pool(hosts: usize, vms: usize, skewed: bool) -> Pool {
+    let sr = Resource::Sr("shared".into());
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (hosts as u64) << 8);
+    let mut pool = Pool {
+        hosts: (0..hosts)
+            .map(|i| Host {
+                uuid: format!("host-{i:02}"),
+                memory_free: 512 * GIB - 8 * GIB,
+                live: true,
+                reaches: BTreeSet::from([sr.clone()]),
+            })
+            .collect(),
+        vms: Vec::with_capacity(vms),
+    };
+    for i in 0..vms {
+        let gib = match (skewed, i) {
+            (true, 0) => 192,
+            (true, _) => [1, 2, 4, 8, 16][(rng.next() % 5) as usize],
+            (false, _) => 8,
+        };
+        let h = i % hosts;
+        let memory = footprint(gib);
+        pool.hosts[h].memory_free -= memory;
+        pool.vms.push(Vm {
+            uuid: format!("vm-{i:04}"),
+            memory,
+            resident_on: Some(pool.hosts[h].uuid.clone()),
+            needs: BTreeSet::from([sr.clone()]),
+        });
+    }
+    pool
+}
+
+/// The pool after starting one more protected 8 GiB VM on the first host.
+fn with_new_vm(pool: &Pool) -> Pool {
+    let mut changed = pool.clone();
+    let memory = footprint(8);
+    changed.hosts[0].memory_free -= memory;
+    changed.vms.push(Vm {
+        uuid: "vm-new".into(),
+        memory,
+        resident_on: Some(changed.hosts[0].uuid.clone()),
+        needs: changed.vms[0].needs.clone(),
+    });
+    changed
+}
+
+fn median(mut runs: Vec<Duration>) -> Duration {
+    runs.sort();
+    runs[runs.len() / 2]
+}
+
+fn time<T>(runs: usize, mut f: impl FnMut() -> T) -> (Duration, T) {
+    let mut out = None;
+    let times = (0..runs)
+        .map(|_| {
+            let start = Instant::now();
+            out = Some(black_box(f()));
+            start.elapsed()
+        })
+        .collect();
+    (median(times), out.expect("at least one run"))
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+fn main() {
+    println!("| pool | mode | max failures | proof | time (median) | overcommit check r | plan after change | time (median) |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for (hosts, vms) in [(16, 400), (32, 800), (64, 1600)] {
+        for skewed in [false, true] {
+            let p = pool(hosts, vms, skewed);
+            let changed = with_new_vm(&p);
+            let name = format!("{hosts} x {vms} {}", if skewed { "skewed" } else { "uniform" });
+            for mode in [Mode::Exact, Mode::Xapi] {
+                let planner = Planner::new(mode);
+                let runs = if mode == Mode::Xapi && hosts <= 32 { 3 } else { 7 };
+                let (t_max, tol) = time(runs, || planner.max_host_failures_to_tolerate(&p).expect("valid pool"));
+                let r = tol.failures;
+                let (t_check, verdict) = time(31, || planner.plan_exists(&changed, r).expect("valid pool"));
+                let proof = match tol.proof {
+                    Proof::Exact => "exact".to_string(),
+                    Proof::LowerBound { at_most } => format!("lower bound (at most {at_most})"),
+                    Proof::Reference => "reference".to_string(),
+                };
+                println!(
+                    "| {name} | {mode} | {} | {proof} | {} | {r} | {} | {} |",
+                    tol.failures,
+                    ms(t_max),
+                    if verdict.exists() { "exists" } else { "no plan" },
+                    ms(t_check)
+                );
+            }
+        }
+    }
+}

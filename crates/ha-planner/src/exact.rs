@@ -46,6 +46,10 @@ struct Known {
     no: Option<(u32, Witness)>,
 }
 
+/// Batches bigger than this are only placed greedily: enumerating their
+/// placements would spend any budget on one node.
+const ENUMERATE_AT_MOST: usize = 12;
+
 pub(crate) struct Search<'p> {
     p: &'p Problem,
     memo: HashMap<Vec<u64>, Known>,
@@ -108,7 +112,12 @@ impl<'p> Search<'p> {
                     }
                     return Outcome::No(w);
                 }
-                Outcome::Unknown => unknown = true,
+                Outcome::Unknown => {
+                    unknown = true;
+                    if self.budget.is_spent() {
+                        return Outcome::Unknown;
+                    }
+                }
             }
         }
         if unknown {
@@ -125,6 +134,9 @@ impl<'p> Search<'p> {
         let p = self.p;
         if batch.is_empty() {
             return (self.win(st, k), Some(Vec::new()));
+        }
+        if !self.budget.spend() {
+            return (Outcome::Unknown, None);
         }
         if let Some(f) = refute(p, st, batch, k) {
             return (Outcome::No(self.witness(st, batch, &f)), None);
@@ -160,7 +172,11 @@ impl<'p> Search<'p> {
                 Outcome::Unknown => unknown = true,
             }
         }
-        // Every placement, up to symmetry.
+        // Every placement, up to symmetry, when the batch is small enough for
+        // that to be worth trying.
+        if batch.len() > ENUMERATE_AT_MOST {
+            return (Outcome::Unknown, None);
+        }
         let order = decreasing(p, batch);
         let mut walk = Walk {
             k,

@@ -150,9 +150,22 @@ impl fmt::Display for Reason {
             }
             Reason::NotEnoughMemory { needed, available } => write!(
                 f,
-                "not enough free memory: needs {needed} bytes, at most {available} bytes free on a host that can run it"
+                "not enough free memory: needs {}, at most {} free on a host that can run it",
+                human(*needed),
+                human(*available)
             ),
             Reason::NotAgile => write!(f, "not agile: the xapi planner pins it to one host"),
         }
+    }
+}
+
+/// Bytes for people: MiB below 1 GiB, else GiB with one decimal.
+pub fn human(bytes: i64) -> String {
+    const MIB: i64 = 1 << 20;
+    const GIB: i64 = 1 << 30;
+    if bytes.abs() < GIB {
+        format!("{} MiB", bytes / MIB)
+    } else {
+        format!("{:.1} GiB", bytes as f64 / GIB as f64)
     }
 }

@@ -23,6 +23,10 @@ impl Budget {
         self.left -= 1;
         true
     }
+
+    pub fn is_spent(&self) -> bool {
+        self.left == 0
+    }
 }
 
 /// Which host a greedy rule picks among those a VM fits on.

@@ -45,7 +45,7 @@ impl fmt::Display for Mode {
 /// Search steps allowed per question by default: enough for exact answers
 /// on pools of XenServer's size with typical VM mixes, and a few hundred
 /// milliseconds at worst.
-pub const DEFAULT_BUDGET: u64 = 20_000;
+pub const DEFAULT_BUDGET: u64 = 2_000;
 
 /// A failure set no plan survives.
 #[derive(Debug, Clone, PartialEq, Eq)]
