@@ -5,6 +5,7 @@
 //! `-param-get` and `-param-set` commands come from [`crate::fields`].
 
 mod class;
+mod ha;
 mod pool;
 mod vm;
 
@@ -109,6 +110,7 @@ pub fn table() -> Vec<Spec> {
     ));
     t.extend(vm::commands());
     t.extend(pool::commands());
+    t.extend(ha::commands());
     t.sort_by(|a, b| a.name.cmp(&b.name));
     t
 }

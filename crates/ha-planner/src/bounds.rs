@@ -136,6 +136,10 @@ pub(crate) fn certify(p: &Problem, st: &State, pending: &[u32], k: u32) -> bool 
         return true;
     }
 
+    if tiers(p, st, pending, k) {
+        return true;
+    }
+
     let room = |h: usize| (free(h) - t + 1).max(0);
     let total_room: i64 = hosts_of(st.alive).map(room).sum();
     let smallest = all_vms(st, pending).map(|v| p.size[v as usize]).min().unwrap_or(0);
@@ -146,4 +150,78 @@ pub(crate) fn certify(p: &Problem, st: &State, pending: &[u32], k: u32) -> bool 
         .sum();
     // The last VM placed needs only some room to be left before it.
     pending_mem + lost < total_room + smallest
+}
+
+/// Up to this many of the largest distinct VM sizes are tried as the
+/// lower edge of the "big" tier in [`tiers`].
+const TIER_SPLITS: usize = 3;
+
+/// The sufficient condition for pools with a few big VMs among small ones.
+///
+/// Big VMs (size at least the split) only ever go into *holes*: `t_big`
+/// bytes reserved on each of `m` hosts. Small VMs only use free memory
+/// outside the holes. Over any failure set F, holes are lost by big VMs
+/// moving (those pending, and those on F) and by failed hosts that held an
+/// intact hole; a big VM moved into a hole consumes it, so a host that
+/// fails after taking one loses nothing more. In total at most
+/// `pending_big + Σ_F (big_h + [h has a hole])`: when that is at most `m`, a
+/// hole is always left for the next big VM. Small VMs then need the
+/// headroom condition of [`certify`] on the memory outside the holes
+/// (which a big VM taking a hole never shrinks).
+fn tiers(p: &Problem, st: &State, pending: &[u32], k: u32) -> bool {
+    let vms: Vec<u32> = all_vms(st, pending).collect();
+    let mut sizes: Vec<i64> = vms.iter().map(|&v| p.size[v as usize]).collect();
+    sizes.sort_unstable_by(|a, b| b.cmp(a));
+    sizes.dedup();
+    let Some(&t_big) = sizes.first() else { return true };
+    let free = |h: usize| st.free[h].max(0);
+    for split in sizes.iter().take(TIER_SPLITS).copied() {
+        let big = |v: u32| p.size[v as usize] >= split;
+        let big_on = |h: usize| st.on[h].iter().filter(|&&v| big(v)).count() as i64;
+        let pending_big = pending.iter().filter(|&&v| big(v)).count() as i64;
+        // Holes on the hosts with the most free memory, as few as will do.
+        let mut eligible: Vec<usize> = hosts_of(st.alive).filter(|&h| free(h) >= t_big).collect();
+        eligible.sort_by(|a, b| free(*b).cmp(&free(*a)).then(a.cmp(b)));
+        let mut holes: u64 = 0;
+        let mut found = false;
+        for m in 0..=eligible.len() {
+            if m > 0 {
+                holes |= bit(eligible[m - 1]);
+            }
+            let value = |h: usize| big_on(h) + i64::from(holes & bit(h) != 0);
+            let lost: i64 = top_k(st, k, value).iter().map(|&h| value(h)).sum();
+            if pending_big + lost <= m as i64 {
+                found = true;
+                break;
+            }
+        }
+        if !found {
+            continue;
+        }
+        // Small VMs on the memory outside the holes.
+        let small: Vec<u32> = vms.iter().copied().filter(|&v| !big(v)).collect();
+        let Some(t_small) = small.iter().map(|&v| p.size[v as usize]).max() else {
+            return true;
+        };
+        let smallest = small.iter().map(|&v| p.size[v as usize]).min().unwrap_or(0);
+        let outside = |h: usize| free(h) - if holes & bit(h) != 0 { t_big } else { 0 };
+        let room = |h: usize| (outside(h) - t_small + 1).max(0);
+        let small_load = |h: usize| {
+            st.on[h]
+                .iter()
+                .filter(|&&v| !big(v))
+                .map(|&v| p.size[v as usize])
+                .sum::<i64>()
+        };
+        let pending_small: i64 = pending.iter().filter(|&&v| !big(v)).map(|&v| p.size[v as usize]).sum();
+        let total_room: i64 = hosts_of(st.alive).map(room).sum();
+        let lost: i64 = top_k(st, k, |h| small_load(h) + room(h))
+            .iter()
+            .map(|&h| small_load(h) + room(h))
+            .sum();
+        if pending_small + lost < total_room + smallest {
+            return true;
+        }
+    }
+    false
 }

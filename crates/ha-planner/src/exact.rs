@@ -141,12 +141,8 @@ impl<'p> Search<'p> {
         if let Some(f) = refute(p, st, batch, k) {
             return (Outcome::No(self.witness(st, batch, &f)), None);
         }
-        if certify(p, st, batch, k) {
-            let (plan, left) = greedy(p, st, batch, Rule::MostFree);
-            if left.is_empty() {
-                return (Outcome::Yes, Some(plan));
-            }
-        }
+        // A certificate proves some placement works, not which one: the
+        // greedy candidates below are each checked.
         let mut unknown = false;
         let mut first_no: Option<Witness> = None;
         let mut tried: Vec<Vec<u64>> = Vec::new();

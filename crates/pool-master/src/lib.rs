@@ -23,6 +23,7 @@ pub mod member;
 pub mod memory;
 pub mod model;
 pub mod peers;
+pub mod planning;
 pub mod replication;
 pub mod server;
 pub mod sessions;

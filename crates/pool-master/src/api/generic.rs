@@ -18,7 +18,8 @@ use xapi_proto::{codes, ApiError};
 use super::{unknown, Args};
 use crate::daemon::Daemon;
 use crate::memory;
-use crate::model::{Record, Txn};
+use crate::model::{Model, Record, Txn};
+use crate::planning;
 
 /// Evaluate `$body` with `$t` bound to the record type of the API class
 /// `$class`, or `$other` when the API has no such class.
@@ -166,7 +167,7 @@ async fn set_field<T: Record>(d: &Arc<Daemon>, field: &str, args: &Args) -> Resu
         json[field] = value.clone();
         let mut updated: T =
             serde_json::from_value(json).map_err(|e| ApiError::internal(format!("set {field}: {e}")))?;
-        validate_set(&r, &mut updated, field, &value)?;
+        validate_set(txn.base(), &r, &mut updated, field, &value)?;
         txn.put(&r, updated);
         Ok(())
     })
@@ -207,6 +208,9 @@ async fn map_edit<T: Record>(d: &Arc<Daemon>, field: &str, args: &Args, add: boo
             }
         }
         let updated: T = serde_json::from_value(json).map_err(|e| ApiError::internal(e.to_string()))?;
+        if let Some(pool) = (&updated as &dyn std::any::Any).downcast_ref::<PoolRecord>() {
+            planning::planner(pool)?;
+        }
         txn.put(&r, updated);
         Ok(())
     })
@@ -229,20 +233,33 @@ fn check_ref(txn: &Txn, class: &str, r: &str) -> Result<(), ApiError> {
 
 /// The rules of a class beyond the field's type, applied to the updated
 /// record before it is written.
-fn validate_set<T: Record>(r: &str, updated: &mut T, field: &str, value: &Value) -> Result<(), ApiError> {
+fn validate_set<T: Record>(m: &Model, r: &str, updated: &mut T, field: &str, value: &Value) -> Result<(), ApiError> {
     let any = updated as &mut dyn std::any::Any;
     if let Some(vm) = any.downcast_mut::<VmRecord>() {
         return validate_vm(r, vm, field, value);
     }
     if let Some(pool) = any.downcast_mut::<PoolRecord>() {
-        if field == "ha_host_failures_to_tolerate" && pool.ha_host_failures_to_tolerate < 0 {
-            return Err(ApiError::invalid_value(
-                "ha_host_failures_to_tolerate",
-                value.to_string(),
-            ));
-        }
+        return validate_pool(m, pool, field, value);
     }
     Ok(())
+}
+
+/// Pool rules: host failures to tolerate must be plannable (unless
+/// overcommit is allowed); the planner mode must be one we have.
+fn validate_pool(m: &Model, pool: &PoolRecord, field: &str, value: &Value) -> Result<(), ApiError> {
+    match field {
+        "ha_host_failures_to_tolerate" => {
+            let n = pool.ha_host_failures_to_tolerate;
+            let n = u32::try_from(n)
+                .map_err(|_| ApiError::invalid_value("ha_host_failures_to_tolerate", value.to_string()))?;
+            if !pool.ha_allow_overcommit && !super::ha::plan_exists_for(m, n)?.exists() {
+                return Err(ApiError::bare(codes::HA_OPERATION_WOULD_BREAK_FAILOVER_PLAN));
+            }
+            Ok(())
+        }
+        "other_config" => planning::planner(pool).map(|_| ()),
+        _ => Ok(()),
+    }
 }
 
 /// `INVALID_VALUE` unless `priority` is one XAPI accepts (`restart`,

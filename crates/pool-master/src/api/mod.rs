@@ -8,6 +8,7 @@
 
 pub mod args;
 mod generic;
+mod ha;
 mod host;
 mod message;
 mod pool;
@@ -86,8 +87,14 @@ async fn route(d: &Arc<Daemon>, method: &str, params: Vec<Value>) -> Result<Valu
         ));
     }
     let handled = match class {
-        "VM" => vm::dispatch(d, verb, &args).await,
-        "pool" => pool::dispatch(d, verb, &args).await,
+        "VM" => match ha::vm(d, verb, &args).await {
+            Some(result) => Some(result),
+            None => vm::dispatch(d, verb, &args).await,
+        },
+        "pool" => match ha::pool(d, verb, &args).await {
+            Some(result) => Some(result),
+            None => pool::dispatch(d, verb, &args).await,
+        },
         "host" => host::dispatch(d, verb, &args).await,
         "SR" | "VDI" | "VBD" => storage::dispatch(d, class, verb, &args).await,
         "message" => message::dispatch(d, verb, &args).await,

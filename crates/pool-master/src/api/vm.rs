@@ -100,7 +100,7 @@ async fn destroy(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
 }
 
 /// Can `vm` run on `host` now? The disk paths there when it can.
-fn check_host(
+pub(crate) fn check_host(
     txn: &Txn,
     vm_ref: &str,
     vm: &VmRecord,
