@@ -89,7 +89,11 @@ fn compute_max(ctx: &mut Ctx) -> Result<(), XeError> {
         _ => "proof: XAPI's planner (a safe answer, not necessarily the largest)".to_string(),
     });
     if e.get("restartable_now") == Some(&Value::Bool(false)) {
-        lines.push("warning: some protected VMs cannot be started even with no host failure".into());
+        lines.push(if planner == "xapi" {
+            "warning: XAPI's planner finds no plan even with no host failure (it counts any non-agile protected VM as no plan)".into()
+        } else {
+            "warning: some protected VMs cannot be started even with no host failure".into()
+        });
     }
     let refs = |key: &str| -> Vec<String> {
         e.get(key)

@@ -14,3 +14,5 @@ mod lifecycle;
 mod errors;
 // Durability: settings survive restarts; a killed member keeps a sound replica.
 mod durability;
+// HA capacity: failures to tolerate, What-If, failover plan, agility.
+mod planning;
