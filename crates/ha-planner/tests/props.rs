@@ -105,13 +105,21 @@ fn wide_pool_strategy() -> impl Strategy<Value = Pool> {
         .prop_filter("hosts within memory", |p| p.hosts.iter().all(|h| h.memory_free >= 0))
 }
 
+/// 400 cases, or `PROPTEST_CASES` for a longer run.
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(400)
+}
+
 fn truth(pool: &Pool) -> (u32, bool) {
     let (mut brute, start) = Brute::new(pool);
     brute.max(&start)
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
 
     #[test]
     fn exact_mode_agrees_with_brute_force(pool in pool_strategy()) {
