@@ -316,6 +316,59 @@ pub(crate) fn restart_plan(p: &Problem, st: &State, down: &[u32]) -> Vec<(u32, u
 mod tests {
     use super::*;
 
+    use crate::model::{Host, Pool, Vm};
+
+    fn problem(hosts: &[(&str, i64)], vms: &[(&str, i64)]) -> (Problem, State, Vec<u32>) {
+        let pool = Pool {
+            hosts: hosts
+                .iter()
+                .map(|(u, f)| Host {
+                    uuid: u.to_string(),
+                    memory_free: *f,
+                    live: true,
+                    reaches: Default::default(),
+                })
+                .collect(),
+            vms: vms
+                .iter()
+                .map(|(u, m)| Vm {
+                    uuid: u.to_string(),
+                    memory: *m,
+                    resident_on: None,
+                    needs: Default::default(),
+                })
+                .collect(),
+        };
+        Problem::compile(&pool).expect("valid pool")
+    }
+
+    #[test]
+    fn biggest_fit_decreasing_breaks_ties_as_binpack_ml() {
+        // Equal VMs go to the host with the most free memory; a host that
+        // ties after an allocation is re-inserted before its equals.
+        let (p, _, _) = problem(
+            &[("x", 5), ("y", 5), ("z", 4)],
+            &[("a", 3), ("b", 3), ("c", 2), ("d", 9)],
+        );
+        let bins = vec![(0, 5), (1, 5), (2, 4)];
+        let plan = biggest_fit_decreasing(&p, &[0, 1, 2, 3], &bins);
+        // d (9) fits nowhere and is left out; a -> x (2 left), b -> y (2
+        // left), c -> z (2 left). Newest first, as XAPI conses.
+        assert_eq!(plan, vec![(2, 2), (1, 1), (0, 0)]);
+    }
+
+    #[test]
+    fn down_vms_are_packed_first_and_a_vm_that_fits_nowhere_means_no_plan() {
+        let (p, st, down) = problem(&[("x", 8), ("y", 4)], &[("a", 6), ("b", 4)]);
+        assert_eq!(restart_plan(&p, &st, &down).len(), 2);
+        assert_eq!(plan_status(&p, &st, &down, 0), Status::AllVms);
+        // After a -> x and b -> y nothing has room for a second move.
+        assert_eq!(plan_status(&p, &st, &down, 1), Status::NoPlan);
+        assert_eq!(max_failures(&p, &st, &down), 0);
+        let (p, st, down) = problem(&[("x", 3)], &[("a", 6)]);
+        assert_eq!(plan_status(&p, &st, &down, 0), Status::NoPlan);
+    }
+
     #[test]
     fn heuristic_choice_matches_the_reference_examples() {
         // C(n,r) * r! < 3500 and n <= 32.
