@@ -55,6 +55,15 @@ pub fn vm_srs(m: &Model, vm: &VmRecord) -> BTreeSet<String> {
         .collect()
 }
 
+/// What a VM needs a host to reach: the SRs its disks are on.
+pub fn vm_needs(m: &Model, vm: &VmRecord) -> BTreeSet<Resource> {
+    vm_srs(m, vm)
+        .iter()
+        .filter_map(|sr| m.get::<SrRecord>(sr))
+        .map(|sr| Resource::Sr(sr.uuid.clone()))
+        .collect()
+}
+
 /// A host that can take VMs: enabled and live.
 pub fn host_usable(host: &HostRecord) -> bool {
     host.enabled && host.live
@@ -92,11 +101,7 @@ pub fn describe(m: &Model, protected: impl Fn(&str, &VmRecord) -> bool) -> Pool 
                 resident_on: (v.power_state != PowerState::Halted)
                     .then(|| m.get::<HostRecord>(&v.resident_on).map(|h| h.uuid.clone()))
                     .flatten(),
-                needs: vm_srs(m, v)
-                    .iter()
-                    .filter_map(|sr| m.get::<SrRecord>(sr))
-                    .map(|sr| Resource::Sr(sr.uuid.clone()))
-                    .collect(),
+                needs: vm_needs(m, v),
             })
             .collect();
     Pool { hosts, vms }

@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use ha_planner::{Placement, Planner, Pool, Proof, Reason, Verdict};
+use ha_planner::{Placement, Planner, Pool, Proof, Reason, Resource, Verdict};
 use serde_json::{json, Map, Value};
 use xapi_proto::records::{HostRecord, PoolRecord, PowerState, VmRecord};
 use xapi_proto::{codes, ApiError};
@@ -144,6 +144,11 @@ fn error_code(reason: &Reason, live_hosts: usize) -> &'static str {
     }
 }
 
+/// A plan entry for a VM that cannot be placed.
+fn unplaced(reason: &Reason, live_hosts: usize) -> Value {
+    json!({ "error_code": error_code(reason, live_hosts), "reason": reason.to_string() })
+}
+
 /// `ha_compute_vm_failover_plan(failed_hosts, failed_vms)`: for each VM of
 /// the failed hosts (all of their running VMs when `failed_vms` is empty)
 /// and each protected VM that is down: `host`, or `error_code` and a
@@ -213,14 +218,17 @@ fn failover_plan(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
                 }
                 json!({ "host": host })
             }
-            Placement::Unplaced(reason) => json!({
-                "error_code": error_code(reason, live_hosts),
-                "reason": reason.to_string(),
-            }),
+            Placement::Unplaced(reason) => unplaced(reason, live_hosts),
         };
         result.insert(r.to_string(), entry);
     }
-    // Best-effort VMs: one attempt each, biggest first.
+    // Best-effort VMs: one attempt each, biggest first, on the hosts that
+    // reach their SRs (as described to the planner).
+    let reaches: BTreeMap<&str, &BTreeSet<Resource>> = pool
+        .hosts
+        .iter()
+        .filter_map(|h| m.host.ref_of_uuid(&h.uuid).map(|r| (r, &h.reaches)))
+        .collect();
     let mut best_effort: Vec<(&String, &VmRecord)> = vms
         .iter()
         .filter_map(|r| m.vm.iter().find(|(x, _)| *x == r))
@@ -229,37 +237,34 @@ fn failover_plan(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     best_effort.sort_by_key(|(r, v)| (std::cmp::Reverse(crate::memory::footprint(v)), (*r).clone()));
     for (r, v) in best_effort {
         let needed = crate::memory::footprint(v);
-        let srs = planning::vm_srs(&m, v);
-        let reaches = |h: &str| {
-            let plugged = planning::host_reaches(&m, h);
-            srs.iter().all(|sr| {
-                m.get::<xapi_proto::records::SrRecord>(sr)
-                    .is_some_and(|s| plugged.contains(&ha_planner::Resource::Sr(s.uuid.clone())))
-            })
-        };
-        let candidates: Vec<(String, i64)> = free
+        let needs = planning::vm_needs(&m, v);
+        let best = free
             .iter()
-            .filter(|(h, _)| reaches(h))
-            .map(|(h, f)| (h.clone(), *f))
-            .collect();
-        let best = candidates
-            .iter()
-            .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)))
-            .cloned();
+            .filter(|(h, _)| reaches.get(h.as_str()).is_some_and(|have| needs.is_subset(have)))
+            .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
+            .map(|(h, f)| (h.clone(), *f));
         let entry = match best {
             Some((h, f)) if f >= needed => {
                 free.insert(h.clone(), f - needed);
                 json!({ "host": h })
             }
-            Some((_, f)) => json!({
-                "error_code": codes::HOST_NOT_ENOUGH_FREE_MEMORY,
-                "reason": Reason::NotEnoughMemory { needed, available: f.max(0) }.to_string(),
-            }),
-            None if live_hosts == 0 => json!({ "error_code": "HA_NO_PLAN", "reason": "no live host" }),
-            None => json!({
-                "error_code": codes::VM_REQUIRES_SR,
-                "reason": "no live host reaches its storage",
-            }),
+            Some((_, f)) => unplaced(
+                &Reason::NotEnoughMemory {
+                    needed,
+                    available: f.max(0),
+                },
+                live_hosts,
+            ),
+            None => {
+                // What the live host closest to qualifying lacks.
+                let missing = free
+                    .keys()
+                    .filter_map(|h| reaches.get(h.as_str()))
+                    .map(|have| needs.difference(have).cloned().collect::<Vec<_>>())
+                    .min_by_key(Vec::len)
+                    .unwrap_or_default();
+                unplaced(&Reason::Unreachable { missing }, live_hosts)
+            }
         };
         result.insert(r.clone(), entry);
     }
