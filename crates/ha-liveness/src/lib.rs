@@ -1,36 +1,26 @@
-//! The HA liveness engine, sans I/O: heartbeats and statefile views in,
+//! The HA liveness engine, sans I/O: heartbeats and statefile reads in,
 //! liveset and fencing decisions out.
 //!
 //! No sockets, no clock, no async runtime: the caller passes the time with
-//! every event, which lets one seeded simulator drive many engines through
-//! thousands of fault schedules. The engine arrives with the HA runtime work;
-//! this crate holds the timeouts it derives from the HA timeout `T`.
+//! every event, so one seeded simulator (`ha-sim`) drives many engines
+//! through thousands of fault schedules, and `xapid`'s agent drives one with
+//! real UDP, files and a watchdog thread.
+//!
+//! - `timeouts`: every interval derived from the HA timeout `T`.
+//! - `hostset`: 64-bit host maps.
+//! - `message`: heartbeats, statefile slots and the global block.
+//! - `codec`: their bytes (HMAC-authenticated packets, checksummed slots).
+//! - `rules`: the survival rules, pure.
+//! - `engine`: the state machine of one host.
 
-/// The smallest HA timeout outside lab mode, in seconds.
-pub const MIN_TIMEOUT_S: u64 = 10;
+pub mod codec;
+pub mod engine;
+pub mod hostset;
+pub mod message;
+pub mod rules;
+pub mod timeouts;
 
-/// The HA timeout `T` XAPI uses when none is configured, in seconds.
-pub const DEFAULT_TIMEOUT_S: u64 = 60;
-
-/// The HA timeout to use: the configured one, else the default; below the
-/// minimum only in lab mode.
-pub fn effective_timeout_s(configured: Option<u64>, lab_mode: bool) -> u64 {
-    let t = configured.unwrap_or(DEFAULT_TIMEOUT_S);
-    if lab_mode {
-        t.max(1)
-    } else {
-        t.max(MIN_TIMEOUT_S)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn timeout_defaults_and_floors() {
-        assert_eq!(effective_timeout_s(None, false), 60);
-        assert_eq!(effective_timeout_s(Some(3), false), 10);
-        assert_eq!(effective_timeout_s(Some(3), true), 3);
-    }
-}
+pub use engine::{Command, Config, Engine, Event, Exit, FenceReason, Status, Watchdog};
+pub use hostset::{HostSet, MAX_HOSTS};
+pub use message::{Global, Heartbeat, Phase, PoolState, Slot, SlotRead, StatefileRead, View};
+pub use timeouts::{effective_timeout_s, Millis, Timeouts, DEFAULT_TIMEOUT_S, MIN_TIMEOUT_S};

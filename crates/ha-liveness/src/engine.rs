@@ -1,0 +1,1584 @@
+//! The HA state machine of one host: xhad's heartbeat, statefile, state
+//! manager and lock manager threads folded into one sans-IO engine.
+//!
+//! The caller feeds [`Event`]s with the time (milliseconds on its monotonic
+//! clock) and carries out the [`Command`]s that come back: send this
+//! heartbeat, run this statefile cycle, feed or stop the watchdog, fence.
+//! [`Event::Tick`] must come at least every 100 ms.
+//!
+//! Life of a host: `Starting` (start criteria, join) → `Online` (fencing
+//! armed, fault handler ready) → `Fenced` or `Stopped`. A fault (a liveset
+//! host missing from the hbdomain or sfdomain) runs the fault handler, whose
+//! phases meet in rendezvous with the peers still seen; phase 3 applies the
+//! survival rules (`rules`), phase 4 pushes `fence_request` and waits until
+//! the losers' watchdogs must have fired before shrinking the liveset.
+//!
+//! One rule is ours, not xhad's: a host that has noticed a fault must pass
+//! the survival test within [`Engine::fh_budget`] of noticing it, else it
+//! fences. The budget is shorter than the winners' wait, so a loser that is
+//! slow or stuck in a rendezvous is dead before the winners drop it.
+
+use std::fmt;
+
+use crate::hostset::HostSet;
+use crate::message::{Global, Heartbeat, Phase, PoolState, Slot, SlotRead, StatefileRead, View};
+use crate::rules::{self, Outcome, Views};
+use crate::timeouts::{Millis, Timeouts};
+
+/// How one host's engine is set up; identical on every host but `me`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Host UUIDs, sorted: the index of a host is its position here.
+    pub hosts: Vec<String>,
+    pub me: usize,
+    pub timeouts: Timeouts,
+    /// New each time HA is enabled.
+    pub generation: u128,
+    /// Per host, 0 unless configured.
+    pub weights: Vec<u32>,
+}
+
+/// Which watchdog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Watchdog {
+    /// Fed by the heartbeat loop, expires after Wh.
+    Heartbeat,
+    /// Fed by the statefile loop, expires after Ws.
+    Statefile,
+}
+
+/// Why a host fenced itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FenceReason {
+    /// xhad's error name, e.g. `SM_SURVIVALRULE_FAILED`.
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl fmt::Display for FenceReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+/// Why the engine stopped without fencing (xhad's exit codes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Asked to stop.
+    Requested,
+    /// The statefile cannot be read (8).
+    CannotAccessStatefile,
+    /// HA was disabled, or the pool state is wrong for a start (11).
+    InvalidPoolState,
+    /// Another enable happened while this host was away (10).
+    GenerationMismatch,
+    /// Not every host came up in time to form the first liveset (12).
+    BootJoinTimeout,
+    /// An existing liveset did not take this host in time (13).
+    CannotJoin,
+    /// This host left cleanly and others are not excluded (18).
+    BootBlockedByExcluded,
+    /// Not in the largest partition at a whole-pool start.
+    BootFailed,
+}
+
+impl Exit {
+    /// xhad's script exit code.
+    pub fn code(self) -> i32 {
+        match self {
+            Exit::Requested => 0,
+            Exit::CannotAccessStatefile => 8,
+            Exit::GenerationMismatch => 10,
+            Exit::InvalidPoolState => 11,
+            Exit::BootJoinTimeout => 12,
+            Exit::CannotJoin => 13,
+            Exit::BootBlockedByExcluded => 18,
+            Exit::BootFailed => 13,
+        }
+    }
+
+    /// xhad's name for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Exit::Requested => "SUCCESS",
+            Exit::CannotAccessStatefile => "CAN_NOT_ACCESS_STATEFILE",
+            Exit::GenerationMismatch => "GENERATION_UUID_MISMATCH",
+            Exit::InvalidPoolState => "INVALID_POOL_STATE",
+            Exit::BootJoinTimeout => "BOOTJOIN_TIMEOUT",
+            Exit::CannotJoin | Exit::BootFailed => "CAN_NOT_JOIN_EXISTING_LIVESET",
+            Exit::BootBlockedByExcluded => "BOOT_BLOCKED_BY_EXCLUDED",
+        }
+    }
+}
+
+/// Where the host is in its life.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    Starting,
+    Online,
+    Fenced(FenceReason),
+    Stopped(Exit),
+}
+
+/// What happens to the engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Tick,
+    /// A heartbeat that passed authentication.
+    Heartbeat(Heartbeat),
+    /// The outcome of the last [`Command::StatefileCycle`]: the read, or
+    /// `Err` when the write or read failed.
+    Statefile(Result<StatefileRead, String>),
+    /// Ask for the master lock (xapi's `ha_propose_master`).
+    ProposeMaster,
+    /// Give up asking for, or holding, the master lock.
+    ReleaseMaster,
+    /// Write this pool state in the global block (`init` before enable,
+    /// `invalid` to disable HA).
+    SetPoolState(PoolState),
+    /// Stop fencing (xapi's `ha_disarm_fencing`).
+    Disarm,
+    /// Leave cleanly: mark this host excluded, disarm, stop.
+    Leave,
+    /// Stop the engine (disarms).
+    Stop,
+}
+
+/// What the caller must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Send this heartbeat to every other host.
+    SendHeartbeat(Heartbeat),
+    /// Write `slot` into this host's slot (and `global`, if any, into the
+    /// global block), then read the whole statefile and answer with
+    /// [`Event::Statefile`].
+    StatefileCycle { slot: Slot, global: Option<Global> },
+    /// Push this watchdog's expiry to `timeout` from now.
+    Feed(Watchdog, Millis),
+    /// Start enforcing the watchdogs.
+    Arm,
+    /// Stop enforcing the watchdogs.
+    Disarm,
+    /// Kill this host's VMs at once and stop the host.
+    Fence(FenceReason),
+    /// The agreed liveset changed.
+    Liveset(HostSet),
+    /// The engine stopped without fencing.
+    Exited(Exit),
+    /// A line for the host's log.
+    Log(String),
+}
+
+/// A peer's last heartbeat, with when it arrived.
+#[derive(Debug, Clone)]
+struct Peer {
+    hb: Heartbeat,
+}
+
+/// Progress of the start sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Boot {
+    /// Waiting for the first statefile read.
+    FirstRead,
+    /// Waiting (up to T1/T2) for every host on both channels.
+    Discover,
+    /// Waiting until no host still has this host in its liveset.
+    Recognized,
+    /// Testing the start criteria.
+    Criteria,
+    /// A new liveset of every host: waiting until all of them proposed it.
+    AllBooted { deadline: Millis },
+    /// Asking the existing liveset to take this host in.
+    Join { deadline: Millis },
+}
+
+/// One step of the fault handler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// Publish `set`, then wait until every peer seen is in `set` or `next`.
+    Rendezvous {
+        set: Phase,
+        next: Phase,
+        on_sf: bool,
+    },
+    /// Wait until no host in the domains is stale but not yet timed out.
+    Stable,
+    /// Wait until every peer seen has the same views.
+    Consistent,
+    Survival,
+    /// Push the losers out and wait for their watchdogs.
+    Degrade,
+}
+
+const FH_STEPS: [Step; 14] = [
+    Step::Rendezvous {
+        set: Phase::FhReady,
+        next: Phase::Fh1,
+        on_sf: false,
+    },
+    Step::Rendezvous {
+        set: Phase::Fh1,
+        next: Phase::Fh1Done,
+        on_sf: false,
+    },
+    Step::Stable,
+    Step::Rendezvous {
+        set: Phase::Fh1Done,
+        next: Phase::Fh2,
+        on_sf: true,
+    },
+    Step::Rendezvous {
+        set: Phase::Fh2,
+        next: Phase::Fh2Done,
+        on_sf: true,
+    },
+    Step::Consistent,
+    Step::Rendezvous {
+        set: Phase::Fh2Done,
+        next: Phase::Fh3,
+        on_sf: false,
+    },
+    Step::Rendezvous {
+        set: Phase::Fh3,
+        next: Phase::Fh3Done,
+        on_sf: false,
+    },
+    Step::Survival,
+    Step::Rendezvous {
+        set: Phase::Fh3Done,
+        next: Phase::Fh4,
+        on_sf: false,
+    },
+    Step::Rendezvous {
+        set: Phase::Fh4,
+        next: Phase::Fh4Done,
+        on_sf: false,
+    },
+    Step::Degrade,
+    Step::Rendezvous {
+        set: Phase::Fh4Done,
+        next: Phase::Started,
+        on_sf: false,
+    },
+    Step::Rendezvous {
+        set: Phase::Started,
+        next: Phase::FhReady,
+        on_sf: false,
+    },
+];
+
+/// A running fault handler.
+#[derive(Debug, Clone)]
+struct Fh {
+    step: usize,
+    /// When the current step began.
+    step_start: Millis,
+    started: Millis,
+    /// When phase 3 began.
+    p3: Millis,
+    /// When phase 4's wait began, once it did.
+    p4: Option<Millis>,
+    /// The views frozen when they became consistent.
+    snapshot: Option<Snapshot>,
+    outcome: Option<Outcome>,
+    /// The survival test shrank a domain (xhad's `fh_sleep_extend`).
+    extend: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Snapshot {
+    hbdomain: HostSet,
+    sfdomain: HostSet,
+    peers_with_sf: HostSet,
+    published: Vec<Option<(HostSet, HostSet)>>,
+    excluded: HostSet,
+}
+
+/// One host's HA engine.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    cfg: Config,
+    n: usize,
+    status: Status,
+    armed: bool,
+    start_time: Millis,
+    phase: Phase,
+    boot: Boot,
+    /// Joining an existing liveset (xhad's `ctl.join`).
+    join: bool,
+
+    // Network heartbeat.
+    hb_sequence: u64,
+    next_hb: Millis,
+    /// Heartbeats to send at once (rendezvous and joins accelerate).
+    hb_burst: u32,
+    last_hb: Vec<Option<Millis>>,
+    peers: Vec<Option<Peer>>,
+    hbdomain: HostSet,
+
+    // Statefile.
+    sf_sequence: u64,
+    sf_in_flight: bool,
+    next_sf: Millis,
+    sf_accelerate: bool,
+    sf_access: bool,
+    sf_corrupted: bool,
+    /// Time of the last successful cycle.
+    sf_ok_at: Option<Millis>,
+    seen_seq: Vec<Option<u64>>,
+    last_sf: Vec<Option<Millis>>,
+    slots: Vec<Option<Slot>>,
+    global: Option<Global>,
+    pending_global: Option<Global>,
+    sfdomain: HostSet,
+    excluded: bool,
+    starting: bool,
+
+    // Membership.
+    current: HostSet,
+    proposed: HostSet,
+    last_hbdomain: HostSet,
+    last_sfdomain: HostSet,
+    join_block: bool,
+    need_fh: bool,
+    /// When an unresolved fault was first noticed.
+    trouble_since: Option<Millis>,
+    sr2: bool,
+    /// Kept in the liveset without statefile access.
+    storage_lost: bool,
+    fence_request: bool,
+    fh: Option<Fh>,
+
+    // Master lock.
+    want_master: bool,
+    lock_request: bool,
+    lock_grant: HostSet,
+
+    // Watchdog feeding, as last commanded.
+    fed: [Option<Millis>; 2],
+    out: Vec<Command>,
+}
+
+impl Engine {
+    pub fn new(cfg: Config) -> Engine {
+        let n = cfg.hosts.len();
+        Engine {
+            n,
+            status: Status::Starting,
+            armed: false,
+            start_time: 0,
+            phase: Phase::Starting,
+            boot: Boot::FirstRead,
+            join: true,
+            hb_sequence: 0,
+            next_hb: 0,
+            hb_burst: 0,
+            last_hb: vec![None; n],
+            peers: vec![None; n],
+            hbdomain: HostSet::single(cfg.me),
+            sf_sequence: 0,
+            sf_in_flight: false,
+            next_sf: 0,
+            sf_accelerate: false,
+            sf_access: false,
+            sf_corrupted: false,
+            sf_ok_at: None,
+            seen_seq: vec![None; n],
+            last_sf: vec![None; n],
+            slots: vec![None; n],
+            global: None,
+            pending_global: None,
+            sfdomain: HostSet::EMPTY,
+            excluded: false,
+            starting: true,
+            current: HostSet::EMPTY,
+            proposed: HostSet::EMPTY,
+            last_hbdomain: HostSet::EMPTY,
+            last_sfdomain: HostSet::EMPTY,
+            join_block: false,
+            need_fh: false,
+            trouble_since: None,
+            sr2: false,
+            storage_lost: false,
+            fence_request: false,
+            fh: None,
+            want_master: false,
+            lock_request: false,
+            lock_grant: HostSet::EMPTY,
+            fed: [None, None],
+            out: Vec::new(),
+            cfg,
+        }
+    }
+
+    /// Start the engine at `now`.
+    pub fn start(&mut self, now: Millis) -> Vec<Command> {
+        self.start_time = now;
+        self.next_hb = now;
+        self.next_sf = now;
+        self.log(format!(
+            "starting as host {} ({}) of {}; T={} ms",
+            self.cfg.me,
+            self.cfg.hosts.get(self.cfg.me).map(String::as_str).unwrap_or("?"),
+            self.n,
+            self.cfg.timeouts.t
+        ));
+        self.tick(now);
+        std::mem::take(&mut self.out)
+    }
+
+    /// Handle one event at `now`.
+    pub fn handle(&mut self, now: Millis, event: Event) -> Vec<Command> {
+        if self.is_running() {
+            self.check_own_watchdogs(now);
+        }
+        if self.is_running() {
+            match event {
+                Event::Tick => {}
+                Event::Heartbeat(hb) => self.on_heartbeat(now, hb),
+                Event::Statefile(r) => self.on_statefile(now, r),
+                Event::ProposeMaster => self.want_master = true,
+                Event::ReleaseMaster => self.want_master = false,
+                Event::SetPoolState(state) => self.set_pool_state(state),
+                Event::Disarm => self.disarm(),
+                Event::Leave => {
+                    self.excluded = true;
+                    self.disarm();
+                    self.phase = Phase::Aborted;
+                    self.out.push(Command::StatefileCycle {
+                        slot: self.my_slot(),
+                        global: None,
+                    });
+                    self.stop(Exit::Requested);
+                }
+                Event::Stop => self.stop(Exit::Requested),
+            }
+        }
+        if self.is_running() {
+            self.tick(now);
+        }
+        std::mem::take(&mut self.out)
+    }
+
+    // ---- queries ----
+
+    pub fn status(&self) -> &Status {
+        &self.status
+    }
+
+    pub fn me(&self) -> usize {
+        self.cfg.me
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn is_running(&self) -> bool {
+        matches!(self.status, Status::Starting | Status::Online)
+    }
+
+    pub fn is_online(&self) -> bool {
+        self.status == Status::Online
+    }
+
+    pub fn armed(&self) -> bool {
+        self.armed
+    }
+
+    pub fn liveset(&self) -> HostSet {
+        self.current
+    }
+
+    pub fn proposed(&self) -> HostSet {
+        self.proposed
+    }
+
+    pub fn hbdomain(&self) -> HostSet {
+        self.hbdomain
+    }
+
+    pub fn sfdomain(&self) -> HostSet {
+        self.sfdomain
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    pub fn sf_access(&self) -> bool {
+        self.sf_access
+    }
+
+    /// Surviving by rule 2 (the statefile is lost for everyone).
+    pub fn surviving_by_rule2(&self) -> bool {
+        self.sr2
+    }
+
+    /// Kept in the liveset by the others while this host has no statefile.
+    pub fn storage_lost(&self) -> bool {
+        self.storage_lost
+    }
+
+    /// The host every online host grants the master lock to, in this host's
+    /// latest view of the statefile.
+    pub fn lock_holder(&self) -> Option<usize> {
+        if self.current.is_empty() {
+            return None;
+        }
+        self.current
+            .iter()
+            .find(|&i| self.requesting(i) && self.current.iter().all(|j| self.grants(j).contains(i)))
+    }
+
+    /// This host is online and holds the master lock.
+    pub fn holds_master_lock(&self) -> bool {
+        self.is_online() && self.lock_holder() == Some(self.cfg.me)
+    }
+
+    /// The latest global block read.
+    pub fn global(&self) -> Option<Global> {
+        self.global
+    }
+
+    /// Hosts whose latest slot says they left cleanly.
+    pub fn excluded_hosts(&self) -> HostSet {
+        (0..self.n)
+            .filter(|&i| self.slots[i].is_some_and(|s| s.excluded))
+            .collect()
+    }
+
+    /// When the watchdogs, as fed so far, expire: (heartbeat, statefile).
+    pub fn watchdog_deadlines(&self) -> (Option<Millis>, Option<Millis>) {
+        let t = &self.cfg.timeouts;
+        (
+            self.fed[0].map(|f| f + t.hb_watchdog),
+            self.fed[1].map(|f| f + t.sf_watchdog),
+        )
+    }
+
+    /// How long a host may take from noticing a fault to passing the
+    /// survival test: the winners' shortest wait, less two intervals (one
+    /// for detection skew, one for delivery), less a second of margin.
+    pub fn fh_budget(&self) -> Millis {
+        let t = &self.cfg.timeouts;
+        let wait = t.fence_wait(false);
+        wait.saturating_sub(2 * t.hb_interval.max(t.sf_interval) + 1000)
+            .max(t.hb_interval)
+    }
+
+    // ---- the loop ----
+
+    fn tick(&mut self, now: Millis) {
+        self.update_hbdomain(now);
+        self.update_sfdomain(now);
+        self.check_trouble(now);
+        if !self.is_running() {
+            return;
+        }
+        match self.status {
+            Status::Starting => self.boot_step(now),
+            Status::Online => {
+                self.process_join_requests();
+                if self.sr2 {
+                    self.check_leave_rule2();
+                }
+                if self.storage_lost && self.sf_access {
+                    self.storage_lost = false;
+                    self.log("statefile access is back".into());
+                }
+                self.fault_handler(now);
+            }
+            _ => {}
+        }
+        if !self.is_running() {
+            return;
+        }
+        self.send_heartbeat_if_due(now);
+        self.statefile_if_due(now);
+        if self.sr2 || self.storage_lost {
+            // No statefile I/O succeeds: the state manager feeds it.
+            self.feed(now, Watchdog::Statefile);
+        }
+    }
+
+    fn log(&mut self, line: String) {
+        self.out.push(Command::Log(line));
+    }
+
+    fn feed(&mut self, now: Millis, w: Watchdog) {
+        let (slot, timeout) = match w {
+            Watchdog::Heartbeat => (0, self.cfg.timeouts.hb_watchdog),
+            Watchdog::Statefile => (1, self.cfg.timeouts.sf_watchdog),
+        };
+        self.fed[slot] = Some(now);
+        self.out.push(Command::Feed(w, timeout));
+    }
+
+    /// A host that was frozen past its watchdog must not act on waking.
+    fn check_own_watchdogs(&mut self, now: Millis) {
+        if !self.armed {
+            return;
+        }
+        let (hb, sf) = self.watchdog_deadlines();
+        if hb.is_some_and(|d| now > d) {
+            self.fence(
+                "WD_EXPIRED",
+                format!(
+                    "the heartbeat watchdog expired {} ms ago (was this host frozen?)",
+                    now - hb.unwrap_or(now)
+                ),
+            );
+        } else if sf.is_some_and(|d| now > d) {
+            self.fence(
+                "WD_EXPIRED",
+                format!(
+                    "the statefile watchdog expired {} ms ago (was this host frozen?)",
+                    now - sf.unwrap_or(now)
+                ),
+            );
+        }
+    }
+
+    fn check_trouble(&mut self, now: Millis) {
+        if !self.armed {
+            return;
+        }
+        if let Some(since) = self.trouble_since {
+            let budget = self.fh_budget();
+            if now.saturating_sub(since) > budget {
+                self.fence(
+                    "SM_FAULTHANDLER_TIMEOUT",
+                    format!(
+                        "a fault noticed {} ms ago is not resolved (budget {budget} ms)",
+                        now - since
+                    ),
+                );
+            }
+        }
+    }
+
+    fn fence(&mut self, code: &'static str, message: String) {
+        if !self.armed {
+            self.log(format!("would fence ({code}: {message}), but fencing is not armed"));
+            return;
+        }
+        let reason = FenceReason { code, message };
+        self.log(format!("self-fence: {reason}"));
+        self.status = Status::Fenced(reason.clone());
+        self.out.push(Command::Fence(reason));
+    }
+
+    fn stop(&mut self, exit: Exit) {
+        self.disarm();
+        self.log(format!("stopping: {}", exit.name()));
+        self.status = Status::Stopped(exit);
+        self.out.push(Command::Exited(exit));
+    }
+
+    fn disarm(&mut self) {
+        if self.armed {
+            self.armed = false;
+            self.trouble_since = None;
+            self.out.push(Command::Disarm);
+            self.log("fencing disarmed".into());
+        }
+    }
+
+    fn set_pool_state(&mut self, state: PoolState) {
+        let base = self.pending_global.or(self.global).unwrap_or(Global {
+            pool_state: PoolState::None,
+            generation: self.cfg.generation,
+            master: None,
+        });
+        self.pending_global = Some(Global {
+            pool_state: state,
+            generation: self.cfg.generation,
+            ..base
+        });
+        self.next_sf = 0;
+    }
+
+    // ---- network heartbeat ----
+
+    fn heartbeat(&self) -> Heartbeat {
+        Heartbeat {
+            generation: self.cfg.generation,
+            from: self.cfg.me,
+            sequence: self.hb_sequence,
+            view: self.view(),
+            sf_access: self.sf_access,
+            sf_corrupted: self.sf_corrupted,
+            fence_request: self.fence_request,
+            sr2: self.sr2,
+            joining: self.join && self.status == Status::Starting,
+        }
+    }
+
+    fn view(&self) -> View {
+        View {
+            current: self.current,
+            proposed: self.proposed,
+            hbdomain: self.hbdomain,
+            sfdomain: self.sfdomain,
+            phase: self.phase,
+        }
+    }
+
+    fn send_heartbeat_if_due(&mut self, now: Millis) {
+        if now < self.next_hb && self.hb_burst == 0 {
+            return;
+        }
+        self.hb_burst = self.hb_burst.saturating_sub(1);
+        self.next_hb = now + self.cfg.timeouts.hb_interval;
+        self.hb_sequence += 1;
+        let hb = self.heartbeat();
+        self.out.push(Command::SendHeartbeat(hb));
+        self.feed(now, Watchdog::Heartbeat);
+    }
+
+    fn on_heartbeat(&mut self, now: Millis, hb: Heartbeat) {
+        let i = hb.from;
+        if i >= self.n || i == self.cfg.me || hb.generation != self.cfg.generation {
+            return;
+        }
+        if let Some(p) = &self.peers[i] {
+            if hb.sequence <= p.hb.sequence {
+                return;
+            }
+        }
+        // A host that restarted while we still count it alive is ignored
+        // until the fault handler has dropped it.
+        if !hb.view.current.contains(i) && self.current.contains(i) && self.is_online() {
+            if let Some(p) = &mut self.peers[i] {
+                p.hb.sequence = hb.sequence;
+            }
+            return;
+        }
+        if hb.fence_request && self.armed && hb.view.current.contains(i) && !hb.view.proposed.contains(self.cfg.me) {
+            self.fence(
+                "HB_FENCEREQUESTED",
+                format!("host {i} asked this host to fence: it is not in the winners' liveset"),
+            );
+            return;
+        }
+        if hb.sr2 && self.is_online() {
+            self.sr2 = true;
+        }
+        let force = hb.view.phase == Phase::FhReady;
+        self.last_hb[i] = Some(now);
+        self.peers[i] = Some(Peer { hb });
+        self.update_hbdomain(now);
+        if force && self.is_online() {
+            self.request_fh(now, true);
+        }
+    }
+
+    fn update_hbdomain(&mut self, now: Millis) {
+        let me = self.cfg.me;
+        let t1 = self.cfg.timeouts.hb_timeout;
+        let in_fh = self.phase.in_fault_handler();
+        for i in 0..self.n {
+            if i == me {
+                self.hbdomain.insert(i);
+                continue;
+            }
+            let fresh = self.last_hb[i].is_some_and(|t| now.saturating_sub(t) < t1);
+            if fresh {
+                if self.hbdomain.contains(i) {
+                    let asym = self.peers[i].as_ref().is_some_and(|p| {
+                        p.hb.view.phase.in_fault_handler() && in_fh && !p.hb.view.hbdomain.contains(me)
+                    });
+                    if asym {
+                        self.hbdomain.remove(i);
+                    }
+                } else if !self.join_block {
+                    self.hbdomain.insert(i);
+                }
+            } else {
+                self.hbdomain.remove(i);
+            }
+        }
+        self.detect_degrade(now);
+    }
+
+    // ---- statefile ----
+
+    /// This host's slot as it should be written now.
+    pub fn my_slot(&self) -> Slot {
+        Slot {
+            sequence: self.sf_sequence,
+            index: self.cfg.me,
+            excluded: self.excluded,
+            starting: self.starting,
+            view: self.view(),
+            lock_request: self.lock_request,
+            lock_grant: self.lock_grant,
+            weight: self.cfg.weights.get(self.cfg.me).copied().unwrap_or(0),
+        }
+    }
+
+    fn statefile_if_due(&mut self, now: Millis) {
+        if self.sf_in_flight || now < self.next_sf {
+            return;
+        }
+        self.sf_in_flight = true;
+        self.sf_sequence += 1;
+        let interval = if self.sf_accelerate || self.want_master != self.lock_request {
+            (self.cfg.timeouts.sf_interval / 4).max(100)
+        } else {
+            self.cfg.timeouts.sf_interval
+        };
+        self.next_sf = now + interval;
+        let slot = self.my_slot();
+        self.out.push(Command::StatefileCycle {
+            slot,
+            global: self.pending_global,
+        });
+    }
+
+    fn on_statefile(&mut self, now: Millis, result: Result<StatefileRead, String>) {
+        self.sf_in_flight = false;
+        let read = match result {
+            Ok(read) => read,
+            Err(e) => {
+                if self.sf_access {
+                    self.log(format!("statefile I/O failed: {e}"));
+                }
+                self.sf_access = false;
+                if self.boot == Boot::FirstRead && self.status == Status::Starting {
+                    self.stop(Exit::CannotAccessStatefile);
+                }
+                return;
+            }
+        };
+        if !self.sf_access {
+            self.log("statefile access".into());
+        }
+        self.sf_access = true;
+        self.sf_ok_at = Some(now);
+        self.sf_corrupted = read.global.is_none() || read.slots.contains(&SlotRead::Corrupt);
+        if let Some(g) = read.global {
+            if g.generation != self.cfg.generation && g.pool_state != PoolState::None {
+                if self.pending_global.is_none() {
+                    self.stop(Exit::GenerationMismatch);
+                    return;
+                }
+            } else {
+                self.global = Some(g);
+            }
+            if self.pending_global == Some(g) {
+                self.pending_global = None;
+            }
+        }
+        // Our pending global write landed when the read shows it.
+        if let (Some(p), Some(g)) = (self.pending_global, read.global) {
+            if p == g {
+                self.pending_global = None;
+            }
+        }
+        for (i, s) in read.slots.iter().enumerate().take(self.n) {
+            if let SlotRead::Valid(slot) = s {
+                if slot.index != i {
+                    continue;
+                }
+                if self.seen_seq[i] != Some(slot.sequence) {
+                    self.seen_seq[i] = Some(slot.sequence);
+                    self.last_sf[i] = Some(now);
+                }
+                self.slots[i] = Some(*slot);
+            }
+        }
+        self.feed(now, Watchdog::Statefile);
+        if let Some(g) = self.global {
+            if g.pool_state == PoolState::Invalid && self.pending_global.is_none() {
+                self.log("the pool state is INVALID: HA was disabled".into());
+                self.stop(Exit::InvalidPoolState);
+                return;
+            }
+            if g.pool_state == PoolState::Init && self.status == Status::Online && self.pending_global.is_none() {
+                self.stop(Exit::InvalidPoolState);
+                return;
+            }
+        }
+        self.update_sfdomain(now);
+        self.lock_step();
+    }
+
+    fn update_sfdomain(&mut self, now: Millis) {
+        let t2 = self.cfg.timeouts.sf_timeout;
+        for i in 0..self.n {
+            let fresh = self.last_sf[i].is_some_and(|t| now.saturating_sub(t) < t2)
+                && (i != self.cfg.me || self.sf_ok_at.is_some_and(|t| now.saturating_sub(t) < t2));
+            if fresh {
+                if !self.sfdomain.contains(i) && !self.join_block {
+                    self.sfdomain.insert(i);
+                }
+            } else {
+                self.sfdomain.remove(i);
+            }
+        }
+        self.detect_degrade(now);
+    }
+
+    // ---- fault detection ----
+
+    fn detect_degrade(&mut self, now: Millis) {
+        let mut hb_degraded = false;
+        let mut sf_degraded = false;
+        for i in 0..self.n {
+            if self.hbdomain.contains(i) {
+                self.last_hbdomain.insert(i);
+            } else if self.last_hbdomain.contains(i) {
+                self.last_hbdomain.remove(i);
+                hb_degraded |= self.current.contains(i);
+            }
+            if self.sfdomain.contains(i) {
+                self.last_sfdomain.insert(i);
+            } else if self.last_sfdomain.contains(i) {
+                self.last_sfdomain.remove(i);
+                sf_degraded |= self.current.contains(i);
+            }
+        }
+        if (self.sr2 || self.storage_lost) && sf_degraded {
+            sf_degraded = false;
+        }
+        if (hb_degraded || sf_degraded) && self.is_online() {
+            self.request_fh(now, false);
+        }
+    }
+
+    fn request_fh(&mut self, now: Millis, forced: bool) {
+        if forced && self.phase != Phase::Started {
+            return;
+        }
+        let early = matches!(
+            self.phase,
+            Phase::FhReady | Phase::Fh1 | Phase::Fh1Done | Phase::Fh2 | Phase::Fh2Done
+        );
+        // A fault noticed after this round's survival test waits for the
+        // next round; its clock starts when this round ends.
+        let decided = self.fh.as_ref().is_some_and(|f| f.outcome.is_some());
+        if self.trouble_since.is_none() && self.armed && !decided {
+            self.trouble_since = Some(now);
+        }
+        if !early {
+            self.need_fh = true;
+        }
+    }
+
+    // ---- fault handler ----
+
+    fn set_phase(&mut self, phase: Phase) {
+        if self.phase != phase {
+            self.phase = phase;
+            self.hb_burst = self.hb_burst.max(2);
+        }
+    }
+
+    fn fault_handler(&mut self, now: Millis) {
+        if self.fh.is_none() {
+            if !self.need_fh || self.phase != Phase::Started {
+                return;
+            }
+            self.need_fh = false;
+            self.join_block = true;
+            self.log(format!(
+                "fault handler starts: liveset {} hbdomain {} sfdomain {}",
+                self.current, self.hbdomain, self.sfdomain
+            ));
+            self.fh = Some(Fh {
+                step: 0,
+                step_start: now,
+                started: now,
+                p3: now,
+                p4: None,
+                snapshot: None,
+                outcome: None,
+                extend: false,
+            });
+        }
+        // Run as many steps as complete now.
+        for _ in 0..FH_STEPS.len() + 1 {
+            let Some(fh) = self.fh.clone() else { return };
+            if !self.is_running() {
+                return;
+            }
+            let Some(&step) = FH_STEPS.get(fh.step) else {
+                self.fh = None;
+                self.join_block = false;
+                self.sf_accelerate = false;
+                let took = now - fh.started;
+                self.log(format!("fault handler ends after {took} ms: liveset {}", self.current));
+                if self.need_fh && self.armed && self.trouble_since.is_none() {
+                    self.trouble_since = Some(now);
+                }
+                return;
+            };
+            let done = match step {
+                Step::Rendezvous { set, next, on_sf } => {
+                    self.set_phase(set);
+                    self.sf_accelerate = on_sf;
+                    self.rendezvous(set, next, on_sf)
+                }
+                Step::Stable => self.stable(now, fh.started),
+                Step::Consistent => {
+                    if self.consistent() {
+                        let snap = self.snapshot();
+                        if let Some(f) = &mut self.fh {
+                            f.snapshot = Some(snap);
+                        }
+                        true
+                    } else {
+                        let t = &self.cfg.timeouts;
+                        if now - fh.step_start >= t.hb_timeout.max(t.sf_timeout) {
+                            self.fence(
+                                "SM_FAULTHANDLER_TIMEOUT",
+                                "FH: cannot get consistent view within timeout".into(),
+                            );
+                            return;
+                        }
+                        false
+                    }
+                }
+                Step::Survival => {
+                    self.survival(now);
+                    true
+                }
+                Step::Degrade => self.degrade(now),
+            };
+            if !done {
+                return;
+            }
+            if let Some(f) = &mut self.fh {
+                f.step += 1;
+                f.step_start = now;
+            }
+        }
+    }
+
+    fn peer_phase_hb(&self, i: usize) -> Option<Phase> {
+        self.peers[i].as_ref().map(|p| p.hb.view.phase)
+    }
+
+    fn rendezvous(&self, p1: Phase, p2: Phase, on_sf: bool) -> bool {
+        let ok = |ph: Option<Phase>| ph.is_some_and(|ph| ph == p1 || ph == p2);
+        self.current.iter().filter(|&i| i != self.cfg.me).all(|i| {
+            let hb_ok = !self.hbdomain.contains(i) || ok(self.peer_phase_hb(i));
+            let sf_ok = !on_sf || !self.sfdomain.contains(i) || ok(self.slots[i].map(|s| s.view.phase));
+            hb_ok && sf_ok
+        })
+    }
+
+    /// No host in a domain is stale (older than T/4) unless it has been
+    /// since the fault handler started.
+    fn stable(&self, now: Millis, started: Millis) -> bool {
+        let t = &self.cfg.timeouts;
+        let since_start = now - started;
+        (0..self.n).filter(|&i| i != self.cfg.me).all(|i| {
+            let hb_stale = self.hbdomain.contains(i)
+                && self.last_hb[i].is_some_and(|l| {
+                    let age = now.saturating_sub(l);
+                    age > t.hb_timeout / 4 && age > since_start
+                });
+            let sf_stale = self.sfdomain.contains(i)
+                && self.last_sf[i].is_some_and(|l| {
+                    let age = now.saturating_sub(l);
+                    age > t.sf_timeout / 4 && age > since_start
+                });
+            !hb_stale && !sf_stale
+        })
+    }
+
+    fn consistent(&self) -> bool {
+        let cur = self.current;
+        let my_hbd = self.hbdomain.and(cur);
+        let my_sfd = self.sfdomain.and(cur);
+        cur.iter().filter(|&i| i != self.cfg.me).all(|i| {
+            let hb = self.peers[i].as_ref().map(|p| &p.hb);
+            let slot = self.slots[i];
+            if my_hbd.contains(i) {
+                let Some(hb) = hb else { return false };
+                if hb.view.hbdomain.and(cur) != my_hbd {
+                    return false;
+                }
+                if self.sf_access && hb.sf_access && hb.view.sfdomain.and(cur) != my_sfd {
+                    return false;
+                }
+            }
+            if my_sfd.contains(i) {
+                let Some(slot) = slot else { return false };
+                if slot.view.sfdomain.and(cur) != my_sfd || slot.view.hbdomain.and(cur) != my_hbd {
+                    return false;
+                }
+            }
+            true
+        })
+    }
+
+    fn peers_with_sf(&self) -> HostSet {
+        (0..self.n)
+            .filter(|&i| i != self.cfg.me && self.peers[i].as_ref().is_some_and(|p| p.hb.sf_access))
+            .collect()
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            hbdomain: self.hbdomain,
+            sfdomain: self.sfdomain,
+            peers_with_sf: self.peers_with_sf(),
+            published: self
+                .slots
+                .iter()
+                .map(|s| s.map(|s| (s.view.sfdomain, s.view.hbdomain)))
+                .collect(),
+            excluded: self.excluded_hosts(),
+        }
+    }
+
+    fn survival(&mut self, now: Millis) {
+        let snap = self
+            .fh
+            .as_ref()
+            .and_then(|f| f.snapshot.clone())
+            .unwrap_or_else(|| self.snapshot());
+        let weights = self.cfg.weights.clone();
+        let views = Views {
+            me: self.cfg.me,
+            hosts: self.n,
+            current: self.current,
+            hbdomain: snap.hbdomain,
+            sfdomain: snap.sfdomain,
+            sf_access: self.sf_access,
+            peers_with_sf: snap.peers_with_sf,
+            published: &snap.published,
+            excluded: snap.excluded,
+            weights: &weights,
+        };
+        let outcome = rules::survival(&views);
+        self.log(format!(
+            "FH3: liveset {} hbdomain {} sfdomain {} statefile {}: {:?}",
+            self.current,
+            snap.hbdomain,
+            snap.sfdomain,
+            if self.sf_access { "reachable" } else { "unreachable" },
+            outcome
+        ));
+        let mut extend = false;
+        match outcome {
+            Outcome::Lost => {
+                self.fence("SM_SURVIVALRULE_FAILED", survival_explanation(&views));
+                return;
+            }
+            Outcome::StorageLost => {}
+            _ => {
+                self.trouble_since = None;
+                if outcome == Outcome::Rule2 && !self.sr2 {
+                    self.sr2 = true;
+                    self.log("surviving by rule 2: no host reaches the statefile, the network is whole".into());
+                }
+                if self.armed {
+                    let keep = rules::keep(&views, outcome);
+                    for i in 0..self.n {
+                        if self.proposed.contains(i) && !keep.contains(i) {
+                            self.log(format!("host {i} will be removed from the liveset"));
+                            self.proposed.remove(i);
+                            if self.hbdomain.contains(i) || self.sfdomain.contains(i) {
+                                extend = true;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(f) = &mut self.fh {
+            f.p3 = now;
+            f.outcome = Some(outcome);
+            f.extend = extend;
+        }
+    }
+
+    fn degrade(&mut self, now: Millis) -> bool {
+        let Some(fh) = self.fh.clone() else { return true };
+        if fh.outcome == Some(Outcome::StorageLost) && fh.p4.is_none() {
+            // Kept only if every host with storage that we see won and kept us.
+            let me = self.cfg.me;
+            let judges: Vec<usize> = self.hbdomain.and(self.peers_with_sf()).iter().collect();
+            let kept = !judges.is_empty()
+                && judges.iter().all(|&j| {
+                    self.peers[j]
+                        .as_ref()
+                        .is_some_and(|p| p.hb.view.phase >= Phase::Fh3Done && p.hb.view.proposed.contains(me))
+                });
+            if !kept {
+                self.fence(
+                    "SM_SURVIVALRULE_FAILED",
+                    "this host cannot reach the statefile and the hosts that can did not keep it".into(),
+                );
+                return false;
+            }
+            if let Some(&j) = judges.first() {
+                if let Some(p) = &self.peers[j] {
+                    self.proposed = p.hb.view.proposed.and(self.current);
+                }
+            }
+            self.storage_lost = true;
+            self.trouble_since = None;
+            self.log("kept in the liveset without statefile access".into());
+        }
+        let degrading = !self.current.is_subset(self.proposed);
+        if !degrading {
+            return true;
+        }
+        let p4 = match fh.p4 {
+            Some(p4) => p4,
+            None => {
+                if self.armed && fh.outcome != Some(Outcome::StorageLost) {
+                    self.fence_request = true;
+                    self.hb_burst = self.hb_burst.max(3);
+                }
+                if let Some(f) = &mut self.fh {
+                    f.p4 = Some(now);
+                }
+                now
+            }
+        };
+        // xhad sleeps max(base - (p4 - p3) + extend, floor) from p4.
+        let t = &self.cfg.timeouts;
+        let floor = if t.t >= 10_000 { 10_000 } else { 2_000 };
+        let wake = (fh.p3 + t.fence_wait(fh.extend)).max(p4 + floor);
+        if now < wake {
+            return false;
+        }
+        if self.armed {
+            let before = self.current;
+            self.current = self.current.and(self.proposed);
+            self.log(format!("Liveset has been updated: {} -> {}", before, self.current));
+            self.out.push(Command::Liveset(self.current));
+        }
+        self.fence_request = false;
+        true
+    }
+
+    fn check_leave_rule2(&mut self) {
+        let me = self.cfg.me;
+        let excluded = self.excluded_hosts();
+        let recovered = self.sf_access
+            && (0..self.n).filter(|&i| i != me).all(|i| {
+                if self.hbdomain.contains(i) {
+                    self.peers[i].as_ref().is_some_and(|p| p.hb.view.sfdomain.contains(i))
+                } else {
+                    excluded.contains(i)
+                }
+            });
+        if recovered {
+            self.sr2 = false;
+            self.log("leaving survival rule 2: the statefile is back".into());
+        }
+    }
+
+    // ---- start and join ----
+
+    fn boot_limit(&self) -> Millis {
+        let t = &self.cfg.timeouts;
+        match self.global.map(|g| g.pool_state) {
+            Some(PoolState::Init) => t.enable_join,
+            _ => t.boot_join,
+        }
+    }
+
+    fn all(&self) -> HostSet {
+        HostSet::first(self.n)
+    }
+
+    fn boot_step(&mut self, now: Millis) {
+        let since = now - self.start_time;
+        let t = self.cfg.timeouts;
+        match self.boot {
+            Boot::FirstRead => {
+                if self.sf_ok_at.is_none() {
+                    return;
+                }
+                match self.global.map(|g| g.pool_state) {
+                    Some(PoolState::Init) | Some(PoolState::Active) => self.boot = Boot::Discover,
+                    Some(PoolState::Invalid) => self.stop(Exit::InvalidPoolState),
+                    _ => self.stop(Exit::CannotAccessStatefile),
+                }
+            }
+            Boot::Discover => {
+                let hb_up = self.hbdomain == self.all() || since >= t.hb_timeout;
+                let sf_up = self.sfdomain == self.all() || since >= t.sf_timeout;
+                if hb_up && sf_up {
+                    self.boot = Boot::Recognized;
+                }
+            }
+            Boot::Recognized => {
+                let me = self.cfg.me;
+                let still = (0..self.n).filter(|&i| i != me).any(|i| {
+                    (self.hbdomain.contains(i)
+                        && self.peers[i].as_ref().is_some_and(|p| p.hb.view.current.contains(me)))
+                        || (self.sfdomain.contains(i) && self.slots[i].is_some_and(|s| s.view.current.contains(me)))
+                });
+                if !still {
+                    self.boot = Boot::Criteria;
+                } else if since >= self.boot_limit() {
+                    self.log("this host is still online from other hosts' perspectives".into());
+                    self.stop(Exit::BootJoinTimeout);
+                }
+            }
+            Boot::Criteria => self.start_criteria(now),
+            Boot::AllBooted { deadline } => {
+                let me = self.cfg.me;
+                let booted = (0..self.n).filter(|&i| i != me).all(|i| {
+                    !self.hbdomain.contains(i)
+                        || self.peers[i].as_ref().is_some_and(|p| p.hb.view.proposed.contains(me))
+                });
+                if booted {
+                    let liveset = self.proposed;
+                    self.form_liveset(now, liveset);
+                    if self.global.map(|g| g.pool_state) == Some(PoolState::Init) {
+                        self.set_pool_state(PoolState::Active);
+                    }
+                } else if now >= deadline {
+                    self.stop(Exit::BootJoinTimeout);
+                }
+            }
+            Boot::Join { deadline } => {
+                let me = self.cfg.me;
+                let joined = self
+                    .current
+                    .iter()
+                    .filter(|&i| i != me)
+                    .all(|i| self.peers[i].as_ref().is_some_and(|p| p.hb.view.proposed.contains(me)));
+                if joined {
+                    self.current.insert(me);
+                    self.log(format!("joined the liveset {}", self.current));
+                    self.online(now);
+                } else if now >= deadline {
+                    self.proposed.remove(me);
+                    self.stop(Exit::CannotJoin);
+                }
+            }
+        }
+    }
+
+    fn start_criteria(&mut self, now: Millis) {
+        let since = now - self.start_time;
+        let limit = self.boot_limit();
+        let state = self.global.map(|g| g.pool_state).unwrap_or(PoolState::None);
+        if !self.sf_access {
+            self.stop(Exit::CannotAccessStatefile);
+            return;
+        }
+        let starting: HostSet = (0..self.n)
+            .filter(|&i| self.slots[i].is_some_and(|s| s.starting))
+            .collect();
+        let excluded = self.excluded_hosts();
+        let nonstarting = self.sfdomain.minus(starting).minus(HostSet::single(self.cfg.me));
+        let exists = !nonstarting.is_empty() || (self.sr2 && self.hbdomain.or(excluded) == self.all());
+        match (state, exists) {
+            (PoolState::Init, true) => self.stop(Exit::InvalidPoolState),
+            (PoolState::Init | PoolState::Active, false) => {
+                if self.hbdomain == self.all() && self.sfdomain == self.all() {
+                    self.proposed = self.hbdomain;
+                    self.log(format!("forming a new liveset with all hosts {}", self.proposed));
+                    let t = &self.cfg.timeouts;
+                    self.boot = Boot::AllBooted {
+                        deadline: self.start_time + limit + 3 * t.hb_interval.max(t.sf_interval),
+                    };
+                    self.hb_burst = 3;
+                } else if since >= limit {
+                    if state == PoolState::Init {
+                        self.stop(Exit::BootJoinTimeout);
+                    } else if self.excluded && excluded != self.all() {
+                        self.stop(Exit::BootBlockedByExcluded);
+                    } else {
+                        self.stop(Exit::BootFailed);
+                    }
+                }
+            }
+            (PoolState::Active, true) => {
+                if let Some(first) = nonstarting.lowest() {
+                    if let Some(s) = self.slots[first] {
+                        if s.view.current.contains(self.cfg.me) {
+                            self.form_liveset(now, s.view.current);
+                            return;
+                        }
+                    }
+                }
+                if self.sfdomain.is_subset(self.hbdomain) {
+                    self.current = self.sfdomain.minus(starting).without(self.cfg.me);
+                    self.proposed = self.current.with(self.cfg.me);
+                    self.log(format!("joining the existing liveset {}", self.current));
+                    self.hb_burst = 3;
+                    self.boot = Boot::Join {
+                        deadline: now + self.cfg.timeouts.boot_join,
+                    };
+                } else if since >= limit {
+                    self.stop(Exit::CannotJoin);
+                }
+            }
+            _ => self.stop(Exit::InvalidPoolState),
+        }
+    }
+
+    fn form_liveset(&mut self, now: Millis, liveset: HostSet) {
+        self.proposed = liveset;
+        self.current = liveset;
+        self.join = false;
+        self.log(format!("formed the liveset {liveset}"));
+        self.online(now);
+    }
+
+    fn online(&mut self, now: Millis) {
+        self.starting = false;
+        self.excluded = false;
+        self.join = false;
+        self.status = Status::Online;
+        self.phase = Phase::Started;
+        self.last_hbdomain = self.hbdomain;
+        self.last_sfdomain = self.sfdomain;
+        self.armed = true;
+        self.feed(now, Watchdog::Heartbeat);
+        if self.sf_access {
+            self.feed(now, Watchdog::Statefile);
+        }
+        self.out.push(Command::Arm);
+        self.out.push(Command::Liveset(self.current));
+        self.hb_burst = 3;
+        self.next_sf = now;
+        self.log(format!("online, fencing armed; liveset {}", self.current));
+    }
+
+    /// Members ack and take in joining hosts (xhad's `process_join_request`).
+    fn process_join_requests(&mut self) {
+        if self.current.is_empty() {
+            return;
+        }
+        let me = self.cfg.me;
+        let mut joining = HostSet::EMPTY;
+        for i in 0..self.n {
+            if i == me || !self.hbdomain.contains(i) {
+                continue;
+            }
+            let Some(p) = &self.peers[i] else { continue };
+            let (pc, pp) = (p.hb.view.current, p.hb.view.proposed);
+            if !pc.contains(i) && pp.contains(i) {
+                if !self.join_block && (self.sfdomain.contains(i) || self.sr2) && !self.proposed.contains(i) {
+                    self.proposed.insert(i);
+                    self.out.push(Command::Log(format!("ack the join request of host {i}")));
+                }
+                if !self.current.contains(i) {
+                    let allowed = self.current.iter().all(|j| {
+                        if j == me {
+                            self.proposed.contains(i)
+                        } else {
+                            self.peers[j].as_ref().is_some_and(|q| q.hb.view.proposed.contains(i))
+                        }
+                    });
+                    if allowed {
+                        joining.insert(i);
+                    }
+                }
+            } else if pc.contains(i) && !self.current.contains(i) && !self.join_block {
+                self.proposed.insert(i);
+                joining.insert(i);
+            }
+        }
+        if !joining.is_empty() {
+            self.current = self.current.or(joining);
+            self.last_hbdomain = self.last_hbdomain.or(joining.and(self.hbdomain));
+            self.last_sfdomain = self.last_sfdomain.or(joining.and(self.sfdomain));
+            self.log(format!(
+                "Liveset has been updated: {joining} joined, now {}",
+                self.current
+            ));
+            self.out.push(Command::Liveset(self.current));
+            self.hb_burst = self.hb_burst.max(2);
+        }
+    }
+
+    // ---- master lock ----
+
+    fn requesting(&self, i: usize) -> bool {
+        if i == self.cfg.me {
+            self.lock_request
+        } else {
+            self.slots[i].is_some_and(|s| s.lock_request)
+        }
+    }
+
+    fn grants(&self, j: usize) -> HostSet {
+        if j == self.cfg.me {
+            self.lock_grant
+        } else {
+            self.slots[j].map(|s| s.lock_grant).unwrap_or_default()
+        }
+    }
+
+    /// One round of xhad's lock manager, after each statefile read.
+    fn lock_step(&mut self) {
+        let me = self.cfg.me;
+        if !self.sf_access || !self.current.contains(me) || !self.is_online() {
+            return;
+        }
+        for i in 0..self.n {
+            if !(self.requesting(i) && self.current.contains(i)) {
+                self.lock_grant.remove(i);
+            }
+        }
+        if self.want_master && !self.lock_request {
+            let withdrawn = self
+                .current
+                .iter()
+                .filter(|&j| j != me)
+                .all(|j| !self.grants(j).contains(me));
+            let no_lower = self.lock_grant.iter().all(|i| i <= me);
+            if withdrawn && no_lower {
+                self.lock_request = true;
+                self.log("requesting the master lock".into());
+            } else {
+                // Withdraw grants to lower-priority hosts first.
+                self.lock_grant = self.lock_grant.and(HostSet::first(me + 1));
+            }
+        }
+        if !self.want_master && self.lock_request {
+            self.lock_request = false;
+            self.log("master lock request cancelled".into());
+        }
+        for i in 0..self.n {
+            if self.requesting(i) && self.current.contains(i) {
+                if !self.lock_request || i <= me {
+                    self.lock_grant.insert(i);
+                } else {
+                    self.lock_grant.remove(i);
+                }
+            }
+        }
+        if let Some(h) = self.lock_holder() {
+            if h == me && self.global.is_some_and(|g| g.master != Some(me)) && self.pending_global.is_none() {
+                if let Some(g) = self.global {
+                    self.pending_global = Some(Global { master: Some(me), ..g });
+                }
+            }
+        }
+    }
+}
+
+fn survival_explanation(v: &Views) -> String {
+    let hbd = v.hbdomain.and(v.current);
+    let sfd = v.sfdomain.and(v.current);
+    let mut why = format!(
+        "Survival Rule is not met for the local host: liveset {}, reachable on the network {}, seen on the statefile {}",
+        v.current, hbd, sfd
+    );
+    if !v.sf_access {
+        why.push_str(", this host cannot reach the statefile");
+    }
+    if let Some(w) = rules::largest_partition(v) {
+        if w != v.me {
+            why.push_str(&format!(", host {w} is in the largest partition"));
+        }
+    }
+    why
+}

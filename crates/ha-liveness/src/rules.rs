@@ -1,0 +1,401 @@
+//! The survival rules, as pure functions of the views a host holds when its
+//! fault handler reaches phase 3.
+//!
+//! - Rule 1: win outright when every host still writing the statefile is
+//!   reachable on the network (`sfd ⊆ hbd`, `sfd` not empty); else the
+//!   largest partition, computed from each host's statefile-published
+//!   views, wins; ties go to the lowest index (lowest host UUID), weights
+//!   bias it by `0x100` each.
+//! - Rule 2: nobody on the network can reach the statefile and every host
+//!   off the network is excluded: everyone stays.
+//! - Storage-lost hosts (the seeds' "lost storage but not network"): a host
+//!   that cannot reach the statefile but reaches a strict majority of the
+//!   liveset on the network is kept by the winners, instead of dropped as
+//!   xhad does. It cannot write VM disks, so keeping it harms no data.
+
+use crate::hostset::HostSet;
+
+/// What a host knows when it decides whether it survives.
+#[derive(Debug, Clone)]
+pub struct Views<'a> {
+    pub me: usize,
+    /// Configured hosts.
+    pub hosts: usize,
+    pub current: HostSet,
+    /// My hbdomain and sfdomain.
+    pub hbdomain: HostSet,
+    pub sfdomain: HostSet,
+    /// I can reach the statefile.
+    pub sf_access: bool,
+    /// Peers that say, in their heartbeat, that they reach the statefile.
+    pub peers_with_sf: HostSet,
+    /// Each host's published (sfdomain, hbdomain) from its statefile slot.
+    pub published: &'a [Option<(HostSet, HostSet)>],
+    /// Hosts whose slot says they left cleanly.
+    pub excluded: HostSet,
+    pub weights: &'a [u32],
+}
+
+/// How a host came out of the survival test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every host on storage is reachable on the network.
+    WonOutright,
+    /// This host is in the largest partition.
+    LargestPartition,
+    /// Survival rule 2: the statefile is gone for everyone, the network is whole.
+    Rule2,
+    /// This host lost the statefile but reaches a majority that does not:
+    /// it survives if the winners keep it.
+    StorageLost,
+    Lost,
+}
+
+impl Outcome {
+    pub fn survives(self) -> bool {
+        !matches!(self, Outcome::Lost)
+    }
+}
+
+fn size(sf: HostSet, hb: HostSet, weights: &[u32]) -> u64 {
+    if sf.is_empty() {
+        return 0;
+    }
+    sf.and(hb)
+        .iter()
+        .map(|i| 1 + 0x100 * u64::from(weights.get(i).copied().unwrap_or(0)))
+        .sum()
+}
+
+/// The host whose partition is strictly largest, scanning from index 0,
+/// by the statefile-published views (this host's own for itself).
+pub fn largest_partition(v: &Views) -> Option<usize> {
+    let mut best: Option<(usize, u64)> = None;
+    for i in 0..v.hosts {
+        if !v.sfdomain.contains(i) {
+            continue;
+        }
+        let s = if i == v.me {
+            size(v.sfdomain, v.hbdomain, v.weights)
+        } else {
+            match v.published.get(i).copied().flatten() {
+                Some((sf, hb)) => size(sf, hb, v.weights),
+                None => 0,
+            }
+        };
+        if s > best.map_or(0, |b| b.1) {
+            best = Some((i, s));
+        }
+    }
+    best.map(|b| b.0)
+}
+
+fn in_largest_partition(v: &Views) -> bool {
+    let Some(w) = largest_partition(v) else {
+        return false;
+    };
+    if w == v.me {
+        return true;
+    }
+    let Some((wsf, whb)) = v.published.get(w).copied().flatten() else {
+        return false;
+    };
+    wsf.contains(v.me) && whb.contains(v.me) && v.sfdomain.contains(w) && v.hbdomain.contains(w)
+}
+
+/// Survival rule 2 holds.
+pub fn rule2(v: &Views) -> bool {
+    let hbd = v.hbdomain.and(v.current);
+    (0..v.hosts).all(|i| {
+        let sf = if i == v.me {
+            v.sf_access
+        } else {
+            v.peers_with_sf.contains(i)
+        };
+        if hbd.contains(i) {
+            !sf
+        } else {
+            v.excluded.contains(i)
+        }
+    })
+}
+
+/// A network partition big enough to keep hosts without storage.
+pub fn majority(hbd: HostSet, current: HostSet) -> bool {
+    hbd.and(current).len() * 2 > current.len()
+}
+
+/// The survival test.
+pub fn survival(v: &Views) -> Outcome {
+    let hbd = v.hbdomain.and(v.current);
+    let sfd = v.sfdomain.and(v.current);
+    if !sfd.is_empty() && sfd.is_subset(hbd) {
+        return Outcome::WonOutright;
+    }
+    if in_largest_partition(v) {
+        return Outcome::LargestPartition;
+    }
+    if rule2(v) {
+        return Outcome::Rule2;
+    }
+    if !v.sf_access && majority(hbd, v.current) && !hbd.without(v.me).and(v.peers_with_sf).is_empty() {
+        return Outcome::StorageLost;
+    }
+    Outcome::Lost
+}
+
+/// The hosts a winner keeps: those in both domains (only the network one
+/// under rule 2), plus storage-lost hosts of a majority partition.
+pub fn keep(v: &Views, outcome: Outcome) -> HostSet {
+    let hbd = v.hbdomain.and(v.current);
+    let sfd = v.sfdomain.and(v.current);
+    let mut keep = if outcome == Outcome::Rule2 { hbd } else { hbd.and(sfd) };
+    if majority(hbd, v.current) {
+        for i in hbd.iter() {
+            if i != v.me && !v.peers_with_sf.contains(i) {
+                keep.insert(i);
+            }
+        }
+    }
+    keep
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(v: &[usize]) -> HostSet {
+        v.iter().copied().collect()
+    }
+
+    struct Case {
+        name: &'static str,
+        me: usize,
+        hosts: usize,
+        hb: &'static [usize],
+        sf: &'static [usize],
+        sf_access: bool,
+        peers_with_sf: &'static [usize],
+        /// Per host: (sfdomain, hbdomain) as published in its slot.
+        published: &'static [(&'static [usize], &'static [usize])],
+        expect: Outcome,
+        keeps: &'static [usize],
+    }
+
+    const ALL3: (&[usize], &[usize]) = (&[0, 1, 2], &[0, 1, 2]);
+
+    // The rows of the seeds' table and of the reference's table, seen from
+    // each host involved.
+    const CASES: &[Case] = &[
+        Case {
+            name: "host 2 lost both: the others win outright and drop it",
+            me: 0,
+            hosts: 3,
+            hb: &[0, 1],
+            sf: &[0, 1],
+            sf_access: true,
+            peers_with_sf: &[1],
+            published: &[(&[0, 1], &[0, 1]), (&[0, 1], &[0, 1]), ALL3],
+            expect: Outcome::WonOutright,
+            keeps: &[0, 1],
+        },
+        Case {
+            name: "host 2 lost storage only: the others win and keep it (majority)",
+            me: 0,
+            hosts: 3,
+            hb: &[0, 1, 2],
+            sf: &[0, 1],
+            sf_access: true,
+            peers_with_sf: &[1],
+            published: &[(&[0, 1], &[0, 1, 2]), (&[0, 1], &[0, 1, 2]), ALL3],
+            expect: Outcome::WonOutright,
+            keeps: &[0, 1, 2],
+        },
+        Case {
+            name: "host 2 lost storage only, its own view: it survives if kept",
+            me: 2,
+            hosts: 3,
+            hb: &[0, 1, 2],
+            sf: &[],
+            sf_access: false,
+            peers_with_sf: &[0, 1],
+            published: &[(&[0, 1], &[0, 1, 2]), (&[0, 1], &[0, 1, 2]), ALL3],
+            expect: Outcome::StorageLost,
+            keeps: &[],
+        },
+        Case {
+            name: "host 2 lost network only: the pair is the largest partition",
+            me: 0,
+            hosts: 3,
+            hb: &[0, 1],
+            sf: &[0, 1, 2],
+            sf_access: true,
+            peers_with_sf: &[1],
+            published: &[(&[0, 1, 2], &[0, 1]), (&[0, 1, 2], &[0, 1]), (&[0, 1, 2], &[2])],
+            expect: Outcome::LargestPartition,
+            keeps: &[0, 1],
+        },
+        Case {
+            name: "host 1 of the pair also wins through host 0's view",
+            me: 1,
+            hosts: 3,
+            hb: &[0, 1],
+            sf: &[0, 1, 2],
+            sf_access: true,
+            peers_with_sf: &[0],
+            published: &[(&[0, 1, 2], &[0, 1]), (&[0, 1, 2], &[0, 1]), (&[0, 1, 2], &[2])],
+            expect: Outcome::LargestPartition,
+            keeps: &[0, 1],
+        },
+        Case {
+            name: "host 2 lost network only, its own view: it fences",
+            me: 2,
+            hosts: 3,
+            hb: &[2],
+            sf: &[0, 1, 2],
+            sf_access: true,
+            peers_with_sf: &[],
+            published: &[(&[0, 1, 2], &[0, 1]), (&[0, 1, 2], &[0, 1]), (&[0, 1, 2], &[2])],
+            expect: Outcome::Lost,
+            keeps: &[],
+        },
+        Case {
+            name: "equal partitions: the lowest UUID (index 0) wins",
+            me: 0,
+            hosts: 2,
+            hb: &[0],
+            sf: &[0, 1],
+            sf_access: true,
+            peers_with_sf: &[],
+            published: &[(&[0, 1], &[0]), (&[0, 1], &[1])],
+            expect: Outcome::LargestPartition,
+            keeps: &[0],
+        },
+        Case {
+            name: "equal partitions: the higher UUID fences",
+            me: 1,
+            hosts: 2,
+            hb: &[1],
+            sf: &[0, 1],
+            sf_access: true,
+            peers_with_sf: &[],
+            published: &[(&[0, 1], &[0]), (&[0, 1], &[1])],
+            expect: Outcome::Lost,
+            keeps: &[],
+        },
+        Case {
+            name: "everyone lost the statefile: rule 2, everyone stays",
+            me: 1,
+            hosts: 3,
+            hb: &[0, 1, 2],
+            sf: &[],
+            sf_access: false,
+            peers_with_sf: &[],
+            published: &[ALL3, ALL3, ALL3],
+            expect: Outcome::Rule2,
+            keeps: &[0, 1, 2],
+        },
+        Case {
+            name: "statefile lost everywhere and a partition: everyone fences",
+            me: 0,
+            hosts: 3,
+            hb: &[0, 1],
+            sf: &[],
+            sf_access: false,
+            peers_with_sf: &[],
+            published: &[ALL3, ALL3, ALL3],
+            expect: Outcome::Lost,
+            keeps: &[],
+        },
+        Case {
+            name: "statefile lost everywhere and a partition, the lone host fences too",
+            me: 2,
+            hosts: 3,
+            hb: &[2],
+            sf: &[],
+            sf_access: false,
+            peers_with_sf: &[],
+            published: &[ALL3, ALL3, ALL3],
+            expect: Outcome::Lost,
+            keeps: &[],
+        },
+        Case {
+            name: "a lone host without storage in a 3-host pool fences",
+            me: 2,
+            hosts: 3,
+            hb: &[2],
+            sf: &[],
+            sf_access: false,
+            peers_with_sf: &[],
+            published: &[(&[0, 1], &[0, 1]), (&[0, 1], &[0, 1]), ALL3],
+            expect: Outcome::Lost,
+            keeps: &[],
+        },
+    ];
+
+    #[test]
+    fn the_failure_tables() {
+        for c in CASES {
+            let published: Vec<_> = c.published.iter().map(|(s, h)| Some((set(s), set(h)))).collect();
+            let weights = vec![0; c.hosts];
+            let v = Views {
+                me: c.me,
+                hosts: c.hosts,
+                current: HostSet::first(c.hosts),
+                hbdomain: set(c.hb),
+                sfdomain: set(c.sf),
+                sf_access: c.sf_access,
+                peers_with_sf: set(c.peers_with_sf),
+                published: &published,
+                excluded: HostSet::EMPTY,
+                weights: &weights,
+            };
+            let got = survival(&v);
+            assert_eq!(got, c.expect, "{}", c.name);
+            if matches!(got, Outcome::WonOutright | Outcome::LargestPartition | Outcome::Rule2) {
+                assert_eq!(keep(&v, got), set(c.keeps), "{}", c.name);
+            }
+        }
+    }
+
+    #[test]
+    fn weight_beats_the_lower_uuid() {
+        let published = vec![Some((set(&[0, 1]), set(&[0]))), Some((set(&[0, 1]), set(&[1])))];
+        let weights = vec![0, 1];
+        let v = Views {
+            me: 1,
+            hosts: 2,
+            current: set(&[0, 1]),
+            hbdomain: set(&[1]),
+            sfdomain: set(&[0, 1]),
+            sf_access: true,
+            peers_with_sf: HostSet::EMPTY,
+            published: &published,
+            excluded: HostSet::EMPTY,
+            weights: &weights,
+        };
+        assert_eq!(survival(&v), Outcome::LargestPartition);
+        assert_eq!(largest_partition(&v), Some(1));
+    }
+
+    #[test]
+    fn rule2_needs_absent_hosts_excluded() {
+        let published = vec![None, None, None];
+        let weights = vec![0; 3];
+        let mut v = Views {
+            me: 0,
+            hosts: 3,
+            current: set(&[0, 1, 2]),
+            hbdomain: set(&[0, 1]),
+            sfdomain: HostSet::EMPTY,
+            sf_access: false,
+            peers_with_sf: HostSet::EMPTY,
+            published: &published,
+            excluded: HostSet::EMPTY,
+            weights: &weights,
+        };
+        assert!(!rule2(&v));
+        v.excluded = set(&[2]);
+        assert!(rule2(&v));
+    }
+}
