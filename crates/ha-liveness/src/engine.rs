@@ -36,6 +36,24 @@ pub struct Config {
     pub generation: u128,
     /// Per host, 0 unless configured.
     pub weights: Vec<u32>,
+    /// The survival test; [`rules::survival`] except in tests that check
+    /// the simulator catches a broken rule.
+    pub survival: fn(&Views) -> Outcome,
+}
+
+impl Config {
+    /// A configuration with no weights and the real survival rules.
+    pub fn new(hosts: Vec<String>, me: usize, timeouts: Timeouts, generation: u128) -> Config {
+        let weights = vec![0; hosts.len()];
+        Config {
+            hosts,
+            me,
+            timeouts,
+            generation,
+            weights,
+            survival: rules::survival,
+        }
+    }
 }
 
 /// Which watchdog.
@@ -281,8 +299,6 @@ struct Fh {
     /// The views frozen when they became consistent.
     snapshot: Option<Snapshot>,
     outcome: Option<Outcome>,
-    /// The survival test shrank a domain (xhad's `fh_sleep_extend`).
-    extend: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -743,7 +759,7 @@ impl Engine {
             return;
         }
         if let Some(p) = &self.peers[i] {
-            if hb.sequence <= p.hb.sequence {
+            if hb.sequence <= p.hb.sequence && p.hb.sequence != 0 {
                 return;
             }
         }
@@ -797,6 +813,10 @@ impl Engine {
                 }
             } else {
                 self.hbdomain.remove(i);
+                // A host silent for T1 may come back rebooted, counting from 0.
+                if let Some(p) = &mut self.peers[i] {
+                    p.hb.sequence = 0;
+                }
             }
         }
         self.detect_degrade(now);
@@ -995,7 +1015,6 @@ impl Engine {
                 p4: None,
                 snapshot: None,
                 outcome: None,
-                extend: false,
             });
         }
         // Run as many steps as complete now.
@@ -1061,11 +1080,16 @@ impl Engine {
         self.peers[i].as_ref().map(|p| p.hb.view.phase)
     }
 
+    /// Every peer seen on the network publishes `p1` or `p2`; with `on_sf`,
+    /// every peer seen on the statefile has reached `p1` (peers across a
+    /// network split run their own rendezvous and may be ahead) or is not
+    /// in a fault handler yet.
     fn rendezvous(&self, p1: Phase, p2: Phase, on_sf: bool) -> bool {
-        let ok = |ph: Option<Phase>| ph.is_some_and(|ph| ph == p1 || ph == p2);
+        let exact = |ph: Option<Phase>| ph.is_some_and(|ph| ph == p1 || ph == p2);
+        let reached = |ph: Option<Phase>| ph.is_some_and(|ph| ph >= p1 || !ph.in_fault_handler());
         self.current.iter().filter(|&i| i != self.cfg.me).all(|i| {
-            let hb_ok = !self.hbdomain.contains(i) || ok(self.peer_phase_hb(i));
-            let sf_ok = !on_sf || !self.sfdomain.contains(i) || ok(self.slots[i].map(|s| s.view.phase));
+            let hb_ok = !self.hbdomain.contains(i) || exact(self.peer_phase_hb(i));
+            let sf_ok = !on_sf || !self.sfdomain.contains(i) || reached(self.slots[i].map(|s| s.view.phase));
             hb_ok && sf_ok
         })
     }
@@ -1090,35 +1114,49 @@ impl Engine {
         })
     }
 
+    /// The views are settled enough to decide on. A peer on the network
+    /// must hold the same hbdomain (and sfdomain, when both reach the
+    /// statefile) and publish the same views in its slot. A peer seen only on
+    /// the statefile, across a network split, must have reached phase 2 of
+    /// its own fault handler, agree that we are split, and see the same hosts
+    /// on the statefile; its partition then counts by its published views.
     fn consistent(&self) -> bool {
         let cur = self.current;
+        let me = self.cfg.me;
         let my_hbd = self.hbdomain.and(cur);
         let my_sfd = self.sfdomain.and(cur);
-        cur.iter().filter(|&i| i != self.cfg.me).all(|i| {
-            let hb = self.peers[i].as_ref().map(|p| &p.hb);
+        cur.iter().filter(|&i| i != me).all(|i| {
             let slot = self.slots[i];
             if my_hbd.contains(i) {
-                let Some(hb) = hb else { return false };
-                if hb.view.hbdomain.and(cur) != my_hbd {
+                let Some(p) = &self.peers[i] else { return false };
+                if p.hb.view.hbdomain.and(cur) != my_hbd {
                     return false;
                 }
-                if self.sf_access && hb.sf_access && hb.view.sfdomain.and(cur) != my_sfd {
+                let both_on_sf = self.sfdomain.contains(me) && p.hb.view.sfdomain.contains(i);
+                if both_on_sf && p.hb.view.sfdomain.and(cur) != my_sfd {
                     return false;
                 }
-            }
-            if my_sfd.contains(i) {
+                if my_sfd.contains(i) {
+                    let Some(slot) = slot else { return false };
+                    if slot.view.sfdomain.and(cur) != my_sfd || slot.view.hbdomain.and(cur) != my_hbd {
+                        return false;
+                    }
+                }
+                true
+            } else if my_sfd.contains(i) {
                 let Some(slot) = slot else { return false };
-                if slot.view.sfdomain.and(cur) != my_sfd || slot.view.hbdomain.and(cur) != my_hbd {
-                    return false;
-                }
+                slot.view.phase >= Phase::Fh2
+                    && !slot.view.hbdomain.contains(me)
+                    && slot.view.sfdomain.and(cur) == my_sfd
+            } else {
+                true
             }
-            true
         })
     }
 
     fn peers_with_sf(&self) -> HostSet {
         (0..self.n)
-            .filter(|&i| i != self.cfg.me && self.peers[i].as_ref().is_some_and(|p| p.hb.sf_access))
+            .filter(|&i| i != self.cfg.me && self.peers[i].as_ref().is_some_and(|p| p.hb.view.sfdomain.contains(i)))
             .collect()
     }
 
@@ -1155,7 +1193,7 @@ impl Engine {
             excluded: snap.excluded,
             weights: &weights,
         };
-        let outcome = rules::survival(&views);
+        let outcome = (self.cfg.survival)(&views);
         self.log(format!(
             "FH3: liveset {} hbdomain {} sfdomain {} statefile {}: {:?}",
             self.current,
@@ -1164,7 +1202,6 @@ impl Engine {
             if self.sf_access { "reachable" } else { "unreachable" },
             outcome
         ));
-        let mut extend = false;
         match outcome {
             Outcome::Lost => {
                 self.fence("SM_SURVIVALRULE_FAILED", survival_explanation(&views));
@@ -1183,9 +1220,6 @@ impl Engine {
                         if self.proposed.contains(i) && !keep.contains(i) {
                             self.log(format!("host {i} will be removed from the liveset"));
                             self.proposed.remove(i);
-                            if self.hbdomain.contains(i) || self.sfdomain.contains(i) {
-                                extend = true;
-                            }
                         }
                     }
                 }
@@ -1194,7 +1228,6 @@ impl Engine {
         if let Some(f) = &mut self.fh {
             f.p3 = now;
             f.outcome = Some(outcome);
-            f.extend = extend;
         }
     }
 
@@ -1246,7 +1279,9 @@ impl Engine {
         // xhad sleeps max(base - (p4 - p3) + extend, floor) from p4.
         let t = &self.cfg.timeouts;
         let floor = if t.t >= 10_000 { 10_000 } else { 2_000 };
-        let wake = (fh.p3 + t.fence_wait(fh.extend)).max(p4 + floor);
+        // xhad adds T when the survival test shrank a domain, for losers that
+        // noticed late; the fault-handler budget bounds those already.
+        let wake = (fh.p3 + t.fence_wait(false)).max(p4 + floor);
         if now < wake {
             return false;
         }

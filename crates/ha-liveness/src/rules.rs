@@ -27,7 +27,8 @@ pub struct Views<'a> {
     pub sfdomain: HostSet,
     /// I can reach the statefile.
     pub sf_access: bool,
-    /// Peers that say, in their heartbeat, that they reach the statefile.
+    /// Peers whose heartbeat shows them in their own sfdomain (they reach
+    /// the statefile).
     pub peers_with_sf: HostSet,
     /// Each host's published (sfdomain, hbdomain) from its statefile slot.
     pub published: &'a [Option<(HostSet, HostSet)>],

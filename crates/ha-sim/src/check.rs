@@ -1,0 +1,130 @@
+//! The safety checkers, run after every step of the simulation.
+//!
+//! - **Liveset**: a host leaves a winner's liveset only once it is down,
+//!   has stopped HA (disarmed), or is frozen past its watchdog (which must
+//!   then have fired); and a host that was dropped never acts armed again
+//!   in the same boot.
+//! - **Split brain**: no two armed, online hosts each believe they own the
+//!   pool without the other.
+//! - **Master**: at most one running host holds the master lock.
+
+use std::fmt;
+
+use ha_liveness::{HostSet, Millis};
+
+use crate::world::{Host, Power};
+
+/// A broken safety property.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    pub at: Millis,
+    pub what: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "at {} ms: {}", self.at, self.what)
+    }
+}
+
+/// What the checkers remember between steps.
+#[derive(Debug, Clone)]
+pub struct Checker {
+    /// The last liveset each host announced.
+    livesets: Vec<HostSet>,
+    /// (dropper, dropped, dropped's boot epoch) for hosts dropped while
+    /// frozen past their watchdog.
+    dropped: Vec<(usize, usize, u32)>,
+    /// How many liveset shrinks happened.
+    pub shrinks: usize,
+}
+
+fn acting(h: &Host, now: Millis) -> bool {
+    h.power == Power::On && !h.frozen(now) && h.engine.is_running() && h.armed
+}
+
+impl Checker {
+    pub fn new(n: usize) -> Checker {
+        Checker {
+            livesets: vec![HostSet::EMPTY; n],
+            dropped: Vec::new(),
+            shrinks: 0,
+        }
+    }
+
+    /// Host `i` booted: its earlier livesets are gone with it.
+    pub fn booted(&mut self, i: usize) {
+        self.livesets[i] = HostSet::EMPTY;
+    }
+
+    /// Host `by` announced liveset `set`.
+    pub fn liveset_changed(&mut self, now: Millis, by: usize, set: HostSet, hosts: &[Host]) -> Result<(), Violation> {
+        let before = std::mem::replace(&mut self.livesets[by], set);
+        let gone = before.minus(set);
+        if gone.is_empty() {
+            return Ok(());
+        }
+        self.shrinks += 1;
+        for d in gone.iter() {
+            let h = &hosts[d];
+            let wd_fired = h.watchdog.iter().flatten().any(|&w| w <= now);
+            let ok = h.power != Power::On || !h.engine.is_running() || !h.armed || (h.frozen(now) && wd_fired);
+            if !ok {
+                return Err(Violation {
+                    at: now,
+                    what: format!(
+                        "host {by} dropped host {d} from its liveset while host {d} runs with fencing armed ({:?}, liveset {})",
+                        h.engine.status(),
+                        h.engine.liveset()
+                    ),
+                });
+            }
+            if h.power == Power::On && h.engine.is_running() && h.armed && h.frozen(now) {
+                // Frozen past its watchdog: it must never act in this boot.
+                self.dropped.push((by, d, h.epoch));
+            }
+        }
+        Ok(())
+    }
+
+    /// The checks that hold at every step.
+    pub fn check(&mut self, now: Millis, hosts: &[Host]) -> Result<(), Violation> {
+        for &(by, d, epoch) in &self.dropped {
+            let h = &hosts[d];
+            if h.epoch == epoch && acting(h, now) {
+                return Err(Violation {
+                    at: now,
+                    what: format!("host {d} was dropped by host {by} but still acts with fencing armed"),
+                });
+            }
+        }
+        let online: Vec<usize> = (0..hosts.len())
+            .filter(|&i| acting(&hosts[i], now) && hosts[i].engine.is_online())
+            .collect();
+        for &a in &online {
+            for &b in &online {
+                let (la, lb) = (hosts[a].engine.liveset(), hosts[b].engine.liveset());
+                if a < b && !la.contains(b) && !lb.contains(a) {
+                    return Err(Violation {
+                        at: now,
+                        what: format!("split brain: host {a} owns liveset {la} and host {b} owns liveset {lb}"),
+                    });
+                }
+            }
+        }
+        let masters: Vec<usize> = online
+            .iter()
+            .copied()
+            .filter(|&i| hosts[i].engine.holds_master_lock())
+            .collect();
+        if masters.len() > 1 {
+            return Err(Violation {
+                at: now,
+                what: format!("hosts {masters:?} all hold the master lock"),
+            });
+        }
+        // Forget drops of hosts that have rebooted since.
+        self.dropped.retain(|&(_, d, epoch)| hosts[d].epoch == epoch);
+        Ok(())
+    }
+}

@@ -1,0 +1,152 @@
+//! Random fault schedules drawn from a seed, and one simulation run.
+//!
+//! A run enables HA on a pool of 2 to 5 hosts (T = 10 s), lets it form its
+//! liveset, then injects a fault every 10 to 40 s for the run's length:
+//! power cuts, network cuts (whole, one-way, partitions), packet loss,
+//! storage cuts (one host or all), slow statefile I/O, corrupt slots and
+//! freezes longer than T. Every fault is undone after a while, and the
+//! world heals completely for the last minute so the run ends settled.
+
+use ha_liveness::{HostSet, Millis};
+use rand::Rng;
+
+use crate::world::World;
+use crate::Violation;
+
+/// What one seed did.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub seed: u64,
+    pub hosts: usize,
+    pub faults: usize,
+    pub fences: usize,
+    pub shrinks: usize,
+    pub violation: Option<Violation>,
+    pub trace: Vec<String>,
+}
+
+/// The HA timeout of simulated pools, in seconds.
+pub const T_S: u64 = 10;
+
+/// A fault with its undo time.
+enum Undo {
+    PowerOn(usize),
+    Network(usize),
+    Heal,
+    Storage(usize),
+    StorageAll,
+    Latency(usize),
+}
+
+/// Run seed `seed` for `length` ms of simulated time.
+pub fn run(seed: u64, hosts: Option<usize>, length: Millis, trace: bool) -> Report {
+    run_with(seed, hosts, length, trace, |_| {})
+}
+
+/// Like [`run`], with a chance to change the engines' config.
+pub fn run_with(
+    seed: u64,
+    hosts: Option<usize>,
+    length: Millis,
+    trace: bool,
+    tweak: impl Fn(&mut ha_liveness::Config),
+) -> Report {
+    let mut pick = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15);
+    let n = hosts.unwrap_or_else(|| pick.random_range(2..=5));
+    let mut w = World::with_config(n, T_S, seed, tweak);
+    if trace {
+        w.trace = Some(Vec::new());
+    }
+    let mut faults = 0;
+    let mut undo: Vec<(Millis, Undo)> = Vec::new();
+    let settle = length.saturating_sub(60_000);
+    let mut next_fault = 40_000 + pick.random_range(0..10_000);
+    let result = loop {
+        if w.now >= length {
+            break Ok(());
+        }
+        if w.now >= next_fault && w.now < settle {
+            faults += 1;
+            inject(&mut w, &mut pick, &mut undo, n);
+            next_fault = w.now + pick.random_range(10_000..40_000);
+        }
+        let now = w.now;
+        let (due, later): (Vec<_>, Vec<_>) = undo.drain(..).partition(|(t, _)| *t <= now || now >= settle);
+        undo = later;
+        for (_, u) in due {
+            match u {
+                Undo::PowerOn(i) => w.power_on(i),
+                Undo::Network(i) => w.set_network(i, true),
+                Undo::Heal => w.heal_network(),
+                Undo::Storage(i) => w.set_storage(i, true),
+                Undo::StorageAll => {
+                    for i in 0..n {
+                        w.set_storage(i, true);
+                    }
+                }
+                Undo::Latency(i) => w.hosts[i].sf_latency = 5,
+            }
+        }
+        if let Err(v) = w.run_until(w.now + 1_000) {
+            break Err(v);
+        }
+    };
+    let fences = w.hosts.iter().map(|h| h.fences.len()).sum();
+    Report {
+        seed,
+        hosts: n,
+        faults,
+        fences,
+        shrinks: w.checker.shrinks,
+        violation: result.err(),
+        trace: w.trace.take().unwrap_or_default(),
+    }
+}
+
+fn inject(w: &mut World, r: &mut impl Rng, undo: &mut Vec<(Millis, Undo)>, n: usize) {
+    let host = r.random_range(0..n);
+    let back = w.now + r.random_range(5_000..60_000);
+    match r.random_range(0..10) {
+        0 => {
+            w.power_off(host);
+            undo.push((back, Undo::PowerOn(host)));
+        }
+        1 => {
+            w.set_network(host, false);
+            undo.push((back, Undo::Network(host)));
+        }
+        2 => {
+            let other = (host + 1 + r.random_range(0..n - 1)) % n;
+            w.cut_link(host, other);
+            undo.push((back, Undo::Heal));
+        }
+        3 => {
+            let group: HostSet = (0..n).filter(|_| r.random_bool(0.5)).collect();
+            w.partition(group);
+            undo.push((back, Undo::Heal));
+        }
+        4 => {
+            w.net.loss = r.random_range(0.05..0.5);
+            undo.push((back, Undo::Heal));
+        }
+        5 => {
+            w.set_storage(host, false);
+            undo.push((back, Undo::Storage(host)));
+        }
+        6 => {
+            for i in 0..n {
+                w.set_storage(i, false);
+            }
+            undo.push((back, Undo::StorageAll));
+        }
+        7 => {
+            w.hosts[host].sf_latency = r.random_range(500..30_000);
+            undo.push((back, Undo::Latency(host)));
+        }
+        8 => w.corrupt_slot(host),
+        _ => {
+            let t = w.timeouts().t;
+            w.freeze(host, r.random_range(t / 2..3 * t));
+        }
+    }
+}

@@ -1,0 +1,524 @@
+//! The simulated world: hosts running HA engines, a network, a shared
+//! statefile and a watchdog per host, under one clock.
+//!
+//! Time advances in steps of [`STEP`]. In each step the world delivers the
+//! packets and statefile cycles that are due, fires expired watchdogs,
+//! ticks every running engine, carries out their commands, and then runs
+//! the checkers. Everything random comes from one seeded generator, so a
+//! seed replays exactly.
+
+use std::collections::BTreeMap;
+
+use ha_liveness::engine::Config;
+use ha_liveness::message::Global;
+use ha_liveness::{
+    Command, Engine, Event, HostSet, Millis, PoolState, Slot, SlotRead, StatefileRead, Status, Timeouts,
+};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::check::{Checker, Violation};
+
+/// One step of simulated time.
+pub const STEP: Millis = 50;
+
+/// How a host is doing, physically.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Power {
+    On,
+    /// Crashed, fenced or powered off; `until` is when it boots again.
+    Off {
+        until: Option<Millis>,
+    },
+}
+
+/// A statefile cycle in flight.
+#[derive(Debug, Clone)]
+struct Cycle {
+    due: Millis,
+    slot: Slot,
+    global: Option<Global>,
+}
+
+/// One simulated host.
+#[derive(Debug, Clone)]
+pub struct Host {
+    pub engine: Engine,
+    pub power: Power,
+    /// Incremented at every boot.
+    pub epoch: u32,
+    /// Frozen (no events, no I/O) until this time.
+    pub frozen_until: Option<Millis>,
+    /// Watchdog expiry (heartbeat, statefile) while armed.
+    pub watchdog: [Option<Millis>; 2],
+    pub armed: bool,
+    cycle: Option<Cycle>,
+    /// Statefile I/O fails.
+    pub storage_cut: bool,
+    /// Statefile I/O takes this long.
+    pub sf_latency: Millis,
+    /// When to retry starting HA after the engine stopped.
+    restart_at: Option<Millis>,
+    pub fences: Vec<String>,
+}
+
+impl Host {
+    pub fn running(&self) -> bool {
+        self.power == Power::On && self.engine.is_running()
+    }
+
+    pub fn frozen(&self, now: Millis) -> bool {
+        self.frozen_until.is_some_and(|t| now < t)
+    }
+}
+
+/// The network between hosts.
+#[derive(Debug, Clone, Default)]
+pub struct Network {
+    /// Directed links that drop everything: (from, to).
+    pub cut: std::collections::BTreeSet<(usize, usize)>,
+    /// Probability of losing any packet.
+    pub loss: f64,
+    /// Largest delivery delay.
+    pub max_delay: Millis,
+}
+
+/// The shared statefile.
+#[derive(Debug, Clone, Default)]
+struct Statefile {
+    global: Option<Global>,
+    slots: Vec<Option<Slot>>,
+    corrupt: Vec<bool>,
+}
+
+/// The whole world.
+pub struct World {
+    pub now: Millis,
+    pub hosts: Vec<Host>,
+    pub net: Network,
+    sf: Statefile,
+    /// Packets in flight: (deliver at, sequence) -> (to, heartbeat).
+    packets: BTreeMap<(Millis, u64), (usize, ha_liveness::Heartbeat)>,
+    packet_seq: u64,
+    pub rng: StdRng,
+    pub checker: Checker,
+    config: Config,
+    /// Lines of what happened, when tracing.
+    pub trace: Option<Vec<String>>,
+    /// Delay before a fenced or crashed host boots again.
+    pub reboot_delay: Millis,
+    /// Stop at the first violation.
+    pub violation: Option<Violation>,
+    /// Let the hosts elect a master through the lock, as xapi does.
+    pub elect_master: bool,
+}
+
+impl World {
+    /// A pool of `n` hosts with HA timeout `t_s`, HA being enabled at time 0.
+    pub fn new(n: usize, t_s: u64, seed: u64) -> World {
+        World::with_config(n, t_s, seed, |_| {})
+    }
+
+    /// Like [`World::new`], with a chance to change the engines' config.
+    pub fn with_config(n: usize, t_s: u64, seed: u64, tweak: impl Fn(&mut Config)) -> World {
+        let timeouts = Timeouts::derive(t_s, true).unwrap_or_else(|_| fallback_timeouts());
+        let hosts: Vec<String> = (0..n)
+            .map(|i| format!("{:08x}-0000-4000-8000-{:012x}", i + 1, i + 1))
+            .collect();
+        let mut config = Config::new(hosts, 0, timeouts, 0x5eed_0000 + u128::from(seed));
+        tweak(&mut config);
+        let mut world = World {
+            now: 0,
+            hosts: Vec::new(),
+            net: Network {
+                max_delay: 20,
+                ..Default::default()
+            },
+            sf: Statefile {
+                global: Some(Global {
+                    pool_state: PoolState::Init,
+                    generation: config.generation,
+                    master: None,
+                }),
+                slots: vec![None; n],
+                corrupt: vec![false; n],
+            },
+            packets: BTreeMap::new(),
+            packet_seq: 0,
+            rng: StdRng::seed_from_u64(seed),
+            checker: Checker::new(n),
+            config,
+            trace: None,
+            reboot_delay: 8_000,
+            violation: None,
+            elect_master: true,
+        };
+        for i in 0..n {
+            let engine = world.engine(i);
+            world.hosts.push(Host {
+                engine,
+                power: Power::On,
+                epoch: 0,
+                frozen_until: None,
+                watchdog: [None, None],
+                armed: false,
+                cycle: None,
+                storage_cut: false,
+                sf_latency: 5,
+                restart_at: None,
+                fences: Vec::new(),
+            });
+        }
+        for i in 0..n {
+            world.boot(i);
+        }
+        world
+    }
+
+    fn engine(&self, i: usize) -> Engine {
+        let mut c = self.config.clone();
+        c.me = i;
+        Engine::new(c)
+    }
+
+    pub fn timeouts(&self) -> Timeouts {
+        self.config.timeouts
+    }
+
+    fn note(&mut self, line: String) {
+        if let Some(t) = &mut self.trace {
+            t.push(format!("{:>8} {line}", self.now));
+        }
+    }
+
+    fn boot(&mut self, i: usize) {
+        let engine = self.engine(i);
+        let h = &mut self.hosts[i];
+        h.engine = engine;
+        h.power = Power::On;
+        h.epoch += 1;
+        h.watchdog = [None, None];
+        h.armed = false;
+        h.cycle = None;
+        h.frozen_until = None;
+        h.restart_at = None;
+        self.checker.booted(i);
+        let now = self.now;
+        let cmds = self.hosts[i].engine.start(now);
+        self.note(format!("host {i} boots (epoch {})", self.hosts[i].epoch));
+        self.run_commands(i, cmds);
+    }
+
+    /// Power a host off now; it stays off until [`World::power_on`].
+    pub fn power_off(&mut self, i: usize) {
+        self.note(format!("FAULT power-off host {i}"));
+        self.hosts[i].power = Power::Off { until: None };
+        self.hosts[i].armed = false;
+    }
+
+    pub fn power_on(&mut self, i: usize) {
+        if matches!(self.hosts[i].power, Power::Off { .. }) {
+            self.note(format!("FAULT power-on host {i}"));
+            self.boot(i);
+        }
+    }
+
+    /// Cut or restore every link of host `i`, both ways.
+    pub fn set_network(&mut self, i: usize, up: bool) {
+        self.note(format!(
+            "FAULT network of host {i} {}",
+            if up { "restored" } else { "cut" }
+        ));
+        for j in 0..self.hosts.len() {
+            if j != i {
+                for link in [(i, j), (j, i)] {
+                    if up {
+                        self.net.cut.remove(&link);
+                    } else {
+                        self.net.cut.insert(link);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Split the network between `group` and the rest.
+    pub fn partition(&mut self, group: HostSet) {
+        self.note(format!("FAULT partition {group} from the rest"));
+        for i in 0..self.hosts.len() {
+            for j in 0..self.hosts.len() {
+                if group.contains(i) != group.contains(j) {
+                    self.net.cut.insert((i, j));
+                }
+            }
+        }
+    }
+
+    /// Cut one direction only.
+    pub fn cut_link(&mut self, from: usize, to: usize) {
+        self.note(format!("FAULT one-way cut {from} -> {to}"));
+        self.net.cut.insert((from, to));
+    }
+
+    pub fn heal_network(&mut self) {
+        self.note("FAULT network healed".into());
+        self.net.cut.clear();
+        self.net.loss = 0.0;
+    }
+
+    pub fn set_storage(&mut self, i: usize, up: bool) {
+        self.note(format!(
+            "FAULT storage of host {i} {}",
+            if up { "restored" } else { "cut" }
+        ));
+        self.hosts[i].storage_cut = !up;
+    }
+
+    pub fn corrupt_slot(&mut self, i: usize) {
+        self.note(format!("FAULT slot {i} corrupted"));
+        if let Some(c) = self.sf.corrupt.get_mut(i) {
+            *c = true;
+        }
+    }
+
+    pub fn freeze(&mut self, i: usize, for_ms: Millis) {
+        self.note(format!("FAULT host {i} frozen for {for_ms} ms"));
+        self.hosts[i].frozen_until = Some(self.now + for_ms);
+    }
+
+    /// Ask host `i`'s engine something from outside (xapi's scripts).
+    pub fn send(&mut self, i: usize, event: Event) {
+        if self.hosts[i].running() && !self.hosts[i].frozen(self.now) {
+            let cmds = self.hosts[i].engine.handle(self.now, event);
+            self.run_commands(i, cmds);
+        }
+    }
+
+    /// Advance until `until`, or until a checker fails.
+    pub fn run_until(&mut self, until: Millis) -> Result<(), Violation> {
+        while self.now < until {
+            self.step();
+            if let Some(v) = &self.violation {
+                return Err(v.clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// One step of simulated time.
+    pub fn step(&mut self) {
+        self.now += STEP;
+        let now = self.now;
+        let n = self.hosts.len();
+        // Boots.
+        for i in 0..n {
+            if let Power::Off { until: Some(t) } = self.hosts[i].power {
+                if now >= t {
+                    self.boot(i);
+                }
+            }
+            if self.hosts[i].power == Power::On && !self.hosts[i].engine.is_running() {
+                match self.hosts[i].restart_at {
+                    Some(t) if now >= t => self.boot(i),
+                    None => self.hosts[i].restart_at = Some(now + 10_000),
+                    _ => {}
+                }
+            }
+        }
+        // Watchdogs: a frozen host's watchdog is frozen with it (the
+        // worst case: a watchdog thread inside the process).
+        for i in 0..n {
+            let h = &self.hosts[i];
+            if h.power == Power::On && h.armed && !h.frozen(now) {
+                if let Some(w) = h.watchdog.iter().flatten().copied().find(|&d| now > d) {
+                    let line = format!("watchdog expired at {w}");
+                    self.crash(i, line);
+                }
+            }
+        }
+        // Packets.
+        let due: Vec<_> = self
+            .packets
+            .range(..=(now, u64::MAX))
+            .map(|(k, v)| (*k, v.clone()))
+            .collect();
+        for (k, (to, hb)) in due {
+            self.packets.remove(&k);
+            self.deliver(to, Event::Heartbeat(hb));
+        }
+        // Statefile cycles.
+        for i in 0..n {
+            let due = self.hosts[i].cycle.as_ref().is_some_and(|c| now >= c.due);
+            if due && self.hosts[i].power == Power::On && !self.hosts[i].frozen(now) {
+                if let Some(c) = self.hosts[i].cycle.take() {
+                    let result = self.statefile_io(i, c);
+                    self.deliver(i, Event::Statefile(result));
+                }
+            }
+        }
+        // Ticks.
+        for i in 0..n {
+            self.deliver(i, Event::Tick);
+        }
+        if self.elect_master {
+            self.elect();
+        }
+        let check = self.checker.check(now, &self.hosts);
+        if let Err(v) = check {
+            self.note(format!("VIOLATION {v}"));
+            self.violation = Some(v);
+        }
+    }
+
+    fn deliver(&mut self, i: usize, event: Event) {
+        let h = &self.hosts[i];
+        if h.power != Power::On || h.frozen(self.now) || !h.engine.is_running() {
+            return;
+        }
+        let cmds = self.hosts[i].engine.handle(self.now, event);
+        self.run_commands(i, cmds);
+    }
+
+    fn statefile_io(&mut self, i: usize, c: Cycle) -> Result<StatefileRead, String> {
+        if self.hosts[i].storage_cut {
+            return Err("I/O error".into());
+        }
+        if let Some(g) = c.global {
+            self.sf.global = Some(g);
+        }
+        if let Some(s) = self.sf.slots.get_mut(i) {
+            *s = Some(c.slot);
+            self.sf.corrupt[i] = false;
+        }
+        Ok(StatefileRead {
+            global: self.sf.global,
+            slots: (0..self.hosts.len())
+                .map(|j| match (self.sf.corrupt[j], self.sf.slots[j]) {
+                    (true, _) => SlotRead::Corrupt,
+                    (false, Some(s)) => SlotRead::Valid(s),
+                    (false, None) => SlotRead::Empty,
+                })
+                .collect(),
+        })
+    }
+
+    fn crash(&mut self, i: usize, why: String) {
+        self.note(format!("host {i} goes down: {why}"));
+        let until = self.now + self.reboot_delay;
+        let h = &mut self.hosts[i];
+        h.fences.push(why);
+        h.power = Power::Off { until: Some(until) };
+        h.armed = false;
+        h.cycle = None;
+    }
+
+    fn run_commands(&mut self, i: usize, cmds: Vec<Command>) {
+        for c in cmds {
+            match c {
+                Command::SendHeartbeat(hb) => {
+                    for to in 0..self.hosts.len() {
+                        if to == i || self.net.cut.contains(&(i, to)) {
+                            continue;
+                        }
+                        if self.net.loss > 0.0 && self.rng.random_bool(self.net.loss.min(1.0)) {
+                            continue;
+                        }
+                        let delay = 1 + self.rng.random_range(0..=self.net.max_delay);
+                        self.packet_seq += 1;
+                        self.packets
+                            .insert((self.now + delay, self.packet_seq), (to, hb.clone()));
+                    }
+                }
+                Command::StatefileCycle { slot, global } => {
+                    let due = self.now + self.hosts[i].sf_latency;
+                    self.hosts[i].cycle = Some(Cycle { due, slot, global });
+                }
+                Command::Feed(w, timeout) => {
+                    let k = match w {
+                        ha_liveness::Watchdog::Heartbeat => 0,
+                        ha_liveness::Watchdog::Statefile => 1,
+                    };
+                    self.hosts[i].watchdog[k] = Some(self.now + timeout);
+                }
+                Command::Arm => self.hosts[i].armed = true,
+                Command::Disarm => self.hosts[i].armed = false,
+                Command::Fence(reason) => {
+                    self.crash(i, format!("fenced: {reason}"));
+                    return;
+                }
+                Command::Liveset(set) => {
+                    self.note(format!("host {i} liveset {set}"));
+                    let now = self.now;
+                    if let Err(v) = self.checker.liveset_changed(now, i, set, &self.hosts) {
+                        self.note(format!("VIOLATION {v}"));
+                        self.violation = Some(v);
+                    }
+                }
+                Command::Exited(e) => self.note(format!("host {i} HA stopped: {}", e.name())),
+                Command::Log(line) => self.note(format!("host {i}: {line}")),
+            }
+        }
+    }
+
+    /// xapi's election: an online host that sees no lock holder in its
+    /// liveset asks for the lock (the lowest index wins); a host that sees
+    /// another holder stops asking.
+    fn elect(&mut self) {
+        for i in 0..self.hosts.len() {
+            let h = &self.hosts[i];
+            if !h.running() || h.frozen(self.now) || !h.engine.is_online() {
+                continue;
+            }
+            // Ask only when the last master is gone from the liveset, so a
+            // member's death does not move the master.
+            let last = h.engine.global().and_then(|g| g.master);
+            let want = match h.engine.lock_holder() {
+                Some(holder) => holder == i,
+                None => last.is_none_or(|m| m == i || !h.engine.liveset().contains(m)),
+            };
+            let event = if want {
+                Event::ProposeMaster
+            } else {
+                Event::ReleaseMaster
+            };
+            let cmds = self.hosts[i].engine.handle(self.now, event);
+            self.run_commands(i, cmds);
+        }
+    }
+
+    /// Hosts that are powered, running HA, not frozen, and online.
+    pub fn online(&self) -> HostSet {
+        (0..self.hosts.len())
+            .filter(|&i| {
+                let h = &self.hosts[i];
+                h.running() && !h.frozen(self.now) && h.engine.is_online()
+            })
+            .collect()
+    }
+
+    /// Hosts whose HA engine fenced at least once.
+    pub fn fenced(&self) -> HostSet {
+        (0..self.hosts.len())
+            .filter(|&i| !self.hosts[i].fences.is_empty())
+            .collect()
+    }
+
+    pub fn status(&self, i: usize) -> &Status {
+        self.hosts[i].engine.status()
+    }
+}
+
+fn fallback_timeouts() -> Timeouts {
+    // Only reached with a timeout below the lab minimum; use the lab minimum.
+    Timeouts::derive(ha_liveness::timeouts::MIN_LAB_TIMEOUT_S, true).unwrap_or(Timeouts {
+        t: 3000,
+        hb_interval: 500,
+        hb_timeout: 3000,
+        sf_interval: 500,
+        sf_timeout: 3000,
+        hb_watchdog: 3000,
+        sf_watchdog: 8000,
+        boot_join: 23_000,
+        enable_join: 23_000,
+    })
+}

@@ -1,0 +1,27 @@
+//! Random fault schedules: every seed must end with zero violations.
+//! `HA_SIM_SEEDS` sets how many (default 200).
+
+use ha_sim::schedule;
+
+#[test]
+fn random_fault_schedules_keep_every_safety_property() {
+    let seeds: u64 = std::env::var("HA_SIM_SEEDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let mut failures = Vec::new();
+    let (mut faults, mut shrinks) = (0, 0);
+    for seed in 0..seeds {
+        let r = schedule::run(seed, None, 300_000, false);
+        faults += r.faults;
+        shrinks += r.shrinks;
+        if let Some(v) = r.violation {
+            failures.push(format!(
+                "seed {seed}: {v} (reproduce: cargo run -p ha-sim -- --seed {seed} --trace)"
+            ));
+        }
+    }
+    assert!(faults as u64 > seeds, "the schedules injected faults ({faults})");
+    assert!(shrinks > 0, "some faults shrank a liveset");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -1,0 +1,185 @@
+//! The failure tables, end to end: real engines in the simulated world, one
+//! fault each, checked against the seeds' and the reference's answers.
+#![allow(clippy::unwrap_used)]
+
+use ha_liveness::{HostSet, Status};
+use ha_sim::World;
+
+const T: u64 = 10;
+
+fn set(v: &[usize]) -> HostSet {
+    v.iter().copied().collect()
+}
+
+/// A pool with HA enabled and its liveset formed.
+fn pool(n: usize) -> World {
+    let mut w = World::new(n, T, 1);
+    w.trace = Some(Vec::new());
+    w.run_until(30_000).unwrap();
+    assert_eq!(w.online(), HostSet::first(n), "every host online after enable");
+    for i in 0..n {
+        assert_eq!(w.hosts[i].engine.liveset(), HostSet::first(n));
+    }
+    w
+}
+
+/// Run for `ms`, printing the trace on a violation.
+fn run(w: &mut World, ms: u64) {
+    let until = w.now + ms;
+    if let Err(v) = w.run_until(until) {
+        for line in w.trace.as_deref().unwrap_or_default() {
+            eprintln!("{line}");
+        }
+        panic!("{v}");
+    }
+}
+
+fn livesets(w: &World, hosts: &[usize]) -> Vec<HostSet> {
+    hosts.iter().map(|&i| w.hosts[i].engine.liveset()).collect()
+}
+
+#[test]
+fn lost_both_heartbeats_the_others_drop_it() {
+    let mut w = pool(3);
+    w.power_off(2);
+    run(&mut w, 60_000);
+    assert_eq!(livesets(&w, &[0, 1]), vec![set(&[0, 1]); 2]);
+    assert_eq!(w.fenced(), HostSet::EMPTY, "nobody fenced: host 2 is simply dead");
+}
+
+#[test]
+fn lost_storage_only_it_stays_with_the_majority() {
+    let mut w = pool(3);
+    w.set_storage(2, false);
+    run(&mut w, 90_000);
+    assert_eq!(w.fenced(), HostSet::EMPTY, "{:?}", w.hosts[2].fences);
+    assert_eq!(w.online(), set(&[0, 1, 2]));
+    assert_eq!(livesets(&w, &[0, 1, 2]), vec![set(&[0, 1, 2]); 3]);
+    assert!(w.hosts[2].engine.storage_lost());
+    w.set_storage(2, true);
+    run(&mut w, 30_000);
+    assert!(!w.hosts[2].engine.storage_lost());
+    assert_eq!(w.fenced(), HostSet::EMPTY);
+}
+
+#[test]
+fn lost_storage_alone_it_fences() {
+    let mut w = pool(3);
+    w.set_storage(2, false);
+    w.set_network(2, false);
+    run(&mut w, 90_000);
+    assert_eq!(w.fenced(), set(&[2]));
+    assert_eq!(livesets(&w, &[0, 1]), vec![set(&[0, 1]); 2]);
+}
+
+#[test]
+fn lost_network_only_it_fences() {
+    let mut w = pool(3);
+    w.set_network(2, false);
+    run(&mut w, 60_000);
+    assert_eq!(w.fenced(), set(&[2]));
+    assert!(w.hosts[2].fences[0].contains("SURVIVALRULE") || w.hosts[2].fences[0].contains("FAULTHANDLER"));
+    assert_eq!(livesets(&w, &[0, 1]), vec![set(&[0, 1]); 2]);
+}
+
+#[test]
+fn equal_partitions_the_lower_uuid_survives() {
+    let mut w = pool(2);
+    w.partition(set(&[0]));
+    run(&mut w, 60_000);
+    assert_eq!(w.fenced(), set(&[1]));
+    assert_eq!(w.hosts[0].engine.liveset(), set(&[0]));
+    assert!(matches!(w.status(0), Status::Online));
+}
+
+#[test]
+fn everyone_lost_the_statefile_nobody_fences() {
+    let mut w = pool(3);
+    for i in 0..3 {
+        w.set_storage(i, false);
+    }
+    run(&mut w, 90_000);
+    assert_eq!(w.fenced(), HostSet::EMPTY);
+    assert_eq!(w.online(), set(&[0, 1, 2]));
+    for i in 0..3 {
+        assert!(w.hosts[i].engine.surviving_by_rule2(), "host {i} under rule 2");
+    }
+    for i in 0..3 {
+        w.set_storage(i, true);
+    }
+    run(&mut w, 30_000);
+    for i in 0..3 {
+        assert!(!w.hosts[i].engine.surviving_by_rule2(), "host {i} left rule 2");
+    }
+}
+
+#[test]
+fn storage_lost_everywhere_and_a_partition_everyone_fences() {
+    let mut w = pool(3);
+    for i in 0..3 {
+        w.set_storage(i, false);
+    }
+    w.partition(set(&[2]));
+    run(&mut w, 90_000);
+    assert_eq!(w.fenced(), set(&[0, 1, 2]));
+}
+
+#[test]
+fn a_frozen_host_that_wakes_up_fences_before_acting() {
+    let mut w = pool(3);
+    w.freeze(2, 4 * T * 1000);
+    // Dropped once its watchdog must have fired, before it wakes up...
+    run(&mut w, 4 * T * 1000 - 1_000);
+    assert_eq!(livesets(&w, &[0, 1]), vec![set(&[0, 1]); 2]);
+    // ...and on waking it goes down instead of acting.
+    run(&mut w, 3_000);
+    assert_eq!(w.fenced(), set(&[2]));
+}
+
+#[test]
+fn the_master_lock_moves_when_the_master_dies() {
+    let mut w = pool(3);
+    run(&mut w, 10_000);
+    assert_eq!(w.hosts[0].engine.lock_holder(), Some(0));
+    assert!(w.hosts[0].engine.holds_master_lock());
+    w.power_off(0);
+    run(&mut w, 60_000);
+    assert_eq!(w.hosts[1].engine.lock_holder(), Some(1));
+    assert_eq!(w.hosts[2].engine.lock_holder(), Some(1));
+}
+
+#[test]
+fn a_fenced_host_rejoins_after_reboot() {
+    let mut w = pool(3);
+    w.set_network(2, false);
+    run(&mut w, 40_000);
+    assert_eq!(w.fenced(), set(&[2]));
+    w.set_network(2, true);
+    run(&mut w, 60_000);
+    assert_eq!(w.online(), set(&[0, 1, 2]));
+    assert_eq!(livesets(&w, &[0, 1, 2]), vec![set(&[0, 1, 2]); 3]);
+}
+
+#[test]
+fn disabling_ha_stops_every_engine() {
+    let mut w = pool(3);
+    w.send(0, ha_liveness::Event::SetPoolState(ha_liveness::PoolState::Invalid));
+    run(&mut w, 20_000);
+    for i in 0..3 {
+        assert!(!w.hosts[i].engine.is_running(), "host {i} stopped");
+        assert!(!w.hosts[i].armed, "host {i} disarmed");
+    }
+}
+
+#[test]
+fn the_checkers_catch_a_broken_survival_rule() {
+    // Everyone believes it wins: a network split must show up as a violation.
+    let mut w = World::with_config(3, T, 1, |c| c.survival = |_| ha_liveness::rules::Outcome::WonOutright);
+    w.run_until(30_000).unwrap();
+    w.partition(set(&[2]));
+    let err = w.run_until(120_000).unwrap_err();
+    assert!(
+        err.what.contains("dropped") || err.what.contains("split brain") || err.what.contains("master"),
+        "{err}"
+    );
+}
