@@ -187,7 +187,7 @@ pub enum Command {
     Log(String),
 }
 
-/// A peer's last heartbeat, with when it arrived.
+/// A peer's last heartbeat (its arrival time is in `Engine::last_hb`).
 #[derive(Debug, Clone)]
 struct Peer {
     hb: Heartbeat,
@@ -887,13 +887,8 @@ impl Engine {
             } else {
                 self.global = Some(g);
             }
+            // Our pending global write landed when the read shows it.
             if self.pending_global == Some(g) {
-                self.pending_global = None;
-            }
-        }
-        // Our pending global write landed when the read shows it.
-        if let (Some(p), Some(g)) = (self.pending_global, read.global) {
-            if p == g {
                 self.pending_global = None;
             }
         }
