@@ -79,6 +79,13 @@ impl Writer {
     fn u64(&mut self, v: u64) {
         self.put(&v.to_le_bytes());
     }
+    /// The membership views, laid out the same in packets and slots.
+    fn view(&mut self, v: &View) {
+        for set in [v.current, v.proposed, v.hbdomain, v.sfdomain] {
+            self.u64(set.0);
+        }
+        self.u8(v.phase as u8);
+    }
 }
 
 struct Reader<'a>(&'a [u8]);
@@ -107,6 +114,20 @@ impl<'a> Reader<'a> {
     fn set(&mut self) -> Option<HostSet> {
         self.u64().map(HostSet)
     }
+    fn view(&mut self) -> Option<View> {
+        Some(View {
+            current: self.set()?,
+            proposed: self.set()?,
+            hbdomain: self.set()?,
+            sfdomain: self.set()?,
+            phase: Phase::from_u8(self.u8()?)?,
+        })
+    }
+}
+
+/// Bit `i` of a flags byte.
+fn bit(flags: u8, i: u8) -> bool {
+    flags & (1 << i) != 0
 }
 
 fn flags(bits: &[bool]) -> u8 {
@@ -129,10 +150,7 @@ pub fn encode_heartbeat(hb: &Heartbeat, host_uuid: &str, key: &[u8]) -> Vec<u8> 
     w.u8(hb.from as u8);
     w.put(&hb.generation.to_le_bytes());
     w.u64(hb.sequence);
-    for s in [hb.view.current, hb.view.proposed, hb.view.hbdomain, hb.view.sfdomain] {
-        w.u64(s.0);
-    }
-    w.u8(hb.view.phase as u8);
+    w.view(&hb.view);
     w.u8(flags(&[
         hb.sf_access,
         hb.sf_corrupted,
@@ -167,13 +185,7 @@ pub fn decode_heartbeat(bytes: &[u8], hosts: &[String], generation: u128, key: &
     };
     let gen = r.u128().ok_or(WireError::Field)?;
     let sequence = r.u64().ok_or(WireError::Field)?;
-    let (current, proposed, hbdomain, sfdomain) = (
-        r.set().ok_or(WireError::Field)?,
-        r.set().ok_or(WireError::Field)?,
-        r.set().ok_or(WireError::Field)?,
-        r.set().ok_or(WireError::Field)?,
-    );
-    let phase = r.u8().and_then(Phase::from_u8).ok_or(WireError::Field)?;
+    let view = r.view().ok_or(WireError::Field)?;
     let f = r.u8().ok_or(WireError::Field)?;
     let sender = r.take(36).ok_or(WireError::Field)?;
     if sender != uuid_bytes(uuid) {
@@ -182,23 +194,16 @@ pub fn decode_heartbeat(bytes: &[u8], hosts: &[String], generation: u128, key: &
     if gen != generation {
         return Err(WireError::Generation);
     }
-    let bit = |i: u8| f & (1 << i) != 0;
     Ok(Heartbeat {
         generation: gen,
         from,
         sequence,
-        view: View {
-            current,
-            proposed,
-            hbdomain,
-            sfdomain,
-            phase,
-        },
-        sf_access: bit(0),
-        sf_corrupted: bit(1),
-        fence_request: bit(2),
-        sr2: bit(3),
-        joining: bit(4),
+        view,
+        sf_access: bit(f, 0),
+        sf_corrupted: bit(f, 1),
+        fence_request: bit(f, 2),
+        sr2: bit(f, 3),
+        joining: bit(f, 4),
     })
 }
 
@@ -266,17 +271,9 @@ pub fn encode_slot(s: &Slot) -> [u8; BLOCK] {
     w.u8(SF_VERSION);
     w.u8(s.index as u8);
     w.u8(flags(&[s.excluded, s.starting, s.lock_request]));
-    w.u8(s.view.phase as u8);
     w.u64(s.sequence);
-    for set in [
-        s.view.current,
-        s.view.proposed,
-        s.view.hbdomain,
-        s.view.sfdomain,
-        s.lock_grant,
-    ] {
-        w.u64(set.0);
-    }
+    w.view(&s.view);
+    w.u64(s.lock_grant.0);
     w.put(&s.weight.to_le_bytes());
     seal(w.0, b"hdne")
 }
@@ -294,23 +291,17 @@ pub fn decode_slot(block: &[u8]) -> SlotRead {
         }
         let index = usize::from(r.u8()?);
         let f = r.u8()?;
-        let phase = Phase::from_u8(r.u8()?)?;
         let sequence = r.u64()?;
-        let (current, proposed, hbdomain, sfdomain, lock_grant) = (r.set()?, r.set()?, r.set()?, r.set()?, r.set()?);
+        let view = r.view()?;
+        let lock_grant = r.set()?;
         let weight = r.u32()?;
         Some(Slot {
             sequence,
             index,
-            excluded: f & 1 != 0,
-            starting: f & 2 != 0,
-            view: View {
-                current,
-                proposed,
-                hbdomain,
-                sfdomain,
-                phase,
-            },
-            lock_request: f & 4 != 0,
+            excluded: bit(f, 0),
+            starting: bit(f, 1),
+            view,
+            lock_request: bit(f, 2),
             lock_grant,
             weight,
         })
