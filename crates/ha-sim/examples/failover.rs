@@ -5,12 +5,12 @@
 use ha_liveness::HostSet;
 use ha_sim::World;
 
-fn main() {
+fn main() -> Result<(), ha_liveness::timeouts::TimeoutError> {
     println!("| T | fault | fault -> liveset shrink (simulated) |");
     println!("|---|---|---|");
     for t in [10u64, 60] {
         for fault in ["power-off", "network cut", "network + storage cut"] {
-            let mut w = World::new(3, t, 1);
+            let mut w = World::new(3, t, 1)?;
             let settle = (t + 30) * 1000;
             if w.run_until(settle).is_err() {
                 println!("| {t} s | {fault} | violation |");
@@ -42,4 +42,5 @@ fn main() {
             }
         }
     }
+    Ok(())
 }

@@ -47,7 +47,7 @@ fn main() -> Result<()> {
     };
     let (mut bad, mut fences, mut faults, mut shrinks) = (0, 0, 0, 0);
     for &seed in &seeds {
-        let r = schedule::run(seed, cli.hosts, cli.seconds * 1000, cli.trace);
+        let r = schedule::run(seed, cli.hosts, cli.seconds * 1000, cli.trace)?;
         for line in &r.trace {
             println!("{line}");
         }

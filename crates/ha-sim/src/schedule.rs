@@ -7,6 +7,7 @@
 //! freezes longer than T. Every fault is undone after a while, and the
 //! world heals completely for the last minute so the run ends settled.
 
+use ha_liveness::timeouts::TimeoutError;
 use ha_liveness::{HostSet, Millis};
 use rand::Rng;
 
@@ -39,7 +40,7 @@ enum Undo {
 }
 
 /// Run seed `seed` for `length` ms of simulated time.
-pub fn run(seed: u64, hosts: Option<usize>, length: Millis, trace: bool) -> Report {
+pub fn run(seed: u64, hosts: Option<usize>, length: Millis, trace: bool) -> Result<Report, TimeoutError> {
     run_with(seed, hosts, length, trace, |_| {})
 }
 
@@ -50,10 +51,10 @@ pub fn run_with(
     length: Millis,
     trace: bool,
     tweak: impl Fn(&mut ha_liveness::Config),
-) -> Report {
+) -> Result<Report, TimeoutError> {
     let mut pick = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15);
     let n = hosts.unwrap_or_else(|| pick.random_range(2..=5));
-    let mut w = World::with_config(n, T_S, seed, tweak);
+    let mut w = World::with_config(n, T_S, seed, tweak)?;
     if trace {
         w.trace = Some(Vec::new());
     }
@@ -92,7 +93,7 @@ pub fn run_with(
         }
     };
     let fences = w.hosts.iter().map(|h| h.fences.len()).sum();
-    Report {
+    Ok(Report {
         seed,
         hosts: n,
         faults,
@@ -100,7 +101,7 @@ pub fn run_with(
         shrinks: w.checker.shrinks,
         violation: result.err(),
         trace: w.trace.take().unwrap_or_default(),
-    }
+    })
 }
 
 fn inject(w: &mut World, r: &mut impl Rng, undo: &mut Vec<(Millis, Undo)>, n: usize) {

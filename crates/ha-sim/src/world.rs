@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 
 use ha_liveness::engine::Config;
 use ha_liveness::message::Global;
+use ha_liveness::timeouts::TimeoutError;
 use ha_liveness::{
     Command, Engine, Event, HostSet, Millis, PoolState, Slot, SlotRead, StatefileRead, Status, Timeouts,
 };
@@ -114,14 +115,15 @@ pub struct World {
 }
 
 impl World {
-    /// A pool of `n` hosts with HA timeout `t_s`, HA being enabled at time 0.
-    pub fn new(n: usize, t_s: u64, seed: u64) -> World {
+    /// A pool of `n` hosts with HA timeout `t_s` (lab mode: at least 3 s),
+    /// HA being enabled at time 0.
+    pub fn new(n: usize, t_s: u64, seed: u64) -> Result<World, TimeoutError> {
         World::with_config(n, t_s, seed, |_| {})
     }
 
     /// Like [`World::new`], with a chance to change the engines' config.
-    pub fn with_config(n: usize, t_s: u64, seed: u64, tweak: impl Fn(&mut Config)) -> World {
-        let timeouts = Timeouts::derive(t_s, true).unwrap_or_else(|_| fallback_timeouts());
+    pub fn with_config(n: usize, t_s: u64, seed: u64, tweak: impl Fn(&mut Config)) -> Result<World, TimeoutError> {
+        let timeouts = Timeouts::derive(t_s, true)?;
         let hosts: Vec<String> = (0..n)
             .map(|i| format!("{:08x}-0000-4000-8000-{:012x}", i + 1, i + 1))
             .collect();
@@ -172,7 +174,7 @@ impl World {
         for i in 0..n {
             world.boot(i);
         }
-        world
+        Ok(world)
     }
 
     fn engine(&self, i: usize) -> Engine {
@@ -506,19 +508,4 @@ impl World {
     pub fn status(&self, i: usize) -> &Status {
         self.hosts[i].engine.status()
     }
-}
-
-fn fallback_timeouts() -> Timeouts {
-    // Only reached with a timeout below the lab minimum; use the lab minimum.
-    Timeouts::derive(ha_liveness::timeouts::MIN_LAB_TIMEOUT_S, true).unwrap_or(Timeouts {
-        t: 3000,
-        hb_interval: 500,
-        hb_timeout: 3000,
-        sf_interval: 500,
-        sf_timeout: 3000,
-        hb_watchdog: 3000,
-        sf_watchdog: 8000,
-        boot_join: 23_000,
-        enable_join: 23_000,
-    })
 }

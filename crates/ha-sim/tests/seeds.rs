@@ -12,7 +12,7 @@ fn random_fault_schedules_keep_every_safety_property() {
     let mut failures = Vec::new();
     let (mut faults, mut shrinks) = (0, 0);
     for seed in 0..seeds {
-        let r = schedule::run(seed, None, 300_000, false);
+        let r = schedule::run(seed, None, 300_000, false).expect("T_S is a valid lab timeout");
         faults += r.faults;
         shrinks += r.shrinks;
         if let Some(v) = r.violation {

@@ -13,7 +13,7 @@ fn set(v: &[usize]) -> HostSet {
 
 /// A pool with HA enabled and its liveset formed.
 fn pool(n: usize) -> World {
-    let mut w = World::new(n, T, 1);
+    let mut w = World::new(n, T, 1).unwrap();
     w.trace = Some(Vec::new());
     w.run_until(30_000).unwrap();
     assert_eq!(w.online(), HostSet::first(n), "every host online after enable");
@@ -174,7 +174,7 @@ fn disabling_ha_stops_every_engine() {
 #[test]
 fn the_checkers_catch_a_broken_survival_rule() {
     // Everyone believes it wins: a network split must show up as a violation.
-    let mut w = World::with_config(3, T, 1, |c| c.survival = |_| ha_liveness::rules::Outcome::WonOutright);
+    let mut w = World::with_config(3, T, 1, |c| c.survival = |_| ha_liveness::rules::Outcome::WonOutright).unwrap();
     w.run_until(30_000).unwrap();
     w.partition(set(&[2]));
     let err = w.run_until(120_000).unwrap_err();
