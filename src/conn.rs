@@ -39,8 +39,9 @@ fn credentials(c: &Connection) -> Result<(String, String), XeError> {
 }
 
 impl Conn {
-    /// Connect and log in.
-    pub fn open(c: &Connection) -> Result<Conn, XeError> {
+    /// Connect and log in; `local` commands talk to the host itself, never
+    /// to the master (xe's emergency commands).
+    pub fn open(c: &Connection, local: bool) -> Result<Conn, XeError> {
         let port = match &c.port {
             None => DEFAULT_PORT,
             Some(p) => p.parse::<u16>().map_err(|_| XeError::BadPort)?,
@@ -55,9 +56,12 @@ impl Conn {
             .build()
             .map_err(|e| XeError::Plain(format!("Error: cannot start: {e}")))?;
         let mut client = Client::new(&server, port);
-        runtime
-            .block_on(client.login(&user, &password))
-            .map_err(XeError::from_client)?;
+        let login = if local {
+            runtime.block_on(client.login_local(&user, &password))
+        } else {
+            runtime.block_on(client.login(&user, &password))
+        };
+        login.map_err(XeError::from_client)?;
         Ok(Conn { runtime, client })
     }
 

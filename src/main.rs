@@ -81,7 +81,7 @@ fn run() -> i32 {
     if let Err(e) = commands::check_required(spec, &inv.params) {
         return fail(&e, None);
     }
-    let mut conn = match conn::Conn::open(&inv.connection) {
+    let mut conn = match conn::Conn::open(&inv.connection, spec.local) {
         Ok(c) => c,
         Err(e) => return fail(&e, None),
     };

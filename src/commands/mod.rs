@@ -6,6 +6,7 @@
 
 mod class;
 mod ha;
+mod ha_admin;
 mod pool;
 mod vm;
 
@@ -43,6 +44,8 @@ pub struct Spec {
     pub standard: bool,
     pub selectors: Option<Selectors>,
     pub handler: Handler,
+    /// Runs against the host xe talks to, never forwarded to the master.
+    pub local: bool,
 }
 
 /// What a handler works with.
@@ -82,7 +85,13 @@ pub(crate) fn make_spec(name: &str, reqd: &[&str], optn: &[&str], help: &str, ha
         standard: false,
         selectors: None,
         handler,
+        local: false,
     }
+}
+
+pub(crate) fn make_local(mut s: Spec) -> Spec {
+    s.local = true;
+    s
 }
 
 pub(crate) fn make_standard(mut s: Spec) -> Spec {
@@ -111,6 +120,7 @@ pub fn table() -> Vec<Spec> {
     t.extend(vm::commands());
     t.extend(pool::commands());
     t.extend(ha::commands());
+    t.extend(ha_admin::commands());
     t.sort_by(|a, b| a.name.cmp(&b.name));
     t
 }

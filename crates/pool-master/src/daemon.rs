@@ -20,6 +20,7 @@ use xapi_proto::{codes, ApiError};
 
 use crate::auth::{self, Verifier};
 use crate::driver::SimDriver;
+use crate::ha::metadata::RedoLog;
 use crate::model::{new_ref, new_uuid, Changes, Model, Txn};
 use crate::sessions::Sessions;
 use crate::store::{Store, StoreError};
@@ -42,6 +43,8 @@ pub struct Config {
     pub memory_total: i64,
     pub name_label: Option<String>,
     pub session_idle_timeout: Duration,
+    /// Lab mode: the HA timeout may go down to 3 s, for tests.
+    pub lab: bool,
 }
 
 /// This host's place in the pool.
@@ -80,10 +83,19 @@ pub struct Daemon {
     pub driver: SimDriver,
     generation: watch::Sender<u64>,
     log: Mutex<VecDeque<(u64, Changes)>>,
+    /// An HA enable or disable is running.
+    pub ha_busy: std::sync::atomic::AtomicBool,
     /// When each member last asked the master for updates.
     pub last_seen: Mutex<HashMap<String, Instant>>,
     /// Clients to the other hosts, for calls between hosts.
     pub peers: crate::peers::Peers,
+    /// HA on this host: the agent, the watchdog, the fault switches.
+    pub ha: crate::ha::Ha,
+    /// The pool database on the heartbeat SR, written by the master while
+    /// HA is on.
+    redo: Mutex<Option<RedoLog>>,
+    /// Bumped at every change of role.
+    role_epoch: watch::Sender<u64>,
 }
 
 impl Daemon {
@@ -109,10 +121,30 @@ impl Daemon {
         }
         let users = store.users()?.into_iter().collect();
         let (generation, _) = watch::channel(model.generation);
+        let ha = crate::ha::Ha::new(&config.data_dir).map_err(|source| StartError::Io {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+        let gate = {
+            let (faults, watchdog) = (ha.faults.clone(), ha.watchdog.clone());
+            Arc::new(move || {
+                if !watchdog.may_write() {
+                    Err("this host is fenced")
+                } else if faults.storage_cut() {
+                    Err("I/O error: the host's storage is cut")
+                } else {
+                    Ok(())
+                }
+            })
+        };
         Ok(Arc::new(Daemon {
             sessions: Sessions::new(config.session_idle_timeout),
+            peers: crate::peers::Peers::new(ha.faults.clone()),
+            ha,
+            redo: Mutex::new(None),
+            role_epoch: watch::Sender::new(0),
             config,
-            driver: SimDriver::new(host_uuid.clone()),
+            driver: SimDriver::with_gate(host_uuid.clone(), gate),
             host_uuid,
             model: RwLock::new(model),
             store: tokio::sync::Mutex::new(store),
@@ -123,7 +155,7 @@ impl Daemon {
             generation,
             log: Mutex::new(VecDeque::new()),
             last_seen: Mutex::new(HashMap::new()),
-            peers: crate::peers::Peers::default(),
+            ha_busy: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -220,9 +252,9 @@ impl Daemon {
             ("pool_secret", secret),
         ])?;
         *self.pool_secret.write().unwrap_or_else(|p| p.into_inner()) = secret.to_string();
-        *self.role.write().unwrap_or_else(|p| p.into_inner()) = Role::Member {
+        self.set_role(Role::Member {
             master_address: master_address.to_string(),
-        };
+        });
         self.log.lock().unwrap_or_else(|p| p.into_inner()).clear();
         Ok(())
     }
@@ -272,6 +304,94 @@ impl Daemon {
         }
     }
 
+    /// A value of this host's local database.
+    pub async fn local_value(&self, key: &str) -> Option<String> {
+        match self.store.lock().await.local(key) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!("cannot read {key} from the local database: {e}");
+                None
+            }
+        }
+    }
+
+    pub async fn set_local_value(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.store.lock().await.set_local(&[(key, value)])
+    }
+
+    fn set_role(&self, role: Role) {
+        *self.role.write().unwrap_or_else(|p| p.into_inner()) = role;
+        self.role_epoch.send_modify(|e| *e += 1);
+    }
+
+    /// Subscribe to changes of role.
+    pub fn watch_role(&self) -> watch::Receiver<u64> {
+        self.role_epoch.subscribe()
+    }
+
+    /// Follow the master at `address` (elected by HA) from now on.
+    pub async fn follow_master(&self, address: &str) -> Result<(), StoreError> {
+        self.store
+            .lock()
+            .await
+            .set_local(&[("role", "member"), ("master_address", address)])?;
+        self.stop_redo_log();
+        self.peers.forget().await;
+        self.set_role(Role::Member {
+            master_address: address.to_string(),
+        });
+        Ok(())
+    }
+
+    /// Become the pool master (this host won the HA master lock).
+    pub async fn become_master(&self) -> Result<(), StoreError> {
+        self.store.lock().await.set_local(&[("role", "master")])?;
+        self.peers.forget().await;
+        self.log.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.set_role(Role::Master);
+        Ok(())
+    }
+
+    /// Start writing the pool database to the heartbeat SR (HA is on and
+    /// this host is the master): a full copy now, then every commit.
+    pub async fn start_redo_log(&self) {
+        let Some(l) = crate::ha::local(self).await else { return };
+        let _writes = self.store.lock().await;
+        let mut redo = RedoLog::new(l.metadata);
+        let (generation, snapshot) = {
+            let m = self.model();
+            (m.generation, m.snapshot())
+        };
+        if self.ha.faults.storage_cut() {
+            tracing::warn!("the metadata file is out of reach: it gets a full copy at the next commit");
+        } else if let Err(e) = redo.write_full(generation, &snapshot, &self.users()) {
+            tracing::warn!("cannot write the pool database to the heartbeat SR: {e}");
+        }
+        *self.redo.lock().unwrap_or_else(|p| p.into_inner()) = Some(redo);
+    }
+
+    pub fn stop_redo_log(&self) {
+        self.redo.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+
+    /// Append a commit to the metadata file (best effort, as xapi's redo
+    /// log: a failure means a full copy at the next commit).
+    fn redo_append(&self, generation: u64, changes: &Changes) {
+        let mut redo = self.redo.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(log) = redo.as_mut() else { return };
+        if self.ha.faults.storage_cut() {
+            return;
+        }
+        let result = if log.needs_full() {
+            log.write_full(generation, &self.model().snapshot(), &self.users())
+        } else {
+            log.append(generation, changes)
+        };
+        if let Err(e) = result {
+            tracing::warn!("cannot write commit {generation} to the heartbeat SR: {e}");
+        }
+    }
+
     /// SQLite's integrity check of this host's database file.
     pub async fn integrity_check(&self) -> Result<String, StoreError> {
         self.store.lock().await.integrity_check()
@@ -305,6 +425,7 @@ impl Writer<'_> {
             model.apply(changes.clone());
             model.generation = generation;
         }
+        self.daemon.redo_append(generation, &changes);
         self.daemon.publish(generation, changes);
         Ok(result)
     }
@@ -416,6 +537,7 @@ mod tests {
             memory_total: 1 << 30,
             name_label: None,
             session_idle_timeout: Duration::from_secs(60),
+            lab: false,
         }
     }
 

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::oneshot;
@@ -58,17 +58,29 @@ struct Guest {
     task: JoinHandle<u64>,
 }
 
+/// Asked before every guest write: `Err(why)` when the host may not write
+/// (it is fenced, or its storage is cut).
+pub type Gate = Arc<dyn Fn() -> Result<(), &'static str> + Send + Sync>;
+
 /// The sim guests running on this host.
 pub struct SimDriver {
     host_uuid: String,
     guests: Mutex<HashMap<String, Guest>>,
+    gate: Gate,
 }
 
 impl SimDriver {
+    /// A driver whose guests always write.
     pub fn new(host_uuid: String) -> Self {
+        SimDriver::with_gate(host_uuid, Arc::new(|| Ok(())))
+    }
+
+    /// A driver whose guests ask `gate` before each write.
+    pub fn with_gate(host_uuid: String, gate: Gate) -> Self {
         SimDriver {
             host_uuid,
             guests: Mutex::new(HashMap::new()),
+            gate,
         }
     }
 
@@ -84,11 +96,14 @@ impl SimDriver {
         let seq = first_seq.unwrap_or_else(|| disks.first().and_then(|d| last_seq(d)).map_or(0, |s| s + 1));
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(run_guest(
-            self.host_uuid.clone(),
-            vm_uuid.to_string(),
+            Identity {
+                host_uuid: self.host_uuid.clone(),
+                vm_uuid: vm_uuid.to_string(),
+            },
             disks,
             seq,
             stopped,
+            self.gate.clone(),
         ));
         guests.insert(vm_uuid.to_string(), Guest { stop, task });
         Ok(())
@@ -119,13 +134,20 @@ impl SimDriver {
     }
 }
 
-async fn run_guest(
+/// Who writes: the host and the VM.
+struct Identity {
     host_uuid: String,
     vm_uuid: String,
+}
+
+async fn run_guest(
+    id: Identity,
     disks: Vec<PathBuf>,
     mut seq: u64,
     mut stopped: oneshot::Receiver<()>,
+    gate: Gate,
 ) -> u64 {
+    let Identity { host_uuid, vm_uuid } = id;
     let mut ticker = tokio::time::interval(TICK);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last = seq.saturating_sub(1);
@@ -134,6 +156,10 @@ async fn run_guest(
             biased;
             _ = &mut stopped => return last,
             _ = ticker.tick() => {
+                if let Err(why) = gate() {
+                    tracing::debug!(vm = %vm_uuid, "guest write refused: {why}");
+                    continue;
+                }
                 let rec = GuestRecord { seq, unix_ms: unix_ms(), host_uuid: host_uuid.clone(), vm_uuid: vm_uuid.clone() };
                 let line = rec.to_line();
                 for disk in &disks {

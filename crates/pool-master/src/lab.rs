@@ -34,7 +34,15 @@ pub struct LabOptions {
     pub vms: usize,
     pub host_memory: i64,
     pub vm_memory: i64,
+    /// Enable HA on a new lab pool with this timeout, in seconds.
+    pub ha_timeout: Option<u64>,
 }
+
+/// How long a fenced or crashed host stays down before the lab boots it.
+pub const REBOOT_DELAY: Duration = Duration::from_secs(2);
+
+/// The marker file of a host whose power is off.
+const POWER_OFF: &str = "power-off";
 
 /// The lab's description on disk (`DIR/lab.json`).
 #[derive(Debug, Clone)]
@@ -161,9 +169,10 @@ pub async fn run(options: LabOptions) -> Result<()> {
     std::fs::write(&password_file, &state.password)?;
     let mut children = Vec::new();
     for host in &mut state.hosts {
+        let _ = std::fs::remove_file(host.data_dir.join(POWER_OFF));
         let child = spawn_host(host, state.port, &password_file, options.host_memory)?;
         host.pid = child.id();
-        children.push(child);
+        children.push(Some(child));
     }
     state.save()?;
     let ready = async {
@@ -180,7 +189,7 @@ pub async fn run(options: LabOptions) -> Result<()> {
         return Err(e.context("the lab pool did not come up; see the hosts' logs under DIR/hosts/*/xapid.log"));
     }
     print_welcome(&state);
-    wait_for_signal().await;
+    supervise(&mut state, &mut children, &password_file, options.host_memory).await;
     println!("Stopping the lab pool...");
     stop_all(&mut children).await;
     for host in &mut state.hosts {
@@ -189,6 +198,128 @@ pub async fn run(options: LabOptions) -> Result<()> {
     state.save()?;
     println!("Stopped. Start it again with: xapid lab --dir {}", dir.display());
     Ok(())
+}
+
+/// Be the hosts' power supply until Ctrl-C or SIGTERM: a host whose
+/// process ended (it fenced, or crashed) boots again after
+/// [`REBOOT_DELAY`], unless its power was switched off; a host switched
+/// back on boots at once.
+async fn supervise(state: &mut LabState, children: &mut [Option<Child>], password_file: &Path, memory: i64) {
+    let mut down_since: Vec<Option<Instant>> = vec![None; children.len()];
+    let signal = wait_for_signal();
+    tokio::pin!(signal);
+    loop {
+        tokio::select! {
+            _ = &mut signal => return,
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+        let mut changed = false;
+        for (i, slot) in children.iter_mut().enumerate() {
+            let host = &mut state.hosts[i];
+            if let Some(child) = slot {
+                if let Ok(Some(status)) = child.try_wait() {
+                    println!("{} went down ({status}).", host.name);
+                    *slot = None;
+                    host.pid = None;
+                    down_since[i] = Some(Instant::now());
+                    changed = true;
+                }
+                continue;
+            }
+            if host.data_dir.join(POWER_OFF).exists() {
+                continue;
+            }
+            let due = match down_since[i] {
+                Some(t) => t.elapsed() >= REBOOT_DELAY,
+                None => true,
+            };
+            if !due {
+                continue;
+            }
+            match spawn_host(host, state.port, password_file, memory) {
+                Ok(child) => {
+                    println!("{} boots.", host.name);
+                    host.pid = child.id();
+                    *slot = Some(child);
+                    down_since[i] = None;
+                    changed = true;
+                }
+                Err(e) => eprintln!("cannot boot {}: {e:#}", host.name),
+            }
+        }
+        if changed {
+            if let Err(e) = state.save() {
+                eprintln!("cannot record the lab's state: {e:#}");
+            }
+        }
+    }
+}
+
+/// A fault the lab injects into one host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultAction {
+    PowerOff,
+    PowerOn,
+    CutNetwork,
+    RestoreNetwork,
+    CutStorage,
+    RestoreStorage,
+}
+
+/// `xapid lab power-off|power-on|cut-network|... HOST --dir DIR`.
+pub async fn fault(dir: &Path, host: &str, action: FaultAction) -> Result<()> {
+    use crate::faults::{self, Fault};
+    let state = LabState::load(dir)?;
+    let h = find_host(&state, host)?;
+    let d = &h.data_dir;
+    match action {
+        FaultAction::PowerOff => {
+            std::fs::write(d.join(POWER_OFF), b"")?;
+            match h.pid.filter(|p| process_alive(*p)) {
+                Some(pid) => {
+                    kill(Pid::from_raw(pid as i32), Signal::SIGKILL)
+                        .with_context(|| format!("cannot stop {} (pid {pid})", h.name))?;
+                    println!("{} is off (pid {pid} killed).", h.name);
+                }
+                None => println!("{} was already off.", h.name),
+            }
+        }
+        FaultAction::PowerOn => {
+            std::fs::remove_file(d.join(POWER_OFF)).ok();
+            println!("{} is on; the lab boots it now.", h.name);
+        }
+        FaultAction::CutNetwork | FaultAction::RestoreNetwork => {
+            let on = action == FaultAction::CutNetwork;
+            faults::set(d, Fault::Network, on)?;
+            println!("{}: network {}.", h.name, if on { "cut" } else { "restored" });
+        }
+        FaultAction::CutStorage | FaultAction::RestoreStorage => {
+            let on = action == FaultAction::CutStorage;
+            faults::set(d, Fault::Storage, on)?;
+            println!("{}: storage {}.", h.name, if on { "cut" } else { "restored" });
+        }
+    }
+    Ok(())
+}
+
+/// A lab host by name (`host2`) or by uuid.
+fn find_host<'a>(state: &'a LabState, key: &str) -> Result<&'a LabHost> {
+    if let Some(h) = state.hosts.iter().find(|h| h.name == key) {
+        return Ok(h);
+    }
+    for h in &state.hosts {
+        let db = h.data_dir.join("pool.db");
+        if !db.exists() {
+            continue;
+        }
+        if let Ok(store) = crate::store::Store::open(&db) {
+            if store.local("host_uuid").ok().flatten().as_deref() == Some(key) {
+                return Ok(h);
+            }
+        }
+    }
+    let names: Vec<&str> = state.hosts.iter().map(|h| h.name.as_str()).collect();
+    bail!("no host {key} in this lab (hosts: {})", names.join(", "))
 }
 
 fn new_state(options: &LabOptions, dir: &Path) -> Result<LabState> {
@@ -233,7 +364,7 @@ fn spawn_host(host: &LabHost, port: u16, password_file: &Path, memory: i64) -> R
         ])
         .arg("--root-password-file")
         .arg(password_file)
-        .args(["--memory", &memory.to_string()])
+        .args(["--memory", &memory.to_string(), "--lab"])
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
@@ -309,6 +440,14 @@ async fn build_pool(state: &LabState, options: &LabOptions) -> Result<()> {
         c.call("VBD.create", vec![json!({"VM": vm, "VDI": vdi, "userdevice": "0"})])
             .await?;
     }
+    if let Some(t) = options.ha_timeout {
+        c.call(
+            "pool.enable_ha",
+            vec![json!([sr]), json!({ "timeout": t.to_string() })],
+        )
+        .await
+        .context("enabling HA")?;
+    }
     c.logout().await;
     Ok(())
 }
@@ -349,6 +488,13 @@ fn print_welcome(state: &LabState) {
     println!("  xe host-list");
     println!("  xe vm-list");
     println!("  xe vm-start vm=vm01 on=host2");
+    println!("  xe pool-ha-enable ha-config:timeout=10");
+    println!();
+    println!("Pull a cable (the lab boots a fenced host again after a short delay):");
+    println!(
+        "  xapid lab power-off|power-on|cut-network|restore-network|cut-storage|restore-storage host2 --dir {}",
+        state.dir.display()
+    );
     println!();
     println!("Press Ctrl-C to stop every host.");
 }
@@ -369,13 +515,13 @@ async fn wait_for_signal() {
 }
 
 /// SIGTERM every host, then SIGKILL those still up after 10 s.
-async fn stop_all(children: &mut [Child]) {
-    for child in children.iter() {
+async fn stop_all(children: &mut [Option<Child>]) {
+    for child in children.iter().flatten() {
         if let Some(pid) = child.id() {
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
         }
     }
-    for child in children.iter_mut() {
+    for child in children.iter_mut().flatten() {
         if tokio::time::timeout(Duration::from_secs(10), child.wait())
             .await
             .is_err()

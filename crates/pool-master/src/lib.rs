@@ -9,6 +9,8 @@
 //! - [`replication`], [`member`]: the master's database on every member.
 //! - [`peers`], [`hostops`]: calls between hosts; the master acting on a host's VMs.
 //! - [`driver`]: the `sim` VM driver (guests that write to their disks).
+//! - [`ha`]: the HA agent, watchdog, statefile and election; [`faults`]:
+//!   the lab's fault switches.
 //! - [`memory`]: what VMs cost hosts.
 //! - [`auth`], [`sessions`]: passwords and sessions.
 //! - [`lab`]: a pool of several hosts on this machine, for demos and tests.
@@ -17,6 +19,8 @@ pub mod api;
 pub mod auth;
 pub mod daemon;
 pub mod driver;
+pub mod faults;
+pub mod ha;
 pub mod hostops;
 pub mod lab;
 pub mod member;

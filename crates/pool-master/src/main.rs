@@ -3,6 +3,8 @@
 //! - `xapid serve --data-dir DIR --address IP --port PORT`: run one host.
 //! - `xapid lab [--hosts N] [--dir DIR]`: a pool of N hosts on this machine.
 //! - `xapid lab status --dir DIR`: the lab's hosts and processes.
+//! - `xapid lab power-off|power-on|cut-network|restore-network|cut-storage|restore-storage HOST --dir DIR`:
+//!   the seeds' faults.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -10,7 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use pool_master::daemon::{Config, Daemon};
-use pool_master::lab::{self, LabOptions};
+use pool_master::lab::{self, FaultAction, LabOptions};
 
 #[derive(Parser)]
 #[command(name = "xapid", version, about = "The pool-ha host daemon")]
@@ -53,6 +55,9 @@ struct ServeArgs {
     /// Sessions idle for longer than this many seconds expire.
     #[arg(long, default_value_t = 24 * 3600)]
     session_idle_timeout: u64,
+    /// Lab mode: allow HA timeouts down to 3 s (for tests and demos).
+    #[arg(long)]
+    lab: bool,
 }
 
 #[derive(Args)]
@@ -85,6 +90,12 @@ struct LabArgs {
     /// Memory of each VM, in bytes.
     #[arg(long, default_value_t = 1 << 30)]
     vm_memory: i64,
+    /// Enable HA on a new lab pool.
+    #[arg(long)]
+    ha: bool,
+    /// The HA timeout in seconds with --ha (the lab allows 3 and up).
+    #[arg(long, default_value_t = 10)]
+    ha_timeout: u64,
 }
 
 #[derive(Subcommand)]
@@ -94,6 +105,25 @@ enum LabCommand {
         #[arg(long)]
         dir: PathBuf,
     },
+    /// Pull a host's power (its process is killed and stays down).
+    PowerOff(FaultArgs),
+    /// Give a host its power back; the lab boots it.
+    PowerOn(FaultArgs),
+    /// Pull a host's network cable: no heartbeats, no calls in or out.
+    CutNetwork(FaultArgs),
+    RestoreNetwork(FaultArgs),
+    /// Take the shared storage away from a host: statefile and disk I/O fail.
+    CutStorage(FaultArgs),
+    RestoreStorage(FaultArgs),
+}
+
+#[derive(Args)]
+struct FaultArgs {
+    /// The host, by name (host2) or uuid.
+    host: String,
+    /// The lab's directory.
+    #[arg(long)]
+    dir: PathBuf,
 }
 
 fn main() -> Result<()> {
@@ -108,6 +138,12 @@ fn main() -> Result<()> {
             Command::Serve(args) => serve(args).await,
             Command::Lab(args) => match args.command {
                 Some(LabCommand::Status { dir }) => lab::status(&dir).await,
+                Some(LabCommand::PowerOff(f)) => lab::fault(&f.dir, &f.host, FaultAction::PowerOff).await,
+                Some(LabCommand::PowerOn(f)) => lab::fault(&f.dir, &f.host, FaultAction::PowerOn).await,
+                Some(LabCommand::CutNetwork(f)) => lab::fault(&f.dir, &f.host, FaultAction::CutNetwork).await,
+                Some(LabCommand::RestoreNetwork(f)) => lab::fault(&f.dir, &f.host, FaultAction::RestoreNetwork).await,
+                Some(LabCommand::CutStorage(f)) => lab::fault(&f.dir, &f.host, FaultAction::CutStorage).await,
+                Some(LabCommand::RestoreStorage(f)) => lab::fault(&f.dir, &f.host, FaultAction::RestoreStorage).await,
                 None => {
                     lab::run(LabOptions {
                         hosts: args.hosts,
@@ -118,6 +154,7 @@ fn main() -> Result<()> {
                         vms: args.vms,
                         host_memory: args.host_memory,
                         vm_memory: args.vm_memory,
+                        ha_timeout: args.ha.then_some(args.ha_timeout),
                     })
                     .await
                 }
@@ -146,6 +183,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         memory_total: args.memory,
         name_label: args.name,
         session_idle_timeout: Duration::from_secs(args.session_idle_timeout),
+        lab: args.lab,
     };
     let daemon = Daemon::open(config).context("opening the host")?;
     let listener = tokio::net::TcpListener::bind((args.address.as_str(), args.port))

@@ -4,7 +4,8 @@
 //! A member says hello to the master (so VMs that died with its previous run
 //! are marked halted), then long-polls `pool.sync_database` and applies what
 //! comes back. The master marks members that stopped calling as not live.
-//! Both loops run until the process ends; each wait is bounded.
+//! Both loops run until the process ends (each does nothing while the host
+//! has the other role); each wait is bounded.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,16 +27,24 @@ pub fn spawn(d: Arc<Daemon>) {
 }
 
 async fn run(d: Arc<Daemon>) {
-    let mut said_hello = false;
+    let mut said_hello_to = None;
+    let mut role = d.watch_role();
     loop {
         let Role::Member { master_address } = d.role() else {
-            return;
+            // The master has nothing to follow; wait for a change of role.
+            let _ = role.changed().await;
+            continue;
         };
+        if d.ha.emergency().is_some() || armed_but_not_online(&d).await {
+            // An armed host joins the pool only through the liveset.
+            tokio::time::sleep(RETRY_PAUSE).await;
+            continue;
+        }
         let auth = PeerAuth {
             host_uuid: d.host_uuid.clone(),
             secret: d.pool_secret(),
         };
-        if !said_hello {
+        if said_hello_to.as_ref() != Some(&master_address) {
             let params = vec![
                 json!(d.host_uuid),
                 json!(d.config.address),
@@ -54,7 +63,7 @@ async fn run(d: Arc<Daemon>) {
                 )
                 .await
             {
-                Ok(_) => said_hello = true,
+                Ok(_) => said_hello_to = Some(master_address.clone()),
                 Err(e) => {
                     tracing::warn!(master = %master_address, "cannot reach the master: {e}");
                     tokio::time::sleep(RETRY_PAUSE).await;
@@ -65,18 +74,20 @@ async fn run(d: Arc<Daemon>) {
         let since = d.model().generation;
         let params = vec![json!(since), json!(SYNC_WAIT.as_secs_f64())];
         let timeout = SYNC_WAIT + PEER_TIMEOUT;
-        match d
-            .peers
-            .call(
-                &auth,
-                &master_address,
-                d.config.port,
-                "pool.sync_database",
-                params,
-                timeout,
-            )
-            .await
-        {
+        let sync = d.peers.call(
+            &auth,
+            &master_address,
+            d.config.port,
+            "pool.sync_database",
+            params,
+            timeout,
+        );
+        role.borrow_and_update();
+        let answer = tokio::select! {
+            a = sync => a,
+            _ = role.changed() => continue,
+        };
+        match answer {
             Ok(answer) => {
                 if let Err(e) = apply(&d, &answer).await {
                     tracing::error!("cannot apply the master's update: {e}");
@@ -89,6 +100,11 @@ async fn run(d: Arc<Daemon>) {
             }
         }
     }
+}
+
+/// Is this host armed for HA but not (yet) in the liveset?
+async fn armed_but_not_online(d: &Daemon) -> bool {
+    crate::ha::local(d).await.is_some_and(|l| l.armed) && !d.ha.view().online
 }
 
 async fn apply(d: &Daemon, answer: &serde_json::Value) -> Result<(), String> {
@@ -122,8 +138,9 @@ pub fn spawn_master_watch(d: Arc<Daemon>) {
         }
         loop {
             tokio::time::sleep(LIVENESS_PERIOD).await;
-            if !d.is_master() {
-                return;
+            // With HA on, the liveset says who is live (`ha::monitor`).
+            if !d.is_master() || d.model().pool().is_some_and(|(_, p)| p.ha_enabled) {
+                continue;
             }
             if let Err(e) = crate::api::refresh_liveness(&d).await {
                 tracing::warn!("cannot record host liveness: {e}");

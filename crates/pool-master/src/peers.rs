@@ -7,11 +7,14 @@
 //! forgot the session.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use xapi_client::{Client, ClientError, Options};
 use xapi_proto::codes;
+
+use crate::faults::Faults;
 
 /// How long one call between hosts may take before the peer counts as gone.
 pub const PEER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -24,12 +27,20 @@ pub struct PeerAuth {
 }
 
 /// Logged-in clients to the other hosts, by address.
-#[derive(Default)]
 pub struct Peers {
     clients: tokio::sync::Mutex<HashMap<String, Client>>,
+    faults: Arc<Faults>,
 }
 
 impl Peers {
+    /// Clients that fail at once while this host's network is cut.
+    pub fn new(faults: Arc<Faults>) -> Peers {
+        Peers {
+            clients: tokio::sync::Mutex::new(HashMap::new()),
+            faults,
+        }
+    }
+
     /// Call `method` on the host at `address:port` with a member session.
     pub async fn call(
         &self,
@@ -40,6 +51,12 @@ impl Peers {
         params: Vec<Value>,
         timeout: Duration,
     ) -> Result<Value, ClientError> {
+        if self.faults.network_cut() {
+            return Err(ClientError::Unreachable {
+                address: format!("{address}:{port}"),
+                detail: "this host's network is cut".into(),
+            });
+        }
         let cached = self.clients.lock().await.get(address).cloned();
         let fresh = cached.is_none();
         let mut client = match cached {

@@ -30,6 +30,10 @@ pub fn router(d: Arc<Daemon>) -> Router {
 }
 
 async fn handle(State(d): State<Arc<Daemon>>, body: Bytes) -> Response {
+    if d.ha.faults.network_cut() {
+        // The lab's cable pull: nothing gets through.
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
     let bytes = match jsonrpc::parse_request(&body) {
         Err(e) => jsonrpc::encode_envelope_error(&e),
         Ok(req) => match crate::api::dispatch(&d, &req.method, req.params).await {
@@ -73,9 +77,12 @@ pub async fn serve(
     if let Err(e) = reconcile_at_start(&d).await {
         tracing::error!("cannot record this host's start: {e}");
     }
-    match d.role() {
-        Role::Master => crate::member::spawn_master_watch(d.clone()),
-        Role::Member { .. } => crate::member::spawn(d.clone()),
+    if d.is_master() && d.model().pool().is_some_and(|(_, p)| p.ha_enabled) {
+        d.start_redo_log().await;
     }
+    crate::member::spawn_master_watch(d.clone());
+    crate::member::spawn(d.clone());
+    crate::ha::keep_armed(&d);
+    crate::ha::monitor::spawn(d.clone());
     axum::serve(listener, router(d)).with_graceful_shutdown(shutdown).await
 }

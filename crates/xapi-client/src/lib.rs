@@ -153,6 +153,22 @@ impl Client {
     }
 
     /// `session.logout`; errors are ignored, the session is forgotten.
+    /// Log in to this host itself (`session.slave_local_login_with_password`),
+    /// master or not, even in HA emergency mode; never follows a redirect.
+    pub async fn login_local(&mut self, username: &str, password: &str) -> Result<(), ClientError> {
+        self.follow_redirects = false;
+        let params = vec![json!(username), json!(password)];
+        let session = self
+            .call_following("session.slave_local_login_with_password", params, false)
+            .await?;
+        let session = session.as_str().ok_or_else(|| ClientError::Protocol {
+            address: self.address(),
+            detail: "login returned no session reference".into(),
+        })?;
+        self.session = Some(session.to_string());
+        Ok(())
+    }
+
     pub async fn logout(&mut self) {
         if let Some(session) = self.session.take() {
             let _ = self.call_once("session.logout", vec![json!(session)]).await;

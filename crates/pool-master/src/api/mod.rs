@@ -9,6 +9,7 @@
 pub mod args;
 mod generic;
 mod ha;
+mod ha_admin;
 mod host;
 mod message;
 mod pool;
@@ -23,13 +24,33 @@ use xapi_proto::{codes, ApiError};
 
 pub use args::Args;
 pub(crate) use host::record_host_start;
+pub use message::now_wire;
 pub use pool::refresh_liveness;
 
 use crate::daemon::{host_is_slave, Daemon};
 use crate::sessions::Principal;
 
 /// Methods a member host serves itself instead of redirecting to the master.
-const MEMBER_METHODS: &[&str] = &["host.local_vm_start", "host.local_vm_stop", "host.local_vm_list"];
+const MEMBER_METHODS: &[&str] = &[
+    "host.local_vm_start",
+    "host.local_vm_stop",
+    "host.local_vm_list",
+    "host.ha_join_liveset",
+    "host.ha_disarm",
+    "host.emergency_ha_disable",
+    "pool.emergency_transition_to_master",
+    "pool.emergency_reset_master",
+];
+
+/// Methods a host in HA emergency mode still serves (xapi's emergency
+/// calls, which act on the host itself).
+const EMERGENCY_METHODS: &[&str] = &[
+    "session.slave_local_login_with_password",
+    "session.logout",
+    "host.emergency_ha_disable",
+    "pool.emergency_transition_to_master",
+    "pool.emergency_reset_master",
+];
 
 /// Methods only other hosts of the pool may call.
 const INTERNAL_METHODS: &[&str] = &[
@@ -37,6 +58,8 @@ const INTERNAL_METHODS: &[&str] = &[
     "host.local_vm_stop",
     "host.local_vm_list",
     "host.member_hello",
+    "host.ha_join_liveset",
+    "host.ha_disarm",
     "pool.sync_database",
 ];
 
@@ -66,9 +89,15 @@ pub async fn dispatch(d: &Arc<Daemon>, method: &str, params: Vec<Value>) -> Resu
 
 async fn route(d: &Arc<Daemon>, method: &str, params: Vec<Value>) -> Result<Value, ApiError> {
     let args = Args::new(method, params);
+    if let Some(e) = d.ha.emergency() {
+        if !EMERGENCY_METHODS.contains(&method) {
+            return Err(e);
+        }
+    }
     match method {
         "session.login_with_password" => return session::login(d, &args),
         "session.slave_login" => return session::slave_login(d, &args),
+        "session.slave_local_login_with_password" => return session::local_login(d, &args),
         "session.logout" => return session::logout(d, &args),
         _ => {}
     }
@@ -91,11 +120,22 @@ async fn route(d: &Arc<Daemon>, method: &str, params: Vec<Value>) -> Result<Valu
             Some(result) => Some(result),
             None => vm::dispatch(d, verb, &args).await,
         },
-        "pool" => match ha::pool(d, verb, &args).await {
-            Some(result) => Some(result),
-            None => pool::dispatch(d, verb, &args).await,
+        "pool" => match verb {
+            "enable_ha" => Some(ha_admin::enable(d, &args).await),
+            "disable_ha" => Some(ha_admin::disable(d, &args).await),
+            "emergency_transition_to_master" => Some(ha_admin::transition_to_master(d, &args).await),
+            "emergency_reset_master" => Some(ha_admin::reset_master(d, &args).await),
+            _ => match ha::pool(d, verb, &args).await {
+                Some(result) => Some(result),
+                None => pool::dispatch(d, verb, &args).await,
+            },
         },
-        "host" => host::dispatch(d, verb, &args).await,
+        "host" => match verb {
+            "ha_join_liveset" => Some(ha_admin::join_liveset(d, &args).await),
+            "ha_disarm" => Some(ha_admin::disarm(d, &args).await),
+            "emergency_ha_disable" => Some(ha_admin::emergency_disable(d, &args).await),
+            _ => host::dispatch(d, verb, &args).await,
+        },
         "SR" | "VDI" | "VBD" => storage::dispatch(d, class, verb, &args).await,
         "message" => message::dispatch(d, verb, &args).await,
         _ => None,

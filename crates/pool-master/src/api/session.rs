@@ -17,6 +17,21 @@ pub fn login(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     if !d.is_master() {
         return Err(host_is_slave(&d.master_address()));
     }
+    check_password(d, user, password)?;
+    Ok(json!(d.sessions.open(Principal::User(user.to_string()))))
+}
+
+/// `session.slave_local_login_with_password(uname, pwd)`: a session on
+/// this host itself, master or not, for the emergency commands.
+pub fn local_login(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
+    args.exactly(2)?;
+    let user = args.str(0, "uname")?;
+    let password = args.str(1, "pwd")?;
+    check_password(d, user, password)?;
+    Ok(json!(d.sessions.open(Principal::User(user.to_string()))))
+}
+
+fn check_password(d: &Daemon, user: &str, password: &str) -> Result<(), ApiError> {
     let ok = d
         .password_hash(user)
         .is_some_and(|hash| d.verifier.verify(user, password, &hash));
@@ -26,7 +41,7 @@ pub fn login(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
             vec![user.to_string(), "Authentication failure".into()],
         ));
     }
-    Ok(json!(d.sessions.open(Principal::User(user.to_string()))))
+    Ok(())
 }
 
 /// `session.slave_login(host_uuid, pool_secret)`: a host of the pool.

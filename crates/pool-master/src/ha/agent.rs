@@ -1,0 +1,280 @@
+//! The HA agent: one `ha_liveness::Engine` driven by real time, a UDP
+//! socket, the statefile on the heartbeat SR and the watchdog.
+//!
+//! The agent is one tokio task. It ticks the engine every [`TICK`], takes
+//! in heartbeats (a packet that fails authentication is dropped and
+//! counted, never given to the engine), runs each statefile cycle on the
+//! blocking pool, and carries out the engine's commands. What the rest of
+//! `xapid` needs to know (online, liveset, lock holder, statefile access)
+//! is published as an [`AgentView`] on a watch channel.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ha_liveness::codec::{self, PACKET_SIZE};
+use ha_liveness::{Command, Config, Engine, Event, Exit, Status, Timeouts};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, watch};
+
+use super::local::HaLocal;
+use super::statefile;
+use super::watchdog::Watchdog;
+use crate::faults::Faults;
+
+/// How often the engine gets a tick (it needs one at least every 100 ms).
+pub const TICK: Duration = Duration::from_millis(50);
+
+/// What the agent tells the rest of the host.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AgentView {
+    /// An engine is running (starting or online).
+    pub running: bool,
+    pub online: bool,
+    /// `starting`, `online`, `fenced` or `stopped`.
+    pub status: &'static str,
+    /// Why the engine stopped, when it did.
+    pub exit: Option<Exit>,
+    /// The uuids of the hosts in the liveset.
+    pub liveset: Vec<String>,
+    /// The uuid of the host holding the master lock.
+    pub lock_holder: Option<String>,
+    /// The uuid of the last host to win the master lock (global block).
+    pub last_master: Option<String>,
+    pub sf_access: bool,
+    /// Alive by survival rule 2 (nobody sees the statefile).
+    pub rule2: bool,
+    /// Heartbeat packets refused (bad size, signature, sender, generation).
+    pub refused: u64,
+}
+
+/// Why the agent could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("this host ({0}) is not in the HA configuration")]
+    NotConfigured(String),
+    #[error("invalid HA timeout: {0}")]
+    Timeout(#[from] ha_liveness::timeouts::TimeoutError),
+    #[error("cannot open the heartbeat socket on {address}: {source}")]
+    Socket { address: String, source: std::io::Error },
+}
+
+/// A running agent.
+pub struct Agent {
+    control: mpsc::UnboundedSender<Event>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// What the agent works with.
+pub struct Setup {
+    pub local: HaLocal,
+    pub me: String,
+    pub secret: Vec<u8>,
+    pub faults: Arc<Faults>,
+    pub watchdog: Arc<Watchdog>,
+    pub view: watch::Sender<AgentView>,
+}
+
+impl Agent {
+    /// Bind the heartbeat socket and start the engine.
+    pub async fn start(setup: Setup) -> Result<Agent, AgentError> {
+        let me = setup
+            .local
+            .index_of(&setup.me)
+            .ok_or_else(|| AgentError::NotConfigured(setup.me.clone()))?;
+        let timeouts = Timeouts::derive(setup.local.timeout_s, setup.local.lab)?;
+        let address = setup.local.addresses[me].clone();
+        let socket = UdpSocket::bind((address.as_str(), setup.local.port))
+            .await
+            .map_err(|source| AgentError::Socket {
+                address: format!("{address}:{}", setup.local.port),
+                source,
+            })?;
+        let config = Config::new(setup.local.hosts.clone(), me, timeouts, setup.local.generation);
+        let peers = setup
+            .local
+            .addresses
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != me)
+            .filter_map(|(_, a)| format!("{a}:{}", setup.local.port).parse().ok())
+            .collect();
+        let (control, rx) = mpsc::unbounded_channel();
+        let run = Run {
+            engine: Engine::new(config),
+            socket,
+            peers,
+            setup,
+            started: Instant::now(),
+            refused: 0,
+            statefile_tx: None,
+        };
+        let task = tokio::spawn(run.run(rx));
+        Ok(Agent { control, task })
+    }
+
+    /// Hand the engine an event (propose master, disarm, stop...).
+    pub fn send(&self, event: Event) {
+        let _ = self.control.send(event);
+    }
+
+    /// Has the engine stopped?
+    pub fn finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// Stop the engine (it disarms) and wait for the task to end.
+    pub async fn stop(self) {
+        self.send(Event::Stop);
+        let _ = self.task.await;
+    }
+}
+
+struct Run {
+    engine: Engine,
+    socket: UdpSocket,
+    peers: Vec<SocketAddr>,
+    setup: Setup,
+    started: Instant,
+    refused: u64,
+    statefile_tx: Option<mpsc::UnboundedSender<Result<ha_liveness::StatefileRead, String>>>,
+}
+
+impl Run {
+    fn now(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    async fn run(mut self, mut control: mpsc::UnboundedReceiver<Event>) {
+        let (sf_tx, mut sf_rx) = mpsc::unbounded_channel();
+        self.statefile_tx = Some(sf_tx);
+        let mut ticker = tokio::time::interval(TICK);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut buf = vec![0u8; PACKET_SIZE * 2];
+        let commands = self.engine.start(self.now());
+        self.execute(commands).await;
+        let mut control_open = true;
+        while self.engine.is_running() {
+            let event = tokio::select! {
+                _ = ticker.tick() => Event::Tick,
+                Some(read) = sf_rx.recv() => Event::Statefile(read),
+                c = control.recv(), if control_open => match c {
+                    Some(e) => e,
+                    None => { control_open = false; Event::Stop }
+                },
+                r = self.socket.recv_from(&mut buf) => match r {
+                    Ok((n, _from)) => match self.packet(&buf[..n]) {
+                        Some(e) => e,
+                        None => continue,
+                    },
+                    Err(e) => {
+                        tracing::debug!("heartbeat socket: {e}");
+                        continue;
+                    }
+                },
+            };
+            let commands = self.engine.handle(self.now(), event);
+            self.execute(commands).await;
+        }
+        self.publish();
+    }
+
+    /// A received packet as an event, or `None` when it is dropped.
+    fn packet(&mut self, bytes: &[u8]) -> Option<Event> {
+        if self.setup.faults.network_cut() {
+            return None;
+        }
+        let local = &self.setup.local;
+        match codec::decode_heartbeat(bytes, &local.hosts, local.generation, &self.setup.secret) {
+            Ok(hb) => Some(Event::Heartbeat(hb)),
+            Err(e) => {
+                self.refused += 1;
+                if self.refused.is_power_of_two() {
+                    tracing::warn!(refused = self.refused, "refused a heartbeat packet: {e}");
+                }
+                self.publish();
+                None
+            }
+        }
+    }
+
+    async fn execute(&mut self, commands: Vec<Command>) {
+        for c in commands {
+            match c {
+                Command::SendHeartbeat(hb) => {
+                    if self.setup.faults.network_cut() {
+                        continue;
+                    }
+                    let bytes = codec::encode_heartbeat(&hb, &self.setup.me, &self.setup.secret);
+                    for peer in &self.peers {
+                        if let Err(e) = self.socket.send_to(&bytes, peer).await {
+                            tracing::debug!(%peer, "heartbeat not sent: {e}");
+                        }
+                    }
+                }
+                Command::StatefileCycle { slot, global } => self.statefile_cycle(slot, global),
+                Command::Feed(w, ms) => self.setup.watchdog.feed(w, ms),
+                Command::Arm => {
+                    self.setup.watchdog.arm();
+                    tracing::info!("HA fencing armed");
+                }
+                Command::Disarm => {
+                    self.setup.watchdog.disarm();
+                    tracing::info!("HA fencing disarmed");
+                }
+                Command::Fence(reason) => {
+                    tracing::error!("HA fences this host: {reason}");
+                    self.setup.watchdog.fence(&reason.to_string());
+                }
+                Command::Liveset(set) => tracing::info!("HA liveset: {set}"),
+                Command::Exited(exit) => tracing::info!("HA stopped: {} ({})", exit.name(), exit.code()),
+                Command::Log(line) => tracing::info!("HA: {line}"),
+            }
+        }
+        self.publish();
+    }
+
+    fn statefile_cycle(&self, slot: ha_liveness::Slot, global: Option<ha_liveness::Global>) {
+        let Some(tx) = self.statefile_tx.clone() else {
+            return;
+        };
+        if self.setup.faults.storage_cut() {
+            let _ = tx.send(Err("I/O error: the host's storage is cut".into()));
+            return;
+        }
+        let path = self.setup.local.statefile.clone();
+        let hosts = self.setup.local.hosts.len();
+        tokio::task::spawn_blocking(move || {
+            let read = statefile::cycle(&path, &slot, global.as_ref(), hosts).map_err(|e| e.to_string());
+            let _ = tx.send(read);
+        });
+    }
+
+    fn publish(&self) {
+        let e = &self.engine;
+        let uuid = |i: usize| self.setup.local.hosts.get(i).cloned();
+        let (status, exit) = match e.status() {
+            Status::Starting => ("starting", None),
+            Status::Online => ("online", None),
+            Status::Fenced(_) => ("fenced", None),
+            Status::Stopped(x) => ("stopped", Some(*x)),
+        };
+        let view = AgentView {
+            running: e.is_running(),
+            online: e.is_online(),
+            status,
+            exit,
+            liveset: e.liveset().iter().filter_map(uuid).collect(),
+            lock_holder: e.lock_holder().and_then(uuid),
+            last_master: e.global().and_then(|g| g.master).and_then(uuid),
+            sf_access: e.sf_access(),
+            rule2: e.surviving_by_rule2(),
+            refused: self.refused,
+        };
+        self.setup.view.send_if_modified(|v| {
+            let changed = *v != view;
+            *v = view;
+            changed
+        });
+    }
+}

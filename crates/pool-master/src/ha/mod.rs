@@ -1,0 +1,281 @@
+//! HA on one host: the agent and what `xapid` does with what it sees.
+//!
+//! - [`agent`]: the `ha_liveness` engine on a real clock, UDP socket and
+//!   statefile.
+//! - [`watchdog`]: the OS thread that fences when the loops stall.
+//! - [`statefile`], [`metadata`]: the files on the heartbeat SR.
+//! - [`local`]: this host's HA configuration (`ha_armed` and the peers).
+//! - [`monitor`]: master election, following the master, host liveness and
+//!   the statefile alert.
+//!
+//! [`Ha`] holds this host's HA state. The functions here arm a host (start
+//! its agent, persist `armed`, keep the agent running across boots and
+//! statefile loss) and disarm it.
+
+pub mod agent;
+pub mod local;
+pub mod metadata;
+pub mod monitor;
+pub mod statefile;
+pub mod watchdog;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ha_liveness::{Event, Exit, Timeouts};
+use tokio::sync::watch;
+use xapi_proto::{codes, ApiError};
+
+use crate::daemon::Daemon;
+use crate::faults::Faults;
+use agent::{Agent, AgentView, Setup};
+use local::HaLocal;
+use watchdog::Watchdog;
+
+/// The file in the data directory where a fence records its reason.
+pub const FENCE_RECORD: &str = "ha-fenced";
+
+/// The exit status of a process that fenced.
+pub const FENCE_EXIT: i32 = 86;
+
+/// This host's HA state.
+pub struct Ha {
+    pub faults: Arc<Faults>,
+    pub watchdog: Arc<Watchdog>,
+    view: watch::Sender<AgentView>,
+    agent: tokio::sync::Mutex<Option<Agent>>,
+    keeper: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The error every call gets while the host cannot join the liveset.
+    emergency: Mutex<Option<ApiError>>,
+}
+
+impl Ha {
+    /// The HA state of the host whose data directory is `data_dir`, with
+    /// its watchdog thread. A fence records its reason in the data
+    /// directory and ends the process.
+    pub fn new(data_dir: &Path) -> std::io::Result<Ha> {
+        let record = data_dir.join(FENCE_RECORD);
+        let watchdog = Watchdog::start(Box::new(move |reason| fence_and_exit(&record, reason)))?;
+        Ok(Ha {
+            faults: Arc::new(Faults::new(data_dir)),
+            watchdog,
+            view: watch::Sender::new(AgentView::default()),
+            agent: tokio::sync::Mutex::new(None),
+            keeper: Mutex::new(None),
+            emergency: Mutex::new(None),
+        })
+    }
+
+    /// The agent's latest view.
+    pub fn view(&self) -> AgentView {
+        self.view.borrow().clone()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<AgentView> {
+        self.view.subscribe()
+    }
+
+    /// The error calls get while this host is in HA emergency mode.
+    pub fn emergency(&self) -> Option<ApiError> {
+        self.emergency.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set_emergency(&self, e: Option<ApiError>) {
+        *self.emergency.lock().unwrap_or_else(|p| p.into_inner()) = e;
+    }
+
+    /// Hand the running agent an event; false when none runs.
+    pub async fn send(&self, event: Event) -> bool {
+        match self.agent.lock().await.as_ref() {
+            Some(a) if !a.finished() => {
+                a.send(event);
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Record why this host fenced, then end the process at once: its guests
+/// die with it.
+fn fence_and_exit(record: &Path, reason: &str) -> ! {
+    let line = format!("{} {reason}\n", crate::driver::unix_ms());
+    eprintln!("HA FENCE: {reason}");
+    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(record) {
+        use std::io::Write;
+        let _ = f.write_all(line.as_bytes());
+        let _ = f.sync_all();
+    }
+    std::process::exit(FENCE_EXIT)
+}
+
+/// The fences recorded since the last report, oldest first, each
+/// `(unix_ms, reason)`; the record is removed once read.
+pub fn take_fence_records(data_dir: &Path) -> Vec<(u64, String)> {
+    let path = data_dir.join(FENCE_RECORD);
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Vec::new();
+    };
+    let _ = std::fs::remove_file(&path);
+    text.lines()
+        .filter_map(|l| {
+            let (ms, reason) = l.split_once(' ')?;
+            Some((ms.parse().ok()?, reason.to_string()))
+        })
+        .collect()
+}
+
+/// This host's HA configuration, if it has one.
+pub async fn local(d: &Daemon) -> Option<HaLocal> {
+    let text = d.local_value(local::KEY).await?;
+    match HaLocal::from_json(&text) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            tracing::error!("the local HA configuration is damaged ({e}); HA stays off on this host");
+            None
+        }
+    }
+}
+
+async fn save_local(d: &Daemon, l: &HaLocal) -> Result<(), ApiError> {
+    d.set_local_value(local::KEY, &l.to_json())
+        .await
+        .map_err(|e| ApiError::internal(format!("cannot record the HA configuration: {e}")))
+}
+
+/// How long to wait before trying again to join the liveset.
+fn retry_pause(l: &HaLocal) -> Duration {
+    Duration::from_secs(l.timeout_s.min(10))
+}
+
+/// Arm this host with `l`: record it, start the agent and keep it running,
+/// and wait (bounded by the enable timeout) until it is online.
+pub async fn arm(d: &Arc<Daemon>, l: HaLocal) -> Result<(), ApiError> {
+    let timeouts = Timeouts::derive(l.timeout_s, l.lab)
+        .map_err(|e| ApiError::invalid_value("ha-config:timeout", format!("{} ({e})", l.timeout_s)))?;
+    stop_agent(d).await;
+    save_local(d, &HaLocal { armed: true, ..l }).await?;
+    keep_armed(d);
+    let limit = Duration::from_millis(timeouts.enable_join) + Duration::from_secs(5);
+    let mut rx = d.ha.subscribe();
+    let online = tokio::time::timeout(limit, async {
+        loop {
+            if rx.borrow_and_update().online {
+                return true;
+            }
+            if rx.changed().await.is_err() {
+                return false;
+            }
+        }
+    })
+    .await;
+    match online {
+        Ok(true) => Ok(()),
+        _ => Err(ApiError::bare(codes::HA_FAILED_TO_FORM_LIVESET)),
+    }
+}
+
+/// Disarm this host: no agent, nothing armed, and not at the next boot
+/// either.
+pub async fn disarm(d: &Arc<Daemon>) -> Result<(), ApiError> {
+    if let Some(l) = local(d).await {
+        save_local(d, &HaLocal { armed: false, ..l }).await?;
+    }
+    if let Some(k) = d.ha.keeper.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        k.abort();
+    }
+    stop_agent(d).await;
+    d.ha.watchdog.disarm();
+    d.ha.set_emergency(None);
+    Ok(())
+}
+
+async fn stop_agent(d: &Daemon) {
+    let agent = d.ha.agent.lock().await.take();
+    if let Some(a) = agent {
+        a.stop().await;
+    }
+}
+
+/// Keep the agent of an armed host running: at boot, after the statefile
+/// came back, until HA is disabled. Starts the keeper unless it runs.
+pub fn keep_armed(d: &Arc<Daemon>) {
+    let mut keeper = d.ha.keeper.lock().unwrap_or_else(|p| p.into_inner());
+    if keeper.as_ref().is_some_and(|k| !k.is_finished()) {
+        return;
+    }
+    let d = d.clone();
+    *keeper = Some(tokio::spawn(async move { keep(d).await }));
+}
+
+async fn keep(d: Arc<Daemon>) {
+    loop {
+        let Some(l) = local(&d).await.filter(|l| l.armed) else {
+            return;
+        };
+        let setup = Setup {
+            local: l.clone(),
+            me: d.host_uuid.clone(),
+            secret: d.pool_secret().into_bytes(),
+            faults: d.ha.faults.clone(),
+            watchdog: d.ha.watchdog.clone(),
+            view: d.ha.view.clone(),
+        };
+        d.ha.view.send_replace(AgentView::default());
+        let mut rx = d.ha.subscribe();
+        match Agent::start(setup).await {
+            Ok(a) => *d.ha.agent.lock().await = Some(a),
+            Err(e) => {
+                tracing::error!("cannot start the HA agent: {e}");
+                d.ha.set_emergency(Some(ApiError::bare(codes::HA_HEARTBEAT_DAEMON_STARTUP_FAILED)));
+                tokio::time::sleep(retry_pause(&l)).await;
+                continue;
+            }
+        }
+        // Wait for the engine to stop (it may run for months).
+        let exit = loop {
+            {
+                let v = rx.borrow_and_update();
+                if v.online {
+                    d.ha.set_emergency(None);
+                }
+                if v.status == "stopped" || v.status == "fenced" {
+                    break v.exit;
+                }
+            }
+            if rx.changed().await.is_err() {
+                return;
+            }
+        };
+        d.ha.agent.lock().await.take();
+        match exit {
+            Some(Exit::CannotAccessStatefile) => {
+                tracing::warn!("cannot reach the statefile: this host stays out of the pool and tries again");
+                d.ha.set_emergency(Some(ApiError::bare(codes::HA_HOST_CANNOT_ACCESS_STATEFILE)));
+            }
+            Some(Exit::InvalidPoolState) | Some(Exit::GenerationMismatch) => {
+                tracing::info!("HA was disabled in this pool: this host disarms");
+                let _ = save_local(&d, &HaLocal { armed: false, ..l }).await;
+                d.ha.watchdog.disarm();
+                d.ha.set_emergency(None);
+                return;
+            }
+            Some(Exit::Requested) | None => return,
+            Some(other) => {
+                tracing::warn!("the HA agent could not join the liveset: {}", other.name());
+                d.ha.set_emergency(Some(ApiError::bare(codes::HA_HEARTBEAT_DAEMON_STARTUP_FAILED)));
+            }
+        }
+        tokio::time::sleep(retry_pause(&l)).await;
+    }
+}
+
+/// Each host's statefile and metadata paths: the heartbeat SR's directory
+/// as that host reaches it.
+pub fn sr_files(sr_dir: &Path) -> (PathBuf, PathBuf) {
+    (
+        sr_dir.join(statefile::STATEFILE_NAME),
+        sr_dir.join(statefile::METADATA_NAME),
+    )
+}

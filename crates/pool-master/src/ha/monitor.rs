@@ -1,0 +1,237 @@
+//! What `xapid` does with the agent's view (xapi's HA monitor, the
+//! host-side half of it).
+//!
+//! On every change of the view, and at least every [`PERIOD`]:
+//! - master election: a host asks for the statefile master lock when it is
+//!   the pool master and nobody else holds it, or when the last master has
+//!   left the liveset; the lowest index wins. The winner takes over as pool
+//!   master from the newest database (its replica or the metadata file on
+//!   the heartbeat SR); every other host, the old master too when it comes
+//!   back, follows the lock holder.
+//! - on the master: hosts are `live` exactly when they are in the liveset,
+//!   and losing the statefile raises `HA_STATEFILE_LOST` once per loss.
+//! - after a fence and a reboot, once this host is back in the liveset,
+//!   each recorded fence becomes an `HA_HOST_WAS_FENCED` message.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ha_liveness::Event;
+use serde_json::json;
+use xapi_proto::records::{HostRecord, MessageRecord, PoolRecord};
+use xapi_proto::ApiError;
+
+use super::agent::AgentView;
+use crate::daemon::{Daemon, Role};
+use crate::model::{new_ref, new_uuid, Txn};
+use crate::peers::{PeerAuth, PEER_TIMEOUT};
+
+/// The longest the monitor waits between two looks at the view.
+pub const PERIOD: Duration = Duration::from_millis(500);
+
+#[derive(Default)]
+struct State {
+    /// What we last told the engine about the master lock.
+    proposing: Option<bool>,
+    /// The statefile-lost alert for the current loss was raised.
+    statefile_alerted: bool,
+    /// Fences to report once back in the pool.
+    fences: Vec<(u64, String)>,
+}
+
+/// Start the monitor; it runs for the life of the process.
+pub fn spawn(d: Arc<Daemon>) {
+    tokio::spawn(async move {
+        let mut rx = d.ha.subscribe();
+        let mut state = State {
+            fences: super::take_fence_records(&d.config.data_dir),
+            ..State::default()
+        };
+        loop {
+            let _ = tokio::time::timeout(PERIOD, rx.changed()).await;
+            let view = rx.borrow_and_update().clone();
+            if let Err(e) = step(&d, &view, &mut state).await {
+                tracing::warn!("HA monitor: {e}");
+            }
+        }
+    });
+}
+
+async fn step(d: &Arc<Daemon>, view: &AgentView, state: &mut State) -> Result<(), ApiError> {
+    if !view.online {
+        state.proposing = None;
+        return Ok(());
+    }
+    let Some(local) = super::local(d).await else {
+        return Ok(());
+    };
+    let me = d.host_uuid.clone();
+    let address_of = |uuid: &str| local.index_of(uuid).map(|i| local.addresses[i].clone());
+    // Election.
+    let last_gone = |m: &String| !view.liveset.contains(m);
+    let want = match &view.lock_holder {
+        Some(holder) => *holder == me,
+        None if d.is_master() => view.last_master.as_ref().is_none_or(|m| *m == me || last_gone(m)),
+        None => view.last_master.as_ref().is_some_and(|m| *m != me && last_gone(m)),
+    };
+    if state.proposing != Some(want) && d.ha.send(if want { Event::ProposeMaster } else { Event::ReleaseMaster }).await {
+        state.proposing = Some(want);
+    }
+    // Follow the lock.
+    match (&view.lock_holder, d.role()) {
+        (Some(holder), Role::Member { .. }) if *holder == me => take_over(d, &local.metadata).await?,
+        (Some(holder), role) if *holder != me => {
+            if let Some(address) = address_of(holder) {
+                if role != (Role::Member { master_address: address.clone() }) {
+                    tracing::info!(master = %address, "following the master elected by HA");
+                    d.follow_master(&address)
+                        .await
+                        .map_err(|e| ApiError::internal(e.to_string()))?;
+                }
+            }
+        }
+        _ => {}
+    }
+    if d.is_master() && view.lock_holder.as_deref() == Some(me.as_str()) {
+        record_liveset(d, view).await?;
+        if !view.sf_access && !state.statefile_alerted {
+            state.statefile_alerted = true;
+            alert(d, "HA_STATEFILE_LOST", "Pool", &pool_uuid(d), 
+                "The HA statefile cannot be reached: HA keeps the hosts alive while all of them see each other, but cannot tell a dead host from an isolated one.".into()).await?;
+        } else if view.sf_access {
+            state.statefile_alerted = false;
+        }
+    }
+    report_fences(d, state).await;
+    Ok(())
+}
+
+fn pool_uuid(d: &Daemon) -> String {
+    d.model().pool().map(|(_, p)| p.uuid.clone()).unwrap_or_default()
+}
+
+/// Hosts are live exactly when they are in the liveset.
+async fn record_liveset(d: &Daemon, view: &AgentView) -> Result<(), ApiError> {
+    let changes: Vec<(String, bool)> = {
+        let m = d.model();
+        if !m.pool().is_some_and(|(_, p)| p.ha_enabled) {
+            return Ok(());
+        }
+        m.host
+            .iter()
+            .filter_map(|(r, h)| {
+                let live = view.liveset.contains(&h.uuid);
+                (live != h.live).then(|| (r.clone(), live))
+            })
+            .collect()
+    };
+    if changes.is_empty() {
+        return Ok(());
+    }
+    d.write(|txn| {
+        for (r, live) in &changes {
+            txn.update::<HostRecord>(r, |h| h.live = *live);
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// Create a pool message on the master.
+pub async fn alert(d: &Daemon, name: &str, cls: &str, obj_uuid: &str, body: String) -> Result<(), ApiError> {
+    let record = MessageRecord {
+        uuid: new_uuid(),
+        name: name.to_string(),
+        priority: 1,
+        cls: cls.to_string(),
+        obj_uuid: obj_uuid.to_string(),
+        timestamp: crate::api::now_wire(),
+        body,
+    };
+    d.write(|txn| {
+        txn.put(&new_ref(), record);
+        Ok(())
+    })
+    .await
+}
+
+async fn report_fences(d: &Arc<Daemon>, state: &mut State) {
+    while let Some((ms, reason)) = state.fences.first().cloned() {
+        let body = format!("This host fenced itself at unix time {ms} ms: {reason}");
+        let done = match d.role() {
+            Role::Master => alert(d, "HA_HOST_WAS_FENCED", "Host", &d.host_uuid, body).await.is_ok(),
+            Role::Member { master_address } => {
+                let auth = PeerAuth {
+                    host_uuid: d.host_uuid.clone(),
+                    secret: d.pool_secret(),
+                };
+                let params = vec![json!("HA_HOST_WAS_FENCED"), json!(1), json!("Host"), json!(d.host_uuid), json!(body)];
+                d.peers
+                    .call(&auth, &master_address, d.config.port, "message.create", params, PEER_TIMEOUT)
+                    .await
+                    .is_ok()
+            }
+        };
+        if !done {
+            return;
+        }
+        tracing::info!("reported an earlier fence: {reason}");
+        state.fences.remove(0);
+    }
+}
+
+/// Become the pool master: start from the newest database, then record
+/// this host as master.
+async fn take_over(d: &Arc<Daemon>, metadata: &std::path::Path) -> Result<(), ApiError> {
+    tracing::warn!("this host won the master lock: taking over as pool master");
+    let path = metadata.to_path_buf();
+    let faults = d.ha.faults.clone();
+    let read = tokio::task::spawn_blocking(move || {
+        if faults.storage_cut() {
+            return Ok(None);
+        }
+        super::metadata::read(&path)
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?;
+    match read {
+        Ok(Some(m)) if m.generation > d.model().generation => {
+            tracing::info!(
+                generation = m.generation,
+                replica = d.model().generation,
+                "the metadata file is newer than this host's replica"
+            );
+            d.replace_replica(m.snapshot, m.users, m.generation)
+                .await
+                .map_err(|e| ApiError::internal(e.to_string()))?;
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!("cannot read the HA metadata file: {e}; starting from this host's replica"),
+    }
+    d.become_master().await.map_err(|e| ApiError::internal(e.to_string()))?;
+    let (uuid, address, memory) = (d.host_uuid.clone(), d.config.address.clone(), d.config.memory_total);
+    let running = d.driver.running();
+    d.write(|txn| {
+        set_master(txn, &uuid)?;
+        crate::api::record_host_start(txn, &uuid, &address, memory, &running)
+    })
+    .await?;
+    d.start_redo_log().await;
+    Ok(())
+}
+
+fn set_master(txn: &mut Txn, uuid: &str) -> Result<(), ApiError> {
+    let host = txn
+        .base()
+        .host
+        .ref_of_uuid(uuid)
+        .map(str::to_string)
+        .ok_or_else(|| ApiError::uuid_invalid("host", uuid))?;
+    let (pool, _) = txn
+        .base()
+        .pool()
+        .map(|(r, p)| (r.clone(), p.clone()))
+        .ok_or_else(|| ApiError::internal("the pool record is missing"))?;
+    txn.update::<PoolRecord>(&pool, |p| p.master = host);
+    Ok(())
+}

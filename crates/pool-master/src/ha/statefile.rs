@@ -1,0 +1,131 @@
+//! The statefile on the heartbeat SR: blocking file I/O in xhad's layout.
+//!
+//! A global block, then one 4 KiB slot per host (`ha_liveness::codec`).
+//! A host writes only its own slot, and the global block when its engine
+//! asks; then it reads the whole file back. These functions block: the
+//! agent runs them on the blocking pool, so a hung SR stalls only the
+//! statefile loop and the statefile watchdog notices.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use ha_liveness::codec::{self, BLOCK, STATEFILE_SIZE};
+use ha_liveness::{Global, PoolState, Slot, StatefileRead};
+
+/// The statefile's name in the heartbeat SR's directory.
+pub const STATEFILE_NAME: &str = "ha-statefile";
+/// The pool database copy's name in the heartbeat SR's directory.
+pub const METADATA_NAME: &str = "ha-metadata";
+
+/// Create the statefile, or reuse an existing one, for a new HA
+/// generation: every slot cleared, the pool state `init`.
+pub fn prepare(path: &Path, generation: u128) -> std::io::Result<()> {
+    let f = OpenOptions::new().create(true).truncate(false).write(true).open(path)?;
+    f.set_len(STATEFILE_SIZE as u64)?;
+    f.write_all_at(&vec![0u8; STATEFILE_SIZE - BLOCK], BLOCK as u64)?;
+    write_global_to(
+        &f,
+        &Global {
+            pool_state: PoolState::Init,
+            generation,
+            master: None,
+        },
+    )?;
+    f.sync_all()
+}
+
+/// Write the global block.
+pub fn write_global(path: &Path, global: &Global) -> std::io::Result<()> {
+    let f = OpenOptions::new().write(true).open(path)?;
+    write_global_to(&f, global)?;
+    f.sync_data()
+}
+
+fn write_global_to(f: &File, global: &Global) -> std::io::Result<()> {
+    f.write_all_at(&codec::encode_global(global), 0)
+}
+
+/// Read the global block: `Ok(None)` when it is corrupt.
+pub fn read_global(path: &Path) -> std::io::Result<Option<Global>> {
+    let mut block = vec![0u8; BLOCK];
+    File::open(path)?.read_exact_at(&mut block, 0)?;
+    Ok(match codec::decode_global(&block) {
+        Ok(Some(g)) => Some(g),
+        Ok(None) => Some(Global {
+            pool_state: PoolState::None,
+            generation: 0,
+            master: None,
+        }),
+        Err(_) => None,
+    })
+}
+
+/// One statefile cycle: write this host's slot (and the global block when
+/// given), then read the whole file for `hosts` hosts.
+pub fn cycle(path: &Path, slot: &Slot, global: Option<&Global>, hosts: usize) -> std::io::Result<StatefileRead> {
+    let f = OpenOptions::new().read(true).write(true).open(path)?;
+    let len = f.metadata()?.len();
+    if len < STATEFILE_SIZE as u64 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("the statefile is {len} bytes, expected {STATEFILE_SIZE}"),
+        ));
+    }
+    f.write_all_at(&codec::encode_slot(slot), codec::slot_offset(slot.index) as u64)?;
+    if let Some(g) = global {
+        write_global_to(&f, g)?;
+    }
+    let mut image = vec![0u8; STATEFILE_SIZE];
+    f.read_exact_at(&mut image, 0)?;
+    Ok(codec::decode_statefile(&image, hosts))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ha_liveness::{HostSet, SlotRead, View};
+
+    fn slot(index: usize, sequence: u64) -> Slot {
+        Slot {
+            sequence,
+            index,
+            excluded: false,
+            starting: true,
+            view: View::default(),
+            lock_request: false,
+            lock_grant: HostSet::default(),
+            weight: 0,
+        }
+    }
+
+    #[test]
+    fn slots_land_in_place_and_corruption_is_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(STATEFILE_NAME);
+        prepare(&path, 7).unwrap();
+        let read = cycle(&path, &slot(1, 5), None, 3).unwrap();
+        assert_eq!(read.global.map(|g| (g.pool_state, g.generation)), Some((PoolState::Init, 7)));
+        assert_eq!(read.slots[0], SlotRead::Empty);
+        assert_eq!(read.slots[1], SlotRead::Valid(slot(1, 5)));
+        // A flipped byte in host 1's slot.
+        let f = OpenOptions::new().write(true).open(&path).unwrap();
+        f.write_all_at(&[0x55], codec::slot_offset(1) as u64 + 20).unwrap();
+        let read = cycle(&path, &slot(0, 1), None, 3).unwrap();
+        assert_eq!(read.slots[1], SlotRead::Corrupt);
+        // A new generation clears the slots.
+        prepare(&path, 8).unwrap();
+        let read = cycle(&path, &slot(2, 1), None, 3).unwrap();
+        assert_eq!(read.slots[0], SlotRead::Empty);
+        assert_eq!(read.global.map(|g| g.generation), Some(8));
+    }
+
+    #[test]
+    fn a_missing_or_short_statefile_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(STATEFILE_NAME);
+        assert!(cycle(&path, &slot(0, 1), None, 1).is_err());
+        std::fs::write(&path, b"short").unwrap();
+        assert!(cycle(&path, &slot(0, 1), None, 1).is_err());
+    }
+}
