@@ -7,7 +7,8 @@ use super::{make_local, make_spec, Ctx, Handler, Spec};
 use crate::error::XeError;
 
 /// xe's answer when a dangerous command lacks `--force`.
-const NO_FORCE: &str = "This operation is dangerous and may cause data loss. This operation must be forced (use --force).";
+const NO_FORCE: &str =
+    "This operation is dangerous and may cause data loss. This operation must be forced (use --force).";
 
 pub fn commands() -> Vec<Spec> {
     vec![
@@ -82,7 +83,8 @@ fn emergency_disable(ctx: &mut Ctx) -> Result<(), XeError> {
 
 fn transition_to_master(ctx: &mut Ctx) -> Result<(), XeError> {
     ctx.records.conn.call("pool.emergency_transition_to_master", vec![])?;
-    ctx.out.list(vec!["Host agent will restart and transition to master.".to_string()]);
+    ctx.out
+        .list(vec!["Host agent will restart and transition to master.".to_string()]);
     Ok(())
 }
 

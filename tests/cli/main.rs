@@ -16,3 +16,5 @@ mod errors;
 mod durability;
 // HA capacity: failures to tolerate, What-If, failover plan, agility.
 mod planning;
+// HA runtime: enable/disable, cable pulls, fencing, election (T = 5 s).
+mod ha;

@@ -36,6 +36,11 @@ pub struct Lab {
 impl Lab {
     /// Start a lab of `hosts` hosts with `vms` VMs.
     pub fn start(hosts: usize, vms: usize) -> Lab {
+        Lab::start_with(hosts, vms, &[])
+    }
+
+    /// Start a lab with more `xapid lab` options (e.g. `--ha`).
+    pub fn start_with(hosts: usize, vms: usize, options: &[&str]) -> Lab {
         let dir = tempfile::tempdir().expect("tempdir");
         let subnet = format!(
             "127.{}.{}",
@@ -50,7 +55,7 @@ impl Lab {
             child: None,
         };
         let (hosts, vms, port) = (hosts.to_string(), vms.to_string(), port.to_string());
-        lab.spawn(&[
+        let mut args = vec![
             "--hosts",
             &hosts,
             "--vms",
@@ -61,8 +66,44 @@ impl Lab {
             &port,
             "--password",
             PASSWORD,
-        ]);
+        ];
+        args.extend_from_slice(options);
+        lab.spawn(&args);
         lab
+    }
+
+    /// Run `xapid lab ACTION HOST --dir DIR` (power-off, cut-network...).
+    pub fn fault(&self, action: &str, host: &str) {
+        let out = Command::new(xapid_bin())
+            .args(["lab", action, host, "--dir"])
+            .arg(self.dir.path())
+            .output()
+            .expect("run xapid lab");
+        assert!(
+            out.status.success(),
+            "xapid lab {action} {host}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// What the lab printed (boots and crashes of hosts).
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("lab.out")).unwrap_or_default()
+    }
+
+    /// How many times host `name` went down (fenced or crashed).
+    pub fn downs(&self, name: &str) -> usize {
+        self.output().matches(&format!("{name} went down")).count()
+    }
+
+    /// Run xe against host `i` itself (not following the lab's master).
+    pub fn xe_on(&self, i: usize, args: &[&str]) -> Run {
+        let extra = format!(
+            "server={},port={},username=root,password={PASSWORD}",
+            self.host_address(i),
+            self.port
+        );
+        run_xe(args, &[("XE_EXTRA_ARGS", &extra)], self.dir.path())
     }
 
     /// Start (or restart) the lab process on this directory.
@@ -177,6 +218,10 @@ impl Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         self.stop();
+        if std::thread::panicking() && std::env::var_os("KEEP_FAILED_LABS").is_some() {
+            let kept = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir")).keep();
+            eprintln!("the failed test's lab is kept in {}", kept.display());
+        }
     }
 }
 

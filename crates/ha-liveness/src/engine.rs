@@ -887,8 +887,10 @@ impl Engine {
             } else {
                 self.global = Some(g);
             }
-            // Our pending global write landed when the read shows it.
-            if self.pending_global == Some(g) {
+            // Our pending global write landed when the read shows it. Other
+            // hosts write the block too (the pool state): only the master
+            // field this host claims for itself must be ours.
+            if self.pending_global.is_some_and(|p| landed(&p, &g, self.cfg.me)) {
                 self.pending_global = None;
             }
         }
@@ -1593,6 +1595,11 @@ impl Engine {
             }
         }
     }
+}
+
+/// Does the global block read `g` carry the pending write `p` of host `me`?
+fn landed(p: &Global, g: &Global, me: usize) -> bool {
+    p.pool_state == g.pool_state && p.generation == g.generation && (p.master != Some(me) || g.master == Some(me))
 }
 
 fn survival_explanation(v: &Views) -> String {

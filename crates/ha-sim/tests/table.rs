@@ -142,6 +142,11 @@ fn the_master_lock_moves_when_the_master_dies() {
     run(&mut w, 10_000);
     assert_eq!(w.hosts[0].engine.lock_holder(), Some(0));
     assert!(w.hosts[0].engine.holds_master_lock());
+    // Every host reads the holder in the global block, even though they
+    // all wrote the block when the pool state went active.
+    for h in &w.hosts {
+        assert_eq!(h.engine.global().and_then(|g| g.master), Some(0));
+    }
     w.power_off(0);
     run(&mut w, 60_000);
     assert_eq!(w.hosts[1].engine.lock_holder(), Some(1));

@@ -441,12 +441,9 @@ async fn build_pool(state: &LabState, options: &LabOptions) -> Result<()> {
             .await?;
     }
     if let Some(t) = options.ha_timeout {
-        c.call(
-            "pool.enable_ha",
-            vec![json!([sr]), json!({ "timeout": t.to_string() })],
-        )
-        .await
-        .context("enabling HA")?;
+        c.call("pool.enable_ha", vec![json!([sr]), json!({ "timeout": t.to_string() })])
+            .await
+            .context("enabling HA")?;
     }
     c.logout().await;
     Ok(())

@@ -28,6 +28,7 @@ pub fn spawn(d: Arc<Daemon>) {
 
 async fn run(d: Arc<Daemon>) {
     let mut said_hello_to = None;
+    let mut synced_with: Option<String> = None;
     let mut role = d.watch_role();
     loop {
         let Role::Member { master_address } = d.role() else {
@@ -71,7 +72,13 @@ async fn run(d: Arc<Daemon>) {
                 }
             }
         }
-        let since = d.model().generation;
+        // A new master gets asked for a full copy (since 0): this replica
+        // may have diverged from it (an old master coming back).
+        let since = if synced_with.as_ref() == Some(&master_address) {
+            d.model().generation
+        } else {
+            0
+        };
         let params = vec![json!(since), json!(SYNC_WAIT.as_secs_f64())];
         let timeout = SYNC_WAIT + PEER_TIMEOUT;
         let sync = d.peers.call(
@@ -88,12 +95,13 @@ async fn run(d: Arc<Daemon>) {
             _ = role.changed() => continue,
         };
         match answer {
-            Ok(answer) => {
-                if let Err(e) = apply(&d, &answer).await {
+            Ok(answer) => match apply(&d, &answer).await {
+                Ok(()) => synced_with = Some(master_address),
+                Err(e) => {
                     tracing::error!("cannot apply the master's update: {e}");
                     tokio::time::sleep(RETRY_PAUSE).await;
                 }
-            }
+            },
             Err(e) => {
                 tracing::warn!(master = %master_address, "sync failed: {e}");
                 tokio::time::sleep(RETRY_PAUSE).await;

@@ -74,15 +74,16 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    if let Err(e) = reconcile_at_start(&d).await {
-        tracing::error!("cannot record this host's start: {e}");
-    }
-    if d.is_master() && d.model().pool().is_some_and(|(_, p)| p.ha_enabled) {
-        d.start_redo_log().await;
+    crate::ha::boot(&d).await;
+    // An armed master records its start once it holds the master lock
+    // (`ha::monitor`): until then another host may be the master.
+    if !d.ha.armed() {
+        if let Err(e) = reconcile_at_start(&d).await {
+            tracing::error!("cannot record this host's start: {e}");
+        }
     }
     crate::member::spawn_master_watch(d.clone());
     crate::member::spawn(d.clone());
-    crate::ha::keep_armed(&d);
     crate::ha::monitor::spawn(d.clone());
     axum::serve(listener, router(d)).with_graceful_shutdown(shutdown).await
 }

@@ -147,6 +147,7 @@ pub mod codes {
         HA_DISABLE_IN_PROGRESS,
         HA_LOST_STATEFILE,
         SR_NO_PBDS,
+        HOST_STILL_BOOTING,
         CANNOT_CREATE_STATE_FILE,
         MEMORY_CONSTRAINT_VIOLATION,
     );

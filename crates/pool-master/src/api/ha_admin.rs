@@ -66,7 +66,12 @@ fn parse_timeout(text: &str) -> Result<u64, ApiError> {
         .map_err(|_| ApiError::invalid_value("ha-config:timeout", text.to_string()))
 }
 
-fn plan(d: &Daemon, txn: &Txn, srs: &[String], configuration: &xapi_proto::records::StringMap) -> Result<Plan, ApiError> {
+fn plan(
+    d: &Daemon,
+    txn: &Txn,
+    srs: &[String],
+    configuration: &xapi_proto::records::StringMap,
+) -> Result<Plan, ApiError> {
     let (pool_ref, pool) = txn
         .base()
         .pool()
@@ -88,7 +93,8 @@ fn plan(d: &Daemon, txn: &Txn, srs: &[String], configuration: &xapi_proto::recor
     }
     let sr = match srs.first() {
         Some(sr) => {
-            txn.get::<SrRecord>(sr).ok_or_else(|| ApiError::handle_invalid("SR", sr))?;
+            txn.get::<SrRecord>(sr)
+                .ok_or_else(|| ApiError::handle_invalid("SR", sr))?;
             sr.clone()
         }
         None => {
@@ -103,7 +109,9 @@ fn plan(d: &Daemon, txn: &Txn, srs: &[String], configuration: &xapi_proto::recor
                 .ok_or_else(|| ApiError::bare(codes::CANNOT_CREATE_STATE_FILE))?
         }
     };
-    let record = txn.get::<SrRecord>(&sr).ok_or_else(|| ApiError::handle_invalid("SR", &sr))?;
+    let record = txn
+        .get::<SrRecord>(&sr)
+        .ok_or_else(|| ApiError::handle_invalid("SR", &sr))?;
     let timeout_s = match configuration.get("timeout") {
         Some(t) => parse_timeout(t)?,
         None => match pool.other_config.get("default_ha_timeout") {
@@ -334,7 +342,10 @@ pub async fn join_liveset(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiErro
 async fn join(d: &Arc<Daemon>, text: &str) -> Result<Value, ApiError> {
     let l = HaLocal::from_json(text).map_err(|e| ApiError::invalid_value("configuration", e))?;
     if l.index_of(&d.host_uuid).is_none() {
-        return Err(ApiError::invalid_value("configuration", "this host is not in it".to_string()));
+        return Err(ApiError::invalid_value(
+            "configuration",
+            "this host is not in it".to_string(),
+        ));
     }
     ha::arm(d, l).await?;
     Ok(json!(""))
@@ -353,7 +364,9 @@ pub async fn disable(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     let _busy = Busy::take(d, codes::HA_DISABLE_IN_PROGRESS)?;
     let pool = {
         let m = d.model();
-        let (r, p) = m.pool().ok_or_else(|| ApiError::internal("the pool record is missing"))?;
+        let (r, p) = m
+            .pool()
+            .ok_or_else(|| ApiError::internal("the pool record is missing"))?;
         if !p.ha_enabled {
             return Err(ApiError::bare(codes::HA_NOT_ENABLED));
         }
@@ -396,6 +409,10 @@ pub async fn disable(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     })
     .await?;
     d.stop_redo_log();
+    if let Some(l) = ha::local(d).await {
+        // A later master must not mistake this copy for a newer database.
+        let _ = std::fs::remove_file(&l.metadata);
+    }
     let hosts: Vec<String> = {
         let m = d.model();
         m.host.iter().filter(|(_, h)| h.live).map(|(r, _)| r.clone()).collect()

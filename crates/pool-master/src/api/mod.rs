@@ -89,9 +89,12 @@ pub async fn dispatch(d: &Arc<Daemon>, method: &str, params: Vec<Value>) -> Resu
 
 async fn route(d: &Arc<Daemon>, method: &str, params: Vec<Value>) -> Result<Value, ApiError> {
     let args = Args::new(method, params);
-    if let Some(e) = d.ha.emergency() {
-        if !EMERGENCY_METHODS.contains(&method) {
+    if !EMERGENCY_METHODS.contains(&method) {
+        if let Some(e) = d.ha.emergency() {
             return Err(e);
+        }
+        if crate::ha::master_unconfirmed(d) && !MEMBER_METHODS.contains(&method) {
+            return Err(ApiError::bare(codes::HOST_STILL_BOOTING));
         }
     }
     match method {

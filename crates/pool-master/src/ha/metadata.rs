@@ -128,7 +128,9 @@ pub fn read(path: &Path) -> std::io::Result<Option<Metadata>> {
         if Sha256::digest(body)[..8] != rest[4..12] {
             break;
         }
-        let Ok(v) = serde_json::from_slice::<Value>(body) else { break };
+        let Ok(v) = serde_json::from_slice::<Value>(body) else {
+            break;
+        };
         records.push(v);
         rest = &rest[12 + len..];
     }
@@ -141,7 +143,9 @@ pub fn read(path: &Path) -> std::io::Result<Option<Metadata>> {
     if first.get("full").and_then(Value::as_bool) != Some(true) {
         return Ok(None);
     }
-    let Some((mut generation, snapshot)) = decode(&first) else { return Ok(None) };
+    let Some((mut generation, snapshot)) = decode(&first) else {
+        return Ok(None);
+    };
     let Some(users) = first.get("users").and_then(|u| replication::decode_users(u).ok()) else {
         return Ok(None);
     };

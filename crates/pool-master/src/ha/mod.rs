@@ -20,6 +20,7 @@ pub mod statefile;
 pub mod watchdog;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -48,6 +49,8 @@ pub struct Ha {
     keeper: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// The error every call gets while the host cannot join the liveset.
     emergency: Mutex<Option<ApiError>>,
+    /// The local configuration says armed (cached from the store).
+    armed: AtomicBool,
 }
 
 impl Ha {
@@ -64,7 +67,13 @@ impl Ha {
             agent: tokio::sync::Mutex::new(None),
             keeper: Mutex::new(None),
             emergency: Mutex::new(None),
+            armed: AtomicBool::new(false),
         })
+    }
+
+    /// Is this host armed for HA (by its local configuration)?
+    pub fn armed(&self) -> bool {
+        self.armed.load(Ordering::SeqCst)
     }
 
     /// The agent's latest view.
@@ -141,7 +150,9 @@ pub async fn local(d: &Daemon) -> Option<HaLocal> {
 async fn save_local(d: &Daemon, l: &HaLocal) -> Result<(), ApiError> {
     d.set_local_value(local::KEY, &l.to_json())
         .await
-        .map_err(|e| ApiError::internal(format!("cannot record the HA configuration: {e}")))
+        .map_err(|e| ApiError::internal(format!("cannot record the HA configuration: {e}")))?;
+    d.ha.armed.store(l.armed, Ordering::SeqCst);
+    Ok(())
 }
 
 /// How long to wait before trying again to join the liveset.
@@ -196,6 +207,22 @@ async fn stop_agent(d: &Daemon) {
     if let Some(a) = agent {
         a.stop().await;
     }
+}
+
+/// At start-up: read whether this host is armed, and if so start its agent.
+pub async fn boot(d: &Arc<Daemon>) {
+    let armed = local(d).await.is_some_and(|l| l.armed);
+    d.ha.armed.store(armed, Ordering::SeqCst);
+    if armed {
+        keep_armed(d);
+    }
+}
+
+/// Is this host an armed pool master that does not (yet) hold the master
+/// lock? It must not act as master then: another host may have been
+/// elected while it was away.
+pub fn master_unconfirmed(d: &Daemon) -> bool {
+    d.ha.armed() && d.is_master() && d.ha.view().lock_holder.as_deref() != Some(d.host_uuid.as_str())
 }
 
 /// Keep the agent of an armed host running: at boot, after the statefile

@@ -37,6 +37,8 @@ struct State {
     statefile_alerted: bool,
     /// Fences to report once back in the pool.
     fences: Vec<(u64, String)>,
+    /// This host holds the master lock and has taken up the master's work.
+    acting_master: bool,
 }
 
 /// Start the monitor; it runs for the life of the process.
@@ -69,20 +71,40 @@ async fn step(d: &Arc<Daemon>, view: &AgentView, state: &mut State) -> Result<()
     let address_of = |uuid: &str| local.index_of(uuid).map(|i| local.addresses[i].clone());
     // Election.
     let last_gone = |m: &String| !view.liveset.contains(m);
+    // The last master: the global block's, else the database's.
+    let last = view.last_master.clone().or_else(|| db_master(d));
     let want = match &view.lock_holder {
         Some(holder) => *holder == me,
-        None if d.is_master() => view.last_master.as_ref().is_none_or(|m| *m == me || last_gone(m)),
-        None => view.last_master.as_ref().is_some_and(|m| *m != me && last_gone(m)),
+        None if d.is_master() => last.as_ref().is_none_or(|m| *m == me || last_gone(m)),
+        None => last.as_ref().is_some_and(|m| *m != me && last_gone(m)),
     };
-    if state.proposing != Some(want) && d.ha.send(if want { Event::ProposeMaster } else { Event::ReleaseMaster }).await {
+    if state.proposing != Some(want)
+        && d.ha
+            .send(if want {
+                Event::ProposeMaster
+            } else {
+                Event::ReleaseMaster
+            })
+            .await
+    {
         state.proposing = Some(want);
     }
     // Follow the lock.
     match (&view.lock_holder, d.role()) {
-        (Some(holder), Role::Member { .. }) if *holder == me => take_over(d, &local.metadata).await?,
-        (Some(holder), role) if *holder != me => {
+        (Some(holder), _) if *holder == me => {
+            if !state.acting_master {
+                take_over(d, &local.metadata).await?;
+                state.acting_master = true;
+            }
+        }
+        (Some(holder), role) => {
+            state.acting_master = false;
             if let Some(address) = address_of(holder) {
-                if role != (Role::Member { master_address: address.clone() }) {
+                if role
+                    != (Role::Member {
+                        master_address: address.clone(),
+                    })
+                {
                     tracing::info!(master = %address, "following the master elected by HA");
                     d.follow_master(&address)
                         .await
@@ -104,6 +126,13 @@ async fn step(d: &Arc<Daemon>, view: &AgentView, state: &mut State) -> Result<()
     }
     report_fences(d, state).await;
     Ok(())
+}
+
+/// The uuid of the master in this host's copy of the database.
+fn db_master(d: &Daemon) -> Option<String> {
+    let m = d.model();
+    let (_, pool) = m.pool()?;
+    m.get::<HostRecord>(&pool.master).map(|h| h.uuid.clone())
 }
 
 fn pool_uuid(d: &Daemon) -> String {
@@ -165,9 +194,22 @@ async fn report_fences(d: &Arc<Daemon>, state: &mut State) {
                     host_uuid: d.host_uuid.clone(),
                     secret: d.pool_secret(),
                 };
-                let params = vec![json!("HA_HOST_WAS_FENCED"), json!(1), json!("Host"), json!(d.host_uuid), json!(body)];
+                let params = vec![
+                    json!("HA_HOST_WAS_FENCED"),
+                    json!(1),
+                    json!("Host"),
+                    json!(d.host_uuid),
+                    json!(body),
+                ];
                 d.peers
-                    .call(&auth, &master_address, d.config.port, "message.create", params, PEER_TIMEOUT)
+                    .call(
+                        &auth,
+                        &master_address,
+                        d.config.port,
+                        "message.create",
+                        params,
+                        PEER_TIMEOUT,
+                    )
                     .await
                     .is_ok()
             }
@@ -180,10 +222,15 @@ async fn report_fences(d: &Arc<Daemon>, state: &mut State) {
     }
 }
 
-/// Become the pool master: start from the newest database, then record
-/// this host as master.
+/// Act as the pool master after winning the lock: start from the newest
+/// database, record this host as master and live, and keep the metadata
+/// file from now on.
 async fn take_over(d: &Arc<Daemon>, metadata: &std::path::Path) -> Result<(), ApiError> {
-    tracing::warn!("this host won the master lock: taking over as pool master");
+    if d.is_master() {
+        tracing::info!("this host holds the master lock");
+    } else {
+        tracing::warn!("this host won the master lock: taking over as pool master");
+    }
     let path = metadata.to_path_buf();
     let faults = d.ha.faults.clone();
     let read = tokio::task::spawn_blocking(move || {
@@ -194,8 +241,9 @@ async fn take_over(d: &Arc<Daemon>, metadata: &std::path::Path) -> Result<(), Ap
     })
     .await
     .map_err(|e| ApiError::internal(e.to_string()))?;
+    let enabled = |m: &super::metadata::Metadata| m.snapshot.pool.values().flatten().any(|p| p.ha_enabled);
     match read {
-        Ok(Some(m)) if m.generation > d.model().generation => {
+        Ok(Some(m)) if m.generation > d.model().generation && enabled(&m) => {
             tracing::info!(
                 generation = m.generation,
                 replica = d.model().generation,
@@ -216,7 +264,9 @@ async fn take_over(d: &Arc<Daemon>, metadata: &std::path::Path) -> Result<(), Ap
         crate::api::record_host_start(txn, &uuid, &address, memory, &running)
     })
     .await?;
-    d.start_redo_log().await;
+    if d.model().pool().is_some_and(|(_, p)| p.ha_enabled) {
+        d.start_redo_log().await;
+    }
     Ok(())
 }
 

@@ -105,7 +105,10 @@ mod tests {
         let path = dir.path().join(STATEFILE_NAME);
         prepare(&path, 7).unwrap();
         let read = cycle(&path, &slot(1, 5), None, 3).unwrap();
-        assert_eq!(read.global.map(|g| (g.pool_state, g.generation)), Some((PoolState::Init, 7)));
+        assert_eq!(
+            read.global.map(|g| (g.pool_state, g.generation)),
+            Some((PoolState::Init, 7))
+        );
         assert_eq!(read.slots[0], SlotRead::Empty);
         assert_eq!(read.slots[1], SlotRead::Valid(slot(1, 5)));
         // A flipped byte in host 1's slot.

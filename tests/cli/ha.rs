@@ -1,0 +1,226 @@
+//! The HA runtime end to end: real xapid processes with HA on (T = 5 s,
+//! lab mode), faults pulled with `xapid lab`, the pool read back with xe.
+
+use std::time::Duration;
+
+use crate::util::{wait_for, Lab};
+
+/// The HA timeout of these tests, in seconds.
+const T: u64 = 5;
+
+/// Long enough for any failover at T (detection, fault handler, fence
+/// wait, reboot), with room for a loaded machine.
+const FAILOVER: Duration = Duration::from_secs(12 * T);
+
+fn ha_lab(hosts: usize, vms: usize) -> Lab {
+    let t = T.to_string();
+    Lab::start_with(hosts, vms, &["--ha", "--ha-timeout", &t])
+}
+
+fn host_uuid(lab: &Lab, name: &str) -> String {
+    lab.xe_min(&["host-list", &format!("name-label={name}"), "params=uuid"])
+}
+
+/// Host `i`'s own view of whether host `name` is live, through any host
+/// that answers (a member forwards to the master).
+fn live(lab: &Lab, via: usize, name: &str) -> Option<bool> {
+    let r = lab.xe_on(
+        via,
+        &[
+            "host-list",
+            &format!("name-label={name}"),
+            "params=host-metrics-live",
+            "--minimal",
+        ],
+    );
+    (r.code == 0).then(|| r.stdout.trim() == "true")
+}
+
+fn messages(lab: &Lab, via: usize) -> String {
+    lab.xe_on(via, &["message-list", "params=name", "--minimal"]).stdout
+}
+
+#[test]
+fn enabling_ha_arms_every_host_and_a_network_pull_fences_only_that_host() {
+    let lab = Lab::start(3, 1);
+    assert_eq!(lab.xe_min(&["pool-list", "params=ha-enabled"]), "false");
+    let bad = lab.xe(&["pool-ha-enable", "ha-config:timeout=2"]);
+    assert_eq!(bad.code, 1);
+    assert!(bad.stderr.contains("The value given is invalid"), "{}", bad.stderr);
+    assert_eq!(
+        lab.xe_min(&["pool-list", "params=ha-enabled"]),
+        "false",
+        "a failed enable changes nothing"
+    );
+    lab.xe_ok(&["pool-ha-enable", &format!("ha-config:timeout={T}")]);
+    assert_eq!(lab.xe_min(&["pool-list", "params=ha-enabled"]), "true");
+    let config = lab.xe_ok(&[
+        "pool-param-get",
+        &format!("uuid={}", lab.xe_min(&["pool-list", "params=uuid"])),
+        "param-name=ha-configuration",
+    ]);
+    assert_eq!(config.trim(), format!("timeout: {T}"));
+    assert!(lab
+        .xe_min(&["pool-list", "params=ha-statefiles"])
+        .ends_with("ha-statefile"));
+    let peers = lab.xe_min(&["host-list", "name-label=host3", "params=ha-network-peers"]);
+    assert_eq!(peers.split("; ").count(), 2, "{peers}");
+    let again = lab.xe(&["pool-ha-enable"]);
+    assert!(again.stderr.contains("HA is enabled on the Pool"), "{}", again.stderr);
+
+    // A VM on host3, then host3's cable is pulled: it fences, the others stay.
+    lab.xe_ok(&["vm-start", "vm=vm01", "on=host3"]);
+    lab.fault("cut-network", "host3");
+    assert!(
+        wait_for(FAILOVER, || lab.downs("host3") >= 1),
+        "host3 did not fence:\n{}",
+        lab.output()
+    );
+    assert!(wait_for(FAILOVER, || live(&lab, 1, "host3") == Some(false)));
+    assert_eq!((lab.downs("host1"), lab.downs("host2")), (0, 0), "{}", lab.output());
+
+    // Plugged back in, it rejoins with no VMs and reports why it fenced.
+    lab.fault("restore-network", "host3");
+    assert!(
+        wait_for(FAILOVER, || live(&lab, 1, "host3") == Some(true)),
+        "host3 did not rejoin"
+    );
+    let halted = || lab.xe_min(&["vm-list", "name-label=vm01", "params=power-state"]) == "halted";
+    assert!(
+        wait_for(FAILOVER, halted),
+        "vm01 still shows as running on the rebooted host3"
+    );
+    assert!(wait_for(FAILOVER, || messages(&lab, 1).contains("HA_HOST_WAS_FENCED")));
+    let body = lab.xe_min(&["message-list", "name=HA_HOST_WAS_FENCED", "params=body"]);
+    assert!(body.contains("SM_SURVIVALRULE_FAILED"), "{body}");
+    assert_eq!((lab.downs("host1"), lab.downs("host2")), (0, 0));
+}
+
+#[test]
+fn storage_loss_alone_fences_nobody_and_a_host_without_the_statefile_stays_out() {
+    let lab = ha_lab(3, 0);
+    lab.fault("cut-storage", "host2");
+    std::thread::sleep(Duration::from_secs(3 * T));
+    assert_eq!(lab.downs("host2"), 0, "{}", lab.output());
+    assert_eq!(live(&lab, 1, "host2"), Some(true));
+
+    // Every host loses the statefile: survival rule 2 keeps them all.
+    lab.fault("cut-storage", "host1");
+    lab.fault("cut-storage", "host3");
+    assert!(wait_for(FAILOVER, || messages(&lab, 1).contains("HA_STATEFILE_LOST")));
+    std::thread::sleep(Duration::from_secs(3 * T));
+    for h in ["host1", "host2", "host3"] {
+        assert_eq!(lab.downs(h), 0, "{h} fenced:\n{}", lab.output());
+    }
+    for h in ["host1", "host2", "host3"] {
+        lab.fault("restore-storage", h);
+    }
+
+    // Both heartbeats lost: host3 fences; rebooted without storage it
+    // cannot join and says so; with storage back it rejoins.
+    std::thread::sleep(Duration::from_secs(T));
+    lab.fault("cut-storage", "host3");
+    lab.fault("cut-network", "host3");
+    assert!(wait_for(FAILOVER, || lab.downs("host3") >= 1), "{}", lab.output());
+    lab.fault("restore-network", "host3");
+    let refused = wait_for(FAILOVER, || {
+        lab.xe_on(3, &["host-list"])
+            .stderr
+            .contains("The host could not join the liveset because the HA daemon could not access the heartbeat disk.")
+    });
+    assert!(refused, "host3 did not report the heartbeat disk");
+    assert!(wait_for(FAILOVER, || live(&lab, 1, "host3") == Some(false)));
+    lab.fault("restore-storage", "host3");
+    assert!(
+        wait_for(FAILOVER, || live(&lab, 1, "host3") == Some(true)),
+        "host3 did not rejoin"
+    );
+    assert_eq!((lab.downs("host1"), lab.downs("host2")), (0, 0), "{}", lab.output());
+}
+
+#[test]
+fn killing_the_master_elects_a_new_one_with_the_last_committed_change() {
+    let lab = ha_lab(3, 1);
+    let old_master = host_uuid(&lab, "host1");
+    let vm = lab.xe_min(&["vm-list", "name-label=vm01", "params=uuid"]);
+    lab.xe_ok(&[
+        "vm-param-set",
+        &format!("uuid={vm}"),
+        "name-description=written just before the failure",
+    ]);
+    lab.fault("power-off", "host1");
+    let mut last = None;
+    let elected = wait_for(FAILOVER, || {
+        let r = lab.xe_on(2, &["pool-list", "params=master", "--minimal"]);
+        let ok = r.code == 0 && !r.stdout.trim().is_empty() && r.stdout.trim() != old_master;
+        last = Some(r);
+        ok
+    });
+    assert!(elected, "no new master ({last:?}):\n{}", lab.output());
+    let d = lab.xe_on(
+        2,
+        &["vm-list", &format!("uuid={vm}"), "params=name-description", "--minimal"],
+    );
+    assert_eq!(d.stdout.trim(), "written just before the failure");
+    assert!(wait_for(FAILOVER, || live(&lab, 3, "host1") == Some(false)));
+
+    // The old master comes back as a member of the new one.
+    lab.fault("power-on", "host1");
+    assert!(
+        wait_for(FAILOVER, || live(&lab, 2, "host1") == Some(true)),
+        "host1 did not rejoin"
+    );
+    let via_old = lab.xe_on(
+        1,
+        &["vm-list", &format!("uuid={vm}"), "params=name-description", "--minimal"],
+    );
+    assert_eq!(
+        via_old.stdout.trim(),
+        "written just before the failure",
+        "{}",
+        via_old.stderr
+    );
+    assert_eq!((lab.downs("host2"), lab.downs("host3")), (0, 0));
+}
+
+#[test]
+fn a_two_host_split_keeps_the_host_with_the_lower_uuid() {
+    let lab = ha_lab(2, 0);
+    let (u1, u2) = (host_uuid(&lab, "host1"), host_uuid(&lab, "host2"));
+    let (keep, lose) = if u1 < u2 {
+        ("host1", "host2")
+    } else {
+        ("host2", "host1")
+    };
+    lab.fault("cut-network", "host2");
+    assert!(
+        wait_for(FAILOVER, || lab.downs(lose) >= 1),
+        "{lose} did not fence:\n{}",
+        lab.output()
+    );
+    std::thread::sleep(Duration::from_secs(2 * T));
+    assert_eq!(lab.downs(keep), 0, "{keep} fenced too:\n{}", lab.output());
+}
+
+#[test]
+fn after_ha_disable_no_host_fences() {
+    let lab = ha_lab(3, 0);
+    let no_force = lab.xe_on(3, &["host-emergency-ha-disable"]);
+    assert_eq!(no_force.code, 1);
+    assert!(
+        no_force.stderr.contains("must be forced (use --force)"),
+        "{}",
+        no_force.stderr
+    );
+    lab.xe_ok(&["pool-ha-disable"]);
+    assert_eq!(lab.xe_min(&["pool-list", "params=ha-enabled"]), "false");
+    assert!(lab.xe(&["pool-ha-disable"]).stderr.contains("HA is not enabled"));
+    lab.fault("cut-network", "host3");
+    lab.fault("cut-storage", "host2");
+    std::thread::sleep(Duration::from_secs(4 * T));
+    for h in ["host1", "host2", "host3"] {
+        assert_eq!(lab.downs(h), 0, "{h} fenced after HA was disabled:\n{}", lab.output());
+    }
+    let soft = lab.xe_on(1, &["host-emergency-ha-disable", "--force"]);
+    assert!(soft.stderr.contains("HA is not enabled"), "{}", soft.stderr);
+}
