@@ -94,8 +94,8 @@ async fn step(d: &Arc<Daemon>, view: &AgentView, state: &mut State) -> Result<()
         (Some(holder), _) if *holder == me => {
             if !state.acting_master {
                 take_over(d, &local.metadata).await?;
-                state.acting_master = true;
             }
+            state.acting_master = true;
         }
         (Some(holder), role) => {
             state.acting_master = false;

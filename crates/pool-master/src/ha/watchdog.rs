@@ -84,7 +84,7 @@ impl Watchdog {
     /// an armed timer has expired even if the thread has not run yet.
     pub fn may_write(&self) -> bool {
         let s = self.state();
-        !s.fired && !(s.armed && expired(&s, Instant::now()).is_some())
+        !(s.fired || s.armed && expired(&s, Instant::now()).is_some())
     }
 
     /// Fence now, for `reason`.
