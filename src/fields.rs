@@ -22,8 +22,11 @@ pub enum Kind {
     Ref(&'static str),
     /// A set of references, shown as uuids joined with `; `.
     RefSet(&'static str),
-    /// A set shown with a scalar marker (`ha-statefiles ( RO)`).
+    /// A set shown with a scalar marker.
     SetScalar,
+    /// A set of references shown as uuids, with a scalar marker
+    /// (`ha-statefiles ( RO)`).
+    RefSetScalar(&'static str),
     /// A map, `k: v; k2: v2`.
     Map,
     /// A map shown with a scalar marker (pool `ha-configuration ( RO)`).
@@ -64,7 +67,7 @@ impl Field {
     }
 
     pub fn is_set(&self) -> bool {
-        matches!(self.kind, Kind::SetScalar | Kind::RefSet(_))
+        matches!(self.kind, Kind::SetScalar | Kind::RefSet(_) | Kind::RefSetScalar(_))
     }
 }
 
@@ -129,7 +132,7 @@ pub static POOL: Class = Class {
         f("other-config", "other_config", Map, true),
         f("ha-enabled", "ha_enabled", Bool, false),
         f("ha-configuration", "ha_configuration", MapScalar, false),
-        f("ha-statefiles", "ha_statefiles", SetScalar, false),
+        f("ha-statefiles", "ha_statefiles", RefSetScalar("VDI"), false),
         f(
             "ha-host-failures-to-tolerate",
             "ha_host_failures_to_tolerate",
@@ -167,7 +170,7 @@ pub static HOST: Class = Class {
         f("memory-total", "memory_total", Int, false),
         f("memory-free", "memory_free", Int, false),
         f("host-metrics-live", "live", Bool, false),
-        f("ha-statefiles", "ha_statefiles", SetScalar, false),
+        f("ha-statefiles", "ha_statefiles", RefSetScalar("VDI"), false),
         f("ha-network-peers", "ha_network_peers", SetScalar, false),
         f("resident-vms", "resident_VMs", RefSet("VM"), false),
     ],

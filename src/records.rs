@@ -97,7 +97,7 @@ impl<'c> Records<'c> {
                 Some(r) if r != "OpaqueRef:NULL" => self.uuid_of(class, r)?,
                 _ => "<not in database>".to_string(),
             },
-            Kind::RefSet(class) => {
+            Kind::RefSet(class) | Kind::RefSetScalar(class) => {
                 let mut uuids = Vec::new();
                 for r in v.as_array().into_iter().flatten().filter_map(Value::as_str) {
                     uuids.push(self.uuid_of(class, r)?);

@@ -36,6 +36,10 @@ fn live(lab: &Lab, via: usize, name: &str) -> Option<bool> {
     (r.code == 0).then(|| r.stdout.trim() == "true")
 }
 
+fn uuid_like(s: &str) -> bool {
+    s.len() == 36 && s.chars().filter(|c| *c == '-').count() == 4
+}
+
 fn messages(lab: &Lab, via: usize) -> String {
     lab.xe_on(via, &["message-list", "params=name", "--minimal"]).stdout
 }
@@ -60,9 +64,11 @@ fn enabling_ha_arms_every_host_and_a_network_pull_fences_only_that_host() {
         "param-name=ha-configuration",
     ]);
     assert_eq!(config.trim(), format!("timeout: {T}"));
-    assert!(lab
-        .xe_min(&["pool-list", "params=ha-statefiles"])
-        .ends_with("ha-statefile"));
+    let statefile = lab.xe_min(&["pool-list", "params=ha-statefiles"]);
+    assert!(
+        uuid_like(&statefile),
+        "ha-statefiles shows the statefile VDI's uuid: {statefile}"
+    );
     let peers = lab.xe_min(&["host-list", "name-label=host3", "params=ha-network-peers"]);
     assert_eq!(peers.split("; ").count(), 2, "{peers}");
     let again = lab.xe(&["pool-ha-enable"]);

@@ -29,6 +29,7 @@ pub fn spawn(d: Arc<Daemon>) {
 async fn run(d: Arc<Daemon>) {
     let mut said_hello_to = None;
     let mut synced_with: Option<String> = None;
+    let mut failures = 0u64;
     let mut role = d.watch_role();
     loop {
         let Role::Member { master_address } = d.role() else {
@@ -96,14 +97,21 @@ async fn run(d: Arc<Daemon>) {
         };
         match answer {
             Ok(answer) => match apply(&d, &answer).await {
-                Ok(()) => synced_with = Some(master_address),
+                Ok(()) => {
+                    failures = 0;
+                    synced_with = Some(master_address);
+                }
                 Err(e) => {
                     tracing::error!("cannot apply the master's update: {e}");
                     tokio::time::sleep(RETRY_PAUSE).await;
                 }
             },
             Err(e) => {
-                tracing::warn!(master = %master_address, "sync failed: {e}");
+                failures += 1;
+                // Say it once, then every 20th time (10 s), not twice a second.
+                if failures % 20 == 1 {
+                    tracing::warn!(master = %master_address, failures, "sync failed: {e}");
+                }
                 tokio::time::sleep(RETRY_PAUSE).await;
             }
         }

@@ -22,14 +22,14 @@ use std::time::Duration;
 
 use ha_liveness::{Event, Global, PoolState, Timeouts, DEFAULT_TIMEOUT_S};
 use serde_json::{json, Value};
-use xapi_proto::records::{HostRecord, PoolRecord, SrRecord};
+use xapi_proto::records::{HostRecord, PoolRecord, SrRecord, VdiRecord};
 use xapi_proto::{codes, ApiError};
 
 use super::Args;
 use crate::daemon::{Daemon, Role};
 use crate::ha::local::HaLocal;
 use crate::ha::{self, statefile};
-use crate::model::Txn;
+use crate::model::{new_ref, new_uuid, Txn};
 use crate::peers::PeerAuth;
 
 /// Marks an enable or disable as running; cleared when dropped.
@@ -243,10 +243,18 @@ pub async fn enable(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
         return Err(e);
     }
     d.write(|txn| {
+        let statefile = ha_vdi(
+            txn,
+            &plan.sr,
+            "statefile",
+            statefile::STATEFILE_NAME,
+            "Statefile for HA",
+        );
+        ha_vdi(txn, &plan.sr, "metadata", statefile::METADATA_NAME, "Metadata for HA");
         txn.update::<PoolRecord>(&plan.pool, |p| {
             p.ha_enabled = true;
             p.ha_configuration = [("timeout".to_string(), plan.timeout_s.to_string())].into();
-            p.ha_statefiles = vec![my_local.statefile.display().to_string()];
+            p.ha_statefiles = vec![statefile.clone()];
         });
         for (host_ref, l) in &plan.hosts {
             let peers: Vec<String> = l
@@ -257,7 +265,7 @@ pub async fn enable(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
                 .map(|(a, _)| a.clone())
                 .collect();
             txn.update::<HostRecord>(host_ref, |h| {
-                h.ha_statefiles = vec![l.statefile.display().to_string()];
+                h.ha_statefiles = vec![statefile.clone()];
                 h.ha_network_peers = peers;
             });
         }
@@ -267,6 +275,37 @@ pub async fn enable(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     d.start_redo_log().await;
     tracing::info!(sr = %plan.sr, "HA is enabled");
     Ok(json!(""))
+}
+
+/// The VDI of the heartbeat SR that holds `purpose` (`statefile` or
+/// `metadata`) in the file `location`: the one from an earlier enable, or
+/// a new record. Its reference.
+fn ha_vdi(txn: &mut Txn, sr: &str, purpose: &str, location: &str, name: &str) -> String {
+    let existing = txn.all::<VdiRecord>().into_iter().find(|(_, v)| {
+        v.sr == sr
+            && v.location == location
+            && v.other_config.get(ha::VDI_PURPOSE_KEY).map(String::as_str) == Some(purpose)
+    });
+    if let Some((r, _)) = existing {
+        return r;
+    }
+    let r = new_ref();
+    let size = if purpose == "statefile" { 4 << 20 } else { 256 << 20 };
+    txn.put(
+        &r,
+        VdiRecord {
+            uuid: new_uuid(),
+            name_label: name.to_string(),
+            name_description: "Used by the pool's high availability; do not remove while HA is enabled".to_string(),
+            sr: sr.to_string(),
+            virtual_size: size,
+            vbds: Vec::new(),
+            location: location.to_string(),
+            other_config: [(ha::VDI_PURPOSE_KEY.to_string(), purpose.to_string())].into(),
+        },
+    );
+    txn.update::<SrRecord>(sr, |s| s.vdis.push(r.clone()));
+    r
 }
 
 /// Arm every host at once; then wait for the master lock.

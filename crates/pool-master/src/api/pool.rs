@@ -118,7 +118,7 @@ async fn join(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     d.become_member(&master_address, &secret, snapshot, users, generation)
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?;
-    crate::member::spawn(d.clone());
+    // The member loop (running since start-up) follows the new role.
     tracing::info!(master = %master_address, "joined the pool");
     Ok(json!(""))
 }

@@ -178,6 +178,11 @@ async fn vdi_destroy(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
             if !vdi.vbds.is_empty() {
                 return Err(ApiError::new("VDI_IN_USE", vec![vdi_ref, "destroy".into()]));
             }
+            if vdi.other_config.contains_key(crate::ha::VDI_PURPOSE_KEY)
+                && txn.base().pool().is_some_and(|(_, p)| p.ha_enabled)
+            {
+                return Err(ApiError::new(codes::HA_IS_ENABLED, vec![]));
+            }
             let host_ref = txn.base().pool().map(|(_, p)| p.master.clone()).unwrap_or_default();
             let file = crate::hostops::sr_path(txn, &host_ref, &vdi.sr).map(|dir| dir.join(&vdi.location));
             txn.update::<SrRecord>(&vdi.sr, |sr| sr.vdis.retain(|v| *v != vdi_ref));

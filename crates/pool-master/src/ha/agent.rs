@@ -278,3 +278,116 @@ impl Run {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    struct Host {
+        agent: Agent,
+        view: watch::Receiver<AgentView>,
+        fences: Arc<AtomicUsize>,
+    }
+
+    fn start_host(local: &HaLocal, me: &str, dir: &std::path::Path) -> impl std::future::Future<Output = Host> {
+        let fences = Arc::new(AtomicUsize::new(0));
+        let f = fences.clone();
+        let watchdog = Watchdog::start(Box::new(move |_| {
+            f.fetch_add(1, Ordering::SeqCst);
+        }))
+        .unwrap();
+        let (tx, view) = watch::channel(AgentView::default());
+        let setup = Setup {
+            local: local.clone(),
+            me: me.to_string(),
+            secret: b"pool secret".to_vec(),
+            faults: Arc::new(Faults::new(dir)),
+            watchdog,
+            view: tx,
+        };
+        async move {
+            Host {
+                agent: Agent::start(setup).await.unwrap(),
+                view,
+                fences,
+            }
+        }
+    }
+
+    async fn until(rx: &mut watch::Receiver<AgentView>, f: impl Fn(&AgentView) -> bool) -> bool {
+        tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                if f(&rx.borrow_and_update()) {
+                    return;
+                }
+                if rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await
+        .is_ok()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_agents_form_a_liveset_and_refuse_forged_packets() {
+        let dir = tempfile::tempdir().unwrap();
+        let sf = dir.path().join("statefile");
+        statefile::prepare(&sf, 42).unwrap();
+        let port = rand::random_range(20000..60000u16);
+        let b = rand::random_range(1..250u8);
+        let local = HaLocal {
+            armed: true,
+            generation: 42,
+            timeout_s: 3,
+            lab: true,
+            hosts: vec![
+                "aaaaaaaa-0000-4000-8000-000000000001".into(),
+                "bbbbbbbb-0000-4000-8000-000000000002".into(),
+            ],
+            addresses: vec![format!("127.77.{b}.1"), format!("127.77.{b}.2")],
+            port,
+            statefile: sf.clone(),
+            metadata: dir.path().join("metadata"),
+        };
+        let (da, db) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::create_dir_all(&da).unwrap();
+        std::fs::create_dir_all(&db).unwrap();
+        let mut a = start_host(&local, &local.hosts[0], &da).await;
+        let mut b_host = start_host(&local, &local.hosts[1], &db).await;
+        assert!(
+            until(&mut a.view, |v| v.online && v.liveset.len() == 2).await,
+            "{:?}",
+            a.view.borrow()
+        );
+        assert!(until(&mut b_host.view, |v| v.online && v.liveset.len() == 2).await);
+
+        // Garbage and a packet signed with another key: dropped, counted.
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let to = format!("{}:{port}", local.addresses[0]);
+        socket.send_to(b"not a heartbeat", &to).await.unwrap();
+        let hb = ha_liveness::Heartbeat {
+            generation: 42,
+            from: 1,
+            sequence: 1,
+            view: Default::default(),
+            sf_access: true,
+            sf_corrupted: false,
+            fence_request: true,
+            sr2: false,
+            joining: false,
+        };
+        let forged = codec::encode_heartbeat(&hb, &local.hosts[1], b"wrong secret");
+        socket.send_to(&forged, &to).await.unwrap();
+        assert!(until(&mut a.view, |v| v.refused >= 2).await, "{:?}", a.view.borrow());
+        assert!(a.view.borrow().online);
+
+        a.agent.stop().await;
+        b_host.agent.stop().await;
+        assert_eq!(
+            a.fences.load(Ordering::SeqCst) + b_host.fences.load(Ordering::SeqCst),
+            0
+        );
+    }
+}

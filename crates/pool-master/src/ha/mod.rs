@@ -298,6 +298,10 @@ async fn keep(d: Arc<Daemon>) {
     }
 }
 
+/// The `other-config` key marking the statefile and metadata VDIs
+/// (`statefile`, `metadata`); HA re-uses them at the next enable.
+pub const VDI_PURPOSE_KEY: &str = "pool-ha-purpose";
+
 /// Each host's statefile and metadata paths: the heartbeat SR's directory
 /// as that host reaches it.
 pub fn sr_files(sr_dir: &Path) -> (PathBuf, PathBuf) {

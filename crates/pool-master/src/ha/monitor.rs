@@ -186,7 +186,7 @@ pub async fn alert(d: &Daemon, name: &str, cls: &str, obj_uuid: &str, body: Stri
 
 async fn report_fences(d: &Arc<Daemon>, state: &mut State) {
     while let Some((ms, reason)) = state.fences.first().cloned() {
-        let body = format!("This host fenced itself at unix time {ms} ms: {reason}");
+        let body = format!("This host fenced itself at {}: {reason}", utc(ms));
         let done = match d.role() {
             Role::Master => alert(d, "HA_HOST_WAS_FENCED", "Host", &d.host_uuid, body).await.is_ok(),
             Role::Member { master_address } => {
@@ -220,6 +220,16 @@ async fn report_fences(d: &Arc<Daemon>, state: &mut State) {
         tracing::info!("reported an earlier fence: {reason}");
         state.fences.remove(0);
     }
+}
+
+/// `2026-11-21 21:15:05.497 UTC` for milliseconds since the epoch.
+fn utc(ms: u64) -> String {
+    let format =
+        time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second].[subsecond digits:3] UTC");
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&format).ok())
+        .unwrap_or_else(|| format!("unix time {ms} ms"))
 }
 
 /// Act as the pool master after winning the lock: start from the newest
@@ -268,6 +278,14 @@ async fn take_over(d: &Arc<Daemon>, metadata: &std::path::Path) -> Result<(), Ap
         d.start_redo_log().await;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn fence_times_read_as_utc() {
+        assert_eq!(super::utc(1_795_295_705_497), "2026-11-21 21:15:05.497 UTC");
+    }
 }
 
 fn set_master(txn: &mut Txn, uuid: &str) -> Result<(), ApiError> {
