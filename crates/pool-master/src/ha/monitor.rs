@@ -280,14 +280,6 @@ async fn take_over(d: &Arc<Daemon>, metadata: &std::path::Path) -> Result<(), Ap
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn fence_times_read_as_utc() {
-        assert_eq!(super::utc(1_795_295_705_497), "2026-11-21 21:15:05.497 UTC");
-    }
-}
-
 fn set_master(txn: &mut Txn, uuid: &str) -> Result<(), ApiError> {
     let host = txn
         .base()
@@ -302,4 +294,12 @@ fn set_master(txn: &mut Txn, uuid: &str) -> Result<(), ApiError> {
         .ok_or_else(|| ApiError::internal("the pool record is missing"))?;
     txn.update::<PoolRecord>(&pool, |p| p.master = host);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn fence_times_read_as_utc() {
+        assert_eq!(super::utc(1_795_295_705_497), "2026-11-21 21:15:05.497 UTC");
+    }
 }
