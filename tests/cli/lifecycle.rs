@@ -1,27 +1,8 @@
 //! VM lifecycle against a lab pool, checked on the VM's disk.
 
-use std::path::Path;
 use std::time::Duration;
 
-use pool_master::driver::{read_records, GuestRecord};
-
-use crate::util::{wait_for, Lab};
-
-/// Every guest record of `vm` on the SR, in file order.
-fn records_of(sr: &Path, vm: &str) -> Vec<GuestRecord> {
-    let mut all = Vec::new();
-    for entry in std::fs::read_dir(sr).expect("sr dir").flatten() {
-        if entry.path().extension().is_some_and(|e| e == "disk") {
-            all.extend(
-                read_records(&entry.path())
-                    .expect("read disk")
-                    .into_iter()
-                    .filter(|r| r.vm_uuid == vm),
-            );
-        }
-    }
-    all
-}
+use crate::util::{records_of, wait_for, Lab};
 
 #[test]
 fn a_vm_started_on_host2_writes_there_and_migrates_live_without_a_gap() {

@@ -18,3 +18,5 @@ mod durability;
 mod planning;
 // HA runtime: enable/disable, cable pulls, fencing, election (T = 5 s).
 mod ha;
+// The restart executor: protected VMs back after cable pulls, order groups, guest halts.
+mod failover;

@@ -86,6 +86,23 @@ impl Lab {
         );
     }
 
+    /// `xapid lab guest-halt VM --dir DIR`.
+    pub fn fault_guest_halt(&self, vm: &str) {
+        self.fault("guest-halt", vm);
+    }
+
+    /// The trimmed `--minimal` output of a command through the first host
+    /// that answers it (the lab's master may be down).
+    pub fn xe_any_min(&self, args: &[&str]) -> Option<String> {
+        let mut a = args.to_vec();
+        a.push("--minimal");
+        let hosts = std::fs::read_dir(self.dir.path().join("hosts")).map_or(0, |d| d.count());
+        (1..=hosts).find_map(|i| {
+            let r = self.xe_on(i, &a);
+            (r.code == 0).then(|| r.stdout.trim_end().to_string())
+        })
+    }
+
     /// What the lab printed (boots and crashes of hosts).
     pub fn output(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("lab.out")).unwrap_or_default()
@@ -261,4 +278,35 @@ pub fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(50));
     }
     false
+}
+
+/// Every guest record of `vm` on the SR, in file order.
+pub fn records_of(sr: &Path, vm: &str) -> Vec<pool_master::driver::GuestRecord> {
+    let mut all = Vec::new();
+    for entry in std::fs::read_dir(sr).expect("sr dir").flatten() {
+        if entry.path().extension().is_some_and(|e| e == "disk") {
+            all.extend(
+                pool_master::driver::read_records(&entry.path())
+                    .expect("read disk")
+                    .into_iter()
+                    .filter(|r| r.vm_uuid == vm),
+            );
+        }
+    }
+    all
+}
+
+/// The split-brain check on a VM's disk: every guest continues the
+/// sequence of the one before, so in file order the sequence numbers only
+/// increase. A host still writing after another took over breaks that.
+pub fn assert_one_writer_at_a_time(sr: &Path, vm: &str) {
+    let recs = records_of(sr, vm);
+    for w in recs.windows(2) {
+        assert!(
+            w[1].seq > w[0].seq,
+            "two hosts wrote VM {vm}'s disk at once: {:?} then {:?}",
+            w[0],
+            w[1]
+        );
+    }
 }

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 /// How often a guest writes.
@@ -67,6 +67,9 @@ pub struct SimDriver {
     host_uuid: String,
     guests: Mutex<HashMap<String, Guest>>,
     gate: Gate,
+    /// Guests that halted from inside, by VM uuid.
+    halted_tx: mpsc::UnboundedSender<String>,
+    halted_rx: Mutex<Option<mpsc::UnboundedReceiver<String>>>,
 }
 
 impl SimDriver {
@@ -77,11 +80,20 @@ impl SimDriver {
 
     /// A driver whose guests ask `gate` before each write.
     pub fn with_gate(host_uuid: String, gate: Gate) -> Self {
+        let (halted_tx, halted_rx) = mpsc::unbounded_channel();
         SimDriver {
             host_uuid,
             guests: Mutex::new(HashMap::new()),
             gate,
+            halted_tx,
+            halted_rx: Mutex::new(Some(halted_rx)),
         }
+    }
+
+    /// The uuids of guests that halt from inside, as they do (once: the
+    /// receiver goes to the first caller).
+    pub fn take_halted(&self) -> Option<mpsc::UnboundedReceiver<String>> {
+        self.halted_rx.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
     /// Start a guest writing to `disks`. Its first record is `first_seq`, or
@@ -103,7 +115,7 @@ impl SimDriver {
             disks,
             seq,
             stopped,
-            self.gate.clone(),
+            (self.gate.clone(), self.halted_tx.clone()),
         ));
         guests.insert(vm_uuid.to_string(), Guest { stop, task });
         Ok(())
@@ -145,9 +157,10 @@ async fn run_guest(
     disks: Vec<PathBuf>,
     mut seq: u64,
     mut stopped: oneshot::Receiver<()>,
-    gate: Gate,
+    (gate, halted): (Gate, mpsc::UnboundedSender<String>),
 ) -> u64 {
     let Identity { host_uuid, vm_uuid } = id;
+    let halt_marker = halt_marker(&disks, &vm_uuid);
     let mut ticker = tokio::time::interval(TICK);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last = seq.saturating_sub(1);
@@ -156,6 +169,12 @@ async fn run_guest(
             biased;
             _ = &mut stopped => return last,
             _ = ticker.tick() => {
+                if let Some(marker) = halt_marker.as_deref().filter(|m| m.exists()) {
+                    let _ = std::fs::remove_file(marker);
+                    tracing::info!(vm = %vm_uuid, "the guest halted itself");
+                    let _ = halted.send(vm_uuid.clone());
+                    return last;
+                }
                 if let Err(why) = gate() {
                     tracing::debug!(vm = %vm_uuid, "guest write refused: {why}");
                     continue;
@@ -172,6 +191,12 @@ async fn run_guest(
             }
         }
     }
+}
+
+/// The file whose appearance beside a guest's first disk makes the guest
+/// halt itself (`xapid lab guest-halt`): `<dir>/<vm-uuid>.halt`.
+pub fn halt_marker(disks: &[PathBuf], vm_uuid: &str) -> Option<PathBuf> {
+    Some(disks.first()?.parent()?.join(format!("{vm_uuid}.halt")))
 }
 
 fn append(path: &Path, bytes: &[u8]) -> std::io::Result<()> {

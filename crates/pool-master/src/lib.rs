@@ -8,7 +8,8 @@
 //! - [`server`]: `POST /jsonrpc` and a host's start-up.
 //! - [`replication`], [`member`]: the master's database on every member.
 //! - [`peers`], [`hostops`]: calls between hosts; the master acting on a host's VMs.
-//! - [`driver`]: the `sim` VM driver (guests that write to their disks).
+//! - [`driver`]: the `sim` VM driver (guests that write to their disks);
+//!   [`guests`]: guests that halt from inside.
 //! - [`ha`]: the HA agent, watchdog, statefile and election; [`faults`]:
 //!   the lab's fault switches.
 //! - [`memory`]: what VMs cost hosts.
@@ -20,6 +21,7 @@ pub mod auth;
 pub mod daemon;
 pub mod driver;
 pub mod faults;
+pub mod guests;
 pub mod ha;
 pub mod hostops;
 pub mod lab;

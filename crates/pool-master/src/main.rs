@@ -115,6 +115,13 @@ enum LabCommand {
     /// Take the shared storage away from a host: statefile and disk I/O fail.
     CutStorage(FaultArgs),
     RestoreStorage(FaultArgs),
+    /// Halt a VM from inside its guest (as `shutdown -h` in the VM would).
+    GuestHalt {
+        /// The VM, by name or uuid.
+        vm: String,
+        #[arg(long)]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -144,6 +151,7 @@ fn main() -> Result<()> {
                 Some(LabCommand::CutNetwork(f)) => lab::fault(&f.dir, &f.host, FaultAction::CutNetwork).await,
                 Some(LabCommand::RestoreNetwork(f)) => lab::fault(&f.dir, &f.host, FaultAction::RestoreNetwork).await,
                 Some(LabCommand::CutStorage(f)) => lab::fault(&f.dir, &f.host, FaultAction::CutStorage).await,
+                Some(LabCommand::GuestHalt { vm, dir }) => lab::guest_halt(&dir, &vm).await,
                 Some(LabCommand::RestoreStorage(f)) => lab::fault(&f.dir, &f.host, FaultAction::RestoreStorage).await,
                 None => {
                     lab::run(LabOptions {

@@ -85,5 +85,7 @@ pub async fn serve(
     crate::member::spawn_master_watch(d.clone());
     crate::member::spawn(d.clone());
     crate::ha::monitor::spawn(d.clone());
+    crate::ha::restart::spawn(d.clone());
+    crate::guests::spawn(d.clone());
     axum::serve(listener, router(d)).with_graceful_shutdown(shutdown).await
 }

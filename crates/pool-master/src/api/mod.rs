@@ -26,6 +26,7 @@ pub use args::Args;
 pub(crate) use host::record_host_start;
 pub use message::now_wire;
 pub use pool::refresh_liveness;
+pub(crate) use vm::{set_residence, start_vm};
 
 use crate::daemon::{host_is_slave, Daemon};
 use crate::sessions::Principal;
@@ -60,6 +61,7 @@ const INTERNAL_METHODS: &[&str] = &[
     "host.member_hello",
     "host.ha_join_liveset",
     "host.ha_disarm",
+    "host.guest_halted",
     "pool.sync_database",
 ];
 
@@ -137,6 +139,7 @@ async fn route(d: &Arc<Daemon>, method: &str, params: Vec<Value>) -> Result<Valu
             "ha_join_liveset" => Some(ha_admin::join_liveset(d, &args).await),
             "ha_disarm" => Some(ha_admin::disarm(d, &args).await),
             "emergency_ha_disable" => Some(ha_admin::emergency_disable(d, &args).await),
+            "guest_halted" => Some(crate::guests::guest_halted(d, &args).await),
             _ => host::dispatch(d, verb, &args).await,
         },
         "SR" | "VDI" | "VBD" => storage::dispatch(d, class, verb, &args).await,

@@ -150,7 +150,7 @@ fn choose_host(txn: &Txn, vm_ref: &str, vm: &VmRecord) -> Result<(Target, Vec<st
 }
 
 /// Record `vm_ref` as running on `host_ref` (or halted when `None`).
-fn set_residence(txn: &mut Txn, vm_ref: &str, host_ref: Option<&str>) {
+pub(crate) fn set_residence(txn: &mut Txn, vm_ref: &str, host_ref: Option<&str>) {
     let old = txn.get::<VmRecord>(vm_ref).map(|v| v.resident_on).unwrap_or_default();
     txn.update::<VmRecord>(vm_ref, |vm| match host_ref {
         Some(h) => {
@@ -180,35 +180,59 @@ async fn start(d: &Arc<Daemon>, args: &Args, on: bool) -> Result<Value, ApiError
     let flags_at = if on { 3 } else { 2 };
     args.bool_or(flags_at, "start_paused", false)?;
     args.bool_or(flags_at + 1, "force", false)?;
+    let (vm_ref, host_ref) = {
+        let m = d.model();
+        let txn = Txn::new(&m);
+        let (vm_ref, _) = args.reference::<VmRecord>(1, &txn)?;
+        let host = if on {
+            Some(args.reference::<HostRecord>(2, &txn)?.0)
+        } else {
+            None
+        };
+        (vm_ref, host)
+    };
+    start_vm(d, &vm_ref, host_ref.as_deref()).await?;
+    Ok(json!(""))
+}
+
+/// Start a halted VM on `host_ref`, or on the host the chooser picks.
+/// Starting a protected VM sets `ha_always_run`. The checks and the commit
+/// happen under the write lock, with the guest started in between.
+pub(crate) async fn start_vm(d: &Daemon, vm_ref: &str, host_ref: Option<&str>) -> Result<(), ApiError> {
     let mut w = d.writer().await;
-    let (vm_ref, vm, target, disks) = w.read(|txn| {
-        let (vm_ref, vm) = args.reference::<VmRecord>(1, txn)?;
+    let (vm, target, disks) = w.read(|txn| {
+        let vm = txn
+            .get::<VmRecord>(vm_ref)
+            .ok_or_else(|| ApiError::handle_invalid("VM", vm_ref))?;
         if vm.is_a_template {
-            return Err(ApiError::new("VM_IS_TEMPLATE", vec![vm_ref.clone()]));
+            return Err(ApiError::new("VM_IS_TEMPLATE", vec![vm_ref.to_string()]));
         }
         if vm.power_state != PowerState::Halted {
-            return Err(bad_power_state(&vm_ref, PowerState::Halted, vm.power_state));
+            return Err(bad_power_state(vm_ref, PowerState::Halted, vm.power_state));
         }
-        let (target, disks) = if on {
-            let (host_ref, host) = args.reference::<HostRecord>(2, txn)?;
-            let disks = check_host(txn, &vm_ref, &vm, &host_ref, &host)?;
-            (Target::new(&host_ref, &host), disks)
-        } else {
-            choose_host(txn, &vm_ref, &vm)?
+        let (target, disks) = match host_ref {
+            Some(h) => {
+                let host = txn
+                    .get::<HostRecord>(h)
+                    .ok_or_else(|| ApiError::handle_invalid("host", h))?;
+                let disks = check_host(txn, vm_ref, &vm, h, &host)?;
+                (Target::new(h, &host), disks)
+            }
+            None => choose_host(txn, vm_ref, &vm)?,
         };
-        Ok((vm_ref, vm, target, disks))
+        Ok((vm, target, disks))
     })?;
     hostops::start_guest(d, &target, &vm.uuid, disks, None).await?;
     let committed = w.commit(|txn| {
-        set_residence(txn, &vm_ref, Some(&target.host_ref));
-        txn.update::<VmRecord>(&vm_ref, |v| v.ha_always_run = v.ha_restart_priority == "restart");
+        set_residence(txn, vm_ref, Some(&target.host_ref));
+        txn.update::<VmRecord>(vm_ref, |v| v.ha_always_run = v.ha_restart_priority == "restart");
         Ok(())
     });
     if let Err(e) = committed {
         let _ = hostops::stop_guest(d, &target, &vm.uuid).await;
         return Err(e);
     }
-    Ok(json!(""))
+    Ok(())
 }
 
 /// `VM.clean_shutdown(session, vm)` / `VM.hard_shutdown(session, vm)`. An

@@ -44,6 +44,9 @@ pub struct AgentView {
     pub sf_access: bool,
     /// Alive by survival rule 2 (nobody sees the statefile).
     pub rule2: bool,
+    /// Kept in the liveset by the others although this host lost the
+    /// statefile (it reaches a majority).
+    pub storage_lost: bool,
     /// Heartbeat packets refused (bad size, signature, sender, generation).
     pub refused: u64,
 }
@@ -269,6 +272,7 @@ impl Run {
             last_master: e.global().and_then(|g| g.master).and_then(uuid),
             sf_access: e.sf_access(),
             rule2: e.surviving_by_rule2(),
+            storage_lost: e.storage_lost(),
             refused: self.refused,
         };
         self.setup.view.send_if_modified(|v| {

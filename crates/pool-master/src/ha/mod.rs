@@ -5,8 +5,10 @@
 //! - [`watchdog`]: the OS thread that fences when the loops stall.
 //! - [`statefile`], [`metadata`]: the files on the heartbeat SR.
 //! - [`local`]: this host's HA configuration (`ha_armed` and the peers).
-//! - [`monitor`]: master election, following the master, host liveness and
-//!   the statefile alert.
+//! - [`monitor`]: master election, following the master, the statefile
+//!   alert.
+//! - [`restart`]: on the master, declaring hosts dead and restarting their
+//!   protected VMs.
 //!
 //! [`Ha`] holds this host's HA state. The functions here arm a host (start
 //! its agent, persist `armed`, keep the agent running across boots and
@@ -16,6 +18,7 @@ pub mod agent;
 pub mod local;
 pub mod metadata;
 pub mod monitor;
+pub mod restart;
 pub mod statefile;
 pub mod watchdog;
 
@@ -51,6 +54,11 @@ pub struct Ha {
     emergency: Mutex<Option<ApiError>>,
     /// The local configuration says armed (cached from the store).
     armed: AtomicBool,
+    /// Wakes the restart executor.
+    pub restarts: restart::Kick,
+    /// Hosts being shut down or rebooted by the admin: leaving the liveset
+    /// is no failure for them.
+    leaving: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Ha {
@@ -68,7 +76,24 @@ impl Ha {
             keeper: Mutex::new(None),
             emergency: Mutex::new(None),
             armed: AtomicBool::new(false),
+            restarts: restart::Kick::default(),
+            leaving: Mutex::new(Default::default()),
         })
+    }
+
+    /// Is the host `uuid` being shut down on purpose?
+    pub fn is_leaving(&self, uuid: &str) -> bool {
+        self.leaving.lock().unwrap_or_else(|p| p.into_inner()).contains(uuid)
+    }
+
+    /// Mark the host `uuid` as leaving on purpose (or not).
+    pub fn set_leaving(&self, uuid: &str, leaving: bool) {
+        let mut l = self.leaving.lock().unwrap_or_else(|p| p.into_inner());
+        if leaving {
+            l.insert(uuid.to_string());
+        } else {
+            l.remove(uuid);
+        }
     }
 
     /// Is this host armed for HA (by its local configuration)?

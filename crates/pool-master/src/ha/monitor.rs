@@ -8,7 +8,7 @@
 //!   master from the newest database (its replica or the metadata file on
 //!   the heartbeat SR); every other host, the old master too when it comes
 //!   back, follows the lock holder.
-//! - on the master: hosts are `live` exactly when they are in the liveset,
+//! - on the master: each view wakes the restart executor (`ha::restart`),
 //!   and losing the statefile raises `HA_STATEFILE_LOST` once per loss.
 //! - after a fence and a reboot, once this host is back in the liveset,
 //!   each recorded fence becomes an `HA_HOST_WAS_FENCED` message.
@@ -64,6 +64,7 @@ async fn step(d: &Arc<Daemon>, view: &AgentView, state: &mut State) -> Result<()
         state.proposing = None;
         return Ok(());
     }
+    fence_if_storage_lost_under_vms(d, view);
     let Some(local) = super::local(d).await else {
         return Ok(());
     };
@@ -115,7 +116,7 @@ async fn step(d: &Arc<Daemon>, view: &AgentView, state: &mut State) -> Result<()
         _ => {}
     }
     if d.is_master() && view.lock_holder.as_deref() == Some(me.as_str()) {
-        record_liveset(d, view).await?;
+        d.ha.restarts.kick();
         if !view.sf_access && !state.statefile_alerted {
             state.statefile_alerted = true;
             alert(d, "HA_STATEFILE_LOST", "Pool", &pool_uuid(d), 
@@ -135,35 +136,26 @@ fn db_master(d: &Daemon) -> Option<String> {
     m.get::<HostRecord>(&pool.master).map(|h| h.uuid.clone())
 }
 
-fn pool_uuid(d: &Daemon) -> String {
-    d.model().pool().map(|(_, p)| p.uuid.clone()).unwrap_or_default()
+/// A host kept alive without the heartbeat SR may stay only while that
+/// harms nobody: its VMs cannot reach their disks, so when it runs any it
+/// fences, and HA restarts them on hosts that have the storage. (Without
+/// VMs it stays, as the seeds' table says; xhad would fence it anyway.)
+fn fence_if_storage_lost_under_vms(d: &Daemon, view: &AgentView) {
+    if !view.storage_lost || view.rule2 || !d.ha.watchdog.armed() {
+        return;
+    }
+    let running = d.driver.running();
+    if running.is_empty() {
+        return;
+    }
+    d.ha.watchdog.fence(&format!(
+        "SM_STORAGE_LOST_UNDER_VMS: this host lost the heartbeat SR and runs {} VM(s) that cannot reach their disks; fencing so that HA restarts them on hosts with the storage",
+        running.len()
+    ));
 }
 
-/// Hosts are live exactly when they are in the liveset.
-async fn record_liveset(d: &Daemon, view: &AgentView) -> Result<(), ApiError> {
-    let changes: Vec<(String, bool)> = {
-        let m = d.model();
-        if !m.pool().is_some_and(|(_, p)| p.ha_enabled) {
-            return Ok(());
-        }
-        m.host
-            .iter()
-            .filter_map(|(r, h)| {
-                let live = view.liveset.contains(&h.uuid);
-                (live != h.live).then(|| (r.clone(), live))
-            })
-            .collect()
-    };
-    if changes.is_empty() {
-        return Ok(());
-    }
-    d.write(|txn| {
-        for (r, live) in &changes {
-            txn.update::<HostRecord>(r, |h| h.live = *live);
-        }
-        Ok(())
-    })
-    .await
+fn pool_uuid(d: &Daemon) -> String {
+    d.model().pool().map(|(_, p)| p.uuid.clone()).unwrap_or_default()
 }
 
 /// Create a pool message on the master.

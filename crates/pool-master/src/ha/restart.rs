@@ -1,0 +1,318 @@
+//! The restart executor (master): keep protected VMs running.
+//!
+//! Level-triggered, as xapi's `restart_auto_run_vms`, but woken by every
+//! change of the liveset and of VM power states instead of a 20 s poll
+//! (and at least every [`PERIOD`] while HA is on). One pass:
+//! 1. **Declare dead** every host outside the liveset: `HA_HOST_FAILED`
+//!    once (not for a host the admin is shutting down), `live = false`,
+//!    its VMs reset to halted. The liveset shrink is the proof that the
+//!    host fenced or is off: the winners waited until its watchdog must
+//!    have fired.
+//! 2. **Protected VMs** (`restart` priority, `ha_always_run`, halted) are
+//!    placed by the planner, keeping a plan for the remaining failures to
+//!    tolerate where it can, and started in `order` groups: ascending
+//!    (negative last), a group's VMs in parallel, the next group once the
+//!    previous one has started and its longest `start_delay` has passed.
+//!    A VM the plan cannot place is started wherever it fits; a VM that
+//!    fails is retried after [`RETRY_SPACING`] (capacity may have
+//!    appeared), and raises `HA_PROTECTED_VM_RESTART_FAILED` once.
+//! 3. **Best-effort VMs** reset in this pass get one attempt each, grouped
+//!    by order, after the protected ones.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ha_planner::Placement;
+use tokio::sync::Notify;
+use xapi_proto::records::{HostRecord, PowerState, VmRecord};
+use xapi_proto::ApiError;
+
+use super::monitor::alert;
+use crate::daemon::Daemon;
+use crate::planning;
+
+/// The longest wait between two passes while HA is on.
+pub const PERIOD: Duration = Duration::from_secs(2);
+
+/// How long a protected VM that failed to start waits before the next try.
+pub const RETRY_SPACING: Duration = Duration::from_secs(10);
+
+/// Wakes the executor.
+#[derive(Default)]
+pub struct Kick(Notify);
+
+impl Kick {
+    pub fn kick(&self) {
+        self.0.notify_one();
+    }
+}
+
+#[derive(Default)]
+struct State {
+    /// When each protected VM was last tried.
+    attempts: HashMap<String, Instant>,
+    /// Protected VMs whose failure was reported (until they run again).
+    alerted: HashSet<String>,
+}
+
+/// Start the executor; it runs for the life of the process and acts only
+/// on the master holding the master lock, with HA on.
+pub fn spawn(d: Arc<Daemon>) {
+    tokio::spawn(async move {
+        let mut state = State::default();
+        loop {
+            let _ = tokio::time::timeout(PERIOD, d.ha.restarts.0.notified()).await;
+            if let Err(e) = pass(&d, &mut state).await {
+                tracing::warn!("HA restart pass: {e}");
+            }
+        }
+    });
+}
+
+/// May this host act on the liveset now? It is the master, HA is on, its
+/// agent is online and it holds the master lock.
+fn in_charge(d: &Daemon) -> Option<Vec<String>> {
+    let view = d.ha.view();
+    let enabled = d.model().pool().is_some_and(|(_, p)| p.ha_enabled);
+    (enabled && d.is_master() && view.online && view.lock_holder.as_deref() == Some(d.host_uuid.as_str()))
+        .then_some(view.liveset)
+}
+
+async fn pass(d: &Arc<Daemon>, state: &mut State) -> Result<(), ApiError> {
+    let Some(liveset) = in_charge(d) else {
+        return Ok(());
+    };
+    let reset = declare_dead(d, &liveset).await?;
+    restart_protected(d, state).await;
+    restart_best_effort(d, &reset).await;
+    Ok(())
+}
+
+/// Record the liveset: hosts in it are live, hosts out of it are dead and
+/// their VMs halted. Returns the VMs reset.
+async fn declare_dead(d: &Daemon, liveset: &[String]) -> Result<Vec<String>, ApiError> {
+    let (changes, failed): (Vec<(String, bool)>, Vec<HostRecord>) = {
+        let m = d.model();
+        let changes: Vec<(String, bool)> = m
+            .host
+            .iter()
+            .filter_map(|(r, h)| {
+                let live = liveset.contains(&h.uuid);
+                (live != h.live).then(|| (r.clone(), live))
+            })
+            .collect();
+        let failed = changes
+            .iter()
+            .filter(|(_, live)| !live)
+            .filter_map(|(r, _)| m.get::<HostRecord>(r).cloned())
+            .filter(|h| !d.ha.is_leaving(&h.uuid))
+            .collect();
+        (changes, failed)
+    };
+    let dead: HashSet<String> = {
+        let m = d.model();
+        m.host
+            .iter()
+            .filter(|(_, h)| !liveset.contains(&h.uuid))
+            .map(|(r, _)| r.clone())
+            .collect()
+    };
+    let reset: Vec<String> = {
+        let m = d.model();
+        m.vm.iter()
+            .filter(|(_, v)| v.power_state != PowerState::Halted && dead.contains(&v.resident_on))
+            .map(|(r, _)| r.clone())
+            .collect()
+    };
+    if changes.is_empty() && reset.is_empty() {
+        return Ok(reset);
+    }
+    d.write(|txn| {
+        for (r, live) in &changes {
+            txn.update::<HostRecord>(r, |h| h.live = *live);
+        }
+        for vm in &reset {
+            crate::api::set_residence(txn, vm, None);
+        }
+        Ok(())
+    })
+    .await?;
+    for h in failed {
+        tracing::warn!(host = %h.uuid, "host declared dead: it left the liveset");
+        let body = format!(
+            "Host {} ({}) has failed: it left the HA liveset and has fenced or lost power. Its VMs are marked halted and protected ones restart elsewhere.",
+            h.name_label, h.uuid
+        );
+        alert(d, "HA_HOST_FAILED", "Host", &h.uuid, body).await?;
+    }
+    if !reset.is_empty() {
+        tracing::info!(count = reset.len(), "VMs of dead hosts reset to halted");
+    }
+    Ok(reset)
+}
+
+/// A VM to start and where.
+struct Start {
+    vm_ref: String,
+    uuid: String,
+    order: i64,
+    start_delay: u64,
+    host: Option<String>,
+}
+
+/// Sort key of an order: ascending, negative last (as xapi).
+fn order_key(order: i64) -> i64 {
+    if order < 0 {
+        i64::MAX
+    } else {
+        order
+    }
+}
+
+/// The protected VMs to start now, with the plan's hosts.
+fn plan_protected(d: &Daemon, state: &State) -> Vec<Start> {
+    let m = d.model();
+    let now = Instant::now();
+    let due: Vec<(String, VmRecord)> =
+        m.vm.iter()
+            .filter(|(_, v)| {
+                v.ha_restart_priority == "restart"
+                    && v.ha_always_run
+                    && v.power_state == PowerState::Halted
+                    && !v.is_a_template
+            })
+            .filter(|(_, v)| {
+                state
+                    .attempts
+                    .get(&v.uuid)
+                    .is_none_or(|t| now.duration_since(*t) >= RETRY_SPACING)
+            })
+            .map(|(r, v)| (r.clone(), v.clone()))
+            .collect();
+    if due.is_empty() {
+        return Vec::new();
+    }
+    let placements: BTreeMap<String, String> = (|| {
+        let pool = m.pool()?.1;
+        let planner = planning::planner(pool).ok()?;
+        let described = planning::describe(&m, |_, v| planning::is_protected(v));
+        let dead = m.host.iter().filter(|(_, h)| !h.live).count();
+        let keep = (pool.ha_host_failures_to_tolerate.max(0) as usize).saturating_sub(dead) as u32;
+        let plan = planner.restart_plan(&described, &[], keep).ok()?;
+        Some(
+            plan.placements
+                .into_iter()
+                .filter_map(|(vm, p)| match p {
+                    Placement::Host(h) => Some((vm, m.host.ref_of_uuid(&h)?.to_string())),
+                    Placement::Unplaced(_) => None,
+                })
+                .collect(),
+        )
+    })()
+    .unwrap_or_default();
+    due.into_iter()
+        .map(|(vm_ref, v)| Start {
+            host: placements.get(&v.uuid).cloned(),
+            vm_ref,
+            order: v.order,
+            start_delay: u64::try_from(v.start_delay).unwrap_or(0),
+            uuid: v.uuid,
+        })
+        .collect()
+}
+
+/// Start `starts` in order groups; the VMs that failed, with why.
+async fn start_groups(d: &Arc<Daemon>, mut starts: Vec<Start>) -> Vec<(Start, ApiError)> {
+    starts.sort_by_key(|s| (order_key(s.order), s.uuid.clone()));
+    let mut failed = Vec::new();
+    let mut groups: Vec<Vec<Start>> = Vec::new();
+    for s in starts {
+        match groups.last_mut() {
+            Some(g) if g[0].order == s.order => g.push(s),
+            _ => groups.push(vec![s]),
+        }
+    }
+    for group in groups {
+        let tasks: Vec<_> = group
+            .into_iter()
+            .map(|s| {
+                let d = d.clone();
+                tokio::spawn(async move {
+                    let mut r = crate::api::start_vm(&d, &s.vm_ref, s.host.as_deref()).await;
+                    if s.host.is_some() && r.is_err() {
+                        // The planned host refused (memory moved): anywhere.
+                        r = crate::api::start_vm(&d, &s.vm_ref, None).await;
+                    }
+                    (s, r)
+                })
+            })
+            .collect();
+        let mut delay = 0;
+        for t in tasks {
+            let Ok((s, r)) = t.await else { continue };
+            match r {
+                Ok(()) => {
+                    tracing::info!(vm = %s.uuid, order = s.order, "HA restarted a VM");
+                    delay = delay.max(s.start_delay);
+                }
+                Err(e) => failed.push((s, e)),
+            }
+        }
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_secs(delay)).await;
+        }
+    }
+    failed
+}
+
+async fn restart_protected(d: &Arc<Daemon>, state: &mut State) {
+    let starts = plan_protected(d, state);
+    if starts.is_empty() {
+        return;
+    }
+    let now = Instant::now();
+    for s in &starts {
+        state.attempts.insert(s.uuid.clone(), now);
+    }
+    let tried: Vec<String> = starts.iter().map(|s| s.uuid.clone()).collect();
+    let failed = start_groups(d, starts).await;
+    let failed_uuids: HashSet<&String> = failed.iter().map(|(s, _)| &s.uuid).collect();
+    for uuid in &tried {
+        if !failed_uuids.contains(uuid) {
+            state.alerted.remove(uuid);
+            state.attempts.remove(uuid);
+        }
+    }
+    for (s, e) in &failed {
+        tracing::warn!(vm = %s.uuid, "HA could not restart a protected VM: {e}");
+        if state.alerted.insert(s.uuid.clone()) {
+            let body =
+                format!("HA could not restart this protected VM ({e}); it is tried again when capacity appears.");
+            if let Err(e) = alert(d, "HA_PROTECTED_VM_RESTART_FAILED", "VM", &s.uuid, body).await {
+                tracing::warn!("cannot raise HA_PROTECTED_VM_RESTART_FAILED: {e}");
+            }
+        }
+    }
+}
+
+async fn restart_best_effort(d: &Arc<Daemon>, reset: &[String]) {
+    let starts: Vec<Start> = {
+        let m = d.model();
+        reset
+            .iter()
+            .filter_map(|r| m.get::<VmRecord>(r).map(|v| (r, v)))
+            .filter(|(_, v)| v.ha_restart_priority == "best-effort" && v.power_state == PowerState::Halted)
+            .map(|(r, v)| Start {
+                vm_ref: r.clone(),
+                uuid: v.uuid.clone(),
+                order: v.order,
+                start_delay: u64::try_from(v.start_delay).unwrap_or(0),
+                host: None,
+            })
+            .collect()
+    };
+    for (s, e) in start_groups(d, starts).await {
+        tracing::info!(vm = %s.uuid, "best-effort VM not restarted (one attempt): {e}");
+    }
+}

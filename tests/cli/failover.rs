@@ -1,0 +1,168 @@
+//! Protected VMs survive the seeds' cable pulls: the restart executor on
+//! real processes (T = 5 s), checked on the VMs' disks.
+
+use std::time::Duration;
+
+use crate::util::{assert_one_writer_at_a_time, records_of, wait_for, Lab};
+
+const T: u64 = 5;
+const FAILOVER: Duration = Duration::from_secs(12 * T);
+
+fn ha_lab(hosts: usize, vms: usize) -> Lab {
+    let t = T.to_string();
+    Lab::start_with(hosts, vms, &["--ha", "--ha-timeout", &t])
+}
+
+fn vm_uuid(lab: &Lab, name: &str) -> String {
+    lab.xe_min(&["vm-list", &format!("name-label={name}"), "params=uuid"])
+}
+
+/// Where `vm` runs, by host name, asking through any host that answers.
+fn running_on(lab: &Lab, vm: &str) -> Option<String> {
+    let state = lab.xe_any_min(&["vm-list", &format!("uuid={vm}"), "params=power-state"])?;
+    if state != "running" {
+        return None;
+    }
+    let host = lab.xe_any_min(&["vm-list", &format!("uuid={vm}"), "params=resident-on"])?;
+    lab.xe_any_min(&["host-list", &format!("uuid={host}"), "params=name-label"])
+}
+
+/// A field of host `name`, through any host that answers.
+fn host_field(lab: &Lab, name: &str, field: &str) -> String {
+    lab.xe_any_min(&["host-list", &format!("name-label={name}"), &format!("params={field}")])
+        .unwrap_or_default()
+}
+
+/// Pull `fault` on the host running `vm`; the VM must come back on
+/// another host, and the faulted host must rejoin with no VM once healed.
+fn pull_and_heal(lab: &Lab, vm: &str, cut: &str, heal: &str) {
+    let before = running_on(lab, vm).expect("the VM runs");
+    let writes_before = records_of(&lab.sr_dir(), vm).len();
+    lab.fault(cut, &before);
+    let moved = wait_for(FAILOVER, || running_on(lab, vm).is_some_and(|h| h != before));
+    assert!(
+        moved,
+        "{vm} did not restart away from {before} after {cut}:\n{}",
+        lab.output()
+    );
+    let after = running_on(lab, vm).unwrap();
+    // The new host writes the disk.
+    let host_uuid = host_field(lab, &after, "uuid");
+    assert!(wait_for(Duration::from_secs(5), || {
+        let recs = records_of(&lab.sr_dir(), vm);
+        recs.len() > writes_before && recs.last().is_some_and(|r| r.host_uuid == host_uuid)
+    }));
+    assert_one_writer_at_a_time(&lab.sr_dir(), vm);
+    lab.fault(heal, &before);
+    let back = wait_for(FAILOVER, || host_field(lab, &before, "host-metrics-live") == "true");
+    assert!(back, "{before} did not rejoin after {heal}");
+    let resident = host_field(lab, &before, "resident-vms");
+    assert_eq!(resident, "", "{before} came back with VMs");
+    assert_one_writer_at_a_time(&lab.sr_dir(), vm);
+}
+
+#[test]
+fn the_seeds_cable_pulls_restart_the_protected_vm_on_another_host() {
+    let lab = ha_lab(3, 1);
+    let vm = vm_uuid(&lab, "vm01");
+    lab.xe_ok(&["vm-param-set", &format!("uuid={vm}"), "ha-restart-priority=restart"]);
+    lab.xe_ok(&["vm-start", "vm=vm01", "on=host3"]);
+    assert_eq!(
+        lab.xe_min(&["vm-list", "name-label=vm01", "params=ha-always-run"]),
+        "true"
+    );
+    pull_and_heal(&lab, &vm, "power-off", "power-on");
+    assert!(lab
+        .xe_any_min(&["message-list", "params=name"])
+        .unwrap_or_default()
+        .contains("HA_HOST_FAILED"));
+    pull_and_heal(&lab, &vm, "cut-storage", "restore-storage");
+    pull_and_heal(&lab, &vm, "cut-network", "restore-network");
+}
+
+#[test]
+fn order_groups_start_delays_best_effort_and_guest_halts() {
+    let lab = ha_lab(3, 3);
+    let (a, b, c) = (vm_uuid(&lab, "vm01"), vm_uuid(&lab, "vm02"), vm_uuid(&lab, "vm03"));
+    lab.xe_ok(&[
+        "vm-param-set",
+        &format!("uuid={a}"),
+        "ha-restart-priority=restart",
+        "order=0",
+        "start-delay=3",
+    ]);
+    lab.xe_ok(&[
+        "vm-param-set",
+        &format!("uuid={b}"),
+        "ha-restart-priority=restart",
+        "order=1",
+    ]);
+    lab.xe_ok(&["vm-param-set", &format!("uuid={c}"), "ha-restart-priority=best-effort"]);
+    for v in ["vm01", "vm02", "vm03"] {
+        lab.xe_ok(&["vm-start", &format!("vm={v}"), "on=host3"]);
+    }
+    let host3 = lab.xe_min(&["host-list", "name-label=host3", "params=uuid"]);
+    lab.fault("power-off", "host3");
+    let all_back = wait_for(FAILOVER, || {
+        [&a, &b, &c]
+            .iter()
+            .all(|v| running_on(&lab, v).is_some_and(|h| h != "host3"))
+    });
+    assert!(all_back, "not every VM came back:\n{}", lab.output());
+    // The first write of each VM on its new host.
+    let first_after = |vm: &str| {
+        records_of(&lab.sr_dir(), vm)
+            .into_iter()
+            .find(|r| r.host_uuid != host3)
+            .map(|r| r.unix_ms)
+            .expect("a write after the failover")
+    };
+    let (ta, tb, tc) = (first_after(&a), first_after(&b), first_after(&c));
+    assert!(
+        tb >= ta + 3000 - 200,
+        "order 1 started {} ms after order 0, despite start-delay=3",
+        tb as i64 - ta as i64
+    );
+    assert!(tc >= tb, "the best-effort VM starts after the protected ones");
+    for v in [&a, &b, &c] {
+        assert_one_writer_at_a_time(&lab.sr_dir(), v);
+    }
+
+    // A protected VM halted from inside its guest is started again; an
+    // unprotected one stays down.
+    let b_host = running_on(&lab, &b).unwrap();
+    lab.fault_guest_halt("vm02");
+    lab.fault_guest_halt("vm03");
+    assert!(wait_for(FAILOVER, || lab.xe_min(&[
+        "vm-list",
+        "name-label=vm03",
+        "params=power-state"
+    ]) == "halted"));
+    let writes = records_of(&lab.sr_dir(), &b).len();
+    assert!(
+        wait_for(FAILOVER, || records_of(&lab.sr_dir(), &b).len() > writes + 5),
+        "vm02 was not restarted"
+    );
+    assert!(
+        running_on(&lab, &b).is_some(),
+        "vm02 runs again (on {b_host} or another host)"
+    );
+    assert_one_writer_at_a_time(&lab.sr_dir(), &b);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        lab.xe_min(&["vm-list", "name-label=vm03", "params=power-state"]),
+        "halted"
+    );
+
+    // An API shutdown keeps a protected VM down.
+    lab.xe_ok(&["vm-shutdown", "vm=vm01", "--force"]);
+    assert_eq!(
+        lab.xe_min(&["vm-list", "name-label=vm01", "params=ha-always-run"]),
+        "false"
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        lab.xe_min(&["vm-list", "name-label=vm01", "params=power-state"]),
+        "halted"
+    );
+}
