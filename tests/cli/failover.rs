@@ -166,3 +166,99 @@ fn order_groups_start_delays_best_effort_and_guest_halts() {
         "halted"
     );
 }
+
+#[test]
+fn overcommit_protection_capacity_retries_and_best_effort_once() {
+    let t = T.to_string();
+    // Three 2 GiB hosts, 768 MiB VMs: two VMs fill a host.
+    let lab = Lab::start_with(
+        3,
+        5,
+        &[
+            "--ha",
+            "--ha-timeout",
+            &t,
+            "--host-memory",
+            "2147483648",
+            "--vm-memory",
+            "805306368",
+        ],
+    );
+    let pool = lab.xe_min(&["pool-list", "params=uuid"]);
+    for v in ["vm01", "vm02", "vm03"] {
+        let u = vm_uuid(&lab, v);
+        lab.xe_ok(&["vm-param-set", &format!("uuid={u}"), "ha-restart-priority=restart"]);
+    }
+    let vm04 = vm_uuid(&lab, "vm04");
+    lab.xe_ok(&[
+        "vm-param-set",
+        &format!("uuid={vm04}"),
+        "ha-restart-priority=best-effort",
+    ]);
+    lab.xe_ok(&[
+        "pool-param-set",
+        &format!("uuid={pool}"),
+        "ha-host-failures-to-tolerate=1",
+    ]);
+    for (v, h) in [
+        ("vm01", "host1"),
+        ("vm02", "host2"),
+        ("vm03", "host3"),
+        ("vm04", "host1"),
+    ] {
+        lab.xe_ok(&["vm-start", &format!("vm={v}"), &format!("on={h}")]);
+    }
+    assert!(wait_for(Duration::from_secs(10), || lab
+        .xe_min(&["pool-list", "params=ha-plan-exists-for"])
+        == "1"));
+
+    // host3 full would leave nowhere for vm02 if host2 failed: refused.
+    let refused = lab.xe(&["vm-start", "vm=vm05", "on=host3"]);
+    assert_eq!(refused.code, 1);
+    assert!(
+        refused.stderr.contains("it would invalidate VM failover planning"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(
+        lab.xe_min(&["vm-list", "name-label=vm05", "params=power-state"]),
+        "halted"
+    );
+    lab.xe_ok(&["pool-param-set", &format!("uuid={pool}"), "ha-allow-overcommit=true"]);
+    lab.xe_ok(&["vm-start", "vm=vm05", "on=host3"]);
+    assert!(wait_for(Duration::from_secs(10), || lab
+        .xe_min(&["pool-list", "params=ha-overcommitted"])
+        == "true"));
+    let names = lab.xe_min(&["message-list", "params=name"]);
+    assert!(
+        names.contains("HA_POOL_OVERCOMMITTED") && names.contains("HA_POOL_DROP_IN_PLAN_EXISTS_FOR"),
+        "{names}"
+    );
+
+    // host2 dies: vm02 fits nowhere, is reported once, and starts when
+    // host2 is back.
+    let vm02 = vm_uuid(&lab, "vm02");
+    lab.fault("power-off", "host2");
+    let failed = wait_for(FAILOVER, || {
+        lab.xe_any_min(&["message-list", "params=name"])
+            .is_some_and(|n| n.contains("HA_PROTECTED_VM_RESTART_FAILED"))
+    });
+    assert!(failed, "no HA_PROTECTED_VM_RESTART_FAILED:\n{}", lab.output());
+    assert_eq!(running_on(&lab, &vm02), None);
+    lab.fault("power-on", "host2");
+    assert!(
+        wait_for(FAILOVER, || running_on(&lab, &vm02).as_deref() == Some("host2")),
+        "vm02 did not start on the returning host2"
+    );
+    assert_one_writer_at_a_time(&lab.sr_dir(), &vm02);
+
+    // host1 dies: the protected vm01 takes host2's room; the best-effort
+    // vm04 fits nowhere, is tried once, and stays down after host1 returns.
+    let vm01 = vm_uuid(&lab, "vm01");
+    lab.fault("power-off", "host1");
+    assert!(wait_for(FAILOVER, || running_on(&lab, &vm01).as_deref() == Some("host2")));
+    lab.fault("power-on", "host1");
+    assert!(wait_for(FAILOVER, || host_field(&lab, "host1", "host-metrics-live") == "true"));
+    std::thread::sleep(Duration::from_secs(T));
+    assert_eq!(running_on(&lab, &vm04), None, "a best-effort VM gets one attempt");
+}

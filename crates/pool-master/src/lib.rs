@@ -12,7 +12,8 @@
 //!   [`guests`]: guests that halt from inside.
 //! - [`ha`]: the HA agent, watchdog, statefile and election; [`faults`]:
 //!   the lab's fault switches.
-//! - [`memory`]: what VMs cost hosts.
+//! - [`memory`]: what VMs cost hosts; [`overcommit`]: calls that would lose
+//!   the failover plan are refused.
 //! - [`auth`], [`sessions`]: passwords and sessions.
 //! - [`lab`]: a pool of several hosts on this machine, for demos and tests.
 
@@ -28,6 +29,7 @@ pub mod lab;
 pub mod member;
 pub mod memory;
 pub mod model;
+pub mod overcommit;
 pub mod peers;
 pub mod planning;
 pub mod replication;

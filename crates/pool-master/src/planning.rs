@@ -112,19 +112,33 @@ pub fn describe(m: &Model, protected: impl Fn(&str, &VmRecord) -> bool) -> Pool 
 /// is not.
 pub fn assert_agile(m: &Model, vm: &VmRecord) -> Result<(), ApiError> {
     for sr_ref in vm_srs(m, vm) {
-        let Some(sr) = m.get::<SrRecord>(&sr_ref) else { continue };
-        let plugged_everywhere = m.host.iter().all(|(h, _)| {
-            sr.pbds
-                .iter()
-                .filter_map(|p| m.get::<PbdRecord>(p))
-                .any(|p| &p.host == h && p.currently_attached)
-        });
-        if !sr.shared || !plugged_everywhere {
-            return Err(ApiError::new(
-                codes::HA_CONSTRAINT_VIOLATION_SR_NOT_SHARED,
-                vec![sr_ref],
-            ));
-        }
+        assert_sr_shared(m, &sr_ref)?;
     }
     Ok(())
+}
+
+/// `HA_CONSTRAINT_VIOLATION_SR_NOT_SHARED [sr]` unless the SR is shared and
+/// plugged on every host.
+pub fn assert_sr_shared(m: &Model, sr_ref: &str) -> Result<(), ApiError> {
+    let Some(sr) = m.get::<SrRecord>(sr_ref) else {
+        return Ok(());
+    };
+    let plugged_everywhere = m.host.iter().all(|(h, _)| {
+        sr.pbds
+            .iter()
+            .filter_map(|p| m.get::<PbdRecord>(p))
+            .any(|p| &p.host == h && p.currently_attached)
+    });
+    if !sr.shared || !plugged_everywhere {
+        return Err(ApiError::new(
+            codes::HA_CONSTRAINT_VIOLATION_SR_NOT_SHARED,
+            vec![sr_ref.to_string()],
+        ));
+    }
+    Ok(())
+}
+
+/// HA's constraints apply to this pool now: HA on and no overcommit.
+pub fn constraints_apply(m: &Model) -> bool {
+    m.pool().is_some_and(|(_, p)| p.ha_enabled && !p.ha_allow_overcommit)
 }

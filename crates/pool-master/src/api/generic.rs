@@ -236,7 +236,7 @@ fn check_ref(txn: &Txn, class: &str, r: &str) -> Result<(), ApiError> {
 fn validate_set<T: Record>(m: &Model, r: &str, updated: &mut T, field: &str, value: &Value) -> Result<(), ApiError> {
     let any = updated as &mut dyn std::any::Any;
     if let Some(vm) = any.downcast_mut::<VmRecord>() {
-        return validate_vm(r, vm, field, value);
+        return validate_vm(m, r, vm, field, value);
     }
     if let Some(pool) = any.downcast_mut::<PoolRecord>() {
         return validate_pool(m, pool, field, value);
@@ -283,12 +283,27 @@ pub(crate) fn check_non_negative(field: &str, value: i64) -> Result<(), ApiError
     Ok(())
 }
 
-fn validate_vm(r: &str, vm: &mut VmRecord, field: &str, value: &Value) -> Result<(), ApiError> {
+fn validate_vm(m: &Model, r: &str, vm: &mut VmRecord, field: &str, value: &Value) -> Result<(), ApiError> {
     match field {
         "ha_restart_priority" => {
             check_restart_priority(&vm.ha_restart_priority)?;
+            let was_protected = m.get::<VmRecord>(r).is_some_and(planning::is_protected);
             if vm.power_state != PowerState::Halted {
                 vm.ha_always_run = vm.ha_restart_priority == "restart";
+            }
+            // Protecting a VM: it must be agile, and a running one must
+            // not break the plan (XAPI's checks, with HA on).
+            if vm.ha_restart_priority == "restart" && !was_protected && planning::constraints_apply(m) {
+                planning::assert_agile(m, vm)?;
+                if vm.power_state != PowerState::Halted {
+                    crate::overcommit::check(
+                        m,
+                        &crate::overcommit::Change {
+                            protecting: vec![r],
+                            ..Default::default()
+                        },
+                    )?;
+                }
             }
         }
         "ha_always_run" if vm.ha_always_run && vm.ha_restart_priority.is_empty() => {

@@ -212,8 +212,12 @@ async fn vbd_create(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
         let vm = txn
             .get::<VmRecord>(&vbd.vm)
             .ok_or_else(|| ApiError::handle_invalid("VM", &vbd.vm))?;
-        if txn.get::<VdiRecord>(&vbd.vdi).is_none() {
+        let Some(vdi) = txn.get::<VdiRecord>(&vbd.vdi) else {
             return Err(ApiError::handle_invalid("VDI", &vbd.vdi));
+        };
+        // A protected VM must stay agile.
+        if vm.ha_restart_priority == "restart" && crate::planning::constraints_apply(txn.base()) {
+            crate::planning::assert_sr_shared(txn.base(), &vdi.sr)?;
         }
         if vm.power_state != xapi_proto::records::PowerState::Halted {
             return Err(ApiError::new(

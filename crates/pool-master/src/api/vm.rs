@@ -16,8 +16,8 @@ use xapi_proto::{codes, ApiError};
 use super::{generic, Args};
 use crate::daemon::Daemon;
 use crate::hostops::{self, Target};
-use crate::memory;
 use crate::model::{new_ref, new_uuid, Txn};
+use crate::{memory, overcommit};
 
 pub async fn dispatch(d: &Arc<Daemon>, verb: &str, args: &Args) -> Option<Result<Value, ApiError>> {
     Some(match verb {
@@ -191,14 +191,21 @@ async fn start(d: &Arc<Daemon>, args: &Args, on: bool) -> Result<Value, ApiError
         };
         (vm_ref, host)
     };
-    start_vm(d, &vm_ref, host_ref.as_deref()).await?;
+    start_vm(d, &vm_ref, host_ref.as_deref(), true).await?;
     Ok(json!(""))
 }
 
 /// Start a halted VM on `host_ref`, or on the host the chooser picks.
 /// Starting a protected VM sets `ha_always_run`. The checks and the commit
-/// happen under the write lock, with the guest started in between.
-pub(crate) async fn start_vm(d: &Daemon, vm_ref: &str, host_ref: Option<&str>) -> Result<(), ApiError> {
+/// happen under the write lock, with the guest started in between. With
+/// `protect_plan`, a start that would lose the failover plan is refused
+/// (HA's own restarts skip that check, as XAPI's do).
+pub(crate) async fn start_vm(
+    d: &Daemon,
+    vm_ref: &str,
+    host_ref: Option<&str>,
+    protect_plan: bool,
+) -> Result<(), ApiError> {
     let mut w = d.writer().await;
     let (vm, target, disks) = w.read(|txn| {
         let vm = txn
@@ -220,6 +227,15 @@ pub(crate) async fn start_vm(d: &Daemon, vm_ref: &str, host_ref: Option<&str>) -
             }
             None => choose_host(txn, vm_ref, &vm)?,
         };
+        if protect_plan {
+            let becomes_protected = vm.ha_restart_priority == "restart" && !vm.ha_always_run;
+            let change = overcommit::Change {
+                arriving: vec![(vm_ref, &target.host_ref)],
+                protecting: if becomes_protected { vec![vm_ref] } else { Vec::new() },
+                ..Default::default()
+            };
+            overcommit::check(txn.base(), &change)?;
+        }
         Ok((vm, target, disks))
     })?;
     hostops::start_guest(d, &target, &vm.uuid, disks, None).await?;
@@ -285,6 +301,11 @@ async fn migrate(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
             .get::<HostRecord>(&vm.resident_on)
             .ok_or_else(|| ApiError::internal(format!("VM {} is resident on an unknown host", vm.uuid)))?;
         let disks = check_host(txn, &vm_ref, &vm, &host_ref, &host)?;
+        let change = overcommit::Change {
+            arriving: vec![(&vm_ref, &host_ref)],
+            ..Default::default()
+        };
+        overcommit::check(txn.base(), &change)?;
         Ok((
             vm_ref,
             vm.clone(),

@@ -18,6 +18,8 @@
 //!    appeared), and raises `HA_PROTECTED_VM_RESTART_FAILED` once.
 //! 3. **Best-effort VMs** reset in this pass get one attempt each, grouped
 //!    by order, after the protected ones.
+//! 4. **Plan status**: after any commit, `ha_plan_exists_for` and
+//!    `ha_overcommitted` are brought up to date (`overcommit::pool_status`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -54,7 +56,13 @@ struct State {
     attempts: HashMap<String, Instant>,
     /// Protected VMs whose failure was reported (until they run again).
     alerted: HashSet<String>,
+    /// The database generation and time of the last plan-status update.
+    status_at: Option<(u64, Instant)>,
 }
+
+/// The longest the plan status goes without a re-plan (XAPI's
+/// `ha_monitor_plan_interval`), though any commit triggers one.
+pub const REPLAN_INTERVAL: Duration = Duration::from_secs(1800);
 
 /// Start the executor; it runs for the life of the process and acts only
 /// on the master holding the master lock, with HA on.
@@ -86,6 +94,57 @@ async fn pass(d: &Arc<Daemon>, state: &mut State) -> Result<(), ApiError> {
     let reset = declare_dead(d, &liveset).await?;
     restart_protected(d, state).await;
     restart_best_effort(d, &reset).await;
+    update_pool_status(d, state).await
+}
+
+/// Keep `ha_plan_exists_for` and `ha_overcommitted` true after any change
+/// (and every [`REPLAN_INTERVAL`]); alert when they get worse.
+async fn update_pool_status(d: &Daemon, state: &mut State) -> Result<(), ApiError> {
+    let generation = d.model().generation;
+    if state
+        .status_at
+        .is_some_and(|(g, t)| g == generation && t.elapsed() < REPLAN_INTERVAL)
+    {
+        return Ok(());
+    }
+    let (status, old, pool_ref, pool_uuid) = {
+        let m = d.model();
+        let Some(status) = crate::overcommit::pool_status(&m)? else {
+            return Ok(());
+        };
+        let Some((r, p)) = m.pool() else { return Ok(()) };
+        (
+            status,
+            (p.ha_plan_exists_for, p.ha_overcommitted),
+            r.clone(),
+            p.uuid.clone(),
+        )
+    };
+    if (status.plan_exists_for, status.overcommitted) != old {
+        d.write(|txn| {
+            txn.update::<xapi_proto::records::PoolRecord>(&pool_ref, |p| {
+                p.ha_plan_exists_for = status.plan_exists_for;
+                p.ha_overcommitted = status.overcommitted;
+            });
+            Ok(())
+        })
+        .await?;
+        if status.plan_exists_for < old.0 {
+            alert(
+                d,
+                "HA_POOL_DROP_IN_PLAN_EXISTS_FOR",
+                "Pool",
+                &pool_uuid,
+                status.plan_exists_for.to_string(),
+            )
+            .await?;
+        }
+        if status.overcommitted && !old.1 {
+            let body = "The failover tolerance for the pool has dropped and the initially specified number of host failures to tolerate can no longer be guaranteed".to_string();
+            alert(d, "HA_POOL_OVERCOMMITTED", "Pool", &pool_uuid, body).await?;
+        }
+    }
+    state.status_at = Some((d.model().generation, Instant::now()));
     Ok(())
 }
 
@@ -239,10 +298,10 @@ async fn start_groups(d: &Arc<Daemon>, mut starts: Vec<Start>) -> Vec<(Start, Ap
             .map(|s| {
                 let d = d.clone();
                 tokio::spawn(async move {
-                    let mut r = crate::api::start_vm(&d, &s.vm_ref, s.host.as_deref()).await;
+                    let mut r = crate::api::start_vm(&d, &s.vm_ref, s.host.as_deref(), false).await;
                     if s.host.is_some() && r.is_err() {
                         // The planned host refused (memory moved): anywhere.
-                        r = crate::api::start_vm(&d, &s.vm_ref, None).await;
+                        r = crate::api::start_vm(&d, &s.vm_ref, None, false).await;
                     }
                     (s, r)
                 })
