@@ -42,6 +42,7 @@ To get help on a specific command:
 ";
 
 const VM_SELECTORS_INFO: &str = " VMs can be specified by filtering the full list of VMs on the values of zero or more fields. For example, specifying 'uuid=<some_uuid>' will select only the VM with that uuid, and 'power-state=halted' will select only VMs whose 'power-state' field is equal to 'halted'. The special pseudo-field 'vm' matches either of name-label or uuid. Where multiple VMs are matching, the option '--multiple' must be specified to perform the operation. The full list of fields that can be matched can be obtained by the command 'xe vm-list params=all'. If no parameters to select VMs are given, the operation will be performed on all VMs.";
+const HOST_SELECTORS_INFO: &str = " Hosts can be specified by filtering the full list of hosts on the values of zero or more fields. For example, specifying 'uuid=<some_uuid>' will select only the host with that uuid, and 'enabled=true' will select only hosts whose 'enabled' field is equal to 'true'. The special pseudo-field 'host' matches any of hostname, name-label or uuid. Where multiple hosts are matching, and the operation can be performed on multiple hosts, the option '--multiple' must be specified to perform the operation. The full list of fields that can be matched can be obtained by the command 'xe host-list params=all'. If no parameters to select hosts are given, the operation will be performed on all hosts.";
 /// Wrap names into lines of at most 74 columns, indented by 4, as xe does.
 fn make_list(names: &[&str]) -> Vec<String> {
     let indent = "    ";
@@ -68,6 +69,10 @@ fn command_record(spec: &Spec) -> Vec<(String, String)> {
         Some(Selectors::Vm) => {
             optional.push("<vm-selectors>".into());
             format!("{}{VM_SELECTORS_INFO}", spec.help)
+        }
+        Some(Selectors::Host) => {
+            optional.push("<host-selectors>".into());
+            format!("{}{HOST_SELECTORS_INFO}", spec.help)
         }
         None => spec.help.clone(),
     };

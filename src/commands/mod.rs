@@ -7,6 +7,7 @@
 mod class;
 mod ha;
 mod ha_admin;
+mod host;
 mod pool;
 mod vm;
 
@@ -20,6 +21,7 @@ use crate::records::Records;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Selectors {
     Vm,
+    Host,
 }
 
 /// What runs a command.
@@ -121,6 +123,7 @@ pub fn table() -> Vec<Spec> {
     t.extend(pool::commands());
     t.extend(ha::commands());
     t.extend(ha_admin::commands());
+    t.extend(host::commands());
     t.sort_by(|a, b| a.name.cmp(&b.name));
     t
 }

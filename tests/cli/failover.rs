@@ -262,3 +262,54 @@ fn overcommit_protection_capacity_retries_and_best_effort_once() {
     std::thread::sleep(Duration::from_secs(T));
     assert_eq!(running_on(&lab, &vm04), None, "a best-effort VM gets one attempt");
 }
+
+#[test]
+fn planned_maintenance_moves_nothing_and_fences_nobody() {
+    let lab = ha_lab(3, 2);
+    let vm01 = vm_uuid(&lab, "vm01");
+    lab.xe_ok(&["vm-param-set", &format!("uuid={vm01}"), "ha-restart-priority=restart"]);
+    lab.xe_ok(&["vm-start", "vm=vm01", "on=host3"]);
+    lab.xe_ok(&["vm-start", "vm=vm02", "on=host3"]);
+    let enabled_first = lab.xe(&["host-reboot", "host=host3"]);
+    assert_eq!(enabled_first.code, 1);
+    assert!(
+        enabled_first.stderr.contains("the host is not disabled"),
+        "{}",
+        enabled_first.stderr
+    );
+
+    lab.xe_ok(&["host-disable", "host=host3"]);
+    lab.xe_ok(&["host-evacuate", "host=host3"]);
+    assert_eq!(
+        lab.xe_min(&["host-list", "name-label=host3", "params=resident-vms"]),
+        ""
+    );
+    for vm in ["vm01", "vm02"] {
+        assert_eq!(
+            lab.xe_min(&["vm-list", &format!("name-label={vm}"), "params=power-state"]),
+            "running"
+        );
+    }
+    let (where01, writes) = (running_on(&lab, &vm01).unwrap(), records_of(&lab.sr_dir(), &vm01).len());
+    lab.xe_ok(&["host-reboot", "host=host3"]);
+    assert!(wait_for(FAILOVER, || lab.downs("host3") >= 1));
+    let back = wait_for(FAILOVER, || {
+        host_field(&lab, "host3", "host-metrics-live") == "true" && host_field(&lab, "host3", "enabled") == "true"
+    });
+    assert!(back, "host3 did not come back enabled");
+    std::thread::sleep(Duration::from_secs(T));
+    assert_eq!(
+        lab.output().matches("exit status: 86").count(),
+        0,
+        "nobody fenced:\n{}",
+        lab.output()
+    );
+    let names = lab.xe_any_min(&["message-list", "params=name"]).unwrap_or_default();
+    assert!(
+        !names.contains("HA_HOST_FAILED"),
+        "a planned reboot is no failure: {names}"
+    );
+    assert_eq!(running_on(&lab, &vm01), Some(where01), "the VM did not move");
+    assert!(records_of(&lab.sr_dir(), &vm01).len() > writes);
+    assert_one_writer_at_a_time(&lab.sr_dir(), &vm01);
+}

@@ -907,6 +907,7 @@ impl Engine {
             }
         }
         self.feed(now, Watchdog::Statefile);
+        self.drop_excluded();
         if let Some(g) = self.global {
             if g.pool_state == PoolState::Invalid && self.pending_global.is_none() {
                 self.log("the pool state is INVALID: HA was disabled".into());
@@ -920,6 +921,36 @@ impl Engine {
         }
         self.update_sfdomain(now);
         self.lock_step();
+    }
+
+    /// Peers whose slot says they left cleanly (they disarmed before
+    /// writing it: a planned shutdown or reboot) leave the liveset at once,
+    /// without a fault.
+    fn drop_excluded(&mut self) {
+        if self.status != Status::Online || self.fh.is_some() {
+            return;
+        }
+        let leaving = self.current.and(self.excluded_hosts()).without(self.cfg.me);
+        if leaving.is_empty() {
+            return;
+        }
+        let before = self.current;
+        self.current = self.current.minus(leaving);
+        self.proposed = self.proposed.minus(leaving);
+        // Forget its last heartbeat: it must not vouch for the host later,
+        // and the host counts its sequence from 0 when it comes back.
+        for i in leaving.iter() {
+            self.peers[i] = None;
+            self.last_hb[i] = None;
+            self.hbdomain.remove(i);
+        }
+        self.last_hbdomain = self.last_hbdomain.minus(leaving);
+        self.last_sfdomain = self.last_sfdomain.minus(leaving);
+        self.log(format!(
+            "hosts {leaving} left cleanly (excluded): liveset {before} -> {}",
+            self.current
+        ));
+        self.out.push(Command::Liveset(self.current));
     }
 
     fn update_sfdomain(&mut self, now: Millis) {
@@ -1489,8 +1520,10 @@ impl Engine {
         }
         let me = self.cfg.me;
         let mut joining = HostSet::EMPTY;
+        // A host whose slot still says it left is not back yet.
+        let left = self.excluded_hosts();
         for i in 0..self.n {
-            if i == me || !self.hbdomain.contains(i) {
+            if i == me || !self.hbdomain.contains(i) || left.contains(i) {
                 continue;
             }
             let Some(p) = &self.peers[i] else { continue };

@@ -3,8 +3,8 @@
 //! A run enables HA on a pool of 2 to 5 hosts (T = 10 s), lets it form its
 //! liveset, then injects a fault every 10 to 40 s for the run's length:
 //! power cuts, network cuts (whole, one-way, partitions), packet loss,
-//! storage cuts (one host or all), slow statefile I/O, corrupt slots and
-//! freezes longer than T. Every fault is undone after a while, and the
+//! storage cuts (one host or all), slow statefile I/O, corrupt slots,
+//! freezes longer than T and planned shutdowns (leave, then power off). Every fault is undone after a while, and the
 //! world heals completely for the last minute so the run ends settled.
 
 use ha_liveness::timeouts::TimeoutError;
@@ -107,8 +107,15 @@ pub fn run_with(
 fn inject(w: &mut World, r: &mut impl Rng, undo: &mut Vec<(Millis, Undo)>, n: usize) {
     let host = r.random_range(0..n);
     let back = w.now + r.random_range(5_000..60_000);
-    match r.random_range(0..10) {
+    match r.random_range(0..11) {
         0 => {
+            w.power_off(host);
+            undo.push((back, Undo::PowerOn(host)));
+        }
+        10 => {
+            // A planned shutdown: leave cleanly, then power off.
+            w.send(host, ha_liveness::Event::Leave);
+            let _ = w.run_until(w.now + 200);
             w.power_off(host);
             undo.push((back, Undo::PowerOn(host)));
         }

@@ -2,7 +2,7 @@
 //! fault each, checked against the seeds' and the reference's answers.
 #![allow(clippy::unwrap_used)]
 
-use ha_liveness::{HostSet, Status};
+use ha_liveness::{Event, HostSet, Status};
 use ha_sim::World;
 
 const T: u64 = 10;
@@ -14,7 +14,6 @@ fn set(v: &[usize]) -> HostSet {
 /// A pool with HA enabled and its liveset formed.
 fn pool(n: usize) -> World {
     let mut w = World::new(n, T, 1).unwrap();
-    w.trace = Some(Vec::new());
     w.run_until(30_000).unwrap();
     assert_eq!(w.online(), HostSet::first(n), "every host online after enable");
     for i in 0..n {
@@ -187,4 +186,32 @@ fn the_checkers_catch_a_broken_survival_rule() {
         err.what.contains("dropped") || err.what.contains("split brain") || err.what.contains("master"),
         "{err}"
     );
+}
+
+#[test]
+fn a_host_that_leaves_cleanly_is_dropped_without_a_fault() {
+    let mut w = pool(3);
+    run(&mut w, 10_000);
+    w.send(2, Event::Leave);
+    run(&mut w, 200);
+    w.power_off(2);
+    run(&mut w, 2_000);
+    assert_eq!(w.hosts[0].engine.liveset(), set(&[0, 1]));
+    // A quick reboot, well within T.
+    w.power_on(2);
+    run(&mut w, 30_000);
+    assert_eq!(w.fenced(), set(&[]), "a quick reboot after a clean leave");
+    assert_eq!(w.hosts[0].engine.liveset(), set(&[0, 1, 2]));
+    w.send(2, Event::Leave);
+    run(&mut w, 200);
+    w.power_off(2);
+    run(&mut w, 30_000);
+    assert_eq!(w.fenced(), set(&[]), "nobody fences for a planned departure");
+    assert_eq!(w.hosts[0].engine.liveset(), set(&[0, 1]));
+    assert_eq!(w.hosts[1].engine.liveset(), set(&[0, 1]));
+    // It comes back and rejoins.
+    w.power_on(2);
+    run(&mut w, 30_000);
+    assert_eq!(w.hosts[0].engine.liveset(), set(&[0, 1, 2]));
+    assert_eq!(w.fenced(), set(&[]));
 }

@@ -148,6 +148,7 @@ pub mod codes {
         HA_LOST_STATEFILE,
         SR_NO_PBDS,
         HOST_STILL_BOOTING,
+        HOST_NOT_DISABLED,
         CANNOT_CREATE_STATE_FILE,
         MEMORY_CONSTRAINT_VIOLATION,
     );

@@ -82,10 +82,22 @@ pub(crate) fn record_host_start(
             });
         }
     }
+    // A host back from a planned shutdown or reboot re-enables itself once
+    // its PBDs are plugged (XAPI's `consider_enabling_host`).
+    let pbds_plugged = txn.get::<HostRecord>(&host_ref).is_some_and(|h| {
+        h.pbds.iter().all(|p| {
+            txn.get::<xapi_proto::records::PbdRecord>(p)
+                .is_some_and(|p| p.currently_attached)
+        })
+    });
     txn.update::<HostRecord>(&host_ref, |h| {
         h.live = true;
         h.address = address.to_string();
         h.memory_total = memory_total;
+        h.other_config.remove(super::LEAVING_KEY);
+        if pbds_plugged && h.other_config.remove(super::DISABLED_UNTIL_REBOOT_KEY).is_some() {
+            h.enabled = true;
+        }
     });
     memory::refresh_host(txn, &host_ref);
     Ok(())

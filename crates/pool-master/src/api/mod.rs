@@ -11,6 +11,7 @@ mod generic;
 mod ha;
 mod ha_admin;
 mod host;
+mod maintenance;
 mod message;
 mod pool;
 mod session;
@@ -24,6 +25,7 @@ use xapi_proto::{codes, ApiError};
 
 pub use args::Args;
 pub(crate) use host::record_host_start;
+pub use maintenance::{DISABLED_UNTIL_REBOOT_KEY, LEAVING_KEY};
 pub use message::now_wire;
 pub use pool::refresh_liveness;
 pub(crate) use vm::{set_residence, start_vm};
@@ -38,6 +40,7 @@ const MEMBER_METHODS: &[&str] = &[
     "host.local_vm_list",
     "host.ha_join_liveset",
     "host.ha_disarm",
+    "host.prepare_poweroff",
     "host.emergency_ha_disable",
     "pool.emergency_transition_to_master",
     "pool.emergency_reset_master",
@@ -62,6 +65,7 @@ const INTERNAL_METHODS: &[&str] = &[
     "host.ha_join_liveset",
     "host.ha_disarm",
     "host.guest_halted",
+    "host.prepare_poweroff",
     "pool.sync_database",
 ];
 
@@ -140,7 +144,10 @@ async fn route(d: &Arc<Daemon>, method: &str, params: Vec<Value>) -> Result<Valu
             "ha_disarm" => Some(ha_admin::disarm(d, &args).await),
             "emergency_ha_disable" => Some(ha_admin::emergency_disable(d, &args).await),
             "guest_halted" => Some(crate::guests::guest_halted(d, &args).await),
-            _ => host::dispatch(d, verb, &args).await,
+            _ => match maintenance::dispatch(d, verb, &args).await {
+                Some(result) => Some(result),
+                None => host::dispatch(d, verb, &args).await,
+            },
         },
         "SR" | "VDI" | "VBD" => storage::dispatch(d, class, verb, &args).await,
         "message" => message::dispatch(d, verb, &args).await,

@@ -255,25 +255,37 @@ pub(crate) async fn start_vm(
 /// API shutdown clears `ha_always_run`: the admin wants the VM down.
 async fn shutdown(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     args.exactly(2)?;
+    let vm_ref = {
+        let m = d.model();
+        args.reference::<VmRecord>(1, &Txn::new(&m))?.0
+    };
+    shutdown_vm(d, &vm_ref).await?;
+    Ok(json!(""))
+}
+
+/// Stop a running VM and record it halted, not to be restarted by HA.
+pub(crate) async fn shutdown_vm(d: &Daemon, vm_ref: &str) -> Result<(), ApiError> {
     let mut w = d.writer().await;
-    let (vm_ref, vm, target) = w.read(|txn| {
-        let (vm_ref, vm) = args.reference::<VmRecord>(1, txn)?;
+    let (vm, target) = w.read(|txn| {
+        let vm = txn
+            .get::<VmRecord>(vm_ref)
+            .ok_or_else(|| ApiError::handle_invalid("VM", vm_ref))?;
         if vm.power_state != PowerState::Running {
-            return Err(bad_power_state(&vm_ref, PowerState::Running, vm.power_state));
+            return Err(bad_power_state(vm_ref, PowerState::Running, vm.power_state));
         }
         let host = txn
             .get::<HostRecord>(&vm.resident_on)
             .ok_or_else(|| ApiError::internal(format!("VM {} is resident on an unknown host", vm.uuid)))?;
         let target = Target::new(&vm.resident_on, &host);
-        Ok((vm_ref, vm, target))
+        Ok((vm, target))
     })?;
     hostops::stop_guest(d, &target, &vm.uuid).await?;
     w.commit(|txn| {
-        set_residence(txn, &vm_ref, None);
-        txn.update::<VmRecord>(&vm_ref, |v| v.ha_always_run = false);
+        set_residence(txn, vm_ref, None);
+        txn.update::<VmRecord>(vm_ref, |v| v.ha_always_run = false);
         Ok(())
     })?;
-    Ok(json!(""))
+    Ok(())
 }
 
 /// `VM.pool_migrate(session, vm, host, options)`: a live migration. The
@@ -285,12 +297,32 @@ async fn migrate(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     if args.raw(3).is_some() {
         args.string_map(3, "options")?;
     }
+    let (vm_ref, host_ref) = {
+        let m = d.model();
+        let txn = Txn::new(&m);
+        (
+            args.reference::<VmRecord>(1, &txn)?.0,
+            args.reference::<HostRecord>(2, &txn)?.0,
+        )
+    };
+    migrate_vm(d, &vm_ref, &host_ref, true).await?;
+    Ok(json!(""))
+}
+
+/// Live-migrate a running VM to `host_ref`. With `protect_plan`, a move
+/// that would lose the failover plan is refused (an evacuation checks its
+/// whole plan first).
+pub(crate) async fn migrate_vm(d: &Daemon, vm_ref: &str, host_ref: &str, protect_plan: bool) -> Result<(), ApiError> {
     let mut w = d.writer().await;
-    let (vm_ref, vm, source, dest, disks) = w.read(|txn| {
-        let (vm_ref, vm) = args.reference::<VmRecord>(1, txn)?;
-        let (host_ref, host) = args.reference::<HostRecord>(2, txn)?;
+    let (vm, source, dest, disks) = w.read(|txn| {
+        let vm = txn
+            .get::<VmRecord>(vm_ref)
+            .ok_or_else(|| ApiError::handle_invalid("VM", vm_ref))?;
+        let host = txn
+            .get::<HostRecord>(host_ref)
+            .ok_or_else(|| ApiError::handle_invalid("host", host_ref))?;
         if vm.power_state != PowerState::Running {
-            return Err(bad_power_state(&vm_ref, PowerState::Running, vm.power_state));
+            return Err(bad_power_state(vm_ref, PowerState::Running, vm.power_state));
         }
         if vm.resident_on == host_ref {
             return Err(ApiError::not_allowed(
@@ -300,17 +332,18 @@ async fn migrate(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
         let source_host = txn
             .get::<HostRecord>(&vm.resident_on)
             .ok_or_else(|| ApiError::internal(format!("VM {} is resident on an unknown host", vm.uuid)))?;
-        let disks = check_host(txn, &vm_ref, &vm, &host_ref, &host)?;
-        let change = overcommit::Change {
-            arriving: vec![(&vm_ref, &host_ref)],
-            ..Default::default()
-        };
-        overcommit::check(txn.base(), &change)?;
+        let disks = check_host(txn, vm_ref, &vm, host_ref, &host)?;
+        if protect_plan {
+            let change = overcommit::Change {
+                arriving: vec![(vm_ref, host_ref)],
+                ..Default::default()
+            };
+            overcommit::check(txn.base(), &change)?;
+        }
         Ok((
-            vm_ref,
             vm.clone(),
             Target::new(&vm.resident_on, &source_host),
-            Target::new(&host_ref, &host),
+            Target::new(host_ref, &host),
             disks,
         ))
     })?;
@@ -318,16 +351,16 @@ async fn migrate(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     let next = last.map(|s| s + 1);
     if let Err(e) = hostops::start_guest(d, &dest, &vm.uuid, disks, next).await {
         // Put the guest back where it was; the VM never left the source.
-        let back = w.read(|txn| hostops::disk_paths(txn, &vm_ref, &vm, &source.host_ref))?;
+        let back = w.read(|txn| hostops::disk_paths(txn, vm_ref, &vm, &source.host_ref))?;
         hostops::start_guest(d, &source, &vm.uuid, back, next).await?;
         return Err(ApiError::new(
             codes::VM_MIGRATE_FAILED,
-            vec![vm_ref, source.host_ref, dest.host_ref, e.to_string()],
+            vec![vm_ref.to_string(), source.host_ref, dest.host_ref, e.to_string()],
         ));
     }
     w.commit(|txn| {
-        set_residence(txn, &vm_ref, Some(&dest.host_ref));
+        set_residence(txn, vm_ref, Some(&dest.host_ref));
         Ok(())
     })?;
-    Ok(json!(""))
+    Ok(())
 }

@@ -56,9 +56,6 @@ pub struct Ha {
     armed: AtomicBool,
     /// Wakes the restart executor.
     pub restarts: restart::Kick,
-    /// Hosts being shut down or rebooted by the admin: leaving the liveset
-    /// is no failure for them.
-    leaving: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Ha {
@@ -77,23 +74,7 @@ impl Ha {
             emergency: Mutex::new(None),
             armed: AtomicBool::new(false),
             restarts: restart::Kick::default(),
-            leaving: Mutex::new(Default::default()),
         })
-    }
-
-    /// Is the host `uuid` being shut down on purpose?
-    pub fn is_leaving(&self, uuid: &str) -> bool {
-        self.leaving.lock().unwrap_or_else(|p| p.into_inner()).contains(uuid)
-    }
-
-    /// Mark the host `uuid` as leaving on purpose (or not).
-    pub fn set_leaving(&self, uuid: &str, leaving: bool) {
-        let mut l = self.leaving.lock().unwrap_or_else(|p| p.into_inner());
-        if leaving {
-            l.insert(uuid.to_string());
-        } else {
-            l.remove(uuid);
-        }
     }
 
     /// Is this host armed for HA (by its local configuration)?
@@ -225,6 +206,28 @@ pub async fn disarm(d: &Arc<Daemon>) -> Result<(), ApiError> {
     d.ha.watchdog.disarm();
     d.ha.set_emergency(None);
     Ok(())
+}
+
+/// Leave the liveset cleanly before a planned shutdown or reboot: this
+/// host is marked excluded and disarmed, so the others neither fault nor
+/// wait for it; it stays armed and rejoins at its next start.
+pub async fn leave(d: &Arc<Daemon>) {
+    if let Some(k) = d.ha.keeper.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        k.abort();
+    }
+    let mut rx = d.ha.subscribe();
+    if d.ha.send(Event::Leave).await {
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            while rx.borrow_and_update().running {
+                if rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+    }
+    stop_agent(d).await;
+    d.ha.watchdog.disarm();
 }
 
 async fn stop_agent(d: &Daemon) {

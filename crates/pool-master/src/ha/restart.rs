@@ -165,7 +165,7 @@ async fn declare_dead(d: &Daemon, liveset: &[String]) -> Result<Vec<String>, Api
             .iter()
             .filter(|(_, live)| !live)
             .filter_map(|(r, _)| m.get::<HostRecord>(r).cloned())
-            .filter(|h| !d.ha.is_leaving(&h.uuid))
+            .filter(|h| !h.other_config.contains_key(crate::api::LEAVING_KEY))
             .collect();
         (changes, failed)
     };
