@@ -1,6 +1,8 @@
 //! Host maintenance: host-disable, host-enable, host-evacuate,
 //! host-shutdown, host-reboot.
 
+use std::io::IsTerminal;
+
 use serde_json::json;
 
 use super::{make_spec, make_standard, make_with_selectors, Ctx, Handler, Selectors, Spec};
@@ -17,8 +19,8 @@ pub fn commands() -> Vec<Spec> {
     vec![
         host_op(
             "host-disable",
-            &["auto-enable"],
-            "Disable the XE host. Setting auto-enable=false will keep the host persistently disabled until manually re-enabled with Host.enable.",
+            &["auto-enable", "lower-ntol"],
+            "Disable the XE host. Setting auto-enable=false will keep the host persistently disabled until manually re-enabled with Host.enable. With HA on, when disabling would break the failover plan and ha-host-failures-to-tolerate is above 1, xe offers to lower it by one until the host is back; lower-ntol=true accepts without asking.",
             disable,
         ),
         host_op("host-enable", &[], "Enable the XE host.", enable),
@@ -58,11 +60,65 @@ fn each_host(ctx: &mut Ctx, method: &str) -> Result<(), XeError> {
     Ok(())
 }
 
+/// The pool `other_config` key the master reads to restore the number of
+/// host failures to tolerate once the host is back (`N:<host-uuid>`).
+const RESTORE_NTOL_KEY: &str = "pool-ha-restore-ntol";
+
+/// `host-disable`. When disabling would break the failover plan and the
+/// pool tolerates more than one failure, offer what XenCenter offers: lower
+/// ha-host-failures-to-tolerate by one until the host is back (asked on a
+/// terminal; `lower-ntol=true` answers yes for scripts).
 fn disable(ctx: &mut Ctx) -> Result<(), XeError> {
     if let Some(v) = ctx.param("auto-enable") {
         crate::params::parse_bool("auto-enable", v).map_err(XeError::Cli)?;
     }
-    each_host(ctx, "host.disable")
+    let lower = ctx.flag("lower-ntol")?;
+    let consumed = ctx.consumed();
+    let hosts = ctx.records.select_for_op(&HOST, ctx.params, &consumed)?;
+    let [(host, record)] = hosts.as_slice() else {
+        return each_host(ctx, "host.disable");
+    };
+    let err = match ctx.records.conn.call("host.disable", vec![json!(host)]) {
+        Ok(_) => return Ok(()),
+        Err(XeError::Api(e)) if e.code == xapi_proto::codes::HA_OPERATION_WOULD_BREAK_FAILOVER_PLAN => XeError::Api(e),
+        Err(e) => return Err(e),
+    };
+    let pools = ctx.records.all("pool")?;
+    let Some((pool, p)) = pools.iter().next().map(|(r, p)| (r.clone(), p.clone())) else {
+        return Err(err);
+    };
+    let n = p
+        .get("ha_host_failures_to_tolerate")
+        .and_then(serde_json::Value::as_i64)
+        .unwrap_or(0);
+    if n <= 1 {
+        return Err(err);
+    }
+    let name = record.get("name_label").map(scalar_text).unwrap_or_default();
+    if !lower {
+        if !std::io::stdin().is_terminal() {
+            return Err(err);
+        }
+        super::vm::ask(&format!(
+            "Disabling {name} would break the failover plan for {n} host failures. Lower ha-host-failures-to-tolerate to {} until {name} is back?",
+            n - 1
+        ))?;
+    }
+    ctx.records
+        .conn
+        .call("pool.set_ha_host_failures_to_tolerate", vec![json!(pool), json!(n - 1)])?;
+    let uuid = record.get("uuid").map(scalar_text).unwrap_or_default();
+    let _ = ctx.records.conn.call(
+        "pool.remove_from_other_config",
+        vec![json!(pool), json!(RESTORE_NTOL_KEY)],
+    );
+    ctx.records.conn.call(
+        "pool.add_to_other_config",
+        vec![json!(pool), json!(RESTORE_NTOL_KEY), json!(format!("{n}:{uuid}"))],
+    )?;
+    ctx.records.conn.call("host.disable", vec![json!(host)])?;
+    eprintln!("ha-host-failures-to-tolerate is {} until {name} is back.", n - 1);
+    Ok(())
 }
 
 fn enable(ctx: &mut Ctx) -> Result<(), XeError> {

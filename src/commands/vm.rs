@@ -112,12 +112,21 @@ fn start(ctx: &mut Ctx) -> Result<(), XeError> {
 }
 
 fn shutdown(ctx: &mut Ctx) -> Result<(), XeError> {
-    let method = if ctx.flag("force")? {
-        "VM.hard_shutdown"
-    } else {
-        "VM.clean_shutdown"
-    };
-    each_vm(ctx, |ctx, vm, _| {
+    let force = ctx.flag("force")?;
+    let method = if force { "VM.hard_shutdown" } else { "VM.clean_shutdown" };
+    let ha_on = ctx
+        .records
+        .all("pool")?
+        .values()
+        .any(|p| p.get("ha_enabled").and_then(Value::as_bool) == Some(true));
+    each_vm(ctx, |ctx, vm, record| {
+        let protected = record.get("ha_restart_priority").and_then(Value::as_str) == Some("restart");
+        if ha_on && protected && !force && std::io::stdin().is_terminal() {
+            let name = record.get("name_label").map(scalar_text).unwrap_or_default();
+            ask(&format!(
+                "VM {name} is protected by HA. Shut down from here, it stays down: HA will not restart it until it is started again."
+            ))?;
+        }
         ctx.records.conn.call(method, vec![json!(vm)]).map(|_| ())
     })
 }
@@ -148,6 +157,11 @@ fn confirm(ctx: &Ctx, question: &str) -> Result<(), XeError> {
             "This operation is dangerous and may cause data loss. This operation must be forced (use --force).",
         ));
     }
+    ask(question)
+}
+
+/// Ask `question` on the terminal; `Aborted.` unless the answer is `yes`.
+pub(super) fn ask(question: &str) -> Result<(), XeError> {
     eprint!("{question}\nType 'yes' to continue\n");
     let _ = std::io::stderr().flush();
     let mut line = String::new();

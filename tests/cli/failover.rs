@@ -313,3 +313,40 @@ fn planned_maintenance_moves_nothing_and_fences_nobody() {
     assert!(records_of(&lab.sr_dir(), &vm01).len() > writes);
     assert_one_writer_at_a_time(&lab.sr_dir(), &vm01);
 }
+
+#[test]
+fn a_reboot_that_breaks_the_plan_lowers_failures_to_tolerate_until_the_host_is_back() {
+    let lab = ha_lab(3, 1);
+    let pool = lab.xe_min(&["pool-list", "params=uuid"]);
+    let vm = vm_uuid(&lab, "vm01");
+    lab.xe_ok(&["vm-param-set", &format!("uuid={vm}"), "ha-restart-priority=restart"]);
+    lab.xe_ok(&["vm-start", "vm=vm01", "on=host1"]);
+    lab.xe_ok(&[
+        "pool-param-set",
+        &format!("uuid={pool}"),
+        "ha-host-failures-to-tolerate=2",
+    ]);
+    // With host3 out, two more failures leave no host: the plan breaks.
+    let refused = lab.xe(&["host-disable", "host=host3"]);
+    assert_eq!(refused.code, 1, "{}", refused.stdout);
+    assert!(
+        refused.stderr.contains("invalidate VM failover planning"),
+        "{}",
+        refused.stderr
+    );
+    let lowered = lab.xe(&["host-disable", "host=host3", "lower-ntol=true"]);
+    assert_eq!(lowered.code, 0, "{}", lowered.stderr);
+    assert!(lowered
+        .stderr
+        .contains("ha-host-failures-to-tolerate is 1 until host3 is back"));
+    assert_eq!(lab.xe_min(&["pool-list", "params=ha-host-failures-to-tolerate"]), "1");
+    lab.xe_ok(&["host-reboot", "host=host3"]);
+    let restored = wait_for(FAILOVER, || {
+        lab.xe_any_min(&["pool-list", "params=ha-host-failures-to-tolerate"])
+            .as_deref()
+            == Some("2")
+    });
+    assert!(restored, "ha-host-failures-to-tolerate was not restored");
+    assert_eq!(host_field(&lab, "host3", "enabled"), "true");
+    assert_eq!(lab.output().matches("exit status: 86").count(), 0, "{}", lab.output());
+}

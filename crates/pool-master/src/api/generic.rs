@@ -246,14 +246,21 @@ fn validate_set<T: Record>(m: &Model, r: &str, updated: &mut T, field: &str, val
 
 /// Pool rules: host failures to tolerate must be plannable (unless
 /// overcommit is allowed); the planner mode must be one we have.
-fn validate_pool(m: &Model, pool: &PoolRecord, field: &str, value: &Value) -> Result<(), ApiError> {
+fn validate_pool(m: &Model, pool: &mut PoolRecord, field: &str, value: &Value) -> Result<(), ApiError> {
     match field {
         "ha_host_failures_to_tolerate" => {
             let n = pool.ha_host_failures_to_tolerate;
             let n = u32::try_from(n)
                 .map_err(|_| ApiError::invalid_value("ha_host_failures_to_tolerate", value.to_string()))?;
-            if !pool.ha_allow_overcommit && !super::ha::plan_exists_for(m, n)?.exists() {
+            let exists = super::ha::plan_exists_for(m, n)?.exists();
+            if !pool.ha_allow_overcommit && !exists {
                 return Err(ApiError::bare(codes::HA_OPERATION_WOULD_BREAK_FAILOVER_PLAN));
+            }
+            // The plan status follows at once (XAPI's update_pool_status),
+            // so the next plan-checked call protects the new number.
+            if pool.ha_enabled && exists {
+                pool.ha_plan_exists_for = i64::from(n);
+                pool.ha_overcommitted = false;
             }
             Ok(())
         }

@@ -24,6 +24,7 @@ use serde_json::Value;
 use xapi_proto::{codes, ApiError};
 
 pub use args::Args;
+pub(crate) use ha::plan_exists_for;
 pub(crate) use host::record_host_start;
 pub use maintenance::{DISABLED_UNTIL_REBOOT_KEY, LEAVING_KEY};
 pub use message::now_wire;

@@ -94,7 +94,47 @@ async fn pass(d: &Arc<Daemon>, state: &mut State) -> Result<(), ApiError> {
     let reset = declare_dead(d, &liveset).await?;
     restart_protected(d, state).await;
     restart_best_effort(d, &reset).await;
+    restore_failures_to_tolerate(d).await?;
     update_pool_status(d, state).await
+}
+
+/// The pool `other_config` key recording a host-failures-to-tolerate that
+/// was lowered while a host is away for maintenance: `N:<host-uuid>`
+/// (written by `xe host-disable lower-ntol=true`, as XenCenter offers).
+pub const RESTORE_NTOL_KEY: &str = "pool-ha-restore-ntol";
+
+/// Once that host is back, live and enabled, give the pool its number back
+/// if a plan exists for it (XenCenter's "restored if appropriate").
+async fn restore_failures_to_tolerate(d: &Daemon) -> Result<(), ApiError> {
+    let restore = {
+        let m = d.model();
+        let Some((pool_ref, pool)) = m.pool() else {
+            return Ok(());
+        };
+        let Some((n, host)) = pool.other_config.get(RESTORE_NTOL_KEY).and_then(|v| v.split_once(':')) else {
+            return Ok(());
+        };
+        let (Ok(n), Some(host_ref)) = (n.parse::<u32>(), m.host.ref_of_uuid(host)) else {
+            return Ok(());
+        };
+        let back = m.get::<HostRecord>(host_ref).is_some_and(|h| h.live && h.enabled);
+        if !back || !crate::api::plan_exists_for(&m, n)?.exists() {
+            return Ok(());
+        }
+        (pool_ref.clone(), n)
+    };
+    tracing::info!(
+        failures = restore.1,
+        "host back from maintenance: ha-host-failures-to-tolerate restored"
+    );
+    d.write(|txn| {
+        txn.update::<xapi_proto::records::PoolRecord>(&restore.0, |p| {
+            p.ha_host_failures_to_tolerate = i64::from(restore.1);
+            p.other_config.remove(RESTORE_NTOL_KEY);
+        });
+        Ok(())
+    })
+    .await
 }
 
 /// Keep `ha_plan_exists_for` and `ha_overcommitted` true after any change

@@ -1,0 +1,226 @@
+//! Failover benchmark on a real 3-host lab pool: 50 protected VMs, HA on
+//! with T = 10 s. Each run powers off the host that runs the most VMs and
+//! measures, from the power-off to the first guest write of each of its
+//! VMs on another host, the time until the last one is back. The host is
+//! powered on again and rejoins before the next run.
+//!
+//! Run: `cargo bench -p pool-master --bench failover` (`FAILOVER_RUNS=N`
+//! for another number of runs than 10; about 45 s per run).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use pool_master::driver::{read_records, unix_ms};
+use serde_json::{json, Value};
+use xapi_client::Client;
+
+const VMS: usize = 50;
+const T_S: u64 = 10;
+
+/// The lab process, and its directory (removed when the lab is dropped).
+struct Lab(Child, tempfile::TempDir);
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.0.wait();
+    }
+}
+
+fn lab_cmd(xapid: &Path, dir: &Path, action: &str, host: &str) {
+    let ok = Command::new(xapid)
+        .args(["lab", action, host, "--dir"])
+        .arg(dir)
+        .stdout(Stdio::null())
+        .status()
+        .expect("xapid lab")
+        .success();
+    assert!(ok, "xapid lab {action} {host} failed");
+}
+
+/// A client to whichever host answers (following the master).
+async fn connect(addresses: &[String], port: u16) -> Client {
+    let start = Instant::now();
+    loop {
+        for a in addresses {
+            let mut c = Client::new(a, port);
+            if c.login("root", "bench").await.is_ok() {
+                return c;
+            }
+        }
+        assert!(start.elapsed() < Duration::from_secs(120), "no host answers");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn records(c: &mut Client, class: &str) -> serde_json::Map<String, Value> {
+    c.call(&format!("{class}.get_all_records"), vec![])
+        .await
+        .expect("get_all_records")
+        .as_object()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn field<'a>(v: &'a Value, k: &str) -> &'a str {
+    v.get(k).and_then(Value::as_str).unwrap_or_default()
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let runs: usize = std::env::var("FAILOVER_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let xapid = PathBuf::from(env!("CARGO_BIN_EXE_xapid"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let subnet = format!(
+        "127.{}.{}",
+        rand::random_range(1..=250u8),
+        rand::random_range(1..=250u8)
+    );
+    let port: u16 = rand::random_range(20000..60000u16);
+    let child = Command::new(&xapid)
+        .args(["lab", "--hosts", "3", "--vms", &VMS.to_string(), "--password", "bench"])
+        .args(["--subnet", &subnet, "--port", &port.to_string(), "--ha", "--ha-timeout"])
+        .arg(T_S.to_string())
+        .args([
+            "--host-memory",
+            &(64i64 << 30).to_string(),
+            "--vm-memory",
+            &(256i64 << 20).to_string(),
+        ])
+        .arg("--dir")
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the lab");
+    let lab = Lab(child, dir);
+    let addresses: Vec<String> = (1..=3).map(|i| format!("{subnet}.{i}")).collect();
+    let sr = lab.1.path().join("sr");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let mut times = Vec::new();
+    runtime.block_on(async {
+        // The lab is ready once HA is on (it creates the VMs first).
+        let mut c = loop {
+            let mut c = connect(&addresses, port).await;
+            let pools = records(&mut c, "pool").await;
+            if pools.values().any(|p| p.get("ha_enabled") == Some(&json!(true))) {
+                break c;
+            }
+            c.logout().await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        let hosts = records(&mut c, "host").await;
+        let host_refs: Vec<String> = hosts.keys().cloned().collect();
+        let vms = records(&mut c, "VM").await;
+        assert_eq!(vms.len(), VMS);
+        for (i, r) in vms.keys().enumerate() {
+            c.call("VM.set_ha_restart_priority", vec![json!(r), json!("restart")])
+                .await
+                .expect("protect");
+            c.call(
+                "VM.start_on",
+                vec![json!(r), json!(host_refs[i % 3]), json!(false), json!(false)],
+            )
+            .await
+            .expect("start");
+        }
+        c.logout().await;
+        println!("pool: 3 hosts (lab), {VMS} protected VMs, T = {T_S} s; {runs} runs");
+        for run in 1..=runs {
+            let mut c = connect(&addresses, port).await;
+            let hosts = records(&mut c, "host").await;
+            let vms = records(&mut c, "VM").await;
+            let mut per_host: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for v in vms.values() {
+                if field(v, "power_state") == "Running" {
+                    per_host
+                        .entry(field(v, "resident_on").to_string())
+                        .or_default()
+                        .push(field(v, "uuid").to_string());
+                }
+            }
+            let (victim_ref, victim_vms) = per_host
+                .iter()
+                .max_by_key(|(_, v)| v.len())
+                .map(|(h, v)| (h.clone(), v.clone()))
+                .expect("running VMs");
+            let victim = hosts.get(&victim_ref).expect("victim host");
+            let (victim_uuid, victim_name) = (
+                field(victim, "uuid").to_string(),
+                field(victim, "name_label").to_string(),
+            );
+            c.logout().await;
+            let killed = unix_ms();
+            lab_cmd(&xapid, lab.1.path(), "power-off", &victim_name);
+            // Wait until every one of its VMs writes from another host.
+            let deadline = Instant::now() + Duration::from_secs(20 * T_S);
+            let worst = loop {
+                assert!(Instant::now() < deadline, "run {run}: the VMs did not come back");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let mut firsts = Vec::new();
+                for entry in std::fs::read_dir(&sr).expect("sr").flatten() {
+                    if entry.path().extension().is_none_or(|e| e != "disk") {
+                        continue;
+                    }
+                    let Ok(recs) = read_records(&entry.path()) else {
+                        continue;
+                    };
+                    if let Some(r) = recs
+                        .iter()
+                        .find(|r| r.unix_ms > killed && r.host_uuid != victim_uuid && victim_vms.contains(&r.vm_uuid))
+                    {
+                        firsts.push(r.unix_ms);
+                    }
+                }
+                if firsts.len() == victim_vms.len() {
+                    break firsts.into_iter().max().unwrap_or(killed) - killed;
+                }
+            };
+            let secs = worst as f64 / 1000.0;
+            println!(
+                "run {run}: {} VMs of {victim_name} back in {secs:.1} s ({:.2} T)",
+                victim_vms.len(),
+                secs / T_S as f64
+            );
+            times.push(secs);
+            lab_cmd(&xapid, lab.1.path(), "power-on", &victim_name);
+            // Until it is live and enabled again.
+            let back = Instant::now();
+            loop {
+                assert!(
+                    back.elapsed() < Duration::from_secs(20 * T_S),
+                    "{victim_name} did not come back"
+                );
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let mut c = connect(&addresses, port).await;
+                let hosts = records(&mut c, "host").await;
+                c.logout().await;
+                if hosts
+                    .values()
+                    .all(|h| h.get("live") == Some(&json!(true)) && h.get("enabled") == Some(&json!(true)))
+                {
+                    break;
+                }
+            }
+        }
+    });
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    let worst = times.last().copied().unwrap_or_default();
+    println!(
+        "failover, power-off to the last VM's first write elsewhere: median {median:.1} s ({:.2} T), worst {worst:.1} s ({:.2} T)",
+        median / T_S as f64,
+        worst / T_S as f64
+    );
+    drop(lab);
+}
