@@ -35,29 +35,11 @@ pub fn commands() -> Vec<Spec> {
     ]
 }
 
-/// Run `method(host)` on every selected host; with several, failures are
-/// reported per host and the command fails at the end.
+/// Call `method(host)` on every selected host.
 fn each_host(ctx: &mut Ctx, method: &str) -> Result<(), XeError> {
-    let consumed = ctx.consumed();
-    let hosts = ctx.records.select_for_op(&HOST, ctx.params, &consumed)?;
-    if let [(r, _)] = hosts.as_slice() {
-        ctx.records.conn.call(method, vec![json!(r)])?;
-        return Ok(());
-    }
-    let mut failed = false;
-    for (r, record) in &hosts {
-        if let Err(e) = ctx.records.conn.call(method, vec![json!(r)]) {
-            failed = true;
-            let uuid = record.get("uuid").map(scalar_text).unwrap_or_default();
-            let records = &mut ctx.records;
-            let text = e.render(&mut |r| records.describe(r));
-            ctx.out.list(vec![format!("operation failed on {uuid}: {text}")]);
-        }
-    }
-    if failed {
-        return Err(XeError::Plain(String::new()));
-    }
-    Ok(())
+    super::each_selected(ctx, &HOST, |ctx, host, _| {
+        ctx.records.conn.call(method, vec![json!(host)]).map(|_| ())
+    })
 }
 
 /// The pool `other_config` key the master reads to restore the number of

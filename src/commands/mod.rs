@@ -143,6 +143,35 @@ pub fn check_required(spec: &Spec, params: &Params) -> Result<(), XeError> {
     Ok(())
 }
 
+/// Run `op` on every object of `class` the command's selectors pick. With
+/// several, failures are reported per object on stdout and the command
+/// fails at the end.
+pub(crate) fn each_selected(
+    ctx: &mut Ctx,
+    class: &Class,
+    op: impl Fn(&mut Ctx, &str, &serde_json::Value) -> Result<(), XeError>,
+) -> Result<(), XeError> {
+    let consumed = ctx.consumed();
+    let selected = ctx.records.select_for_op(class, ctx.params, &consumed)?;
+    if let [(r, record)] = selected.as_slice() {
+        return op(ctx, r, record);
+    }
+    let mut failed = false;
+    for (r, record) in &selected {
+        if let Err(e) = op(ctx, r, record) {
+            failed = true;
+            let uuid = record.get("uuid").map(crate::fields::scalar_text).unwrap_or_default();
+            let records = &mut ctx.records;
+            let text = e.render(&mut |r| records.describe(r));
+            ctx.out.list(vec![format!("operation failed on {uuid}: {text}")]);
+        }
+    }
+    if failed {
+        return Err(XeError::Plain(String::new()));
+    }
+    Ok(())
+}
+
 /// Run a command that needs the pool.
 pub fn run(ctx: &mut Ctx) -> Result<(), XeError> {
     match ctx.spec.handler {

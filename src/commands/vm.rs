@@ -50,28 +50,9 @@ pub fn commands() -> Vec<Spec> {
     ]
 }
 
-/// Run `op` on every selected VM. With several VMs, failures are reported
-/// per VM on stdout and the command fails at the end.
+/// Run `op` on every selected VM.
 fn each_vm(ctx: &mut Ctx, op: impl Fn(&mut Ctx, &str, &Value) -> Result<(), XeError>) -> Result<(), XeError> {
-    let consumed = ctx.consumed();
-    let vms = ctx.records.select_for_op(&VM, ctx.params, &consumed)?;
-    if vms.len() == 1 {
-        return op(ctx, &vms[0].0, &vms[0].1);
-    }
-    let mut failed = false;
-    for (r, record) in &vms {
-        if let Err(e) = op(ctx, r, record) {
-            failed = true;
-            let uuid = record.get("uuid").map(scalar_text).unwrap_or_default();
-            let records = &mut ctx.records;
-            let text = e.render(&mut |r| records.describe(r));
-            ctx.out.list(vec![format!("operation failed on {uuid}: {text}")]);
-        }
-    }
-    if failed {
-        return Err(XeError::Plain(String::new()));
-    }
-    Ok(())
+    super::each_selected(ctx, &VM, op)
 }
 
 /// A host named by uuid, name-label or hostname.

@@ -8,29 +8,19 @@
 //! Run: `cargo build --release && cargo bench -p pool-master --bench api`.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use xapi_client::Client;
 
+mod common;
+use common::Lab;
+
 const VMS: usize = 1000;
 const CLIENTS: usize = 4;
 const PHASE: Duration = Duration::from_secs(5);
 const XE_RUNS: usize = 200;
-
-/// The lab process, and its directory (removed when the lab is dropped).
-struct Lab(Child, #[allow(dead_code)] tempfile::TempDir);
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.0.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let _ = self.0.wait();
-    }
-}
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]

@@ -9,28 +9,18 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use pool_master::driver::{read_records, unix_ms};
 use serde_json::{json, Value};
 use xapi_client::Client;
 
+mod common;
+use common::Lab;
+
 const VMS: usize = 50;
 const T_S: u64 = 10;
-
-/// The lab process, and its directory (removed when the lab is dropped).
-struct Lab(Child, tempfile::TempDir);
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.0.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let _ = self.0.wait();
-    }
-}
 
 fn lab_cmd(xapid: &Path, dir: &Path, action: &str, host: &str) {
     let ok = Command::new(xapid)

@@ -13,7 +13,7 @@ use xapi_proto::records::{PowerState, VmRecord};
 use xapi_proto::ApiError;
 
 use crate::daemon::{Daemon, Role};
-use crate::peers::{PeerAuth, PEER_TIMEOUT};
+use crate::peers::PEER_TIMEOUT;
 
 /// How many times a member tries to tell the master, one second apart.
 const TRIES: u32 = 30;
@@ -42,10 +42,7 @@ async fn report(d: &Arc<Daemon>, vm_uuid: &str) -> Result<(), ApiError> {
     match d.role() {
         Role::Master => record(d, &d.host_uuid, vm_uuid).await,
         Role::Member { master_address } => {
-            let auth = PeerAuth {
-                host_uuid: d.host_uuid.clone(),
-                secret: d.pool_secret(),
-            };
+            let auth = crate::hostops::auth(d);
             d.peers
                 .call(
                     &auth,

@@ -31,19 +31,36 @@ impl Target {
     }
 }
 
-fn auth(d: &Daemon) -> PeerAuth {
+/// This host's credentials for calls to the other hosts.
+pub(crate) fn auth(d: &Daemon) -> PeerAuth {
     PeerAuth {
         host_uuid: d.host_uuid.clone(),
         secret: d.pool_secret(),
     }
 }
 
-fn peer_error(target: &Target, e: ClientError) -> ApiError {
+/// A failed call to `target` as an API error: its own error, else
+/// `HOST_OFFLINE` when it did not answer.
+pub(crate) fn peer_error(target: &Target, e: ClientError) -> ApiError {
     match e {
         ClientError::Api(api) => api,
         ClientError::Unreachable { .. } => ApiError::new(codes::HOST_OFFLINE, vec![target.host_ref.clone()]),
         other => ApiError::internal(other.to_string()),
     }
+}
+
+/// Call `method` on the host `target` (never this one).
+pub async fn call(
+    d: &Daemon,
+    target: &Target,
+    method: &str,
+    params: Vec<serde_json::Value>,
+    timeout: std::time::Duration,
+) -> Result<serde_json::Value, ApiError> {
+    d.peers
+        .call(&auth(d), &target.address, d.config.port, method, params, timeout)
+        .await
+        .map_err(|e| peer_error(target, e))
 }
 
 /// Start a guest of `vm_uuid` on `target`, writing to `disks`.

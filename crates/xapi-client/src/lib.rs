@@ -140,33 +140,28 @@ impl Client {
     /// `session.login_with_password`, following the master.
     pub async fn login(&mut self, username: &str, password: &str) -> Result<(), ClientError> {
         let params = vec![json!(username), json!(password), json!("2.21"), json!("xe")];
-        let session = self
-            .call_following("session.login_with_password", params, false)
-            .await?;
+        self.open_session("session.login_with_password", params).await?;
+        self.credentials = Some((username.to_string(), password.to_string()));
+        Ok(())
+    }
+
+    async fn open_session(&mut self, method: &str, params: Vec<Value>) -> Result<(), ClientError> {
+        let session = self.call_following(method, params, false).await?;
         let session = session.as_str().ok_or_else(|| ClientError::Protocol {
             address: self.address(),
             detail: "login returned no session reference".into(),
         })?;
         self.session = Some(session.to_string());
-        self.credentials = Some((username.to_string(), password.to_string()));
         Ok(())
     }
 
-    /// `session.logout`; errors are ignored, the session is forgotten.
     /// Log in to this host itself (`session.slave_local_login_with_password`),
     /// master or not, even in HA emergency mode; never follows a redirect.
     pub async fn login_local(&mut self, username: &str, password: &str) -> Result<(), ClientError> {
         self.follow_redirects = false;
         let params = vec![json!(username), json!(password)];
-        let session = self
-            .call_following("session.slave_local_login_with_password", params, false)
-            .await?;
-        let session = session.as_str().ok_or_else(|| ClientError::Protocol {
-            address: self.address(),
-            detail: "login returned no session reference".into(),
-        })?;
-        self.session = Some(session.to_string());
-        Ok(())
+        self.open_session("session.slave_local_login_with_password", params)
+            .await
     }
 
     pub async fn logout(&mut self) {

@@ -30,7 +30,6 @@ use crate::daemon::{Daemon, Role};
 use crate::ha::local::HaLocal;
 use crate::ha::{self, statefile};
 use crate::model::{new_ref, new_uuid, Txn};
-use crate::peers::PeerAuth;
 
 /// Marks an enable or disable as running; cleared when dropped.
 struct Busy<'a>(&'a Daemon);
@@ -154,20 +153,6 @@ fn plan(
     })
 }
 
-fn auth(d: &Daemon) -> PeerAuth {
-    PeerAuth {
-        host_uuid: d.host_uuid.clone(),
-        secret: d.pool_secret(),
-    }
-}
-
-fn peer_error(e: xapi_client::ClientError) -> ApiError {
-    match e {
-        xapi_client::ClientError::Api(a) => a,
-        other => ApiError::internal(other.to_string()),
-    }
-}
-
 /// Call `method` on the host `host_ref` (locally when it is this host).
 async fn on_host(
     d: &Arc<Daemon>,
@@ -176,20 +161,17 @@ async fn on_host(
     params: Vec<Value>,
     timeout: Duration,
 ) -> Result<Value, ApiError> {
-    let (uuid, address) = {
+    let target = {
         let m = d.model();
         let h = m
             .get::<HostRecord>(host_ref)
             .ok_or_else(|| ApiError::handle_invalid("host", host_ref))?;
-        (h.uuid.clone(), h.address.clone())
+        crate::hostops::Target::new(host_ref, h)
     };
-    if uuid == d.host_uuid {
+    if target.uuid == d.host_uuid {
         return local_call(d, method, &params).await;
     }
-    d.peers
-        .call(&auth(d), &address, d.config.port, method, params, timeout)
-        .await
-        .map_err(peer_error)
+    crate::hostops::call(d, &target, method, params, timeout).await
 }
 
 async fn local_call(d: &Arc<Daemon>, method: &str, params: &[Value]) -> Result<Value, ApiError> {

@@ -24,7 +24,7 @@ use xapi_proto::ApiError;
 use super::agent::AgentView;
 use crate::daemon::{Daemon, Role};
 use crate::model::{new_ref, new_uuid, Txn};
-use crate::peers::{PeerAuth, PEER_TIMEOUT};
+use crate::peers::PEER_TIMEOUT;
 
 /// The longest the monitor waits between two looks at the view.
 pub const PERIOD: Duration = Duration::from_millis(500);
@@ -182,10 +182,7 @@ async fn report_fences(d: &Arc<Daemon>, state: &mut State) {
         let done = match d.role() {
             Role::Master => alert(d, "HA_HOST_WAS_FENCED", "Host", &d.host_uuid, body).await.is_ok(),
             Role::Member { master_address } => {
-                let auth = PeerAuth {
-                    host_uuid: d.host_uuid.clone(),
-                    secret: d.pool_secret(),
-                };
+                let auth = crate::hostops::auth(d);
                 let params = vec![
                     json!("HA_HOST_WAS_FENCED"),
                     json!(1),
