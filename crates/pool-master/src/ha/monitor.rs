@@ -9,7 +9,8 @@
 //!   the heartbeat SR); every other host, the old master too when it comes
 //!   back, follows the lock holder.
 //! - on the master: each view wakes the restart executor (`ha::restart`),
-//!   and losing the statefile raises `HA_STATEFILE_LOST` once per loss.
+//!   and survival rule 2 (every live host lost the statefile) raises
+//!   `HA_STATEFILE_LOST` once per loss.
 //! - after a fence and a reboot, once this host is back in the liveset,
 //!   each recorded fence becomes an `HA_HOST_WAS_FENCED` message.
 
@@ -117,11 +118,13 @@ async fn step(d: &Arc<Daemon>, view: &AgentView, state: &mut State) -> Result<()
     }
     if d.is_master() && view.lock_holder.as_deref() == Some(me.as_str()) {
         d.ha.restarts.kick();
-        if !view.sf_access && !state.statefile_alerted {
+        // Raised when survival rule 2 is in force: every live host lost
+        // the statefile (a host alone without it is only logged, as xapi).
+        if view.rule2 && !state.statefile_alerted {
             state.statefile_alerted = true;
-            alert(d, "HA_STATEFILE_LOST", "Pool", &pool_uuid(d), 
-                "The HA statefile cannot be reached: HA keeps the hosts alive while all of them see each other, but cannot tell a dead host from an isolated one.".into()).await?;
-        } else if view.sf_access {
+            let body = "All live hosts have lost access to the HA statefile: HA keeps them alive while they all see each other, but cannot tell a dead host from an isolated one.";
+            alert(d, "HA_STATEFILE_LOST", "Pool", &pool_uuid(d), body.into()).await?;
+        } else if !view.rule2 {
             state.statefile_alerted = false;
         }
     }
