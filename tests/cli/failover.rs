@@ -3,14 +3,10 @@
 
 use std::time::Duration;
 
-use crate::util::{assert_one_writer_at_a_time, records_of, wait_for, Lab};
-
-const T: u64 = 5;
-const FAILOVER: Duration = Duration::from_secs(12 * T);
+use crate::util::{assert_one_writer_at_a_time, records_of, wait_for, Lab, FAILOVER, HA_T as T};
 
 fn ha_lab(hosts: usize, vms: usize) -> Lab {
-    let t = T.to_string();
-    Lab::start_with(hosts, vms, &["--ha", "--ha-timeout", &t])
+    Lab::start_ha(hosts, vms, &[])
 }
 
 fn vm_uuid(lab: &Lab, name: &str) -> String {
@@ -169,21 +165,8 @@ fn order_groups_start_delays_best_effort_and_guest_halts() {
 
 #[test]
 fn overcommit_protection_capacity_retries_and_best_effort_once() {
-    let t = T.to_string();
     // Three 2 GiB hosts, 768 MiB VMs: two VMs fill a host.
-    let lab = Lab::start_with(
-        3,
-        5,
-        &[
-            "--ha",
-            "--ha-timeout",
-            &t,
-            "--host-memory",
-            "2147483648",
-            "--vm-memory",
-            "805306368",
-        ],
-    );
+    let lab = Lab::start_ha(3, 5, &["--host-memory", "2147483648", "--vm-memory", "805306368"]);
     let pool = lab.xe_min(&["pool-list", "params=uuid"]);
     for v in ["vm01", "vm02", "vm03"] {
         let u = vm_uuid(&lab, v);

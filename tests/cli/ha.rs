@@ -3,18 +3,10 @@
 
 use std::time::Duration;
 
-use crate::util::{wait_for, Lab};
-
-/// The HA timeout of these tests, in seconds.
-const T: u64 = 5;
-
-/// Long enough for any failover at T (detection, fault handler, fence
-/// wait, reboot), with room for a loaded machine.
-const FAILOVER: Duration = Duration::from_secs(12 * T);
+use crate::util::{wait_for, Lab, FAILOVER, HA_T as T};
 
 fn ha_lab(hosts: usize, vms: usize) -> Lab {
-    let t = T.to_string();
-    Lab::start_with(hosts, vms, &["--ha", "--ha-timeout", &t])
+    Lab::start_ha(hosts, vms, &[])
 }
 
 fn host_uuid(lab: &Lab, name: &str) -> String {

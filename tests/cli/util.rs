@@ -9,6 +9,13 @@ use nix::unistd::Pid;
 
 pub const PASSWORD: &str = "lab-secret";
 
+/// The HA timeout of the HA tests, in seconds (lab mode).
+pub const HA_T: u64 = 5;
+
+/// Long enough for any failover at [`HA_T`] (detection, fault handler,
+/// fence wait, reboot), with room for a loaded machine.
+pub const FAILOVER: Duration = Duration::from_secs(12 * HA_T);
+
 /// The built `xe`.
 pub fn xe_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_xe"))
@@ -70,6 +77,14 @@ impl Lab {
         args.extend_from_slice(options);
         lab.spawn(&args);
         lab
+    }
+
+    /// Start a lab with HA on at [`HA_T`] seconds, with more options.
+    pub fn start_ha(hosts: usize, vms: usize, options: &[&str]) -> Lab {
+        let t = HA_T.to_string();
+        let mut args = vec!["--ha", "--ha-timeout", &t];
+        args.extend_from_slice(options);
+        Lab::start_with(hosts, vms, &args)
     }
 
     /// Run `xapid lab ACTION HOST --dir DIR` (power-off, cut-network...).
