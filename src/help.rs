@@ -103,7 +103,7 @@ pub fn help(table: &[Spec], params: &Params, out: &mut Out) {
     let all = params.flag("all").unwrap_or(false);
     let names: Vec<&str> = table
         .iter()
-        .filter(|s| all || s.standard)
+        .filter(|s| !s.hidden && (all || s.standard))
         .map(|s| s.name.as_str())
         .collect();
     if out.is_minimal() {

@@ -64,6 +64,41 @@ pub fn generated(class: &'static Class) -> Vec<Spec> {
             .filter(|f| f.rw && f.is_map())
             .map(|f| format!("{}:", f.name)),
     );
+    let addable: Vec<&Field> = class.fields.iter().filter(|f| f.rw && f.is_map()).collect();
+    if !addable.is_empty() {
+        specs.push(make_spec(
+            &format!("{}-param-add", class.cli),
+            &["uuid", "param-name"],
+            &["param-key"],
+            "Adds to a set or map parameter. If the parameter is a set, use param-key=<key to add>. If the parameter is a map, pass the values to add as 'key=value' pairs.",
+            Handler::ParamAdd(class),
+        ));
+        specs.push(make_spec(
+            &format!("{}-param-remove", class.cli),
+            &["uuid", "param-name", "param-key"],
+            &[],
+            "Removes a member or a key,value pair from a set/map respectively.",
+            Handler::ParamRemove(class),
+        ));
+    }
+    let clearable: Vec<&str> = class
+        .fields
+        .iter()
+        .filter(|f| f.rw || f.is_map() || f.is_set())
+        .map(|f| f.name)
+        .collect();
+    if !clearable.is_empty() {
+        specs.push(make_spec(
+            &format!("{}-param-clear", class.cli),
+            &["uuid", "param-name"],
+            &[],
+            &format!(
+                "Clears the specified parameter (param-name can be {}).",
+                clearable.join(",")
+            ),
+            Handler::ParamClear(class),
+        ));
+    }
     if !settable.is_empty() {
         let names: Vec<&str> = settable.iter().map(String::as_str).collect();
         specs.push(make_spec(
@@ -242,4 +277,96 @@ pub fn param_set(ctx: &mut Ctx, class: &'static Class) -> Result<(), XeError> {
         }
     }
     Ok(())
+}
+
+/// The parameters every command takes that are never data (xe's
+/// `stdparams`, and `format`).
+const STD_PARAMS: &[&str] = &[
+    "server",
+    "password",
+    "port",
+    "username",
+    "minimal",
+    "force",
+    "multiple",
+    "all",
+    "message-priority",
+    "trace",
+    "format",
+];
+
+/// The field `param-name=` names, and the object's reference and record.
+fn named_field(ctx: &mut Ctx, class: &'static Class) -> Result<(&'static Field, String, Value), XeError> {
+    let name = ctx.param("param-name").unwrap_or_default().to_string();
+    let field = class
+        .field(&name)
+        .ok_or_else(|| XeError::cli(format!("Unknown field '{name}'")))?;
+    let (r, record) = by_uuid(ctx, class)?;
+    Ok((field, r, record))
+}
+
+fn map_call(ctx: &mut Ctx, class: &Class, verb: &str, field: &Field, args: Vec<Value>) -> Result<(), XeError> {
+    ctx.records
+        .conn
+        .call(&format!("{}.{verb}_{}", class.wire, field.wire), args)
+        .map(|_| ())
+}
+
+/// `<class>-param-add uuid= param-name=<map> key=value...`.
+pub fn param_add(ctx: &mut Ctx, class: &'static Class) -> Result<(), XeError> {
+    let (field, r, _) = named_field(ctx, class)?;
+    if !field.is_map() && !field.is_set() {
+        return Err(XeError::cli("Can only add to parameters of type Set or Map"));
+    }
+    if !field.rw {
+        return Err(XeError::cli("Parameter is read-only"));
+    }
+    let pairs: Vec<(String, String)> = ctx
+        .params
+        .iter()
+        .filter(|(k, _)| !["uuid", "param-name", "param-key"].contains(k) && !STD_PARAMS.contains(k))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    for (k, v) in pairs {
+        map_call(ctx, class, "add_to", field, vec![json!(r), json!(k), json!(v)])?;
+    }
+    Ok(())
+}
+
+/// `<class>-param-remove uuid= param-name=<map> param-key=<key>`.
+pub fn param_remove(ctx: &mut Ctx, class: &'static Class) -> Result<(), XeError> {
+    let (field, r, record) = named_field(ctx, class)?;
+    if !field.is_map() && !field.is_set() {
+        return Err(XeError::cli("Can only remove from parameters of type Set or Map"));
+    }
+    if !field.rw {
+        return Err(XeError::cli("Cannot remove parameters from read-only map"));
+    }
+    let key = ctx.param("param-key").unwrap_or_default().to_string();
+    if record.get(field.wire).and_then(|m| m.get(&key)).is_none() {
+        return Err(XeError::cli(format!("Key {key} is not in map")));
+    }
+    map_call(ctx, class, "remove_from", field, vec![json!(r), json!(key)])
+}
+
+/// `<class>-param-clear uuid= param-name=`: a map loses every key, a
+/// read-write scalar becomes empty.
+pub fn param_clear(ctx: &mut Ctx, class: &'static Class) -> Result<(), XeError> {
+    let (field, r, record) = named_field(ctx, class)?;
+    if !field.rw {
+        return Err(XeError::cli("Can only clear RW parameters"));
+    }
+    if field.is_map() {
+        let keys: Vec<String> = record
+            .get(field.wire)
+            .and_then(Value::as_object)
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        for key in keys {
+            map_call(ctx, class, "remove_from", field, vec![json!(r), json!(key)])?;
+        }
+        return Ok(());
+    }
+    let value = wire_value(ctx, field, "").map_err(|_| XeError::cli("Cannot clear this parameter"))?;
+    map_call(ctx, class, "set", field, vec![json!(r), value]).map_err(|_| XeError::cli("Cannot clear this parameter"))
 }

@@ -3,9 +3,9 @@
 
 use serde_json::{json, Value};
 
-use super::{make_spec, make_with_selectors, Ctx, Handler, Selectors, Spec};
+use super::{make_hidden, make_spec, make_standard, Ctx, Handler, Spec};
 use crate::error::XeError;
-use crate::fields::{scalar_text, VM};
+use crate::fields::scalar_text;
 
 pub fn commands() -> Vec<Spec> {
     vec![
@@ -20,26 +20,23 @@ pub fn commands() -> Vec<Spec> {
             "pool-ha-compute-hypothetical-max-host-failures-to-tolerate",
             &[],
             &["vm-uuid", "restart-priority"],
-            "Compute the maximum number of host failures to tolerate with the supplied, proposed protected VMs. Give pairs of vm-uuid= and restart-priority= (restart, best-effort or empty), in order.",
+            "Compute the maximum number of host failures to tolerate with the supplied, proposed protected VMs.",
             Handler::Run(hypothetical),
         ),
-        make_spec(
+        make_hidden(make_spec(
             "pool-ha-compute-vm-failover-plan",
             &["host-uuids"],
             &[],
-            "Compute a VM failover plan assuming the given set of hosts fail: for each VM, where it would restart and in which order group, or why it cannot.",
+            "Compute a VM failover plan assuming the given set of hosts fail.",
             Handler::Run(failover_plan),
-        ),
-        make_with_selectors(
-            make_spec(
-                "diagnostic-vm-status",
-                &[],
-                &["uuid"],
-                "Query the hosts on which the VM can boot, check the sharing/locking status of all VBDs, and whether the VM is agile.",
-                Handler::Run(diagnostic_vm_status),
-            ),
-            Selectors::Vm,
-        ),
+        )),
+        make_standard(make_spec(
+            "diagnostic-vm-status",
+            &["uuid"],
+            &[],
+            "Query the hosts on which the VM can boot, check the sharing/locking status of all VBDs.",
+            Handler::Run(diagnostic_vm_status),
+        )),
     ]
 }
 
@@ -208,9 +205,11 @@ fn failover_plan(ctx: &mut Ctx) -> Result<(), XeError> {
 }
 
 fn diagnostic_vm_status(ctx: &mut Ctx) -> Result<(), XeError> {
-    let consumed = ctx.consumed();
-    let vms = ctx.records.select_for_op(&VM, ctx.params, &consumed)?;
-    for (vm, record) in vms {
+    let uuid = ctx.param("uuid").unwrap_or_default().to_string();
+    let vm = ctx.records.conn.call("VM.get_by_uuid", vec![json!(uuid)])?;
+    let record = ctx.records.conn.call("VM.get_record", vec![vm.clone()])?;
+    let vm = scalar_text(&vm);
+    {
         let possible = ctx.records.conn.call("VM.get_possible_hosts", vec![json!(vm)])?;
         let mut possible_uuids = Vec::new();
         for h in possible.as_array().into_iter().flatten() {

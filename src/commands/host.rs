@@ -5,16 +5,13 @@ use std::io::IsTerminal;
 
 use serde_json::json;
 
-use super::{make_spec, make_standard, make_with_selectors, Ctx, Handler, Selectors, Spec};
+use super::{make_spec, make_with_selectors, Ctx, Handler, Selectors, Spec};
 use crate::error::XeError;
 use crate::fields::{scalar_text, HOST};
 
 pub fn commands() -> Vec<Spec> {
     let host_op = |name: &str, optn: &[&str], help: &str, f: fn(&mut Ctx) -> Result<(), XeError>| {
-        make_standard(make_with_selectors(
-            make_spec(name, &[], optn, help, Handler::Run(f)),
-            Selectors::Host,
-        ))
+        make_with_selectors(make_spec(name, &[], optn, help, Handler::Run(f)), Selectors::Host)
     };
     vec![
         host_op(

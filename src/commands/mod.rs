@@ -33,6 +33,9 @@ pub enum Handler {
     ParamList(&'static Class),
     ParamGet(&'static Class),
     ParamSet(&'static Class),
+    ParamAdd(&'static Class),
+    ParamRemove(&'static Class),
+    ParamClear(&'static Class),
     Run(fn(&mut Ctx) -> Result<(), XeError>),
 }
 
@@ -44,6 +47,8 @@ pub struct Spec {
     pub help: String,
     /// Listed by plain `xe help`.
     pub standard: bool,
+    /// Left out of every listing (XAPI's `Hidden`), though it runs.
+    pub hidden: bool,
     pub selectors: Option<Selectors>,
     pub handler: Handler,
     /// Runs against the host xe talks to, never forwarded to the master.
@@ -85,6 +90,7 @@ pub(crate) fn make_spec(name: &str, reqd: &[&str], optn: &[&str], help: &str, ha
         optn: optn.iter().map(|s| s.to_string()).collect(),
         help: help.to_string(),
         standard: false,
+        hidden: false,
         selectors: None,
         handler,
         local: false,
@@ -101,6 +107,11 @@ pub(crate) fn make_standard(mut s: Spec) -> Spec {
     s
 }
 
+pub(crate) fn make_hidden(mut s: Spec) -> Spec {
+    s.hidden = true;
+    s
+}
+
 pub(crate) fn make_with_selectors(mut s: Spec, sel: Selectors) -> Spec {
     s.selectors = Some(sel);
     s
@@ -112,13 +123,13 @@ pub fn table() -> Vec<Spec> {
     for class in CLASSES {
         t.extend(class::generated(class));
     }
-    t.push(make_spec(
+    t.push(make_hidden(make_spec(
         "help",
         &[],
         &["all", "minimal"],
         "Get help on a command, or list the commands.",
         Handler::Help,
-    ));
+    )));
     t.extend(vm::commands());
     t.extend(pool::commands());
     t.extend(ha::commands());
@@ -180,6 +191,9 @@ pub fn run(ctx: &mut Ctx) -> Result<(), XeError> {
         Handler::ParamList(c) => class::param_list(ctx, c),
         Handler::ParamGet(c) => class::param_get(ctx, c),
         Handler::ParamSet(c) => class::param_set(ctx, c),
+        Handler::ParamAdd(c) => class::param_add(ctx, c),
+        Handler::ParamRemove(c) => class::param_remove(ctx, c),
+        Handler::ParamClear(c) => class::param_clear(ctx, c),
         Handler::Run(f) => f(ctx),
     }
 }

@@ -19,7 +19,7 @@ pub fn commands() -> Vec<Spec> {
             "sr-create",
             &["name-label", "type"],
             &["name-description", "host-uuid", "device-config:", "shared", "physical-size", "content-type", "sm-config:"],
-            "Create an SR, also a PBD. The device-config parameters can be specified by device-config:foo=baa, for example. The type 'dir' is a directory given by device-config:location; with shared=true every host must reach it at that path.",
+            "Create an SR, also a PBD. The device-config parameters can be specified by device-config:foo=baa, for example.",
             Handler::Run(sr_create),
         ),
     ]

@@ -19,8 +19,15 @@ pub fn commands() -> Vec<Spec> {
         make_standard(make_spec(
             "vm-install",
             &["new-name-label"],
-            &["sr-name-label", "sr-uuid", "template", "memory", "disk-size"],
-            "Install a new VM. The VM gets 'memory' bytes of memory (suffixes KiB, MiB, GiB, TiB; default 1GiB) and a disk of 'disk-size' (default 8GiB) on the SR named by sr-uuid or sr-name-label, else on the pool's default SR. Templates are not modelled: 'template' is accepted and ignored.",
+            &[
+                "sr-name-label",
+                "sr-uuid",
+                "template",
+                "copy-bios-strings-from",
+                "memory",
+                "disk-size",
+            ],
+            "Install a new VM from a template. The template parameter can match either the template name or the uuid. This pool has no templates: 'template' is accepted and ignored, 'copy-bios-strings-from' is refused; the VM gets 'memory' bytes of memory (suffixes KiB, MiB, GiB, TiB; default 1GiB) and a disk of 'disk-size' (default 8GiB) on the SR named by sr-uuid or sr-name-label, else on the pool's default SR.",
             Handler::Run(install),
         )),
         vm_op(
@@ -37,8 +44,22 @@ pub fn commands() -> Vec<Spec> {
         ),
         vm_op(
             "vm-migrate",
-            &["live", "host", "host-uuid", "force"],
-            "Migrate the selected VM(s). The parameter '--live' will migrate the VM without shutting it down. The 'host' parameter matches can be either the name or the uuid of the host.",
+            &[
+                "live",
+                "host",
+                "host-uuid",
+                "remote-master",
+                "remote-username",
+                "remote-password",
+                "remote-network",
+                "force",
+                "copy",
+                "compress",
+                "vif:",
+                "vdi:",
+                "image-format:",
+            ],
+            "Migrate the selected VM(s). The parameter '--live' will migrate the VM without shutting it down. The 'host' parameter matches can be either the name or the uuid of the host. If you are migrating a VM to a remote pool, you will need to specify the remote-master, remote-username, and remote-password parameters. remote-master is the network address of the master host. To migrate to a particular host within a remote pool, you may additionally specify the host or host-uuid parameters. Also for cross-pool migration, setting 'copy=true' will enable the copy mode so that a stopped vm can be copied, instead of migrating, to the destination pool. The vif and vdi mapping parameters take the form 'vif:<source vif uuid>=<dest network uuid>' and 'vdi:<source vdi uuid>=<dest sr uuid>'. You can also specify the destination image format of the VDI using 'image-format:<source vdi uuid>=<destination image format>'. Unfortunately, destination uuids cannot be tab-completed.",
             migrate,
         ),
         vm_op(
@@ -112,8 +133,28 @@ fn shutdown(ctx: &mut Ctx) -> Result<(), XeError> {
     })
 }
 
+/// XAPI's cross-pool migration parameters, which this pool does not do.
+const CROSS_POOL: &[&str] = &[
+    "remote-master",
+    "remote-username",
+    "remote-password",
+    "remote-network",
+    "copy",
+    "compress",
+];
+
 fn migrate(ctx: &mut Ctx) -> Result<(), XeError> {
     ctx.flag("live")?;
+    let cross_pool = ctx
+        .params
+        .iter()
+        .map(|(k, _)| k)
+        .find(|k| CROSS_POOL.contains(k) || ["vif:", "vdi:", "image-format:"].iter().any(|p| k.starts_with(p)));
+    if let Some(k) = cross_pool {
+        return Err(XeError::cli(format!(
+            "Cross-pool migration is not supported ('{k}' was given): migrate within the pool with host= or host-uuid="
+        )));
+    }
     let name = ctx
         .param("host")
         .or(ctx.param("host-uuid"))
@@ -188,6 +229,11 @@ fn uninstall(ctx: &mut Ctx) -> Result<(), XeError> {
 
 fn install(ctx: &mut Ctx) -> Result<(), XeError> {
     let name = ctx.param("new-name-label").unwrap_or_default().to_string();
+    if ctx.param("copy-bios-strings-from").is_some() {
+        return Err(XeError::cli(
+            "copy-bios-strings-from is not supported: this pool has no templates or BIOS strings",
+        ));
+    }
     let size = |ctx: &Ctx, key: &str, default: i64| -> Result<i64, XeError> {
         match ctx.param(key) {
             None => Ok(default),

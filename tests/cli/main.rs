@@ -14,6 +14,8 @@ mod lifecycle;
 mod errors;
 // Durability: settings survive restarts; a killed member keeps a sound replica.
 mod durability;
+// xe help, record for record against XAPI's command table.
+mod help;
 // HA capacity: failures to tolerate, What-If, failover plan, agility.
 mod planning;
 // HA runtime: enable/disable, cable pulls, fencing, election (T = 5 s).

@@ -123,6 +123,25 @@ impl Lab {
         std::fs::read_to_string(self.dir.path().join("lab.out")).unwrap_or_default()
     }
 
+    /// What a failed test prints: the lab's own output and the last lines
+    /// of every host's log, so that a failure on a machine nobody can log
+    /// into can still be read.
+    pub fn post_mortem(&self) -> String {
+        const TAIL: usize = 60;
+        let mut out = format!("---- lab.out ----\n{}", self.output());
+        let mut hosts: Vec<_> = std::fs::read_dir(self.dir.path().join("hosts"))
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        hosts.sort();
+        for host in hosts {
+            let log = std::fs::read_to_string(host.join("xapid.log")).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(TAIL)..].join("\n");
+            out += &format!("\n---- {} (last {TAIL} lines) ----\n{tail}\n", host.display());
+        }
+        out
+    }
+
     /// How many times host `name` went down (fenced or crashed).
     pub fn downs(&self, name: &str) -> usize {
         self.output().matches(&format!("{name} went down")).count()
@@ -250,6 +269,9 @@ impl Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         self.stop();
+        if std::thread::panicking() {
+            eprintln!("{}", self.post_mortem());
+        }
         if std::thread::panicking() && std::env::var_os("KEEP_FAILED_LABS").is_some() {
             let kept = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir")).keep();
             eprintln!("the failed test's lab is kept in {}", kept.display());
