@@ -107,6 +107,11 @@ pub fn lex(words: &[String]) -> Result<Invocation, ArgError> {
             "-pw" => inv.connection.password = Some(value()?),
             "-pwf" => inv.connection.passwordfile = Some(value()?),
             "--traceparent" => inv.connection.traceparent = Some(value()?),
+            // This xe's output switch takes its value as the next word too.
+            "--format" => {
+                let v = value()?;
+                inv.params.push("format", &v);
+            }
             "--nossl" => inv.connection.nossl = Some(true),
             "--debug" => inv.connection.debug = Some(true),
             "--debug-on-fail" => inv.connection.debug_on_fail = Some(true),
@@ -114,7 +119,13 @@ pub fn lex(words: &[String]) -> Result<Invocation, ArgError> {
             "-version" => inv.version = true,
             _ => {
                 if let Some(name) = w.strip_prefix("--") {
-                    inv.params.push(name, "true");
+                    // `--force` is `force=true`; `--force=no` is `force=no`.
+                    let (k, v) = name.split_once('=').unwrap_or((name, "true"));
+                    inv.params.push(k, v);
+                } else if w.starts_with('=') {
+                    return Err(ArgError::Syntax(format!(
+                        "'{w}' has no parameter name: write key=value"
+                    )));
                 } else if w.starts_with('-') && w.len() > 1 && !w.contains('=') {
                     return Err(ArgError::Syntax(format!("unknown option {w}")));
                 } else if inv.command.is_none() && !w.contains('=') {

@@ -81,6 +81,24 @@ fn run() -> i32 {
     if let Err(e) = commands::check_required(spec, &inv.params) {
         return fail(&e, None);
     }
+    // Bad values: xe's line, then where the command's parameters are described.
+    let format = match commands::preflight(spec, &inv.params)
+        .and_then(|()| commands::output_format(spec, &inv.params, minimal))
+    {
+        Ok(f) => f,
+        Err(e) => {
+            let line = e.render(&mut |_| None);
+            return fail(
+                &XeError::Plain(format!("{line}\nFor usage run: 'xe help {name}'")),
+                None,
+            );
+        }
+    };
+    if inv.params.get("report-ignored-params") == Some("warn") {
+        for k in commands::ignored(spec, &inv.params) {
+            eprintln!("Ignored parameter: {k}");
+        }
+    }
     let mut conn = match conn::Conn::open(&inv.connection, spec.local) {
         Ok(c) => c,
         Err(e) => return fail(&e, None),
@@ -90,6 +108,7 @@ fn run() -> i32 {
         params: &inv.params,
         out: &mut out,
         spec,
+        format,
     };
     let result = commands::run(&mut ctx);
     let mut records = ctx.records;

@@ -6,6 +6,31 @@
 //! end, the first field of each record (or each list item) joined by `,`,
 //! with `,` and `\` escaped.
 
+/// How `<class>-list` and `<class>-param-list` print (`--format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// xe's records (or `--minimal`).
+    Xe,
+    /// JSON with typed values (docs/cli.md has the schema).
+    Json,
+    /// A table with a header row, for people.
+    Table,
+}
+
+impl Format {
+    /// The `format=` value.
+    pub fn parse(value: Option<&str>) -> Result<Format, String> {
+        match value {
+            None => Ok(Format::Xe),
+            Some("json") => Ok(Format::Json),
+            Some("table") => Ok(Format::Table),
+            Some(other) => Err(format!(
+                "Failed to parse parameter 'format': expected 'json' or 'table', got '{other}'"
+            )),
+        }
+    }
+}
+
 /// One record: (label, value) pairs in display order.
 pub type Record = Vec<(String, String)>;
 
@@ -55,6 +80,25 @@ impl Out {
             self.text.push_str(&i);
             self.text.push('\n');
         }
+    }
+
+    /// Print a JSON document.
+    pub fn json(&mut self, value: &serde_json::Value) {
+        let text = serde_json::to_string_pretty(value).unwrap_or_default();
+        self.text.push_str(&text);
+        self.text.push('\n');
+    }
+
+    /// Print rows under a header, as a table.
+    pub fn grid(&mut self, header: Vec<String>, rows: Vec<Vec<String>>) {
+        let mut table = comfy_table::Table::new();
+        table.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
+        table.set_header(header);
+        for row in rows {
+            table.add_row(row);
+        }
+        self.text.push_str(&table.to_string());
+        self.text.push('\n');
     }
 
     /// Everything for stdout.

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::conn::Conn;
 use crate::error::XeError;
@@ -16,8 +16,9 @@ use crate::fields::{rfc3339, scalar_text, Class, Field, Kind};
 use crate::params::Params;
 use crate::printer::Record;
 
-/// Parameters that are never filters.
-const STDPARAMS: &[&str] = &[
+/// Parameters that are never filters or data (xe's `stdparams`, and this
+/// xe's own `params`, `format`, `report-ignored-params`).
+pub const STDPARAMS: &[&str] = &[
     "server",
     "password",
     "port",
@@ -31,6 +32,7 @@ const STDPARAMS: &[&str] = &[
     "params",
     "database:",
     "format",
+    "report-ignored-params",
 ];
 
 /// The records of the pool, fetched per class on first use.
@@ -144,6 +146,62 @@ impl<'c> Records<'c> {
                 }
             }
         })
+    }
+
+    /// A field's value as typed JSON: strings, integers, booleans, maps as
+    /// objects of strings, sets as arrays, references as uuids (null when
+    /// unset).
+    pub fn render_json(&mut self, field: &Field, record: &Value) -> Result<Value, XeError> {
+        let v = record.get(field.wire).unwrap_or(&Value::Null);
+        Ok(match field.kind {
+            Kind::Int | Kind::Bytes => match v {
+                Value::String(s) => s.parse::<i64>().map_or_else(|_| json!(s), |n| json!(n)),
+                other => other.clone(),
+            },
+            Kind::Bool => match v {
+                Value::String(s) => json!(s == "true"),
+                other => other.clone(),
+            },
+            Kind::Ref(_) => match self.render(field, record)?.as_str() {
+                "<not in database>" => Value::Null,
+                uuid => json!(uuid),
+            },
+            Kind::RefSet(class) | Kind::RefSetScalar(class) => {
+                let mut uuids = Vec::new();
+                for r in v.as_array().into_iter().flatten().filter_map(Value::as_str) {
+                    uuids.push(json!(self.uuid_of(class, r)?));
+                }
+                Value::Array(uuids)
+            }
+            Kind::SetScalar => Value::Array(
+                v.as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|x| json!(scalar_text(x)))
+                    .collect(),
+            ),
+            Kind::Map | Kind::MapScalar => Value::Object(
+                v.as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, x)| (k.clone(), json!(scalar_text(x))))
+                    .collect(),
+            ),
+            Kind::Str | Kind::PowerState | Kind::DateTime | Kind::SrHost => json!(self.render(field, record)?),
+        })
+    }
+
+    /// A record as a JSON object keyed by CLI field name: `names` (in
+    /// record order) or every field.
+    pub fn record_json(&mut self, class: &Class, record: &Value, names: Option<&[&str]>) -> Result<Value, XeError> {
+        let mut object = serde_json::Map::new();
+        for field in class.fields {
+            if names.is_some_and(|n| !n.contains(&field.name)) {
+                continue;
+            }
+            object.insert(field.name.to_string(), self.render_json(field, record)?);
+        }
+        Ok(Value::Object(object))
     }
 
     /// A record as (label, value) lines: `names` (in record order) or every field.

@@ -6,6 +6,9 @@ use serde_json::{json, Value};
 use super::{make_spec, make_standard, Ctx, Handler, Spec};
 use crate::error::XeError;
 use crate::fields::{parse_bytes, scalar_text, Class, Field, Kind};
+use crate::params::Params;
+use crate::printer::Format;
+use crate::records::STDPARAMS;
 
 /// The generated command specs of `class`.
 pub fn generated(class: &'static Class) -> Vec<Spec> {
@@ -131,11 +134,69 @@ pub fn list(ctx: &mut Ctx, class: &'static Class) -> Result<(), XeError> {
         Some(list) => Some(list.split(',').map(str::trim).collect()),
         None => Some(class.default_list.to_vec()),
     };
-    let mut records = Vec::with_capacity(selected.len());
-    for (_, record) in &selected {
-        records.push(ctx.records.record_lines(class, record, names.as_deref())?);
+    let records: Vec<&Value> = selected.iter().map(|(_, r)| r.as_ref()).collect();
+    print_records(ctx, class, &records, names.as_deref(), false)
+}
+
+/// Print records in the command's format: xe's records, a JSON array (one
+/// object, for param-list), or a table.
+fn print_records(
+    ctx: &mut Ctx,
+    class: &'static Class,
+    records: &[&Value],
+    names: Option<&[&str]>,
+    one: bool,
+) -> Result<(), XeError> {
+    match ctx.format {
+        Format::Xe => {
+            let mut lines = Vec::with_capacity(records.len());
+            for record in records {
+                lines.push(ctx.records.record_lines(class, record, names)?);
+            }
+            ctx.out.table(lines);
+        }
+        Format::Json => {
+            let mut objects = Vec::with_capacity(records.len());
+            for record in records {
+                objects.push(ctx.records.record_json(class, record, names)?);
+            }
+            let doc = match (one, objects.pop()) {
+                (true, Some(object)) => object,
+                (_, last) => {
+                    objects.extend(last);
+                    Value::Array(objects)
+                }
+            };
+            ctx.out.json(&doc);
+        }
+        Format::Table => {
+            let fields: Vec<&Field> = class
+                .fields
+                .iter()
+                .filter(|f| names.is_none_or(|n| n.contains(&f.name)))
+                .collect();
+            let mut rows = Vec::new();
+            for record in records {
+                let mut row = Vec::with_capacity(fields.len());
+                for field in &fields {
+                    row.push(ctx.records.render(field, record)?);
+                }
+                rows.push(row);
+            }
+            if one {
+                // One object: a row per field.
+                let values = rows.pop().unwrap_or_default();
+                let rows = fields
+                    .iter()
+                    .zip(values)
+                    .map(|(f, v)| vec![f.name.to_string(), v])
+                    .collect();
+                ctx.out.grid(vec!["field".into(), "value".into()], rows);
+            } else {
+                ctx.out.grid(fields.iter().map(|f| f.name.to_string()).collect(), rows);
+            }
+        }
     }
-    ctx.out.table(records);
     Ok(())
 }
 
@@ -156,9 +217,7 @@ fn by_uuid(ctx: &mut Ctx, class: &Class) -> Result<(String, Value), XeError> {
 /// `<class>-param-list uuid=`.
 pub fn param_list(ctx: &mut Ctx, class: &'static Class) -> Result<(), XeError> {
     let (_, record) = by_uuid(ctx, class)?;
-    let lines = ctx.records.record_lines(class, &record, None)?;
-    ctx.out.table(vec![lines]);
-    Ok(())
+    print_records(ctx, class, &[&record], None, true)
 }
 
 /// `<class>-param-get uuid= param-name= [param-key=]`.
@@ -180,9 +239,10 @@ pub fn param_get(ctx: &mut Ctx, class: &'static Class) -> Result<(), XeError> {
     Ok(())
 }
 
-/// Convert a CLI value to the JSON a setter takes.
-fn wire_value(ctx: &mut Ctx, field: &Field, text: &str) -> Result<Value, XeError> {
-    Ok(match field.kind {
+/// A CLI value as the JSON a setter takes; `None` for a reference, which
+/// needs the pool to look the uuid up.
+fn scalar_value(field: &Field, text: &str) -> Result<Option<Value>, XeError> {
+    Ok(Some(match field.kind {
         Kind::Int => json!(text.trim().parse::<i64>().map_err(|_| XeError::cli(format!(
             "Failed to parse parameter '{}': expecting an integer",
             field.name
@@ -201,34 +261,36 @@ fn wire_value(ctx: &mut Ctx, field: &Field, text: &str) -> Result<Value, XeError
                 )))
             }
         },
-        Kind::Ref(class) => {
-            if text.is_empty() {
-                json!("OpaqueRef:NULL")
-            } else {
-                ctx.records
-                    .conn
-                    .call(&format!("{class}.get_by_uuid"), vec![json!(text)])?
-            }
-        }
+        Kind::Ref(_) => return Ok(None),
         _ => json!(text),
-    })
+    }))
 }
 
-/// `<class>-param-set uuid= field=value ... map:key=value ...`. Every
-/// parameter is checked before the first change is sent.
-pub fn param_set(ctx: &mut Ctx, class: &'static Class) -> Result<(), XeError> {
-    enum Change {
-        Set(&'static Field, Value),
-        MapKey(&'static Field, String, String),
+/// Convert a CLI value to the JSON a setter takes.
+fn wire_value(ctx: &mut Ctx, field: &Field, text: &str) -> Result<Value, XeError> {
+    if let Some(v) = scalar_value(field, text)? {
+        return Ok(v);
     }
+    match field.kind {
+        Kind::Ref(class) if !text.is_empty() => ctx
+            .records
+            .conn
+            .call(&format!("{class}.get_by_uuid"), vec![json!(text)]),
+        _ => Ok(json!("OpaqueRef:NULL")),
+    }
+}
+
+/// One change `<class>-param-set` makes.
+pub(super) enum Change {
+    Set(&'static Field, String),
+    MapKey(&'static Field, String, String),
+}
+
+/// Every change of a param-set, checked without the pool: unknown and
+/// read-only fields, maps and sets, values of the wrong type.
+pub(super) fn param_set_changes(class: &'static Class, params: &Params) -> Result<Vec<Change>, XeError> {
     let mut changes = Vec::new();
-    let pairs: Vec<(String, String)> = ctx
-        .params
-        .iter()
-        .filter(|(k, _)| !matches!(*k, "uuid" | "minimal" | "format"))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    for (k, v) in pairs {
+    for (k, v) in params.iter().filter(|(k, _)| *k != "uuid" && !STDPARAMS.contains(k)) {
         if let Some((name, key)) = k.split_once(':') {
             let field = class
                 .field(name)
@@ -236,16 +298,16 @@ pub fn param_set(ctx: &mut Ctx, class: &'static Class) -> Result<(), XeError> {
             if !field.is_map() || !field.rw {
                 return Err(XeError::cli(format!("Field '{name}' is read-only.")));
             }
-            changes.push(Change::MapKey(field, key.to_string(), v));
+            changes.push(Change::MapKey(field, key.to_string(), v.to_string()));
             continue;
         }
         let field = class
-            .field(&k)
+            .field(k)
             .ok_or_else(|| XeError::cli(format!("Unknown field '{k}'")))?;
-        if field.is_map() || field.is_set() {
-            if field.is_set() {
-                return Err(XeError::cli("Cannot param-set on set fields"));
-            }
+        if field.is_set() {
+            return Err(XeError::cli("Cannot param-set on set fields"));
+        }
+        if field.is_map() {
             return Err(XeError::cli(format!(
                 "Field '{k}' is a map or set. use the 'name:key=value' syntax."
             )));
@@ -253,47 +315,33 @@ pub fn param_set(ctx: &mut Ctx, class: &'static Class) -> Result<(), XeError> {
         if !field.rw {
             return Err(XeError::cli(format!("Field '{k}' is read-only.")));
         }
-        let value = wire_value(ctx, field, &v)?;
-        changes.push(Change::Set(field, value));
+        scalar_value(field, v)?;
+        changes.push(Change::Set(field, v.to_string()));
     }
+    Ok(changes)
+}
+
+/// `<class>-param-set uuid= field=value ... map:key=value ...`. Every
+/// parameter is checked before the first change is sent.
+pub fn param_set(ctx: &mut Ctx, class: &'static Class) -> Result<(), XeError> {
+    let changes = param_set_changes(class, ctx.params)?;
     let (r, _) = by_uuid(ctx, class)?;
     for change in changes {
         match change {
-            Change::Set(field, value) => {
+            Change::Set(field, text) => {
+                let value = wire_value(ctx, field, &text)?;
                 ctx.records
                     .conn
                     .call(&format!("{}.set_{}", class.wire, field.wire), vec![json!(r), value])?;
             }
             Change::MapKey(field, key, value) => {
-                ctx.records.conn.call(
-                    &format!("{}.remove_from_{}", class.wire, field.wire),
-                    vec![json!(r), json!(key)],
-                )?;
-                ctx.records.conn.call(
-                    &format!("{}.add_to_{}", class.wire, field.wire),
-                    vec![json!(r), json!(key), json!(value)],
-                )?;
+                map_call(ctx, class, "remove_from", field, vec![json!(r), json!(key)])?;
+                map_call(ctx, class, "add_to", field, vec![json!(r), json!(key), json!(value)])?;
             }
         }
     }
     Ok(())
 }
-
-/// The parameters every command takes that are never data (xe's
-/// `stdparams`, and `format`).
-const STD_PARAMS: &[&str] = &[
-    "server",
-    "password",
-    "port",
-    "username",
-    "minimal",
-    "force",
-    "multiple",
-    "all",
-    "message-priority",
-    "trace",
-    "format",
-];
 
 /// The field `param-name=` names, and the object's reference and record.
 fn named_field(ctx: &mut Ctx, class: &'static Class) -> Result<(&'static Field, String, Value), XeError> {
@@ -324,7 +372,7 @@ pub fn param_add(ctx: &mut Ctx, class: &'static Class) -> Result<(), XeError> {
     let pairs: Vec<(String, String)> = ctx
         .params
         .iter()
-        .filter(|(k, _)| !["uuid", "param-name", "param-key"].contains(k) && !STD_PARAMS.contains(k))
+        .filter(|(k, _)| !["uuid", "param-name", "param-key"].contains(k) && !STDPARAMS.contains(k))
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     for (k, v) in pairs {

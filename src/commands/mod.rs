@@ -14,7 +14,7 @@ mod vm;
 use crate::error::XeError;
 use crate::fields::{Class, CLASSES};
 use crate::params::Params;
-use crate::printer::Out;
+use crate::printer::{Format, Out};
 use crate::records::Records;
 
 /// Which selectors a command takes.
@@ -61,6 +61,8 @@ pub struct Ctx<'a, 'c> {
     pub params: &'a Params,
     pub out: &'a mut Out,
     pub spec: &'a Spec,
+    /// `--format` (only list and param-list commands take one).
+    pub format: Format,
 }
 
 impl<'a> Ctx<'a, '_> {
@@ -152,6 +154,104 @@ pub fn check_required(spec: &Spec, params: &Params) -> Result<(), XeError> {
         }
     }
     Ok(())
+}
+
+/// Parameters that are switches wherever a command takes them.
+const SWITCHES: &[&str] = &[
+    "force",
+    "multiple",
+    "minimal",
+    "all",
+    "live",
+    "paused",
+    "soft",
+    "explain",
+    "lower-ntol",
+    "auto-enable",
+    "copy",
+    "compress",
+];
+
+/// Parameters that are counts wherever a command takes them.
+const COUNTS: &[&str] = &["batch-size"];
+
+/// Check what can be checked without the pool, so that bad input sends
+/// nothing: switches are booleans, counts are numbers, a param-set's
+/// fields exist, are writable and get values of their type.
+pub fn preflight(spec: &Spec, params: &Params) -> Result<(), XeError> {
+    let takes = |k: &str| {
+        ["force", "multiple", "minimal", "all"].contains(&k) || spec.reqd.iter().chain(&spec.optn).any(|p| p == k)
+    };
+    for (k, v) in params.iter() {
+        if SWITCHES.contains(&k) && takes(k) {
+            crate::params::parse_bool(k, v).map_err(XeError::Cli)?;
+        }
+        if COUNTS.contains(&k) && takes(k) && v.parse::<u32>().is_err() {
+            return Err(XeError::cli(format!(
+                "Failed to parse parameter '{k}': expecting an integer"
+            )));
+        }
+    }
+    if let Handler::ParamSet(class) = spec.handler {
+        class::param_set_changes(class, params)?;
+    }
+    Ok(())
+}
+
+/// The parameters the command does not use (xe ignores them; with
+/// `report-ignored-params=warn` this xe names them on stderr). List
+/// commands use every parameter as a filter, and param-set and param-add
+/// take any field, so they ignore nothing.
+pub fn ignored(spec: &Spec, params: &Params) -> Vec<String> {
+    if matches!(
+        spec.handler,
+        Handler::List(_) | Handler::ParamSet(_) | Handler::ParamAdd(_) | Handler::Help
+    ) {
+        return Vec::new();
+    }
+    let selector_class = match spec.selectors {
+        Some(Selectors::Vm) => Some((&crate::fields::VM, "vm")),
+        Some(Selectors::Host) => Some((&crate::fields::HOST, "host")),
+        None => None,
+    };
+    let used = |k: &str| {
+        crate::records::STDPARAMS.contains(&k)
+            || spec.reqd.iter().chain(&spec.optn).any(|p| match p.strip_suffix(':') {
+                Some(map) => k.strip_prefix(map).is_some_and(|rest| rest.starts_with(':')),
+                None => p == k,
+            })
+            || selector_class.is_some_and(|(class, pseudo)| {
+                k == pseudo
+                    || class.field(k).is_some()
+                    || k.split_once(':').is_some_and(|(f, _)| class.field(f).is_some())
+                    || class.map_field_prefix(k).is_some()
+            })
+    };
+    params
+        .iter()
+        .map(|(k, _)| k)
+        .filter(|k| !used(k))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The `--format` a command was given; only list and param-list commands
+/// take one, and not with `--minimal`.
+pub fn output_format(spec: &Spec, params: &Params, minimal: bool) -> Result<Format, XeError> {
+    let format = Format::parse(params.get("format")).map_err(XeError::Cli)?;
+    if format == Format::Xe {
+        return Ok(format);
+    }
+    if !matches!(spec.handler, Handler::List(_) | Handler::ParamList(_)) {
+        return Err(XeError::cli(format!(
+            "{} does not take format=: only <class>-list and <class>-param-list commands do",
+            spec.name
+        )));
+    }
+    if minimal {
+        return Err(XeError::cli("--minimal and format= cannot be used together"));
+    }
+    Ok(format)
 }
 
 /// Run `op` on every object of `class` the command's selectors pick. With

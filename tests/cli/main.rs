@@ -16,6 +16,8 @@ mod errors;
 mod durability;
 // xe help, record for record against XAPI's command table.
 mod help;
+// xe for scripts: --format, param-add/-remove/-clear, bad input, ignored parameters.
+mod scripting;
 // HA capacity: failures to tolerate, What-If, failover plan, agility.
 mod planning;
 // HA runtime: enable/disable, cable pulls, fencing, election (T = 5 s).

@@ -229,7 +229,7 @@ fn the_failover_plan_and_agility_explain_themselves() {
     } else {
         ("host2", &host1, "host1")
     };
-    let report = lab.xe_ok(&["diagnostic-vm-status", "vm=pinned"]);
+    let report = lab.xe_ok(&["diagnostic-vm-status", &format!("uuid={pinned}")]);
     assert!(
         report.contains("Checking to see whether VM can boot on each host"),
         "{report}"
@@ -243,7 +243,8 @@ fn the_failover_plan_and_agility_explain_themselves() {
         report.contains("VM is not agile because: This operation cannot be performed because the referenced SR is not properly shared."),
         "{report}"
     );
-    let agile = lab.xe_ok(&["diagnostic-vm-status", "vm=vm01"]);
+    let vm01 = lab.xe_min(&["vm-list", "name-label=vm01", "params=uuid"]);
+    let agile = lab.xe_ok(&["diagnostic-vm-status", &format!("uuid={vm01}")]);
     assert!(agile.ends_with("VM is agile.\n"), "{agile}");
     let explained = lab.xe_ok(&["pool-ha-compute-max-host-failures-to-tolerate", "--explain"]);
     assert!(explained.starts_with("0\n"), "{explained}");
