@@ -6,6 +6,7 @@
 
 mod argv;
 mod commands;
+mod complete;
 mod conn;
 mod error;
 mod fields;
@@ -27,6 +28,11 @@ fn main() {
 
 fn read_sources(args: &[String]) -> Result<argv::Invocation, XeError> {
     let lexed = argv::lex(args).map_err(|e| XeError::Usage(format!("Syntax error: {e}")))?;
+    read_sources_from(lexed)
+}
+
+/// Add `XE_EXTRA_ARGS` and `~/.xe` to what the command line gave.
+fn read_sources_from(lexed: argv::Invocation) -> Result<argv::Invocation, XeError> {
     let env = match std::env::var("XE_EXTRA_ARGS") {
         Ok(v) if !v.is_empty() => Some(
             argv::lex(&argv::split_extra_args(&v))
@@ -49,6 +55,30 @@ fn read_sources(args: &[String]) -> Result<argv::Invocation, XeError> {
 
 fn run() -> i32 {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        // Called by the completion scripts: candidates, one per line.
+        Some("__complete") => {
+            let words = &args[1..];
+            let mut pool = complete::pool_records(words);
+            for c in complete::complete(words, &mut pool) {
+                println!("{}\t{}", c.word, c.description);
+            }
+            return 0;
+        }
+        Some("--completions") => {
+            return match args.get(1).and_then(|s| complete::script(s)) {
+                Some(text) => {
+                    print!("{text}");
+                    0
+                }
+                None => fail(
+                    &XeError::Usage("Syntax error: --completions takes bash, zsh or fish".into()),
+                    None,
+                ),
+            };
+        }
+        _ => {}
+    }
     let inv = match read_sources(&args) {
         Ok(inv) => inv,
         Err(e) => return fail(&e, None),

@@ -157,7 +157,7 @@ pub fn check_required(spec: &Spec, params: &Params) -> Result<(), XeError> {
 }
 
 /// Parameters that are switches wherever a command takes them.
-const SWITCHES: &[&str] = &[
+pub const SWITCHES: &[&str] = &[
     "force",
     "multiple",
     "minimal",

@@ -18,6 +18,8 @@ mod durability;
 mod help;
 // xe for scripts: --format, param-add/-remove/-clear, bad input, ignored parameters.
 mod scripting;
+// Shell completion in real bash, zsh and fish, with live values.
+mod completion;
 // HA capacity: failures to tolerate, What-If, failover plan, agility.
 mod planning;
 // HA runtime: enable/disable, cable pulls, fencing, election (T = 5 s).
