@@ -14,6 +14,7 @@ mod help;
 mod params;
 mod printer;
 mod records;
+mod reference;
 
 use std::io::Write;
 
@@ -63,6 +64,11 @@ fn run() -> i32 {
             for c in complete::complete(words, &mut pool) {
                 println!("{}\t{}", c.word, c.description);
             }
+            return 0;
+        }
+        // Writes docs/cli.md.
+        Some("__reference") => {
+            print!("{}", reference::markdown(&commands::table()));
             return 0;
         }
         Some("--completions") => {

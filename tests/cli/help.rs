@@ -160,6 +160,26 @@ fn help_matches_xapi_for_every_command() {
 }
 
 #[test]
+fn docs_cli_md_is_generated_from_the_command_table() {
+    let generated = xe(&["__reference"]);
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/cli.md");
+    let file = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        file == generated,
+        "docs/cli.md is out of date: run `cargo run -q --bin xe -- __reference > docs/cli.md`"
+    );
+    // Every command has its section and an example.
+    for name in xe(&["help", "--minimal", "--all"]).trim_end().split(',') {
+        let section = generated
+            .split(&format!("\n### {name}\n"))
+            .nth(1)
+            .unwrap_or_else(|| panic!("no section for {name}"));
+        let example = section.split("```sh\n").nth(1).unwrap_or_default();
+        assert!(example.starts_with("xe "), "{name} has no example");
+    }
+}
+
+#[test]
 fn listings_are_xapis() {
     let xapi = xapi_table();
     let listed = xe(&["help", "--minimal", "--all"]);
