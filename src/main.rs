@@ -13,6 +13,7 @@ mod fields;
 mod help;
 mod params;
 mod printer;
+mod progress;
 mod records;
 mod reference;
 
@@ -145,6 +146,7 @@ fn run() -> i32 {
         out: &mut out,
         spec,
         format,
+        connection: &inv.connection,
     };
     let result = commands::run(&mut ctx);
     let mut records = ctx.records;

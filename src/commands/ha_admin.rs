@@ -61,9 +61,15 @@ fn enable(ctx: &mut Ctx) -> Result<(), XeError> {
     for uuid in uuids {
         srs.push(ctx.records.conn.call("SR.get_by_uuid", vec![json!(uuid)])?);
     }
-    ctx.records
-        .conn
-        .call("pool.enable_ha", vec![json!(srs), json!(configuration)])?;
+    ctx.with_progress(
+        "Enabling HA: arming every host and forming the liveset".to_string(),
+        |_| None,
+        |ctx| {
+            ctx.records
+                .conn
+                .call("pool.enable_ha", vec![json!(srs), json!(configuration)])
+        },
+    )?;
     Ok(())
 }
 

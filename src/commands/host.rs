@@ -104,8 +104,30 @@ fn enable(ctx: &mut Ctx) -> Result<(), XeError> {
     each_host(ctx, "host.enable")
 }
 
+/// The running VMs resident on `host`, through `conn`.
+fn resident(conn: &mut crate::conn::Conn, host: &str) -> Option<u64> {
+    let vms = conn.call("VM.get_all_records", vec![]).ok()?;
+    let count = vms
+        .as_object()?
+        .values()
+        .filter(|v| v.get("resident_on").and_then(serde_json::Value::as_str) == Some(host))
+        .filter(|v| v.get("power_state").and_then(serde_json::Value::as_str) == Some("Running"))
+        .count();
+    Some(count as u64)
+}
+
+/// `host-evacuate`: on a terminal, a bar of the VMs moved so far.
 fn evacuate(ctx: &mut Ctx) -> Result<(), XeError> {
-    each_host(ctx, "host.evacuate")
+    super::each_selected(ctx, &HOST, |ctx, host, record| {
+        let name = record.get("name_label").map(scalar_text).unwrap_or_default();
+        let total = resident(&mut ctx.records.conn, host).unwrap_or(0);
+        let watched = host.to_string();
+        ctx.with_progress(
+            format!("Evacuating {name}: VMs moved"),
+            move |conn| resident(conn, &watched).map(|left| (total.saturating_sub(left), total)),
+            |ctx| ctx.records.conn.call("host.evacuate", vec![json!(host)]).map(|_| ()),
+        )
+    })
 }
 
 fn shutdown(ctx: &mut Ctx) -> Result<(), XeError> {

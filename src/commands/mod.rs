@@ -63,6 +63,34 @@ pub struct Ctx<'a, 'c> {
     pub spec: &'a Spec,
     /// `--format` (only list and param-list commands take one).
     pub format: Format,
+    /// Where xe connected, for a second connection (progress).
+    pub connection: &'a crate::argv::Connection,
+}
+
+impl Ctx<'_, '_> {
+    /// Draw progress while `op` runs, when on a terminal: `poll` gets its
+    /// own connection to the pool and reports (done, total).
+    pub fn with_progress<T>(
+        &mut self,
+        label: String,
+        poll: impl Fn(&mut crate::conn::Conn) -> Option<(u64, u64)> + Send + 'static,
+        op: impl FnOnce(&mut Self) -> Result<T, XeError>,
+    ) -> Result<T, XeError> {
+        if !crate::progress::wanted(self.out.is_minimal()) {
+            return op(self);
+        }
+        let connection = self.connection.clone();
+        let mut conn: Option<crate::conn::Conn> = None;
+        let progress = crate::progress::Progress::start(label, move || {
+            if conn.is_none() {
+                conn = crate::conn::Conn::open(&connection, false).ok();
+            }
+            poll(conn.as_mut()?)
+        });
+        let result = op(self);
+        progress.finish();
+        result
+    }
 }
 
 impl<'a> Ctx<'a, '_> {

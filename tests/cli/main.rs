@@ -20,6 +20,8 @@ mod help;
 mod scripting;
 // Shell completion in real bash, zsh and fish, with live values.
 mod completion;
+// xe on a real terminal: the evacuation progress bar, the protected-shutdown question.
+mod terminal;
 // HA capacity: failures to tolerate, What-If, failover plan, agility.
 mod planning;
 // HA runtime: enable/disable, cable pulls, fencing, election (T = 5 s).

@@ -347,3 +347,87 @@ pub fn assert_one_writer_at_a_time(sr: &Path, vm: &str) {
         );
     }
 }
+
+/// Whether `program` is on PATH.
+pub fn installed(program: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// An interactive shell in a detached tmux session, killed on drop.
+pub struct Session {
+    name: String,
+}
+
+impl Session {
+    pub fn start(shell: &[&str], home: &std::path::Path, extra_args: &str) -> Session {
+        let name = format!("xe-complete-{}-{}", shell[0], std::process::id());
+        let path = format!(
+            "{}:{}",
+            xe_bin().parent().unwrap().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        // The environment goes through env(1): tmux keeps its own PATH.
+        let status = Command::new("tmux")
+            .args(["new-session", "-d", "-s", &name, "-x", "200", "-y", "50", "env"])
+            .arg(format!("PATH={path}"))
+            .arg(format!("HOME={}", home.display()))
+            .arg(format!("XE_EXTRA_ARGS={extra_args}"))
+            .arg("PS1=$ ")
+            .args(shell)
+            .status()
+            .unwrap();
+        assert!(status.success(), "tmux new-session");
+        Session { name }
+    }
+
+    pub fn keys(&self, keys: &[&str]) {
+        let status = Command::new("tmux")
+            .args(["send-keys", "-t", &self.name])
+            .args(keys)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    pub fn screen(&self) -> String {
+        let out = Command::new("tmux")
+            .args(["capture-pane", "-p", "-t", &self.name])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Wait (at most 15 s) until the screen shows `text`.
+    pub fn wait_for(&self, text: &str) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(15) {
+            if self.screen().contains(text) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+
+    /// Type `typed`, then TAB, and wait until the screen shows `expect`.
+    pub fn tab(&self, typed: &str, expect: &str) {
+        if !typed.is_empty() {
+            self.keys(&["-l", typed]);
+        }
+        self.keys(&["Tab"]);
+        assert!(
+            self.wait_for(expect),
+            "after typing {typed:?} and TAB, the screen does not show {expect:?}:\n{}",
+            self.screen()
+        );
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux").args(["kill-session", "-t", &self.name]).status();
+    }
+}

@@ -1,0 +1,64 @@
+//! xe on a real terminal (bash in tmux): the evacuation progress bar, and
+//! the question before an HA-protected VM is shut down. Skipped with a
+//! printed reason where tmux is not installed; `.ci/run` installs it.
+
+use crate::util::{installed, Lab, Session};
+
+#[test]
+fn evacuate_draws_progress_and_a_protected_shutdown_asks_first() {
+    if !installed("tmux") {
+        eprintln!("skipped: tmux is not installed (.ci/run installs it)");
+        return;
+    }
+    let lab = Lab::start_ha(3, 4, &[]);
+    for vm in ["vm01", "vm02", "vm03", "vm04"] {
+        lab.xe_ok(&["vm-start", &format!("vm={vm}"), "on=host2"]);
+    }
+    let vm01 = lab.xe_min(&["vm-list", "name-label=vm01", "params=uuid"]);
+    lab.xe_ok(&["vm-param-set", &format!("uuid={vm01}"), "ha-restart-priority=restart"]);
+    let home = tempfile::tempdir().unwrap();
+    let s = Session::start(&["bash", "--norc", "--noprofile", "-i"], home.path(), &lab.extra_args());
+
+    // The bar is drawn while the VMs move, then cleared.
+    s.keys(&[
+        "-l",
+        "xe host-disable host=host2 && xe host-evacuate host=host2; echo evacuated-$?",
+    ]);
+    s.keys(&["Enter"]);
+    let mut saw_bar = false;
+    let start = std::time::Instant::now();
+    while start.elapsed() < std::time::Duration::from_secs(60) {
+        let screen = s.screen();
+        saw_bar |= screen.contains("Evacuating host2: VMs moved [");
+        if screen.contains("\nevacuated-") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let screen = s.screen();
+    assert!(screen.contains("\nevacuated-0"), "{screen}");
+    assert!(saw_bar, "no progress bar was seen:\n{screen}");
+    assert!(
+        !screen.contains("VMs moved ["),
+        "the bar is cleared at the end:\n{screen}"
+    );
+    let host2 = lab.xe_min(&["host-list", "name-label=host2", "params=uuid"]);
+    assert_eq!(lab.xe_min(&["vm-list", &format!("resident-on={host2}")]), "");
+
+    // A protected VM: xe asks; anything but "yes" keeps it running.
+    s.keys(&["-l", "clear; xe vm-shutdown vm=vm01; echo shutdown-$?"]);
+    s.keys(&["Enter"]);
+    assert!(s.wait_for("Type 'yes' to continue"), "{}", s.screen());
+    s.keys(&["-l", "no"]);
+    s.keys(&["Enter"]);
+    assert!(s.wait_for("shutdown-1"), "{}", s.screen());
+    let state = || lab.xe_min(&["vm-list", "name-label=vm01", "params=power-state"]);
+    assert_eq!(state(), "running");
+    s.keys(&["-l", "clear; xe vm-shutdown vm=vm01; echo shutdown-$?"]);
+    s.keys(&["Enter"]);
+    assert!(s.wait_for("Type 'yes' to continue"), "{}", s.screen());
+    s.keys(&["-l", "yes"]);
+    s.keys(&["Enter"]);
+    assert!(s.wait_for("shutdown-0"), "{}", s.screen());
+    assert_eq!(state(), "halted");
+}
