@@ -120,7 +120,7 @@ fn resident(conn: &mut crate::conn::Conn, host: &str) -> Option<u64> {
 fn evacuate(ctx: &mut Ctx) -> Result<(), XeError> {
     super::each_selected(ctx, &HOST, |ctx, host, record| {
         let name = record.get("name_label").map(scalar_text).unwrap_or_default();
-        let total = resident(&mut ctx.records.conn, host).unwrap_or(0);
+        let total = resident(ctx.records.conn, host).unwrap_or(0);
         let watched = host.to_string();
         ctx.with_progress(
             format!("Evacuating {name}: VMs moved"),
