@@ -9,7 +9,7 @@ commands named on the command line (all when none are).
 
 Both files are from xapi-project/xen-api, ocaml/xapi-cli-server/.
 
-The test `help::help_matches_xapi_for_every_shared_command` compares
+The test `help::help_matches_xapi_for_every_command` compares
 `xe help <cmd>` with these entries.
 """
 import json
