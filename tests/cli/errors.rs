@@ -65,14 +65,16 @@ fn xe_reports_errors_as_xe_does() {
         "The value given is invalid\nfield: order must be non-negative\nvalue: -1\n"
     );
     let r = lab.xe(&["vm-param-set", &format!("uuid={vm}"), "power-state=running"]);
-    assert_eq!(r.stderr, "Error: Field 'power-state' is read-only.\n");
+    // xe's line, then where the command's parameters are described.
+    let hint = "For usage run: 'xe help vm-param-set'\n";
+    assert_eq!(r.stderr, format!("Error: Field 'power-state' is read-only.\n{hint}"));
     let r = lab.xe(&["vm-param-set", &format!("uuid={vm}"), "colour=blue"]);
-    assert_eq!(r.stderr, "Error: Unknown field 'colour'\n");
+    assert_eq!(r.stderr, format!("Error: Unknown field 'colour'\n{hint}"));
     // A rejected multi-field set changes nothing: every value is checked first.
     let r = lab.xe(&["vm-param-set", &format!("uuid={vm}"), "order=5", "start-delay=soon"]);
     assert_eq!(
         r.stderr,
-        "Error: Failed to parse parameter 'start-delay': expecting an integer\n"
+        format!("Error: Failed to parse parameter 'start-delay': expecting an integer\n{hint}")
     );
     assert_eq!(
         lab.xe_min(&["vm-param-get", &format!("uuid={vm}"), "param-name=order"]),
