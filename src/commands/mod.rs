@@ -207,9 +207,7 @@ const COUNTS: &[&str] = &["batch-size"];
 /// nothing: switches are booleans, counts are numbers, a param-set's
 /// fields exist, are writable and get values of their type.
 pub fn preflight(spec: &Spec, params: &Params) -> Result<(), XeError> {
-    let takes = |k: &str| {
-        ["force", "multiple", "minimal", "all"].contains(&k) || spec.reqd.iter().chain(&spec.optn).any(|p| p == k)
-    };
+    let takes = |k: &str| crate::records::STDPARAMS.contains(&k) || spec.reqd.iter().chain(&spec.optn).any(|p| p == k);
     for (k, v) in params.iter() {
         if SWITCHES.contains(&k) && takes(k) {
             crate::params::parse_bool(k, v).map_err(XeError::Cli)?;
