@@ -74,7 +74,11 @@ fn enabling_ha_arms_every_host_and_a_network_pull_fences_only_that_host() {
         "host3 did not fence:\n{}",
         lab.output()
     );
-    assert!(wait_for(FAILOVER, || live(&lab, 1, "host3") == Some(false)));
+    assert!(
+        wait_for(FAILOVER, || live(&lab, 1, "host3") == Some(false)),
+        "host1 still does not report host3 dead: {:?}",
+        lab.xe_on(1, &["host-list", "params=name-label,host-metrics-live"])
+    );
     assert_eq!((lab.downs("host1"), lab.downs("host2")), (0, 0), "{}", lab.output());
 
     // Plugged back in, it rejoins with no VMs and reports why it fenced.
