@@ -60,15 +60,10 @@ pub fn generated(class: &'static Class) -> Vec<Spec> {
         .filter(|f| f.rw && !f.is_map())
         .map(|f| f.name.to_string())
         .collect();
-    settable.extend(
-        class
-            .fields
-            .iter()
-            .filter(|f| f.rw && f.is_map())
-            .map(|f| format!("{}:", f.name)),
-    );
-    let addable: Vec<&Field> = class.fields.iter().filter(|f| f.rw && f.is_map()).collect();
-    if !addable.is_empty() {
+    // Writable maps: set with `map:key=`, added to and removed from.
+    let rw_maps: Vec<&Field> = class.fields.iter().filter(|f| f.rw && f.is_map()).collect();
+    settable.extend(rw_maps.iter().map(|f| format!("{}:", f.name)));
+    if !rw_maps.is_empty() {
         specs.push(make_spec(
             &format!("{}-param-add", class.cli),
             &["uuid", "param-name"],
@@ -160,12 +155,11 @@ fn print_records(
             for record in records {
                 objects.push(ctx.records.record_json(class, record, names)?);
             }
-            let doc = match (one, objects.pop()) {
-                (true, Some(object)) => object,
-                (_, last) => {
-                    objects.extend(last);
-                    Value::Array(objects)
-                }
+            // A param-list prints its one record as an object.
+            let doc = if one {
+                objects.pop().unwrap_or(Value::Null)
+            } else {
+                Value::Array(objects)
             };
             ctx.out.json(&doc);
         }
