@@ -122,6 +122,24 @@ enum LabCommand {
         #[arg(long)]
         dir: PathBuf,
     },
+    /// Inject random faults into a running lab pool with HA on, then check
+    /// it (see `check`); exits non-zero on any violation.
+    Chaos {
+        #[arg(long)]
+        dir: PathBuf,
+        /// The seed of the fault schedule (random when not given; printed).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// How long to inject faults: seconds, or with a unit (90s, 30m, 2h).
+        #[arg(long, value_parser = lab::chaos::parse_duration, default_value = "5m")]
+        duration: std::time::Duration,
+    },
+    /// Check the lab pool: split-brain writes on the VMs' disks and, after
+    /// a chaos run, lost commits and protected VMs down too long.
+    Check {
+        #[arg(long)]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -152,6 +170,15 @@ fn main() -> Result<()> {
                 Some(LabCommand::RestoreNetwork(f)) => lab::fault(&f.dir, &f.host, FaultAction::RestoreNetwork).await,
                 Some(LabCommand::CutStorage(f)) => lab::fault(&f.dir, &f.host, FaultAction::CutStorage).await,
                 Some(LabCommand::GuestHalt { vm, dir }) => lab::guest_halt(&dir, &vm).await,
+                Some(LabCommand::Chaos { dir, seed, duration }) => {
+                    lab::chaos::run(lab::chaos::ChaosOptions {
+                        dir,
+                        seed: seed.unwrap_or_else(rand::random),
+                        duration,
+                    })
+                    .await
+                }
+                Some(LabCommand::Check { dir }) => lab::check::run(&dir).await,
                 Some(LabCommand::RestoreStorage(f)) => lab::fault(&f.dir, &f.host, FaultAction::RestoreStorage).await,
                 None => {
                     lab::run(LabOptions {

@@ -21,6 +21,10 @@ use serde_json::{json, Value};
 use tokio::process::{Child, Command};
 use xapi_client::Client;
 
+pub mod chaos;
+pub mod check;
+pub mod journal;
+
 /// What `xapid lab` was asked for.
 #[derive(Debug, Clone)]
 pub struct LabOptions {
@@ -268,38 +272,42 @@ pub enum FaultAction {
 
 /// `xapid lab power-off|power-on|cut-network|... HOST --dir DIR`.
 pub async fn fault(dir: &Path, host: &str, action: FaultAction) -> Result<()> {
-    use crate::faults::{self, Fault};
     let state = LabState::load(dir)?;
-    let h = find_host(&state, host)?;
+    println!("{}", apply(find_host(&state, host)?, action)?);
+    Ok(())
+}
+
+/// Inject or heal one fault on a host; says what was done.
+pub fn apply(h: &LabHost, action: FaultAction) -> Result<String> {
+    use crate::faults::{self, Fault};
     let d = &h.data_dir;
-    match action {
+    Ok(match action {
         FaultAction::PowerOff => {
             std::fs::write(d.join(POWER_OFF), b"")?;
             match h.pid.filter(|p| process_alive(*p)) {
                 Some(pid) => {
                     kill(Pid::from_raw(pid as i32), Signal::SIGKILL)
                         .with_context(|| format!("cannot stop {} (pid {pid})", h.name))?;
-                    println!("{} is off (pid {pid} killed).", h.name);
+                    format!("{} is off (pid {pid} killed).", h.name)
                 }
-                None => println!("{} was already off.", h.name),
+                None => format!("{} was already off.", h.name),
             }
         }
         FaultAction::PowerOn => {
             std::fs::remove_file(d.join(POWER_OFF)).ok();
-            println!("{} is on; the lab boots it now.", h.name);
+            format!("{} is on; the lab boots it now.", h.name)
         }
         FaultAction::CutNetwork | FaultAction::RestoreNetwork => {
             let on = action == FaultAction::CutNetwork;
             faults::set(d, Fault::Network, on)?;
-            println!("{}: network {}.", h.name, if on { "cut" } else { "restored" });
+            format!("{}: network {}.", h.name, if on { "cut" } else { "restored" })
         }
         FaultAction::CutStorage | FaultAction::RestoreStorage => {
             let on = action == FaultAction::CutStorage;
             faults::set(d, Fault::Storage, on)?;
-            println!("{}: storage {}.", h.name, if on { "cut" } else { "restored" });
+            format!("{}: storage {}.", h.name, if on { "cut" } else { "restored" })
         }
-    }
-    Ok(())
+    })
 }
 
 /// `xapid lab guest-halt VM --dir DIR`: the VM's guest shuts itself down
@@ -319,20 +327,28 @@ pub async fn guest_halt(dir: &Path, vm: &str) -> Result<()> {
 
 /// Ask whichever host answers (following the master) for a VM's uuid.
 async fn vm_uuid_by_name(state: &LabState, name: &str) -> Result<String> {
+    let mut c = connect_any(state, Duration::from_secs(5)).await?;
+    let found = c.call("VM.get_by_name_label", vec![json!(name)]).await?;
+    let r = first(&found).map_err(|_| anyhow!("no VM named {name}"))?;
+    let uuid = c.call("VM.get_uuid", vec![json!(r)]).await?;
+    c.logout().await;
+    uuid.as_str()
+        .map(str::to_string)
+        .ok_or_else(|| anyhow!("unexpected answer {uuid}"))
+}
+
+/// A session on the master, through the first host that answers (members
+/// send the client on to the master); each try is bounded by `timeout`.
+pub async fn connect_any(state: &LabState, timeout: Duration) -> Result<Client> {
+    let options = xapi_client::Options {
+        connect_timeout: timeout,
+        request_timeout: timeout,
+    };
     let mut last = None;
     for h in &state.hosts {
-        let mut c = Client::new(&h.address, state.port);
+        let mut c = Client::with_options(&h.address, state.port, &options);
         match c.login("root", &state.password).await {
-            Ok(()) => {
-                let found = c.call("VM.get_by_name_label", vec![json!(name)]).await?;
-                let r = first(&found).map_err(|_| anyhow!("no VM named {name}"))?;
-                let uuid = c.call("VM.get_uuid", vec![json!(r)]).await?;
-                c.logout().await;
-                return uuid
-                    .as_str()
-                    .map(str::to_string)
-                    .ok_or_else(|| anyhow!("unexpected answer {uuid}"));
-            }
+            Ok(()) => return Ok(c),
             Err(e) => last = Some(e),
         }
     }
@@ -343,7 +359,7 @@ async fn vm_uuid_by_name(state: &LabState, name: &str) -> Result<String> {
 }
 
 /// A lab host by name (`host2`) or by uuid.
-fn find_host<'a>(state: &'a LabState, key: &str) -> Result<&'a LabHost> {
+pub fn find_host<'a>(state: &'a LabState, key: &str) -> Result<&'a LabHost> {
     if let Some(h) = state.hosts.iter().find(|h| h.name == key) {
         return Ok(h);
     }
@@ -489,7 +505,7 @@ async fn build_pool(state: &LabState, options: &LabOptions) -> Result<()> {
     Ok(())
 }
 
-fn first(v: &Value) -> Result<String> {
+pub fn first(v: &Value) -> Result<String> {
     v.as_array()
         .and_then(|a| a.first())
         .and_then(Value::as_str)
