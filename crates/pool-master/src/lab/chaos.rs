@@ -226,7 +226,9 @@ async fn inject(
             _ = tokio::time::sleep(Duration::from_millis(100)) => {}
         }
         let now = Instant::now();
-        for a in active.extract_if(.., |a| a.until <= now) {
+        let (due, kept): (Vec<Active>, Vec<Active>) = active.drain(..).partition(|a| a.until <= now);
+        active = kept;
+        for a in due {
             heal(state, &a, journal, start);
             healed.insert(a.host, now);
         }
@@ -244,16 +246,13 @@ async fn inject(
         let length = rng.random_range(t / 2..=t * 4);
         let vm = rng.random_range(0..pool.protected.len());
         let live_now = live.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let failed = (0..state.hosts.len())
-            .filter(|i| {
-                active.iter().any(|a| a.host == *i)
-                    || healed.get(i).is_some_and(|h| h.elapsed() < pool.budget)
-                    || !live_now.contains(&state.hosts[*i].name)
-            })
-            .count();
-        let healthy = !active.iter().any(|a| a.host == host)
-            && !healed.get(&host).is_some_and(|h| h.elapsed() < pool.budget)
-            && live_now.contains(&state.hosts[host].name);
+        let is_failed = |i: usize| {
+            active.iter().any(|a| a.host == i)
+                || healed.get(&i).is_some_and(|h| h.elapsed() < pool.budget)
+                || !live_now.contains(&state.hosts[i].name)
+        };
+        let failed = (0..state.hosts.len()).filter(|i| is_failed(*i)).count();
+        let healthy = !is_failed(host);
         let fault_now = if failed == 0 {
             roll < 0.75
         } else {
