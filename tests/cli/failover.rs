@@ -3,58 +3,13 @@
 
 use std::time::Duration;
 
-use crate::util::{assert_one_writer_at_a_time, records_of, wait_for, Lab, FAILOVER, HA_T as T};
+use crate::util::{
+    assert_one_writer_at_a_time, host_field, pull_and_heal, records_of, running_on, vm_uuid, wait_for, Lab, FAILOVER,
+    HA_T as T,
+};
 
 fn ha_lab(hosts: usize, vms: usize) -> Lab {
     Lab::start_ha(hosts, vms, &[])
-}
-
-fn vm_uuid(lab: &Lab, name: &str) -> String {
-    lab.xe_min(&["vm-list", &format!("name-label={name}"), "params=uuid"])
-}
-
-/// Where `vm` runs, by host name, asking through any host that answers.
-fn running_on(lab: &Lab, vm: &str) -> Option<String> {
-    let state = lab.xe_any_min(&["vm-list", &format!("uuid={vm}"), "params=power-state"])?;
-    if state != "running" {
-        return None;
-    }
-    let host = lab.xe_any_min(&["vm-list", &format!("uuid={vm}"), "params=resident-on"])?;
-    lab.xe_any_min(&["host-list", &format!("uuid={host}"), "params=name-label"])
-}
-
-/// A field of host `name`, through any host that answers.
-fn host_field(lab: &Lab, name: &str, field: &str) -> String {
-    lab.xe_any_min(&["host-list", &format!("name-label={name}"), &format!("params={field}")])
-        .unwrap_or_default()
-}
-
-/// Pull `fault` on the host running `vm`; the VM must come back on
-/// another host, and the faulted host must rejoin with no VM once healed.
-fn pull_and_heal(lab: &Lab, vm: &str, cut: &str, heal: &str) {
-    let before = running_on(lab, vm).expect("the VM runs");
-    let writes_before = records_of(&lab.sr_dir(), vm).len();
-    lab.fault(cut, &before);
-    let moved = wait_for(FAILOVER, || running_on(lab, vm).is_some_and(|h| h != before));
-    assert!(
-        moved,
-        "{vm} did not restart away from {before} after {cut}:\n{}",
-        lab.output()
-    );
-    let after = running_on(lab, vm).unwrap();
-    // The new host writes the disk.
-    let host_uuid = host_field(lab, &after, "uuid");
-    assert!(wait_for(Duration::from_secs(5), || {
-        let recs = records_of(&lab.sr_dir(), vm);
-        recs.len() > writes_before && recs.last().is_some_and(|r| r.host_uuid == host_uuid)
-    }));
-    assert_one_writer_at_a_time(&lab.sr_dir(), vm);
-    lab.fault(heal, &before);
-    let back = wait_for(FAILOVER, || host_field(lab, &before, "host-metrics-live") == "true");
-    assert!(back, "{before} did not rejoin after {heal}");
-    let resident = host_field(lab, &before, "resident-vms");
-    assert_eq!(resident, "", "{before} came back with VMs");
-    assert_one_writer_at_a_time(&lab.sr_dir(), vm);
 }
 
 #[test]

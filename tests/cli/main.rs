@@ -28,3 +28,5 @@ mod planning;
 mod ha;
 // The restart executor: protected VMs back after cable pulls, order groups, guest halts.
 mod failover;
+// Chaos: a seeded fault schedule on a lab pool, and the split-brain checker.
+mod chaos;

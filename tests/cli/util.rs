@@ -48,12 +48,18 @@ impl Lab {
 
     /// Start a lab with more `xapid lab` options (e.g. `--ha`).
     pub fn start_with(hosts: usize, vms: usize, options: &[&str]) -> Lab {
-        let dir = tempfile::tempdir().expect("tempdir");
         let subnet = format!(
             "127.{}.{}",
             rand::random_range(1..=250u8),
             rand::random_range(1..=250u8)
         );
+        Lab::start_on(hosts, vms, &subnet, options)
+    }
+
+    /// Start a lab on `subnet` (three octets).
+    fn start_on(hosts: usize, vms: usize, subnet: &str, options: &[&str]) -> Lab {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let subnet = subnet.to_string();
         let port = rand::random_range(20000..60000u16);
         let mut lab = Lab {
             dir,
@@ -85,6 +91,51 @@ impl Lab {
         let mut args = vec!["--ha", "--ha-timeout", &t];
         args.extend_from_slice(options);
         Lab::start_with(hosts, vms, &args)
+    }
+
+    /// Start a lab with HA on at [`HA_T`] seconds whose hosts live in
+    /// network namespaces behind a bridge (`--netns`, on a random private
+    /// /24); check [`netns_unusable`] first.
+    #[allow(dead_code)] // used by tests/netns
+    pub fn start_netns(hosts: usize, vms: usize) -> Lab {
+        let subnet = format!(
+            "10.{}.{}",
+            rand::random_range(200..=254u8),
+            rand::random_range(0..=255u8)
+        );
+        let t = HA_T.to_string();
+        Lab::start_on(hosts, vms, &subnet, &["--netns", "--ha", "--ha-timeout", &t])
+    }
+
+    /// `xapid lab block|unblock FROM TO --dir DIR`: a one-way cut.
+    #[allow(dead_code)] // used by tests/netns
+    pub fn link(&self, action: &str, from: &str, to: &str) {
+        let out = Command::new(xapid_bin())
+            .args(["lab", action, from, to, "--dir"])
+            .arg(self.dir.path())
+            .output()
+            .expect("run xapid lab");
+        assert!(
+            out.status.success(),
+            "xapid lab {action} {from} {to}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `xapid lab check --dir DIR` must find nothing.
+    pub fn check(&self) -> String {
+        let out = Command::new(xapid_bin())
+            .args(["lab", "check", "--dir"])
+            .arg(self.dir.path())
+            .output()
+            .expect("run xapid lab check");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "the checker found a violation:\n{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
     }
 
     /// Run `xapid lab ACTION HOST --dir DIR` (power-off, cut-network...).
@@ -345,6 +396,80 @@ pub fn assert_one_writer_at_a_time(sr: &Path, vm: &str) {
             w[0],
             w[1]
         );
+    }
+}
+
+/// A VM's uuid by name.
+pub fn vm_uuid(lab: &Lab, name: &str) -> String {
+    lab.xe_min(&["vm-list", &format!("name-label={name}"), "params=uuid"])
+}
+
+/// Where `vm` runs, by host name, asking through any host that answers.
+pub fn running_on(lab: &Lab, vm: &str) -> Option<String> {
+    let state = lab.xe_any_min(&["vm-list", &format!("uuid={vm}"), "params=power-state"])?;
+    if state != "running" {
+        return None;
+    }
+    let host = lab.xe_any_min(&["vm-list", &format!("uuid={vm}"), "params=resident-on"])?;
+    lab.xe_any_min(&["host-list", &format!("uuid={host}"), "params=name-label"])
+}
+
+/// A field of host `name`, through any host that answers.
+pub fn host_field(lab: &Lab, name: &str, field: &str) -> String {
+    lab.xe_any_min(&["host-list", &format!("name-label={name}"), &format!("params={field}")])
+        .unwrap_or_default()
+}
+
+/// Pull `fault` on the host running `vm`; the VM must come back on
+/// another host, and the faulted host must rejoin with no VM once healed.
+pub fn pull_and_heal(lab: &Lab, vm: &str, cut: &str, heal: &str) {
+    let before = running_on(lab, vm).expect("the VM runs");
+    let writes_before = records_of(&lab.sr_dir(), vm).len();
+    lab.fault(cut, &before);
+    let moved = wait_for(FAILOVER, || running_on(lab, vm).is_some_and(|h| h != before));
+    assert!(
+        moved,
+        "{vm} did not restart away from {before} after {cut}:\n{}",
+        lab.output()
+    );
+    let after = running_on(lab, vm).unwrap();
+    // The new host writes the disk.
+    let host_uuid = host_field(lab, &after, "uuid");
+    assert!(wait_for(Duration::from_secs(5), || {
+        let recs = records_of(&lab.sr_dir(), vm);
+        recs.len() > writes_before && recs.last().is_some_and(|r| r.host_uuid == host_uuid)
+    }));
+    assert_one_writer_at_a_time(&lab.sr_dir(), vm);
+    lab.fault(heal, &before);
+    let back = wait_for(FAILOVER, || host_field(lab, &before, "host-metrics-live") == "true");
+    assert!(back, "{before} did not rejoin after {heal}");
+    let resident = host_field(lab, &before, "resident-vms");
+    assert_eq!(resident, "", "{before} came back with VMs");
+    assert_one_writer_at_a_time(&lab.sr_dir(), vm);
+}
+
+/// Why this machine cannot run a `--netns` lab, if it cannot: not root,
+/// no iproute2 or nftables, or namespaces refused (a container).
+#[allow(dead_code)] // used by tests/netns
+pub fn netns_unusable() -> Option<String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Some("network namespaces need root".into());
+    }
+    for tool in ["ip", "nft"] {
+        if !installed(tool) {
+            return Some(format!("{tool} is not installed (iproute2, nftables)"));
+        }
+    }
+    let probe = format!("pha-probe-{}", std::process::id());
+    let made = Command::new("ip").args(["netns", "add", &probe]).output();
+    let _ = Command::new("ip").args(["netns", "del", &probe]).output();
+    match made {
+        Ok(o) if o.status.success() => None,
+        Ok(o) => Some(format!(
+            "cannot create a network namespace: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        )),
+        Err(e) => Some(format!("cannot run ip: {e}")),
     }
 }
 

@@ -4,7 +4,10 @@
 //! - `xapid lab [--hosts N] [--dir DIR]`: a pool of N hosts on this machine.
 //! - `xapid lab status --dir DIR`: the lab's hosts and processes.
 //! - `xapid lab power-off|power-on|cut-network|restore-network|cut-storage|restore-storage HOST --dir DIR`:
-//!   the seeds' faults.
+//!   the seeds' faults; `xapid lab block|unblock FROM TO --dir DIR`: one-way
+//!   cuts in a `--netns` lab.
+//! - `xapid lab chaos --dir DIR --seed S --duration D`, `xapid lab check --dir DIR`:
+//!   random faults on a running lab pool, and the safety checker.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -96,6 +99,11 @@ struct LabArgs {
     /// The HA timeout in seconds with --ha (the lab allows 3 and up).
     #[arg(long, default_value_t = 10)]
     ha_timeout: u64,
+    /// Each host in its own network namespace behind one bridge, so that
+    /// cable pulls and one-way cuts are the kernel's (root, iproute2,
+    /// nftables). --subnet then takes a private /24 such as 10.213.7.
+    #[arg(long)]
+    netns: bool,
 }
 
 #[derive(Subcommand)]
@@ -134,12 +142,26 @@ enum LabCommand {
         #[arg(long, value_parser = lab::chaos::parse_duration, default_value = "5m")]
         duration: std::time::Duration,
     },
+    /// Drop what one host sends to another (a one-way cut; --netns labs).
+    Block(LinkArgs),
+    /// Deliver again what one host sends to another.
+    Unblock(LinkArgs),
     /// Check the lab pool: split-brain writes on the VMs' disks and, after
     /// a chaos run, lost commits and protected VMs down too long.
     Check {
         #[arg(long)]
         dir: PathBuf,
     },
+}
+
+#[derive(Args)]
+struct LinkArgs {
+    /// The sending host, by name or uuid.
+    from: String,
+    /// The host its packets no longer reach.
+    to: String,
+    #[arg(long)]
+    dir: PathBuf,
 }
 
 #[derive(Args)]
@@ -179,6 +201,8 @@ fn main() -> Result<()> {
                     .await
                 }
                 Some(LabCommand::Check { dir }) => lab::check::run(&dir).await,
+                Some(LabCommand::Block(l)) => lab::block(&l.dir, &l.from, &l.to, true).await,
+                Some(LabCommand::Unblock(l)) => lab::block(&l.dir, &l.from, &l.to, false).await,
                 Some(LabCommand::RestoreStorage(f)) => lab::fault(&f.dir, &f.host, FaultAction::RestoreStorage).await,
                 None => {
                     lab::run(LabOptions {
@@ -191,6 +215,7 @@ fn main() -> Result<()> {
                         host_memory: args.host_memory,
                         vm_memory: args.vm_memory,
                         ha_timeout: args.ha.then_some(args.ha_timeout),
+                        netns: args.netns,
                     })
                     .await
                 }

@@ -296,9 +296,9 @@ fn inject_one(state: &LabState, i: usize, kind: FaultKind, journal: &Journal, st
     let h = &fresh.hosts[i];
     let mut pid = None;
     let what = match kind {
-        FaultKind::Power => apply(h, FaultAction::PowerOff)?,
-        FaultKind::Network => apply(h, FaultAction::CutNetwork)?,
-        FaultKind::Storage => apply(h, FaultAction::CutStorage)?,
+        FaultKind::Power => apply(&fresh, i, FaultAction::PowerOff)?,
+        FaultKind::Network => apply(&fresh, i, FaultAction::CutNetwork)?,
+        FaultKind::Storage => apply(&fresh, i, FaultAction::CutStorage)?,
         FaultKind::Pause => {
             let p = h
                 .pid
@@ -321,9 +321,9 @@ fn inject_one(state: &LabState, i: usize, kind: FaultKind, journal: &Journal, st
 fn heal(state: &LabState, a: &Active, journal: &Journal, start: Instant) {
     let h = &state.hosts[a.host];
     let done = match a.kind {
-        FaultKind::Power => apply(h, FaultAction::PowerOn),
-        FaultKind::Network => apply(h, FaultAction::RestoreNetwork),
-        FaultKind::Storage => apply(h, FaultAction::RestoreStorage),
+        FaultKind::Power => apply(state, a.host, FaultAction::PowerOn),
+        FaultKind::Network => apply(state, a.host, FaultAction::RestoreNetwork),
+        FaultKind::Storage => apply(state, a.host, FaultAction::RestoreStorage),
         FaultKind::Pause => {
             let p = a.pid.unwrap_or_default();
             // A process that died meanwhile needs nothing.

@@ -24,6 +24,7 @@ use xapi_client::Client;
 pub mod chaos;
 pub mod check;
 pub mod journal;
+pub mod netns;
 
 /// What `xapid lab` was asked for.
 #[derive(Debug, Clone)]
@@ -40,6 +41,8 @@ pub struct LabOptions {
     pub vm_memory: i64,
     /// Enable HA on a new lab pool with this timeout, in seconds.
     pub ha_timeout: Option<u64>,
+    /// Put each host in its own network namespace (root only).
+    pub netns: bool,
 }
 
 /// How long a fenced or crashed host stays down before the lab boots it.
@@ -55,6 +58,8 @@ pub struct LabState {
     pub port: u16,
     pub password: String,
     pub hosts: Vec<LabHost>,
+    /// The switch of a lab whose hosts live in network namespaces.
+    pub netns: Option<netns::Net>,
 }
 
 #[derive(Debug, Clone)]
@@ -87,6 +92,7 @@ impl LabState {
             "hosts": self.hosts.iter().map(|h| json!({
                 "name": h.name, "address": h.address, "data_dir": h.data_dir, "pid": h.pid,
             })).collect::<Vec<_>>(),
+            "netns": self.netns.as_ref().map(|n| json!({"id": n.id, "subnet": n.subnet})),
         })
     }
 
@@ -134,6 +140,13 @@ impl LabState {
                 .ok_or_else(|| anyhow!("no port"))?,
             password: field(&v, "password").ok_or_else(|| anyhow!("no password"))?,
             hosts,
+            netns: match &v["netns"] {
+                Value::Null => None,
+                n => Some(netns::Net {
+                    id: field(n, "id").ok_or_else(|| anyhow!("netns without id"))?,
+                    subnet: field(n, "subnet").ok_or_else(|| anyhow!("netns without subnet"))?,
+                }),
+            },
         })
     }
 }
@@ -171,11 +184,25 @@ pub async fn run(options: LabOptions) -> Result<()> {
     std::fs::create_dir_all(dir.join("sr"))?;
     let password_file = dir.join("root-password");
     std::fs::write(&password_file, &state.password)?;
+    if let Some(net) = &state.netns {
+        netns::usable()?;
+        net.setup(state.hosts.len())
+            .context("building the lab's switch and namespaces")?;
+    }
     let mut children = Vec::new();
-    for host in &mut state.hosts {
-        let _ = std::fs::remove_file(host.data_dir.join(POWER_OFF));
-        let child = spawn_host(host, state.port, &password_file, options.host_memory)?;
-        host.pid = child.id();
+    for i in 0..state.hosts.len() {
+        let _ = std::fs::remove_file(state.hosts[i].data_dir.join(POWER_OFF));
+        // A new switch has no one-way cuts.
+        let _ = std::fs::remove_file(state.hosts[i].data_dir.join(BLOCKED));
+        let child = match spawn_host(&state, i, &password_file, options.host_memory) {
+            Ok(c) => c,
+            Err(e) => {
+                stop_all(&mut children).await;
+                teardown(&state);
+                return Err(e);
+            }
+        };
+        state.hosts[i].pid = child.id();
         children.push(Some(child));
     }
     state.save()?;
@@ -190,12 +217,14 @@ pub async fn run(options: LabOptions) -> Result<()> {
     };
     if let Err(e) = ready.await {
         stop_all(&mut children).await;
+        teardown(&state);
         return Err(e.context("the lab pool did not come up; see the hosts' logs under DIR/hosts/*/xapid.log"));
     }
     print_welcome(&state);
     supervise(&mut state, &mut children, &password_file, options.host_memory).await;
     println!("Stopping the lab pool...");
     stop_all(&mut children).await;
+    teardown(&state);
     for host in &mut state.hosts {
         host.pid = None;
     }
@@ -219,8 +248,8 @@ async fn supervise(state: &mut LabState, children: &mut [Option<Child>], passwor
         }
         let mut changed = false;
         for (i, slot) in children.iter_mut().enumerate() {
-            let host = &mut state.hosts[i];
             if let Some(child) = slot {
+                let host = &mut state.hosts[i];
                 if let Ok(Some(status)) = child.try_wait() {
                     println!("{} went down ({status}).", host.name);
                     *slot = None;
@@ -230,7 +259,7 @@ async fn supervise(state: &mut LabState, children: &mut [Option<Child>], passwor
                 }
                 continue;
             }
-            if host.data_dir.join(POWER_OFF).exists() {
+            if state.hosts[i].data_dir.join(POWER_OFF).exists() {
                 continue;
             }
             let due = match down_since[i] {
@@ -240,15 +269,16 @@ async fn supervise(state: &mut LabState, children: &mut [Option<Child>], passwor
             if !due {
                 continue;
             }
-            match spawn_host(host, state.port, password_file, memory) {
+            match spawn_host(state, i, password_file, memory) {
                 Ok(child) => {
+                    let host = &mut state.hosts[i];
                     println!("{} boots.", host.name);
                     host.pid = child.id();
                     *slot = Some(child);
                     down_since[i] = None;
                     changed = true;
                 }
-                Err(e) => eprintln!("cannot boot {}: {e:#}", host.name),
+                Err(e) => eprintln!("cannot boot {}: {e:#}", state.hosts[i].name),
             }
         }
         if changed {
@@ -273,13 +303,14 @@ pub enum FaultAction {
 /// `xapid lab power-off|power-on|cut-network|... HOST --dir DIR`.
 pub async fn fault(dir: &Path, host: &str, action: FaultAction) -> Result<()> {
     let state = LabState::load(dir)?;
-    println!("{}", apply(find_host(&state, host)?, action)?);
+    println!("{}", apply(&state, find_host(&state, host)?, action)?);
     Ok(())
 }
 
-/// Inject or heal one fault on a host; says what was done.
-pub fn apply(h: &LabHost, action: FaultAction) -> Result<String> {
+/// Inject or heal one fault on host `i` (from 0); says what was done.
+pub fn apply(state: &LabState, i: usize, action: FaultAction) -> Result<String> {
     use crate::faults::{self, Fault};
+    let h = &state.hosts[i];
     let d = &h.data_dir;
     Ok(match action {
         FaultAction::PowerOff => {
@@ -299,7 +330,11 @@ pub fn apply(h: &LabHost, action: FaultAction) -> Result<String> {
         }
         FaultAction::CutNetwork | FaultAction::RestoreNetwork => {
             let on = action == FaultAction::CutNetwork;
-            faults::set(d, Fault::Network, on)?;
+            match &state.netns {
+                // The host's port on the switch: a real cable.
+                Some(net) => net.cable(i + 1, !on)?,
+                None => faults::set(d, Fault::Network, on)?,
+            }
             format!("{}: network {}.", h.name, if on { "cut" } else { "restored" })
         }
         FaultAction::CutStorage | FaultAction::RestoreStorage => {
@@ -358,19 +393,19 @@ pub async fn connect_any(state: &LabState, timeout: Duration) -> Result<Client> 
     )
 }
 
-/// A lab host by name (`host2`) or by uuid.
-pub fn find_host<'a>(state: &'a LabState, key: &str) -> Result<&'a LabHost> {
-    if let Some(h) = state.hosts.iter().find(|h| h.name == key) {
-        return Ok(h);
+/// The index (from 0) of a lab host given by name (`host2`) or by uuid.
+pub fn find_host(state: &LabState, key: &str) -> Result<usize> {
+    if let Some(i) = state.hosts.iter().position(|h| h.name == key) {
+        return Ok(i);
     }
-    for h in &state.hosts {
+    for (i, h) in state.hosts.iter().enumerate() {
         let db = h.data_dir.join("pool.db");
         if !db.exists() {
             continue;
         }
         if let Ok(store) = crate::store::Store::open(&db) {
             if store.local("host_uuid").ok().flatten().as_deref() == Some(key) {
-                return Ok(h);
+                return Ok(i);
             }
         }
     }
@@ -378,11 +413,64 @@ pub fn find_host<'a>(state: &'a LabState, key: &str) -> Result<&'a LabHost> {
     bail!("no host {key} in this lab (hosts: {})", names.join(", "))
 }
 
+/// The file listing the addresses a host's packets may not reach.
+const BLOCKED: &str = "blocked";
+
+/// `xapid lab block|unblock FROM TO --dir DIR`: drop (or stop dropping)
+/// what host FROM sends to host TO. Needs a lab with `--netns`.
+pub async fn block(dir: &Path, from: &str, to: &str, blocked: bool) -> Result<()> {
+    let state = LabState::load(dir)?;
+    let net = state
+        .netns
+        .as_ref()
+        .ok_or_else(|| anyhow!("one-way cuts need real links: start the lab with --netns (as root)"))?;
+    let (f, t) = (find_host(&state, from)?, find_host(&state, to)?);
+    if f == t {
+        bail!("a host always reaches itself: give two different hosts");
+    }
+    let file = state.hosts[f].data_dir.join(BLOCKED);
+    let mut set: std::collections::BTreeSet<String> = std::fs::read_to_string(&file)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let to_addr = state.hosts[t].address.clone();
+    if blocked {
+        set.insert(to_addr);
+    } else {
+        set.remove(&to_addr);
+    }
+    net.block(f + 1, &set)?;
+    std::fs::write(&file, set.iter().map(|a| format!("{a}\n")).collect::<String>())?;
+    println!(
+        "{} -> {}: {}.",
+        state.hosts[f].name,
+        state.hosts[t].name,
+        if blocked { "dropped" } else { "delivered" }
+    );
+    Ok(())
+}
+
+/// Remove a netns lab's switch and namespaces.
+fn teardown(state: &LabState) {
+    if let Some(net) = &state.netns {
+        net.teardown(state.hosts.len());
+    }
+}
+
 fn new_state(options: &LabOptions, dir: &Path) -> Result<LabState> {
     if options.hosts == 0 || options.hosts > 64 {
         bail!("--hosts must be between 1 and 64");
     }
-    let subnet = options.subnet.clone().unwrap_or_else(random_subnet);
+    let net = if options.netns {
+        Some(netns::Net::new(options.subnet.as_deref())?)
+    } else {
+        None
+    };
+    let subnet = match &net {
+        Some(n) => n.subnet.clone(),
+        None => options.subnet.clone().unwrap_or_else(random_subnet),
+    };
     let hosts = (1..=options.hosts)
         .map(|i| LabHost {
             name: format!("host{i}"),
@@ -396,17 +484,24 @@ fn new_state(options: &LabOptions, dir: &Path) -> Result<LabState> {
         port: options.port,
         password: options.password.clone().unwrap_or_else(random_password),
         hosts,
+        netns: net,
     })
 }
 
-fn spawn_host(host: &LabHost, port: u16, password_file: &Path, memory: i64) -> Result<Child> {
+/// Boot host `i`: `xapid serve`, inside its namespace in a netns lab.
+fn spawn_host(state: &LabState, i: usize, password_file: &Path, memory: i64) -> Result<Child> {
+    let (host, port) = (&state.hosts[i], state.port);
     std::fs::create_dir_all(&host.data_dir)?;
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(host.data_dir.join("xapid.log"))?;
     let exe = std::env::current_exe().context("cannot find the xapid executable")?;
-    let child = Command::new(exe)
+    let mut command = match &state.netns {
+        Some(net) => net.command(i + 1, &exe),
+        None => Command::new(exe),
+    };
+    let child = command
         .arg("serve")
         .arg("--data-dir")
         .arg(&host.data_dir)
