@@ -29,6 +29,7 @@ fn the_seeds_cable_pulls_restart_the_protected_vm_on_another_host() {
         .contains("HA_HOST_FAILED"));
     pull_and_heal(&lab, &vm, "cut-storage", "restore-storage");
     pull_and_heal(&lab, &vm, "cut-network", "restore-network");
+    lab.check();
 }
 
 #[test]
