@@ -226,3 +226,33 @@ fn after_ha_disable_no_host_fences() {
     let soft = lab.xe_on(1, &["host-emergency-ha-disable", "--force"]);
     assert!(soft.stderr.contains("HA is not enabled"), "{}", soft.stderr);
 }
+
+#[test]
+fn a_frozen_master_that_wakes_during_the_election_leaves_the_pool_a_master() {
+    // Frozen past its watchdog, the master fences as it wakes, reboots at
+    // once and is back in the liveset while the others elect its
+    // successor: whichever of them wins, the pool must end with a master.
+    let lab = ha_lab(3, 0);
+    let pid = nix::unistd::Pid::from_raw(lab.host_pid(1) as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    // 2 T: it wakes as the others finish their fault handler.
+    std::thread::sleep(Duration::from_secs(2 * T));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    assert!(
+        wait_for(FAILOVER, || lab.downs("host1") >= 1),
+        "the woken master did not fence:\n{}",
+        lab.output()
+    );
+    let answered = || {
+        lab.xe_any_min(&["pool-list", "params=master"])
+            .is_some_and(|m| uuid_like(&m))
+    };
+    assert!(
+        wait_for(FAILOVER, || answered()
+            && (1..=3).all(|i| live(&lab, 1, &format!("host{i}")) == Some(true))),
+        "no host answers as master, or host1 did not rejoin"
+    );
+    // And it stays so.
+    std::thread::sleep(Duration::from_secs(2 * T));
+    assert!(answered(), "the pool lost its master again");
+}

@@ -1,11 +1,17 @@
 //! Failover benchmark on a real 3-host lab pool: 50 protected VMs, HA on
-//! with T = 10 s. Each run powers off the host that runs the most VMs and
-//! measures, from the power-off to the first guest write of each of its
-//! VMs on another host, the time until the last one is back. The host is
-//! powered on again and rejoins before the next run.
+//! with T = 10 s. Each run faults the host that runs the most VMs (its
+//! power, its network cable or its storage) and measures, from the fault
+//! to the first guest write of each of its VMs on another host, the time
+//! until the last one is back. The fault is healed and the host rejoins
+//! before the next run.
 //!
-//! Run: `cargo bench -p pool-master --bench failover` (`FAILOVER_RUNS=N`
-//! for another number of runs than 10; about 45 s per run).
+//! Run: `cargo bench -p pool-master --bench failover`. Environment:
+//! - `FAILOVER_RUNS=N`: runs per kind of fault (10);
+//! - `FAILOVER_KINDS=power,network,storage`: the kinds, in turn (power);
+//! - `FAILOVER_NETNS=1`: each host in its own network namespace, so the
+//!   network fault is a real link going down (root, iproute2, nftables).
+//!
+//! About a minute per run.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -21,6 +27,16 @@ use common::Lab;
 
 const VMS: usize = 50;
 const T_S: u64 = 10;
+
+/// The `xapid lab` actions that inject and heal a kind of fault.
+fn fault_actions(kind: &str) -> Option<(&'static str, &'static str)> {
+    match kind {
+        "power" => Some(("power-off", "power-on")),
+        "network" => Some(("cut-network", "restore-network")),
+        "storage" => Some(("cut-storage", "restore-storage")),
+        _ => None,
+    }
+}
 
 fn lab_cmd(xapid: &Path, dir: &Path, action: &str, host: &str) {
     let ok = Command::new(xapid)
@@ -69,13 +85,33 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10);
+    let kinds: Vec<String> = std::env::var("FAILOVER_KINDS")
+        .unwrap_or_else(|_| "power".into())
+        .split(',')
+        .map(str::to_string)
+        .collect();
+    for k in &kinds {
+        assert!(
+            fault_actions(k).is_some(),
+            "FAILOVER_KINDS: unknown kind {k} (power, network, storage)"
+        );
+    }
+    let netns = std::env::var_os("FAILOVER_NETNS").is_some();
     let xapid = PathBuf::from(env!("CARGO_BIN_EXE_xapid"));
     let dir = tempfile::tempdir().expect("tempdir");
-    let subnet = format!(
-        "127.{}.{}",
-        rand::random_range(1..=250u8),
-        rand::random_range(1..=250u8)
-    );
+    let subnet = if netns {
+        format!(
+            "10.{}.{}",
+            rand::random_range(200..=254u8),
+            rand::random_range(0..=255u8)
+        )
+    } else {
+        format!(
+            "127.{}.{}",
+            rand::random_range(1..=250u8),
+            rand::random_range(1..=250u8)
+        )
+    };
     let port: u16 = rand::random_range(20000..60000u16);
     let child = Command::new(&xapid)
         .args(["lab", "--hosts", "3", "--vms", &VMS.to_string(), "--password", "bench"])
@@ -87,6 +123,7 @@ fn main() {
             "--vm-memory",
             &(256i64 << 20).to_string(),
         ])
+        .args(if netns { &["--netns"][..] } else { &[][..] })
         .arg("--dir")
         .arg(dir.path())
         .stdout(Stdio::null())
@@ -97,7 +134,7 @@ fn main() {
     let addresses: Vec<String> = (1..=3).map(|i| format!("{subnet}.{i}")).collect();
     let sr = lab.1.path().join("sr");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let mut times = Vec::new();
+    let mut times: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     runtime.block_on(async {
         // The lab is ready once HA is on (it creates the VMs first).
         let mut c = loop {
@@ -125,8 +162,13 @@ fn main() {
             .expect("start");
         }
         c.logout().await;
-        println!("pool: 3 hosts (lab), {VMS} protected VMs, T = {T_S} s; {runs} runs");
-        for run in 1..=runs {
+        println!(
+            "pool: 3 hosts ({}), {VMS} protected VMs, T = {T_S} s; {runs} runs of each of: {}",
+            if netns { "lab, network namespaces" } else { "lab" },
+            kinds.join(", ")
+        );
+        for (run, kind) in (1..=runs).flat_map(|r| kinds.iter().map(move |k| (r, k))) {
+            let (cut, heal) = fault_actions(kind).expect("checked above");
             let mut c = connect(&addresses, port).await;
             let hosts = records(&mut c, "host").await;
             let vms = records(&mut c, "VM").await;
@@ -151,7 +193,7 @@ fn main() {
             );
             c.logout().await;
             let killed = unix_ms();
-            lab_cmd(&xapid, lab.1.path(), "power-off", &victim_name);
+            lab_cmd(&xapid, lab.1.path(), cut, &victim_name);
             // Wait until every one of its VMs writes from another host.
             let deadline = Instant::now() + Duration::from_secs(20 * T_S);
             let worst = loop {
@@ -178,12 +220,12 @@ fn main() {
             };
             let secs = worst as f64 / 1000.0;
             println!(
-                "run {run}: {} VMs of {victim_name} back in {secs:.1} s ({:.2} T)",
+                "run {run}, {kind}: {} VMs of {victim_name} back in {secs:.1} s ({:.2} T)",
                 victim_vms.len(),
                 secs / T_S as f64
             );
-            times.push(secs);
-            lab_cmd(&xapid, lab.1.path(), "power-on", &victim_name);
+            times.entry(kind.clone()).or_default().push(secs);
+            lab_cmd(&xapid, lab.1.path(), heal, &victim_name);
             // Until it is live and enabled again.
             let back = Instant::now();
             loop {
@@ -204,13 +246,17 @@ fn main() {
             }
         }
     });
-    times.sort_by(f64::total_cmp);
-    let median = times[times.len() / 2];
-    let worst = times.last().copied().unwrap_or_default();
-    println!(
-        "failover, power-off to the last VM's first write elsewhere: median {median:.1} s ({:.2} T), worst {worst:.1} s ({:.2} T)",
-        median / T_S as f64,
-        worst / T_S as f64
-    );
+    for (kind, mut t) in times {
+        t.sort_by(f64::total_cmp);
+        let pct = |p: f64| t[((t.len() as f64 * p).ceil() as usize).clamp(1, t.len()) - 1];
+        let (p50, p99) = (pct(0.5), pct(0.99));
+        println!(
+            "failover after {kind} loss, fault to the last VM's first write elsewhere, {} runs: p50 {p50:.1} s ({:.2} T), p99 {p99:.1} s ({:.2} T), best {:.1} s",
+            t.len(),
+            p50 / T_S as f64,
+            p99 / T_S as f64,
+            t[0]
+        );
+    }
     drop(lab);
 }

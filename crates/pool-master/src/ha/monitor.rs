@@ -34,6 +34,10 @@ pub const PERIOD: Duration = Duration::from_millis(500);
 struct State {
     /// What we last told the engine about the master lock.
     proposing: Option<bool>,
+    /// What this host last wanted, kept while the agent is briefly not
+    /// online (a host joining the liveset): a proposal stands until
+    /// another host holds the lock.
+    wanted: bool,
     /// The statefile-lost alert for the current loss was raised.
     statefile_alerted: bool,
     /// Fences to report once back in the pool.
@@ -75,11 +79,31 @@ async fn step(d: &Arc<Daemon>, view: &AgentView, state: &mut State) -> Result<()
     let last_gone = |m: &String| !view.liveset.contains(m);
     // The last master: the global block's, else the database's.
     let last = view.last_master.clone().or_else(|| db_master(d));
+    // With no holder, the last master proposes while it is live (whatever
+    // role it has taken meanwhile: a fenced master that rebooted is one);
+    // once it has left the liveset, everyone does and the lowest index
+    // wins. A proposal stands until another host holds the lock: a host
+    // joining the liveset makes the holder's grant incomplete for a
+    // moment, and withdrawing then left the pool without any candidate.
     let want = match &view.lock_holder {
         Some(holder) => *holder == me,
-        None if d.is_master() => last.as_ref().is_none_or(|m| *m == me || last_gone(m)),
-        None => last.as_ref().is_some_and(|m| *m != me && last_gone(m)),
+        None => {
+            state.wanted
+                || match &last {
+                    Some(m) if !last_gone(m) => *m == me,
+                    _ => true,
+                }
+        }
     };
+    if want != state.wanted {
+        tracing::info!(
+            holder = ?view.lock_holder,
+            last_master = ?last,
+            "{} the master lock",
+            if want { "proposing for" } else { "withdrawing from" }
+        );
+    }
+    state.wanted = want;
     if state.proposing != Some(want)
         && d.ha
             .send(if want {
