@@ -7,6 +7,7 @@
 //!
 //! Run: `cargo bench -p pool-master --bench failover`. Environment:
 //! - `FAILOVER_RUNS=N`: runs per kind of fault (10);
+//! - `FAILOVER_VMS=N`: protected VMs (50);
 //! - `FAILOVER_KINDS=power,network,storage`: the kinds, in turn (power);
 //! - `FAILOVER_NETNS=1`: each host in its own network namespace, so the
 //!   network fault is a real link going down (root, iproute2, nftables).
@@ -25,7 +26,7 @@ use xapi_client::Client;
 mod common;
 use common::Lab;
 
-const VMS: usize = 50;
+const DEFAULT_VMS: usize = 50;
 const T_S: u64 = 10;
 
 /// The `xapid lab` actions that inject and heal a kind of fault.
@@ -97,6 +98,10 @@ fn main() {
         );
     }
     let netns = std::env::var_os("FAILOVER_NETNS").is_some();
+    let vm_count: usize = std::env::var("FAILOVER_VMS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DEFAULT_VMS);
     let xapid = PathBuf::from(env!("CARGO_BIN_EXE_xapid"));
     let dir = tempfile::tempdir().expect("tempdir");
     let subnet = if netns {
@@ -114,7 +119,7 @@ fn main() {
     };
     let port: u16 = rand::random_range(20000..60000u16);
     let child = Command::new(&xapid)
-        .args(["lab", "--hosts", "3", "--vms", &VMS.to_string(), "--password", "bench"])
+        .args(["lab", "--hosts", "3", "--vms", &vm_count.to_string(), "--password", "bench"])
         .args(["--subnet", &subnet, "--port", &port.to_string(), "--ha", "--ha-timeout"])
         .arg(T_S.to_string())
         .args([
@@ -149,7 +154,7 @@ fn main() {
         let hosts = records(&mut c, "host").await;
         let host_refs: Vec<String> = hosts.keys().cloned().collect();
         let vms = records(&mut c, "VM").await;
-        assert_eq!(vms.len(), VMS);
+        assert_eq!(vms.len(), vm_count);
         for (i, r) in vms.keys().enumerate() {
             c.call("VM.set_ha_restart_priority", vec![json!(r), json!("restart")])
                 .await
@@ -163,7 +168,7 @@ fn main() {
         }
         c.logout().await;
         println!(
-            "pool: 3 hosts ({}), {VMS} protected VMs, T = {T_S} s; {runs} runs of each of: {}",
+            "pool: 3 hosts ({}), {vm_count} protected VMs, T = {T_S} s; {runs} runs of each of: {}",
             if netns { "lab, network namespaces" } else { "lab" },
             kinds.join(", ")
         );
