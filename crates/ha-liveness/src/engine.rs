@@ -1383,6 +1383,10 @@ impl Engine {
                         || (self.sfdomain.contains(i) && self.slots[i].is_some_and(|s| s.view.current.contains(me)))
                 });
                 if !still {
+                    self.log(format!(
+                        "no host holds this one in its liveset: hbdomain {} sfdomain {}",
+                        self.hbdomain, self.sfdomain
+                    ));
                     self.boot = Boot::Criteria;
                 } else if since >= self.boot_limit() {
                     self.log("this host is still online from other hosts' perspectives".into());
@@ -1463,7 +1467,16 @@ impl Engine {
             (PoolState::Active, true) => {
                 if let Some(first) = nonstarting.lowest() {
                     if let Some(s) = self.slots[first] {
-                        if s.view.current.contains(self.cfg.me) {
+                        // Only a liveset formed with this host in it: one
+                        // that still lists it from before it rebooted (the
+                        // holder's slot was out of sight while this host
+                        // waited to be forgotten) is being shrunk, and
+                        // says so in `proposed` or its phase.
+                        let me = self.cfg.me;
+                        if s.view.current.contains(me)
+                            && s.view.proposed.contains(me)
+                            && !s.view.phase.in_fault_handler()
+                        {
                             self.form_liveset(now, s.view.current);
                             return;
                         }

@@ -25,3 +25,15 @@ fn random_fault_schedules_keep_every_safety_property() {
     assert!(shrinks > 0, "some faults shrank a liveset");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// Seeds that once broke a safety property, each with what it found.
+#[test]
+fn seeds_that_found_a_bug_stay_fixed() {
+    // 2785: a host rebooting during the others' fault handler adopted the
+    // liveset it read in a slot, which still listed it from before its
+    // reboot while it was being dropped.
+    for seed in [2785] {
+        let r = schedule::run(seed, None, 300_000, false).expect("T_S is a valid lab timeout");
+        assert_eq!(r.violation, None, "seed {seed}");
+    }
+}

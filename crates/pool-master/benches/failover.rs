@@ -119,7 +119,15 @@ fn main() {
     };
     let port: u16 = rand::random_range(20000..60000u16);
     let child = Command::new(&xapid)
-        .args(["lab", "--hosts", "3", "--vms", &vm_count.to_string(), "--password", "bench"])
+        .args([
+            "lab",
+            "--hosts",
+            "3",
+            "--vms",
+            &vm_count.to_string(),
+            "--password",
+            "bench",
+        ])
         .args(["--subnet", &subnet, "--port", &port.to_string(), "--ha", "--ha-timeout"])
         .arg(T_S.to_string())
         .args([
