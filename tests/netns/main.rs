@@ -126,6 +126,12 @@ fn an_asymmetric_partition_never_runs_a_vm_twice_and_heals() {
     );
     std::thread::sleep(Duration::from_secs(2 * T));
     assert_one_writer_at_a_time(&lab.sr_dir(), &vm);
+    eprintln!(
+        "fences during the asymmetric partition: host1 {}, host2 {}, host3 {}",
+        lab.downs("host1"),
+        lab.downs("host2"),
+        lab.downs("host3")
+    );
     lab.link("unblock", "host1", "host3");
     lab.link("unblock", "host3", "host1");
     assert!(
