@@ -111,33 +111,41 @@ fn an_isolated_master_is_replaced_and_rejoins_as_a_member() {
 }
 
 #[test]
-fn an_asymmetric_partition_never_runs_a_vm_twice_and_heals() {
-    // host1 and host3 stop hearing each other; host2 hears both. No
-    // partition is fully connected to everyone, so the fault handler
-    // cannot agree on one view.
+fn an_asymmetric_partition_keeps_the_largest_fully_connected_set() {
+    // host1 and host3 stop hearing each other; host2 hears both. {host1,
+    // host2} and {host2, host3} are the largest fully connected sets: one
+    // of host1 and host3 fences (the tie goes to the lower uuid's side),
+    // host2 never does.
     let Some(lab) = netns_lab(3, 1) else { return };
-    let vm = protect_on(&lab, "vm01", "host3");
+    let vm = protect_on(&lab, "vm01", "host2");
     lab.link("block", "host1", "host3");
     lab.link("block", "host3", "host1");
     assert!(
-        wait_for(FAILOVER, || (1..=3).any(|i| lab.downs(&format!("host{i}")) >= 1)),
-        "nobody fenced:\n{}",
+        wait_for(FAILOVER, || lab.downs("host1") + lab.downs("host3") >= 1),
+        "neither host1 nor host3 fenced:\n{}",
         lab.output()
     );
     std::thread::sleep(Duration::from_secs(2 * T));
-    assert_one_writer_at_a_time(&lab.sr_dir(), &vm);
-    eprintln!(
-        "fences during the asymmetric partition: host1 {}, host2 {}, host3 {}",
-        lab.downs("host1"),
-        lab.downs("host2"),
-        lab.downs("host3")
+    let uuid = |h: &str| host_field(&lab, h, "uuid");
+    let (keep, lose) = if uuid("host1") < uuid("host3") {
+        ("host1", "host3")
+    } else {
+        ("host3", "host1")
+    };
+    assert_eq!(
+        (lab.downs("host2"), lab.downs(keep)),
+        (0, 0),
+        "only {lose} may fence:\n{}",
+        lab.output()
     );
+    assert!(lab.downs(lose) >= 1);
+    assert_eq!(running_on(&lab, &vm).as_deref(), Some("host2"), "vm01 kept running");
+    assert_one_writer_at_a_time(&lab.sr_dir(), &vm);
     lab.link("unblock", "host1", "host3");
     lab.link("unblock", "host3", "host1");
     assert!(
-        wait_for(3 * FAILOVER, || (1..=3).all(|i| live(&lab, &format!("host{i}")))
-            && running_on(&lab, &vm).is_some()),
-        "the pool did not heal:\n{}",
+        wait_for(FAILOVER, || (1..=3).all(|i| live(&lab, &format!("host{i}")))),
+        "{lose} did not rejoin:\n{}",
         lab.post_mortem()
     );
     lab.check();

@@ -819,7 +819,50 @@ impl Engine {
                 }
             }
         }
+        if in_fh {
+            self.keep_fully_connected();
+        }
         self.detect_degrade(now);
+    }
+
+    /// In the fault handler, when the hosts this host hears do not all hear
+    /// each other (A hears B, B hears C, A and C do not), keep only the
+    /// best fully connected set around this host, by the hbdomains its
+    /// peers' heartbeats carry. The hosts left out drop this host in turn
+    /// (their view no longer holds it), so the pool splits into clean
+    /// partitions that the survival rules can judge; the largest fully
+    /// connected set is the one that survives. Waits until every peer
+    /// heard is in the fault handler, as their views are only then final.
+    fn keep_fully_connected(&mut self) {
+        let me = self.cfg.me;
+        let heard = self.hbdomain;
+        let mut edge = vec![HostSet::EMPTY; self.n];
+        for i in heard.iter() {
+            let view_i = if i == me {
+                Some(heard)
+            } else {
+                match self.peers[i].as_ref() {
+                    Some(p) if p.hb.view.phase.in_fault_handler() => Some(p.hb.view.hbdomain),
+                    _ => return,
+                }
+            };
+            edge[i] = view_i.unwrap_or_default().and(heard).without(i);
+        }
+        // Both ways.
+        for i in heard.iter() {
+            edge[i] = edge[i].iter().filter(|&j| edge[j].contains(i)).collect();
+        }
+        if heard.iter().all(|i| edge[i].with(i) == heard) {
+            return;
+        }
+        let keep = rules::best_clique(heard, &edge, me, &self.cfg.weights);
+        if keep != heard {
+            self.log(format!(
+                "hosts {} do not all hear each other: keeping the fully connected {keep}",
+                heard
+            ));
+            self.hbdomain = keep;
+        }
     }
 
     // ---- statefile ----
@@ -1396,10 +1439,9 @@ impl Engine {
             Boot::Criteria => self.start_criteria(now),
             Boot::AllBooted { deadline } => {
                 let me = self.cfg.me;
-                let booted = (0..self.n).filter(|&i| i != me).all(|i| {
-                    !self.hbdomain.contains(i)
-                        || self.peers[i].as_ref().is_some_and(|p| p.hb.view.proposed.contains(me))
-                });
+                let booted = (0..self.n)
+                    .filter(|&i| i != me)
+                    .all(|i| !self.hbdomain.contains(i) || self.fresh_ack(now, i));
                 if booted {
                     let liveset = self.proposed;
                     self.form_liveset(now, liveset);
@@ -1412,11 +1454,7 @@ impl Engine {
             }
             Boot::Join { deadline } => {
                 let me = self.cfg.me;
-                let joined = self
-                    .current
-                    .iter()
-                    .filter(|&i| i != me)
-                    .all(|i| self.peers[i].as_ref().is_some_and(|p| p.hb.view.proposed.contains(me)));
+                let joined = self.current.iter().filter(|&i| i != me).all(|i| self.fresh_ack(now, i));
                 if joined {
                     self.current.insert(me);
                     self.log(format!("joined the liveset {}", self.current));
@@ -1427,6 +1465,17 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// Host `i` proposes this host in its latest heartbeat, and that
+    /// heartbeat is recent: after this host was frozen, the acks it read
+    /// before may be withdrawn already.
+    fn fresh_ack(&self, now: Millis, i: usize) -> bool {
+        let recent = self.last_hb[i].is_some_and(|t| now.saturating_sub(t) < self.cfg.timeouts.hb_timeout / 2);
+        recent
+            && self.peers[i]
+                .as_ref()
+                .is_some_and(|p| p.hb.view.proposed.contains(self.cfg.me))
     }
 
     fn start_criteria(&mut self, now: Millis) {
@@ -1483,7 +1532,16 @@ impl Engine {
                     }
                 }
                 if self.sfdomain.is_subset(self.hbdomain) {
-                    self.current = self.sfdomain.minus(starting).without(self.cfg.me);
+                    // The liveset as its members publish it: it may hold
+                    // hosts kept without the statefile, seen only there.
+                    let published = self
+                        .hbdomain
+                        .iter()
+                        .filter(|&i| i != self.cfg.me)
+                        .filter_map(|i| self.peers[i].as_ref())
+                        .filter(|p| p.hb.view.current.contains(p.hb.from))
+                        .fold(HostSet::EMPTY, |acc, p| acc.or(p.hb.view.current));
+                    self.current = self.sfdomain.minus(starting).or(published).without(self.cfg.me);
                     self.proposed = self.current.with(self.cfg.me);
                     self.log(format!("joining the existing liveset {}", self.current));
                     self.hb_burst = 3;

@@ -6,6 +6,11 @@
 //!   largest partition, computed from each host's statefile-published
 //!   views, wins; ties go to the lowest index (lowest host UUID), weights
 //!   bias it by `0x100` each.
+//! - Links that do not work both ways between every pair of hosts are
+//!   reduced to clean partitions before these rules run: in the fault
+//!   handler a host keeps in its hbdomain only the best fully connected set
+//!   around it ([`best_clique`]), so the largest fully connected set is
+//!   the one that survives.
 //! - Rule 2: nobody on the network can reach the statefile and every host
 //!   off the network is excluded: everyone stays.
 //! - Storage-lost hosts (the seeds' "lost storage but not network"): a host
@@ -102,6 +107,48 @@ fn in_largest_partition(v: &Views) -> bool {
         return false;
     };
     wsf.contains(v.me) && whb.contains(v.me) && v.sfdomain.contains(w) && v.hbdomain.contains(w)
+}
+
+/// How many search steps the clique search may take. Pools are small and
+/// nearly fully connected, so this is never reached in practice; the
+/// search is deterministic, so hosts with the same views stop alike.
+const CLIQUE_STEPS: u32 = 100_000;
+
+/// The best fully connected set holding `me` among `hosts`, where
+/// `edge[i]` is the set of hosts `i` is connected to both ways: the
+/// highest weight, then the most hosts, then the set holding the lowest
+/// index where two differ.
+pub fn best_clique(hosts: HostSet, edge: &[HostSet], me: usize, weights: &[u32]) -> HostSet {
+    let mut best = HostSet::single(me);
+    let mut steps = 0;
+    let start = hosts.and(edge.get(me).copied().unwrap_or_default()).without(me);
+    grow(HostSet::single(me), start, edge, weights, &mut best, &mut steps);
+    best
+}
+
+fn better(a: HostSet, b: HostSet, weights: &[u32]) -> bool {
+    let score = |s: HostSet| size(s, s, weights);
+    match score(a).cmp(&score(b)) {
+        std::cmp::Ordering::Equal => HostSet(a.0 ^ b.0).lowest().is_some_and(|i| a.contains(i)),
+        o => o.is_gt(),
+    }
+}
+
+/// Bron–Kerbosch without pivoting, candidates in index order.
+fn grow(clique: HostSet, candidates: HostSet, edge: &[HostSet], weights: &[u32], best: &mut HostSet, steps: &mut u32) {
+    *steps += 1;
+    if better(clique, *best, weights) {
+        *best = clique;
+    }
+    if *steps > CLIQUE_STEPS {
+        return;
+    }
+    let mut rest = candidates;
+    for i in candidates.iter() {
+        let nb = edge.get(i).copied().unwrap_or_default();
+        grow(clique.with(i), rest.and(nb), edge, weights, best, steps);
+        rest.remove(i);
+    }
 }
 
 /// Survival rule 2 holds.
@@ -357,6 +404,22 @@ mod tests {
                 assert_eq!(keep(&v, got), set(c.keeps), "{}", c.name);
             }
         }
+    }
+
+    #[test]
+    fn the_best_clique_is_the_heaviest_then_largest_then_lowest() {
+        // 0-1, 1-2, 1-3, 2-3: around 1, {1,2,3} beats {0,1}.
+        let edge = vec![set(&[1]), set(&[0, 2, 3]), set(&[1, 3]), set(&[1, 2])];
+        let all = set(&[0, 1, 2, 3]);
+        assert_eq!(best_clique(all, &edge, 1, &[0; 4]), set(&[1, 2, 3]));
+        assert_eq!(best_clique(all, &edge, 0, &[0; 4]), set(&[0, 1]));
+        // A chain 0-1-2: around 1, the tie goes to the set with host 0.
+        let chain = vec![set(&[1]), set(&[0, 2]), set(&[1])];
+        assert_eq!(best_clique(set(&[0, 1, 2]), &chain, 1, &[0; 3]), set(&[0, 1]));
+        // A weight on 2 turns it.
+        assert_eq!(best_clique(set(&[0, 1, 2]), &chain, 1, &[0, 0, 1]), set(&[1, 2]));
+        // Only hosts in `hosts` count.
+        assert_eq!(best_clique(set(&[1, 2]), &chain, 1, &[0; 3]), set(&[1, 2]));
     }
 
     #[test]

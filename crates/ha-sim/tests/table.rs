@@ -215,3 +215,38 @@ fn a_host_that_leaves_cleanly_is_dropped_without_a_fault() {
     assert_eq!(w.hosts[0].engine.liveset(), set(&[0, 1, 2]));
     assert_eq!(w.fenced(), set(&[]));
 }
+
+#[test]
+fn an_asymmetric_partition_keeps_the_largest_fully_connected_set() {
+    // 0 and 2 stop hearing each other; 1 still hears both. {0,1} and {1,2}
+    // are the largest fully connected sets; the tie goes to the lower index.
+    let mut w = pool(3);
+    w.cut_link(0, 2);
+    w.cut_link(2, 0);
+    run(&mut w, 90_000);
+    assert_eq!(w.fenced(), set(&[2]), "only host 2 fences: {:?}", w.hosts[0].fences);
+    assert_eq!(livesets(&w, &[0, 1]), vec![set(&[0, 1]); 2]);
+}
+
+#[test]
+fn a_one_way_cut_fences_the_side_that_cannot_hear() {
+    // 2 no longer hears 0; 0 still hears 2.
+    let mut w = pool(3);
+    w.cut_link(0, 2);
+    run(&mut w, 90_000);
+    assert_eq!(w.fenced(), set(&[2]), "only host 2 fences");
+    assert_eq!(livesets(&w, &[0, 1]), vec![set(&[0, 1]); 2]);
+}
+
+#[test]
+fn the_largest_fully_connected_set_survives_in_a_larger_pool() {
+    // 0 hears only 1; 1, 2 and 3 all hear each other.
+    let mut w = pool(4);
+    for j in [2, 3] {
+        w.cut_link(0, j);
+        w.cut_link(j, 0);
+    }
+    run(&mut w, 90_000);
+    assert_eq!(w.fenced(), set(&[0]));
+    assert_eq!(livesets(&w, &[1, 2, 3]), vec![set(&[1, 2, 3]); 3]);
+}
