@@ -107,28 +107,37 @@ impl Lab {
         Lab::start_on(hosts, vms, &subnet, &["--netns", "--ha", "--ha-timeout", &t])
     }
 
-    /// `xapid lab block|unblock FROM TO --dir DIR`: a one-way cut.
-    #[allow(dead_code)] // used by tests/netns
-    pub fn link(&self, action: &str, from: &str, to: &str) {
-        let out = Command::new(xapid_bin())
-            .args(["lab", action, from, to, "--dir"])
+    /// Run `xapid lab ARGS... --dir DIR`; its output.
+    fn lab_command(&self, args: &[&str]) -> Output {
+        Command::new(xapid_bin())
+            .arg("lab")
+            .args(args)
+            .arg("--dir")
             .arg(self.dir.path())
             .output()
-            .expect("run xapid lab");
+            .expect("run xapid lab")
+    }
+
+    /// Run `xapid lab ARGS... --dir DIR`, which must succeed.
+    fn lab_ok(&self, args: &[&str]) {
+        let out = self.lab_command(args);
         assert!(
             out.status.success(),
-            "xapid lab {action} {from} {to}: {}",
+            "xapid lab {}: {}",
+            args.join(" "),
             String::from_utf8_lossy(&out.stderr)
         );
     }
 
+    /// `xapid lab block|unblock FROM TO --dir DIR`: a one-way cut.
+    #[allow(dead_code)] // used by tests/netns
+    pub fn link(&self, action: &str, from: &str, to: &str) {
+        self.lab_ok(&[action, from, to]);
+    }
+
     /// `xapid lab check --dir DIR` must find nothing.
     pub fn check(&self) -> String {
-        let out = Command::new(xapid_bin())
-            .args(["lab", "check", "--dir"])
-            .arg(self.dir.path())
-            .output()
-            .expect("run xapid lab check");
+        let out = self.lab_command(&["check"]);
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         assert!(
             out.status.success(),
@@ -140,16 +149,7 @@ impl Lab {
 
     /// Run `xapid lab ACTION HOST --dir DIR` (power-off, cut-network...).
     pub fn fault(&self, action: &str, host: &str) {
-        let out = Command::new(xapid_bin())
-            .args(["lab", action, host, "--dir"])
-            .arg(self.dir.path())
-            .output()
-            .expect("run xapid lab");
-        assert!(
-            out.status.success(),
-            "xapid lab {action} {host}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        self.lab_ok(&[action, host]);
     }
 
     /// `xapid lab guest-halt VM --dir DIR`.
