@@ -26,7 +26,15 @@ pub fn spawn(d: Arc<Daemon>) {
     tokio::spawn(async move {
         while let Some(vm) = halted.recv().await {
             let mut tries = 0;
-            while let Err(e) = report(&d, &vm).await {
+            loop {
+                // While the report waited (the master was away), the VM may
+                // have been started here again: the halt is then old news,
+                // and recording it would mark the new guest halted.
+                if d.driver.running().contains(&vm) {
+                    tracing::info!(%vm, "not reporting an earlier guest's halt: the VM runs here again");
+                    break;
+                }
+                let Err(e) = report(&d, &vm).await else { break };
                 tries += 1;
                 if tries >= TRIES {
                     tracing::error!(%vm, "could not record that the guest halted: {e}");
