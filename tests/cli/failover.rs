@@ -231,7 +231,7 @@ fn planned_maintenance_moves_nothing_and_fences_nobody() {
     }
     let (where01, writes) = (running_on(&lab, &vm01).unwrap(), records_of(&lab.sr_dir(), &vm01).len());
     lab.xe_ok(&["host-reboot", "host=host3"]);
-    assert!(wait_for(FAILOVER, || lab.downs("host3") >= 1));
+    lab.wait_fenced("host3");
     let back = wait_for(FAILOVER, || {
         host_field(&lab, "host3", "host-metrics-live") == "true" && host_field(&lab, "host3", "enabled") == "true"
     });

@@ -69,11 +69,7 @@ fn enabling_ha_arms_every_host_and_a_network_pull_fences_only_that_host() {
     // A VM on host3, then host3's cable is pulled: it fences, the others stay.
     lab.xe_ok(&["vm-start", "vm=vm01", "on=host3"]);
     lab.fault("cut-network", "host3");
-    assert!(
-        wait_for(FAILOVER, || lab.downs("host3") >= 1),
-        "host3 did not fence:\n{}",
-        lab.output()
-    );
+    lab.wait_fenced("host3");
     assert!(
         wait_for(FAILOVER, || live(&lab, 1, "host3") == Some(false)),
         "host1 still does not report host3 dead: {:?}",
@@ -123,7 +119,7 @@ fn storage_loss_alone_fences_nobody_and_a_host_without_the_statefile_stays_out()
     std::thread::sleep(Duration::from_secs(T));
     lab.fault("cut-storage", "host3");
     lab.fault("cut-network", "host3");
-    assert!(wait_for(FAILOVER, || lab.downs("host3") >= 1), "{}", lab.output());
+    lab.wait_fenced("host3");
     lab.fault("restore-network", "host3");
     let refused = wait_for(FAILOVER, || {
         lab.xe_on(3, &["host-list"])
@@ -195,11 +191,7 @@ fn a_two_host_split_keeps_the_host_with_the_lower_uuid() {
         ("host2", "host1")
     };
     lab.fault("cut-network", "host2");
-    assert!(
-        wait_for(FAILOVER, || lab.downs(lose) >= 1),
-        "{lose} did not fence:\n{}",
-        lab.output()
-    );
+    lab.wait_fenced(lose);
     std::thread::sleep(Duration::from_secs(2 * T));
     assert_eq!(lab.downs(keep), 0, "{keep} fenced too:\n{}", lab.output());
 }
@@ -238,11 +230,7 @@ fn a_frozen_master_that_wakes_during_the_election_leaves_the_pool_a_master() {
     // 2 T: it wakes as the others finish their fault handler.
     std::thread::sleep(Duration::from_secs(2 * T));
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
-    assert!(
-        wait_for(FAILOVER, || lab.downs("host1") >= 1),
-        "the woken master did not fence:\n{}",
-        lab.output()
-    );
+    lab.wait_fenced("host1");
     let answered = || {
         lab.xe_any_min(&["pool-list", "params=master"])
             .is_some_and(|m| uuid_like(&m))

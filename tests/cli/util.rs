@@ -198,6 +198,16 @@ impl Lab {
         self.output().matches(&format!("{name} went down")).count()
     }
 
+    /// Wait (up to [`FAILOVER`]) until host `name` has gone down at least
+    /// once; the lab's output otherwise.
+    pub fn wait_fenced(&self, name: &str) {
+        assert!(
+            wait_for(FAILOVER, || self.downs(name) >= 1),
+            "{name} did not fence:\n{}",
+            self.output()
+        );
+    }
+
     /// Run xe against host `i` itself (not following the lab's master).
     pub fn xe_on(&self, i: usize, args: &[&str]) -> Run {
         let extra = format!(

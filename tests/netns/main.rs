@@ -64,11 +64,7 @@ fn a_two_host_split_keeps_the_host_with_the_lower_uuid() {
     // Both directions dropped by nftables, the cables stay plugged.
     lab.link("block", "host1", "host2");
     lab.link("block", "host2", "host1");
-    assert!(
-        wait_for(FAILOVER, || lab.downs(lose) >= 1),
-        "{lose} did not fence:\n{}",
-        lab.output()
-    );
+    lab.wait_fenced(lose);
     std::thread::sleep(Duration::from_secs(2 * T));
     assert_eq!(lab.downs(keep), 0, "{keep} fenced too:\n{}", lab.output());
     lab.link("unblock", "host1", "host2");
@@ -85,11 +81,7 @@ fn an_isolated_master_is_replaced_and_rejoins_as_a_member() {
     let Some(lab) = netns_lab(3, 1) else { return };
     let vm = protect_on(&lab, "vm01", "host1");
     lab.fault("cut-network", "host1");
-    assert!(
-        wait_for(FAILOVER, || lab.downs("host1") >= 1),
-        "the isolated master did not fence:\n{}",
-        lab.output()
-    );
+    lab.wait_fenced("host1");
     // A new master, elected among host2 and host3, restarts the VM.
     assert!(
         wait_for(FAILOVER, || running_on(&lab, &vm).is_some_and(|h| h != "host1")),
