@@ -197,6 +197,7 @@ pub static VM: Class = Class {
         f("memory-static-min", "memory_static_min", Bytes, true),
         f("VCPUs-max", "VCPUs_max", Int, false),
         f("resident-on", "resident_on", Ref("host"), false),
+        f("dom-id", "domid", Int, false),
         f("affinity", "affinity", Ref("host"), true),
         f("other-config", "other_config", Map, true),
         Field {

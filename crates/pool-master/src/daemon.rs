@@ -524,11 +524,12 @@ pub fn host_is_slave(master_address: &str) -> ApiError {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use xapi_proto::records::VmRecord;
 
-    fn config(dir: &std::path::Path) -> Config {
+    /// The configuration of a one-host pool kept in `dir`, for unit tests.
+    pub(crate) fn config(dir: &std::path::Path) -> Config {
         Config {
             data_dir: dir.to_path_buf(),
             address: "127.0.0.1".into(),

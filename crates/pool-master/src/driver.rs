@@ -5,6 +5,14 @@
 //! product's central safety property observable: two hosts writing one VM's
 //! disk in overlapping time is split brain. A guest stops when asked (clean or
 //! hard shutdown, the source side of a migration) and dies with the process.
+//!
+//! Each guest gets a domain id (XAPI's `domid`) when it starts. Domain ids
+//! grow: within one process with every start, and from one process to the
+//! next (a process starts counting at its start time in ms, times 1000). So
+//! the master can tell which of two facts about a VM on a host is newer: a
+//! member's list of running guests (taken before domain id `next`) says
+//! nothing about a guest started after it, and a halt report for an earlier
+//! guest says nothing about the one running now.
 
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -54,8 +62,25 @@ impl GuestRecord {
 }
 
 struct Guest {
+    domid: i64,
     stop: oneshot::Sender<()>,
     task: JoinHandle<u64>,
+}
+
+/// A guest that halted from inside: its VM and domain id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Halted {
+    pub vm_uuid: String,
+    pub domid: i64,
+}
+
+/// What runs on this host at one moment: the running guests' VMs, and the
+/// domain id the next guest started here will get. Every guest started
+/// after the moment has a domain id of at least `next_domid`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub running: Vec<String>,
+    pub next_domid: i64,
 }
 
 /// Asked before every guest write: `Err(why)` when the host may not write
@@ -65,11 +90,30 @@ pub type Gate = Arc<dyn Fn() -> Result<(), &'static str> + Send + Sync>;
 /// The sim guests running on this host.
 pub struct SimDriver {
     host_uuid: String,
-    guests: Mutex<HashMap<String, Guest>>,
+    guests: Mutex<Guests>,
     gate: Gate,
-    /// Guests that halted from inside, by VM uuid.
-    halted_tx: mpsc::UnboundedSender<String>,
-    halted_rx: Mutex<Option<mpsc::UnboundedReceiver<String>>>,
+    /// Guests that halted from inside.
+    halted_tx: mpsc::UnboundedSender<Halted>,
+    halted_rx: Mutex<Option<mpsc::UnboundedReceiver<Halted>>>,
+}
+
+/// The guests by VM uuid, and the next domain id.
+struct Guests {
+    by_vm: HashMap<String, Guest>,
+    next_domid: i64,
+}
+
+impl Guests {
+    fn running(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .by_vm
+            .iter()
+            .filter(|(_, g)| !g.task.is_finished())
+            .map(|(k, _)| k.clone())
+            .collect();
+        v.sort();
+        v
+    }
 }
 
 impl SimDriver {
@@ -83,7 +127,10 @@ impl SimDriver {
         let (halted_tx, halted_rx) = mpsc::unbounded_channel();
         SimDriver {
             host_uuid,
-            guests: Mutex::new(HashMap::new()),
+            guests: Mutex::new(Guests {
+                by_vm: HashMap::new(),
+                next_domid: first_domid(),
+            }),
             gate,
             halted_tx,
             halted_rx: Mutex::new(Some(halted_rx)),
@@ -92,33 +139,37 @@ impl SimDriver {
 
     /// The uuids of guests that halt from inside, as they do (once: the
     /// receiver goes to the first caller).
-    pub fn take_halted(&self) -> Option<mpsc::UnboundedReceiver<String>> {
+    pub fn take_halted(&self) -> Option<mpsc::UnboundedReceiver<Halted>> {
         self.halted_rx.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
-    /// Start a guest writing to `disks`. Its first record is `first_seq`, or
-    /// when `None` the one after the last record on its first disk.
-    pub fn start(&self, vm_uuid: &str, disks: Vec<PathBuf>, first_seq: Option<u64>) -> Result<(), DriverError> {
+    /// Start a guest writing to `disks`: its domain id. Its first record is
+    /// `first_seq`, or when `None` the one after the last record on its
+    /// first disk.
+    pub fn start(&self, vm_uuid: &str, disks: Vec<PathBuf>, first_seq: Option<u64>) -> Result<i64, DriverError> {
         let mut guests = self.guests.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(g) = guests.get(vm_uuid) {
+        if let Some(g) = guests.by_vm.get(vm_uuid) {
             if !g.task.is_finished() {
                 return Err(DriverError::AlreadyRunning(vm_uuid.to_string()));
             }
         }
+        let domid = guests.next_domid;
+        guests.next_domid += 1;
         let seq = first_seq.unwrap_or_else(|| disks.first().and_then(|d| last_seq(d)).map_or(0, |s| s + 1));
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(run_guest(
             Identity {
                 host_uuid: self.host_uuid.clone(),
                 vm_uuid: vm_uuid.to_string(),
+                domid,
             },
             disks,
             seq,
             stopped,
             (self.gate.clone(), self.halted_tx.clone()),
         ));
-        guests.insert(vm_uuid.to_string(), Guest { stop, task });
-        Ok(())
+        guests.by_vm.insert(vm_uuid.to_string(), Guest { domid, stop, task });
+        Ok(domid)
     }
 
     /// Stop a guest after its current write; returns the last sequence written.
@@ -127,6 +178,7 @@ impl SimDriver {
             .guests
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+            .by_vm
             .remove(vm_uuid)
             .ok_or_else(|| DriverError::NotRunning(vm_uuid.to_string()))?;
         let _ = guest.stop.send(());
@@ -135,21 +187,41 @@ impl SimDriver {
 
     /// The uuids of the guests running here.
     pub fn running(&self) -> Vec<String> {
+        self.guests.lock().unwrap_or_else(|p| p.into_inner()).running()
+    }
+
+    /// The running guests and the next domain id, read at one moment.
+    pub fn snapshot(&self) -> Snapshot {
         let guests = self.guests.lock().unwrap_or_else(|p| p.into_inner());
-        let mut v: Vec<String> = guests
-            .iter()
-            .filter(|(_, g)| !g.task.is_finished())
-            .map(|(k, _)| k.clone())
-            .collect();
-        v.sort();
-        v
+        Snapshot {
+            running: guests.running(),
+            next_domid: guests.next_domid,
+        }
+    }
+
+    /// The domain id of the guest of `vm_uuid` running here.
+    pub fn domid(&self, vm_uuid: &str) -> Option<i64> {
+        let guests = self.guests.lock().unwrap_or_else(|p| p.into_inner());
+        guests
+            .by_vm
+            .get(vm_uuid)
+            .filter(|g| !g.task.is_finished())
+            .map(|g| g.domid)
     }
 }
 
-/// Who writes: the host and the VM.
+/// The first domain id of this process: its start time in ms, times 1000,
+/// so a later process never reuses an earlier one's ids (1000 starts per ms
+/// of the gap between two processes).
+fn first_domid() -> i64 {
+    i64::try_from(unix_ms()).unwrap_or(i64::MAX / 1000) * 1000
+}
+
+/// Who writes: the host, the VM and the guest's domain id.
 struct Identity {
     host_uuid: String,
     vm_uuid: String,
+    domid: i64,
 }
 
 async fn run_guest(
@@ -157,9 +229,13 @@ async fn run_guest(
     disks: Vec<PathBuf>,
     mut seq: u64,
     mut stopped: oneshot::Receiver<()>,
-    (gate, halted): (Gate, mpsc::UnboundedSender<String>),
+    (gate, halted): (Gate, mpsc::UnboundedSender<Halted>),
 ) -> u64 {
-    let Identity { host_uuid, vm_uuid } = id;
+    let Identity {
+        host_uuid,
+        vm_uuid,
+        domid,
+    } = id;
     let halt_marker = halt_marker(&disks, &vm_uuid);
     let mut ticker = tokio::time::interval(TICK);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -171,8 +247,8 @@ async fn run_guest(
             _ = ticker.tick() => {
                 if let Some(marker) = halt_marker.as_deref().filter(|m| m.exists()) {
                     let _ = std::fs::remove_file(marker);
-                    tracing::info!(vm = %vm_uuid, "the guest halted itself");
-                    let _ = halted.send(vm_uuid.clone());
+                    tracing::info!(vm = %vm_uuid, domid, "the guest halted itself");
+                    let _ = halted.send(Halted { vm_uuid: vm_uuid.clone(), domid });
                     return last;
                 }
                 if let Err(why) = gate() {
@@ -256,8 +332,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let disk = dir.path().join("d.disk");
         let driver = SimDriver::new("host-a".into());
-        driver.start("vm-1", vec![disk.clone()], None).unwrap();
+        let before = driver.snapshot();
+        assert!(before.running.is_empty());
+        let first = driver.start("vm-1", vec![disk.clone()], None).unwrap();
+        assert!(first >= before.next_domid);
         assert!(driver.start("vm-1", vec![disk.clone()], None).is_err());
+        assert_eq!(driver.domid("vm-1"), Some(first));
+        assert_eq!(driver.snapshot().running, vec!["vm-1".to_string()]);
         tokio::time::sleep(Duration::from_millis(350)).await;
         let last = driver.stop("vm-1").await.unwrap();
         let recs = read_records(&disk).unwrap();
@@ -265,7 +346,9 @@ mod tests {
         assert_eq!(recs.last().map(|r| r.seq), Some(last));
         assert!(recs.iter().all(|r| r.host_uuid == "host-a" && r.vm_uuid == "vm-1"));
         assert!(driver.running().is_empty());
-        driver.start("vm-1", vec![disk.clone()], None).unwrap();
+        assert_eq!(driver.domid("vm-1"), None);
+        let second = driver.start("vm-1", vec![disk.clone()], None).unwrap();
+        assert!(second > first, "domain ids grow: {first} then {second}");
         tokio::time::sleep(Duration::from_millis(50)).await;
         driver.stop("vm-1").await.unwrap();
         let recs = read_records(&disk).unwrap();
@@ -274,5 +357,41 @@ mod tests {
             seqs.windows(2).all(|w| w[1] == w[0] + 1),
             "sequence continues: {seqs:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_later_process_never_reuses_an_earlier_ones_domain_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = dir.path().join("d.disk");
+        let earlier = SimDriver::new("host-a".into());
+        let mut last = 0;
+        for _ in 0..5 {
+            last = earlier.start("vm-1", vec![disk.clone()], None).unwrap();
+            earlier.stop("vm-1").await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let later = SimDriver::new("host-a".into());
+        assert!(later.snapshot().next_domid > last);
+    }
+
+    #[tokio::test]
+    async fn a_guest_that_halts_itself_reports_its_domain_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = dir.path().join("d.disk");
+        let driver = SimDriver::new("host-a".into());
+        let mut halted = driver.take_halted().unwrap();
+        let domid = driver.start("vm-1", vec![disk.clone()], None).unwrap();
+        std::fs::write(halt_marker(&[disk], "vm-1").unwrap(), "").unwrap();
+        let report = tokio::time::timeout(Duration::from_secs(5), halted.recv())
+            .await
+            .unwrap();
+        assert_eq!(
+            report,
+            Some(Halted {
+                vm_uuid: "vm-1".into(),
+                domid
+            })
+        );
+        assert!(driver.running().is_empty());
     }
 }

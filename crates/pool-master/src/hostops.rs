@@ -63,14 +63,14 @@ pub async fn call(
         .map_err(|e| peer_error(target, e))
 }
 
-/// Start a guest of `vm_uuid` on `target`, writing to `disks`.
+/// Start a guest of `vm_uuid` on `target`, writing to `disks`: its domain id.
 pub async fn start_guest(
     d: &Daemon,
     target: &Target,
     vm_uuid: &str,
     disks: Vec<PathBuf>,
     first_seq: Option<u64>,
-) -> Result<(), ApiError> {
+) -> Result<i64, ApiError> {
     if target.uuid == d.host_uuid {
         return d
             .driver
@@ -89,8 +89,9 @@ pub async fn start_guest(
             PEER_TIMEOUT,
         )
         .await
-        .map(|_| ())
-        .map_err(|e| peer_error(target, e))
+        .map_err(|e| peer_error(target, e))?
+        .as_i64()
+        .ok_or_else(|| ApiError::internal(format!("host {} did not say the guest's domain id", target.uuid)))
 }
 
 /// Stop the guest of `vm_uuid` on `target`: the last sequence it wrote, or

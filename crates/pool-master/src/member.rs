@@ -47,11 +47,13 @@ async fn run(d: Arc<Daemon>) {
             secret: d.pool_secret(),
         };
         if said_hello_to.as_ref() != Some(&master_address) {
+            let snapshot = d.driver.snapshot();
             let params = vec![
                 json!(d.host_uuid),
                 json!(d.config.address),
                 json!(d.config.memory_total),
-                json!(d.driver.running()),
+                json!(snapshot.running),
+                json!(snapshot.next_domid),
             ];
             match d
                 .peers

@@ -63,7 +63,8 @@ pub async fn reconcile_at_start(d: &Arc<Daemon>) -> Result<(), xapi_proto::ApiEr
         return Ok(());
     }
     let (uuid, address, memory_total) = (&d.host_uuid, &d.config.address, d.config.memory_total);
-    d.write(|txn| crate::api::record_host_start(txn, uuid, address, memory_total, &[]))
+    let snapshot = d.driver.snapshot();
+    d.write(|txn| crate::api::record_host_start(txn, uuid, address, memory_total, &snapshot))
         .await
 }
 

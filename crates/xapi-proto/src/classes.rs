@@ -108,6 +108,7 @@ pub static VM_FIELDS: &[FieldSpec] = &[
     rw("name_description", Str),
     ro("power_state", Str),
     ro("resident_on", Ref("host")),
+    ro("domid", Int),
     rw("affinity", Ref("host")),
     rw("memory_static_max", Int),
     rw("memory_dynamic_max", Int),

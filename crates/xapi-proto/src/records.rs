@@ -153,6 +153,9 @@ pub struct VmRecord {
     pub name_description: String,
     pub power_state: PowerState,
     pub resident_on: String,
+    /// The running guest's domain id, -1 when halted. Unique per host: the
+    /// master compares it with a host's reports to tell old news from new.
+    pub domid: i64,
     pub affinity: String,
     pub memory_static_max: i64,
     pub memory_dynamic_max: i64,
@@ -182,6 +185,7 @@ impl Default for VmRecord {
             name_description: String::new(),
             power_state: PowerState::Halted,
             resident_on: null_ref(),
+            domid: -1,
             affinity: null_ref(),
             memory_static_max: 0,
             memory_dynamic_max: 0,

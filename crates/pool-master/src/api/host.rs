@@ -11,12 +11,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::{json, Value};
-use xapi_proto::records::{HostRecord, PowerState, VmRecord, NULL_REF};
+use xapi_proto::records::{HostRecord, PowerState, VmRecord};
 use xapi_proto::{codes, ApiError};
 
 use super::Args;
 use crate::daemon::Daemon;
-use crate::driver::DriverError;
+use crate::driver::{DriverError, Snapshot};
 use crate::memory;
 use crate::model::Txn;
 
@@ -30,18 +30,20 @@ pub async fn dispatch(d: &Arc<Daemon>, verb: &str, args: &Args) -> Option<Result
     })
 }
 
-/// `host.local_vm_start(session, vm_uuid, disk_paths, first_seq)`; a
-/// negative `first_seq` continues the disk's own sequence.
+/// `host.local_vm_start(session, vm_uuid, disk_paths, first_seq)`: the
+/// guest's domain id. A negative `first_seq` continues the disk's own
+/// sequence.
 fn local_start(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     args.exactly(4)?;
     let vm = args.str(1, "vm")?;
     let disks: Vec<PathBuf> = args.strings(2, "disks")?.into_iter().map(PathBuf::from).collect();
     let seq = args.int(3, "first_seq")?;
     let first = u64::try_from(seq).ok();
-    d.driver
+    let domid = d
+        .driver
         .start(vm, disks, first)
         .map_err(|e| ApiError::internal(e.to_string()))?;
-    Ok(json!(""))
+    Ok(json!(domid))
 }
 
 /// `host.local_vm_stop(session, vm_uuid)`: the last sequence written.
@@ -59,14 +61,17 @@ async fn local_stop(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
 }
 
 /// Record that the host `uuid` (re)started: it is live at `address` with
-/// `memory_total`, and of the VMs the database places on it only `running`
-/// still run (the others died with its previous process).
+/// `memory_total`, and of the VMs the database places on it, those its
+/// driver `snapshot` does not list died with its previous process or halted
+/// since. A VM whose guest started after the snapshot (its domain id is not
+/// below the snapshot's next one) is not the snapshot's business: the master
+/// started it there while the snapshot was on its way.
 pub(crate) fn record_host_start(
     txn: &mut Txn,
     uuid: &str,
     address: &str,
     memory_total: i64,
-    running: &[String],
+    snapshot: &Snapshot,
 ) -> Result<(), ApiError> {
     let host_ref = txn
         .base()
@@ -75,11 +80,9 @@ pub(crate) fn record_host_start(
         .map(str::to_string)
         .ok_or_else(|| ApiError::uuid_invalid("host", uuid))?;
     for (vm_ref, vm) in txn.all::<VmRecord>() {
-        if vm.resident_on == host_ref && vm.power_state != PowerState::Halted && !running.contains(&vm.uuid) {
-            txn.update::<VmRecord>(&vm_ref, |v| {
-                v.power_state = PowerState::Halted;
-                v.resident_on = NULL_REF.into();
-            });
+        let gone = !snapshot.running.contains(&vm.uuid) && vm.domid < snapshot.next_domid;
+        if vm.resident_on == host_ref && vm.power_state != PowerState::Halted && gone {
+            super::set_residence(txn, &vm_ref, None);
         }
     }
     // A host back from a planned shutdown or reboot re-enables itself once
@@ -103,18 +106,107 @@ pub(crate) fn record_host_start(
     Ok(())
 }
 
-/// `host.member_hello(session, host_uuid, address, memory_total, running)`.
+/// `host.member_hello(session, host_uuid, address, memory_total, running,
+/// next_domid)`: `running` and `next_domid` are one snapshot of the member's
+/// driver.
 async fn member_hello(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
-    args.exactly(5)?;
+    args.exactly(6)?;
     let uuid = args.str(1, "host")?.to_string();
     let address = args.str(2, "address")?.to_string();
     let memory_total = args.int(3, "memory_total")?;
-    let running = args.strings(4, "running")?;
-    d.write(|txn| record_host_start(txn, &uuid, &address, memory_total, &running))
+    let snapshot = Snapshot {
+        running: args.strings(4, "running")?,
+        next_domid: args.int(5, "next_domid")?,
+    };
+    d.write(|txn| record_host_start(txn, &uuid, &address, memory_total, &snapshot))
         .await?;
     d.last_seen
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .insert(uuid, Instant::now());
     Ok(json!(""))
+}
+
+#[cfg(test)]
+mod tests {
+    use xapi_proto::records::{HostRecord, PowerState, VmRecord};
+
+    use super::record_host_start;
+    use crate::driver::Snapshot;
+    use crate::model::{Model, Txn};
+
+    /// A pool of one host, `h`, running `vm-a` (guest 100), `vm-b` (guest
+    /// 101) and `vm-c` (guest 105).
+    fn model() -> Model {
+        let mut model = Model::default();
+        model.host.upsert(
+            "h".into(),
+            HostRecord {
+                uuid: "host-1".into(),
+                ..Default::default()
+            },
+        );
+        for (r, domid) in [("vm-a", 100), ("vm-b", 101), ("vm-c", 105)] {
+            model.vm.upsert(
+                r.into(),
+                VmRecord {
+                    uuid: r.into(),
+                    power_state: PowerState::Running,
+                    resident_on: "h".into(),
+                    domid,
+                    ..Default::default()
+                },
+            );
+        }
+        model
+    }
+
+    fn running_after(snapshot: Snapshot) -> Vec<String> {
+        let mut model = model();
+        let mut txn = Txn::new(&model);
+        record_host_start(&mut txn, "host-1", "10.0.0.1", 1 << 30, &snapshot).unwrap();
+        model.apply(txn.into_changes());
+        let mut running: Vec<String> = model
+            .vm
+            .iter()
+            .filter(|(_, v)| v.power_state == PowerState::Running)
+            .map(|(_, v)| {
+                assert_eq!(v.resident_on, "h");
+                v.uuid.clone()
+            })
+            .collect();
+        running.sort();
+        let mut halted = model.vm.iter().filter(|(_, v)| v.power_state == PowerState::Halted);
+        assert!(halted.all(|(_, v)| v.domid == -1 && v.resident_on == xapi_proto::records::NULL_REF));
+        running
+    }
+
+    #[test]
+    fn a_host_start_halts_the_vms_its_driver_no_longer_runs() {
+        let snapshot = Snapshot {
+            running: vec!["vm-b".into()],
+            next_domid: 200,
+        };
+        assert_eq!(running_after(snapshot), ["vm-b"]);
+    }
+
+    #[test]
+    fn a_guest_started_after_the_snapshot_is_not_the_snapshots_business() {
+        // The master started vm-c (guest 105) while a snapshot taken before
+        // guest 102 was on its way: vm-c stays running; vm-a died.
+        let snapshot = Snapshot {
+            running: vec!["vm-b".into()],
+            next_domid: 102,
+        };
+        assert_eq!(running_after(snapshot), ["vm-b", "vm-c"]);
+    }
+
+    #[test]
+    fn a_fresh_process_halts_every_vm_of_its_previous_one() {
+        let snapshot = Snapshot {
+            running: Vec::new(),
+            next_domid: 1_000,
+        };
+        assert!(running_after(snapshot).is_empty());
+    }
 }

@@ -62,6 +62,7 @@ async fn create(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     vm.uuid = new_uuid();
     vm.power_state = PowerState::Halted;
     vm.resident_on = NULL_REF.into();
+    vm.domid = -1;
     vm.vbds = Vec::new();
     vm.ha_always_run = false;
     vm.is_control_domain = false;
@@ -149,19 +150,23 @@ fn choose_host(txn: &Txn, vm_ref: &str, vm: &VmRecord) -> Result<(Target, Vec<st
         .ok_or_else(|| ApiError::bare(codes::NO_HOSTS_AVAILABLE))
 }
 
-/// Record `vm_ref` as running on `host_ref` (or halted when `None`).
-pub(crate) fn set_residence(txn: &mut Txn, vm_ref: &str, host_ref: Option<&str>) {
+/// Record `vm_ref` as running on `host_ref` as the guest `domid`, or
+/// halted when `None`.
+pub(crate) fn set_residence(txn: &mut Txn, vm_ref: &str, running: Option<(&str, i64)>) {
     let old = txn.get::<VmRecord>(vm_ref).map(|v| v.resident_on).unwrap_or_default();
-    txn.update::<VmRecord>(vm_ref, |vm| match host_ref {
-        Some(h) => {
+    txn.update::<VmRecord>(vm_ref, |vm| match running {
+        Some((h, domid)) => {
             vm.power_state = PowerState::Running;
             vm.resident_on = h.to_string();
+            vm.domid = domid;
         }
         None => {
             vm.power_state = PowerState::Halted;
             vm.resident_on = NULL_REF.into();
+            vm.domid = -1;
         }
     });
+    let host_ref = running.map(|(h, _)| h);
     for h in [Some(old.as_str()), host_ref].into_iter().flatten() {
         if h != NULL_REF {
             memory::refresh_host(txn, h);
@@ -238,9 +243,9 @@ pub(crate) async fn start_vm(
         }
         Ok((vm, target, disks))
     })?;
-    hostops::start_guest(d, &target, &vm.uuid, disks, None).await?;
+    let domid = hostops::start_guest(d, &target, &vm.uuid, disks, None).await?;
     let committed = w.commit(|txn| {
-        set_residence(txn, vm_ref, Some(&target.host_ref));
+        set_residence(txn, vm_ref, Some((&target.host_ref, domid)));
         txn.update::<VmRecord>(vm_ref, |v| v.ha_always_run = v.ha_restart_priority == "restart");
         Ok(())
     });
@@ -349,17 +354,25 @@ pub(crate) async fn migrate_vm(d: &Daemon, vm_ref: &str, host_ref: &str, protect
     })?;
     let last = hostops::stop_guest(d, &source, &vm.uuid).await?;
     let next = last.map(|s| s + 1);
-    if let Err(e) = hostops::start_guest(d, &dest, &vm.uuid, disks, next).await {
-        // Put the guest back where it was; the VM never left the source.
-        let back = w.read(|txn| hostops::disk_paths(txn, vm_ref, &vm, &source.host_ref))?;
-        hostops::start_guest(d, &source, &vm.uuid, back, next).await?;
-        return Err(ApiError::new(
-            codes::VM_MIGRATE_FAILED,
-            vec![vm_ref.to_string(), source.host_ref, dest.host_ref, e.to_string()],
-        ));
-    }
+    let domid = match hostops::start_guest(d, &dest, &vm.uuid, disks, next).await {
+        Ok(domid) => domid,
+        Err(e) => {
+            // Put the guest back where it was; the VM never left the source,
+            // but it runs there as a new guest.
+            let back = w.read(|txn| hostops::disk_paths(txn, vm_ref, &vm, &source.host_ref))?;
+            let domid = hostops::start_guest(d, &source, &vm.uuid, back, next).await?;
+            w.commit(|txn| {
+                set_residence(txn, vm_ref, Some((&source.host_ref, domid)));
+                Ok(())
+            })?;
+            return Err(ApiError::new(
+                codes::VM_MIGRATE_FAILED,
+                vec![vm_ref.to_string(), source.host_ref, dest.host_ref, e.to_string()],
+            ));
+        }
+    };
     w.commit(|txn| {
-        set_residence(txn, vm_ref, Some(&dest.host_ref));
+        set_residence(txn, vm_ref, Some((&dest.host_ref, domid)));
         Ok(())
     })?;
     Ok(())

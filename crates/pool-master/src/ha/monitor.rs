@@ -284,10 +284,12 @@ async fn take_over(d: &Arc<Daemon>, metadata: &std::path::Path) -> Result<(), Ap
     }
     d.become_master().await.map_err(|e| ApiError::internal(e.to_string()))?;
     let (uuid, address, memory) = (d.host_uuid.clone(), d.config.address.clone(), d.config.memory_total);
-    let running = d.driver.running();
+    // The restart executor may already be starting guests here: those have
+    // domain ids past the snapshot's and stay recorded as running.
+    let snapshot = d.driver.snapshot();
     d.write(|txn| {
         set_master(txn, &uuid)?;
-        crate::api::record_host_start(txn, &uuid, &address, memory, &running)
+        crate::api::record_host_start(txn, &uuid, &address, memory, &snapshot)
     })
     .await?;
     if d.model().pool().is_some_and(|(_, p)| p.ha_enabled) {
