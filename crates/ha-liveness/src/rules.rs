@@ -5,7 +5,8 @@
 //!   reachable on the network (`sfd ⊆ hbd`, `sfd` not empty); else the
 //!   largest partition, computed from each host's statefile-published
 //!   views, wins; ties go to the lowest index (lowest host UUID), weights
-//!   bias it by `0x100` each.
+//!   bias it by `0x100` each. Unlike xhad, only liveset members count, as
+//!   candidates and as partition members.
 //! - Links that do not work both ways between every pair of hosts are
 //!   reduced to clean partitions before these rules run: in the fault
 //!   handler a host keeps in its hbdomain only the best fully connected set
@@ -74,21 +75,25 @@ fn size(sf: HostSet, hb: HostSet, weights: &[u32]) -> u64 {
 }
 
 /// The host whose partition is strictly largest, scanning from index 0,
-/// by the statefile-published views (this host's own for itself).
+/// by the statefile-published views (this host's own for itself). Only the
+/// liveset counts: a host joining during the fault handler may hear both
+/// sides of a split, and its views would make each side think it is the
+/// joiner's partition.
 pub fn largest_partition(v: &Views) -> Option<usize> {
     let mut best: Option<(usize, u64)> = None;
-    for i in 0..v.hosts {
+    for i in v.current.iter() {
         if !v.sfdomain.contains(i) {
             continue;
         }
-        let s = if i == v.me {
-            size(v.sfdomain, v.hbdomain, v.weights)
+        let (sf, hb) = if i == v.me {
+            (v.sfdomain, v.hbdomain)
         } else {
             match v.published.get(i).copied().flatten() {
-                Some((sf, hb)) => size(sf, hb, v.weights),
-                None => 0,
+                Some(views) => views,
+                None => continue,
             }
         };
+        let s = size(sf.and(v.current), hb.and(v.current), v.weights);
         if s > best.map_or(0, |b| b.1) {
             best = Some((i, s));
         }
@@ -440,6 +445,37 @@ mod tests {
         };
         assert_eq!(survival(&v), Outcome::LargestPartition);
         assert_eq!(largest_partition(&v), Some(1));
+    }
+
+    #[test]
+    fn a_joiner_that_hears_both_sides_of_a_split_does_not_make_both_win() {
+        // Liveset {0,2}; 0 and 2 cannot hear each other; host 1, joining,
+        // hears both and publishes a hbdomain of all three (ha-sim seed 2348).
+        let published = vec![
+            Some((set(&[0, 1, 2]), set(&[0, 1]))),
+            Some((set(&[0, 1, 2]), set(&[0, 1, 2]))),
+            Some((set(&[0, 1, 2]), set(&[1, 2]))),
+        ];
+        let weights = vec![0; 3];
+        let from = |me: usize, hbdomain: HostSet| Views {
+            me,
+            hosts: 3,
+            current: set(&[0, 2]),
+            hbdomain,
+            sfdomain: set(&[0, 1, 2]),
+            sf_access: true,
+            peers_with_sf: set(&[0, 1, 2]).without(me),
+            published: &published,
+            excluded: HostSet::EMPTY,
+            weights: &weights,
+        };
+        let host0 = from(0, set(&[0, 1]));
+        let host2 = from(2, set(&[1, 2]));
+        assert_eq!(largest_partition(&host0), Some(0));
+        assert_eq!(largest_partition(&host2), Some(0));
+        assert_eq!(survival(&host0), Outcome::LargestPartition);
+        assert_eq!(keep(&host0, Outcome::LargestPartition), set(&[0]));
+        assert_eq!(survival(&host2), Outcome::Lost);
     }
 
     #[test]

@@ -44,6 +44,16 @@ fn seeds_that_found_a_bug_stay_fixed() {
             2089,
             "a host joining took the liveset from the statefile alone and missed a member kept without it",
         ),
+        // A host that joined as the fault handler began heard both sides of
+        // a split; its published views made each side the largest partition.
+        (2137, "a joiner's views counted in the largest partition"),
+        (2348, "a joiner's views counted in the largest partition"),
+        (2917, "a joiner's views counted in the largest partition"),
+        (2967, "a joiner's views counted in the largest partition"),
+        (4768, "a joiner's views counted in the largest partition"),
+        (5345, "a joiner's views counted in the largest partition"),
+        (5715, "a joiner's views counted in the largest partition"),
+        (7375, "a joiner's views counted in the largest partition"),
     ] {
         let r = schedule::run(seed, None, 300_000, false).expect("T_S is a valid lab timeout");
         assert_eq!(r.violation, None, "seed {seed} ({bug})");
