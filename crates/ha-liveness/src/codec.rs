@@ -20,10 +20,10 @@ pub const BLOCK: usize = 4096;
 /// Size of the statefile: the global block and 64 slots.
 pub const STATEFILE_SIZE: usize = BLOCK * (1 + MAX_HOSTS);
 /// Size of a heartbeat packet.
-pub const PACKET_SIZE: usize = 4 + 1 + 1 + 16 + 8 + 8 * 4 + 1 + 1 + 36 + 32;
+pub const PACKET_SIZE: usize = 4 + 1 + 1 + 16 + 8 + 8 + 8 * 4 + 1 + 1 + 36 + 32;
 
-const PACKET_VERSION: u8 = 1;
-const SF_VERSION: u8 = 2;
+const PACKET_VERSION: u8 = 2;
+const SF_VERSION: u8 = 3;
 const TAG: usize = 32;
 const SUM: usize = 8;
 
@@ -149,6 +149,7 @@ pub fn encode_heartbeat(hb: &Heartbeat, host_uuid: &str, key: &[u8]) -> Vec<u8> 
     w.u8(PACKET_VERSION);
     w.u8(hb.from as u8);
     w.put(&hb.generation.to_le_bytes());
+    w.u64(hb.boot);
     w.u64(hb.sequence);
     w.view(&hb.view);
     w.u8(flags(&[
@@ -184,6 +185,7 @@ pub fn decode_heartbeat(bytes: &[u8], hosts: &[String], generation: u128, key: &
         return Err(WireError::UnknownSender(from));
     };
     let gen = r.u128().ok_or(WireError::Field)?;
+    let boot = r.u64().ok_or(WireError::Field)?;
     let sequence = r.u64().ok_or(WireError::Field)?;
     let view = r.view().ok_or(WireError::Field)?;
     let f = r.u8().ok_or(WireError::Field)?;
@@ -197,6 +199,7 @@ pub fn decode_heartbeat(bytes: &[u8], hosts: &[String], generation: u128, key: &
     Ok(Heartbeat {
         generation: gen,
         from,
+        boot,
         sequence,
         view,
         sf_access: bit(f, 0),
@@ -275,6 +278,10 @@ pub fn encode_slot(s: &Slot) -> [u8; BLOCK] {
     w.view(&s.view);
     w.u64(s.lock_grant.0);
     w.put(&s.weight.to_le_bytes());
+    w.u64(s.boot);
+    for b in s.member_boots {
+        w.u64(b);
+    }
     seal(w.0, b"hdne")
 }
 
@@ -295,9 +302,16 @@ pub fn decode_slot(block: &[u8]) -> SlotRead {
         let view = r.view()?;
         let lock_grant = r.set()?;
         let weight = r.u32()?;
+        let boot = r.u64()?;
+        let mut member_boots = [0; MAX_HOSTS];
+        for b in &mut member_boots {
+            *b = r.u64()?;
+        }
         Some(Slot {
             sequence,
             index,
+            boot,
+            member_boots,
             excluded: bit(f, 0),
             starting: bit(f, 1),
             view,
@@ -352,6 +366,7 @@ mod tests {
         Heartbeat {
             generation: 7,
             from: 1,
+            boot: 1_795_311_552_293,
             sequence: 42,
             view: View {
                 current: HostSet(3),
@@ -406,9 +421,14 @@ mod tests {
 
     #[test]
     fn slots_and_global_round_trip_and_detect_corruption() {
+        let mut member_boots = [0; MAX_HOSTS];
+        member_boots[0] = 5;
+        member_boots[MAX_HOSTS - 1] = u64::MAX;
         let s = Slot {
             sequence: 9,
             index: 3,
+            boot: 17,
+            member_boots,
             excluded: true,
             starting: false,
             view: hb().view,

@@ -20,7 +20,7 @@
 
 use std::fmt;
 
-use crate::hostset::HostSet;
+use crate::hostset::{HostSet, MAX_HOSTS};
 use crate::message::{Global, Heartbeat, Phase, PoolState, Slot, SlotRead, StatefileRead, View};
 use crate::rules::{self, Outcome, Views};
 use crate::timeouts::{Millis, Timeouts};
@@ -34,6 +34,8 @@ pub struct Config {
     pub timeouts: Timeouts,
     /// New each time HA is enabled.
     pub generation: u128,
+    /// This host's boot: new (and not 0) each time its daemon starts.
+    pub boot: u64,
     /// Per host, 0 unless configured.
     pub weights: Vec<u32>,
     /// The survival test; [`rules::survival`] except in tests that check
@@ -42,14 +44,16 @@ pub struct Config {
 }
 
 impl Config {
-    /// A configuration with no weights and the real survival rules.
-    pub fn new(hosts: Vec<String>, me: usize, timeouts: Timeouts, generation: u128) -> Config {
+    /// A configuration with no weights and the real survival rules, for the
+    /// boot `boot` of this host.
+    pub fn new(hosts: Vec<String>, me: usize, timeouts: Timeouts, generation: u128, boot: u64) -> Config {
         let weights = vec![0; hosts.len()];
         Config {
             hosts,
             me,
             timeouts,
             generation,
+            boot,
             weights,
             survival: rules::survival,
         }
@@ -162,7 +166,9 @@ pub enum Event {
     Stop,
 }
 
-/// What the caller must do.
+/// What the caller must do. (A statefile cycle carries the slot, about
+/// 600 bytes, once per cycle: boxing it would buy nothing.)
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     /// Send this heartbeat to every other host.
@@ -352,6 +358,8 @@ pub struct Engine {
 
     // Membership.
     current: HostSet,
+    /// Per host, the boot of it taken into `current` (published in the slot).
+    member_boot: Vec<u64>,
     proposed: HostSet,
     last_hbdomain: HostSet,
     last_sfdomain: HostSet,
@@ -408,6 +416,7 @@ impl Engine {
             excluded: false,
             starting: true,
             current: HostSet::EMPTY,
+            member_boot: vec![0; n],
             proposed: HostSet::EMPTY,
             last_hbdomain: HostSet::EMPTY,
             last_sfdomain: HostSet::EMPTY,
@@ -721,6 +730,7 @@ impl Engine {
         Heartbeat {
             generation: self.cfg.generation,
             from: self.cfg.me,
+            boot: self.cfg.boot,
             sequence: self.hb_sequence,
             view: self.view(),
             sf_access: self.sf_access,
@@ -869,9 +879,17 @@ impl Engine {
 
     /// This host's slot as it should be written now.
     pub fn my_slot(&self) -> Slot {
+        let mut member_boots = [0; MAX_HOSTS];
+        for i in self.current.iter() {
+            if let Some(b) = member_boots.get_mut(i) {
+                *b = self.member_boot[i];
+            }
+        }
         Slot {
             sequence: self.sf_sequence,
             index: self.cfg.me,
+            boot: self.cfg.boot,
+            member_boots,
             excluded: self.excluded,
             starting: self.starting,
             view: self.view(),
@@ -1457,6 +1475,7 @@ impl Engine {
                 let joined = self.current.iter().filter(|&i| i != me).all(|i| self.fresh_ack(now, i));
                 if joined {
                     self.current.insert(me);
+                    self.note_members(self.current);
                     self.log(format!("joined the liveset {}", self.current));
                     self.online(now);
                 } else if now >= deadline {
@@ -1521,10 +1540,13 @@ impl Engine {
                         // holder's slot was out of sight while this host
                         // waited to be forgotten) is being shrunk, and
                         // says so in `proposed` or its phase.
+                        // And it must list this boot of this host: a slot
+                        // written late (slow I/O) can list an earlier one.
                         let me = self.cfg.me;
                         if s.view.current.contains(me)
                             && s.view.proposed.contains(me)
                             && !s.view.phase.in_fault_handler()
+                            && s.member_boots.get(me) == Some(&self.cfg.boot)
                         {
                             self.form_liveset(now, s.view.current);
                             return;
@@ -1559,9 +1581,26 @@ impl Engine {
     fn form_liveset(&mut self, now: Millis, liveset: HostSet) {
         self.proposed = liveset;
         self.current = liveset;
+        self.note_members(liveset);
         self.join = false;
         self.log(format!("formed the liveset {liveset}"));
         self.online(now);
+    }
+
+    /// Record which boot of each of `hosts` is now in the liveset: the one
+    /// heard on the network, else the one seen in its slot.
+    fn note_members(&mut self, hosts: HostSet) {
+        for i in hosts.iter().filter(|&i| i < self.n) {
+            self.member_boot[i] = if i == self.cfg.me {
+                self.cfg.boot
+            } else {
+                self.peers[i]
+                    .as_ref()
+                    .map(|p| p.hb.boot)
+                    .or_else(|| self.slots[i].map(|s| s.boot))
+                    .unwrap_or(0)
+            };
+        }
     }
 
     fn online(&mut self, now: Millis) {
@@ -1623,6 +1662,7 @@ impl Engine {
         }
         if !joining.is_empty() {
             self.current = self.current.or(joining);
+            self.note_members(joining);
             self.last_hbdomain = self.last_hbdomain.or(joining.and(self.hbdomain));
             self.last_sfdomain = self.last_sfdomain.or(joining.and(self.sfdomain));
             self.log(format!(

@@ -4,7 +4,7 @@
 //! These are the decoded forms; `codec` turns them into authenticated,
 //! checksummed bytes.
 
-use crate::hostset::HostSet;
+use crate::hostset::{HostSet, MAX_HOSTS};
 
 /// The state-manager phase a host publishes, in xhad's order. The fault
 /// handler walks FhReady..Fh4Done with a rendezvous between phases.
@@ -84,6 +84,8 @@ pub struct Heartbeat {
     pub generation: u128,
     /// The sender's index.
     pub from: usize,
+    /// The sender's boot: new each time its daemon starts.
+    pub boot: u64,
     /// Increases with every packet the sender sends.
     pub sequence: u64,
     pub view: View,
@@ -138,6 +140,12 @@ pub struct Global {
 pub struct Slot {
     pub sequence: u64,
     pub index: usize,
+    /// The writer's boot.
+    pub boot: u64,
+    /// Per host of `view.current`, the boot of it that the writer took into
+    /// the liveset (0 for the others): a host that rebooted reads whether it
+    /// is listed, or an earlier boot of it.
+    pub member_boots: [u64; MAX_HOSTS],
     /// The host left cleanly (shutdown, HA disabled on it).
     pub excluded: bool,
     /// The host is starting and not yet in the liveset.
@@ -151,7 +159,9 @@ pub struct Slot {
     pub weight: u32,
 }
 
-/// What reading one slot gave.
+/// What reading one slot gave. (A slot is about 600 bytes, read once per
+/// host and statefile cycle: boxing it would buy nothing.)
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SlotRead {
     /// Never written (all zeros).

@@ -127,7 +127,7 @@ impl World {
         let hosts: Vec<String> = (0..n)
             .map(|i| format!("{:08x}-0000-4000-8000-{:012x}", i + 1, i + 1))
             .collect();
-        let mut config = Config::new(hosts, 0, timeouts, 0x5eed_0000 + u128::from(seed));
+        let mut config = Config::new(hosts, 0, timeouts, 0x5eed_0000 + u128::from(seed), 1);
         tweak(&mut config);
         let mut world = World {
             now: 0,
@@ -180,6 +180,8 @@ impl World {
     fn engine(&self, i: usize) -> Engine {
         let mut c = self.config.clone();
         c.me = i;
+        // `boot` counts this start before the engine runs.
+        c.boot = u64::from(self.hosts.get(i).map_or(0, |h| h.epoch)) + 1;
         Engine::new(c)
     }
 

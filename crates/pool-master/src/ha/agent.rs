@@ -93,7 +93,9 @@ impl Agent {
                 address: format!("{address}:{}", setup.local.port),
                 source,
             })?;
-        let config = Config::new(setup.local.hosts.clone(), me, timeouts, setup.local.generation);
+        // A new boot each start: the time in ms (never 0, later each start).
+        let boot = crate::driver::unix_ms().max(1);
+        let config = Config::new(setup.local.hosts.clone(), me, timeouts, setup.local.generation, boot);
         let peers = setup
             .local
             .addresses
@@ -374,6 +376,7 @@ mod tests {
         let hb = ha_liveness::Heartbeat {
             generation: 42,
             from: 1,
+            boot: 1,
             sequence: 1,
             view: Default::default(),
             sf_access: true,

@@ -90,6 +90,8 @@ mod tests {
         Slot {
             sequence,
             index,
+            boot: 1,
+            member_boots: [0; ha_liveness::MAX_HOSTS],
             excluded: false,
             starting: true,
             view: View::default(),
