@@ -54,6 +54,10 @@ fn seeds_that_found_a_bug_stay_fixed() {
         (5345, "a joiner's views counted in the largest partition"),
         (5715, "a joiner's views counted in the largest partition"),
         (7375, "a joiner's views counted in the largest partition"),
+        // A member's slot written late (slow I/O) listed the rebooted host
+        // from before its reboot, and it adopted that liveset.
+        (2615, "a rebooted host adopted a late slot listing its previous boot"),
+        (2684, "a rebooted host adopted a late slot listing its previous boot"),
     ] {
         let r = schedule::run(seed, None, 300_000, false).expect("T_S is a valid lab timeout");
         assert_eq!(r.violation, None, "seed {seed} ({bug})");
