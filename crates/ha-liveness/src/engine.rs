@@ -305,6 +305,10 @@ struct Fh {
     /// The views frozen when they became consistent.
     snapshot: Option<Snapshot>,
     outcome: Option<Outcome>,
+    /// A host this round drops was, by its slot, past the survival test of
+    /// a round of its own: maybe an earlier one, which it must finish
+    /// before it judges this fault, so it may fence later than usual.
+    late_loser: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -1104,6 +1108,7 @@ impl Engine {
                 p4: None,
                 snapshot: None,
                 outcome: None,
+                late_loser: false,
             });
         }
         // Run as many steps as complete now.
@@ -1309,6 +1314,15 @@ impl Engine {
                         if self.proposed.contains(i) && !keep.contains(i) {
                             self.log(format!("host {i} will be removed from the liveset"));
                             self.proposed.remove(i);
+                            let decided = self.slots[i].is_some_and(|s| s.view.phase >= Phase::Fh3);
+                            if decided && !snap.hbdomain.contains(i) {
+                                self.log(format!(
+                                    "host {i} is past the survival test of a fault handler of its own: waiting longer for it"
+                                ));
+                                if let Some(f) = &mut self.fh {
+                                    f.late_loser = true;
+                                }
+                            }
                         }
                     }
                 }
@@ -1370,7 +1384,14 @@ impl Engine {
         let floor = if t.t >= 10_000 { 10_000 } else { 2_000 };
         // xhad adds T when the survival test shrank a domain, for losers that
         // noticed late; the fault-handler budget bounds those already.
-        let wake = (fh.p3 + t.fence_wait(false)).max(p4 + floor);
+        // A loser still finishing an earlier round (up to T1 for its
+        // rendezvous, its own wait) judges this fault only in its next one.
+        let late = if fh.late_loser {
+            t.hb_timeout + t.fence_wait(false)
+        } else {
+            0
+        };
+        let wake = (fh.p3 + t.fence_wait(false) + late).max(p4 + floor);
         if now < wake {
             return false;
         }

@@ -58,6 +58,12 @@ fn seeds_that_found_a_bug_stay_fixed() {
         // from before its reboot, and it adopted that liveset.
         (2615, "a rebooted host adopted a late slot listing its previous boot"),
         (2684, "a rebooted host adopted a late slot listing its previous boot"),
+        // Host 0 was still finishing one fault handler when a split came;
+        // it judged the split only in its next one, after the winners' wait.
+        (
+            4710,
+            "a loser busy in an earlier fault handler fenced after the winners' wait",
+        ),
     ] {
         let r = schedule::run(seed, None, 300_000, false).expect("T_S is a valid lab timeout");
         assert_eq!(r.violation, None, "seed {seed} ({bug})");
