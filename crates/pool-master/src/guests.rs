@@ -77,12 +77,7 @@ pub async fn record(d: &Daemon, host_uuid: &str, guest: &Halted) -> Result<(), A
     let recorded = d
         .write(|txn| {
             let host_ref = txn.base().host.ref_of_uuid(host_uuid).map(str::to_string);
-            let vm_ref = txn
-                .base()
-                .vm
-                .ref_of_uuid(vm_uuid)
-                .map(str::to_string)
-                .ok_or_else(|| ApiError::uuid_invalid("VM", vm_uuid))?;
+            let vm_ref = crate::api::ref_by_uuid::<VmRecord>(txn, vm_uuid)?;
             let vm = txn
                 .get::<VmRecord>(&vm_ref)
                 .ok_or_else(|| ApiError::uuid_invalid("VM", vm_uuid))?;

@@ -489,12 +489,7 @@ pub async fn transition_to_master(d: &Arc<Daemon>, args: &Args) -> Result<Value,
     let (uuid, address, memory) = (d.host_uuid.clone(), d.config.address.clone(), d.config.memory_total);
     let snapshot = d.driver.snapshot();
     d.write(|txn| {
-        let host = txn
-            .base()
-            .host
-            .ref_of_uuid(&uuid)
-            .map(str::to_string)
-            .ok_or_else(|| ApiError::uuid_invalid("host", &uuid))?;
+        let host = super::ref_by_uuid::<HostRecord>(txn, &uuid)?;
         if let Some((pool, _)) = txn.base().pool().map(|(r, p)| (r.clone(), p.clone())) {
             txn.update::<PoolRecord>(&pool, |p| p.master = host);
         }

@@ -73,12 +73,7 @@ pub(crate) fn record_host_start(
     memory_total: i64,
     snapshot: &Snapshot,
 ) -> Result<(), ApiError> {
-    let host_ref = txn
-        .base()
-        .host
-        .ref_of_uuid(uuid)
-        .map(str::to_string)
-        .ok_or_else(|| ApiError::uuid_invalid("host", uuid))?;
+    let host_ref = super::ref_by_uuid::<HostRecord>(txn, uuid)?;
     for (vm_ref, vm) in txn.all::<VmRecord>() {
         let gone = !snapshot.running.contains(&vm.uuid) && vm.domid < snapshot.next_domid;
         if vm.resident_on == host_ref && vm.power_state != PowerState::Halted && gone {

@@ -70,6 +70,15 @@ const INTERNAL_METHODS: &[&str] = &[
     "pool.sync_database",
 ];
 
+/// The reference of the `T` whose uuid is `uuid` in the committed model, or
+/// `UUID_INVALID [class, uuid]`.
+pub(crate) fn ref_by_uuid<T: crate::model::Record>(txn: &crate::model::Txn, uuid: &str) -> Result<String, ApiError> {
+    T::table(txn.base())
+        .ref_of_uuid(uuid)
+        .map(str::to_string)
+        .ok_or_else(|| ApiError::uuid_invalid(T::CLASS, uuid))
+}
+
 /// `MESSAGE_METHOD_UNKNOWN [method]`.
 pub fn unknown(method: &str) -> ApiError {
     ApiError::new(codes::MESSAGE_METHOD_UNKNOWN, vec![method.to_string()])

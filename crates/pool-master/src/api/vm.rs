@@ -354,26 +354,25 @@ pub(crate) async fn migrate_vm(d: &Daemon, vm_ref: &str, host_ref: &str, protect
     })?;
     let last = hostops::stop_guest(d, &source, &vm.uuid).await?;
     let next = last.map(|s| s + 1);
-    let domid = match hostops::start_guest(d, &dest, &vm.uuid, disks, next).await {
-        Ok(domid) => domid,
+    let (resident, domid, failed) = match hostops::start_guest(d, &dest, &vm.uuid, disks, next).await {
+        Ok(domid) => (&dest, domid, None),
         Err(e) => {
             // Put the guest back where it was; the VM never left the source,
             // but it runs there as a new guest.
             let back = w.read(|txn| hostops::disk_paths(txn, vm_ref, &vm, &source.host_ref))?;
             let domid = hostops::start_guest(d, &source, &vm.uuid, back, next).await?;
-            w.commit(|txn| {
-                set_residence(txn, vm_ref, Some((&source.host_ref, domid)));
-                Ok(())
-            })?;
-            return Err(ApiError::new(
-                codes::VM_MIGRATE_FAILED,
-                vec![vm_ref.to_string(), source.host_ref, dest.host_ref, e.to_string()],
-            ));
+            (&source, domid, Some(e))
         }
     };
     w.commit(|txn| {
-        set_residence(txn, vm_ref, Some((&dest.host_ref, domid)));
+        set_residence(txn, vm_ref, Some((&resident.host_ref, domid)));
         Ok(())
     })?;
-    Ok(())
+    match failed {
+        None => Ok(()),
+        Some(e) => Err(ApiError::new(
+            codes::VM_MIGRATE_FAILED,
+            vec![vm_ref.to_string(), source.host_ref, dest.host_ref, e.to_string()],
+        )),
+    }
 }

@@ -299,12 +299,7 @@ async fn take_over(d: &Arc<Daemon>, metadata: &std::path::Path) -> Result<(), Ap
 }
 
 fn set_master(txn: &mut Txn, uuid: &str) -> Result<(), ApiError> {
-    let host = txn
-        .base()
-        .host
-        .ref_of_uuid(uuid)
-        .map(str::to_string)
-        .ok_or_else(|| ApiError::uuid_invalid("host", uuid))?;
+    let host = crate::api::ref_by_uuid::<HostRecord>(txn, uuid)?;
     let (pool, _) = txn
         .base()
         .pool()
