@@ -344,6 +344,9 @@ pub struct Engine {
 
     // Statefile.
     sf_sequence: u64,
+    /// `sf_sequence` when `phase` last changed: a slot of ours read back
+    /// with a higher sequence was written in the current phase.
+    phase_seq: u64,
     sf_in_flight: bool,
     next_sf: Millis,
     sf_accelerate: bool,
@@ -405,6 +408,7 @@ impl Engine {
             peers: vec![None; n],
             hbdomain: HostSet::single(cfg.me),
             sf_sequence: 0,
+            phase_seq: 0,
             sf_in_flight: false,
             next_sf: 0,
             sf_accelerate: false,
@@ -1085,6 +1089,7 @@ impl Engine {
     fn set_phase(&mut self, phase: Phase) {
         if self.phase != phase {
             self.phase = phase;
+            self.phase_seq = self.sf_sequence;
             self.hb_burst = self.hb_burst.max(2);
         }
     }
@@ -1136,11 +1141,18 @@ impl Engine {
                 }
                 Step::Stable => self.stable(now, fh.started),
                 Step::Consistent => {
-                    if self.consistent() {
-                        let snap = self.snapshot();
-                        if let Some(f) = &mut self.fh {
-                            f.snapshot = Some(snap);
-                        }
+                    // Decide on the views as they were when they first
+                    // agreed, even if we then wait to publish our phase.
+                    let snap = match fh.snapshot {
+                        Some(snap) => Some(snap),
+                        None if self.consistent() => Some(self.snapshot()),
+                        None => None,
+                    };
+                    let published = snap.as_ref().is_some_and(|s| self.phase_published(s));
+                    if let (Some(f), Some(snap)) = (&mut self.fh, snap) {
+                        f.snapshot = Some(snap);
+                    }
+                    if published {
                         true
                     } else {
                         let t = &self.cfg.timeouts;
@@ -1246,6 +1258,23 @@ impl Engine {
                 true
             }
         })
+    }
+
+    /// Across a network split (in the views of `snap`), our slot on the
+    /// statefile shows the phase we are in. A host leaves phase 2 only once
+    /// the peers it sees only on the statefile can read that it reached it:
+    /// else a loser that decides and fences within one statefile interval
+    /// leaves the winners waiting for its slot to age out, and maybe timing
+    /// out themselves. Peers on the network read our phase from heartbeats,
+    /// and a host that does not see its own slot fresh has no one to show
+    /// it to.
+    fn phase_published(&self, snap: &Snapshot) -> bool {
+        let me = self.cfg.me;
+        let sf_only = self.current.and(snap.sfdomain).minus(snap.hbdomain).without(me);
+        sf_only.is_empty()
+            || !self.sf_access
+            || !self.sfdomain.contains(me)
+            || self.slots[me].is_some_and(|s| s.boot == self.cfg.boot && s.sequence > self.phase_seq)
     }
 
     fn peers_with_sf(&self) -> HostSet {

@@ -250,3 +250,30 @@ fn the_largest_fully_connected_set_survives_in_a_larger_pool() {
     assert_eq!(w.fenced(), set(&[0]));
     assert_eq!(livesets(&w, &[1, 2, 3]), vec![set(&[1, 2, 3]); 3]);
 }
+
+#[test]
+fn an_equal_split_fences_only_the_loser_when_it_notices_late() {
+    // A 2-host split at the lab's T = 5 s, where host 1 still hears host 0
+    // for a while after host 0 stopped hearing it. The loser notices the
+    // split late, decides within one statefile interval and fences; the
+    // winner, waiting in phase 2 for it, must still see it reach phase 2 (or
+    // age out of the sfdomain) before its own wait gives up.
+    for lag in (0..3_000).step_by(100) {
+        let mut w = World::new(2, 5, 1).unwrap();
+        w.run_until(20_000).unwrap();
+        assert_eq!(w.online(), HostSet::first(2), "every host online after enable");
+        w.cut_link(1, 0);
+        run(&mut w, lag);
+        w.cut_link(0, 1);
+        run(&mut w, 40_000);
+        assert_eq!(
+            w.fenced(),
+            set(&[1]),
+            "host 1 deaf {lag} ms after host 0: host 0 {:?}, host 1 {:?}",
+            w.hosts[0].fences,
+            w.hosts[1].fences
+        );
+        assert!(w.hosts[1].fences[0].contains("SURVIVALRULE"), "{:?}", w.hosts[1].fences);
+        assert_eq!(w.hosts[0].engine.liveset(), set(&[0]));
+    }
+}
