@@ -1,5 +1,5 @@
 //! Failover benchmark on a real 3-host lab pool: 50 protected VMs, HA on
-//! with T = 10 s. Each run faults the host that runs the most VMs (its
+//! with T = 10 s (or `FAILOVER_T`). Each run faults the host that runs the most VMs (its
 //! power, its network cable or its storage) and measures, from the fault
 //! to the first guest write of each of its VMs on another host, the time
 //! until the last one is back. The fault is healed and the host rejoins
@@ -10,9 +10,10 @@
 //! - `FAILOVER_VMS=N`: protected VMs (50);
 //! - `FAILOVER_KINDS=power,network,storage`: the kinds, in turn (power);
 //! - `FAILOVER_NETNS=1`: each host in its own network namespace, so the
-//!   network fault is a real link going down (root, iproute2, nftables).
+//!   network fault is a real link going down (root, iproute2, nftables);
+//! - `FAILOVER_T=S`: the HA timeout in seconds (10; XAPI's default is 60).
 //!
-//! About a minute per run.
+//! About a minute per run at T = 10 s, three at T = 60 s.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -27,7 +28,7 @@ mod common;
 use common::Lab;
 
 const DEFAULT_VMS: usize = 50;
-const T_S: u64 = 10;
+const DEFAULT_T_S: u64 = 10;
 
 /// The `xapid lab` actions that inject and heal a kind of fault.
 fn fault_actions(kind: &str) -> Option<(&'static str, &'static str)> {
@@ -98,6 +99,10 @@ fn main() {
         );
     }
     let netns = std::env::var_os("FAILOVER_NETNS").is_some();
+    let t_s: u64 = std::env::var("FAILOVER_T")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DEFAULT_T_S);
     let vm_count: usize = std::env::var("FAILOVER_VMS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -129,7 +134,7 @@ fn main() {
             "bench",
         ])
         .args(["--subnet", &subnet, "--port", &port.to_string(), "--ha", "--ha-timeout"])
-        .arg(T_S.to_string())
+        .arg(t_s.to_string())
         .args([
             "--host-memory",
             &(64i64 << 30).to_string(),
@@ -176,7 +181,7 @@ fn main() {
         }
         c.logout().await;
         println!(
-            "pool: 3 hosts ({}), {vm_count} protected VMs, T = {T_S} s; {runs} runs of each of: {}",
+            "pool: 3 hosts ({}), {vm_count} protected VMs, T = {t_s} s; {runs} runs of each of: {}",
             if netns { "lab, network namespaces" } else { "lab" },
             kinds.join(", ")
         );
@@ -208,7 +213,7 @@ fn main() {
             let killed = unix_ms();
             lab_cmd(&xapid, lab.1.path(), cut, &victim_name);
             // Wait until every one of its VMs writes from another host.
-            let deadline = Instant::now() + Duration::from_secs(20 * T_S);
+            let deadline = Instant::now() + Duration::from_secs(20 * t_s);
             let worst = loop {
                 assert!(Instant::now() < deadline, "run {run}: the VMs did not come back");
                 tokio::time::sleep(Duration::from_millis(500)).await;
@@ -235,7 +240,7 @@ fn main() {
             println!(
                 "run {run}, {kind}: {} VMs of {victim_name} back in {secs:.1} s ({:.2} T)",
                 victim_vms.len(),
-                secs / T_S as f64
+                secs / t_s as f64
             );
             times.entry(kind.clone()).or_default().push(secs);
             lab_cmd(&xapid, lab.1.path(), heal, &victim_name);
@@ -243,7 +248,7 @@ fn main() {
             let back = Instant::now();
             loop {
                 assert!(
-                    back.elapsed() < Duration::from_secs(20 * T_S),
+                    back.elapsed() < Duration::from_secs(20 * t_s),
                     "{victim_name} did not come back"
                 );
                 tokio::time::sleep(Duration::from_millis(500)).await;
@@ -266,8 +271,8 @@ fn main() {
         println!(
             "failover after {kind} loss, fault to the last VM's first write elsewhere, {} runs: p50 {p50:.1} s ({:.2} T), p99 {p99:.1} s ({:.2} T), best {:.1} s",
             t.len(),
-            p50 / T_S as f64,
-            p99 / T_S as f64,
+            p50 / t_s as f64,
+            p99 / t_s as f64,
             t[0]
         );
     }
