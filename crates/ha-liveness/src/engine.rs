@@ -318,6 +318,7 @@ struct Snapshot {
     peers_with_sf: HostSet,
     published: Vec<Option<(HostSet, HostSet)>>,
     excluded: HostSet,
+    members: HostSet,
 }
 
 /// One host's HA engine.
@@ -970,7 +971,17 @@ impl Engine {
                 }
                 if self.seen_seq[i] != Some(slot.sequence) {
                     self.seen_seq[i] = Some(slot.sequence);
-                    self.last_sf[i] = Some(now);
+                    // A member that restarted writes its slot, but is not
+                    // the boot of it we hold: it ages out of the sfdomain,
+                    // and the fault handler drops it before it may join.
+                    let restarted = i != self.cfg.me
+                        && self.is_online()
+                        && self.current.contains(i)
+                        && self.member_boot[i] != 0
+                        && slot.boot != self.member_boot[i];
+                    if !restarted {
+                        self.last_sf[i] = Some(now);
+                    }
                 }
                 self.slots[i] = Some(*slot);
             }
@@ -1294,7 +1305,44 @@ impl Engine {
                 .map(|s| s.map(|s| (s.view.sfdomain, s.view.hbdomain)))
                 .collect(),
             excluded: self.excluded_hosts(),
+            members: self.members_held(),
         }
+    }
+
+    /// Our liveset and every host that a member of it still writing the
+    /// statefile holds in the liveset its slot publishes. Members disagree
+    /// for a moment when one of them took in a joiner that another acked
+    /// but was cut off before it saw the last ack; counting the union keeps
+    /// their survival tests alike. Only fresh slots count (a stale one may
+    /// list hosts dropped since), and only the boot of a host that is
+    /// running now (a slot may list a boot that has died and restarted).
+    fn members_held(&self) -> HostSet {
+        let me = self.cfg.me;
+        let mut members = self.current;
+        for i in self.current.and(self.sfdomain).iter().filter(|&i| i != me) {
+            let Some(slot) = self.slots[i] else { continue };
+            let ours = self.member_boot[i] == 0 || slot.boot == self.member_boot[i];
+            if !ours || !slot.view.current.contains(i) {
+                continue;
+            }
+            for j in slot.view.current.iter().filter(|&j| j < self.n) {
+                if slot.member_boots.get(j).copied() == Some(self.latest_boot(j)) {
+                    members.insert(j);
+                }
+            }
+        }
+        members
+    }
+
+    /// The newest boot of host `i` heard on the network or seen in its slot
+    /// (0 when none is known).
+    fn latest_boot(&self, i: usize) -> u64 {
+        if i == self.cfg.me {
+            return self.cfg.boot;
+        }
+        let heard = self.peers[i].as_ref().map_or(0, |p| p.hb.boot);
+        let seen = self.slots[i].map_or(0, |s| s.boot);
+        heard.max(seen)
     }
 
     fn survival(&mut self, now: Millis) {
@@ -1314,6 +1362,7 @@ impl Engine {
             peers_with_sf: snap.peers_with_sf,
             published: &snap.published,
             excluded: snap.excluded,
+            members: snap.members,
             weights: &weights,
         };
         let outcome = (self.cfg.survival)(&views);
@@ -1522,6 +1571,21 @@ impl Engine {
             }
             Boot::Join { deadline } => {
                 let me = self.cfg.me;
+                // The members may have taken in other hosts since we began
+                // to join: we join the liveset they hold now, and each of
+                // them must ack us (else two hosts joining at once would
+                // each join a liveset without the other).
+                let held = self
+                    .current
+                    .iter()
+                    .filter_map(|i| self.peers[i].as_ref().filter(|p| p.hb.view.current.contains(i)))
+                    .fold(self.current, |acc, p| acc.or(p.hb.view.current))
+                    .without(me);
+                if held != self.current {
+                    self.log(format!("the liveset grew while joining: now {held}"));
+                    self.current = held;
+                    self.proposed = held.with(me);
+                }
                 let joined = self.current.iter().filter(|&i| i != me).all(|i| self.fresh_ack(now, i));
                 if joined {
                     self.current.insert(me);
@@ -1637,19 +1701,12 @@ impl Engine {
         self.online(now);
     }
 
-    /// Record which boot of each of `hosts` is now in the liveset: the one
-    /// heard on the network, else the one seen in its slot.
+    /// Record which boot of each of `hosts` is now in the liveset: the
+    /// newer of the one heard on the network and the one seen in its slot
+    /// (a host's boots only grow).
     fn note_members(&mut self, hosts: HostSet) {
         for i in hosts.iter().filter(|&i| i < self.n) {
-            self.member_boot[i] = if i == self.cfg.me {
-                self.cfg.boot
-            } else {
-                self.peers[i]
-                    .as_ref()
-                    .map(|p| p.hb.boot)
-                    .or_else(|| self.slots[i].map(|s| s.boot))
-                    .unwrap_or(0)
-            };
+            self.member_boot[i] = self.latest_boot(i);
         }
     }
 

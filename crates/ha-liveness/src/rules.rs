@@ -6,7 +6,8 @@
 //!   largest partition, computed from each host's statefile-published
 //!   views, wins; ties go to the lowest index (lowest host UUID), weights
 //!   bias it by `0x100` each. Unlike xhad, only liveset members count, as
-//!   candidates and as partition members.
+//!   candidates and as partition members: this host's liveset and the
+//!   hosts its members publish in theirs (`Views::members`).
 //! - Links that do not work both ways between every pair of hosts are
 //!   reduced to clean partitions before these rules run: in the fault
 //!   handler a host keeps in its hbdomain only the best fully connected set
@@ -40,6 +41,10 @@ pub struct Views<'a> {
     pub published: &'a [Option<(HostSet, HostSet)>],
     /// Hosts whose slot says they left cleanly.
     pub excluded: HostSet,
+    /// The hosts the largest-partition rule counts: `current`, and the
+    /// hosts its members publish in their livesets (a joiner one member took
+    /// in while another was cut off before it saw the last ack).
+    pub members: HostSet,
     pub weights: &'a [u32],
 }
 
@@ -76,12 +81,13 @@ fn size(sf: HostSet, hb: HostSet, weights: &[u32]) -> u64 {
 
 /// The host whose partition is strictly largest, scanning from index 0,
 /// by the statefile-published views (this host's own for itself). Only the
-/// liveset counts: a host joining during the fault handler may hear both
-/// sides of a split, and its views would make each side think it is the
-/// joiner's partition.
+/// liveset's members count: a host joining during the fault handler may
+/// hear both sides of a split, and its views would make each side think it
+/// is the joiner's partition.
 pub fn largest_partition(v: &Views) -> Option<usize> {
+    let members = v.members.or(v.current);
     let mut best: Option<(usize, u64)> = None;
-    for i in v.current.iter() {
+    for i in members.iter() {
         if !v.sfdomain.contains(i) {
             continue;
         }
@@ -93,7 +99,7 @@ pub fn largest_partition(v: &Views) -> Option<usize> {
                 None => continue,
             }
         };
-        let s = size(sf.and(v.current), hb.and(v.current), v.weights);
+        let s = size(sf.and(members), hb.and(members), v.weights);
         if s > best.map_or(0, |b| b.1) {
             best = Some((i, s));
         }
@@ -401,6 +407,7 @@ mod tests {
                 peers_with_sf: set(c.peers_with_sf),
                 published: &published,
                 excluded: HostSet::EMPTY,
+                members: HostSet::EMPTY,
                 weights: &weights,
             };
             let got = survival(&v);
@@ -441,6 +448,7 @@ mod tests {
             peers_with_sf: HostSet::EMPTY,
             published: &published,
             excluded: HostSet::EMPTY,
+            members: HostSet::EMPTY,
             weights: &weights,
         };
         assert_eq!(survival(&v), Outcome::LargestPartition);
@@ -467,6 +475,7 @@ mod tests {
             peers_with_sf: set(&[0, 1, 2]).without(me),
             published: &published,
             excluded: HostSet::EMPTY,
+            members: HostSet::EMPTY,
             weights: &weights,
         };
         let host0 = from(0, set(&[0, 1]));
@@ -476,6 +485,50 @@ mod tests {
         assert_eq!(survival(&host0), Outcome::LargestPartition);
         assert_eq!(keep(&host0, Outcome::LargestPartition), set(&[0]));
         assert_eq!(survival(&host2), Outcome::Lost);
+    }
+
+    #[test]
+    fn members_that_disagree_on_a_joiner_count_it_alike() {
+        // Host 4 joined: hosts 1 and 3 took it in, hosts 0 and 2 acked it
+        // but were cut off before they saw the last ack. The split is
+        // {0,2} | {1,3,4} (ha-sim seed 8446). Counting only its own liveset,
+        // host 0 would see two partitions of two and win on the lower index.
+        let both = set(&[0, 1, 2, 3, 4]);
+        let published = vec![
+            Some((both, set(&[0, 2]))),
+            Some((both, set(&[1, 3, 4]))),
+            Some((both, set(&[0, 2]))),
+            Some((both, set(&[1, 3, 4]))),
+            Some((both, set(&[1, 3, 4]))),
+        ];
+        let weights = vec![0; 5];
+        let mut host0 = Views {
+            me: 0,
+            hosts: 5,
+            current: set(&[0, 1, 2, 3]),
+            hbdomain: set(&[0, 2]),
+            sfdomain: both,
+            sf_access: true,
+            peers_with_sf: set(&[2]),
+            published: &published,
+            excluded: HostSet::EMPTY,
+            members: HostSet::EMPTY,
+            weights: &weights,
+        };
+        assert_eq!(survival(&host0), Outcome::LargestPartition, "the flaw being fixed");
+        // Host 1's slot lists host 4 in its liveset.
+        host0.members = both;
+        assert_eq!(largest_partition(&host0), Some(1));
+        assert_eq!(survival(&host0), Outcome::Lost);
+        let host1 = Views {
+            me: 1,
+            current: both,
+            hbdomain: set(&[1, 3, 4]),
+            peers_with_sf: set(&[3, 4]),
+            members: both,
+            ..host0.clone()
+        };
+        assert_eq!(survival(&host1), Outcome::LargestPartition);
     }
 
     #[test]
@@ -492,6 +545,7 @@ mod tests {
             peers_with_sf: HostSet::EMPTY,
             published: &published,
             excluded: HostSet::EMPTY,
+            members: HostSet::EMPTY,
             weights: &weights,
         };
         assert!(!rule2(&v));

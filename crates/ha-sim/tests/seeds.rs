@@ -64,6 +64,20 @@ fn seeds_that_found_a_bug_stay_fixed() {
             4710,
             "a loser busy in an earlier fault handler fenced after the winners' wait",
         ),
+        // Two hosts joined at once; each completed the join with the
+        // liveset it began with, without the other.
+        (6481, "two joiners each joined a liveset without the other"),
+        (8160, "two joiners each joined a liveset without the other"),
+        // A member acked a joiner and was cut off before it saw the last
+        // ack: its liveset lacked the joiner, so its largest-partition count
+        // differed from the others' and both sides won.
+        (5527, "members disagreeing on a joiner both won a split"),
+        (8446, "members disagreeing on a joiner both won a split"),
+        (14470, "members disagreeing on a joiner both won a split"),
+        // Counting the hosts members publish: a stale slot listed a host
+        // dropped since, and a fresh one listed a boot that had restarted.
+        (15347, "a stale slot's liveset counted in the largest partition"),
+        (15327, "a restarted host's old boot counted in the largest partition"),
     ] {
         let r = schedule::run(seed, None, 300_000, false).expect("T_S is a valid lab timeout");
         assert_eq!(r.violation, None, "seed {seed} ({bug})");

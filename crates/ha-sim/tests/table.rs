@@ -2,7 +2,7 @@
 //! fault each, checked against the seeds' and the reference's answers.
 #![allow(clippy::unwrap_used)]
 
-use ha_liveness::{Event, HostSet, Status};
+use ha_liveness::{Event, HostSet, Phase, Status};
 use ha_sim::World;
 
 const T: u64 = 10;
@@ -276,4 +276,36 @@ fn an_equal_split_fences_only_the_loser_when_it_notices_late() {
         assert!(w.hosts[1].fences[0].contains("SURVIVALRULE"), "{:?}", w.hosts[1].fences);
         assert_eq!(w.hosts[0].engine.liveset(), set(&[0]));
     }
+}
+
+#[test]
+fn a_member_that_reboots_during_a_fault_handler_does_not_stall_the_next() {
+    // Host 3 dies; after the others have judged that, but before they drop
+    // it, host 0 dies and boots again. Its new boot writes its slot but is
+    // not the member the liveset holds: the survivors must drop it in their
+    // next fault handler, not wait for it to reach phase 2 and time out.
+    let mut w = pool(4);
+    w.power_off(3);
+    run(&mut w, 15_000);
+    assert!(
+        w.hosts[1].engine.phase() >= Phase::Fh3,
+        "{:?}",
+        w.hosts[1].engine.phase()
+    );
+    w.power_off(0);
+    run(&mut w, 2_000);
+    w.power_on(0);
+    run(&mut w, 60_000);
+    assert_eq!(
+        w.fenced(),
+        HostSet::EMPTY,
+        "host 1 {:?}, host 2 {:?}",
+        w.hosts[1].fences,
+        w.hosts[2].fences
+    );
+    assert!(livesets(&w, &[1, 2])
+        .iter()
+        .all(|l| l.contains(1) && l.contains(2) && !l.contains(3)));
+    run(&mut w, 60_000);
+    assert_eq!(w.online(), set(&[0, 1, 2]), "host 0's new boot joins");
 }
