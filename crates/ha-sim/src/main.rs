@@ -46,12 +46,16 @@ fn main() -> Result<()> {
         None => (cli.first..cli.first + cli.seeds).collect(),
     };
     let (mut bad, mut fences, mut faults, mut shrinks) = (0, 0, 0, 0);
+    let mut codes = std::collections::BTreeMap::<String, usize>::new();
     for &seed in &seeds {
         let r = schedule::run(seed, cli.hosts, cli.seconds * 1000, cli.trace)?;
         for line in &r.trace {
             println!("{line}");
         }
         fences += r.fences;
+        for (code, k) in &r.fence_codes {
+            *codes.entry(code.clone()).or_insert(0) += k;
+        }
         faults += r.faults;
         shrinks += r.shrinks;
         if let Some(v) = &r.violation {
@@ -67,6 +71,10 @@ fn main() -> Result<()> {
         "{} seeds, {faults} faults, {shrinks} liveset shrinks, {fences} fences, {bad} violations",
         seeds.len()
     );
+    if !codes.is_empty() {
+        let by: Vec<String> = codes.iter().map(|(c, k)| format!("{c} {k}")).collect();
+        println!("fences by code: {}", by.join(", "));
+    }
     if bad > 0 {
         std::process::exit(1);
     }

@@ -7,6 +7,8 @@
 //! freezes longer than T and planned shutdowns (leave, then power off). Every fault is undone after a while, and the
 //! world heals completely for the last minute so the run ends settled.
 
+use std::collections::BTreeMap;
+
 use ha_liveness::timeouts::TimeoutError;
 use ha_liveness::{HostSet, Millis};
 use rand::Rng;
@@ -21,6 +23,9 @@ pub struct Report {
     pub hosts: usize,
     pub faults: usize,
     pub fences: usize,
+    /// Fences by their code (`SM_SURVIVALRULE_FAILED`, ...): a rise in
+    /// timeouts is a loss of availability the safety checks do not see.
+    pub fence_codes: BTreeMap<String, usize>,
     pub shrinks: usize,
     pub violation: Option<Violation>,
     pub trace: Vec<String>,
@@ -93,15 +98,26 @@ pub fn run_with(
         }
     };
     let fences = w.hosts.iter().map(|h| h.fences.len()).sum();
+    let mut fence_codes = BTreeMap::new();
+    for why in w.hosts.iter().flat_map(|h| &h.fences) {
+        *fence_codes.entry(fence_code(why).to_string()).or_insert(0) += 1;
+    }
     Ok(Report {
         seed,
         hosts: n,
         faults,
         fences,
+        fence_codes,
         shrinks: w.checker.shrinks,
         violation: result.err(),
         trace: w.trace.take().unwrap_or_default(),
     })
+}
+
+/// The code of a fence as the world records it (`fenced: CODE: message`).
+fn fence_code(why: &str) -> &str {
+    let rest = why.strip_prefix("fenced: ").unwrap_or(why);
+    rest.split(':').next().unwrap_or(rest).trim()
 }
 
 fn inject(w: &mut World, r: &mut impl Rng, undo: &mut Vec<(Millis, Undo)>, n: usize) {

@@ -335,7 +335,7 @@ impl World {
             let h = &self.hosts[i];
             if h.power == Power::On && h.armed && !h.frozen(now) {
                 if let Some(w) = h.watchdog.iter().flatten().copied().find(|&d| now > d) {
-                    let line = format!("watchdog expired at {w}");
+                    let line = format!("watchdog: expired at {w}");
                     self.crash(i, line);
                 }
             }
