@@ -1571,18 +1571,24 @@ impl Engine {
             }
             Boot::Join { deadline } => {
                 let me = self.cfg.me;
-                // The members may have taken in other hosts since we began
-                // to join: we join the liveset they hold now, and each of
-                // them must ack us (else two hosts joining at once would
-                // each join a liveset without the other).
+                // The members may have taken in other hosts, acked other
+                // joiners, or dropped hosts since we began to join: we join
+                // the liveset the members we hear hold and propose now, and
+                // each host in it must ack us. Else two hosts joining at
+                // once would each join a liveset without the other, or we
+                // would wait for the ack of a host the members dropped
+                // while they count us in.
                 let held = self
                     .current
                     .iter()
+                    .filter(|&i| self.hbdomain.contains(i))
                     .filter_map(|i| self.peers[i].as_ref().filter(|p| p.hb.view.current.contains(i)))
-                    .fold(self.current, |acc, p| acc.or(p.hb.view.current))
+                    .fold(HostSet::EMPTY, |acc, p| {
+                        acc.or(p.hb.view.current).or(p.hb.view.proposed)
+                    })
                     .without(me);
-                if held != self.current {
-                    self.log(format!("the liveset grew while joining: now {held}"));
+                if !held.is_empty() && held != self.current {
+                    self.log(format!("the liveset changed while joining: now {held}"));
                     self.current = held;
                     self.proposed = held.with(me);
                 }

@@ -68,6 +68,13 @@ fn seeds_that_found_a_bug_stay_fixed() {
         // liveset it began with, without the other.
         (6481, "two joiners each joined a liveset without the other"),
         (8160, "two joiners each joined a liveset without the other"),
+        // Members acked two joiners at once; each joiner joined the
+        // members' liveset without the other (the proposals were not read).
+        (1534, "two joiners acked at once each joined without the other"),
+        (9582, "two joiners acked at once each joined without the other"),
+        (13427, "two joiners acked at once each joined without the other"),
+        (17677, "two joiners acked at once each joined without the other"),
+        (20229, "two joiners acked at once each joined without the other"),
         // A member acked a joiner and was cut off before it saw the last
         // ack: its liveset lacked the joiner, so its largest-partition count
         // differed from the others' and both sides won.
