@@ -52,7 +52,7 @@ fn main() -> Result<()> {
         for line in &r.trace {
             println!("{line}");
         }
-        fences += r.fences;
+        fences += r.fences();
         for (code, k) in &r.fence_codes {
             *codes.entry(code.clone()).or_insert(0) += k;
         }

@@ -22,7 +22,6 @@ pub struct Report {
     pub seed: u64,
     pub hosts: usize,
     pub faults: usize,
-    pub fences: usize,
     /// Fences by their code (`SM_SURVIVALRULE_FAILED`, ...): a rise in
     /// timeouts is a loss of availability the safety checks do not see.
     pub fence_codes: BTreeMap<String, usize>,
@@ -97,7 +96,6 @@ pub fn run_with(
             break Err(v);
         }
     };
-    let fences = w.hosts.iter().map(|h| h.fences.len()).sum();
     let mut fence_codes = BTreeMap::new();
     for why in w.hosts.iter().flat_map(|h| &h.fences) {
         *fence_codes.entry(fence_code(why).to_string()).or_insert(0) += 1;
@@ -106,12 +104,18 @@ pub fn run_with(
         seed,
         hosts: n,
         faults,
-        fences,
         fence_codes,
         shrinks: w.checker.shrinks,
         violation: result.err(),
         trace: w.trace.take().unwrap_or_default(),
     })
+}
+
+impl Report {
+    /// How many times hosts fenced.
+    pub fn fences(&self) -> usize {
+        self.fence_codes.values().sum()
+    }
 }
 
 /// The code of a fence as the world records it (`fenced: CODE: message`).

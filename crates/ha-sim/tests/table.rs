@@ -33,6 +33,18 @@ fn run(w: &mut World, ms: u64) {
     }
 }
 
+/// No host fenced; else say which did, and why.
+fn assert_nobody_fenced(w: &World) {
+    let why: Vec<String> = w
+        .hosts
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| !h.fences.is_empty())
+        .map(|(i, h)| format!("host {i}: {:?}", h.fences))
+        .collect();
+    assert_eq!(w.fenced(), HostSet::EMPTY, "{}", why.join("; "));
+}
+
 fn livesets(w: &World, hosts: &[usize]) -> Vec<HostSet> {
     hosts.iter().map(|&i| w.hosts[i].engine.liveset()).collect()
 }
@@ -296,13 +308,7 @@ fn a_member_that_reboots_during_a_fault_handler_does_not_stall_the_next() {
     run(&mut w, 2_000);
     w.power_on(0);
     run(&mut w, 60_000);
-    assert_eq!(
-        w.fenced(),
-        HostSet::EMPTY,
-        "host 1 {:?}, host 2 {:?}",
-        w.hosts[1].fences,
-        w.hosts[2].fences
-    );
+    assert_nobody_fenced(&w);
     assert!(livesets(&w, &[1, 2])
         .iter()
         .all(|l| l.contains(1) && l.contains(2) && !l.contains(3)));
@@ -324,12 +330,6 @@ fn two_hosts_lost_and_back_in_turn_rejoin_without_fencing_the_others() {
     run(&mut w, 10_600);
     w.power_on(1);
     run(&mut w, 120_000);
-    assert_eq!(
-        w.fenced(),
-        HostSet::EMPTY,
-        "host 0 {:?}, host 3 {:?}",
-        w.hosts[0].fences,
-        w.hosts[3].fences
-    );
+    assert_nobody_fenced(&w);
     assert_eq!(w.online(), HostSet::first(4), "both came back");
 }
