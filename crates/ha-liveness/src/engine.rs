@@ -309,10 +309,16 @@ struct Fh {
     /// a round of its own: maybe an earlier one, which it must finish
     /// before it judges this fault, so it may fence later than usual.
     late_loser: bool,
+    /// Members this round has seen fail (out of a domain, or silent on the
+    /// network for [`Engine::suspect_after`]): a member failing anew before
+    /// phase 2 restarts the round's clock, once per member.
+    failed: HostSet,
 }
 
 #[derive(Debug, Clone)]
 struct Snapshot {
+    /// This host reached the statefile and saw its own slot fresh.
+    sf_access: bool,
     hbdomain: HostSet,
     sfdomain: HostSet,
     peers_with_sf: HostSet,
@@ -355,6 +361,12 @@ pub struct Engine {
     sf_corrupted: bool,
     /// Time of the last successful cycle.
     sf_ok_at: Option<Millis>,
+    /// When the cycle in flight was issued.
+    sf_issued_at: Millis,
+    /// When the last successful cycle was issued: its write may have
+    /// landed as early as this, so peers may see this host's slot stale
+    /// from this time plus T2 on, however late the cycle completed.
+    sf_written_from: Option<Millis>,
     seen_seq: Vec<Option<u64>>,
     last_sf: Vec<Option<Millis>>,
     slots: Vec<Option<Slot>>,
@@ -416,6 +428,8 @@ impl Engine {
             sf_access: false,
             sf_corrupted: false,
             sf_ok_at: None,
+            sf_issued_at: 0,
+            sf_written_from: None,
             seen_seq: vec![None; n],
             last_sf: vec![None; n],
             slots: vec![None; n],
@@ -678,6 +692,9 @@ impl Engine {
         if !self.armed {
             return;
         }
+        if self.fh.is_some() {
+            self.extend_for_new_failures(now);
+        }
         if let Some(since) = self.trouble_since {
             let budget = self.fh_budget();
             if now.saturating_sub(since) > budget {
@@ -800,7 +817,11 @@ impl Engine {
         if hb.sr2 && self.is_online() {
             self.sr2 = true;
         }
-        let force = hb.view.phase == Phase::FhReady;
+        // A member starting a fault handler pulls this host in: its
+        // early phases, not FhReady alone, as a host with no peer to
+        // meet passes FhReady within one tick and never sends it.
+        let force = matches!(hb.view.phase, Phase::FhReady | Phase::Fh1 | Phase::Fh1Done | Phase::Fh2)
+            && hb.view.current.contains(i);
         self.last_hb[i] = Some(now);
         self.peers[i] = Some(Peer { hb });
         self.update_hbdomain(now);
@@ -913,6 +934,7 @@ impl Engine {
             return;
         }
         self.sf_in_flight = true;
+        self.sf_issued_at = now;
         self.sf_sequence += 1;
         let interval = if self.sf_accelerate || self.want_master != self.lock_request {
             (self.cfg.timeouts.sf_interval / 4).max(100)
@@ -947,6 +969,7 @@ impl Engine {
         }
         self.sf_access = true;
         self.sf_ok_at = Some(now);
+        self.sf_written_from = Some(self.sf_issued_at);
         self.sf_corrupted = read.global.is_none() || read.slots.contains(&SlotRead::Corrupt);
         if let Some(g) = read.global {
             if g.generation != self.cfg.generation && g.pool_state != PoolState::None {
@@ -1037,9 +1060,9 @@ impl Engine {
         let t2 = self.cfg.timeouts.sf_timeout;
         for i in 0..self.n {
             let fresh = self.last_sf[i].is_some_and(|t| now.saturating_sub(t) < t2)
-                && (i != self.cfg.me || self.sf_ok_at.is_some_and(|t| now.saturating_sub(t) < t2));
+                && (i != self.cfg.me || self.sf_written_from.is_some_and(|t| now.saturating_sub(t) < t2));
             if fresh {
-                if !self.sfdomain.contains(i) && !self.join_block {
+                if !self.sfdomain.contains(i) && (!self.join_block || self.may_regrow(i)) {
                     self.sfdomain.insert(i);
                 }
             } else {
@@ -1047,6 +1070,16 @@ impl Engine {
             }
         }
         self.detect_degrade(now);
+    }
+
+    /// During the fault handler, before this host has taken the snapshot
+    /// it decides on, a liveset member (or this host) whose slot is fresh
+    /// again comes back into the sfdomain. Views only more accurate than
+    /// before are published, so hosts that disagreed about a short stall
+    /// converge instead of waiting out the consistent-view step; after the
+    /// snapshot the views no longer matter. Joiners stay out (`join_block`).
+    fn may_regrow(&self, i: usize) -> bool {
+        self.current.contains(i) && self.fh.as_ref().is_some_and(|f| f.snapshot.is_none())
     }
 
     // ---- fault detection ----
@@ -1125,6 +1158,7 @@ impl Engine {
                 snapshot: None,
                 outcome: None,
                 late_loser: false,
+                failed: self.failed_members(now),
             });
         }
         // Run as many steps as complete now.
@@ -1160,6 +1194,7 @@ impl Engine {
                         None => None,
                     };
                     let published = snap.as_ref().is_some_and(|s| self.phase_published(s));
+                    let have_snap = snap.is_some();
                     if let (Some(f), Some(snap)) = (&mut self.fh, snap) {
                         f.snapshot = Some(snap);
                     }
@@ -1168,9 +1203,14 @@ impl Engine {
                     } else {
                         let t = &self.cfg.timeouts;
                         if now - fh.step_start >= t.hb_timeout.max(t.sf_timeout) {
+                            let waiting = if have_snap {
+                                "its own slot to show phase 2".to_string()
+                            } else {
+                                format!("hosts {}", self.inconsistent_peers())
+                            };
                             self.fence(
                                 "SM_FAULTHANDLER_TIMEOUT",
-                                "FH: cannot get consistent view within timeout".into(),
+                                format!("FH: cannot get consistent view within timeout (waiting for {waiting})"),
                             );
                             return;
                         }
@@ -1191,6 +1231,56 @@ impl Engine {
                 f.step_start = now;
             }
         }
+    }
+
+    /// How long a member may be silent on the network before the fault
+    /// handler counts it as failed, though it is still in the hbdomain:
+    /// two heartbeat intervals and a second of margin.
+    fn suspect_after(&self) -> Millis {
+        2 * self.cfg.timeouts.hb_interval + 1000
+    }
+
+    /// Liveset members, other than this host, out of a domain or silent
+    /// on the network for [`Engine::suspect_after`].
+    fn failed_members(&self, now: Millis) -> HostSet {
+        let quiet = self.suspect_after();
+        self.current
+            .without(self.cfg.me)
+            .iter()
+            .filter(|&i| {
+                !self.hbdomain.contains(i)
+                    || !self.sfdomain.contains(i)
+                    || self.last_hb[i].is_none_or(|t| now.saturating_sub(t) >= quiet)
+            })
+            .collect()
+    }
+
+    /// A second failure during the fault handler extends it instead of
+    /// fencing the survivors: a member that fails anew before this host
+    /// has published phase 2 restarts the clock of the fault-handler
+    /// budget. Only a host holding the statefile (its own slot fresh, not
+    /// kept without storage) extends. Safety (`docs/HA.md`, rule E): a
+    /// winner that drops this host decides only after it saw this host in
+    /// phase 2 or later (on the network, in the rendezvous before its
+    /// survival test; on the statefile, in its consistent-view step), so
+    /// the extended deadline still ends within the winner's wait.
+    fn extend_for_new_failures(&mut self, now: Millis) {
+        let me = self.cfg.me;
+        let holder = self.sf_access && self.sfdomain.contains(me) && !self.storage_lost && !self.sr2;
+        if !self.armed || !holder || self.phase >= Phase::Fh2 || self.trouble_since.is_none() {
+            return;
+        }
+        let failed = self.failed_members(now);
+        let Some(fh) = &mut self.fh else { return };
+        let new = failed.minus(fh.failed);
+        if new.is_empty() {
+            return;
+        }
+        fh.failed = fh.failed.or(new);
+        self.trouble_since = Some(now);
+        self.log(format!(
+            "hosts {new} failed during the fault handler: its budget starts again"
+        ));
     }
 
     fn peer_phase_hb(&self, i: usize) -> Option<Phase> {
@@ -1238,11 +1328,25 @@ impl Engine {
     /// its own fault handler, agree that we are split, and see the same hosts
     /// on the statefile; its partition then counts by its published views.
     fn consistent(&self) -> bool {
+        self.inconsistent_peers().is_empty()
+    }
+
+    /// The peers whose views keep [`Engine::consistent`] false.
+    fn inconsistent_peers(&self) -> HostSet {
+        let me = self.cfg.me;
+        self.current
+            .iter()
+            .filter(|&i| i != me && !self.consistent_with(i))
+            .collect()
+    }
+
+    /// Peer `i`'s views agree with ours, as [`Engine::consistent`] asks.
+    fn consistent_with(&self, i: usize) -> bool {
         let cur = self.current;
         let me = self.cfg.me;
         let my_hbd = self.hbdomain.and(cur);
         let my_sfd = self.sfdomain.and(cur);
-        cur.iter().filter(|&i| i != me).all(|i| {
+        {
             let slot = self.slots[i];
             if my_hbd.contains(i) {
                 let Some(p) = &self.peers[i] else { return false };
@@ -1268,7 +1372,7 @@ impl Engine {
             } else {
                 true
             }
-        })
+        }
     }
 
     /// Across a network split (in the views of `snap`), our slot on the
@@ -1296,6 +1400,7 @@ impl Engine {
 
     fn snapshot(&self) -> Snapshot {
         Snapshot {
+            sf_access: self.sf_access && self.sfdomain.contains(self.cfg.me),
             hbdomain: self.hbdomain,
             sfdomain: self.sfdomain,
             peers_with_sf: self.peers_with_sf(),
@@ -1358,7 +1463,7 @@ impl Engine {
             current: self.current,
             hbdomain: snap.hbdomain,
             sfdomain: snap.sfdomain,
-            sf_access: self.sf_access,
+            sf_access: snap.sf_access,
             peers_with_sf: snap.peers_with_sf,
             published: &snap.published,
             excluded: snap.excluded,
@@ -1371,7 +1476,7 @@ impl Engine {
             self.current,
             snap.hbdomain,
             snap.sfdomain,
-            if self.sf_access { "reachable" } else { "unreachable" },
+            if snap.sf_access { "reachable" } else { "unreachable" },
             outcome
         ));
         match outcome {
@@ -1417,7 +1522,12 @@ impl Engine {
         if fh.outcome == Some(Outcome::StorageLost) && fh.p4.is_none() {
             // Kept only if every host with storage that we see won and kept us.
             let me = self.cfg.me;
-            let judges: Vec<usize> = self.hbdomain.and(self.peers_with_sf()).iter().collect();
+            let judges: Vec<usize> = self
+                .hbdomain
+                .and(self.peers_with_sf())
+                .and(self.current)
+                .iter()
+                .collect();
             let kept = !judges.is_empty()
                 && judges.iter().all(|&j| {
                     self.peers[j]
@@ -1438,6 +1548,11 @@ impl Engine {
             }
             self.storage_lost = true;
             self.trouble_since = None;
+            // The proposal comes from judges that decided by now: the wait
+            // before dropping anyone counts from here.
+            if let Some(f) = &mut self.fh {
+                f.p3 = now;
+            }
             self.log("kept in the liveset without statefile access".into());
         }
         let degrading = !self.current.is_subset(self.proposed);

@@ -108,6 +108,11 @@ pub fn largest_partition(v: &Views) -> Option<usize> {
 }
 
 fn in_largest_partition(v: &Views) -> bool {
+    // A host without its own slot fresh decides nothing: the hosts that
+    // have the statefile keep it or not (storage-lost).
+    if !v.sf_access {
+        return false;
+    }
     let Some(w) = largest_partition(v) else {
         return false;
     };
@@ -188,7 +193,7 @@ pub fn majority(hbd: HostSet, current: HostSet) -> bool {
 pub fn survival(v: &Views) -> Outcome {
     let hbd = v.hbdomain.and(v.current);
     let sfd = v.sfdomain.and(v.current);
-    if !sfd.is_empty() && sfd.is_subset(hbd) {
+    if v.sf_access && sfd.contains(v.me) && sfd.is_subset(hbd) {
         return Outcome::WonOutright;
     }
     if in_largest_partition(v) {
