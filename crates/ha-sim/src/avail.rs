@@ -50,6 +50,8 @@ pub struct AvailReport {
     pub single: BTreeMap<String, SingleRow>,
     /// One line per non-justified fence and per whole-pool fence.
     pub log: Vec<String>,
+    /// The windows the fences were judged with.
+    pub windows: Option<Windows>,
 }
 
 impl AvailReport {
@@ -68,6 +70,7 @@ impl AvailReport {
             self.single.entry(kind.clone()).or_default().add(row);
         }
         self.log.extend(o.log.iter().cloned());
+        self.windows = self.windows.or(o.windows);
     }
 
     /// Fences of this class, every code.
@@ -91,10 +94,11 @@ impl AvailReport {
             let all = self.fences().max(1);
             format!("{k} ({}%)", k * 100 / all)
         };
-        let _ = writeln!(
-            s,
-            "fences by code and class (P = 6 s, L = 24 s at T = 10 s; see docs/testing.md)"
-        );
+        let secs = |ms: Millis| format!("{:.1} s", ms as f64 / 1000.0);
+        let w = self.windows.map_or(String::new(), |w| {
+            format!(" (P = {}, L = {}, burst {})", secs(w.p), secs(w.l), secs(w.burst))
+        });
+        let _ = writeln!(s, "fences by code and class{w}");
         let head: Vec<&str> = Class::ALL.iter().map(|c| c.name()).collect();
         let _ = writeln!(s, "  {:<26} {:>7} {}", "code", "fences", head.join(" "));
         let mut rows: Vec<(String, Vec<usize>)> = self
@@ -157,7 +161,10 @@ pub fn assess(
 ) -> AvailReport {
     let w = Windows::new(timeouts, budget);
     let (classes, pools) = judge_all(rec, &w);
-    let mut r = AvailReport::default();
+    let mut r = AvailReport {
+        windows: Some(w),
+        ..AvailReport::default()
+    };
     for (f, c) in rec.fences.iter().zip(&classes) {
         *r.by_code.entry(f.code.clone()).or_default().entry(*c).or_insert(0) += 1;
         if *c != Class::Justified {

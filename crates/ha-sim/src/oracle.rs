@@ -101,12 +101,14 @@ pub fn keeps(truth: &Truth, h: usize) -> Decision {
     if !me.up || me.frozen || me.io == Io::Hung {
         return Decision::Drop;
     }
-    let liveset = if me.live {
-        me.liveset.with(h)
-    } else {
-        HostSet::single(h)
-    };
     let online: HostSet = (0..truth.hosts.len()).filter(|&i| truth.hosts[i].online).collect();
+    // A host still joining is judged against the pool's liveset.
+    let liveset = if me.live {
+        me.liveset
+    } else {
+        online.iter().fold(HostSet::EMPTY, |s, i| s.or(truth.hosts[i].liveset))
+    }
+    .with(h);
     let members = liveset.and(online).with(h);
     let slow = members.iter().any(|i| truth.hosts[i].io == Io::Slow);
     let flaky = truth.loss && truth.any_flaky(members);
