@@ -237,12 +237,18 @@ fn the_report_flags_a_broken_rule_and_not_the_real_one() {
         single: true,
         ..Options::default()
     };
-    let (mut broken, mut real) = (ha_sim::avail::AvailReport::default(), ha_sim::avail::AvailReport::default());
+    let (mut broken, mut real) = (
+        ha_sim::avail::AvailReport::default(),
+        ha_sim::avail::AvailReport::default(),
+    );
     // Power-offs of a host other than 0, from the single-fault draws.
     let mut seeds = 0;
     for seed in 7_000_000.. {
         // The fault is drawn before the run: a 1 s run tells it.
-        let f = schedule::run_opts(seed, Some(3), 1_000, opts, |_| {}).unwrap().single.unwrap();
+        let f = schedule::run_opts(seed, Some(3), 1_000, opts, |_| {})
+            .unwrap()
+            .single
+            .unwrap();
         if f.kind != ha_sim::single::Kind::PowerOff || f.host == 0 {
             continue;
         }
@@ -259,5 +265,8 @@ fn the_report_flags_a_broken_rule_and_not_the_real_one() {
     assert!(!real.failing());
     assert!(broken.count(Class::UnnecessaryClean) >= 2, "{}", broken.tables());
     assert!(broken.failing());
-    assert_eq!(broken.single["power-off"].other_unnecessary, broken.single["power-off"].other_fences);
+    assert_eq!(
+        broken.single["power-off"].other_unnecessary,
+        broken.single["power-off"].other_fences
+    );
 }
