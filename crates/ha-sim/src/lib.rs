@@ -5,10 +5,17 @@
 //! statefile (per-host access loss, slow I/O, corrupt slots), crashes,
 //! reboots and freezes. `check` verifies the safety properties after every
 //! step. `schedule` draws random fault schedules from a seed, so any failure
-//! replays with `cargo run -p ha-sim -- --seed S`.
+//! replays with `cargo run -p ha-sim -- --seed S`. With `--avail`, `truth`
+//! records what the world really was, `oracle` judges every fence against
+//! the survival rules applied to it, and `avail` counts the verdicts;
+//! `single` runs one fault per seed.
 
+pub mod avail;
 pub mod check;
+pub mod oracle;
 pub mod schedule;
+pub mod single;
+pub mod truth;
 pub mod world;
 
 pub use check::Violation;

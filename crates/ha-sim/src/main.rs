@@ -3,9 +3,13 @@
 //! `cargo run -p ha-sim -- --seeds 500` runs seeds 0..500 and prints one
 //! line per violation with the command that replays it;
 //! `--seed S --trace` replays one seed and prints what happened.
+//! `--avail` judges every fence with the availability oracle and prints
+//! tables (`--avail-log`: a line per non-justified and whole-pool fence);
+//! `--single` runs one fault on one host per seed.
 
 use anyhow::{bail, Result};
 use clap::Parser;
+use ha_sim::avail::AvailReport;
 use ha_sim::schedule;
 
 #[derive(Parser)]
@@ -32,6 +36,20 @@ struct Cli {
     /// Print everything that happened (with --seed).
     #[arg(long)]
     trace: bool,
+    /// Judge every fence with the availability oracle and print tables.
+    #[arg(long)]
+    avail: bool,
+    /// With --avail, also one line per non-justified fence and per
+    /// whole-pool fence.
+    #[arg(long)]
+    avail_log: bool,
+    /// Exit non-zero on a clean unnecessary fence or an avoidable
+    /// whole-pool fence (implies --avail).
+    #[arg(long)]
+    fail_on_avail: bool,
+    /// One fault on one host per seed, nothing else.
+    #[arg(long)]
+    single: bool,
 }
 
 fn main() -> Result<()> {
@@ -47,8 +65,27 @@ fn main() -> Result<()> {
     };
     let (mut bad, mut fences, mut faults, mut shrinks) = (0, 0, 0, 0);
     let mut codes = std::collections::BTreeMap::<String, usize>::new();
+    let opts = schedule::Options {
+        trace: cli.trace,
+        avail: cli.avail || cli.avail_log || cli.fail_on_avail,
+        single: cli.single,
+    };
+    let mut avail = AvailReport::default();
     for &seed in &seeds {
-        let r = schedule::run(seed, cli.hosts, cli.seconds * 1000, cli.trace)?;
+        let r = schedule::run_opts(seed, cli.hosts, cli.seconds * 1000, opts, |_| {})?;
+        if let Some(a) = &r.avail {
+            if cli.avail_log {
+                if let (Some(f), false) = (&r.single, a.log.is_empty()) {
+                    println!("seed {seed}: single fault: {}", f.describe());
+                }
+                for line in &a.log {
+                    println!("seed {seed} ({} hosts): {line}", r.hosts);
+                }
+            }
+            let mut a = a.clone();
+            a.log.clear();
+            avail.add(&a);
+        }
         for line in &r.trace {
             println!("{line}");
         }
@@ -75,7 +112,10 @@ fn main() -> Result<()> {
         let by: Vec<String> = codes.iter().map(|(c, k)| format!("{c} {k}")).collect();
         println!("fences by code: {}", by.join(", "));
     }
-    if bad > 0 {
+    if opts.avail {
+        print!("{}", avail.tables());
+    }
+    if bad > 0 || (cli.fail_on_avail && avail.failing()) {
         std::process::exit(1);
     }
     Ok(())

@@ -13,7 +13,9 @@ use ha_liveness::timeouts::TimeoutError;
 use ha_liveness::{HostSet, Millis};
 use rand::Rng;
 
-use crate::world::World;
+use crate::avail::{assess, AvailReport};
+use crate::single::SingleFault;
+use crate::world::{fence_code, World};
 use crate::Violation;
 
 /// What one seed did.
@@ -28,6 +30,21 @@ pub struct Report {
     pub shrinks: usize,
     pub violation: Option<Violation>,
     pub trace: Vec<String>,
+    /// The availability oracle's verdicts, with [`Options::avail`].
+    pub avail: Option<AvailReport>,
+    /// The one fault of a [`Options::single`] run.
+    pub single: Option<SingleFault>,
+}
+
+/// How to run a seed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Keep the trace.
+    pub trace: bool,
+    /// Record the ground truth and judge every fence (`oracle`).
+    pub avail: bool,
+    /// One fault on one host instead of the random schedule (`single`).
+    pub single: bool,
 }
 
 /// The HA timeout of simulated pools, in seconds.
@@ -56,12 +73,32 @@ pub fn run_with(
     trace: bool,
     tweak: impl Fn(&mut ha_liveness::Config),
 ) -> Result<Report, TimeoutError> {
+    let opts = Options {
+        trace,
+        ..Options::default()
+    };
+    run_opts(seed, hosts, length, opts, tweak)
+}
+
+/// Like [`run_with`], with every option.
+pub fn run_opts(
+    seed: u64,
+    hosts: Option<usize>,
+    length: Millis,
+    opts: Options,
+    tweak: impl Fn(&mut ha_liveness::Config),
+) -> Result<Report, TimeoutError> {
     let mut pick = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15);
     let n = hosts.unwrap_or_else(|| pick.random_range(2..=5));
     let mut w = World::with_config(n, T_S, seed, tweak)?;
-    if trace {
+    if opts.trace {
         w.trace = Some(Vec::new());
     }
+    if opts.avail {
+        w.record_truth();
+    }
+    let single = opts.single.then(|| SingleFault::draw(&mut pick, n));
+    let (mut started, mut ended) = (false, false);
     let mut faults = 0;
     let mut undo: Vec<(Millis, Undo)> = Vec::new();
     let settle = length.saturating_sub(60_000);
@@ -70,7 +107,17 @@ pub fn run_with(
         if w.now >= length {
             break Ok(());
         }
-        if w.now >= next_fault && w.now < settle {
+        if let Some(f) = &single {
+            if !started && w.now >= f.at {
+                started = true;
+                faults += 1;
+                f.start(&mut w);
+            }
+            if started && !ended && w.now >= f.at + f.lasts {
+                ended = true;
+                f.end(&mut w);
+            }
+        } else if w.now >= next_fault && w.now < settle {
             faults += 1;
             inject(&mut w, &mut pick, &mut undo, n);
             next_fault = w.now + pick.random_range(10_000..40_000);
@@ -100,6 +147,16 @@ pub fn run_with(
     for why in w.hosts.iter().flat_map(|h| &h.fences) {
         *fence_codes.entry(fence_code(why).to_string()).or_insert(0) += 1;
     }
+    let avail = w.truth.as_ref().map(|rec| {
+        let budget = w.hosts.first().map_or(0, |h| h.engine.fh_budget());
+        let flags = match (hosts, opts.single) {
+            (Some(h), s) => format!(" --hosts {h}{}", if s { " --single" } else { "" }),
+            (None, true) => " --single".to_string(),
+            (None, false) => String::new(),
+        };
+        let replay = format!("ha-sim --seed {seed}{flags} --seconds {} --trace", length / 1000);
+        assess(rec, &w.timeouts(), budget, single.as_ref(), &replay)
+    });
     Ok(Report {
         seed,
         hosts: n,
@@ -108,6 +165,8 @@ pub fn run_with(
         shrinks: w.checker.shrinks,
         violation: result.err(),
         trace: w.trace.take().unwrap_or_default(),
+        avail,
+        single,
     })
 }
 
@@ -116,12 +175,6 @@ impl Report {
     pub fn fences(&self) -> usize {
         self.fence_codes.values().sum()
     }
-}
-
-/// The code of a fence as the world records it (`fenced: CODE: message`).
-fn fence_code(why: &str) -> &str {
-    let rest = why.strip_prefix("fenced: ").unwrap_or(why);
-    rest.split(':').next().unwrap_or(rest).trim()
 }
 
 fn inject(w: &mut World, r: &mut impl Rng, undo: &mut Vec<(Millis, Undo)>, n: usize) {

@@ -19,6 +19,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::check::{Checker, Violation};
+use crate::truth::{FenceRecord, Recorder};
 
 /// One step of simulated time.
 pub const STEP: Millis = 50;
@@ -37,6 +38,8 @@ pub enum Power {
 #[derive(Debug, Clone)]
 struct Cycle {
     due: Millis,
+    /// How long it takes, from when it was issued.
+    latency: Millis,
     slot: Slot,
     global: Option<Global>,
 }
@@ -70,6 +73,12 @@ impl Host {
 
     pub fn frozen(&self, now: Millis) -> bool {
         self.frozen_until.is_some_and(|t| now < t)
+    }
+
+    /// The statefile latency it suffers: the one set now, or that of the
+    /// cycle in flight, whichever is longer.
+    pub fn io_latency(&self) -> Millis {
+        self.cycle.as_ref().map_or(0, |c| c.latency).max(self.sf_latency)
     }
 }
 
@@ -112,6 +121,8 @@ pub struct World {
     pub violation: Option<Violation>,
     /// Let the hosts elect a master through the lock, as xapi does.
     pub elect_master: bool,
+    /// Ground truth for the availability oracle, when recording.
+    pub truth: Option<Recorder>,
 }
 
 impl World {
@@ -154,6 +165,7 @@ impl World {
             reboot_delay: 8_000,
             violation: None,
             elect_master: true,
+            truth: None,
         };
         for i in 0..n {
             let engine = world.engine(i);
@@ -189,6 +201,20 @@ impl World {
         self.config.timeouts
     }
 
+    /// Start recording the ground truth (see `truth`) from now on.
+    pub fn record_truth(&mut self) {
+        let mut r = Recorder::new(self.hosts.len(), &self.config.timeouts);
+        r.observe(self);
+        self.truth = Some(r);
+    }
+
+    /// Hosts whose slot on the statefile says they left cleanly.
+    pub fn excluded(&self) -> HostSet {
+        (0..self.sf.slots.len())
+            .filter(|&i| self.sf.slots[i].is_some_and(|s| s.excluded))
+            .collect()
+    }
+
     fn note(&mut self, line: String) {
         if let Some(t) = &mut self.trace {
             t.push(format!("{:>8} {line}", self.now));
@@ -208,6 +234,9 @@ impl World {
         h.restart_at = None;
         self.checker.booted(i);
         let now = self.now;
+        if let Some(b) = self.truth.as_mut().and_then(|r| r.booted_at.get_mut(i)) {
+            *b = now;
+        }
         let cmds = self.hosts[i].engine.start(now);
         self.note(format!("host {i} boots (epoch {})", self.hosts[i].epoch));
         self.run_commands(i, cmds);
@@ -348,6 +377,9 @@ impl World {
             .collect();
         for (k, (to, hb)) in due {
             self.packets.remove(&k);
+            if let Some(r) = &mut self.truth {
+                r.arrival(hb.from, to, now);
+            }
             self.deliver(to, Event::Heartbeat(hb));
         }
         // Statefile cycles.
@@ -371,6 +403,10 @@ impl World {
         if let Err(v) = check {
             self.note(format!("VIOLATION {v}"));
             self.violation = Some(v);
+        }
+        if let Some(mut r) = self.truth.take() {
+            r.observe(self);
+            self.truth = Some(r);
         }
     }
 
@@ -408,12 +444,40 @@ impl World {
 
     fn crash(&mut self, i: usize, why: String) {
         self.note(format!("host {i} goes down: {why}"));
+        if self.truth.is_some() {
+            self.record_fence(i, &why);
+        }
         let until = self.now + self.reboot_delay;
         let h = &mut self.hosts[i];
         h.fences.push(why);
         h.power = Power::Off { until: Some(until) };
         h.armed = false;
         h.cycle = None;
+    }
+
+    /// Log host `i` going down now, before it does.
+    fn record_fence(&mut self, i: usize, why: &str) {
+        let live = |h: &Host| h.power == Power::On && h.engine.is_online();
+        // A fencing engine already says `Fenced`: ask the last sample.
+        let was_live = self
+            .truth
+            .as_ref()
+            .and_then(|r| r.samples.last())
+            .and_then(|s| s.hosts.get(i))
+            .is_some_and(|h| h.live);
+        let others = (0..self.hosts.len()).any(|j| j != i && live(&self.hosts[j]));
+        let phase = self.hosts[i].engine.phase();
+        let now = self.now;
+        if let Some(r) = &mut self.truth {
+            r.fences.push(FenceRecord {
+                at: now,
+                host: i,
+                code: fence_code(why).to_string(),
+                phase,
+                booted_at: r.booted_at.get(i).copied().unwrap_or(0),
+                whole_pool: was_live && !others,
+            });
+        }
     }
 
     fn run_commands(&mut self, i: usize, cmds: Vec<Command>) {
@@ -434,8 +498,14 @@ impl World {
                     }
                 }
                 Command::StatefileCycle { slot, global } => {
-                    let due = self.now + self.hosts[i].sf_latency;
-                    self.hosts[i].cycle = Some(Cycle { due, slot, global });
+                    let latency = self.hosts[i].sf_latency;
+                    let due = self.now + latency;
+                    self.hosts[i].cycle = Some(Cycle {
+                        due,
+                        latency,
+                        slot,
+                        global,
+                    });
                 }
                 Command::Feed(w, timeout) => {
                     let k = match w {
@@ -510,4 +580,11 @@ impl World {
     pub fn status(&self, i: usize) -> &Status {
         self.hosts[i].engine.status()
     }
+}
+
+/// The code of a fence as the world records it (`fenced: CODE: message`),
+/// or `watchdog` for a watchdog crash.
+pub fn fence_code(why: &str) -> &str {
+    let rest = why.strip_prefix("fenced: ").unwrap_or(why);
+    rest.split(':').next().unwrap_or(rest).trim()
 }

@@ -1,0 +1,272 @@
+//! The availability oracle: its ideal decision on hand-built worlds, its
+//! verdicts on hand-built histories, and that it catches a survival rule
+//! broken on purpose.
+#![allow(clippy::unwrap_used)]
+
+use ha_liveness::rules::{self, Outcome, Views};
+use ha_liveness::{HostSet, Phase, Timeouts};
+use ha_sim::oracle::{judge, judge_all, keeps, Class, Decision, Windows};
+use ha_sim::schedule::{self, Options};
+use ha_sim::truth::{FenceRecord, HostTruth, Io, Recorder, Truth};
+use ha_sim::World;
+
+const T: u64 = 10;
+
+/// `n` hosts, all online with the full liveset, storage fine, no cuts.
+fn healthy(n: usize) -> Truth {
+    let host = HostTruth {
+        live: true,
+        online: true,
+        up: true,
+        frozen: false,
+        off_fault: false,
+        io: Io::Ok,
+        liveset: HostSet::first(n),
+    };
+    Truth {
+        at: 0,
+        hosts: vec![host; n],
+        cut: vec![HostSet::EMPTY; n],
+        loss: false,
+        flaky: vec![HostSet::EMPTY; n],
+        excluded: HostSet::EMPTY,
+    }
+}
+
+/// Cut every link of host `h`, both ways.
+fn isolate(t: &mut Truth, h: usize) {
+    let n = t.hosts.len();
+    for j in (0..n).filter(|&j| j != h) {
+        t.cut[h].insert(j);
+        t.cut[j].insert(h);
+    }
+}
+
+#[test]
+fn a_healthy_pool_keeps_everyone() {
+    let t = healthy(3);
+    for h in 0..3 {
+        assert_eq!(keeps(&t, h), Decision::Keep, "host {h}");
+    }
+}
+
+#[test]
+fn a_storage_only_loss_in_a_majority_is_kept() {
+    let mut t = healthy(3);
+    t.hosts[2].io = Io::Cut;
+    assert_eq!(keeps(&t, 2), Decision::Keep);
+    assert_eq!(keeps(&t, 0), Decision::Keep);
+}
+
+#[test]
+fn a_network_only_isolated_host_is_dropped() {
+    let mut t = healthy(3);
+    isolate(&mut t, 2);
+    assert_eq!(keeps(&t, 2), Decision::Drop, "the lone host has 1 holder against 2");
+    assert_eq!(keeps(&t, 0), Decision::Keep);
+    assert_eq!(keeps(&t, 1), Decision::Keep);
+}
+
+#[test]
+fn a_two_host_split_keeps_index_0() {
+    let mut t = healthy(2);
+    isolate(&mut t, 1);
+    assert_eq!(keeps(&t, 0), Decision::Keep);
+    assert_eq!(keeps(&t, 1), Decision::Drop);
+}
+
+#[test]
+fn a_one_way_cut_is_a_split() {
+    let mut t = healthy(2);
+    t.cut[1].insert(0);
+    assert_eq!(keeps(&t, 0), Decision::Keep, "host 0 wins the tie-break");
+    assert_eq!(keeps(&t, 1), Decision::Drop);
+}
+
+#[test]
+fn a_frozen_or_hung_host_is_dropped() {
+    let mut t = healthy(3);
+    t.hosts[1].frozen = true;
+    t.hosts[1].online = false;
+    t.hosts[1].up = false;
+    t.hosts[2].io = Io::Hung;
+    assert_eq!(keeps(&t, 1), Decision::Drop);
+    assert_eq!(keeps(&t, 2), Decision::Drop);
+    assert_eq!(keeps(&t, 0), Decision::Keep);
+}
+
+#[test]
+fn slow_storage_that_decides_a_split_is_ambiguous() {
+    let mut t = healthy(2);
+    isolate(&mut t, 1);
+    t.hosts[0].io = Io::Slow;
+    // Host 0 wins if its slow I/O counts, host 1 if it does not.
+    assert_eq!(keeps(&t, 0), Decision::AmbiguousSlow);
+    assert_eq!(keeps(&t, 1), Decision::AmbiguousSlow);
+}
+
+#[test]
+fn a_flaky_link_that_decides_a_split_is_ambiguous() {
+    let mut t = healthy(2);
+    t.loss = true;
+    t.flaky[1].insert(0);
+    assert_eq!(keeps(&t, 1), Decision::AmbiguousLoss);
+}
+
+#[test]
+fn storage_lost_everywhere_keeps_a_whole_network_by_rule_2() {
+    let mut t = healthy(3);
+    for h in 0..3 {
+        t.hosts[h].io = Io::Cut;
+    }
+    assert_eq!(keeps(&t, 1), Decision::Keep);
+    // One host down and not excluded: rule 2 fails for the rest.
+    t.hosts[2] = HostTruth {
+        live: false,
+        online: false,
+        up: false,
+        frozen: false,
+        off_fault: true,
+        io: Io::Cut,
+        liveset: HostSet::EMPTY,
+    };
+    assert_eq!(keeps(&t, 1), Decision::Drop);
+    t.excluded.insert(2);
+    assert_eq!(keeps(&t, 1), Decision::Keep, "unless it is excluded");
+}
+
+fn windows() -> Windows {
+    let t = Timeouts::derive(T, true).unwrap();
+    Windows::new(&t, 12_000)
+}
+
+#[test]
+fn the_windows_come_from_the_timeouts() {
+    let w = windows();
+    assert_eq!((w.p, w.l, w.burst), (6_000, 24_000, 22_000));
+}
+
+/// A history: healthy 2-host pool until `cut_from`, host 1 isolated
+/// until `cut_to`, then healthy; host `h` fences at `at`.
+fn history(cut_from: u64, cut_to: u64, h: usize, at: u64) -> (Recorder, FenceRecord) {
+    let t = Timeouts::derive(T, true).unwrap();
+    let mut rec = Recorder::new(2, &t);
+    rec.samples.push(healthy(2));
+    let mut split = healthy(2);
+    split.at = cut_from;
+    isolate(&mut split, 1);
+    rec.samples.push(split);
+    let mut healed = healthy(2);
+    healed.at = cut_to;
+    rec.samples.push(healed);
+    let f = FenceRecord {
+        at,
+        host: h,
+        code: "SM_SURVIVALRULE_FAILED".into(),
+        phase: Phase::Fh3,
+        booted_at: 0,
+        whole_pool: false,
+    };
+    (rec, f)
+}
+
+#[test]
+fn judge_classifies_by_the_windows() {
+    let w = windows();
+    // Host 1 cut off for 8 s, fenced 10 s after it healed: justified.
+    let (rec, f) = history(50_000, 58_000, 1, 68_000);
+    assert_eq!(judge(&rec, &f, &w), Class::Justified);
+    // The same, but fenced 30 s after it healed (beyond L): unnecessary,
+    // and clean (the window holds no fault).
+    let (rec, f) = history(50_000, 58_000, 1, 88_000);
+    assert_eq!(judge(&rec, &f, &w), Class::UnnecessaryClean);
+    // Fenced 20 s after it healed: the cut overlaps the window.
+    let (rec, f) = history(50_000, 58_000, 1, 78_000);
+    assert_eq!(judge(&rec, &f, &w), Class::Justified);
+    // A 4 s cut (under P) is not enough; host 1 was cut, so not clean.
+    let (rec, f) = history(50_000, 54_000, 1, 60_000);
+    assert_eq!(judge(&rec, &f, &w), Class::Unnecessary);
+    // Host 0, the tie-break winner, fenced: it lost a link, so not clean.
+    let (rec, f) = history(50_000, 58_000, 0, 60_000);
+    assert_eq!(judge(&rec, &f, &w), Class::Unnecessary);
+    // Host 0 fenced long after the cut healed: clean.
+    let (rec, f) = history(50_000, 58_000, 0, 90_000);
+    assert_eq!(judge(&rec, &f, &w), Class::UnnecessaryClean);
+}
+
+/// Host 0 always fails the survival test; the others follow the rules.
+fn host_0_always_loses(v: &Views) -> Outcome {
+    if v.me == 0 {
+        Outcome::Lost
+    } else {
+        rules::survival(v)
+    }
+}
+
+#[test]
+fn a_broken_survival_rule_fences_are_clean_unnecessary() {
+    let mut w = World::with_config(3, T, 1, |c| c.survival = host_0_always_loses).unwrap();
+    w.record_truth();
+    w.run_until(30_000).unwrap();
+    assert_eq!(w.online(), HostSet::first(3));
+    // Host 2 dies: the others run the fault handler, and host 0 "loses".
+    w.power_off(2);
+    w.run_until(70_000).unwrap();
+    let rec = w.truth.as_ref().unwrap();
+    let w0 = Windows::new(&w.timeouts(), w.hosts[0].engine.fh_budget());
+    let (classes, _) = judge_all(rec, &w0);
+    let host0: Vec<(&str, Class)> = rec
+        .fences
+        .iter()
+        .zip(&classes)
+        .filter(|(f, _)| f.host == 0)
+        .map(|(f, c)| (f.code.as_str(), *c))
+        .collect();
+    assert_eq!(host0, vec![("SM_SURVIVALRULE_FAILED", Class::UnnecessaryClean)]);
+    assert!(
+        rec.fences.iter().all(|f| f.host == 0),
+        "only host 0 fenced: {:?}",
+        rec.fences
+    );
+}
+
+#[test]
+fn the_report_flags_a_broken_rule_and_not_the_real_one() {
+    let opts = Options {
+        avail: true,
+        single: true,
+        ..Options::default()
+    };
+    let (mut broken, mut real) = (
+        ha_sim::avail::AvailReport::default(),
+        ha_sim::avail::AvailReport::default(),
+    );
+    // Power-offs of a host other than 0, from the single-fault draws.
+    let mut seeds = 0;
+    for seed in 7_000_000.. {
+        // The fault is drawn before the run: a 1 s run tells it.
+        let f = schedule::run_opts(seed, Some(3), 1_000, opts, |_| {})
+            .unwrap()
+            .single
+            .unwrap();
+        if f.kind != ha_sim::single::Kind::PowerOff || f.host == 0 {
+            continue;
+        }
+        let r = schedule::run_opts(seed, Some(3), 120_000, opts, |_| {}).unwrap();
+        real.add(r.avail.as_ref().unwrap());
+        let r = schedule::run_opts(seed, Some(3), 120_000, opts, |c| c.survival = host_0_always_loses).unwrap();
+        broken.add(r.avail.as_ref().unwrap());
+        seeds += 1;
+        if seeds == 2 {
+            break;
+        }
+    }
+    assert_eq!(real.fences(), 0, "a power-off fences nobody: {:?}", real.log);
+    assert!(!real.failing());
+    assert!(broken.count(Class::UnnecessaryClean) >= 2, "{}", broken.tables());
+    assert!(broken.failing());
+    assert_eq!(
+        broken.single["power-off"].other_unnecessary,
+        broken.single["power-off"].other_fences
+    );
+}
