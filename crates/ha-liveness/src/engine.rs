@@ -313,6 +313,8 @@ struct Fh {
     /// network for [`Engine::suspect_after`]): a member failing anew before
     /// phase 2 restarts the round's clock, once per member.
     failed: HostSet,
+    /// This round merged its views with the peers'.
+    merged: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -848,7 +850,7 @@ impl Engine {
                     if asym {
                         self.hbdomain.remove(i);
                     }
-                } else if !self.join_block {
+                } else if !self.join_block || (self.may_regrow(i) && self.hears_me(i)) {
                     self.hbdomain.insert(i);
                 }
             } else {
@@ -875,7 +877,9 @@ impl Engine {
     /// heard is in the fault handler, as their views are only then final.
     fn keep_fully_connected(&mut self) {
         let me = self.cfg.me;
-        let heard = self.hbdomain;
+        // Only members judge: a joiner heard meanwhile never enters the
+        // fault handler, and waiting for it would stall the reduction.
+        let heard = self.hbdomain.and(self.current.with(me));
         let mut edge = vec![HostSet::EMPTY; self.n];
         for i in heard.iter() {
             let view_i = if i == me {
@@ -901,7 +905,7 @@ impl Engine {
                 "hosts {} do not all hear each other: keeping the fully connected {keep}",
                 heard
             ));
-            self.hbdomain = keep;
+            self.hbdomain = self.hbdomain.minus(heard.minus(keep));
         }
     }
 
@@ -1072,6 +1076,13 @@ impl Engine {
         self.detect_degrade(now);
     }
 
+    /// Peer `i`'s latest heartbeat holds this host in its hbdomain.
+    fn hears_me(&self, i: usize) -> bool {
+        self.peers[i]
+            .as_ref()
+            .is_some_and(|p| p.hb.view.hbdomain.contains(self.cfg.me))
+    }
+
     /// During the fault handler, before this host has taken the snapshot
     /// it decides on, a liveset member (or this host) whose slot is fresh
     /// again comes back into the sfdomain. Views only more accurate than
@@ -1079,7 +1090,41 @@ impl Engine {
     /// converge instead of waiting out the consistent-view step; after the
     /// snapshot the views no longer matter. Joiners stay out (`join_block`).
     fn may_regrow(&self, i: usize) -> bool {
-        self.current.contains(i) && self.fh.as_ref().is_some_and(|f| f.snapshot.is_none())
+        self.current.contains(i) && self.fh.as_ref().is_some_and(|f| f.snapshot.is_none() && !f.merged)
+    }
+
+    /// In the consistent-view step, take the intersection of this host's
+    /// views with those its network peers in the fault handler publish
+    /// (xhad merges views the same way): views only shrink from here, so
+    /// hosts that disagree converge on what all of them see, and no view
+    /// grows back for the rest of the round.
+    fn merge_views(&mut self) {
+        let me = self.cfg.me;
+        let cur = self.current;
+        let mut hbd = self.hbdomain;
+        let mut sfd = self.sfdomain;
+        for i in self.hbdomain.and(cur).without(me).iter() {
+            let Some(p) = &self.peers[i] else { continue };
+            let v = p.hb.view;
+            if !v.phase.in_fault_handler() || !v.hbdomain.contains(me) {
+                continue;
+            }
+            hbd = hbd.minus(cur.minus(v.hbdomain).without(me));
+            if sfd.contains(me) && v.sfdomain.contains(i) {
+                sfd = sfd.minus(cur.minus(v.sfdomain).without(me));
+            }
+        }
+        if hbd != self.hbdomain || sfd != self.sfdomain {
+            self.log(format!(
+                "merging views with the peers: hbdomain {} -> {hbd}, sfdomain {} -> {sfd}",
+                self.hbdomain, self.sfdomain
+            ));
+            self.hbdomain = hbd;
+            self.sfdomain = sfd;
+            if let Some(f) = &mut self.fh {
+                f.merged = true;
+            }
+        }
     }
 
     // ---- fault detection ----
@@ -1159,6 +1204,7 @@ impl Engine {
                 outcome: None,
                 late_loser: false,
                 failed: self.failed_members(now),
+                merged: false,
             });
         }
         // Run as many steps as complete now.
@@ -1188,6 +1234,9 @@ impl Engine {
                 Step::Consistent => {
                     // Decide on the views as they were when they first
                     // agreed, even if we then wait to publish our phase.
+                    if fh.snapshot.is_none() && !self.consistent() {
+                        self.merge_views();
+                    }
                     let snap = match fh.snapshot {
                         Some(snap) => Some(snap),
                         None if self.consistent() => Some(self.snapshot()),
@@ -1267,11 +1316,17 @@ impl Engine {
     fn extend_for_new_failures(&mut self, now: Millis) {
         let me = self.cfg.me;
         let holder = self.sf_access && self.sfdomain.contains(me) && !self.storage_lost && !self.sr2;
-        if !self.armed || !holder || self.phase >= Phase::Fh2 || self.trouble_since.is_none() {
+        // Past phase 2, only without peers across a network split: those
+        // may have decided on this host's published phase and views.
+        let split = !self.current.and(self.sfdomain).is_subset(self.hbdomain);
+        if !self.armed || !holder || (self.phase >= Phase::Fh2 && split) || self.trouble_since.is_none() {
             return;
         }
         let failed = self.failed_members(now);
         let Some(fh) = &mut self.fh else { return };
+        if fh.snapshot.is_some() {
+            return;
+        }
         let new = failed.minus(fh.failed);
         if new.is_empty() {
             return;
@@ -1294,9 +1349,14 @@ impl Engine {
     fn rendezvous(&self, p1: Phase, p2: Phase, on_sf: bool) -> bool {
         let exact = |ph: Option<Phase>| ph.is_some_and(|ph| ph == p1 || ph == p2);
         let reached = |ph: Option<Phase>| ph.is_some_and(|ph| ph >= p1 || !ph.in_fault_handler());
+        // The statefile speaks only for peers across a network split (the
+        // network speaks for the others), and only to a host that sees its
+        // own slot fresh: a host with slow I/O reads old phases.
+        let holder = self.sfdomain.contains(self.cfg.me);
         self.current.iter().filter(|&i| i != self.cfg.me).all(|i| {
             let hb_ok = !self.hbdomain.contains(i) || exact(self.peer_phase_hb(i));
-            let sf_ok = !on_sf || !self.sfdomain.contains(i) || reached(self.slots[i].map(|s| s.view.phase));
+            let sf_only = self.sfdomain.contains(i) && !self.hbdomain.contains(i);
+            let sf_ok = !on_sf || !sf_only || !holder || reached(self.slots[i].map(|s| s.view.phase));
             hb_ok && sf_ok
         })
     }
@@ -1357,7 +1417,11 @@ impl Engine {
                 if both_on_sf && p.hb.view.sfdomain.and(cur) != my_sfd {
                     return false;
                 }
-                if my_sfd.contains(i) {
+                // A peer that does not see its own slot fresh (slow I/O)
+                // publishes views that lag: its heartbeat speaks for it.
+                // So does this host's, which then decides nothing from
+                // the statefile (it is kept without it, or not).
+                if my_sfd.contains(i) && p.hb.view.sfdomain.contains(i) && self.sfdomain.contains(me) {
                     let Some(slot) = slot else { return false };
                     if slot.view.sfdomain.and(cur) != my_sfd || slot.view.hbdomain.and(cur) != my_hbd {
                         return false;
