@@ -1250,8 +1250,11 @@ impl Engine {
                     if published {
                         true
                     } else {
+                        // The step's clock restarts with the budget's when
+                        // a second failure extends the handler.
                         let t = &self.cfg.timeouts;
-                        if now - fh.step_start >= t.hb_timeout.max(t.sf_timeout) {
+                        let since = fh.step_start.max(self.trouble_since.unwrap_or(0));
+                        if now - since >= t.hb_timeout.max(t.sf_timeout) {
                             let waiting = if have_snap {
                                 "its own slot to show phase 2".to_string()
                             } else {
@@ -1735,9 +1738,15 @@ impl Engine {
             Boot::Criteria => self.start_criteria(now),
             Boot::AllBooted { deadline } => {
                 let me = self.cfg.me;
-                let booted = (0..self.n)
+                // Every host of the proposal must ack it freshly: a host
+                // that left the hbdomain meanwhile has not booted with us
+                // (counting it made a host frozen while forming come back
+                // online in a liveset the others had shrunk).
+                let booted = self
+                    .proposed
+                    .iter()
                     .filter(|&i| i != me)
-                    .all(|i| !self.hbdomain.contains(i) || self.fresh_ack(now, i));
+                    .all(|i| self.fresh_ack(now, i));
                 if booted {
                     let liveset = self.proposed;
                     self.form_liveset(now, liveset);

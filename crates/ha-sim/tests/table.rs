@@ -333,3 +333,74 @@ fn two_hosts_lost_and_back_in_turn_rejoin_without_fencing_the_others() {
     assert_nobody_fenced(&w);
     assert_eq!(w.online(), HostSet::first(4), "both came back");
 }
+
+/// The hosts that fenced, other than `faulty`.
+fn others_fenced(w: &World, faulty: usize) -> Vec<String> {
+    w.hosts
+        .iter()
+        .enumerate()
+        .filter(|&(i, h)| i != faulty && !h.fences.is_empty())
+        .map(|(i, h)| format!("host {i}: {:?}", h.fences))
+        .collect()
+}
+
+#[test]
+fn a_second_power_off_during_the_fault_handler_fences_no_survivor() {
+    // Issue 24's rack failing host by host: 5 hosts, host 4 powered off,
+    // host 1 twelve seconds later, while the survivors still handle the
+    // first failure. The survivors extend the handler and drop both.
+    let mut w = pool(5);
+    w.power_off(4);
+    run(&mut w, 12_000);
+    w.power_off(1);
+    run(&mut w, 90_000);
+    assert_nobody_fenced(&w);
+    assert_eq!(livesets(&w, &[0, 2, 3]), vec![set(&[0, 2, 3]); 3]);
+}
+
+#[test]
+fn a_storage_stall_shorter_than_t_fences_nobody() {
+    // Issue 24: an NFS server that stalls for 6 to 9 s for one host is an
+    // ordinary event. Storage cut on host 2, restored 6..=8 s later, on 4
+    // and 5 hosts: no host fences, the cut one included.
+    for n in [4, 5] {
+        for secs in 6..=8 {
+            let mut w = pool(n);
+            w.set_storage(2, false);
+            run(&mut w, secs * 1000);
+            w.set_storage(2, true);
+            run(&mut w, 60_000);
+            let fenced = others_fenced(&w, usize::MAX);
+            assert!(fenced.is_empty(), "{n} hosts, {secs} s: {}", fenced.join("; "));
+            assert_eq!(w.online(), HostSet::first(n), "{n} hosts, {secs} s");
+        }
+    }
+}
+
+#[test]
+fn slow_statefile_io_on_one_host_fences_no_other_host() {
+    // One host's statefile cycles take 8 s for a minute: whatever happens
+    // to it, the other hosts stay.
+    for n in [3, 4, 5] {
+        let mut w = pool(n);
+        w.hosts[1].sf_latency = 8_000;
+        run(&mut w, 60_000);
+        w.hosts[1].sf_latency = 5;
+        run(&mut w, 60_000);
+        let fenced = others_fenced(&w, 1);
+        assert!(fenced.is_empty(), "{n} hosts: {}", fenced.join("; "));
+    }
+}
+
+#[test]
+fn a_freeze_just_under_t_fences_no_other_host() {
+    // A host frozen (SIGSTOP) for 7.5 to 10 s: it may fence as it wakes,
+    // the others never.
+    for ms in [7_500, 8_500, 9_500] {
+        let mut w = pool(4);
+        w.freeze(3, ms);
+        run(&mut w, 60_000);
+        let fenced = others_fenced(&w, 3);
+        assert!(fenced.is_empty(), "frozen {ms} ms: {}", fenced.join("; "));
+    }
+}
