@@ -313,8 +313,6 @@ struct Fh {
     /// network for [`Engine::suspect_after`]): a member failing anew before
     /// phase 2 restarts the round's clock, once per member.
     failed: HostSet,
-    /// This round merged its views with the peers'.
-    merged: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -1090,41 +1088,7 @@ impl Engine {
     /// converge instead of waiting out the consistent-view step; after the
     /// snapshot the views no longer matter. Joiners stay out (`join_block`).
     fn may_regrow(&self, i: usize) -> bool {
-        self.current.contains(i) && self.fh.as_ref().is_some_and(|f| f.snapshot.is_none() && !f.merged)
-    }
-
-    /// In the consistent-view step, take the intersection of this host's
-    /// views with those its network peers in the fault handler publish
-    /// (xhad merges views the same way): views only shrink from here, so
-    /// hosts that disagree converge on what all of them see, and no view
-    /// grows back for the rest of the round.
-    fn merge_views(&mut self) {
-        let me = self.cfg.me;
-        let cur = self.current;
-        let mut hbd = self.hbdomain;
-        let mut sfd = self.sfdomain;
-        for i in self.hbdomain.and(cur).without(me).iter() {
-            let Some(p) = &self.peers[i] else { continue };
-            let v = p.hb.view;
-            if !v.phase.in_fault_handler() || !v.hbdomain.contains(me) {
-                continue;
-            }
-            hbd = hbd.minus(cur.minus(v.hbdomain).without(me));
-            if sfd.contains(me) && v.sfdomain.contains(i) {
-                sfd = sfd.minus(cur.minus(v.sfdomain).without(me));
-            }
-        }
-        if hbd != self.hbdomain || sfd != self.sfdomain {
-            self.log(format!(
-                "merging views with the peers: hbdomain {} -> {hbd}, sfdomain {} -> {sfd}",
-                self.hbdomain, self.sfdomain
-            ));
-            self.hbdomain = hbd;
-            self.sfdomain = sfd;
-            if let Some(f) = &mut self.fh {
-                f.merged = true;
-            }
-        }
+        self.current.contains(i) && self.fh.as_ref().is_some_and(|f| f.snapshot.is_none())
     }
 
     // ---- fault detection ----
@@ -1204,7 +1168,6 @@ impl Engine {
                 outcome: None,
                 late_loser: false,
                 failed: self.failed_members(now),
-                merged: false,
             });
         }
         // Run as many steps as complete now.
@@ -1234,9 +1197,6 @@ impl Engine {
                 Step::Consistent => {
                     // Decide on the views as they were when they first
                     // agreed, even if we then wait to publish our phase.
-                    if fh.snapshot.is_none() && !self.consistent() {
-                        self.merge_views();
-                    }
                     let snap = match fh.snapshot {
                         Some(snap) => Some(snap),
                         None if self.consistent() => Some(self.snapshot()),
@@ -1319,10 +1279,10 @@ impl Engine {
     fn extend_for_new_failures(&mut self, now: Millis) {
         let me = self.cfg.me;
         let holder = self.sf_access && self.sfdomain.contains(me) && !self.storage_lost && !self.sr2;
-        // Past phase 2, only without peers across a network split: those
-        // may have decided on this host's published phase and views.
-        let split = !self.current.and(self.sfdomain).is_subset(self.hbdomain);
-        if !self.armed || !holder || (self.phase >= Phase::Fh2 && split) || self.trouble_since.is_none() {
+        // Never past phase 2: peers across a network split may have
+        // decided on this host's published phase and views (even peers
+        // that later look stale to this host).
+        if !self.armed || !holder || self.phase >= Phase::Fh2 || self.trouble_since.is_none() {
             return;
         }
         let failed = self.failed_members(now);
