@@ -8,6 +8,7 @@
 //! replays with `cargo run -p ha-sim -- --seed S`.
 
 pub mod check;
+pub mod explore;
 pub mod schedule;
 pub mod world;
 
