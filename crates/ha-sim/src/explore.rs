@@ -331,7 +331,10 @@ impl Search<'_> {
                 for f in s.alphabet.enabled(&w) {
                     let mut branch = w.clone();
                     self.schedule.push((w.now, f));
-                    match f.apply(&mut branch).and_then(|()| self.advance(&mut branch, next)) {
+                    let applied = f.apply(&mut branch);
+                    // A planned leave runs a little inside `apply`.
+                    self.summary.steps += (branch.now - w.now) / STEP;
+                    match applied.and_then(|()| self.advance(&mut branch, next)) {
                         Ok(()) => self.node(branch, point + 1),
                         Err(v) => self.found(v),
                     }
