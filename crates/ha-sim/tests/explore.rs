@@ -115,8 +115,9 @@ fn a_replay_rejects_faults_off_the_decision_points() {
 /// its own sfdomain until its statefile timeout, so its fault handler wins
 /// outright with sfdomain {1} while unable to reach the statefile. Host 0
 /// wins outright too, and host 1 drops it while it runs armed. With host
-/// 1's storage back before the drop (`48000 storage-restore 1`) both keep
-/// a liveset of one: split brain. Open in the engine.
+/// 1's storage back at 48 s (`48000 storage-restore 1`), host 1 keeps the
+/// liveset {1} and takes the master lock at 58.7 s while host 0 still
+/// holds it: two masters. Open in the engine.
 #[test]
 #[ignore = "open engine bug found by ha-explore: a host whose statefile I/O fails wins outright"]
 fn a_host_that_lost_the_statefile_does_not_win_outright() {
