@@ -12,6 +12,7 @@
 
 pub mod avail;
 pub mod check;
+pub mod explore;
 pub mod oracle;
 pub mod schedule;
 pub mod single;

@@ -101,7 +101,8 @@ struct Statefile {
     corrupt: Vec<bool>,
 }
 
-/// The whole world.
+/// The whole world. Cloneable, so an explorer can branch from a snapshot.
+#[derive(Debug, Clone)]
 pub struct World {
     pub now: Millis,
     pub hosts: Vec<Host>,
