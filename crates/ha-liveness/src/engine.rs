@@ -313,6 +313,8 @@ struct Fh {
     /// network for [`Engine::suspect_after`]): a member failing anew before
     /// phase 2 restarts the round's clock, once per member.
     failed: HostSet,
+    /// When a fault was first noticed after the views were frozen.
+    after_snapshot: Option<Millis>,
 }
 
 #[derive(Debug, Clone)]
@@ -400,6 +402,8 @@ pub struct Engine {
 
     // Watchdog feeding, as last commanded.
     fed: [Option<Millis>; 2],
+    /// When each watchdog was last fed.
+    fed_at: [Option<Millis>; 2],
     out: Vec<Command>,
 }
 
@@ -454,6 +458,7 @@ impl Engine {
             lock_request: false,
             lock_grant: HostSet::EMPTY,
             fed: [None, None],
+            fed_at: [None, None],
             out: Vec::new(),
             cfg,
         }
@@ -598,11 +603,7 @@ impl Engine {
 
     /// When the watchdogs, as fed so far, expire: (heartbeat, statefile).
     pub fn watchdog_deadlines(&self) -> (Option<Millis>, Option<Millis>) {
-        let t = &self.cfg.timeouts;
-        (
-            self.fed[0].map(|f| f + t.hb_watchdog),
-            self.fed[1].map(|f| f + t.sf_watchdog),
-        )
+        (self.fed[0], self.fed[1])
     }
 
     /// How long a host may take from noticing a fault to passing the
@@ -659,8 +660,34 @@ impl Engine {
             Watchdog::Heartbeat => (0, self.cfg.timeouts.hb_watchdog),
             Watchdog::Statefile => (1, self.cfg.timeouts.sf_watchdog),
         };
-        self.fed[slot] = Some(now);
+        // With a fault unresolved, the watchdog enforces the budget: a host
+        // that freezes before its budget ends is dead when it ends.
+        let mut timeout = timeout;
+        if let (true, Some(since)) = (self.armed, self.trouble_since) {
+            let cap = (since + self.fh_budget() + 500).saturating_sub(now).max(1);
+            timeout = timeout.min(cap);
+        }
+        self.fed[slot] = Some(now + timeout);
+        self.fed_at[slot] = Some(now);
         self.out.push(Command::Feed(w, timeout));
+    }
+
+    /// The fault is resolved: the watchdogs get back their full timeout
+    /// from their last feed.
+    fn uncap_watchdogs(&mut self, now: Millis) {
+        let t = self.cfg.timeouts;
+        for (slot, w, full) in [
+            (0, Watchdog::Heartbeat, t.hb_watchdog),
+            (1, Watchdog::Statefile, t.sf_watchdog),
+        ] {
+            if let Some(f) = self.fed_at[slot] {
+                let d = f + full;
+                if d > now && self.fed[slot].is_some_and(|x| x < d) {
+                    self.fed[slot] = Some(d);
+                    self.out.push(Command::Feed(w, d - now));
+                }
+            }
+        }
     }
 
     /// A host that was frozen past its watchdog must not act on waking.
@@ -1135,6 +1162,14 @@ impl Engine {
         if !early {
             self.need_fh = true;
         }
+        // This round decides on views frozen before the fault: the next
+        // round handles it, on the clock started now.
+        if let Some(f) = &mut self.fh {
+            if f.snapshot.is_some() && f.outcome.is_none() {
+                self.need_fh = true;
+                f.after_snapshot.get_or_insert(now);
+            }
+        }
     }
 
     // ---- fault handler ----
@@ -1168,6 +1203,7 @@ impl Engine {
                 outcome: None,
                 late_loser: false,
                 failed: self.failed_members(now),
+                after_snapshot: None,
             });
         }
         // Run as many steps as complete now.
@@ -1357,15 +1393,18 @@ impl Engine {
     /// The peers whose views keep [`Engine::consistent`] false.
     fn inconsistent_peers(&self) -> HostSet {
         let me = self.cfg.me;
+        // Compare the domains on every host the survival test counts (the
+        // members its peers publish too), not only on our liveset.
+        let counted = self.members_held();
         self.current
             .iter()
-            .filter(|&i| i != me && !self.consistent_with(i))
+            .filter(|&i| i != me && !self.consistent_with(i, counted))
             .collect()
     }
 
-    /// Peer `i`'s views agree with ours, as [`Engine::consistent`] asks.
-    fn consistent_with(&self, i: usize) -> bool {
-        let cur = self.current;
+    /// Peer `i`'s views agree with ours on the hosts `cur`, as
+    /// [`Engine::consistent`] asks.
+    fn consistent_with(&self, i: usize, cur: HostSet) -> bool {
         let me = self.cfg.me;
         let my_hbd = self.hbdomain.and(cur);
         let my_sfd = self.sfdomain.and(cur);
@@ -1513,7 +1552,10 @@ impl Engine {
             }
             Outcome::StorageLost => {}
             _ => {
-                self.trouble_since = None;
+                self.trouble_since = self.fh.as_ref().and_then(|f| f.after_snapshot);
+                if self.trouble_since.is_none() {
+                    self.uncap_watchdogs(now);
+                }
                 if outcome == Outcome::Rule2 && !self.sr2 {
                     self.sr2 = true;
                     self.log("surviving by rule 2: no host reaches the statefile, the network is whole".into());
@@ -1568,13 +1610,19 @@ impl Engine {
                 );
                 return false;
             }
-            if let Some(&j) = judges.first() {
-                if let Some(p) = &self.peers[j] {
-                    self.proposed = p.hb.view.proposed.and(self.current);
-                }
-            }
+            // Drop only the hosts every judge drops: judges whose livesets
+            // differ (a join completed on some members only) propose
+            // differently, and a host one of them keeps may be armed.
+            let kept_by_any = judges
+                .iter()
+                .filter_map(|&j| self.peers[j].as_ref())
+                .fold(HostSet::EMPTY, |acc, p| acc.or(p.hb.view.proposed));
+            self.proposed = kept_by_any.and(self.current);
             self.storage_lost = true;
-            self.trouble_since = None;
+            self.trouble_since = fh.after_snapshot;
+            if self.trouble_since.is_none() {
+                self.uncap_watchdogs(now);
+            }
             // The proposal comes from judges that decided by now: the wait
             // before dropping anyone counts from here.
             if let Some(f) = &mut self.fh {
@@ -1740,7 +1788,9 @@ impl Engine {
                     self.current = held;
                     self.proposed = held.with(me);
                 }
-                let joined = self.current.iter().filter(|&i| i != me).all(|i| self.fresh_ack(now, i));
+                let member = |i: usize| self.peers[i].as_ref().is_some_and(|p| p.hb.view.current.contains(i));
+                let joined = self.current.iter().filter(|&i| i != me).all(|i| self.fresh_ack(now, i))
+                    && self.current.iter().any(|i| i != me && member(i));
                 if joined {
                     self.current.insert(me);
                     self.note_members(self.current);

@@ -85,6 +85,55 @@ fn seeds_that_found_a_bug_stay_fixed() {
         // dropped since, and a fresh one listed a boot that had restarted.
         (15347, "a stale slot's liveset counted in the largest partition"),
         (15327, "a restarted host's old boot counted in the largest partition"),
+        // Fresh ranges swept in issue 16, one class each (docs/HA.md).
+        (
+            930502,
+            "a joiner joined a host that was only forming a liveset (split brain)",
+        ),
+        (
+            5038522,
+            "the survival test counted hosts the consistency check never compared (split brain)",
+        ),
+        (
+            5039676,
+            "the survival test counted hosts the consistency check never compared (split brain)",
+        ),
+        (
+            3100025,
+            "a host frozen while forming formed the all-host liveset from no acks",
+        ),
+        (
+            3501539,
+            "a host frozen while forming formed the all-host liveset from no acks",
+        ),
+        (
+            3701035,
+            "a host frozen while forming formed the all-host liveset from no acks",
+        ),
+        (
+            3708119,
+            "a host frozen while forming formed the all-host liveset from no acks",
+        ),
+        (
+            8000629,
+            "a host frozen while forming formed the all-host liveset from no acks",
+        ),
+        (
+            3401481,
+            "a loser frozen before its budget ended outlived the winners' wait",
+        ),
+        (3505929, "a fault noticed after the snapshot was lost"),
+        (3709818, "a fault noticed after the snapshot was lost"),
+        (
+            8005770,
+            "a storage-lost host applied one judge's proposal while another kept a joiner",
+        ),
+        (8002690, "the budget extended past phase 2 with a peer across a split"),
+        (8022883, "the budget extended past phase 2 with a peer across a split"),
+        (
+            5000065,
+            "a host with slow statefile reads won outright against a live peer",
+        ),
     ] {
         let r = schedule::run(seed, None, 300_000, false).expect("T_S is a valid lab timeout");
         assert_eq!(r.violation, None, "seed {seed} ({bug})");
