@@ -313,6 +313,10 @@ struct Fh {
     /// network for [`Engine::suspect_after`]): a member failing anew before
     /// phase 2 restarts the round's clock, once per member.
     failed: HostSet,
+    /// This round has seen a liveset member on the statefile only (across
+    /// a network split): from then on a second failure past phase 2 does
+    /// not extend the budget.
+    split_seen: bool,
     /// When a fault was first noticed after the views were frozen.
     after_snapshot: Option<Millis>,
 }
@@ -1203,6 +1207,7 @@ impl Engine {
                 outcome: None,
                 late_loser: false,
                 failed: self.failed_members(now),
+                split_seen: false,
                 after_snapshot: None,
             });
         }
@@ -1227,7 +1232,7 @@ impl Engine {
                 Step::Rendezvous { set, next, on_sf } => {
                     self.set_phase(set);
                     self.sf_accelerate = on_sf;
-                    self.rendezvous(set, next, on_sf)
+                    self.rendezvous(now, set, next, on_sf)
                 }
                 Step::Stable => self.stable(now, fh.started),
                 Step::Consistent => {
@@ -1315,15 +1320,25 @@ impl Engine {
     fn extend_for_new_failures(&mut self, now: Millis) {
         let me = self.cfg.me;
         let holder = self.sf_access && self.sfdomain.contains(me) && !self.storage_lost && !self.sr2;
-        // Never past phase 2: peers across a network split may have
-        // decided on this host's published phase and views (even peers
-        // that later look stale to this host).
-        if !self.armed || !holder || self.phase >= Phase::Fh2 || self.trouble_since.is_none() {
-            return;
-        }
+        // Past phase 2 only in a round that never saw a peer across a
+        // network split: such a peer may have decided on this host's
+        // published phase and views (even one that later looks stale).
+        // A peer across a split is one seen writing its slot during this
+        // round while not heard: a host that died before the round began
+        // stays in the sfdomain for a while but decides nothing.
+        let started = self.fh.as_ref().map_or(now, |f| f.started);
+        let split = self
+            .current
+            .and(self.sfdomain)
+            .minus(self.hbdomain)
+            .iter()
+            .any(|i| self.last_sf[i].is_some_and(|t| t >= started));
         let failed = self.failed_members(now);
+        let phase = self.phase;
+        let armed = self.armed && self.trouble_since.is_some();
         let Some(fh) = &mut self.fh else { return };
-        if fh.snapshot.is_some() {
+        fh.split_seen |= split;
+        if !armed || !holder || fh.snapshot.is_some() || (phase >= Phase::Fh2 && fh.split_seen) {
             return;
         }
         let new = failed.minus(fh.failed);
@@ -1345,7 +1360,13 @@ impl Engine {
     /// every peer seen on the statefile has reached `p1` (peers across a
     /// network split run their own rendezvous and may be ahead) or is not
     /// in a fault handler yet.
-    fn rendezvous(&self, p1: Phase, p2: Phase, on_sf: bool) -> bool {
+    ///
+    /// A peer silent on the network for [`Engine::suspect_after`] whose
+    /// slot is still fresh is not waited for: it died or its packets stopped
+    /// during this round, this round keeps it (it is in both domains of the
+    /// snapshot or will be), and the next round judges it on the clock of
+    /// its own notice.
+    fn rendezvous(&self, now: Millis, p1: Phase, p2: Phase, on_sf: bool) -> bool {
         let exact = |ph: Option<Phase>| ph.is_some_and(|ph| ph == p1 || ph == p2);
         let reached = |ph: Option<Phase>| ph.is_some_and(|ph| ph >= p1 || !ph.in_fault_handler());
         // The statefile speaks only for peers across a network split (the
@@ -1353,7 +1374,9 @@ impl Engine {
         // own slot fresh: a host with slow I/O reads old phases.
         let holder = self.sfdomain.contains(self.cfg.me);
         self.current.iter().filter(|&i| i != self.cfg.me).all(|i| {
-            let hb_ok = !self.hbdomain.contains(i) || exact(self.peer_phase_hb(i));
+            let silent = self.sfdomain.contains(i)
+                && self.last_hb[i].is_none_or(|t| now.saturating_sub(t) >= self.suspect_after());
+            let hb_ok = !self.hbdomain.contains(i) || silent || exact(self.peer_phase_hb(i));
             let sf_only = self.sfdomain.contains(i) && !self.hbdomain.contains(i);
             let sf_ok = !on_sf || !sf_only || !holder || reached(self.slots[i].map(|s| s.view.phase));
             hb_ok && sf_ok
