@@ -317,6 +317,9 @@ struct Fh {
     /// a network split): from then on a second failure past phase 2 does
     /// not extend the budget.
     split_seen: bool,
+    /// Members this round took back into a domain (`may_regrow`).
+    regrown_hb: HostSet,
+    regrown_sf: HostSet,
     /// When a fault was first noticed after the views were frozen.
     after_snapshot: Option<Millis>,
 }
@@ -879,8 +882,13 @@ impl Engine {
                     if asym {
                         self.hbdomain.remove(i);
                     }
-                } else if !self.join_block || (self.may_regrow(i) && self.hears_me(i)) {
+                } else if !self.join_block {
                     self.hbdomain.insert(i);
+                } else if self.may_regrow(i) && self.hears_me(i) {
+                    self.hbdomain.insert(i);
+                    if let Some(f) = &mut self.fh {
+                        f.regrown_hb.insert(i);
+                    }
                 }
             } else {
                 self.hbdomain.remove(i);
@@ -1095,8 +1103,13 @@ impl Engine {
             let fresh = self.last_sf[i].is_some_and(|t| now.saturating_sub(t) < t2)
                 && (i != self.cfg.me || self.sf_written_from.is_some_and(|t| now.saturating_sub(t) < t2));
             if fresh {
-                if !self.sfdomain.contains(i) && (!self.join_block || self.may_regrow(i)) {
+                if !self.sfdomain.contains(i) && !self.join_block {
                     self.sfdomain.insert(i);
+                } else if !self.sfdomain.contains(i) && self.may_regrow(i) {
+                    self.sfdomain.insert(i);
+                    if let Some(f) = &mut self.fh {
+                        f.regrown_sf.insert(i);
+                    }
                 }
             } else {
                 self.sfdomain.remove(i);
@@ -1118,8 +1131,52 @@ impl Engine {
     /// before are published, so hosts that disagreed about a short stall
     /// converge instead of waiting out the consistent-view step; after the
     /// snapshot the views no longer matter. Joiners stay out (`join_block`).
+    /// Views stop growing back once a network peer has taken its snapshot
+    /// (it publishes phase 2-done or later): its views no longer grow, and
+    /// ours must come to equal them.
     fn may_regrow(&self, i: usize) -> bool {
-        self.current.contains(i) && self.fh.as_ref().is_some_and(|f| f.snapshot.is_none())
+        self.current.contains(i)
+            && self.fh.as_ref().is_some_and(|f| f.snapshot.is_none())
+            && self.snapshotted_peers().is_empty()
+    }
+
+    /// Network peers in the fault handler that have taken their snapshot.
+    fn snapshotted_peers(&self) -> HostSet {
+        let me = self.cfg.me;
+        self.hbdomain
+            .and(self.current)
+            .without(me)
+            .iter()
+            .filter(|&i| self.peer_phase_hb(i).is_some_and(|ph| ph >= Phase::Fh2Done))
+            .collect()
+    }
+
+    /// A host that grew a view back just before a peer took its snapshot
+    /// without it takes it out again: the peer's views are final, and
+    /// waiting for them to grow would time out the consistent-view step.
+    fn undo_regrowth(&mut self) {
+        let done = self.snapshotted_peers();
+        let Some(fh) = &self.fh else { return };
+        if done.is_empty() || fh.snapshot.is_some() {
+            return;
+        }
+        let (mut hb_out, mut sf_out) = (HostSet::EMPTY, HostSet::EMPTY);
+        for j in done.iter() {
+            let Some(p) = &self.peers[j] else { continue };
+            hb_out = hb_out.or(fh.regrown_hb.minus(p.hb.view.hbdomain));
+            sf_out = sf_out.or(fh.regrown_sf.minus(p.hb.view.sfdomain));
+        }
+        let hb_out = hb_out.and(self.hbdomain);
+        let sf_out = sf_out.and(self.sfdomain);
+        if hb_out.is_empty() && sf_out.is_empty() {
+            return;
+        }
+        self.log(format!(
+            "peers {done} decided without hosts {} (network) {} (statefile) this host took back: out again",
+            hb_out, sf_out
+        ));
+        self.hbdomain = self.hbdomain.minus(hb_out);
+        self.sfdomain = self.sfdomain.minus(sf_out);
     }
 
     // ---- fault detection ----
@@ -1208,6 +1265,8 @@ impl Engine {
                 late_loser: false,
                 failed: self.failed_members(now),
                 split_seen: false,
+                regrown_hb: HostSet::EMPTY,
+                regrown_sf: HostSet::EMPTY,
                 after_snapshot: None,
             });
         }
@@ -1236,6 +1295,7 @@ impl Engine {
                 }
                 Step::Stable => self.stable(now, fh.started),
                 Step::Consistent => {
+                    self.undo_regrowth();
                     // Decide on the views as they were when they first
                     // agreed, even if we then wait to publish our phase.
                     let snap = match fh.snapshot {
@@ -1430,7 +1490,12 @@ impl Engine {
     fn consistent_with(&self, i: usize, cur: HostSet) -> bool {
         let me = self.cfg.me;
         let my_hbd = self.hbdomain.and(cur);
-        let my_sfd = self.sfdomain.and(cur);
+        // Statefile views are compared without the network peers that say
+        // they do not see their own slot fresh: hosts read such a peer's
+        // late writes at different times, and it is judged as storage-lost
+        // by all (`Engine::nonholder_peers`).
+        let cur_sf = cur.minus(self.nonholder_peers());
+        let my_sfd = self.sfdomain.and(cur_sf);
         {
             let slot = self.slots[i];
             if my_hbd.contains(i) {
@@ -1439,7 +1504,7 @@ impl Engine {
                     return false;
                 }
                 let both_on_sf = self.sfdomain.contains(me) && p.hb.view.sfdomain.contains(i);
-                if both_on_sf && p.hb.view.sfdomain.and(cur) != my_sfd {
+                if both_on_sf && p.hb.view.sfdomain.and(cur_sf) != my_sfd {
                     return false;
                 }
                 // A peer that does not see its own slot fresh (slow I/O)
@@ -1448,7 +1513,7 @@ impl Engine {
                 // the statefile (it is kept without it, or not).
                 if my_sfd.contains(i) && p.hb.view.sfdomain.contains(i) && self.sfdomain.contains(me) {
                     let Some(slot) = slot else { return false };
-                    if slot.view.sfdomain.and(cur) != my_sfd || slot.view.hbdomain.and(cur) != my_hbd {
+                    if slot.view.sfdomain.and(cur_sf) != my_sfd || slot.view.hbdomain.and(cur) != my_hbd {
                         return false;
                     }
                 }
@@ -1457,11 +1522,24 @@ impl Engine {
                 let Some(slot) = slot else { return false };
                 slot.view.phase >= Phase::Fh2
                     && !slot.view.hbdomain.contains(me)
-                    && slot.view.sfdomain.and(cur) == my_sfd
+                    && slot.view.sfdomain.and(cur_sf) == my_sfd
             } else {
                 true
             }
         }
+    }
+
+    /// Network peers whose latest heartbeat says they do not see their
+    /// own slot fresh (lost or slow statefile I/O): they decide nothing
+    /// from the statefile, so their slot, fresh to some readers and stale
+    /// to others, does not count in this host's sfdomain for the decision.
+    fn nonholder_peers(&self) -> HostSet {
+        self.hbdomain
+            .and(self.current)
+            .without(self.cfg.me)
+            .iter()
+            .filter(|&i| self.peers[i].as_ref().is_some_and(|p| !p.hb.view.sfdomain.contains(i)))
+            .collect()
     }
 
     /// Across a network split (in the views of `snap`), our slot on the
@@ -1491,7 +1569,7 @@ impl Engine {
         Snapshot {
             sf_access: self.sf_access && self.sfdomain.contains(self.cfg.me),
             hbdomain: self.hbdomain,
-            sfdomain: self.sfdomain,
+            sfdomain: self.sfdomain.minus(self.nonholder_peers()),
             peers_with_sf: self.peers_with_sf(),
             published: self
                 .slots
