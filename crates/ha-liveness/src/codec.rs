@@ -13,17 +13,17 @@ use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
 use crate::hostset::{HostSet, MAX_HOSTS};
-use crate::message::{Global, Heartbeat, Phase, PoolState, Slot, SlotRead, StatefileRead, View};
+use crate::message::{Global, Heartbeat, Phase, PoolState, Slot, SlotRead, StatefileRead, TieBreak, View};
 
 /// Size of one statefile block.
 pub const BLOCK: usize = 4096;
 /// Size of the statefile: the global block and 64 slots.
 pub const STATEFILE_SIZE: usize = BLOCK * (1 + MAX_HOSTS);
 /// Size of a heartbeat packet.
-pub const PACKET_SIZE: usize = 4 + 1 + 1 + 16 + 8 + 8 + 8 * 4 + 1 + 1 + 36 + 32;
+pub const PACKET_SIZE: usize = 4 + 1 + 1 + 16 + 8 + 8 + 8 * 4 + 1 + 1 + 4 + 36 + 32;
 
-const PACKET_VERSION: u8 = 2;
-const SF_VERSION: u8 = 3;
+const PACKET_VERSION: u8 = 3;
+const SF_VERSION: u8 = 4;
 const TAG: usize = 32;
 const SUM: usize = 8;
 
@@ -158,7 +158,9 @@ pub fn encode_heartbeat(hb: &Heartbeat, host_uuid: &str, key: &[u8]) -> Vec<u8> 
         hb.fence_request,
         hb.sr2,
         hb.joining,
+        hb.tie.network,
     ]));
+    w.put(&hb.tie.priority.to_le_bytes());
     w.put(&uuid_bytes(host_uuid));
     let mut m = mac(key);
     m.update(&w.0);
@@ -189,6 +191,7 @@ pub fn decode_heartbeat(bytes: &[u8], hosts: &[String], generation: u128, key: &
     let sequence = r.u64().ok_or(WireError::Field)?;
     let view = r.view().ok_or(WireError::Field)?;
     let f = r.u8().ok_or(WireError::Field)?;
+    let priority = r.u32().ok_or(WireError::Field)?;
     let sender = r.take(36).ok_or(WireError::Field)?;
     if sender != uuid_bytes(uuid) {
         return Err(WireError::WrongSender { index: from });
@@ -207,6 +210,10 @@ pub fn decode_heartbeat(bytes: &[u8], hosts: &[String], generation: u128, key: &
         fence_request: bit(f, 2),
         sr2: bit(f, 3),
         joining: bit(f, 4),
+        tie: TieBreak {
+            network: bit(f, 5),
+            priority,
+        },
     })
 }
 
@@ -273,11 +280,12 @@ pub fn encode_slot(s: &Slot) -> [u8; BLOCK] {
     w.put(b"tsoh");
     w.u8(SF_VERSION);
     w.u8(s.index as u8);
-    w.u8(flags(&[s.excluded, s.starting, s.lock_request]));
+    w.u8(flags(&[s.excluded, s.starting, s.lock_request, s.tie.network]));
     w.u64(s.sequence);
     w.view(&s.view);
     w.u64(s.lock_grant.0);
     w.put(&s.weight.to_le_bytes());
+    w.put(&s.tie.priority.to_le_bytes());
     w.u64(s.boot);
     for b in s.member_boots {
         w.u64(b);
@@ -302,6 +310,7 @@ pub fn decode_slot(block: &[u8]) -> SlotRead {
         let view = r.view()?;
         let lock_grant = r.set()?;
         let weight = r.u32()?;
+        let priority = r.u32()?;
         let boot = r.u64()?;
         let mut member_boots = [0; MAX_HOSTS];
         for b in &mut member_boots {
@@ -318,6 +327,10 @@ pub fn decode_slot(block: &[u8]) -> SlotRead {
             lock_request: bit(f, 2),
             lock_grant,
             weight,
+            tie: TieBreak {
+                network: bit(f, 3),
+                priority,
+            },
         })
     };
     parse(&mut r).map_or(SlotRead::Corrupt, SlotRead::Valid)
@@ -380,6 +393,10 @@ mod tests {
             fence_request: true,
             sr2: false,
             joining: true,
+            tie: TieBreak {
+                network: false,
+                priority: 0xdead_beef,
+            },
         }
     }
 
@@ -435,6 +452,10 @@ mod tests {
             lock_request: true,
             lock_grant: HostSet(5),
             weight: 2,
+            tie: TieBreak {
+                network: true,
+                priority: 7,
+            },
         };
         let block = encode_slot(&s);
         assert_eq!(decode_slot(&block), SlotRead::Valid(s));

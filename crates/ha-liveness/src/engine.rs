@@ -21,7 +21,7 @@
 use std::fmt;
 
 use crate::hostset::{HostSet, MAX_HOSTS};
-use crate::message::{Global, Heartbeat, Phase, PoolState, Slot, SlotRead, StatefileRead, View};
+use crate::message::{Global, Heartbeat, Phase, PoolState, Slot, SlotRead, StatefileRead, TieBreak, View};
 use crate::rules::{self, Outcome, Views};
 use crate::timeouts::{Millis, Timeouts};
 
@@ -162,6 +162,10 @@ pub enum Event {
     Disarm,
     /// Leave cleanly: mark this host excluded, disarm, stop.
     Leave,
+    /// What this host offers to the tie-break between equal partitions
+    /// now (its link or witness, the protected VMs it runs). The caller
+    /// reports it when it changes; until then the old tie-break by UUID.
+    TieBreak(TieBreak),
     /// Stop the engine (disarms).
     Stop,
 }
@@ -320,6 +324,9 @@ struct Fh {
     /// Members this round took back into a domain (`may_regrow`).
     regrown_hb: HostSet,
     regrown_sf: HostSet,
+    /// The tie-break values this host publishes during the round: those it
+    /// had when the round began.
+    tie: TieBreak,
     /// When a fault was first noticed after the views were frozen.
     after_snapshot: Option<Millis>,
 }
@@ -332,6 +339,9 @@ struct Snapshot {
     sfdomain: HostSet,
     peers_with_sf: HostSet,
     published: Vec<Option<(HostSet, HostSet)>>,
+    /// Per host, its tie-break values: ours as we publish them, a network
+    /// peer's from its heartbeat, another's from its slot.
+    ties: Vec<Option<TieBreak>>,
     excluded: HostSet,
     members: HostSet,
 }
@@ -412,6 +422,8 @@ pub struct Engine {
     /// When each watchdog was last fed.
     fed_at: [Option<Millis>; 2],
     out: Vec<Command>,
+    /// The tie-break values the caller last reported.
+    tie: TieBreak,
 }
 
 impl Engine {
@@ -465,6 +477,7 @@ impl Engine {
             lock_request: false,
             lock_grant: HostSet::EMPTY,
             fed: [None, None],
+            tie: TieBreak::default(),
             fed_at: [None, None],
             out: Vec::new(),
             cfg,
@@ -512,6 +525,7 @@ impl Engine {
                     self.stop(Exit::Requested);
                 }
                 Event::Stop => self.stop(Exit::Requested),
+                Event::TieBreak(t) => self.tie = t,
             }
         }
         if self.is_running() {
@@ -798,7 +812,14 @@ impl Engine {
             fence_request: self.fence_request,
             sr2: self.sr2,
             joining: self.join && self.status == Status::Starting,
+            tie: self.published_tie(),
         }
+    }
+
+    /// The tie-break values this host publishes: during a fault handler,
+    /// those it had when the round began.
+    fn published_tie(&self) -> TieBreak {
+        self.fh.as_ref().map_or(self.tie, |f| f.tie)
     }
 
     fn view(&self) -> View {
@@ -967,6 +988,7 @@ impl Engine {
             lock_request: self.lock_request,
             lock_grant: self.lock_grant,
             weight: self.cfg.weights.get(self.cfg.me).copied().unwrap_or(0),
+            tie: self.published_tie(),
         }
     }
 
@@ -1267,6 +1289,7 @@ impl Engine {
                 split_seen: false,
                 regrown_hb: HostSet::EMPTY,
                 regrown_sf: HostSet::EMPTY,
+                tie: self.tie,
                 after_snapshot: None,
             });
         }
@@ -1576,6 +1599,17 @@ impl Engine {
                 .iter()
                 .map(|s| s.map(|s| (s.view.sfdomain, s.view.hbdomain)))
                 .collect(),
+            ties: (0..self.n)
+                .map(|i| {
+                    if i == self.cfg.me {
+                        Some(self.published_tie())
+                    } else if self.hbdomain.contains(i) {
+                        self.peers[i].as_ref().map(|p| p.hb.tie)
+                    } else {
+                        self.slots[i].map(|s| s.tie)
+                    }
+                })
+                .collect(),
             excluded: self.excluded_hosts(),
             members: self.members_held(),
         }
@@ -1633,6 +1667,7 @@ impl Engine {
             sf_access: snap.sf_access,
             peers_with_sf: snap.peers_with_sf,
             published: &snap.published,
+            ties: &snap.ties,
             excluded: snap.excluded,
             members: snap.members,
             weights: &weights,

@@ -99,6 +99,31 @@ pub struct Heartbeat {
     pub sr2: bool,
     /// The sender is starting and asks to join.
     pub joining: bool,
+    /// What the sender offers to the tie-break between equal partitions.
+    pub tie: TieBreak,
+}
+
+/// What a host offers to the tie-break between partitions of equal size
+/// (after weights): evidence of a working network beyond itself first,
+/// then the importance of what it runs, then the lowest host UUID. A host
+/// publishes the values it had when its fault handler began, so every
+/// host judges a partition by the same values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TieBreak {
+    /// The host's link is up, or it reaches its witness address.
+    pub network: bool,
+    /// The protected VMs the host runs (more wins).
+    pub priority: u32,
+}
+
+impl Default for TieBreak {
+    /// What a host that reports nothing offers: the old tie-break by UUID.
+    fn default() -> Self {
+        TieBreak {
+            network: true,
+            priority: 0,
+        }
+    }
 }
 
 /// The pool state in the statefile's global block.
@@ -157,6 +182,8 @@ pub struct Slot {
     pub lock_grant: HostSet,
     /// Bias for the largest-partition rule (0 unless configured).
     pub weight: u32,
+    /// The writer's tie-break values (see [`TieBreak`]).
+    pub tie: TieBreak,
 }
 
 /// What reading one slot gave. (A slot is about 600 bytes, read once per

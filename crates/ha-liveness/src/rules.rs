@@ -21,6 +21,7 @@
 //!   xhad does. It cannot write VM disks, so keeping it harms no data.
 
 use crate::hostset::HostSet;
+use crate::message::TieBreak;
 
 /// What a host knows when it decides whether it survives.
 #[derive(Debug, Clone)]
@@ -39,6 +40,9 @@ pub struct Views<'a> {
     pub peers_with_sf: HostSet,
     /// Each host's published (sfdomain, hbdomain) from its statefile slot.
     pub published: &'a [Option<(HostSet, HostSet)>],
+    /// Each host's tie-break values (missing: the default, which leaves
+    /// the tie to the lowest index).
+    pub ties: &'a [Option<TieBreak>],
     /// Hosts whose slot says they left cleanly.
     pub excluded: HostSet,
     /// The hosts the largest-partition rule counts: `current`, and the
@@ -86,7 +90,10 @@ fn size(sf: HostSet, hb: HostSet, weights: &[u32]) -> u64 {
 /// is the joiner's partition.
 pub fn largest_partition(v: &Views) -> Option<usize> {
     let members = v.members.or(v.current);
-    let mut best: Option<(usize, u64)> = None;
+    // Size first; between equal sizes the candidate's tie-break values
+    // (network evidence, then priority); then the lowest index, as the
+    // scan goes from index 0 and only a strictly better key replaces.
+    let mut best: Option<(usize, (u64, TieBreak))> = None;
     for i in members.iter() {
         if !v.sfdomain.contains(i) {
             continue;
@@ -100,8 +107,12 @@ pub fn largest_partition(v: &Views) -> Option<usize> {
             }
         };
         let s = size(sf.and(members), hb.and(members), v.weights);
-        if s > best.map_or(0, |b| b.1) {
-            best = Some((i, s));
+        if s == 0 {
+            continue;
+        }
+        let key = (s, v.ties.get(i).copied().flatten().unwrap_or_default());
+        if best.is_none_or(|b| key > b.1) {
+            best = Some((i, key));
         }
     }
     best.map(|b| b.0)
@@ -414,6 +425,7 @@ mod tests {
                 excluded: HostSet::EMPTY,
                 members: HostSet::EMPTY,
                 weights: &weights,
+                ties: &[],
             };
             let got = survival(&v);
             assert_eq!(got, c.expect, "{}", c.name);
@@ -455,6 +467,7 @@ mod tests {
             excluded: HostSet::EMPTY,
             members: HostSet::EMPTY,
             weights: &weights,
+            ties: &[],
         };
         assert_eq!(survival(&v), Outcome::LargestPartition);
         assert_eq!(largest_partition(&v), Some(1));
@@ -482,6 +495,7 @@ mod tests {
             excluded: HostSet::EMPTY,
             members: HostSet::EMPTY,
             weights: &weights,
+            ties: &[],
         };
         let host0 = from(0, set(&[0, 1]));
         let host2 = from(2, set(&[1, 2]));
@@ -519,6 +533,7 @@ mod tests {
             excluded: HostSet::EMPTY,
             members: HostSet::EMPTY,
             weights: &weights,
+            ties: &[],
         };
         assert_eq!(survival(&host0), Outcome::LargestPartition, "the flaw being fixed");
         // Host 1's slot lists host 4 in its liveset.
@@ -552,6 +567,7 @@ mod tests {
             excluded: HostSet::EMPTY,
             members: HostSet::EMPTY,
             weights: &weights,
+            ties: &[],
         };
         assert!(!rule2(&v));
         v.excluded = set(&[2]);

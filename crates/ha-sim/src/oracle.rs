@@ -148,7 +148,7 @@ fn decide(t: &Truth, h: usize, members: HostSet, liveset: HostSet, slow_ok: bool
         .copied()
         .find(|p| p.contains(h))
         .unwrap_or(HostSet::single(h));
-    let wins = winner(&parts, holders) == Some(mine);
+    let wins = winner(t, &parts, holders) == Some(mine);
     if has_sf(h) {
         // Rule 1: won outright, or the largest partition.
         return wins;
@@ -191,18 +191,23 @@ fn better(a: HostSet, b: HostSet) -> bool {
     }
 }
 
-/// The partition whose holders win: all of them, else the most, ties to
-/// the one holding the lowest-index holder among the tied.
-fn winner(parts: &[HostSet], holders: HostSet) -> Option<HostSet> {
+/// The partition whose holders win: all of them, else the most; between
+/// equal ones, the partition of the holder with the best tie-break values
+/// (link up, then priority), then of the lowest-index such holder, as the
+/// engine's largest-partition rule.
+fn winner(t: &Truth, parts: &[HostSet], holders: HostSet) -> Option<HostSet> {
     let most = parts.iter().map(|p| p.and(holders).len()).max().unwrap_or(0);
     if most == 0 {
         return None;
     }
+    let tie = |h: usize| t.hosts.get(h).map(|x| x.tie).unwrap_or_default();
     parts
         .iter()
         .copied()
         .filter(|p| p.and(holders).len() == most)
-        .min_by_key(|p| p.and(holders).lowest())
+        .flat_map(|p| p.and(holders).iter().map(move |h| (p, h)))
+        .max_by(|&(_, a), &(_, b)| tie(a).cmp(&tie(b)).then(b.cmp(&a)))
+        .map(|(p, _)| p)
 }
 
 /// Classify fence `f` by the recorded truth.

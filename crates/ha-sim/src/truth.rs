@@ -68,6 +68,9 @@ pub struct HostTruth {
     pub io: Io,
     /// Its liveset while live, else empty.
     pub liveset: HostSet,
+    /// What it offers to the tie-break between equal partitions (its link
+    /// state, the priority of what it runs).
+    pub tie: ha_liveness::TieBreak,
 }
 
 /// The world at one instant, valid until the next sample.
@@ -189,6 +192,10 @@ impl Recorder {
                     off_fault: h.power == (Power::Off { until: None }),
                     io: self.limits.class(h.storage_cut, h.io_latency()),
                     liveset: if live { h.engine.liveset() } else { HostSet::EMPTY },
+                    tie: ha_liveness::TieBreak {
+                        network: h.link_up,
+                        priority: h.priority,
+                    },
                 }
             })
             .collect();

@@ -13,7 +13,7 @@ use ha_liveness::engine::Config;
 use ha_liveness::message::Global;
 use ha_liveness::timeouts::TimeoutError;
 use ha_liveness::{
-    Command, Engine, Event, HostSet, Millis, PoolState, Slot, SlotRead, StatefileRead, Status, Timeouts,
+    Command, Engine, Event, HostSet, Millis, PoolState, Slot, SlotRead, StatefileRead, Status, TieBreak, Timeouts,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -64,6 +64,14 @@ pub struct Host {
     /// When to retry starting HA after the engine stopped.
     restart_at: Option<Millis>,
     pub fences: Vec<String>,
+    /// What the host's protected VMs weigh in the tie-break between equal
+    /// partitions (0 unless a test sets it).
+    pub priority: u32,
+    /// The tie-break values last reported to the engine in this boot.
+    tie_sent: Option<TieBreak>,
+    /// The host's cable is plugged in (its link is up): `set_network`
+    /// pulls it; partitions and one-way cuts happen beyond the link.
+    pub link_up: bool,
 }
 
 impl Host {
@@ -181,6 +189,9 @@ impl World {
                 storage_cut: false,
                 sf_latency: 5,
                 restart_at: None,
+                priority: 0,
+                tie_sent: None,
+                link_up: true,
                 fences: Vec::new(),
             });
         }
@@ -233,6 +244,7 @@ impl World {
         h.cycle = None;
         h.frozen_until = None;
         h.restart_at = None;
+        h.tie_sent = None;
         self.checker.booted(i);
         let now = self.now;
         if let Some(b) = self.truth.as_mut().and_then(|r| r.booted_at.get_mut(i)) {
@@ -263,6 +275,7 @@ impl World {
             "FAULT network of host {i} {}",
             if up { "restored" } else { "cut" }
         ));
+        self.hosts[i].link_up = up;
         for j in 0..self.hosts.len() {
             if j != i {
                 for link in [(i, j), (j, i)] {
@@ -298,6 +311,9 @@ impl World {
         self.note("FAULT network healed".into());
         self.net.cut.clear();
         self.net.loss = 0.0;
+        for h in &mut self.hosts {
+            h.link_up = true;
+        }
     }
 
     pub fn set_storage(&mut self, i: usize, up: bool) {
@@ -391,6 +407,18 @@ impl World {
                     let result = self.statefile_io(i, c);
                     self.deliver(i, Event::Statefile(result));
                 }
+            }
+        }
+        // The tie-break values, as a host's I/O shell reports them: its
+        // link state and the priority of what it runs.
+        for i in 0..n {
+            let tie = TieBreak {
+                network: self.hosts[i].link_up,
+                priority: self.hosts[i].priority,
+            };
+            if self.hosts[i].tie_sent != Some(tie) && self.hosts[i].running() && !self.hosts[i].frozen(now) {
+                self.hosts[i].tie_sent = Some(tie);
+                self.deliver(i, Event::TieBreak(tie));
             }
         }
         // Ticks.

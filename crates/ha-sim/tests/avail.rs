@@ -22,6 +22,7 @@ fn healthy(n: usize) -> Truth {
         off_fault: false,
         io: Io::Ok,
         liveset: HostSet::first(n),
+        tie: Default::default(),
     };
     Truth {
         at: 0,
@@ -129,6 +130,7 @@ fn storage_lost_everywhere_keeps_a_whole_network_by_rule_2() {
         off_fault: true,
         io: Io::Cut,
         liveset: HostSet::EMPTY,
+        tie: Default::default(),
     };
     assert_eq!(keeps(&t, 1), Decision::Drop);
     t.excluded.insert(2);

@@ -404,3 +404,33 @@ fn a_freeze_just_under_t_fences_no_other_host() {
         assert!(fenced.is_empty(), "frozen {ms} ms: {}", fenced.join("; "));
     }
 }
+
+#[test]
+fn a_two_host_cable_pull_fences_the_host_whose_cable_was_pulled() {
+    // Issue 16: the seeds' two-host story. Whichever host's cable is
+    // pulled, that host fences and the other keeps the pool: the side with
+    // its link up wins the tie between equal partitions, before the UUID.
+    for pulled in [0, 1] {
+        let mut w = pool(2);
+        w.set_network(pulled, false);
+        run(&mut w, 60_000);
+        assert_eq!(w.fenced(), set(&[pulled]), "host {pulled}'s cable pulled");
+        let other = 1 - pulled;
+        assert_eq!(w.hosts[other].engine.liveset(), set(&[other]));
+        assert!(matches!(w.status(other), Status::Online));
+    }
+}
+
+#[test]
+fn between_equal_partitions_with_links_up_the_more_important_vms_win() {
+    // A switch splits a 2-host pool (both links up): host 1 runs the
+    // protected VMs, so it keeps the pool although host 0 has the lower
+    // UUID (as Pacemaker's priority fencing delay).
+    let mut w = pool(2);
+    w.hosts[1].priority = 3;
+    run(&mut w, 1_000);
+    w.partition(set(&[0]));
+    run(&mut w, 60_000);
+    assert_eq!(w.fenced(), set(&[0]));
+    assert_eq!(w.hosts[1].engine.liveset(), set(&[1]));
+}

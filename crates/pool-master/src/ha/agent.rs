@@ -384,6 +384,7 @@ mod tests {
             fence_request: true,
             sr2: false,
             joining: false,
+            tie: Default::default(),
         };
         let forged = codec::encode_heartbeat(&hb, &local.hosts[1], b"wrong secret");
         socket.send_to(&forged, &to).await.unwrap();

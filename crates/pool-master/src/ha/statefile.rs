@@ -98,6 +98,7 @@ mod tests {
             lock_request: false,
             lock_grant: HostSet::default(),
             weight: 0,
+            tie: Default::default(),
         }
     }
 
