@@ -77,6 +77,27 @@ fn a_two_host_split_keeps_the_host_with_the_lower_uuid() {
 }
 
 #[test]
+fn a_two_host_cable_pull_fences_the_pulled_host_in_both_uuid_orders() {
+    // A real cable pull: the pulled host sees no carrier, so it loses the
+    // tie between the two equal halves whatever the uuids; each host in
+    // turn covers both orders.
+    let Some(lab) = netns_lab(2, 0) else { return };
+    lab.fault("cut-network", "host2");
+    lab.wait_fenced("host2");
+    std::thread::sleep(Duration::from_secs(2 * T));
+    assert_eq!(lab.downs("host1"), 0, "host1 fenced too:\n{}", lab.output());
+    lab.fault("restore-network", "host2");
+    assert!(wait_for(FAILOVER, || live(&lab, "host2")), "host2 did not rejoin");
+    lab.fault("cut-network", "host1");
+    lab.wait_fenced("host1");
+    std::thread::sleep(Duration::from_secs(2 * T));
+    assert_eq!(lab.downs("host2"), 1, "host2 fenced again:\n{}", lab.output());
+    lab.fault("restore-network", "host1");
+    assert!(wait_for(FAILOVER, || live(&lab, "host1")), "host1 did not rejoin");
+    lab.check();
+}
+
+#[test]
 fn an_isolated_master_is_replaced_and_rejoins_as_a_member() {
     let Some(lab) = netns_lab(3, 1) else { return };
     let vm = protect_on(&lab, "vm01", "host1");

@@ -20,6 +20,7 @@ pub mod metadata;
 pub mod monitor;
 pub mod restart;
 pub mod statefile;
+pub mod tiebreak;
 pub mod watchdog;
 
 use std::path::{Path, PathBuf};

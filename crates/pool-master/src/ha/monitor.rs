@@ -42,6 +42,8 @@ struct State {
     statefile_alerted: bool,
     /// Fences to report once back in the pool.
     fences: Vec<(u64, String)>,
+    /// The tie-break values last given to the engine.
+    tie: Option<ha_liveness::TieBreak>,
     /// This host holds the master lock and has taken up the master's work.
     acting_master: bool,
 }
@@ -67,9 +69,16 @@ pub fn spawn(d: Arc<Daemon>) {
 async fn step(d: &Arc<Daemon>, view: &AgentView, state: &mut State) -> Result<(), ApiError> {
     if !view.online {
         state.proposing = None;
+        // A new engine (a restart of the agent) starts from the default.
+        state.tie = None;
         return Ok(());
     }
     fence_if_storage_lost_under_vms(d, view);
+    let tie = super::tiebreak::current(d);
+    if state.tie != Some(tie) && d.ha.send(Event::TieBreak(tie)).await {
+        tracing::info!(network = tie.network, priority = tie.priority, "HA tie-break values");
+        state.tie = Some(tie);
+    }
     let Some(local) = super::local(d).await else {
         return Ok(());
     };
