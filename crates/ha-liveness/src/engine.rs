@@ -1543,6 +1543,12 @@ impl Engine {
                 true
             } else if my_sfd.contains(i) {
                 let Some(slot) = slot else { return false };
+                // A host that is not a member in its own eyes (booting, or
+                // joining) decides nothing and is not armed: nothing to
+                // agree with.
+                if slot.starting && !slot.view.current.contains(i) {
+                    return true;
+                }
                 slot.view.phase >= Phase::Fh2
                     && !slot.view.hbdomain.contains(me)
                     && slot.view.sfdomain.and(cur_sf) == my_sfd
@@ -2056,7 +2062,11 @@ impl Engine {
         self.join = false;
         self.status = Status::Online;
         self.phase = Phase::Started;
-        self.last_hbdomain = self.hbdomain;
+        // Every liveset member counts as heard until shown otherwise: one
+        // this host does not hear as it goes online (it formed the liveset
+        // from a slot, or a member fell silent as it joined) leaves the
+        // hbdomain at the next tick, and the fault handler judges it.
+        self.last_hbdomain = self.hbdomain.or(self.current);
         self.last_sfdomain = self.sfdomain;
         self.armed = true;
         self.feed(now, Watchdog::Heartbeat);

@@ -434,3 +434,28 @@ fn between_equal_partitions_with_links_up_the_more_important_vms_win() {
     assert_eq!(w.fenced(), set(&[0]));
     assert_eq!(w.hosts[1].engine.liveset(), set(&[1]));
 }
+
+#[test]
+fn a_host_lost_while_the_pool_forms_is_detected_and_dropped() {
+    // Issue 28: every host reboots (a whole-pool restart with HA on), and
+    // host 2's network is cut 100 ms after they boot. The others must not
+    // keep it in their liveset unheard: they judge it within T and drop it.
+    let mut w = pool(3);
+    for i in 0..3 {
+        w.power_off(i);
+    }
+    run(&mut w, 1_000);
+    for i in 0..3 {
+        w.power_on(i);
+    }
+    run(&mut w, 100);
+    w.set_network(2, false);
+    run(&mut w, 150_000);
+    let online = w.online();
+    assert!(online.contains(0) && online.contains(1), "{online}");
+    for i in [0, 1] {
+        assert_eq!(w.hosts[i].engine.liveset(), set(&[0, 1]), "host {i}");
+    }
+    assert!(!online.contains(2), "host 2, unheard, is online");
+    assert_nobody_fenced(&w);
+}
