@@ -28,5 +28,7 @@ mod planning;
 mod ha;
 // The restart executor: protected VMs back after cable pulls, order groups, guest halts.
 mod failover;
+// A fault of one host never fences a healthy one: a second failure, short stalls.
+mod availability;
 // Chaos: a seeded fault schedule on a lab pool, and the split-brain checker.
 mod chaos;
