@@ -1643,6 +1643,17 @@ impl Engine {
                 }
             }
         }
+        // And a host writing the statefile that holds itself and this boot
+        // of this host in its liveset: a joiner that completed its join on
+        // other members while this one was cut off before taking it in.
+        // This host cannot win outright while such a holder is unheard.
+        for i in self.sfdomain.minus(members).iter().filter(|&i| i != me) {
+            let Some(slot) = self.slots[i] else { continue };
+            let holds_me = slot.view.current.contains(me) && slot.member_boots.get(me) == Some(&self.cfg.boot);
+            if holds_me && slot.view.current.contains(i) && !slot.starting && slot.boot == self.latest_boot(i) {
+                members.insert(i);
+            }
+        }
         members
     }
 

@@ -204,7 +204,10 @@ pub fn majority(hbd: HostSet, current: HostSet) -> bool {
 pub fn survival(v: &Views) -> Outcome {
     let hbd = v.hbdomain.and(v.current);
     let sfd = v.sfdomain.and(v.current);
-    if v.sf_access && sfd.contains(v.me) && sfd.is_subset(hbd) {
+    // Every holder the survival test counts (the liveset and the members
+    // its peers, or a holder listing this host, publish) must be heard.
+    let counted_sfd = v.sfdomain.and(v.members.or(v.current));
+    if v.sf_access && sfd.contains(v.me) && counted_sfd.is_subset(v.hbdomain) {
         return Outcome::WonOutright;
     }
     if in_largest_partition(v) {
