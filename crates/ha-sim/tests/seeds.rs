@@ -134,6 +134,14 @@ fn seeds_that_found_a_bug_stay_fixed() {
             5000065,
             "a host with slow statefile reads won outright against a live peer",
         ),
+        (
+            20513635,
+            "an unheard holder that joined on other members did not stop a win outright",
+        ),
+        (
+            20520204,
+            "an unheard holder that joined on other members did not stop a win outright",
+        ),
     ] {
         let r = schedule::run(seed, None, 300_000, false).expect("T_S is a valid lab timeout");
         assert_eq!(r.violation, None, "seed {seed} ({bug})");
