@@ -342,6 +342,8 @@ struct Snapshot {
     /// Per host, its tie-break values: ours as we publish them, a network
     /// peer's from its heartbeat, another's from its slot.
     ties: Vec<Option<TieBreak>>,
+    /// Hosts whose slot says they are starting (booting or joining).
+    joiners: HostSet,
     excluded: HostSet,
     members: HostSet,
 }
@@ -1616,6 +1618,9 @@ impl Engine {
                     }
                 })
                 .collect(),
+            joiners: (0..self.n)
+                .filter(|&i| i != self.cfg.me && self.slots[i].is_some_and(|s| s.starting))
+                .collect(),
             excluded: self.excluded_hosts(),
             members: self.members_held(),
         }
@@ -1685,6 +1690,7 @@ impl Engine {
             peers_with_sf: snap.peers_with_sf,
             published: &snap.published,
             ties: &snap.ties,
+            joiners: snap.joiners,
             excluded: snap.excluded,
             members: snap.members,
             weights: &weights,

@@ -43,6 +43,9 @@ pub struct Views<'a> {
     /// Each host's tie-break values (missing: the default, which leaves
     /// the tie to the lowest index).
     pub ties: &'a [Option<TieBreak>],
+    /// Hosts whose slot says they are starting: a joiner's published views
+    /// are not a partition's (it may count as a member of one).
+    pub joiners: HostSet,
     /// Hosts whose slot says they left cleanly.
     pub excluded: HostSet,
     /// The hosts the largest-partition rule counts: `current`, and the
@@ -95,7 +98,7 @@ pub fn largest_partition(v: &Views) -> Option<usize> {
     // scan goes from index 0 and only a strictly better key replaces.
     let mut best: Option<(usize, (u64, TieBreak))> = None;
     for i in members.iter() {
-        if !v.sfdomain.contains(i) {
+        if !v.sfdomain.contains(i) || (i != v.me && v.joiners.contains(i)) {
             continue;
         }
         let (sf, hb) = if i == v.me {
@@ -429,6 +432,7 @@ mod tests {
                 members: HostSet::EMPTY,
                 weights: &weights,
                 ties: &[],
+                joiners: HostSet::EMPTY,
             };
             let got = survival(&v);
             assert_eq!(got, c.expect, "{}", c.name);
@@ -471,6 +475,7 @@ mod tests {
             members: HostSet::EMPTY,
             weights: &weights,
             ties: &[],
+            joiners: HostSet::EMPTY,
         };
         assert_eq!(survival(&v), Outcome::LargestPartition);
         assert_eq!(largest_partition(&v), Some(1));
@@ -499,6 +504,7 @@ mod tests {
             members: HostSet::EMPTY,
             weights: &weights,
             ties: &[],
+            joiners: HostSet::EMPTY,
         };
         let host0 = from(0, set(&[0, 1]));
         let host2 = from(2, set(&[1, 2]));
@@ -537,6 +543,7 @@ mod tests {
             members: HostSet::EMPTY,
             weights: &weights,
             ties: &[],
+            joiners: HostSet::EMPTY,
         };
         assert_eq!(survival(&host0), Outcome::LargestPartition, "the flaw being fixed");
         // Host 1's slot lists host 4 in its liveset.
@@ -571,6 +578,7 @@ mod tests {
             members: HostSet::EMPTY,
             weights: &weights,
             ties: &[],
+            joiners: HostSet::EMPTY,
         };
         assert!(!rule2(&v));
         v.excluded = set(&[2]);
