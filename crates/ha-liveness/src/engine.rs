@@ -344,6 +344,8 @@ struct Snapshot {
     ties: Vec<Option<TieBreak>>,
     /// Hosts whose slot says they are starting (booting or joining).
     joiners: HostSet,
+    /// See [`Engine::claimants`].
+    claimants: HostSet,
     excluded: HostSet,
     members: HostSet,
 }
@@ -1621,6 +1623,7 @@ impl Engine {
             joiners: (0..self.n)
                 .filter(|&i| i != self.cfg.me && self.slots[i].is_some_and(|s| s.starting))
                 .collect(),
+            claimants: self.claimants().minus(self.hbdomain),
             excluded: self.excluded_hosts(),
             members: self.members_held(),
         }
@@ -1648,18 +1651,35 @@ impl Engine {
                 }
             }
         }
-        // And a host writing the statefile that holds itself and this boot
-        // of this host in its liveset: a joiner that completed its join on
-        // other members while this one was cut off before taking it in.
-        // This host cannot win outright while such a holder is unheard.
-        for i in self.sfdomain.minus(members).iter().filter(|&i| i != me) {
-            let Some(slot) = self.slots[i] else { continue };
-            let holds_me = slot.view.current.contains(me) && slot.member_boots.get(me) == Some(&self.cfg.boot);
-            if holds_me && slot.view.current.contains(i) && !slot.starting && slot.boot == self.latest_boot(i) {
-                members.insert(i);
-            }
-        }
         members
+    }
+
+    /// Hosts writing the statefile, not in [`Engine::members_held`], that
+    /// hold themselves and this boot of this host in their liveset: a
+    /// joiner that completed its join on other members while this one was
+    /// cut off before taking it in. This host cannot win outright while
+    /// such a holder is unheard, and an unheard one counts in the
+    /// largest-partition rule as the member it is on its side (ha-sim
+    /// 20513635). One this host hears is not counted: a host that joined as
+    /// the fault handler began may hear both sides of a split, and its
+    /// views would put each side in its partition (30015296).
+    fn claimants(&self) -> HostSet {
+        let me = self.cfg.me;
+        let members = self.members_held();
+        self.sfdomain
+            .minus(members)
+            .iter()
+            .filter(|&i| i != me)
+            .filter(|&i| {
+                self.slots[i].is_some_and(|slot| {
+                    slot.view.current.contains(me)
+                        && slot.member_boots.get(me) == Some(&self.cfg.boot)
+                        && slot.view.current.contains(i)
+                        && !slot.starting
+                        && slot.boot == self.latest_boot(i)
+                })
+            })
+            .collect()
     }
 
     /// The newest boot of host `i` heard on the network or seen in its slot
@@ -1691,6 +1711,7 @@ impl Engine {
             published: &snap.published,
             ties: &snap.ties,
             joiners: snap.joiners,
+            claimants: snap.claimants,
             excluded: snap.excluded,
             members: snap.members,
             weights: &weights,

@@ -46,6 +46,10 @@ pub struct Views<'a> {
     /// Hosts whose slot says they are starting: a joiner's published views
     /// are not a partition's (it may count as a member of one).
     pub joiners: HostSet,
+    /// Unheard holders outside `members` that hold this host in their
+    /// liveset (a join completed on other members only): rule 1 needs them
+    /// heard, and the largest-partition rule counts them as members.
+    pub claimants: HostSet,
     /// Hosts whose slot says they left cleanly.
     pub excluded: HostSet,
     /// The hosts the largest-partition rule counts: `current`, and the
@@ -92,7 +96,7 @@ fn size(sf: HostSet, hb: HostSet, weights: &[u32]) -> u64 {
 /// hear both sides of a split, and its views would make each side think it
 /// is the joiner's partition.
 pub fn largest_partition(v: &Views) -> Option<usize> {
-    let members = v.members.or(v.current);
+    let members = v.members.or(v.current).or(v.claimants);
     // Size first; between equal sizes the candidate's tie-break values
     // (network evidence, then priority); then the lowest index, as the
     // scan goes from index 0 and only a strictly better key replaces.
@@ -209,7 +213,7 @@ pub fn survival(v: &Views) -> Outcome {
     let sfd = v.sfdomain.and(v.current);
     // Every holder the survival test counts (the liveset and the members
     // its peers, or a holder listing this host, publish) must be heard.
-    let counted_sfd = v.sfdomain.and(v.members.or(v.current));
+    let counted_sfd = v.sfdomain.and(v.members.or(v.current).or(v.claimants));
     if v.sf_access && sfd.contains(v.me) && counted_sfd.is_subset(v.hbdomain) {
         return Outcome::WonOutright;
     }
@@ -433,6 +437,7 @@ mod tests {
                 weights: &weights,
                 ties: &[],
                 joiners: HostSet::EMPTY,
+                claimants: HostSet::EMPTY,
             };
             let got = survival(&v);
             assert_eq!(got, c.expect, "{}", c.name);
@@ -476,6 +481,7 @@ mod tests {
             weights: &weights,
             ties: &[],
             joiners: HostSet::EMPTY,
+            claimants: HostSet::EMPTY,
         };
         assert_eq!(survival(&v), Outcome::LargestPartition);
         assert_eq!(largest_partition(&v), Some(1));
@@ -505,6 +511,7 @@ mod tests {
             weights: &weights,
             ties: &[],
             joiners: HostSet::EMPTY,
+            claimants: HostSet::EMPTY,
         };
         let host0 = from(0, set(&[0, 1]));
         let host2 = from(2, set(&[1, 2]));
@@ -544,6 +551,7 @@ mod tests {
             weights: &weights,
             ties: &[],
             joiners: HostSet::EMPTY,
+            claimants: HostSet::EMPTY,
         };
         assert_eq!(survival(&host0), Outcome::LargestPartition, "the flaw being fixed");
         // Host 1's slot lists host 4 in its liveset.
@@ -579,6 +587,7 @@ mod tests {
             weights: &weights,
             ties: &[],
             joiners: HostSet::EMPTY,
+            claimants: HostSet::EMPTY,
         };
         assert!(!rule2(&v));
         v.excluded = set(&[2]);

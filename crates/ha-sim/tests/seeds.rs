@@ -142,6 +142,26 @@ fn seeds_that_found_a_bug_stay_fixed() {
             20520204,
             "an unheard holder that joined on other members did not stop a win outright",
         ),
+        (
+            20556387,
+            "an unheard holder that joined on other members did not stop a win outright",
+        ),
+        (
+            20026939,
+            "a joiner's stale published views made its side the largest partition",
+        ),
+        (
+            30010586,
+            "a host that joined as the handler began, heard by both sides, was counted by both",
+        ),
+        (
+            30015296,
+            "a host that joined as the handler began, heard by both sides, was counted by both",
+        ),
+        (
+            30026526,
+            "a host that joined as the handler began, heard by both sides, was counted by both",
+        ),
     ] {
         let r = schedule::run(seed, None, 300_000, false).expect("T_S is a valid lab timeout");
         assert_eq!(r.violation, None, "seed {seed} ({bug})");
