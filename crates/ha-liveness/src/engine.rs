@@ -826,12 +826,16 @@ impl Engine {
         self.fh.as_ref().map_or(self.tie, |f| f.tie)
     }
 
+    /// The views this host publishes, in heartbeats and slots. The
+    /// sfdomain leaves out the network peers that say they do not see their
+    /// own slot fresh, as this host's decisions do (rule N): a peer across
+    /// a split judges this side's partition by these views.
     fn view(&self) -> View {
         View {
             current: self.current,
             proposed: self.proposed,
             hbdomain: self.hbdomain,
-            sfdomain: self.sfdomain,
+            sfdomain: self.sfdomain.minus(self.nonholder_peers()),
             phase: self.phase,
         }
     }

@@ -162,6 +162,10 @@ fn seeds_that_found_a_bug_stay_fixed() {
             30026526,
             "a host that joined as the handler began, heard by both sides, was counted by both",
         ),
+        (
+            40058910,
+            "a side's published statefile view counted a non-holder its own decision left out",
+        ),
     ] {
         let r = schedule::run(seed, None, 300_000, false).expect("T_S is a valid lab timeout");
         assert_eq!(r.violation, None, "seed {seed} ({bug})");
