@@ -321,6 +321,9 @@ struct Fh {
     /// a network split): from then on a second failure past phase 2 does
     /// not extend the budget.
     split_seen: bool,
+    /// This round has seen a liveset member on the statefile only, written
+    /// lately or not (the conservative form of `split_seen`).
+    sf_only_seen: bool,
     /// Members this round took back into a domain (`may_regrow`).
     regrown_hb: HostSet,
     regrown_sf: HostSet,
@@ -1164,9 +1167,18 @@ impl Engine {
     /// Views stop growing back once a network peer has taken its snapshot
     /// (it publishes phase 2-done or later): its views no longer grow, and
     /// ours must come to equal them.
+    ///
+    /// Nor past phase 2 in a round that has seen a peer across a network
+    /// split: that peer may have decided on the views this host published
+    /// with phase 2, and they must stay the ones it decides on (ha-sim
+    /// 40690261: a host regained its own slot after publishing phase 2
+    /// without it, and both sides of a 2-host split won).
     fn may_regrow(&self, i: usize) -> bool {
         self.current.contains(i)
-            && self.fh.as_ref().is_some_and(|f| f.snapshot.is_none())
+            && self
+                .fh
+                .as_ref()
+                .is_some_and(|f| f.snapshot.is_none() && !(self.phase >= Phase::Fh2 && f.sf_only_seen))
             && self.snapshotted_peers().is_empty()
     }
 
@@ -1295,6 +1307,7 @@ impl Engine {
                 late_loser: false,
                 failed: self.failed_members(now),
                 split_seen: false,
+                sf_only_seen: false,
                 regrown_hb: HostSet::EMPTY,
                 regrown_sf: HostSet::EMPTY,
                 tie: self.tie,
@@ -1427,8 +1440,10 @@ impl Engine {
         let failed = self.failed_members(now);
         let phase = self.phase;
         let armed = self.armed && self.trouble_since.is_some();
+        let sf_only = !self.current.and(self.sfdomain).is_subset(self.hbdomain);
         let Some(fh) = &mut self.fh else { return };
         fh.split_seen |= split;
+        fh.sf_only_seen |= sf_only;
         if !armed || !holder || fh.snapshot.is_some() || (phase >= Phase::Fh2 && fh.split_seen) {
             return;
         }

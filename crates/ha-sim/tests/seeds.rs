@@ -166,6 +166,12 @@ fn seeds_that_found_a_bug_stay_fixed() {
             40058910,
             "a side's published statefile view counted a non-holder its own decision left out",
         ),
+        (
+            40690261,
+            "a host regained its own slot after publishing phase 2 without it, across a split",
+        ),
+        (40061167, "found in the same fresh sweep"),
+        (40674981, "found in the same fresh sweep"),
     ] {
         let r = schedule::run(seed, None, 300_000, false).expect("T_S is a valid lab timeout");
         assert_eq!(r.violation, None, "seed {seed} ({bug})");
