@@ -1524,60 +1524,58 @@ impl Engine {
         let me = self.cfg.me;
         // Compare the domains on every host the survival test counts (the
         // members its peers publish too), not only on our liveset.
-        let counted = self.members_held();
-        self.current
-            .iter()
-            .filter(|&i| i != me && !self.consistent_with(i, counted))
-            .collect()
-    }
-
-    /// Peer `i`'s views agree with ours on the hosts `cur`, as
-    /// [`Engine::consistent`] asks.
-    fn consistent_with(&self, i: usize, cur: HostSet) -> bool {
-        let me = self.cfg.me;
-        let my_hbd = self.hbdomain.and(cur);
         // Statefile views are compared without the network peers that say
         // they do not see their own slot fresh: hosts read such a peer's
         // late writes at different times, and it is judged as storage-lost
         // by all (`Engine::nonholder_peers`).
+        let cur = self.members_held();
         let cur_sf = cur.minus(self.nonholder_peers());
+        self.current
+            .iter()
+            .filter(|&i| i != me && !self.consistent_with(i, cur, cur_sf))
+            .collect()
+    }
+
+    /// Peer `i`'s views agree with ours, as [`Engine::consistent`] asks:
+    /// network views on the hosts `cur`, statefile views on `cur_sf`.
+    fn consistent_with(&self, i: usize, cur: HostSet, cur_sf: HostSet) -> bool {
+        let me = self.cfg.me;
+        let my_hbd = self.hbdomain.and(cur);
         let my_sfd = self.sfdomain.and(cur_sf);
-        {
-            let slot = self.slots[i];
-            if my_hbd.contains(i) {
-                let Some(p) = &self.peers[i] else { return false };
-                if p.hb.view.hbdomain.and(cur) != my_hbd {
-                    return false;
-                }
-                let both_on_sf = self.sfdomain.contains(me) && p.hb.view.sfdomain.contains(i);
-                if both_on_sf && p.hb.view.sfdomain.and(cur_sf) != my_sfd {
-                    return false;
-                }
-                // A peer that does not see its own slot fresh (slow I/O)
-                // publishes views that lag: its heartbeat speaks for it.
-                // So does this host's, which then decides nothing from
-                // the statefile (it is kept without it, or not).
-                if my_sfd.contains(i) && p.hb.view.sfdomain.contains(i) && self.sfdomain.contains(me) {
-                    let Some(slot) = slot else { return false };
-                    if slot.view.sfdomain.and(cur_sf) != my_sfd || slot.view.hbdomain.and(cur) != my_hbd {
-                        return false;
-                    }
-                }
-                true
-            } else if my_sfd.contains(i) {
-                let Some(slot) = slot else { return false };
-                // A host that is not a member in its own eyes (booting, or
-                // joining) decides nothing and is not armed: nothing to
-                // agree with.
-                if slot.starting && !slot.view.current.contains(i) {
-                    return true;
-                }
-                slot.view.phase >= Phase::Fh2
-                    && !slot.view.hbdomain.contains(me)
-                    && slot.view.sfdomain.and(cur_sf) == my_sfd
-            } else {
-                true
+        let slot = self.slots[i];
+        if my_hbd.contains(i) {
+            let Some(p) = &self.peers[i] else { return false };
+            if p.hb.view.hbdomain.and(cur) != my_hbd {
+                return false;
             }
+            let both_on_sf = self.sfdomain.contains(me) && p.hb.view.sfdomain.contains(i);
+            if both_on_sf && p.hb.view.sfdomain.and(cur_sf) != my_sfd {
+                return false;
+            }
+            // A peer that does not see its own slot fresh (slow I/O)
+            // publishes views that lag: its heartbeat speaks for it.
+            // So does this host's, which then decides nothing from
+            // the statefile (it is kept without it, or not).
+            if my_sfd.contains(i) && p.hb.view.sfdomain.contains(i) && self.sfdomain.contains(me) {
+                let Some(slot) = slot else { return false };
+                if slot.view.sfdomain.and(cur_sf) != my_sfd || slot.view.hbdomain.and(cur) != my_hbd {
+                    return false;
+                }
+            }
+            true
+        } else if my_sfd.contains(i) {
+            let Some(slot) = slot else { return false };
+            // A host that is not a member in its own eyes (booting, or
+            // joining) decides nothing and is not armed: nothing to
+            // agree with.
+            if slot.starting && !slot.view.current.contains(i) {
+                return true;
+            }
+            slot.view.phase >= Phase::Fh2
+                && !slot.view.hbdomain.contains(me)
+                && slot.view.sfdomain.and(cur_sf) == my_sfd
+        } else {
+            true
         }
     }
 
