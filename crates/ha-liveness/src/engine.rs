@@ -238,6 +238,10 @@ enum Step {
     Degrade,
 }
 
+/// How long past its statefile interval a read may take and still count as
+/// timely when peers' slots are aged (see [`Engine::sf_age`]).
+const READ_ALLOWANCE: Millis = 250;
+
 const FH_STEPS: [Step; 14] = [
     Step::Rendezvous {
         set: Phase::FhReady,
@@ -1133,7 +1137,7 @@ impl Engine {
     fn update_sfdomain(&mut self, now: Millis) {
         let t2 = self.cfg.timeouts.sf_timeout;
         for i in 0..self.n {
-            let fresh = self.last_sf[i].is_some_and(|t| now.saturating_sub(t) < t2)
+            let fresh = self.sf_age(now, i).is_some_and(|age| age < t2)
                 && (i != self.cfg.me || self.sf_written_from.is_some_and(|t| now.saturating_sub(t) < t2));
             if fresh {
                 if !self.sfdomain.contains(i) && !self.join_block {
@@ -1149,6 +1153,27 @@ impl Engine {
             }
         }
         self.detect_degrade(now);
+    }
+
+    /// How long slot `i` is taken not to have changed (rule D in
+    /// docs/HA.md): from the read that first showed its current sequence.
+    /// While this host's own slot is fresh, the age runs on the wall clock
+    /// only up to one statefile interval (and a read's normal latency) past
+    /// the issue of its latest completed read, as it would with timely
+    /// reads; a read stalled in the SR then stops the clock, so it never
+    /// ages a peer that kept writing. Once its own slot is stale the host
+    /// holds no statefile evidence at all (rule F) and the wall clock ages
+    /// every slot.
+    fn sf_age(&self, now: Millis, i: usize) -> Option<Millis> {
+        let seen = self.last_sf[i]?;
+        let t = &self.cfg.timeouts;
+        let clock = match self.sf_written_from {
+            Some(read) if i != self.cfg.me && now.saturating_sub(read) < t.sf_timeout => {
+                now.min(read + t.sf_interval + READ_ALLOWANCE)
+            }
+            _ => now,
+        };
+        Some(clock.saturating_sub(seen))
     }
 
     /// Peer `i`'s latest heartbeat holds this host in its hbdomain.

@@ -136,7 +136,7 @@ pub fn run_opts(
                         w.set_storage(i, true);
                     }
                 }
-                Undo::Latency(i) => w.hosts[i].sf_latency = 5,
+                Undo::Latency(i) => w.set_latency(i, 5),
             }
         }
         if let Err(v) = w.run_until(w.now + 1_000) {
@@ -221,7 +221,8 @@ fn inject(w: &mut World, r: &mut impl Rng, undo: &mut Vec<(Millis, Undo)>, n: us
             undo.push((back, Undo::StorageAll));
         }
         7 => {
-            w.hosts[host].sf_latency = r.random_range(500..30_000);
+            let ms = r.random_range(500..30_000);
+            w.set_latency(host, ms);
             undo.push((back, Undo::Latency(host)));
         }
         8 => w.corrupt_slot(host),

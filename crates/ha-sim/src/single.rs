@@ -108,11 +108,7 @@ impl SingleFault {
             }
             Kind::StorageCut => w.set_storage(h, false),
             Kind::Freeze => w.freeze(h, self.lasts),
-            Kind::SlowStatefile => {
-                if let Some(x) = w.hosts.get_mut(h) {
-                    x.sf_latency = self.latency;
-                }
-            }
+            Kind::SlowStatefile => w.set_latency(h, self.latency),
         }
     }
 
@@ -124,11 +120,7 @@ impl SingleFault {
             Kind::NetworkCut => w.set_network(h, true),
             Kind::OneWayCut => w.heal_network(),
             Kind::StorageCut => w.set_storage(h, true),
-            Kind::SlowStatefile => {
-                if let Some(x) = w.hosts.get_mut(h) {
-                    x.sf_latency = 5;
-                }
-            }
+            Kind::SlowStatefile => w.set_latency(h, 5),
             Kind::CorruptSlot | Kind::Freeze => {}
         }
     }

@@ -324,6 +324,12 @@ impl World {
         self.hosts[i].storage_cut = !up;
     }
 
+    /// Make every statefile access of host `i` take `ms` milliseconds.
+    pub fn set_latency(&mut self, i: usize, ms: Millis) {
+        self.note(format!("FAULT statefile I/O of host {i} takes {ms} ms"));
+        self.hosts[i].sf_latency = ms;
+    }
+
     pub fn corrupt_slot(&mut self, i: usize) {
         self.note(format!("FAULT slot {i} corrupted"));
         if let Some(c) = self.sf.corrupt.get_mut(i) {

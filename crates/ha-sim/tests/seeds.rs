@@ -172,6 +172,10 @@ fn seeds_that_found_a_bug_stay_fixed() {
         ),
         (40061167, "found in the same fresh sweep"),
         (40674981, "found in the same fresh sweep"),
+        (
+            50004131,
+            "a host whose reads stalled for 29 s aged its writing peer's slot and won outright",
+        ),
     ] {
         let r = schedule::run(seed, None, 300_000, false).expect("T_S is a valid lab timeout");
         assert_eq!(r.violation, None, "seed {seed} ({bug})");
