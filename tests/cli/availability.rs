@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::util::{wait_for, Lab, FAILOVER, HA_T as T};
+use crate::util::{host_field, wait_for, Lab, FAILOVER, HA_T as T};
 
 fn vm_uuid(lab: &Lab, name: &str) -> String {
     lab.xe_min(&["vm-list", &format!("name-label={name}"), "params=uuid"])
@@ -74,5 +74,56 @@ fn a_storage_stall_or_a_freeze_shorter_than_t_fences_no_other_host() {
     std::thread::sleep(Duration::from_secs(4 * T));
     for h in ["host1", "host2", "host4"] {
         assert_eq!(lab.downs(h), 0, "{h} fenced after host3 froze:\n{}", lab.output());
+    }
+}
+
+/// Call `xe vm-list` and `xe vm-param-set` on the master every 200 ms until
+/// `done` holds (at most `limit`), and return the calls that failed.
+fn failed_calls(lab: &Lab, vm: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Vec<String> {
+    let mut failed = Vec::new();
+    let end = std::time::Instant::now() + limit;
+    let mut n = 0;
+    while std::time::Instant::now() < end && !done() {
+        n += 1;
+        let description = format!("name-description=call {n}");
+        for args in [
+            vec!["vm-list", "params=uuid,power-state", "--minimal"],
+            vec!["vm-param-set", &format!("uuid={vm}"), &description],
+        ] {
+            let r = lab.xe(&args);
+            if r.code != 0 {
+                failed.push(format!("xe {}: {}", args.join(" "), r.stderr.trim()));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    failed
+}
+
+#[test]
+fn the_master_answers_reads_and_writes_through_a_failover_and_a_join() {
+    // XAPI keeps serving while the pool handles a failure; so does the
+    // master here, through host3's failover and its join once it is back.
+    let lab = Lab::start_ha(3, 1, &[]);
+    let vm = vm_uuid(&lab, "vm01");
+    let live = |up: bool| host_field(&lab, "host3", "host-metrics-live") == up.to_string();
+    lab.fault("power-off", "host3");
+    let failed = failed_calls(&lab, &vm, FAILOVER, || !live(true));
+    assert!(live(false), "host3 was not declared dead:\n{}", lab.output());
+    assert!(failed.is_empty(), "calls failed during the failover: {failed:#?}");
+    lab.fault("power-on", "host3");
+    let failed = failed_calls(&lab, &vm, FAILOVER, || live(true));
+    assert!(live(true), "host3 did not come back:\n{}", lab.output());
+    // A few more calls after the join: the joiner's first statefile cycles.
+    let end = std::time::Instant::now() + Duration::from_secs(2 * T);
+    let after = failed_calls(&lab, &vm, Duration::from_secs(2 * T), || {
+        std::time::Instant::now() > end
+    });
+    assert!(
+        failed.is_empty() && after.is_empty(),
+        "calls failed during the join: {failed:#?} {after:#?}"
+    );
+    for h in ["host1", "host2"] {
+        assert_eq!(lab.downs(h), 0, "{h} fenced:\n{}", lab.output());
     }
 }

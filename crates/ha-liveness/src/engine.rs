@@ -427,6 +427,9 @@ pub struct Engine {
     want_master: bool,
     lock_request: bool,
     lock_grant: HostSet,
+    /// The members when this host last held the master lock by every
+    /// member's grant (observation only: see `master_lock_confirmed`).
+    lock_held_with: HostSet,
 
     // Watchdog feeding, as last commanded.
     fed: [Option<Millis>; 2],
@@ -487,6 +490,7 @@ impl Engine {
             want_master: false,
             lock_request: false,
             lock_grant: HostSet::EMPTY,
+            lock_held_with: HostSet::EMPTY,
             fed: [None, None],
             tie: TieBreak::default(),
             fed_at: [None, None],
@@ -619,6 +623,24 @@ impl Engine {
     /// This host is online and holds the master lock.
     pub fn holds_master_lock(&self) -> bool {
         self.is_online() && self.lock_holder() == Some(self.cfg.me)
+    }
+
+    /// This host is online and holds the master lock as far as the members
+    /// that take part in the lock can tell ([`crate::lock::confirmed`]):
+    /// once it held the lock by every grant, a joiner that has not yet
+    /// published its grants does not hold the API up (rule M in
+    /// docs/HA.md). The engine's own
+    /// [`Engine::lock_holder`] stays strict.
+    pub fn master_lock_confirmed(&self) -> bool {
+        let requesting: HostSet = (0..self.n).filter(|&i| self.requesting(i)).collect();
+        let grants: Vec<HostSet> = (0..self.n).map(|j| self.grants(j)).collect();
+        let view = crate::lock::LockView {
+            current: self.current,
+            requesting,
+            grants: &grants,
+            held_with: self.lock_held_with,
+        };
+        self.is_online() && crate::lock::confirmed(self.cfg.me, &view)
     }
 
     /// The latest global block read.
@@ -2267,6 +2289,11 @@ impl Engine {
                     self.lock_grant.remove(i);
                 }
             }
+        }
+        if !self.lock_request {
+            self.lock_held_with = HostSet::EMPTY;
+        } else if self.lock_holder() == Some(me) {
+            self.lock_held_with = self.current;
         }
         if let Some(h) = self.lock_holder() {
             if h == me && self.global.is_some_and(|g| g.master != Some(me)) && self.pending_global.is_none() {

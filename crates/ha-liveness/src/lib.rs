@@ -11,11 +11,13 @@
 //! - `message`: heartbeats, statefile slots and the global block.
 //! - `codec`: their bytes (HMAC-authenticated packets, checksummed slots).
 //! - `rules`: the survival rules, pure.
+//! - `lock`: the master lock's confirmation rule, pure.
 //! - `engine`: the state machine of one host.
 
 pub mod codec;
 pub mod engine;
 pub mod hostset;
+pub mod lock;
 pub mod message;
 pub mod rules;
 pub mod timeouts;

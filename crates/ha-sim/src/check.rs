@@ -123,6 +123,18 @@ impl Checker {
                 what: format!("hosts {masters:?} all hold the master lock"),
             });
         }
+        // The lock xapid serves writes on (it spares silent joiners).
+        let serving: Vec<usize> = online
+            .iter()
+            .copied()
+            .filter(|&i| hosts[i].engine.master_lock_confirmed())
+            .collect();
+        if serving.len() > 1 {
+            return Err(Violation {
+                at: now,
+                what: format!("hosts {serving:?} all serve as master"),
+            });
+        }
         // Forget drops of hosts that have rebooted since.
         self.dropped.retain(|&(_, d, epoch)| hosts[d].epoch == epoch);
         Ok(())

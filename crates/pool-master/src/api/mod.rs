@@ -57,6 +57,14 @@ const EMERGENCY_METHODS: &[&str] = &[
     "pool.emergency_reset_master",
 ];
 
+/// A call that changes nothing in the pool: a master serves these even
+/// while its master lock is unconfirmed (a fault handler, a join), as XAPI
+/// keeps answering reads during a failover.
+fn is_read(method: &str) -> bool {
+    let verb = method.split_once('.').map_or("", |(_, v)| v);
+    method == "session.login_with_password" || verb.starts_with("get_")
+}
+
 /// Methods only other hosts of the pool may call.
 const INTERNAL_METHODS: &[&str] = &[
     "host.local_vm_start",
@@ -109,7 +117,7 @@ async fn route(d: &Arc<Daemon>, method: &str, params: Vec<Value>) -> Result<Valu
         if let Some(e) = d.ha.emergency() {
             return Err(e);
         }
-        if crate::ha::master_unconfirmed(d) && !MEMBER_METHODS.contains(&method) {
+        if crate::ha::master_unconfirmed(d) && !MEMBER_METHODS.contains(&method) && !is_read(method) {
             return Err(ApiError::bare(codes::HOST_STILL_BOOTING));
         }
     }

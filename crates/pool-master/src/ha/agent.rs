@@ -39,6 +39,9 @@ pub struct AgentView {
     pub liveset: Vec<String>,
     /// The uuid of the host holding the master lock.
     pub lock_holder: Option<String>,
+    /// This host holds the master lock as far as the members taking part
+    /// in it can tell (a joiner's first cycles do not count: rule M).
+    pub master_confirmed: bool,
     /// The uuid of the last host to win the master lock (global block).
     pub last_master: Option<String>,
     pub sf_access: bool,
@@ -271,6 +274,7 @@ impl Run {
             exit,
             liveset: e.liveset().iter().filter_map(uuid).collect(),
             lock_holder: e.lock_holder().and_then(uuid),
+            master_confirmed: e.master_lock_confirmed(),
             last_master: e.global().and_then(|g| g.master).and_then(uuid),
             sf_access: e.sf_access(),
             rule2: e.surviving_by_rule2(),

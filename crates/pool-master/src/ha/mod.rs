@@ -248,10 +248,11 @@ pub async fn boot(d: &Arc<Daemon>) {
 }
 
 /// Is this host an armed pool master that does not (yet) hold the master
-/// lock? It must not act as master then: another host may have been
-/// elected while it was away.
+/// lock? It must not change anything as master then: another host may have
+/// been elected while it was away. A member that joins or is being removed
+/// does not take the lock away (rule M in docs/HA.md).
 pub fn master_unconfirmed(d: &Daemon) -> bool {
-    d.ha.armed() && d.is_master() && d.ha.view().lock_holder.as_deref() != Some(d.host_uuid.as_str())
+    d.ha.armed() && d.is_master() && !d.ha.view().master_confirmed
 }
 
 /// Keep the agent of an armed host running: at boot, after the statefile
