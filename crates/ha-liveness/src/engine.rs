@@ -336,6 +336,9 @@ struct Fh {
     tie: TieBreak,
     /// When a fault was first noticed after the views were frozen.
     after_snapshot: Option<Millis>,
+    /// A member the survival test kept failed since: end the round
+    /// without its decision.
+    abandon: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -648,10 +651,12 @@ impl Engine {
         self.global
     }
 
-    /// Hosts whose latest slot says they left cleanly.
+    /// Hosts whose latest slot says they left cleanly, in the newest boot
+    /// of theirs this host knows of (rule X in docs/HA.md): a host heard
+    /// in a later boot has come back, whatever its old slot says.
     pub fn excluded_hosts(&self) -> HostSet {
         (0..self.n)
-            .filter(|&i| self.slots[i].is_some_and(|s| s.excluded))
+            .filter(|&i| self.slots[i].is_some_and(|s| s.excluded && s.boot >= self.latest_boot(i)))
             .collect()
     }
 
@@ -919,6 +924,9 @@ impl Engine {
         self.update_hbdomain(now);
         if force && self.is_online() {
             self.request_fh(now, true);
+            // A kept member that starts a new round saw a failure: this
+            // round's decision is void too (rule L).
+            self.abandon_if_kept_failed(now, HostSet::single(i));
         }
     }
 
@@ -1271,27 +1279,48 @@ impl Engine {
     // ---- fault detection ----
 
     fn detect_degrade(&mut self, now: Millis) {
-        let mut hb_degraded = false;
-        let mut sf_degraded = false;
+        let mut hb_out = HostSet::EMPTY;
+        let mut sf_out = HostSet::EMPTY;
         for i in 0..self.n {
             if self.hbdomain.contains(i) {
                 self.last_hbdomain.insert(i);
             } else if self.last_hbdomain.contains(i) {
                 self.last_hbdomain.remove(i);
-                hb_degraded |= self.current.contains(i);
+                hb_out.set(i, self.current.contains(i));
             }
             if self.sfdomain.contains(i) {
                 self.last_sfdomain.insert(i);
             } else if self.last_sfdomain.contains(i) {
                 self.last_sfdomain.remove(i);
-                sf_degraded |= self.current.contains(i);
+                sf_out.set(i, self.current.contains(i));
             }
         }
-        if (self.sr2 || self.storage_lost) && sf_degraded {
-            sf_degraded = false;
+        if self.sr2 || self.storage_lost {
+            sf_out = HostSet::EMPTY;
         }
-        if (hb_degraded || sf_degraded) && self.is_online() {
+        let failed = hb_out.or(sf_out);
+        if !failed.is_empty() && self.is_online() {
             self.request_fh(now, false);
+            self.abandon_if_kept_failed(now, failed);
+        }
+    }
+
+    /// A member this round's survival test kept fails, or starts a new
+    /// round, before this round ends (rule L in docs/HA.md): the budget's
+    /// clock starts now, and the round ends at its next step without
+    /// dropping anyone, so that the next round decides within the budget. Waiting out this round (its
+    /// winners wait `fence_wait` before dropping) would start the clock
+    /// only when it ends, later than peers that noticed the same failure
+    /// may drop this host.
+    fn abandon_if_kept_failed(&mut self, now: Millis, failed: HostSet) {
+        let Some(fh) = &mut self.fh else { return };
+        if fh.outcome.is_none() || failed.and(self.proposed).is_empty() {
+            return;
+        }
+        fh.abandon = true;
+        self.need_fh = true;
+        if self.armed && self.trouble_since.is_none() {
+            self.trouble_since = Some(now);
         }
     }
 
@@ -1359,12 +1388,28 @@ impl Engine {
                 regrown_sf: HostSet::EMPTY,
                 tie: self.tie,
                 after_snapshot: None,
+                abandon: false,
             });
         }
         // Run as many steps as complete now.
         for _ in 0..FH_STEPS.len() + 1 {
             let Some(fh) = self.fh.clone() else { return };
             if !self.is_running() {
+                return;
+            }
+            if fh.abandon {
+                self.fh = None;
+                self.join_block = false;
+                self.sf_accelerate = false;
+                self.fence_request = false;
+                // Undo the decision: the next round decides again.
+                self.proposed = self.proposed.or(self.current);
+                self.set_phase(Phase::Started);
+                let took = now - fh.started;
+                self.log(format!(
+                    "fault handler ends after {took} ms without its decision: a host it kept failed; liveset {}",
+                    self.current
+                ));
                 return;
             }
             let Some(&step) = FH_STEPS.get(fh.step) else {

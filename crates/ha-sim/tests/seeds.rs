@@ -176,6 +176,16 @@ fn seeds_that_found_a_bug_stay_fixed() {
             50004131,
             "a host whose reads stalled for 29 s aged its writing peer's slot and won outright",
         ),
+        (
+            60041064,
+            "a host without storage took a peer back in a new boot for excluded (rule 2)",
+        ),
+        (
+            60083433,
+            "a storage-lost host waiting on its judges started its budget at the round's end",
+        ),
+        (60067102, "found in the same fresh sweep"),
+        (60160767, "found in the same fresh sweep"),
     ] {
         let r = schedule::run(seed, None, 300_000, false).expect("T_S is a valid lab timeout");
         assert_eq!(r.violation, None, "seed {seed} ({bug})");
