@@ -186,6 +186,10 @@ fn seeds_that_found_a_bug_stay_fixed() {
         ),
         (60067102, "found in the same fresh sweep"),
         (60160767, "found in the same fresh sweep"),
+        (
+            60319860,
+            "a winner's kept partner left cleanly after its decision, and the other side won without it",
+        ),
     ] {
         let r = schedule::run(seed, None, 300_000, false).expect("T_S is a valid lab timeout");
         assert_eq!(r.violation, None, "seed {seed} ({bug})");
