@@ -34,6 +34,7 @@ pub fn example(spec: &Spec) -> String {
         "host-reboot" => "xe host-disable host=host2 && xe host-evacuate host=host2 && xe host-reboot host=host2",
         "host-shutdown" => "xe host-disable host=host2 && xe host-evacuate host=host2 && xe host-shutdown host=host2",
         "host-emergency-ha-disable" => "xe host-emergency-ha-disable --force -s host3",
+        "host-declare-dead" => "xe host-declare-dead uuid=$(xe host-list name-label=host3 --minimal) --force",
         "pool-emergency-reset-master" => "xe pool-emergency-reset-master master-address=10.0.0.2 -s host3",
         "pool-emergency-transition-to-master" => "xe pool-emergency-transition-to-master -s host2",
         "pool-ha-compute-hypothetical-max-host-failures-to-tolerate" => {
@@ -47,6 +48,7 @@ pub fn example(spec: &Spec) -> String {
         "sr-create" => "xe sr-create name-label=shared type=dir shared=true device-config:location=/srv/pool-sr",
         "vm-install" => "xe vm-install new-name-label=web02 memory=2GiB disk-size=20GiB",
         "vm-migrate" => "xe vm-migrate vm=web01 host=host3 --live",
+        "vm-reset-powerstate" => "xe vm-reset-powerstate vm=web01 --force && xe vm-start vm=web01",
         "vm-shutdown" => "xe vm-shutdown vm=web01 --force",
         "vm-start" => "xe vm-start vm=web01 on=host2",
         "vm-uninstall" => "xe vm-uninstall vm=web02 --force",

@@ -1,5 +1,5 @@
 //! Host maintenance: host-disable, host-enable, host-evacuate,
-//! host-shutdown, host-reboot.
+//! host-shutdown, host-reboot, host-declare-dead.
 
 use std::io::IsTerminal;
 
@@ -29,6 +29,13 @@ pub fn commands() -> Vec<Spec> {
         ),
         host_op("host-shutdown", &[], "Shutdown the XE host.", shutdown),
         host_op("host-reboot", &[], "Reboot the XE host.", reboot),
+        make_spec(
+            "host-declare-dead",
+            &["uuid"],
+            &[],
+            "Declare that the the host is dead without contacting it explicitly. WARNING: This call is dangerous and can cause data loss if the host is not actually dead",
+            Handler::Run(declare_dead),
+        ),
     ]
 }
 
@@ -136,4 +143,22 @@ fn shutdown(ctx: &mut Ctx) -> Result<(), XeError> {
 
 fn reboot(ctx: &mut Ctx) -> Result<(), XeError> {
     each_host(ctx, "host.reboot")
+}
+
+/// `host-declare-dead uuid=...`: xe's warnings and a `yes` on a terminal,
+/// `--force` in scripts (not listed in its parameters, as in XAPI's xe).
+fn declare_dead(ctx: &mut Ctx) -> Result<(), XeError> {
+    let uuid = ctx.param("uuid").unwrap_or_default().to_string();
+    let host = ctx.records.conn.call("host.get_by_uuid", vec![json!(uuid)])?;
+    if !ctx.flag("force")? {
+        if !std::io::stdin().is_terminal() {
+            return Err(XeError::cli(super::vm::NO_FORCE));
+        }
+        super::vm::ask(
+            "WARNING: A host should only be declared dead if it is verified offline.\n\
+             WARNING: Performing this operation if the host is still online and has any\n\
+             WARNING: running VMs may lead to possible data loss and/or corruption.",
+        )?;
+    }
+    ctx.records.conn.call("host.declare_dead", vec![host]).map(|_| ())
 }

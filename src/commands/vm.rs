@@ -1,4 +1,5 @@
-//! VM commands: vm-install, vm-start, vm-shutdown, vm-migrate, vm-uninstall.
+//! VM commands: vm-install, vm-start, vm-shutdown, vm-migrate,
+//! vm-reset-powerstate, vm-uninstall.
 
 use std::io::{BufRead, IsTerminal, Write};
 
@@ -61,6 +62,12 @@ pub fn commands() -> Vec<Spec> {
             ],
             "Migrate the selected VM(s). The parameter '--live' will migrate the VM without shutting it down. The 'host' parameter matches can be either the name or the uuid of the host. If you are migrating a VM to a remote pool, you will need to specify the remote-master, remote-username, and remote-password parameters. remote-master is the network address of the master host. To migrate to a particular host within a remote pool, you may additionally specify the host or host-uuid parameters. Also for cross-pool migration, setting 'copy=true' will enable the copy mode so that a stopped vm can be copied, instead of migrating, to the destination pool. The vif and vdi mapping parameters take the form 'vif:<source vif uuid>=<dest network uuid>' and 'vdi:<source vdi uuid>=<dest sr uuid>'. You can also specify the destination image format of the VDI using 'image-format:<source vdi uuid>=<destination image format>'. Unfortunately, destination uuids cannot be tab-completed.",
             migrate,
+        ),
+        vm_op(
+            "vm-reset-powerstate",
+            &["force"],
+            "Force the VM powerstate to halted in the management toolstack database only. This command is used to recover a VM that is marked as 'running', but is known to be on a dead slave host that will not recover. This is a potentially dangerous operation: you must ensure that the VM you are forcing to 'halted' is definitely not running anywhere.",
+            reset_powerstate,
         ),
         vm_op(
             "vm-uninstall",
@@ -169,15 +176,30 @@ fn migrate(ctx: &mut Ctx) -> Result<(), XeError> {
     })
 }
 
+/// `vm-reset-powerstate`: only with `--force`, as xe (no question asked).
+fn reset_powerstate(ctx: &mut Ctx) -> Result<(), XeError> {
+    if !ctx.flag("force")? {
+        return Err(XeError::cli(NO_FORCE));
+    }
+    each_vm(ctx, |ctx, vm, _| {
+        ctx.records
+            .conn
+            .call("VM.power_state_reset", vec![json!(vm)])
+            .map(|_| ())
+    })
+}
+
+/// xe's refusal of a dangerous operation without `--force`.
+pub(super) const NO_FORCE: &str =
+    "This operation is dangerous and may cause data loss. This operation must be forced (use --force).";
+
 /// Ask on a terminal; refuse without `--force` elsewhere.
 fn confirm(ctx: &Ctx, question: &str) -> Result<(), XeError> {
     if ctx.flag("force")? {
         return Ok(());
     }
     if !std::io::stdin().is_terminal() {
-        return Err(XeError::cli(
-            "This operation is dangerous and may cause data loss. This operation must be forced (use --force).",
-        ));
+        return Err(XeError::cli(NO_FORCE));
     }
     ask(question)
 }

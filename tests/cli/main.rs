@@ -30,5 +30,7 @@ mod ha;
 mod failover;
 // A fault of one host never fences a healthy one: a second failure, short stalls.
 mod availability;
+// Recovery by hand with HA off: vm-reset-powerstate, host-declare-dead.
+mod recovery;
 // Chaos: a seeded fault schedule on a lab pool, and the split-brain checker.
 mod chaos;

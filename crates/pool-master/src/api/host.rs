@@ -26,6 +26,7 @@ pub async fn dispatch(d: &Arc<Daemon>, verb: &str, args: &Args) -> Option<Result
         "local_vm_stop" => local_stop(d, args).await,
         "local_vm_list" => args.exactly(1).map(|_| json!(d.driver.running())),
         "member_hello" => member_hello(d, args).await,
+        "declare_dead" => super::recovery::declare_dead(d, args).await,
         _ => return None,
     })
 }

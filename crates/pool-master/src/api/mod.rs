@@ -14,6 +14,7 @@ mod host;
 mod maintenance;
 mod message;
 mod pool;
+mod recovery;
 mod session;
 pub(crate) mod storage;
 mod vm;

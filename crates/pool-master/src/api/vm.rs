@@ -27,6 +27,7 @@ pub async fn dispatch(d: &Arc<Daemon>, verb: &str, args: &Args) -> Option<Result
         "start_on" => start(d, args, true).await,
         "clean_shutdown" | "hard_shutdown" => shutdown(d, args).await,
         "pool_migrate" => migrate(d, args).await,
+        "power_state_reset" => super::recovery::power_state_reset(d, args).await,
         _ => return None,
     })
 }

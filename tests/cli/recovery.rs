@@ -1,0 +1,60 @@
+//! Recovering a dead host's VMs by hand with HA off: `xe vm-reset-powerstate`
+//! and `xe host-declare-dead`, with XAPI's checks (issue 28).
+
+use crate::util::{host_field, running_on, vm_uuid, Lab};
+
+fn power_state(lab: &Lab, vm: &str) -> String {
+    lab.xe_min(&["vm-param-get", &format!("uuid={vm}"), "param-name=power-state"])
+}
+
+#[test]
+fn a_dead_hosts_vms_are_recovered_with_reset_powerstate_and_declare_dead() {
+    let lab = Lab::start(3, 2);
+    let (a, b) = (vm_uuid(&lab, "vm01"), vm_uuid(&lab, "vm02"));
+    lab.xe_ok(&["vm-start", &format!("uuid={a}"), "on=host3"]);
+    lab.xe_ok(&["vm-start", &format!("uuid={b}"), "on=host2"]);
+
+    // While host3 is alive, neither verb touches it or its VM.
+    let r = lab.xe(&["vm-reset-powerstate", &format!("uuid={a}"), "--force"]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("still live"), "{}", r.stderr);
+    let host3 = host_field(&lab, "host3", "uuid");
+    let r = lab.xe(&["host-declare-dead", &format!("uuid={host3}"), "--force"]);
+    assert_ne!(r.code, 0, "declared a live host dead");
+    assert!(r.stderr.contains("still live"), "{}", r.stderr);
+    assert_eq!(power_state(&lab, &a), "running");
+    assert_eq!(host_field(&lab, "host3", "enabled"), "true");
+
+    // host3 dies: its VM cannot be started elsewhere as it stands.
+    lab.fault("power-off", "host3");
+    let r = lab.xe(&["vm-start", &format!("uuid={a}"), "on=host1"]);
+    assert_ne!(r.code, 0, "a VM recorded running started again");
+    // Without --force, xe refuses and nothing changes.
+    let r = lab.xe(&["vm-reset-powerstate", &format!("uuid={a}")]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("must be forced (use --force)"), "{}", r.stderr);
+    assert_eq!(power_state(&lab, &a), "running");
+    // With it, the VM is halted in the database and starts on host1.
+    lab.xe_ok(&["vm-reset-powerstate", &format!("uuid={a}"), "--force"]);
+    assert_eq!(power_state(&lab, &a), "halted");
+    lab.xe_ok(&["vm-start", &format!("uuid={a}"), "on=host1"]);
+    assert_eq!(running_on(&lab, &a).as_deref(), Some("host1"));
+
+    // host2 dies: declaring it dead halts its VMs and disables it.
+    lab.fault("power-off", "host2");
+    let host2 = host_field(&lab, "host2", "uuid");
+    lab.xe_ok(&["host-declare-dead", &format!("uuid={host2}"), "--force"]);
+    assert_eq!(power_state(&lab, &b), "halted");
+    assert_eq!(host_field(&lab, "host2", "enabled"), "false");
+    lab.xe_ok(&["vm-start", &format!("uuid={b}"), "on=host1"]);
+    assert_eq!(running_on(&lab, &b).as_deref(), Some("host1"));
+
+    // The master can never be declared dead, nor reset a VM whose guest
+    // it runs.
+    let host1 = host_field(&lab, "host1", "uuid");
+    let r = lab.xe(&["host-declare-dead", &format!("uuid={host1}"), "--force"]);
+    assert!(r.code != 0 && r.stderr.contains("still live"), "{}", r.stderr);
+    let r = lab.xe(&["vm-reset-powerstate", &format!("uuid={a}"), "--force"]);
+    assert!(r.code != 0 && r.stderr.contains("domain still exists"), "{}", r.stderr);
+    assert_eq!(running_on(&lab, &a).as_deref(), Some("host1"));
+}
