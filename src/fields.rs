@@ -237,6 +237,21 @@ pub static SR: Class = Class {
     default_filters: &[],
 };
 
+pub static PBD: Class = Class {
+    cli: "pbd",
+    wire: "PBD",
+    plural: "PBDs",
+    fields: &[
+        f("uuid", "uuid", Str, false),
+        f("host-uuid", "host", Ref("host"), false),
+        f("sr-uuid", "SR", Ref("SR"), false),
+        f("device-config", "device_config", Map, false),
+        f("currently-attached", "currently_attached", Bool, false),
+    ],
+    default_list: &["uuid", "host-uuid", "sr-uuid", "device-config", "currently-attached"],
+    default_filters: &[],
+};
+
 pub static MESSAGE: Class = Class {
     cli: "message",
     wire: "message",
@@ -255,7 +270,7 @@ pub static MESSAGE: Class = Class {
 };
 
 /// Every class with generated `<class>-*` commands.
-pub static CLASSES: &[&Class] = &[&POOL, &HOST, &VM, &SR, &MESSAGE];
+pub static CLASSES: &[&Class] = &[&POOL, &HOST, &VM, &SR, &PBD, &MESSAGE];
 
 /// `20240420T12:00:00Z` as `2024-04-20T12:00:00Z`; anything else unchanged.
 pub fn rfc3339(wire: &str) -> String {

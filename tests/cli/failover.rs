@@ -289,3 +289,67 @@ fn a_reboot_that_breaks_the_plan_lowers_failures_to_tolerate_until_the_host_is_b
     assert_eq!(host_field(&lab, "host3", "enabled"), "true");
     assert_eq!(lab.output().matches("exit status: 86").count(), 0, "{}", lab.output());
 }
+
+#[test]
+fn a_host_that_lost_its_storage_gets_no_restarts_and_no_migrations() {
+    // Issue 28: host3 cannot reach the shared SR; host1 then dies. Both
+    // protected VMs of host1 come back on host2, never on host3, and host3
+    // takes no migration until its storage is back.
+    let lab = ha_lab(3, 3);
+    let (a, b, c) = (vm_uuid(&lab, "vm01"), vm_uuid(&lab, "vm02"), vm_uuid(&lab, "vm03"));
+    for vm in [&a, &b] {
+        lab.xe_ok(&["vm-param-set", &format!("uuid={vm}"), "ha-restart-priority=restart"]);
+        lab.xe_ok(&["vm-start", &format!("uuid={vm}"), "on=host1"]);
+    }
+    lab.xe_ok(&["vm-start", &format!("uuid={c}"), "on=host2"]);
+    let host3 = host_field(&lab, "host3", "uuid");
+    let detached = || {
+        lab.xe_any_min(&["pbd-list", &format!("host-uuid={host3}"), "currently-attached=false"])
+            .is_some_and(|l| !l.is_empty())
+    };
+    lab.fault("cut-storage", "host3");
+    assert!(
+        wait_for(Duration::from_secs(3 * T), detached),
+        "host3's PBDs stayed attached:\n{}",
+        lab.output()
+    );
+    let r = lab.xe(&["vm-migrate", &format!("uuid={c}"), "host=host3", "--live"]);
+    assert_ne!(r.code, 0, "a VM migrated to a host without its SR");
+    assert!(r.stderr.contains("doesn't have access to an SR"), "{}", r.stderr);
+
+    lab.fault("power-off", "host1");
+    let back = || {
+        [&a, &b]
+            .iter()
+            .all(|vm| running_on(&lab, vm).is_some_and(|h| h != "host1"))
+    };
+    assert!(
+        wait_for(2 * FAILOVER, back),
+        "the protected VMs did not come back:\n{}",
+        lab.output()
+    );
+    for vm in [&a, &b] {
+        assert_eq!(
+            running_on(&lab, vm).as_deref(),
+            Some("host2"),
+            "{vm} restarted on a host without its SR"
+        );
+        let n = records_of(&lab.sr_dir(), vm).len();
+        assert!(
+            wait_for(Duration::from_secs(10), || records_of(&lab.sr_dir(), vm).len() > n + 3),
+            "{vm} does not write where it runs"
+        );
+    }
+    // Storage back: host3 is attached again and takes a migration.
+    lab.fault("restore-storage", "host3");
+    assert!(
+        wait_for(Duration::from_secs(3 * T), || !detached()),
+        "host3's PBDs stayed detached"
+    );
+    // host1 is down: ask the new master, whichever host it is.
+    let migrate = ["vm-migrate", &format!("uuid={c}"), "host=host3", "--live"];
+    let runs: Vec<_> = [2, 3].iter().map(|&i| lab.xe_on(i, &migrate)).collect();
+    assert!(runs.iter().any(|r| r.code == 0), "{runs:?}");
+    assert_eq!(running_on(&lab, &c).as_deref(), Some("host3"));
+    lab.check();
+}

@@ -433,6 +433,9 @@ pub struct Engine {
     /// The members when this host last held the master lock by every
     /// member's grant (observation only: see `master_lock_confirmed`).
     lock_held_with: HostSet,
+    /// The hosts whose slot is fresh now (rule D), whatever the views of a
+    /// fault handler hold: the master lock counts these.
+    fresh_slots: HostSet,
 
     // Watchdog feeding, as last commanded.
     fed: [Option<Millis>; 2],
@@ -494,6 +497,7 @@ impl Engine {
             lock_request: false,
             lock_grant: HostSet::EMPTY,
             lock_held_with: HostSet::EMPTY,
+            fresh_slots: HostSet::EMPTY,
             fed: [None, None],
             tie: TieBreak::default(),
             fed_at: [None, None],
@@ -615,12 +619,19 @@ impl Engine {
     /// The host every online host grants the master lock to, in this host's
     /// latest view of the statefile.
     pub fn lock_holder(&self) -> Option<usize> {
-        if self.current.is_empty() {
-            return None;
-        }
-        self.current
+        let takes_part = self.lock_members();
+        takes_part
             .iter()
-            .find(|&i| self.requesting(i) && self.current.iter().all(|j| self.grants(j).contains(i)))
+            .find(|&i| self.requesting(i) && takes_part.iter().all(|j| self.grants(j).contains(i)))
+    }
+
+    /// The members whose grants count (rule M in docs/HA.md): those whose
+    /// slot is fresh now, this host included only while its own is. A member
+    /// without the statefile cannot grant, so it must not hold up the
+    /// election of a master; and it cannot hold the lock itself (rule F: any
+    /// peer that sees its slot stale, it sees stale first).
+    fn lock_members(&self) -> HostSet {
+        self.current.and(self.fresh_slots)
     }
 
     /// This host is online and holds the master lock.
@@ -638,7 +649,7 @@ impl Engine {
         let requesting: HostSet = (0..self.n).filter(|&i| self.requesting(i)).collect();
         let grants: Vec<HostSet> = (0..self.n).map(|j| self.grants(j)).collect();
         let view = crate::lock::LockView {
-            current: self.current,
+            current: self.lock_members(),
             requesting,
             grants: &grants,
             held_with: self.lock_held_with,
@@ -1169,6 +1180,7 @@ impl Engine {
         for i in 0..self.n {
             let fresh = self.sf_age(now, i).is_some_and(|age| age < t2)
                 && (i != self.cfg.me || self.sf_written_from.is_some_and(|t| now.saturating_sub(t) < t2));
+            self.fresh_slots.set(i, fresh);
             if fresh {
                 if !self.sfdomain.contains(i) && !self.join_block {
                     self.sfdomain.insert(i);
@@ -2302,14 +2314,16 @@ impl Engine {
         if !self.sf_access || !self.current.contains(me) || !self.is_online() {
             return;
         }
+        // A request counts only while its slot is fresh (rule M): a host
+        // back from a storage outage asks again before anyone grants it.
+        let members = self.lock_members();
         for i in 0..self.n {
-            if !(self.requesting(i) && self.current.contains(i)) {
+            if !(self.requesting(i) && members.contains(i)) {
                 self.lock_grant.remove(i);
             }
         }
         if self.want_master && !self.lock_request {
-            let withdrawn = self
-                .current
+            let withdrawn = members
                 .iter()
                 .filter(|&j| j != me)
                 .all(|j| !self.grants(j).contains(me));
@@ -2327,7 +2341,7 @@ impl Engine {
             self.log("master lock request cancelled".into());
         }
         for i in 0..self.n {
-            if self.requesting(i) && self.current.contains(i) {
+            if self.requesting(i) && members.contains(i) {
                 if !self.lock_request || i <= me {
                     self.lock_grant.insert(i);
                 } else {
@@ -2338,7 +2352,7 @@ impl Engine {
         if !self.lock_request {
             self.lock_held_with = HostSet::EMPTY;
         } else if self.lock_holder() == Some(me) {
-            self.lock_held_with = self.current;
+            self.lock_held_with = self.lock_members();
         }
         if let Some(h) = self.lock_holder() {
             if h == me && self.global.is_some_and(|g| g.master != Some(me)) && self.pending_global.is_none() {

@@ -187,6 +187,10 @@ fn seeds_that_found_a_bug_stay_fixed() {
         (60067102, "found in the same fresh sweep"),
         (60160767, "found in the same fresh sweep"),
         (
+            5000888,
+            "a master back from a storage outage was still granted its stale request (two holders)",
+        ),
+        (
             60319860,
             "a winner's kept partner left cleanly after its decision, and the other side won without it",
         ),

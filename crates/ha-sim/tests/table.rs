@@ -165,6 +165,28 @@ fn the_master_lock_moves_when_the_master_dies() {
 }
 
 #[test]
+fn the_master_lock_moves_when_the_master_dies_while_a_member_has_no_storage() {
+    // Host 2 cannot write its slot, so it cannot grant: it must not hold
+    // up the election (issue 28: no master, no restarts).
+    let mut w = pool(3);
+    run(&mut w, 10_000);
+    w.set_storage(2, false);
+    run(&mut w, 30_000);
+    assert!(w.hosts[2].engine.storage_lost(), "host 2 is kept without storage");
+    assert!(!w.hosts[2].engine.holds_master_lock());
+    w.power_off(0);
+    run(&mut w, 60_000);
+    assert_eq!(w.hosts[1].engine.lock_holder(), Some(1));
+    assert!(w.hosts[1].engine.holds_master_lock());
+    assert!(!w.hosts[2].engine.holds_master_lock());
+    // Its storage back, host 2 grants the master it finds.
+    w.set_storage(2, true);
+    run(&mut w, 20_000);
+    assert_eq!(w.hosts[2].engine.lock_holder(), Some(1));
+    assert_nobody_fenced(&w);
+}
+
+#[test]
 fn a_fenced_host_rejoins_after_reboot() {
     let mut w = pool(3);
     w.set_network(2, false);

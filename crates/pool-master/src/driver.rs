@@ -32,6 +32,8 @@ pub enum DriverError {
     AlreadyRunning(String),
     #[error("VM {0} is not running on this host")]
     NotRunning(String),
+    #[error("the disks of VM {vm} cannot be reached from this host: {why}")]
+    DisksUnreachable { vm: String, why: String },
 }
 
 /// One guest write, as a line of a disk file.
@@ -147,6 +149,15 @@ impl SimDriver {
     /// `first_seq`, or when `None` the one after the last record on its
     /// first disk.
     pub fn start(&self, vm_uuid: &str, disks: Vec<PathBuf>, first_seq: Option<u64>) -> Result<i64, DriverError> {
+        // A guest whose disks cannot be written would run without a write.
+        let unreachable = |why: String| DriverError::DisksUnreachable {
+            vm: vm_uuid.to_string(),
+            why,
+        };
+        (self.gate)().map_err(|e| unreachable(e.to_string()))?;
+        if let Some(d) = disks.iter().find(|d| !d.parent().is_some_and(Path::is_dir)) {
+            return Err(unreachable(format!("no directory for {}", d.display())));
+        }
         let mut guests = self.guests.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(g) = guests.by_vm.get(vm_uuid) {
             if !g.task.is_finished() {
@@ -183,6 +194,12 @@ impl SimDriver {
             .ok_or_else(|| DriverError::NotRunning(vm_uuid.to_string()))?;
         let _ = guest.stop.send(());
         Ok(guest.task.await.unwrap_or(0))
+    }
+
+    /// May this host write to shared storage now (not fenced, storage not
+    /// cut in the lab)?
+    pub fn gate(&self) -> Result<(), &'static str> {
+        (self.gate)()
     }
 
     /// The uuids of the guests running here.

@@ -9,7 +9,8 @@
 //! - [`replication`], [`member`]: the master's database on every member.
 //! - [`peers`], [`hostops`]: calls between hosts; the master acting on a host's VMs.
 //! - [`driver`]: the `sim` VM driver (guests that write to their disks);
-//!   [`guests`]: guests that halt from inside.
+//!   [`guests`]: guests that halt from inside; [`storage_probe`]: which
+//!   SRs each host reaches, recorded in its PBDs.
 //! - [`ha`]: the HA agent, watchdog, statefile and election; [`faults`]:
 //!   the lab's fault switches.
 //! - [`memory`]: what VMs cost hosts; [`overcommit`]: calls that would lose
@@ -35,4 +36,5 @@ pub mod planning;
 pub mod replication;
 pub mod server;
 pub mod sessions;
+pub mod storage_probe;
 pub mod store;

@@ -88,5 +88,6 @@ pub async fn serve(
     crate::ha::monitor::spawn(d.clone());
     crate::ha::restart::spawn(d.clone());
     crate::guests::spawn(d.clone());
+    crate::storage_probe::spawn(d.clone());
     axum::serve(listener, router(d)).with_graceful_shutdown(shutdown).await
 }

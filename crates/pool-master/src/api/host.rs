@@ -5,6 +5,8 @@
 //! - `host.member_hello`: a member tells the master it is up and which VMs
 //!   it runs; VMs the database places there but that died with a previous
 //!   run of the member are marked halted.
+//! - `host.report_pbd_reachability`: a member says whether it reaches the
+//!   SR of one of its PBDs (`storage_probe`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -27,6 +29,7 @@ pub async fn dispatch(d: &Arc<Daemon>, verb: &str, args: &Args) -> Option<Result
         "local_vm_list" => args.exactly(1).map(|_| json!(d.driver.running())),
         "member_hello" => member_hello(d, args).await,
         "declare_dead" => super::recovery::declare_dead(d, args).await,
+        "report_pbd_reachability" => report_pbd(d, args).await,
         _ => return None,
     })
 }
@@ -120,6 +123,25 @@ async fn member_hello(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .insert(uuid, Instant::now());
+    Ok(json!(""))
+}
+
+/// `host.report_pbd_reachability(session, pbd, reachable)`: from the member
+/// that owns the PBD.
+async fn report_pbd(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
+    args.exactly(3)?;
+    let caller = match args.session(d)? {
+        crate::sessions::Principal::Member(uuid) => uuid,
+        _ => {
+            return Err(ApiError::new(
+                codes::PERMISSION_DENIED,
+                vec!["only hosts of the pool may call this method".into()],
+            ))
+        }
+    };
+    let pbd = args.str(1, "pbd")?;
+    let reachable = args.bool_or(2, "reachable", true)?;
+    crate::storage_probe::set_attached(d, &caller, pbd, reachable).await?;
     Ok(json!(""))
 }
 

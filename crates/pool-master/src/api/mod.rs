@@ -75,6 +75,7 @@ const INTERNAL_METHODS: &[&str] = &[
     "host.ha_join_liveset",
     "host.ha_disarm",
     "host.guest_halted",
+    "host.report_pbd_reachability",
     "host.prepare_poweroff",
     "pool.sync_database",
 ];
