@@ -252,3 +252,30 @@ fn a_frozen_master_that_wakes_during_the_election_leaves_the_pool_a_master() {
     std::thread::sleep(Duration::from_secs(2 * T));
     assert!(answered(), "the pool lost its master again");
 }
+
+#[test]
+fn a_lab_restarts_with_a_host_whose_cable_is_out() {
+    // Issue 28: `xapid lab --dir` gave up after 20 s when a host did not
+    // answer, and stopped every host. It now comes up without that host,
+    // which joins once its cable is back.
+    let mut lab = ha_lab(3, 0);
+    lab.stop();
+    lab.fault("cut-network", "host3");
+    lab.restart();
+    assert!(
+        lab.output().contains("host3 does not answer"),
+        "the lab waited for host3:\n{}",
+        lab.output()
+    );
+    lab.fault("restore-network", "host3");
+    let all_live = || {
+        ["host1", "host2", "host3"]
+            .iter()
+            .all(|h| live(&lab, 1, h) == Some(true))
+    };
+    assert!(
+        wait_for(3 * FAILOVER, all_live),
+        "the pool did not come back whole:\n{}",
+        lab.output()
+    );
+}

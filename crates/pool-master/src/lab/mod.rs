@@ -208,7 +208,17 @@ pub async fn run(options: LabOptions) -> Result<()> {
     state.save()?;
     let ready = async {
         for host in &state.hosts {
-            wait_until_up(&host.address, state.port, Duration::from_secs(20)).await?;
+            match wait_until_up(&host.address, state.port, Duration::from_secs(20)).await {
+                // A pool that exists comes back with the hosts it can reach:
+                // a host whose cable is pulled runs, cut off, as it would.
+                Err(e) if existing && host.pid.is_some_and(process_alive) => {
+                    println!(
+                        "{} does not answer (its network may be cut); the lab goes on: {e:#}",
+                        host.name
+                    );
+                }
+                r => r?,
+            }
         }
         if !existing {
             build_pool(&state, &options).await?;
