@@ -1181,6 +1181,15 @@ impl Engine {
             let fresh = self.sf_age(now, i).is_some_and(|age| age < t2)
                 && (i != self.cfg.me || self.sf_written_from.is_some_and(|t| now.saturating_sub(t) < t2));
             self.fresh_slots.set(i, fresh);
+            if i == self.cfg.me && !fresh && self.lock_request {
+                // Rule M: a host whose own slot is stale gives up its
+                // request; back, it asks again only once every grant to it
+                // is withdrawn, so grants given before cannot make it a
+                // holder beside one that took the lock meanwhile.
+                self.lock_request = false;
+                self.lock_grant = HostSet::EMPTY;
+                self.log("master lock request cancelled: this host's slot is stale".into());
+            }
             if fresh {
                 if !self.sfdomain.contains(i) && !self.join_block {
                     self.sfdomain.insert(i);

@@ -191,6 +191,10 @@ fn seeds_that_found_a_bug_stay_fixed() {
             "a master back from a storage outage was still granted its stale request (two holders)",
         ),
         (
+            70000065,
+            "two hosts back from a storage outage: one took the lock alone while its slot still granted the other",
+        ),
+        (
             60319860,
             "a winner's kept partner left cleanly after its decision, and the other side won without it",
         ),
