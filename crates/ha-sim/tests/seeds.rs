@@ -194,6 +194,8 @@ fn seeds_that_found_a_bug_stay_fixed() {
             70000065,
             "two hosts back from a storage outage: one took the lock alone while its slot still granted the other",
         ),
+        (70100535, "found in the same fresh sweep"),
+        (70105962, "found in the same fresh sweep"),
         (
             60319860,
             "a winner's kept partner left cleanly after its decision, and the other side won without it",
