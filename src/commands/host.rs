@@ -55,16 +55,26 @@ const RESTORE_NTOL_KEY: &str = "pool-ha-restore-ntol";
 /// ha-host-failures-to-tolerate by one until the host is back (asked on a
 /// terminal; `lower-ntol=true` answers yes for scripts).
 fn disable(ctx: &mut Ctx) -> Result<(), XeError> {
-    if let Some(v) = ctx.param("auto-enable") {
-        crate::params::parse_bool("auto-enable", v).map_err(XeError::Cli)?;
-    }
+    let auto_enable = match ctx.param("auto-enable") {
+        Some(v) => crate::params::parse_bool("auto-enable", v).map_err(XeError::Cli)?,
+        None => true,
+    };
     let lower = ctx.flag("lower-ntol")?;
     let consumed = ctx.consumed();
     let hosts = ctx.records.select_for_op(&HOST, ctx.params, &consumed)?;
     let [(host, record)] = hosts.as_slice() else {
-        return each_host(ctx, "host.disable");
+        return super::each_selected(ctx, &HOST, |ctx, host, _| {
+            ctx.records
+                .conn
+                .call("host.disable", vec![json!(host), json!(auto_enable)])
+                .map(|_| ())
+        });
     };
-    let err = match ctx.records.conn.call("host.disable", vec![json!(host)]) {
+    let err = match ctx
+        .records
+        .conn
+        .call("host.disable", vec![json!(host), json!(auto_enable)])
+    {
         Ok(_) => return Ok(()),
         Err(XeError::Api(e)) if e.code == xapi_proto::codes::HA_OPERATION_WOULD_BREAK_FAILOVER_PLAN => XeError::Api(e),
         Err(e) => return Err(e),
@@ -102,7 +112,9 @@ fn disable(ctx: &mut Ctx) -> Result<(), XeError> {
         "pool.add_to_other_config",
         vec![json!(pool), json!(RESTORE_NTOL_KEY), json!(format!("{n}:{uuid}"))],
     )?;
-    ctx.records.conn.call("host.disable", vec![json!(host)])?;
+    ctx.records
+        .conn
+        .call("host.disable", vec![json!(host), json!(auto_enable)])?;
     eprintln!("ha-host-failures-to-tolerate is {} until {name} is back.", n - 1);
     Ok(())
 }

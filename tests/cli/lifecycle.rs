@@ -137,3 +137,41 @@ fn a_start_that_does_not_fit_fails_with_the_memory_needed_and_available() {
         "halted"
     );
 }
+
+#[test]
+fn an_evacuated_host_takes_no_vms_and_auto_enable_survives_a_power_cycle() {
+    // Issue 28: host-evacuate left the host enabled, so VMs could land on
+    // it again; and a host disabled with auto-enable (the default) stayed
+    // disabled after an unplanned power cycle.
+    use crate::util::{host_field, running_on, vm_uuid};
+    let lab = Lab::start(3, 1);
+    let vm = vm_uuid(&lab, "vm01");
+    lab.xe_ok(&["vm-start", "vm=vm01", "on=host2"]);
+    lab.xe_ok(&["host-evacuate", "host=host2"]);
+    assert_eq!(host_field(&lab, "host2", "enabled"), "false");
+    assert_ne!(running_on(&lab, &vm).as_deref(), Some("host2"));
+    let r = lab.xe(&["vm-migrate", "vm=vm01", "host=host2", "--live"]);
+    assert_ne!(r.code, 0, "a VM migrated onto the evacuated host");
+    assert!(r.stderr.contains("disabled"), "{}", r.stderr);
+
+    // host3 is disabled for good, host2 only until it next starts; both
+    // lose power and come back.
+    lab.xe_ok(&["host-disable", "host=host3", "auto-enable=false"]);
+    for h in ["host2", "host3"] {
+        lab.fault("power-off", h);
+    }
+    for h in ["host2", "host3"] {
+        lab.fault("power-on", h);
+    }
+    assert!(
+        wait_for(Duration::from_secs(30), || host_field(&lab, "host2", "enabled")
+            == "true"),
+        "host2 stayed disabled after a power cycle:\n{}",
+        lab.output()
+    );
+    // host3 booted with host2; give its hello the same time again.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(host_field(&lab, "host3", "enabled"), "false");
+    lab.xe_ok(&["host-enable", "host=host3"]);
+    assert_eq!(host_field(&lab, "host3", "enabled"), "true");
+}

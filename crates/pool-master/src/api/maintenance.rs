@@ -52,26 +52,39 @@ fn host_arg(d: &Daemon, args: &Args) -> Result<(String, HostRecord), ApiError> {
 
 /// `host.disable(session, host)`.
 async fn disable(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
-    args.exactly(2)?;
+    args.count(2, 3)?;
+    let auto_enable = args.bool_or(2, "auto_enable", true)?;
     let (host_ref, _) = host_arg(d, args)?;
-    d.write(|txn| {
-        let host = txn
-            .get::<HostRecord>(&host_ref)
-            .ok_or_else(|| ApiError::handle_invalid("host", &host_ref))?;
-        if host.enabled {
-            overcommit::check(
-                txn.base(),
-                &overcommit::Change {
-                    disabling: vec![&host_ref],
-                    ..Default::default()
-                },
-            )?;
-            txn.update::<HostRecord>(&host_ref, |h| h.enabled = false);
-        }
-        Ok(())
-    })
-    .await?;
+    d.write(|txn| disable_host(txn, &host_ref, auto_enable)).await?;
     Ok(json!(""))
+}
+
+/// Disable `host_ref` unless that loses the failover plan. With
+/// `auto_enable` (XAPI's default) the host enables itself again when it
+/// next starts, after a reboot or a power cycle; without, it stays
+/// disabled until `host.enable`.
+fn disable_host(txn: &mut crate::model::Txn, host_ref: &str, auto_enable: bool) -> Result<(), ApiError> {
+    let host = txn
+        .get::<HostRecord>(host_ref)
+        .ok_or_else(|| ApiError::handle_invalid("host", host_ref))?;
+    if host.enabled {
+        overcommit::check(
+            txn.base(),
+            &overcommit::Change {
+                disabling: vec![host_ref],
+                ..Default::default()
+            },
+        )?;
+    }
+    txn.update::<HostRecord>(host_ref, |h| {
+        h.enabled = false;
+        if auto_enable {
+            h.other_config.insert(DISABLED_UNTIL_REBOOT_KEY.into(), "true".into());
+        } else {
+            h.other_config.remove(DISABLED_UNTIL_REBOOT_KEY);
+        }
+    });
+    Ok(())
 }
 
 /// `host.enable(session, host)`.
@@ -171,7 +184,7 @@ fn evacuation_plan(m: &crate::model::Model, host_ref: &str) -> Result<Vec<(Strin
 /// `host.evacuate(session, host)`.
 async fn evacuate(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     args.count(2, 4)?;
-    let (host_ref, _) = host_arg(d, args)?;
+    let (host_ref, host) = host_arg(d, args)?;
     let moves = {
         let m = d.model();
         overcommit::check(
@@ -183,6 +196,11 @@ async fn evacuate(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
         )?;
         evacuation_plan(&m, &host_ref)?
     };
+    // As XAPI's: the host is disabled first, so nothing lands on it again
+    // (it enables itself when it next starts, as after `host-disable`).
+    if host.enabled {
+        d.write(|txn| disable_host(txn, &host_ref, true)).await?;
+    }
     for (vm, dest) in &moves {
         super::vm::migrate_vm(d, vm, dest, false).await?;
     }
