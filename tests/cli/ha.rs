@@ -267,6 +267,11 @@ fn a_lab_restarts_with_a_host_whose_cable_is_out() {
         "the lab waited for host3:\n{}",
         lab.output()
     );
+    // xe asking the cut-off host itself says what XAPI's xe says, not
+    // what the empty answer failed to parse as.
+    let r = lab.xe_on(3, &["host-list"]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("Unable to contact server"), "{}", r.stderr);
     lab.fault("restore-network", "host3");
     let all_live = || {
         ["host1", "host2", "host3"]

@@ -233,12 +233,20 @@ impl Client {
                 address: self.address(),
                 detail: describe(&e),
             })?;
+        let status = response.status();
         let bytes = response.bytes().await.map_err(|e| ClientError::Unreachable {
             address: self.address(),
             detail: describe(&e),
         })?;
         jsonrpc::decode_response(&bytes).map_err(|e| match e {
             ResponseError::Api(api) => ClientError::Api(api),
+            // A host that refuses the call at the HTTP level (a cut network
+            // answers 503 with no body) did not serve it: as XAPI's clients
+            // say, it could not be contacted.
+            ResponseError::Malformed(detail) if !status.is_success() => ClientError::Unreachable {
+                address: self.address(),
+                detail: format!("HTTP {status}: {detail}"),
+            },
             ResponseError::Malformed(detail) => ClientError::Protocol {
                 address: self.address(),
                 detail,
