@@ -251,6 +251,14 @@ fn a_frozen_master_that_wakes_during_the_election_leaves_the_pool_a_master() {
     // And it stays so.
     std::thread::sleep(Duration::from_secs(2 * T));
     assert!(answered(), "the pool lost its master again");
+    // `xapid lab status` names one master, not the fenced former one too.
+    let out = std::process::Command::new(crate::util::xapid_bin())
+        .args(["lab", "status", "--dir"])
+        .arg(lab.dir.path())
+        .output()
+        .expect("xapid lab status");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.lines().filter(|l| l.ends_with(" master")).count(), 1, "{text}");
 }
 
 #[test]

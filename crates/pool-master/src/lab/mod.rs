@@ -719,8 +719,11 @@ async fn api_status(address: &str, port: u16) -> String {
         request_timeout: Duration::from_secs(2),
     };
     let mut c = Client::with_options(address, port, &options).no_redirect();
+    // A write with no session changes nothing: a master that may change the
+    // pool refuses the session; one whose master lock is not confirmed (a
+    // fenced former master back in the pool) refuses the call first.
     match c
-        .call_raw("session.login_with_password", vec![json!(""), json!("")])
+        .call_raw("pool.set_name_label", vec![json!(""), json!(""), json!("")])
         .await
     {
         Err(e) if e.is(xapi_proto::codes::HOST_IS_SLAVE) => {
@@ -729,7 +732,12 @@ async fn api_status(address: &str, port: u16) -> String {
                 e.api().and_then(|a| a.params.first().cloned()).unwrap_or_default()
             )
         }
-        Err(xapi_client::ClientError::Api(_)) | Ok(_) => "master".into(),
+        Err(e) if e.is(xapi_proto::codes::SESSION_INVALID) => "master".into(),
+        Ok(_) => "master".into(),
+        Err(xapi_client::ClientError::Api(a)) if a.code == xapi_proto::codes::HOST_STILL_BOOTING => {
+            "not master yet (HA has not confirmed it)".into()
+        }
+        Err(xapi_client::ClientError::Api(a)) => a.code,
         Err(_) => "unreachable".into(),
     }
 }
