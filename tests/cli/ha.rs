@@ -251,6 +251,14 @@ fn a_frozen_master_that_wakes_during_the_election_leaves_the_pool_a_master() {
     // And it stays so.
     std::thread::sleep(Duration::from_secs(2 * T));
     assert!(answered(), "the pool lost its master again");
+    // Its fence is on record, although it was the master when it fenced
+    // (it wrote the message into its old database and lost it).
+    let host1 = host_uuid(&lab, "host1");
+    let fenced = || {
+        lab.xe_any_min(&["message-list", "name=HA_HOST_WAS_FENCED", "params=obj-uuid"])
+            .is_some_and(|l| l.split(',').any(|u| u == host1))
+    };
+    assert!(wait_for(FAILOVER, fenced), "no HA_HOST_WAS_FENCED for host1");
     // `xapid lab status` names one master, not the fenced former one too.
     let out = std::process::Command::new(crate::util::xapid_bin())
         .args(["lab", "status", "--dir"])

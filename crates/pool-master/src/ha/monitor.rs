@@ -216,6 +216,10 @@ async fn report_fences(d: &Arc<Daemon>, state: &mut State) {
     while let Some((ms, reason)) = state.fences.first().cloned() {
         let body = format!("This host fenced itself at {}: {reason}", utc(ms));
         let done = match d.role() {
+            // A fenced former master is back with its old database and
+            // role: until HA confirms it as master, another host may be,
+            // and a message written here would be lost when it follows.
+            Role::Master if super::master_unconfirmed(d) => false,
             Role::Master => alert(d, "HA_HOST_WAS_FENCED", "Host", &d.host_uuid, body).await.is_ok(),
             Role::Member { master_address } => {
                 let auth = crate::hostops::auth(d);
