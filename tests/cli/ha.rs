@@ -260,12 +260,7 @@ fn a_frozen_master_that_wakes_during_the_election_leaves_the_pool_a_master() {
     };
     assert!(wait_for(FAILOVER, fenced), "no HA_HOST_WAS_FENCED for host1");
     // `xapid lab status` names one master, not the fenced former one too.
-    let out = std::process::Command::new(crate::util::xapid_bin())
-        .args(["lab", "status", "--dir"])
-        .arg(lab.dir.path())
-        .output()
-        .expect("xapid lab status");
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = lab.status();
     assert_eq!(text.lines().filter(|l| l.ends_with(" master")).count(), 1, "{text}");
 }
 

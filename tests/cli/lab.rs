@@ -34,13 +34,7 @@ fn the_lab_brings_up_three_hosts_in_one_pool() {
 #[test]
 fn lab_status_lists_hosts_and_roles() {
     let lab = Lab::start(2, 0);
-    let out = std::process::Command::new(crate::util::xapid_bin())
-        .args(["lab", "status", "--dir"])
-        .arg(lab.dir.path())
-        .output()
-        .expect("xapid lab status");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
+    let text = lab.status();
     assert!(text.contains("host1") && text.contains("host2"), "{text}");
     assert_eq!(text.matches("running").count(), 2, "{text}");
     assert!(text.contains("master"), "{text}");

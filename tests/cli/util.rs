@@ -169,6 +169,18 @@ impl Lab {
         })
     }
 
+    /// What `xapid lab status` prints for this lab (it must succeed).
+    pub fn status(&self) -> String {
+        let out = Command::new(xapid_bin())
+            .args(["lab", "status", "--dir"])
+            .arg(self.dir.path())
+            .output()
+            .expect("xapid lab status");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "xapid lab status failed: {text}");
+        text
+    }
+
     /// What the lab printed (boots and crashes of hosts).
     pub fn output(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("lab.out")).unwrap_or_default()
