@@ -250,9 +250,12 @@ pub async fn boot(d: &Arc<Daemon>) {
 /// Is this host an armed pool master that does not (yet) hold the master
 /// lock? It must not change anything as master then: another host may have
 /// been elected while it was away. A member that joins or is being removed
-/// does not take the lock away (rule M in docs/HA.md).
+/// does not take the lock away (rule M in docs/HA.md). Under survival rule
+/// 2 nobody reaches the statefile, so nobody can take or grant the lock:
+/// the master stays the master, as XAPI's does.
 pub fn master_unconfirmed(d: &Daemon) -> bool {
-    d.ha.armed() && d.is_master() && !d.ha.view().master_confirmed
+    let view = d.ha.view();
+    d.ha.armed() && d.is_master() && !view.master_confirmed && !view.rule2
 }
 
 /// Keep the agent of an armed host running: at boot, after the statefile

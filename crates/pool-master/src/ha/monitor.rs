@@ -46,6 +46,8 @@ struct State {
     tie: Option<ha_liveness::TieBreak>,
     /// This host holds the master lock and has taken up the master's work.
     acting_master: bool,
+    /// The last host the engine reported holding the master lock.
+    last_holder: Option<String>,
 }
 
 /// Start the monitor; it runs for the life of the process.
@@ -67,6 +69,19 @@ pub fn spawn(d: Arc<Daemon>) {
 }
 
 async fn step(d: &Arc<Daemon>, view: &AgentView, state: &mut State) -> Result<(), ApiError> {
+    // Under survival rule 2 nobody reaches the statefile, so nobody can
+    // take or grant the lock: the last holder stays the master, as XAPI's
+    // does (the engine counts no stale slot, its own included).
+    if view.lock_holder.is_some() {
+        state.last_holder = view.lock_holder.clone();
+    }
+    let view = &AgentView {
+        lock_holder: view
+            .lock_holder
+            .clone()
+            .or_else(|| if view.rule2 { state.last_holder.clone() } else { None }),
+        ..view.clone()
+    };
     if !view.online {
         state.proposing = None;
         // A new engine (a restart of the agent) starts from the default.
