@@ -11,7 +11,7 @@
 //! [`PROBE_TIMEOUT`] (a hung NFS server) counts as failed, and a PBD whose
 //! probe still hangs is not probed again until it returns.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -33,9 +33,10 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 pub fn spawn(d: Arc<Daemon>) {
     tokio::spawn(async move {
         let in_flight: Arc<Mutex<HashSet<String>>> = Arc::default();
+        let mut seen = HashMap::new();
         loop {
             tokio::time::sleep(PROBE_PERIOD).await;
-            probe_all(&d, &in_flight).await;
+            probe_all(&d, &in_flight, &mut seen).await;
         }
     });
 }
@@ -51,22 +52,27 @@ fn my_pbds(d: &Daemon) -> Vec<(String, PbdRecord)> {
         .collect()
 }
 
-async fn probe_all(d: &Arc<Daemon>, in_flight: &Arc<Mutex<HashSet<String>>>) {
+/// Probe every PBD of this host; report to the master each answer its
+/// database does not hold yet (again at every round until it does). The
+/// log says each change once (`seen`: the last answer per PBD).
+async fn probe_all(d: &Arc<Daemon>, in_flight: &Arc<Mutex<HashSet<String>>>, seen: &mut HashMap<String, bool>) {
     for (pbd_ref, pbd) in my_pbds(d) {
         let Some(location) = pbd.device_config.get("location").map(PathBuf::from) else {
             continue;
         };
         let reachable = probe(d, &pbd_ref, &location, in_flight).await;
+        if seen.insert(pbd_ref.clone(), reachable) != Some(reachable) && reachable != pbd.currently_attached {
+            if reachable {
+                tracing::info!(sr = %location.display(), "the SR is reachable again");
+            } else {
+                tracing::warn!(sr = %location.display(), "the SR cannot be reached: its PBD is unplugged");
+            }
+        }
         if reachable == pbd.currently_attached {
             continue;
         }
-        if reachable {
-            tracing::info!(sr = %location.display(), "the SR is reachable again");
-        } else {
-            tracing::warn!(sr = %location.display(), "the SR cannot be reached: its PBD is unplugged");
-        }
         if let Err(e) = report(d, &pbd_ref, reachable).await {
-            tracing::warn!("cannot record the SR's reachability with the master: {e}");
+            tracing::debug!("cannot record the SR's reachability with the master yet: {e}");
         }
     }
 }

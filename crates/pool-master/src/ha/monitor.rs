@@ -72,7 +72,7 @@ async fn step(d: &Arc<Daemon>, view: &AgentView, state: &mut State) -> Result<()
     // Under survival rule 2 nobody reaches the statefile, so nobody can
     // take or grant the lock: the last holder stays the master, as XAPI's
     // does (the engine counts no stale slot, its own included).
-    if view.lock_holder.is_some() {
+    if view.lock_holder.is_some() || !view.online {
         state.last_holder = view.lock_holder.clone();
     }
     let view = &AgentView {
