@@ -111,6 +111,10 @@ async fn step(d: &Arc<Daemon>, view: &AgentView, state: &mut State) -> Result<()
     // moment, and withdrawing then left the pool without any candidate.
     let want = match &view.lock_holder {
         Some(holder) => *holder == me,
+        // A host without the statefile can neither take nor grant the lock
+        // (rule M): its proposal would only stand until its storage is
+        // back, and then take the lock from the master elected meanwhile.
+        None if !view.sf_access => false,
         None => {
             state.wanted
                 || match &last {
