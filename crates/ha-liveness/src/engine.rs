@@ -436,6 +436,11 @@ pub struct Engine {
     /// The hosts whose slot is fresh now (rule D), whatever the views of a
     /// fault handler hold: the master lock counts these.
     fresh_slots: HostSet,
+    /// When this host's own slot last became fresh again after being stale.
+    lock_resumed_at: Option<Millis>,
+    /// Peers that take part in the lock although their slot looks stale:
+    /// all of them for T2 after `lock_resumed_at`.
+    lock_unjudged: HostSet,
 
     // Watchdog feeding, as last commanded.
     fed: [Option<Millis>; 2],
@@ -498,6 +503,8 @@ impl Engine {
             lock_grant: HostSet::EMPTY,
             lock_held_with: HostSet::EMPTY,
             fresh_slots: HostSet::EMPTY,
+            lock_resumed_at: None,
+            lock_unjudged: HostSet::EMPTY,
             fed: [None, None],
             tie: TieBreak::default(),
             fed_at: [None, None],
@@ -631,7 +638,7 @@ impl Engine {
     /// election of a master; and it cannot hold the lock itself (rule F: any
     /// peer that sees its slot stale, it sees stale first).
     fn lock_members(&self) -> HostSet {
-        self.current.and(self.fresh_slots)
+        self.current.and(self.fresh_slots.or(self.lock_unjudged))
     }
 
     /// This host is online and holds the master lock.
@@ -1180,6 +1187,14 @@ impl Engine {
         for i in 0..self.n {
             let fresh = self.sf_age(now, i).is_some_and(|age| age < t2)
                 && (i != self.cfg.me || self.sf_written_from.is_some_and(|t| now.saturating_sub(t) < t2));
+            if i == self.cfg.me && fresh && !self.fresh_slots.contains(i) {
+                // Back from a stale slot: this host's reads have said
+                // nothing about its peers for a while, and a slot it could
+                // not read (corrupt, or not yet read again) is no evidence
+                // that its owner stopped. For T2 every peer takes part in
+                // the lock (rule M), as in xhad.
+                self.lock_resumed_at = Some(now);
+            }
             self.fresh_slots.set(i, fresh);
             if i == self.cfg.me && !fresh && self.lock_request {
                 // Rule M: a host whose own slot is stale gives up its
@@ -1203,6 +1218,10 @@ impl Engine {
                 self.sfdomain.remove(i);
             }
         }
+        self.lock_unjudged = match self.lock_resumed_at {
+            Some(at) if now.saturating_sub(at) < t2 => self.all().without(self.cfg.me),
+            _ => HostSet::EMPTY,
+        };
         self.detect_degrade(now);
     }
 

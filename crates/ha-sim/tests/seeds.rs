@@ -194,6 +194,11 @@ fn seeds_that_found_a_bug_stay_fixed() {
             70000065,
             "two hosts back from a storage outage: one took the lock alone while its slot still granted the other",
         ),
+        (
+            72202024,
+            "a host back from a storage outage took the lock alone while its peer's slot read corrupt",
+        ),
+        (72373228, "found in the same fresh sweep"),
         (70100535, "found in the same fresh sweep"),
         (70105962, "found in the same fresh sweep"),
         (
