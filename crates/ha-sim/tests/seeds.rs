@@ -199,6 +199,7 @@ fn seeds_that_found_a_bug_stay_fixed() {
             "a host back from a storage outage took the lock alone while its peer's slot read corrupt",
         ),
         (72373228, "found in the same fresh sweep"),
+        (72478329, "found in the same fresh sweep"),
         (70100535, "found in the same fresh sweep"),
         (70105962, "found in the same fresh sweep"),
         (
