@@ -6,13 +6,17 @@
 //!   in the same boot.
 //! - **Split brain**: no two armed, online hosts each believe they own the
 //!   pool without the other.
-//! - **Master**: at most one running host holds the master lock.
+//! - **Master**: at most one running host holds the master lock, and at
+//!   most one serves as master (`Engine::master_lock_confirmed`).
 
 use std::fmt;
 
 use ha_liveness::{HostSet, Millis};
 
 use crate::world::{Host, Power};
+
+/// One of the engine's answers about the master lock.
+type LockQuery = fn(&ha_liveness::Engine) -> bool;
 
 /// A broken safety property.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,28 +116,20 @@ impl Checker {
                 }
             }
         }
-        let masters: Vec<usize> = online
-            .iter()
-            .copied()
-            .filter(|&i| hosts[i].engine.holds_master_lock())
-            .collect();
-        if masters.len() > 1 {
-            return Err(Violation {
-                at: now,
-                what: format!("hosts {masters:?} all hold the master lock"),
-            });
-        }
-        // The lock xapid serves writes on (it spares silent joiners).
-        let serving: Vec<usize> = online
-            .iter()
-            .copied()
-            .filter(|&i| hosts[i].engine.master_lock_confirmed())
-            .collect();
-        if serving.len() > 1 {
-            return Err(Violation {
-                at: now,
-                what: format!("hosts {serving:?} all serve as master"),
-            });
+        // The engine's lock, and the one xapid serves writes on (it spares
+        // silent joiners): at most one host each.
+        let checks: [(LockQuery, &str); 2] = [
+            (ha_liveness::Engine::holds_master_lock, "all hold the master lock"),
+            (ha_liveness::Engine::master_lock_confirmed, "all serve as master"),
+        ];
+        for (holds, what) in checks {
+            let masters: Vec<usize> = online.iter().copied().filter(|&i| holds(&hosts[i].engine)).collect();
+            if masters.len() > 1 {
+                return Err(Violation {
+                    at: now,
+                    what: format!("hosts {masters:?} {what}"),
+                });
+            }
         }
         // Forget drops of hosts that have rebooted since.
         self.dropped.retain(|&(_, d, epoch)| hosts[d].epoch == epoch);
