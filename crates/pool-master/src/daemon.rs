@@ -188,6 +188,11 @@ impl Daemon {
         v
     }
 
+    /// HA is enabled in this host's copy of the pool database.
+    pub fn ha_enabled(&self) -> bool {
+        self.model().pool().is_some_and(|(_, p)| p.ha_enabled)
+    }
+
     /// This host's reference in the pool database.
     pub fn host_ref(&self) -> Option<String> {
         self.model().host.ref_of_uuid(&self.host_uuid).map(str::to_string)

@@ -157,7 +157,7 @@ pub fn spawn_master_watch(d: Arc<Daemon>) {
         loop {
             tokio::time::sleep(LIVENESS_PERIOD).await;
             // With HA on, the liveset says who is live (`ha::monitor`).
-            if !d.is_master() || d.model().pool().is_some_and(|(_, p)| p.ha_enabled) {
+            if !d.is_master() || d.ha_enabled() {
                 continue;
             }
             if let Err(e) = crate::api::refresh_liveness(&d).await {

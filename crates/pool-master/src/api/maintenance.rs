@@ -215,7 +215,7 @@ async fn power(d: &Arc<Daemon>, args: &Args, reboot: bool) -> Result<Value, ApiE
     if host.enabled {
         return Err(ApiError::bare(codes::HOST_NOT_DISABLED));
     }
-    let ha_on = d.model().pool().is_some_and(|(_, p)| p.ha_enabled);
+    let ha_on = d.ha_enabled();
     // VMs still there are shut down (and stay down).
     let remaining: Vec<String> = d
         .model()

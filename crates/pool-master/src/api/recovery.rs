@@ -108,7 +108,7 @@ async fn alive(d: &Daemon, host_ref: &str, host: &HostRecord) -> bool {
     if !host.live {
         return false;
     }
-    let ha = d.model().pool().is_some_and(|(_, p)| p.ha_enabled);
+    let ha = d.ha_enabled();
     if ha {
         return true;
     }

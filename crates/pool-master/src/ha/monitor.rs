@@ -324,7 +324,7 @@ async fn take_over(d: &Arc<Daemon>, metadata: &std::path::Path) -> Result<(), Ap
         crate::api::record_host_start(txn, &uuid, &address, memory, &snapshot)
     })
     .await?;
-    if d.model().pool().is_some_and(|(_, p)| p.ha_enabled) {
+    if d.ha_enabled() {
         d.start_redo_log().await;
     }
     Ok(())

@@ -82,7 +82,7 @@ pub fn spawn(d: Arc<Daemon>) {
 /// agent is online and it holds the master lock.
 fn in_charge(d: &Daemon) -> Option<Vec<String>> {
     let view = d.ha.view();
-    let enabled = d.model().pool().is_some_and(|(_, p)| p.ha_enabled);
+    let enabled = d.ha_enabled();
     (enabled && d.is_master() && view.online && view.lock_holder.as_deref() == Some(d.host_uuid.as_str()))
         .then_some(view.liveset)
 }
