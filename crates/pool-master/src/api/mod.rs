@@ -66,6 +66,23 @@ fn is_read(method: &str) -> bool {
     method == "session.login_with_password" || verb.starts_with("get_")
 }
 
+/// What HA allows this host to serve: nothing but the emergency calls in
+/// an emergency; as an unconfirmed master (rule M), the members' calls and,
+/// while the statefile still names it the lock holder, reads.
+fn ha_gate(d: &Daemon, method: &str) -> Result<(), ApiError> {
+    if EMERGENCY_METHODS.contains(&method) {
+        return Ok(());
+    }
+    if let Some(e) = d.ha.emergency() {
+        return Err(e);
+    }
+    let served = MEMBER_METHODS.contains(&method) || (is_read(method) && crate::ha::serves_reads_unconfirmed(d));
+    if crate::ha::master_unconfirmed(d) && !served {
+        return Err(ApiError::bare(codes::HOST_STILL_BOOTING));
+    }
+    Ok(())
+}
+
 /// Methods only other hosts of the pool may call.
 const INTERNAL_METHODS: &[&str] = &[
     "host.local_vm_start",
@@ -105,6 +122,7 @@ pub enum Reply {
 pub async fn dispatch(d: &Arc<Daemon>, method: &str, params: Vec<Value>) -> Result<Reply, ApiError> {
     let (class, verb) = method.split_once('.').unwrap_or_default();
     if verb == "get_all_records" && xapi_proto::classes::CLASSES.contains(&class) && d.is_master() {
+        ha_gate(d, method)?;
         let args = Args::new(method, params);
         args.session(d)?;
         args.exactly(1)?;
@@ -115,14 +133,7 @@ pub async fn dispatch(d: &Arc<Daemon>, method: &str, params: Vec<Value>) -> Resu
 
 async fn route(d: &Arc<Daemon>, method: &str, params: Vec<Value>) -> Result<Value, ApiError> {
     let args = Args::new(method, params);
-    if !EMERGENCY_METHODS.contains(&method) {
-        if let Some(e) = d.ha.emergency() {
-            return Err(e);
-        }
-        if crate::ha::master_unconfirmed(d) && !MEMBER_METHODS.contains(&method) && !is_read(method) {
-            return Err(ApiError::bare(codes::HOST_STILL_BOOTING));
-        }
-    }
+    ha_gate(d, method)?;
     match method {
         "session.login_with_password" => return session::login(d, &args),
         "session.slave_login" => return session::slave_login(d, &args),

@@ -42,6 +42,8 @@ pub struct AgentView {
     /// This host holds the master lock as far as the members taking part
     /// in it can tell (a joiner's first cycles do not count: rule M).
     pub master_confirmed: bool,
+    /// This engine run has held the master lock (confirmed) at least once.
+    pub confirmed_once: bool,
     /// The uuid of the last host to win the master lock (global block).
     pub last_master: Option<String>,
     pub sf_access: bool,
@@ -115,6 +117,7 @@ impl Agent {
             setup,
             started: Instant::now(),
             refused: 0,
+            confirmed_once: false,
             statefile_tx: None,
         };
         let task = tokio::spawn(run.run(rx));
@@ -145,6 +148,7 @@ struct Run {
     setup: Setup,
     started: Instant,
     refused: u64,
+    confirmed_once: bool,
     statefile_tx: Option<mpsc::UnboundedSender<Result<ha_liveness::StatefileRead, String>>>,
 }
 
@@ -258,8 +262,9 @@ impl Run {
         });
     }
 
-    fn publish(&self) {
+    fn publish(&mut self) {
         let e = &self.engine;
+        self.confirmed_once |= e.master_lock_confirmed();
         let uuid = |i: usize| self.setup.local.hosts.get(i).cloned();
         let (status, exit) = match e.status() {
             Status::Starting => ("starting", None),
@@ -275,6 +280,7 @@ impl Run {
             liveset: e.liveset().iter().filter_map(uuid).collect(),
             lock_holder: e.lock_holder().and_then(uuid),
             master_confirmed: e.master_lock_confirmed(),
+            confirmed_once: self.confirmed_once,
             last_master: e.global().and_then(|g| g.master).and_then(uuid),
             sf_access: e.sf_access(),
             rule2: e.surviving_by_rule2(),

@@ -258,6 +258,16 @@ pub fn master_unconfirmed(d: &Daemon) -> bool {
     d.ha.armed() && d.is_master() && !view.master_confirmed && !view.rule2
 }
 
+/// May an unconfirmed master still answer reads? Only while it is in a
+/// liveset and has held the master lock since its engine started: the
+/// master of a fault handler or a join, whose database is the pool's. A
+/// master that has just booted (it may have been fenced, and another host
+/// elected while it was away) has not, and its database may be stale.
+pub fn serves_reads_unconfirmed(d: &Daemon) -> bool {
+    let view = d.ha.view();
+    view.online && view.confirmed_once
+}
+
 /// Keep the agent of an armed host running: at boot, after the statefile
 /// came back, until HA is disabled. Starts the keeper unless it runs.
 pub fn keep_armed(d: &Arc<Daemon>) {
