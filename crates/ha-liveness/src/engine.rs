@@ -1699,8 +1699,9 @@ impl Engine {
             let Some(slot) = slot else { return false };
             // A host that is not a member in its own eyes (booting, or
             // joining) decides nothing and is not armed: nothing to
-            // agree with.
-            if slot.starting && !slot.view.current.contains(i) {
+            // agree with. Unless this host heard that boot of it online:
+            // then the slot is late (slow I/O), not the host (rule G).
+            if slot.starting && !slot.view.current.contains(i) && !self.heard_online(i, slot.boot) {
                 return true;
             }
             slot.view.phase >= Phase::Fh2
@@ -1709,6 +1710,15 @@ impl Engine {
         } else {
             true
         }
+    }
+
+    /// The latest heartbeat heard from boot `boot` of host `i` said it was
+    /// online (a member in its own eyes): whatever an older slot of that
+    /// boot says, it is armed, or was until it fenced.
+    fn heard_online(&self, i: usize, boot: u64) -> bool {
+        self.peers[i]
+            .as_ref()
+            .is_some_and(|p| p.hb.boot == boot && p.hb.view.phase != Phase::Starting && p.hb.view.current.contains(i))
     }
 
     /// Network peers whose latest heartbeat says they do not see their

@@ -200,6 +200,10 @@ fn seeds_that_found_a_bug_stay_fixed() {
         ),
         (72373228, "found in the same fresh sweep"),
         (72478329, "found in the same fresh sweep"),
+        (
+            72227046,
+            "2 hosts, host 0's statefile I/O 10 s slow: its slot still said starting, though host 1 had heard it online; host 1 took it for a joiner, decided alone across a network split, and dropped it while armed (rule G)",
+        ),
         (70100535, "found in the same fresh sweep"),
         (70105962, "found in the same fresh sweep"),
         (
