@@ -2089,11 +2089,15 @@ impl Engine {
                 // that left the hbdomain meanwhile has not booted with us
                 // (counting it made a host frozen while forming come back
                 // online in a liveset the others had shrunk).
-                let booted = self
-                    .proposed
-                    .iter()
-                    .filter(|&i| i != me)
-                    .all(|i| self.fresh_ack(now, i));
+                // And propose exactly the same liveset: hosts that reach
+                // different hosts (a one-way cut, a majority formed
+                // without a host) must not each form their own.
+                let booted = self.proposed.iter().filter(|&i| i != me).all(|i| {
+                    self.fresh_ack(now, i)
+                        && self.peers[i]
+                            .as_ref()
+                            .is_some_and(|p| p.hb.view.proposed == self.proposed)
+                });
                 if booted {
                     let liveset = self.proposed;
                     self.form_liveset(now, liveset);
@@ -2180,7 +2184,16 @@ impl Engine {
                     };
                     self.hb_burst = 3;
                 } else if since >= limit {
-                    if state == PoolState::Init {
+                    if let (PoolState::Active, Some(majority)) = (state, self.majority_reached()) {
+                        if since >= self.majority_wait() {
+                            self.proposed = majority;
+                            self.log(format!(
+                                "forming a new liveset with the hosts it reaches, a majority of the pool: {majority}"
+                            ));
+                            self.boot = Boot::AllBooted { deadline: now + limit };
+                            self.hb_burst = 3;
+                        }
+                    } else if state == PoolState::Init {
                         self.stop(Exit::BootJoinTimeout);
                     } else if self.excluded && excluded != self.all() {
                         self.stop(Exit::BootBlockedByExcluded);
@@ -2233,6 +2246,34 @@ impl Engine {
             }
             _ => self.stop(Exit::InvalidPoolState),
         }
+    }
+
+    /// The hosts to form a liveset with when not all of them came up
+    /// (rule Q in docs/HA.md): with the pool active and nobody online, the
+    /// hosts this one reaches on both channels, if they are a strict
+    /// majority of the pool and none of them is heard online. Two strict
+    /// majorities share a host, and a host forms at most one liveset a
+    /// boot, so two such livesets cannot both form.
+    fn majority_reached(&self) -> Option<HostSet> {
+        let me = self.cfg.me;
+        let reached = self.hbdomain.and(self.sfdomain).with(me);
+        let heard_online = self
+            .hbdomain
+            .iter()
+            .filter(|&i| i != me)
+            .any(|i| self.peers[i].as_ref().is_some_and(|p| p.hb.view.current.contains(i)));
+        (reached.len() * 2 > self.n && !heard_online && self.sf_access).then_some(reached)
+    }
+
+    /// How long after its start a host waits before it forms a majority
+    /// liveset: the boot limit, and at least a full detection and fence
+    /// wait, so that a host still armed from before, out of reach, has
+    /// fenced by then (unless it writes a slot that says it is a member:
+    /// then this host joins it instead).
+    fn majority_wait(&self) -> Millis {
+        let t = &self.cfg.timeouts;
+        self.boot_limit()
+            .max(t.hb_timeout.max(t.sf_timeout) + t.fence_wait(true))
     }
 
     fn form_liveset(&mut self, now: Millis, liveset: HostSet) {

@@ -8,6 +8,11 @@
 //!   pool without the other.
 //! - **Master**: at most one running host holds the master lock, and at
 //!   most one serves as master (`Engine::master_lock_confirmed`).
+//! - **Stale members** (availability): a host that is down stays in no
+//!   online host's liveset longer than [`Checker::stale_bound`] once
+//!   nothing else is wrong in the pool. The master would show its VMs
+//!   running while they write nothing (issue 28: a host lost while the
+//!   pool forms was never judged).
 
 use std::fmt;
 
@@ -41,6 +46,11 @@ pub struct Checker {
     dropped: Vec<(usize, usize, u32)>,
     /// How many liveset shrinks happened.
     pub shrinks: usize,
+    /// Per host: since when it has been down while the rest of the pool
+    /// was calm (see [`Checker::stale`]).
+    calm_down_since: Vec<Option<Millis>>,
+    /// How long a down host may stay in a liveset once the rest is calm.
+    pub stale_bound: Millis,
 }
 
 fn acting(h: &Host, now: Millis) -> bool {
@@ -48,12 +58,47 @@ fn acting(h: &Host, now: Millis) -> bool {
 }
 
 impl Checker {
-    pub fn new(n: usize) -> Checker {
+    /// Checkers for `n` hosts; a down host must leave every liveset within
+    /// `stale_bound` of the moment the rest of the pool is calm.
+    pub fn new(n: usize, stale_bound: Millis) -> Checker {
         Checker {
             livesets: vec![HostSet::EMPTY; n],
             dropped: Vec::new(),
             shrinks: 0,
+            calm_down_since: vec![None; n],
+            stale_bound,
         }
+    }
+
+    /// The stale-member check. `calm[d]`: host `d` is down and nothing
+    /// else in the pool is wrong (every other host up, online, not frozen,
+    /// with its storage; no network fault between them). Then the others
+    /// must drop `d` within [`Checker::stale_bound`].
+    pub fn stale(&mut self, now: Millis, hosts: &[Host], calm: &[bool]) -> Result<(), Violation> {
+        for (d, &calm_now) in calm.iter().enumerate() {
+            let since = &mut self.calm_down_since[d];
+            if !calm_now {
+                *since = None;
+                continue;
+            }
+            let from = *since.get_or_insert(now);
+            if now - from <= self.stale_bound {
+                continue;
+            }
+            if let Some(a) = (0..hosts.len()).find(|&a| {
+                a != d && acting(&hosts[a], now) && hosts[a].engine.is_online() && hosts[a].engine.liveset().contains(d)
+            }) {
+                return Err(Violation {
+                    at: now,
+                    what: format!(
+                        "host {d} has been down for {} ms, the rest of the pool calm, and host {a} still holds it in its liveset {}",
+                        now - from,
+                        hosts[a].engine.liveset()
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Host `i` booted: its earlier livesets are gone with it.

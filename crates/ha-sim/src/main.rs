@@ -50,6 +50,10 @@ struct Cli {
     /// One fault on one host per seed, nothing else.
     #[arg(long)]
     single: bool,
+    /// Restart the whole pool at 30 s with faults on some hosts as they
+    /// boot, then the random schedule.
+    #[arg(long, conflicts_with = "single")]
+    boot: bool,
 }
 
 fn main() -> Result<()> {
@@ -69,6 +73,7 @@ fn main() -> Result<()> {
         trace: cli.trace,
         avail: cli.avail || cli.avail_log || cli.fail_on_avail,
         single: cli.single,
+        boot: cli.boot,
     };
     let mut avail = AvailReport::default();
     for &seed in &seeds {
@@ -97,7 +102,12 @@ fn main() -> Result<()> {
         shrinks += r.shrinks;
         if let Some(v) = &r.violation {
             bad += 1;
-            let hosts = cli.hosts.map(|h| format!(" --hosts {h}")).unwrap_or_default();
+            let mut hosts = cli.hosts.map(|h| format!(" --hosts {h}")).unwrap_or_default();
+            for (on, flag) in [(cli.single, " --single"), (cli.boot, " --boot")] {
+                if on {
+                    hosts += flag;
+                }
+            }
             println!(
                 "seed {seed} ({} hosts): VIOLATION {v}\n  reproduce: cargo run -p ha-sim -- --seed {seed}{hosts} --seconds {} --trace",
                 r.hosts, cli.seconds

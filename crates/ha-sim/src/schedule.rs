@@ -6,6 +6,10 @@
 //! storage cuts (one host or all), slow statefile I/O, corrupt slots,
 //! freezes longer than T and planned shutdowns (leave, then power off). Every fault is undone after a while, and the
 //! world heals completely for the last minute so the run ends settled.
+//!
+//! With `--boot` the whole pool first loses power at 30 s and comes back
+//! with faults on some of its hosts as they boot ([`restart_pool`]): the
+//! liveset forms, or not, without them.
 
 use std::collections::BTreeMap;
 
@@ -45,7 +49,13 @@ pub struct Options {
     pub avail: bool,
     /// One fault on one host instead of the random schedule (`single`).
     pub single: bool,
+    /// Restart the whole pool at 30 s with faults on some of its hosts as
+    /// they boot, before the random schedule (`--boot`).
+    pub boot: bool,
 }
+
+/// When a `--boot` run restarts the whole pool.
+const RESTART_AT: Millis = 30_000;
 
 /// The HA timeout of simulated pools, in seconds.
 pub const T_S: u64 = 10;
@@ -103,9 +113,14 @@ pub fn run_opts(
     let mut undo: Vec<(Millis, Undo)> = Vec::new();
     let settle = length.saturating_sub(60_000);
     let mut next_fault = 40_000 + pick.random_range(0..10_000);
+    let mut restarted = !opts.boot;
     let result = loop {
         if w.now >= length {
             break Ok(());
+        }
+        if !restarted && w.now >= RESTART_AT {
+            restarted = true;
+            faults += restart_pool(&mut w, &mut pick, &mut undo, n);
         }
         if let Some(f) = &single {
             if !started && w.now >= f.at {
@@ -149,11 +164,12 @@ pub fn run_opts(
     }
     let avail = w.truth.as_ref().map(|rec| {
         let budget = w.hosts.first().map_or(0, |h| h.engine.fh_budget());
-        let flags = match (hosts, opts.single) {
-            (Some(h), s) => format!(" --hosts {h}{}", if s { " --single" } else { "" }),
-            (None, true) => " --single".to_string(),
-            (None, false) => String::new(),
-        };
+        let mut flags = hosts.map(|h| format!(" --hosts {h}")).unwrap_or_default();
+        for (on, flag) in [(opts.single, " --single"), (opts.boot, " --boot")] {
+            if on {
+                flags += flag;
+            }
+        }
         let replay = format!("ha-sim --seed {seed}{flags} --seconds {} --trace", length / 1000);
         assess(rec, &w.timeouts(), budget, single.as_ref(), &replay)
     });
@@ -175,6 +191,53 @@ impl Report {
     pub fn fences(&self) -> usize {
         self.fence_codes.values().sum()
     }
+}
+
+/// Power the whole pool off and on again (a site power cut), with faults
+/// on 1 to n-1 of its hosts as they come up: one stays off, loses its
+/// network, one direction of a link, its storage, or has slow statefile
+/// I/O. Returns how many faults it injected.
+fn restart_pool(w: &mut World, r: &mut impl Rng, undo: &mut Vec<(Millis, Undo)>, n: usize) -> usize {
+    for i in 0..n {
+        w.power_off(i);
+    }
+    let faulty = r.random_range(1..n.max(2));
+    let mut hosts: Vec<usize> = (0..n).collect();
+    for k in 0..n {
+        hosts.swap(k, r.random_range(k..n));
+    }
+    let mut stays_off = HostSet::EMPTY;
+    for &host in hosts.iter().take(faulty) {
+        let back = w.now + r.random_range(5_000..120_000);
+        match r.random_range(0..5) {
+            0 => {
+                stays_off.insert(host);
+                undo.push((back, Undo::PowerOn(host)));
+            }
+            1 => {
+                w.set_network(host, false);
+                undo.push((back, Undo::Network(host)));
+            }
+            2 if n > 1 => {
+                let other = (host + 1 + r.random_range(0..n - 1)) % n;
+                w.cut_link(host, other);
+                undo.push((back, Undo::Heal));
+            }
+            3 => {
+                w.set_storage(host, false);
+                undo.push((back, Undo::Storage(host)));
+            }
+            _ => {
+                w.set_latency(host, r.random_range(500..30_000));
+                undo.push((back, Undo::Latency(host)));
+            }
+        }
+    }
+    // The others come up within a few seconds of each other.
+    for i in (0..n).filter(|&i| !stays_off.contains(i)) {
+        undo.push((w.now + r.random_range(1_000..5_000), Undo::PowerOn(i)));
+    }
+    faulty
 }
 
 fn inject(w: &mut World, r: &mut impl Rng, undo: &mut Vec<(Millis, Undo)>, n: usize) {

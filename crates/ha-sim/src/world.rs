@@ -24,6 +24,13 @@ use crate::truth::{FenceRecord, Recorder};
 /// One step of simulated time.
 pub const STEP: Millis = 50;
 
+/// How long a down host may stay in the others' livesets once nothing else
+/// is wrong: detection on both channels, a fault handler's steps, and the
+/// winners' fence wait (rule W), with a second of slack for the steps.
+pub fn stale_bound(t: &Timeouts) -> Millis {
+    t.hb_timeout.max(t.sf_timeout) + 2 * t.hb_interval.max(t.sf_interval) + t.fence_wait(true) + 1_000
+}
+
 /// How a host is doing, physically.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Power {
@@ -168,7 +175,7 @@ impl World {
             packets: BTreeMap::new(),
             packet_seq: 0,
             rng: StdRng::seed_from_u64(seed),
-            checker: Checker::new(n),
+            checker: Checker::new(n, stale_bound(&timeouts)),
             config,
             trace: None,
             reboot_delay: 8_000,
@@ -434,7 +441,11 @@ impl World {
         if self.elect_master {
             self.elect();
         }
-        let check = self.checker.check(now, &self.hosts);
+        let calm: Vec<bool> = (0..n).map(|d| self.calm_but(d)).collect();
+        let check = self
+            .checker
+            .check(now, &self.hosts)
+            .and_then(|()| self.checker.stale(now, &self.hosts, &calm));
         if let Err(v) = check {
             self.note(format!("VIOLATION {v}"));
             self.violation = Some(v);
@@ -443,6 +454,26 @@ impl World {
             r.observe(self);
             self.truth = Some(r);
         }
+    }
+
+    /// Host `d` is down and nothing else is wrong: every other host is
+    /// up, online, armed, not frozen, with timely storage and a readable
+    /// slot, and no packet is lost or cut between them.
+    fn calm_but(&self, d: usize) -> bool {
+        let now = self.now;
+        let down = self.hosts[d].power != Power::On;
+        let net_ok = self.net.loss == 0.0 && self.net.cut.iter().all(|&(a, b)| a == d || b == d);
+        down && net_ok
+            && self.hosts.iter().enumerate().filter(|&(j, _)| j != d).all(|(j, h)| {
+                h.power == Power::On
+                    && !h.frozen(now)
+                    && h.armed
+                    && h.engine.is_online()
+                    && !h.storage_cut
+                    && h.io_latency() <= 50
+                    && h.link_up
+                    && !self.sf.corrupt.get(j).copied().unwrap_or(false)
+            })
     }
 
     fn deliver(&mut self, i: usize, event: Event) {

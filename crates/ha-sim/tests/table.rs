@@ -481,3 +481,73 @@ fn a_host_lost_while_the_pool_forms_is_detected_and_dropped() {
     assert!(!online.contains(2), "host 2, unheard, is online");
     assert_nobody_fenced(&w);
 }
+
+#[test]
+fn a_pool_that_restarts_without_one_host_forms_its_liveset_from_the_majority() {
+    // Issue 28: every host reboots, and host 2's network is cut before
+    // they come up, so it never answers. Hosts 0 and 1, a majority, form
+    // the liveset without it once the boot limit and a fence wait have
+    // passed (rule Q); host 2 alone forms nothing, and joins when its
+    // cable is back.
+    let mut w = pool(3);
+    for i in 0..3 {
+        w.power_off(i);
+    }
+    run(&mut w, 1_000);
+    w.set_network(2, false);
+    for i in 0..3 {
+        w.power_on(i);
+    }
+    run(&mut w, 150_000);
+    for i in [0, 1] {
+        assert_eq!(w.hosts[i].engine.liveset(), set(&[0, 1]), "host {i}");
+    }
+    assert_eq!(w.online(), set(&[0, 1]), "host 2 alone must not go online");
+    w.set_network(2, true);
+    run(&mut w, 60_000);
+    assert_eq!(w.online(), set(&[0, 1, 2]), "host 2 joins once its cable is back");
+    assert_nobody_fenced(&w);
+}
+
+#[test]
+fn a_two_host_pool_that_restarts_without_one_host_forms_nothing() {
+    // One host of two is no majority: forming alone could split the pool
+    // with a host that is only cut off.
+    let mut w = pool(2);
+    for i in 0..2 {
+        w.power_off(i);
+    }
+    run(&mut w, 1_000);
+    w.set_network(1, false);
+    for i in 0..2 {
+        w.power_on(i);
+    }
+    run(&mut w, 150_000);
+    assert_eq!(w.online(), HostSet::EMPTY);
+    w.set_network(1, true);
+    run(&mut w, 120_000);
+    assert_eq!(
+        w.online(),
+        set(&[0, 1]),
+        "the pool forms once both hosts hear each other"
+    );
+}
+
+#[test]
+fn the_stale_member_check_catches_engines_that_never_judge_a_dead_host() {
+    // A deliberately broken detection rule (D): the engines wait ten times
+    // too long before a silent host leaves their domains. The checker must
+    // report the dead host kept in the livesets of a calm pool.
+    let mut w = World::with_config(3, T, 1, |c| {
+        c.timeouts.hb_timeout *= 10;
+        c.timeouts.sf_timeout *= 10;
+    })
+    .unwrap();
+    w.run_until(30_000).unwrap();
+    assert_eq!(w.online(), set(&[0, 1, 2]));
+    w.power_off(2);
+    let v = w.run_until(w.now + 120_000).expect_err("the stale-member check fires");
+    assert!(v.what.contains("host 2 has been down"), "{v}");
+    let bound = w.checker.stale_bound;
+    assert!(v.at > 30_000 + bound && v.at <= 30_000 + bound + 2_000, "{v}");
+}
