@@ -268,8 +268,13 @@ fn a_frozen_master_that_wakes_during_the_election_leaves_the_pool_a_master() {
 fn a_lab_restarts_with_a_host_whose_cable_is_out() {
     // Issue 28: `xapid lab --dir` gave up after 20 s when a host did not
     // answer, and stopped every host. It now comes up without that host,
-    // which joins once its cable is back.
-    let mut lab = ha_lab(3, 0);
+    // which joins once its cable is back. And the pool's liveset forms
+    // without it (rule Q): before, no host went online, and the protected
+    // VM it ran stayed down until the cable was back.
+    let mut lab = ha_lab(3, 1);
+    let vm = lab.xe_min(&["vm-list", "name-label=vm01", "params=uuid"]);
+    lab.xe_ok(&["vm-param-set", &format!("uuid={vm}"), "ha-restart-priority=restart"]);
+    lab.xe_ok(&["vm-start", "vm=vm01", "on=host3"]);
     lab.stop();
     lab.fault("cut-network", "host3");
     lab.restart();
@@ -283,6 +288,16 @@ fn a_lab_restarts_with_a_host_whose_cable_is_out() {
     let r = lab.xe_on(3, &["host-list"]);
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("Unable to contact server"), "{}", r.stderr);
+    // Hosts 1 and 2 form the liveset after the boot limit; the master
+    // declares host3 dead and restarts the VM on one of them.
+    let elsewhere = || crate::util::running_on(&lab, &vm).is_some_and(|h| h != "host3");
+    assert!(
+        wait_for(2 * FAILOVER, elsewhere),
+        "the protected VM did not restart away from the cut-off host3:
+{}",
+        lab.post_mortem()
+    );
+    assert_eq!(live(&lab, 1, "host3"), Some(false));
     lab.fault("restore-network", "host3");
     let all_live = || {
         ["host1", "host2", "host3"]
@@ -294,4 +309,10 @@ fn a_lab_restarts_with_a_host_whose_cable_is_out() {
         "the pool did not come back whole:\n{}",
         lab.output()
     );
+    assert_eq!(
+        crate::util::host_field(&lab, "host3", "resident-vms"),
+        "",
+        "host3 came back with VMs"
+    );
+    crate::util::assert_one_writer_at_a_time(&lab.sr_dir(), &vm);
 }

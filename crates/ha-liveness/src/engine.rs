@@ -2241,6 +2241,10 @@ impl Engine {
                         deadline: now + self.cfg.timeouts.boot_join,
                     };
                 } else if since >= limit {
+                    self.log(format!(
+                        "cannot join: hosts {nonstarting} write member slots, and hosts {} are seen only on the statefile",
+                        self.sfdomain.minus(self.hbdomain)
+                    ));
                     self.stop(Exit::CannotJoin);
                 }
             }
