@@ -27,7 +27,7 @@ use serde_json::json;
 use tokio::sync::watch;
 use xapi_proto::records::{HostRecord, PoolRecord, PowerState, VmRecord};
 
-use super::journal::{self, Event, FaultKind};
+use super::journal::{self, Event, FaultKind, Resident};
 use super::{apply, check, connect_any, first, FaultAction, LabState};
 use crate::driver::unix_ms;
 
@@ -392,9 +392,13 @@ async fn commit_loop(state: LabState, journal: Journal, mut stop: watch::Receive
 /// Record the hosts the master reports live, once a second.
 async fn live_loop(state: LabState, journal: Journal, live: Arc<Mutex<Vec<String>>>, mut stop: watch::Receiver<bool>) {
     while !*stop.borrow() {
-        if let Ok(hosts) = live_hosts(&state).await {
+        if let Ok((hosts, running)) = live_hosts(&state).await {
             *live.lock().unwrap_or_else(|p| p.into_inner()) = hosts.clone();
-            journal.log(Event::Live { at: unix_ms(), hosts });
+            journal.log(Event::Live {
+                at: unix_ms(),
+                hosts,
+                running,
+            });
         }
         tokio::select! {
             _ = stop.changed() => {}
@@ -403,14 +407,28 @@ async fn live_loop(state: LabState, journal: Journal, live: Arc<Mutex<Vec<String
     }
 }
 
-/// The names of the hosts the master reports live.
-async fn live_hosts(state: &LabState) -> Result<Vec<String>> {
+/// The names of the hosts the master reports live, and the host (uuid) it
+/// shows each running VM (uuid) on.
+async fn live_hosts(state: &LabState) -> Result<(Vec<String>, BTreeMap<String, Resident>)> {
     let mut c = connect_any(state, CALL_TIMEOUT).await?;
     let all: BTreeMap<String, HostRecord> = serde_json::from_value(c.call("host.get_all_records", vec![]).await?)?;
+    let vms: BTreeMap<String, VmRecord> = serde_json::from_value(c.call("VM.get_all_records", vec![]).await?)?;
     c.logout().await;
+    let running = vms
+        .into_values()
+        .filter(|v| v.power_state == PowerState::Running)
+        .filter_map(|v| {
+            let h = all.get(&v.resident_on)?;
+            let r = Resident {
+                host_uuid: h.uuid.clone(),
+                host: h.name_label.clone(),
+            };
+            Some((v.uuid, r))
+        })
+        .collect();
     let mut names: Vec<String> = all.into_values().filter(|h| h.live).map(|h| h.name_label).collect();
     names.sort();
-    Ok(names)
+    Ok((names, running))
 }
 
 /// Wait until every host is live and every protected VM runs and writes.

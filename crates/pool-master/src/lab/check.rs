@@ -2,7 +2,7 @@
 //! end of every chaos run.
 //!
 //! It reads every guest record on the shared SR and, when a chaos run left
-//! its journal, what the run did, and reports three kinds of violation:
+//! its journal, what the run did, and reports four kinds of violation:
 //! - **split-brain writes**: two hosts writing one VM's disk in
 //!   overlapping time. Every guest continues the sequence it finds on the
 //!   disk, so in file order the sequence only increases and the times never
@@ -15,6 +15,9 @@
 //!   more hosts were failed than the pool tolerates (`ntol`). A host counts
 //!   as failed from a fault until it is healed, and after that until the
 //!   master reports it live again at least one budget later.
+//! - **VMs shown running without writes**: the master showed a protected
+//!   VM running on a host whose guest wrote nothing there for longer than
+//!   T + the failover budget (its storage cut aside).
 //!
 //! The rules are pure functions over records and events, tested below; the
 //! I/O around them is [`run`].
@@ -26,7 +29,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Context, Result};
 use serde_json::json;
 
-use super::journal::{self, Event};
+use super::journal::{self, Event, FaultKind};
 use super::LabState;
 use crate::driver::{self, GuestRecord};
 
@@ -36,13 +39,17 @@ pub struct Findings {
     pub split_brain: Vec<String>,
     pub lost_commits: Vec<String>,
     pub down_too_long: Vec<String>,
+    pub shown_without_writes: Vec<String>,
     /// Facts worth printing that are not violations.
     pub notes: Vec<String>,
 }
 
 impl Findings {
     pub fn clean(&self) -> bool {
-        self.split_brain.is_empty() && self.lost_commits.is_empty() && self.down_too_long.is_empty()
+        self.split_brain.is_empty()
+            && self.lost_commits.is_empty()
+            && self.down_too_long.is_empty()
+            && self.shown_without_writes.is_empty()
     }
 
     /// The report, one section per kind of violation.
@@ -52,6 +59,7 @@ impl Findings {
             ("split-brain writes", &self.split_brain),
             ("lost commits", &self.lost_commits),
             ("protected VMs down too long", &self.down_too_long),
+            ("VMs shown running without writes", &self.shown_without_writes),
         ] {
             if list.is_empty() {
                 out += &format!("{title}: none\n");
@@ -138,7 +146,7 @@ pub fn failure_intervals(events: &[Event], budget: u64, end: u64) -> BTreeMap<St
                     }
                 }
             }
-            Event::Live { at, hosts } => {
+            Event::Live { at, hosts, .. } => {
                 for h in hosts {
                     if recovering.get(h).is_some_and(|(_, healed)| *at >= healed + budget) {
                         let (from, _) = recovering.remove(h).unwrap_or_default();
@@ -165,6 +173,90 @@ pub fn max_failed(intervals: &BTreeMap<String, Vec<(u64, u64)>>, a: u64, b: u64)
         .map(|t| all.iter().filter(|(s, e)| *s <= t && t <= *e).count())
         .max()
         .unwrap_or(0)
+}
+
+/// Per host, when its storage was cut: from the fault to one `budget`
+/// after its heal (until `end` if never healed).
+pub fn storage_cuts(events: &[Event], budget: u64, end: u64) -> BTreeMap<String, Vec<(u64, u64)>> {
+    let mut open: BTreeMap<String, u64> = BTreeMap::new();
+    let mut out: BTreeMap<String, Vec<(u64, u64)>> = BTreeMap::new();
+    for e in events {
+        match e {
+            Event::Fault {
+                at,
+                host,
+                fault: FaultKind::Storage,
+            } => {
+                open.entry(host.clone()).or_insert(*at);
+            }
+            Event::Heal {
+                at,
+                host,
+                fault: FaultKind::Storage,
+            } => {
+                if let Some(from) = open.remove(host) {
+                    out.entry(host.clone()).or_default().push((from, at + budget));
+                }
+            }
+            _ => {}
+        }
+    }
+    for (h, from) in open {
+        out.entry(h).or_default().push((from, end));
+    }
+    out
+}
+
+/// The shown-without-writes rule for one protected VM: the master showed
+/// it running on a host (the `Live` events) while its guest wrote nothing
+/// there for longer than `bound` (T + the failover budget). The pool then
+/// believed a dead guest was running, and HA did not restart it (a host
+/// lost while the pool formed was never judged). The time since the later
+/// of the host's last write and the start of the run of observations
+/// showing it there counts; a host whose storage was cut (`cuts`) is left
+/// out, as its guests stall on I/O while HA keeps the host, as XAPI does.
+pub fn shown_without_writes(
+    vm: &str,
+    events: &[Event],
+    records: &[GuestRecord],
+    bound: u64,
+    cuts: &BTreeMap<String, Vec<(u64, u64)>>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    // The current run: where it is shown, since when, and whether reported.
+    let mut run: Option<(&journal::Resident, u64, bool)> = None;
+    for e in events {
+        let Event::Live { at, running, .. } = e else { continue };
+        let Some(r) = running.get(vm) else {
+            run = None;
+            continue;
+        };
+        if run.is_none_or(|(h, _, _)| h.host_uuid != r.host_uuid) {
+            run = Some((r, *at, false));
+        }
+        let Some((h, from, reported)) = run.as_mut() else {
+            continue;
+        };
+        let last_write = records
+            .iter()
+            .filter(|w| w.vm_uuid == vm && w.host_uuid == h.host_uuid && w.unix_ms <= *at)
+            .map(|w| w.unix_ms)
+            .max();
+        let since = last_write.map_or(*from, |w| w.max(*from));
+        let cut = cuts
+            .get(&h.host)
+            .is_some_and(|c| c.iter().any(|(a, b)| *a <= *at && since <= *b));
+        if *at - since > bound && !cut && !*reported {
+            *reported = true;
+            out.push(format!(
+                "VM {vm} was shown running on {} at {at} ms, with no write there for {:.1} s (since {since} ms); the bound is {:.1} s",
+                h.host,
+                (*at - since) as f64 / 1000.0,
+                bound as f64 / 1000.0
+            ));
+        }
+    }
+    out
 }
 
 /// What the down-too-long rule needs of a run.
@@ -270,6 +362,7 @@ pub async fn findings(state: &LabState, now: u64) -> Result<Findings> {
     };
     let Some(Event::Start {
         at: start,
+        ha_timeout_ms,
         budget_ms,
         ntol,
         protected,
@@ -306,6 +399,17 @@ pub async fn findings(state: &LabState, now: u64) -> Result<Findings> {
             .map(|r| r.unix_ms)
             .collect();
         f.down_too_long.extend(down_too_long(vm, &times, &window, &intervals));
+    }
+    let cuts = storage_cuts(&events, budget_ms, end);
+    let records: Vec<GuestRecord> = disks.into_values().flatten().collect();
+    for vm in &protected {
+        f.shown_without_writes.extend(shown_without_writes(
+            vm,
+            &events,
+            &records,
+            ha_timeout_ms + budget_ms,
+            &cuts,
+        ));
     }
     let count = |pred: fn(&Event) -> bool| events.iter().filter(|e| pred(e)).count();
     f.notes.push(format!(
@@ -384,7 +488,61 @@ mod tests {
         Event::Live {
             at,
             hosts: hosts.iter().map(|h| h.to_string()).collect(),
+            running: BTreeMap::new(),
         }
+    }
+
+    /// The master shows "vm" running on `host` (uuid and name alike).
+    fn shown(at: u64, host: Option<&str>) -> Event {
+        let running = host
+            .map(|h| {
+                let r = journal::Resident {
+                    host_uuid: h.into(),
+                    host: h.into(),
+                };
+                BTreeMap::from([("vm".to_string(), r)])
+            })
+            .unwrap_or_default();
+        Event::Live {
+            at,
+            hosts: vec!["a".into(), "b".into()],
+            running,
+        }
+    }
+
+    #[test]
+    fn a_vm_shown_running_where_it_stopped_writing_is_caught() {
+        // Written on a every second up to 10 s, then silent; the master
+        // keeps showing it on a until 40 s. Bound 20 s: caught at 31 s.
+        let recs: Vec<GuestRecord> = (1..=10).map(|i| rec(i, i * 1000, "a")).collect();
+        let events: Vec<Event> = (1..=40).map(|i| shown(i * 1000, Some("a"))).collect();
+        let found = shown_without_writes("vm", &events, &recs, 20_000, &BTreeMap::new());
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].contains("on a at 31000 ms"), "{}", found[0]);
+        // Restarted on b at 25 s: b's run starts then, and b writes.
+        let mut recs2 = recs.clone();
+        recs2.extend((26..=40).map(|i| rec(i, i * 1000, "b")));
+        let moved: Vec<Event> = (1..=40)
+            .map(|i| shown(i * 1000, Some(if i < 25 { "a" } else { "b" })))
+            .collect();
+        assert!(shown_without_writes("vm", &moved, &recs2, 20_000, &BTreeMap::new()).is_empty());
+        // Shown halted meanwhile: nothing to report either.
+        let halted: Vec<Event> = (1..=40).map(|i| shown(i * 1000, (i < 25).then_some("a"))).collect();
+        assert!(shown_without_writes("vm", &halted, &recs, 20_000, &BTreeMap::new()).is_empty());
+    }
+
+    #[test]
+    fn a_vm_stalled_by_its_hosts_storage_cut_is_not_reported() {
+        let recs: Vec<GuestRecord> = (1..=10).map(|i| rec(i, i * 1000, "a")).collect();
+        let mut events = vec![Event::Fault {
+            at: 10_500,
+            host: "a".into(),
+            fault: FaultKind::Storage,
+        }];
+        events.extend((11..=40).map(|i| shown(i * 1000, Some("a"))));
+        let cuts = storage_cuts(&events, 5_000, 50_000);
+        assert_eq!(cuts["a"], vec![(10_500, 50_000)]);
+        assert!(shown_without_writes("vm", &events, &recs, 20_000, &cuts).is_empty());
     }
 
     #[test]

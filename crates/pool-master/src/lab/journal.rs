@@ -7,6 +7,7 @@
 //! time in milliseconds since the Unix epoch, the clock the guests stamp
 //! their disk records with.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -50,6 +51,14 @@ impl FaultKind {
             FaultKind::Pause => "pause",
         }
     }
+}
+
+/// Where the master showed a VM running.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resident {
+    pub host_uuid: String,
+    /// The host's name in the lab.
+    pub host: String,
 }
 
 /// One line of the journal.
@@ -97,10 +106,13 @@ pub enum Event {
         at: u64,
         value: u64,
     },
-    /// The hosts the master reported live.
+    /// The hosts the master reported live, and where it showed each
+    /// running VM (VM uuid to host uuid).
     Live {
         at: u64,
         hosts: Vec<String>,
+        #[serde(default)]
+        running: BTreeMap<String, Resident>,
     },
     /// Every fault was healed and the run stopped injecting.
     End {
@@ -178,6 +190,13 @@ mod tests {
             Event::Live {
                 at: 7,
                 hosts: vec!["host1".into()],
+                running: BTreeMap::from([(
+                    "vm-uuid".into(),
+                    Resident {
+                        host_uuid: "host-uuid".into(),
+                        host: "host1".into(),
+                    },
+                )]),
             },
         ];
         for e in &events {
