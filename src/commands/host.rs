@@ -150,11 +150,46 @@ fn evacuate(ctx: &mut Ctx) -> Result<(), XeError> {
 }
 
 fn shutdown(ctx: &mut Ctx) -> Result<(), XeError> {
-    each_host(ctx, "host.shutdown")
+    power(ctx, "host.shutdown", "Shutting it down")
 }
 
 fn reboot(ctx: &mut Ctx) -> Result<(), XeError> {
-    each_host(ctx, "host.reboot")
+    power(ctx, "host.reboot", "Rebooting it")
+}
+
+/// `host-shutdown` and `host-reboot`. The host's running VMs are shut down
+/// and stay down; with HA on, a terminal is asked first when some of them
+/// are protected (scripts, and `--force`, go on as with XAPI's xe).
+fn power(ctx: &mut Ctx, method: &str, doing: &str) -> Result<(), XeError> {
+    let ask = !ctx.flag("force")? && std::io::stdin().is_terminal();
+    let ha_on = ask
+        && ctx
+            .records
+            .all("pool")?
+            .values()
+            .any(|p| p.get("ha_enabled").and_then(serde_json::Value::as_bool) == Some(true));
+    let vms = if ha_on {
+        ctx.records.all("VM")?.clone()
+    } else {
+        Default::default()
+    };
+    super::each_selected(ctx, &HOST, |ctx, host, record| {
+        let protected: Vec<String> = vms
+            .values()
+            .filter(|v| v.get("resident_on").and_then(serde_json::Value::as_str) == Some(host))
+            .filter(|v| v.get("power_state").and_then(serde_json::Value::as_str) == Some("Running"))
+            .filter(|v| v.get("ha_restart_priority").and_then(serde_json::Value::as_str) == Some("restart"))
+            .map(|v| v.get("name_label").map(scalar_text).unwrap_or_default())
+            .collect();
+        if !protected.is_empty() {
+            let name = record.get("name_label").map(scalar_text).unwrap_or_default();
+            super::vm::ask(&format!(
+                "Host {name} runs VMs protected by HA: {}. {doing} shuts them down, and HA does not restart them: evacuate the host first (xe host-evacuate) to keep them running.",
+                protected.join(", ")
+            ))?;
+        }
+        ctx.records.conn.call(method, vec![json!(host)]).map(|_| ())
+    })
 }
 
 /// `host-declare-dead uuid=...`: xe's warnings and a `yes` on a terminal,

@@ -45,6 +45,32 @@ fn evacuate_draws_progress_and_a_protected_shutdown_asks_first() {
     let host2 = lab.xe_min(&["host-list", "name-label=host2", "params=uuid"]);
     assert_eq!(lab.xe_min(&["vm-list", &format!("resident-on={host2}")]), "");
 
+    // Rebooting the host of a protected VM: xe asks on a terminal, and
+    // "no" keeps the host up and the VM running.
+    let state = || lab.xe_min(&["vm-list", "name-label=vm01", "params=power-state"]);
+    // (On host3: rebooting the master would leave the pool without one.)
+    lab.xe_ok(&["vm-migrate", "vm=vm01", "host=host3"]);
+    lab.xe_ok(&["host-disable", "host=host3"]);
+    s.keys(&["-l", "clear; xe host-reboot host=host3; echo reboot-$?"]);
+    s.keys(&["Enter"]);
+    assert!(s.wait_for("runs VMs protected by HA: vm01"), "{}", s.screen());
+    s.keys(&["-l", "no"]);
+    s.keys(&["Enter"]);
+    assert!(s.wait_for("reboot-1"), "{}", s.screen());
+    assert_eq!(state(), "running");
+    // A script is not asked, as with XAPI's xe; the pool says what
+    // happened to the protected VM.
+    lab.xe_ok(&["host-reboot", "host=host3"]);
+    assert_eq!(state(), "halted");
+    let shutdown_msgs = lab.xe_min(&[
+        "message-list",
+        "name=VM_SHUTDOWN",
+        &format!("obj-uuid={vm01}"),
+        "params=body",
+    ]);
+    assert!(shutdown_msgs.contains("protected by HA"), "{shutdown_msgs}");
+    lab.xe_ok(&["vm-start", "vm=vm01", "on=host1"]);
+
     // A protected VM: xe asks; anything but "yes" keeps it running.
     s.keys(&["-l", "clear; xe vm-shutdown vm=vm01; echo shutdown-$?"]);
     s.keys(&["Enter"]);
@@ -52,7 +78,6 @@ fn evacuate_draws_progress_and_a_protected_shutdown_asks_first() {
     s.keys(&["-l", "no"]);
     s.keys(&["Enter"]);
     assert!(s.wait_for("shutdown-1"), "{}", s.screen());
-    let state = || lab.xe_min(&["vm-list", "name-label=vm01", "params=power-state"]);
     assert_eq!(state(), "running");
     s.keys(&["-l", "clear; xe vm-shutdown vm=vm01; echo shutdown-$?"]);
     s.keys(&["Enter"]);

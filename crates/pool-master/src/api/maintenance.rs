@@ -216,16 +216,28 @@ async fn power(d: &Arc<Daemon>, args: &Args, reboot: bool) -> Result<Value, ApiE
         return Err(ApiError::bare(codes::HOST_NOT_DISABLED));
     }
     let ha_on = d.ha_enabled();
-    // VMs still there are shut down (and stay down).
-    let remaining: Vec<String> = d
+    // VMs still there are shut down (and stay down). A protected one says
+    // so in a pool message: HA does not restart a VM of a host taken down
+    // on purpose, and the admin may not have meant that.
+    let remaining: Vec<(String, VmRecord)> = d
         .model()
         .vm
         .iter()
         .filter(|(_, v)| v.resident_on == host_ref && v.power_state == PowerState::Running)
-        .map(|(r, _)| r.clone())
+        .map(|(r, v)| (r.clone(), v.clone()))
         .collect();
-    for vm in &remaining {
+    for (vm, record) in &remaining {
         super::vm::shutdown_vm(d, vm).await?;
+        if ha_on && record.ha_restart_priority == "restart" {
+            let body = format!(
+                "VM {} is protected by HA and was shut down because its host {} {} on request. It stays down until it is started again: evacuate a host before a planned {} to keep its VMs running.",
+                record.name_label,
+                host.name_label,
+                if reboot { "reboots" } else { "shuts down" },
+                if reboot { "reboot" } else { "shutdown" },
+            );
+            crate::ha::monitor::message(d, "VM_SHUTDOWN", 5, "VM", &record.uuid, body).await?;
+        }
     }
     d.write(|txn| {
         txn.update::<HostRecord>(&host_ref, |h| {

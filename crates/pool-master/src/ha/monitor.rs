@@ -215,10 +215,23 @@ fn pool_uuid(d: &Daemon) -> String {
 
 /// Create a pool message on the master.
 pub async fn alert(d: &Daemon, name: &str, cls: &str, obj_uuid: &str, body: String) -> Result<(), ApiError> {
+    message(d, name, 1, cls, obj_uuid, body).await
+}
+
+/// A pool message of any priority (XAPI's: 1 is the most urgent, 5 is
+/// information).
+pub async fn message(
+    d: &Daemon,
+    name: &str,
+    priority: i64,
+    cls: &str,
+    obj_uuid: &str,
+    body: String,
+) -> Result<(), ApiError> {
     let record = MessageRecord {
         uuid: new_uuid(),
         name: name.to_string(),
-        priority: 1,
+        priority,
         cls: cls.to_string(),
         obj_uuid: obj_uuid.to_string(),
         timestamp: crate::api::now_wire(),
