@@ -1,0 +1,182 @@
+//! The network side of the engine: heartbeats out, heartbeats in, and
+//! the hbdomain (who this host hears, and who hears it).
+
+use super::*;
+
+impl Engine {
+    // ---- network heartbeat ----
+
+    pub(super) fn heartbeat(&self) -> Heartbeat {
+        Heartbeat {
+            generation: self.cfg.generation,
+            from: self.cfg.me,
+            boot: self.cfg.boot,
+            sequence: self.hb_sequence,
+            view: self.view(),
+            sf_access: self.sf_access,
+            sf_corrupted: self.sf_corrupted,
+            fence_request: self.fence_request,
+            sr2: self.sr2,
+            joining: self.join && self.status == Status::Starting,
+            tie: self.published_tie(),
+        }
+    }
+
+    /// The tie-break values this host publishes: during a fault handler,
+    /// those it had when the round began.
+    pub(super) fn published_tie(&self) -> TieBreak {
+        self.fh.as_ref().map_or(self.tie, |f| f.tie)
+    }
+
+    /// The views this host publishes, in heartbeats and slots. The
+    /// sfdomain leaves out the network peers that say they do not see their
+    /// own slot fresh, as this host's decisions do (rule N): a peer across
+    /// a split judges this side's partition by these views.
+    pub(super) fn view(&self) -> View {
+        View {
+            current: self.current,
+            proposed: self.proposed,
+            hbdomain: self.hbdomain,
+            sfdomain: self.sfdomain.minus(self.nonholder_peers()),
+            phase: self.phase,
+        }
+    }
+
+    pub(super) fn send_heartbeat_if_due(&mut self, now: Millis) {
+        if now < self.next_hb && self.hb_burst == 0 {
+            return;
+        }
+        self.hb_burst = self.hb_burst.saturating_sub(1);
+        self.next_hb = now + self.cfg.timeouts.hb_interval;
+        self.hb_sequence += 1;
+        let hb = self.heartbeat();
+        self.out.push(Command::SendHeartbeat(hb));
+        self.feed(now, Watchdog::Heartbeat);
+    }
+
+    pub(super) fn on_heartbeat(&mut self, now: Millis, hb: Heartbeat) {
+        let i = hb.from;
+        if i >= self.n || i == self.cfg.me || hb.generation != self.cfg.generation {
+            return;
+        }
+        if let Some(p) = &self.peers[i] {
+            if hb.sequence <= p.hb.sequence && p.hb.sequence != 0 {
+                return;
+            }
+        }
+        // A host that restarted while we still count it alive is ignored
+        // until the fault handler has dropped it.
+        if !hb.view.current.contains(i) && self.current.contains(i) && self.is_online() {
+            if let Some(p) = &mut self.peers[i] {
+                p.hb.sequence = hb.sequence;
+            }
+            return;
+        }
+        if hb.fence_request && self.armed && hb.view.current.contains(i) && !hb.view.proposed.contains(self.cfg.me) {
+            self.fence(
+                "HB_FENCEREQUESTED",
+                format!("host {i} asked this host to fence: it is not in the winners' liveset"),
+            );
+            return;
+        }
+        if hb.sr2 && self.is_online() {
+            self.sr2 = true;
+        }
+        // A member starting a fault handler pulls this host in: its
+        // early phases, not FhReady alone, as a host with no peer to
+        // meet passes FhReady within one tick and never sends it.
+        let force = matches!(hb.view.phase, Phase::FhReady | Phase::Fh1 | Phase::Fh1Done | Phase::Fh2)
+            && hb.view.current.contains(i);
+        self.last_hb[i] = Some(now);
+        self.peers[i] = Some(Peer { hb });
+        self.update_hbdomain(now);
+        if force && self.is_online() {
+            self.request_fh(now, true);
+            // A kept member that starts a new round saw a failure: this
+            // round's decision is void too (rule L).
+            self.abandon_if_kept_failed(now, HostSet::single(i));
+        }
+    }
+
+    pub(super) fn update_hbdomain(&mut self, now: Millis) {
+        let me = self.cfg.me;
+        let t1 = self.cfg.timeouts.hb_timeout;
+        let in_fh = self.phase.in_fault_handler();
+        for i in 0..self.n {
+            if i == me {
+                self.hbdomain.insert(i);
+                continue;
+            }
+            let fresh = self.last_hb[i].is_some_and(|t| now.saturating_sub(t) < t1);
+            if fresh {
+                if self.hbdomain.contains(i) {
+                    let asym = self.peers[i].as_ref().is_some_and(|p| {
+                        p.hb.view.phase.in_fault_handler() && in_fh && !p.hb.view.hbdomain.contains(me)
+                    });
+                    if asym {
+                        self.hbdomain.remove(i);
+                    }
+                } else if !self.join_block {
+                    self.hbdomain.insert(i);
+                } else if self.may_regrow(i) && self.hears_me(i) {
+                    self.hbdomain.insert(i);
+                    if let Some(f) = &mut self.fh {
+                        f.regrown_hb.insert(i);
+                    }
+                }
+            } else {
+                self.hbdomain.remove(i);
+                // A host silent for T1 may come back rebooted, counting from 0.
+                if let Some(p) = &mut self.peers[i] {
+                    p.hb.sequence = 0;
+                }
+            }
+        }
+        if in_fh {
+            self.keep_fully_connected();
+        }
+        self.detect_degrade(now);
+    }
+
+    /// In the fault handler, when the hosts this host hears do not all hear
+    /// each other (A hears B, B hears C, A and C do not), keep only the
+    /// best fully connected set around this host, by the hbdomains its
+    /// peers' heartbeats carry. The hosts left out drop this host in turn
+    /// (their view no longer holds it), so the pool splits into clean
+    /// partitions that the survival rules can judge; the largest fully
+    /// connected set is the one that survives. Waits until every peer
+    /// heard is in the fault handler, as their views are only then final.
+    pub(super) fn keep_fully_connected(&mut self) {
+        let me = self.cfg.me;
+        // Only members judge: a joiner heard meanwhile never enters the
+        // fault handler, and waiting for it would stall the reduction.
+        let heard = self.hbdomain.and(self.current.with(me));
+        let mut edge = vec![HostSet::EMPTY; self.n];
+        for i in heard.iter() {
+            let view_i = if i == me {
+                Some(heard)
+            } else {
+                match self.peers[i].as_ref() {
+                    Some(p) if p.hb.view.phase.in_fault_handler() => Some(p.hb.view.hbdomain),
+                    _ => return,
+                }
+            };
+            edge[i] = view_i.unwrap_or_default().and(heard).without(i);
+        }
+        // Both ways.
+        for i in heard.iter() {
+            edge[i] = edge[i].iter().filter(|&j| edge[j].contains(i)).collect();
+        }
+        if heard.iter().all(|i| edge[i].with(i) == heard) {
+            return;
+        }
+        let keep = rules::best_clique(heard, &edge, me, &self.cfg.weights);
+        if keep != heard {
+            self.log(format!(
+                "hosts {} do not all hear each other: keeping the fully connected {keep}",
+                heard
+            ));
+            self.hbdomain = self.hbdomain.minus(heard.minus(keep));
+        }
+    }
+}
