@@ -49,8 +49,79 @@ pub fn confirmed(me: usize, v: &LockView) -> bool {
         })
 }
 
+/// What a host knows when it decides whether to ask for the master lock
+/// (the election policy xapid ships and ha-sim simulates: one copy).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Election<T> {
+    pub me: T,
+    /// The host holding the lock now, if any.
+    pub holder: Option<T>,
+    /// This host reaches the statefile and sees its own slot fresh.
+    pub sf_access: bool,
+    /// The last master (the global block's, else the pool database's).
+    pub last_master: Option<T>,
+    /// That last master is still in this host's liveset.
+    pub last_master_live: bool,
+    /// This host asked last time.
+    pub wanted: bool,
+}
+
+/// Should this host ask for the master lock? The holder keeps it. With no
+/// holder, the last master asks while it is in the liveset (whatever role
+/// it took meanwhile: a fenced master that rebooted is one); once it has
+/// left, every host asks and the lowest index wins. A request stands until
+/// another host holds the lock: a host joining the liveset leaves the
+/// holder's grants incomplete for a moment, and withdrawing then left the
+/// pool without a candidate. A host without the statefile never asks: it
+/// can neither take nor grant the lock (rule M), and its request would
+/// take the lock from the master elected meanwhile once its storage is
+/// back.
+pub fn wants_lock<T: PartialEq>(e: &Election<T>) -> bool {
+    match &e.holder {
+        Some(holder) => *holder == e.me,
+        None if !e.sf_access => false,
+        None => {
+            e.wanted
+                || match &e.last_master {
+                    Some(m) if e.last_master_live => *m == e.me,
+                    _ => true,
+                }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+
+    fn election(holder: Option<u8>, last: Option<u8>, live: bool, wanted: bool) -> Election<u8> {
+        Election {
+            me: 1,
+            holder,
+            sf_access: true,
+            last_master: last,
+            last_master_live: live,
+            wanted,
+        }
+    }
+
+    #[test]
+    fn the_election_policy_keeps_the_holder_and_the_live_last_master() {
+        // A holder keeps the lock; others do not ask.
+        assert!(wants_lock(&election(Some(1), Some(0), true, false)));
+        assert!(!wants_lock(&election(Some(0), Some(1), true, true)));
+        // No holder: only the last master asks while it is live...
+        assert!(wants_lock(&election(None, Some(1), true, false)));
+        assert!(!wants_lock(&election(None, Some(0), true, false)));
+        // ...everyone once it has left the liveset, or when there is none.
+        assert!(wants_lock(&election(None, Some(0), false, false)));
+        assert!(wants_lock(&election(None, None, false, false)));
+        // A request stands until another host holds the lock.
+        assert!(wants_lock(&election(None, Some(0), true, true)));
+        // Without the statefile, never.
+        let mut e = election(None, None, false, true);
+        e.sf_access = false;
+        assert!(!wants_lock(&e));
+    }
     use super::*;
     use proptest::prelude::*;
 

@@ -26,9 +26,13 @@ pub const STEP: Millis = 50;
 
 /// How long a down host may stay in the others' livesets once nothing else
 /// is wrong: detection on both channels, a fault handler's steps, and the
-/// winners' fence wait (rule W), with a second of slack for the steps.
+/// winners' fence wait (rule W), with a second of slack for the steps;
+/// plus, when the host's last slot showed it past the survival test of a
+/// round of its own, the longer wait for such a late loser (T1 and another
+/// fence wait): it may have gone down inside that round.
 pub fn stale_bound(t: &Timeouts) -> Millis {
-    t.hb_timeout.max(t.sf_timeout) + 2 * t.hb_interval.max(t.sf_interval) + t.fence_wait(true) + 1_000
+    let late_loser = t.hb_timeout + t.fence_wait(false);
+    t.hb_timeout.max(t.sf_timeout) + 2 * t.hb_interval.max(t.sf_interval) + t.fence_wait(true) + late_loser + 1_000
 }
 
 /// How a host is doing, physically.
@@ -79,6 +83,8 @@ pub struct Host {
     /// The host's cable is plugged in (its link is up): `set_network`
     /// pulls it; partitions and one-way cuts happen beyond the link.
     pub link_up: bool,
+    /// The election asked for the master lock last time (this boot).
+    pub wants_master: bool,
 }
 
 impl Host {
@@ -199,6 +205,7 @@ impl World {
                 priority: 0,
                 tie_sent: None,
                 link_up: true,
+                wants_master: false,
                 fences: Vec::new(),
             });
         }
@@ -252,6 +259,7 @@ impl World {
         h.frozen_until = None;
         h.restart_at = None;
         h.tie_sent = None;
+        h.wants_master = false;
         self.checker.booted(i);
         let now = self.now;
         if let Some(b) = self.truth.as_mut().and_then(|r| r.booted_at.get_mut(i)) {
@@ -609,13 +617,17 @@ impl World {
             if !h.running() || h.frozen(self.now) || !h.engine.is_online() {
                 continue;
             }
-            // Ask only when the last master is gone from the liveset, so a
-            // member's death does not move the master.
+            // xapid's policy, the one copy of it (`lock::wants_lock`).
             let last = h.engine.global().and_then(|g| g.master);
-            let want = match h.engine.lock_holder() {
-                Some(holder) => holder == i,
-                None => last.is_none_or(|m| m == i || !h.engine.liveset().contains(m)),
-            };
+            let want = ha_liveness::lock::wants_lock(&ha_liveness::lock::Election {
+                me: i,
+                holder: h.engine.lock_holder(),
+                sf_access: h.engine.sf_access(),
+                last_master: last,
+                last_master_live: last.is_some_and(|m| h.engine.liveset().contains(m)),
+                wanted: h.wants_master,
+            });
+            self.hosts[i].wants_master = want;
             let event = if want {
                 Event::ProposeMaster
             } else {

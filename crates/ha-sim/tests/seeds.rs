@@ -204,6 +204,10 @@ fn seeds_that_found_a_bug_stay_fixed() {
             72227046,
             "2 hosts, host 0's statefile I/O 10 s slow: its slot still said starting, though host 1 had heard it online; host 1 took it for a joiner, decided alone across a network split, and dropped it while armed (rule G)",
         ),
+        (
+            110036525,
+            "4 hosts: host 0 acked two joiners, started a fault handler and was cut off; they armed on its acks, and it dropped them by their starting slots (rule K: no join while an acker is in a fault handler)",
+        ),
         (70100535, "found in the same fresh sweep"),
         (70105962, "found in the same fresh sweep"),
         (

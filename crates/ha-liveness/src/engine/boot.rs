@@ -108,7 +108,19 @@ impl Engine {
                     self.proposed = held.with(me);
                 }
                 let member = |i: usize| self.peers[i].as_ref().is_some_and(|p| p.hb.view.current.contains(i));
-                let joined = self.current.iter().filter(|&i| i != me).all(|i| self.fresh_ack(now, i))
+                // No acker may be in a fault handler (rule K): it may be
+                // deciding on this host's slot, which says it is starting,
+                // and drop it as a joiner once cut off from it.
+                let in_fh = |i: usize| {
+                    self.peers[i]
+                        .as_ref()
+                        .is_some_and(|p| p.hb.view.phase.in_fault_handler())
+                };
+                let joined = self
+                    .current
+                    .iter()
+                    .filter(|&i| i != me)
+                    .all(|i| self.fresh_ack(now, i) && !in_fh(i))
                     && self.current.iter().any(|i| i != me && member(i));
                 if joined {
                     self.current.insert(me);

@@ -99,30 +99,17 @@ async fn step(d: &Arc<Daemon>, view: &AgentView, state: &mut State) -> Result<()
     };
     let me = d.host_uuid.clone();
     let address_of = |uuid: &str| local.index_of(uuid).map(|i| local.addresses[i].clone());
-    // Election.
-    let last_gone = |m: &String| !view.liveset.contains(m);
+    // Election: one policy, shared with ha-sim (`lock::wants_lock`).
     // The last master: the global block's, else the database's.
     let last = view.last_master.clone().or_else(|| db_master(d));
-    // With no holder, the last master proposes while it is live (whatever
-    // role it has taken meanwhile: a fenced master that rebooted is one);
-    // once it has left the liveset, everyone does and the lowest index
-    // wins. A proposal stands until another host holds the lock: a host
-    // joining the liveset makes the holder's grant incomplete for a
-    // moment, and withdrawing then left the pool without any candidate.
-    let want = match &view.lock_holder {
-        Some(holder) => *holder == me,
-        // A host without the statefile can neither take nor grant the lock
-        // (rule M): its proposal would only stand until its storage is
-        // back, and then take the lock from the master elected meanwhile.
-        None if !view.sf_access => false,
-        None => {
-            state.wanted
-                || match &last {
-                    Some(m) if !last_gone(m) => *m == me,
-                    _ => true,
-                }
-        }
-    };
+    let want = ha_liveness::lock::wants_lock(&ha_liveness::lock::Election {
+        me: me.clone(),
+        holder: view.lock_holder.clone(),
+        sf_access: view.sf_access,
+        last_master_live: last.as_ref().is_some_and(|m| view.liveset.contains(m)),
+        last_master: last.clone(),
+        wanted: state.wanted,
+    });
     if want != state.wanted {
         tracing::info!(
             holder = ?view.lock_holder,
