@@ -457,19 +457,27 @@ fn between_equal_partitions_with_links_up_the_more_important_vms_win() {
     assert_eq!(w.hosts[1].engine.liveset(), set(&[1]));
 }
 
+/// A formed pool of `n` hosts that loses power as a whole: `at_boot` runs
+/// on the world while every host is off, then every host boots.
+fn whole_pool_restart(n: usize, at_boot: impl FnOnce(&mut World)) -> World {
+    let mut w = pool(n);
+    for i in 0..n {
+        w.power_off(i);
+    }
+    run(&mut w, 1_000);
+    at_boot(&mut w);
+    for i in 0..n {
+        w.power_on(i);
+    }
+    w
+}
+
 #[test]
 fn a_host_lost_while_the_pool_forms_is_detected_and_dropped() {
     // Issue 28: every host reboots (a whole-pool restart with HA on), and
     // host 2's network is cut 100 ms after they boot. The others must not
     // keep it in their liveset unheard: they judge it within T and drop it.
-    let mut w = pool(3);
-    for i in 0..3 {
-        w.power_off(i);
-    }
-    run(&mut w, 1_000);
-    for i in 0..3 {
-        w.power_on(i);
-    }
+    let mut w = whole_pool_restart(3, |_| {});
     run(&mut w, 100);
     w.set_network(2, false);
     run(&mut w, 150_000);
@@ -489,15 +497,7 @@ fn a_pool_that_restarts_without_one_host_forms_its_liveset_from_the_majority() {
     // the liveset without it once the boot limit and a fence wait have
     // passed (rule Q); host 2 alone forms nothing, and joins when its
     // cable is back.
-    let mut w = pool(3);
-    for i in 0..3 {
-        w.power_off(i);
-    }
-    run(&mut w, 1_000);
-    w.set_network(2, false);
-    for i in 0..3 {
-        w.power_on(i);
-    }
+    let mut w = whole_pool_restart(3, |w| w.set_network(2, false));
     run(&mut w, 150_000);
     for i in [0, 1] {
         assert_eq!(w.hosts[i].engine.liveset(), set(&[0, 1]), "host {i}");
@@ -513,15 +513,7 @@ fn a_pool_that_restarts_without_one_host_forms_its_liveset_from_the_majority() {
 fn a_two_host_pool_that_restarts_without_one_host_forms_nothing() {
     // One host of two is no majority: forming alone could split the pool
     // with a host that is only cut off.
-    let mut w = pool(2);
-    for i in 0..2 {
-        w.power_off(i);
-    }
-    run(&mut w, 1_000);
-    w.set_network(1, false);
-    for i in 0..2 {
-        w.power_on(i);
-    }
+    let mut w = whole_pool_restart(2, |w| w.set_network(1, false));
     run(&mut w, 150_000);
     assert_eq!(w.online(), HostSet::EMPTY);
     w.set_network(1, true);
