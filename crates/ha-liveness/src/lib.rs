@@ -22,7 +22,7 @@ pub mod message;
 pub mod rules;
 pub mod timeouts;
 
-pub use engine::{Command, Config, Engine, Event, Exit, FenceReason, Status, Watchdog};
+pub use engine::{Command, Config, Engine, Event, Exit, FenceCode, FenceReason, Status, Watchdog};
 pub use hostset::{HostSet, MAX_HOSTS};
 pub use message::{Global, Heartbeat, Phase, PoolState, Slot, SlotRead, StatefileRead, TieBreak, View};
 pub use timeouts::{effective_timeout_s, Millis, Timeouts, DEFAULT_TIMEOUT_S, MIN_TIMEOUT_S};

@@ -19,7 +19,7 @@ use rand::Rng;
 
 use crate::avail::{assess, AvailReport};
 use crate::single::SingleFault;
-use crate::world::{fence_code, World};
+use crate::world::World;
 use crate::Violation;
 
 /// What one seed did.
@@ -159,8 +159,8 @@ pub fn run_opts(
         }
     };
     let mut fence_codes = BTreeMap::new();
-    for why in w.hosts.iter().flat_map(|h| &h.fences) {
-        *fence_codes.entry(fence_code(why).to_string()).or_insert(0) += 1;
+    for f in w.hosts.iter().flat_map(|h| &h.fences) {
+        *fence_codes.entry(f.cause.name().to_string()).or_insert(0) += 1;
     }
     let avail = w.truth.as_ref().map(|rec| {
         let budget = w.hosts.first().map_or(0, |h| h.engine.fh_budget());

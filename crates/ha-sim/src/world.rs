@@ -13,7 +13,8 @@ use ha_liveness::engine::Config;
 use ha_liveness::message::Global;
 use ha_liveness::timeouts::TimeoutError;
 use ha_liveness::{
-    Command, Engine, Event, HostSet, Millis, PoolState, Slot, SlotRead, StatefileRead, Status, TieBreak, Timeouts,
+    Command, Engine, Event, FenceCode, HostSet, Millis, PoolState, Slot, SlotRead, StatefileRead, Status, TieBreak,
+    Timeouts,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -55,6 +56,32 @@ struct Cycle {
     global: Option<Global>,
 }
 
+/// What brought a host down on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FenceCause {
+    /// The engine fenced, with this code.
+    Engine(FenceCode),
+    /// Its watchdog fired.
+    Watchdog,
+}
+
+impl FenceCause {
+    /// The name tables print: the engine's code, or `watchdog`.
+    pub fn name(self) -> &'static str {
+        match self {
+            FenceCause::Engine(code) => code.name(),
+            FenceCause::Watchdog => "watchdog",
+        }
+    }
+}
+
+/// One fence of a host: why, and the line that says so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub cause: FenceCause,
+    pub text: String,
+}
+
 /// One simulated host.
 #[derive(Debug, Clone)]
 pub struct Host {
@@ -74,7 +101,7 @@ pub struct Host {
     pub sf_latency: Millis,
     /// When to retry starting HA after the engine stopped.
     restart_at: Option<Millis>,
-    pub fences: Vec<String>,
+    pub fences: Vec<Fence>,
     /// What the host's protected VMs weigh in the tie-break between equal
     /// partitions (0 unless a test sets it).
     pub priority: u32,
@@ -403,7 +430,7 @@ impl World {
             if h.power == Power::On && h.armed && !h.frozen(now) {
                 if let Some(w) = h.watchdog.iter().flatten().copied().find(|&d| now > d) {
                     let line = format!("watchdog: expired at {w}");
-                    self.crash(i, line);
+                    self.crash(i, FenceCause::Watchdog, line);
                 }
             }
         }
@@ -516,21 +543,21 @@ impl World {
         })
     }
 
-    fn crash(&mut self, i: usize, why: String) {
+    fn crash(&mut self, i: usize, cause: FenceCause, why: String) {
         self.note(format!("host {i} goes down: {why}"));
         if self.truth.is_some() {
-            self.record_fence(i, &why);
+            self.record_fence(i, cause);
         }
         let until = self.now + self.reboot_delay;
         let h = &mut self.hosts[i];
-        h.fences.push(why);
+        h.fences.push(Fence { cause, text: why });
         h.power = Power::Off { until: Some(until) };
         h.armed = false;
         h.cycle = None;
     }
 
     /// Log host `i` going down now, before it does.
-    fn record_fence(&mut self, i: usize, why: &str) {
+    fn record_fence(&mut self, i: usize, cause: FenceCause) {
         let live = |h: &Host| h.power == Power::On && h.engine.is_online();
         // A fencing engine already says `Fenced`: ask the last sample.
         let was_live = self
@@ -546,7 +573,7 @@ impl World {
             r.fences.push(FenceRecord {
                 at: now,
                 host: i,
-                code: fence_code(why).to_string(),
+                code: cause.name().to_string(),
                 phase,
                 booted_at: r.booted_at.get(i).copied().unwrap_or(0),
                 whole_pool: was_live && !others,
@@ -591,7 +618,7 @@ impl World {
                 Command::Arm => self.hosts[i].armed = true,
                 Command::Disarm => self.hosts[i].armed = false,
                 Command::Fence(reason) => {
-                    self.crash(i, format!("fenced: {reason}"));
+                    self.crash(i, FenceCause::Engine(reason.code), format!("fenced: {reason}"));
                     return;
                 }
                 Command::Liveset(set) => {
@@ -658,11 +685,4 @@ impl World {
     pub fn status(&self, i: usize) -> &Status {
         self.hosts[i].engine.status()
     }
-}
-
-/// The code of a fence as the world records it (`fenced: CODE: message`),
-/// or `watchdog` for a watchdog crash.
-pub fn fence_code(why: &str) -> &str {
-    let rest = why.strip_prefix("fenced: ").unwrap_or(why);
-    rest.split(':').next().unwrap_or(rest).trim()
 }

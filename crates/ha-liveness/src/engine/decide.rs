@@ -250,7 +250,7 @@ impl Engine {
         ));
         match outcome {
             Outcome::Lost => {
-                self.fence("SM_SURVIVALRULE_FAILED", survival_explanation(&views));
+                self.fence(FenceCode::SurvivalRuleFailed, survival_explanation(&views));
                 return;
             }
             Outcome::StorageLost => {}
@@ -308,7 +308,7 @@ impl Engine {
                 });
             if !kept {
                 self.fence(
-                    "SM_SURVIVALRULE_FAILED",
+                    FenceCode::SurvivalRuleFailed,
                     "this host cannot reach the statefile and the hosts that can did not keep it".into(),
                 );
                 return false;

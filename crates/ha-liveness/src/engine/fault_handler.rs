@@ -323,7 +323,7 @@ impl Engine {
                                 format!("hosts {}", self.inconsistent_peers())
                             };
                             self.fence(
-                                "SM_FAULTHANDLER_TIMEOUT",
+                                FenceCode::FaultHandlerTimeout,
                                 format!("FH: cannot get consistent view within timeout (waiting for {waiting})"),
                             );
                             return;

@@ -81,9 +81,39 @@ pub enum Watchdog {
 /// Why a host fenced itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FenceReason {
-    /// xhad's error name, e.g. `SM_SURVIVALRULE_FAILED`.
-    pub code: &'static str,
+    pub code: FenceCode,
     pub message: String,
+}
+
+/// Why a host fences itself, by xhad's error names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FenceCode {
+    /// The survival test of a fault handler failed for this host.
+    SurvivalRuleFailed,
+    /// A fault handler did not decide within its budget or a step's limit.
+    FaultHandlerTimeout,
+    /// A winner asked this host to fence (`fence_request`).
+    FenceRequested,
+    /// This host's own watchdog deadline passed (it was frozen).
+    WatchdogExpired,
+}
+
+impl FenceCode {
+    /// xhad's name for it, as logs and messages print it.
+    pub fn name(self) -> &'static str {
+        match self {
+            FenceCode::SurvivalRuleFailed => "SM_SURVIVALRULE_FAILED",
+            FenceCode::FaultHandlerTimeout => "SM_FAULTHANDLER_TIMEOUT",
+            FenceCode::FenceRequested => "HB_FENCEREQUESTED",
+            FenceCode::WatchdogExpired => "WD_EXPIRED",
+        }
+    }
+}
+
+impl fmt::Display for FenceCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 impl fmt::Display for FenceReason {
@@ -603,7 +633,7 @@ impl Engine {
         let (hb, sf) = self.watchdog_deadlines();
         if hb.is_some_and(|d| now > d) {
             self.fence(
-                "WD_EXPIRED",
+                FenceCode::WatchdogExpired,
                 format!(
                     "the heartbeat watchdog expired {} ms ago (was this host frozen?)",
                     now - hb.unwrap_or(now)
@@ -611,7 +641,7 @@ impl Engine {
             );
         } else if sf.is_some_and(|d| now > d) {
             self.fence(
-                "WD_EXPIRED",
+                FenceCode::WatchdogExpired,
                 format!(
                     "the statefile watchdog expired {} ms ago (was this host frozen?)",
                     now - sf.unwrap_or(now)
@@ -631,7 +661,7 @@ impl Engine {
             let budget = self.fh_budget();
             if now.saturating_sub(since) > budget {
                 self.fence(
-                    "SM_FAULTHANDLER_TIMEOUT",
+                    FenceCode::FaultHandlerTimeout,
                     format!(
                         "a fault noticed {} ms ago is not resolved (budget {budget} ms)",
                         now - since
@@ -641,7 +671,7 @@ impl Engine {
         }
     }
 
-    fn fence(&mut self, code: &'static str, message: String) {
+    fn fence(&mut self, code: FenceCode, message: String) {
         if !self.armed {
             self.log(format!("would fence ({code}: {message}), but fencing is not armed"));
             return;

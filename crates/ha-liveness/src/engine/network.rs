@@ -74,7 +74,7 @@ impl Engine {
         }
         if hb.fence_request && self.armed && hb.view.current.contains(i) && !hb.view.proposed.contains(self.cfg.me) {
             self.fence(
-                "HB_FENCEREQUESTED",
+                FenceCode::FenceRequested,
                 format!("host {i} asked this host to fence: it is not in the winners' liveset"),
             );
             return;
