@@ -44,8 +44,11 @@ impl Engine {
                 let me = self.cfg.me;
                 let still = (0..self.n).filter(|&i| i != me).any(|i| {
                     (self.hbdomain.contains(i)
-                        && self.peers[i].as_ref().is_some_and(|p| p.hb.view.current.contains(me)))
-                        || (self.sfdomain.contains(i) && self.slots[i].is_some_and(|s| s.view.current.contains(me)))
+                        && self.obs[i]
+                            .peer
+                            .as_ref()
+                            .is_some_and(|p| p.hb.view.current.contains(me)))
+                        || (self.sfdomain.contains(i) && self.obs[i].slot.is_some_and(|s| s.view.current.contains(me)))
                 });
                 if !still {
                     self.log(format!(
@@ -70,7 +73,8 @@ impl Engine {
                 // without a host) must not each form their own.
                 let booted = self.proposed.iter().filter(|&i| i != me).all(|i| {
                     self.fresh_ack(now, i)
-                        && self.peers[i]
+                        && self.obs[i]
+                            .peer
                             .as_ref()
                             .is_some_and(|p| p.hb.view.proposed == self.proposed)
                 });
@@ -97,7 +101,7 @@ impl Engine {
                     .current
                     .iter()
                     .filter(|&i| self.hbdomain.contains(i))
-                    .filter_map(|i| self.peers[i].as_ref().filter(|p| p.hb.view.current.contains(i)))
+                    .filter_map(|i| self.obs[i].peer.as_ref().filter(|p| p.hb.view.current.contains(i)))
                     .fold(HostSet::EMPTY, |acc, p| {
                         acc.or(p.hb.view.current).or(p.hb.view.proposed)
                     })
@@ -107,12 +111,13 @@ impl Engine {
                     self.current = held;
                     self.proposed = held.with(me);
                 }
-                let member = |i: usize| self.peers[i].as_ref().is_some_and(|p| p.hb.view.current.contains(i));
+                let member = |i: usize| self.obs[i].peer.as_ref().is_some_and(|p| p.hb.view.current.contains(i));
                 // No acker may be in a fault handler (rule K): it may be
                 // deciding on this host's slot, which says it is starting,
                 // and drop it as a joiner once cut off from it.
                 let in_fh = |i: usize| {
-                    self.peers[i]
+                    self.obs[i]
+                        .peer
                         .as_ref()
                         .is_some_and(|p| p.hb.view.phase.in_fault_handler())
                 };
@@ -139,9 +144,12 @@ impl Engine {
     /// heartbeat is recent: after this host was frozen, the acks it read
     /// before may be withdrawn already.
     pub(super) fn fresh_ack(&self, now: Millis, i: usize) -> bool {
-        let recent = self.last_hb[i].is_some_and(|t| now.saturating_sub(t) < self.cfg.timeouts.hb_timeout / 2);
+        let recent = self.obs[i]
+            .last_hb
+            .is_some_and(|t| now.saturating_sub(t) < self.cfg.timeouts.hb_timeout / 2);
         recent
-            && self.peers[i]
+            && self.obs[i]
+                .peer
                 .as_ref()
                 .is_some_and(|p| p.hb.view.proposed.contains(self.cfg.me))
     }
@@ -155,7 +163,7 @@ impl Engine {
             return;
         }
         let starting: HostSet = (0..self.n)
-            .filter(|&i| self.slots[i].is_some_and(|s| s.starting))
+            .filter(|&i| self.obs[i].slot.is_some_and(|s| s.starting))
             .collect();
         let excluded = self.excluded_hosts();
         let nonstarting = self.sfdomain.minus(starting).minus(HostSet::single(self.cfg.me));
@@ -192,7 +200,7 @@ impl Engine {
             }
             (PoolState::Active, true) => {
                 if let Some(first) = nonstarting.lowest() {
-                    if let Some(s) = self.slots[first] {
+                    if let Some(s) = self.obs[first].slot {
                         // Only a liveset formed with this host in it: one
                         // that still lists it from before it rebooted (the
                         // holder's slot was out of sight while this host
@@ -218,7 +226,7 @@ impl Engine {
                         .hbdomain
                         .iter()
                         .filter(|&i| i != self.cfg.me)
-                        .filter_map(|i| self.peers[i].as_ref())
+                        .filter_map(|i| self.obs[i].peer.as_ref())
                         .filter(|p| p.hb.view.current.contains(p.hb.from))
                         .fold(HostSet::EMPTY, |acc, p| acc.or(p.hb.view.current));
                     self.current = self.sfdomain.minus(starting).or(published).without(self.cfg.me);
@@ -253,7 +261,7 @@ impl Engine {
             .hbdomain
             .iter()
             .filter(|&i| i != me)
-            .any(|i| self.peers[i].as_ref().is_some_and(|p| p.hb.view.current.contains(i)));
+            .any(|i| self.obs[i].peer.as_ref().is_some_and(|p| p.hb.view.current.contains(i)));
         (reached.len() * 2 > self.n && !heard_online && self.sf_access).then_some(reached)
     }
 
@@ -282,7 +290,7 @@ impl Engine {
     /// (a host's boots only grow).
     pub(super) fn note_members(&mut self, hosts: HostSet) {
         for i in hosts.iter().filter(|&i| i < self.n) {
-            self.member_boot[i] = self.latest_boot(i);
+            self.obs[i].member_boot = self.latest_boot(i);
         }
     }
 
@@ -323,7 +331,7 @@ impl Engine {
             if i == me || !self.hbdomain.contains(i) || left.contains(i) {
                 continue;
             }
-            let Some(p) = &self.peers[i] else { continue };
+            let Some(p) = &self.obs[i].peer else { continue };
             let (pc, pp) = (p.hb.view.current, p.hb.view.proposed);
             if !pc.contains(i) && pp.contains(i) {
                 if !self.join_block && (self.sfdomain.contains(i) || self.sr2) && !self.proposed.contains(i) {
@@ -335,7 +343,10 @@ impl Engine {
                         if j == me {
                             self.proposed.contains(i)
                         } else {
-                            self.peers[j].as_ref().is_some_and(|q| q.hb.view.proposed.contains(i))
+                            self.obs[j]
+                                .peer
+                                .as_ref()
+                                .is_some_and(|q| q.hb.view.proposed.contains(i))
                         }
                     });
                     if allowed {

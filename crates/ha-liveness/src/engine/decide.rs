@@ -38,9 +38,9 @@ impl Engine {
         let me = self.cfg.me;
         let my_hbd = self.hbdomain.and(cur);
         let my_sfd = self.sfdomain.and(cur_sf);
-        let slot = self.slots[i];
+        let slot = self.obs[i].slot;
         if my_hbd.contains(i) {
-            let Some(p) = &self.peers[i] else { return false };
+            let Some(p) = &self.obs[i].peer else { return false };
             if p.hb.view.hbdomain.and(cur) != my_hbd {
                 return false;
             }
@@ -80,7 +80,8 @@ impl Engine {
     /// online (a member in its own eyes): whatever an older slot of that
     /// boot says, it is armed, or was until it fenced.
     pub(super) fn heard_online(&self, i: usize, boot: u64) -> bool {
-        self.peers[i]
+        self.obs[i]
+            .peer
             .as_ref()
             .is_some_and(|p| p.hb.boot == boot && p.hb.view.phase != Phase::Starting && p.hb.view.current.contains(i))
     }
@@ -94,7 +95,12 @@ impl Engine {
             .and(self.current)
             .without(self.cfg.me)
             .iter()
-            .filter(|&i| self.peers[i].as_ref().is_some_and(|p| !p.hb.view.sfdomain.contains(i)))
+            .filter(|&i| {
+                self.obs[i]
+                    .peer
+                    .as_ref()
+                    .is_some_and(|p| !p.hb.view.sfdomain.contains(i))
+            })
             .collect()
     }
 
@@ -112,12 +118,20 @@ impl Engine {
         sf_only.is_empty()
             || !self.sf_access
             || !self.sfdomain.contains(me)
-            || self.slots[me].is_some_and(|s| s.boot == self.cfg.boot && s.sequence > self.phase_seq)
+            || self.obs[me]
+                .slot
+                .is_some_and(|s| s.boot == self.cfg.boot && s.sequence > self.phase_seq)
     }
 
     pub(super) fn peers_with_sf(&self) -> HostSet {
         (0..self.n)
-            .filter(|&i| i != self.cfg.me && self.peers[i].as_ref().is_some_and(|p| p.hb.view.sfdomain.contains(i)))
+            .filter(|&i| {
+                i != self.cfg.me
+                    && self.obs[i]
+                        .peer
+                        .as_ref()
+                        .is_some_and(|p| p.hb.view.sfdomain.contains(i))
+            })
             .collect()
     }
 
@@ -128,23 +142,23 @@ impl Engine {
             sfdomain: self.sfdomain.minus(self.nonholder_peers()),
             peers_with_sf: self.peers_with_sf(),
             published: self
-                .slots
+                .obs
                 .iter()
-                .map(|s| s.map(|s| (s.view.sfdomain, s.view.hbdomain)))
+                .map(|o| o.slot.map(|s| (s.view.sfdomain, s.view.hbdomain)))
                 .collect(),
             ties: (0..self.n)
                 .map(|i| {
                     if i == self.cfg.me {
                         Some(self.published_tie())
                     } else if self.hbdomain.contains(i) {
-                        self.peers[i].as_ref().map(|p| p.hb.tie)
+                        self.obs[i].peer.as_ref().map(|p| p.hb.tie)
                     } else {
-                        self.slots[i].map(|s| s.tie)
+                        self.obs[i].slot.map(|s| s.tie)
                     }
                 })
                 .collect(),
             joiners: (0..self.n)
-                .filter(|&i| i != self.cfg.me && self.slots[i].is_some_and(|s| s.starting))
+                .filter(|&i| i != self.cfg.me && self.obs[i].slot.is_some_and(|s| s.starting))
                 .collect(),
             claimants: self.claimants().minus(self.hbdomain),
             excluded: self.excluded_hosts(),
@@ -163,8 +177,8 @@ impl Engine {
         let me = self.cfg.me;
         let mut members = self.current;
         for i in self.current.and(self.sfdomain).iter().filter(|&i| i != me) {
-            let Some(slot) = self.slots[i] else { continue };
-            let ours = self.member_boot[i] == 0 || slot.boot == self.member_boot[i];
+            let Some(slot) = self.obs[i].slot else { continue };
+            let ours = self.obs[i].member_boot == 0 || slot.boot == self.obs[i].member_boot;
             if !ours || !slot.view.current.contains(i) {
                 continue;
             }
@@ -194,7 +208,7 @@ impl Engine {
             .iter()
             .filter(|&i| i != me)
             .filter(|&i| {
-                self.slots[i].is_some_and(|slot| {
+                self.obs[i].slot.is_some_and(|slot| {
                     slot.view.current.contains(me)
                         && slot.member_boots.get(me) == Some(&self.cfg.boot)
                         && slot.view.current.contains(i)
@@ -211,8 +225,8 @@ impl Engine {
         if i == self.cfg.me {
             return self.cfg.boot;
         }
-        let heard = self.peers[i].as_ref().map_or(0, |p| p.hb.boot);
-        let seen = self.slots[i].map_or(0, |s| s.boot);
+        let heard = self.obs[i].peer.as_ref().map_or(0, |p| p.hb.boot);
+        let seen = self.obs[i].slot.map_or(0, |s| s.boot);
         heard.max(seen)
     }
 
@@ -269,7 +283,7 @@ impl Engine {
                         if self.proposed.contains(i) && !keep.contains(i) {
                             self.log(format!("host {i} will be removed from the liveset"));
                             self.proposed.remove(i);
-                            let decided = self.slots[i].is_some_and(|s| s.view.phase >= Phase::Fh3);
+                            let decided = self.obs[i].slot.is_some_and(|s| s.view.phase >= Phase::Fh3);
                             if decided && !snap.hbdomain.contains(i) {
                                 self.log(format!(
                                     "host {i} is past the survival test of a fault handler of its own: waiting longer for it"
@@ -302,7 +316,8 @@ impl Engine {
                 .collect();
             let kept = !judges.is_empty()
                 && judges.iter().all(|&j| {
-                    self.peers[j]
+                    self.obs[j]
+                        .peer
                         .as_ref()
                         .is_some_and(|p| p.hb.view.phase >= Phase::Fh3Done && p.hb.view.proposed.contains(me))
                 });
@@ -318,7 +333,7 @@ impl Engine {
             // differently, and a host one of them keeps may be armed.
             let kept_by_any = judges
                 .iter()
-                .filter_map(|&j| self.peers[j].as_ref())
+                .filter_map(|&j| self.obs[j].peer.as_ref())
                 .fold(HostSet::EMPTY, |acc, p| acc.or(p.hb.view.proposed));
             self.proposed = kept_by_any.and(self.current);
             self.storage_lost = true;
@@ -382,7 +397,10 @@ impl Engine {
         let recovered = self.sf_access
             && (0..self.n).filter(|&i| i != me).all(|i| {
                 if self.hbdomain.contains(i) {
-                    self.peers[i].as_ref().is_some_and(|p| p.hb.view.sfdomain.contains(i))
+                    self.obs[i]
+                        .peer
+                        .as_ref()
+                        .is_some_and(|p| p.hb.view.sfdomain.contains(i))
                 } else {
                     excluded.contains(i)
                 }

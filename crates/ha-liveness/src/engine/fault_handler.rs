@@ -364,7 +364,7 @@ impl Engine {
             .filter(|&i| {
                 !self.hbdomain.contains(i)
                     || !self.sfdomain.contains(i)
-                    || self.last_hb[i].is_none_or(|t| now.saturating_sub(t) >= quiet)
+                    || self.obs[i].last_hb.is_none_or(|t| now.saturating_sub(t) >= quiet)
             })
             .collect()
     }
@@ -393,7 +393,7 @@ impl Engine {
             .and(self.sfdomain)
             .minus(self.hbdomain)
             .iter()
-            .any(|i| self.last_sf[i].is_some_and(|t| t >= started));
+            .any(|i| self.obs[i].last_sf.is_some_and(|t| t >= started));
         let failed = self.failed_members(now);
         let phase = self.phase;
         let armed = self.armed && self.trouble_since.is_some();
@@ -416,7 +416,7 @@ impl Engine {
     }
 
     pub(super) fn peer_phase_hb(&self, i: usize) -> Option<Phase> {
-        self.peers[i].as_ref().map(|p| p.hb.view.phase)
+        self.obs[i].peer.as_ref().map(|p| p.hb.view.phase)
     }
 
     /// Every peer seen on the network publishes `p1` or `p2`; with `on_sf`,
@@ -438,10 +438,12 @@ impl Engine {
         let holder = self.sfdomain.contains(self.cfg.me);
         self.current.iter().filter(|&i| i != self.cfg.me).all(|i| {
             let silent = self.sfdomain.contains(i)
-                && self.last_hb[i].is_none_or(|t| now.saturating_sub(t) >= self.suspect_after());
+                && self.obs[i]
+                    .last_hb
+                    .is_none_or(|t| now.saturating_sub(t) >= self.suspect_after());
             let hb_ok = !self.hbdomain.contains(i) || silent || exact(self.peer_phase_hb(i));
             let sf_only = self.sfdomain.contains(i) && !self.hbdomain.contains(i);
-            let sf_ok = !on_sf || !sf_only || !holder || reached(self.slots[i].map(|s| s.view.phase));
+            let sf_ok = !on_sf || !sf_only || !holder || reached(self.obs[i].slot.map(|s| s.view.phase));
             hb_ok && sf_ok
         })
     }
@@ -453,12 +455,12 @@ impl Engine {
         let since_start = now - started;
         (0..self.n).filter(|&i| i != self.cfg.me).all(|i| {
             let hb_stale = self.hbdomain.contains(i)
-                && self.last_hb[i].is_some_and(|l| {
+                && self.obs[i].last_hb.is_some_and(|l| {
                     let age = now.saturating_sub(l);
                     age > t.hb_timeout / 4 && age > since_start
                 });
             let sf_stale = self.sfdomain.contains(i)
-                && self.last_sf[i].is_some_and(|l| {
+                && self.obs[i].last_sf.is_some_and(|l| {
                     let age = now.saturating_sub(l);
                     age > t.sf_timeout / 4 && age > since_start
                 });

@@ -51,7 +51,7 @@ impl Engine {
         if i == self.cfg.me {
             self.lock_request
         } else {
-            self.slots[i].is_some_and(|s| s.lock_request)
+            self.obs[i].slot.is_some_and(|s| s.lock_request)
         }
     }
 
@@ -59,7 +59,7 @@ impl Engine {
         if j == self.cfg.me {
             self.lock_grant
         } else {
-            self.slots[j].map(|s| s.lock_grant).unwrap_or_default()
+            self.obs[j].slot.map(|s| s.lock_grant).unwrap_or_default()
         }
     }
 

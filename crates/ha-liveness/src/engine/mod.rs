@@ -242,6 +242,23 @@ struct Peer {
     hb: Heartbeat,
 }
 
+/// What a host has observed of one host, on both channels.
+#[derive(Debug, Clone, Default)]
+struct Observed {
+    /// When its last heartbeat arrived.
+    last_hb: Option<Millis>,
+    /// Its last heartbeat.
+    peer: Option<Peer>,
+    /// The sequence of its slot as last read.
+    seen_seq: Option<u64>,
+    /// When that sequence was first seen (the slot's age counts from it).
+    last_sf: Option<Millis>,
+    /// Its slot as last read.
+    slot: Option<Slot>,
+    /// The boot of it taken into the liveset (published in the slot).
+    member_boot: u64,
+}
+
 /// Progress of the start sequence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Boot {
@@ -272,13 +289,14 @@ pub struct Engine {
     /// Joining an existing liveset (xhad's `ctl.join`).
     join: bool,
 
+    /// What this host has seen of each host, itself included.
+    obs: Vec<Observed>,
+
     // Network heartbeat.
     hb_sequence: u64,
     next_hb: Millis,
     /// Heartbeats to send at once (rendezvous and joins accelerate).
     hb_burst: u32,
-    last_hb: Vec<Option<Millis>>,
-    peers: Vec<Option<Peer>>,
     hbdomain: HostSet,
 
     // Statefile.
@@ -299,9 +317,6 @@ pub struct Engine {
     /// landed as early as this, so peers may see this host's slot stale
     /// from this time plus T2 on, however late the cycle completed.
     sf_written_from: Option<Millis>,
-    seen_seq: Vec<Option<u64>>,
-    last_sf: Vec<Option<Millis>>,
-    slots: Vec<Option<Slot>>,
     global: Option<Global>,
     pending_global: Option<Global>,
     sfdomain: HostSet,
@@ -310,8 +325,6 @@ pub struct Engine {
 
     // Membership.
     current: HostSet,
-    /// Per host, the boot of it taken into `current` (published in the slot).
-    member_boot: Vec<u64>,
     proposed: HostSet,
     last_hbdomain: HostSet,
     last_sfdomain: HostSet,
@@ -355,6 +368,7 @@ impl Engine {
         let n = cfg.hosts.len();
         Engine {
             n,
+            obs: vec![Observed::default(); n],
             status: Status::Starting,
             armed: false,
             start_time: 0,
@@ -364,8 +378,6 @@ impl Engine {
             hb_sequence: 0,
             next_hb: 0,
             hb_burst: 0,
-            last_hb: vec![None; n],
-            peers: vec![None; n],
             hbdomain: HostSet::single(cfg.me),
             sf_sequence: 0,
             phase_seq: 0,
@@ -377,16 +389,12 @@ impl Engine {
             sf_ok_at: None,
             sf_issued_at: 0,
             sf_written_from: None,
-            seen_seq: vec![None; n],
-            last_sf: vec![None; n],
-            slots: vec![None; n],
             global: None,
             pending_global: None,
             sfdomain: HostSet::EMPTY,
             excluded: false,
             starting: true,
             current: HostSet::EMPTY,
-            member_boot: vec![0; n],
             proposed: HostSet::EMPTY,
             last_hbdomain: HostSet::EMPTY,
             last_sfdomain: HostSet::EMPTY,
@@ -532,7 +540,11 @@ impl Engine {
     /// in a later boot has come back, whatever its old slot says.
     pub fn excluded_hosts(&self) -> HostSet {
         (0..self.n)
-            .filter(|&i| self.slots[i].is_some_and(|s| s.excluded && s.boot >= self.latest_boot(i)))
+            .filter(|&i| {
+                self.obs[i]
+                    .slot
+                    .is_some_and(|s| s.excluded && s.boot >= self.latest_boot(i))
+            })
             .collect()
     }
 

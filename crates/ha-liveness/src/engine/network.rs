@@ -59,7 +59,7 @@ impl Engine {
         if i >= self.n || i == self.cfg.me || hb.generation != self.cfg.generation {
             return;
         }
-        if let Some(p) = &self.peers[i] {
+        if let Some(p) = &self.obs[i].peer {
             if hb.sequence <= p.hb.sequence && p.hb.sequence != 0 {
                 return;
             }
@@ -67,7 +67,7 @@ impl Engine {
         // A host that restarted while we still count it alive is ignored
         // until the fault handler has dropped it.
         if !hb.view.current.contains(i) && self.current.contains(i) && self.is_online() {
-            if let Some(p) = &mut self.peers[i] {
+            if let Some(p) = &mut self.obs[i].peer {
                 p.hb.sequence = hb.sequence;
             }
             return;
@@ -87,8 +87,8 @@ impl Engine {
         // meet passes FhReady within one tick and never sends it.
         let force = matches!(hb.view.phase, Phase::FhReady | Phase::Fh1 | Phase::Fh1Done | Phase::Fh2)
             && hb.view.current.contains(i);
-        self.last_hb[i] = Some(now);
-        self.peers[i] = Some(Peer { hb });
+        self.obs[i].last_hb = Some(now);
+        self.obs[i].peer = Some(Peer { hb });
         self.update_hbdomain(now);
         if force && self.is_online() {
             self.request_fh(now, true);
@@ -107,10 +107,10 @@ impl Engine {
                 self.hbdomain.insert(i);
                 continue;
             }
-            let fresh = self.last_hb[i].is_some_and(|t| now.saturating_sub(t) < t1);
+            let fresh = self.obs[i].last_hb.is_some_and(|t| now.saturating_sub(t) < t1);
             if fresh {
                 if self.hbdomain.contains(i) {
-                    let asym = self.peers[i].as_ref().is_some_and(|p| {
+                    let asym = self.obs[i].peer.as_ref().is_some_and(|p| {
                         p.hb.view.phase.in_fault_handler() && in_fh && !p.hb.view.hbdomain.contains(me)
                     });
                     if asym {
@@ -127,7 +127,7 @@ impl Engine {
             } else {
                 self.hbdomain.remove(i);
                 // A host silent for T1 may come back rebooted, counting from 0.
-                if let Some(p) = &mut self.peers[i] {
+                if let Some(p) = &mut self.obs[i].peer {
                     p.hb.sequence = 0;
                 }
             }
@@ -156,7 +156,7 @@ impl Engine {
             let view_i = if i == me {
                 Some(heard)
             } else {
-                match self.peers[i].as_ref() {
+                match self.obs[i].peer.as_ref() {
                     Some(p) if p.hb.view.phase.in_fault_handler() => Some(p.hb.view.hbdomain),
                     _ => return,
                 }

@@ -16,7 +16,7 @@ impl Engine {
         let mut member_boots = [0; MAX_HOSTS];
         for i in self.current.iter() {
             if let Some(b) = member_boots.get_mut(i) {
-                *b = self.member_boot[i];
+                *b = self.obs[i].member_boot;
             }
         }
         Slot {
@@ -97,21 +97,21 @@ impl Engine {
                 if slot.index != i {
                     continue;
                 }
-                if self.seen_seq[i] != Some(slot.sequence) {
-                    self.seen_seq[i] = Some(slot.sequence);
+                if self.obs[i].seen_seq != Some(slot.sequence) {
+                    self.obs[i].seen_seq = Some(slot.sequence);
                     // A member that restarted writes its slot, but is not
                     // the boot of it we hold: it ages out of the sfdomain,
                     // and the fault handler drops it before it may join.
                     let restarted = i != self.cfg.me
                         && self.is_online()
                         && self.current.contains(i)
-                        && self.member_boot[i] != 0
-                        && slot.boot != self.member_boot[i];
+                        && self.obs[i].member_boot != 0
+                        && slot.boot != self.obs[i].member_boot;
                     if !restarted {
-                        self.last_sf[i] = Some(now);
+                        self.obs[i].last_sf = Some(now);
                     }
                 }
-                self.slots[i] = Some(*slot);
+                self.obs[i].slot = Some(*slot);
             }
         }
         self.feed(now, Watchdog::Statefile);
@@ -148,8 +148,8 @@ impl Engine {
         // Forget its last heartbeat: it must not vouch for the host later,
         // and the host counts its sequence from 0 when it comes back.
         for i in leaving.iter() {
-            self.peers[i] = None;
-            self.last_hb[i] = None;
+            self.obs[i].peer = None;
+            self.obs[i].last_hb = None;
             self.hbdomain.remove(i);
         }
         self.last_hbdomain = self.last_hbdomain.minus(leaving);
@@ -214,7 +214,7 @@ impl Engine {
     /// holds no statefile evidence at all (rule F) and the wall clock ages
     /// every slot.
     pub(super) fn sf_age(&self, now: Millis, i: usize) -> Option<Millis> {
-        let seen = self.last_sf[i]?;
+        let seen = self.obs[i].last_sf?;
         let t = &self.cfg.timeouts;
         let clock = match self.sf_written_from {
             Some(read) if i != self.cfg.me && now.saturating_sub(read) < t.sf_timeout => {
@@ -227,7 +227,8 @@ impl Engine {
 
     /// Peer `i`'s latest heartbeat holds this host in its hbdomain.
     pub(super) fn hears_me(&self, i: usize) -> bool {
-        self.peers[i]
+        self.obs[i]
+            .peer
             .as_ref()
             .is_some_and(|p| p.hb.view.hbdomain.contains(self.cfg.me))
     }
@@ -278,7 +279,7 @@ impl Engine {
         }
         let (mut hb_out, mut sf_out) = (HostSet::EMPTY, HostSet::EMPTY);
         for j in done.iter() {
-            let Some(p) = &self.peers[j] else { continue };
+            let Some(p) = &self.obs[j].peer else { continue };
             hb_out = hb_out.or(fh.regrown_hb.minus(p.hb.view.hbdomain));
             sf_out = sf_out.or(fh.regrown_sf.minus(p.hb.view.sfdomain));
         }
