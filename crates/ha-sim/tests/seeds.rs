@@ -208,6 +208,10 @@ fn seeds_that_found_a_bug_stay_fixed() {
             110036525,
             "4 hosts: host 0 acked two joiners, started a fault handler and was cut off; they armed on its acks, and it dropped them by their starting slots (rule K: no join while an acker is in a fault handler)",
         ),
+        (
+            120141319,
+            "4 hosts, every host re-requesting the lock after a storage outage: a grant to a host's earlier request, in a slot written before the granter saw it withdrawn, counted for its new one while the host it had revoked still held the lock (rule M, grants from after the request)",
+        ),
         (70100535, "found in the same fresh sweep"),
         (70105962, "found in the same fresh sweep"),
         (

@@ -12,11 +12,10 @@
 //!   [`guests`]: guests that halt from inside; [`storage_probe`]: which
 //!   SRs each host reaches, recorded in its PBDs.
 //! - [`ha`]: the HA agent, watchdog, statefile and election; [`faults`]:
-//!   the lab's fault switches.
+//!   the fault switches the lab (crate `pool-lab`) pulls.
 //! - [`memory`]: what VMs cost hosts; [`overcommit`]: calls that would lose
 //!   the failover plan are refused.
 //! - [`auth`], [`sessions`]: passwords and sessions.
-//! - [`lab`]: a pool of several hosts on this machine, for demos and tests.
 
 pub mod api;
 pub mod auth;
@@ -26,7 +25,7 @@ pub mod faults;
 pub mod guests;
 pub mod ha;
 pub mod hostops;
-pub mod lab;
+
 pub mod member;
 pub mod memory;
 pub mod model;

@@ -10,7 +10,58 @@ impl Engine {
         let takes_part = self.lock_members();
         takes_part
             .iter()
-            .find(|&i| self.requesting(i) && takes_part.iter().all(|j| self.grants(j).contains(i)))
+            .find(|&i| self.requesting(i) && takes_part.iter().all(|j| self.counted_grants(j).contains(i)))
+    }
+
+    /// Host `j`'s grants as this host counts them: a grant to this host
+    /// only from a slot written after `j` read this host's current request
+    /// (two sequences past the one read when the request landed). A grant
+    /// `j` gave to an earlier request of this host, still in a slot written
+    /// before it saw that request withdrawn, must not count for the new
+    /// one: it let a host take the lock while the host it had revoked still
+    /// held it by that revoked grant (120141319).
+    pub(super) fn counted_grants(&self, j: usize) -> HostSet {
+        let me = self.cfg.me;
+        let grants = self.grants(j);
+        if j == me || !grants.contains(me) {
+            return grants;
+        }
+        let fresh = match (self.obs[j].slot, self.lock_baseline.get(j).copied().flatten()) {
+            (Some(slot), Some((boot, seq))) => slot.boot == boot && slot.sequence >= seq + 2,
+            _ => false,
+        };
+        if fresh {
+            grants
+        } else {
+            grants.without(me)
+        }
+    }
+
+    /// Keep [`Engine::lock_baseline`]: set it at the first read showing this
+    /// host's request landed, restart a host's entry when it has booted
+    /// again, clear it when this host stops requesting.
+    fn update_lock_baseline(&mut self) {
+        let me = self.cfg.me;
+        if !self.lock_request {
+            self.lock_baseline.clear();
+            return;
+        }
+        let landed = self.obs[me]
+            .slot
+            .is_some_and(|s| s.boot == self.cfg.boot && s.sequence > self.lock_request_seq);
+        if self.lock_baseline.is_empty() {
+            if landed {
+                self.lock_baseline = self.obs.iter().map(|o| o.slot.map(|s| (s.boot, s.sequence))).collect();
+            }
+            return;
+        }
+        for (j, o) in self.obs.iter().enumerate() {
+            let Some(slot) = o.slot else { continue };
+            let entry = &mut self.lock_baseline[j];
+            if entry.is_none_or(|(boot, _)| boot != slot.boot) {
+                *entry = Some((slot.boot, slot.sequence));
+            }
+        }
     }
 
     /// The members whose grants count (rule M in docs/HA.md): those whose
@@ -35,7 +86,7 @@ impl Engine {
     /// [`Engine::lock_holder`] stays strict.
     pub fn master_lock_confirmed(&self) -> bool {
         let requesting: HostSet = (0..self.n).filter(|&i| self.requesting(i)).collect();
-        let grants: Vec<HostSet> = (0..self.n).map(|j| self.grants(j)).collect();
+        let grants: Vec<HostSet> = (0..self.n).map(|j| self.counted_grants(j)).collect();
         let view = crate::lock::LockView {
             current: self.lock_members(),
             requesting,
@@ -85,6 +136,8 @@ impl Engine {
             let no_lower = self.lock_grant.iter().all(|i| i <= me);
             if withdrawn && no_lower {
                 self.lock_request = true;
+                self.lock_baseline.clear();
+                self.lock_request_seq = self.sf_sequence;
                 self.log("requesting the master lock".into());
             } else {
                 // Withdraw grants to lower-priority hosts first.
@@ -93,8 +146,10 @@ impl Engine {
         }
         if !self.want_master && self.lock_request {
             self.lock_request = false;
+            self.lock_baseline.clear();
             self.log("master lock request cancelled".into());
         }
+        self.update_lock_baseline();
         for i in 0..self.n {
             if self.requesting(i) && members.contains(i) {
                 if !self.lock_request || i <= me {

@@ -341,6 +341,14 @@ pub struct Engine {
     // Master lock.
     want_master: bool,
     lock_request: bool,
+    /// Per host, the (boot, sequence) of its slot in the first read that
+    /// showed this host's request landed: its grant counts for this host
+    /// only from a slot two sequences later, written after it read the
+    /// request (rule M). Empty while this host does not request.
+    lock_baseline: Vec<Option<(u64, u64)>>,
+    /// `sf_sequence` when this host last requested: a read-back slot with a
+    /// higher sequence carries the request.
+    lock_request_seq: u64,
     lock_grant: HostSet,
     /// The members when this host last held the master lock by every
     /// member's grant (observation only: see `master_lock_confirmed`).
@@ -407,6 +415,8 @@ impl Engine {
             fh: None,
             want_master: false,
             lock_request: false,
+            lock_baseline: Vec::new(),
+            lock_request_seq: 0,
             lock_grant: HostSet::EMPTY,
             lock_held_with: HostSet::EMPTY,
             fresh_slots: HostSet::EMPTY,

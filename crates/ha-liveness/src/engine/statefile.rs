@@ -182,6 +182,7 @@ impl Engine {
                 // holder beside one that took the lock meanwhile.
                 self.lock_request = false;
                 self.lock_grant = HostSet::EMPTY;
+                self.lock_baseline.clear();
                 self.log("master lock request cancelled: this host's slot is stale".into());
             }
             if fresh {

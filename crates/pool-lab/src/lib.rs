@@ -1,4 +1,5 @@
-//! The lab: a pool of several `xapid` processes on this machine.
+//! The lab: a pool of several `xapid` processes on this machine, outside
+//! the daemon (program `xapid-lab`, which `xapid lab` runs).
 //!
 //! `xapid lab --hosts N --dir DIR` gives each host its own loopback address
 //! (`127.A.B.1`, `127.A.B.2`, ... on one port), its own data directory under
@@ -158,7 +159,7 @@ fn random_subnet() -> String {
 }
 
 fn random_password() -> String {
-    crate::daemon::hex(&rand::random::<[u8; 8]>())
+    pool_master::daemon::hex(&rand::random::<[u8; 8]>())
 }
 
 /// Run the lab in the foreground until Ctrl-C or SIGTERM.
@@ -319,7 +320,7 @@ pub async fn fault(dir: &Path, host: &str, action: FaultAction) -> Result<()> {
 
 /// Inject or heal one fault on host `i` (from 0); says what was done.
 pub fn apply(state: &LabState, i: usize, action: FaultAction) -> Result<String> {
-    use crate::faults::{self, Fault};
+    use pool_master::faults::{self, Fault};
     let h = &state.hosts[i];
     let d = &h.data_dir;
     Ok(match action {
@@ -413,7 +414,7 @@ pub fn find_host(state: &LabState, key: &str) -> Result<usize> {
         if !db.exists() {
             continue;
         }
-        if let Ok(store) = crate::store::Store::open(&db) {
+        if let Ok(store) = pool_master::store::Store::open(&db) {
             if store.local("host_uuid").ok().flatten().as_deref() == Some(key) {
                 return Ok(i);
             }
@@ -498,6 +499,20 @@ fn new_state(options: &LabOptions, dir: &Path) -> Result<LabState> {
     })
 }
 
+/// The `xapid` program the lab runs its hosts with: the one installed
+/// next to this program (`cargo build` puts both in one directory).
+pub fn xapid_exe() -> Result<PathBuf> {
+    let me = std::env::current_exe().context("cannot find this program's own path")?;
+    let exe = me.with_file_name("xapid");
+    if !exe.exists() {
+        bail!(
+            "{} is missing: the lab runs the xapid next to it (build the workspace: cargo build)",
+            exe.display()
+        );
+    }
+    Ok(exe)
+}
+
 /// Boot host `i`: `xapid serve`, inside its namespace in a netns lab.
 fn spawn_host(state: &LabState, i: usize, password_file: &Path, memory: i64) -> Result<Child> {
     let (host, port) = (&state.hosts[i], state.port);
@@ -506,7 +521,7 @@ fn spawn_host(state: &LabState, i: usize, password_file: &Path, memory: i64) -> 
         .create(true)
         .append(true)
         .open(host.data_dir.join("xapid.log"))?;
-    let exe = std::env::current_exe().context("cannot find the xapid executable")?;
+    let exe = xapid_exe()?;
     let mut command = match &state.netns {
         Some(net) => net.command(i + 1, &exe),
         None => Command::new(exe),

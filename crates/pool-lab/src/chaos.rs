@@ -27,9 +27,9 @@ use serde_json::json;
 use tokio::sync::watch;
 use xapi_proto::records::{HostRecord, PoolRecord, PowerState, VmRecord};
 
-use super::journal::{self, Event, FaultKind, Resident};
-use super::{apply, check, connect_any, first, FaultAction, LabState};
-use crate::driver::unix_ms;
+use crate::journal::{self, Event, FaultKind, Resident};
+use crate::{apply, check, connect_any, first, FaultAction, LabState};
+use pool_master::driver::unix_ms;
 
 /// What `xapid lab chaos` was asked for.
 #[derive(Debug, Clone)]
@@ -218,7 +218,7 @@ async fn inject(
     // Healed hosts, with when: they count as recovering for one budget.
     let mut healed: BTreeMap<usize, Instant> = BTreeMap::new();
     let mut next = start + t;
-    let signal = super::wait_for_signal();
+    let signal = crate::wait_for_signal();
     tokio::pin!(signal);
     let interrupted = loop {
         tokio::select! {
@@ -302,7 +302,7 @@ fn inject_one(state: &LabState, i: usize, kind: FaultKind, journal: &Journal, st
         FaultKind::Pause => {
             let p = h
                 .pid
-                .filter(|p| super::process_alive(*p))
+                .filter(|p| crate::process_alive(*p))
                 .ok_or_else(|| anyhow!("{} has no process", h.name))?;
             kill(Pid::from_raw(p as i32), Signal::SIGSTOP)?;
             pid = Some(p);

@@ -29,9 +29,9 @@ use std::time::Duration;
 use anyhow::{anyhow, Context, Result};
 use serde_json::json;
 
-use super::journal::{self, Event, FaultKind};
-use super::LabState;
-use crate::driver::{self, GuestRecord};
+use crate::journal::{self, Event, FaultKind};
+use crate::LabState;
+use pool_master::driver::{self, GuestRecord};
 
 /// What the checker found.
 #[derive(Debug, Default)]
@@ -334,8 +334,8 @@ pub fn parse_counter(text: &str) -> u64 {
 
 /// Read the pool's counter through whichever host answers.
 pub async fn read_counter(state: &LabState) -> Result<u64> {
-    let mut c = super::connect_any(state, Duration::from_secs(3)).await?;
-    let pool = super::first(&c.call("pool.get_all", vec![]).await?)?;
+    let mut c = crate::connect_any(state, Duration::from_secs(3)).await?;
+    let pool = crate::first(&c.call("pool.get_all", vec![]).await?)?;
     let d = c.call("pool.get_name_description", vec![json!(pool)]).await?;
     c.logout().await;
     Ok(parse_counter(d.as_str().unwrap_or_default()))
@@ -442,7 +442,7 @@ pub async fn run(dir: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lab::journal::FaultKind;
+    use crate::journal::FaultKind;
 
     fn rec(seq: u64, ms: u64, host: &str) -> GuestRecord {
         GuestRecord {
