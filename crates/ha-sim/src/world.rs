@@ -30,10 +30,17 @@ pub const STEP: Millis = 50;
 /// winners' fence wait (rule W), with a second of slack for the steps;
 /// plus, when the host's last slot showed it past the survival test of a
 /// round of its own, the longer wait for such a late loser (T1 and another
-/// fence wait): it may have gone down inside that round.
+/// fence wait): it may have gone down inside that round; and T1 more when
+/// it was last heard without the statefile (rule W).
 pub fn stale_bound(t: &Timeouts) -> Millis {
     let late_loser = t.hb_timeout + t.fence_wait(false);
-    t.hb_timeout.max(t.sf_timeout) + 2 * t.hb_interval.max(t.sf_interval) + t.fence_wait(true) + late_loser + 1_000
+    let unheard_nonholder = t.hb_timeout;
+    t.hb_timeout.max(t.sf_timeout)
+        + 2 * t.hb_interval.max(t.sf_interval)
+        + t.fence_wait(true)
+        + late_loser
+        + unheard_nonholder
+        + 1_000
 }
 
 /// How a host is doing, physically.

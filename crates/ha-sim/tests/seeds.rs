@@ -212,6 +212,10 @@ fn seeds_that_found_a_bug_stay_fixed() {
             120141319,
             "4 hosts, every host re-requesting the lock after a storage outage: a grant to a host's earlier request, in a slot written before the granter saw it withdrawn, counted for its new one while the host it had revoked still held the lock (rule M, grants from after the request)",
         ),
+        (
+            130167128,
+            "2 hosts, packet loss then a cable cut: host 0 stopped hearing host 1 (kept without storage) 8 s before host 1 stopped hearing host 0, decided at once and dropped it before host 1's budget ran out (rule W, a host last heard without the statefile)",
+        ),
         (70100535, "found in the same fresh sweep"),
         (70105962, "found in the same fresh sweep"),
         (

@@ -283,6 +283,18 @@ impl Engine {
                         if self.proposed.contains(i) && !keep.contains(i) {
                             self.log(format!("host {i} will be removed from the liveset"));
                             self.proposed.remove(i);
+                            let nonholder = self.obs[i]
+                                .peer
+                                .as_ref()
+                                .is_some_and(|p| p.hb.view.current.contains(i) && !p.hb.view.sfdomain.contains(i));
+                            if nonholder && !snap.hbdomain.contains(i) && !snap.sfdomain.contains(i) {
+                                self.log(format!(
+                                    "host {i} was last heard alive without the statefile: waiting T1 longer for it"
+                                ));
+                                if let Some(f) = &mut self.fh {
+                                    f.unheard_nonholder = true;
+                                }
+                            }
                             let decided = self.obs[i].slot.is_some_and(|s| s.view.phase >= Phase::Fh3);
                             if decided && !snap.hbdomain.contains(i) {
                                 self.log(format!(
@@ -376,7 +388,7 @@ impl Engine {
             t.hb_timeout + t.fence_wait(false)
         } else {
             0
-        };
+        } + if fh.unheard_nonholder { t.hb_timeout } else { 0 };
         let wake = (fh.p3 + t.fence_wait(false) + late).max(p4 + floor);
         if now < wake {
             return false;

@@ -97,6 +97,11 @@ pub(super) struct Fh {
     /// a round of its own: maybe an earlier one, which it must finish
     /// before it judges this fault, so it may fence later than usual.
     pub(super) late_loser: bool,
+    /// A host this round drops was last heard alive without the statefile
+    /// (kept by the holders it heard): nothing on the statefile says when
+    /// it stopped hearing this host, so it may notice up to T1 later than
+    /// this host did (rule W).
+    pub(super) unheard_nonholder: bool,
     /// Members this round has seen fail (out of a domain, or silent on the
     /// network for [`Engine::suspect_after`]): a member failing anew before
     /// phase 2 restarts the round's clock, once per member.
@@ -246,6 +251,7 @@ impl Engine {
                 snapshot: None,
                 outcome: None,
                 late_loser: false,
+                unheard_nonholder: false,
                 failed: self.failed_members(now),
                 split_seen: false,
                 sf_only_seen: false,
