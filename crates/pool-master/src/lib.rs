@@ -15,7 +15,8 @@
 //!   the fault switches the lab (crate `pool-lab`) pulls.
 //! - [`memory`]: what VMs cost hosts; [`overcommit`]: calls that would lose
 //!   the failover plan are refused.
-//! - [`auth`], [`sessions`]: passwords and sessions.
+//! - [`auth`], [`sessions`]: passwords and sessions; [`logging`]: log
+//!   output of xapid and xapid-lab.
 
 pub mod api;
 pub mod auth;
@@ -25,7 +26,7 @@ pub mod faults;
 pub mod guests;
 pub mod ha;
 pub mod hostops;
-
+pub mod logging;
 pub mod member;
 pub mod memory;
 pub mod model;
