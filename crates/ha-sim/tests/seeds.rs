@@ -216,6 +216,10 @@ fn seeds_that_found_a_bug_stay_fixed() {
             130167128,
             "2 hosts, packet loss then a cable cut: host 0 stopped hearing host 1 (kept without storage) 8 s before host 1 stopped hearing host 0, decided at once and dropped it before host 1's budget ran out (rule W, a host last heard without the statefile)",
         ),
+        (
+            140124492,
+            "2 hosts forming with a one-way cut: host 1 formed first and, cut off, decided on host 0's starting slot; host 0 then formed on host 1's acks and armed, and was dropped (rule K for forming: no acker in a fault handler)",
+        ),
         (70100535, "found in the same fresh sweep"),
         (70105962, "found in the same fresh sweep"),
         (

@@ -71,12 +71,15 @@ impl Engine {
                 // And propose exactly the same liveset: hosts that reach
                 // different hosts (a one-way cut, a majority formed
                 // without a host) must not each form their own.
+                // And no acker may be in a fault handler (rule K, as for a
+                // join): one that formed first may be deciding across a
+                // split on this host's slot, which says it is starting.
                 let booted = self.proposed.iter().filter(|&i| i != me).all(|i| {
                     self.fresh_ack(now, i)
                         && self.obs[i]
                             .peer
                             .as_ref()
-                            .is_some_and(|p| p.hb.view.proposed == self.proposed)
+                            .is_some_and(|p| p.hb.view.proposed == self.proposed && !p.hb.view.phase.in_fault_handler())
                 });
                 if booted {
                     let liveset = self.proposed;
