@@ -113,7 +113,11 @@ pub fn largest_partition(v: &Views) -> Option<usize> {
                 None => continue,
             }
         };
-        let s = size(sf.and(members), hb.and(members), v.weights);
+        // A joiner counts in no partition: it is not armed and decides
+        // nothing, and the heartbeats that put it on one side are read at
+        // different moments by each side (rule S, 150079909).
+        let counted = members.minus(v.joiners);
+        let s = size(sf.and(counted), hb.and(counted), v.weights);
         if s == 0 {
             continue;
         }

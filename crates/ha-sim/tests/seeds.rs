@@ -220,6 +220,10 @@ fn seeds_that_found_a_bug_stay_fixed() {
             140124492,
             "2 hosts forming with a one-way cut: host 1 formed first and, cut off, decided on host 0's starting slot; host 0 then formed on host 1's acks and armed, and was dropped (rule K for forming: no acker in a fault handler)",
         ),
+        (
+            150079909,
+            "5 hosts: a member that joined listed two stuck joiners in its liveset; host 2 counted them in its partition by their last heartbeats and won, then the member rebooted and host 0 no longer counted them and won too (rules H and S: a member's claims outlive its restart while its slot counts; joiners count in no partition)",
+        ),
         (70100535, "found in the same fresh sweep"),
         (70105962, "found in the same fresh sweep"),
         (

@@ -173,11 +173,16 @@ impl Engine {
     /// their survival tests alike. Only fresh slots count (a stale one may
     /// list hosts dropped since), and only the boot of a host that is
     /// running now (a slot may list a boot that has died and restarted).
+    /// A member's slot is the last one its member boot wrote, for as long
+    /// as that boot stays in the sfdomain: when it restarts, its new boot's
+    /// slot neither keeps it fresh nor erases what it published, so hosts
+    /// deciding before and after the restart count the same members (rule
+    /// H, ha-sim 150079909).
     pub(super) fn members_held(&self) -> HostSet {
         let me = self.cfg.me;
         let mut members = self.current;
         for i in self.current.and(self.sfdomain).iter().filter(|&i| i != me) {
-            let Some(slot) = self.obs[i].slot else { continue };
+            let Some(slot) = self.obs[i].member_slot else { continue };
             let ours = self.obs[i].member_boot == 0 || slot.boot == self.obs[i].member_boot;
             if !ours || !slot.view.current.contains(i) {
                 continue;

@@ -255,6 +255,11 @@ struct Observed {
     last_sf: Option<Millis>,
     /// Its slot as last read.
     slot: Option<Slot>,
+    /// Its last slot written by the boot of it in the liveset (any boot
+    /// while `member_boot` is 0). A slot of a newer boot does not refresh
+    /// the member's freshness, so it does not erase what the member's boot
+    /// published either: [`Engine::members_held`] reads this one.
+    member_slot: Option<Slot>,
     /// The boot of it taken into the liveset (published in the slot).
     member_boot: u64,
 }

@@ -112,6 +112,9 @@ impl Engine {
                     }
                 }
                 self.obs[i].slot = Some(*slot);
+                if self.obs[i].member_boot == 0 || slot.boot == self.obs[i].member_boot {
+                    self.obs[i].member_slot = Some(*slot);
+                }
             }
         }
         self.feed(now, Watchdog::Statefile);
