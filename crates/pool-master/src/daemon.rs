@@ -19,7 +19,8 @@ use xapi_proto::records::{HostRecord, PbdRecord, PoolRecord, SrRecord, NULL_REF}
 use xapi_proto::{codes, ApiError};
 
 use crate::auth::{self, Verifier};
-use crate::driver::SimDriver;
+use crate::driver::qemu::{Accel, QemuConfig};
+use crate::driver::{Driver, DriverError, DriverKind, KernelBoot};
 use crate::ha::metadata::RedoLog;
 use crate::model::{new_ref, new_uuid, Changes, Model, Txn};
 use crate::sessions::Sessions;
@@ -45,6 +46,11 @@ pub struct Config {
     pub session_idle_timeout: Duration,
     /// Lab mode: the HA timeout may go down to 3 s, for tests.
     pub lab: bool,
+    /// What runs this host's guests.
+    pub driver: DriverKind,
+    /// The qemu driver's accelerator and default guest kernel.
+    pub accel: Accel,
+    pub guest_kernel: Option<KernelBoot>,
 }
 
 /// This host's place in the pool.
@@ -67,6 +73,8 @@ pub enum StartError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("the pool database is inconsistent: {0}")]
     Inconsistent(String),
+    #[error(transparent)]
+    Driver(#[from] DriverError),
 }
 
 /// One `xapid`: its database, sessions, VMs and role.
@@ -80,7 +88,7 @@ pub struct Daemon {
     pool_secret: RwLock<String>,
     pub sessions: Sessions,
     pub verifier: Verifier,
-    pub driver: SimDriver,
+    pub driver: Arc<dyn Driver>,
     generation: watch::Sender<u64>,
     log: Mutex<VecDeque<(u64, Changes)>>,
     /// An HA enable or disable is running.
@@ -137,6 +145,12 @@ impl Daemon {
                 }
             })
         };
+        let qemu = QemuConfig {
+            accel: config.accel,
+            default_kernel: config.guest_kernel.clone(),
+            ..QemuConfig::new(&config.data_dir)
+        };
+        let driver = crate::driver::open(config.driver, &host_uuid, gate, qemu)?;
         Ok(Arc::new(Daemon {
             sessions: Sessions::new(config.session_idle_timeout),
             peers: crate::peers::Peers::new(ha.faults.clone()),
@@ -144,7 +158,7 @@ impl Daemon {
             redo: Mutex::new(None),
             role_epoch: watch::Sender::new(0),
             config,
-            driver: SimDriver::with_gate(host_uuid.clone(), gate),
+            driver,
             host_uuid,
             model: RwLock::new(model),
             store: tokio::sync::Mutex::new(store),
@@ -544,6 +558,9 @@ pub(crate) mod tests {
             name_label: None,
             session_idle_timeout: Duration::from_secs(60),
             lab: false,
+            driver: DriverKind::Sim,
+            accel: Accel::Auto,
+            guest_kernel: None,
         }
     }
 

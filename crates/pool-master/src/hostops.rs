@@ -9,7 +9,7 @@ use xapi_proto::records::{HostRecord, PbdRecord, SrRecord, VbdRecord, VdiRecord,
 use xapi_proto::{codes, ApiError};
 
 use crate::daemon::Daemon;
-use crate::driver::DriverError;
+use crate::driver::{DriverError, GuestSpec, KernelBoot, StopMode};
 use crate::model::Txn;
 use crate::peers::{PeerAuth, PEER_TIMEOUT};
 
@@ -63,29 +63,54 @@ pub async fn call(
         .map_err(|e| peer_error(target, e))
 }
 
-/// Start a guest of `vm_uuid` on `target`, writing to `disks`: its domain id.
-pub async fn start_guest(
-    d: &Daemon,
-    target: &Target,
-    vm_uuid: &str,
-    disks: Vec<PathBuf>,
-    first_seq: Option<u64>,
-) -> Result<i64, ApiError> {
+/// The other-config keys a VM names its kernel by (qemu driver): a path
+/// on every host, an initrd beside it, and extra kernel arguments.
+pub const KERNEL_KEY: &str = "pool-ha-kernel";
+pub const INITRD_KEY: &str = "pool-ha-initrd";
+pub const KERNEL_ARGS_KEY: &str = "pool-ha-kernel-args";
+
+/// What a guest of `vm` needs to start, writing to `disks`.
+pub fn guest_spec(vm: &VmRecord, disks: Vec<PathBuf>, first_seq: Option<u64>) -> GuestSpec {
+    let kernel = vm
+        .other_config
+        .get(KERNEL_KEY)
+        .filter(|k| !k.is_empty())
+        .map(|k| KernelBoot {
+            kernel: PathBuf::from(k),
+            initrd: vm
+                .other_config
+                .get(INITRD_KEY)
+                .filter(|i| !i.is_empty())
+                .map(PathBuf::from),
+            args: vm.other_config.get(KERNEL_ARGS_KEY).cloned().unwrap_or_default(),
+        });
+    GuestSpec {
+        memory: vm.memory_static_max,
+        vcpus: vm.vcpus_max,
+        kernel,
+        ..GuestSpec::new(&vm.uuid, disks, first_seq)
+    }
+}
+
+/// Start a guest of `spec` on `target`: its domain id.
+pub async fn start_guest(d: &Daemon, target: &Target, spec: GuestSpec) -> Result<i64, ApiError> {
     if target.uuid == d.host_uuid {
         return d
             .driver
-            .start(vm_uuid, disks, first_seq)
+            .start(spec)
+            .await
             .map_err(|e| ApiError::internal(e.to_string()));
     }
-    let disks: Vec<String> = disks.iter().map(|p| p.display().to_string()).collect();
-    let seq = first_seq.map_or(-1, |s| s as i64);
+    let disks: Vec<String> = spec.disks.iter().map(|p| p.display().to_string()).collect();
+    let seq = spec.first_seq.map_or(-1, |s| s as i64);
+    let extra = json!({ "memory": spec.memory, "vcpus": spec.vcpus, "kernel": spec.kernel });
     d.peers
         .call(
             &auth(d),
             &target.address,
             d.config.port,
             "host.local_vm_start",
-            vec![json!(vm_uuid), json!(disks), json!(seq)],
+            vec![json!(spec.vm_uuid), json!(disks), json!(seq), extra],
             PEER_TIMEOUT,
         )
         .await
@@ -98,7 +123,7 @@ pub async fn start_guest(
 /// `None` when it was not running there.
 pub async fn stop_guest(d: &Daemon, target: &Target, vm_uuid: &str) -> Result<Option<u64>, ApiError> {
     if target.uuid == d.host_uuid {
-        return match d.driver.stop(vm_uuid).await {
+        return match d.driver.stop(vm_uuid, StopMode::Clean).await {
             Ok(seq) => Ok(Some(seq)),
             Err(DriverError::NotRunning(_)) => Ok(None),
             Err(e) => Err(ApiError::internal(e.to_string())),

@@ -10,6 +10,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use pool_master::daemon::{Config, Daemon};
+use pool_master::driver::qemu::Accel;
+use pool_master::driver::{DriverKind, KernelBoot};
 
 #[derive(Parser)]
 #[command(name = "xapid", version, about = "The pool-ha host daemon")]
@@ -51,9 +53,23 @@ struct ServeArgs {
     /// The host's name, at first start.
     #[arg(long)]
     name: Option<String>,
-    /// Memory the host offers to VMs, in bytes.
-    #[arg(long, default_value_t = 16 << 30)]
-    memory: i64,
+    /// Memory the host offers to VMs, in bytes (default: 16 GiB with the
+    /// sim driver; the machine's memory less 1 GiB for the host with qemu).
+    #[arg(long)]
+    memory: Option<i64>,
+    /// What runs the guests: tasks inside xapid (sim) or QEMU processes.
+    #[arg(long, value_enum, default_value_t = DriverKind::Sim)]
+    driver: DriverKind,
+    /// The qemu driver's accelerator (auto: KVM when it works here, else TCG).
+    #[arg(long, value_enum, default_value_t = Accel::Auto)]
+    accel: Accel,
+    /// The kernel a VM boots when it names none (qemu driver; `guest/build.sh`
+    /// builds a test guest).
+    #[arg(long)]
+    guest_kernel: Option<PathBuf>,
+    /// The initrd that goes with --guest-kernel.
+    #[arg(long, requires = "guest_kernel")]
+    guest_initrd: Option<PathBuf>,
     /// Sessions idle for longer than this many seconds expire.
     #[arg(long, default_value_t = 24 * 3600)]
     session_idle_timeout: u64,
@@ -89,10 +105,22 @@ async fn serve(args: ServeArgs) -> Result<()> {
         address: args.address.clone(),
         port: args.port,
         root_password,
-        memory_total: args.memory,
+        memory_total: match (args.memory, args.driver) {
+            (Some(m), _) => m,
+            (None, DriverKind::Sim) => 16 << 30,
+            (None, DriverKind::Qemu) => pool_master::memory::machine_memory_for_guests()
+                .context("reading the machine's memory from /proc/meminfo (or give --memory)")?,
+        },
         name_label: args.name,
         session_idle_timeout: Duration::from_secs(args.session_idle_timeout),
         lab: args.lab,
+        driver: args.driver,
+        accel: args.accel,
+        guest_kernel: args.guest_kernel.map(|kernel| KernelBoot {
+            kernel,
+            initrd: args.guest_initrd,
+            args: String::new(),
+        }),
     };
     let daemon = Daemon::open(config).context("opening the host")?;
     let listener = tokio::net::TcpListener::bind((args.address.as_str(), args.port))

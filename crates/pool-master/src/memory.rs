@@ -24,6 +24,26 @@ pub fn vm_overhead(static_max: i64, vcpus: i64) -> i64 {
     2 * MIB + shadow_mib * MIB + 38 * vcpus * PAGE
 }
 
+/// What the host keeps for itself (as dom0's memory on a XenServer host).
+pub const HOST_RESERVE: i64 = 1 << 30;
+
+/// The machine's memory less [`HOST_RESERVE`], from `/proc/meminfo`: what
+/// a host running real guests offers to VMs.
+pub fn machine_memory_for_guests() -> std::io::Result<i64> {
+    let text = std::fs::read_to_string("/proc/meminfo")?;
+    let kib = parse_mem_total(&text).ok_or_else(|| std::io::Error::other("/proc/meminfo has no MemTotal line"))?;
+    Ok((kib.saturating_mul(1024) - HOST_RESERVE).max(0))
+}
+
+/// `MemTotal` in KiB from the text of `/proc/meminfo`.
+fn parse_mem_total(meminfo: &str) -> Option<i64> {
+    meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|rest| rest.trim().strip_suffix("kB"))
+        .and_then(|n| n.trim().parse().ok())
+}
+
 fn ceil_div(a: i64, b: i64) -> i64 {
     (a + b - 1) / b
 }
@@ -83,6 +103,15 @@ pub fn refresh_host(txn: &mut Txn, host_ref: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_machine_memory_comes_from_meminfo() {
+        let text = "MemTotal:       24591268 kB\nMemFree:        1000 kB\n";
+        assert_eq!(parse_mem_total(text), Some(24_591_268));
+        assert_eq!(parse_mem_total("MemFree: 1 kB\n"), None);
+        assert_eq!(parse_mem_total("MemTotal: lots kB\n"), None);
+        assert!(machine_memory_for_guests().unwrap() > 0);
+    }
 
     #[test]
     fn overhead_grows_with_memory_and_vcpus() {

@@ -18,13 +18,13 @@ use xapi_proto::{codes, ApiError};
 
 use super::Args;
 use crate::daemon::Daemon;
-use crate::driver::{DriverError, Snapshot};
+use crate::driver::{DriverError, GuestSpec, Snapshot, StopMode};
 use crate::memory;
 use crate::model::Txn;
 
 pub async fn dispatch(d: &Arc<Daemon>, verb: &str, args: &Args) -> Option<Result<Value, ApiError>> {
     Some(match verb {
-        "local_vm_start" => local_start(d, args),
+        "local_vm_start" => local_start(d, args).await,
         "local_vm_stop" => local_stop(d, args).await,
         "local_vm_list" => args.exactly(1).map(|_| json!(d.driver.running())),
         "member_hello" => member_hello(d, args).await,
@@ -34,18 +34,34 @@ pub async fn dispatch(d: &Arc<Daemon>, verb: &str, args: &Args) -> Option<Result
     })
 }
 
-/// `host.local_vm_start(session, vm_uuid, disk_paths, first_seq)`: the
-/// guest's domain id. A negative `first_seq` continues the disk's own
-/// sequence.
-fn local_start(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
-    args.exactly(4)?;
+/// `host.local_vm_start(session, vm_uuid, disk_paths, first_seq, extra)`:
+/// the guest's domain id. A negative `first_seq` continues the disk's own
+/// sequence; `extra` is `{memory, vcpus, kernel}` (optional).
+async fn local_start(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
+    args.count(4, 5)?;
     let vm = args.str(1, "vm")?;
     let disks: Vec<PathBuf> = args.strings(2, "disks")?.into_iter().map(PathBuf::from).collect();
     let seq = args.int(3, "first_seq")?;
-    let first = u64::try_from(seq).ok();
+    let mut spec = GuestSpec::new(vm, disks, u64::try_from(seq).ok());
+    if let Some(extra) = args.raw(4) {
+        let bad = |field: &str| ApiError::field_type(format!("extra.{field}"));
+        if let Some(m) = extra.get("memory") {
+            spec.memory = m.as_i64().filter(|m| *m > 0).ok_or_else(|| bad("memory"))?;
+        }
+        if let Some(v) = extra.get("vcpus") {
+            spec.vcpus = v
+                .as_i64()
+                .filter(|v| (1..=64).contains(v))
+                .ok_or_else(|| bad("vcpus"))?;
+        }
+        if let Some(k) = extra.get("kernel").filter(|k| !k.is_null()) {
+            spec.kernel = Some(serde_json::from_value(k.clone()).map_err(|_| bad("kernel"))?);
+        }
+    }
     let domid = d
         .driver
-        .start(vm, disks, first)
+        .start(spec)
+        .await
         .map_err(|e| ApiError::internal(e.to_string()))?;
     Ok(json!(domid))
 }
@@ -54,7 +70,7 @@ fn local_start(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
 async fn local_stop(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     args.exactly(2)?;
     let vm = args.str(1, "vm")?;
-    match d.driver.stop(vm).await {
+    match d.driver.stop(vm, StopMode::Clean).await {
         Ok(seq) => Ok(json!(seq)),
         Err(DriverError::NotRunning(_)) => Err(ApiError::new(
             codes::VM_NOT_RESIDENT_HERE,

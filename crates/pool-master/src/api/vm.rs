@@ -244,7 +244,7 @@ pub(crate) async fn start_vm(
         }
         Ok((vm, target, disks))
     })?;
-    let domid = hostops::start_guest(d, &target, &vm.uuid, disks, None).await?;
+    let domid = hostops::start_guest(d, &target, hostops::guest_spec(&vm, disks, None)).await?;
     let committed = w.commit(|txn| {
         set_residence(txn, vm_ref, Some((&target.host_ref, domid)));
         txn.update::<VmRecord>(vm_ref, |v| v.ha_always_run = v.ha_restart_priority == "restart");
@@ -355,13 +355,13 @@ pub(crate) async fn migrate_vm(d: &Daemon, vm_ref: &str, host_ref: &str, protect
     })?;
     let last = hostops::stop_guest(d, &source, &vm.uuid).await?;
     let next = last.map(|s| s + 1);
-    let (resident, domid, failed) = match hostops::start_guest(d, &dest, &vm.uuid, disks, next).await {
+    let (resident, domid, failed) = match hostops::start_guest(d, &dest, hostops::guest_spec(&vm, disks, next)).await {
         Ok(domid) => (&dest, domid, None),
         Err(e) => {
             // Put the guest back where it was; the VM never left the source,
             // but it runs there as a new guest.
             let back = w.read(|txn| hostops::disk_paths(txn, vm_ref, &vm, &source.host_ref))?;
-            let domid = hostops::start_guest(d, &source, &vm.uuid, back, next).await?;
+            let domid = hostops::start_guest(d, &source, hostops::guest_spec(&vm, back, next)).await?;
             (&source, domid, Some(e))
         }
     };

@@ -113,9 +113,12 @@ impl Ha {
     }
 }
 
-/// Record why this host fenced, then end the process at once: its guests
-/// die with it.
+/// Record why this host fenced, then end the process at once. Sim guests
+/// die with it; real guests are killed first, and the fence waits until
+/// none runs (they would otherwise write their disks after other hosts
+/// restarted them).
 fn fence_and_exit(record: &Path, reason: &str) -> ! {
+    crate::driver::qemu::kill_every_guest();
     let line = format!("{} {reason}\n", crate::driver::unix_ms());
     eprintln!("HA FENCE: {reason}");
     if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(record) {

@@ -18,76 +18,21 @@ use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use super::{unix_ms, Driver, DriverError, DriverKind, Gate, GuestRecord, GuestSpec, Halted, Snapshot, StopMode};
+
 /// How often a guest writes.
 pub const TICK: Duration = Duration::from_millis(100);
-
-#[derive(Debug, thiserror::Error)]
-pub enum DriverError {
-    #[error("VM {0} is already running on this host")]
-    AlreadyRunning(String),
-    #[error("VM {0} is not running on this host")]
-    NotRunning(String),
-    #[error("the disks of VM {vm} cannot be reached from this host: {why}")]
-    DisksUnreachable { vm: String, why: String },
-}
-
-/// One guest write, as a line of a disk file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GuestRecord {
-    pub seq: u64,
-    pub unix_ms: u64,
-    pub host_uuid: String,
-    pub vm_uuid: String,
-}
-
-impl GuestRecord {
-    pub fn to_line(&self) -> String {
-        format!("{} {} {} {}\n", self.seq, self.unix_ms, self.host_uuid, self.vm_uuid)
-    }
-
-    /// Parse one line; `None` for a torn or foreign line.
-    pub fn parse(line: &str) -> Option<GuestRecord> {
-        let mut parts = line.split_whitespace();
-        let rec = GuestRecord {
-            seq: parts.next()?.parse().ok()?,
-            unix_ms: parts.next()?.parse().ok()?,
-            host_uuid: parts.next()?.to_string(),
-            vm_uuid: parts.next()?.to_string(),
-        };
-        parts.next().is_none().then_some(rec)
-    }
-}
 
 struct Guest {
     domid: i64,
     stop: oneshot::Sender<()>,
     task: JoinHandle<u64>,
 }
-
-/// A guest that halted from inside: its VM and domain id.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Halted {
-    pub vm_uuid: String,
-    pub domid: i64,
-}
-
-/// What runs on this host at one moment: the running guests' VMs, and the
-/// domain id the next guest started here will get. Every guest started
-/// after the moment has a domain id of at least `next_domid`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Snapshot {
-    pub running: Vec<String>,
-    pub next_domid: i64,
-}
-
-/// Asked before every guest write: `Err(why)` when the host may not write
-/// (it is fenced, or its storage is cut).
-pub type Gate = Arc<dyn Fn() -> Result<(), &'static str> + Send + Sync>;
 
 /// The sim guests running on this host.
 pub struct SimDriver {
@@ -138,17 +83,35 @@ impl SimDriver {
             halted_rx: Mutex::new(Some(halted_rx)),
         }
     }
+}
+
+#[async_trait::async_trait]
+impl Driver for SimDriver {
+    fn kind(&self) -> DriverKind {
+        DriverKind::Sim
+    }
+
+    fn accel(&self) -> &'static str {
+        "sim"
+    }
 
     /// The uuids of guests that halt from inside, as they do (once: the
     /// receiver goes to the first caller).
-    pub fn take_halted(&self) -> Option<mpsc::UnboundedReceiver<Halted>> {
+    fn take_halted(&self) -> Option<mpsc::UnboundedReceiver<Halted>> {
         self.halted_rx.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
     /// Start a guest writing to `disks`: its domain id. Its first record is
     /// `first_seq`, or when `None` the one after the last record on its
     /// first disk.
-    pub fn start(&self, vm_uuid: &str, disks: Vec<PathBuf>, first_seq: Option<u64>) -> Result<i64, DriverError> {
+    async fn start(&self, spec: GuestSpec) -> Result<i64, DriverError> {
+        let GuestSpec {
+            vm_uuid,
+            disks,
+            first_seq,
+            ..
+        } = spec;
+        let vm_uuid = vm_uuid.as_str();
         // A guest whose disks cannot be written would run without a write.
         let unreachable = |why: String| DriverError::DisksUnreachable {
             vm: vm_uuid.to_string(),
@@ -184,7 +147,7 @@ impl SimDriver {
     }
 
     /// Stop a guest after its current write; returns the last sequence written.
-    pub async fn stop(&self, vm_uuid: &str) -> Result<u64, DriverError> {
+    async fn stop(&self, vm_uuid: &str, _how: StopMode) -> Result<u64, DriverError> {
         let guest = self
             .guests
             .lock()
@@ -198,17 +161,17 @@ impl SimDriver {
 
     /// May this host write to shared storage now (not fenced, storage not
     /// cut in the lab)?
-    pub fn gate(&self) -> Result<(), &'static str> {
+    fn gate(&self) -> Result<(), &'static str> {
         (self.gate)()
     }
 
     /// The uuids of the guests running here.
-    pub fn running(&self) -> Vec<String> {
+    fn running(&self) -> Vec<String> {
         self.guests.lock().unwrap_or_else(|p| p.into_inner()).running()
     }
 
     /// The running guests and the next domain id, read at one moment.
-    pub fn snapshot(&self) -> Snapshot {
+    fn snapshot(&self) -> Snapshot {
         let guests = self.guests.lock().unwrap_or_else(|p| p.into_inner());
         Snapshot {
             running: guests.running(),
@@ -217,13 +180,22 @@ impl SimDriver {
     }
 
     /// The domain id of the guest of `vm_uuid` running here.
-    pub fn domid(&self, vm_uuid: &str) -> Option<i64> {
+    fn domid(&self, vm_uuid: &str) -> Option<i64> {
         let guests = self.guests.lock().unwrap_or_else(|p| p.into_inner());
         guests
             .by_vm
             .get(vm_uuid)
             .filter(|g| !g.task.is_finished())
             .map(|g| g.domid)
+    }
+
+    /// Sim guests are tasks of this process: they die with it. Here they
+    /// only stop writing, at once (the gate is shut first by the fence).
+    fn kill_all(&self) {
+        let guests = std::mem::take(&mut self.guests.lock().unwrap_or_else(|p| p.into_inner()).by_vm);
+        for (_, g) in guests {
+            g.task.abort();
+        }
     }
 }
 
@@ -301,13 +273,6 @@ fn append(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .write_all(bytes)
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// The sequence number of the last whole record of a disk file.
 pub fn last_seq(path: &Path) -> Option<u64> {
     let mut f = std::fs::File::open(path).ok()?;
@@ -319,16 +284,9 @@ pub fn last_seq(path: &Path) -> Option<u64> {
     buf.lines().rev().find_map(GuestRecord::parse).map(|r| r.seq)
 }
 
-/// Every whole record of a disk file, in file order.
-pub fn read_records(path: &Path) -> std::io::Result<Vec<GuestRecord>> {
-    Ok(std::fs::read_to_string(path)?
-        .lines()
-        .filter_map(GuestRecord::parse)
-        .collect())
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::read_records;
     use super::*;
 
     #[test]
@@ -351,23 +309,32 @@ mod tests {
         let driver = SimDriver::new("host-a".into());
         let before = driver.snapshot();
         assert!(before.running.is_empty());
-        let first = driver.start("vm-1", vec![disk.clone()], None).unwrap();
+        let first = driver
+            .start(GuestSpec::new("vm-1", vec![disk.clone()], None))
+            .await
+            .unwrap();
         assert!(first >= before.next_domid);
-        assert!(driver.start("vm-1", vec![disk.clone()], None).is_err());
+        assert!(driver
+            .start(GuestSpec::new("vm-1", vec![disk.clone()], None))
+            .await
+            .is_err());
         assert_eq!(driver.domid("vm-1"), Some(first));
         assert_eq!(driver.snapshot().running, vec!["vm-1".to_string()]);
         tokio::time::sleep(Duration::from_millis(350)).await;
-        let last = driver.stop("vm-1").await.unwrap();
+        let last = driver.stop("vm-1", StopMode::Clean).await.unwrap();
         let recs = read_records(&disk).unwrap();
         assert!(recs.len() >= 3, "{} records", recs.len());
         assert_eq!(recs.last().map(|r| r.seq), Some(last));
         assert!(recs.iter().all(|r| r.host_uuid == "host-a" && r.vm_uuid == "vm-1"));
         assert!(driver.running().is_empty());
         assert_eq!(driver.domid("vm-1"), None);
-        let second = driver.start("vm-1", vec![disk.clone()], None).unwrap();
+        let second = driver
+            .start(GuestSpec::new("vm-1", vec![disk.clone()], None))
+            .await
+            .unwrap();
         assert!(second > first, "domain ids grow: {first} then {second}");
         tokio::time::sleep(Duration::from_millis(50)).await;
-        driver.stop("vm-1").await.unwrap();
+        driver.stop("vm-1", StopMode::Clean).await.unwrap();
         let recs = read_records(&disk).unwrap();
         let seqs: Vec<u64> = recs.iter().map(|r| r.seq).collect();
         assert!(
@@ -383,8 +350,11 @@ mod tests {
         let earlier = SimDriver::new("host-a".into());
         let mut last = 0;
         for _ in 0..5 {
-            last = earlier.start("vm-1", vec![disk.clone()], None).unwrap();
-            earlier.stop("vm-1").await.unwrap();
+            last = earlier
+                .start(GuestSpec::new("vm-1", vec![disk.clone()], None))
+                .await
+                .unwrap();
+            earlier.stop("vm-1", StopMode::Clean).await.unwrap();
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
         let later = SimDriver::new("host-a".into());
@@ -397,7 +367,10 @@ mod tests {
         let disk = dir.path().join("d.disk");
         let driver = SimDriver::new("host-a".into());
         let mut halted = driver.take_halted().unwrap();
-        let domid = driver.start("vm-1", vec![disk.clone()], None).unwrap();
+        let domid = driver
+            .start(GuestSpec::new("vm-1", vec![disk.clone()], None))
+            .await
+            .unwrap();
         std::fs::write(halt_marker(&[disk], "vm-1").unwrap(), "").unwrap();
         let report = tokio::time::timeout(Duration::from_secs(5), halted.recv())
             .await

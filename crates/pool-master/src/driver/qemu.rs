@@ -1,0 +1,599 @@
+//! The `qemu` VM driver: each running guest is a `qemu-system-x86_64`
+//! process whose disks are raw files on the SR, controlled over QMP (the
+//! `qapi` crate) on a unix socket in the host's data dir.
+//!
+//! - **Accelerator.** KVM when `/dev/kvm` opens read-write and the CPU
+//!   shows hardware virtualization (`vmx` or `svm` in `/proc/cpuinfo`),
+//!   else TCG; chosen once when the driver opens, or forced with
+//!   `--accel`. A `/dev/kvm` without either flag (some nested or emulated
+//!   hosts) hangs guests in early boot, so it does not count.
+//! - **Domain ids** are small integers from a counter kept in the data dir
+//!   (`qemu/next-domid`, written before a guest gets its id), so they stay
+//!   unique and growing across restarts of `xapid`, as the master's
+//!   snapshot rule needs (see [`super::Snapshot`]).
+//! - **Halts.** A guest that powers itself off (QMP `SHUTDOWN` with
+//!   `guest: true`, or its process ending) while nobody asked it to stop is
+//!   reported as halted, exactly as a sim guest's halt.
+//! - **Fencing.** Every guest process is started (by util-linux's
+//!   `setpriv`, as this workspace forbids `unsafe`) with `PR_SET_PDEATHSIG`
+//!   = `SIGKILL`: when `xapid` dies (fence, power-off in the lab, `kill
+//!   -9`) the kernel kills its guests. The fence itself first kills every
+//!   guest and waits until none is left ([`kill_every_guest`]). A frozen
+//!   `xapid` (SIGSTOP) is not covered yet: that needs a fence helper
+//!   process that holds the deadline (docs/ARCHITECTURE.md, "Real VMs").
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use qapi::futures::{QapiService, QmpStreamTokio};
+use tokio::io::WriteHalf;
+use tokio::net::UnixStream;
+use tokio::sync::{mpsc, watch};
+
+use super::{read_records, Driver, DriverError, DriverKind, Gate, GuestSpec, Halted, KernelBoot, Snapshot, StopMode};
+
+type Qmp = QapiService<QmpStreamTokio<WriteHalf<UnixStream>>>;
+
+/// How long a clean shutdown waits for the guest before pulling the plug.
+const CLEAN_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a new QEMU process may take to open its QMP socket.
+const QMP_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest unix socket path the kernel takes (`sun_path`, less the NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
+/// Which accelerator runs the guests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Accel {
+    /// KVM when it works here, else TCG.
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+/// How the qemu driver runs guests.
+#[derive(Debug, Clone)]
+pub struct QemuConfig {
+    /// The QEMU program (found on `PATH` when not a path).
+    pub binary: PathBuf,
+    /// util-linux's `setpriv`, which starts QEMU with a parent-death signal.
+    pub setpriv: PathBuf,
+    pub accel: Accel,
+    /// Where the QMP sockets, pid files, consoles and the domain id counter
+    /// live (the host's data dir, `qemu/`).
+    pub run_dir: PathBuf,
+    /// The kernel a VM boots when it names none.
+    pub default_kernel: Option<KernelBoot>,
+}
+
+impl QemuConfig {
+    pub fn new(data_dir: &Path) -> Self {
+        QemuConfig {
+            binary: PathBuf::from("qemu-system-x86_64"),
+            setpriv: PathBuf::from("setpriv"),
+            accel: Accel::Auto,
+            run_dir: data_dir.join("qemu"),
+            default_kernel: None,
+        }
+    }
+}
+
+/// One running guest.
+struct Guest {
+    domid: i64,
+    pid: i32,
+    disks: Vec<PathBuf>,
+    qmp: Option<Arc<Qmp>>,
+    /// Set once a stop was asked for: its end is then no halt.
+    stopping: Arc<std::sync::atomic::AtomicBool>,
+    /// Becomes true when the process has ended.
+    ended: watch::Receiver<bool>,
+}
+
+/// The QEMU guests of this host.
+pub struct QemuDriver {
+    host_uuid: String,
+    config: QemuConfig,
+    accel: &'static str,
+    gate: Gate,
+    guests: Arc<Mutex<HashMap<String, Guest>>>,
+    /// Serializes domain id allocation (the counter file).
+    next_domid: Mutex<i64>,
+    halted_tx: mpsc::UnboundedSender<Halted>,
+    halted_rx: Mutex<Option<mpsc::UnboundedReceiver<Halted>>>,
+}
+
+/// The pids of every guest process this process started and that has not
+/// been seen to end: what the fence kills, from any thread, without the
+/// daemon.
+static GUEST_PIDS: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+
+/// Kill every guest process of this host (SIGKILL) and return once each is
+/// gone or a zombie (no longer running, nothing left to write with). Called
+/// by the fence before the process exits.
+pub fn kill_every_guest() {
+    let pids: Vec<i32> = GUEST_PIDS.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    kill_and_wait(&pids);
+}
+
+/// SIGKILL each of `pids`, then wait (up to 10 s) until none runs.
+fn kill_and_wait(pids: &[i32]) {
+    for &pid in pids {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pids.iter().any(|&p| process_runs(p)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Is process `pid` still running (present and not a zombie)?
+fn process_runs(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+fn forget_pid(pid: i32) {
+    GUEST_PIDS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .retain(|&p| p != pid);
+}
+
+/// Can KVM run guests here?
+pub fn kvm_works() -> bool {
+    let dev = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok();
+    let flags = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let hw = flags
+        .lines()
+        .filter(|l| l.starts_with("flags"))
+        .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"));
+    dev && hw
+}
+
+/// Find `program` on `PATH` (or take it as given when it is a path).
+fn find_program(program: &Path) -> Option<PathBuf> {
+    if program.components().count() > 1 {
+        return program.is_file().then(|| program.to_path_buf());
+    }
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|dir| Path::new(dir).join(program))
+        .find(|p| p.is_file())
+}
+
+fn unavailable(why: String) -> DriverError {
+    DriverError::Unavailable(why)
+}
+
+impl QemuDriver {
+    /// Open the driver: find QEMU, choose the accelerator, read the domain
+    /// id counter.
+    pub fn open(host_uuid: &str, gate: Gate, mut config: QemuConfig) -> Result<Self, DriverError> {
+        config.binary = find_program(&config.binary).ok_or_else(|| {
+            unavailable(format!(
+                "{} was not found: install QEMU (Debian: apt-get install qemu-system-x86)",
+                config.binary.display()
+            ))
+        })?;
+        config.setpriv = find_program(&config.setpriv).ok_or_else(|| {
+            unavailable(format!(
+                "{} was not found: install util-linux",
+                config.setpriv.display()
+            ))
+        })?;
+        let accel = match config.accel {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+            Accel::Auto if kvm_works() => "kvm",
+            Accel::Auto => "tcg",
+        };
+        std::fs::create_dir_all(&config.run_dir)
+            .map_err(|e| unavailable(format!("cannot create {}: {e}", config.run_dir.display())))?;
+        let next = read_counter(&config.run_dir.join("next-domid"))?;
+        let (halted_tx, halted_rx) = mpsc::unbounded_channel();
+        tracing::info!(accel, qemu = %config.binary.display(), "qemu driver ready");
+        Ok(QemuDriver {
+            host_uuid: host_uuid.to_string(),
+            config,
+            accel,
+            gate,
+            guests: Arc::new(Mutex::new(HashMap::new())),
+            next_domid: Mutex::new(next),
+            halted_tx,
+            halted_rx: Mutex::new(Some(halted_rx)),
+        })
+    }
+
+    fn guests(&self) -> std::sync::MutexGuard<'_, HashMap<String, Guest>> {
+        self.guests.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Take the next domain id, the counter saved before it is used.
+    fn allocate_domid(&self) -> Result<i64, DriverError> {
+        let mut next = self.next_domid.lock().unwrap_or_else(|p| p.into_inner());
+        let domid = *next;
+        write_counter(&self.config.run_dir.join("next-domid"), domid + 1)?;
+        *next = domid + 1;
+        Ok(domid)
+    }
+
+    /// Press a key in the guest's keyboard (QMP `send-key`): the test guest
+    /// powers itself off on any input, which is how the tests and the lab
+    /// make a real guest halt from inside.
+    pub async fn send_key(&self, vm_uuid: &str) -> Result<(), DriverError> {
+        let qmp = self.qmp(vm_uuid)?;
+        let key = qapi::qmp::KeyValue::qcode(qapi::qmp::QKeyCodeWrapper {
+            data: qapi::qmp::QKeyCode::h,
+        });
+        qmp.execute(qapi::qmp::send_key {
+            keys: vec![key],
+            hold_time: None,
+        })
+        .await
+        .map_err(|e| qmp_error(vm_uuid, e))?;
+        Ok(())
+    }
+
+    fn qmp(&self, vm_uuid: &str) -> Result<Arc<Qmp>, DriverError> {
+        self.guests()
+            .get(vm_uuid)
+            .ok_or_else(|| DriverError::NotRunning(vm_uuid.to_string()))?
+            .qmp
+            .clone()
+            .ok_or_else(|| DriverError::Control {
+                vm: vm_uuid.to_string(),
+                why: "its QMP socket is not connected".into(),
+            })
+    }
+
+    fn command(
+        &self,
+        spec: &GuestSpec,
+        kernel: &KernelBoot,
+        domid: i64,
+    ) -> Result<tokio::process::Command, DriverError> {
+        let dir = &self.config.run_dir;
+        let socket = dir.join(format!("{domid}.qmp"));
+        if socket.as_os_str().len() > MAX_SOCKET_PATH {
+            return Err(unavailable(format!(
+                "the QMP socket path {} is longer than {MAX_SOCKET_PATH} bytes: use a shorter --data-dir",
+                socket.display()
+            )));
+        }
+        let _ = std::fs::remove_file(&socket);
+        let mib = (spec.memory.max(1 << 20) + (1 << 20) - 1) >> 20;
+        let mut cmdline = format!(
+            "console=ttyS0 quiet pool_ha.vm={} pool_ha.host={} pool_ha.t0={}",
+            spec.vm_uuid,
+            self.host_uuid,
+            super::unix_ms()
+        );
+        if !kernel.args.is_empty() {
+            cmdline.push(' ');
+            cmdline.push_str(&kernel.args);
+        }
+        // setpriv sets PR_SET_PDEATHSIG, then execs QEMU in its place (same
+        // pid): when xapid dies, the kernel kills the guest.
+        let mut cmd = tokio::process::Command::new(&self.config.setpriv);
+        cmd.args(["--pdeathsig", "KILL", "--"])
+            .arg(&self.config.binary)
+            .arg("-name")
+            .arg(format!("pool-ha-{}", spec.vm_uuid))
+            .args([
+                "-accel",
+                self.accel,
+                "-nodefaults",
+                "-display",
+                "none",
+                "-no-user-config",
+            ])
+            .arg("-m")
+            .arg(format!("{mib}M"))
+            .arg("-smp")
+            .arg(spec.vcpus.clamp(1, 64).to_string())
+            .arg("-serial")
+            .arg(format!("file:{}", dir.join(format!("{domid}.console")).display()))
+            .arg("-qmp")
+            .arg(format!("unix:{},server=on,wait=off", socket.display()))
+            .arg("-pidfile")
+            .arg(dir.join(format!("{domid}.pid")))
+            .arg("-kernel")
+            .arg(&kernel.kernel)
+            .arg("-append")
+            .arg(cmdline);
+        if let Some(initrd) = &kernel.initrd {
+            cmd.arg("-initrd").arg(initrd);
+        }
+        for disk in &spec.disks {
+            // QEMU's -drive option takes commas doubled.
+            let file = disk.display().to_string().replace(',', ",,");
+            cmd.arg("-drive")
+                .arg(format!("file={file},format=raw,if=virtio,cache=directsync"));
+        }
+        cmd.stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(false);
+        Ok(cmd)
+    }
+}
+
+#[async_trait::async_trait]
+impl Driver for QemuDriver {
+    fn kind(&self) -> DriverKind {
+        DriverKind::Qemu
+    }
+
+    fn accel(&self) -> &'static str {
+        self.accel
+    }
+
+    async fn start(&self, spec: GuestSpec) -> Result<i64, DriverError> {
+        let vm = spec.vm_uuid.clone();
+        (self.gate)().map_err(|e| DriverError::DisksUnreachable {
+            vm: vm.clone(),
+            why: e.to_string(),
+        })?;
+        if let Some(d) = spec.disks.iter().find(|d| !d.is_file()) {
+            return Err(DriverError::DisksUnreachable {
+                vm,
+                why: format!("{} is not a disk file", d.display()),
+            });
+        }
+        let kernel = spec
+            .kernel
+            .clone()
+            .or_else(|| self.config.default_kernel.clone())
+            .ok_or_else(|| DriverError::Control {
+                vm: vm.clone(),
+                why: "the VM names no kernel to boot (other-config:pool-ha-kernel) and xapid has no --guest-kernel"
+                    .into(),
+            })?;
+        if self.guests().contains_key(&vm) {
+            return Err(DriverError::AlreadyRunning(vm));
+        }
+        let domid = self.allocate_domid()?;
+        let mut child = self
+            .command(&spec, &kernel, domid)?
+            .spawn()
+            .map_err(|e| unavailable(format!("cannot run {}: {e}", self.config.binary.display())))?;
+        let pid = child.id().and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
+        GUEST_PIDS.lock().unwrap_or_else(|p| p.into_inner()).push(pid);
+        let (ended_tx, ended) = watch::channel(false);
+        let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        {
+            let mut guests = self.guests();
+            if guests.contains_key(&vm) {
+                drop(guests);
+                let _ = child.start_kill();
+                return Err(DriverError::AlreadyRunning(vm));
+            }
+            guests.insert(
+                vm.clone(),
+                Guest {
+                    domid,
+                    pid,
+                    disks: spec.disks.clone(),
+                    qmp: None,
+                    stopping: stopping.clone(),
+                    ended: ended.clone(),
+                },
+            );
+        }
+        let stderr = child.stderr.take();
+        // The process's end: reap it, forget it, and report a halt nobody
+        // asked for.
+        {
+            let (guests, halted, vm) = (self.guests.clone(), self.halted_tx.clone(), vm.clone());
+            let stopping = stopping.clone();
+            tokio::spawn(async move {
+                let status = child.wait().await;
+                let why = match stderr {
+                    Some(mut e) => {
+                        let mut s = String::new();
+                        let _ = tokio::io::AsyncReadExt::read_to_string(&mut e, &mut s).await;
+                        s
+                    }
+                    None => String::new(),
+                };
+                forget_pid(pid);
+                let mine = {
+                    let mut g = guests.lock().unwrap_or_else(|p| p.into_inner());
+                    let mine = g.get(&vm).is_some_and(|g| g.domid == domid);
+                    if mine {
+                        g.remove(&vm);
+                    }
+                    mine
+                };
+                let _ = ended_tx.send(true);
+                if mine && !stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                    tracing::info!(vm = %vm, domid, ?status, stderr = %why.trim(), "the guest halted");
+                    let _ = halted.send(Halted { vm_uuid: vm, domid });
+                }
+            });
+        }
+        let socket = self.config.run_dir.join(format!("{domid}.qmp"));
+        match connect(&socket, ended.clone()).await {
+            Ok(qmp) => {
+                if let Some(g) = self.guests().get_mut(&vm).filter(|g| g.domid == domid) {
+                    g.qmp = Some(Arc::new(qmp));
+                }
+            }
+            Err(why) => {
+                stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                return Err(DriverError::Control { vm, why });
+            }
+        }
+        tracing::info!(vm = %vm, domid, pid, accel = self.accel, "guest started");
+        Ok(domid)
+    }
+
+    async fn stop(&self, vm_uuid: &str, how: StopMode) -> Result<u64, DriverError> {
+        let (pid, qmp, mut ended, disks) = {
+            let guests = self.guests();
+            let g = guests
+                .get(vm_uuid)
+                .ok_or_else(|| DriverError::NotRunning(vm_uuid.to_string()))?;
+            g.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+            (g.pid, g.qmp.clone(), g.ended.clone(), g.disks.clone())
+        };
+        if how == StopMode::Clean {
+            if let Some(qmp) = &qmp {
+                if let Err(e) = qmp.execute(qapi::qmp::system_powerdown {}).await {
+                    tracing::warn!(vm = %vm_uuid, "system_powerdown failed: {e}");
+                }
+            }
+            if tokio::time::timeout(CLEAN_TIMEOUT, ended.wait_for(|e| *e))
+                .await
+                .is_err()
+            {
+                tracing::warn!(vm = %vm_uuid, "the guest did not power off in {CLEAN_TIMEOUT:?}: pulling the plug");
+            }
+        }
+        if !*ended.borrow() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            let _ = ended.wait_for(|e| *e).await;
+        }
+        let first: Option<PathBuf> = disks.first().cloned();
+        let last = match first {
+            Some(disk) => tokio::task::spawn_blocking(move || last_disk_seq(&disk))
+                .await
+                .ok()
+                .flatten(),
+            None => None,
+        };
+        Ok(last.unwrap_or(0))
+    }
+
+    fn running(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.guests().keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        // The counter first: a guest started after this read has a domain id
+        // at or above it, whether or not it is in the list.
+        let next_domid = *self.next_domid.lock().unwrap_or_else(|p| p.into_inner());
+        Snapshot {
+            running: self.running(),
+            next_domid,
+        }
+    }
+
+    fn domid(&self, vm_uuid: &str) -> Option<i64> {
+        self.guests().get(vm_uuid).map(|g| g.domid)
+    }
+
+    fn take_halted(&self) -> Option<mpsc::UnboundedReceiver<Halted>> {
+        self.halted_rx.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    fn gate(&self) -> Result<(), &'static str> {
+        (self.gate)()
+    }
+
+    fn kill_all(&self) {
+        let pids: Vec<i32> = self
+            .guests()
+            .values()
+            .map(|g| {
+                g.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+                g.pid
+            })
+            .collect();
+        kill_and_wait(&pids);
+    }
+}
+
+/// Connect to a new guest's QMP socket (it appears once QEMU has set up),
+/// and keep reading its events (the stream must be polled for commands to
+/// complete). Fails if the process ends first or the socket does not come.
+async fn connect(socket: &Path, mut ended: watch::Receiver<bool>) -> Result<Qmp, String> {
+    let deadline = Instant::now() + QMP_TIMEOUT;
+    let stream = loop {
+        if *ended.borrow() {
+            return Err("QEMU exited before its QMP socket opened (see the console file)".into());
+        }
+        match QmpStreamTokio::open_uds(socket).await {
+            Ok(s) => break s,
+            Err(e) if Instant::now() >= deadline => {
+                return Err(format!("cannot connect to {}: {e}", socket.display()));
+            }
+            Err(_) => {
+                let _ = tokio::time::timeout(Duration::from_millis(20), ended.changed()).await;
+            }
+        }
+    };
+    let stream = stream
+        .negotiate()
+        .await
+        .map_err(|e| format!("QMP negotiation on {} failed: {e}", socket.display()))?;
+    let (qmp, mut events) = stream.into_parts();
+    tokio::spawn(async move {
+        // The process-end task reports halts; events only need draining.
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(qapi::qmp::Event::SHUTDOWN { data, .. }) => {
+                    tracing::debug!(guest = data.guest, reason = ?data.reason, "QMP SHUTDOWN");
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+    });
+    Ok(qmp)
+}
+
+fn qmp_error(vm: &str, e: qapi::ExecuteError) -> DriverError {
+    DriverError::Control {
+        vm: vm.to_string(),
+        why: e.to_string(),
+    }
+}
+
+fn read_counter(path: &Path) -> Result<i64, DriverError> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => s
+            .trim()
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| unavailable(format!("{} does not hold a domain id", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(1),
+        Err(e) => Err(unavailable(format!("cannot read {}: {e}", path.display()))),
+    }
+}
+
+fn write_counter(path: &Path, value: i64) -> Result<(), DriverError> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(format!("{value}\n").as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| unavailable(format!("cannot save the domain id counter {}: {e}", path.display())))
+}
+
+/// The sequence of the last record a real guest wrote on `disk` (its
+/// records start at the disk's first byte).
+pub fn last_disk_seq(disk: &Path) -> Option<u64> {
+    read_records(disk).ok()?.last().map(|r| r.seq)
+}
