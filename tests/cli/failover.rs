@@ -353,3 +353,119 @@ fn a_host_that_lost_its_storage_gets_no_restarts_and_no_migrations() {
     assert_eq!(running_on(&lab, &c).as_deref(), Some("host3"));
     lab.check();
 }
+
+/// Why this machine cannot run QEMU test guests, if it cannot.
+fn qemu_unusable() -> Option<String> {
+    let qemu = std::process::Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .output();
+    if !qemu.is_ok_and(|o| o.status.success()) {
+        return Some("qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)".into());
+    }
+    let out = tempfile::tempdir().expect("tempdir");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("guest/build.sh");
+    match std::process::Command::new("sh").arg(script).arg(out.path()).output() {
+        Ok(o) if o.status.success() => None,
+        Ok(o) => Some(format!(
+            "guest/build.sh failed: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        )),
+        Err(e) => Some(format!("cannot run guest/build.sh: {e}")),
+    }
+}
+
+/// The pids of the QEMU guests a lab host started that still run.
+fn guest_processes(lab: &Lab, host: &str) -> Vec<i32> {
+    let dir = lab.dir.path().join("hosts").join(host).join("qemu");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "pid"))
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok()?.trim().parse().ok())
+        .filter(|pid: &i32| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| {
+                    s.rsplit_once(')')
+                        .map(|(_, r)| r.split_whitespace().next() != Some("Z"))
+                })
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+#[test]
+fn a_real_qemu_guest_restarts_elsewhere_when_its_host_loses_power() {
+    if let Some(why) = qemu_unusable() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let lab = Lab::start_ha(3, 1, &["--driver", "qemu", "--vm-memory", &(128i64 << 20).to_string()]);
+    let vm = vm_uuid(&lab, "vm01");
+    lab.xe_ok(&["vm-param-set", &format!("uuid={vm}"), "ha-restart-priority=restart"]);
+    lab.xe_ok(&["vm-start", "vm=vm01", "on=host3"]);
+    let host3 = host_field(&lab, "host3", "uuid");
+    // A real guest boots (TCG here), then writes every 100 ms.
+    let booted = wait_for(Duration::from_secs(120), || {
+        records_of(&lab.sr_dir(), &vm)
+            .iter()
+            .filter(|r| r.host_uuid == host3)
+            .count()
+            >= 10
+    });
+    assert!(booted, "the guest on host3 wrote no records:\n{}", lab.output());
+    assert_eq!(guest_processes(&lab, "host3").len(), 1, "one QEMU process on host3");
+
+    lab.fault("power-off", "host3");
+    // The power is off: the guest died with its host at once.
+    assert!(
+        wait_for(Duration::from_secs(2), || guest_processes(&lab, "host3").is_empty()),
+        "host3's guest outlived its host"
+    );
+    let moved = wait_for(FAILOVER, || running_on(&lab, &vm).is_some_and(|h| h != "host3"));
+    assert!(moved, "vm01 did not restart away from host3:\n{}", lab.output());
+    let after = running_on(&lab, &vm).expect("the VM runs");
+    let new_host = host_field(&lab, &after, "uuid");
+    let writes = wait_for(Duration::from_secs(120), || {
+        records_of(&lab.sr_dir(), &vm).iter().any(|r| r.host_uuid == new_host)
+    });
+    assert!(
+        writes,
+        "the restarted guest on {after} wrote nothing:\n{}",
+        lab.output()
+    );
+    let recs = records_of(&lab.sr_dir(), &vm);
+    let last_old = recs
+        .iter()
+        .filter(|r| r.host_uuid == host3)
+        .map(|r| r.unix_ms)
+        .max()
+        .unwrap_or(0);
+    let first_new = recs
+        .iter()
+        .filter(|r| r.host_uuid == new_host)
+        .map(|r| r.unix_ms)
+        .min()
+        .unwrap_or(0);
+    assert!(
+        last_old < first_new,
+        "host3's guest wrote at {last_old}, after the new one began at {first_new}"
+    );
+    assert_one_writer_at_a_time(&lab.sr_dir(), &vm);
+
+    lab.fault("power-on", "host3");
+    let back = wait_for(FAILOVER, || host_field(&lab, "host3", "host-metrics-live") == "true");
+    assert!(back, "host3 did not rejoin:\n{}", lab.output());
+    assert_eq!(
+        host_field(&lab, "host3", "resident-vms"),
+        "",
+        "host3 came back with VMs"
+    );
+    assert!(
+        guest_processes(&lab, "host3").is_empty(),
+        "host3 came back with guest processes"
+    );
+    lab.check();
+}

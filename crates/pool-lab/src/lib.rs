@@ -44,6 +44,12 @@ pub struct LabOptions {
     pub ha_timeout: Option<u64>,
     /// Put each host in its own network namespace (root only).
     pub netns: bool,
+    /// What runs the hosts' guests.
+    pub driver: pool_master::driver::DriverKind,
+    /// The kernel and initrd of the VMs with the qemu driver (default: the
+    /// test guest, built into DIR/guest by guest/build.sh).
+    pub guest_kernel: Option<PathBuf>,
+    pub guest_initrd: Option<PathBuf>,
 }
 
 /// How long a fenced or crashed host stays down before the lab boots it.
@@ -183,6 +189,7 @@ pub async fn run(options: LabOptions) -> Result<()> {
         new_state(&options, &dir)?
     };
     std::fs::create_dir_all(dir.join("sr"))?;
+    let serve = serve_args(&options, &dir)?;
     let password_file = dir.join("root-password");
     std::fs::write(&password_file, &state.password)?;
     if let Some(net) = &state.netns {
@@ -195,7 +202,7 @@ pub async fn run(options: LabOptions) -> Result<()> {
         let _ = std::fs::remove_file(state.hosts[i].data_dir.join(POWER_OFF));
         // A new switch has no one-way cuts.
         let _ = std::fs::remove_file(state.hosts[i].data_dir.join(BLOCKED));
-        let child = match spawn_host(&state, i, &password_file, options.host_memory) {
+        let child = match spawn_host(&state, i, &password_file, &serve) {
             Ok(c) => c,
             Err(e) => {
                 stop_all(&mut children).await;
@@ -232,7 +239,7 @@ pub async fn run(options: LabOptions) -> Result<()> {
         return Err(e.context("the lab pool did not come up; see the hosts' logs under DIR/hosts/*/xapid.log"));
     }
     print_welcome(&state);
-    supervise(&mut state, &mut children, &password_file, options.host_memory).await;
+    supervise(&mut state, &mut children, &password_file, &serve).await;
     println!("Stopping the lab pool...");
     stop_all(&mut children).await;
     teardown(&state);
@@ -248,7 +255,7 @@ pub async fn run(options: LabOptions) -> Result<()> {
 /// process ended (it fenced, or crashed) boots again after
 /// [`REBOOT_DELAY`], unless its power was switched off; a host switched
 /// back on boots at once.
-async fn supervise(state: &mut LabState, children: &mut [Option<Child>], password_file: &Path, memory: i64) {
+async fn supervise(state: &mut LabState, children: &mut [Option<Child>], password_file: &Path, serve: &[String]) {
     let mut down_since: Vec<Option<Instant>> = vec![None; children.len()];
     let signal = wait_for_signal();
     tokio::pin!(signal);
@@ -280,7 +287,7 @@ async fn supervise(state: &mut LabState, children: &mut [Option<Child>], passwor
             if !due {
                 continue;
             }
-            match spawn_host(state, i, password_file, memory) {
+            match spawn_host(state, i, password_file, serve) {
                 Ok(child) => {
                     let host = &mut state.hosts[i];
                     println!("{} boots.", host.name);
@@ -513,8 +520,56 @@ pub fn xapid_exe() -> Result<PathBuf> {
     Ok(exe)
 }
 
+/// The `xapid serve` options every lab host gets: its memory, the lab's
+/// short HA timeouts, and the VM driver (with the qemu driver, the test
+/// guest's kernel, built here when not given).
+fn serve_args(options: &LabOptions, dir: &Path) -> Result<Vec<String>> {
+    use pool_master::driver::DriverKind;
+    let mut args = vec![
+        "--memory".to_string(),
+        options.host_memory.to_string(),
+        "--lab".to_string(),
+    ];
+    if options.driver == DriverKind::Qemu {
+        let (kernel, initrd) = match &options.guest_kernel {
+            Some(k) => (k.clone(), options.guest_initrd.clone()),
+            None => {
+                let out = dir.join("guest");
+                build_test_guest(&out)?;
+                (out.join("vmlinuz"), Some(out.join("initrd.img")))
+            }
+        };
+        args.extend(["--driver".to_string(), "qemu".to_string()]);
+        args.push("--guest-kernel".to_string());
+        args.push(kernel.display().to_string());
+        if let Some(i) = initrd {
+            args.push("--guest-initrd".to_string());
+            args.push(i.display().to_string());
+        }
+    }
+    Ok(args)
+}
+
+/// Build the test guest into `out` with the repository's guest/build.sh.
+fn build_test_guest(out: &Path) -> Result<()> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../guest/build.sh");
+    let built = std::process::Command::new("sh")
+        .arg(&script)
+        .arg(out)
+        .output()
+        .with_context(|| format!("running {}", script.display()))?;
+    if !built.status.success() {
+        bail!(
+            "cannot build the test guest for --driver qemu ({}): {}\ngive --guest-kernel (and --guest-initrd) instead",
+            script.display(),
+            String::from_utf8_lossy(&built.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
 /// Boot host `i`: `xapid serve`, inside its namespace in a netns lab.
-fn spawn_host(state: &LabState, i: usize, password_file: &Path, memory: i64) -> Result<Child> {
+fn spawn_host(state: &LabState, i: usize, password_file: &Path, serve: &[String]) -> Result<Child> {
     let (host, port) = (&state.hosts[i], state.port);
     std::fs::create_dir_all(&host.data_dir)?;
     let log = std::fs::OpenOptions::new()
@@ -540,7 +595,7 @@ fn spawn_host(state: &LabState, i: usize, password_file: &Path, memory: i64) -> 
         ])
         .arg("--root-password-file")
         .arg(password_file)
-        .args(["--memory", &memory.to_string(), "--lab"])
+        .args(serve)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)

@@ -62,6 +62,16 @@ struct LabArgs {
     /// nftables). --subnet then takes a private /24 such as 10.213.7.
     #[arg(long)]
     netns: bool,
+    /// What runs the VMs: tasks inside xapid (sim) or QEMU processes (qemu:
+    /// the test guest from guest/build.sh unless --guest-kernel is given).
+    #[arg(long, value_enum, default_value_t = pool_master::driver::DriverKind::Sim)]
+    driver: pool_master::driver::DriverKind,
+    /// The VMs' kernel with --driver qemu.
+    #[arg(long)]
+    guest_kernel: Option<PathBuf>,
+    /// The VMs' initrd with --driver qemu.
+    #[arg(long, requires = "guest_kernel")]
+    guest_initrd: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -168,6 +178,9 @@ fn main() -> Result<()> {
                     vm_memory: args.vm_memory,
                     ha_timeout: args.ha.then_some(args.ha_timeout),
                     netns: args.netns,
+                    driver: args.driver,
+                    guest_kernel: args.guest_kernel,
+                    guest_initrd: args.guest_initrd,
                 })
                 .await
             }

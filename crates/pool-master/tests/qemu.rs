@@ -256,7 +256,7 @@ async fn a_vm_without_a_kernel_or_disk_gets_a_clear_error() {
     assert!(e.to_string().contains("pool-ha-kernel"), "{e}");
     let missing = GuestSpec {
         kernel: Some(guest),
-        ..GuestSpec::new(VM, vec![dir.path().join("nope.disk")], None)
+        ..GuestSpec::new(VM, vec![dir.path().join("no-sr/nope.disk")], None)
     };
     let e = driver.start(missing).await.unwrap_err();
     assert!(e.to_string().contains("nope.disk"), "{e}");

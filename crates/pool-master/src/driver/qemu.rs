@@ -37,6 +37,11 @@ use super::{read_records, Driver, DriverError, DriverKind, Gate, GuestSpec, Halt
 
 type Qmp = QapiService<QmpStreamTokio<WriteHalf<UnixStream>>>;
 
+/// The size of a disk file the driver creates for a VDI that has none yet
+/// (the SR creates no file at `VDI.create`): room for hours of the test
+/// guest's records, sparse on the SR.
+pub const NEW_DISK_SIZE: u64 = 32 << 20;
+
 /// How long a clean shutdown waits for the guest before pulling the plug.
 const CLEAN_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a new QEMU process may take to open its QMP socket.
@@ -348,11 +353,8 @@ impl Driver for QemuDriver {
             vm: vm.clone(),
             why: e.to_string(),
         })?;
-        if let Some(d) = spec.disks.iter().find(|d| !d.is_file()) {
-            return Err(DriverError::DisksUnreachable {
-                vm,
-                why: format!("{} is not a disk file", d.display()),
-            });
+        for disk in &spec.disks {
+            ensure_disk(disk).map_err(|why| DriverError::DisksUnreachable { vm: vm.clone(), why })?;
         }
         let kernel = spec
             .kernel
@@ -558,6 +560,34 @@ async fn connect(socket: &Path, mut ended: watch::Receiver<bool>) -> Result<Qmp,
         }
     });
     Ok(qmp)
+}
+
+/// The disk file exists, or is created (sparse, [`NEW_DISK_SIZE`]) when
+/// its SR directory is there: a VDI gets its file at its first start.
+fn ensure_disk(disk: &Path) -> Result<(), String> {
+    if disk.is_file() {
+        return Ok(());
+    }
+    if !disk.parent().is_some_and(Path::is_dir) {
+        return Err(format!(
+            "{} is not a disk file, and its SR directory is not there",
+            disk.display()
+        ));
+    }
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(disk)
+        .or_else(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => std::fs::OpenOptions::new().write(true).open(disk),
+            _ => Err(e),
+        })
+        .map_err(|e| format!("cannot create {}: {e}", disk.display()))?;
+    if f.metadata().map(|m| m.len()).unwrap_or(0) == 0 {
+        f.set_len(NEW_DISK_SIZE)
+            .map_err(|e| format!("cannot size {}: {e}", disk.display()))?;
+    }
+    Ok(())
 }
 
 fn qmp_error(vm: &str, e: qapi::ExecuteError) -> DriverError {
