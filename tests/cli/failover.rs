@@ -469,3 +469,69 @@ fn a_real_qemu_guest_restarts_elsewhere_when_its_host_loses_power() {
     );
     lab.check();
 }
+
+#[test]
+fn a_frozen_xapid_cannot_leave_its_real_guest_writing() {
+    if let Some(why) = qemu_unusable() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let lab = Lab::start_ha(3, 1, &["--driver", "qemu", "--vm-memory", &(128i64 << 20).to_string()]);
+    let vm = vm_uuid(&lab, "vm01");
+    lab.xe_ok(&["vm-param-set", &format!("uuid={vm}"), "ha-restart-priority=restart"]);
+    lab.xe_ok(&["vm-start", "vm=vm01", "on=host3"]);
+    let host3 = host_field(&lab, "host3", "uuid");
+    let booted = wait_for(Duration::from_secs(120), || {
+        records_of(&lab.sr_dir(), &vm)
+            .iter()
+            .filter(|r| r.host_uuid == host3)
+            .count()
+            >= 10
+    });
+    assert!(booted, "the guest on host3 wrote no records:\n{}", lab.output());
+
+    // Freeze host3's xapid for 3 T: its guest is a process of its own, and
+    // only the fence guard beside xapid can stop it in time.
+    let pid = nix::unistd::Pid::from_raw(lab.host_pid(3) as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let moved = wait_for(FAILOVER, || running_on(&lab, &vm).is_some_and(|h| h != "host3"));
+    let after = running_on(&lab, &vm);
+    let gone = guest_processes(&lab, "host3").is_empty();
+    std::thread::sleep(Duration::from_secs(3 * T).saturating_sub(Duration::from_secs(1)));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    assert!(moved, "vm01 did not restart away from frozen host3:\n{}", lab.output());
+    assert!(gone, "host3's guest still ran when the VM restarted elsewhere");
+    let new_host = host_field(&lab, &after.expect("the VM runs"), "uuid");
+    let writes = wait_for(Duration::from_secs(120), || {
+        records_of(&lab.sr_dir(), &vm).iter().any(|r| r.host_uuid == new_host)
+    });
+    assert!(writes, "the restarted guest wrote nothing:\n{}", lab.output());
+    let recs = records_of(&lab.sr_dir(), &vm);
+    let last_old = recs
+        .iter()
+        .filter(|r| r.host_uuid == host3)
+        .map(|r| r.unix_ms)
+        .max()
+        .unwrap_or(0);
+    let first_new = recs
+        .iter()
+        .filter(|r| r.host_uuid == new_host)
+        .map(|r| r.unix_ms)
+        .min()
+        .unwrap_or(0);
+    assert!(
+        last_old < first_new,
+        "host3's guest wrote at {last_old}, after the new one began at {first_new}"
+    );
+    assert_one_writer_at_a_time(&lab.sr_dir(), &vm);
+    // Woken, host3 finds its watchdog expired, fences, and comes back empty.
+    lab.wait_fenced("host3");
+    let back = wait_for(FAILOVER, || host_field(&lab, "host3", "host-metrics-live") == "true");
+    assert!(back, "host3 did not rejoin:\n{}", lab.output());
+    assert_eq!(
+        host_field(&lab, "host3", "resident-vms"),
+        "",
+        "host3 came back with VMs"
+    );
+    lab.check();
+}

@@ -24,6 +24,10 @@ struct Cli {
 enum Command {
     /// Run one host of a pool.
     Serve(ServeArgs),
+    /// The fence guard beside a host running real guests (started by
+    /// `xapid serve --driver qemu`, not by hand).
+    #[command(hide = true)]
+    Guard,
     /// Run a pool of several hosts on this machine (the `xapid-lab`
     /// program installed next to xapid; `xapid lab --help` for its options).
     #[command(disable_help_flag = true)]
@@ -82,6 +86,10 @@ fn main() -> Result<()> {
     let args = match Cli::parse().command {
         Command::Lab { args } => return run_lab(&args),
         Command::Serve(args) => args,
+        Command::Guard => {
+            pool_master::guard::run();
+            return Ok(());
+        }
     };
     pool_master::logging::init();
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
@@ -122,6 +130,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
             args: String::new(),
         }),
     };
+    if config.driver == DriverKind::Qemu {
+        let me = std::env::current_exe().context("cannot find this program's own path")?;
+        pool_master::guard::spawn(&me).context("starting the fence guard")?;
+    }
     let daemon = Daemon::open(config).context("opening the host")?;
     let listener = tokio::net::TcpListener::bind((args.address.as_str(), args.port))
         .await

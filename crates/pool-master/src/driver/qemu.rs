@@ -19,8 +19,9 @@
 //!   = `SIGKILL`: when `xapid` dies (fence, power-off in the lab, `kill
 //!   -9`) the kernel kills its guests. The fence itself first kills every
 //!   guest and waits until none is left ([`kill_every_guest`]). A frozen
-//!   `xapid` (SIGSTOP) is not covered yet: that needs a fence helper
-//!   process that holds the deadline (docs/ARCHITECTURE.md, "Real VMs").
+//!   `xapid` (SIGSTOP) is covered by the fence guard, a process beside it
+//!   that holds the watchdog's deadline and the guests' pids
+//!   ([`crate::guard`]).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -124,7 +125,7 @@ pub fn kill_every_guest() {
 }
 
 /// SIGKILL each of `pids`, then wait (up to 10 s) until none runs.
-fn kill_and_wait(pids: &[i32]) {
+pub fn kill_and_wait(pids: &[i32]) {
     for &pid in pids {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
     }
@@ -147,10 +148,15 @@ fn process_runs(pid: i32) -> bool {
 }
 
 fn forget_pid(pid: i32) {
-    GUEST_PIDS
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .retain(|&p| p != pid);
+    let mut pids = GUEST_PIDS.lock().unwrap_or_else(|p| p.into_inner());
+    pids.retain(|&p| p != pid);
+    crate::guard::set_guests(pids.clone());
+}
+
+fn remember_pid(pid: i32) {
+    let mut pids = GUEST_PIDS.lock().unwrap_or_else(|p| p.into_inner());
+    pids.push(pid);
+    crate::guard::set_guests(pids.clone());
 }
 
 /// Can KVM run guests here?
@@ -374,7 +380,7 @@ impl Driver for QemuDriver {
             .spawn()
             .map_err(|e| unavailable(format!("cannot run {}: {e}", self.config.binary.display())))?;
         let pid = child.id().and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
-        GUEST_PIDS.lock().unwrap_or_else(|p| p.into_inner()).push(pid);
+        remember_pid(pid);
         let (ended_tx, ended) = watch::channel(false);
         let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
         {

@@ -62,11 +62,15 @@ impl Watchdog {
             Timer::Heartbeat => 0,
             Timer::Statefile => 1,
         };
-        self.state().deadlines[k] = Some(at);
+        let mut s = self.state();
+        s.deadlines[k] = Some(at);
+        tell_guard(&s);
     }
 
     pub fn arm(&self) {
-        self.state().armed = true;
+        let mut s = self.state();
+        s.armed = true;
+        tell_guard(&s);
     }
 
     /// Stop enforcing the timers (HA disabled, a clean leave).
@@ -74,6 +78,7 @@ impl Watchdog {
         let mut s = self.state();
         s.armed = false;
         s.deadlines = [None, None];
+        tell_guard(&s);
     }
 
     pub fn armed(&self) -> bool {
@@ -117,6 +122,17 @@ impl Watchdog {
             None => false,
         }
     }
+}
+
+/// The fence guard holds the same deadline, for the guests that are
+/// processes of their own (crate::guard): the earliest armed timer.
+fn tell_guard(s: &State) {
+    let deadline = if s.armed && !s.fired {
+        s.deadlines.iter().flatten().min().copied()
+    } else {
+        None
+    };
+    crate::guard::set_deadline(deadline);
 }
 
 fn expired(s: &State, now: Instant) -> Option<&'static str> {
