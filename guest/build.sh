@@ -29,9 +29,10 @@ trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/root/bin" "$work/root/lib/modules" "$work/root/proc" "$work/root/sys" "$work/root/dev"
 cp "$busybox" "$work/root/bin/busybox"
 # In load order: the virtio core, the PCI transport, the block device,
-# then the input events and the ACPI power button that ask it to stop.
+# then the input events and the ACPI power button that ask it to stop, and
+# QEMU's fw_cfg, which tells it the host it runs on.
 for m in virtio/virtio_ring virtio/virtio virtio/virtio_pci_legacy_dev virtio/virtio_pci_modern_dev \
-         virtio/virtio_pci block/virtio_blk input/evdev acpi/button; do
+         virtio/virtio_pci block/virtio_blk input/evdev acpi/button firmware/qemu_fw_cfg; do
     src=$modules/$m.ko
     [ -f "$src" ] || { echo "guest/build.sh: $src is missing" >&2; exit 1; }
     cp "$src" "$work/root/lib/modules/"

@@ -10,6 +10,8 @@ mod util;
 mod lab;
 // VM lifecycle: start on a host, guest writes, live migration, shutdown.
 mod lifecycle;
+// Real VMs: QEMU guests fail over, die with their host, migrate live.
+mod qemu;
 // Bad input and failures: the exact messages and exit codes.
 mod errors;
 // Durability: settings survive restarts; a killed member keeps a sound replica.

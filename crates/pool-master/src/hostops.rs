@@ -119,6 +119,87 @@ pub async fn start_guest(d: &Daemon, target: &Target, spec: GuestSpec) -> Result
         .ok_or_else(|| ApiError::internal(format!("host {} did not say the guest's domain id", target.uuid)))
 }
 
+/// How long the master waits for a member's live migration (the driver
+/// gives up at two minutes).
+const MIGRATE_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(150);
+
+/// Start a guest of `spec` on `target` that waits for a live migration:
+/// its domain id and the URI to migrate to.
+pub async fn start_incoming(d: &Daemon, target: &Target, spec: GuestSpec) -> Result<(i64, String), ApiError> {
+    if target.uuid == d.host_uuid {
+        return d
+            .driver
+            .start_incoming(spec, &d.config.address)
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()));
+    }
+    let disks: Vec<String> = spec.disks.iter().map(|p| p.display().to_string()).collect();
+    let extra = json!({ "memory": spec.memory, "vcpus": spec.vcpus, "kernel": spec.kernel });
+    let v = call(
+        d,
+        target,
+        "host.local_vm_start_incoming",
+        vec![json!(spec.vm_uuid), json!(disks), json!(-1), extra],
+        PEER_TIMEOUT,
+    )
+    .await?;
+    match (
+        v.get(0).and_then(serde_json::Value::as_i64),
+        v.get(1).and_then(serde_json::Value::as_str),
+    ) {
+        (Some(domid), Some(uri)) => Ok((domid, uri.to_string())),
+        _ => Err(ApiError::internal(format!(
+            "host {} did not say where to migrate to: {v}",
+            target.uuid
+        ))),
+    }
+}
+
+/// Migrate the guest of `vm_uuid` on `target` live to `uri`.
+pub async fn migrate_out(d: &Daemon, target: &Target, vm_uuid: &str, uri: &str) -> Result<(), ApiError> {
+    if target.uuid == d.host_uuid {
+        return d
+            .driver
+            .migrate_out(vm_uuid, uri)
+            .await
+            .map(|_| ())
+            .map_err(|e| ApiError::internal(e.to_string()));
+    }
+    call(
+        d,
+        target,
+        "host.local_vm_migrate",
+        vec![json!(vm_uuid), json!(uri)],
+        MIGRATE_CALL_TIMEOUT,
+    )
+    .await
+    .map(|_| ())
+}
+
+/// Pull the plug on the guest of `vm_uuid` on `target` (an incoming guest
+/// whose migration failed).
+pub async fn kill_guest(d: &Daemon, target: &Target, vm_uuid: &str) -> Result<(), ApiError> {
+    if target.uuid == d.host_uuid {
+        return match d.driver.stop(vm_uuid, StopMode::Hard).await {
+            Ok(_) | Err(DriverError::NotRunning(_)) => Ok(()),
+            Err(e) => Err(ApiError::internal(e.to_string())),
+        };
+    }
+    match call(
+        d,
+        target,
+        "host.local_vm_stop",
+        vec![json!(vm_uuid), json!(true)],
+        PEER_TIMEOUT,
+    )
+    .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.code == codes::VM_NOT_RESIDENT_HERE => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Stop the guest of `vm_uuid` on `target`: the last sequence it wrote, or
 /// `None` when it was not running there.
 pub async fn stop_guest(d: &Daemon, target: &Target, vm_uuid: &str) -> Result<Option<u64>, ApiError> {

@@ -120,6 +120,20 @@ fn hostile_input_gets_xapi_errors_and_changes_nothing() {
     let (_, body) = post(p, &[0xff, 0xfe, 0x00, 0x7b]);
     assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["error"]["code"], -32700);
 
+    // The calls between hosts are not the root user's to make: starting,
+    // stopping or migrating a guest behind the master's back.
+    for (method, params) in [
+        ("host.local_vm_start", json!([s, "vm", ["/tmp/x.disk"], -1])),
+        (
+            "host.local_vm_start_incoming",
+            json!([s, "vm", ["/tmp/x.disk"], -1, {}]),
+        ),
+        ("host.local_vm_migrate", json!([s, "vm", "tcp:127.0.0.1:1"])),
+        ("host.local_vm_stop", json!([s, "vm", true])),
+    ] {
+        assert_eq!(error_of(&call(p, method, params)).0, "PERMISSION_DENIED", "{method}");
+    }
+
     // XAPI's errors for wrong calls.
     assert_eq!(
         error_of(&call(p, "VM.frobnicate", json!([s, vm]))).0,

@@ -262,3 +262,90 @@ async fn a_vm_without_a_kernel_or_disk_gets_a_clear_error() {
     assert!(e.to_string().contains("nope.disk"), "{e}");
     assert!(driver.running().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_migration_moves_the_guest_with_one_writer_and_a_short_gap() {
+    let guest = guest_or_skip!();
+    const B: &str = "00000000-0000-4000-8000-0000000000cc";
+    let a = host(guest.clone());
+    let dir_b = tempfile::tempdir().unwrap();
+    let b = QemuDriver::open(
+        B,
+        Arc::new(|| Ok(())),
+        QemuConfig {
+            accel: Accel::Auto,
+            default_kernel: Some(guest),
+            ..QemuConfig::new(dir_b.path())
+        },
+    )
+    .unwrap();
+    let mut halted_a = a.driver.take_halted().unwrap();
+    a.driver.start(spec(&a)).await.unwrap();
+    records_at_least(&a.disk, 10).await;
+
+    let (domid_b, uri) = b.start_incoming(spec(&a), "127.0.0.1").await.unwrap();
+    assert!(uri.starts_with("tcp:127.0.0.1:"), "{uri}");
+    a.driver.migrate_out(VM, &uri).await.unwrap();
+    assert!(a.driver.running().is_empty(), "the source guest is gone");
+    assert_eq!(b.running(), vec![VM.to_string()]);
+    assert_eq!(b.domid(VM), Some(domid_b));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), halted_a.recv())
+            .await
+            .is_err(),
+        "a migration is no halt"
+    );
+
+    // The guest goes on writing, now naming host B.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let recs = loop {
+        let recs = read_records(&a.disk).unwrap();
+        if recs.iter().filter(|r| r.host_uuid == B).count() >= 10 {
+            break recs;
+        }
+        assert!(Instant::now() < deadline, "no records from host B after the migration");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let seqs: Vec<u64> = recs.iter().map(|r| r.seq).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "one writer, no record lost: {seqs:?}"
+    );
+    let switch = recs.iter().position(|r| r.host_uuid == B).unwrap();
+    assert!(recs[..switch].iter().all(|r| r.host_uuid == HOST));
+    assert!(
+        recs[switch..].iter().all(|r| r.host_uuid == B),
+        "host A wrote again after the switch"
+    );
+    let gap = recs[switch].unix_ms.saturating_sub(recs[switch - 1].unix_ms);
+    eprintln!("live migration: largest gap in the records {gap} ms");
+    assert!(gap < 1000, "the records stopped for {gap} ms across the migration");
+    b.stop(VM, StopMode::Hard).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_live_migration_leaves_the_guest_running_on_the_source() {
+    let guest = guest_or_skip!();
+    let a = host(guest);
+    a.driver.start(spec(&a)).await.unwrap();
+    let before = records_at_least(&a.disk, 5).await.len();
+    // Nobody listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let e = a
+        .driver
+        .migrate_out(VM, &format!("tcp:127.0.0.1:{port}"))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("live migration"), "{e}");
+    assert_eq!(
+        a.driver.running(),
+        vec![VM.to_string()],
+        "the guest still runs on the source"
+    );
+    records_at_least(&a.disk, before + 10).await;
+    a.driver.stop(VM, StopMode::Hard).await.unwrap();
+}

@@ -1,6 +1,7 @@
 //! `host.*`: the calls hosts make on each other.
 //!
-//! - `host.local_vm_start / local_vm_stop / local_vm_list`: served by every
+//! - `host.local_vm_start / local_vm_start_incoming / local_vm_migrate /
+//!   local_vm_stop / local_vm_list`: served by every
 //!   host for the master, acting on this host's VM driver.
 //! - `host.member_hello`: a member tells the master it is up and which VMs
 //!   it runs; VMs the database places there but that died with a previous
@@ -26,6 +27,8 @@ pub async fn dispatch(d: &Arc<Daemon>, verb: &str, args: &Args) -> Option<Result
     Some(match verb {
         "local_vm_start" => local_start(d, args).await,
         "local_vm_stop" => local_stop(d, args).await,
+        "local_vm_start_incoming" => local_start_incoming(d, args).await,
+        "local_vm_migrate" => local_migrate(d, args).await,
         "local_vm_list" => args.exactly(1).map(|_| json!(d.driver.running())),
         "member_hello" => member_hello(d, args).await,
         "declare_dead" => super::recovery::declare_dead(d, args).await,
@@ -34,16 +37,19 @@ pub async fn dispatch(d: &Arc<Daemon>, verb: &str, args: &Args) -> Option<Result
     })
 }
 
-/// `host.local_vm_start(session, vm_uuid, disk_paths, first_seq, extra)`:
-/// the guest's domain id. A negative `first_seq` continues the disk's own
-/// sequence; `extra` is `{memory, vcpus, kernel}` (optional).
-async fn local_start(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
-    args.count(4, 5)?;
-    let vm = args.str(1, "vm")?;
-    let disks: Vec<PathBuf> = args.strings(2, "disks")?.into_iter().map(PathBuf::from).collect();
-    let seq = args.int(3, "first_seq")?;
+/// The guest spec of a `local_vm_*` call: `vm_uuid, disk_paths,
+/// first_seq` at `first`, then an optional `extra` object `{memory, vcpus,
+/// kernel}`.
+fn spec_from(args: &Args, first: usize) -> Result<GuestSpec, ApiError> {
+    let vm = args.str(first, "vm")?;
+    let disks: Vec<PathBuf> = args
+        .strings(first + 1, "disks")?
+        .into_iter()
+        .map(PathBuf::from)
+        .collect();
+    let seq = args.int(first + 2, "first_seq")?;
     let mut spec = GuestSpec::new(vm, disks, u64::try_from(seq).ok());
-    if let Some(extra) = args.raw(4) {
+    if let Some(extra) = args.raw(first + 3) {
         let bad = |field: &str| ApiError::field_type(format!("extra.{field}"));
         if let Some(m) = extra.get("memory") {
             spec.memory = m.as_i64().filter(|m| *m > 0).ok_or_else(|| bad("memory"))?;
@@ -58,25 +64,68 @@ async fn local_start(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
             spec.kernel = Some(serde_json::from_value(k.clone()).map_err(|_| bad("kernel"))?);
         }
     }
-    let domid = d
-        .driver
-        .start(spec)
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(spec)
+}
+
+fn driver_error(e: DriverError) -> ApiError {
+    ApiError::internal(e.to_string())
+}
+
+/// `host.local_vm_start(session, vm_uuid, disk_paths, first_seq, extra)`:
+/// the guest's domain id. A negative `first_seq` continues the disk's own
+/// sequence; `extra` is optional.
+async fn local_start(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
+    args.count(4, 5)?;
+    let spec = spec_from(args, 1)?;
+    let domid = d.driver.start(spec).await.map_err(driver_error)?;
     Ok(json!(domid))
 }
 
-/// `host.local_vm_stop(session, vm_uuid)`: the last sequence written.
-async fn local_stop(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
-    args.exactly(2)?;
+/// `host.local_vm_start_incoming(session, vm_uuid, disk_paths, first_seq,
+/// extra)`: a guest waiting for a live migration on this host's address,
+/// as `[domid, uri]`.
+async fn local_start_incoming(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
+    args.exactly(5)?;
+    let spec = spec_from(args, 1)?;
+    let (domid, uri) = d
+        .driver
+        .start_incoming(spec, &d.config.address)
+        .await
+        .map_err(driver_error)?;
+    Ok(json!([domid, uri]))
+}
+
+/// `host.local_vm_migrate(session, vm_uuid, uri)`: migrate the guest here
+/// live to `uri`; the last sequence written here.
+async fn local_migrate(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
+    args.exactly(3)?;
     let vm = args.str(1, "vm")?;
-    match d.driver.stop(vm, StopMode::Clean).await {
+    let uri = args.str(2, "uri")?;
+    match d.driver.migrate_out(vm, uri).await {
         Ok(seq) => Ok(json!(seq)),
-        Err(DriverError::NotRunning(_)) => Err(ApiError::new(
-            codes::VM_NOT_RESIDENT_HERE,
-            vec![vm.to_string(), d.host_uuid.clone()],
-        )),
-        Err(e) => Err(ApiError::internal(e.to_string())),
+        Err(DriverError::NotRunning(_)) => Err(not_resident(d, vm)),
+        Err(e) => Err(driver_error(e)),
+    }
+}
+
+fn not_resident(d: &Daemon, vm: &str) -> ApiError {
+    ApiError::new(codes::VM_NOT_RESIDENT_HERE, vec![vm.to_string(), d.host_uuid.clone()])
+}
+
+/// `host.local_vm_stop(session, vm_uuid, hard)`: the last sequence written
+/// (`hard`, optional: pull the plug instead of pressing the power button).
+async fn local_stop(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
+    args.count(2, 3)?;
+    let vm = args.str(1, "vm")?;
+    let how = if args.bool_or(2, "hard", false)? {
+        StopMode::Hard
+    } else {
+        StopMode::Clean
+    };
+    match d.driver.stop(vm, how).await {
+        Ok(seq) => Ok(json!(seq)),
+        Err(DriverError::NotRunning(_)) => Err(not_resident(d, vm)),
+        Err(e) => Err(driver_error(e)),
     }
 }
 

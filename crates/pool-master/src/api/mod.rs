@@ -38,6 +38,8 @@ use crate::sessions::Principal;
 /// Methods a member host serves itself instead of redirecting to the master.
 const MEMBER_METHODS: &[&str] = &[
     "host.local_vm_start",
+    "host.local_vm_start_incoming",
+    "host.local_vm_migrate",
     "host.local_vm_stop",
     "host.local_vm_list",
     "host.ha_join_liveset",
@@ -86,6 +88,8 @@ fn ha_gate(d: &Daemon, method: &str) -> Result<(), ApiError> {
 /// Methods only other hosts of the pool may call.
 const INTERNAL_METHODS: &[&str] = &[
     "host.local_vm_start",
+    "host.local_vm_start_incoming",
+    "host.local_vm_migrate",
     "host.local_vm_stop",
     "host.local_vm_list",
     "host.member_hello",

@@ -15,6 +15,7 @@ use xapi_proto::{codes, ApiError};
 
 use super::{generic, Args};
 use crate::daemon::Daemon;
+use crate::driver::DriverKind;
 use crate::hostops::{self, Target};
 use crate::model::{new_ref, new_uuid, Txn};
 use crate::{memory, overcommit};
@@ -353,6 +354,26 @@ pub(crate) async fn migrate_vm(d: &Daemon, vm_ref: &str, host_ref: &str, protect
             disks,
         ))
     })?;
+    if d.driver.kind() == DriverKind::Qemu {
+        // Live: the destination waits for the guest's state, the source
+        // sends it; the disk stays on the shared SR. A failure leaves the
+        // guest running on the source, and no guest on the destination.
+        let (domid, uri) = hostops::start_incoming(d, &dest, hostops::guest_spec(&vm, disks, None)).await?;
+        if let Err(e) = hostops::migrate_out(d, &source, &vm.uuid, &uri).await {
+            if let Err(k) = hostops::kill_guest(d, &dest, &vm.uuid).await {
+                tracing::error!(vm = %vm.uuid, "cannot stop the incoming guest of a failed migration: {k}");
+            }
+            return Err(ApiError::new(
+                codes::VM_MIGRATE_FAILED,
+                vec![vm_ref.to_string(), source.host_ref, dest.host_ref, e.to_string()],
+            ));
+        }
+        w.commit(|txn| {
+            set_residence(txn, vm_ref, Some((&dest.host_ref, domid)));
+            Ok(())
+        })?;
+        return Ok(());
+    }
     let last = hostops::stop_guest(d, &source, &vm.uuid).await?;
     let next = last.map(|s| s + 1);
     let (resident, domid, failed) = match hostops::start_guest(d, &dest, hostops::guest_spec(&vm, disks, next)).await {

@@ -35,6 +35,8 @@ pub enum DriverError {
     Unavailable(String),
     #[error("cannot control the guest of VM {vm}: {why}")]
     Control { vm: String, why: String },
+    #[error("this VM driver does not support {0}")]
+    Unsupported(&'static str),
 }
 
 /// One guest write, as a line of a disk file.
@@ -149,6 +151,19 @@ pub trait Driver: Send + Sync {
     fn accel(&self) -> &'static str;
     /// Start a guest: its domain id.
     async fn start(&self, spec: GuestSpec) -> Result<i64, DriverError>;
+    /// Start a guest of `spec` that waits for a live migration, listening
+    /// on `listen` (this host's address): its domain id and the URI the
+    /// source migrates to.
+    async fn start_incoming(&self, spec: GuestSpec, listen: &str) -> Result<(i64, String), DriverError> {
+        let _ = (spec, listen);
+        Err(DriverError::Unsupported("live migration"))
+    }
+    /// Migrate the guest of `vm_uuid` live to `uri`: the last sequence it
+    /// wrote here. On failure the guest still runs here.
+    async fn migrate_out(&self, vm_uuid: &str, uri: &str) -> Result<u64, DriverError> {
+        let _ = (vm_uuid, uri);
+        Err(DriverError::Unsupported("live migration"))
+    }
     /// Stop a guest: the last sequence it wrote (0 when the driver cannot
     /// tell: a real guest's records are on its disk).
     async fn stop(&self, vm_uuid: &str, how: StopMode) -> Result<u64, DriverError>;

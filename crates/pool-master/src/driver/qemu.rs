@@ -45,6 +45,8 @@ pub const NEW_DISK_SIZE: u64 = 32 << 20;
 
 /// How long a clean shutdown waits for the guest before pulling the plug.
 const CLEAN_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a live migration may take before it is cancelled.
+const MIGRATE_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a new QEMU process may take to open its QMP socket.
 const QMP_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest unix socket path the kernel takes (`sun_path`, less the NUL).
@@ -276,6 +278,7 @@ impl QemuDriver {
         spec: &GuestSpec,
         kernel: &KernelBoot,
         domid: i64,
+        incoming: Option<&str>,
     ) -> Result<tokio::process::Command, DriverError> {
         let dir = &self.config.run_dir;
         let socket = dir.join(format!("{domid}.qmp"));
@@ -329,6 +332,13 @@ impl QemuDriver {
         if let Some(initrd) = &kernel.initrd {
             cmd.arg("-initrd").arg(initrd);
         }
+        // The host the guest runs on, read by the test guest for each record:
+        // after a live migration the destination's value is the one it sees.
+        cmd.arg("-fw_cfg")
+            .arg(format!("name=opt/pool-ha/host,string={}", self.host_uuid));
+        if let Some(uri) = incoming {
+            cmd.arg("-incoming").arg(uri);
+        }
         for disk in &spec.disks {
             // QEMU's -drive option takes commas doubled.
             let file = disk.display().to_string().replace(',', ",,");
@@ -341,19 +351,10 @@ impl QemuDriver {
             .kill_on_drop(false);
         Ok(cmd)
     }
-}
 
-#[async_trait::async_trait]
-impl Driver for QemuDriver {
-    fn kind(&self) -> DriverKind {
-        DriverKind::Qemu
-    }
-
-    fn accel(&self) -> &'static str {
-        self.accel
-    }
-
-    async fn start(&self, spec: GuestSpec) -> Result<i64, DriverError> {
+    /// Start a guest of `spec`, or (with `incoming`, a migration URI) one
+    /// that waits for the state of a guest migrating in.
+    async fn launch(&self, spec: GuestSpec, incoming: Option<String>) -> Result<i64, DriverError> {
         let vm = spec.vm_uuid.clone();
         (self.gate)().map_err(|e| DriverError::DisksUnreachable {
             vm: vm.clone(),
@@ -376,7 +377,7 @@ impl Driver for QemuDriver {
         }
         let domid = self.allocate_domid()?;
         let mut child = self
-            .command(&spec, &kernel, domid)?
+            .command(&spec, &kernel, domid, incoming.as_deref())?
             .spawn()
             .map_err(|e| unavailable(format!("cannot run {}: {e}", self.config.binary.display())))?;
         let pid = child.id().and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
@@ -447,8 +448,72 @@ impl Driver for QemuDriver {
                 return Err(DriverError::Control { vm, why });
             }
         }
-        tracing::info!(vm = %vm, domid, pid, accel = self.accel, "guest started");
+        tracing::info!(vm = %vm, domid, pid, accel = self.accel, incoming = ?incoming, "guest started");
         Ok(domid)
+    }
+}
+
+#[async_trait::async_trait]
+impl Driver for QemuDriver {
+    fn kind(&self) -> DriverKind {
+        DriverKind::Qemu
+    }
+
+    fn accel(&self) -> &'static str {
+        self.accel
+    }
+
+    async fn start(&self, spec: GuestSpec) -> Result<i64, DriverError> {
+        self.launch(spec, None).await
+    }
+
+    async fn start_incoming(&self, spec: GuestSpec, listen: &str) -> Result<(i64, String), DriverError> {
+        // A free port on the listening address (QEMU is told it at start).
+        let port = std::net::TcpListener::bind((listen, 0))
+            .and_then(|l| l.local_addr())
+            .map_err(|e| unavailable(format!("no free port on {listen} for a migration: {e}")))?
+            .port();
+        let uri = format!("tcp:{listen}:{port}");
+        let domid = self.launch(spec, Some(uri.clone())).await?;
+        Ok((domid, uri))
+    }
+
+    async fn migrate_out(&self, vm_uuid: &str, uri: &str) -> Result<u64, DriverError> {
+        let qmp = self.qmp(vm_uuid)?;
+        let failed = |why: String| DriverError::Control {
+            vm: vm_uuid.to_string(),
+            why: format!("live migration to {uri} failed: {why}"),
+        };
+        qmp.execute(qapi::qmp::migrate {
+            uri: Some(uri.to_string()),
+            channels: None,
+            detach: None,
+            resume: None,
+        })
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+        let deadline = Instant::now() + MIGRATE_TIMEOUT;
+        loop {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let info = qmp
+                .execute(qapi::qmp::query_migrate {})
+                .await
+                .map_err(|e| failed(e.to_string()))?;
+            use qapi::qmp::MigrationStatus as S;
+            match info.status {
+                Some(S::completed) => break,
+                Some(S::failed) | Some(S::cancelled) => {
+                    return Err(failed(info.error_desc.unwrap_or_else(|| "QEMU gave no reason".into())));
+                }
+                _ if Instant::now() >= deadline => {
+                    let _ = qmp.execute(qapi::qmp::migrate_cancel {}).await;
+                    return Err(failed(format!("not done in {MIGRATE_TIMEOUT:?}: cancelled")));
+                }
+                _ => {}
+            }
+        }
+        // The guest runs on the destination now: this one is a shell.
+        self.stop(vm_uuid, StopMode::Hard).await
     }
 
     async fn stop(&self, vm_uuid: &str, how: StopMode) -> Result<u64, DriverError> {

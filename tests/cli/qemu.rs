@@ -1,0 +1,245 @@
+//! Real VMs: the qemu driver in a lab pool, with the test guest that
+//! guest/build.sh builds from Debian's packages. Protected real guests
+//! fail over when their host loses power or its xapid freezes, never two
+//! writers on a disk, and `xe vm-migrate` moves a guest live.
+//! Skipped, with the reason, where QEMU or the guest's packages are missing.
+
+use std::time::Duration;
+
+use crate::util::{
+    assert_one_writer_at_a_time, host_field, records_of, running_on, vm_uuid, wait_for, Lab, FAILOVER, HA_T as T,
+};
+
+/// Why this machine cannot run QEMU test guests, if it cannot.
+pub fn qemu_unusable() -> Option<String> {
+    let qemu = std::process::Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .output();
+    if !qemu.is_ok_and(|o| o.status.success()) {
+        return Some("qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)".into());
+    }
+    let out = tempfile::tempdir().expect("tempdir");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("guest/build.sh");
+    match std::process::Command::new("sh").arg(script).arg(out.path()).output() {
+        Ok(o) if o.status.success() => None,
+        Ok(o) => Some(format!(
+            "guest/build.sh failed: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        )),
+        Err(e) => Some(format!("cannot run guest/build.sh: {e}")),
+    }
+}
+
+/// The pids of the QEMU guests a lab host started that still run.
+fn guest_processes(lab: &Lab, host: &str) -> Vec<i32> {
+    let dir = lab.dir.path().join("hosts").join(host).join("qemu");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "pid"))
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok()?.trim().parse().ok())
+        .filter(|pid: &i32| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| {
+                    s.rsplit_once(')')
+                        .map(|(_, r)| r.split_whitespace().next() != Some("Z"))
+                })
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+#[test]
+fn a_real_qemu_guest_restarts_elsewhere_when_its_host_loses_power() {
+    if let Some(why) = qemu_unusable() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let lab = Lab::start_ha(3, 1, &["--driver", "qemu", "--vm-memory", &(128i64 << 20).to_string()]);
+    let vm = vm_uuid(&lab, "vm01");
+    lab.xe_ok(&["vm-param-set", &format!("uuid={vm}"), "ha-restart-priority=restart"]);
+    lab.xe_ok(&["vm-start", "vm=vm01", "on=host3"]);
+    let host3 = host_field(&lab, "host3", "uuid");
+    // A real guest boots (TCG here), then writes every 100 ms.
+    let booted = wait_for(Duration::from_secs(120), || {
+        records_of(&lab.sr_dir(), &vm)
+            .iter()
+            .filter(|r| r.host_uuid == host3)
+            .count()
+            >= 10
+    });
+    assert!(booted, "the guest on host3 wrote no records:\n{}", lab.output());
+    assert_eq!(guest_processes(&lab, "host3").len(), 1, "one QEMU process on host3");
+
+    lab.fault("power-off", "host3");
+    // The power is off: the guest died with its host at once.
+    assert!(
+        wait_for(Duration::from_secs(2), || guest_processes(&lab, "host3").is_empty()),
+        "host3's guest outlived its host"
+    );
+    let moved = wait_for(FAILOVER, || running_on(&lab, &vm).is_some_and(|h| h != "host3"));
+    assert!(moved, "vm01 did not restart away from host3:\n{}", lab.output());
+    let after = running_on(&lab, &vm).expect("the VM runs");
+    let new_host = host_field(&lab, &after, "uuid");
+    let writes = wait_for(Duration::from_secs(120), || {
+        records_of(&lab.sr_dir(), &vm).iter().any(|r| r.host_uuid == new_host)
+    });
+    assert!(
+        writes,
+        "the restarted guest on {after} wrote nothing:\n{}",
+        lab.output()
+    );
+    let recs = records_of(&lab.sr_dir(), &vm);
+    let last_old = recs
+        .iter()
+        .filter(|r| r.host_uuid == host3)
+        .map(|r| r.unix_ms)
+        .max()
+        .unwrap_or(0);
+    let first_new = recs
+        .iter()
+        .filter(|r| r.host_uuid == new_host)
+        .map(|r| r.unix_ms)
+        .min()
+        .unwrap_or(0);
+    assert!(
+        last_old < first_new,
+        "host3's guest wrote at {last_old}, after the new one began at {first_new}"
+    );
+    assert_one_writer_at_a_time(&lab.sr_dir(), &vm);
+
+    lab.fault("power-on", "host3");
+    let back = wait_for(FAILOVER, || host_field(&lab, "host3", "host-metrics-live") == "true");
+    assert!(back, "host3 did not rejoin:\n{}", lab.output());
+    assert_eq!(
+        host_field(&lab, "host3", "resident-vms"),
+        "",
+        "host3 came back with VMs"
+    );
+    assert!(
+        guest_processes(&lab, "host3").is_empty(),
+        "host3 came back with guest processes"
+    );
+    lab.check();
+}
+
+#[test]
+fn a_frozen_xapid_cannot_leave_its_real_guest_writing() {
+    if let Some(why) = qemu_unusable() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let lab = Lab::start_ha(3, 1, &["--driver", "qemu", "--vm-memory", &(128i64 << 20).to_string()]);
+    let vm = vm_uuid(&lab, "vm01");
+    lab.xe_ok(&["vm-param-set", &format!("uuid={vm}"), "ha-restart-priority=restart"]);
+    lab.xe_ok(&["vm-start", "vm=vm01", "on=host3"]);
+    let host3 = host_field(&lab, "host3", "uuid");
+    let booted = wait_for(Duration::from_secs(120), || {
+        records_of(&lab.sr_dir(), &vm)
+            .iter()
+            .filter(|r| r.host_uuid == host3)
+            .count()
+            >= 10
+    });
+    assert!(booted, "the guest on host3 wrote no records:\n{}", lab.output());
+
+    // Freeze host3's xapid for 3 T: its guest is a process of its own, and
+    // only the fence guard beside xapid can stop it in time.
+    let pid = nix::unistd::Pid::from_raw(lab.host_pid(3) as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let mut after = None;
+    let moved = wait_for(FAILOVER, || {
+        after = running_on(&lab, &vm).filter(|h| h != "host3");
+        after.is_some()
+    });
+    let gone = guest_processes(&lab, "host3").is_empty();
+    std::thread::sleep(Duration::from_secs(3 * T).saturating_sub(Duration::from_secs(1)));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    assert!(moved, "vm01 did not restart away from frozen host3:\n{}", lab.output());
+    assert!(gone, "host3's guest still ran when the VM restarted elsewhere");
+    let new_host = host_field(&lab, &after.expect("the VM runs"), "uuid");
+    let writes = wait_for(Duration::from_secs(120), || {
+        records_of(&lab.sr_dir(), &vm).iter().any(|r| r.host_uuid == new_host)
+    });
+    assert!(writes, "the restarted guest wrote nothing:\n{}", lab.output());
+    let recs = records_of(&lab.sr_dir(), &vm);
+    let last_old = recs
+        .iter()
+        .filter(|r| r.host_uuid == host3)
+        .map(|r| r.unix_ms)
+        .max()
+        .unwrap_or(0);
+    let first_new = recs
+        .iter()
+        .filter(|r| r.host_uuid == new_host)
+        .map(|r| r.unix_ms)
+        .min()
+        .unwrap_or(0);
+    assert!(
+        last_old < first_new,
+        "host3's guest wrote at {last_old}, after the new one began at {first_new}"
+    );
+    assert_one_writer_at_a_time(&lab.sr_dir(), &vm);
+    // Woken, host3 finds its watchdog expired, fences, and comes back empty.
+    lab.wait_fenced("host3");
+    let back = wait_for(FAILOVER, || host_field(&lab, "host3", "host-metrics-live") == "true");
+    assert!(back, "host3 did not rejoin:\n{}", lab.output());
+    assert_eq!(
+        host_field(&lab, "host3", "resident-vms"),
+        "",
+        "host3 came back with VMs"
+    );
+    lab.check();
+}
+
+#[test]
+fn xe_vm_migrate_moves_a_real_guest_live_with_one_writer() {
+    if let Some(why) = qemu_unusable() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let lab = Lab::start_with(2, 1, &["--driver", "qemu", "--vm-memory", &(128i64 << 20).to_string()]);
+    let vm = vm_uuid(&lab, "vm01");
+    lab.xe_ok(&["vm-start", "vm=vm01", "on=host1"]);
+    let (host1, host2) = (host_field(&lab, "host1", "uuid"), host_field(&lab, "host2", "uuid"));
+    let booted = wait_for(Duration::from_secs(120), || {
+        records_of(&lab.sr_dir(), &vm)
+            .iter()
+            .filter(|r| r.host_uuid == host1)
+            .count()
+            >= 10
+    });
+    assert!(booted, "the guest on host1 wrote no records:\n{}", lab.output());
+    lab.xe_ok(&["vm-migrate", "vm=vm01", "host=host2", "--live"]);
+    assert_eq!(running_on(&lab, &vm).as_deref(), Some("host2"));
+    assert!(guest_processes(&lab, "host1").is_empty(), "the source guest is gone");
+    assert_eq!(guest_processes(&lab, "host2").len(), 1);
+    let moved = wait_for(Duration::from_secs(30), || {
+        records_of(&lab.sr_dir(), &vm)
+            .iter()
+            .filter(|r| r.host_uuid == host2)
+            .count()
+            >= 10
+    });
+    assert!(moved, "the migrated guest wrote nothing on host2");
+    let recs = records_of(&lab.sr_dir(), &vm);
+    let seqs: Vec<u64> = recs.iter().map(|r| r.seq).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "one writer, nothing lost: {seqs:?}"
+    );
+    let switch = recs.iter().position(|r| r.host_uuid == host2).unwrap();
+    assert!(
+        recs[switch..].iter().all(|r| r.host_uuid == host2),
+        "host1 wrote after the switch"
+    );
+    let gap = recs[switch].unix_ms - recs[switch - 1].unix_ms;
+    assert!(gap < 1000, "the guest stopped writing for {gap} ms");
+    // The same guest goes on: no boot (the sequence continued without a gap).
+    lab.xe_ok(&["vm-shutdown", "vm=vm01", "--force"]);
+    assert!(wait_for(Duration::from_secs(20), || guest_processes(&lab, "host2").is_empty()));
+    lab.check();
+}
