@@ -243,3 +243,62 @@ fn xe_vm_migrate_moves_a_real_guest_live_with_one_writer() {
     assert!(wait_for(Duration::from_secs(20), || guest_processes(&lab, "host2").is_empty()));
     lab.check();
 }
+
+#[test]
+fn a_real_guest_that_powers_off_inside_restarts_when_protected_and_stays_off_when_not() {
+    if let Some(why) = qemu_unusable() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let lab = Lab::start_ha(2, 2, &["--driver", "qemu", "--vm-memory", &(128i64 << 20).to_string()]);
+    let driver = lab.xe_min(&[
+        "host-param-get",
+        &format!("uuid={}", host_field(&lab, "host2", "uuid")),
+        "param-name=other-config",
+        "param-key=pool-ha-vm-driver",
+    ]);
+    assert!(
+        driver.starts_with("qemu-"),
+        "the host record says what runs its guests: {driver:?}"
+    );
+    let (a, b) = (vm_uuid(&lab, "vm01"), vm_uuid(&lab, "vm02"));
+    lab.xe_ok(&["vm-param-set", &format!("uuid={a}"), "ha-restart-priority=restart"]);
+    lab.xe_ok(&["vm-start", "vm=vm01", "on=host2"]);
+    lab.xe_ok(&["vm-start", "vm=vm02", "on=host2"]);
+    let host2 = host_field(&lab, "host2", "uuid");
+    let booted = wait_for(Duration::from_secs(120), || {
+        [&a, &b].iter().all(|v| {
+            records_of(&lab.sr_dir(), v)
+                .iter()
+                .filter(|r| r.host_uuid == host2)
+                .count()
+                >= 5
+        })
+    });
+    assert!(booted, "the guests wrote no records:\n{}", lab.output());
+    let writes_a = records_of(&lab.sr_dir(), &a).len();
+    lab.fault_guest_halt("vm01");
+    lab.fault_guest_halt("vm02");
+    // vm02 is not protected: halted, and it stays so.
+    let halted = wait_for(Duration::from_secs(30), || {
+        lab.xe_min(&["vm-list", "name-label=vm02", "params=power-state"]) == "halted"
+    });
+    assert!(halted, "vm02 is not recorded halted:\n{}", lab.output());
+    // vm01 is: it boots again (a new guest continues its disk's sequence).
+    let again = wait_for(Duration::from_secs(120), || {
+        let recs = records_of(&lab.sr_dir(), &a);
+        recs.len() > writes_a + 20
+    });
+    assert!(again, "vm01 did not run again:\n{}", lab.output());
+    assert!(running_on(&lab, &a).is_some());
+    std::thread::sleep(Duration::from_secs(T));
+    assert_eq!(
+        lab.xe_min(&["vm-list", "name-label=vm02", "params=power-state"]),
+        "halted"
+    );
+    assert_eq!(
+        guest_processes(&lab, "host2").len() + guest_processes(&lab, "host1").len(),
+        1
+    );
+    assert_one_writer_at_a_time(&lab.sr_dir(), &a);
+}

@@ -54,6 +54,7 @@ async fn run(d: Arc<Daemon>) {
                 json!(d.config.memory_total),
                 json!(snapshot.running),
                 json!(snapshot.next_domid),
+                json!(snapshot.driver),
             ];
             match d
                 .peers

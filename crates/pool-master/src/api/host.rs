@@ -129,6 +129,9 @@ async fn local_stop(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     }
 }
 
+/// The host record's `other-config` key that says what runs its guests.
+pub const VM_DRIVER_KEY: &str = "pool-ha-vm-driver";
+
 /// Record that the host `uuid` (re)started: it is live at `address` with
 /// `memory_total`, and of the VMs the database places on it, those its
 /// driver `snapshot` does not list died with its previous process or halted
@@ -158,6 +161,9 @@ pub(crate) fn record_host_start(
         })
     });
     txn.update::<HostRecord>(&host_ref, |h| {
+        if !snapshot.driver.is_empty() {
+            h.other_config.insert(VM_DRIVER_KEY.into(), snapshot.driver.clone());
+        }
         h.live = true;
         h.address = address.to_string();
         h.memory_total = memory_total;
@@ -171,16 +177,20 @@ pub(crate) fn record_host_start(
 }
 
 /// `host.member_hello(session, host_uuid, address, memory_total, running,
-/// next_domid)`: `running` and `next_domid` are one snapshot of the member's
-/// driver.
+/// next_domid, driver)`: `running`, `next_domid` and `driver` (optional)
+/// are one snapshot of the member's driver.
 async fn member_hello(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
-    args.exactly(6)?;
+    args.count(6, 7)?;
     let uuid = args.str(1, "host")?.to_string();
     let address = args.str(2, "address")?.to_string();
     let memory_total = args.int(3, "memory_total")?;
     let snapshot = Snapshot {
         running: args.strings(4, "running")?,
         next_domid: args.int(5, "next_domid")?,
+        driver: match args.raw(6) {
+            Some(_) => args.str(6, "driver")?.to_string(),
+            None => String::new(),
+        },
     };
     d.write(|txn| record_host_start(txn, &uuid, &address, memory_total, &snapshot))
         .await?;
@@ -249,6 +259,13 @@ mod tests {
         let mut txn = Txn::new(&model);
         record_host_start(&mut txn, "host-1", "10.0.0.1", 1 << 30, &snapshot).unwrap();
         model.apply(txn.into_changes());
+        // The host record says what runs its guests, when the snapshot says.
+        let shown = model
+            .host
+            .iter()
+            .next()
+            .and_then(|(_, h)| h.other_config.get(super::VM_DRIVER_KEY).cloned());
+        assert_eq!(shown, Some(snapshot.driver.clone()).filter(|d| !d.is_empty()));
         let mut running: Vec<String> = model
             .vm
             .iter()
@@ -269,6 +286,7 @@ mod tests {
         let snapshot = Snapshot {
             running: vec!["vm-b".into()],
             next_domid: 200,
+            driver: "qemu-tcg".into(),
         };
         assert_eq!(running_after(snapshot), ["vm-b"]);
     }
@@ -280,6 +298,7 @@ mod tests {
         let snapshot = Snapshot {
             running: vec!["vm-b".into()],
             next_domid: 102,
+            driver: "sim".into(),
         };
         assert_eq!(running_after(snapshot), ["vm-b", "vm-c"]);
     }
@@ -289,6 +308,7 @@ mod tests {
         let snapshot = Snapshot {
             running: Vec::new(),
             next_domid: 1_000,
+            driver: String::new(),
         };
         assert!(running_after(snapshot).is_empty());
     }

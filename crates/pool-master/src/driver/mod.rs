@@ -80,6 +80,9 @@ pub struct Halted {
 pub struct Snapshot {
     pub running: Vec<String>,
     pub next_domid: i64,
+    /// What runs the guests: `sim`, `qemu-kvm` or `qemu-tcg` (shown in the
+    /// host record, `other-config:pool-ha-vm-driver`).
+    pub driver: String,
 }
 
 /// Asked before every guest write: `Err(why)` when the host may not write

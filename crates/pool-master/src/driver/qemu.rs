@@ -249,16 +249,7 @@ impl QemuDriver {
     /// make a real guest halt from inside.
     pub async fn send_key(&self, vm_uuid: &str) -> Result<(), DriverError> {
         let qmp = self.qmp(vm_uuid)?;
-        let key = qapi::qmp::KeyValue::qcode(qapi::qmp::QKeyCodeWrapper {
-            data: qapi::qmp::QKeyCode::h,
-        });
-        qmp.execute(qapi::qmp::send_key {
-            keys: vec![key],
-            hold_time: None,
-        })
-        .await
-        .map_err(|e| qmp_error(vm_uuid, e))?;
-        Ok(())
+        press_key(&qmp).await.map_err(|e| qmp_error(vm_uuid, e))
     }
 
     fn qmp(&self, vm_uuid: &str) -> Result<Arc<Qmp>, DriverError> {
@@ -438,8 +429,12 @@ impl QemuDriver {
         let socket = self.config.run_dir.join(format!("{domid}.qmp"));
         match connect(&socket, ended.clone()).await {
             Ok(qmp) => {
+                let qmp = Arc::new(qmp);
                 if let Some(g) = self.guests().get_mut(&vm).filter(|g| g.domid == domid) {
-                    g.qmp = Some(Arc::new(qmp));
+                    g.qmp = Some(qmp.clone());
+                }
+                if let Some(marker) = super::halt_marker(&spec.disks, &vm) {
+                    tokio::spawn(watch_halt_marker(marker, qmp, ended.clone()));
                 }
             }
             Err(why) => {
@@ -566,6 +561,7 @@ impl Driver for QemuDriver {
         Snapshot {
             running: self.running(),
             next_domid,
+            driver: format!("qemu-{}", self.accel),
         }
     }
 
@@ -659,6 +655,38 @@ fn ensure_disk(disk: &Path) -> Result<(), String> {
             .map_err(|e| format!("cannot size {}: {e}", disk.display()))?;
     }
     Ok(())
+}
+
+/// Press the `h` key on the guest's keyboard (QMP `send-key`).
+async fn press_key(qmp: &Qmp) -> Result<(), qapi::ExecuteError> {
+    let key = qapi::qmp::KeyValue::qcode(qapi::qmp::QKeyCodeWrapper {
+        data: qapi::qmp::QKeyCode::h,
+    });
+    qmp.execute(qapi::qmp::send_key {
+        keys: vec![key],
+        hold_time: None,
+    })
+    .await
+    .map(|_| ())
+}
+
+/// The lab's hand inside a guest (`xapid lab guest-halt`, as for sim
+/// guests): when `<vm-uuid>.halt` appears beside the first disk, press a key
+/// in the guest, which the test guest takes as an order to power off.
+async fn watch_halt_marker(marker: PathBuf, qmp: Arc<Qmp>, mut ended: watch::Receiver<bool>) {
+    loop {
+        if tokio::time::timeout(Duration::from_millis(200), ended.wait_for(|e| *e))
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        if std::fs::remove_file(&marker).is_ok() {
+            if let Err(e) = press_key(&qmp).await {
+                tracing::warn!(marker = %marker.display(), "cannot press a key in the guest: {e}");
+            }
+        }
+    }
 }
 
 fn qmp_error(vm: &str, e: qapi::ExecuteError) -> DriverError {

@@ -176,6 +176,7 @@ impl Driver for SimDriver {
         Snapshot {
             running: guests.running(),
             next_domid: guests.next_domid,
+            driver: "sim".into(),
         }
     }
 
