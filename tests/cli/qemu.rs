@@ -80,9 +80,13 @@ fn a_real_qemu_guest_restarts_elsewhere_when_its_host_loses_power() {
         wait_for(Duration::from_secs(2), || guest_processes(&lab, "host3").is_empty()),
         "host3's guest outlived its host"
     );
-    let moved = wait_for(FAILOVER, || running_on(&lab, &vm).is_some_and(|h| h != "host3"));
+    let mut after = None;
+    let moved = wait_for(FAILOVER, || {
+        after = running_on(&lab, &vm).filter(|h| h != "host3");
+        after.is_some()
+    });
     assert!(moved, "vm01 did not restart away from host3:\n{}", lab.output());
-    let after = running_on(&lab, &vm).expect("the VM runs");
+    let after = after.expect("the VM runs");
     let new_host = host_field(&lab, &after, "uuid");
     let writes = wait_for(Duration::from_secs(120), || {
         records_of(&lab.sr_dir(), &vm).iter().any(|r| r.host_uuid == new_host)
@@ -301,4 +305,60 @@ fn a_real_guest_that_powers_off_inside_restarts_when_protected_and_stays_off_whe
         1
     );
     assert_one_writer_at_a_time(&lab.sr_dir(), &a);
+}
+
+#[test]
+fn a_restarted_xapid_adopts_its_running_guests_without_a_restart() {
+    if let Some(why) = qemu_unusable() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    // HA off: a toolstack restart leaves the VMs running.
+    let lab = Lab::start_with(2, 1, &["--driver", "qemu", "--vm-memory", &(128i64 << 20).to_string()]);
+    let vm = vm_uuid(&lab, "vm01");
+    lab.xe_ok(&["vm-start", "vm=vm01", "on=host2"]);
+    let host2 = host_field(&lab, "host2", "uuid");
+    let booted = wait_for(Duration::from_secs(120), || {
+        records_of(&lab.sr_dir(), &vm)
+            .iter()
+            .filter(|r| r.host_uuid == host2)
+            .count()
+            >= 5
+    });
+    assert!(booted, "the guest wrote no records:\n{}", lab.output());
+    let guest = guest_processes(&lab, "host2");
+    assert_eq!(guest.len(), 1);
+    let domid = lab.xe_min(&["vm-list", "name-label=vm01", "params=dom-id"]);
+
+    // xapid dies; the lab boots it again; the guest runs on meanwhile.
+    let xapid = nix::unistd::Pid::from_raw(lab.host_pid(2) as i32);
+    nix::sys::signal::kill(xapid, nix::sys::signal::Signal::SIGKILL).unwrap();
+    let back = wait_for(FAILOVER, || {
+        lab.host_pid_now(2).is_some_and(|p| p != xapid.as_raw() as u32)
+            && host_field(&lab, "host2", "host-metrics-live") == "true"
+    });
+    assert!(back, "host2's xapid did not come back:\n{}", lab.output());
+    let before = records_of(&lab.sr_dir(), &vm).len();
+    assert!(wait_for(Duration::from_secs(10), || records_of(&lab.sr_dir(), &vm)
+        .len()
+        > before + 10));
+    assert_eq!(
+        guest_processes(&lab, "host2"),
+        guest,
+        "the same QEMU process, not a new guest"
+    );
+    assert_eq!(running_on(&lab, &vm).as_deref(), Some("host2"));
+    assert_eq!(lab.xe_min(&["vm-list", "name-label=vm01", "params=dom-id"]), domid);
+    // The guest never stopped: no gap of a reboot in its records.
+    let recs = records_of(&lab.sr_dir(), &vm);
+    let gap = recs.windows(2).map(|w| w[1].unix_ms - w[0].unix_ms).max().unwrap_or(0);
+    assert!(gap < 1000, "the guest stopped writing for {gap} ms");
+    assert_one_writer_at_a_time(&lab.sr_dir(), &vm);
+    // And the adopted guest obeys: a clean shutdown.
+    lab.xe_ok(&["vm-shutdown", "vm=vm01"]);
+    assert!(wait_for(Duration::from_secs(20), || guest_processes(&lab, "host2").is_empty()));
+    assert_eq!(
+        lab.xe_min(&["vm-list", "name-label=vm01", "params=power-state"]),
+        "halted"
+    );
 }

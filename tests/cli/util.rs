@@ -298,9 +298,14 @@ impl Lab {
 
     /// The pid of host `i` from `lab.json`.
     pub fn host_pid(&self, i: usize) -> u32 {
-        let text = std::fs::read_to_string(self.dir.path().join("lab.json")).expect("lab.json");
-        let v: serde_json::Value = serde_json::from_str(&text).expect("lab.json is JSON");
-        v["hosts"][i - 1]["pid"].as_u64().expect("pid") as u32
+        self.host_pid_now(i).expect("pid")
+    }
+
+    /// The pid of host `i` from `lab.json`, `None` while it is down.
+    pub fn host_pid_now(&self, i: usize) -> Option<u32> {
+        let text = std::fs::read_to_string(self.dir.path().join("lab.json")).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+        v["hosts"][i - 1]["pid"].as_u64().map(|p| p as u32)
     }
 
     /// The `XE_EXTRA_ARGS` the lab wrote to `DIR/env`.

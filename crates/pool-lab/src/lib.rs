@@ -333,14 +333,17 @@ pub fn apply(state: &LabState, i: usize, action: FaultAction) -> Result<String> 
     Ok(match action {
         FaultAction::PowerOff => {
             std::fs::write(d.join(POWER_OFF), b"")?;
-            match h.pid.filter(|p| process_alive(*p)) {
+            let said = match h.pid.filter(|p| process_alive(*p)) {
                 Some(pid) => {
                     kill(Pid::from_raw(pid as i32), Signal::SIGKILL)
                         .with_context(|| format!("cannot stop {} (pid {pid})", h.name))?;
                     format!("{} is off (pid {pid} killed).", h.name)
                 }
                 None => format!("{} was already off.", h.name),
-            }
+            };
+            // Its real guests lose their power too.
+            pool_master::driver::qemu::kill_guests_in(&d.join("qemu"));
+            said
         }
         FaultAction::PowerOn => {
             std::fs::remove_file(d.join(POWER_OFF)).ok();
@@ -471,6 +474,11 @@ pub async fn block(dir: &Path, from: &str, to: &str, blocked: bool) -> Result<()
 
 /// Remove a netns lab's switch and namespaces.
 fn teardown(state: &LabState) {
+    // The lab's hosts go, and their real guests with them (a stopped
+    // xapid leaves its guests running, as a toolstack restart would).
+    for h in &state.hosts {
+        pool_master::driver::qemu::kill_guests_in(&h.data_dir.join("qemu"));
+    }
     if let Some(net) = &state.netns {
         net.teardown(state.hosts.len());
     }

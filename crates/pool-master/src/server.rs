@@ -57,7 +57,8 @@ async fn handle(State(d): State<Arc<Daemon>>, body: Bytes) -> Response {
 }
 
 /// Bring the database in line with a fresh process: this host is live at its
-/// configured address, and no VM runs here yet (guests die with the process).
+/// configured address, and only the guests its driver runs (none with sim;
+/// with qemu, those it adopted) run here.
 pub async fn reconcile_at_start(d: &Arc<Daemon>) -> Result<(), xapi_proto::ApiError> {
     if d.role() != Role::Master {
         return Ok(());
@@ -75,6 +76,10 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let adopted = d.driver.adopt().await;
+    if !adopted.is_empty() {
+        tracing::info!(vms = ?adopted, "took over the guests the previous xapid left running");
+    }
     crate::ha::boot(&d).await;
     // An armed master records its start once it holds the master lock
     // (`ha::monitor`): until then another host may be the master.

@@ -182,6 +182,11 @@ pub trait Driver: Send + Sync {
     /// May this host write to shared storage now (not fenced, storage not
     /// cut in the lab)?
     fn gate(&self) -> Result<(), &'static str>;
+    /// Take over the guests an earlier process of this host left running:
+    /// the uuids of their VMs (at start, before the host reports what runs).
+    async fn adopt(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// The fence: kill every guest of this host at once, and return only
     /// once they are gone. Blocking, and safe to call from any thread.
     fn kill_all(&self);

@@ -14,14 +14,13 @@
 //! - **Halts.** A guest that powers itself off (QMP `SHUTDOWN` with
 //!   `guest: true`, or its process ending) while nobody asked it to stop is
 //!   reported as halted, exactly as a sim guest's halt.
-//! - **Fencing.** Every guest process is started (by util-linux's
-//!   `setpriv`, as this workspace forbids `unsafe`) with `PR_SET_PDEATHSIG`
-//!   = `SIGKILL`: when `xapid` dies (fence, power-off in the lab, `kill
-//!   -9`) the kernel kills its guests. The fence itself first kills every
-//!   guest and waits until none is left ([`kill_every_guest`]). A frozen
-//!   `xapid` (SIGSTOP) is covered by the fence guard, a process beside it
-//!   that holds the watchdog's deadline and the guests' pids
-//!   ([`crate::guard`]).
+//! - **Fencing.** The fence kills every guest and waits until none runs
+//!   ([`kill_every_guest`]) before `xapid` exits. A guest is a process of
+//!   its own and outlives `xapid` otherwise: with HA armed the fence guard
+//!   beside `xapid` kills the guests when `xapid` freezes past its
+//!   watchdog deadline or dies ([`crate::guard`]); with HA off a restarted
+//!   `xapid` adopts the guests it finds running ([`Driver::adopt`]), as a
+//!   toolstack restart leaves a XenServer host's VMs running.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -66,8 +65,6 @@ pub enum Accel {
 pub struct QemuConfig {
     /// The QEMU program (found on `PATH` when not a path).
     pub binary: PathBuf,
-    /// util-linux's `setpriv`, which starts QEMU with a parent-death signal.
-    pub setpriv: PathBuf,
     pub accel: Accel,
     /// Where the QMP sockets, pid files, consoles and the domain id counter
     /// live (the host's data dir, `qemu/`).
@@ -80,12 +77,35 @@ impl QemuConfig {
     pub fn new(data_dir: &Path) -> Self {
         QemuConfig {
             binary: PathBuf::from("qemu-system-x86_64"),
-            setpriv: PathBuf::from("setpriv"),
             accel: Accel::Auto,
             run_dir: data_dir.join("qemu"),
             default_kernel: None,
         }
     }
+}
+
+/// What the driver records beside a guest (`DOMID.guest`) for a later
+/// `xapid` to adopt it.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct GuestFile {
+    vm_uuid: String,
+    domid: i64,
+    disks: Vec<PathBuf>,
+}
+
+/// How a guest's end is seen: its process is our child, or a process an
+/// earlier `xapid` started (polled).
+enum Ending {
+    Child(tokio::process::Child),
+    Adopted,
+}
+
+/// Does process `pid` run QEMU for the VM `vm_uuid` (`-name pool-ha-VM`)?
+fn runs_guest_of(pid: i32, vm_uuid: &str) -> bool {
+    let name = format!("pool-ha-{vm_uuid}");
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| c.split(|b| *b == 0).any(|arg| arg == name.as_bytes()))
+        .unwrap_or(false)
 }
 
 /// One running guest.
@@ -135,6 +155,28 @@ pub fn kill_and_wait(pids: &[i32]) {
     while pids.iter().any(|&p| process_runs(p)) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// Kill every guest whose pid file is in `run_dir` and that still runs
+/// QEMU for a VM (the lab's power switch, and its teardown).
+pub fn kill_guests_in(run_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(run_dir) else {
+        return;
+    };
+    let pids: Vec<i32> = entries
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "pid"))
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok()?.trim().parse().ok())
+        .filter(|&p: &i32| p > 1 && runs_any_guest(p))
+        .collect();
+    kill_and_wait(&pids);
+}
+
+/// Does process `pid` run QEMU for some VM (`-name pool-ha-...`)?
+fn runs_any_guest(pid: i32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| c.split(|b| *b == 0).any(|arg| arg.starts_with(b"pool-ha-")))
+        .unwrap_or(false)
 }
 
 /// Is process `pid` still running (present and not a zombie)?
@@ -202,12 +244,6 @@ impl QemuDriver {
                 config.binary.display()
             ))
         })?;
-        config.setpriv = find_program(&config.setpriv).ok_or_else(|| {
-            unavailable(format!(
-                "{} was not found: install util-linux",
-                config.setpriv.display()
-            ))
-        })?;
         let accel = match config.accel {
             Accel::Kvm => "kvm",
             Accel::Tcg => "tcg",
@@ -242,6 +278,137 @@ impl QemuDriver {
         write_counter(&self.config.run_dir.join("next-domid"), domid + 1)?;
         *next = domid + 1;
         Ok(domid)
+    }
+
+    /// Record beside a new guest what a later `xapid` needs to adopt it.
+    fn write_guest_file(&self, vm: &str, domid: i64, disks: &[PathBuf]) {
+        let file = GuestFile {
+            vm_uuid: vm.to_string(),
+            domid,
+            disks: disks.to_vec(),
+        };
+        let path = self.config.run_dir.join(format!("{domid}.guest"));
+        let text = serde_json::to_string(&file).unwrap_or_default();
+        if let Err(e) = std::fs::write(&path, text) {
+            tracing::warn!(path = %path.display(), "cannot record the guest for a later xapid: {e}");
+        }
+    }
+
+    /// Watch a guest's process until it ends: then forget it, remove its
+    /// files, and report a halt nobody asked for.
+    fn watch_end(
+        &self,
+        vm: String,
+        domid: i64,
+        pid: i32,
+        stopping: Arc<std::sync::atomic::AtomicBool>,
+        ended_tx: watch::Sender<bool>,
+        ending: Ending,
+    ) {
+        let (guests, halted, dir) = (self.guests.clone(), self.halted_tx.clone(), self.config.run_dir.clone());
+        tokio::spawn(async move {
+            let why = match ending {
+                Ending::Child(mut child) => {
+                    let stderr = child.stderr.take();
+                    let status = child.wait().await;
+                    let mut text = String::new();
+                    if let Some(mut e) = stderr {
+                        let _ = tokio::io::AsyncReadExt::read_to_string(&mut e, &mut text).await;
+                    }
+                    format!("{status:?} {}", text.trim())
+                }
+                Ending::Adopted => {
+                    while process_runs(pid) {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    "the adopted process ended".to_string()
+                }
+            };
+            forget_pid(pid);
+            for ext in ["guest", "pid", "qmp"] {
+                let _ = std::fs::remove_file(dir.join(format!("{domid}.{ext}")));
+            }
+            let mine = {
+                let mut g = guests.lock().unwrap_or_else(|p| p.into_inner());
+                let mine = g.get(&vm).is_some_and(|g| g.domid == domid);
+                if mine {
+                    g.remove(&vm);
+                }
+                mine
+            };
+            let _ = ended_tx.send(true);
+            if mine && !stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                tracing::info!(vm = %vm, domid, why = %why, "the guest halted");
+                let _ = halted.send(Halted { vm_uuid: vm, domid });
+            }
+        });
+    }
+
+    /// Take over the guests an earlier `xapid` of this host left running
+    /// (HA off: a restart of `xapid` does not stop its VMs): each one whose
+    /// process still runs QEMU for its VM is reconnected over QMP; the
+    /// files of the others are removed. The uuids of the VMs adopted.
+    async fn adopt_guests(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(&self.config.run_dir) else {
+            return Vec::new();
+        };
+        let mut adopted = Vec::new();
+        for path in entries.flatten().map(|e| e.path()) {
+            if path.extension().is_none_or(|x| x != "guest") {
+                continue;
+            }
+            let Some(file) = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|t| serde_json::from_str::<GuestFile>(&t).ok())
+            else {
+                let _ = std::fs::remove_file(&path);
+                continue;
+            };
+            let domid = file.domid;
+            let pid = std::fs::read_to_string(self.config.run_dir.join(format!("{domid}.pid")))
+                .ok()
+                .and_then(|p| p.trim().parse::<i32>().ok())
+                .filter(|p| *p > 1);
+            let ours = pid.is_some_and(|p| process_runs(p) && runs_guest_of(p, &file.vm_uuid));
+            let (Some(pid), true) = (pid, ours) else {
+                for ext in ["guest", "pid", "qmp"] {
+                    let _ = std::fs::remove_file(self.config.run_dir.join(format!("{domid}.{ext}")));
+                }
+                continue;
+            };
+            let (ended_tx, ended) = watch::channel(false);
+            let socket = self.config.run_dir.join(format!("{domid}.qmp"));
+            let qmp = match connect(&socket, ended.clone()).await {
+                Ok(q) => Arc::new(q),
+                Err(why) => {
+                    // A guest nobody can control must not write on.
+                    tracing::error!(vm = %file.vm_uuid, domid, pid, "cannot adopt the guest ({why}): killing it");
+                    kill_and_wait(&[pid]);
+                    continue;
+                }
+            };
+            let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            remember_pid(pid);
+            self.guests().insert(
+                file.vm_uuid.clone(),
+                Guest {
+                    domid,
+                    pid,
+                    disks: file.disks.clone(),
+                    qmp: Some(qmp.clone()),
+                    stopping: stopping.clone(),
+                    ended: ended.clone(),
+                },
+            );
+            self.watch_end(file.vm_uuid.clone(), domid, pid, stopping, ended_tx, Ending::Adopted);
+            if let Some(marker) = super::halt_marker(&file.disks, &file.vm_uuid) {
+                tokio::spawn(watch_halt_marker(marker, qmp, ended));
+            }
+            tracing::info!(vm = %file.vm_uuid, domid, pid, "adopted a running guest");
+            adopted.push(file.vm_uuid);
+        }
+        adopted.sort();
+        adopted
     }
 
     /// Press a key in the guest's keyboard (QMP `send-key`): the test guest
@@ -291,12 +458,8 @@ impl QemuDriver {
             cmdline.push(' ');
             cmdline.push_str(&kernel.args);
         }
-        // setpriv sets PR_SET_PDEATHSIG, then execs QEMU in its place (same
-        // pid): when xapid dies, the kernel kills the guest.
-        let mut cmd = tokio::process::Command::new(&self.config.setpriv);
-        cmd.args(["--pdeathsig", "KILL", "--"])
-            .arg(&self.config.binary)
-            .arg("-name")
+        let mut cmd = tokio::process::Command::new(&self.config.binary);
+        cmd.arg("-name")
             .arg(format!("pool-ha-{}", spec.vm_uuid))
             .args([
                 "-accel",
@@ -394,38 +557,8 @@ impl QemuDriver {
                 },
             );
         }
-        let stderr = child.stderr.take();
-        // The process's end: reap it, forget it, and report a halt nobody
-        // asked for.
-        {
-            let (guests, halted, vm) = (self.guests.clone(), self.halted_tx.clone(), vm.clone());
-            let stopping = stopping.clone();
-            tokio::spawn(async move {
-                let status = child.wait().await;
-                let why = match stderr {
-                    Some(mut e) => {
-                        let mut s = String::new();
-                        let _ = tokio::io::AsyncReadExt::read_to_string(&mut e, &mut s).await;
-                        s
-                    }
-                    None => String::new(),
-                };
-                forget_pid(pid);
-                let mine = {
-                    let mut g = guests.lock().unwrap_or_else(|p| p.into_inner());
-                    let mine = g.get(&vm).is_some_and(|g| g.domid == domid);
-                    if mine {
-                        g.remove(&vm);
-                    }
-                    mine
-                };
-                let _ = ended_tx.send(true);
-                if mine && !stopping.load(std::sync::atomic::Ordering::SeqCst) {
-                    tracing::info!(vm = %vm, domid, ?status, stderr = %why.trim(), "the guest halted");
-                    let _ = halted.send(Halted { vm_uuid: vm, domid });
-                }
-            });
-        }
+        self.write_guest_file(&vm, domid, &spec.disks);
+        self.watch_end(vm.clone(), domid, pid, stopping.clone(), ended_tx, Ending::Child(child));
         let socket = self.config.run_dir.join(format!("{domid}.qmp"));
         match connect(&socket, ended.clone()).await {
             Ok(qmp) => {
@@ -575,6 +708,10 @@ impl Driver for QemuDriver {
 
     fn gate(&self) -> Result<(), &'static str> {
         (self.gate)()
+    }
+
+    async fn adopt(&self) -> Vec<String> {
+        self.adopt_guests().await
     }
 
     fn kill_all(&self) {
