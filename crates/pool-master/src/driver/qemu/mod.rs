@@ -22,32 +22,27 @@
 //!   `xapid` adopts the guests it finds running ([`Driver::adopt`]), as a
 //!   toolstack restart leaves a XenServer host's VMs running.
 
+mod process;
+mod qmp;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
-use qapi::futures::{QapiService, QmpStreamTokio};
-use tokio::io::WriteHalf;
-use tokio::net::UnixStream;
 use tokio::sync::{mpsc, watch};
 
 use super::{read_records, Driver, DriverError, DriverKind, Gate, GuestSpec, Halted, KernelBoot, Snapshot, StopMode};
-
-type Qmp = QapiService<QmpStreamTokio<WriteHalf<UnixStream>>>;
-
-/// The size of a disk file the driver creates for a VDI that has none yet
-/// (the SR creates no file at `VDI.create`): room for hours of the test
-/// guest's records, sparse on the SR.
-pub const NEW_DISK_SIZE: u64 = 32 << 20;
+use process::{
+    ensure_disk, find_program, forget_pid, process_runs, read_counter, remember_pid, runs_guest_of, write_counter,
+};
+pub use process::{kill_and_wait, kill_every_guest, kill_guests_in, kvm_works, NEW_DISK_SIZE};
+use qmp::{connect, press_key, qmp_error, watch_halt_marker, Qmp};
 
 /// How long a clean shutdown waits for the guest before pulling the plug.
 const CLEAN_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a live migration may take before it is cancelled.
 const MIGRATE_TIMEOUT: Duration = Duration::from_secs(120);
-/// How long a new QEMU process may take to open its QMP socket.
-const QMP_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest unix socket path the kernel takes (`sun_path`, less the NUL).
 const MAX_SOCKET_PATH: usize = 107;
 
@@ -100,14 +95,6 @@ enum Ending {
     Adopted,
 }
 
-/// Does process `pid` run QEMU for the VM `vm_uuid` (`-name pool-ha-VM`)?
-fn runs_guest_of(pid: i32, vm_uuid: &str) -> bool {
-    let name = format!("pool-ha-{vm_uuid}");
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|c| c.split(|b| *b == 0).any(|arg| arg == name.as_bytes()))
-        .unwrap_or(false)
-}
-
 /// One running guest.
 struct Guest {
     domid: i64,
@@ -131,103 +118,6 @@ pub struct QemuDriver {
     next_domid: Mutex<i64>,
     halted_tx: mpsc::UnboundedSender<Halted>,
     halted_rx: Mutex<Option<mpsc::UnboundedReceiver<Halted>>>,
-}
-
-/// The pids of every guest process this process started and that has not
-/// been seen to end: what the fence kills, from any thread, without the
-/// daemon.
-static GUEST_PIDS: Mutex<Vec<i32>> = Mutex::new(Vec::new());
-
-/// Kill every guest process of this host (SIGKILL) and return once each is
-/// gone or a zombie (no longer running, nothing left to write with). Called
-/// by the fence before the process exits.
-pub fn kill_every_guest() {
-    let pids: Vec<i32> = GUEST_PIDS.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    kill_and_wait(&pids);
-}
-
-/// SIGKILL each of `pids`, then wait (up to 10 s) until none runs.
-pub fn kill_and_wait(pids: &[i32]) {
-    for &pid in pids {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
-    }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while pids.iter().any(|&p| process_runs(p)) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-/// Kill every guest whose pid file is in `run_dir` and that still runs
-/// QEMU for a VM (the lab's power switch, and its teardown).
-pub fn kill_guests_in(run_dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(run_dir) else {
-        return;
-    };
-    let pids: Vec<i32> = entries
-        .flatten()
-        .filter(|e| e.path().extension().is_some_and(|x| x == "pid"))
-        .filter_map(|e| std::fs::read_to_string(e.path()).ok()?.trim().parse().ok())
-        .filter(|&p: &i32| p > 1 && runs_any_guest(p))
-        .collect();
-    kill_and_wait(&pids);
-}
-
-/// Does process `pid` run QEMU for some VM (`-name pool-ha-...`)?
-fn runs_any_guest(pid: i32) -> bool {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|c| c.split(|b| *b == 0).any(|arg| arg.starts_with(b"pool-ha-")))
-        .unwrap_or(false)
-}
-
-/// Is process `pid` still running (present and not a zombie)?
-fn process_runs(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the command name, which is in parentheses.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
-        Err(_) => false,
-    }
-}
-
-fn forget_pid(pid: i32) {
-    let mut pids = GUEST_PIDS.lock().unwrap_or_else(|p| p.into_inner());
-    pids.retain(|&p| p != pid);
-    crate::guard::set_guests(pids.clone());
-}
-
-fn remember_pid(pid: i32) {
-    let mut pids = GUEST_PIDS.lock().unwrap_or_else(|p| p.into_inner());
-    pids.push(pid);
-    crate::guard::set_guests(pids.clone());
-}
-
-/// Can KVM run guests here?
-pub fn kvm_works() -> bool {
-    let dev = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .is_ok();
-    let flags = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let hw = flags
-        .lines()
-        .filter(|l| l.starts_with("flags"))
-        .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"));
-    dev && hw
-}
-
-/// Find `program` on `PATH` (or take it as given when it is a path).
-fn find_program(program: &Path) -> Option<PathBuf> {
-    if program.components().count() > 1 {
-        return program.is_file().then(|| program.to_path_buf());
-    }
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|dir| Path::new(dir).join(program))
-        .find(|p| p.is_file())
 }
 
 fn unavailable(why: String) -> DriverError {
@@ -725,137 +615,6 @@ impl Driver for QemuDriver {
             .collect();
         kill_and_wait(&pids);
     }
-}
-
-/// Connect to a new guest's QMP socket (it appears once QEMU has set up),
-/// and keep reading its events (the stream must be polled for commands to
-/// complete). Fails if the process ends first or the socket does not come.
-async fn connect(socket: &Path, mut ended: watch::Receiver<bool>) -> Result<Qmp, String> {
-    let deadline = Instant::now() + QMP_TIMEOUT;
-    let stream = loop {
-        if *ended.borrow() {
-            return Err("QEMU exited before its QMP socket opened (see the console file)".into());
-        }
-        match QmpStreamTokio::open_uds(socket).await {
-            Ok(s) => break s,
-            Err(e) if Instant::now() >= deadline => {
-                return Err(format!("cannot connect to {}: {e}", socket.display()));
-            }
-            Err(_) => {
-                let _ = tokio::time::timeout(Duration::from_millis(20), ended.changed()).await;
-            }
-        }
-    };
-    let stream = stream
-        .negotiate()
-        .await
-        .map_err(|e| format!("QMP negotiation on {} failed: {e}", socket.display()))?;
-    let (qmp, mut events) = stream.into_parts();
-    tokio::spawn(async move {
-        // The process-end task reports halts; events only need draining.
-        while let Some(event) = events.next().await {
-            match event {
-                Ok(qapi::qmp::Event::SHUTDOWN { data, .. }) => {
-                    tracing::debug!(guest = data.guest, reason = ?data.reason, "QMP SHUTDOWN");
-                }
-                Ok(_) => {}
-                Err(_) => break,
-            }
-        }
-    });
-    Ok(qmp)
-}
-
-/// The disk file exists, or is created (sparse, [`NEW_DISK_SIZE`]) when
-/// its SR directory is there: a VDI gets its file at its first start.
-fn ensure_disk(disk: &Path) -> Result<(), String> {
-    if disk.is_file() {
-        return Ok(());
-    }
-    if !disk.parent().is_some_and(Path::is_dir) {
-        return Err(format!(
-            "{} is not a disk file, and its SR directory is not there",
-            disk.display()
-        ));
-    }
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(disk)
-        .or_else(|e| match e.kind() {
-            std::io::ErrorKind::AlreadyExists => std::fs::OpenOptions::new().write(true).open(disk),
-            _ => Err(e),
-        })
-        .map_err(|e| format!("cannot create {}: {e}", disk.display()))?;
-    if f.metadata().map(|m| m.len()).unwrap_or(0) == 0 {
-        f.set_len(NEW_DISK_SIZE)
-            .map_err(|e| format!("cannot size {}: {e}", disk.display()))?;
-    }
-    Ok(())
-}
-
-/// Press the `h` key on the guest's keyboard (QMP `send-key`).
-async fn press_key(qmp: &Qmp) -> Result<(), qapi::ExecuteError> {
-    let key = qapi::qmp::KeyValue::qcode(qapi::qmp::QKeyCodeWrapper {
-        data: qapi::qmp::QKeyCode::h,
-    });
-    qmp.execute(qapi::qmp::send_key {
-        keys: vec![key],
-        hold_time: None,
-    })
-    .await
-    .map(|_| ())
-}
-
-/// The lab's hand inside a guest (`xapid lab guest-halt`, as for sim
-/// guests): when `<vm-uuid>.halt` appears beside the first disk, press a key
-/// in the guest, which the test guest takes as an order to power off.
-async fn watch_halt_marker(marker: PathBuf, qmp: Arc<Qmp>, mut ended: watch::Receiver<bool>) {
-    loop {
-        if tokio::time::timeout(Duration::from_millis(200), ended.wait_for(|e| *e))
-            .await
-            .is_ok()
-        {
-            return;
-        }
-        if std::fs::remove_file(&marker).is_ok() {
-            if let Err(e) = press_key(&qmp).await {
-                tracing::warn!(marker = %marker.display(), "cannot press a key in the guest: {e}");
-            }
-        }
-    }
-}
-
-fn qmp_error(vm: &str, e: qapi::ExecuteError) -> DriverError {
-    DriverError::Control {
-        vm: vm.to_string(),
-        why: e.to_string(),
-    }
-}
-
-fn read_counter(path: &Path) -> Result<i64, DriverError> {
-    match std::fs::read_to_string(path) {
-        Ok(s) => s
-            .trim()
-            .parse::<i64>()
-            .ok()
-            .filter(|n| *n >= 1)
-            .ok_or_else(|| unavailable(format!("{} does not hold a domain id", path.display()))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(1),
-        Err(e) => Err(unavailable(format!("cannot read {}: {e}", path.display()))),
-    }
-}
-
-fn write_counter(path: &Path, value: i64) -> Result<(), DriverError> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(format!("{value}\n").as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
-    write().map_err(|e| unavailable(format!("cannot save the domain id counter {}: {e}", path.display())))
 }
 
 /// The sequence of the last record a real guest wrote on `disk` (its

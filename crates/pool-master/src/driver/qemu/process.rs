@@ -1,0 +1,173 @@
+//! The qemu driver's side of the host's processes and files: the guests'
+//! pids and how they are killed (the fence, the lab's power switch), the
+//! accelerator check, the domain id counter and the disk files.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::unavailable;
+use crate::driver::DriverError;
+
+/// The size of a disk file the driver creates for a VDI that has none yet
+/// (the SR creates no file at `VDI.create`): room for hours of the test
+/// guest's records, sparse on the SR.
+pub const NEW_DISK_SIZE: u64 = 32 << 20;
+
+/// The pids of every guest process this process started and that has not
+/// been seen to end: what the fence kills, from any thread, without the
+/// daemon.
+static GUEST_PIDS: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+
+/// Kill every guest process of this host (SIGKILL) and return once each is
+/// gone or a zombie (no longer running, nothing left to write with). Called
+/// by the fence before the process exits.
+pub fn kill_every_guest() {
+    let pids: Vec<i32> = GUEST_PIDS.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    kill_and_wait(&pids);
+}
+
+/// SIGKILL each of `pids`, then wait (up to 10 s) until none runs.
+pub fn kill_and_wait(pids: &[i32]) {
+    for &pid in pids {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pids.iter().any(|&p| process_runs(p)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Kill every guest whose pid file is in `run_dir` and that still runs
+/// QEMU for a VM (the lab's power switch, and its teardown).
+pub fn kill_guests_in(run_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(run_dir) else {
+        return;
+    };
+    let pids: Vec<i32> = entries
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "pid"))
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok()?.trim().parse().ok())
+        .filter(|&p: &i32| p > 1 && runs_any_guest(p))
+        .collect();
+    kill_and_wait(&pids);
+}
+
+/// Does process `pid` run QEMU for some VM (`-name pool-ha-...`)?
+fn runs_any_guest(pid: i32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| c.split(|b| *b == 0).any(|arg| arg.starts_with(b"pool-ha-")))
+        .unwrap_or(false)
+}
+
+/// Is process `pid` still running (present and not a zombie)?
+pub(super) fn process_runs(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+pub(super) fn forget_pid(pid: i32) {
+    let mut pids = GUEST_PIDS.lock().unwrap_or_else(|p| p.into_inner());
+    pids.retain(|&p| p != pid);
+    crate::guard::set_guests(pids.clone());
+}
+
+pub(super) fn remember_pid(pid: i32) {
+    let mut pids = GUEST_PIDS.lock().unwrap_or_else(|p| p.into_inner());
+    pids.push(pid);
+    crate::guard::set_guests(pids.clone());
+}
+
+/// Can KVM run guests here?
+pub fn kvm_works() -> bool {
+    let dev = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok();
+    let flags = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let hw = flags
+        .lines()
+        .filter(|l| l.starts_with("flags"))
+        .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"));
+    dev && hw
+}
+
+/// Find `program` on `PATH` (or take it as given when it is a path).
+pub(super) fn find_program(program: &Path) -> Option<PathBuf> {
+    if program.components().count() > 1 {
+        return program.is_file().then(|| program.to_path_buf());
+    }
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|dir| Path::new(dir).join(program))
+        .find(|p| p.is_file())
+}
+
+pub(super) fn read_counter(path: &Path) -> Result<i64, DriverError> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => s
+            .trim()
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| unavailable(format!("{} does not hold a domain id", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(1),
+        Err(e) => Err(unavailable(format!("cannot read {}: {e}", path.display()))),
+    }
+}
+
+pub(super) fn write_counter(path: &Path, value: i64) -> Result<(), DriverError> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(format!("{value}\n").as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| unavailable(format!("cannot save the domain id counter {}: {e}", path.display())))
+}
+
+/// The disk file exists, or is created (sparse, [`NEW_DISK_SIZE`]) when
+/// its SR directory is there: a VDI gets its file at its first start.
+pub(super) fn ensure_disk(disk: &Path) -> Result<(), String> {
+    if disk.is_file() {
+        return Ok(());
+    }
+    if !disk.parent().is_some_and(Path::is_dir) {
+        return Err(format!(
+            "{} is not a disk file, and its SR directory is not there",
+            disk.display()
+        ));
+    }
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(disk)
+        .or_else(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => std::fs::OpenOptions::new().write(true).open(disk),
+            _ => Err(e),
+        })
+        .map_err(|e| format!("cannot create {}: {e}", disk.display()))?;
+    if f.metadata().map(|m| m.len()).unwrap_or(0) == 0 {
+        f.set_len(NEW_DISK_SIZE)
+            .map_err(|e| format!("cannot size {}: {e}", disk.display()))?;
+    }
+    Ok(())
+}
+
+/// Does process `pid` run QEMU for the VM `vm_uuid` (`-name pool-ha-VM`)?
+pub(super) fn runs_guest_of(pid: i32, vm_uuid: &str) -> bool {
+    let name = format!("pool-ha-{vm_uuid}");
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| c.split(|b| *b == 0).any(|arg| arg == name.as_bytes()))
+        .unwrap_or(false)
+}

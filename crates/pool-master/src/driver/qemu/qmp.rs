@@ -1,0 +1,97 @@
+//! The qemu driver's QMP side (the `qapi` crate): connecting to a guest's
+//! socket, pressing a key, and the lab's halt switch.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use qapi::futures::{QapiService, QmpStreamTokio};
+use tokio::io::WriteHalf;
+use tokio::net::UnixStream;
+use tokio::sync::watch;
+
+use crate::driver::DriverError;
+
+pub(super) type Qmp = QapiService<QmpStreamTokio<WriteHalf<UnixStream>>>;
+
+/// How long a new QEMU process may take to open its QMP socket.
+const QMP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connect to a new guest's QMP socket (it appears once QEMU has set up),
+/// and keep reading its events (the stream must be polled for commands to
+/// complete). Fails if the process ends first or the socket does not come.
+pub(super) async fn connect(socket: &Path, mut ended: watch::Receiver<bool>) -> Result<Qmp, String> {
+    let deadline = Instant::now() + QMP_TIMEOUT;
+    let stream = loop {
+        if *ended.borrow() {
+            return Err("QEMU exited before its QMP socket opened (see the console file)".into());
+        }
+        match QmpStreamTokio::open_uds(socket).await {
+            Ok(s) => break s,
+            Err(e) if Instant::now() >= deadline => {
+                return Err(format!("cannot connect to {}: {e}", socket.display()));
+            }
+            Err(_) => {
+                let _ = tokio::time::timeout(Duration::from_millis(20), ended.changed()).await;
+            }
+        }
+    };
+    let stream = stream
+        .negotiate()
+        .await
+        .map_err(|e| format!("QMP negotiation on {} failed: {e}", socket.display()))?;
+    let (qmp, mut events) = stream.into_parts();
+    tokio::spawn(async move {
+        // The process-end task reports halts; events only need draining.
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(qapi::qmp::Event::SHUTDOWN { data, .. }) => {
+                    tracing::debug!(guest = data.guest, reason = ?data.reason, "QMP SHUTDOWN");
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+    });
+    Ok(qmp)
+}
+
+/// Press the `h` key on the guest's keyboard (QMP `send-key`).
+pub(super) async fn press_key(qmp: &Qmp) -> Result<(), qapi::ExecuteError> {
+    let key = qapi::qmp::KeyValue::qcode(qapi::qmp::QKeyCodeWrapper {
+        data: qapi::qmp::QKeyCode::h,
+    });
+    qmp.execute(qapi::qmp::send_key {
+        keys: vec![key],
+        hold_time: None,
+    })
+    .await
+    .map(|_| ())
+}
+
+/// The lab's hand inside a guest (`xapid lab guest-halt`, as for sim
+/// guests): when `<vm-uuid>.halt` appears beside the first disk, press a key
+/// in the guest, which the test guest takes as an order to power off.
+pub(super) async fn watch_halt_marker(marker: PathBuf, qmp: Arc<Qmp>, mut ended: watch::Receiver<bool>) {
+    loop {
+        if tokio::time::timeout(Duration::from_millis(200), ended.wait_for(|e| *e))
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        if std::fs::remove_file(&marker).is_ok() {
+            if let Err(e) = press_key(&qmp).await {
+                tracing::warn!(marker = %marker.display(), "cannot press a key in the guest: {e}");
+            }
+        }
+    }
+}
+
+pub(super) fn qmp_error(vm: &str, e: qapi::ExecuteError) -> DriverError {
+    DriverError::Control {
+        vm: vm.to_string(),
+        why: e.to_string(),
+    }
+}
