@@ -53,7 +53,7 @@ fn guest_processes(lab: &Lab, host: &str) -> Vec<i32> {
 }
 
 #[test]
-fn a_real_qemu_guest_restarts_elsewhere_when_its_host_loses_power() {
+fn the_seeds_cable_pulls_restart_a_real_guest_elsewhere_with_one_writer() {
     if let Some(why) = qemu_unusable() {
         eprintln!("skipped: {why}");
         return;
@@ -62,71 +62,88 @@ fn a_real_qemu_guest_restarts_elsewhere_when_its_host_loses_power() {
     let vm = vm_uuid(&lab, "vm01");
     lab.xe_ok(&["vm-param-set", &format!("uuid={vm}"), "ha-restart-priority=restart"]);
     lab.xe_ok(&["vm-start", "vm=vm01", "on=host3"]);
-    let host3 = host_field(&lab, "host3", "uuid");
-    // A real guest boots (TCG here), then writes every 100 ms.
-    let booted = wait_for(Duration::from_secs(120), || {
-        records_of(&lab.sr_dir(), &vm)
+    for (cut, heal) in [
+        ("power-off", "power-on"),
+        ("cut-storage", "restore-storage"),
+        ("cut-network", "restore-network"),
+    ] {
+        let victim = running_on(&lab, &vm).expect("the VM runs");
+        let victim_uuid = host_field(&lab, &victim, "uuid");
+        // A real guest boots (TCG here), then writes every 100 ms.
+        let booted = wait_for(Duration::from_secs(120), || {
+            records_of(&lab.sr_dir(), &vm)
+                .iter()
+                .rev()
+                .take(10)
+                .filter(|r| r.host_uuid == victim_uuid)
+                .count()
+                >= 10
+        });
+        assert!(booted, "the guest on {victim} wrote no records:\n{}", lab.output());
+        assert_eq!(guest_processes(&lab, &victim).len(), 1, "one QEMU process on {victim}");
+        let t_fault = pool_master::driver::unix_ms();
+        lab.fault(cut, &victim);
+        if cut == "power-off" {
+            // The power is off: the guest died with its host at once.
+            assert!(
+                wait_for(Duration::from_secs(2), || guest_processes(&lab, &victim).is_empty()),
+                "{victim}'s guest outlived its host"
+            );
+        }
+        let mut after = None;
+        let moved = wait_for(FAILOVER, || {
+            after = running_on(&lab, &vm).filter(|h| *h != victim);
+            after.is_some()
+        });
+        assert!(
+            moved,
+            "vm01 did not restart away from {victim} after {cut}:\n{}",
+            lab.output()
+        );
+        assert!(
+            guest_processes(&lab, &victim).is_empty(),
+            "{victim}'s guest still runs after {cut}, with the VM restarted elsewhere"
+        );
+        let after = after.expect("the VM runs");
+        let new_host = host_field(&lab, &after, "uuid");
+        let first_new = || {
+            records_of(&lab.sr_dir(), &vm)
+                .iter()
+                .filter(|r| r.host_uuid == new_host && r.unix_ms > t_fault)
+                .map(|r| r.unix_ms)
+                .min()
+        };
+        let writes = wait_for(Duration::from_secs(120), || first_new().is_some());
+        assert!(
+            writes,
+            "the restarted guest on {after} wrote nothing:\n{}",
+            lab.output()
+        );
+        let last_old = records_of(&lab.sr_dir(), &vm)
             .iter()
-            .filter(|r| r.host_uuid == host3)
-            .count()
-            >= 10
-    });
-    assert!(booted, "the guest on host3 wrote no records:\n{}", lab.output());
-    assert_eq!(guest_processes(&lab, "host3").len(), 1, "one QEMU process on host3");
-
-    lab.fault("power-off", "host3");
-    // The power is off: the guest died with its host at once.
-    assert!(
-        wait_for(Duration::from_secs(2), || guest_processes(&lab, "host3").is_empty()),
-        "host3's guest outlived its host"
-    );
-    let mut after = None;
-    let moved = wait_for(FAILOVER, || {
-        after = running_on(&lab, &vm).filter(|h| h != "host3");
-        after.is_some()
-    });
-    assert!(moved, "vm01 did not restart away from host3:\n{}", lab.output());
-    let after = after.expect("the VM runs");
-    let new_host = host_field(&lab, &after, "uuid");
-    let writes = wait_for(Duration::from_secs(120), || {
-        records_of(&lab.sr_dir(), &vm).iter().any(|r| r.host_uuid == new_host)
-    });
-    assert!(
-        writes,
-        "the restarted guest on {after} wrote nothing:\n{}",
-        lab.output()
-    );
-    let recs = records_of(&lab.sr_dir(), &vm);
-    let last_old = recs
-        .iter()
-        .filter(|r| r.host_uuid == host3)
-        .map(|r| r.unix_ms)
-        .max()
-        .unwrap_or(0);
-    let first_new = recs
-        .iter()
-        .filter(|r| r.host_uuid == new_host)
-        .map(|r| r.unix_ms)
-        .min()
-        .unwrap_or(0);
-    assert!(
-        last_old < first_new,
-        "host3's guest wrote at {last_old}, after the new one began at {first_new}"
-    );
-    assert_one_writer_at_a_time(&lab.sr_dir(), &vm);
-
-    lab.fault("power-on", "host3");
-    let back = wait_for(FAILOVER, || host_field(&lab, "host3", "host-metrics-live") == "true");
-    assert!(back, "host3 did not rejoin:\n{}", lab.output());
-    assert_eq!(
-        host_field(&lab, "host3", "resident-vms"),
-        "",
-        "host3 came back with VMs"
-    );
-    assert!(
-        guest_processes(&lab, "host3").is_empty(),
-        "host3 came back with guest processes"
-    );
+            .filter(|r| r.host_uuid == victim_uuid)
+            .map(|r| r.unix_ms)
+            .max()
+            .unwrap_or(0);
+        let first_new = first_new().unwrap_or(0);
+        assert!(
+            last_old < first_new,
+            "after {cut}, {victim}'s guest wrote at {last_old}, after the new one began at {first_new}"
+        );
+        assert_one_writer_at_a_time(&lab.sr_dir(), &vm);
+        lab.fault(heal, &victim);
+        let back = wait_for(FAILOVER, || host_field(&lab, &victim, "host-metrics-live") == "true");
+        assert!(back, "{victim} did not rejoin after {heal}:\n{}", lab.output());
+        assert_eq!(
+            host_field(&lab, &victim, "resident-vms"),
+            "",
+            "{victim} came back with VMs"
+        );
+        assert!(
+            guest_processes(&lab, &victim).is_empty(),
+            "{victim} came back with guest processes"
+        );
+    }
     lab.check();
 }
 

@@ -364,6 +364,12 @@ pub fn apply(state: &LabState, i: usize, action: FaultAction) -> Result<String> 
         FaultAction::CutStorage | FaultAction::RestoreStorage => {
             let on = action == FaultAction::CutStorage;
             faults::set(d, Fault::Storage, on)?;
+            // Real guests' disk I/O hangs with the storage, as on a hard
+            // NFS mount: they are stopped until it is back.
+            pool_master::driver::qemu::signal_guests_in(
+                &d.join("qemu"),
+                if on { Signal::SIGSTOP } else { Signal::SIGCONT },
+            );
             format!("{}: storage {}.", h.name, if on { "cut" } else { "restored" })
         }
     })

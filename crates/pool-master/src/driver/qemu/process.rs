@@ -41,16 +41,28 @@ pub fn kill_and_wait(pids: &[i32]) {
 /// Kill every guest whose pid file is in `run_dir` and that still runs
 /// QEMU for a VM (the lab's power switch, and its teardown).
 pub fn kill_guests_in(run_dir: &Path) {
+    kill_and_wait(&guests_in(run_dir));
+}
+
+/// Send `signal` to every guest whose pid file is in `run_dir` (the lab's
+/// storage switch stops and continues them).
+pub fn signal_guests_in(run_dir: &Path, signal: nix::sys::signal::Signal) {
+    for pid in guests_in(run_dir) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal);
+    }
+}
+
+/// The pids in `run_dir`'s pid files that run QEMU for a VM.
+fn guests_in(run_dir: &Path) -> Vec<i32> {
     let Ok(entries) = std::fs::read_dir(run_dir) else {
-        return;
+        return Vec::new();
     };
-    let pids: Vec<i32> = entries
+    entries
         .flatten()
         .filter(|e| e.path().extension().is_some_and(|x| x == "pid"))
         .filter_map(|e| std::fs::read_to_string(e.path()).ok()?.trim().parse().ok())
         .filter(|&p: &i32| p > 1 && runs_any_guest(p))
-        .collect();
-    kill_and_wait(&pids);
+        .collect()
 }
 
 /// Does process `pid` run QEMU for some VM (`-name pool-ha-...`)?
