@@ -19,25 +19,27 @@ fn evacuate_draws_progress_and_a_protected_shutdown_asks_first() {
     let home = tempfile::tempdir().unwrap();
     let s = Session::start(&["bash", "--norc", "--noprofile", "-i"], home.path(), &lab.extra_args());
 
-    // The bar is drawn while the VMs move, then cleared.
+    // The bar is drawn while the VMs move, then cleared. Everything the
+    // terminal was sent is recorded: the bar may be gone before any look
+    // at the screen on a loaded machine.
+    let drawn = home.path().join("terminal.log");
+    s.record_to(&drawn);
     s.keys(&[
         "-l",
         "xe host-disable host=host2 && xe host-evacuate host=host2; echo evacuated-$?",
     ]);
     s.keys(&["Enter"]);
-    let mut saw_bar = false;
     let start = std::time::Instant::now();
-    while start.elapsed() < std::time::Duration::from_secs(60) {
-        let screen = s.screen();
-        saw_bar |= screen.contains("Evacuating host2: VMs moved [");
-        if screen.contains("\nevacuated-") {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
+    while start.elapsed() < std::time::Duration::from_secs(60) && !s.screen().contains("\nevacuated-") {
+        std::thread::sleep(std::time::Duration::from_millis(100));
     }
     let screen = s.screen();
     assert!(screen.contains("\nevacuated-0"), "{screen}");
-    assert!(saw_bar, "no progress bar was seen:\n{screen}");
+    let sent = std::fs::read_to_string(&drawn).unwrap_or_default();
+    assert!(
+        sent.contains("Evacuating host2: VMs moved ["),
+        "no progress bar was drawn:\n{sent}"
+    );
     assert!(
         !screen.contains("VMs moved ["),
         "the bar is cleared at the end:\n{screen}"

@@ -544,6 +544,19 @@ impl Session {
         assert!(status.success());
     }
 
+    /// Copy everything the pane shows from now on into `file` (tmux
+    /// `pipe-pane`): what was drawn and overwritten between two looks at
+    /// the screen is kept, however loaded the machine.
+    #[allow(dead_code)] // used by terminal.rs, not by every test binary
+    pub fn record_to(&self, file: &std::path::Path) {
+        let status = Command::new("tmux")
+            .args(["pipe-pane", "-o", "-t", &self.name])
+            .arg(format!("cat >> '{}'", file.display()))
+            .status()
+            .unwrap();
+        assert!(status.success(), "tmux pipe-pane");
+    }
+
     pub fn screen(&self) -> String {
         let out = Command::new("tmux")
             .args(["capture-pane", "-p", "-t", &self.name])
