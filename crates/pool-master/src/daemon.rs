@@ -51,6 +51,8 @@ pub struct Config {
     /// The qemu driver's accelerator and default guest kernel.
     pub accel: Accel,
     pub guest_kernel: Option<KernelBoot>,
+    /// The machine's watchdog device, driven with HA (real servers).
+    pub watchdog_device: Option<PathBuf>,
 }
 
 /// This host's place in the pool.
@@ -133,6 +135,13 @@ impl Daemon {
             path: config.data_dir.clone(),
             source,
         })?;
+        if let Some(path) = &config.watchdog_device {
+            let dog = crate::ha::device::DeviceWatchdog::new(path).map_err(|source| StartError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            ha.watchdog.set_hardware(Box::new(dog));
+        }
         let gate = {
             let (faults, watchdog) = (ha.faults.clone(), ha.watchdog.clone());
             Arc::new(move || {
@@ -561,6 +570,7 @@ pub(crate) mod tests {
             driver: DriverKind::Sim,
             accel: Accel::Auto,
             guest_kernel: None,
+            watchdog_device: None,
         }
     }
 

@@ -74,6 +74,10 @@ struct ServeArgs {
     /// The initrd that goes with --guest-kernel.
     #[arg(long, requires = "guest_kernel")]
     guest_initrd: Option<PathBuf>,
+    /// The machine's watchdog device (e.g. /dev/watchdog), armed with HA:
+    /// the host resets if xapid stops feeding it. Not for the lab.
+    #[arg(long)]
+    watchdog_device: Option<PathBuf>,
     /// Sessions idle for longer than this many seconds expire.
     #[arg(long, default_value_t = 24 * 3600)]
     session_idle_timeout: u64,
@@ -129,6 +133,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
             initrd: args.guest_initrd,
             args: String::new(),
         }),
+        watchdog_device: args.watchdog_device,
     };
     if config.driver == DriverKind::Qemu {
         let me = std::env::current_exe().context("cannot find this program's own path")?;

@@ -15,6 +15,7 @@
 //! statefile loss) and disarm it.
 
 pub mod agent;
+pub mod device;
 pub mod local;
 pub mod metadata;
 pub mod monitor;

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use ha_liveness::Watchdog as Timer;
 
+use super::device::HardwareWatchdog;
+
 /// How often the thread looks at the timers.
 pub const CHECK: Duration = Duration::from_millis(10);
 
@@ -34,6 +36,9 @@ struct State {
 pub struct Watchdog {
     state: Mutex<State>,
     action: FenceAction,
+    /// The machine's watchdog, when asked for: armed, kicked and disarmed
+    /// with this one, and no longer kicked once it fired.
+    hardware: Mutex<Option<Box<dyn HardwareWatchdog>>>,
 }
 
 impl Watchdog {
@@ -43,12 +48,24 @@ impl Watchdog {
         let w = Arc::new(Watchdog {
             state: Mutex::new(State::default()),
             action,
+            hardware: Mutex::new(None),
         });
         let weak = Arc::downgrade(&w);
         std::thread::Builder::new()
             .name("ha-watchdog".into())
             .spawn(move || watch(weak))?;
         Ok(w)
+    }
+
+    /// Drive `dog` (a hardware watchdog) with this one from now on.
+    pub fn set_hardware(&self, dog: Box<dyn HardwareWatchdog>) {
+        *self.hardware.lock().unwrap_or_else(|p| p.into_inner()) = Some(dog);
+    }
+
+    fn hardware(&self, f: impl FnOnce(&dyn HardwareWatchdog)) {
+        if let Some(dog) = self.hardware.lock().unwrap_or_else(|p| p.into_inner()).as_deref() {
+            f(dog);
+        }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -65,12 +82,23 @@ impl Watchdog {
         let mut s = self.state();
         s.deadlines[k] = Some(at);
         tell_guard(&s);
+        let kick = s.armed && !s.fired;
+        drop(s);
+        if kick {
+            self.hardware(|d| d.kick());
+        }
     }
 
     pub fn arm(&self) {
         let mut s = self.state();
         s.armed = true;
         tell_guard(&s);
+        drop(s);
+        self.hardware(|d| {
+            if let Err(e) = d.arm() {
+                tracing::error!("cannot arm the hardware watchdog: {e}");
+            }
+        });
     }
 
     /// Stop enforcing the timers (HA disabled, a clean leave).
@@ -79,6 +107,8 @@ impl Watchdog {
         s.armed = false;
         s.deadlines = [None, None];
         tell_guard(&s);
+        drop(s);
+        self.hardware(|d| d.disarm());
     }
 
     pub fn armed(&self) -> bool {
@@ -184,6 +214,33 @@ mod tests {
         assert!(!w.may_write());
         w.fence("again");
         assert_eq!(n.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn the_hardware_watchdog_is_kicked_while_armed_and_left_running_by_a_fence() {
+        use crate::ha::device::DeviceWatchdog;
+        let dir = tempfile::tempdir().unwrap();
+        let (path, fenced) = (dir.path().join("dev1"), dir.path().join("dev2"));
+        std::fs::write(&path, b"").unwrap();
+        std::fs::write(&fenced, b"").unwrap();
+        // Fed, then disarmed: kicks, then the magic close.
+        let (w, _, _) = counting();
+        w.set_hardware(Box::new(DeviceWatchdog::new(&path).unwrap()));
+        w.feed(Timer::Heartbeat, 10_000);
+        w.arm();
+        w.feed(Timer::Statefile, 10_000);
+        w.disarm();
+        w.feed(Timer::Statefile, 10_000);
+        assert_eq!(std::fs::read(&path).unwrap(), b"\0\0V");
+        // Fenced: no magic close, no more kicks (the device resets the host).
+        let (w, n, _) = counting();
+        w.set_hardware(Box::new(DeviceWatchdog::new(&fenced).unwrap()));
+        w.feed(Timer::Heartbeat, 20);
+        w.arm();
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(n.load(Ordering::SeqCst), 1);
+        w.feed(Timer::Heartbeat, 10_000);
+        assert_eq!(std::fs::read(&fenced).unwrap(), b"\0");
     }
 
     #[test]
