@@ -8,7 +8,8 @@
 # Writes OUT_DIR/vmlinuz and OUT_DIR/initrd.img. The guest's init
 # (guest/init) appends one record `SEQ UNIX_MS HOST_UUID VM_UUID` every
 # 100 ms to its first virtio disk, the same evidence the sim driver's
-# guests write. Needs: linux-image-cloud-amd64, busybox-static, cpio, gzip.
+# guests write. Needs: linux-image-cloud-amd64, busybox-static, cpio, gzip,
+# file (and xz for kernels whose modules are compressed).
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 out=${1:-$here/../target/test-guest}
@@ -34,8 +35,13 @@ cp "$busybox" "$work/root/bin/busybox"
 for m in virtio/virtio_ring virtio/virtio virtio/virtio_pci_legacy_dev virtio/virtio_pci_modern_dev \
          virtio/virtio_pci block/virtio_blk input/evdev acpi/button firmware/qemu_fw_cfg; do
     src=$modules/$m.ko
-    [ -f "$src" ] || { echo "guest/build.sh: $src is missing" >&2; exit 1; }
-    cp "$src" "$work/root/lib/modules/"
+    if [ -f "$src" ]; then
+        cp "$src" "$work/root/lib/modules/"
+    elif [ -f "$src.xz" ] && command -v xz >/dev/null; then
+        xz -dc "$src.xz" > "$work/root/lib/modules/${m##*/}.ko"
+    else
+        echo "guest/build.sh: $src is missing" >&2; exit 1
+    fi
 done
 cp "$here/init" "$work/root/init"
 chmod 755 "$work/root/init"

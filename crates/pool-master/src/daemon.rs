@@ -51,6 +51,8 @@ pub struct Config {
     /// The qemu driver's accelerator and default guest kernel.
     pub accel: Accel,
     pub guest_kernel: Option<KernelBoot>,
+    /// Where the kernels VMs name must be (default /boot/guest).
+    pub guest_kernel_dir: Option<PathBuf>,
     /// The machine's watchdog device, driven with HA (real servers).
     pub watchdog_device: Option<PathBuf>,
 }
@@ -154,11 +156,14 @@ impl Daemon {
                 }
             })
         };
-        let qemu = QemuConfig {
+        let mut qemu = QemuConfig {
             accel: config.accel,
             default_kernel: config.guest_kernel.clone(),
             ..QemuConfig::new(&config.data_dir)
         };
+        if let Some(dir) = &config.guest_kernel_dir {
+            qemu.kernel_dir = dir.clone();
+        }
         let driver = crate::driver::open(config.driver, &host_uuid, gate, qemu)?;
         Ok(Arc::new(Daemon {
             sessions: Sessions::new(config.session_idle_timeout),
@@ -570,6 +575,7 @@ pub(crate) mod tests {
             driver: DriverKind::Sim,
             accel: Accel::Auto,
             guest_kernel: None,
+            guest_kernel_dir: None,
             watchdog_device: None,
         }
     }

@@ -52,7 +52,7 @@ impl Orders {
         let mut parts = line.split_whitespace();
         let deadline = match parts.next()? {
             "-" => None,
-            ms => Some(now + Duration::from_millis(ms.parse().ok()?)),
+            ms => Some(now.checked_add(Duration::from_millis(ms.parse().ok()?))?),
         };
         let pids = match parts.next()? {
             "-" => Vec::new(),
@@ -76,10 +76,14 @@ static CLIENT: OnceLock<Client> = OnceLock::new();
 /// Start `xapid guard` (the program `exe`) beside this process, and a
 /// thread that keeps it told. Its stderr is this process's.
 pub fn spawn(exe: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::process::CommandExt;
+    // In a process group of its own: a Ctrl-C or a signal to xapid's group
+    // must not take the guard with it (it ends when the pipe closes).
     let mut child = std::process::Command::new(exe)
         .arg("guard")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
+        .process_group(0)
         .spawn()?;
     let mut pipe = child
         .stdin
@@ -197,7 +201,16 @@ mod tests {
         assert_eq!(back, o);
         let off = Orders::default();
         assert_eq!(Orders::parse(&off.line(now), now), Some(off));
-        for bad in ["", "x -", "10 1", "10 a,b", "10 5 extra", "-1 -", "10 0"] {
+        for bad in [
+            "",
+            "x -",
+            "10 1",
+            "10 a,b",
+            "10 5 extra",
+            "-1 -",
+            "10 0",
+            "18446744073709551615 -",
+        ] {
             assert_eq!(Orders::parse(bad, now), None, "{bad:?}");
         }
     }

@@ -23,7 +23,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run one host of a pool.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// The fence guard beside a host running real guests (started by
     /// `xapid serve --driver qemu`, not by hand).
     #[command(hide = true)]
@@ -74,6 +74,10 @@ struct ServeArgs {
     /// The initrd that goes with --guest-kernel.
     #[arg(long, requires = "guest_kernel")]
     guest_initrd: Option<PathBuf>,
+    /// Where the kernels and initrds VMs name (other-config:pool-ha-kernel)
+    /// must be (default /boot/guest).
+    #[arg(long)]
+    guest_kernel_dir: Option<PathBuf>,
     /// The machine's watchdog device (e.g. /dev/watchdog), armed with HA:
     /// the host resets if xapid stops feeding it. Not for the lab.
     #[arg(long)]
@@ -89,7 +93,7 @@ struct ServeArgs {
 fn main() -> Result<()> {
     let args = match Cli::parse().command {
         Command::Lab { args } => return run_lab(&args),
-        Command::Serve(args) => args,
+        Command::Serve(args) => *args,
         Command::Guard => {
             pool_master::guard::run();
             return Ok(());
@@ -133,6 +137,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
             initrd: args.guest_initrd,
             args: String::new(),
         }),
+        guest_kernel_dir: args.guest_kernel_dir,
         watchdog_device: args.watchdog_device,
     };
     if config.driver == DriverKind::Qemu {

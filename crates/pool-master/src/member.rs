@@ -68,7 +68,11 @@ async fn run(d: Arc<Daemon>) {
                 )
                 .await
             {
-                Ok(_) => said_hello_to = Some(master_address.clone()),
+                Ok(strays) => {
+                    said_hello_to = Some(master_address.clone());
+                    let strays: Vec<String> = serde_json::from_value(strays).unwrap_or_default();
+                    crate::api::stop_strays(&d, &strays, &snapshot).await;
+                }
                 Err(e) => {
                     tracing::warn!(master = %master_address, "cannot reach the master: {e}");
                     tokio::time::sleep(RETRY_PAUSE).await;

@@ -65,8 +65,11 @@ pub async fn reconcile_at_start(d: &Arc<Daemon>) -> Result<(), xapi_proto::ApiEr
     }
     let (uuid, address, memory_total) = (&d.host_uuid, &d.config.address, d.config.memory_total);
     let snapshot = d.driver.snapshot();
-    d.write(|txn| crate::api::record_host_start(txn, uuid, address, memory_total, &snapshot))
-        .await
+    let strays = d
+        .write(|txn| crate::api::record_host_start(txn, uuid, address, memory_total, &snapshot))
+        .await?;
+    crate::api::stop_strays(d, &strays, &snapshot).await;
+    Ok(())
 }
 
 /// Serve the API of `d` on `listener` until `shutdown` resolves, with the

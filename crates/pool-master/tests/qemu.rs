@@ -260,6 +260,18 @@ async fn a_vm_without_a_kernel_or_disk_gets_a_clear_error() {
     };
     let e = driver.start(missing).await.unwrap_err();
     assert!(e.to_string().contains("nope.disk"), "{e}");
+    // A VM may name only kernels under the kernel directory (/boot/guest):
+    // its other-config must not load a host file into a guest.
+    let outside = GuestSpec {
+        kernel: Some(KernelBoot {
+            kernel: PathBuf::from("/etc/passwd"),
+            initrd: None,
+            args: String::new(),
+        }),
+        ..GuestSpec::new(VM, vec![disk.clone()], None)
+    };
+    let e = driver.start(outside).await.unwrap_err();
+    assert!(e.to_string().contains("/boot/guest"), "{e}");
     assert!(driver.running().is_empty());
 }
 

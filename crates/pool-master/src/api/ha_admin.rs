@@ -488,14 +488,16 @@ pub async fn transition_to_master(d: &Arc<Daemon>, args: &Args) -> Result<Value,
     d.become_master().await.map_err(|e| ApiError::internal(e.to_string()))?;
     let (uuid, address, memory) = (d.host_uuid.clone(), d.config.address.clone(), d.config.memory_total);
     let snapshot = d.driver.snapshot();
-    d.write(|txn| {
-        let host = super::ref_by_uuid::<HostRecord>(txn, &uuid)?;
-        if let Some((pool, _)) = txn.base().pool().map(|(r, p)| (r.clone(), p.clone())) {
-            txn.update::<PoolRecord>(&pool, |p| p.master = host);
-        }
-        super::record_host_start(txn, &uuid, &address, memory, &snapshot)
-    })
-    .await?;
+    let strays = d
+        .write(|txn| {
+            let host = super::ref_by_uuid::<HostRecord>(txn, &uuid)?;
+            if let Some((pool, _)) = txn.base().pool().map(|(r, p)| (r.clone(), p.clone())) {
+                txn.update::<PoolRecord>(&pool, |p| p.master = host);
+            }
+            super::record_host_start(txn, &uuid, &address, memory, &snapshot)
+        })
+        .await?;
+    super::stop_strays(d, &strays, &snapshot).await;
     Ok(json!(""))
 }
 

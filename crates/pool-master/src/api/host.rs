@@ -129,13 +129,30 @@ async fn local_stop(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     }
 }
 
+/// Kill this host's guests of `strays` ([`record_host_start`]) that are
+/// the ones `snapshot` saw (a guest started since is not the snapshot's
+/// business).
+pub(crate) async fn stop_strays(d: &Daemon, strays: &[String], snapshot: &Snapshot) {
+    for vm in strays {
+        if d.driver.domid(vm).is_some_and(|id| id < snapshot.next_domid) {
+            tracing::error!(vm = %vm, "a guest runs here that the pool does not place here: killing it");
+            if let Err(e) = d.driver.stop(vm, StopMode::Hard).await {
+                tracing::error!(vm = %vm, "cannot kill the stray guest: {e}");
+            }
+        }
+    }
+}
+
 /// The host record's `other-config` key that says what runs its guests.
 pub const VM_DRIVER_KEY: &str = "pool-ha-vm-driver";
 
 /// Record that the host `uuid` (re)started: it is live at `address` with
 /// `memory_total`, and of the VMs the database places on it, those its
 /// driver `snapshot` does not list died with its previous process or halted
-/// since. A VM whose guest started after the snapshot (its domain id is not
+/// since. Returns the *strays*: guests the snapshot lists that the pool
+/// does not place on this host (a guest an earlier `xapid` left running
+/// whose VM was reset or restarted elsewhere meanwhile); the host must
+/// kill them ([`stop_strays`]). A VM whose guest started after the snapshot (its domain id is not
 /// below the snapshot's next one) is not the snapshot's business: the master
 /// started it there while the snapshot was on its way.
 pub(crate) fn record_host_start(
@@ -144,12 +161,17 @@ pub(crate) fn record_host_start(
     address: &str,
     memory_total: i64,
     snapshot: &Snapshot,
-) -> Result<(), ApiError> {
+) -> Result<Vec<String>, ApiError> {
     let host_ref = super::ref_by_uuid::<HostRecord>(txn, uuid)?;
+    // Guests the snapshot lists that the pool does not place here.
+    let mut strays: Vec<String> = snapshot.running.clone();
     for (vm_ref, vm) in txn.all::<VmRecord>() {
         let gone = !snapshot.running.contains(&vm.uuid) && vm.domid < snapshot.next_domid;
-        if vm.resident_on == host_ref && vm.power_state != PowerState::Halted && gone {
-            super::set_residence(txn, &vm_ref, None);
+        if vm.resident_on == host_ref && vm.power_state != PowerState::Halted {
+            strays.retain(|s| *s != vm.uuid);
+            if gone {
+                super::set_residence(txn, &vm_ref, None);
+            }
         }
     }
     // A host back from a planned shutdown or reboot re-enables itself once
@@ -173,7 +195,7 @@ pub(crate) fn record_host_start(
         }
     });
     memory::refresh_host(txn, &host_ref);
-    Ok(())
+    Ok(strays)
 }
 
 /// `host.member_hello(session, host_uuid, address, memory_total, running,
@@ -192,13 +214,14 @@ async fn member_hello(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
             None => String::new(),
         },
     };
-    d.write(|txn| record_host_start(txn, &uuid, &address, memory_total, &snapshot))
+    let strays = d
+        .write(|txn| record_host_start(txn, &uuid, &address, memory_total, &snapshot))
         .await?;
     d.last_seen
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .insert(uuid, Instant::now());
-    Ok(json!(""))
+    Ok(json!(strays))
 }
 
 /// `host.report_pbd_reachability(session, pbd, reachable)`: from the member
@@ -257,7 +280,8 @@ mod tests {
     fn running_after(snapshot: Snapshot) -> Vec<String> {
         let mut model = model();
         let mut txn = Txn::new(&model);
-        record_host_start(&mut txn, "host-1", "10.0.0.1", 1 << 30, &snapshot).unwrap();
+        let strays = record_host_start(&mut txn, "host-1", "10.0.0.1", 1 << 30, &snapshot).unwrap();
+        assert!(strays.iter().all(|s| snapshot.running.contains(s)));
         model.apply(txn.into_changes());
         // The host record says what runs its guests, when the snapshot says.
         let shown = model
@@ -301,6 +325,29 @@ mod tests {
             driver: "sim".into(),
         };
         assert_eq!(running_after(snapshot), ["vm-b", "vm-c"]);
+    }
+
+    #[test]
+    fn guests_the_pool_does_not_place_here_are_strays() {
+        // vm-a runs here as the pool says; vm-z (halted, or restarted on
+        // another host meanwhile) and vm-y (unknown) must not run here.
+        let mut model = model();
+        model.vm.upsert(
+            "vm-z".into(),
+            VmRecord {
+                uuid: "vm-z".into(),
+                power_state: PowerState::Halted,
+                ..Default::default()
+            },
+        );
+        let snapshot = Snapshot {
+            running: vec!["vm-a".into(), "vm-y".into(), "vm-z".into()],
+            next_domid: 200,
+            driver: "qemu-tcg".into(),
+        };
+        let mut txn = Txn::new(&model);
+        let strays = record_host_start(&mut txn, "host-1", "10.0.0.1", 1 << 30, &snapshot).unwrap();
+        assert_eq!(strays, ["vm-y", "vm-z"]);
     }
 
     #[test]

@@ -26,7 +26,7 @@ use xapi_proto::{codes, ApiError};
 
 pub use args::Args;
 pub(crate) use ha::plan_exists_for;
-pub(crate) use host::record_host_start;
+pub(crate) use host::{record_host_start, stop_strays};
 pub use maintenance::{DISABLED_UNTIL_REBOOT_KEY, LEAVING_KEY};
 pub use message::now_wire;
 pub use pool::refresh_liveness;

@@ -319,11 +319,13 @@ async fn take_over(d: &Arc<Daemon>, metadata: &std::path::Path) -> Result<(), Ap
     // The restart executor may already be starting guests here: those have
     // domain ids past the snapshot's and stay recorded as running.
     let snapshot = d.driver.snapshot();
-    d.write(|txn| {
-        set_master(txn, &uuid)?;
-        crate::api::record_host_start(txn, &uuid, &address, memory, &snapshot)
-    })
-    .await?;
+    let strays = d
+        .write(|txn| {
+            set_master(txn, &uuid)?;
+            crate::api::record_host_start(txn, &uuid, &address, memory, &snapshot)
+        })
+        .await?;
+    crate::api::stop_strays(d, &strays, &snapshot).await;
     if d.ha_enabled() {
         d.start_redo_log().await;
     }

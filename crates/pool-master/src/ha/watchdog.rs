@@ -72,9 +72,16 @@ impl Watchdog {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Push `timer`'s expiry to `ms` from now.
+    /// Push `timer`'s expiry to `ms` from now. A feed that comes after an
+    /// armed timer expired is too late: the host fences, as it would have
+    /// at the next check (the fence guard may already have killed the
+    /// guests at that deadline).
     pub fn feed(&self, timer: Timer, ms: u64) {
-        let at = Instant::now() + Duration::from_millis(ms);
+        if self.check() {
+            return;
+        }
+        let now = Instant::now();
+        let at = now.checked_add(Duration::from_millis(ms)).unwrap_or(now);
         let k = match timer {
             Timer::Heartbeat => 0,
             Timer::Statefile => 1,
@@ -82,9 +89,7 @@ impl Watchdog {
         let mut s = self.state();
         s.deadlines[k] = Some(at);
         tell_guard(&s);
-        let kick = s.armed && !s.fired;
-        drop(s);
-        if kick {
+        if s.armed && !s.fired {
             self.hardware(|d| d.kick());
         }
     }
@@ -93,7 +98,8 @@ impl Watchdog {
         let mut s = self.state();
         s.armed = true;
         tell_guard(&s);
-        drop(s);
+        // Under the state lock: an arm and a disarm reach the device in the
+        // order they happened.
         self.hardware(|d| {
             if let Err(e) = d.arm() {
                 tracing::error!("cannot arm the hardware watchdog: {e}");
@@ -107,7 +113,6 @@ impl Watchdog {
         s.armed = false;
         s.deadlines = [None, None];
         tell_guard(&s);
-        drop(s);
         self.hardware(|d| d.disarm());
     }
 
@@ -157,7 +162,12 @@ impl Watchdog {
 /// The fence guard holds the same deadline, for the guests that are
 /// processes of their own (crate::guard): the earliest armed timer.
 fn tell_guard(s: &State) {
-    let deadline = if s.armed && !s.fired {
+    // Once fired, the guard keeps the deadline it has: the fence kills the
+    // guests itself, and if it cannot finish, the guard still will.
+    if s.fired {
+        return;
+    }
+    let deadline = if s.armed {
         s.deadlines.iter().flatten().min().copied()
     } else {
         None

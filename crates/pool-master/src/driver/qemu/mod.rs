@@ -66,6 +66,10 @@ pub struct QemuConfig {
     pub run_dir: PathBuf,
     /// The kernel a VM boots when it names none.
     pub default_kernel: Option<KernelBoot>,
+    /// Where the kernels and initrds a VM names must be (as XenServer's
+    /// `/boot/guest`): a VM's other-config must not load any file of the
+    /// host into a guest.
+    pub kernel_dir: PathBuf,
 }
 
 impl QemuConfig {
@@ -75,8 +79,22 @@ impl QemuConfig {
             accel: Accel::Auto,
             run_dir: data_dir.join("qemu"),
             default_kernel: None,
+            kernel_dir: PathBuf::from("/boot/guest"),
         }
     }
+}
+
+/// Poll a cancelled migration (up to 10 s) until it reaches a final state.
+async fn settle(qmp: &Qmp) -> Option<qapi::qmp::MigrationStatus> {
+    use qapi::qmp::MigrationStatus as S;
+    for _ in 0..200 {
+        let status = qmp.execute(qapi::qmp::query_migrate {}).await.ok()?.status;
+        if matches!(status, Some(S::completed | S::failed | S::cancelled)) {
+            return status;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
 }
 
 /// What the driver records beside a guest (`DOMID.guest`) for a later
@@ -170,6 +188,29 @@ impl QemuDriver {
         Ok(domid)
     }
 
+    /// A kernel or initrd a VM names must be a file under the kernel
+    /// directory (symbolic links resolved).
+    fn check_kernel_paths(&self, vm: &str, k: &KernelBoot) -> Result<(), DriverError> {
+        let dir = self.config.kernel_dir.canonicalize().ok();
+        for path in std::iter::once(&k.kernel).chain(k.initrd.iter()) {
+            let inside = match (&dir, path.canonicalize()) {
+                (Some(dir), Ok(p)) => p.starts_with(dir) && p.is_file(),
+                _ => false,
+            };
+            if !inside {
+                return Err(DriverError::Control {
+                    vm: vm.to_string(),
+                    why: format!(
+                        "{} is not a file under {}, where the kernels VMs name must be",
+                        path.display(),
+                        self.config.kernel_dir.display()
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Record beside a new guest what a later `xapid` needs to adopt it.
     fn write_guest_file(&self, vm: &str, domid: i64, disks: &[PathBuf]) {
         let file = GuestFile {
@@ -196,16 +237,15 @@ impl QemuDriver {
         ending: Ending,
     ) {
         let (guests, halted, dir) = (self.guests.clone(), self.halted_tx.clone(), self.config.run_dir.clone());
+        let gate = self.gate.clone();
         tokio::spawn(async move {
             let why = match ending {
                 Ending::Child(mut child) => {
-                    let stderr = child.stderr.take();
                     let status = child.wait().await;
-                    let mut text = String::new();
-                    if let Some(mut e) = stderr {
-                        let _ = tokio::io::AsyncReadExt::read_to_string(&mut e, &mut text).await;
-                    }
-                    format!("{status:?} {}", text.trim())
+                    let log = tokio::fs::read_to_string(dir.join(format!("{domid}.log")))
+                        .await
+                        .unwrap_or_default();
+                    format!("{status:?} {}", log.trim())
                 }
                 Ending::Adopted => {
                     while process_runs(pid) {
@@ -215,7 +255,7 @@ impl QemuDriver {
                 }
             };
             forget_pid(pid);
-            for ext in ["guest", "pid", "qmp"] {
+            for ext in ["guest", "pid", "qmp", "log"] {
                 let _ = std::fs::remove_file(dir.join(format!("{domid}.{ext}")));
             }
             let mine = {
@@ -227,7 +267,11 @@ impl QemuDriver {
                 mine
             };
             let _ = ended_tx.send(true);
-            if mine && !stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            // A guest that ends while this host may not write (fenced, or
+            // frozen past its deadline and killed by the fence guard) did
+            // not halt itself: no halt report, which the master would take
+            // for a shutdown from inside.
+            if mine && !stopping.load(std::sync::atomic::Ordering::SeqCst) && gate().is_ok() {
                 tracing::info!(vm = %vm, domid, why = %why, "the guest halted");
                 let _ = halted.send(Halted { vm_uuid: vm, domid });
             }
@@ -273,7 +317,7 @@ impl QemuDriver {
                 Err(why) => {
                     // A guest nobody can control must not write on.
                     tracing::error!(vm = %file.vm_uuid, domid, pid, "cannot adopt the guest ({why}): killing it");
-                    kill_and_wait(&[pid]);
+                    let _ = tokio::task::spawn_blocking(move || kill_and_wait(&[pid])).await;
                     continue;
                 }
             };
@@ -337,7 +381,11 @@ impl QemuDriver {
             )));
         }
         let _ = std::fs::remove_file(&socket);
-        let mib = (spec.memory.max(1 << 20) + (1 << 20) - 1) >> 20;
+        let mib = spec.memory.max(1 << 20).saturating_add((1 << 20) - 1) >> 20;
+        // QEMU's own messages, read back when it ends (a pipe nobody
+        // reads could fill up and stall it).
+        let log = std::fs::File::create(dir.join(format!("{domid}.log")))
+            .map_err(|e| unavailable(format!("cannot create QEMU's log in {}: {e}", dir.display())))?;
         let mut cmdline = format!(
             "console=ttyS0 quiet pool_ha.vm={} pool_ha.host={} pool_ha.t0={}",
             spec.vm_uuid,
@@ -391,7 +439,7 @@ impl QemuDriver {
         }
         cmd.stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
+            .stderr(log)
             .kill_on_drop(false);
         Ok(cmd)
     }
@@ -404,8 +452,14 @@ impl QemuDriver {
             vm: vm.clone(),
             why: e.to_string(),
         })?;
-        for disk in &spec.disks {
-            ensure_disk(disk).map_err(|why| DriverError::DisksUnreachable { vm: vm.clone(), why })?;
+        // On the SR, which may hang: not on the runtime's threads.
+        let disks = spec.disks.clone();
+        tokio::task::spawn_blocking(move || disks.iter().try_for_each(|d| ensure_disk(d)))
+            .await
+            .map_err(|e| unavailable(format!("the disk check failed: {e}")))?
+            .map_err(|why| DriverError::DisksUnreachable { vm: vm.clone(), why })?;
+        if let Some(k) = &spec.kernel {
+            self.check_kernel_paths(&vm, k)?;
         }
         let kernel = spec
             .kernel
@@ -433,6 +487,7 @@ impl QemuDriver {
             if guests.contains_key(&vm) {
                 drop(guests);
                 let _ = child.start_kill();
+                forget_pid(pid);
                 return Err(DriverError::AlreadyRunning(vm));
             }
             guests.insert(
@@ -525,6 +580,11 @@ impl Driver for QemuDriver {
                 }
                 _ if Instant::now() >= deadline => {
                     let _ = qmp.execute(qapi::qmp::migrate_cancel {}).await;
+                    // The cancel may come too late: only a final state
+                    // says where the guest runs.
+                    if settle(&qmp).await == Some(S::completed) {
+                        break;
+                    }
                     return Err(failed(format!("not done in {MIGRATE_TIMEOUT:?}: cancelled")));
                 }
                 _ => {}

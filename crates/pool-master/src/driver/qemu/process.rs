@@ -80,7 +80,9 @@ pub(super) fn process_runs(pid: i32) -> bool {
             .rsplit_once(')')
             .and_then(|(_, rest)| rest.split_whitespace().next())
             .is_some_and(|state| state != "Z" && state != "X"),
-        Err(_) => false,
+        // Only a process that is not there has ended; any other error
+        // (out of file descriptors, say) says nothing.
+        Err(e) => e.kind() != std::io::ErrorKind::NotFound,
     }
 }
 

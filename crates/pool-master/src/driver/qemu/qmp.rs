@@ -81,7 +81,7 @@ pub(super) async fn watch_halt_marker(marker: PathBuf, qmp: Arc<Qmp>, mut ended:
         {
             return;
         }
-        if std::fs::remove_file(&marker).is_ok() {
+        if tokio::fs::remove_file(&marker).await.is_ok() {
             if let Err(e) = press_key(&qmp).await {
                 tracing::warn!(marker = %marker.display(), "cannot press a key in the guest: {e}");
             }
