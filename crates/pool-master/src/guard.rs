@@ -25,6 +25,9 @@ use std::io::{BufRead, Write};
 use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+/// The furthest deadline the guard accepts, in ms from now.
+const MAX_DEADLINE_MS: u64 = 3_600_000;
+
 /// What the guard is told: the watchdog's deadline and the guests' pids.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 struct Orders {
@@ -50,9 +53,11 @@ impl Orders {
     /// well formed (the guard keeps its last orders).
     fn parse(line: &str, now: Instant) -> Option<Orders> {
         let mut parts = line.split_whitespace();
+        // HA's deadlines are seconds to minutes away: one past an hour is
+        // not an order.
         let deadline = match parts.next()? {
             "-" => None,
-            ms => Some(now.checked_add(Duration::from_millis(ms.parse().ok()?))?),
+            ms => Some(now + Duration::from_millis(ms.parse().ok().filter(|ms| *ms <= MAX_DEADLINE_MS)?)),
         };
         let pids = match parts.next()? {
             "-" => Vec::new(),

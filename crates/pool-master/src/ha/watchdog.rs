@@ -254,11 +254,30 @@ mod tests {
     }
 
     #[test]
+    fn a_feed_after_the_deadline_fences() {
+        let (w, n, why) = counting();
+        w.feed(Timer::Heartbeat, 20);
+        w.feed(Timer::Statefile, 10_000);
+        w.arm();
+        // The check thread may fence first (every 10 ms); either way the
+        // late feed does not save the host.
+        std::thread::sleep(Duration::from_millis(25));
+        w.feed(Timer::Heartbeat, 10_000);
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(n.load(Ordering::SeqCst), 1);
+        assert!(why.lock().unwrap().contains("heartbeat watchdog"));
+    }
+
+    #[test]
     fn a_disarmed_or_fed_watchdog_does_nothing() {
         let (w, n, _) = counting();
         w.feed(Timer::Heartbeat, 20);
         std::thread::sleep(Duration::from_millis(60));
         assert_eq!(n.load(Ordering::SeqCst), 0, "not armed");
+        // Armed with fresh timers (an expired one would fence at the next
+        // feed or check).
+        w.feed(Timer::Heartbeat, 60);
+        w.feed(Timer::Statefile, 60);
         w.arm();
         for _ in 0..10 {
             w.feed(Timer::Heartbeat, 60);
