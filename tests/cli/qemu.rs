@@ -30,35 +30,45 @@ pub fn qemu_unusable() -> Option<String> {
     }
 }
 
+/// A lab of `hosts` hosts and `vms` VMs run by QEMU test guests of
+/// 128 MiB (HA on at T when `ha`); `None`, with the reason printed, where
+/// this machine cannot run them.
+fn qemu_lab(hosts: usize, vms: usize, ha: bool) -> Option<Lab> {
+    if let Some(why) = qemu_unusable() {
+        eprintln!("skipped: {why}");
+        return None;
+    }
+    let memory = (128i64 << 20).to_string();
+    let options = ["--driver", "qemu", "--vm-memory", &memory];
+    Some(if ha {
+        Lab::start_ha(hosts, vms, &options)
+    } else {
+        Lab::start_with(hosts, vms, &options)
+    })
+}
+
 /// The pids of the QEMU guests a lab host started that still run.
 fn guest_processes(lab: &Lab, host: &str) -> Vec<i32> {
-    let dir = lab.dir.path().join("hosts").join(host).join("qemu");
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter(|e| e.path().extension().is_some_and(|x| x == "pid"))
-        .filter_map(|e| std::fs::read_to_string(e.path()).ok()?.trim().parse().ok())
-        .filter(|pid: &i32| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|s| {
-                    s.rsplit_once(')')
-                        .map(|(_, r)| r.split_whitespace().next() != Some("Z"))
-                })
-                .unwrap_or(false)
-        })
-        .collect()
+    pool_master::driver::qemu::running_guests_in(&lab.dir.path().join("hosts").join(host).join("qemu"))
+}
+
+/// Wait (up to 2 minutes: TCG boots slowly on a loaded machine) until
+/// `vm`'s guest on the host `host_uuid` has written `n` records.
+fn booted_on(lab: &Lab, vm: &str, host_uuid: &str, n: usize) -> bool {
+    wait_for(Duration::from_secs(120), || {
+        records_of(&lab.sr_dir(), vm)
+            .iter()
+            .filter(|r| r.host_uuid == host_uuid)
+            .count()
+            >= n
+    })
 }
 
 #[test]
 fn the_seeds_cable_pulls_restart_a_real_guest_elsewhere_with_one_writer() {
-    if let Some(why) = qemu_unusable() {
-        eprintln!("skipped: {why}");
+    let Some(lab) = qemu_lab(3, 1, true) else {
         return;
-    }
-    let lab = Lab::start_ha(3, 1, &["--driver", "qemu", "--vm-memory", &(128i64 << 20).to_string()]);
+    };
     let vm = vm_uuid(&lab, "vm01");
     lab.xe_ok(&["vm-param-set", &format!("uuid={vm}"), "ha-restart-priority=restart"]);
     lab.xe_ok(&["vm-start", "vm=vm01", "on=host3"]);
@@ -149,22 +159,14 @@ fn the_seeds_cable_pulls_restart_a_real_guest_elsewhere_with_one_writer() {
 
 #[test]
 fn a_frozen_xapid_cannot_leave_its_real_guest_writing() {
-    if let Some(why) = qemu_unusable() {
-        eprintln!("skipped: {why}");
+    let Some(lab) = qemu_lab(3, 1, true) else {
         return;
-    }
-    let lab = Lab::start_ha(3, 1, &["--driver", "qemu", "--vm-memory", &(128i64 << 20).to_string()]);
+    };
     let vm = vm_uuid(&lab, "vm01");
     lab.xe_ok(&["vm-param-set", &format!("uuid={vm}"), "ha-restart-priority=restart"]);
     lab.xe_ok(&["vm-start", "vm=vm01", "on=host3"]);
     let host3 = host_field(&lab, "host3", "uuid");
-    let booted = wait_for(Duration::from_secs(120), || {
-        records_of(&lab.sr_dir(), &vm)
-            .iter()
-            .filter(|r| r.host_uuid == host3)
-            .count()
-            >= 10
-    });
+    let booted = booted_on(&lab, &vm, &host3, 10);
     assert!(booted, "the guest on host3 wrote no records:\n{}", lab.output());
 
     // Freeze host3's xapid for 3 T: its guest is a process of its own, and
@@ -218,21 +220,13 @@ fn a_frozen_xapid_cannot_leave_its_real_guest_writing() {
 
 #[test]
 fn xe_vm_migrate_moves_a_real_guest_live_with_one_writer() {
-    if let Some(why) = qemu_unusable() {
-        eprintln!("skipped: {why}");
+    let Some(lab) = qemu_lab(2, 1, false) else {
         return;
-    }
-    let lab = Lab::start_with(2, 1, &["--driver", "qemu", "--vm-memory", &(128i64 << 20).to_string()]);
+    };
     let vm = vm_uuid(&lab, "vm01");
     lab.xe_ok(&["vm-start", "vm=vm01", "on=host1"]);
     let (host1, host2) = (host_field(&lab, "host1", "uuid"), host_field(&lab, "host2", "uuid"));
-    let booted = wait_for(Duration::from_secs(120), || {
-        records_of(&lab.sr_dir(), &vm)
-            .iter()
-            .filter(|r| r.host_uuid == host1)
-            .count()
-            >= 10
-    });
+    let booted = booted_on(&lab, &vm, &host1, 10);
     assert!(booted, "the guest on host1 wrote no records:\n{}", lab.output());
     lab.xe_ok(&["vm-migrate", "vm=vm01", "host=host2", "--live"]);
     assert_eq!(running_on(&lab, &vm).as_deref(), Some("host2"));
@@ -267,11 +261,9 @@ fn xe_vm_migrate_moves_a_real_guest_live_with_one_writer() {
 
 #[test]
 fn a_real_guest_that_powers_off_inside_restarts_when_protected_and_stays_off_when_not() {
-    if let Some(why) = qemu_unusable() {
-        eprintln!("skipped: {why}");
+    let Some(lab) = qemu_lab(2, 2, true) else {
         return;
-    }
-    let lab = Lab::start_ha(2, 2, &["--driver", "qemu", "--vm-memory", &(128i64 << 20).to_string()]);
+    };
     let driver = lab.xe_min(&[
         "host-param-get",
         &format!("uuid={}", host_field(&lab, "host2", "uuid")),
@@ -287,15 +279,7 @@ fn a_real_guest_that_powers_off_inside_restarts_when_protected_and_stays_off_whe
     lab.xe_ok(&["vm-start", "vm=vm01", "on=host2"]);
     lab.xe_ok(&["vm-start", "vm=vm02", "on=host2"]);
     let host2 = host_field(&lab, "host2", "uuid");
-    let booted = wait_for(Duration::from_secs(120), || {
-        [&a, &b].iter().all(|v| {
-            records_of(&lab.sr_dir(), v)
-                .iter()
-                .filter(|r| r.host_uuid == host2)
-                .count()
-                >= 5
-        })
-    });
+    let booted = booted_on(&lab, &a, &host2, 5) && booted_on(&lab, &b, &host2, 5);
     assert!(booted, "the guests wrote no records:\n{}", lab.output());
     let writes_a = records_of(&lab.sr_dir(), &a).len();
     lab.fault_guest_halt("vm01");
@@ -326,22 +310,14 @@ fn a_real_guest_that_powers_off_inside_restarts_when_protected_and_stays_off_whe
 
 #[test]
 fn a_restarted_xapid_adopts_its_running_guests_without_a_restart() {
-    if let Some(why) = qemu_unusable() {
-        eprintln!("skipped: {why}");
-        return;
-    }
     // HA off: a toolstack restart leaves the VMs running.
-    let lab = Lab::start_with(2, 1, &["--driver", "qemu", "--vm-memory", &(128i64 << 20).to_string()]);
+    let Some(lab) = qemu_lab(2, 1, false) else {
+        return;
+    };
     let vm = vm_uuid(&lab, "vm01");
     lab.xe_ok(&["vm-start", "vm=vm01", "on=host2"]);
     let host2 = host_field(&lab, "host2", "uuid");
-    let booted = wait_for(Duration::from_secs(120), || {
-        records_of(&lab.sr_dir(), &vm)
-            .iter()
-            .filter(|r| r.host_uuid == host2)
-            .count()
-            >= 5
-    });
+    let booted = booted_on(&lab, &vm, &host2, 5);
     assert!(booted, "the guest wrote no records:\n{}", lab.output());
     let guest = guest_processes(&lab, "host2");
     assert_eq!(guest.len(), 1);

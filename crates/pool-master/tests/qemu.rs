@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pool_master::driver::qemu::{Accel, QemuConfig, QemuDriver};
+use pool_master::driver::qemu::{running_guests_in, Accel, QemuConfig, QemuDriver};
 use pool_master::driver::{read_records, Driver, GuestRecord, GuestSpec, Halted, KernelBoot, StopMode};
 
 const HOST: &str = "00000000-0000-4000-8000-0000000000aa";
@@ -108,26 +108,6 @@ async fn records_at_least(disk: &Path, n: usize) -> Vec<GuestRecord> {
     }
 }
 
-fn pid_of_guests(dir: &Path) -> Vec<i32> {
-    std::fs::read_dir(dir.join("qemu"))
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().extension().is_some_and(|x| x == "pid"))
-        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
-        .filter_map(|s| s.trim().parse().ok())
-        .collect()
-}
-
-fn runs(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .map(|(_, r)| r.split_whitespace().next() != Some("Z"))
-        })
-        .unwrap_or(false)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_guest_writes_its_disk_halts_from_inside_and_continues_its_sequence() {
     let guest = guest_or_skip!();
@@ -197,11 +177,13 @@ async fn the_fence_kills_every_guest_before_it_returns_and_nothing_is_written_af
     let h = host(guest);
     h.driver.start(spec(&h)).await.unwrap();
     records_at_least(&h.disk, 5).await;
-    let pids = pid_of_guests(h.disk.parent().unwrap());
-    assert_eq!(pids.len(), 1, "one guest process");
-    assert!(runs(pids[0]));
+    let run_dir = h.disk.parent().unwrap().join("qemu");
+    assert_eq!(running_guests_in(&run_dir).len(), 1, "one guest process");
     h.driver.kill_all();
-    assert!(!runs(pids[0]), "the guest process is gone when the fence returns");
+    assert!(
+        running_guests_in(&run_dir).is_empty(),
+        "the guest process is gone when the fence returns"
+    );
     let after_kill = read_records(&h.disk).unwrap().len();
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(

@@ -36,7 +36,9 @@ use super::{read_records, Driver, DriverError, DriverKind, Gate, GuestSpec, Halt
 use process::{
     ensure_disk, find_program, forget_pid, process_runs, read_counter, remember_pid, runs_guest_of, write_counter,
 };
-pub use process::{kill_and_wait, kill_every_guest, kill_guests_in, kvm_works, signal_guests_in, NEW_DISK_SIZE};
+pub use process::{
+    kill_and_wait, kill_every_guest, kill_guests_in, kvm_works, running_guests_in, signal_guests_in, NEW_DISK_SIZE,
+};
 use qmp::{connect, press_key, qmp_error, watch_halt_marker, Qmp};
 
 /// How long a clean shutdown waits for the guest before pulling the plug.

@@ -41,19 +41,20 @@ pub fn kill_and_wait(pids: &[i32]) {
 /// Kill every guest whose pid file is in `run_dir` and that still runs
 /// QEMU for a VM (the lab's power switch, and its teardown).
 pub fn kill_guests_in(run_dir: &Path) {
-    kill_and_wait(&guests_in(run_dir));
+    kill_and_wait(&running_guests_in(run_dir));
 }
 
 /// Send `signal` to every guest whose pid file is in `run_dir` (the lab's
 /// storage switch stops and continues them).
 pub fn signal_guests_in(run_dir: &Path, signal: nix::sys::signal::Signal) {
-    for pid in guests_in(run_dir) {
+    for pid in running_guests_in(run_dir) {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal);
     }
 }
 
-/// The pids in `run_dir`'s pid files that run QEMU for a VM.
-fn guests_in(run_dir: &Path) -> Vec<i32> {
+/// The pids in `run_dir`'s pid files that run QEMU for a VM (a guest
+/// that has ended, a zombie included, is not there).
+pub fn running_guests_in(run_dir: &Path) -> Vec<i32> {
     let Ok(entries) = std::fs::read_dir(run_dir) else {
         return Vec::new();
     };
