@@ -30,21 +30,42 @@ pub fn qemu_unusable() -> Option<String> {
     }
 }
 
+/// One real-VM lab at a time: TCG guests take whole cores, and two such
+/// labs beside the other lab tests starve the hosts' HA loops on a 2-core
+/// machine (a host whose loop misses its watchdog deadline fences, as it
+/// must).
+static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// A lab holding the real-VM turn until it is dropped (the lab first).
+struct QemuLab {
+    lab: Lab,
+    _turn: std::sync::MutexGuard<'static, ()>,
+}
+
+impl std::ops::Deref for QemuLab {
+    type Target = Lab;
+    fn deref(&self) -> &Lab {
+        &self.lab
+    }
+}
+
 /// A lab of `hosts` hosts and `vms` VMs run by QEMU test guests of
 /// 128 MiB (HA on at T when `ha`); `None`, with the reason printed, where
 /// this machine cannot run them.
-fn qemu_lab(hosts: usize, vms: usize, ha: bool) -> Option<Lab> {
+fn qemu_lab(hosts: usize, vms: usize, ha: bool) -> Option<QemuLab> {
     if let Some(why) = qemu_unusable() {
         eprintln!("skipped: {why}");
         return None;
     }
+    let turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
     let memory = (128i64 << 20).to_string();
     let options = ["--driver", "qemu", "--vm-memory", &memory];
-    Some(if ha {
+    let lab = if ha {
         Lab::start_ha(hosts, vms, &options)
     } else {
         Lab::start_with(hosts, vms, &options)
-    })
+    };
+    Some(QemuLab { lab, _turn: turn })
 }
 
 /// The pids of the QEMU guests a lab host started that still run.

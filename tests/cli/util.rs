@@ -437,8 +437,13 @@ pub fn running_on(lab: &Lab, vm: &str) -> Option<String> {
     if state != "running" {
         return None;
     }
-    let host = lab.xe_any_min(&["vm-list", &format!("uuid={vm}"), "params=resident-on"])?;
+    // Read in two calls: the VM may have been reset to halted in between
+    // (no host), which is not "running on a host".
+    let host = lab
+        .xe_any_min(&["vm-list", &format!("uuid={vm}"), "params=resident-on"])
+        .filter(|h| h.len() == 36)?;
     lab.xe_any_min(&["host-list", &format!("uuid={host}"), "params=name-label"])
+        .filter(|name| !name.is_empty() && !name.contains(','))
 }
 
 /// A field of host `name`, through any host that answers.
