@@ -85,6 +85,32 @@ fn booted_on(lab: &Lab, vm: &str, host_uuid: &str, n: usize) -> bool {
     })
 }
 
+/// Wait (up to 2 minutes) until the guest restarted on `new_host` writes a
+/// record after `since_ms`, then check that the old guest on `old_host`
+/// wrote its last record before the new one's first: one writer.
+fn new_guest_took_over(lab: &Lab, vm: &str, old_host: &str, new_host: &str, since_ms: u64, what: &str) {
+    let first_new = || {
+        records_of(&lab.sr_dir(), vm)
+            .iter()
+            .filter(|r| r.host_uuid == new_host && r.unix_ms > since_ms)
+            .map(|r| r.unix_ms)
+            .min()
+    };
+    let writes = wait_for(Duration::from_secs(120), || first_new().is_some());
+    assert!(writes, "{what}: the restarted guest wrote nothing:\n{}", lab.output());
+    let last_old = records_of(&lab.sr_dir(), vm)
+        .iter()
+        .filter(|r| r.host_uuid == old_host)
+        .map(|r| r.unix_ms)
+        .max()
+        .unwrap_or(0);
+    let first_new = first_new().unwrap_or(0);
+    assert!(
+        last_old < first_new,
+        "{what}: the old guest wrote at {last_old}, after the new one began at {first_new}"
+    );
+}
+
 #[test]
 fn the_seeds_cable_pulls_restart_a_real_guest_elsewhere_with_one_writer() {
     let Some(lab) = qemu_lab(3, 1, true) else {
@@ -137,29 +163,13 @@ fn the_seeds_cable_pulls_restart_a_real_guest_elsewhere_with_one_writer() {
         );
         let after = after.expect("the VM runs");
         let new_host = host_field(&lab, &after, "uuid");
-        let first_new = || {
-            records_of(&lab.sr_dir(), &vm)
-                .iter()
-                .filter(|r| r.host_uuid == new_host && r.unix_ms > t_fault)
-                .map(|r| r.unix_ms)
-                .min()
-        };
-        let writes = wait_for(Duration::from_secs(120), || first_new().is_some());
-        assert!(
-            writes,
-            "the restarted guest on {after} wrote nothing:\n{}",
-            lab.output()
-        );
-        let last_old = records_of(&lab.sr_dir(), &vm)
-            .iter()
-            .filter(|r| r.host_uuid == victim_uuid)
-            .map(|r| r.unix_ms)
-            .max()
-            .unwrap_or(0);
-        let first_new = first_new().unwrap_or(0);
-        assert!(
-            last_old < first_new,
-            "after {cut}, {victim}'s guest wrote at {last_old}, after the new one began at {first_new}"
+        new_guest_took_over(
+            &lab,
+            &vm,
+            &victim_uuid,
+            &new_host,
+            t_fault,
+            &format!("after {cut} on {victim}"),
         );
         assert_one_writer_at_a_time(&lab.sr_dir(), &vm);
         lab.fault(heal, &victim);
@@ -205,27 +215,7 @@ fn a_frozen_xapid_cannot_leave_its_real_guest_writing() {
     assert!(moved, "vm01 did not restart away from frozen host3:\n{}", lab.output());
     assert!(gone, "host3's guest still ran when the VM restarted elsewhere");
     let new_host = host_field(&lab, &after.expect("the VM runs"), "uuid");
-    let writes = wait_for(Duration::from_secs(120), || {
-        records_of(&lab.sr_dir(), &vm).iter().any(|r| r.host_uuid == new_host)
-    });
-    assert!(writes, "the restarted guest wrote nothing:\n{}", lab.output());
-    let recs = records_of(&lab.sr_dir(), &vm);
-    let last_old = recs
-        .iter()
-        .filter(|r| r.host_uuid == host3)
-        .map(|r| r.unix_ms)
-        .max()
-        .unwrap_or(0);
-    let first_new = recs
-        .iter()
-        .filter(|r| r.host_uuid == new_host)
-        .map(|r| r.unix_ms)
-        .min()
-        .unwrap_or(0);
-    assert!(
-        last_old < first_new,
-        "host3's guest wrote at {last_old}, after the new one began at {first_new}"
-    );
+    new_guest_took_over(&lab, &vm, &host3, &new_host, 0, "after host3's freeze");
     assert_one_writer_at_a_time(&lab.sr_dir(), &vm);
     // Woken, host3 finds its watchdog expired, fences, and comes back empty.
     lab.wait_fenced("host3");
