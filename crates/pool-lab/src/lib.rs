@@ -107,15 +107,16 @@ impl LabState {
     }
 
     pub fn save(&self) -> Result<()> {
-        let path = self.dir.join("lab.json");
-        let tmp = self.dir.join("lab.json.tmp");
-        std::fs::write(&tmp, serde_json::to_string_pretty(&self.to_json())?)?;
-        std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
-        std::fs::write(
-            self.dir.join("env"),
-            format!("XE_EXTRA_ARGS={}\n", self.xe_extra_args()),
+        write_replacing(
+            &self.dir.join("lab.json"),
+            &serde_json::to_string_pretty(&self.to_json())?,
         )?;
-        Ok(())
+        // Written whole and renamed into place: a test or a shell reading
+        // `DIR/env` while the lab saves never sees it empty.
+        write_replacing(
+            &self.dir.join("env"),
+            &format!("XE_EXTRA_ARGS={}\n", self.xe_extra_args()),
+        )
     }
 
     pub fn load(dir: &Path) -> Result<LabState> {
@@ -715,4 +716,12 @@ async fn api_status(address: &str, port: u16) -> String {
         Err(xapi_client::ClientError::Api(a)) => a.code,
         Err(_) => "unreachable".into(),
     }
+}
+
+/// Replace `path` with `text` atomically (write a sibling, then rename).
+fn write_replacing(path: &Path, text: &str) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, text).with_context(|| format!("writing {}", Path::new(&tmp).display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
 }
