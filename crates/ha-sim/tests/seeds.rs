@@ -224,6 +224,10 @@ fn seeds_that_found_a_bug_stay_fixed() {
             150079909,
             "5 hosts: a member that joined listed two stuck joiners in its liveset; host 2 counted them in its partition by their last heartbeats and won, then the member rebooted and host 0 no longer counted them and won too (rules H and S: a member's claims outlive its restart while its slot counts; joiners count in no partition)",
         ),
+        (
+            160558320,
+            "5 hosts: host 2 judged host 1 storage-lost in its snapshot and won outright without it; host 1, cut off and its storage back, found host 2's slot agreeing with it once host 2 stopped hearing it, and won the tie as a holder (rule V for published views: nothing the snapshot left out comes back until the round ends)",
+        ),
         (70100535, "found in the same fresh sweep"),
         (70105962, "found in the same fresh sweep"),
         (

@@ -32,12 +32,25 @@ impl Engine {
     /// sfdomain leaves out the network peers that say they do not see their
     /// own slot fresh, as this host's decisions do (rule N): a peer across
     /// a split judges this side's partition by these views.
+    ///
+    /// From the snapshot to the end of the round the published views never
+    /// hold a host the snapshot did not (rule V for what peers read): a
+    /// non-holder judged storage-lost in the snapshot and then no longer
+    /// heard would otherwise come back into the published sfdomain, and a
+    /// peer deciding later would agree with views this host did not decide
+    /// on (ha-sim 160558320).
     pub(super) fn view(&self) -> View {
+        let mut hbdomain = self.hbdomain;
+        let mut sfdomain = self.sfdomain.minus(self.nonholder_peers());
+        if let Some(snap) = self.fh.as_ref().and_then(|f| f.snapshot.as_ref()) {
+            hbdomain = hbdomain.and(snap.hbdomain);
+            sfdomain = sfdomain.and(snap.sfdomain);
+        }
         View {
             current: self.current,
             proposed: self.proposed,
-            hbdomain: self.hbdomain,
-            sfdomain: self.sfdomain.minus(self.nonholder_peers()),
+            hbdomain,
+            sfdomain,
             phase: self.phase,
         }
     }
