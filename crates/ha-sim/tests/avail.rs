@@ -272,3 +272,26 @@ fn the_report_flags_a_broken_rule_and_not_the_real_one() {
         broken.single["power-off"].other_fences
     );
 }
+
+/// Seeds where the engine fenced hosts the rules keep, fixed by a rule
+/// change (docs/HA.md names the rule): with the ha-sim schedule of the
+/// sweep, every fence is justified or ambiguous, and the whole pool never
+/// goes down for nothing.
+#[test]
+fn seeds_that_fenced_healthy_hosts_stay_fixed() {
+    let opts = Options {
+        avail: true,
+        ..Options::default()
+    };
+    let seeds: &[(u64, &str)] = &[(
+        178000006,
+        "5 hosts: host 4's storage came back as host 0 lost its own; the others took host 4 out of their sfdomain again because storage-less host 0 decided without it, waited for host 4 to agree, and three healthy hosts fenced (rule V: a non-holder's snapshot does not stop the sfdomain growing back)",
+    )];
+    for &(seed, story) in seeds {
+        let r = schedule::run_opts(seed, None, 300_000, opts, |_| {}).unwrap();
+        let a = r.avail.as_ref().unwrap();
+        let unnecessary = a.count(Class::Unnecessary) + a.count(Class::UnnecessaryClean);
+        assert_eq!(unnecessary, 0, "seed {seed} ({story}):\n{}\n{:?}", a.tables(), a.log);
+        assert_eq!(a.avoidable, 0, "seed {seed} ({story})");
+    }
+}

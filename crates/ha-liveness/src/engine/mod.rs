@@ -33,6 +33,7 @@ mod network;
 mod statefile;
 
 use fault_handler::{Fh, Snapshot};
+use statefile::Domain;
 
 /// How one host's engine is set up; identical on every host but `me`.
 #[derive(Debug, Clone)]

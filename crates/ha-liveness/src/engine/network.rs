@@ -131,7 +131,7 @@ impl Engine {
                     }
                 } else if !self.join_block {
                     self.hbdomain.insert(i);
-                } else if self.may_regrow(i) && self.hears_me(i) {
+                } else if self.may_regrow(i, Domain::Network) && self.hears_me(i) {
                     self.hbdomain.insert(i);
                     if let Some(f) = &mut self.fh {
                         f.regrown_hb.insert(i);

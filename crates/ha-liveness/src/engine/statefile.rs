@@ -191,7 +191,7 @@ impl Engine {
             if fresh {
                 if !self.sfdomain.contains(i) && !self.join_block {
                     self.sfdomain.insert(i);
-                } else if !self.sfdomain.contains(i) && self.may_regrow(i) {
+                } else if !self.sfdomain.contains(i) && self.may_regrow(i, Domain::Statefile) {
                     self.sfdomain.insert(i);
                     if let Some(f) = &mut self.fh {
                         f.regrown_sf.insert(i);
@@ -252,13 +252,25 @@ impl Engine {
     /// with phase 2, and they must stay the ones it decides on (ha-sim
     /// 40690261: a host regained its own slot after publishing phase 2
     /// without it, and both sides of a 2-host split won).
-    pub(super) fn may_regrow(&self, i: usize) -> bool {
+    ///
+    /// The sfdomain stops growing back only for peers that hold their own
+    /// slot fresh: a non-holder decides nothing from the statefile (rule
+    /// N), so its snapshot's sfdomain is no view anyone must come to equal.
+    /// A member whose storage came back just as another lost its own was
+    /// taken out again because the storage-lost host decided without it;
+    /// the member itself saw its slot fresh, the others waited for it to
+    /// agree, and all of them fenced (ha-sim 178000006).
+    pub(super) fn may_regrow(&self, i: usize, domain: Domain) -> bool {
+        let blockers = match domain {
+            Domain::Network => self.snapshotted_peers(),
+            Domain::Statefile => self.snapshotted_peers().and(self.peers_with_sf()),
+        };
         self.current.contains(i)
             && self
                 .fh
                 .as_ref()
                 .is_some_and(|f| f.snapshot.is_none() && !(self.phase >= Phase::Fh2 && f.sf_only_seen))
-            && self.snapshotted_peers().is_empty()
+            && blockers.is_empty()
     }
 
     /// Network peers in the fault handler that have taken their snapshot.
@@ -285,7 +297,10 @@ impl Engine {
         for j in done.iter() {
             let Some(p) = &self.obs[j].peer else { continue };
             hb_out = hb_out.or(fh.regrown_hb.minus(p.hb.view.hbdomain));
-            sf_out = sf_out.or(fh.regrown_sf.minus(p.hb.view.sfdomain));
+            // A non-holder's statefile views decide nothing (rule N).
+            if p.hb.view.sfdomain.contains(j) {
+                sf_out = sf_out.or(fh.regrown_sf.minus(p.hb.view.sfdomain));
+            }
         }
         let hb_out = hb_out.and(self.hbdomain);
         let sf_out = sf_out.and(self.sfdomain);
@@ -299,6 +314,15 @@ impl Engine {
         self.hbdomain = self.hbdomain.minus(hb_out);
         self.sfdomain = self.sfdomain.minus(sf_out);
     }
+}
+
+/// The two ways a host sees its peers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Domain {
+    /// Heartbeats (the hbdomain).
+    Network,
+    /// Slots on the statefile (the sfdomain).
+    Statefile,
 }
 
 /// Does the global block read `g` carry the pending write `p` of host `me`?
