@@ -102,10 +102,10 @@ pub(super) struct Fh {
     /// it stopped hearing this host, so it may notice up to T1 later than
     /// this host did (rule W).
     pub(super) unheard_nonholder: bool,
-    /// Members this round has seen fail (out of a domain, or silent on the
-    /// network for [`Engine::suspect_after`]): a member failing anew before
-    /// phase 2 restarts the round's clock, once per member.
-    pub(super) failed: HostSet,
+    /// Members this round has seen fail, by domain (see
+    /// [`Engine::failed_members`]): a member failing anew before phase 2
+    /// restarts the round's clock, once per member and domain.
+    pub(super) failed: Failed,
     /// This round has seen a liveset member on the statefile only (across
     /// a network split): from then on a second failure past phase 2 does
     /// not extend the budget.
@@ -116,6 +116,13 @@ pub(super) struct Fh {
     /// Members this round took back into a domain (`may_regrow`).
     pub(super) regrown_hb: HostSet,
     pub(super) regrown_sf: HostSet,
+    /// The members `keep_fully_connected` last left out of the hbdomain
+    /// (for its log: they grow back when heard, and are cut again).
+    pub(super) not_fully_connected: HostSet,
+    /// Hosts this round took out of the sfdomain because a holder it
+    /// compares with does not see them (`meet_sfdomains`): they do not
+    /// grow back in this round.
+    pub(super) met_out: HostSet,
     /// The tie-break values this host publishes during the round: those it
     /// had when the round began.
     pub(super) tie: TieBreak,
@@ -124,6 +131,13 @@ pub(super) struct Fh {
     /// A member the survival test kept failed since: end the round
     /// without its decision.
     pub(super) abandon: bool,
+}
+
+/// Members seen failing, by the channel they failed on.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Failed {
+    pub(super) network: HostSet,
+    pub(super) statefile: HostSet,
 }
 
 #[derive(Debug, Clone)]
@@ -257,6 +271,8 @@ impl Engine {
                 sf_only_seen: false,
                 regrown_hb: HostSet::EMPTY,
                 regrown_sf: HostSet::EMPTY,
+                not_fully_connected: HostSet::EMPTY,
+                met_out: HostSet::EMPTY,
                 tie: self.tie,
                 after_snapshot: None,
                 abandon: false,
@@ -296,6 +312,9 @@ impl Engine {
             };
             let done = match step {
                 Step::Rendezvous { set, next, on_sf } => {
+                    if set == Phase::Fh2 && self.phase < Phase::Fh2 {
+                        self.restart_budget_entering_phase2(now);
+                    }
                     self.set_phase(set);
                     self.sf_accelerate = on_sf;
                     self.rendezvous(now, set, next, on_sf)
@@ -303,6 +322,7 @@ impl Engine {
                 Step::Stable => self.stable(now, fh.started),
                 Step::Consistent => {
                     self.undo_regrowth();
+                    self.meet_sfdomains();
                     // Decide on the views as they were when they first
                     // agreed, even if we then wait to publish our phase.
                     let snap = match fh.snapshot {
@@ -360,19 +380,21 @@ impl Engine {
         2 * self.cfg.timeouts.hb_interval + 1000
     }
 
-    /// Liveset members, other than this host, out of a domain or silent
-    /// on the network for [`Engine::suspect_after`].
-    pub(super) fn failed_members(&self, now: Millis) -> HostSet {
+    /// Liveset members, other than this host, that failed on the network
+    /// (out of the hbdomain, or silent for [`Engine::suspect_after`]) and
+    /// on the statefile (out of the sfdomain).
+    pub(super) fn failed_members(&self, now: Millis) -> Failed {
         let quiet = self.suspect_after();
-        self.current
-            .without(self.cfg.me)
-            .iter()
-            .filter(|&i| {
-                !self.hbdomain.contains(i)
-                    || !self.sfdomain.contains(i)
-                    || self.obs[i].last_hb.is_none_or(|t| now.saturating_sub(t) >= quiet)
-            })
-            .collect()
+        let others = self.current.without(self.cfg.me);
+        Failed {
+            network: others
+                .iter()
+                .filter(|&i| {
+                    !self.hbdomain.contains(i) || self.obs[i].last_hb.is_none_or(|t| now.saturating_sub(t) >= quiet)
+                })
+                .collect(),
+            statefile: others.minus(self.sfdomain),
+        }
     }
 
     /// A second failure during the fault handler extends it instead of
@@ -410,15 +432,47 @@ impl Engine {
         if !armed || !holder || fh.snapshot.is_some() || (phase >= Phase::Fh2 && fh.split_seen) {
             return;
         }
-        let new = failed.minus(fh.failed);
+        // A member that failed on one channel and then on the other failed
+        // twice: a storage stall ends, then a cable is cut, and each is
+        // detected on its own clock (T2, then T1).
+        let new = failed
+            .network
+            .minus(fh.failed.network)
+            .or(failed.statefile.minus(fh.failed.statefile));
         if new.is_empty() {
             return;
         }
-        fh.failed = fh.failed.or(new);
+        fh.failed.network = fh.failed.network.or(failed.network);
+        fh.failed.statefile = fh.failed.statefile.or(failed.statefile);
         self.trouble_since = Some(now);
         self.log(format!(
             "hosts {new} failed during the fault handler: its budget starts again"
         ));
+    }
+
+    /// A holder entering phase 2 restarts the budget's clock (rule E at its
+    /// last moment): every winner that could drop it decides only after it
+    /// saw it in phase 2, so the budget counted from here still ends within
+    /// every winner's wait. A round that waits for a peer across a network
+    /// split reaches phase 2 only once that peer has noticed the split (T1
+    /// after the cut), and counting from the first notice left seconds for
+    /// the rest (ha-sim 179000381).
+    pub(super) fn restart_budget_entering_phase2(&mut self, now: Millis) {
+        let me = self.cfg.me;
+        let holder = self.sf_access && self.sfdomain.contains(me) && !self.storage_lost && !self.sr2;
+        let decided = self.fh.as_ref().is_none_or(|f| f.snapshot.is_some());
+        if !self.armed || !holder || decided {
+            return;
+        }
+        if let Some(since) = self.trouble_since {
+            if since < now {
+                self.trouble_since = Some(now);
+                self.log(format!(
+                    "entering phase 2 {} ms after the fault was noticed: its budget starts again",
+                    now - since
+                ));
+            }
+        }
     }
 
     pub(super) fn peer_phase_hb(&self, i: usize) -> Option<Phase> {

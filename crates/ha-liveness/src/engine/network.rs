@@ -185,11 +185,20 @@ impl Engine {
         }
         let keep = rules::best_clique(heard, &edge, me, &self.cfg.weights);
         if keep != heard {
-            self.log(format!(
-                "hosts {} do not all hear each other: keeping the fully connected {keep}",
-                heard
-            ));
-            self.hbdomain = self.hbdomain.minus(heard.minus(keep));
+            let cut = heard.minus(keep);
+            // A host cut here that is heard again grows back (rule V) and
+            // is cut again at once while the links stay as they are: say so
+            // once, not at every heartbeat.
+            if self.fh.as_ref().is_none_or(|f| f.not_fully_connected != cut) {
+                self.log(format!(
+                    "hosts {} do not all hear each other: keeping the fully connected {keep}",
+                    heard
+                ));
+            }
+            self.hbdomain = self.hbdomain.minus(cut);
+            if let Some(f) = &mut self.fh {
+                f.not_fully_connected = cut;
+            }
         }
     }
 }
