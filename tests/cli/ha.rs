@@ -316,3 +316,55 @@ fn a_lab_restarts_with_a_host_whose_cable_is_out() {
     );
     crate::util::assert_one_writer_at_a_time(&lab.sr_dir(), &vm);
 }
+
+/// With HA on, a commit lands in the metadata file on the heartbeat SR
+/// before the master answers: a write the file cannot take fails and
+/// changes nothing, so no acknowledged write can be lost by a failover.
+#[test]
+fn a_write_the_heartbeat_sr_cannot_take_fails_and_changes_nothing() {
+    let lab = ha_lab(3, 1);
+    let vm = lab.xe_min(&["vm-list", "name-label=vm01", "params=uuid"]);
+    let describe = |text: &str| {
+        lab.xe(&[
+            "vm-param-set",
+            &format!("uuid={vm}"),
+            &format!("name-description={text}"),
+        ])
+    };
+    let read = || lab.xe_min(&["vm-param-get", &format!("uuid={vm}"), "param-name=name-description"]);
+    assert_eq!(describe("before the cut").code, 0);
+
+    lab.fault("cut-storage", "host1");
+    // The host reads its lab switches a few times a second.
+    std::thread::sleep(Duration::from_secs(1));
+    let r = describe("during the cut");
+    assert_ne!(r.code, 0, "a write the heartbeat SR could not take was acknowledged");
+    assert!(r.stderr.contains("lost access to the HA statefile"), "{}", r.stderr);
+    let after = read();
+    assert_eq!(after, "before the cut", "a refused write changed the database");
+
+    // Back: writes land again (once HA confirms the master anew).
+    lab.fault("restore-storage", "host1");
+    let mut last = None;
+    let written = wait_for(FAILOVER, || {
+        let r = describe("after the cut");
+        let ok = r.code == 0;
+        last = Some(r);
+        ok
+    });
+    assert!(
+        written,
+        "no write after the storage came back: {last:?}\n{}",
+        lab.output()
+    );
+    let on_member = lab.xe_on(
+        2,
+        &[
+            "vm-param-get",
+            &format!("uuid={vm}"),
+            "param-name=name-description",
+            "--minimal",
+        ],
+    );
+    assert_eq!(on_member.stdout.trim(), "after the cut");
+}

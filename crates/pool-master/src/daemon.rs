@@ -407,22 +407,28 @@ impl Daemon {
         self.redo.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
 
-    /// Append a commit to the metadata file (best effort, as xapi's redo
-    /// log: a failure means a full copy at the next commit).
-    fn redo_append(&self, generation: u64, changes: &Changes) {
+    /// Append a commit to the metadata file on the heartbeat SR, before
+    /// the commit lands in this host's database (HA on, this host master):
+    /// a commit the elected master cannot find there could be lost by a
+    /// failover, so when the file cannot take it the write fails and
+    /// changes nothing (xapi's redo log is best effort here). A log that
+    /// needs a full copy gets one of the committed state first.
+    fn redo_append(&self, generation: u64, changes: &Changes) -> Result<(), ApiError> {
         let mut redo = self.redo.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(log) = redo.as_mut() else { return };
-        if self.ha.faults.storage_cut() {
-            return;
-        }
-        let result = if log.needs_full() {
-            log.write_full(generation, &self.model().snapshot(), &self.users())
-        } else {
-            log.append(generation, changes)
+        let Some(log) = redo.as_mut() else { return Ok(()) };
+        let unreachable = |why: String| {
+            tracing::warn!("commit {generation} refused: the metadata file on the heartbeat SR {why}");
+            ApiError::bare(codes::HA_LOST_STATEFILE)
         };
-        if let Err(e) = result {
-            tracing::warn!("cannot write commit {generation} to the heartbeat SR: {e}");
+        if self.ha.faults.storage_cut() {
+            return Err(unreachable("is out of reach".into()));
         }
+        if log.needs_full() {
+            log.write_full(generation.saturating_sub(1), &self.model().snapshot(), &self.users())
+                .map_err(|e| unreachable(format!("cannot take a full copy: {e}")))?;
+        }
+        log.append(generation, changes)
+            .map_err(|e| unreachable(format!("cannot take it: {e}")))
     }
 
     /// SQLite's integrity check of this host's database file.
@@ -450,15 +456,15 @@ impl Writer<'_> {
         if changes.is_empty() {
             return Ok(result);
         }
+        let daemon = self.daemon;
         self.store
-            .commit(&changes, generation)
-            .map_err(|e| ApiError::internal(format!("database commit failed: {e}")))?;
+            .commit_with(&changes, generation, || daemon.redo_append(generation, &changes))
+            .map_err(|e| ApiError::internal(format!("database commit failed: {e}")))??;
         {
             let mut model = self.daemon.model.write().unwrap_or_else(|p| p.into_inner());
             model.apply(changes.clone());
             model.generation = generation;
         }
-        self.daemon.redo_append(generation, &changes);
         self.daemon.publish(generation, changes);
         Ok(result)
     }

@@ -114,14 +114,30 @@ impl Store {
 
     /// Make `changes` durable as generation `generation`, all or nothing.
     pub fn commit(&mut self, changes: &Changes, generation: u64) -> Result<(), StoreError> {
+        self.commit_with(changes, generation, || Ok::<(), StoreError>(()))?
+    }
+
+    /// Like [`Store::commit`], calling `before` once the rows are written
+    /// and before SQLite commits them: when `before` fails, the transaction
+    /// rolls back and nothing changes (its error is the inner one).
+    pub fn commit_with<E>(
+        &mut self,
+        changes: &Changes,
+        generation: u64,
+        before: impl FnOnce() -> Result<(), E>,
+    ) -> Result<Result<(), E>, StoreError> {
         let tx = self.conn.transaction()?;
         write_changes(&tx, changes)?;
         tx.execute(
             "UPDATE meta SET value = ?1 WHERE key = 'generation'",
             [generation.to_string()],
         )?;
+        if let Err(e) = before() {
+            tx.rollback()?;
+            return Ok(Err(e));
+        }
         tx.commit()?;
-        Ok(())
+        Ok(Ok(()))
     }
 
     /// Replace every replicated row with `snapshot` (a member taking the
