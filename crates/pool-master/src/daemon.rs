@@ -413,22 +413,36 @@ impl Daemon {
     /// failover, so when the file cannot take it the write fails and
     /// changes nothing (xapi's redo log is best effort here). A log that
     /// needs a full copy gets one of the committed state first.
+    ///
+    /// Under survival rule 2 (no live host reaches the statefile) commits
+    /// are taken without the file: no host can take the master lock
+    /// without the statefile, so no failover can happen before it is back,
+    /// and the file gets a full copy at the first commit after that. Those
+    /// commits are as safe as the members' replicas.
     fn redo_append(&self, generation: u64, changes: &Changes) -> Result<(), ApiError> {
         let mut redo = self.redo.lock().unwrap_or_else(|p| p.into_inner());
         let Some(log) = redo.as_mut() else { return Ok(()) };
-        let unreachable = |why: String| {
-            tracing::warn!("commit {generation} refused: the metadata file on the heartbeat SR {why}");
-            ApiError::bare(codes::HA_LOST_STATEFILE)
+        let written = if self.ha.faults.storage_cut() {
+            Err("is out of reach".to_string())
+        } else {
+            let full = match log.needs_full() {
+                true => log.write_full(generation.saturating_sub(1), &self.model().snapshot(), &self.users()),
+                false => Ok(()),
+            };
+            full.map_err(|e| format!("cannot take a full copy: {e}"))
+                .and_then(|()| {
+                    log.append(generation, changes)
+                        .map_err(|e| format!("cannot take it: {e}"))
+                })
         };
-        if self.ha.faults.storage_cut() {
-            return Err(unreachable("is out of reach".into()));
+        let Err(why) = written else { return Ok(()) };
+        if self.ha.view().rule2 {
+            log.needs_full_copy();
+            tracing::debug!("commit {generation} taken without the metadata file (survival rule 2): it {why}");
+            return Ok(());
         }
-        if log.needs_full() {
-            log.write_full(generation.saturating_sub(1), &self.model().snapshot(), &self.users())
-                .map_err(|e| unreachable(format!("cannot take a full copy: {e}")))?;
-        }
-        log.append(generation, changes)
-            .map_err(|e| unreachable(format!("cannot take it: {e}")))
+        tracing::warn!("commit {generation} refused: the metadata file on the heartbeat SR {why}");
+        Err(ApiError::bare(codes::HA_LOST_STATEFILE))
     }
 
     /// SQLite's integrity check of this host's database file.

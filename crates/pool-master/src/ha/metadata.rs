@@ -63,6 +63,11 @@ impl RedoLog {
     }
 
     /// Does the next commit need a full copy first?
+    /// The file missed a commit: the next one writes a full copy.
+    pub fn needs_full_copy(&mut self) {
+        self.file = None;
+    }
+
     pub fn needs_full(&self) -> bool {
         self.file.is_none() || self.size > COMPACT_AT
     }
