@@ -1,0 +1,186 @@
+//! Delta leases (`docs/LEASES.md`, "Host leases"): a host holds its lease
+//! by rewriting a counter on the SR; every other host judges it by its own
+//! monotonic clock, never by the holder's.
+
+use crate::Millis;
+
+/// Parts per million: the clock-rate error bound ρ.
+const PPM: u64 = 1_000_000;
+
+/// The lease timing of a pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// How long an observer must see a counter unchanged (its clock).
+    pub l: Millis,
+    /// How long a holder's guests may run after the issue of its last
+    /// valid renewal (its clock).
+    pub d: Millis,
+    /// A renewal or read that takes longer has failed, even if it lands.
+    pub io: Millis,
+    /// How often a holder renews.
+    pub renew_every: Millis,
+    /// The clock-rate error bound ρ, in parts per million.
+    pub rho_ppm: u64,
+}
+
+impl Timing {
+    /// The timing for an HA timeout of `t`: L = T, D = T/2, io = T/4,
+    /// renewals every T/10, ρ = 1 %.
+    pub fn for_timeout(t: Millis) -> Timing {
+        Timing {
+            l: t,
+            d: t / 2,
+            io: t / 4,
+            renew_every: (t / 10).max(1),
+            rho_ppm: 10_000,
+        }
+    }
+
+    /// The bound the safety argument needs: `D(1+ρ) + io < L(1−ρ)` in real
+    /// time (each side scaled by a million to stay in integers).
+    pub fn is_safe(&self) -> bool {
+        let Some(rho) = PPM.checked_sub(self.rho_ppm) else {
+            return false;
+        };
+        let guests = u128::from(self.d) * u128::from(PPM + self.rho_ppm) + u128::from(self.io) * u128::from(PPM);
+        let observer = u128::from(self.l) * u128::from(rho);
+        self.renew_every < self.d && guests < observer
+    }
+}
+
+/// A host's view of its own lease.
+#[derive(Debug, Clone)]
+pub struct Holder {
+    timing: Timing,
+    last_valid_issue: Option<Millis>,
+}
+
+impl Holder {
+    pub fn new(timing: Timing) -> Holder {
+        Holder {
+            timing,
+            last_valid_issue: None,
+        }
+    }
+
+    /// A renewal issued at `issue` completed at `done`. It is valid only if
+    /// it completed within `io`: one that took longer may have landed after
+    /// an observer's window closed. Returns whether it counted.
+    pub fn renewed(&mut self, issue: Millis, done: Millis) -> bool {
+        let valid = done >= issue && done - issue <= self.timing.io;
+        if valid && self.last_valid_issue.is_none_or(|t| issue > t) {
+            self.last_valid_issue = Some(issue);
+        }
+        valid
+    }
+
+    /// Until when (this host's clock) its guests may run, if ever.
+    pub fn deadline(&self) -> Option<Millis> {
+        self.last_valid_issue.map(|t| t.saturating_add(self.timing.d))
+    }
+
+    /// The lease is held at `now`.
+    pub fn holds(&self, now: Millis) -> bool {
+        self.deadline().is_some_and(|d| now < d)
+    }
+}
+
+/// One observer's judgement of one peer's lease.
+#[derive(Debug, Clone)]
+pub struct Observer {
+    timing: Timing,
+    /// The counter last read, and the completion of the first read that
+    /// showed it: the holder wrote it no later than that.
+    current: Option<(u64, Millis)>,
+    expired: bool,
+}
+
+impl Observer {
+    pub fn new(timing: Timing) -> Observer {
+        Observer {
+            timing,
+            current: None,
+            expired: false,
+        }
+    }
+
+    /// A read issued at `issue` and completed at `done` showed `counter`.
+    /// Expiry needs a read *issued* at least L after the counter was first
+    /// seen: a read completing late may have sampled the file early.
+    pub fn read(&mut self, issue: Millis, done: Millis, counter: u64) {
+        match self.current {
+            Some((c, first_seen)) if c == counter => {
+                if issue >= first_seen.saturating_add(self.timing.l) {
+                    self.expired = true;
+                }
+            }
+            _ => {
+                self.current = Some((counter, done));
+                self.expired = false;
+            }
+        }
+    }
+
+    /// The counter this observer last read, if any.
+    pub fn counter(&self) -> Option<u64> {
+        self.current.map(|(c, _)| c)
+    }
+
+    /// The peer's lease has expired in this observer's eyes.
+    pub fn expired(&self) -> bool {
+        self.expired
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_timing_is_safe_and_a_wrong_one_is_not() {
+        for t in [3_000, 10_000, 60_000, 86_400_000] {
+            assert!(Timing::for_timeout(t).is_safe(), "T = {t}");
+        }
+        // An observer waiting no longer than the holder's own deadline.
+        let t = Timing::for_timeout(10_000);
+        assert!(!Timing { l: t.d, ..t }.is_safe());
+        // Or a clock-rate error the margin does not cover.
+        assert!(!Timing { rho_ppm: 200_000, ..t }.is_safe());
+    }
+
+    #[test]
+    fn a_holder_counts_only_renewals_that_completed_in_time() {
+        let t = Timing::for_timeout(10_000);
+        let mut h = Holder::new(t);
+        assert!(!h.holds(0));
+        assert!(h.renewed(1_000, 1_100));
+        assert_eq!(h.deadline(), Some(6_000));
+        // Landed, but too late to count.
+        assert!(!h.renewed(2_000, 2_000 + t.io + 1));
+        assert_eq!(h.deadline(), Some(6_000));
+        assert!(h.holds(5_999) && !h.holds(6_000));
+        // An older renewal completing now does not move the deadline back.
+        assert!(h.renewed(3_000, 3_100));
+        assert!(h.renewed(2_500, 3_200));
+        assert_eq!(h.deadline(), Some(8_000));
+    }
+
+    #[test]
+    fn an_observer_waits_l_from_the_first_read_by_the_issue_of_the_last() {
+        let t = Timing::for_timeout(10_000);
+        let mut o = Observer::new(t);
+        o.read(0, 100, 7);
+        // Issued before first_seen + L: not enough, however late it ends.
+        o.read(10_000, 20_000, 7);
+        assert!(!o.expired());
+        o.read(10_100, 10_200, 7);
+        assert!(o.expired());
+        // The counter moves: alive again, the clock restarts.
+        o.read(10_300, 10_400, 8);
+        assert!(!o.expired());
+        o.read(20_300, 20_350, 8);
+        assert!(!o.expired());
+        o.read(20_400, 20_450, 8);
+        assert!(o.expired());
+    }
+}
