@@ -289,16 +289,8 @@ fn seeds_that_fenced_healthy_hosts_stay_fixed() {
             "5 hosts: host 4's storage came back as host 0 lost its own; the others took host 4 out of their sfdomain again because storage-less host 0 decided without it, waited for host 4 to agree, and three healthy hosts fenced (rule V: a non-holder's snapshot does not stop the sfdomain growing back)",
         ),
         (
-            179000015,
-            "5 hosts: a member's storage came back during a round; two hosts took it back into their sfdomain, two past phase 2 could not, and all five fenced waiting for each other (rule V: holders meet their sfdomains)",
-        ),
-        (
-            179000070,
-            "5 hosts: the statefile lost everywhere while a host dropped earlier was powered on again; rule 2 asked it to be excluded and the whole pool fenced (rule 2 counts members only)",
-        ),
-        (
-            178000045,
-            "3 hosts: a storage stall on host 1 ended and a one-way cut to it began in the same round; the second failure, on the network, did not extend the budget and the healthy hosts fenced (rule E: once per member and channel; the clock restarts entering phase 2)",
+            179000114,
+            "5 hosts: two joiners joined as a round began and failed at once; a one-way cut then reached a member the round had already counted as failed, and the healthy hosts' budget ran out waiting for the cut side (rule E: once per member and channel; a holder's clock restarts as it enters phase 2)",
         ),
         (
             179000011,

@@ -228,6 +228,14 @@ fn seeds_that_found_a_bug_stay_fixed() {
             160558320,
             "5 hosts: host 2 judged host 1 storage-lost in its snapshot and won outright without it; host 1, cut off and its storage back, found host 2's slot agreeing with it once host 2 stopped hearing it, and won the tie as a holder (rule V for published views: nothing the snapshot left out comes back until the round ends)",
         ),
+        (
+            190016080,
+            "4 hosts: with holders meeting their sfdomains, host 2, alone across a split, took host 0 out because a peer's slot did not show it, won a tie its peers never saw, and was dropped while armed (the meet was withdrawn)",
+        ),
+        (
+            190028636,
+            "2 hosts: with rule 2 counting liveset members only, a lone member with slow statefile I/O survived beside the host it had dropped, acked its join, and both served as master (rule 2 asks all hosts again, as xhad)",
+        ),
         (70100535, "found in the same fresh sweep"),
         (70105962, "found in the same fresh sweep"),
         (

@@ -119,10 +119,6 @@ pub(super) struct Fh {
     /// The members `keep_fully_connected` last left out of the hbdomain
     /// (for its log: they grow back when heard, and are cut again).
     pub(super) not_fully_connected: HostSet,
-    /// Hosts this round took out of the sfdomain because a holder it
-    /// compares with does not see them (`meet_sfdomains`): they do not
-    /// grow back in this round.
-    pub(super) met_out: HostSet,
     /// The tie-break values this host publishes during the round: those it
     /// had when the round began.
     pub(super) tie: TieBreak,
@@ -272,7 +268,6 @@ impl Engine {
                 regrown_hb: HostSet::EMPTY,
                 regrown_sf: HostSet::EMPTY,
                 not_fully_connected: HostSet::EMPTY,
-                met_out: HostSet::EMPTY,
                 tie: self.tie,
                 after_snapshot: None,
                 abandon: false,
@@ -322,7 +317,6 @@ impl Engine {
                 Step::Stable => self.stable(now, fh.started),
                 Step::Consistent => {
                     self.undo_regrowth();
-                    self.meet_sfdomains();
                     // Decide on the views as they were when they first
                     // agreed, even if we then wait to publish our phase.
                     let snap = match fh.snapshot {

@@ -191,10 +191,7 @@ impl Engine {
             if fresh {
                 if !self.sfdomain.contains(i) && !self.join_block {
                     self.sfdomain.insert(i);
-                } else if !self.sfdomain.contains(i)
-                    && self.may_regrow(i, Domain::Statefile)
-                    && !self.fh.as_ref().is_some_and(|f| f.met_out.contains(i))
-                {
+                } else if !self.sfdomain.contains(i) && self.may_regrow(i, Domain::Statefile) {
                     self.sfdomain.insert(i);
                     if let Some(f) = &mut self.fh {
                         f.regrown_sf.insert(i);
@@ -285,57 +282,6 @@ impl Engine {
             .iter()
             .filter(|&i| self.peer_phase_hb(i).is_some_and(|ph| ph >= Phase::Fh2Done))
             .collect()
-    }
-
-    /// Waiting for consistent views, a holder takes out of its sfdomain
-    /// every slot that a holder it compares with does not see fresh: all
-    /// read one statefile, so two holders' sfdomains differ only by when
-    /// they read a slot, or by a slot one of them took back (rule V) after
-    /// the other stopped taking slots back. The meet shrinks only, so the
-    /// holders converge within a heartbeat or two instead of each waiting
-    /// for the other to grow (which it may no longer do) until the budget
-    /// fences them all. A host taken out is judged as without the
-    /// statefile by every holder alike, itself included.
-    pub(super) fn meet_sfdomains(&mut self) {
-        let me = self.cfg.me;
-        if !self.sfdomain.contains(me) || self.fh.as_ref().is_none_or(|f| f.snapshot.is_some()) {
-            return;
-        }
-        let cur = self.members_held();
-        let cur_sf = cur.minus(self.nonholder_peers());
-        let mut out = HostSet::EMPTY;
-        for i in self.current.and(cur_sf).without(me).iter() {
-            let theirs = if self.hbdomain.contains(i) {
-                match &self.obs[i].peer {
-                    Some(p) if p.hb.view.sfdomain.contains(i) && p.hb.view.phase >= Phase::Fh2 => p.hb.view.sfdomain,
-                    _ => continue,
-                }
-            } else if self.sfdomain.contains(i) {
-                match self.obs[i].slot {
-                    Some(s)
-                        if s.view.sfdomain.contains(i)
-                            && s.view.phase >= Phase::Fh2
-                            && !s.view.hbdomain.contains(me) =>
-                    {
-                        s.view.sfdomain
-                    }
-                    _ => continue,
-                }
-            } else {
-                continue;
-            };
-            out = out.or(cur_sf.and(self.sfdomain).minus(theirs));
-        }
-        if out.is_empty() {
-            return;
-        }
-        self.log(format!(
-            "holders it compares with do not see hosts {out} on the statefile: out of the sfdomain for this round"
-        ));
-        self.sfdomain = self.sfdomain.minus(out);
-        if let Some(f) = &mut self.fh {
-            f.met_out = f.met_out.or(out);
-        }
     }
 
     /// A host that grew a view back just before a peer took its snapshot
