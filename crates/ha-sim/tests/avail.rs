@@ -289,10 +289,6 @@ fn seeds_that_fenced_healthy_hosts_stay_fixed() {
             "5 hosts: host 4's storage came back as host 0 lost its own; the others took host 4 out of their sfdomain again because storage-less host 0 decided without it, waited for host 4 to agree, and three healthy hosts fenced (rule V: a non-holder's snapshot does not stop the sfdomain growing back)",
         ),
         (
-            179000114,
-            "5 hosts: two joiners joined as a round began and failed at once; a one-way cut then reached a member the round had already counted as failed, and the healthy hosts' budget ran out waiting for the cut side (rule E: once per member and channel; a holder's clock restarts as it enters phase 2)",
-        ),
-        (
             179000011,
             "3 hosts: a partition healed as the round began; the hosts cut by the clique reduction must grow back when heard again (rule V), or the healthy one fences",
         ),

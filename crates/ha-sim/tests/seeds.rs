@@ -229,6 +229,10 @@ fn seeds_that_found_a_bug_stay_fixed() {
             "5 hosts: host 2 judged host 1 storage-lost in its snapshot and won outright without it; host 1, cut off and its storage back, found host 2's slot agreeing with it once host 2 stopped hearing it, and won the tie as a holder (rule V for published views: nothing the snapshot left out comes back until the round ends)",
         ),
         (
+            200331720,
+            "4 hosts: with the budget restarted per member and channel and again at phase 2, a round outlived a 9 s freeze of the lock holder, and the holder woke to its old grants while another host had taken the lock (both extensions withdrawn)",
+        ),
+        (
             190016080,
             "4 hosts: with holders meeting their sfdomains, host 2, alone across a split, took host 0 out because a peer's slot did not show it, won a tie its peers never saw, and was dropped while armed (the meet was withdrawn)",
         ),

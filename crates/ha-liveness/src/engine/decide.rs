@@ -331,17 +331,13 @@ impl Engine {
                 .and(self.current)
                 .iter()
                 .collect();
-            // A judge that has not decided yet (frozen, or slow to agree)
-            // is waited for until the budget ends (rule B still fences this
-            // host then); one that decided without this host fences it now.
-            let decided = |j: usize| self.obs[j].peer.as_ref().filter(|p| p.hb.view.phase >= Phase::Fh3Done);
-            let dropped = judges
-                .iter()
-                .any(|&j| decided(j).is_some_and(|p| !p.hb.view.proposed.contains(me)));
-            if !judges.is_empty() && !dropped && judges.iter().any(|&j| decided(j).is_none()) {
-                return false;
-            }
-            let kept = !judges.is_empty() && !dropped;
+            let kept = !judges.is_empty()
+                && judges.iter().all(|&j| {
+                    self.obs[j]
+                        .peer
+                        .as_ref()
+                        .is_some_and(|p| p.hb.view.phase >= Phase::Fh3Done && p.hb.view.proposed.contains(me))
+                });
             if !kept {
                 self.fence(
                     FenceCode::SurvivalRuleFailed,

@@ -102,10 +102,10 @@ pub(super) struct Fh {
     /// it stopped hearing this host, so it may notice up to T1 later than
     /// this host did (rule W).
     pub(super) unheard_nonholder: bool,
-    /// Members this round has seen fail, by domain (see
-    /// [`Engine::failed_members`]): a member failing anew before phase 2
-    /// restarts the round's clock, once per member and domain.
-    pub(super) failed: Failed,
+    /// Members this round has seen fail (out of a domain, or silent on the
+    /// network for [`Engine::suspect_after`]): a member failing anew before
+    /// phase 2 restarts the round's clock, once per member.
+    pub(super) failed: HostSet,
     /// This round has seen a liveset member on the statefile only (across
     /// a network split): from then on a second failure past phase 2 does
     /// not extend the budget.
@@ -127,13 +127,6 @@ pub(super) struct Fh {
     /// A member the survival test kept failed since: end the round
     /// without its decision.
     pub(super) abandon: bool,
-}
-
-/// Members seen failing, by the channel they failed on.
-#[derive(Debug, Clone, Copy, Default)]
-pub(super) struct Failed {
-    pub(super) network: HostSet,
-    pub(super) statefile: HostSet,
 }
 
 #[derive(Debug, Clone)]
@@ -307,9 +300,6 @@ impl Engine {
             };
             let done = match step {
                 Step::Rendezvous { set, next, on_sf } => {
-                    if set == Phase::Fh2 && self.phase < Phase::Fh2 {
-                        self.restart_budget_entering_phase2(now);
-                    }
                     self.set_phase(set);
                     self.sf_accelerate = on_sf;
                     self.rendezvous(now, set, next, on_sf)
@@ -374,21 +364,19 @@ impl Engine {
         2 * self.cfg.timeouts.hb_interval + 1000
     }
 
-    /// Liveset members, other than this host, that failed on the network
-    /// (out of the hbdomain, or silent for [`Engine::suspect_after`]) and
-    /// on the statefile (out of the sfdomain).
-    pub(super) fn failed_members(&self, now: Millis) -> Failed {
+    /// Liveset members, other than this host, out of a domain or silent
+    /// on the network for [`Engine::suspect_after`].
+    pub(super) fn failed_members(&self, now: Millis) -> HostSet {
         let quiet = self.suspect_after();
-        let others = self.current.without(self.cfg.me);
-        Failed {
-            network: others
-                .iter()
-                .filter(|&i| {
-                    !self.hbdomain.contains(i) || self.obs[i].last_hb.is_none_or(|t| now.saturating_sub(t) >= quiet)
-                })
-                .collect(),
-            statefile: others.minus(self.sfdomain),
-        }
+        self.current
+            .without(self.cfg.me)
+            .iter()
+            .filter(|&i| {
+                !self.hbdomain.contains(i)
+                    || !self.sfdomain.contains(i)
+                    || self.obs[i].last_hb.is_none_or(|t| now.saturating_sub(t) >= quiet)
+            })
+            .collect()
     }
 
     /// A second failure during the fault handler extends it instead of
@@ -426,47 +414,15 @@ impl Engine {
         if !armed || !holder || fh.snapshot.is_some() || (phase >= Phase::Fh2 && fh.split_seen) {
             return;
         }
-        // A member that failed on one channel and then on the other failed
-        // twice: a storage stall ends, then a cable is cut, and each is
-        // detected on its own clock (T2, then T1).
-        let new = failed
-            .network
-            .minus(fh.failed.network)
-            .or(failed.statefile.minus(fh.failed.statefile));
+        let new = failed.minus(fh.failed);
         if new.is_empty() {
             return;
         }
-        fh.failed.network = fh.failed.network.or(failed.network);
-        fh.failed.statefile = fh.failed.statefile.or(failed.statefile);
+        fh.failed = fh.failed.or(new);
         self.trouble_since = Some(now);
         self.log(format!(
             "hosts {new} failed during the fault handler: its budget starts again"
         ));
-    }
-
-    /// A holder entering phase 2 restarts the budget's clock (rule E at its
-    /// last moment): every winner that could drop it decides only after it
-    /// saw it in phase 2, so the budget counted from here still ends within
-    /// every winner's wait. A round that waits for a peer across a network
-    /// split reaches phase 2 only once that peer has noticed the split (T1
-    /// after the cut), and counting from the first notice left seconds for
-    /// the rest (ha-sim 179000381).
-    pub(super) fn restart_budget_entering_phase2(&mut self, now: Millis) {
-        let me = self.cfg.me;
-        let holder = self.sf_access && self.sfdomain.contains(me) && !self.storage_lost && !self.sr2;
-        let decided = self.fh.as_ref().is_none_or(|f| f.snapshot.is_some());
-        if !self.armed || !holder || decided {
-            return;
-        }
-        if let Some(since) = self.trouble_since {
-            if since < now {
-                self.trouble_since = Some(now);
-                self.log(format!(
-                    "entering phase 2 {} ms after the fault was noticed: its budget starts again",
-                    now - since
-                ));
-            }
-        }
     }
 
     pub(super) fn peer_phase_hb(&self, i: usize) -> Option<Phase> {
