@@ -718,10 +718,7 @@ async fn api_status(address: &str, port: u16) -> String {
     }
 }
 
-/// Replace `path` with `text` atomically (write a sibling, then rename).
+/// Replace `path` with `text` whole (`pool_master::files::replace`).
 fn write_replacing(path: &Path, text: &str) -> Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    std::fs::write(&tmp, text).with_context(|| format!("writing {}", Path::new(&tmp).display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+    pool_master::files::replace(path, text.as_bytes()).with_context(|| format!("writing {}", path.display()))
 }

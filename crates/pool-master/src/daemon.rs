@@ -425,9 +425,10 @@ impl Daemon {
         let written = if self.ha.faults.storage_cut() {
             Err("is out of reach".to_string())
         } else {
-            let full = match log.needs_full() {
-                true => log.write_full(generation.saturating_sub(1), &self.model().snapshot(), &self.users()),
-                false => Ok(()),
+            let full = if log.needs_full() {
+                log.write_full(generation.saturating_sub(1), &self.model().snapshot(), &self.users())
+            } else {
+                Ok(())
             };
             full.map_err(|e| format!("cannot take a full copy: {e}"))
                 .and_then(|()| {

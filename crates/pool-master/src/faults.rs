@@ -96,9 +96,7 @@ pub fn set(data_dir: &Path, fault: Fault, on: bool) -> std::io::Result<()> {
     if on {
         words.push(fault.word());
     }
-    let tmp = data_dir.join(format!("{FILE}.tmp"));
-    std::fs::write(&tmp, words.join("\n") + "\n")?;
-    std::fs::rename(tmp, path)
+    crate::files::replace(&path, (words.join("\n") + "\n").as_bytes())
 }
 
 /// Turn every switch off (a host that powers on has its cables back in).

@@ -23,6 +23,7 @@ pub mod auth;
 pub mod daemon;
 pub mod driver;
 pub mod faults;
+pub mod files;
 pub mod guard;
 pub mod guests;
 pub mod ha;

@@ -140,15 +140,8 @@ pub(super) fn read_counter(path: &Path) -> Result<i64, DriverError> {
 }
 
 pub(super) fn write_counter(path: &Path, value: i64) -> Result<(), DriverError> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(format!("{value}\n").as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
-    write().map_err(|e| unavailable(format!("cannot save the domain id counter {}: {e}", path.display())))
+    crate::files::replace(path, format!("{value}\n").as_bytes())
+        .map_err(|e| unavailable(format!("cannot save the domain id counter {}: {e}", path.display())))
 }
 
 /// The disk file exists, or is created (sparse, [`NEW_DISK_SIZE`]) when

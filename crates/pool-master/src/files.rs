@@ -1,0 +1,38 @@
+//! Small files replaced whole: written to a sibling, synced, and renamed
+//! into place, so a reader (another process, or this one after a crash)
+//! sees the old content or the new, never a truncated file.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Replace `path` with `contents` atomically.
+pub fn replace(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let tmp = sibling(path);
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(contents)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// `NAME.tmp` beside `path`.
+fn sibling(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".tmp");
+    PathBuf::from(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_is_replaced_whole_and_no_sibling_is_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("env");
+        replace(&path, b"first\n").unwrap();
+        replace(&path, b"second\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "second\n");
+        assert!(!sibling(&path).exists());
+        assert_eq!(sibling(&path).file_name().unwrap(), "env.tmp");
+    }
+}
