@@ -280,7 +280,13 @@ pub fn encode_slot(s: &Slot) -> [u8; BLOCK] {
     w.put(b"tsoh");
     w.u8(SF_VERSION);
     w.u8(s.index as u8);
-    w.u8(flags(&[s.excluded, s.starting, s.lock_request, s.tie.network]));
+    w.u8(flags(&[
+        s.excluded,
+        s.starting,
+        s.lock_request,
+        s.tie.network,
+        s.arming,
+    ]));
     w.u64(s.sequence);
     w.view(&s.view);
     w.u64(s.lock_grant.0);
@@ -323,6 +329,7 @@ pub fn decode_slot(block: &[u8]) -> SlotRead {
             member_boots,
             excluded: bit(f, 0),
             starting: bit(f, 1),
+            arming: bit(f, 4),
             view,
             lock_request: bit(f, 2),
             lock_grant,
@@ -448,6 +455,7 @@ mod tests {
             member_boots,
             excluded: true,
             starting: false,
+            arming: true,
             view: hb().view,
             lock_request: true,
             lock_grant: HostSet(5),

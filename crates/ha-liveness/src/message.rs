@@ -175,6 +175,10 @@ pub struct Slot {
     pub excluded: bool,
     /// The host is starting and not yet in the liveset.
     pub starting: bool,
+    /// The starting host has every ack it needs and will arm once this
+    /// slot has landed and a read after it shows none of its ackers in a
+    /// fault handler (rule I in docs/HA.md).
+    pub arming: bool,
     pub view: View,
     /// The host asks for the master lock.
     pub lock_request: bool,

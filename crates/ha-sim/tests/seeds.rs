@@ -240,6 +240,10 @@ fn seeds_that_found_a_bug_stay_fixed() {
             190028636,
             "2 hosts: with rule 2 counting liveset members only, a lone member with slow statefile I/O survived beside the host it had dropped, acked its join, and both served as master (rule 2 asks all hosts again, as xhad)",
         ),
+        (
+            170162212,
+            "3 hosts: host 0 formed, was cut off and decided on hosts 1 and 2's starting slots; 2 s later they formed on its last heartbeat, sent before its fault handler began, and armed (rule I: a host arms only once its arming slot landed and no acker shows a fault handler on a read after it)",
+        ),
         (70100535, "found in the same fresh sweep"),
         (70105962, "found in the same fresh sweep"),
         (

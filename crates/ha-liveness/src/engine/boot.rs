@@ -81,7 +81,7 @@ impl Engine {
                             .as_ref()
                             .is_some_and(|p| p.hb.view.proposed == self.proposed && !p.hb.view.phase.in_fault_handler())
                 });
-                if booted {
+                if self.arm_gate(now, booted, self.proposed) {
                     let liveset = self.proposed;
                     self.form_liveset(now, liveset);
                     if self.global.map(|g| g.pool_state) == Some(PoolState::Init) {
@@ -130,7 +130,7 @@ impl Engine {
                     .filter(|&i| i != me)
                     .all(|i| self.fresh_ack(now, i) && !in_fh(i))
                     && self.current.iter().any(|i| i != me && member(i));
-                if joined {
+                if self.arm_gate(now, joined, self.current) {
                     self.current.insert(me);
                     self.note_members(self.current);
                     self.log(format!("joined the liveset {}", self.current));
@@ -141,6 +141,63 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// Rule I (intent): a starting host arms only on acks that no acker
+    /// can still take back without seeing it. `ready` says whether the
+    /// acks it needs hold now; `ackers` are the hosts they come from. The
+    /// host first publishes `arming` in its slot, and arms once that slot
+    /// has landed and a read from then on shows every acker whose slot is
+    /// fresh outside a fault handler. An acker deciding in a fault handler
+    /// treats this host as a joiner it may drop only on a slot without
+    /// `arming`, read after its own fault-handler phase landed: of two
+    /// hosts that each write, then read, at least one sees the other's
+    /// write, so they cannot both go ahead (140124492's heartbeat form of
+    /// this race left a window of T/2: 170162212).
+    pub(super) fn arm_gate(&mut self, now: Millis, ready: bool, ackers: HostSet) -> bool {
+        let me = self.cfg.me;
+        let ackers = ackers.without(me);
+        let blocked = ackers.and(self.arm_blocked);
+        if !ready || !blocked.is_empty() {
+            if self.arming {
+                self.arming = false;
+                self.intent_at = None;
+                if !blocked.is_empty() {
+                    self.log(format!(
+                        "not arming: hosts {blocked} are in a fault handler on the statefile"
+                    ));
+                }
+            }
+            return false;
+        }
+        if !self.arming {
+            self.arming = true;
+            self.arming_seq = self.sf_sequence;
+            self.intent_at = None;
+            self.next_sf = self.next_sf.min(now);
+            return false;
+        }
+        let Some(at) = self.intent_at else { return false };
+        let mut waiting = false;
+        for i in ackers.iter().filter(|&i| self.sfdomain.contains(i)) {
+            let read_since = self.obs[i].slot_read_at.is_some_and(|t| t >= at);
+            let in_fh = self.obs[i].slot.is_some_and(|s| s.view.phase.in_fault_handler());
+            if read_since && in_fh {
+                self.arm_blocked.insert(i);
+            } else if !read_since {
+                waiting = true;
+            }
+        }
+        let blocked = ackers.and(self.arm_blocked);
+        if !blocked.is_empty() {
+            self.arming = false;
+            self.intent_at = None;
+            self.log(format!(
+                "not arming: hosts {blocked} are in a fault handler on the statefile"
+            ));
+            return false;
+        }
+        !waiting
     }
 
     /// Host `i` proposes this host in its latest heartbeat, and that
@@ -212,12 +269,15 @@ impl Engine {
                         // And it must list this boot of this host: a slot
                         // written late (slow I/O) can list an earlier one.
                         let me = self.cfg.me;
-                        if s.view.current.contains(me)
+                        let listed = s.view.current.contains(me)
                             && s.view.proposed.contains(me)
                             && !s.view.phase.in_fault_handler()
-                            && s.member_boots.get(me) == Some(&self.cfg.boot)
-                        {
+                            && s.member_boots.get(me) == Some(&self.cfg.boot);
+                        if self.arm_gate(now, listed, HostSet::single(first)) {
                             self.form_liveset(now, s.view.current);
+                            return;
+                        }
+                        if listed {
                             return;
                         }
                     }
@@ -299,6 +359,8 @@ impl Engine {
 
     pub(super) fn online(&mut self, now: Millis) {
         self.starting = false;
+        self.arming = false;
+        self.intent_at = None;
         self.excluded = false;
         self.join = false;
         self.status = Status::Online;

@@ -26,10 +26,38 @@ impl Engine {
         // by all (`Engine::nonholder_peers`).
         let cur = self.members_held();
         let cur_sf = cur.minus(self.nonholder_peers());
-        self.current
+        let mut waiting: HostSet = self
+            .current
             .iter()
             .filter(|&i| i != me && !self.consistent_with(i, cur, cur_sf))
-            .collect()
+            .collect();
+        // Rule I: a starting host about to arm may be arming on our acks
+        // from before this round; wait until it arms (then it is judged as
+        // the member or claimant it is) or gives up. And a starting host
+        // counts as a joiner only on a slot read after our round showed
+        // on the statefile.
+        for i in self.sfdomain.without(me).iter() {
+            let Some(slot) = self.obs[i].slot else { continue };
+            if slot.starting && (slot.arming || !self.fh_phase_landed()) {
+                waiting.insert(i);
+            }
+        }
+        waiting
+    }
+
+    /// This round's fault-handler phase has landed on the statefile: a
+    /// read-back slot of ours written during the round shows it, so every
+    /// slot read since was read after it (rule I). A host that does not
+    /// hold its own slot fresh decides nothing from the statefile: it
+    /// keeps only what the holders it hears keep, and they judge joiners.
+    pub(super) fn fh_phase_landed(&self) -> bool {
+        let me = self.cfg.me;
+        let holder = self.sf_access && self.sfdomain.contains(me);
+        let Some(fh) = &self.fh else { return true };
+        !holder
+            || self.obs[me].slot.is_some_and(|s| {
+                s.boot == self.cfg.boot && s.sequence > fh.sf_seq_at_start && s.view.phase.in_fault_handler()
+            })
     }
 
     /// Peer `i`'s views agree with ours, as [`Engine::consistent`] asks:

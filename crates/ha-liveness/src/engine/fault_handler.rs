@@ -122,6 +122,10 @@ pub(super) struct Fh {
     /// The tie-break values this host publishes during the round: those it
     /// had when the round began.
     pub(super) tie: TieBreak,
+    /// `sf_sequence` when the round began: a read-back slot of ours with a
+    /// higher sequence and a fault-handler phase shows the round on the
+    /// statefile (rule I).
+    pub(super) sf_seq_at_start: u64,
     /// When a fault was first noticed after the views were frozen.
     pub(super) after_snapshot: Option<Millis>,
     /// A member the survival test kept failed since: end the round
@@ -262,6 +266,7 @@ impl Engine {
                 regrown_sf: HostSet::EMPTY,
                 not_fully_connected: HostSet::EMPTY,
                 tie: self.tie,
+                sf_seq_at_start: self.sf_sequence,
                 after_snapshot: None,
                 abandon: false,
             });

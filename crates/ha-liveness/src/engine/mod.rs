@@ -256,6 +256,8 @@ struct Observed {
     last_sf: Option<Millis>,
     /// Its slot as last read.
     slot: Option<Slot>,
+    /// When the read that gave `slot` completed.
+    slot_read_at: Option<Millis>,
     /// Its last slot written by the boot of it in the liveset (any boot
     /// while `member_boot` is 0). A slot of a newer boot does not refresh
     /// the member's freshness, so it does not erase what the member's boot
@@ -328,6 +330,19 @@ pub struct Engine {
     sfdomain: HostSet,
     excluded: bool,
     starting: bool,
+    /// Starting, with every ack needed to arm: published in the slot, and
+    /// the host arms only once that slot has landed (rule I).
+    arming: bool,
+    /// `sf_sequence` when `arming` was set: a read-back slot of ours with a
+    /// higher sequence carries it.
+    arming_seq: u64,
+    /// When a read first showed our `arming` slot landed: ackers' slots
+    /// read from then on show whether they began a fault handler.
+    intent_at: Option<Millis>,
+    /// Ackers seen in a fault handler on the statefile after our intent
+    /// landed: no arming on their acks until their slot shows the round
+    /// over (else this host's slot would keep saying `arming` to them).
+    arm_blocked: HostSet,
 
     // Membership.
     current: HostSet,
@@ -408,6 +423,10 @@ impl Engine {
             sfdomain: HostSet::EMPTY,
             excluded: false,
             starting: true,
+            arming: false,
+            arming_seq: 0,
+            intent_at: None,
+            arm_blocked: HostSet::EMPTY,
             current: HostSet::EMPTY,
             proposed: HostSet::EMPTY,
             last_hbdomain: HostSet::EMPTY,

@@ -26,6 +26,7 @@ impl Engine {
             member_boots,
             excluded: self.excluded,
             starting: self.starting,
+            arming: self.starting && self.arming,
             view: self.view(),
             lock_request: self.lock_request,
             lock_grant: self.lock_grant,
@@ -112,12 +113,14 @@ impl Engine {
                     }
                 }
                 self.obs[i].slot = Some(*slot);
+                self.obs[i].slot_read_at = Some(now);
                 if self.obs[i].member_boot == 0 || slot.boot == self.obs[i].member_boot {
                     self.obs[i].member_slot = Some(*slot);
                 }
             }
         }
         self.feed(now, Watchdog::Statefile);
+        self.note_intent(now, &read);
         self.drop_excluded();
         if let Some(g) = self.global {
             if g.pool_state == PoolState::Invalid && self.pending_global.is_none() {
@@ -132,6 +135,30 @@ impl Engine {
         }
         self.update_sfdomain(now);
         self.lock_step();
+    }
+
+    /// Rule I, the starting side: note when our `arming` slot landed, and
+    /// which ackers a read from then on shows in a fault handler.
+    fn note_intent(&mut self, now: Millis, read: &StatefileRead) {
+        let me = self.cfg.me;
+        let fresh_read = |i: usize| match read.slots.get(i) {
+            Some(SlotRead::Valid(s)) if s.index == i => Some(*s),
+            _ => None,
+        };
+        // An acker whose slot shows its round over may be armed on again.
+        let blocked = self.arm_blocked;
+        for i in blocked.iter() {
+            if fresh_read(i).is_some_and(|s| !s.view.phase.in_fault_handler()) {
+                self.arm_blocked.remove(i);
+            }
+        }
+        if self.arming && self.intent_at.is_none() {
+            let landed =
+                fresh_read(me).is_some_and(|s| s.boot == self.cfg.boot && s.sequence > self.arming_seq && s.arming);
+            if landed {
+                self.intent_at = Some(now);
+            }
+        }
     }
 
     /// Peers whose slot says they left cleanly (they disarmed before

@@ -94,6 +94,7 @@ mod tests {
             member_boots: [0; ha_liveness::MAX_HOSTS],
             excluded: false,
             starting: true,
+            arming: false,
             view: View::default(),
             lock_request: false,
             lock_grant: HostSet::default(),
