@@ -759,3 +759,6 @@ impl Engine {
         self.next_sf = 0;
     }
 }
+
+#[cfg(test)]
+mod tests;
