@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use pool_master::store::Store;
+use pool_db::store::Store;
 use xapi_proto::records::VmRecord;
 
 use crate::util::{wait_for, xapid_bin, Lab};

@@ -434,7 +434,7 @@ pub fn find_host(state: &LabState, key: &str) -> Result<usize> {
         if !db.exists() {
             continue;
         }
-        if let Ok(store) = pool_master::store::Store::open(&db) {
+        if let Ok(store) = pool_db::store::Store::open(&db) {
             if store.local("host_uuid").ok().flatten().as_deref() == Some(key) {
                 return Ok(i);
             }

@@ -18,12 +18,11 @@ use sha2::Sha256;
 type HmacSha256 = Hmac<Sha256>;
 
 /// Hash `password` with a fresh salt (PHC string format).
-pub fn hash_password(password: &str) -> Result<String, String> {
-    let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>()).map_err(|e| e.to_string())?;
+pub fn hash_password(password: &str) -> Result<String, argon2::password_hash::Error> {
+    let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>())?;
     Argon2::default()
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
-        .map_err(|e| e.to_string())
 }
 
 /// Verifies passwords against stored hashes, remembering recent successes.

@@ -22,9 +22,9 @@ use crate::auth::{self, Verifier};
 use crate::driver::qemu::{Accel, QemuConfig};
 use crate::driver::{Driver, DriverError, DriverKind, KernelBoot};
 use crate::ha::metadata::RedoLog;
-use crate::model::{new_ref, new_uuid, Changes, Model, Txn};
 use crate::sessions::Sessions;
-use crate::store::{Store, StoreError};
+use pool_db::model::{new_ref, new_uuid, Changes, Model, Txn};
+use pool_db::store::{Store, StoreError};
 
 /// How many commits the master keeps for members to catch up from; a member
 /// further behind gets a full copy.
@@ -72,7 +72,7 @@ pub enum StartError {
     #[error("this host has no pool database yet: give the root password for the first start (--root-password-file FILE or --root-password PASS)")]
     NoRootPassword,
     #[error("cannot hash the root password: {0}")]
-    Hash(String),
+    Hash(argon2::password_hash::Error),
     #[error("cannot create {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
     #[error("the pool database is inconsistent: {0}")]

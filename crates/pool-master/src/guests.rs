@@ -129,7 +129,7 @@ mod tests {
     use super::record;
     use crate::daemon::Daemon;
     use crate::driver::Halted;
-    use crate::model::new_ref;
+    use pool_db::model::new_ref;
 
     #[tokio::test]
     async fn the_master_ignores_the_halt_of_a_guest_that_is_no_longer_the_vms() {

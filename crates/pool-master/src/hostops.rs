@@ -10,8 +10,8 @@ use xapi_proto::{codes, ApiError};
 
 use crate::daemon::Daemon;
 use crate::driver::{DriverError, GuestSpec, KernelBoot, StopMode};
-use crate::model::Txn;
 use crate::peers::{PeerAuth, PEER_TIMEOUT};
+use pool_db::model::Txn;
 
 /// A host to act on.
 #[derive(Debug, Clone)]

@@ -2,11 +2,11 @@
 //!
 //! # Layout
 //! - [`daemon`]: one host's state and the serialized, durable write path.
-//! - [`model`]: the pool database in memory and transactions over it.
-//! - [`store`]: the database on disk (SQLite, WAL, `synchronous=FULL`).
+//! - the pool database in memory, on disk and on the wire is crate
+//!   `pool-db` (the layer below everything here).
 //! - [`api`]: the XAPI methods, by class.
 //! - [`server`]: `POST /jsonrpc` and a host's start-up.
-//! - [`replication`], [`member`]: the master's database on every member.
+//! - [`member`]: the master's database on every member.
 //! - [`peers`], [`hostops`]: calls between hosts; the master acting on a host's VMs.
 //! - [`driver`]: the `sim` VM driver (guests that write to their disks);
 //!   [`guests`]: guests that halt from inside; [`storage_probe`]: which
@@ -31,12 +31,9 @@ pub mod hostops;
 pub mod logging;
 pub mod member;
 pub mod memory;
-pub mod model;
 pub mod overcommit;
 pub mod peers;
 pub mod planning;
-pub mod replication;
 pub mod server;
 pub mod sessions;
 pub mod storage_probe;
-pub mod store;

@@ -14,7 +14,7 @@ use serde_json::json;
 
 use crate::daemon::{Daemon, Role};
 use crate::peers::{PeerAuth, PEER_TIMEOUT};
-use crate::replication::{self, Update};
+use pool_db::replication::{self, Update};
 
 /// How long a member's sync call waits for a new commit.
 const SYNC_WAIT: Duration = Duration::from_secs(5);
@@ -130,17 +130,23 @@ async fn armed_but_not_online(d: &Daemon) -> bool {
     crate::ha::local(d).await.is_some_and(|l| l.armed) && !d.ha.view().online
 }
 
-async fn apply(d: &Daemon, answer: &serde_json::Value) -> Result<(), String> {
+/// Why a member could not apply what its master sent.
+#[derive(Debug, thiserror::Error)]
+enum ApplyError {
+    #[error("the answer does not parse: {0}")]
+    Decode(#[from] pool_db::replication::ReplicationError),
+    #[error("the replica cannot take it: {0}")]
+    Store(#[from] pool_db::store::StoreError),
+}
+
+async fn apply(d: &Daemon, answer: &serde_json::Value) -> Result<(), ApplyError> {
     match replication::decode_update(answer)? {
-        Update::Commits(commits) => d.apply_replica(commits).await.map_err(|e| e.to_string()),
+        Update::Commits(commits) => Ok(d.apply_replica(commits).await?),
         Update::Full {
             generation,
             snapshot,
             users,
-        } => d
-            .replace_replica(snapshot, users, generation)
-            .await
-            .map_err(|e| e.to_string()),
+        } => Ok(d.replace_replica(snapshot, users, generation).await?),
     }
 }
 

@@ -10,7 +10,7 @@
 use xapi_proto::records::{HostRecord, PowerState, VmRecord};
 use xapi_proto::ApiError;
 
-use crate::model::Txn;
+use pool_db::model::Txn;
 
 const MIB: i64 = 1 << 20;
 const PAGE: i64 = 4096;

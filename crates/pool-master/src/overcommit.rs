@@ -18,8 +18,8 @@ use ha_planner::{Pool, Verdict};
 use xapi_proto::records::{HostRecord, PoolRecord, VmRecord};
 use xapi_proto::{codes, ApiError};
 
-use crate::model::Model;
 use crate::{memory, planning};
+use pool_db::model::Model;
 
 /// A change to a pool's placement, to check before it is made.
 #[derive(Debug, Default)]

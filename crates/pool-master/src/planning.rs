@@ -13,7 +13,7 @@ use xapi_proto::records::{HostRecord, PbdRecord, PoolRecord, PowerState, SrRecor
 use xapi_proto::{codes, ApiError};
 
 use crate::memory;
-use crate::model::Model;
+use pool_db::model::Model;
 
 /// The pool `other-config` key that chooses the planner mode.
 pub const MODE_KEY: &str = "ha-planner";

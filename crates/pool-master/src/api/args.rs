@@ -9,8 +9,8 @@ use xapi_proto::records::StringMap;
 use xapi_proto::{codes, ApiError};
 
 use crate::daemon::Daemon;
-use crate::model::{Record, Txn};
 use crate::sessions::Principal;
+use pool_db::model::{Record, Txn};
 
 pub struct Args {
     method: String,

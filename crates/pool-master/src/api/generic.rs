@@ -18,8 +18,8 @@ use xapi_proto::{codes, ApiError};
 use super::{unknown, Args};
 use crate::daemon::Daemon;
 use crate::memory;
-use crate::model::{Model, Record, Txn};
 use crate::planning;
+use pool_db::model::{Model, Record, Txn};
 
 /// Evaluate `$body` with `$t` bound to the record type of the API class
 /// `$class`, or `$other` when the API has no such class.

@@ -23,8 +23,8 @@ use xapi_proto::{codes, ApiError};
 use super::generic::check_restart_priority;
 use super::Args;
 use crate::daemon::Daemon;
-use crate::model::{Model, Txn};
 use crate::planning::{self, is_protected};
+use pool_db::model::{Model, Txn};
 
 pub async fn pool(d: &Arc<Daemon>, verb: &str, args: &Args) -> Option<Result<Value, ApiError>> {
     Some(match verb {

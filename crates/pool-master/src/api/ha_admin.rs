@@ -29,7 +29,7 @@ use super::Args;
 use crate::daemon::{Daemon, Role};
 use crate::ha::local::HaLocal;
 use crate::ha::{self, statefile};
-use crate::model::{new_ref, new_uuid, Txn};
+use pool_db::model::{new_ref, new_uuid, Txn};
 
 /// Marks an enable or disable as running; cleared when dropped.
 struct Busy<'a>(&'a Daemon);
@@ -361,7 +361,7 @@ pub async fn join_liveset(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiErro
 }
 
 async fn join(d: &Arc<Daemon>, text: &str) -> Result<Value, ApiError> {
-    let l = HaLocal::from_json(text).map_err(|e| ApiError::invalid_value("configuration", e))?;
+    let l = HaLocal::from_json(text).map_err(|e| ApiError::invalid_value("configuration", e.to_string()))?;
     if l.index_of(&d.host_uuid).is_none() {
         return Err(ApiError::invalid_value(
             "configuration",

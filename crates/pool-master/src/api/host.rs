@@ -21,7 +21,7 @@ use super::Args;
 use crate::daemon::Daemon;
 use crate::driver::{DriverError, GuestSpec, Snapshot, StopMode};
 use crate::memory;
-use crate::model::Txn;
+use pool_db::model::Txn;
 
 pub async fn dispatch(d: &Arc<Daemon>, verb: &str, args: &Args) -> Option<Result<Value, ApiError>> {
     Some(match verb {
@@ -249,7 +249,7 @@ mod tests {
 
     use super::record_host_start;
     use crate::driver::Snapshot;
-    use crate::model::{Model, Txn};
+    use pool_db::model::{Model, Txn};
 
     /// A pool of one host, `h`, running `vm-a` (guest 100), `vm-b` (guest
     /// 101) and `vm-c` (guest 105).

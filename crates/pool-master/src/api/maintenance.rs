@@ -25,8 +25,8 @@ use xapi_proto::{codes, ApiError};
 
 use super::Args;
 use crate::daemon::Daemon;
-use crate::model::Txn;
 use crate::{memory, overcommit, planning};
+use pool_db::model::Txn;
 
 /// `other_config` key of a host shut down or rebooted on purpose.
 pub const LEAVING_KEY: &str = "pool-ha-shutting-down";
@@ -63,7 +63,7 @@ async fn disable(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
 /// `auto_enable` (XAPI's default) the host enables itself again when it
 /// next starts, after a reboot or a power cycle; without, it stays
 /// disabled until `host.enable`.
-fn disable_host(txn: &mut crate::model::Txn, host_ref: &str, auto_enable: bool) -> Result<(), ApiError> {
+fn disable_host(txn: &mut pool_db::model::Txn, host_ref: &str, auto_enable: bool) -> Result<(), ApiError> {
     let host = txn
         .get::<HostRecord>(host_ref)
         .ok_or_else(|| ApiError::handle_invalid("host", host_ref))?;
@@ -104,7 +104,7 @@ async fn enable(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
 }
 
 /// Where each running VM of `host_ref` goes, or why one cannot go.
-fn evacuation_plan(m: &crate::model::Model, host_ref: &str) -> Result<Vec<(String, String)>, ApiError> {
+fn evacuation_plan(m: &pool_db::model::Model, host_ref: &str) -> Result<Vec<(String, String)>, ApiError> {
     let txn = Txn::new(m);
     let host_uuid = m
         .get::<HostRecord>(host_ref)

@@ -8,7 +8,7 @@ use xapi_proto::ApiError;
 
 use super::Args;
 use crate::daemon::Daemon;
-use crate::model::{new_ref, new_uuid};
+use pool_db::model::{new_ref, new_uuid};
 
 /// Classes a message may be about.
 const MESSAGE_CLASSES: &[&str] = &[

@@ -103,7 +103,10 @@ const INTERNAL_METHODS: &[&str] = &[
 
 /// The reference of the `T` whose uuid is `uuid` in the committed model, or
 /// `UUID_INVALID [class, uuid]`.
-pub(crate) fn ref_by_uuid<T: crate::model::Record>(txn: &crate::model::Txn, uuid: &str) -> Result<String, ApiError> {
+pub(crate) fn ref_by_uuid<T: pool_db::model::Record>(
+    txn: &pool_db::model::Txn,
+    uuid: &str,
+) -> Result<String, ApiError> {
     T::table(txn.base())
         .ref_of_uuid(uuid)
         .map(str::to_string)

@@ -4,7 +4,7 @@
 //! it checks that the host can join, asks the master to add it
 //! (`pool.join_request`), takes the master's database and secret, and turns
 //! into a member. `pool.sync_database` is the members' replication long-poll
-//! (see [`crate::replication`]).
+//! (see [`pool_db::replication`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,9 +17,9 @@ use xapi_proto::{codes, ApiError};
 use super::Args;
 use crate::daemon::Daemon;
 use crate::memory;
-use crate::model::{new_ref, Record};
-use crate::replication::{self, Update};
 use crate::sessions::Principal;
+use pool_db::model::{new_ref, Record};
+use pool_db::replication::{self, Update};
 
 /// The longest a member's sync call waits for a new commit.
 const MAX_SYNC_WAIT: Duration = Duration::from_secs(30);

@@ -19,7 +19,7 @@ use xapi_proto::{codes, ApiError};
 use super::Args;
 use crate::daemon::Daemon;
 use crate::hostops::{self, Target};
-use crate::model::Txn;
+use pool_db::model::Txn;
 
 /// How long a host has to answer before it counts as dead.
 const ALIVE_TIMEOUT: Duration = Duration::from_secs(3);

@@ -17,7 +17,7 @@ use xapi_proto::{codes, ApiError};
 
 use super::Args;
 use crate::daemon::Daemon;
-use crate::model::{new_ref, new_uuid};
+use pool_db::model::{new_ref, new_uuid};
 
 /// The SR types this build can create.
 pub const SR_TYPES: &[&str] = &["dir"];
@@ -257,7 +257,7 @@ async fn vbd_destroy(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
 }
 
 /// PBDs for a host joining the pool: one for every shared SR.
-pub fn shared_pbds_for(txn: &mut crate::model::Txn, host_ref: &str) -> Vec<String> {
+pub fn shared_pbds_for(txn: &mut pool_db::model::Txn, host_ref: &str) -> Vec<String> {
     let mut created = Vec::new();
     for (sr_ref, sr) in txn.all::<SrRecord>() {
         if !sr.shared {

@@ -17,8 +17,8 @@ use super::{generic, Args};
 use crate::daemon::Daemon;
 use crate::driver::DriverKind;
 use crate::hostops::{self, Target};
-use crate::model::{new_ref, new_uuid, Txn};
 use crate::{memory, overcommit};
+use pool_db::model::{new_ref, new_uuid, Txn};
 
 pub async fn dispatch(d: &Arc<Daemon>, verb: &str, args: &Args) -> Option<Result<Value, ApiError>> {
     Some(match verb {

@@ -9,6 +9,19 @@ use serde_json::{json, Value};
 /// The local-database key holding [`HaLocal`].
 pub const KEY: &str = "ha";
 
+/// Why a stored HA configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    #[error("not JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("no {0}")]
+    Missing(&'static str),
+    #[error("bad {0}")]
+    Bad(&'static str),
+    #[error("hosts and addresses differ")]
+    HostsAndAddresses,
+}
+
 /// How this host runs HA.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HaLocal {
@@ -46,21 +59,22 @@ impl HaLocal {
         .to_string()
     }
 
-    pub fn from_json(text: &str) -> Result<HaLocal, String> {
-        let v: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
-        let s = |k: &str| v.get(k).and_then(Value::as_str).ok_or(format!("no {k}"));
-        let list = |k: &str| -> Result<Vec<String>, String> {
+    pub fn from_json(text: &str) -> Result<HaLocal, LocalError> {
+        use LocalError::{Bad, Missing};
+        let v: Value = serde_json::from_str(text)?;
+        let s = |k: &'static str| v.get(k).and_then(Value::as_str).ok_or(Missing(k));
+        let list = |k: &'static str| -> Result<Vec<String>, LocalError> {
             v.get(k)
                 .and_then(Value::as_array)
-                .ok_or(format!("no {k}"))?
+                .ok_or(Missing(k))?
                 .iter()
-                .map(|x| x.as_str().map(str::to_string).ok_or(format!("bad {k}")))
+                .map(|x| x.as_str().map(str::to_string).ok_or(Bad(k)))
                 .collect()
         };
         let local = HaLocal {
-            armed: v.get("armed").and_then(Value::as_bool).ok_or("no armed")?,
-            generation: u128::from_str_radix(s("generation")?, 16).map_err(|e| e.to_string())?,
-            timeout_s: v.get("timeout_s").and_then(Value::as_u64).ok_or("no timeout_s")?,
+            armed: v.get("armed").and_then(Value::as_bool).ok_or(Missing("armed"))?,
+            generation: u128::from_str_radix(s("generation")?, 16).map_err(|_| Bad("generation"))?,
+            timeout_s: v.get("timeout_s").and_then(Value::as_u64).ok_or(Missing("timeout_s"))?,
             lab: v.get("lab").and_then(Value::as_bool).unwrap_or(false),
             hosts: list("hosts")?,
             addresses: list("addresses")?,
@@ -68,12 +82,12 @@ impl HaLocal {
                 .get("port")
                 .and_then(Value::as_u64)
                 .and_then(|p| u16::try_from(p).ok())
-                .ok_or("no port")?,
+                .ok_or(Missing("port"))?,
             statefile: PathBuf::from(s("statefile")?),
             metadata: PathBuf::from(s("metadata")?),
         };
         if local.hosts.len() != local.addresses.len() || local.hosts.is_empty() {
-            return Err("hosts and addresses differ".into());
+            return Err(LocalError::HostsAndAddresses);
         }
         Ok(local)
     }
@@ -101,7 +115,7 @@ mod tests {
             statefile: "/sr/ha-statefile".into(),
             metadata: "/sr/ha-metadata".into(),
         };
-        assert_eq!(HaLocal::from_json(&l.to_json()), Ok(l));
+        assert_eq!(HaLocal::from_json(&l.to_json()).unwrap(), l);
         assert!(HaLocal::from_json("{}").is_err());
         assert!(HaLocal::from_json("not json").is_err());
     }

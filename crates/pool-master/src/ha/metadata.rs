@@ -21,8 +21,8 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::model::Changes;
-use crate::replication;
+use pool_db::model::Changes;
+use pool_db::replication;
 
 /// A log larger than this is rewritten as one full copy at the next commit.
 pub const COMPACT_AT: u64 = 8 << 20;
@@ -154,7 +154,7 @@ pub fn read(path: &Path) -> std::io::Result<Option<Metadata>> {
     let Some(users) = first.get("users").and_then(|u| replication::decode_users(u).ok()) else {
         return Ok(None);
     };
-    let mut model = crate::model::Model::default();
+    let mut model = pool_db::model::Model::default();
     model.apply(snapshot);
     for r in records {
         let Some((g, changes)) = decode(&r) else { break };

@@ -24,8 +24,8 @@ use xapi_proto::ApiError;
 
 use super::agent::AgentView;
 use crate::daemon::{Daemon, Role};
-use crate::model::{new_ref, new_uuid, Txn};
 use crate::peers::PEER_TIMEOUT;
+use pool_db::model::{new_ref, new_uuid, Txn};
 
 /// The longest the monitor waits between two looks at the view.
 pub const PERIOD: Duration = Duration::from_millis(500);

@@ -459,7 +459,10 @@ impl QemuDriver {
         tokio::task::spawn_blocking(move || disks.iter().try_for_each(|d| ensure_disk(d)))
             .await
             .map_err(|e| unavailable(format!("the disk check failed: {e}")))?
-            .map_err(|why| DriverError::DisksUnreachable { vm: vm.clone(), why })?;
+            .map_err(|e| DriverError::DisksUnreachable {
+                vm: vm.clone(),
+                why: e.to_string(),
+            })?;
         if let Some(k) = &spec.kernel {
             self.check_kernel_paths(&vm, k)?;
         }
@@ -517,10 +520,10 @@ impl QemuDriver {
                     tokio::spawn(watch_halt_marker(marker, qmp, ended.clone()));
                 }
             }
-            Err(why) => {
+            Err(e) => {
                 stopping.store(true, std::sync::atomic::Ordering::SeqCst);
                 let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
-                return Err(DriverError::Control { vm, why });
+                return Err(DriverError::Control { vm, why: e.to_string() });
             }
         }
         tracing::info!(vm = %vm, domid, pid, accel = self.accel, incoming = ?incoming, "guest started");

@@ -146,16 +146,17 @@ pub(super) fn write_counter(path: &Path, value: i64) -> Result<(), DriverError> 
 
 /// The disk file exists, or is created (sparse, [`NEW_DISK_SIZE`]) when
 /// its SR directory is there: a VDI gets its file at its first start.
-pub(super) fn ensure_disk(disk: &Path) -> Result<(), String> {
+pub(super) fn ensure_disk(disk: &Path) -> Result<(), DiskError> {
     if disk.is_file() {
         return Ok(());
     }
     if !disk.parent().is_some_and(Path::is_dir) {
-        return Err(format!(
-            "{} is not a disk file, and its SR directory is not there",
-            disk.display()
-        ));
+        return Err(DiskError::NoSr(disk.to_path_buf()));
     }
+    let io = |source| DiskError::Io {
+        path: disk.to_path_buf(),
+        source,
+    };
     let f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -164,12 +165,20 @@ pub(super) fn ensure_disk(disk: &Path) -> Result<(), String> {
             std::io::ErrorKind::AlreadyExists => std::fs::OpenOptions::new().write(true).open(disk),
             _ => Err(e),
         })
-        .map_err(|e| format!("cannot create {}: {e}", disk.display()))?;
+        .map_err(io)?;
     if f.metadata().map(|m| m.len()).unwrap_or(0) == 0 {
-        f.set_len(NEW_DISK_SIZE)
-            .map_err(|e| format!("cannot size {}: {e}", disk.display()))?;
+        f.set_len(NEW_DISK_SIZE).map_err(io)?;
     }
     Ok(())
+}
+
+/// Why a guest's disk file is not there for it.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum DiskError {
+    #[error("{} is not a disk file, and its SR directory is not there", .0.display())]
+    NoSr(PathBuf),
+    #[error("cannot create or size {}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
 }
 
 /// Does process `pid` run QEMU for the VM `vm_uuid` (`-name pool-ha-VM`)?

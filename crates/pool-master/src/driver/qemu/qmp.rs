@@ -15,32 +15,52 @@ use crate::driver::DriverError;
 
 pub(super) type Qmp = QapiService<QmpStreamTokio<WriteHalf<UnixStream>>>;
 
+/// Why a guest's QMP socket could not be used.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum QmpError {
+    #[error("QEMU exited before its QMP socket opened (see the console file)")]
+    Exited,
+    #[error("cannot connect to {}: {source}", socket.display())]
+    Connect {
+        socket: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("QMP negotiation on {} failed: {source}", socket.display())]
+    Negotiate {
+        socket: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
+
 /// How long a new QEMU process may take to open its QMP socket.
 const QMP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Connect to a new guest's QMP socket (it appears once QEMU has set up),
 /// and keep reading its events (the stream must be polled for commands to
 /// complete). Fails if the process ends first or the socket does not come.
-pub(super) async fn connect(socket: &Path, mut ended: watch::Receiver<bool>) -> Result<Qmp, String> {
+pub(super) async fn connect(socket: &Path, mut ended: watch::Receiver<bool>) -> Result<Qmp, QmpError> {
     let deadline = Instant::now() + QMP_TIMEOUT;
     let stream = loop {
         if *ended.borrow() {
-            return Err("QEMU exited before its QMP socket opened (see the console file)".into());
+            return Err(QmpError::Exited);
         }
         match QmpStreamTokio::open_uds(socket).await {
             Ok(s) => break s,
-            Err(e) if Instant::now() >= deadline => {
-                return Err(format!("cannot connect to {}: {e}", socket.display()));
+            Err(source) if Instant::now() >= deadline => {
+                return Err(QmpError::Connect {
+                    socket: socket.to_path_buf(),
+                    source,
+                });
             }
             Err(_) => {
                 let _ = tokio::time::timeout(Duration::from_millis(20), ended.changed()).await;
             }
         }
     };
-    let stream = stream
-        .negotiate()
-        .await
-        .map_err(|e| format!("QMP negotiation on {} failed: {e}", socket.display()))?;
+    let stream = stream.negotiate().await.map_err(|source| QmpError::Negotiate {
+        socket: socket.to_path_buf(),
+        source,
+    })?;
     let (qmp, mut events) = stream.into_parts();
     tokio::spawn(async move {
         // The process-end task reports halts; events only need draining.

@@ -92,7 +92,7 @@ impl Store {
                     .map_err(|e| StoreError::Corrupt(format!("{table} {reference}: {e}")))?;
                 changes
                     .put_row(table, &reference, Some(value))
-                    .map_err(StoreError::Corrupt)?;
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
             }
         }
         let mut model = Model {

@@ -10,7 +10,23 @@
 
 use serde_json::{json, Value};
 
-use crate::model::Changes;
+use crate::model::{Changes, RowError};
+
+/// Why a `pool.sync_database` answer cannot be applied: the peer sent
+/// something this version does not understand, or garbage.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicationError {
+    #[error("{0} must be an array")]
+    NotAnArray(&'static str),
+    #[error("no {0}")]
+    Missing(&'static str),
+    #[error("malformed row {0}")]
+    MalformedRow(Value),
+    #[error("malformed user {0}")]
+    MalformedUser(Value),
+    #[error(transparent)]
+    Row(#[from] RowError),
+}
 
 /// Encode a set of changes as rows.
 pub fn encode_rows(changes: &Changes) -> Value {
@@ -22,15 +38,15 @@ pub fn encode_rows(changes: &Changes) -> Value {
 }
 
 /// Decode rows back into changes.
-pub fn decode_rows(rows: &Value) -> Result<Changes, String> {
+pub fn decode_rows(rows: &Value) -> Result<Changes, ReplicationError> {
     let mut changes = Changes::default();
-    for row in rows.as_array().ok_or("rows must be an array")? {
+    for row in rows.as_array().ok_or(ReplicationError::NotAnArray("rows"))? {
         let (Some(table), Some(reference), Some(record)) = (
             row.get(0).and_then(Value::as_str),
             row.get(1).and_then(Value::as_str),
             row.get(2),
         ) else {
-            return Err(format!("malformed row {row}"));
+            return Err(ReplicationError::MalformedRow(row.clone()));
         };
         let record = if record.is_null() { None } else { Some(record.clone()) };
         changes.put_row(table, reference, record)?;
@@ -42,14 +58,14 @@ pub fn encode_users(users: &[(String, String)]) -> Value {
     Value::Array(users.iter().map(|(u, h)| json!([u, h])).collect())
 }
 
-pub fn decode_users(v: &Value) -> Result<Vec<(String, String)>, String> {
+pub fn decode_users(v: &Value) -> Result<Vec<(String, String)>, ReplicationError> {
     v.as_array()
-        .ok_or("users must be an array")?
+        .ok_or(ReplicationError::NotAnArray("users"))?
         .iter()
         .map(
             |p| match (p.get(0).and_then(Value::as_str), p.get(1).and_then(Value::as_str)) {
                 (Some(u), Some(h)) => Ok((u.to_string(), h.to_string())),
-                _ => Err(format!("malformed user {p}")),
+                _ => Err(ReplicationError::MalformedUser(p.clone())),
             },
         )
         .collect()
@@ -66,26 +82,30 @@ pub enum Update {
 }
 
 /// Decode a `pool.sync_database` answer.
-pub fn decode_update(v: &Value) -> Result<Update, String> {
-    let generation = v.get("generation").and_then(Value::as_u64).ok_or("no generation")?;
+pub fn decode_update(v: &Value) -> Result<Update, ReplicationError> {
+    use ReplicationError::Missing;
+    let generation = v
+        .get("generation")
+        .and_then(Value::as_u64)
+        .ok_or(Missing("generation"))?;
     if let Some(full) = v.get("full") {
         return Ok(Update::Full {
             generation,
-            snapshot: decode_rows(full.get("rows").ok_or("no rows")?)?,
-            users: decode_users(full.get("users").ok_or("no users")?)?,
+            snapshot: decode_rows(full.get("rows").ok_or(Missing("rows"))?)?,
+            users: decode_users(full.get("users").ok_or(Missing("users"))?)?,
         });
     }
-    let commits = v.get("commits").and_then(Value::as_array).ok_or("no commits")?;
+    let commits = v.get("commits").and_then(Value::as_array).ok_or(Missing("commits"))?;
     commits
         .iter()
         .map(|c| {
             let g = c
                 .get("generation")
                 .and_then(Value::as_u64)
-                .ok_or("commit without generation")?;
-            Ok((g, decode_rows(c.get("rows").ok_or("commit without rows")?)?))
+                .ok_or(Missing("a commit's generation"))?;
+            Ok((g, decode_rows(c.get("rows").ok_or(Missing("a commit's rows"))?)?))
         })
-        .collect::<Result<_, String>>()
+        .collect::<Result<_, ReplicationError>>()
         .map(Update::Commits)
 }
 

@@ -13,6 +13,18 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use xapi_proto::records::{HostRecord, MessageRecord, PbdRecord, PoolRecord, SrRecord, VbdRecord, VdiRecord, VmRecord};
 
+/// Why a row (from replication or the store) cannot become a change.
+#[derive(Debug, thiserror::Error)]
+pub enum RowError {
+    #[error("unknown table {0}")]
+    UnknownTable(String),
+    #[error("{table}: {source}")]
+    Record {
+        table: &'static str,
+        source: serde_json::Error,
+    },
+}
+
 /// A record type of the pool database.
 pub trait Record: Clone + Serialize + DeserializeOwned + Send + Sync + 'static {
     /// The API class name (`VM`).
@@ -127,16 +139,19 @@ macro_rules! classes {
                 table: &str,
                 reference: &str,
                 record: Option<serde_json::Value>,
-            ) -> Result<(), String> {
+            ) -> Result<(), RowError> {
                 match table {
                     $($table => {
                         let row = match record {
-                            Some(v) => Some(serde_json::from_value::<$ty>(v).map_err(|e| format!("{}: {e}", $table))?),
+                            Some(v) => Some(
+                                serde_json::from_value::<$ty>(v)
+                                    .map_err(|source| RowError::Record { table: $table, source })?,
+                            ),
                             None => None,
                         };
                         self.$field.insert(reference.to_string(), row);
                     })*
-                    other => return Err(format!("unknown table {other}")),
+                    other => return Err(RowError::UnknownTable(other.to_string())),
                 }
                 Ok(())
             }
