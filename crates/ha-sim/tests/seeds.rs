@@ -244,6 +244,10 @@ fn seeds_that_found_a_bug_stay_fixed() {
             170162212,
             "3 hosts: host 0 formed, was cut off and decided on hosts 1 and 2's starting slots; 2 s later they formed on its last heartbeat, sent before its fault handler began, and armed (rule I: a host arms only once its arming slot landed and no acker shows a fault handler on a read after it)",
         ),
+        (
+            210066561,
+            "5 hosts: the lock holder froze for 9.7 s while a host joined; it woke, completed a cycle 50 ms before its old slot aged out in the joiner's eyes, and held the lock by its old liveset beside the joiner, which took the lock when that slot aged out 350 ms later (rule M: a host's own slot counts for the lock only while every peer surely sees it fresh)",
+        ),
         (70100535, "found in the same fresh sweep"),
         (70105962, "found in the same fresh sweep"),
         (

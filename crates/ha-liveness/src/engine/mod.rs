@@ -325,6 +325,8 @@ pub struct Engine {
     /// landed as early as this, so peers may see this host's slot stale
     /// from this time plus T2 on, however late the cycle completed.
     sf_written_from: Option<Millis>,
+    /// `sf_written_from` before the last successful cycle.
+    sf_prev_written_from: Option<Millis>,
     global: Option<Global>,
     pending_global: Option<Global>,
     sfdomain: HostSet,
@@ -418,6 +420,7 @@ impl Engine {
             sf_ok_at: None,
             sf_issued_at: 0,
             sf_written_from: None,
+            sf_prev_written_from: None,
             global: None,
             pending_global: None,
             sfdomain: HostSet::EMPTY,

@@ -75,6 +75,7 @@ impl Engine {
         }
         self.sf_access = true;
         self.sf_ok_at = Some(now);
+        self.sf_prev_written_from = self.sf_written_from;
         self.sf_written_from = Some(self.sf_issued_at);
         self.sf_corrupted = read.global.is_none() || read.slots.contains(&SlotRead::Corrupt);
         if let Some(g) = read.global {
@@ -196,7 +197,10 @@ impl Engine {
         for i in 0..self.n {
             let fresh = self.sf_age(now, i).is_some_and(|age| age < t2)
                 && (i != self.cfg.me || self.sf_written_from.is_some_and(|t| now.saturating_sub(t) < t2));
-            if i == self.cfg.me && fresh && !self.fresh_slots.contains(i) {
+            // For the lock, this host's own slot counts only while every
+            // peer surely sees it fresh (rule M).
+            let fresh_lock = fresh && (i != self.cfg.me || self.own_slot_surely_fresh(now));
+            if i == self.cfg.me && fresh_lock && !self.fresh_slots.contains(i) {
                 // Back from a stale slot: this host's reads have said
                 // nothing about its peers for a while, and a slot it could
                 // not read (corrupt, or not yet read again) is no evidence
@@ -204,8 +208,8 @@ impl Engine {
                 // the lock (rule M), as in xhad.
                 self.lock_resumed_at = Some(now);
             }
-            self.fresh_slots.set(i, fresh);
-            if i == self.cfg.me && !fresh && self.lock_request {
+            self.fresh_slots.set(i, fresh_lock);
+            if i == self.cfg.me && !fresh_lock && self.lock_request {
                 // Rule M: a host whose own slot is stale gives up its
                 // request; back, it asks again only once every grant to it
                 // is withdrawn, so grants given before cannot make it a
@@ -233,6 +237,34 @@ impl Engine {
             _ => HostSet::EMPTY,
         };
         self.detect_degrade(now);
+    }
+
+    /// Every peer sees this host's slot fresh now, whatever its reads'
+    /// timing (rule M). A peer that has not yet read our latest write
+    /// ages the one before, from no earlier than that one's issue; one
+    /// that has read the latest ages it from no earlier than its issue. A
+    /// peer has surely read the latest write one statefile interval and a
+    /// read's allowance after it completed (a peer whose reads are late
+    /// stops its aging clock there, `sf_age`). So the slot is surely
+    /// fresh while the previous write is younger than T2, or once peers
+    /// have read the latest and it is younger than T2. After a freeze or
+    /// a stalled cycle the latest write may land just before the previous
+    /// one ages out in a peer's eyes, and be read only after: a holder
+    /// frozen 9.7 s woke, completed a cycle 50 ms before its old slot aged
+    /// out, and held the lock beside the host that took it when that
+    /// slot aged out in its eyes 350 ms later (210066561).
+    pub(super) fn own_slot_surely_fresh(&self, now: Millis) -> bool {
+        let t = &self.cfg.timeouts;
+        let latest = self
+            .sf_written_from
+            .is_some_and(|w| now.saturating_sub(w) < t.sf_timeout);
+        let previous = self
+            .sf_prev_written_from
+            .is_some_and(|w| now.saturating_sub(w) < t.sf_timeout);
+        let read_by_peers = self
+            .sf_ok_at
+            .is_some_and(|c| now.saturating_sub(c) >= t.sf_interval + READ_ALLOWANCE);
+        previous || (latest && read_by_peers)
     }
 
     /// How long slot `i` is taken not to have changed (rule D in
