@@ -338,6 +338,18 @@ impl Daemon {
     }
 
     /// A value of this host's local database.
+    /// This host's HA configuration, if it has one.
+    pub async fn ha_local(&self) -> Option<crate::ha::local::HaLocal> {
+        let text = self.local_value(crate::ha::local::KEY).await?;
+        match crate::ha::local::HaLocal::from_json(&text) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::error!("the local HA configuration is damaged ({e}); HA stays off on this host");
+                None
+            }
+        }
+    }
+
     pub async fn local_value(&self, key: &str) -> Option<String> {
         match self.store.lock().await.local(key) {
             Ok(v) => v,
@@ -388,7 +400,7 @@ impl Daemon {
     /// Start writing the pool database to the heartbeat SR (HA is on and
     /// this host is the master): a full copy now, then every commit.
     pub async fn start_redo_log(&self) {
-        let Some(l) = crate::ha::local(self).await else { return };
+        let Some(l) = self.ha_local().await else { return };
         let _writes = self.store.lock().await;
         let mut redo = RedoLog::new(l.metadata);
         let (generation, snapshot) = {

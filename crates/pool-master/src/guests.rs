@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::json;
 use xapi_proto::records::{PowerState, VmRecord};
 use xapi_proto::ApiError;
 
@@ -77,7 +77,7 @@ pub async fn record(d: &Daemon, host_uuid: &str, guest: &Halted) -> Result<(), A
     let recorded = d
         .write(|txn| {
             let host_ref = txn.base().host.ref_of_uuid(host_uuid).map(str::to_string);
-            let vm_ref = crate::api::ref_by_uuid::<VmRecord>(txn, vm_uuid)?;
+            let vm_ref = crate::ops::ref_by_uuid::<VmRecord>(txn, vm_uuid)?;
             let vm = txn
                 .get::<VmRecord>(&vm_ref)
                 .ok_or_else(|| ApiError::uuid_invalid("VM", vm_uuid))?;
@@ -93,7 +93,7 @@ pub async fn record(d: &Daemon, host_uuid: &str, guest: &Halted) -> Result<(), A
                 .base()
                 .pool()
                 .is_none_or(|(_, p)| p.ha_reboot_vm_on_internal_shutdown);
-            crate::api::set_residence(txn, &vm_ref, None);
+            crate::ops::vm::set_residence(txn, &vm_ref, None);
             if !reboot {
                 txn.update::<VmRecord>(&vm_ref, |v| v.ha_always_run = false);
             }
@@ -107,19 +107,6 @@ pub async fn record(d: &Daemon, host_uuid: &str, guest: &Halted) -> Result<(), A
         tracing::info!(vm = %vm_uuid, host = %host_uuid, domid = guest.domid, "ignoring the halt of a guest that is no longer the VM's");
     }
     Ok(())
-}
-
-/// `host.guest_halted(session, host_uuid, vm_uuid, domid)`: a member
-/// reports it.
-pub async fn guest_halted(d: &Arc<Daemon>, args: &crate::api::Args) -> Result<Value, ApiError> {
-    args.exactly(4)?;
-    let host = args.str(1, "host")?.to_string();
-    let guest = Halted {
-        vm_uuid: args.str(2, "vm")?.to_string(),
-        domid: args.int(3, "domid")?,
-    };
-    record(d, &host, &guest).await?;
-    Ok(json!(""))
 }
 
 #[cfg(test)]

@@ -95,7 +95,7 @@ fn main() -> Result<()> {
         Command::Lab { args } => return run_lab(&args),
         Command::Serve(args) => *args,
         Command::Guard => {
-            pool_master::guard::run();
+            pool_master::driver::qemu::guard::run();
             return Ok(());
         }
     };
@@ -142,7 +142,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     };
     if config.driver == DriverKind::Qemu {
         let me = std::env::current_exe().context("cannot find this program's own path")?;
-        pool_master::guard::spawn(&me).context("starting the fence guard")?;
+        pool_master::driver::qemu::guard::spawn(&me).context("starting the fence guard")?;
     }
     let daemon = Daemon::open(config).context("opening the host")?;
     let listener = tokio::net::TcpListener::bind((args.address.as_str(), args.port))

@@ -71,7 +71,7 @@ async fn run(d: Arc<Daemon>) {
                 Ok(strays) => {
                     said_hello_to = Some(master_address.clone());
                     let strays: Vec<String> = serde_json::from_value(strays).unwrap_or_default();
-                    crate::api::stop_strays(&d, &strays, &snapshot).await;
+                    crate::ops::host::stop_strays(&d, &strays, &snapshot).await;
                 }
                 Err(e) => {
                     tracing::warn!(master = %master_address, "cannot reach the master: {e}");
@@ -127,7 +127,7 @@ async fn run(d: Arc<Daemon>) {
 
 /// Is this host armed for HA but not (yet) in the liveset?
 async fn armed_but_not_online(d: &Daemon) -> bool {
-    crate::ha::local(d).await.is_some_and(|l| l.armed) && !d.ha.view().online
+    crate::failover::local(d).await.is_some_and(|l| l.armed) && !d.ha.view().online
 }
 
 /// Why a member could not apply what its master sent.
@@ -167,11 +167,11 @@ pub fn spawn_master_watch(d: Arc<Daemon>) {
         }
         loop {
             tokio::time::sleep(LIVENESS_PERIOD).await;
-            // With HA on, the liveset says who is live (`ha::monitor`).
+            // With HA on, the liveset says who is live (`failover::monitor`).
             if !d.is_master() || d.ha_enabled() {
                 continue;
             }
-            if let Err(e) = crate::api::refresh_liveness(&d).await {
+            if let Err(e) = crate::ops::host::refresh_liveness(&d).await {
                 tracing::warn!("cannot record host liveness: {e}");
             }
         }

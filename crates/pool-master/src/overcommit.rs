@@ -33,10 +33,6 @@ pub struct Change<'a> {
     pub protecting: Vec<&'a str>,
 }
 
-fn planner_error(e: ha_planner::PlanError) -> ApiError {
-    ApiError::internal(format!("failover planner: {e}"))
-}
-
 /// The pool when overcommit protection applies: HA on, no overcommit allowed.
 fn protected_pool(m: &Model) -> Option<&PoolRecord> {
     m.pool()
@@ -52,11 +48,14 @@ pub fn check(m: &Model, change: &Change) -> Result<(), ApiError> {
     let n = u32::try_from(pool.ha_plan_exists_for.max(0)).unwrap_or(0);
     let planner = planning::planner(pool)?;
     let now = planning::describe(m, |_, v| planning::is_protected(v));
-    if matches!(planner.plan_exists(&now, n).map_err(planner_error)?, Verdict::NoPlan(_)) {
+    if matches!(
+        planner.plan_exists(&now, n).map_err(planning::planner_error)?,
+        Verdict::NoPlan(_)
+    ) {
         return Ok(());
     }
     let after = apply(m, change);
-    match planner.plan_exists(&after, n).map_err(planner_error)? {
+    match planner.plan_exists(&after, n).map_err(planning::planner_error)? {
         Verdict::NoPlan(_) => Err(ApiError::bare(codes::HA_OPERATION_WOULD_BREAK_FAILOVER_PLAN)),
         _ => Ok(()),
     }
@@ -104,7 +103,7 @@ pub fn pool_status(m: &Model) -> Result<Option<Status>, ApiError> {
     let described = planning::describe(m, |_, v| planning::is_protected(v));
     let n = u32::try_from(to_tolerate).unwrap_or(u32::MAX);
     if !matches!(
-        planner.plan_exists(&described, n).map_err(planner_error)?,
+        planner.plan_exists(&described, n).map_err(planning::planner_error)?,
         Verdict::NoPlan(_)
     ) {
         return Ok(Some(Status {
@@ -114,7 +113,7 @@ pub fn pool_status(m: &Model) -> Result<Option<Status>, ApiError> {
     }
     let max = planner
         .max_host_failures_to_tolerate(&described)
-        .map_err(planner_error)?
+        .map_err(planning::planner_error)?
         .failures;
     Ok(Some(Status {
         plan_exists_for: to_tolerate.min(i64::from(max)),

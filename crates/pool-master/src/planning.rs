@@ -8,7 +8,7 @@
 
 use std::collections::BTreeSet;
 
-use ha_planner::{Host, Mode, Planner, Pool, Resource, Vm};
+use ha_planner::{Host, Mode, Planner, Pool, Resource, Verdict, Vm};
 use xapi_proto::records::{HostRecord, PbdRecord, PoolRecord, PowerState, SrRecord, VbdRecord, VdiRecord, VmRecord};
 use xapi_proto::{codes, ApiError};
 
@@ -141,4 +141,27 @@ pub fn assert_sr_shared(m: &Model, sr_ref: &str) -> Result<(), ApiError> {
 /// HA's constraints apply to this pool now: HA on and no overcommit.
 pub fn constraints_apply(m: &Model) -> bool {
     m.pool().is_some_and(|(_, p)| p.ha_enabled && !p.ha_allow_overcommit)
+}
+
+pub fn planner_error(e: ha_planner::PlanError) -> ApiError {
+    ApiError::internal(format!("failover planner: {e}"))
+}
+
+pub fn pool_record(m: &Model) -> Result<&PoolRecord, ApiError> {
+    m.pool()
+        .map(|(_, p)| p)
+        .ok_or_else(|| ApiError::internal("the pool record is missing"))
+}
+
+/// The pool's planner and its description with the protected VMs.
+pub fn setup(m: &Model) -> Result<(Planner, Pool), ApiError> {
+    let planner = planner(pool_record(m)?)?;
+    Ok((planner, describe(m, |_, v| is_protected(v))))
+}
+
+/// Whether the pool can plan for `n` failures (used by the setter of
+/// `ha_host_failures_to_tolerate`).
+pub fn plan_exists_for(m: &Model, n: u32) -> Result<Verdict, ApiError> {
+    let (planner, pool) = setup(m)?;
+    planner.plan_exists(&pool, n).map_err(planner_error)
 }

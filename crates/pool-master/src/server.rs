@@ -66,9 +66,9 @@ pub async fn reconcile_at_start(d: &Arc<Daemon>) -> Result<(), xapi_proto::ApiEr
     let (uuid, address, memory_total) = (&d.host_uuid, &d.config.address, d.config.memory_total);
     let snapshot = d.driver.snapshot();
     let strays = d
-        .write(|txn| crate::api::record_host_start(txn, uuid, address, memory_total, &snapshot))
+        .write(|txn| crate::ops::host::record_host_start(txn, uuid, address, memory_total, &snapshot))
         .await?;
-    crate::api::stop_strays(d, &strays, &snapshot).await;
+    crate::ops::host::stop_strays(d, &strays, &snapshot).await;
     Ok(())
 }
 
@@ -83,9 +83,9 @@ pub async fn serve(
     if !adopted.is_empty() {
         tracing::info!(vms = ?adopted, "took over the guests the previous xapid left running");
     }
-    crate::ha::boot(&d).await;
+    crate::failover::boot(&d).await;
     // An armed master records its start once it holds the master lock
-    // (`ha::monitor`): until then another host may be the master.
+    // (`failover::monitor`): until then another host may be the master.
     if !d.ha.armed() {
         if let Err(e) = reconcile_at_start(&d).await {
             tracing::error!("cannot record this host's start: {e}");
@@ -93,8 +93,8 @@ pub async fn serve(
     }
     crate::member::spawn_master_watch(d.clone());
     crate::member::spawn(d.clone());
-    crate::ha::monitor::spawn(d.clone());
-    crate::ha::restart::spawn(d.clone());
+    crate::failover::monitor::spawn(d.clone());
+    crate::failover::restart::spawn(d.clone());
     crate::guests::spawn(d.clone());
     crate::storage_probe::spawn(d.clone());
     axum::serve(listener, router(d)).with_graceful_shutdown(shutdown).await

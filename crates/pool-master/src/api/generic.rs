@@ -252,7 +252,7 @@ fn validate_pool(m: &Model, pool: &mut PoolRecord, field: &str, value: &Value) -
             let n = pool.ha_host_failures_to_tolerate;
             let n = u32::try_from(n)
                 .map_err(|_| ApiError::invalid_value("ha_host_failures_to_tolerate", value.to_string()))?;
-            let exists = super::ha::plan_exists_for(m, n)?.exists();
+            let exists = crate::planning::plan_exists_for(m, n)?.exists();
             if !pool.ha_allow_overcommit && !exists {
                 return Err(ApiError::bare(codes::HA_OPERATION_WOULD_BREAK_FAILOVER_PLAN));
             }

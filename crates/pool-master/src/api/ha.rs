@@ -15,16 +15,16 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use ha_planner::{Placement, Planner, Pool, Proof, Reason, Resource, Verdict};
+use ha_planner::{Placement, Proof, Reason, Resource};
 use serde_json::{json, Map, Value};
-use xapi_proto::records::{HostRecord, PoolRecord, PowerState, VmRecord};
+use xapi_proto::records::{HostRecord, PowerState, VmRecord};
 use xapi_proto::{codes, ApiError};
 
 use super::generic::check_restart_priority;
 use super::Args;
 use crate::daemon::Daemon;
-use crate::planning::{self, is_protected};
-use pool_db::model::{Model, Txn};
+use crate::planning::{self, planner_error, pool_record, setup};
+use pool_db::model::Txn;
 
 pub async fn pool(d: &Arc<Daemon>, verb: &str, args: &Args) -> Option<Result<Value, ApiError>> {
     Some(match verb {
@@ -44,22 +44,6 @@ pub async fn vm(d: &Arc<Daemon>, verb: &str, args: &Args) -> Option<Result<Value
         "get_possible_hosts" => possible_hosts(d, args),
         _ => return None,
     })
-}
-
-fn planner_error(e: ha_planner::PlanError) -> ApiError {
-    ApiError::internal(format!("failover planner: {e}"))
-}
-
-fn pool_record(m: &Model) -> Result<&PoolRecord, ApiError> {
-    m.pool()
-        .map(|(_, p)| p)
-        .ok_or_else(|| ApiError::internal("the pool record is missing"))
-}
-
-/// The pool's planner and its description with the protected VMs.
-fn setup(m: &Model) -> Result<(Planner, Pool), ApiError> {
-    let planner = planning::planner(pool_record(m)?)?;
-    Ok((planner, planning::describe(m, |_, v| is_protected(v))))
 }
 
 fn compute_max(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
@@ -125,13 +109,6 @@ fn plan_exists(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     let (planner, pool) = setup(&m)?;
     let verdict = planner.plan_exists(&pool, r).map_err(planner_error)?;
     Ok(json!(verdict.exists()))
-}
-
-/// Whether the pool can plan for `n` failures (used by the setter of
-/// `ha_host_failures_to_tolerate`).
-pub(crate) fn plan_exists_for(m: &Model, n: u32) -> Result<Verdict, ApiError> {
-    let (planner, pool) = setup(m)?;
-    planner.plan_exists(&pool, n).map_err(planner_error)
 }
 
 /// The error code XAPI gives for a VM that cannot be placed.
@@ -296,7 +273,7 @@ fn assert_can_boot_here(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError>
     let txn = Txn::new(&m);
     let (vm_ref, vm) = args.reference::<VmRecord>(1, &txn)?;
     let (host_ref, host) = args.reference::<HostRecord>(2, &txn)?;
-    super::vm::check_host(&txn, &vm_ref, &vm, &host_ref, &host)?;
+    crate::ops::vm::check_host(&txn, &vm_ref, &vm, &host_ref, &host)?;
     Ok(json!(""))
 }
 
@@ -308,7 +285,7 @@ fn possible_hosts(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     let hosts: Vec<&String> = m
         .host
         .iter()
-        .filter(|(r, h)| super::vm::check_host(&txn, &vm_ref, &vm, r, h).is_ok())
+        .filter(|(r, h)| crate::ops::vm::check_host(&txn, &vm_ref, &vm, r, h).is_ok())
         .map(|(r, _)| r)
         .collect();
     Ok(json!(hosts))

@@ -27,6 +27,7 @@ use xapi_proto::{codes, ApiError};
 
 use super::Args;
 use crate::daemon::{Daemon, Role};
+use crate::failover;
 use crate::ha::local::HaLocal;
 use crate::ha::{self, statefile};
 use pool_db::model::{new_ref, new_uuid, Txn};
@@ -180,7 +181,7 @@ async fn local_call(d: &Arc<Daemon>, method: &str, params: &[Value]) -> Result<V
             let text = params.first().and_then(Value::as_str).unwrap_or_default();
             join(d, text).await
         }
-        "host.ha_disarm" => ha::disarm(d).await.map(|_| json!("")),
+        "host.ha_disarm" => failover::disarm(d).await.map(|_| json!("")),
         _ => Err(super::unknown(method)),
     }
 }
@@ -368,14 +369,14 @@ async fn join(d: &Arc<Daemon>, text: &str) -> Result<Value, ApiError> {
             "this host is not in it".to_string(),
         ));
     }
-    ha::arm(d, l).await?;
+    failover::arm(d, l).await?;
     Ok(json!(""))
 }
 
 /// `host.ha_disarm(session)`: stop this host's agent and never fence.
 pub async fn disarm(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     args.exactly(1)?;
-    ha::disarm(d).await?;
+    failover::disarm(d).await?;
     Ok(json!(""))
 }
 
@@ -396,7 +397,7 @@ pub async fn disable(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     let view = d.ha.view();
     if view.online && view.sf_access {
         // Through the statefile: every engine reads `invalid` and stops.
-        let t = ha::local(d).await.map_or(DEFAULT_TIMEOUT_S, |l| l.timeout_s);
+        let t = failover::local(d).await.map_or(DEFAULT_TIMEOUT_S, |l| l.timeout_s);
         d.ha.send(Event::SetPoolState(PoolState::Invalid)).await;
         let mut rx = d.ha.subscribe();
         let stopped = tokio::time::timeout(Duration::from_secs(t), async {
@@ -430,7 +431,7 @@ pub async fn disable(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     })
     .await?;
     d.stop_redo_log();
-    if let Some(l) = ha::local(d).await {
+    if let Some(l) = failover::local(d).await {
         // A later master must not mistake this copy for a newer database.
         let _ = std::fs::remove_file(&l.metadata);
     }
@@ -454,7 +455,7 @@ pub async fn disable(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
 pub async fn emergency_disable(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     args.count(1, 2)?;
     let soft = args.bool_or(1, "soft", false)?;
-    let armed = ha::local(d).await.is_some_and(|l| l.armed);
+    let armed = failover::local(d).await.is_some_and(|l| l.armed);
     if !armed {
         return if soft {
             Ok(json!(""))
@@ -467,12 +468,12 @@ pub async fn emergency_disable(d: &Arc<Daemon>, args: &Args) -> Result<Value, Ap
     if d.ha.send(Event::Leave).await {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    ha::disarm(d).await?;
+    failover::disarm(d).await?;
     Ok(json!(""))
 }
 
 async fn refuse_when_armed(d: &Daemon) -> Result<(), ApiError> {
-    if ha::local(d).await.is_some_and(|l| l.armed) {
+    if failover::local(d).await.is_some_and(|l| l.armed) {
         return Err(ApiError::bare(codes::HA_IS_ENABLED));
     }
     Ok(())
@@ -490,14 +491,14 @@ pub async fn transition_to_master(d: &Arc<Daemon>, args: &Args) -> Result<Value,
     let snapshot = d.driver.snapshot();
     let strays = d
         .write(|txn| {
-            let host = super::ref_by_uuid::<HostRecord>(txn, &uuid)?;
+            let host = crate::ops::ref_by_uuid::<HostRecord>(txn, &uuid)?;
             if let Some((pool, _)) = txn.base().pool().map(|(r, p)| (r.clone(), p.clone())) {
                 txn.update::<PoolRecord>(&pool, |p| p.master = host);
             }
-            super::record_host_start(txn, &uuid, &address, memory, &snapshot)
+            crate::ops::host::record_host_start(txn, &uuid, &address, memory, &snapshot)
         })
         .await?;
-    super::stop_strays(d, &strays, &snapshot).await;
+    crate::ops::host::stop_strays(d, &strays, &snapshot).await;
     Ok(json!(""))
 }
 

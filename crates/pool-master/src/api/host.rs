@@ -14,14 +14,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::{json, Value};
-use xapi_proto::records::{HostRecord, PowerState, VmRecord};
 use xapi_proto::{codes, ApiError};
 
 use super::Args;
 use crate::daemon::Daemon;
 use crate::driver::{DriverError, GuestSpec, Snapshot, StopMode};
-use crate::memory;
-use pool_db::model::Txn;
+use crate::ops::host::record_host_start;
 
 pub async fn dispatch(d: &Arc<Daemon>, verb: &str, args: &Args) -> Option<Result<Value, ApiError>> {
     Some(match verb {
@@ -129,75 +127,6 @@ async fn local_stop(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     }
 }
 
-/// Kill this host's guests of `strays` ([`record_host_start`]) that are
-/// the ones `snapshot` saw (a guest started since is not the snapshot's
-/// business).
-pub(crate) async fn stop_strays(d: &Daemon, strays: &[String], snapshot: &Snapshot) {
-    for vm in strays {
-        if d.driver.domid(vm).is_some_and(|id| id < snapshot.next_domid) {
-            tracing::error!(vm = %vm, "a guest runs here that the pool does not place here: killing it");
-            if let Err(e) = d.driver.stop(vm, StopMode::Hard).await {
-                tracing::error!(vm = %vm, "cannot kill the stray guest: {e}");
-            }
-        }
-    }
-}
-
-/// The host record's `other-config` key that says what runs its guests.
-pub const VM_DRIVER_KEY: &str = "pool-ha-vm-driver";
-
-/// Record that the host `uuid` (re)started: it is live at `address` with
-/// `memory_total`, and of the VMs the database places on it, those its
-/// driver `snapshot` does not list died with its previous process or halted
-/// since. Returns the *strays*: guests the snapshot lists that the pool
-/// does not place on this host (a guest an earlier `xapid` left running
-/// whose VM was reset or restarted elsewhere meanwhile); the host must
-/// kill them ([`stop_strays`]). A VM whose guest started after the snapshot (its domain id is not
-/// below the snapshot's next one) is not the snapshot's business: the master
-/// started it there while the snapshot was on its way.
-pub(crate) fn record_host_start(
-    txn: &mut Txn,
-    uuid: &str,
-    address: &str,
-    memory_total: i64,
-    snapshot: &Snapshot,
-) -> Result<Vec<String>, ApiError> {
-    let host_ref = super::ref_by_uuid::<HostRecord>(txn, uuid)?;
-    // Guests the snapshot lists that the pool does not place here.
-    let mut strays: Vec<String> = snapshot.running.clone();
-    for (vm_ref, vm) in txn.all::<VmRecord>() {
-        let gone = !snapshot.running.contains(&vm.uuid) && vm.domid < snapshot.next_domid;
-        if vm.resident_on == host_ref && vm.power_state != PowerState::Halted {
-            strays.retain(|s| *s != vm.uuid);
-            if gone {
-                super::set_residence(txn, &vm_ref, None);
-            }
-        }
-    }
-    // A host back from a planned shutdown or reboot re-enables itself once
-    // its PBDs are plugged (XAPI's `consider_enabling_host`).
-    let pbds_plugged = txn.get::<HostRecord>(&host_ref).is_some_and(|h| {
-        h.pbds.iter().all(|p| {
-            txn.get::<xapi_proto::records::PbdRecord>(p)
-                .is_some_and(|p| p.currently_attached)
-        })
-    });
-    txn.update::<HostRecord>(&host_ref, |h| {
-        if !snapshot.driver.is_empty() {
-            h.other_config.insert(VM_DRIVER_KEY.into(), snapshot.driver.clone());
-        }
-        h.live = true;
-        h.address = address.to_string();
-        h.memory_total = memory_total;
-        h.other_config.remove(super::LEAVING_KEY);
-        if pbds_plugged && h.other_config.remove(super::DISABLED_UNTIL_REBOOT_KEY).is_some() {
-            h.enabled = true;
-        }
-    });
-    memory::refresh_host(txn, &host_ref);
-    Ok(strays)
-}
-
 /// `host.member_hello(session, host_uuid, address, memory_total, running,
 /// next_domid, driver)`: `running`, `next_domid` and `driver` (optional)
 /// are one snapshot of the member's driver.
@@ -240,6 +169,19 @@ async fn report_pbd(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     let pbd = args.str(1, "pbd")?;
     let reachable = args.bool_or(2, "reachable", true)?;
     crate::storage_probe::set_attached(d, &caller, pbd, reachable).await?;
+    Ok(json!(""))
+}
+
+/// `host.guest_halted(session, host_uuid, vm_uuid, domid)`: a member
+/// reports it.
+pub(super) async fn guest_halted(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
+    args.exactly(4)?;
+    let host = args.str(1, "host")?.to_string();
+    let guest = crate::driver::Halted {
+        vm_uuid: args.str(2, "vm")?.to_string(),
+        domid: args.int(3, "domid")?,
+    };
+    crate::guests::record(d, &host, &guest).await?;
     Ok(json!(""))
 }
 
@@ -288,7 +230,7 @@ mod tests {
             .host
             .iter()
             .next()
-            .and_then(|(_, h)| h.other_config.get(super::VM_DRIVER_KEY).cloned());
+            .and_then(|(_, h)| h.other_config.get(crate::ops::host::VM_DRIVER_KEY).cloned());
         assert_eq!(shown, Some(snapshot.driver.clone()).filter(|d| !d.is_empty()));
         let mut running: Vec<String> = model
             .vm

@@ -25,13 +25,9 @@ use xapi_proto::{codes, ApiError};
 
 use super::Args;
 use crate::daemon::Daemon;
+use crate::ops::host::{DISABLED_UNTIL_REBOOT_KEY, LEAVING_KEY};
 use crate::{memory, overcommit, planning};
 use pool_db::model::Txn;
-
-/// `other_config` key of a host shut down or rebooted on purpose.
-pub const LEAVING_KEY: &str = "pool-ha-shutting-down";
-/// `other_config` key of a host disabled until it has rebooted.
-pub const DISABLED_UNTIL_REBOOT_KEY: &str = "pool-ha-disabled-until-reboot";
 
 pub async fn dispatch(d: &Arc<Daemon>, verb: &str, args: &Args) -> Option<Result<Value, ApiError>> {
     Some(match verb {
@@ -202,7 +198,7 @@ async fn evacuate(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
         d.write(|txn| disable_host(txn, &host_ref, true)).await?;
     }
     for (vm, dest) in &moves {
-        super::vm::migrate_vm(d, vm, dest, false).await?;
+        crate::ops::vm::migrate_vm(d, vm, dest, false).await?;
     }
     tracing::info!(host = %host_ref, vms = moves.len(), "host evacuated");
     Ok(json!(""))
@@ -227,7 +223,7 @@ async fn power(d: &Arc<Daemon>, args: &Args, reboot: bool) -> Result<Value, ApiE
         .map(|(r, v)| (r.clone(), v.clone()))
         .collect();
     for (vm, record) in &remaining {
-        super::vm::shutdown_vm(d, vm).await?;
+        crate::ops::vm::shutdown_vm(d, vm).await?;
         if ha_on && record.ha_restart_priority == "restart" {
             let body = format!(
                 "VM {} is protected by HA and was shut down because its host {} {} on request. It stays down until it is started again: evacuate a host before a planned {} to keep its VMs running.",
@@ -236,7 +232,7 @@ async fn power(d: &Arc<Daemon>, args: &Args, reboot: bool) -> Result<Value, ApiE
                 if reboot { "reboots" } else { "shuts down" },
                 if reboot { "reboot" } else { "shutdown" },
             );
-            crate::ha::monitor::message(d, "VM_SHUTDOWN", 5, "VM", &record.uuid, body).await?;
+            crate::failover::monitor::message(d, "VM_SHUTDOWN", 5, "VM", &record.uuid, body).await?;
         }
     }
     d.write(|txn| {
@@ -307,7 +303,7 @@ async fn prepare(d: &Arc<Daemon>, reboot: bool) -> Result<(), ApiError> {
         if view.online && !view.sf_access {
             return Err(ApiError::bare(codes::HA_LOST_STATEFILE));
         }
-        crate::ha::leave(d).await;
+        crate::failover::leave(d).await;
     }
     if d.config.lab && !reboot {
         // The lab's power switch: stay off until `xapid lab power-on`.

@@ -31,13 +31,6 @@ pub async fn dispatch(d: &Arc<Daemon>, verb: &str, args: &Args) -> Option<Result
     })
 }
 
-/// XAPI's wire datetime of now, `20240420T12:00:00Z`.
-pub fn now_wire() -> String {
-    let now = time::OffsetDateTime::now_utc();
-    let format = time::macros::format_description!("[year][month][day]T[hour]:[minute]:[second]Z");
-    now.format(&format).unwrap_or_default()
-}
-
 /// `message.create(session, name, priority, cls, obj_uuid, body)`.
 async fn create(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     args.exactly(6)?;
@@ -56,7 +49,7 @@ async fn create(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
         priority,
         cls,
         obj_uuid,
-        timestamp: now_wire(),
+        timestamp: crate::ops::now_wire(),
         body,
     };
     d.write(|txn| {

@@ -25,12 +25,6 @@ use serde_json::Value;
 use xapi_proto::{codes, ApiError};
 
 pub use args::Args;
-pub(crate) use ha::plan_exists_for;
-pub(crate) use host::{record_host_start, stop_strays};
-pub use maintenance::{DISABLED_UNTIL_REBOOT_KEY, LEAVING_KEY};
-pub use message::now_wire;
-pub use pool::refresh_liveness;
-pub(crate) use vm::{set_residence, start_vm};
 
 use crate::daemon::{host_is_slave, Daemon};
 use crate::sessions::Principal;
@@ -78,8 +72,8 @@ fn ha_gate(d: &Daemon, method: &str) -> Result<(), ApiError> {
     if let Some(e) = d.ha.emergency() {
         return Err(e);
     }
-    let served = MEMBER_METHODS.contains(&method) || (is_read(method) && crate::ha::serves_reads_unconfirmed(d));
-    if crate::ha::master_unconfirmed(d) && !served {
+    let served = MEMBER_METHODS.contains(&method) || (is_read(method) && crate::failover::serves_reads_unconfirmed(d));
+    if crate::failover::master_unconfirmed(d) && !served {
         return Err(ApiError::bare(codes::HOST_STILL_BOOTING));
     }
     Ok(())
@@ -100,18 +94,6 @@ const INTERNAL_METHODS: &[&str] = &[
     "host.prepare_poweroff",
     "pool.sync_database",
 ];
-
-/// The reference of the `T` whose uuid is `uuid` in the committed model, or
-/// `UUID_INVALID [class, uuid]`.
-pub(crate) fn ref_by_uuid<T: pool_db::model::Record>(
-    txn: &pool_db::model::Txn,
-    uuid: &str,
-) -> Result<String, ApiError> {
-    T::table(txn.base())
-        .ref_of_uuid(uuid)
-        .map(str::to_string)
-        .ok_or_else(|| ApiError::uuid_invalid(T::CLASS, uuid))
-}
 
 /// `MESSAGE_METHOD_UNKNOWN [method]`.
 pub fn unknown(method: &str) -> ApiError {
@@ -181,7 +163,7 @@ async fn route(d: &Arc<Daemon>, method: &str, params: Vec<Value>) -> Result<Valu
             "ha_join_liveset" => Some(ha_admin::join_liveset(d, &args).await),
             "ha_disarm" => Some(ha_admin::disarm(d, &args).await),
             "emergency_ha_disable" => Some(ha_admin::emergency_disable(d, &args).await),
-            "guest_halted" => Some(crate::guests::guest_halted(d, &args).await),
+            "guest_halted" => Some(host::guest_halted(d, &args).await),
             _ => match maintenance::dispatch(d, verb, &args).await {
                 Some(result) => Some(result),
                 None => host::dispatch(d, verb, &args).await,

@@ -244,35 +244,3 @@ async fn sync_database(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> 
         "full": {"rows": replication::encode_rows(&snapshot), "users": replication::encode_users(&d.users())},
     }))
 }
-
-/// Hosts are marked not live when they have not called for this long.
-pub const MEMBER_SILENCE_LIMIT: Duration = Duration::from_secs(20);
-
-/// Keep each member's `live` flag true to its recent calls (master only).
-pub async fn refresh_liveness(d: &Arc<Daemon>) -> Result<(), ApiError> {
-    let now = Instant::now();
-    let changes: Vec<(String, bool)> = {
-        let m = d.model();
-        let seen = d.last_seen.lock().unwrap_or_else(|p| p.into_inner());
-        m.host
-            .iter()
-            .filter(|(_, h)| h.uuid != d.host_uuid)
-            .filter_map(|(r, h)| {
-                let live = seen
-                    .get(&h.uuid)
-                    .is_some_and(|t| now.duration_since(*t) < MEMBER_SILENCE_LIMIT);
-                (live != h.live).then(|| (r.clone(), live))
-            })
-            .collect()
-    };
-    if changes.is_empty() {
-        return Ok(());
-    }
-    d.write(|txn| {
-        for (r, live) in &changes {
-            txn.update::<HostRecord>(r, |h| h.live = *live);
-        }
-        Ok(())
-    })
-    .await
-}

@@ -121,7 +121,7 @@ async fn alive(d: &Daemon, host_ref: &str, host: &HostRecord) -> bool {
 
 /// Record `vm_ref` halted, its disks detached (XAPI's force_state_reset).
 fn reset(txn: &mut Txn, vm_ref: &str) {
-    super::set_residence(txn, vm_ref, None);
+    crate::ops::vm::set_residence(txn, vm_ref, None);
     let vbds = txn.get::<VmRecord>(vm_ref).map(|v| v.vbds).unwrap_or_default();
     for vbd in vbds.iter().filter(|v| *v != NULL_REF) {
         txn.update::<VbdRecord>(vbd, |b| b.currently_attached = false);

@@ -1,42 +1,34 @@
-//! HA on one host: the agent and what `xapid` does with what it sees.
+//! HA on one host, below the pool: the agent and the files and devices
+//! it uses. Nothing here knows the daemon (`crate::failover` is HA's side
+//! that acts on the pool).
 //!
 //! - [`agent`]: the `ha_liveness` engine on a real clock, UDP socket and
 //!   statefile.
-//! - [`watchdog`]: the OS thread that fences when the loops stall.
+//! - [`watchdog`], [`device`]: the OS thread that fences when the loops
+//!   stall, and the hardware watchdog.
 //! - [`statefile`], [`metadata`]: the files on the heartbeat SR.
 //! - [`local`]: this host's HA configuration (`ha_armed` and the peers).
-//! - [`monitor`]: master election, following the master, the statefile
-//!   alert.
-//! - [`restart`]: on the master, declaring hosts dead and restarting their
-//!   protected VMs.
 //!
-//! [`Ha`] holds this host's HA state. The functions here arm a host (start
-//! its agent, persist `armed`, keep the agent running across boots and
-//! statefile loss) and disarm it.
+//! [`Ha`] holds this host's HA state: the agent, its view, the watchdog,
+//! the fault switches and the emergency error.
 
 pub mod agent;
 pub mod device;
 pub mod local;
 pub mod metadata;
-pub mod monitor;
-pub mod restart;
 pub mod statefile;
-pub mod tiebreak;
 pub mod watchdog;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use ha_liveness::{Event, Exit, Timeouts};
-use tokio::sync::watch;
-use xapi_proto::{codes, ApiError};
+use ha_liveness::Event;
+use tokio::sync::{watch, Notify};
+use xapi_proto::ApiError;
 
-use crate::daemon::Daemon;
 use crate::faults::Faults;
-use agent::{Agent, AgentView, Setup};
-use local::HaLocal;
+use agent::{Agent, AgentView};
 use watchdog::Watchdog;
 
 /// The file in the data directory where a fence records its reason.
@@ -49,15 +41,32 @@ pub const FENCE_EXIT: i32 = 86;
 pub struct Ha {
     pub faults: Arc<Faults>,
     pub watchdog: Arc<Watchdog>,
-    view: watch::Sender<AgentView>,
-    agent: tokio::sync::Mutex<Option<Agent>>,
-    keeper: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    pub(crate) view: watch::Sender<AgentView>,
+    pub(crate) agent: tokio::sync::Mutex<Option<Agent>>,
+    /// The task that keeps the agent of an armed host running.
+    pub(crate) keeper: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// The error every call gets while the host cannot join the liveset.
     emergency: Mutex<Option<ApiError>>,
     /// The local configuration says armed (cached from the store).
     armed: AtomicBool,
     /// Wakes the restart executor.
-    pub restarts: restart::Kick,
+    pub restarts: Kick,
+}
+
+/// Wakes the restart executor (`crate::failover::restart`): a guest
+/// halted, a host came back, the plan changed.
+#[derive(Default)]
+pub struct Kick(Notify);
+
+impl Kick {
+    pub fn kick(&self) {
+        self.0.notify_one();
+    }
+
+    /// Wait for the next kick.
+    pub async fn notified(&self) {
+        self.0.notified().await;
+    }
 }
 
 impl Ha {
@@ -75,13 +84,18 @@ impl Ha {
             keeper: Mutex::new(None),
             emergency: Mutex::new(None),
             armed: AtomicBool::new(false),
-            restarts: restart::Kick::default(),
+            restarts: Kick::default(),
         })
     }
 
     /// Is this host armed for HA (by its local configuration)?
     pub fn armed(&self) -> bool {
         self.armed.load(Ordering::SeqCst)
+    }
+
+    /// Cache what the local configuration says about arming.
+    pub(crate) fn set_armed(&self, armed: bool) {
+        self.armed.store(armed, Ordering::SeqCst);
     }
 
     /// The agent's latest view.
@@ -98,7 +112,7 @@ impl Ha {
         self.emergency.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    fn set_emergency(&self, e: Option<ApiError>) {
+    pub(crate) fn set_emergency(&self, e: Option<ApiError>) {
         *self.emergency.lock().unwrap_or_else(|p| p.into_inner()) = e;
     }
 
@@ -144,205 +158,6 @@ pub fn take_fence_records(data_dir: &Path) -> Vec<(u64, String)> {
             Some((ms.parse().ok()?, reason.to_string()))
         })
         .collect()
-}
-
-/// This host's HA configuration, if it has one.
-pub async fn local(d: &Daemon) -> Option<HaLocal> {
-    let text = d.local_value(local::KEY).await?;
-    match HaLocal::from_json(&text) {
-        Ok(l) => Some(l),
-        Err(e) => {
-            tracing::error!("the local HA configuration is damaged ({e}); HA stays off on this host");
-            None
-        }
-    }
-}
-
-async fn save_local(d: &Daemon, l: &HaLocal) -> Result<(), ApiError> {
-    d.set_local_value(local::KEY, &l.to_json())
-        .await
-        .map_err(|e| ApiError::internal(format!("cannot record the HA configuration: {e}")))?;
-    d.ha.armed.store(l.armed, Ordering::SeqCst);
-    Ok(())
-}
-
-/// How long to wait before trying again to join the liveset.
-fn retry_pause(l: &HaLocal) -> Duration {
-    Duration::from_secs(l.timeout_s.min(10))
-}
-
-/// Arm this host with `l`: record it, start the agent and keep it running,
-/// and wait (bounded by the enable timeout) until it is online.
-pub async fn arm(d: &Arc<Daemon>, l: HaLocal) -> Result<(), ApiError> {
-    let timeouts = Timeouts::derive(l.timeout_s, l.lab)
-        .map_err(|e| ApiError::invalid_value("ha-config:timeout", format!("{} ({e})", l.timeout_s)))?;
-    stop_agent(d).await;
-    save_local(d, &HaLocal { armed: true, ..l }).await?;
-    keep_armed(d);
-    let limit = Duration::from_millis(timeouts.enable_join) + Duration::from_secs(5);
-    let mut rx = d.ha.subscribe();
-    let online = tokio::time::timeout(limit, async {
-        loop {
-            if rx.borrow_and_update().online {
-                return true;
-            }
-            if rx.changed().await.is_err() {
-                return false;
-            }
-        }
-    })
-    .await;
-    match online {
-        Ok(true) => Ok(()),
-        _ => Err(ApiError::bare(codes::HA_FAILED_TO_FORM_LIVESET)),
-    }
-}
-
-/// Disarm this host: no agent, nothing armed, and not at the next boot
-/// either.
-pub async fn disarm(d: &Arc<Daemon>) -> Result<(), ApiError> {
-    if let Some(l) = local(d).await {
-        save_local(d, &HaLocal { armed: false, ..l }).await?;
-    }
-    if let Some(k) = d.ha.keeper.lock().unwrap_or_else(|p| p.into_inner()).take() {
-        k.abort();
-    }
-    stop_agent(d).await;
-    d.ha.watchdog.disarm();
-    d.ha.set_emergency(None);
-    Ok(())
-}
-
-/// Leave the liveset cleanly before a planned shutdown or reboot: this
-/// host is marked excluded and disarmed, so the others neither fault nor
-/// wait for it; it stays armed and rejoins at its next start.
-pub async fn leave(d: &Arc<Daemon>) {
-    if let Some(k) = d.ha.keeper.lock().unwrap_or_else(|p| p.into_inner()).take() {
-        k.abort();
-    }
-    let mut rx = d.ha.subscribe();
-    if d.ha.send(Event::Leave).await {
-        let _ = tokio::time::timeout(Duration::from_secs(5), async {
-            while rx.borrow_and_update().running {
-                if rx.changed().await.is_err() {
-                    return;
-                }
-            }
-        })
-        .await;
-    }
-    stop_agent(d).await;
-    d.ha.watchdog.disarm();
-}
-
-async fn stop_agent(d: &Daemon) {
-    let agent = d.ha.agent.lock().await.take();
-    if let Some(a) = agent {
-        a.stop().await;
-    }
-}
-
-/// At start-up: read whether this host is armed, and if so start its agent.
-pub async fn boot(d: &Arc<Daemon>) {
-    let armed = local(d).await.is_some_and(|l| l.armed);
-    d.ha.armed.store(armed, Ordering::SeqCst);
-    if armed {
-        keep_armed(d);
-    }
-}
-
-/// Is this host an armed pool master that does not (yet) hold the master
-/// lock? It must not change anything as master then: another host may have
-/// been elected while it was away. A member that joins or is being removed
-/// does not take the lock away (rule M in docs/HA.md). Under survival rule
-/// 2 nobody reaches the statefile, so nobody can take or grant the lock:
-/// the master stays the master, as XAPI's does.
-pub fn master_unconfirmed(d: &Daemon) -> bool {
-    let view = d.ha.view();
-    d.ha.armed() && d.is_master() && !view.master_confirmed && !view.rule2
-}
-
-/// May an unconfirmed master still answer reads? Only while it is in a
-/// liveset and has held the master lock since its engine started: the
-/// master of a fault handler or a join, whose database is the pool's. A
-/// master that has just booted (it may have been fenced, and another host
-/// elected while it was away) has not, and its database may be stale.
-pub fn serves_reads_unconfirmed(d: &Daemon) -> bool {
-    let view = d.ha.view();
-    view.online && view.confirmed_once
-}
-
-/// Keep the agent of an armed host running: at boot, after the statefile
-/// came back, until HA is disabled. Starts the keeper unless it runs.
-pub fn keep_armed(d: &Arc<Daemon>) {
-    let mut keeper = d.ha.keeper.lock().unwrap_or_else(|p| p.into_inner());
-    if keeper.as_ref().is_some_and(|k| !k.is_finished()) {
-        return;
-    }
-    let d = d.clone();
-    *keeper = Some(tokio::spawn(async move { keep(d).await }));
-}
-
-async fn keep(d: Arc<Daemon>) {
-    loop {
-        let Some(l) = local(&d).await.filter(|l| l.armed) else {
-            return;
-        };
-        let setup = Setup {
-            local: l.clone(),
-            me: d.host_uuid.clone(),
-            secret: d.pool_secret().into_bytes(),
-            faults: d.ha.faults.clone(),
-            watchdog: d.ha.watchdog.clone(),
-            view: d.ha.view.clone(),
-        };
-        d.ha.view.send_replace(AgentView::default());
-        let mut rx = d.ha.subscribe();
-        match Agent::start(setup).await {
-            Ok(a) => *d.ha.agent.lock().await = Some(a),
-            Err(e) => {
-                tracing::error!("cannot start the HA agent: {e}");
-                d.ha.set_emergency(Some(ApiError::bare(codes::HA_HEARTBEAT_DAEMON_STARTUP_FAILED)));
-                tokio::time::sleep(retry_pause(&l)).await;
-                continue;
-            }
-        }
-        // Wait for the engine to stop (it may run for months).
-        let exit = loop {
-            {
-                let v = rx.borrow_and_update();
-                if v.online {
-                    d.ha.set_emergency(None);
-                }
-                if v.status == "stopped" || v.status == "fenced" {
-                    break v.exit;
-                }
-            }
-            if rx.changed().await.is_err() {
-                return;
-            }
-        };
-        d.ha.agent.lock().await.take();
-        match exit {
-            Some(Exit::CannotAccessStatefile) => {
-                tracing::warn!("cannot reach the statefile: this host stays out of the pool and tries again");
-                d.ha.set_emergency(Some(ApiError::bare(codes::HA_HOST_CANNOT_ACCESS_STATEFILE)));
-            }
-            Some(Exit::InvalidPoolState) | Some(Exit::GenerationMismatch) => {
-                tracing::info!("HA was disabled in this pool: this host disarms");
-                let _ = save_local(&d, &HaLocal { armed: false, ..l }).await;
-                d.ha.watchdog.disarm();
-                d.ha.set_emergency(None);
-                return;
-            }
-            Some(Exit::Requested) | None => return,
-            Some(other) => {
-                tracing::warn!("the HA agent could not join the liveset: {}", other.name());
-                d.ha.set_emergency(Some(ApiError::bare(codes::HA_HEARTBEAT_DAEMON_STARTUP_FAILED)));
-            }
-        }
-        tokio::time::sleep(retry_pause(&l)).await;
-    }
 }
 
 /// The `other-config` key marking the statefile and metadata VDIs

@@ -160,7 +160,7 @@ impl Watchdog {
 }
 
 /// The fence guard holds the same deadline, for the guests that are
-/// processes of their own (crate::guard): the earliest armed timer.
+/// processes of their own (crate::driver::qemu::guard): the earliest armed timer.
 fn tell_guard(s: &State) {
     // Once fired, the guard keeps the deadline it has: the fence kills the
     // guests itself, and if it cannot finish, the guard still will.
@@ -172,7 +172,7 @@ fn tell_guard(s: &State) {
     } else {
         None
     };
-    crate::guard::set_deadline(deadline);
+    crate::driver::qemu::guard::set_deadline(deadline);
 }
 
 fn expired(s: &State, now: Instant) -> Option<&'static str> {

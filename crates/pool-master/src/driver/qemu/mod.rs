@@ -18,10 +18,11 @@
 //!   ([`kill_every_guest`]) before `xapid` exits. A guest is a process of
 //!   its own and outlives `xapid` otherwise: with HA armed the fence guard
 //!   beside `xapid` kills the guests when `xapid` freezes past its
-//!   watchdog deadline or dies ([`crate::guard`]); with HA off a restarted
+//!   watchdog deadline or dies ([`guard`]); with HA off a restarted
 //!   `xapid` adopts the guests it finds running ([`Driver::adopt`]), as a
 //!   toolstack restart leaves a XenServer host's VMs running.
 
+pub mod guard;
 mod process;
 mod qmp;
 

@@ -90,13 +90,13 @@ pub(super) fn process_runs(pid: i32) -> bool {
 pub(super) fn forget_pid(pid: i32) {
     let mut pids = GUEST_PIDS.lock().unwrap_or_else(|p| p.into_inner());
     pids.retain(|&p| p != pid);
-    crate::guard::set_guests(pids.clone());
+    crate::driver::qemu::guard::set_guests(pids.clone());
 }
 
 pub(super) fn remember_pid(pid: i32) {
     let mut pids = GUEST_PIDS.lock().unwrap_or_else(|p| p.into_inner());
     pids.push(pid);
-    crate::guard::set_guests(pids.clone());
+    crate::driver::qemu::guard::set_guests(pids.clone());
 }
 
 /// Can KVM run guests here?

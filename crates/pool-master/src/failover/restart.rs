@@ -26,7 +26,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ha_planner::Placement;
-use tokio::sync::Notify;
 use xapi_proto::records::{HostRecord, PowerState, VmRecord};
 use xapi_proto::ApiError;
 
@@ -39,16 +38,6 @@ pub const PERIOD: Duration = Duration::from_secs(2);
 
 /// How long a protected VM that failed to start waits before the next try.
 pub const RETRY_SPACING: Duration = Duration::from_secs(10);
-
-/// Wakes the executor.
-#[derive(Default)]
-pub struct Kick(Notify);
-
-impl Kick {
-    pub fn kick(&self) {
-        self.0.notify_one();
-    }
-}
 
 #[derive(Default)]
 struct State {
@@ -70,7 +59,7 @@ pub fn spawn(d: Arc<Daemon>) {
     tokio::spawn(async move {
         let mut state = State::default();
         loop {
-            let _ = tokio::time::timeout(PERIOD, d.ha.restarts.0.notified()).await;
+            let _ = tokio::time::timeout(PERIOD, d.ha.restarts.notified()).await;
             if let Err(e) = pass(&d, &mut state).await {
                 tracing::warn!("HA restart pass: {e}");
             }
@@ -118,7 +107,7 @@ async fn restore_failures_to_tolerate(d: &Daemon) -> Result<(), ApiError> {
             return Ok(());
         };
         let back = m.get::<HostRecord>(host_ref).is_some_and(|h| h.live && h.enabled);
-        if !back || !crate::api::plan_exists_for(&m, n)?.exists() {
+        if !back || !crate::planning::plan_exists_for(&m, n)?.exists() {
             return Ok(());
         }
         (pool_ref.clone(), n)
@@ -205,7 +194,7 @@ async fn declare_dead(d: &Daemon, liveset: &[String]) -> Result<Vec<String>, Api
             .iter()
             .filter(|(_, live)| !live)
             .filter_map(|(r, _)| m.get::<HostRecord>(r).cloned())
-            .filter(|h| !h.other_config.contains_key(crate::api::LEAVING_KEY))
+            .filter(|h| !h.other_config.contains_key(crate::ops::host::LEAVING_KEY))
             .collect();
         (changes, failed)
     };
@@ -232,7 +221,7 @@ async fn declare_dead(d: &Daemon, liveset: &[String]) -> Result<Vec<String>, Api
             txn.update::<HostRecord>(r, |h| h.live = *live);
         }
         for vm in &reset {
-            crate::api::set_residence(txn, vm, None);
+            crate::ops::vm::set_residence(txn, vm, None);
         }
         Ok(())
     })
@@ -338,10 +327,10 @@ async fn start_groups(d: &Arc<Daemon>, mut starts: Vec<Start>) -> Vec<(Start, Ap
             .map(|s| {
                 let d = d.clone();
                 tokio::spawn(async move {
-                    let mut r = crate::api::start_vm(&d, &s.vm_ref, s.host.as_deref(), false).await;
+                    let mut r = crate::ops::vm::start_vm(&d, &s.vm_ref, s.host.as_deref(), false).await;
                     if s.host.is_some() && r.is_err() {
                         // The planned host refused (memory moved): anywhere.
-                        r = crate::api::start_vm(&d, &s.vm_ref, None, false).await;
+                        r = crate::ops::vm::start_vm(&d, &s.vm_ref, None, false).await;
                     }
                     (s, r)
                 })

@@ -8,7 +8,7 @@
 //!   master from the newest database (its replica or the metadata file on
 //!   the heartbeat SR); every other host, the old master too when it comes
 //!   back, follows the lock holder.
-//! - on the master: each view wakes the restart executor (`ha::restart`),
+//! - on the master: each view wakes the restart executor (`failover::restart`),
 //!   and survival rule 2 (every live host lost the statefile) raises
 //!   `HA_STATEFILE_LOST` once per loss.
 //! - after a fence and a reboot, once this host is back in the liveset,
@@ -22,8 +22,8 @@ use serde_json::json;
 use xapi_proto::records::{HostRecord, MessageRecord, PoolRecord};
 use xapi_proto::ApiError;
 
-use super::agent::AgentView;
 use crate::daemon::{Daemon, Role};
+use crate::ha::agent::AgentView;
 use crate::peers::PEER_TIMEOUT;
 use pool_db::model::{new_ref, new_uuid, Txn};
 
@@ -55,7 +55,7 @@ pub fn spawn(d: Arc<Daemon>) {
     tokio::spawn(async move {
         let mut rx = d.ha.subscribe();
         let mut state = State {
-            fences: super::take_fence_records(&d.config.data_dir),
+            fences: crate::ha::take_fence_records(&d.config.data_dir),
             ..State::default()
         };
         loop {
@@ -221,7 +221,7 @@ pub async fn message(
         priority,
         cls: cls.to_string(),
         obj_uuid: obj_uuid.to_string(),
-        timestamp: crate::api::now_wire(),
+        timestamp: crate::ops::now_wire(),
         body,
     };
     d.write(|txn| {
@@ -295,11 +295,11 @@ async fn take_over(d: &Arc<Daemon>, metadata: &std::path::Path) -> Result<(), Ap
         if faults.storage_cut() {
             return Ok(None);
         }
-        super::metadata::read(&path)
+        crate::ha::metadata::read(&path)
     })
     .await
     .map_err(|e| ApiError::internal(e.to_string()))?;
-    let enabled = |m: &super::metadata::Metadata| m.snapshot.pool.values().flatten().any(|p| p.ha_enabled);
+    let enabled = |m: &crate::ha::metadata::Metadata| m.snapshot.pool.values().flatten().any(|p| p.ha_enabled);
     match read {
         Ok(Some(m)) if m.generation > d.model().generation && enabled(&m) => {
             tracing::info!(
@@ -322,10 +322,10 @@ async fn take_over(d: &Arc<Daemon>, metadata: &std::path::Path) -> Result<(), Ap
     let strays = d
         .write(|txn| {
             set_master(txn, &uuid)?;
-            crate::api::record_host_start(txn, &uuid, &address, memory, &snapshot)
+            crate::ops::host::record_host_start(txn, &uuid, &address, memory, &snapshot)
         })
         .await?;
-    crate::api::stop_strays(d, &strays, &snapshot).await;
+    crate::ops::host::stop_strays(d, &strays, &snapshot).await;
     if d.ha_enabled() {
         d.start_redo_log().await;
     }
@@ -333,7 +333,7 @@ async fn take_over(d: &Arc<Daemon>, metadata: &std::path::Path) -> Result<(), Ap
 }
 
 fn set_master(txn: &mut Txn, uuid: &str) -> Result<(), ApiError> {
-    let host = crate::api::ref_by_uuid::<HostRecord>(txn, uuid)?;
+    let host = crate::ops::ref_by_uuid::<HostRecord>(txn, uuid)?;
     let (pool, _) = txn
         .base()
         .pool()
