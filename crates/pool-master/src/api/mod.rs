@@ -21,6 +21,7 @@ mod vm;
 
 use std::sync::Arc;
 
+use futures::future::BoxFuture;
 use serde_json::Value;
 use xapi_proto::{codes, ApiError};
 
@@ -29,30 +30,138 @@ pub use args::Args;
 use crate::daemon::{host_is_slave, Daemon};
 use crate::sessions::Principal;
 
-/// Methods a member host serves itself instead of redirecting to the master.
-const MEMBER_METHODS: &[&str] = &[
-    "host.local_vm_start",
-    "host.local_vm_start_incoming",
-    "host.local_vm_migrate",
-    "host.local_vm_stop",
-    "host.local_vm_list",
-    "host.ha_join_liveset",
-    "host.ha_disarm",
-    "host.prepare_poweroff",
-    "host.emergency_ha_disable",
-    "pool.emergency_transition_to_master",
-    "pool.emergency_reset_master",
+/// Who may call a method, and where. A method not in [`METHODS`] is served
+/// by the master, to any valid session, and not in HA emergency mode.
+#[derive(Debug, Clone, Copy, Default)]
+struct Access {
+    /// Served before and without a session check, on any host (login).
+    open: bool,
+    /// A member serves it itself instead of answering `HOST_IS_SLAVE`.
+    member: bool,
+    /// Still served in HA emergency mode (xapi's emergency calls, which act
+    /// on the host itself).
+    emergency: bool,
+    /// Only other hosts of the pool may call it (a member's session).
+    internal: bool,
+}
+
+/// A handler that takes the call as it is; the others go to their class's
+/// module.
+type Handler = for<'a> fn(&'a Arc<Daemon>, &'a Args) -> BoxFuture<'a, Result<Value, ApiError>>;
+
+/// An async handler `f(d, args)` as a [`Handler`].
+macro_rules! handler {
+    ($f:path) => {{
+        fn h<'a>(d: &'a Arc<Daemon>, args: &'a Args) -> BoxFuture<'a, Result<Value, ApiError>> {
+            Box::pin($f(d, args))
+        }
+        Some(h as Handler)
+    }};
+}
+
+/// A synchronous handler `f(d, args)` as a [`Handler`].
+macro_rules! sync_handler {
+    ($f:path) => {{
+        fn h<'a>(d: &'a Arc<Daemon>, args: &'a Args) -> BoxFuture<'a, Result<Value, ApiError>> {
+            Box::pin(std::future::ready($f(d, args)))
+        }
+        Some(h as Handler)
+    }};
+}
+
+const OPEN: Access = Access {
+    open: true,
+    member: false,
+    emergency: false,
+    internal: false,
+};
+/// A call a host makes on another, served by the host it is made on.
+const HOST_TO_HOST: Access = Access {
+    open: false,
+    member: true,
+    emergency: false,
+    internal: true,
+};
+/// A call only hosts make, on the master.
+const TO_MASTER: Access = Access {
+    open: false,
+    member: false,
+    emergency: false,
+    internal: true,
+};
+/// An emergency call an admin makes on any host.
+const EMERGENCY: Access = Access {
+    open: false,
+    member: true,
+    emergency: true,
+    internal: false,
+};
+const MASTER: Access = Access {
+    open: false,
+    member: false,
+    emergency: false,
+    internal: false,
+};
+
+/// Every method whose access differs from a plain master call, or whose
+/// handler is not its class module's: one row each.
+const METHODS: &[(&str, Access, Option<Handler>)] = &[
+    ("session.login_with_password", OPEN, sync_handler!(session::login)),
+    ("session.slave_login", OPEN, sync_handler!(session::slave_login)),
+    (
+        "session.slave_local_login_with_password",
+        Access {
+            emergency: true,
+            ..OPEN
+        },
+        sync_handler!(session::local_login),
+    ),
+    (
+        "session.logout",
+        Access {
+            emergency: true,
+            ..OPEN
+        },
+        sync_handler!(session::logout),
+    ),
+    ("host.local_vm_start", HOST_TO_HOST, None),
+    ("host.local_vm_start_incoming", HOST_TO_HOST, None),
+    ("host.local_vm_migrate", HOST_TO_HOST, None),
+    ("host.local_vm_stop", HOST_TO_HOST, None),
+    ("host.local_vm_list", HOST_TO_HOST, None),
+    ("host.ha_join_liveset", HOST_TO_HOST, handler!(ha_admin::join_liveset)),
+    ("host.ha_disarm", HOST_TO_HOST, handler!(ha_admin::disarm)),
+    ("host.prepare_poweroff", HOST_TO_HOST, None),
+    ("host.member_hello", TO_MASTER, None),
+    ("host.guest_halted", TO_MASTER, handler!(host::guest_halted)),
+    ("host.report_pbd_reachability", TO_MASTER, None),
+    ("pool.sync_database", TO_MASTER, None),
+    (
+        "host.emergency_ha_disable",
+        EMERGENCY,
+        handler!(ha_admin::emergency_disable),
+    ),
+    (
+        "pool.emergency_transition_to_master",
+        EMERGENCY,
+        handler!(ha_admin::transition_to_master),
+    ),
+    (
+        "pool.emergency_reset_master",
+        EMERGENCY,
+        handler!(ha_admin::reset_master),
+    ),
+    ("pool.enable_ha", MASTER, handler!(ha_admin::enable)),
+    ("pool.disable_ha", MASTER, handler!(ha_admin::disable)),
 ];
 
-/// Methods a host in HA emergency mode still serves (xapi's emergency
-/// calls, which act on the host itself).
-const EMERGENCY_METHODS: &[&str] = &[
-    "session.slave_local_login_with_password",
-    "session.logout",
-    "host.emergency_ha_disable",
-    "pool.emergency_transition_to_master",
-    "pool.emergency_reset_master",
-];
+/// A method's row in [`METHODS`], or the plain master call.
+fn method(name: &str) -> (Access, Option<Handler>) {
+    METHODS
+        .iter()
+        .find(|(m, _, _)| *m == name)
+        .map_or((MASTER, None), |&(_, access, handler)| (access, handler))
+}
 
 /// A call that changes nothing in the pool: a master serves these even
 /// while its master lock is unconfirmed (a fault handler, a join), as XAPI
@@ -65,35 +174,19 @@ fn is_read(method: &str) -> bool {
 /// What HA allows this host to serve: nothing but the emergency calls in
 /// an emergency; as an unconfirmed master (rule M), the members' calls and,
 /// while the statefile still names it the lock holder, reads.
-fn ha_gate(d: &Daemon, method: &str) -> Result<(), ApiError> {
-    if EMERGENCY_METHODS.contains(&method) {
+fn ha_gate(d: &Daemon, method: &str, access: Access) -> Result<(), ApiError> {
+    if access.emergency {
         return Ok(());
     }
     if let Some(e) = d.ha.emergency() {
         return Err(e);
     }
-    let served = MEMBER_METHODS.contains(&method) || (is_read(method) && crate::failover::serves_reads_unconfirmed(d));
+    let served = access.member || (is_read(method) && crate::failover::serves_reads_unconfirmed(d));
     if crate::failover::master_unconfirmed(d) && !served {
         return Err(ApiError::bare(codes::HOST_STILL_BOOTING));
     }
     Ok(())
 }
-
-/// Methods only other hosts of the pool may call.
-const INTERNAL_METHODS: &[&str] = &[
-    "host.local_vm_start",
-    "host.local_vm_start_incoming",
-    "host.local_vm_migrate",
-    "host.local_vm_stop",
-    "host.local_vm_list",
-    "host.member_hello",
-    "host.ha_join_liveset",
-    "host.ha_disarm",
-    "host.guest_halted",
-    "host.report_pbd_reachability",
-    "host.prepare_poweroff",
-    "pool.sync_database",
-];
 
 /// `MESSAGE_METHOD_UNKNOWN [method]`.
 pub fn unknown(method: &str) -> ApiError {
@@ -111,7 +204,7 @@ pub enum Reply {
 pub async fn dispatch(d: &Arc<Daemon>, method: &str, params: Vec<Value>) -> Result<Reply, ApiError> {
     let (class, verb) = method.split_once('.').unwrap_or_default();
     if verb == "get_all_records" && xapi_proto::classes::CLASSES.contains(&class) && d.is_master() {
-        ha_gate(d, method)?;
+        ha_gate(d, method, MASTER)?;
         let args = Args::new(method, params);
         args.session(d)?;
         args.exactly(1)?;
@@ -122,52 +215,40 @@ pub async fn dispatch(d: &Arc<Daemon>, method: &str, params: Vec<Value>) -> Resu
 
 async fn route(d: &Arc<Daemon>, method: &str, params: Vec<Value>) -> Result<Value, ApiError> {
     let args = Args::new(method, params);
-    ha_gate(d, method)?;
-    match method {
-        "session.login_with_password" => return session::login(d, &args),
-        "session.slave_login" => return session::slave_login(d, &args),
-        "session.slave_local_login_with_password" => return session::local_login(d, &args),
-        "session.logout" => return session::logout(d, &args),
-        _ => {}
+    let (access, handler) = self::method(method);
+    ha_gate(d, method, access)?;
+    if let (true, Some(h)) = (access.open, handler) {
+        return h(d, &args).await;
     }
     let (class, verb) = method.split_once('.').ok_or_else(|| unknown(method))?;
     if !xapi_proto::classes::CLASSES.contains(&class) {
         return Err(unknown(method));
     }
-    if !d.is_master() && !MEMBER_METHODS.contains(&method) {
+    if !d.is_master() && !access.member {
         return Err(host_is_slave(&d.master_address()));
     }
     let principal = args.session(d)?;
-    if INTERNAL_METHODS.contains(&method) && !matches!(principal, Principal::Member(_)) {
+    if access.internal && !matches!(principal, Principal::Member(_)) {
         return Err(ApiError::new(
             codes::PERMISSION_DENIED,
             vec!["only hosts of the pool may call this method".into()],
         ));
+    }
+    if let Some(h) = handler {
+        return h(d, &args).await;
     }
     let handled = match class {
         "VM" => match ha::vm(d, verb, &args).await {
             Some(result) => Some(result),
             None => vm::dispatch(d, verb, &args).await,
         },
-        "pool" => match verb {
-            "enable_ha" => Some(ha_admin::enable(d, &args).await),
-            "disable_ha" => Some(ha_admin::disable(d, &args).await),
-            "emergency_transition_to_master" => Some(ha_admin::transition_to_master(d, &args).await),
-            "emergency_reset_master" => Some(ha_admin::reset_master(d, &args).await),
-            _ => match ha::pool(d, verb, &args).await {
-                Some(result) => Some(result),
-                None => pool::dispatch(d, verb, &args).await,
-            },
+        "pool" => match ha::pool(d, verb, &args).await {
+            Some(result) => Some(result),
+            None => pool::dispatch(d, verb, &args).await,
         },
-        "host" => match verb {
-            "ha_join_liveset" => Some(ha_admin::join_liveset(d, &args).await),
-            "ha_disarm" => Some(ha_admin::disarm(d, &args).await),
-            "emergency_ha_disable" => Some(ha_admin::emergency_disable(d, &args).await),
-            "guest_halted" => Some(host::guest_halted(d, &args).await),
-            _ => match maintenance::dispatch(d, verb, &args).await {
-                Some(result) => Some(result),
-                None => host::dispatch(d, verb, &args).await,
-            },
+        "host" => match maintenance::dispatch(d, verb, &args).await {
+            Some(result) => Some(result),
+            None => host::dispatch(d, verb, &args).await,
         },
         "SR" | "VDI" | "VBD" => storage::dispatch(d, class, verb, &args).await,
         "message" => message::dispatch(d, verb, &args).await,
