@@ -83,26 +83,26 @@ pub enum StartError {
 
 /// One `xapid`: its database, sessions, VMs and role.
 pub struct Daemon {
-    pub config: Config,
-    pub host_uuid: String,
+    config: Config,
+    host_uuid: String,
     model: RwLock<Model>,
     store: tokio::sync::Mutex<Store>,
     users: RwLock<HashMap<String, String>>,
     role: RwLock<Role>,
     pool_secret: RwLock<String>,
-    pub sessions: Sessions,
-    pub verifier: Verifier,
-    pub driver: Arc<dyn Driver>,
+    sessions: Sessions,
+    verifier: Verifier,
+    driver: Arc<dyn Driver>,
     generation: watch::Sender<u64>,
     log: Mutex<VecDeque<(u64, Changes)>>,
     /// An HA enable or disable is running.
-    pub ha_busy: std::sync::atomic::AtomicBool,
+    ha_busy: std::sync::atomic::AtomicBool,
     /// When each member last asked the master for updates.
-    pub last_seen: Mutex<HashMap<String, Instant>>,
+    last_seen: Mutex<HashMap<String, Instant>>,
     /// Clients to the other hosts, for calls between hosts.
-    pub peers: crate::peers::Peers,
+    peers: crate::peers::Peers,
     /// HA on this host: the agent, the watchdog, the fault switches.
-    pub ha: crate::ha::Ha,
+    ha: crate::ha::Ha,
     /// The pool database on the heartbeat SR, written by the master while
     /// HA is on.
     redo: Mutex<Option<RedoLog>>,
@@ -111,6 +111,78 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    /// How this host was started.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// This host's uuid.
+    pub fn host_uuid(&self) -> &str {
+        &self.host_uuid
+    }
+
+    /// The API sessions of this host.
+    pub fn sessions(&self) -> &Sessions {
+        &self.sessions
+    }
+
+    /// The password checker (with its cache of recent successes).
+    pub fn verifier(&self) -> &Verifier {
+        &self.verifier
+    }
+
+    /// What runs this host's guests.
+    pub fn driver(&self) -> &Arc<dyn Driver> {
+        &self.driver
+    }
+
+    /// Clients to the other hosts.
+    pub fn peers(&self) -> &crate::peers::Peers {
+        &self.peers
+    }
+
+    /// HA on this host.
+    pub fn ha(&self) -> &crate::ha::Ha {
+        &self.ha
+    }
+
+    /// Mark an HA enable or disable as running; false if one already is.
+    pub fn begin_ha_change(&self) -> bool {
+        !self.ha_busy.swap(true, std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The HA enable or disable that [`Daemon::begin_ha_change`] began is over.
+    pub fn end_ha_change(&self) {
+        self.ha_busy.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Member `uuid` called the master just now.
+    pub fn note_seen(&self, uuid: &str) {
+        self.last_seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(uuid.to_string(), Instant::now());
+    }
+
+    /// Give every host of `uuids` not heard from yet a full silence period
+    /// from now (a master that just started).
+    pub fn note_seen_if_unknown(&self, uuids: impl IntoIterator<Item = String>) {
+        let now = Instant::now();
+        let mut seen = self.last_seen.lock().unwrap_or_else(|p| p.into_inner());
+        for u in uuids {
+            seen.entry(u).or_insert(now);
+        }
+    }
+
+    /// When member `uuid` last called the master.
+    pub fn last_seen(&self, uuid: &str) -> Option<Instant> {
+        self.last_seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(uuid)
+            .copied()
+    }
+
     /// Open this host's database, creating a one-host pool at first start.
     pub fn open(config: Config) -> Result<Arc<Daemon>, StartError> {
         std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::Io {

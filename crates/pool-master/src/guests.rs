@@ -24,7 +24,7 @@ const TRIES: u32 = 30;
 
 /// Start the task that reports this host's halted guests.
 pub fn spawn(d: Arc<Daemon>) {
-    let Some(mut halted) = d.driver.take_halted() else {
+    let Some(mut halted) = d.driver().take_halted() else {
         return;
     };
     tokio::spawn(async move {
@@ -34,7 +34,7 @@ pub fn spawn(d: Arc<Daemon>) {
                 // While the report waited (the master was away), the VM may
                 // have been started here again: the halt is then old news.
                 // (The master would ignore it too; this saves the call.)
-                if d.driver.domid(&guest.vm_uuid).is_some() {
+                if d.driver().domid(&guest.vm_uuid).is_some() {
                     tracing::info!(vm = %guest.vm_uuid, "not reporting an earlier guest's halt: the VM runs here again");
                     break;
                 }
@@ -52,16 +52,16 @@ pub fn spawn(d: Arc<Daemon>) {
 
 async fn report(d: &Arc<Daemon>, guest: &Halted) -> Result<(), ApiError> {
     match d.role() {
-        Role::Master => record(d, &d.host_uuid, guest).await,
+        Role::Master => record(d, d.host_uuid(), guest).await,
         Role::Member { master_address } => {
             let auth = crate::hostops::auth(d);
-            d.peers
+            d.peers()
                 .call(
                     &auth,
                     &master_address,
-                    d.config.port,
+                    d.config().port,
                     "host.guest_halted",
-                    vec![json!(d.host_uuid), json!(guest.vm_uuid), json!(guest.domid)],
+                    vec![json!(d.host_uuid()), json!(guest.vm_uuid), json!(guest.domid)],
                     PEER_TIMEOUT,
                 )
                 .await
@@ -102,7 +102,7 @@ pub async fn record(d: &Daemon, host_uuid: &str, guest: &Halted) -> Result<(), A
         .await?;
     if recorded {
         tracing::info!(vm = %vm_uuid, host = %host_uuid, domid = guest.domid, "a guest halted from inside");
-        d.ha.restarts.kick();
+        d.ha().restarts.kick();
     } else {
         tracing::info!(vm = %vm_uuid, host = %host_uuid, domid = guest.domid, "ignoring the halt of a guest that is no longer the VM's");
     }
@@ -146,7 +146,7 @@ mod tests {
             vm_uuid: "vm-1".into(),
             domid: 6,
         };
-        record(&d, &d.host_uuid, &earlier).await.unwrap();
+        record(&d, d.host_uuid(), &earlier).await.unwrap();
         assert_eq!(state(&d), Some((PowerState::Running, 7)));
 
         // The running guest halts: the VM is halted, still protected.
@@ -154,7 +154,7 @@ mod tests {
             vm_uuid: "vm-1".into(),
             domid: 7,
         };
-        record(&d, &d.host_uuid, &current).await.unwrap();
+        record(&d, d.host_uuid(), &current).await.unwrap();
         assert_eq!(state(&d), Some((PowerState::Halted, -1)));
         assert!(d.model().get::<VmRecord>(&vm).is_some_and(|v| v.ha_always_run));
     }

@@ -34,7 +34,7 @@ impl Target {
 /// This host's credentials for calls to the other hosts.
 pub(crate) fn auth(d: &Daemon) -> PeerAuth {
     PeerAuth {
-        host_uuid: d.host_uuid.clone(),
+        host_uuid: d.host_uuid().to_string(),
         secret: d.pool_secret(),
     }
 }
@@ -57,8 +57,8 @@ pub async fn call(
     params: Vec<serde_json::Value>,
     timeout: std::time::Duration,
 ) -> Result<serde_json::Value, ApiError> {
-    d.peers
-        .call(&auth(d), &target.address, d.config.port, method, params, timeout)
+    d.peers()
+        .call(&auth(d), &target.address, d.config().port, method, params, timeout)
         .await
         .map_err(|e| peer_error(target, e))
 }
@@ -94,9 +94,9 @@ pub fn guest_spec(vm: &VmRecord, disks: Vec<PathBuf>, first_seq: Option<u64>) ->
 
 /// Start a guest of `spec` on `target`: its domain id.
 pub async fn start_guest(d: &Daemon, target: &Target, spec: GuestSpec) -> Result<i64, ApiError> {
-    if target.uuid == d.host_uuid {
+    if target.uuid == d.host_uuid() {
         return d
-            .driver
+            .driver()
             .start(spec)
             .await
             .map_err(|e| ApiError::internal(e.to_string()));
@@ -104,11 +104,11 @@ pub async fn start_guest(d: &Daemon, target: &Target, spec: GuestSpec) -> Result
     let disks: Vec<String> = spec.disks.iter().map(|p| p.display().to_string()).collect();
     let seq = spec.first_seq.map_or(-1, |s| s as i64);
     let extra = json!({ "memory": spec.memory, "vcpus": spec.vcpus, "kernel": spec.kernel });
-    d.peers
+    d.peers()
         .call(
             &auth(d),
             &target.address,
-            d.config.port,
+            d.config().port,
             "host.local_vm_start",
             vec![json!(spec.vm_uuid), json!(disks), json!(seq), extra],
             PEER_TIMEOUT,
@@ -126,10 +126,10 @@ const MIGRATE_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs
 /// Start a guest of `spec` on `target` that waits for a live migration:
 /// its domain id and the URI to migrate to.
 pub async fn start_incoming(d: &Daemon, target: &Target, spec: GuestSpec) -> Result<(i64, String), ApiError> {
-    if target.uuid == d.host_uuid {
+    if target.uuid == d.host_uuid() {
         return d
-            .driver
-            .start_incoming(spec, &d.config.address)
+            .driver()
+            .start_incoming(spec, &d.config().address)
             .await
             .map_err(|e| ApiError::internal(e.to_string()));
     }
@@ -157,9 +157,9 @@ pub async fn start_incoming(d: &Daemon, target: &Target, spec: GuestSpec) -> Res
 
 /// Migrate the guest of `vm_uuid` on `target` live to `uri`.
 pub async fn migrate_out(d: &Daemon, target: &Target, vm_uuid: &str, uri: &str) -> Result<(), ApiError> {
-    if target.uuid == d.host_uuid {
+    if target.uuid == d.host_uuid() {
         return d
-            .driver
+            .driver()
             .migrate_out(vm_uuid, uri)
             .await
             .map(|_| ())
@@ -179,8 +179,8 @@ pub async fn migrate_out(d: &Daemon, target: &Target, vm_uuid: &str, uri: &str) 
 /// Pull the plug on the guest of `vm_uuid` on `target` (an incoming guest
 /// whose migration failed).
 pub async fn kill_guest(d: &Daemon, target: &Target, vm_uuid: &str) -> Result<(), ApiError> {
-    if target.uuid == d.host_uuid {
-        return match d.driver.stop(vm_uuid, StopMode::Hard).await {
+    if target.uuid == d.host_uuid() {
+        return match d.driver().stop(vm_uuid, StopMode::Hard).await {
             Ok(_) | Err(DriverError::NotRunning(_)) => Ok(()),
             Err(e) => Err(ApiError::internal(e.to_string())),
         };
@@ -203,19 +203,19 @@ pub async fn kill_guest(d: &Daemon, target: &Target, vm_uuid: &str) -> Result<()
 /// Stop the guest of `vm_uuid` on `target`: the last sequence it wrote, or
 /// `None` when it was not running there.
 pub async fn stop_guest(d: &Daemon, target: &Target, vm_uuid: &str) -> Result<Option<u64>, ApiError> {
-    if target.uuid == d.host_uuid {
-        return match d.driver.stop(vm_uuid, StopMode::Clean).await {
+    if target.uuid == d.host_uuid() {
+        return match d.driver().stop(vm_uuid, StopMode::Clean).await {
             Ok(seq) => Ok(Some(seq)),
             Err(DriverError::NotRunning(_)) => Ok(None),
             Err(e) => Err(ApiError::internal(e.to_string())),
         };
     }
     let result = d
-        .peers
+        .peers()
         .call(
             &auth(d),
             &target.address,
-            d.config.port,
+            d.config().port,
             "host.local_vm_stop",
             vec![json!(vm_uuid)],
             PEER_TIMEOUT,

@@ -148,7 +148,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let listener = tokio::net::TcpListener::bind((args.address.as_str(), args.port))
         .await
         .with_context(|| format!("listening on {}:{}", args.address, args.port))?;
-    tracing::info!(host = %daemon.host_uuid, address = %args.address, port = args.port, "xapid is serving");
+    tracing::info!(host = %daemon.host_uuid(), address = %args.address, port = args.port, "xapid is serving");
     pool_master::server::serve(daemon, listener, shutdown_signal())
         .await
         .context("serving the API")?;

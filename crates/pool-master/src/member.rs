@@ -37,31 +37,31 @@ async fn run(d: Arc<Daemon>) {
             let _ = role.changed().await;
             continue;
         };
-        if d.ha.emergency().is_some() || armed_but_not_online(&d).await {
+        if d.ha().emergency().is_some() || armed_but_not_online(&d).await {
             // An armed host joins the pool only through the liveset.
             tokio::time::sleep(RETRY_PAUSE).await;
             continue;
         }
         let auth = PeerAuth {
-            host_uuid: d.host_uuid.clone(),
+            host_uuid: d.host_uuid().to_string(),
             secret: d.pool_secret(),
         };
         if said_hello_to.as_ref() != Some(&master_address) {
-            let snapshot = d.driver.snapshot();
+            let snapshot = d.driver().snapshot();
             let params = vec![
-                json!(d.host_uuid),
-                json!(d.config.address),
-                json!(d.config.memory_total),
+                json!(d.host_uuid()),
+                json!(d.config().address),
+                json!(d.config().memory_total),
                 json!(snapshot.running),
                 json!(snapshot.next_domid),
                 json!(snapshot.driver),
             ];
             match d
-                .peers
+                .peers()
                 .call(
                     &auth,
                     &master_address,
-                    d.config.port,
+                    d.config().port,
                     "host.member_hello",
                     params,
                     PEER_TIMEOUT,
@@ -89,10 +89,10 @@ async fn run(d: Arc<Daemon>) {
         };
         let params = vec![json!(since), json!(SYNC_WAIT.as_secs_f64())];
         let timeout = SYNC_WAIT + PEER_TIMEOUT;
-        let sync = d.peers.call(
+        let sync = d.peers().call(
             &auth,
             &master_address,
-            d.config.port,
+            d.config().port,
             "pool.sync_database",
             params,
             timeout,
@@ -127,7 +127,7 @@ async fn run(d: Arc<Daemon>) {
 
 /// Is this host armed for HA but not (yet) in the liveset?
 async fn armed_but_not_online(d: &Daemon) -> bool {
-    crate::failover::local(d).await.is_some_and(|l| l.armed) && !d.ha.view().online
+    crate::failover::local(d).await.is_some_and(|l| l.armed) && !d.ha().view().online
 }
 
 /// Why a member could not apply what its master sent.
@@ -158,12 +158,8 @@ pub fn spawn_master_watch(d: Arc<Daemon>) {
     tokio::spawn(async move {
         {
             // Members get a full silence period of grace after a master start.
-            let now = std::time::Instant::now();
             let uuids: Vec<String> = d.model().host.iter().map(|(_, h)| h.uuid.clone()).collect();
-            let mut seen = d.last_seen.lock().unwrap_or_else(|p| p.into_inner());
-            for u in uuids {
-                seen.entry(u).or_insert(now);
-            }
+            d.note_seen_if_unknown(uuids);
         }
         loop {
             tokio::time::sleep(LIVENESS_PERIOD).await;

@@ -30,7 +30,7 @@ pub fn router(d: Arc<Daemon>) -> Router {
 }
 
 async fn handle(State(d): State<Arc<Daemon>>, body: Bytes) -> Response {
-    if d.ha.faults.network_cut() {
+    if d.ha().faults.network_cut() {
         // The lab's cable pull: nothing gets through.
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
@@ -63,8 +63,8 @@ pub async fn reconcile_at_start(d: &Arc<Daemon>) -> Result<(), xapi_proto::ApiEr
     if d.role() != Role::Master {
         return Ok(());
     }
-    let (uuid, address, memory_total) = (&d.host_uuid, &d.config.address, d.config.memory_total);
-    let snapshot = d.driver.snapshot();
+    let (uuid, address, memory_total) = (d.host_uuid(), &d.config().address, d.config().memory_total);
+    let snapshot = d.driver().snapshot();
     let strays = d
         .write(|txn| crate::ops::host::record_host_start(txn, uuid, address, memory_total, &snapshot))
         .await?;
@@ -79,14 +79,14 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let adopted = d.driver.adopt().await;
+    let adopted = d.driver().adopt().await;
     if !adopted.is_empty() {
         tracing::info!(vms = ?adopted, "took over the guests the previous xapid left running");
     }
     crate::failover::boot(&d).await;
     // An armed master records its start once it holds the master lock
     // (`failover::monitor`): until then another host may be the master.
-    if !d.ha.armed() {
+    if !d.ha().armed() {
         if let Err(e) = reconcile_at_start(&d).await {
             tracing::error!("cannot record this host's start: {e}");
         }

@@ -79,7 +79,7 @@ async fn probe_all(d: &Arc<Daemon>, in_flight: &Arc<Mutex<HashSet<String>>>, see
 
 /// Can this host write to the SR at `location` now?
 async fn probe(d: &Daemon, pbd_ref: &str, location: &Path, in_flight: &Arc<Mutex<HashSet<String>>>) -> bool {
-    if d.driver.gate().is_err() {
+    if d.driver().gate().is_err() {
         return false;
     }
     if !in_flight
@@ -89,7 +89,7 @@ async fn probe(d: &Daemon, pbd_ref: &str, location: &Path, in_flight: &Arc<Mutex
     {
         return false;
     }
-    let file = location.join(format!(".pool-ha-probe-{}", d.host_uuid));
+    let file = location.join(format!(".pool-ha-probe-{}", d.host_uuid()));
     let (in_flight, key) = (in_flight.clone(), pbd_ref.to_string());
     let task = tokio::task::spawn_blocking(move || {
         let ok = write_and_remove(&file).is_ok();
@@ -110,13 +110,13 @@ fn write_and_remove(file: &Path) -> std::io::Result<()> {
 /// Record the answer: on the master directly, else through it.
 async fn report(d: &Arc<Daemon>, pbd_ref: &str, reachable: bool) -> Result<(), ApiError> {
     if d.is_master() {
-        return set_attached(d, &d.host_uuid, pbd_ref, reachable).await;
+        return set_attached(d, d.host_uuid(), pbd_ref, reachable).await;
     }
-    d.peers
+    d.peers()
         .call(
             &crate::hostops::auth(d),
             &d.master_address(),
-            d.config.port,
+            d.config().port,
             "host.report_pbd_reachability",
             vec![json!(pbd_ref), json!(reachable)],
             PEER_TIMEOUT,

@@ -118,7 +118,7 @@ impl Args {
     /// The principal of the session in parameter 0.
     pub fn session(&self, d: &Daemon) -> Result<Principal, ApiError> {
         let handle = self.params.first().and_then(Value::as_str).unwrap_or_default();
-        d.sessions
+        d.sessions()
             .check(handle)
             .ok_or_else(|| ApiError::new(codes::SESSION_INVALID, vec![handle.to_string()]))
     }

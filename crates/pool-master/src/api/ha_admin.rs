@@ -16,7 +16,6 @@
 //! - `host.ha_join_liveset`, `host.ha_disarm`: what the master asks of each
 //!   host during enable and disable.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,7 +36,7 @@ struct Busy<'a>(&'a Daemon);
 
 impl<'a> Busy<'a> {
     fn take(d: &'a Daemon, code: &str) -> Result<Busy<'a>, ApiError> {
-        if d.ha_busy.swap(true, Ordering::SeqCst) {
+        if !d.begin_ha_change() {
             return Err(ApiError::bare(code));
         }
         Ok(Busy(d))
@@ -46,7 +45,7 @@ impl<'a> Busy<'a> {
 
 impl Drop for Busy<'_> {
     fn drop(&mut self) {
-        self.0.ha_busy.store(false, Ordering::SeqCst);
+        self.0.end_ha_change();
     }
 }
 
@@ -119,7 +118,7 @@ fn plan(
             None => DEFAULT_TIMEOUT_S,
         },
     };
-    let timeouts = Timeouts::derive(timeout_s, d.config.lab)
+    let timeouts = Timeouts::derive(timeout_s, d.config().lab)
         .map_err(|e| ApiError::invalid_value("ha-config:timeout", format!("{timeout_s} ({e})")))?;
     let generation: u128 = rand::random();
     let uuids: Vec<String> = hosts.iter().map(|(_, h)| h.uuid.clone()).collect();
@@ -136,10 +135,10 @@ fn plan(
                 armed: true,
                 generation,
                 timeout_s,
-                lab: d.config.lab,
+                lab: d.config().lab,
                 hosts: uuids.clone(),
                 addresses: addresses.clone(),
-                port: d.config.port,
+                port: d.config().port,
                 statefile,
                 metadata,
             },
@@ -169,7 +168,7 @@ async fn on_host(
             .ok_or_else(|| ApiError::handle_invalid("host", host_ref))?;
         crate::hostops::Target::new(host_ref, h)
     };
-    if target.uuid == d.host_uuid {
+    if target.uuid == d.host_uuid() {
         return local_call(d, method, &params).await;
     }
     crate::hostops::call(d, &target, method, params, timeout).await
@@ -205,7 +204,7 @@ pub async fn enable(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
         .ok_or_else(|| ApiError::internal("the master is not among the pool's hosts"))?;
     let path = my_local.statefile.clone();
     let generation = my_local.generation;
-    let faults = d.ha.faults.clone();
+    let faults = d.ha().faults.clone();
     tokio::task::spawn_blocking(move || {
         if faults.storage_cut() {
             return Err(std::io::Error::other("the host's storage is cut"));
@@ -309,8 +308,8 @@ async fn arm_everyone(d: &Arc<Daemon>, plan: &Plan) -> Result<(), ApiError> {
     if let Some(e) = first_error {
         return Err(e);
     }
-    let mut rx = d.ha.subscribe();
-    let me = d.host_uuid.clone();
+    let mut rx = d.ha().subscribe();
+    let me = d.host_uuid().to_string();
     tokio::time::timeout(limit, async {
         loop {
             if rx.borrow_and_update().lock_holder.as_deref() == Some(me.as_str()) {
@@ -363,7 +362,7 @@ pub async fn join_liveset(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiErro
 
 async fn join(d: &Arc<Daemon>, text: &str) -> Result<Value, ApiError> {
     let l = HaLocal::from_json(text).map_err(|e| ApiError::invalid_value("configuration", e.to_string()))?;
-    if l.index_of(&d.host_uuid).is_none() {
+    if l.index_of(d.host_uuid()).is_none() {
         return Err(ApiError::invalid_value(
             "configuration",
             "this host is not in it".to_string(),
@@ -394,12 +393,12 @@ pub async fn disable(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
         }
         r.clone()
     };
-    let view = d.ha.view();
+    let view = d.ha().view();
     if view.online && view.sf_access {
         // Through the statefile: every engine reads `invalid` and stops.
         let t = failover::local(d).await.map_or(DEFAULT_TIMEOUT_S, |l| l.timeout_s);
-        d.ha.send(Event::SetPoolState(PoolState::Invalid)).await;
-        let mut rx = d.ha.subscribe();
+        d.ha().send(Event::SetPoolState(PoolState::Invalid)).await;
+        let mut rx = d.ha().subscribe();
         let stopped = tokio::time::timeout(Duration::from_secs(t), async {
             loop {
                 if !rx.borrow_and_update().running {
@@ -464,8 +463,8 @@ pub async fn emergency_disable(d: &Arc<Daemon>, args: &Args) -> Result<Value, Ap
         };
     }
     tracing::warn!("emergency HA disable on this host");
-    d.ha.watchdog.disarm();
-    if d.ha.send(Event::Leave).await {
+    d.ha().watchdog.disarm();
+    if d.ha().send(Event::Leave).await {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     failover::disarm(d).await?;
@@ -487,8 +486,12 @@ pub async fn transition_to_master(d: &Arc<Daemon>, args: &Args) -> Result<Value,
         return Ok(json!(""));
     }
     d.become_master().await.map_err(|e| ApiError::internal(e.to_string()))?;
-    let (uuid, address, memory) = (d.host_uuid.clone(), d.config.address.clone(), d.config.memory_total);
-    let snapshot = d.driver.snapshot();
+    let (uuid, address, memory) = (
+        d.host_uuid().to_string(),
+        d.config().address.clone(),
+        d.config().memory_total,
+    );
+    let snapshot = d.driver().snapshot();
     let strays = d
         .write(|txn| {
             let host = crate::ops::ref_by_uuid::<HostRecord>(txn, &uuid)?;

@@ -11,7 +11,6 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
 
 use serde_json::{json, Value};
 use xapi_proto::{codes, ApiError};
@@ -27,7 +26,7 @@ pub async fn dispatch(d: &Arc<Daemon>, verb: &str, args: &Args) -> Option<Result
         "local_vm_stop" => local_stop(d, args).await,
         "local_vm_start_incoming" => local_start_incoming(d, args).await,
         "local_vm_migrate" => local_migrate(d, args).await,
-        "local_vm_list" => args.exactly(1).map(|_| json!(d.driver.running())),
+        "local_vm_list" => args.exactly(1).map(|_| json!(d.driver().running())),
         "member_hello" => member_hello(d, args).await,
         "declare_dead" => super::recovery::declare_dead(d, args).await,
         "report_pbd_reachability" => report_pbd(d, args).await,
@@ -75,7 +74,7 @@ fn driver_error(e: DriverError) -> ApiError {
 async fn local_start(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     args.count(4, 5)?;
     let spec = spec_from(args, 1)?;
-    let domid = d.driver.start(spec).await.map_err(driver_error)?;
+    let domid = d.driver().start(spec).await.map_err(driver_error)?;
     Ok(json!(domid))
 }
 
@@ -86,8 +85,8 @@ async fn local_start_incoming(d: &Arc<Daemon>, args: &Args) -> Result<Value, Api
     args.exactly(5)?;
     let spec = spec_from(args, 1)?;
     let (domid, uri) = d
-        .driver
-        .start_incoming(spec, &d.config.address)
+        .driver()
+        .start_incoming(spec, &d.config().address)
         .await
         .map_err(driver_error)?;
     Ok(json!([domid, uri]))
@@ -99,7 +98,7 @@ async fn local_migrate(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> 
     args.exactly(3)?;
     let vm = args.str(1, "vm")?;
     let uri = args.str(2, "uri")?;
-    match d.driver.migrate_out(vm, uri).await {
+    match d.driver().migrate_out(vm, uri).await {
         Ok(seq) => Ok(json!(seq)),
         Err(DriverError::NotRunning(_)) => Err(not_resident(d, vm)),
         Err(e) => Err(driver_error(e)),
@@ -107,7 +106,10 @@ async fn local_migrate(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> 
 }
 
 fn not_resident(d: &Daemon, vm: &str) -> ApiError {
-    ApiError::new(codes::VM_NOT_RESIDENT_HERE, vec![vm.to_string(), d.host_uuid.clone()])
+    ApiError::new(
+        codes::VM_NOT_RESIDENT_HERE,
+        vec![vm.to_string(), d.host_uuid().to_string()],
+    )
 }
 
 /// `host.local_vm_stop(session, vm_uuid, hard)`: the last sequence written
@@ -120,7 +122,7 @@ async fn local_stop(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     } else {
         StopMode::Clean
     };
-    match d.driver.stop(vm, how).await {
+    match d.driver().stop(vm, how).await {
         Ok(seq) => Ok(json!(seq)),
         Err(DriverError::NotRunning(_)) => Err(not_resident(d, vm)),
         Err(e) => Err(driver_error(e)),
@@ -146,10 +148,7 @@ async fn member_hello(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     let strays = d
         .write(|txn| record_host_start(txn, &uuid, &address, memory_total, &snapshot))
         .await?;
-    d.last_seen
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(uuid, Instant::now());
+    d.note_seen(&uuid);
     Ok(json!(strays))
 }
 

@@ -95,7 +95,7 @@ async fn enable(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
         Ok(())
     })
     .await?;
-    d.ha.restarts.kick();
+    d.ha().restarts.kick();
     Ok(json!(""))
 }
 
@@ -244,18 +244,18 @@ async fn power(d: &Arc<Daemon>, args: &Args, reboot: bool) -> Result<Value, ApiE
     })
     .await?;
     let params = vec![json!(reboot)];
-    let prepared = if host.uuid == d.host_uuid {
+    let prepared = if host.uuid == d.host_uuid() {
         prepare(d, reboot).await
     } else {
         let auth = crate::peers::PeerAuth {
-            host_uuid: d.host_uuid.clone(),
+            host_uuid: d.host_uuid().to_string(),
             secret: d.pool_secret(),
         };
-        d.peers
+        d.peers()
             .call(
                 &auth,
                 &host.address,
-                d.config.port,
+                d.config().port,
                 "host.prepare_poweroff",
                 params,
                 crate::peers::PEER_TIMEOUT,
@@ -277,7 +277,7 @@ async fn power(d: &Arc<Daemon>, args: &Args, reboot: bool) -> Result<Value, ApiE
         .await?;
         return Err(e);
     }
-    if ha_on || host.uuid != d.host_uuid {
+    if ha_on || host.uuid != d.host_uuid() {
         d.write(|txn| {
             txn.update::<HostRecord>(&host_ref, |h| h.live = false);
             Ok(())
@@ -298,16 +298,16 @@ async fn prepare_poweroff(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiErro
 
 /// Leave the liveset cleanly (when armed), then stop this process shortly.
 async fn prepare(d: &Arc<Daemon>, reboot: bool) -> Result<(), ApiError> {
-    if d.ha.armed() {
-        let view = d.ha.view();
+    if d.ha().armed() {
+        let view = d.ha().view();
         if view.online && !view.sf_access {
             return Err(ApiError::bare(codes::HA_LOST_STATEFILE));
         }
         crate::failover::leave(d).await;
     }
-    if d.config.lab && !reboot {
+    if d.config().lab && !reboot {
         // The lab's power switch: stay off until `xapid lab power-on`.
-        let _ = std::fs::write(d.config.data_dir.join("power-off"), b"");
+        let _ = std::fs::write(d.config().data_dir.join("power-off"), b"");
     }
     tokio::spawn(async {
         tokio::time::sleep(Duration::from_millis(500)).await;

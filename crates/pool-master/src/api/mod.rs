@@ -178,7 +178,7 @@ fn ha_gate(d: &Daemon, method: &str, access: Access) -> Result<(), ApiError> {
     if access.emergency {
         return Ok(());
     }
-    if let Some(e) = d.ha.emergency() {
+    if let Some(e) = d.ha().emergency() {
         return Err(e);
     }
     let served = access.member || (is_read(method) && crate::failover::serves_reads_unconfirmed(d));

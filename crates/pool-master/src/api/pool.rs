@@ -7,7 +7,7 @@
 //! (see [`pool_db::replication`]).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use xapi_client::{Client, ClientError};
@@ -62,7 +62,7 @@ async fn join(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
         let host = m
             .host
             .iter()
-            .find(|(_, h)| h.uuid == d.host_uuid)
+            .find(|(_, h)| h.uuid == d.host_uuid())
             .map(|(_, h)| h.clone());
         let host = host.ok_or_else(|| ApiError::internal("this host has no record"))?;
         // Bring the local SRs along, each with this host's PBD.
@@ -79,10 +79,10 @@ async fn join(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
                 .collect();
         (host, local)
     };
-    if master_address == d.config.address {
+    if master_address == d.config().address {
         return Err(ApiError::not_allowed("A host cannot join its own pool."));
     }
-    let mut master = Client::new(&master_address, d.config.port);
+    let mut master = Client::new(&master_address, d.config().port);
     master.login(&username, &password).await.map_err(join_contact_error)?;
     let answer = master
         .call("pool.join_request", vec![json!(host), json!(local_srs)])
@@ -97,9 +97,9 @@ async fn join(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
         .to_string();
     let master_address = master.host().to_string();
     // Take the master's database as it is now.
-    let mut member = Client::new(&master_address, d.config.port).no_redirect();
+    let mut member = Client::new(&master_address, d.config().port).no_redirect();
     let session = member
-        .call_raw("session.slave_login", vec![json!(d.host_uuid), json!(secret)])
+        .call_raw("session.slave_login", vec![json!(d.host_uuid()), json!(secret)])
         .await
         .map_err(join_contact_error)?;
     member.set_session(session.as_str().unwrap_or_default().to_string());
@@ -199,10 +199,7 @@ async fn join_request(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
         Ok(())
     })
     .await?;
-    d.last_seen
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(host.uuid.clone(), Instant::now());
+    d.note_seen(&host.uuid);
     Ok(json!({"pool_secret": d.pool_secret(), "host_ref": host_ref}))
 }
 
@@ -215,10 +212,7 @@ async fn sync_database(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> 
         .unwrap_or(MAX_SYNC_WAIT)
         .min(MAX_SYNC_WAIT);
     if let Principal::Member(uuid) = args.session(d)? {
-        d.last_seen
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(uuid, Instant::now());
+        d.note_seen(&uuid);
     }
     let mut watch = d.watch_generation();
     if since != 0 && *watch.borrow_and_update() == since && !wait.is_zero() {

@@ -83,7 +83,7 @@ async fn check_resettable(d: &Daemon, vm_ref: &str, vm: &VmRecord) -> Result<(),
     let host = d.model().host.get(&vm.resident_on).cloned();
     let mine = d.host_ref().is_some_and(|me| me == vm.resident_on);
     if mine {
-        if d.driver.running().contains(&vm.uuid) {
+        if d.driver().running().contains(&vm.uuid) {
             return Err(ApiError::new(
                 codes::DOMAIN_EXISTS,
                 vec![vm_ref.to_string(), vm.domid.to_string()],

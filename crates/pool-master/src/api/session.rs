@@ -18,7 +18,7 @@ pub fn login(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
         return Err(host_is_slave(&d.master_address()));
     }
     check_password(d, user, password)?;
-    Ok(json!(d.sessions.open(Principal::User(user.to_string()))))
+    Ok(json!(d.sessions().open(Principal::User(user.to_string()))))
 }
 
 /// `session.slave_local_login_with_password(uname, pwd)`: a session on
@@ -28,13 +28,13 @@ pub fn local_login(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     let user = args.str(0, "uname")?;
     let password = args.str(1, "pwd")?;
     check_password(d, user, password)?;
-    Ok(json!(d.sessions.open(Principal::User(user.to_string()))))
+    Ok(json!(d.sessions().open(Principal::User(user.to_string()))))
 }
 
 fn check_password(d: &Daemon, user: &str, password: &str) -> Result<(), ApiError> {
     let ok = d
         .password_hash(user)
-        .is_some_and(|hash| d.verifier.verify(user, password, &hash));
+        .is_some_and(|hash| d.verifier().verify(user, password, &hash));
     if !ok {
         return Err(ApiError::new(
             codes::SESSION_AUTHENTICATION_FAILED,
@@ -56,14 +56,14 @@ pub fn slave_login(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
             vec![host.to_string(), "Authentication failure".into()],
         ));
     }
-    Ok(json!(d.sessions.open(Principal::Member(host.to_string()))))
+    Ok(json!(d.sessions().open(Principal::Member(host.to_string()))))
 }
 
 /// `session.logout(session)`.
 pub fn logout(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     args.exactly(1)?;
     let handle = args.str(0, "session")?;
-    if !d.sessions.close(handle) {
+    if !d.sessions().close(handle) {
         return Err(ApiError::new(codes::SESSION_INVALID, vec![handle.to_string()]));
     }
     Ok(json!(""))

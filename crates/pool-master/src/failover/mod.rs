@@ -36,7 +36,7 @@ async fn save_local(d: &Daemon, l: &HaLocal) -> Result<(), ApiError> {
     d.set_local_value(local::KEY, &l.to_json())
         .await
         .map_err(|e| ApiError::internal(format!("cannot record the HA configuration: {e}")))?;
-    d.ha.set_armed(l.armed);
+    d.ha().set_armed(l.armed);
     Ok(())
 }
 
@@ -54,7 +54,7 @@ pub async fn arm(d: &Arc<Daemon>, l: HaLocal) -> Result<(), ApiError> {
     save_local(d, &HaLocal { armed: true, ..l }).await?;
     keep_armed(d);
     let limit = Duration::from_millis(timeouts.enable_join) + Duration::from_secs(5);
-    let mut rx = d.ha.subscribe();
+    let mut rx = d.ha().subscribe();
     let online = tokio::time::timeout(limit, async {
         loop {
             if rx.borrow_and_update().online {
@@ -78,12 +78,12 @@ pub async fn disarm(d: &Arc<Daemon>) -> Result<(), ApiError> {
     if let Some(l) = local(d).await {
         save_local(d, &HaLocal { armed: false, ..l }).await?;
     }
-    if let Some(k) = d.ha.keeper.lock().unwrap_or_else(|p| p.into_inner()).take() {
+    if let Some(k) = d.ha().keeper.lock().unwrap_or_else(|p| p.into_inner()).take() {
         k.abort();
     }
     stop_agent(d).await;
-    d.ha.watchdog.disarm();
-    d.ha.set_emergency(None);
+    d.ha().watchdog.disarm();
+    d.ha().set_emergency(None);
     Ok(())
 }
 
@@ -91,11 +91,11 @@ pub async fn disarm(d: &Arc<Daemon>) -> Result<(), ApiError> {
 /// host is marked excluded and disarmed, so the others neither fault nor
 /// wait for it; it stays armed and rejoins at its next start.
 pub async fn leave(d: &Arc<Daemon>) {
-    if let Some(k) = d.ha.keeper.lock().unwrap_or_else(|p| p.into_inner()).take() {
+    if let Some(k) = d.ha().keeper.lock().unwrap_or_else(|p| p.into_inner()).take() {
         k.abort();
     }
-    let mut rx = d.ha.subscribe();
-    if d.ha.send(Event::Leave).await {
+    let mut rx = d.ha().subscribe();
+    if d.ha().send(Event::Leave).await {
         let _ = tokio::time::timeout(Duration::from_secs(5), async {
             while rx.borrow_and_update().running {
                 if rx.changed().await.is_err() {
@@ -106,11 +106,11 @@ pub async fn leave(d: &Arc<Daemon>) {
         .await;
     }
     stop_agent(d).await;
-    d.ha.watchdog.disarm();
+    d.ha().watchdog.disarm();
 }
 
 async fn stop_agent(d: &Daemon) {
-    let agent = d.ha.agent.lock().await.take();
+    let agent = d.ha().agent.lock().await.take();
     if let Some(a) = agent {
         a.stop().await;
     }
@@ -119,7 +119,7 @@ async fn stop_agent(d: &Daemon) {
 /// At start-up: read whether this host is armed, and if so start its agent.
 pub async fn boot(d: &Arc<Daemon>) {
     let armed = local(d).await.is_some_and(|l| l.armed);
-    d.ha.set_armed(armed);
+    d.ha().set_armed(armed);
     if armed {
         keep_armed(d);
     }
@@ -132,8 +132,8 @@ pub async fn boot(d: &Arc<Daemon>) {
 /// 2 nobody reaches the statefile, so nobody can take or grant the lock:
 /// the master stays the master, as XAPI's does.
 pub fn master_unconfirmed(d: &Daemon) -> bool {
-    let view = d.ha.view();
-    d.ha.armed() && d.is_master() && !view.master_confirmed && !view.rule2
+    let view = d.ha().view();
+    d.ha().armed() && d.is_master() && !view.master_confirmed && !view.rule2
 }
 
 /// May an unconfirmed master still answer reads? Only while it is in a
@@ -142,14 +142,14 @@ pub fn master_unconfirmed(d: &Daemon) -> bool {
 /// master that has just booted (it may have been fenced, and another host
 /// elected while it was away) has not, and its database may be stale.
 pub fn serves_reads_unconfirmed(d: &Daemon) -> bool {
-    let view = d.ha.view();
+    let view = d.ha().view();
     view.online && view.confirmed_once
 }
 
 /// Keep the agent of an armed host running: at boot, after the statefile
 /// came back, until HA is disabled. Starts the keeper unless it runs.
 pub fn keep_armed(d: &Arc<Daemon>) {
-    let mut keeper = d.ha.keeper.lock().unwrap_or_else(|p| p.into_inner());
+    let mut keeper = d.ha().keeper.lock().unwrap_or_else(|p| p.into_inner());
     if keeper.as_ref().is_some_and(|k| !k.is_finished()) {
         return;
     }
@@ -164,19 +164,20 @@ async fn keep(d: Arc<Daemon>) {
         };
         let setup = Setup {
             local: l.clone(),
-            me: d.host_uuid.clone(),
+            me: d.host_uuid().to_string(),
             secret: d.pool_secret().into_bytes(),
-            faults: d.ha.faults.clone(),
-            watchdog: d.ha.watchdog.clone(),
-            view: d.ha.view.clone(),
+            faults: d.ha().faults.clone(),
+            watchdog: d.ha().watchdog.clone(),
+            view: d.ha().view.clone(),
         };
-        d.ha.view.send_replace(AgentView::default());
-        let mut rx = d.ha.subscribe();
+        d.ha().view.send_replace(AgentView::default());
+        let mut rx = d.ha().subscribe();
         match Agent::start(setup).await {
-            Ok(a) => *d.ha.agent.lock().await = Some(a),
+            Ok(a) => *d.ha().agent.lock().await = Some(a),
             Err(e) => {
                 tracing::error!("cannot start the HA agent: {e}");
-                d.ha.set_emergency(Some(ApiError::bare(codes::HA_HEARTBEAT_DAEMON_STARTUP_FAILED)));
+                d.ha()
+                    .set_emergency(Some(ApiError::bare(codes::HA_HEARTBEAT_DAEMON_STARTUP_FAILED)));
                 tokio::time::sleep(retry_pause(&l)).await;
                 continue;
             }
@@ -186,7 +187,7 @@ async fn keep(d: Arc<Daemon>) {
             {
                 let v = rx.borrow_and_update();
                 if v.online {
-                    d.ha.set_emergency(None);
+                    d.ha().set_emergency(None);
                 }
                 if v.status == "stopped" || v.status == "fenced" {
                     break v.exit;
@@ -196,23 +197,25 @@ async fn keep(d: Arc<Daemon>) {
                 return;
             }
         };
-        d.ha.agent.lock().await.take();
+        d.ha().agent.lock().await.take();
         match exit {
             Some(Exit::CannotAccessStatefile) => {
                 tracing::warn!("cannot reach the statefile: this host stays out of the pool and tries again");
-                d.ha.set_emergency(Some(ApiError::bare(codes::HA_HOST_CANNOT_ACCESS_STATEFILE)));
+                d.ha()
+                    .set_emergency(Some(ApiError::bare(codes::HA_HOST_CANNOT_ACCESS_STATEFILE)));
             }
             Some(Exit::InvalidPoolState) | Some(Exit::GenerationMismatch) => {
                 tracing::info!("HA was disabled in this pool: this host disarms");
                 let _ = save_local(&d, &HaLocal { armed: false, ..l }).await;
-                d.ha.watchdog.disarm();
-                d.ha.set_emergency(None);
+                d.ha().watchdog.disarm();
+                d.ha().set_emergency(None);
                 return;
             }
             Some(Exit::Requested) | None => return,
             Some(other) => {
                 tracing::warn!("the HA agent could not join the liveset: {}", other.name());
-                d.ha.set_emergency(Some(ApiError::bare(codes::HA_HEARTBEAT_DAEMON_STARTUP_FAILED)));
+                d.ha()
+                    .set_emergency(Some(ApiError::bare(codes::HA_HEARTBEAT_DAEMON_STARTUP_FAILED)));
             }
         }
         tokio::time::sleep(retry_pause(&l)).await;

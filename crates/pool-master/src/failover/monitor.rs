@@ -53,9 +53,9 @@ struct State {
 /// Start the monitor; it runs for the life of the process.
 pub fn spawn(d: Arc<Daemon>) {
     tokio::spawn(async move {
-        let mut rx = d.ha.subscribe();
+        let mut rx = d.ha().subscribe();
         let mut state = State {
-            fences: crate::ha::take_fence_records(&d.config.data_dir),
+            fences: crate::ha::take_fence_records(&d.config().data_dir),
             ..State::default()
         };
         loop {
@@ -90,14 +90,14 @@ async fn step(d: &Arc<Daemon>, view: &AgentView, state: &mut State) -> Result<()
     }
     fence_if_storage_lost_under_vms(d, view);
     let tie = super::tiebreak::current(d);
-    if state.tie != Some(tie) && d.ha.send(Event::TieBreak(tie)).await {
+    if state.tie != Some(tie) && d.ha().send(Event::TieBreak(tie)).await {
         tracing::info!(network = tie.network, priority = tie.priority, "HA tie-break values");
         state.tie = Some(tie);
     }
     let Some(local) = super::local(d).await else {
         return Ok(());
     };
-    let me = d.host_uuid.clone();
+    let me = d.host_uuid().to_string();
     let address_of = |uuid: &str| local.index_of(uuid).map(|i| local.addresses[i].clone());
     // Election: one policy, shared with ha-sim (`lock::wants_lock`).
     // The last master: the global block's, else the database's.
@@ -120,7 +120,7 @@ async fn step(d: &Arc<Daemon>, view: &AgentView, state: &mut State) -> Result<()
     }
     state.wanted = want;
     if state.proposing != Some(want)
-        && d.ha
+        && d.ha()
             .send(if want {
                 Event::ProposeMaster
             } else {
@@ -156,7 +156,7 @@ async fn step(d: &Arc<Daemon>, view: &AgentView, state: &mut State) -> Result<()
         _ => {}
     }
     if d.is_master() && view.lock_holder.as_deref() == Some(me.as_str()) {
-        d.ha.restarts.kick();
+        d.ha().restarts.kick();
         // Raised when survival rule 2 is in force: every live host lost
         // the statefile (a host alone without it is only logged, as xapi).
         if view.rule2 && !state.statefile_alerted {
@@ -183,14 +183,14 @@ fn db_master(d: &Daemon) -> Option<String> {
 /// fences, and HA restarts them on hosts that have the storage. (Without
 /// VMs it stays, as the seeds' table says; xhad would fence it anyway.)
 fn fence_if_storage_lost_under_vms(d: &Daemon, view: &AgentView) {
-    if !view.storage_lost || view.rule2 || !d.ha.watchdog.armed() {
+    if !view.storage_lost || view.rule2 || !d.ha().watchdog.armed() {
         return;
     }
-    let running = d.driver.running();
+    let running = d.driver().running();
     if running.is_empty() {
         return;
     }
-    d.ha.watchdog.fence(&format!(
+    d.ha().watchdog.fence(&format!(
         "SM_STORAGE_LOST_UNDER_VMS: this host lost the heartbeat SR and runs {} VM(s) that cannot reach their disks; fencing so that HA restarts them on hosts with the storage",
         running.len()
     ));
@@ -239,21 +239,23 @@ async fn report_fences(d: &Arc<Daemon>, state: &mut State) {
             // role: until HA confirms it as master, another host may be,
             // and a message written here would be lost when it follows.
             Role::Master if super::master_unconfirmed(d) => false,
-            Role::Master => alert(d, "HA_HOST_WAS_FENCED", "Host", &d.host_uuid, body).await.is_ok(),
+            Role::Master => alert(d, "HA_HOST_WAS_FENCED", "Host", d.host_uuid(), body)
+                .await
+                .is_ok(),
             Role::Member { master_address } => {
                 let auth = crate::hostops::auth(d);
                 let params = vec![
                     json!("HA_HOST_WAS_FENCED"),
                     json!(1),
                     json!("Host"),
-                    json!(d.host_uuid),
+                    json!(d.host_uuid()),
                     json!(body),
                 ];
-                d.peers
+                d.peers()
                     .call(
                         &auth,
                         &master_address,
-                        d.config.port,
+                        d.config().port,
                         "message.create",
                         params,
                         PEER_TIMEOUT,
@@ -290,7 +292,7 @@ async fn take_over(d: &Arc<Daemon>, metadata: &std::path::Path) -> Result<(), Ap
         tracing::warn!("this host won the master lock: taking over as pool master");
     }
     let path = metadata.to_path_buf();
-    let faults = d.ha.faults.clone();
+    let faults = d.ha().faults.clone();
     let read = tokio::task::spawn_blocking(move || {
         if faults.storage_cut() {
             return Ok(None);
@@ -315,10 +317,14 @@ async fn take_over(d: &Arc<Daemon>, metadata: &std::path::Path) -> Result<(), Ap
         Err(e) => tracing::warn!("cannot read the HA metadata file: {e}; starting from this host's replica"),
     }
     d.become_master().await.map_err(|e| ApiError::internal(e.to_string()))?;
-    let (uuid, address, memory) = (d.host_uuid.clone(), d.config.address.clone(), d.config.memory_total);
+    let (uuid, address, memory) = (
+        d.host_uuid().to_string(),
+        d.config().address.clone(),
+        d.config().memory_total,
+    );
     // The restart executor may already be starting guests here: those have
     // domain ids past the snapshot's and stay recorded as running.
-    let snapshot = d.driver.snapshot();
+    let snapshot = d.driver().snapshot();
     let strays = d
         .write(|txn| {
             set_master(txn, &uuid)?;

@@ -59,7 +59,7 @@ pub fn spawn(d: Arc<Daemon>) {
     tokio::spawn(async move {
         let mut state = State::default();
         loop {
-            let _ = tokio::time::timeout(PERIOD, d.ha.restarts.notified()).await;
+            let _ = tokio::time::timeout(PERIOD, d.ha().restarts.notified()).await;
             if let Err(e) = pass(&d, &mut state).await {
                 tracing::warn!("HA restart pass: {e}");
             }
@@ -70,9 +70,9 @@ pub fn spawn(d: Arc<Daemon>) {
 /// May this host act on the liveset now? It is the master, HA is on, its
 /// agent is online and it holds the master lock.
 fn in_charge(d: &Daemon) -> Option<Vec<String>> {
-    let view = d.ha.view();
+    let view = d.ha().view();
     let enabled = d.ha_enabled();
-    (enabled && d.is_master() && view.online && view.lock_holder.as_deref() == Some(d.host_uuid.as_str()))
+    (enabled && d.is_master() && view.online && view.lock_holder.as_deref() == Some(d.host_uuid()))
         .then_some(view.liveset)
 }
 

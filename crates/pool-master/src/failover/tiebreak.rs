@@ -22,7 +22,7 @@ use crate::faults::Faults;
 /// This host's tie-break values now.
 pub fn current(d: &Daemon) -> TieBreak {
     TieBreak {
-        network: network_evidence(&d.ha.faults, Path::new("/sys/class/net")),
+        network: network_evidence(&d.ha().faults, Path::new("/sys/class/net")),
         priority: protected_running(d),
     }
 }
@@ -57,7 +57,7 @@ fn link_up(sys_class_net: &Path) -> bool {
 }
 
 fn protected_running(d: &Daemon) -> u32 {
-    let running = d.driver.running();
+    let running = d.driver().running();
     let m = d.model();
     let n =
         m.vm.iter()

@@ -27,9 +27,9 @@ pub const VM_DRIVER_KEY: &str = "pool-ha-vm-driver";
 /// business).
 pub async fn stop_strays(d: &Daemon, strays: &[String], snapshot: &Snapshot) {
     for vm in strays {
-        if d.driver.domid(vm).is_some_and(|id| id < snapshot.next_domid) {
+        if d.driver().domid(vm).is_some_and(|id| id < snapshot.next_domid) {
             tracing::error!(vm = %vm, "a guest runs here that the pool does not place here: killing it");
-            if let Err(e) = d.driver.stop(vm, StopMode::Hard).await {
+            if let Err(e) = d.driver().stop(vm, StopMode::Hard).await {
                 tracing::error!(vm = %vm, "cannot kill the stray guest: {e}");
             }
         }
@@ -96,14 +96,13 @@ pub async fn refresh_liveness(d: &Arc<Daemon>) -> Result<(), ApiError> {
     let now = Instant::now();
     let changes: Vec<(String, bool)> = {
         let m = d.model();
-        let seen = d.last_seen.lock().unwrap_or_else(|p| p.into_inner());
         m.host
             .iter()
-            .filter(|(_, h)| h.uuid != d.host_uuid)
+            .filter(|(_, h)| h.uuid != d.host_uuid())
             .filter_map(|(r, h)| {
-                let live = seen
-                    .get(&h.uuid)
-                    .is_some_and(|t| now.duration_since(*t) < MEMBER_SILENCE_LIMIT);
+                let live = d
+                    .last_seen(&h.uuid)
+                    .is_some_and(|t| now.duration_since(t) < MEMBER_SILENCE_LIMIT);
                 (live != h.live).then(|| (r.clone(), live))
             })
             .collect()

@@ -213,7 +213,7 @@ pub async fn migrate_vm(d: &Daemon, vm_ref: &str, host_ref: &str, protect_plan: 
             disks,
         ))
     })?;
-    if d.driver.kind() == DriverKind::Qemu {
+    if d.driver().kind() == DriverKind::Qemu {
         // Live: the destination waits for the guest's state, the source
         // sends it; the disk stays on the shared SR. A failure leaves the
         // guest running on the source, and no guest on the destination.
