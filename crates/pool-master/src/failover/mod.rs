@@ -189,7 +189,7 @@ async fn keep(d: Arc<Daemon>) {
                 if v.online {
                     d.ha().set_emergency(None);
                 }
-                if v.status == "stopped" || v.status == "fenced" {
+                if v.status.ended() {
                     break v.exit;
                 }
             }

@@ -25,14 +25,33 @@ use crate::faults::Faults;
 /// How often the engine gets a tick (it needs one at least every 100 ms).
 pub const TICK: Duration = Duration::from_millis(50);
 
+/// Where the engine is in its life, as the rest of the host sees it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AgentStatus {
+    /// No engine ran yet, or it is starting (boot, join).
+    #[default]
+    Starting,
+    Online,
+    /// It fenced this host (the process is ending).
+    Fenced,
+    /// It stopped without fencing ([`AgentView::exit`] says why).
+    Stopped,
+}
+
+impl AgentStatus {
+    /// The engine has ended: it fenced or stopped.
+    pub fn ended(self) -> bool {
+        matches!(self, AgentStatus::Fenced | AgentStatus::Stopped)
+    }
+}
+
 /// What the agent tells the rest of the host.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AgentView {
     /// An engine is running (starting or online).
     pub running: bool,
     pub online: bool,
-    /// `starting`, `online`, `fenced` or `stopped`.
-    pub status: &'static str,
+    pub status: AgentStatus,
     /// Why the engine stopped, when it did.
     pub exit: Option<Exit>,
     /// The uuids of the hosts in the liveset.
@@ -267,10 +286,10 @@ impl Run {
         self.confirmed_once |= e.master_lock_confirmed();
         let uuid = |i: usize| self.setup.local.hosts.get(i).cloned();
         let (status, exit) = match e.status() {
-            Status::Starting => ("starting", None),
-            Status::Online => ("online", None),
-            Status::Fenced(_) => ("fenced", None),
-            Status::Stopped(x) => ("stopped", Some(*x)),
+            Status::Starting => (AgentStatus::Starting, None),
+            Status::Online => (AgentStatus::Online, None),
+            Status::Fenced(_) => (AgentStatus::Fenced, None),
+            Status::Stopped(x) => (AgentStatus::Stopped, Some(*x)),
         };
         let view = AgentView {
             running: e.is_running(),
