@@ -8,11 +8,14 @@
 //! replays with `cargo run -p ha-sim -- --seed S`. With `--avail`, `truth`
 //! records what the world really was, `oracle` judges every fence against
 //! the survival rules applied to it, and `avail` counts the verdicts;
-//! `single` runs one fault per seed.
+//! `single` runs one fault per seed. `leases` is the lease world of issue
+//! 25: VM leases on the SR under the same kinds of faults, with a checker
+//! on the guests.
 
 pub mod avail;
 pub mod check;
 pub mod explore;
+pub mod leases;
 pub mod oracle;
 pub mod schedule;
 pub mod single;
