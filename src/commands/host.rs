@@ -103,6 +103,12 @@ fn disable(ctx: &mut Ctx) -> Result<(), XeError> {
     ctx.records
         .conn
         .call("pool.set_ha_host_failures_to_tolerate", vec![json!(pool), json!(n - 1)])?;
+    ctx.records
+        .conn
+        .call("host.disable", vec![json!(host), json!(auto_enable)])?;
+    // The note that restores the number once the host is back goes in only
+    // now: written while the host was still enabled, the master (which
+    // looks at every commit) took the host for back and restored it at once.
     let uuid = record.get("uuid").map(scalar_text).unwrap_or_default();
     let _ = ctx.records.conn.call(
         "pool.remove_from_other_config",
@@ -112,9 +118,6 @@ fn disable(ctx: &mut Ctx) -> Result<(), XeError> {
         "pool.add_to_other_config",
         vec![json!(pool), json!(RESTORE_NTOL_KEY), json!(format!("{n}:{uuid}"))],
     )?;
-    ctx.records
-        .conn
-        .call("host.disable", vec![json!(host), json!(auto_enable)])?;
     eprintln!("ha-host-failures-to-tolerate is {} until {name} is back.", n - 1);
     Ok(())
 }

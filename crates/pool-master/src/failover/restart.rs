@@ -14,8 +14,10 @@
 //!    (negative last), a group's VMs in parallel, the next group once the
 //!    previous one has started and its longest `start_delay` has passed.
 //!    A VM the plan cannot place is started wherever it fits; a VM that
-//!    fails is retried after [`RETRY_SPACING`] (capacity may have
-//!    appeared), and raises `HA_PROTECTED_VM_RESTART_FAILED` once.
+//!    fails is retried after [`RETRY_SPACING`], or at once when capacity
+//!    appears (a host joins or is enabled, memory is freed, an SR comes
+//!    back: every commit and view change wakes the executor), and raises
+//!    `HA_PROTECTED_VM_RESTART_FAILED` once.
 //! 3. **Best-effort VMs** reset in this pass get one attempt each, grouped
 //!    by order, after the protected ones.
 //! 4. **Plan status**: after any commit, `ha_plan_exists_for` and
@@ -47,6 +49,38 @@ struct State {
     alerted: HashSet<String>,
     /// The database generation and time of the last plan-status update.
     status_at: Option<(u64, Instant)>,
+    /// What the hosts offered at the last pass (see [`capacity`]).
+    capacity: Vec<Capacity>,
+}
+
+/// What one host offers protected VMs: whether it takes VMs, and its free
+/// memory and plugged SRs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Capacity {
+    host: String,
+    usable: bool,
+    free: i64,
+    srs: Vec<String>,
+}
+
+/// Every host's [`Capacity`], by uuid.
+fn capacity(d: &Daemon) -> Vec<Capacity> {
+    let m = d.model();
+    let mut out: Vec<Capacity> = m
+        .host
+        .iter()
+        .map(|(r, h)| Capacity {
+            host: h.uuid.clone(),
+            usable: planning::host_usable(h),
+            free: planning::host_free(&m, r, h),
+            srs: planning::host_reaches(&m, r)
+                .into_iter()
+                .map(|s| format!("{s:?}"))
+                .collect(),
+        })
+        .collect();
+    out.sort_by(|a, b| a.host.cmp(&b.host));
+    out
 }
 
 /// The longest the plan status goes without a re-plan (XAPI's
@@ -58,8 +92,18 @@ pub const REPLAN_INTERVAL: Duration = Duration::from_secs(1800);
 pub fn spawn(d: Arc<Daemon>) {
     tokio::spawn(async move {
         let mut state = State::default();
+        let mut commits = d.watch_generation();
         loop {
-            let _ = tokio::time::timeout(PERIOD, d.ha().restarts.notified()).await;
+            // Woken by a kick (a view change, a guest halt, a host back
+            // from maintenance) or a commit (memory freed, a host enabled),
+            // and at least every PERIOD.
+            let _ = tokio::time::timeout(PERIOD, async {
+                tokio::select! {
+                    () = d.ha().restarts.notified() => {}
+                    _ = commits.changed() => {}
+                }
+            })
+            .await;
             if let Err(e) = pass(&d, &mut state).await {
                 tracing::warn!("HA restart pass: {e}");
             }
@@ -81,6 +125,17 @@ async fn pass(d: &Arc<Daemon>, state: &mut State) -> Result<(), ApiError> {
         return Ok(());
     };
     let reset = declare_dead(d, &liveset).await?;
+    // Capacity appeared (a host joined or was enabled, memory was freed, an
+    // SR came back): VMs that failed for want of it are tried at once, not
+    // at their next retry.
+    let now = capacity(d);
+    if now != state.capacity {
+        if !state.attempts.is_empty() && !state.capacity.is_empty() {
+            tracing::info!("capacity changed: protected VMs waiting for a retry are tried now");
+        }
+        state.attempts.clear();
+        state.capacity = now;
+    }
     restart_protected(d, state).await;
     restart_best_effort(d, &reset).await;
     restore_failures_to_tolerate(d).await?;
