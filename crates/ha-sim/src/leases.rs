@@ -830,8 +830,11 @@ fn vm_files(vm: usize, n: usize) -> Vec<File> {
         .collect()
 }
 
+/// Every host's owner file of one VM, as read.
+type OwnerFiles = Vec<Option<(u64, Owner)>>;
+
 /// The blocks and owner files a read returned, by host.
-fn split(got: &[(File, Value)], n: usize) -> (Vec<Option<Block>>, Vec<Option<(u64, Owner)>>) {
+fn split(got: &[(File, Value)], n: usize) -> (Vec<Option<Block>>, OwnerFiles) {
     let mut blocks = vec![None; n];
     let mut owners = vec![None; n];
     for (f, v) in got {
