@@ -162,7 +162,7 @@ async fn step(d: &Arc<Daemon>, view: &AgentView, state: &mut State) -> Result<()
         if view.rule2 && !state.statefile_alerted {
             state.statefile_alerted = true;
             let body = "All live hosts have lost access to the HA statefile: HA keeps them alive while they all see each other, but cannot tell a dead host from an isolated one.";
-            alert(d, "HA_STATEFILE_LOST", "Pool", &pool_uuid(d), body.into()).await?;
+            alert(d, Alert::StatefileLost, &pool_uuid(d), body.into()).await?;
         } else if !view.rule2 {
             state.statefile_alerted = false;
         }
@@ -200,9 +200,56 @@ fn pool_uuid(d: &Daemon) -> String {
     d.model().pool().map(|(_, p)| p.uuid.clone()).unwrap_or_default()
 }
 
-/// Create a pool message on the master.
-pub async fn alert(d: &Daemon, name: &str, cls: &str, obj_uuid: &str, body: String) -> Result<(), ApiError> {
-    message(d, name, 1, cls, obj_uuid, body).await
+/// The pool messages HA raises, with XAPI's names; each is about one
+/// object of one class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Alert {
+    /// A host left the liveset and is declared dead.
+    HostFailed,
+    /// A host fenced itself (reported once it is back).
+    HostWasFenced,
+    /// Every live host lost the statefile (survival rule 2).
+    StatefileLost,
+    /// The pool can no longer tolerate its configured failures.
+    PoolOvercommitted,
+    /// The failures the pool can plan for dropped.
+    PoolDropInPlanExistsFor,
+    /// A protected VM could not be restarted.
+    ProtectedVmRestartFailed,
+}
+
+impl Alert {
+    /// XAPI's message name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Alert::HostFailed => "HA_HOST_FAILED",
+            Alert::HostWasFenced => "HA_HOST_WAS_FENCED",
+            Alert::StatefileLost => "HA_STATEFILE_LOST",
+            Alert::PoolOvercommitted => "HA_POOL_OVERCOMMITTED",
+            Alert::PoolDropInPlanExistsFor => "HA_POOL_DROP_IN_PLAN_EXISTS_FOR",
+            Alert::ProtectedVmRestartFailed => "HA_PROTECTED_VM_RESTART_FAILED",
+        }
+    }
+
+    /// The class of the object the message is about.
+    pub fn class(self) -> &'static str {
+        match self {
+            Alert::HostFailed | Alert::HostWasFenced => "Host",
+            Alert::StatefileLost | Alert::PoolOvercommitted | Alert::PoolDropInPlanExistsFor => "Pool",
+            Alert::ProtectedVmRestartFailed => "VM",
+        }
+    }
+
+    /// XAPI's priority: every HA alert is 1, the most urgent.
+    pub fn priority(self) -> i64 {
+        1
+    }
+}
+
+/// Raise `alert` about the object `obj_uuid` as a pool message on the
+/// master.
+pub async fn alert(d: &Daemon, alert: Alert, obj_uuid: &str, body: String) -> Result<(), ApiError> {
+    message(d, alert.name(), alert.priority(), alert.class(), obj_uuid, body).await
 }
 
 /// A pool message of any priority (XAPI's: 1 is the most urgent, 5 is
@@ -239,15 +286,14 @@ async fn report_fences(d: &Arc<Daemon>, state: &mut State) {
             // role: until HA confirms it as master, another host may be,
             // and a message written here would be lost when it follows.
             Role::Master if super::master_unconfirmed(d) => false,
-            Role::Master => alert(d, "HA_HOST_WAS_FENCED", "Host", d.host_uuid(), body)
-                .await
-                .is_ok(),
+            Role::Master => alert(d, Alert::HostWasFenced, d.host_uuid(), body).await.is_ok(),
             Role::Member { master_address } => {
                 let auth = crate::hostops::auth(d);
+                let a = Alert::HostWasFenced;
                 let params = vec![
-                    json!("HA_HOST_WAS_FENCED"),
-                    json!(1),
-                    json!("Host"),
+                    json!(a.name()),
+                    json!(a.priority()),
+                    json!(a.class()),
                     json!(d.host_uuid()),
                     json!(body),
                 ];

@@ -31,7 +31,7 @@ use ha_planner::Placement;
 use xapi_proto::records::{HostRecord, PowerState, VmRecord};
 use xapi_proto::ApiError;
 
-use super::monitor::alert;
+use super::monitor::{alert, Alert};
 use crate::daemon::Daemon;
 use crate::planning;
 
@@ -216,8 +216,7 @@ async fn update_pool_status(d: &Daemon, state: &mut State) -> Result<(), ApiErro
         if status.plan_exists_for < old.0 {
             alert(
                 d,
-                "HA_POOL_DROP_IN_PLAN_EXISTS_FOR",
-                "Pool",
+                Alert::PoolDropInPlanExistsFor,
                 &pool_uuid,
                 status.plan_exists_for.to_string(),
             )
@@ -225,7 +224,7 @@ async fn update_pool_status(d: &Daemon, state: &mut State) -> Result<(), ApiErro
         }
         if status.overcommitted && !old.1 {
             let body = "The failover tolerance for the pool has dropped and the initially specified number of host failures to tolerate can no longer be guaranteed".to_string();
-            alert(d, "HA_POOL_OVERCOMMITTED", "Pool", &pool_uuid, body).await?;
+            alert(d, Alert::PoolOvercommitted, &pool_uuid, body).await?;
         }
     }
     state.status_at = Some((d.model().generation, Instant::now()));
@@ -287,7 +286,7 @@ async fn declare_dead(d: &Daemon, liveset: &[String]) -> Result<Vec<String>, Api
             "Host {} ({}) has failed: it left the HA liveset and has fenced or lost power. Its VMs are marked halted and protected ones restart elsewhere.",
             h.name_label, h.uuid
         );
-        alert(d, "HA_HOST_FAILED", "Host", &h.uuid, body).await?;
+        alert(d, Alert::HostFailed, &h.uuid, body).await?;
     }
     if !reset.is_empty() {
         tracing::info!(count = reset.len(), "VMs of dead hosts reset to halted");
@@ -432,7 +431,7 @@ async fn restart_protected(d: &Arc<Daemon>, state: &mut State) {
         if state.alerted.insert(s.uuid.clone()) {
             let body =
                 format!("HA could not restart this protected VM ({e}); it is tried again when capacity appears.");
-            if let Err(e) = alert(d, "HA_PROTECTED_VM_RESTART_FAILED", "VM", &s.uuid, body).await {
+            if let Err(e) = alert(d, Alert::ProtectedVmRestartFailed, &s.uuid, body).await {
                 tracing::warn!("cannot raise HA_PROTECTED_VM_RESTART_FAILED: {e}");
             }
         }
