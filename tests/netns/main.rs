@@ -8,8 +8,8 @@
 
 #![allow(clippy::unwrap_used)]
 
-#[path = "../cli/util.rs"]
-#[allow(dead_code)]
+#[path = "../cli/util/mod.rs"]
+#[allow(dead_code, unused_imports)]
 mod util;
 
 use std::time::Duration;

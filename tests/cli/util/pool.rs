@@ -1,0 +1,105 @@
+//! What tests ask of a running pool: where a VM runs, a host's field,
+//! the guests' records on the SR, a cable pulled and healed.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::lab::Lab;
+use super::FAILOVER;
+
+/// Poll `f` until it is true, for at most `limit`.
+pub fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// Every guest record of `vm` on the SR, in file order.
+pub fn records_of(sr: &Path, vm: &str) -> Vec<pool_master::driver::GuestRecord> {
+    let mut all = Vec::new();
+    for entry in std::fs::read_dir(sr).expect("sr dir").flatten() {
+        if entry.path().extension().is_some_and(|e| e == "disk") {
+            all.extend(
+                pool_master::driver::read_records(&entry.path())
+                    .expect("read disk")
+                    .into_iter()
+                    .filter(|r| r.vm_uuid == vm),
+            );
+        }
+    }
+    all
+}
+
+/// The split-brain check on a VM's disk: every guest continues the
+/// sequence of the one before, so in file order the sequence numbers only
+/// increase. A host still writing after another took over breaks that.
+pub fn assert_one_writer_at_a_time(sr: &Path, vm: &str) {
+    let recs = records_of(sr, vm);
+    for w in recs.windows(2) {
+        assert!(
+            w[1].seq > w[0].seq,
+            "two hosts wrote VM {vm}'s disk at once: {:?} then {:?}",
+            w[0],
+            w[1]
+        );
+    }
+}
+
+/// A VM's uuid by name.
+pub fn vm_uuid(lab: &Lab, name: &str) -> String {
+    lab.xe_min(&["vm-list", &format!("name-label={name}"), "params=uuid"])
+}
+
+/// Where `vm` runs, by host name, asking through any host that answers.
+pub fn running_on(lab: &Lab, vm: &str) -> Option<String> {
+    let state = lab.xe_any_min(&["vm-list", &format!("uuid={vm}"), "params=power-state"])?;
+    if state != "running" {
+        return None;
+    }
+    // Read in two calls: the VM may have been reset to halted in between
+    // (no host), which is not "running on a host".
+    let host = lab
+        .xe_any_min(&["vm-list", &format!("uuid={vm}"), "params=resident-on"])
+        .filter(|h| h.len() == 36)?;
+    lab.xe_any_min(&["host-list", &format!("uuid={host}"), "params=name-label"])
+        .filter(|name| !name.is_empty() && !name.contains(','))
+}
+
+/// A field of host `name`, through any host that answers.
+pub fn host_field(lab: &Lab, name: &str, field: &str) -> String {
+    lab.xe_any_min(&["host-list", &format!("name-label={name}"), &format!("params={field}")])
+        .unwrap_or_default()
+}
+
+/// Pull `fault` on the host running `vm`; the VM must come back on
+/// another host, and the faulted host must rejoin with no VM once healed.
+pub fn pull_and_heal(lab: &Lab, vm: &str, cut: &str, heal: &str) {
+    let before = running_on(lab, vm).expect("the VM runs");
+    let writes_before = records_of(&lab.sr_dir(), vm).len();
+    lab.fault(cut, &before);
+    let moved = wait_for(FAILOVER, || running_on(lab, vm).is_some_and(|h| h != before));
+    assert!(
+        moved,
+        "{vm} did not restart away from {before} after {cut}:\n{}",
+        lab.output()
+    );
+    let after = running_on(lab, vm).unwrap();
+    // The new host writes the disk.
+    let host_uuid = host_field(lab, &after, "uuid");
+    assert!(wait_for(Duration::from_secs(5), || {
+        let recs = records_of(&lab.sr_dir(), vm);
+        recs.len() > writes_before && recs.last().is_some_and(|r| r.host_uuid == host_uuid)
+    }));
+    assert_one_writer_at_a_time(&lab.sr_dir(), vm);
+    lab.fault(heal, &before);
+    let back = wait_for(FAILOVER, || host_field(lab, &before, "host-metrics-live") == "true");
+    assert!(back, "{before} did not rejoin after {heal}");
+    let resident = host_field(lab, &before, "resident-vms");
+    assert_eq!(resident, "", "{before} came back with VMs");
+    assert_one_writer_at_a_time(&lab.sr_dir(), vm);
+}
