@@ -167,6 +167,19 @@ impl Rig {
         self.cycle.is_some_and(|s| s.arming)
     }
 
+    /// Host 0 with every ack of a forming host 1, its arming mark written
+    /// and not yet landed.
+    fn marking() -> Rig {
+        let mut rig = Rig::new();
+        rig.peer_view = Some(Rig::forming_peer());
+        assert!(
+            rig.until(30_000, |r| r.intent_in_flight()),
+            "no arming mark: {:#?}",
+            rig.logs
+        );
+        rig
+    }
+
     /// Host 0 forms {0,1} with a forming host 1 and arms.
     fn formed() -> Rig {
         let mut rig = Rig::new();
@@ -179,13 +192,7 @@ impl Rig {
 
 #[test]
 fn a_starting_host_arms_only_after_its_mark_landed() {
-    let mut rig = Rig::new();
-    rig.peer_view = Some(Rig::forming_peer());
-    assert!(
-        rig.until(30_000, |r| r.intent_in_flight()),
-        "no arming mark: {:#?}",
-        rig.logs
-    );
+    let mut rig = Rig::marking();
     assert!(!rig.armed, "armed before the mark was written");
     assert!(rig.until(5_000, |r| r.armed), "never armed: {:#?}", rig.logs);
     assert!(
@@ -196,13 +203,7 @@ fn a_starting_host_arms_only_after_its_mark_landed() {
 
 #[test]
 fn a_starting_host_does_not_arm_when_an_acker_shows_a_fault_handler_after_its_mark() {
-    let mut rig = Rig::new();
-    rig.peer_view = Some(Rig::forming_peer());
-    assert!(
-        rig.until(30_000, |r| r.intent_in_flight()),
-        "no arming mark: {:#?}",
-        rig.logs
-    );
+    let mut rig = Rig::marking();
     // Host 1 formed and began a fault handler; its heartbeat that says so
     // has not arrived, the last one heard still acks the form.
     rig.peer_slot.starting = false;

@@ -486,22 +486,7 @@ pub async fn transition_to_master(d: &Arc<Daemon>, args: &Args) -> Result<Value,
         return Ok(json!(""));
     }
     d.become_master().await.map_err(|e| ApiError::internal(e.to_string()))?;
-    let (uuid, address, memory) = (
-        d.host_uuid().to_string(),
-        d.config().address.clone(),
-        d.config().memory_total,
-    );
-    let snapshot = d.driver().snapshot();
-    let strays = d
-        .write(|txn| {
-            let host = crate::ops::ref_by_uuid::<HostRecord>(txn, &uuid)?;
-            if let Some((pool, _)) = txn.base().pool().map(|(r, p)| (r.clone(), p.clone())) {
-                txn.update::<PoolRecord>(&pool, |p| p.master = host);
-            }
-            crate::ops::host::record_host_start(txn, &uuid, &address, memory, &snapshot)
-        })
-        .await?;
-    crate::ops::host::stop_strays(d, &strays, &snapshot).await;
+    crate::ops::host::record_master_start(d).await?;
     Ok(json!(""))
 }
 

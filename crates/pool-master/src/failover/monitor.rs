@@ -19,13 +19,13 @@ use std::time::Duration;
 
 use ha_liveness::Event;
 use serde_json::json;
-use xapi_proto::records::{HostRecord, MessageRecord, PoolRecord};
+use xapi_proto::records::{HostRecord, MessageRecord};
 use xapi_proto::ApiError;
 
 use crate::daemon::{Daemon, Role};
 use crate::ha::agent::AgentView;
 use crate::peers::PEER_TIMEOUT;
-use pool_db::model::{new_ref, new_uuid, Txn};
+use pool_db::model::{new_ref, new_uuid};
 
 /// The longest the monitor waits between two looks at the view.
 pub const PERIOD: Duration = Duration::from_millis(500);
@@ -363,35 +363,10 @@ async fn take_over(d: &Arc<Daemon>, metadata: &std::path::Path) -> Result<(), Ap
         Err(e) => tracing::warn!("cannot read the HA metadata file: {e}; starting from this host's replica"),
     }
     d.become_master().await.map_err(|e| ApiError::internal(e.to_string()))?;
-    let (uuid, address, memory) = (
-        d.host_uuid().to_string(),
-        d.config().address.clone(),
-        d.config().memory_total,
-    );
-    // The restart executor may already be starting guests here: those have
-    // domain ids past the snapshot's and stay recorded as running.
-    let snapshot = d.driver().snapshot();
-    let strays = d
-        .write(|txn| {
-            set_master(txn, &uuid)?;
-            crate::ops::host::record_host_start(txn, &uuid, &address, memory, &snapshot)
-        })
-        .await?;
-    crate::ops::host::stop_strays(d, &strays, &snapshot).await;
+    crate::ops::host::record_master_start(d).await?;
     if d.ha_enabled() {
         d.start_redo_log().await;
     }
-    Ok(())
-}
-
-fn set_master(txn: &mut Txn, uuid: &str) -> Result<(), ApiError> {
-    let host = crate::ops::ref_by_uuid::<HostRecord>(txn, uuid)?;
-    let (pool, _) = txn
-        .base()
-        .pool()
-        .map(|(r, p)| (r.clone(), p.clone()))
-        .ok_or_else(|| ApiError::internal("the pool record is missing"))?;
-    txn.update::<PoolRecord>(&pool, |p| p.master = host);
     Ok(())
 }
 

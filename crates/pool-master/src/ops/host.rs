@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use xapi_proto::records::{HostRecord, PowerState, VmRecord};
+use xapi_proto::records::{HostRecord, PoolRecord, PowerState, VmRecord};
 use xapi_proto::ApiError;
 
 use crate::daemon::Daemon;
@@ -86,6 +86,34 @@ pub fn record_host_start(
     });
     memory::refresh_host(txn, &host_ref);
     Ok(strays)
+}
+
+/// Record this host, which has just become the master, as the pool's
+/// master and as (re)started, and kill the strays its driver runs (see
+/// [`record_host_start`]). The restart executor may already be starting
+/// guests here: those have domain ids past the snapshot's and stay
+/// recorded as running.
+pub async fn record_master_start(d: &Daemon) -> Result<(), ApiError> {
+    let (uuid, address, memory) = (
+        d.host_uuid().to_string(),
+        d.config().address.clone(),
+        d.config().memory_total,
+    );
+    let snapshot = d.driver().snapshot();
+    let strays = d
+        .write(|txn| {
+            let host = crate::ops::ref_by_uuid::<HostRecord>(txn, &uuid)?;
+            let pool = txn
+                .base()
+                .pool()
+                .map(|(r, _)| r.clone())
+                .ok_or_else(|| ApiError::internal("the pool record is missing"))?;
+            txn.update::<PoolRecord>(&pool, |p| p.master = host);
+            record_host_start(txn, &uuid, &address, memory, &snapshot)
+        })
+        .await?;
+    stop_strays(d, &strays, &snapshot).await;
+    Ok(())
 }
 
 /// Hosts are marked not live when they have not called for this long.
