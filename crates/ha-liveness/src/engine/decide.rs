@@ -55,9 +55,9 @@ impl Engine {
         let holder = self.sf_access && self.sfdomain.contains(me);
         let Some(fh) = &self.fh else { return true };
         !holder
-            || self.obs[me].slot.is_some_and(|s| {
-                s.boot == self.cfg.boot && s.sequence > fh.sf_seq_at_start && s.view.phase.in_fault_handler()
-            })
+            || self
+                .own_slot_after(fh.sf_seq_at_start)
+                .is_some_and(|s| s.view.phase.in_fault_handler())
     }
 
     /// Peer `i`'s views agree with ours, as [`Engine::consistent`] asks:
@@ -146,9 +146,7 @@ impl Engine {
         sf_only.is_empty()
             || !self.sf_access
             || !self.sfdomain.contains(me)
-            || self.obs[me]
-                .slot
-                .is_some_and(|s| s.boot == self.cfg.boot && s.sequence > self.phase_seq)
+            || self.own_slot_after(self.phase_seq).is_some()
     }
 
     pub(super) fn peers_with_sf(&self) -> HostSet {

@@ -41,14 +41,11 @@ impl Engine {
     /// host's request landed, restart a host's entry when it has booted
     /// again, clear it when this host stops requesting.
     fn update_lock_baseline(&mut self) {
-        let me = self.cfg.me;
         if !self.lock_request {
             self.lock_baseline.clear();
             return;
         }
-        let landed = self.obs[me]
-            .slot
-            .is_some_and(|s| s.boot == self.cfg.boot && s.sequence > self.lock_request_seq);
+        let landed = self.own_slot_after(self.lock_request_seq).is_some();
         if self.lock_baseline.is_empty() {
             if landed {
                 self.lock_baseline = self.obs.iter().map(|o| o.slot.map(|s| (s.boot, s.sequence))).collect();

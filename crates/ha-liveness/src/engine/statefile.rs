@@ -138,10 +138,18 @@ impl Engine {
         self.lock_step();
     }
 
+    /// Our slot as last read back, if this boot wrote it after its
+    /// sequence `seq`: what that write carried has landed, and every slot
+    /// read since was read after it.
+    pub(super) fn own_slot_after(&self, seq: u64) -> Option<Slot> {
+        self.obs[self.cfg.me]
+            .slot
+            .filter(|s| s.boot == self.cfg.boot && s.sequence > seq)
+    }
+
     /// Rule I, the starting side: note when our `arming` slot landed, and
     /// which ackers a read from then on shows in a fault handler.
     fn note_intent(&mut self, now: Millis, read: &StatefileRead) {
-        let me = self.cfg.me;
         let fresh_read = |i: usize| match read.slots.get(i) {
             Some(SlotRead::Valid(s)) if s.index == i => Some(*s),
             _ => None,
@@ -154,8 +162,7 @@ impl Engine {
             }
         }
         if self.arming && self.intent_at.is_none() {
-            let landed =
-                fresh_read(me).is_some_and(|s| s.boot == self.cfg.boot && s.sequence > self.arming_seq && s.arming);
+            let landed = self.own_slot_after(self.arming_seq).is_some_and(|s| s.arming);
             if landed {
                 self.intent_at = Some(now);
             }
