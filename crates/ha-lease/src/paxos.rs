@@ -133,7 +133,11 @@ impl Round {
         }
         let here = || others().filter(|b| b.instance == instance);
         let highest = here().map(|b| b.mbal).max().unwrap_or(0);
-        if highest > self.block.mbal {
+        // An equal ballot of another host aborts too: ballots are unique
+        // per host only while every host numbers them from the same pool
+        // size and its own index, and a block left by an earlier HA
+        // configuration (other indices) may repeat one.
+        if highest >= self.block.mbal {
             self.phase = Phase::Done;
             return Next::Done(Outcome::Aborted {
                 seen: highest,
@@ -231,6 +235,21 @@ mod tests {
             r.on_read(&[Some(accepted), None, None]),
             Next::Done(Outcome::Decided(owner(0)))
         );
+    }
+
+    #[test]
+    fn an_equal_ballot_of_another_host_aborts() {
+        let (mut r, next) = Round::start(0, 2, 1, owner(0), Block::default(), 0);
+        let Next::Write(mine) = next else { panic!() };
+        let twin = Block {
+            value: Some(owner(1)),
+            bal: mine.mbal,
+            ..mine
+        };
+        assert!(matches!(
+            r.on_read(&[Some(mine), Some(twin)]),
+            Next::Done(Outcome::Aborted { .. })
+        ));
     }
 
     #[test]

@@ -108,6 +108,8 @@ pub struct Daemon {
     redo: Mutex<Option<RedoLog>>,
     /// Bumped at every change of role.
     role_epoch: watch::Sender<u64>,
+    /// The VM leases this host holds, and its host lease.
+    leases: Arc<crate::lease::Leases>,
 }
 
 impl Daemon {
@@ -144,6 +146,11 @@ impl Daemon {
     /// HA on this host.
     pub fn ha(&self) -> &crate::ha::Ha {
         &self.ha
+    }
+
+    /// This host's leases on the heartbeat SR.
+    pub fn leases(&self) -> &Arc<crate::lease::Leases> {
+        &self.leases
     }
 
     /// Mark an HA enable or disable as running; false if one already is.
@@ -216,15 +223,17 @@ impl Daemon {
             })?;
             ha.watchdog.set_hardware(Box::new(dog));
         }
+        let boot = next_boot(&mut store)?;
+        let leases = Arc::new(crate::lease::Leases::new(&host_uuid, boot));
         let gate = {
-            let (faults, watchdog) = (ha.faults.clone(), ha.watchdog.clone());
+            let (faults, watchdog, leases) = (ha.faults.clone(), ha.watchdog.clone(), leases.clone());
             Arc::new(move || {
                 if !watchdog.may_write() {
                     Err("this host is fenced")
                 } else if faults.storage_cut() {
                     Err("I/O error: the host's storage is cut")
                 } else {
-                    Ok(())
+                    leases.gate()
                 }
             })
         };
@@ -236,7 +245,10 @@ impl Daemon {
         if let Some(dir) = &config.guest_kernel_dir {
             qemu.kernel_dir = dir.clone();
         }
-        let driver = crate::driver::open(config.driver, &host_uuid, gate, qemu)?;
+        let driver: Arc<dyn Driver> = Arc::new(crate::lease::LeasedDriver::new(
+            crate::driver::open(config.driver, &host_uuid, gate, qemu)?,
+            leases.clone(),
+        ));
         Ok(Arc::new(Daemon {
             sessions: Sessions::new(config.session_idle_timeout),
             peers: crate::peers::Peers::new(ha.faults.clone()),
@@ -256,6 +268,7 @@ impl Daemon {
             log: Mutex::new(VecDeque::new()),
             last_seen: Mutex::new(HashMap::new()),
             ha_busy: std::sync::atomic::AtomicBool::new(false),
+            leases,
         }))
     }
 
@@ -577,6 +590,21 @@ impl Writer<'_> {
 }
 
 /// Create the one-host pool of a fresh host: pool, host, local SR, root user.
+/// The local-database key counting this host's starts.
+const BOOT_KEY: &str = "boot_count";
+
+/// Count this start: this boot's number, above every earlier one's (the
+/// VM leases tell an owner's later boot from an earlier one by it).
+fn next_boot(store: &mut Store) -> Result<u64, StartError> {
+    let boot = store
+        .local(BOOT_KEY)?
+        .and_then(|b| b.parse::<u64>().ok())
+        .unwrap_or(0)
+        .saturating_add(1);
+    store.set_local(&[(BOOT_KEY, &boot.to_string())])?;
+    Ok(boot)
+}
+
 fn first_start(store: &mut Store, config: &Config) -> Result<String, StartError> {
     let password = config.root_password.as_deref().ok_or(StartError::NoRootPassword)?;
     let hash = auth::hash_password(password).map_err(StartError::Hash)?;

@@ -11,6 +11,8 @@
 //! - [`driver`]: the `sim` VM driver (guests that write to their disks);
 //!   [`guests`]: guests that halt from inside; [`storage_probe`]: which
 //!   SRs each host reaches, recorded in its PBDs.
+//! - [`lease`]: VM leases on the heartbeat SR, and the driver that takes
+//!   one before every start.
 //! - [`ha`]: the HA agent, watchdog, statefile and election; [`faults`]:
 //!   the fault switches the lab (crate `pool-lab`) pulls.
 //! - [`memory`]: what VMs cost hosts; [`overcommit`]: calls that would lose
@@ -28,6 +30,7 @@ pub mod files;
 pub mod guests;
 pub mod ha;
 pub mod hostops;
+pub mod lease;
 pub mod logging;
 pub mod member;
 pub mod memory;

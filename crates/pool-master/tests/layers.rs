@@ -13,6 +13,7 @@ const LAYERS: &[&[&str]] = &[
     &["planning", "faults"],
     &["overcommit", "peers"],
     &["driver"],
+    &["lease"],
     &["ha"],
     &["daemon"],
     &["hostops"],

@@ -37,6 +37,8 @@ pub enum DriverError {
     Control { vm: String, why: String },
     #[error("this VM driver does not support {0}")]
     Unsupported(&'static str),
+    #[error("VM {vm} may not run here now: {why}")]
+    Lease { vm: String, why: String },
 }
 
 /// One guest write, as a line of a disk file.
@@ -187,6 +189,12 @@ pub trait Driver: Send + Sync {
     async fn adopt(&self) -> Vec<String> {
         Vec::new()
     }
+    /// Pause every guest of this host (its host lease was not renewed in
+    /// time, `crate::lease`). The sim driver's guests need nothing: they
+    /// ask the gate before every write.
+    fn pause_all(&self) {}
+    /// Let paused guests run again (the resume check passed).
+    fn resume_all(&self) {}
     /// The fence: kill every guest of this host at once, and return only
     /// once they are gone. Blocking, and safe to call from any thread.
     fn kill_all(&self);

@@ -3,6 +3,8 @@
 //! monitor (elections, following the master, alerts) and the master's
 //! restart executor. The agent itself and its files are `crate::ha`.
 //!
+//! - [`leases`]: on every armed host, renewing its lease on the heartbeat
+//!   SR, pausing and resuming its guests by it.
 //! - [`monitor`]: master election, following the master, the statefile
 //!   alert.
 //! - [`restart`]: on the master, declaring hosts dead and restarting their
@@ -13,6 +15,7 @@
 //! The functions here arm a host (start its agent, persist `armed`, keep
 //! the agent running across boots and statefile loss) and disarm it.
 
+pub mod leases;
 pub mod monitor;
 pub mod restart;
 pub mod tiebreak;

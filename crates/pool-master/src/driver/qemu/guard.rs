@@ -17,9 +17,16 @@
 //! - the pipe closes while disarmed (HA off, a clean stop): the guard exits
 //!   and leaves the guests alone.
 //!
-//! One line per update: `DEADLINE_MS PIDS`, where `DEADLINE_MS` is the time
-//! left to the deadline in ms or `-` when disarmed, and `PIDS` the guests'
-//! pids separated by commas, or `-`.
+//! It holds the host lease's deadline too (`crate::lease`): when it
+//! passes without a newer one, the guard pauses every guest (SIGSTOP),
+//! once per deadline. It never lets them run again: that is `xapid`'s
+//! call, after the resume check.
+//!
+//! One line per update: `DEADLINE_MS PIDS PAUSE_MS`, where `DEADLINE_MS`
+//! is the time left to the watchdog's deadline in ms or `-` when disarmed,
+//! `PIDS` the guests' pids separated by commas, or `-`, and `PAUSE_MS` the
+//! time left to the host lease's deadline, or `-` (leases off; a line
+//! without it says the same).
 
 use std::io::{BufRead, Write};
 use std::sync::{Condvar, Mutex, OnceLock};
@@ -28,25 +35,42 @@ use std::time::{Duration, Instant};
 /// The furthest deadline the guard accepts, in ms from now.
 const MAX_DEADLINE_MS: u64 = 3_600_000;
 
-/// What the guard is told: the watchdog's deadline and the guests' pids.
+/// What the guard is told: the watchdog's deadline, the guests' pids and
+/// the host lease's deadline.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 struct Orders {
     deadline: Option<Instant>,
     pids: Vec<i32>,
+    pause: Option<Instant>,
+}
+
+fn millis_left(at: Option<Instant>, now: Instant) -> String {
+    match at {
+        Some(d) => d.saturating_duration_since(now).as_millis().to_string(),
+        None => "-".into(),
+    }
+}
+
+/// `-` or ms from `now`, at most [`MAX_DEADLINE_MS`].
+fn parse_left(word: &str, now: Instant) -> Option<Option<Instant>> {
+    match word {
+        "-" => Some(None),
+        ms => Some(Some(
+            now + Duration::from_millis(ms.parse().ok().filter(|ms| *ms <= MAX_DEADLINE_MS)?),
+        )),
+    }
 }
 
 impl Orders {
     fn line(&self, now: Instant) -> String {
-        let left = match self.deadline {
-            Some(d) => d.saturating_duration_since(now).as_millis().to_string(),
-            None => "-".into(),
-        };
+        let left = millis_left(self.deadline, now);
+        let pause = millis_left(self.pause, now);
         let pids = if self.pids.is_empty() {
             "-".to_string()
         } else {
             self.pids.iter().map(i32::to_string).collect::<Vec<_>>().join(",")
         };
-        format!("{left} {pids}\n")
+        format!("{left} {pids} {pause}\n")
     }
 
     /// Read one line as the guard, at `now`: `None` for a line that is not
@@ -55,10 +79,7 @@ impl Orders {
         let mut parts = line.split_whitespace();
         // HA's deadlines are seconds to minutes away: one past an hour is
         // not an order.
-        let deadline = match parts.next()? {
-            "-" => None,
-            ms => Some(now + Duration::from_millis(ms.parse().ok().filter(|ms| *ms <= MAX_DEADLINE_MS)?)),
-        };
+        let deadline = parse_left(parts.next()?, now)?;
         let pids = match parts.next()? {
             "-" => Vec::new(),
             list => list
@@ -66,7 +87,11 @@ impl Orders {
                 .map(|p| p.parse::<i32>().ok().filter(|p| *p > 1))
                 .collect::<Option<Vec<_>>>()?,
         };
-        parts.next().is_none().then_some(Orders { deadline, pids })
+        let pause = match parts.next() {
+            Some(word) => parse_left(word, now)?,
+            None => None,
+        };
+        parts.next().is_none().then_some(Orders { deadline, pids, pause })
     }
 }
 
@@ -141,6 +166,11 @@ pub fn set_deadline(deadline: Option<Instant>) {
     update(|o| o.deadline = deadline);
 }
 
+/// The host lease's deadline (`None`: leases off).
+pub fn set_pause(pause: Option<Instant>) {
+    update(|o| o.pause = pause);
+}
+
 /// The pids of this host's guests.
 pub fn set_guests(pids: Vec<i32>) {
     update(|o| o.pids = pids);
@@ -159,9 +189,16 @@ pub fn run() {
         }
     });
     let mut orders = Orders::default();
+    // The lease deadline the guests were paused for, once it passed.
+    let mut paused_for: Option<Instant> = None;
     loop {
-        let next = match orders.deadline {
-            Some(d) => rx.recv_timeout(d.saturating_duration_since(Instant::now())),
+        let pause = orders.pause.filter(|p| paused_for != Some(*p));
+        let wake = match (orders.deadline, pause) {
+            (Some(d), Some(p)) => Some(d.min(p)),
+            (d, p) => d.or(p),
+        };
+        let next = match wake {
+            Some(w) => rx.recv_timeout(w.saturating_duration_since(Instant::now())),
             None => rx.recv().map_err(|_| std::sync::mpsc::RecvTimeoutError::Disconnected),
         };
         match next {
@@ -170,12 +207,25 @@ pub fn run() {
                 None => eprintln!("xapid guard: ignoring a malformed order {line:?}"),
             },
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                eprintln!(
-                    "xapid guard: xapid missed its watchdog deadline: killing its guests {:?}",
-                    orders.pids
-                );
-                crate::driver::qemu::kill_and_wait(&orders.pids);
-                orders = Orders::default();
+                let now = Instant::now();
+                if orders.deadline.is_some_and(|d| d <= now) {
+                    eprintln!(
+                        "xapid guard: xapid missed its watchdog deadline: killing its guests {:?}",
+                        orders.pids
+                    );
+                    crate::driver::qemu::kill_and_wait(&orders.pids);
+                    orders = Orders::default();
+                } else if let Some(p) = pause.filter(|p| *p <= now) {
+                    eprintln!(
+                        "xapid guard: the host lease was not renewed in time: pausing its guests {:?}",
+                        orders.pids
+                    );
+                    for &pid in &orders.pids {
+                        let _ =
+                            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGSTOP);
+                    }
+                    paused_for = Some(p);
+                }
             }
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
                 if orders.deadline.is_some() && !orders.pids.is_empty() {
@@ -201,9 +251,14 @@ mod tests {
         let o = Orders {
             deadline: Some(now + Duration::from_millis(1500)),
             pids: vec![42, 4242],
+            pause: Some(now + Duration::from_millis(700)),
         };
         let back = Orders::parse(&o.line(now), now).unwrap();
         assert_eq!(back, o);
+        // A line without the lease deadline: leases off.
+        let old = Orders::parse("1500 42", now).unwrap();
+        assert_eq!(old.pause, None);
+        assert_eq!(old.pids, vec![42]);
         let off = Orders::default();
         assert_eq!(Orders::parse(&off.line(now), now), Some(off));
         for bad in [
@@ -211,7 +266,8 @@ mod tests {
             "x -",
             "10 1",
             "10 a,b",
-            "10 5 extra",
+            "10 5 9 extra",
+            "10 5 x",
             "-1 -",
             "10 0",
             "18446744073709551615 -",

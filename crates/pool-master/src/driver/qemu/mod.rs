@@ -670,6 +670,14 @@ impl Driver for QemuDriver {
         self.adopt_guests().await
     }
 
+    fn pause_all(&self) {
+        process::signal_every_guest(nix::sys::signal::Signal::SIGSTOP);
+    }
+
+    fn resume_all(&self) {
+        process::signal_every_guest(nix::sys::signal::Signal::SIGCONT);
+    }
+
     fn kill_all(&self) {
         let pids: Vec<i32> = self
             .guests()

@@ -27,6 +27,15 @@ pub fn kill_every_guest() {
     kill_and_wait(&pids);
 }
 
+/// Send `signal` to every guest process of this host (the lease keeper
+/// pauses them with SIGSTOP and lets them run with SIGCONT).
+pub fn signal_every_guest(signal: nix::sys::signal::Signal) {
+    let pids: Vec<i32> = GUEST_PIDS.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    for pid in pids {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal);
+    }
+}
+
 /// SIGKILL each of `pids`, then wait (up to 10 s) until none runs.
 pub fn kill_and_wait(pids: &[i32]) {
     for &pid in pids {

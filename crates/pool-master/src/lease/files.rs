@@ -1,0 +1,194 @@
+//! The lease files on the heartbeat SR (`docs/LEASES.md`, "What the SR
+//! must offer") and their I/O.
+//!
+//! ```text
+//! SR/pool-ha-leases/hosts/HOST.lease        host lease: boot, counter
+//! SR/pool-ha-leases/vms/VM/HOST.block       HOST's Disk Paxos block for VM
+//! SR/pool-ha-leases/vms/VM/HOST.owner       the owner HOST last saw decided
+//! ```
+//!
+//! Every file is written by one host only, whole: to `NAME.tmp`, synced,
+//! then renamed over `NAME`, so a reader sees the old file or the new one.
+//! A file that does not parse reads as absent (it can only be foreign: a
+//! rename never leaves half a file). Every batch of reads and writes runs
+//! on a blocking thread with a time limit: one that has not finished by
+//! then failed, even if it lands later (the holder's and the observer's
+//! rules count on that).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The directory of the lease files on an SR.
+pub const DIR: &str = "pool-ha-leases";
+
+/// At most this many lease I/O batches may hang on one host at once: a
+/// hung NFS mount must not eat a thread per renewal.
+const MAX_OUTSTANDING: usize = 8;
+
+static OUTSTANDING: AtomicUsize = AtomicUsize::new(0);
+
+/// A host lease file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostLease {
+    pub boot: u64,
+    pub counter: u64,
+}
+
+/// An owner, as the files name it: a host's uuid and boot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnerOnDisk {
+    pub host: String,
+    pub boot: u64,
+}
+
+/// A Disk Paxos block file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockOnDisk {
+    pub instance: u64,
+    pub mbal: u64,
+    pub bal: u64,
+    pub value: Option<OwnerOnDisk>,
+}
+
+/// An owner file: the highest instance its host saw decided and the
+/// value; `released` when its host is that owner and has let the VM go
+/// (its guest stopped, or migrated away).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnerFile {
+    pub instance: u64,
+    pub owner: OwnerOnDisk,
+    #[serde(default)]
+    pub released: bool,
+}
+
+/// Where the lease files of one SR are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    root: PathBuf,
+}
+
+impl Layout {
+    /// The lease files of the SR whose directory is `sr_dir`.
+    pub fn new(sr_dir: &Path) -> Layout {
+        Layout { root: sr_dir.join(DIR) }
+    }
+
+    pub fn host_lease(&self, host: &str) -> PathBuf {
+        self.root.join("hosts").join(format!("{host}.lease"))
+    }
+
+    pub fn block(&self, vm: &str, host: &str) -> PathBuf {
+        self.root.join("vms").join(vm).join(format!("{host}.block"))
+    }
+
+    pub fn owner(&self, vm: &str, host: &str) -> PathBuf {
+        self.root.join("vms").join(vm).join(format!("{host}.owner"))
+    }
+}
+
+/// Why a batch of lease I/O failed.
+#[derive(Debug, thiserror::Error)]
+pub enum IoError {
+    #[error("lease I/O did not finish within {0} ms")]
+    Timeout(u64),
+    #[error("too many lease I/Os hang on this host's storage")]
+    Hung,
+    #[error("lease I/O failed on {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("the lease I/O thread ended: {0}")]
+    Join(String),
+}
+
+/// Write `value` to `path` whole: a temporary file, synced, renamed into
+/// place.
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), IoError> {
+    let io = |source| IoError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let text = serde_json::to_vec(value).map_err(|e| io(std::io::Error::other(e)))?;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp).map_err(io)?;
+    f.write_all(&text).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
+/// Read `path`: `None` when it is absent or not one of ours.
+pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, IoError> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(IoError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Run `job` (blocking file I/O) on a blocking thread, failing it when it
+/// has not finished within `limit`.
+pub async fn with_limit<T: Send + 'static>(
+    limit: Duration,
+    job: impl FnOnce() -> Result<T, IoError> + Send + 'static,
+) -> Result<T, IoError> {
+    if OUTSTANDING.fetch_add(1, Ordering::SeqCst) >= MAX_OUTSTANDING {
+        OUTSTANDING.fetch_sub(1, Ordering::SeqCst);
+        return Err(IoError::Hung);
+    }
+    let task = tokio::task::spawn_blocking(move || {
+        let out = job();
+        OUTSTANDING.fetch_sub(1, Ordering::SeqCst);
+        out
+    });
+    match tokio::time::timeout(limit, task).await {
+        Ok(Ok(out)) => out,
+        Ok(Err(e)) => Err(IoError::Join(e.to_string())),
+        Err(_) => Err(IoError::Timeout(limit.as_millis() as u64)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_read_back_and_foreign_or_missing_ones_read_as_absent() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Layout::new(dir.path());
+        let path = l.owner("vm-1", "host-a");
+        assert_eq!(read_json::<OwnerFile>(&path).unwrap(), None);
+        let f = OwnerFile {
+            instance: 3,
+            owner: OwnerOnDisk {
+                host: "host-a".into(),
+                boot: 7,
+            },
+            released: false,
+        };
+        write_json(&path, &f).unwrap();
+        assert_eq!(read_json::<OwnerFile>(&path).unwrap(), Some(f));
+        assert!(!path.with_extension("tmp").exists());
+        std::fs::write(&path, b"{\"instance\": 3").unwrap();
+        assert_eq!(read_json::<OwnerFile>(&path).unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_takes_too_long_fails() {
+        let slow = with_limit(Duration::from_millis(20), || {
+            std::thread::sleep(Duration::from_millis(200));
+            Ok(())
+        });
+        assert!(matches!(slow.await, Err(IoError::Timeout(20))));
+        let quick = with_limit(Duration::from_secs(5), || Ok(5));
+        assert_eq!(quick.await.unwrap(), 5);
+    }
+}

@@ -1,0 +1,392 @@
+//! VM leases in `xapid` (`docs/LEASES.md`): while HA is on, a guest runs
+//! on this host only under a lease on the heartbeat SR that no other host
+//! can take while this host renews its own.
+//!
+//! The rules are `ha_lease`'s, sans I/O; this module is their shell:
+//! - [`Leases`]: this host's lease state (its host lease as holder, its
+//!   judgement of every peer's, the VM leases it holds) and the *gate*
+//!   every guest write asks.
+//! - [`files`]: the files on the SR and their I/O with time limits.
+//! - [`acquire`]: taking a VM's lease (Disk Paxos), releasing it, and the
+//!   check a paused guest passes before it runs again.
+//! - [`driver`]: [`LeasedDriver`], the VM driver that takes a lease before
+//!   every start and lets it go after every stop.
+//!
+//! The task that renews, observes, pauses and resumes runs above the
+//! daemon (`crate::failover::leases`).
+
+pub mod acquire;
+pub mod driver;
+pub mod files;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use ha_lease::host::{Holder, Observer, Timing};
+use ha_lease::paxos::Owner;
+use ha_lease::vm::LeaseRecord;
+use ha_lease::Millis;
+
+pub use driver::LeasedDriver;
+use files::{HostLease, Layout};
+
+/// Why a lease could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    #[error("the lease of VM {vm} is held by host {owner}, whose host lease is alive")]
+    Busy { vm: String, owner: String },
+    #[error("the lease of VM {vm} was decided for host {owner}")]
+    Lost { vm: String, owner: String },
+    #[error("cannot take the lease of VM {vm}: {why}")]
+    Failed { vm: String, why: String },
+}
+
+/// What a lease operation needs to know of the pool, read at one moment.
+#[derive(Debug, Clone)]
+pub struct View {
+    pub layout: Layout,
+    /// The HA configuration's hosts: a host's index is its Paxos index.
+    pub hosts: Vec<String>,
+    pub me: usize,
+    pub boot: u64,
+    pub timing: Timing,
+}
+
+impl View {
+    pub fn me(&self) -> Owner {
+        Owner {
+            host: self.me as u16,
+            boot: self.boot,
+        }
+    }
+
+    pub fn io(&self) -> Duration {
+        Duration::from_millis(self.timing.io)
+    }
+
+    pub fn index_of(&self, host: &str) -> Option<usize> {
+        self.hosts.iter().position(|h| h == host)
+    }
+}
+
+/// Leases of one HA configuration.
+struct Active {
+    generation: u128,
+    view: View,
+    /// When this configuration began here (the guests may run for D
+    /// before a first renewal must have counted).
+    since: Millis,
+    holder: Holder,
+    counter: u64,
+    observers: Vec<Observer>,
+    records: Vec<Option<LeaseRecord>>,
+    /// The VM leases this host holds: the instance of each.
+    owned: HashMap<String, u64>,
+    /// The highest ballot seen per VM.
+    seen: HashMap<String, u64>,
+}
+
+#[derive(Default)]
+struct Inner {
+    active: Option<Active>,
+    /// The guests are paused (the host lease's deadline passed, at that
+    /// time): they run again only after the resume check.
+    paused: Option<Millis>,
+    /// VMs whose start is under way: their lease is held before they run.
+    starting: HashSet<String>,
+}
+
+/// This host's leases.
+pub struct Leases {
+    epoch: Instant,
+    host_uuid: String,
+    boot: u64,
+    inner: Mutex<Inner>,
+}
+
+/// Why the gate is shut for guests whose lease is not renewed.
+pub const PAUSED: &str = "paused: this host's lease on the heartbeat SR is not renewed";
+
+impl Leases {
+    /// The leases of host `host_uuid` in its boot number `boot` (numbers
+    /// only grow: `xapid` counts its starts).
+    pub fn new(host_uuid: &str, boot: u64) -> Leases {
+        Leases {
+            epoch: Instant::now(),
+            host_uuid: host_uuid.to_string(),
+            boot,
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// This host's monotonic clock, in ms.
+    pub fn now(&self) -> Millis {
+        self.epoch.elapsed().as_millis() as Millis
+    }
+
+    /// The instant of `at` on [`Leases::now`]'s clock.
+    pub fn instant(&self, at: Millis) -> Instant {
+        self.epoch + Duration::from_millis(at)
+    }
+
+    pub fn boot(&self) -> u64 {
+        self.boot
+    }
+
+    /// Turn leases on for the HA configuration `generation` over `hosts`
+    /// with timeout `timeout_ms`, on the SR at `sr_dir`; nothing changes
+    /// when that configuration is already on. False when this host is not
+    /// among `hosts`.
+    pub fn activate(&self, generation: u128, hosts: &[String], timeout_ms: u64, sr_dir: &std::path::Path) -> bool {
+        let Some(me) = hosts.iter().position(|h| *h == self.host_uuid) else {
+            return false;
+        };
+        let now = self.now();
+        let mut inner = self.lock();
+        if inner.active.as_ref().is_some_and(|a| a.generation == generation) {
+            return true;
+        }
+        let timing = Timing::for_timeout(timeout_ms);
+        inner.active = Some(Active {
+            generation,
+            view: View {
+                layout: Layout::new(sr_dir),
+                hosts: hosts.to_vec(),
+                me,
+                boot: self.boot,
+                timing,
+            },
+            since: now,
+            holder: Holder::new(timing),
+            counter: 0,
+            observers: vec![Observer::new(timing); hosts.len()],
+            records: vec![None; hosts.len()],
+            owned: HashMap::new(),
+            seen: HashMap::new(),
+        });
+        inner.paused = None;
+        true
+    }
+
+    /// Turn leases off (HA is off here): the VM leases held, to release.
+    pub fn deactivate(&self) -> Vec<(String, u64, View)> {
+        let mut inner = self.lock();
+        inner.paused = None;
+        let Some(a) = inner.active.take() else {
+            return Vec::new();
+        };
+        a.owned.into_iter().map(|(vm, k)| (vm, k, a.view.clone())).collect()
+    }
+
+    /// The configuration in force, if leases are on.
+    pub fn view(&self) -> Option<View> {
+        self.lock().active.as_ref().map(|a| a.view.clone())
+    }
+
+    pub fn active(&self) -> bool {
+        self.lock().active.is_some()
+    }
+
+    /// Until when (this clock) the guests may run: the holder's deadline,
+    /// or D after leases came on before any renewal counted.
+    fn deadline_of(a: &Active) -> Millis {
+        a.holder
+            .deadline()
+            .unwrap_or_else(|| a.since.saturating_add(a.view.timing.d))
+    }
+
+    pub fn deadline(&self) -> Option<Millis> {
+        self.lock().active.as_ref().map(Self::deadline_of)
+    }
+
+    /// Asked before every guest write and start: shut while the guests are
+    /// paused, and from the moment the host lease's deadline passes (which
+    /// pauses them).
+    pub fn gate(&self) -> Result<(), &'static str> {
+        let now = self.now();
+        let mut inner = self.lock();
+        if inner.paused.is_some() {
+            return Err(PAUSED);
+        }
+        match &inner.active {
+            Some(a) if now >= Self::deadline_of(a) => {
+                inner.paused = Some(now);
+                tracing::warn!("this host's lease on the heartbeat SR was not renewed in time: its guests pause");
+                Err(PAUSED)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// When the guests were paused, if they are.
+    pub fn paused_since(&self) -> Option<Millis> {
+        self.lock().paused
+    }
+
+    /// The guests may run again (the resume check passed).
+    pub fn unpause(&self) {
+        self.lock().paused = None;
+    }
+
+    /// The next renewal: the file, what to write, and this host's boot.
+    pub fn next_renewal(&self) -> Option<(std::path::PathBuf, HostLease)> {
+        let mut inner = self.lock();
+        let a = inner.active.as_mut()?;
+        a.counter += 1;
+        let rec = HostLease {
+            boot: self.boot,
+            counter: a.counter,
+        };
+        Some((a.view.layout.host_lease(&self.host_uuid), rec))
+    }
+
+    /// A renewal issued at `issue` ended at `done` (`ok`: it was written).
+    /// Returns whether it counted.
+    pub fn renewed(&self, issue: Millis, done: Millis, ok: bool) -> bool {
+        let mut inner = self.lock();
+        match inner.active.as_mut() {
+            Some(a) if ok => a.holder.renewed(issue, done),
+            _ => false,
+        }
+    }
+
+    /// Has a renewal issued at or after `since` counted, and is the lease
+    /// held now?
+    pub fn renewed_since(&self, since: Millis) -> bool {
+        let now = self.now();
+        let inner = self.lock();
+        inner.active.as_ref().is_some_and(|a| {
+            a.holder.holds(now)
+                && a.holder
+                    .deadline()
+                    .is_some_and(|d| d.saturating_sub(a.view.timing.d) >= since)
+        })
+    }
+
+    /// A read of peer `index`'s lease file issued at `issue` and ended at
+    /// `done` showed `rec` (`None`: no file).
+    pub fn observed(&self, index: usize, issue: Millis, done: Millis, rec: Option<HostLease>) {
+        let mut inner = self.lock();
+        let Some(a) = inner.active.as_mut() else { return };
+        let rec = rec.map(|r| LeaseRecord {
+            boot: r.boot,
+            counter: r.counter,
+        });
+        if let (Some(o), Some(slot)) = (a.observers.get_mut(index), a.records.get_mut(index)) {
+            o.read(issue, done, rec.map_or(0, LeaseRecord::stamp));
+            *slot = rec;
+        }
+    }
+
+    /// Peer `index`'s lease file as last read, and whether its lease has
+    /// expired in this host's eyes.
+    pub fn judge(&self, index: usize) -> Option<(Option<LeaseRecord>, Observer)> {
+        let inner = self.lock();
+        let a = inner.active.as_ref()?;
+        Some((*a.records.get(index)?, a.observers.get(index)?.clone()))
+    }
+
+    /// The instance of VM `vm`'s lease this host holds.
+    pub fn owned(&self, vm: &str) -> Option<u64> {
+        self.lock().active.as_ref()?.owned.get(vm).copied()
+    }
+
+    /// Every VM lease this host holds.
+    pub fn all_owned(&self) -> Vec<(String, u64)> {
+        let inner = self.lock();
+        inner
+            .active
+            .as_ref()
+            .map(|a| a.owned.iter().map(|(v, k)| (v.clone(), *k)).collect())
+            .unwrap_or_default()
+    }
+
+    fn set_owned(&self, vm: &str, instance: Option<u64>) {
+        let mut inner = self.lock();
+        if let Some(a) = inner.active.as_mut() {
+            match instance {
+                Some(k) => a.owned.insert(vm.to_string(), k),
+                None => a.owned.remove(vm),
+            };
+        }
+    }
+
+    fn seen(&self, vm: &str) -> u64 {
+        let inner = self.lock();
+        inner.active.as_ref().and_then(|a| a.seen.get(vm).copied()).unwrap_or(0)
+    }
+
+    fn note_seen(&self, vm: &str, ballot: u64) {
+        let mut inner = self.lock();
+        if let Some(a) = inner.active.as_mut() {
+            let s = a.seen.entry(vm.to_string()).or_default();
+            *s = (*s).max(ballot);
+        }
+    }
+
+    /// Mark VM `vm`'s start under way (`true`) or over.
+    pub fn set_starting(&self, vm: &str, on: bool) {
+        let mut inner = self.lock();
+        if on {
+            inner.starting.insert(vm.to_string());
+        } else {
+            inner.starting.remove(vm);
+        }
+    }
+
+    pub fn is_starting(&self, vm: &str) -> bool {
+        self.lock().starting.contains(vm)
+    }
+}
+
+/// Renew this host's lease and read every peer's, in one batch: the
+/// renewal counts only if the batch ended within `io`. `cut`: the lab cut
+/// this host's storage (nothing is written).
+pub async fn renew_and_observe(leases: &Leases, view: &View, cut: bool) {
+    let Some((path, rec)) = leases.next_renewal() else {
+        return;
+    };
+    let peers: Vec<(usize, std::path::PathBuf)> = view
+        .hosts
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != view.me)
+        .map(|(i, h)| (i, view.layout.host_lease(h)))
+        .collect();
+    let issue = leases.now();
+    let batch = files::with_limit(view.io(), move || {
+        if cut {
+            return Err(files::IoError::Io {
+                path: path.clone(),
+                source: std::io::Error::other("the host's storage is cut"),
+            });
+        }
+        files::write_json(&path, &rec)?;
+        let mut read = Vec::with_capacity(peers.len());
+        for (i, p) in &peers {
+            read.push((*i, files::read_json::<HostLease>(p)?));
+        }
+        Ok(read)
+    })
+    .await;
+    let done = leases.now();
+    match batch {
+        Ok(read) => {
+            if !leases.renewed(issue, done, true) {
+                tracing::warn!(took_ms = done - issue, "a host lease renewal took too long to count");
+            }
+            for (i, r) in read {
+                leases.observed(i, issue, done, r);
+            }
+        }
+        Err(e) => tracing::warn!("cannot renew this host's lease: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests;
