@@ -32,6 +32,8 @@ mod ha;
 mod failover;
 // A fault of one host never fences a healthy one: a second failure, short stalls.
 mod availability;
+// VM leases: the lease follows a protected VM; a live owner keeps it.
+mod leases;
 // Recovery by hand with HA off: vm-reset-powerstate, host-declare-dead.
 mod recovery;
 // Chaos: a seeded fault schedule on a lab pool, and the split-brain checker.

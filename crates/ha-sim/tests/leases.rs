@@ -1,7 +1,8 @@
 //! The lease world (`ha_sim::leases`): random crashes, frozen `xapid`s,
 //! slow and failing SR I/O and clock-rate error, every host contending for
 //! every VM it sees free, never two running guests of one VM; and the
-//! checker catches each rule weakened on purpose.
+//! checker catches each rule weakened on purpose. Hosts also stop guests
+//! and mark their VMs released, which lets takers skip the wait.
 //! `HA_SIM_LEASE_SEEDS` sets how many seeds (default 300).
 
 use ha_lease::host::Timing;
@@ -25,6 +26,7 @@ fn sweep(broken: Broken) -> (Vec<(u64, String)>, Report) {
         total.faults += r.faults;
         total.takeovers += r.takeovers;
         total.resumed += r.resumed;
+        total.released += r.released;
         total.killed += r.killed;
         if let Some(v) = r.violation {
             bad.push((seed, v));
@@ -49,6 +51,7 @@ fn every_vm_has_one_running_guest_at_most() {
     assert!(total.faults as u64 > seeds(), "faults: {}", total.faults);
     assert!(total.takeovers as u64 > seeds() / 2, "takeovers: {}", total.takeovers);
     assert!(total.resumed > 0 && total.killed > 0, "{total:?}");
+    assert!(total.released as u64 > seeds(), "releases: {}", total.released);
 }
 
 #[test]
@@ -88,4 +91,16 @@ fn the_checker_catches_a_decision_taken_without_the_recheck() {
         ..Broken::default()
     });
     assert!(!bad.is_empty(), "no violation with step 4 skipped");
+}
+
+#[test]
+fn the_checker_catches_a_release_marked_before_the_guest_stopped() {
+    let (bad, _) = sweep(Broken {
+        release_early: true,
+        ..Broken::default()
+    });
+    assert!(
+        !bad.is_empty(),
+        "no violation with releases marked before the guest stops"
+    );
 }

@@ -40,6 +40,9 @@ pub type Millis = u64;
 const STEP: Millis = 10;
 /// How often a host tries to take a VM it does not run (its clock).
 const ACQUIRE_EVERY: Millis = 400;
+/// About how often a host stops one of its running guests and releases
+/// its VM (a clean shutdown or a migration away).
+const RELEASE_EVERY: Millis = 8_000;
 
 /// One rule weakened on purpose.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -53,6 +56,9 @@ pub struct Broken {
     /// A decided instance counts without reading the old owner's lease
     /// again (step 4 skipped).
     pub recheck_skipped: bool,
+    /// A host marks a VM released before its guest has stopped (the guest
+    /// stops once the mark is written).
+    pub release_early: bool,
 }
 
 /// One run's set-up.
@@ -74,6 +80,8 @@ pub struct Report {
     pub faults: usize,
     /// VMs started by a host that took them from another.
     pub takeovers: usize,
+    /// Guests stopped with their VM marked released.
+    pub released: usize,
     /// Paused guests that ran again, and paused guests killed.
     pub resumed: usize,
     pub killed: usize,
@@ -106,6 +114,9 @@ struct Acquiring {
     judged: Option<LeaseRecord>,
     round: Option<Round>,
     decided: Option<Owner>,
+    /// The old owner had marked the VM released: no recheck is needed
+    /// (it takes the VM again only through Paxos).
+    released: bool,
 }
 
 struct Host {
@@ -193,6 +204,7 @@ impl LeaseWorld {
                 leases: vec![None; n],
                 blocks: vec![vec![None; n]; cfg.vms],
                 owners,
+                released: vec![vec![None; n]; cfg.vms],
             },
             hosts,
             ops: Vec::new(),

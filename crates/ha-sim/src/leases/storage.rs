@@ -13,8 +13,20 @@ use super::{LeaseWorld, Millis};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum File {
     Lease(usize),
-    Block { vm: usize, host: usize },
-    Owner { vm: usize, host: usize },
+    Block {
+        vm: usize,
+        host: usize,
+    },
+    Owner {
+        vm: usize,
+        host: usize,
+    },
+    /// A host's released mark for a VM (in `xapid`, a flag of its owner
+    /// file).
+    Released {
+        vm: usize,
+        host: usize,
+    },
 }
 
 /// A file's content.
@@ -23,12 +35,15 @@ pub(super) enum Value {
     Lease(Option<LeaseRecord>),
     Block(Option<Block>),
     Owner(Option<(u64, Owner)>),
+    /// The instance released and the boot that released it.
+    Released(Option<(u64, u64)>),
 }
 
 pub(super) struct Sr {
     pub(super) leases: Vec<Option<LeaseRecord>>,
     pub(super) blocks: Vec<Vec<Option<Block>>>,
     pub(super) owners: Vec<Vec<Option<(u64, Owner)>>>,
+    pub(super) released: Vec<Vec<Option<(u64, u64)>>>,
 }
 
 impl Sr {
@@ -37,6 +52,7 @@ impl Sr {
             File::Lease(h) => Value::Lease(self.leases[h]),
             File::Block { vm, host } => Value::Block(self.blocks[vm][host]),
             File::Owner { vm, host } => Value::Owner(self.owners[vm][host]),
+            File::Released { vm, host } => Value::Released(self.released[vm][host]),
         }
     }
 
@@ -45,6 +61,7 @@ impl Sr {
             (File::Lease(h), Value::Lease(x)) => self.leases[h] = x,
             (File::Block { vm, host }, Value::Block(x)) => self.blocks[vm][host] = x,
             (File::Owner { vm, host }, Value::Owner(x)) => self.owners[vm][host] = x,
+            (File::Released { vm, host }, Value::Released(x)) => self.released[vm][host] = x,
             _ => {}
         }
     }
@@ -65,6 +82,8 @@ pub(super) enum Purpose {
     Record,
     /// A paused guest's look for later instances.
     Resume(usize),
+    /// A released mark written after the guest stopped.
+    Release(usize),
 }
 
 /// One I/O in flight.
@@ -194,6 +213,7 @@ impl LeaseWorld {
             Purpose::Paxos(vm) => self.on_paxos(h, vm, ok, &op.got),
             Purpose::Recheck(vm) => self.on_recheck(h, vm, ok, &op.got),
             Purpose::Record => {}
+            Purpose::Release(vm) => self.on_release(h, vm),
             Purpose::Resume(vm) => self.on_resume(h, vm, ok, &op.got, op.issue_local),
         }
     }
@@ -204,7 +224,19 @@ pub(super) fn vm_files(vm: usize, n: usize) -> Vec<File> {
     (0..n)
         .map(|host| File::Block { vm, host })
         .chain((0..n).map(|host| File::Owner { vm, host }))
+        .chain((0..n).map(|host| File::Released { vm, host }))
         .collect()
+}
+
+/// The released marks a read returned, by host.
+pub(super) fn released_of(got: &[(File, Value)], n: usize) -> Vec<Option<(u64, u64)>> {
+    let mut out = vec![None; n];
+    for (f, v) in got {
+        if let (File::Released { host, .. }, Value::Released(r)) = (f, v) {
+            out[*host] = *r;
+        }
+    }
+    out
 }
 
 /// Every host's owner file of one VM, as read.

@@ -7,8 +7,8 @@ use ha_lease::paxos::{Next, Outcome, Owner, Round};
 use ha_lease::vm::{self, LeaseRecord};
 use rand::Rng;
 
-use super::storage::{split, vm_files, File, Purpose, Value};
-use super::{Acquiring, Guest, GuestState, LeaseWorld, Millis, ACQUIRE_EVERY};
+use super::storage::{released_of, split, vm_files, File, Purpose, Value};
+use super::{Acquiring, Guest, GuestState, LeaseWorld, Millis, ACQUIRE_EVERY, RELEASE_EVERY};
 
 impl LeaseWorld {
     pub(super) fn host_step(&mut self, h: usize) {
@@ -16,6 +16,7 @@ impl LeaseWorld {
         if !host.up || self.now < host.frozen_until {
             return;
         }
+        self.maybe_release(h);
         let local = self.local(h);
         let t = self.cfg.timing;
         let n = self.hosts.len();
@@ -74,9 +75,44 @@ impl LeaseWorld {
                     judged: None,
                     round: None,
                     decided: None,
+                    released: false,
                 });
                 self.issue(h, Purpose::ReadOwner(vm), vec![], vm_files(vm, n));
             }
+        }
+    }
+
+    /// Now and then a host stops a running guest and marks its VM
+    /// released: the guest first, then the mark (`docs/LEASES.md`,
+    /// "Release").
+    pub(super) fn maybe_release(&mut self, h: usize) {
+        if self.cfg.vms == 0 || !self.rng.random_bool(super::STEP as f64 / RELEASE_EVERY as f64) {
+            return;
+        }
+        let vm = self.rng.random_range(0..self.cfg.vms);
+        let Some(g) = self.hosts[h].guests[vm] else { return };
+        if g.state != GuestState::Running || g.checking {
+            return;
+        }
+        if !self.cfg.broken.release_early {
+            self.hosts[h].guests[vm] = None;
+        }
+        let mark = Some((g.instance, self.hosts[h].boot));
+        self.report.released += 1;
+        self.note(format!("host {h} stops VM {vm} and releases instance {}", g.instance));
+        self.issue(
+            h,
+            Purpose::Release(vm),
+            vec![(File::Released { vm, host: h }, Value::Released(mark))],
+            vec![],
+        );
+    }
+
+    /// A released mark landed (or failed): with [`super::Broken::release_early`],
+    /// the guest stops only now.
+    pub(super) fn on_release(&mut self, h: usize, vm: usize) {
+        if self.cfg.broken.release_early {
+            self.hosts[h].guests[vm] = None;
         }
     }
 
@@ -88,6 +124,8 @@ impl LeaseWorld {
         let boot = self.hosts[h].boot;
         let seen = blocks.iter().flatten().map(|b| b.mbal).max().unwrap_or(0);
         self.hosts[h].seen[vm] = self.hosts[h].seen[vm].max(seen);
+        let marks = released_of(got, n);
+        let released = current.is_some_and(|(k, o)| marks[o.host as usize] == Some((k, o.boot)));
         let free = ok
             && match current {
                 None => true,
@@ -96,6 +134,7 @@ impl LeaseWorld {
                 // instance from itself, and Paxos settles it with anyone
                 // who took the VM meanwhile.
                 Some((_, o)) if o.host as usize == h => true,
+                Some(_) if released => true,
                 Some((_, o)) => {
                     let p = o.host as usize;
                     vm::may_take(o, self.hosts[h].records[p], self.observer_for(h, p))
@@ -114,6 +153,7 @@ impl LeaseWorld {
             a.from = (k, from);
             a.judged = judged;
             a.round = Some(round);
+            a.released = released;
         }
         self.paxos_next(h, vm, next);
     }
@@ -201,6 +241,7 @@ impl LeaseWorld {
         });
         let unchanged = ok
             && (self.cfg.broken.recheck_skipped
+                || a.released
                 || match a.from.1 {
                     None => true,
                     Some(o) if o.host as usize == h => true,

@@ -1,0 +1,142 @@
+//! VM leases on real processes (docs/LEASES.md): the lease follows a
+//! protected VM through start, failover and shutdown in the files on the
+//! SR, and a host asked directly to start a guest whose lease a live host
+//! holds refuses, whatever the pool database or the liveset say.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::util::{assert_one_writer_at_a_time, records_of, running_on, vm_uuid, wait_for, Lab, FAILOVER};
+
+/// The owner files of `vm`: (host uuid, instance, released) per file.
+fn owners(lab: &Lab, vm: &str) -> Vec<(String, u64, bool)> {
+    let dir = lab.sr_dir().join("pool-ha-leases").join("vms").join(vm);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<(String, u64, bool)> = entries
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "owner"))
+        .filter_map(|e| {
+            let v: Value = serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok()?;
+            Some((
+                v["owner"]["host"].as_str()?.to_string(),
+                v["instance"].as_u64()?,
+                v["released"].as_bool().unwrap_or(false),
+            ))
+        })
+        .collect();
+    out.sort_by_key(|o| std::cmp::Reverse(o.1));
+    out
+}
+
+/// The owner of the highest instance any file names.
+fn owner(lab: &Lab, vm: &str) -> Option<(String, u64, bool)> {
+    owners(lab, vm).into_iter().next()
+}
+
+/// One JSON-RPC call to host `i` of the lab.
+fn call(lab: &Lab, i: usize, method: &str, params: Value) -> Value {
+    let port: u16 = lab
+        .extra_args()
+        .split(',')
+        .find_map(|kv| kv.strip_prefix("port="))
+        .and_then(|p| p.parse().ok())
+        .expect("the lab's port");
+    let body = json!({"jsonrpc": "2.0", "method": method, "params": params, "id": 1}).to_string();
+    let mut s = TcpStream::connect((lab.host_address(i).as_str(), port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(
+        s,
+        "POST /jsonrpc HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (_, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
+    serde_json::from_str(body).expect("a JSON-RPC answer")
+}
+
+fn host_uuid(lab: &Lab, name: &str) -> String {
+    lab.xe_min(&["host-list", &format!("name-label={name}"), "params=uuid"])
+}
+
+#[test]
+fn the_lease_follows_a_protected_vm_and_a_live_owner_keeps_it() {
+    let lab = Lab::start_ha(3, 1, &[]);
+    let vm = vm_uuid(&lab, "vm01");
+    lab.xe_ok(&["vm-param-set", &format!("uuid={vm}"), "ha-restart-priority=restart"]);
+    lab.xe_ok(&["vm-start", "vm=vm01", "on=host1"]);
+    let (host1, host2) = (host_uuid(&lab, "host1"), host_uuid(&lab, "host2"));
+    assert!(
+        wait_for(Duration::from_secs(10), || owner(&lab, &vm)
+            .is_some_and(|o| o.0 == host1 && !o.2)),
+        "no lease for host1: {:?}",
+        owners(&lab, &vm)
+    );
+
+    // host2, asked directly (as a second master would) to start a guest
+    // of the VM host1 runs, refuses: host1 renews its host lease.
+    let secret = pool_db::store::Store::open(&lab.host_data_dir(2).join("pool.db"))
+        .unwrap()
+        .local("pool_secret")
+        .unwrap()
+        .expect("a pool secret");
+    let session = call(&lab, 2, "session.slave_login", json!([host2, secret]));
+    let session = session["result"].as_str().expect("a member session").to_string();
+    assert!(wait_for(Duration::from_secs(5), || !records_of(&lab.sr_dir(), &vm).is_empty()));
+    let disk = std::fs::read_dir(lab.sr_dir())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.extension().is_some_and(|x| x == "disk")
+                && pool_master::driver::read_records(p)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|r| r.vm_uuid == vm)
+        })
+        .expect("the VM's disk");
+    let answer = call(
+        &lab,
+        2,
+        "host.local_vm_start",
+        json!([session, vm, [disk.display().to_string()], -1]),
+    );
+    let error = answer["error"].to_string();
+    assert!(
+        error.contains("may not run here") && error.contains(&host1),
+        "host2 started a guest of a VM whose lease host1 holds: {answer}"
+    );
+    assert!(records_of(&lab.sr_dir(), &vm).iter().all(|r| r.host_uuid == host1));
+
+    // host1 dies: the VM restarts elsewhere under the next instance.
+    lab.fault("power-off", "host1");
+    assert!(
+        wait_for(FAILOVER, || running_on(&lab, &vm).is_some_and(|h| h != "host1")),
+        "the VM did not come back:\n{}",
+        lab.output()
+    );
+    let now_on = host_uuid(&lab, &running_on(&lab, &vm).unwrap());
+    assert!(
+        wait_for(Duration::from_secs(5), || owner(&lab, &vm)
+            .is_some_and(|o| o.0 == now_on && o.1 >= 2 && !o.2)),
+        "the lease did not move with the VM: {:?}",
+        owners(&lab, &vm)
+    );
+
+    // A shutdown lets it go.
+    lab.xe_ok(&["vm-shutdown", "vm=vm01", "--force"]);
+    assert!(
+        wait_for(Duration::from_secs(5), || owner(&lab, &vm)
+            .is_some_and(|o| o.0 == now_on && o.2)),
+        "the lease was not released: {:?}",
+        owners(&lab, &vm)
+    );
+    assert_one_writer_at_a_time(&lab.sr_dir(), &vm);
+    lab.check();
+}
