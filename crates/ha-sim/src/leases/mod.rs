@@ -144,6 +144,9 @@ struct Host {
     next_vm: usize,
     /// Highest ballot seen per VM.
     seen: Vec<u64>,
+    /// The highest instance of each VM this boot marked released: spent,
+    /// whatever the owner files (which may lag) say.
+    released: Vec<u64>,
 }
 
 /// The world.
@@ -388,6 +391,7 @@ impl Host {
             next_acquire: local + ACQUIRE_EVERY,
             next_vm: 0,
             seen: vec![0; cfg.vms],
+            released: vec![0; cfg.vms],
         }
     }
 }

@@ -99,6 +99,8 @@ impl LeaseWorld {
         }
         let mark = Some((g.instance, self.hosts[h].boot));
         self.report.released += 1;
+        let spent = &mut self.hosts[h].released[vm];
+        *spent = (*spent).max(g.instance);
         self.note(format!("host {h} stops VM {vm} and releases instance {}", g.instance));
         self.issue(
             h,
@@ -120,8 +122,17 @@ impl LeaseWorld {
     pub(super) fn on_read_owner(&mut self, h: usize, vm: usize, ok: bool, got: &[(File, Value)]) {
         let n = self.hosts.len();
         let (blocks, owners) = split(got, n);
-        let current = vm::owner_of(&owners);
         let boot = self.hosts[h].boot;
+        // An instance this host released is spent, even if the owner
+        // files lag behind it (the owner-file write failed): running a
+        // guest under it again would make this host's own mark a lie
+        // (seed 3062093 of the lease world's first sweep with releases).
+        let spent = self.hosts[h].released[vm];
+        let current = match vm::owner_of(&owners) {
+            Some((k, o)) if k >= spent => Some((k, o)),
+            _ if spent > 0 => Some((spent, Owner { host: h as u16, boot })),
+            none => none,
+        };
         let seen = blocks.iter().flatten().map(|b| b.mbal).max().unwrap_or(0);
         self.hosts[h].seen[vm] = self.hosts[h].seen[vm].max(seen);
         let marks = released_of(got, n);

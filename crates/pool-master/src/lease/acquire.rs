@@ -162,7 +162,16 @@ async fn attempt(leases: &Leases, view: &View, vm: &str) -> Result<u64, Retry> {
     // Step 1: whose is it, and may this host take it?
     let files = exchange(view, vm, None).await.map_err(Retry::Later)?;
     let decided = files.decided(view);
-    let current = vm::owner_of(&decided);
+    // An instance this host released is spent, even when the owner files
+    // lag behind it (an owner-file write failed): running a guest under it
+    // again would make this host's own released mark a lie (the lease
+    // world, seed 3062093).
+    let spent = leases.spent(vm);
+    let current = match vm::owner_of(&decided) {
+        Some((k, o)) if k >= spent => Some((k, o)),
+        _ if spent > 0 => Some((spent, me)),
+        none => none,
+    };
     let seen = files.blocks.iter().flatten().map(|b| b.mbal).max().unwrap_or(0);
     leases.note_seen(vm, seen);
     let way = match current {
@@ -244,7 +253,7 @@ pub async fn release(leases: &Leases, vm: &str) {
     let (Some(view), Some(k)) = (leases.view(), leases.owned(vm)) else {
         return;
     };
-    leases.set_owned(vm, None);
+    leases.note_released(vm, k);
     release_in(&view, vm, k).await;
 }
 

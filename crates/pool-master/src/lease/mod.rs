@@ -95,6 +95,10 @@ struct Inner {
     paused: Option<Millis>,
     /// VMs whose start is under way: their lease is held before they run.
     starting: HashSet<String>,
+    /// The highest instance of each VM this boot marked released: spent,
+    /// even when the owner files lag behind it (kept across HA
+    /// configurations).
+    released: HashMap<String, u64>,
 }
 
 /// This host's leases.
@@ -180,6 +184,10 @@ impl Leases {
         let Some(a) = inner.active.take() else {
             return Vec::new();
         };
+        for (vm, k) in &a.owned {
+            let r = inner.released.entry(vm.clone()).or_default();
+            *r = (*r).max(*k);
+        }
         a.owned.into_iter().map(|(vm, k)| (vm, k, a.view.clone())).collect()
     }
 
@@ -314,6 +322,20 @@ impl Leases {
                 None => a.owned.remove(vm),
             };
         }
+    }
+
+    /// Let go of VM `vm`'s lease at instance `k` here: not held, and spent.
+    fn note_released(&self, vm: &str, k: u64) {
+        let mut inner = self.lock();
+        if let Some(a) = inner.active.as_mut() {
+            a.owned.remove(vm);
+        }
+        let r = inner.released.entry(vm.to_string()).or_default();
+        *r = (*r).max(k);
+    }
+
+    fn spent(&self, vm: &str) -> u64 {
+        self.lock().released.get(vm).copied().unwrap_or(0)
     }
 
     fn seen(&self, vm: &str) -> u64 {

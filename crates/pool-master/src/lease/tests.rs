@@ -135,3 +135,22 @@ async fn of_two_hosts_taking_one_free_vm_at_once_one_wins() {
     }
     stop.store(true, Ordering::SeqCst);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_released_here_is_never_held_again_though_the_owner_files_lag() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = host("a", dir.path());
+    let stop = Arc::new(AtomicBool::new(false));
+    let _ka = keep(a.clone(), stop.clone());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(acquire(&a, "vm").await.unwrap(), 1);
+    release(&a, "vm").await;
+    // The owner file is gone, as if its writes had failed: only the
+    // blocks say instance 1 was decided for a.
+    let layout = a.view().unwrap().layout;
+    std::fs::remove_file(layout.owner("vm", "a")).unwrap();
+    // Taking the VM again must not decide instance 1 again (a taker that
+    // read a's released mark may hold instance 2 by now).
+    assert_eq!(acquire(&a, "vm").await.unwrap(), 2);
+    stop.store(true, Ordering::SeqCst);
+}
