@@ -143,3 +143,56 @@ fn the_lease_follows_a_protected_vm_and_a_live_owner_keeps_it() {
     assert_one_writer_at_a_time(&lab.sr_dir(), &vm);
     lab.check();
 }
+
+#[test]
+fn a_host_cut_from_storage_stays_and_its_protected_vm_restarts_elsewhere_at_once() {
+    // host2 loses the SR but reaches every host: the liveset keeps it, its
+    // guest pauses when its lease lapses, and the master restarts the VM
+    // elsewhere then, without waiting for a liveset change that never
+    // comes. With storage back, host2's resume check finds the VM taken
+    // and kills its paused guest.
+    let lab = Lab::start_ha(3, 1, &[]);
+    let vm = vm_uuid(&lab, "vm01");
+    lab.xe_ok(&["vm-param-set", &format!("uuid={vm}"), "ha-restart-priority=restart"]);
+    lab.xe_ok(&["vm-start", "vm=vm01", "on=host2"]);
+    let host2 = host_uuid(&lab, "host2");
+    assert!(wait_for(Duration::from_secs(10), || owner(&lab, &vm)
+        .is_some_and(|o| o.0 == host2)));
+    lab.fault("cut-storage", "host2");
+    assert!(
+        wait_for(FAILOVER, || running_on(&lab, &vm).is_some_and(|h| h != "host2")),
+        "the VM did not restart away from host2:\n{}",
+        lab.output()
+    );
+    assert_eq!(lab.downs("host2"), 0, "host2 fenced:\n{}", lab.output());
+    assert_eq!(
+        lab.xe_min(&["host-list", "name-label=host2", "params=host-metrics-live"]),
+        "true",
+        "host2 left the pool"
+    );
+    let now_on = host_uuid(&lab, &running_on(&lab, &vm).unwrap());
+    assert!(
+        wait_for(Duration::from_secs(10), || records_of(&lab.sr_dir(), &vm)
+            .last()
+            .is_some_and(|r| r.host_uuid == now_on)),
+        "the new host does not write the VM's disk"
+    );
+    lab.fault("restore-storage", "host2");
+    let n = records_of(&lab.sr_dir(), &vm).len();
+    assert!(wait_for(Duration::from_secs(10), || records_of(&lab.sr_dir(), &vm)
+        .len()
+        > n + 20));
+    assert!(
+        records_of(&lab.sr_dir(), &vm)[n..]
+            .iter()
+            .all(|r| r.host_uuid == now_on),
+        "host2's guest wrote after its storage came back"
+    );
+    assert_eq!(
+        lab.xe_min(&["host-list", "name-label=host2", "params=resident-vms"]),
+        ""
+    );
+    assert_eq!(lab.downs("host2"), 0, "host2 fenced:\n{}", lab.output());
+    assert_one_writer_at_a_time(&lab.sr_dir(), &vm);
+    lab.check();
+}

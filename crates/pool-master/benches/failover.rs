@@ -12,6 +12,9 @@
 //! - `FAILOVER_NETNS=1`: each host in its own network namespace, so the
 //!   network fault is a real link going down (root, iproute2, nftables);
 //! - `FAILOVER_T=S`: the HA timeout in seconds (10; XAPI's default is 60);
+//! - `FAILOVER_VICTIM=member`: fault only hosts that are not the master
+//!   (the host of a member's protected VMs restarts them as soon as its
+//!   lease lapses; a dead master's VMs wait for the next master);
 //! - `FAILOVER_DRIVER=qemu`: real QEMU guests (the test guest of
 //!   guest/build.sh, 128 MiB each) instead of sim guests; the time is then
 //!   also split into "restarted" (the master shows every VM running on
@@ -112,6 +115,7 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(DEFAULT_VMS);
     let qemu = std::env::var("FAILOVER_DRIVER").is_ok_and(|d| d == "qemu");
+    let members_only = std::env::var("FAILOVER_VICTIM").is_ok_and(|v| v == "member");
     let xapid = PathBuf::from(env!("CARGO_BIN_EXE_xapid"));
     let dir = tempfile::tempdir().expect("tempdir");
     let subnet = if netns {
@@ -206,8 +210,15 @@ fn main() {
                         .push(field(v, "uuid").to_string());
                 }
             }
+            let pools = records(&mut c, "pool").await;
+            let master_ref = pools
+                .values()
+                .next()
+                .map(|p| field(p, "master").to_string())
+                .unwrap_or_default();
             let (victim_ref, victim_vms) = per_host
                 .iter()
+                .filter(|(h, _)| !members_only || **h != master_ref)
                 .max_by_key(|(_, v)| v.len())
                 .map(|(h, v)| (h.clone(), v.clone()))
                 .expect("running VMs");
@@ -216,6 +227,7 @@ fn main() {
                 field(victim, "uuid").to_string(),
                 field(victim, "name_label").to_string(),
             );
+            let role = if victim_ref == master_ref { "master" } else { "member" };
             c.logout().await;
             let killed = unix_ms();
             lab_cmd(&xapid, lab.1.path(), cut, &victim_name);
@@ -268,11 +280,12 @@ fn main() {
                 None => String::new(),
             };
             println!(
-                "run {run}, {kind}: {} VMs of {victim_name} back in {secs:.1} s ({:.2} T){split}",
+                "run {run}, {kind}: {} VMs of {victim_name} ({role}) back in {secs:.1} s ({:.2} T){split}",
                 victim_vms.len(),
                 secs / t_s as f64
             );
             times.entry(kind.clone()).or_default().push(secs);
+            times.entry(format!("{kind}, {role}")).or_default().push(secs);
             lab_cmd(&xapid, lab.1.path(), heal, &victim_name);
             // Until it is live and enabled again.
             let back = Instant::now();

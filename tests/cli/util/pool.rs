@@ -77,7 +77,9 @@ pub fn host_field(lab: &Lab, name: &str, field: &str) -> String {
 }
 
 /// Pull `fault` on the host running `vm`; the VM must come back on
-/// another host, and the faulted host must rejoin with no VM once healed.
+/// another host, the faulted host must be declared dead (unless the fault
+/// is a storage cut, which it survives), and it must rejoin with no VM
+/// once healed.
 pub fn pull_and_heal(lab: &Lab, vm: &str, cut: &str, heal: &str) {
     let before = running_on(lab, vm).expect("the VM runs");
     let writes_before = records_of(&lab.sr_dir(), vm).len();
@@ -96,6 +98,13 @@ pub fn pull_and_heal(lab: &Lab, vm: &str, cut: &str, heal: &str) {
         recs.len() > writes_before && recs.last().is_some_and(|r| r.host_uuid == host_uuid)
     }));
     assert_one_writer_at_a_time(&lab.sr_dir(), vm);
+    // A protected VM restarts as soon as its host's lease lapses, before
+    // the liveset drops the host: for a fault the host does not survive,
+    // wait until it is declared dead, so that the heal is a rejoin.
+    if cut != "cut-storage" {
+        let dead = wait_for(FAILOVER, || host_field(lab, &before, "host-metrics-live") == "false");
+        assert!(dead, "{before} was not declared dead after {cut}:\n{}", lab.output());
+    }
     lab.fault(heal, &before);
     let back = wait_for(FAILOVER, || host_field(lab, &before, "host-metrics-live") == "true");
     assert!(back, "{before} did not rejoin after {heal}");

@@ -42,7 +42,11 @@ async fn pass(d: &Arc<Daemon>) -> Duration {
         return IDLE;
     }
     let Some(view) = leases.view() else { return IDLE };
-    crate::lease::renew_and_observe(leases, &view, d.ha().faults.storage_cut()).await;
+    if crate::lease::renew_and_observe(leases, &view, d.ha().faults.storage_cut()).await {
+        // Its protected VMs may restart elsewhere now (the master's
+        // restart executor).
+        d.ha().restarts.kick();
+    }
     let deadline = leases.deadline().map(|t| leases.instant(t));
     crate::driver::qemu::guard::set_pause(deadline);
     // Asked here too, not only by guest writes: a qemu guest writes

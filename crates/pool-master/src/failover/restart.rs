@@ -8,6 +8,12 @@
 //!    its VMs reset to halted. The liveset shrink is the proof that the
 //!    host fenced or is off: the winners waited until its watchdog must
 //!    have fired.
+//!    **Lapsed hosts**: a host still in the liveset whose lease on the
+//!    heartbeat SR expired in the master's eyes has its guests paused, and
+//!    they stay so (`crate::lease`): its protected VMs are reset to halted
+//!    now, without waiting for the liveset to drop it, and no VM is placed
+//!    there. Their new host takes each VM's lease before it starts it, so a
+//!    host that comes back finds its VMs taken and kills its paused guests.
 //! 2. **Protected VMs** (`restart` priority, `ha_always_run`, halted) are
 //!    placed by the planner, keeping a plan for the remaining failures to
 //!    tolerate where it can, and started in `order` groups: ascending
@@ -51,6 +57,9 @@ struct State {
     status_at: Option<(u64, Instant)>,
     /// What the hosts offered at the last pass (see [`capacity`]).
     capacity: Vec<Capacity>,
+    /// The hosts (refs) in the liveset whose host lease lapsed in this
+    /// master's eyes, at this pass: no VM starts there.
+    lapsed: Vec<String>,
 }
 
 /// What one host offers protected VMs: whether it takes VMs, and its free
@@ -125,6 +134,7 @@ async fn pass(d: &Arc<Daemon>, state: &mut State) -> Result<(), ApiError> {
         return Ok(());
     };
     let reset = declare_dead(d, &liveset).await?;
+    state.lapsed = reclaim_lapsed(d, &liveset).await?;
     // Capacity appeared (a host joined or was enabled, memory was freed, an
     // SR came back): VMs that failed for want of it are tried at once, not
     // at their next retry.
@@ -137,7 +147,7 @@ async fn pass(d: &Arc<Daemon>, state: &mut State) -> Result<(), ApiError> {
         state.capacity = now;
     }
     restart_protected(d, state).await;
-    restart_best_effort(d, &reset).await;
+    restart_best_effort(d, &reset, &state.lapsed).await;
     restore_failures_to_tolerate(d).await?;
     update_pool_status(d, state).await
 }
@@ -294,6 +304,55 @@ async fn declare_dead(d: &Daemon, liveset: &[String]) -> Result<Vec<String>, Api
     Ok(reset)
 }
 
+/// Reset the protected VMs of lapsed hosts to halted (see the top of this
+/// file): the lapsed hosts' refs.
+async fn reclaim_lapsed(d: &Daemon, liveset: &[String]) -> Result<Vec<String>, ApiError> {
+    let lapsed_uuids: Vec<String> = d
+        .leases()
+        .lapsed()
+        .into_iter()
+        .filter(|h| liveset.contains(h) && h != d.host_uuid())
+        .collect();
+    if lapsed_uuids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (lapsed, reset): (Vec<String>, Vec<(String, String)>) = {
+        let m = d.model();
+        let lapsed: Vec<String> = lapsed_uuids
+            .iter()
+            .filter_map(|u| m.host.ref_of_uuid(u).map(str::to_string))
+            .collect();
+        let reset =
+            m.vm.iter()
+                .filter(|(_, v)| {
+                    v.power_state != PowerState::Halted
+                        && lapsed.contains(&v.resident_on)
+                        && v.ha_restart_priority == "restart"
+                        && v.ha_always_run
+                })
+                .map(|(r, v)| (r.clone(), v.uuid.clone()))
+                .collect();
+        (lapsed, reset)
+    };
+    if reset.is_empty() {
+        return Ok(lapsed);
+    }
+    d.write(|txn| {
+        for (vm, _) in &reset {
+            crate::ops::vm::set_residence(txn, vm, None);
+        }
+        Ok(())
+    })
+    .await?;
+    for (_, uuid) in &reset {
+        tracing::warn!(
+            vm = %uuid,
+            "the host of this protected VM let its lease on the heartbeat SR lapse: it restarts elsewhere"
+        );
+    }
+    Ok(lapsed)
+}
+
 /// A VM to start and where.
 struct Start {
     vm_ref: String,
@@ -349,6 +408,7 @@ fn plan_protected(d: &Daemon, state: &State) -> Vec<Start> {
                     Placement::Host(h) => Some((vm, m.host.ref_of_uuid(&h)?.to_string())),
                     Placement::Unplaced(_) => None,
                 })
+                .filter(|(_, h)| !state.lapsed.contains(h))
                 .collect(),
         )
     })()
@@ -365,7 +425,7 @@ fn plan_protected(d: &Daemon, state: &State) -> Vec<Start> {
 }
 
 /// Start `starts` in order groups; the VMs that failed, with why.
-async fn start_groups(d: &Arc<Daemon>, mut starts: Vec<Start>) -> Vec<(Start, ApiError)> {
+async fn start_groups(d: &Arc<Daemon>, mut starts: Vec<Start>, avoid: &[String]) -> Vec<(Start, ApiError)> {
     starts.sort_by_key(|s| (order_key(s.order), s.uuid.clone()));
     let mut failed = Vec::new();
     let mut groups: Vec<Vec<Start>> = Vec::new();
@@ -379,12 +439,13 @@ async fn start_groups(d: &Arc<Daemon>, mut starts: Vec<Start>) -> Vec<(Start, Ap
         let tasks: Vec<_> = group
             .into_iter()
             .map(|s| {
-                let d = d.clone();
+                let (d, avoid) = (d.clone(), avoid.to_vec());
                 tokio::spawn(async move {
-                    let mut r = crate::ops::vm::start_vm(&d, &s.vm_ref, s.host.as_deref(), false).await;
+                    use crate::ops::vm::start_vm_avoiding;
+                    let mut r = start_vm_avoiding(&d, &s.vm_ref, s.host.as_deref(), false, &avoid).await;
                     if s.host.is_some() && r.is_err() {
                         // The planned host refused (memory moved): anywhere.
-                        r = crate::ops::vm::start_vm(&d, &s.vm_ref, None, false).await;
+                        r = start_vm_avoiding(&d, &s.vm_ref, None, false, &avoid).await;
                     }
                     (s, r)
                 })
@@ -418,7 +479,7 @@ async fn restart_protected(d: &Arc<Daemon>, state: &mut State) {
         state.attempts.insert(s.uuid.clone(), now);
     }
     let tried: Vec<String> = starts.iter().map(|s| s.uuid.clone()).collect();
-    let failed = start_groups(d, starts).await;
+    let failed = start_groups(d, starts, &state.lapsed).await;
     let failed_uuids: HashSet<&String> = failed.iter().map(|(s, _)| &s.uuid).collect();
     for uuid in &tried {
         if !failed_uuids.contains(uuid) {
@@ -438,7 +499,7 @@ async fn restart_protected(d: &Arc<Daemon>, state: &mut State) {
     }
 }
 
-async fn restart_best_effort(d: &Arc<Daemon>, reset: &[String]) {
+async fn restart_best_effort(d: &Arc<Daemon>, reset: &[String], avoid: &[String]) {
     let starts: Vec<Start> = {
         let m = d.model();
         reset
@@ -454,7 +515,7 @@ async fn restart_best_effort(d: &Arc<Daemon>, reset: &[String]) {
             })
             .collect()
     };
-    for (s, e) in start_groups(d, starts).await {
+    for (s, e) in start_groups(d, starts, avoid).await {
         tracing::info!(vm = %s.uuid, "best-effort VM not restarted (one attempt): {e}");
     }
 }

@@ -277,18 +277,37 @@ impl Leases {
     }
 
     /// A read of peer `index`'s lease file issued at `issue` and ended at
-    /// `done` showed `rec` (`None`: no file).
-    pub fn observed(&self, index: usize, issue: Millis, done: Millis, rec: Option<HostLease>) {
+    /// `done` showed `rec` (`None`: no file). True when this read found the
+    /// peer's lease newly expired.
+    pub fn observed(&self, index: usize, issue: Millis, done: Millis, rec: Option<HostLease>) -> bool {
         let mut inner = self.lock();
-        let Some(a) = inner.active.as_mut() else { return };
+        let Some(a) = inner.active.as_mut() else { return false };
         let rec = rec.map(|r| LeaseRecord {
             boot: r.boot,
             counter: r.counter,
         });
         if let (Some(o), Some(slot)) = (a.observers.get_mut(index), a.records.get_mut(index)) {
+            let before = o.expired();
             o.read(issue, done, rec.map_or(0, LeaseRecord::stamp));
             *slot = rec;
+            return o.expired() && !before;
         }
+        false
+    }
+
+    /// The peers whose host lease has expired in this host's eyes, by
+    /// uuid: their guests are paused by now and stay so.
+    pub fn lapsed(&self) -> Vec<String> {
+        let inner = self.lock();
+        let Some(a) = inner.active.as_ref() else {
+            return Vec::new();
+        };
+        a.observers
+            .iter()
+            .enumerate()
+            .filter(|&(i, o)| i != a.view.me && o.expired())
+            .filter_map(|(i, _)| a.view.hosts.get(i).cloned())
+            .collect()
     }
 
     /// Peer `index`'s lease file as last read, and whether its lease has
@@ -368,10 +387,11 @@ impl Leases {
 
 /// Renew this host's lease and read every peer's, in one batch: the
 /// renewal counts only if the batch ended within `io`. `cut`: the lab cut
-/// this host's storage (nothing is written).
-pub async fn renew_and_observe(leases: &Leases, view: &View, cut: bool) {
+/// this host's storage (nothing is written). True when a peer's lease
+/// lapsed with this read.
+pub async fn renew_and_observe(leases: &Leases, view: &View, cut: bool) -> bool {
     let Some((path, rec)) = leases.next_renewal() else {
-        return;
+        return false;
     };
     let peers: Vec<(usize, std::path::PathBuf)> = view
         .hosts
@@ -397,17 +417,22 @@ pub async fn renew_and_observe(leases: &Leases, view: &View, cut: bool) {
     })
     .await;
     let done = leases.now();
+    let mut lapsed = false;
     match batch {
         Ok(read) => {
             if !leases.renewed(issue, done, true) {
                 tracing::warn!(took_ms = done - issue, "a host lease renewal took too long to count");
             }
             for (i, r) in read {
-                leases.observed(i, issue, done, r);
+                if leases.observed(i, issue, done, r) {
+                    tracing::warn!(host = %view.hosts[i], "a host's lease on the heartbeat SR lapsed");
+                    lapsed = true;
+                }
             }
         }
         Err(e) => tracing::warn!("cannot renew this host's lease: {e}"),
     }
+    lapsed
 }
 
 #[cfg(test)]

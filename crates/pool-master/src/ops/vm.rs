@@ -53,8 +53,17 @@ pub fn check_host(
 
 /// Choose a host for `vm`: its affinity host if it fits, else the host with
 /// the most free memory (ties to the lowest uuid).
-fn choose_host(txn: &Txn, vm_ref: &str, vm: &VmRecord) -> Result<(Target, Vec<std::path::PathBuf>), ApiError> {
-    let hosts = txn.all::<HostRecord>();
+fn choose_host(
+    txn: &Txn,
+    vm_ref: &str,
+    vm: &VmRecord,
+    avoid: &[String],
+) -> Result<(Target, Vec<std::path::PathBuf>), ApiError> {
+    let hosts: Vec<(String, HostRecord)> = txn
+        .all::<HostRecord>()
+        .into_iter()
+        .filter(|(r, _)| !avoid.contains(r))
+        .collect();
     if let Some((r, h)) = hosts.iter().find(|(r, _)| *r == vm.affinity) {
         if let Ok(disks) = check_host(txn, vm_ref, vm, r, h) {
             return Ok((Target::new(r, h), disks));
@@ -105,6 +114,17 @@ pub fn set_residence(txn: &mut Txn, vm_ref: &str, running: Option<(&str, i64)>) 
 /// `protect_plan`, a start that would lose the failover plan is refused
 /// (HA's own restarts skip that check, as XAPI's do).
 pub async fn start_vm(d: &Daemon, vm_ref: &str, host_ref: Option<&str>, protect_plan: bool) -> Result<(), ApiError> {
+    start_vm_avoiding(d, vm_ref, host_ref, protect_plan, &[]).await
+}
+
+/// [`start_vm`], choosing no host of `avoid` when `host_ref` is `None`.
+pub async fn start_vm_avoiding(
+    d: &Daemon,
+    vm_ref: &str,
+    host_ref: Option<&str>,
+    protect_plan: bool,
+    avoid: &[String],
+) -> Result<(), ApiError> {
     let mut w = d.writer().await;
     let (vm, target, disks) = w.read(|txn| {
         let vm = txn
@@ -124,7 +144,7 @@ pub async fn start_vm(d: &Daemon, vm_ref: &str, host_ref: Option<&str>, protect_
                 let disks = check_host(txn, vm_ref, &vm, h, &host)?;
                 (Target::new(h, &host), disks)
             }
-            None => choose_host(txn, vm_ref, &vm)?,
+            None => choose_host(txn, vm_ref, &vm, avoid)?,
         };
         if protect_plan {
             let becomes_protected = vm.ha_restart_priority == "restart" && !vm.ha_always_run;
