@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::util::{assert_one_writer_at_a_time, records_of, running_on, vm_uuid, wait_for, Lab, FAILOVER};
+use crate::util::{assert_one_writer_at_a_time, records_of, running_on, vm_uuid, wait_for, Lab, FAILOVER, HA_T};
 
 /// The owner files of `vm`: (host uuid, instance, released) per file.
 fn owners(lab: &Lab, vm: &str) -> Vec<(String, u64, bool)> {
@@ -177,6 +177,11 @@ fn a_host_cut_from_storage_stays_and_its_protected_vm_restarts_elsewhere_at_once
             .is_some_and(|r| r.host_uuid == now_on)),
         "the new host does not write the VM's disk"
     );
+    // Long enough for the liveset to keep host2 without the statefile
+    // and for host2 to see it: a member under leases does not fence for
+    // paused guests (SM_STORAGE_LOST_UNDER_VMS is the master's only).
+    std::thread::sleep(Duration::from_secs(4 * HA_T));
+    assert_eq!(lab.downs("host2"), 0, "host2 fenced:\n{}", lab.output());
     lab.fault("restore-storage", "host2");
     let n = records_of(&lab.sr_dir(), &vm).len();
     assert!(wait_for(Duration::from_secs(10), || records_of(&lab.sr_dir(), &vm)

@@ -182,8 +182,19 @@ fn db_master(d: &Daemon) -> Option<String> {
 /// harms nobody: its VMs cannot reach their disks, so when it runs any it
 /// fences, and HA restarts them on hosts that have the storage. (Without
 /// VMs it stays, as the seeds' table says; xhad would fence it anyway.)
+///
+/// Not a member under leases (`crate::lease`): its guests are paused
+/// from its lease's deadline and stay so, and the master restarts their
+/// VMs elsewhere once the lease lapses. The member stays in the pool, and
+/// its guests are killed or run again when its storage comes back: a
+/// storage fault costs its VMs a restart, not the host a fence. The
+/// master still fences: nobody else would restart its own VMs while it
+/// holds the master's role.
 fn fence_if_storage_lost_under_vms(d: &Daemon, view: &AgentView) {
     if !view.storage_lost || view.rule2 || !d.ha().watchdog.armed() {
+        return;
+    }
+    if d.leases().active() && !d.is_master() {
         return;
     }
     let running = d.driver().running();
