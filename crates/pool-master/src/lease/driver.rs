@@ -51,6 +51,7 @@ impl Driver for LeasedDriver {
         let vm = spec.vm_uuid.clone();
         self.leases.set_starting(&vm, true);
         let result = async {
+            self.leases.settle().await;
             acquire(&self.leases, &vm).await.map_err(|e| lease_error(&vm, e))?;
             self.inner.start(spec).await
         }
@@ -64,6 +65,7 @@ impl Driver for LeasedDriver {
 
     async fn start_incoming(&self, spec: GuestSpec, listen: &str) -> Result<(i64, String), DriverError> {
         let vm = spec.vm_uuid.clone();
+        self.leases.settle().await;
         let out = self.inner.start_incoming(spec, listen).await?;
         // The source holds the lease until its guest is gone: take it
         // then, while the guest here runs (docs/LEASES.md, "Release").

@@ -236,6 +236,18 @@ impl Leases {
         self.lock().paused
     }
 
+    /// Wait (up to two renewals and an I/O) for paused guests to run again:
+    /// a start that comes just after storage came back waits for the
+    /// keeper's resume check instead of failing.
+    pub async fn settle(&self) {
+        let Some(view) = self.view() else { return };
+        let limit = Duration::from_millis(2 * view.timing.renew_every + view.timing.io);
+        let until = Instant::now() + limit;
+        while self.paused_since().is_some() && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// The guests may run again (the resume check passed).
     pub fn unpause(&self) {
         self.lock().paused = None;
