@@ -113,8 +113,12 @@ fn keep_leases_with_guests(d: &Arc<Daemon>) {
     }
     for (vm, _) in leases.all_owned() {
         if !running.contains(&vm) && !leases.is_starting(&vm) {
+            leases.set_starting(&vm, true);
             let d = d.clone();
-            tokio::spawn(async move { acquire::release(d.leases(), &vm).await });
+            tokio::spawn(async move {
+                acquire::release(d.leases(), &vm).await;
+                d.leases().set_starting(&vm, false);
+            });
         }
     }
 }
@@ -125,7 +129,9 @@ async fn turn_off(d: &Daemon) {
     let leases = d.leases();
     let was_paused = leases.paused_since().is_some();
     for (vm, k, view) in leases.deactivate() {
-        release_in(&view, &vm, k).await;
+        if !release_in(&view, &vm, k).await {
+            tracing::warn!(vm = %vm, "HA is off here and the VM's lease could not be marked released: another host takes it only once this host's lease expired");
+        }
     }
     crate::driver::qemu::guard::set_pause(None);
     if was_paused {

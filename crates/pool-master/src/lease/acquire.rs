@@ -134,7 +134,7 @@ pub async fn acquire(leases: &Leases, vm: &str) -> Result<u64, LeaseError> {
     let Some(view) = leases.view() else {
         return Ok(0);
     };
-    if let Some(k) = leases.owned(vm) {
+    if let Some(k) = leases.owned(vm).filter(|&k| k > leases.spent(vm)) {
         return Ok(k);
     }
     let give_up = leases.now() + view.timing.l + 4 * view.timing.renew_every + view.timing.io;
@@ -253,21 +253,29 @@ pub async fn release(leases: &Leases, vm: &str) {
     let (Some(view), Some(k)) = (leases.view(), leases.owned(vm)) else {
         return;
     };
-    leases.note_released(vm, k);
-    release_in(&view, vm, k).await;
+    // Spent at once (the guest is gone); held until the mark is written,
+    // so that the lease keeper writes it again if this write fails.
+    leases.note_spent(vm, k);
+    if release_in(&view, vm, k).await {
+        leases.set_owned(vm, None);
+    }
 }
 
 /// Mark instance `k` of VM `vm` released in this host's owner file of
-/// `view`'s SR.
-pub async fn release_in(view: &View, vm: &str, k: u64) {
+/// `view`'s SR: whether the mark was written.
+pub async fn release_in(view: &View, vm: &str, k: u64) -> bool {
     let file = OwnerFile {
         instance: k,
         owner: on_disk(view, view.me()),
         released: true,
     };
-    if let Err(e) = write_owner(view, vm, file).await {
-        // Not fatal: takers wait for this host's lease to expire instead.
-        tracing::warn!(vm, "cannot mark the lease released: {e}");
+    match write_owner(view, vm, file).await {
+        Ok(()) => true,
+        Err(e) => {
+            // Not fatal: takers wait for this host's lease to expire meanwhile.
+            tracing::warn!(vm, "cannot mark the lease released: {e}");
+            false
+        }
     }
 }
 

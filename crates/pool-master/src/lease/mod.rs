@@ -355,12 +355,10 @@ impl Leases {
         }
     }
 
-    /// Let go of VM `vm`'s lease at instance `k` here: not held, and spent.
-    fn note_released(&self, vm: &str, k: u64) {
+    /// Instance `k` of VM `vm` is spent here: its guest is gone, and it
+    /// is never held again, whatever the owner files say.
+    fn note_spent(&self, vm: &str, k: u64) {
         let mut inner = self.lock();
-        if let Some(a) = inner.active.as_mut() {
-            a.owned.remove(vm);
-        }
         let r = inner.released.entry(vm.to_string()).or_default();
         *r = (*r).max(k);
     }
