@@ -201,3 +201,41 @@ fn a_host_cut_from_storage_stays_and_its_protected_vm_restarts_elsewhere_at_once
     assert_one_writer_at_a_time(&lab.sr_dir(), &vm);
     lab.check();
 }
+
+#[test]
+fn a_host_that_fences_leaves_the_fencing_mark_and_its_vm_is_taken_from_it() {
+    // host2 loses its network: it fences (the others hold the majority),
+    // and with its storage still there it marks its lease fenced after its
+    // guests are gone, so its VM's next host takes the lease from a boot
+    // that fenced instead of waiting for it to expire.
+    let lab = Lab::start_ha(3, 1, &[]);
+    let vm = vm_uuid(&lab, "vm01");
+    lab.xe_ok(&["vm-param-set", &format!("uuid={vm}"), "ha-restart-priority=restart"]);
+    lab.xe_ok(&["vm-start", "vm=vm01", "on=host2"]);
+    let host2 = host_uuid(&lab, "host2");
+    let lease = lab
+        .sr_dir()
+        .join("pool-ha-leases")
+        .join("hosts")
+        .join(format!("{host2}.lease"));
+    let read = || -> Option<Value> { serde_json::from_slice(&std::fs::read(&lease).ok()?).ok() };
+    assert!(
+        wait_for(Duration::from_secs(10), || read().is_some()),
+        "host2 has no lease file"
+    );
+    let boot = read().unwrap()["boot"].as_u64().unwrap();
+    lab.fault("cut-network", "host2");
+    let marked = wait_for(FAILOVER, || {
+        read().is_some_and(|l| l["fenced"] == json!(true) && l["boot"].as_u64() == Some(boot))
+    });
+    assert!(marked, "host2's lease file shows no fencing mark:\n{}", lab.output());
+    lab.wait_fenced("host2");
+    assert!(
+        wait_for(FAILOVER, || running_on(&lab, &vm).is_some_and(|h| h != "host2")),
+        "the VM did not restart away from host2:\n{}",
+        lab.output()
+    );
+    lab.fault("restore-network", "host2");
+    assert_one_writer_at_a_time(&lab.sr_dir(), &vm);
+    lab.check();
+}

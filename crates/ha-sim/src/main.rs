@@ -143,12 +143,14 @@ fn main() -> Result<()> {
 fn run_leases(cli: &Cli, seeds: &[u64]) -> Result<()> {
     let seconds = if cli.seconds == 300 { 120 } else { cli.seconds };
     let timing = ha_lease::host::Timing::for_timeout(10_000);
-    let (mut bad, mut faults, mut takeovers, mut released, mut down, mut span) = (0, 0, 0, 0, 0u64, 0u64);
+    let (mut bad, mut faults, mut takeovers, mut released, mut fences, mut down, mut span) =
+        (0, 0, 0, 0, 0, 0u64, 0u64);
     for &seed in seeds {
         let r = ha_sim::leases::run(seed, cli.hosts, seconds * 1000, timing, Default::default(), cli.trace);
         faults += r.faults;
         takeovers += r.takeovers;
         released += r.released;
+        fences += r.fences;
         down += r.down_ms;
         span += r.span_ms;
         if let Some(v) = &r.violation {
@@ -162,7 +164,7 @@ fn run_leases(cli: &Cli, seeds: &[u64]) -> Result<()> {
         100.0 * down as f64 / span as f64
     };
     println!(
-        "{} seeds (leases), {faults} faults, {takeovers} takeovers, {released} releases, VMs down {share:.1}% of the time, {bad} violations",
+        "{} seeds (leases), {faults} faults, {takeovers} takeovers, {released} releases, {fences} fences, VMs down {share:.1}% of the time, {bad} violations",
         seeds.len()
     );
     if bad > 0 {

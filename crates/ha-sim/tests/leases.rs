@@ -2,7 +2,8 @@
 //! slow and failing SR I/O and clock-rate error, every host contending for
 //! every VM it sees free, never two running guests of one VM; and the
 //! checker catches each rule weakened on purpose. Hosts also stop guests
-//! and mark their VMs released, which lets takers skip the wait.
+//! and mark their VMs released, and fence with a fencing mark, which both
+//! let takers skip the wait.
 //! `HA_SIM_LEASE_SEEDS` sets how many seeds (default 300).
 
 use ha_lease::host::Timing;
@@ -27,6 +28,7 @@ fn sweep(broken: Broken) -> (Vec<(u64, String)>, Report) {
         total.takeovers += r.takeovers;
         total.resumed += r.resumed;
         total.released += r.released;
+        total.fences += r.fences;
         total.killed += r.killed;
         if let Some(v) = r.violation {
             bad.push((seed, v));
@@ -52,6 +54,7 @@ fn every_vm_has_one_running_guest_at_most() {
     assert!(total.takeovers as u64 > seeds() / 2, "takeovers: {}", total.takeovers);
     assert!(total.resumed > 0 && total.killed > 0, "{total:?}");
     assert!(total.released as u64 > seeds(), "releases: {}", total.released);
+    assert!(total.fences as u64 > seeds() / 4, "fences: {}", total.fences);
 }
 
 /// Seeds that once broke a rule, kept clean: 3062093 and 3068304 (a host
@@ -114,4 +117,13 @@ fn the_checker_catches_a_release_marked_before_the_guest_stopped() {
         !bad.is_empty(),
         "no violation with releases marked before the guest stops"
     );
+}
+
+#[test]
+fn the_checker_catches_a_fencing_mark_written_before_the_guests_died() {
+    let (bad, _) = sweep(Broken {
+        fence_mark_early: true,
+        ..Broken::default()
+    });
+    assert!(!bad.is_empty(), "no violation with fencing marks before the guests die");
 }

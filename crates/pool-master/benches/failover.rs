@@ -216,12 +216,38 @@ fn main() {
                 .next()
                 .map(|p| field(p, "master").to_string())
                 .unwrap_or_default();
-            let (victim_ref, victim_vms) = per_host
+            if members_only {
+                // Every member is a candidate, with or without VMs.
+                for h in hosts.keys().filter(|h| **h != master_ref) {
+                    per_host.entry(h.clone()).or_default();
+                }
+            }
+            let (victim_ref, mut victim_vms) = per_host
                 .iter()
                 .filter(|(h, _)| !members_only || **h != master_ref)
                 .max_by_key(|(_, v)| v.len())
                 .map(|(h, v)| (h.clone(), v.clone()))
                 .expect("running VMs");
+            // Earlier runs may have left most VMs on the master: give the
+            // victim its third back, by live migration.
+            let share = vm_count / 3;
+            if members_only && victim_vms.len() < share {
+                let movers: Vec<(String, String)> = vms
+                    .iter()
+                    .filter(|(_, v)| field(v, "power_state") == "Running" && field(v, "resident_on") == master_ref)
+                    .map(|(r, v)| (r.clone(), field(v, "uuid").to_string()))
+                    .take(share - victim_vms.len())
+                    .collect();
+                for (vm_ref, uuid) in movers {
+                    c.call(
+                        "VM.pool_migrate",
+                        vec![json!(vm_ref), json!(victim_ref), json!({"live": "true"})],
+                    )
+                    .await
+                    .expect("VM.pool_migrate to the victim");
+                    victim_vms.push(uuid);
+                }
+            }
             let victim = hosts.get(&victim_ref).expect("victim host");
             let (victim_uuid, victim_name) = (
                 field(victim, "uuid").to_string(),

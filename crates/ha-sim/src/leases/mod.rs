@@ -59,6 +59,9 @@ pub struct Broken {
     /// A host marks a VM released before its guest has stopped (the guest
     /// stops once the mark is written).
     pub release_early: bool,
+    /// A fencing host writes its fencing mark before its guests are gone
+    /// (they die when it goes down).
+    pub fence_mark_early: bool,
 }
 
 /// One run's set-up.
@@ -82,6 +85,8 @@ pub struct Report {
     pub takeovers: usize,
     /// Guests stopped with their VM marked released.
     pub released: usize,
+    /// Hosts that fenced and wrote the fencing mark.
+    pub fences: usize,
     /// Paused guests that ran again, and paused guests killed.
     pub resumed: usize,
     pub killed: usize,
@@ -121,6 +126,8 @@ struct Acquiring {
 
 struct Host {
     up: bool,
+    /// Deciding to fence: its guests are gone, its mark on the way.
+    fencing: bool,
     boot: u64,
     down_until: Millis,
     frozen_until: Millis,
@@ -208,6 +215,7 @@ impl LeaseWorld {
                 blocks: vec![vec![None; n]; cfg.vms],
                 owners,
                 released: vec![vec![None; n]; cfg.vms],
+                fenced: vec![None; n],
             },
             hosts,
             ops: Vec::new(),
@@ -283,7 +291,10 @@ impl LeaseWorld {
         }
         self.report.faults += 1;
         let io = self.cfg.timing.io;
-        match self.rng.random_range(0..4) {
+        if self.hosts[h].fencing || self.now < self.hosts[h].frozen_until {
+            return;
+        }
+        match self.rng.random_range(0..5) {
             0 => {
                 let down = self.rng.random_range(2 * io + 1_000..15_000);
                 let host = &mut self.hosts[h];
@@ -307,12 +318,42 @@ impl LeaseWorld {
                 self.hosts[h].slow_until = self.now + d;
                 self.note(format!("FAULT host {h}'s storage slow for {d} ms"));
             }
-            _ => {
+            3 => {
                 let d = self.rng.random_range(2_000..20_000);
                 self.hosts[h].cut_until = self.now + d;
                 self.note(format!("FAULT host {h}'s storage cut for {d} ms"));
             }
+            _ => self.fence(h),
         }
+    }
+
+    /// Host `h` decides to fence (the liveset told it to): it kills its
+    /// guests, writes its fencing mark, and goes down once the write ended.
+    fn fence(&mut self, h: usize) {
+        self.hosts[h].fencing = true;
+        if !self.cfg.broken.fence_mark_early {
+            self.hosts[h].guests.iter_mut().for_each(|g| *g = None);
+        }
+        let boot = self.hosts[h].boot;
+        self.note(format!("FAULT host {h} fences (boot {boot})"));
+        self.issue(
+            h,
+            storage::Purpose::FenceMark,
+            vec![(storage::File::Fenced(h), storage::Value::Fenced(Some(boot)))],
+            vec![],
+        );
+    }
+
+    /// The fencing mark's write ended (landed or failed): the host goes down.
+    pub(super) fn on_fence_mark(&mut self, h: usize) {
+        self.report.fences += 1;
+        let down = self.rng.random_range(2 * self.cfg.timing.io + 1_000..15_000);
+        let host = &mut self.hosts[h];
+        host.up = false;
+        host.fencing = false;
+        host.down_until = self.now + down;
+        host.guests.iter_mut().for_each(|g| *g = None);
+        self.note(format!("host {h} is down after its fencing mark, for {down} ms"));
     }
 
     // ---- the fence guard and the checker ----
@@ -371,6 +412,7 @@ impl Host {
         };
         Host {
             up: true,
+            fencing: false,
             boot,
             down_until: 0,
             frozen_until: 0,

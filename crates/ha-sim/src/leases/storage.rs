@@ -27,6 +27,8 @@ pub(super) enum File {
         vm: usize,
         host: usize,
     },
+    /// A host's fencing mark (in `xapid`, a flag of its host lease file).
+    Fenced(usize),
 }
 
 /// A file's content.
@@ -37,6 +39,8 @@ pub(super) enum Value {
     Owner(Option<(u64, Owner)>),
     /// The instance released and the boot that released it.
     Released(Option<(u64, u64)>),
+    /// The boot that fenced, its guests gone.
+    Fenced(Option<u64>),
 }
 
 pub(super) struct Sr {
@@ -44,6 +48,7 @@ pub(super) struct Sr {
     pub(super) blocks: Vec<Vec<Option<Block>>>,
     pub(super) owners: Vec<Vec<Option<(u64, Owner)>>>,
     pub(super) released: Vec<Vec<Option<(u64, u64)>>>,
+    pub(super) fenced: Vec<Option<u64>>,
 }
 
 impl Sr {
@@ -53,6 +58,7 @@ impl Sr {
             File::Block { vm, host } => Value::Block(self.blocks[vm][host]),
             File::Owner { vm, host } => Value::Owner(self.owners[vm][host]),
             File::Released { vm, host } => Value::Released(self.released[vm][host]),
+            File::Fenced(h) => Value::Fenced(self.fenced[h]),
         }
     }
 
@@ -62,6 +68,7 @@ impl Sr {
             (File::Block { vm, host }, Value::Block(x)) => self.blocks[vm][host] = x,
             (File::Owner { vm, host }, Value::Owner(x)) => self.owners[vm][host] = x,
             (File::Released { vm, host }, Value::Released(x)) => self.released[vm][host] = x,
+            (File::Fenced(h), Value::Fenced(x)) => self.fenced[h] = x,
             _ => {}
         }
     }
@@ -84,6 +91,8 @@ pub(super) enum Purpose {
     Resume(usize),
     /// A released mark written after the guest stopped.
     Release(usize),
+    /// A fencing host's mark: the host goes down once it is written.
+    FenceMark,
 }
 
 /// One I/O in flight.
@@ -214,6 +223,7 @@ impl LeaseWorld {
             Purpose::Recheck(vm) => self.on_recheck(h, vm, ok, &op.got),
             Purpose::Record => {}
             Purpose::Release(vm) => self.on_release(h, vm),
+            Purpose::FenceMark => self.on_fence_mark(h),
             Purpose::Resume(vm) => self.on_resume(h, vm, ok, &op.got, op.issue_local),
         }
     }
@@ -225,7 +235,19 @@ pub(super) fn vm_files(vm: usize, n: usize) -> Vec<File> {
         .map(|host| File::Block { vm, host })
         .chain((0..n).map(|host| File::Owner { vm, host }))
         .chain((0..n).map(|host| File::Released { vm, host }))
+        .chain((0..n).map(File::Fenced))
         .collect()
+}
+
+/// The fencing marks a read returned, by host.
+pub(super) fn fenced_of(got: &[(File, Value)], n: usize) -> Vec<Option<u64>> {
+    let mut out = vec![None; n];
+    for (f, v) in got {
+        if let (File::Fenced(h), Value::Fenced(b)) = (f, v) {
+            out[*h] = *b;
+        }
+    }
+    out
 }
 
 /// The released marks a read returned, by host.

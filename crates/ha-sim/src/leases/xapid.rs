@@ -7,13 +7,13 @@ use ha_lease::paxos::{Next, Outcome, Owner, Round};
 use ha_lease::vm::{self, LeaseRecord};
 use rand::Rng;
 
-use super::storage::{released_of, split, vm_files, File, Purpose, Value};
+use super::storage::{fenced_of, released_of, split, vm_files, File, Purpose, Value};
 use super::{Acquiring, Guest, GuestState, LeaseWorld, Millis, ACQUIRE_EVERY, RELEASE_EVERY};
 
 impl LeaseWorld {
     pub(super) fn host_step(&mut self, h: usize) {
         let host = &self.hosts[h];
-        if !host.up || self.now < host.frozen_until {
+        if !host.up || host.fencing || self.now < host.frozen_until {
             return;
         }
         self.maybe_release(h);
@@ -136,7 +136,12 @@ impl LeaseWorld {
         let seen = blocks.iter().flatten().map(|b| b.mbal).max().unwrap_or(0);
         self.hosts[h].seen[vm] = self.hosts[h].seen[vm].max(seen);
         let marks = released_of(got, n);
-        let released = current.is_some_and(|(k, o)| marks[o.host as usize] == Some((k, o.boot)));
+        let fenced = fenced_of(got, n);
+        // Released by its owner, or its owner's boot fenced: its guest is
+        // gone, and that boot never runs it again.
+        let released = current.is_some_and(|(k, o)| {
+            marks[o.host as usize] == Some((k, o.boot)) || fenced[o.host as usize] == Some(o.boot)
+        });
         let free = ok
             && match current {
                 None => true,

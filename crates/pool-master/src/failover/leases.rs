@@ -29,6 +29,10 @@ pub fn spawn(d: Arc<Daemon>) {
 /// One pass: the time to the next.
 async fn pass(d: &Arc<Daemon>) -> Duration {
     let leases = d.leases();
+    if !d.ha().watchdog.may_write() {
+        // Fencing: no renewal may land over the fencing mark.
+        return IDLE;
+    }
     let local = match d.ha().armed() {
         true => d.ha_local().await.filter(|l| l.armed),
         false => None,

@@ -133,7 +133,16 @@ impl Ha {
 /// none runs (they would otherwise write their disks after other hosts
 /// restarted them).
 fn fence_and_exit(record: &Path, reason: &str) -> ! {
-    crate::driver::qemu::kill_every_guest();
+    let guests_gone = crate::driver::qemu::kill_every_guest();
+    // The fencing mark tells the other hosts at once that this boot's
+    // guests are gone (`crate::lease`): after the qemu guests died, and
+    // after any sim guest write that passed the (now shut) gate ended. Not
+    // when a guest would not die, nor when a watchdog expired: that fence
+    // is due now, not 300 ms later.
+    if guests_gone && !reason.starts_with("WATCHDOG_EXPIRED") {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        crate::lease::write_fence_mark(std::time::Duration::from_millis(300));
+    }
     let line = format!("{} {reason}\n", crate::driver::unix_ms());
     eprintln!("HA FENCE: {reason}");
     if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(record) {

@@ -181,12 +181,14 @@ async fn attempt(leases: &Leases, view: &View, vm: &str) -> Result<u64, Retry> {
             let released = files.owners[usize::from(o.host)]
                 .as_ref()
                 .is_some_and(|f| f.released && f.instance == k && to_owner(view, &f.owner) == Some(o));
-            let (record, observer) = leases
+            let (record, observer, fenced) = leases
                 .judge(usize::from(o.host))
                 .ok_or_else(|| Retry::Never(fail(vm, "leases are off")))?;
+            // The owner's boot fenced after its guests were gone.
+            let fenced = fenced && record.is_some_and(|r| r.boot == o.boot);
             if released {
                 Way::Released
-            } else if vm::may_take(o, record, &observer) {
+            } else if fenced || vm::may_take(o, record, &observer) {
                 Way::Taken(record)
             } else {
                 return Err(Retry::Later(LeaseError::Busy {

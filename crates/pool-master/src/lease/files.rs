@@ -31,11 +31,15 @@ const MAX_OUTSTANDING: usize = 8;
 
 static OUTSTANDING: AtomicUsize = AtomicUsize::new(0);
 
-/// A host lease file.
+/// A host lease file. `fenced`: the fencing mark, written by a host that
+/// fences after its guests are gone (`docs/LEASES.md`, "Release"): no
+/// guest of this boot runs any more.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostLease {
     pub boot: u64,
     pub counter: u64,
+    #[serde(default)]
+    pub fenced: bool,
 }
 
 /// An owner, as the files name it: a host's uuid and boot.

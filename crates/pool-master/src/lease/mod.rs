@@ -81,6 +81,8 @@ struct Active {
     counter: u64,
     observers: Vec<Observer>,
     records: Vec<Option<LeaseRecord>>,
+    /// Each peer's lease file, as last read, carried the fencing mark.
+    fenced: Vec<bool>,
     /// The VM leases this host holds: the instance of each.
     owned: HashMap<String, u64>,
     /// The highest ballot seen per VM.
@@ -107,6 +109,31 @@ pub struct Leases {
     host_uuid: String,
     boot: u64,
     inner: Mutex<Inner>,
+}
+
+/// The fencing mark this host's fence writes over its lease file, as of
+/// the last renewal (a plain static: the fence runs on the watchdog's
+/// thread, with no daemon at hand).
+static FENCE_MARK: Mutex<Option<(std::path::PathBuf, HostLease)>> = Mutex::new(None);
+
+/// Write the fencing mark, if leases are on: called by the fence once this
+/// host's guests are gone, waiting at most `limit` (a hung SR gets none,
+/// and other hosts wait for the lease to expire instead).
+pub fn write_fence_mark(limit: Duration) {
+    let Some((path, mark)) = FENCE_MARK.lock().unwrap_or_else(|p| p.into_inner()).clone() else {
+        return;
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new().name("fence-mark".into()).spawn(move || {
+        let _ = tx.send(files::write_json(&path, &mark));
+    });
+    if spawned.is_ok() {
+        match rx.recv_timeout(limit) {
+            Ok(Ok(())) => eprintln!("HA FENCE: the fencing mark is on the heartbeat SR"),
+            Ok(Err(e)) => eprintln!("HA FENCE: no fencing mark: {e}"),
+            Err(_) => eprintln!("HA FENCE: no fencing mark within {} ms", limit.as_millis()),
+        }
+    }
 }
 
 /// Why the gate is shut for guests whose lease is not renewed.
@@ -170,6 +197,7 @@ impl Leases {
             counter: 0,
             observers: vec![Observer::new(timing); hosts.len()],
             records: vec![None; hosts.len()],
+            fenced: vec![false; hosts.len()],
             owned: HashMap::new(),
             seen: HashMap::new(),
         });
@@ -179,6 +207,7 @@ impl Leases {
 
     /// Turn leases off (HA is off here): the VM leases held, to release.
     pub fn deactivate(&self) -> Vec<(String, u64, View)> {
+        *FENCE_MARK.lock().unwrap_or_else(|p| p.into_inner()) = None;
         let mut inner = self.lock();
         inner.paused = None;
         let Some(a) = inner.active.take() else {
@@ -261,8 +290,16 @@ impl Leases {
         let rec = HostLease {
             boot: self.boot,
             counter: a.counter,
+            fenced: false,
         };
-        Some((a.view.layout.host_lease(&self.host_uuid), rec))
+        let path = a.view.layout.host_lease(&self.host_uuid);
+        let mark = HostLease {
+            counter: a.counter + 1,
+            fenced: true,
+            ..rec
+        };
+        *FENCE_MARK.lock().unwrap_or_else(|p| p.into_inner()) = Some((path.clone(), mark));
+        Some((path, rec))
     }
 
     /// A renewal issued at `issue` ended at `done` (`ok`: it was written).
@@ -294,15 +331,21 @@ impl Leases {
     pub fn observed(&self, index: usize, issue: Millis, done: Millis, rec: Option<HostLease>) -> bool {
         let mut inner = self.lock();
         let Some(a) = inner.active.as_mut() else { return false };
-        let rec = rec.map(|r| LeaseRecord {
+        let fenced = rec.is_some_and(|r| r.fenced);
+        let record = rec.map(|r| LeaseRecord {
             boot: r.boot,
             counter: r.counter,
         });
-        if let (Some(o), Some(slot)) = (a.observers.get_mut(index), a.records.get_mut(index)) {
-            let before = o.expired();
-            o.read(issue, done, rec.map_or(0, LeaseRecord::stamp));
-            *slot = rec;
-            return o.expired() && !before;
+        if let (Some(o), Some(slot), Some(mark)) = (
+            a.observers.get_mut(index),
+            a.records.get_mut(index),
+            a.fenced.get_mut(index),
+        ) {
+            let before = o.expired() || *mark;
+            o.read(issue, done, record.map_or(0, LeaseRecord::stamp));
+            *slot = record;
+            *mark = fenced;
+            return (o.expired() || fenced) && !before;
         }
         false
     }
@@ -317,17 +360,21 @@ impl Leases {
         a.observers
             .iter()
             .enumerate()
-            .filter(|&(i, o)| i != a.view.me && o.expired())
+            .filter(|&(i, o)| i != a.view.me && (o.expired() || a.fenced.get(i) == Some(&true)))
             .filter_map(|(i, _)| a.view.hosts.get(i).cloned())
             .collect()
     }
 
-    /// Peer `index`'s lease file as last read, and whether its lease has
-    /// expired in this host's eyes.
-    pub fn judge(&self, index: usize) -> Option<(Option<LeaseRecord>, Observer)> {
+    /// Peer `index`'s lease file as last read, this host's judgement of
+    /// it, and whether it carried the fencing mark.
+    pub fn judge(&self, index: usize) -> Option<(Option<LeaseRecord>, Observer, bool)> {
         let inner = self.lock();
         let a = inner.active.as_ref()?;
-        Some((*a.records.get(index)?, a.observers.get(index)?.clone()))
+        Some((
+            *a.records.get(index)?,
+            a.observers.get(index)?.clone(),
+            *a.fenced.get(index)?,
+        ))
     }
 
     /// The instance of VM `vm`'s lease this host holds.

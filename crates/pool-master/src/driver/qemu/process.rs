@@ -20,11 +20,13 @@ pub const NEW_DISK_SIZE: u64 = 32 << 20;
 static GUEST_PIDS: Mutex<Vec<i32>> = Mutex::new(Vec::new());
 
 /// Kill every guest process of this host (SIGKILL) and return once each is
-/// gone or a zombie (no longer running, nothing left to write with). Called
-/// by the fence before the process exits.
-pub fn kill_every_guest() {
+/// gone or a zombie (no longer running, nothing left to write with), or
+/// after 10 s: whether none runs. Called by the fence before the process
+/// exits.
+pub fn kill_every_guest() -> bool {
     let pids: Vec<i32> = GUEST_PIDS.lock().unwrap_or_else(|p| p.into_inner()).clone();
     kill_and_wait(&pids);
+    !pids.iter().any(|&p| process_runs(p))
 }
 
 /// Send `signal` to every guest process of this host (the lease keeper
