@@ -59,10 +59,13 @@ fn every_vm_has_one_running_guest_at_most() {
 
 /// Seeds that once broke a rule, kept clean: 3062093 and 3068304 (a host
 /// ran a guest again under an instance it had marked released, after its
-/// owner-file write failed and the owner files lagged).
+/// owner-file write failed and the owner files lagged); 5188413 and
+/// 5191772 (a fencing host started a guest whose acquisition was under way
+/// when it decided to fence, and its fencing mark let another host take
+/// the VM).
 #[test]
 fn the_seeds_of_earlier_lease_bugs_stay_clean() {
-    for seed in [3_062_093, 3_068_304] {
+    for seed in [3_062_093, 3_068_304, 5_188_413, 5_191_772] {
         let r = leases::run(seed, None, MILLIS, Timing::for_timeout(T), Broken::default(), false);
         assert_eq!(r.violation, None, "seed {seed}");
     }

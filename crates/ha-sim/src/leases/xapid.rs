@@ -282,6 +282,12 @@ impl LeaseWorld {
         if a.decided != Some(me) {
             return;
         }
+        // A host that decided to fence starts nothing: its guests are gone
+        // and stay so (in `xapid`, the gate is shut from the fence on; a
+        // lease world without this rule broke on seed 5191772).
+        if self.hosts[h].fencing {
+            return;
+        }
         let held = self.hosts[h].holder.holds(self.local(h));
         self.hosts[h].guests[vm] = Some(Guest {
             instance: a.from.0 + 1,

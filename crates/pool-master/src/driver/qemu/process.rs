@@ -24,10 +24,19 @@ static GUEST_PIDS: Mutex<Vec<i32>> = Mutex::new(Vec::new());
 /// after 10 s: whether none runs. Called by the fence before the process
 /// exits.
 pub fn kill_every_guest() -> bool {
-    let pids: Vec<i32> = GUEST_PIDS.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let pids: Vec<i32> = {
+        let pids = GUEST_PIDS.lock().unwrap_or_else(|p| p.into_inner());
+        // From here on a guest that starts is killed as it registers (its
+        // start passed the gate just before the fence shut it).
+        FENCING.store(true, std::sync::atomic::Ordering::SeqCst);
+        pids.clone()
+    };
     kill_and_wait(&pids);
     !pids.iter().any(|&p| process_runs(p))
 }
+
+/// The fence has begun: no guest may start any more.
+static FENCING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Send `signal` to every guest process of this host (the lease keeper
 /// pauses them with SIGSTOP and lets them run with SIGCONT).
@@ -106,6 +115,10 @@ pub(super) fn forget_pid(pid: i32) {
 
 pub(super) fn remember_pid(pid: i32) {
     let mut pids = GUEST_PIDS.lock().unwrap_or_else(|p| p.into_inner());
+    if FENCING.load(std::sync::atomic::Ordering::SeqCst) {
+        kill_and_wait(&[pid]);
+        return;
+    }
     pids.push(pid);
     crate::driver::qemu::guard::set_guests(pids.clone());
 }
