@@ -53,6 +53,9 @@ impl Timing {
 pub struct Holder {
     timing: Timing,
     last_valid_issue: Option<Millis>,
+    /// The issue of the renewal that ended the last time the lease was not
+    /// held (the first valid renewal ends the time before it).
+    lapse_end: Option<Millis>,
 }
 
 impl Holder {
@@ -60,6 +63,7 @@ impl Holder {
         Holder {
             timing,
             last_valid_issue: None,
+            lapse_end: None,
         }
     }
 
@@ -69,6 +73,12 @@ impl Holder {
     pub fn renewed(&mut self, issue: Millis, done: Millis) -> bool {
         let valid = done >= issue && done - issue <= self.timing.io;
         if valid && self.last_valid_issue.is_none_or(|t| issue > t) {
+            if self
+                .last_valid_issue
+                .is_none_or(|t| issue >= t.saturating_add(self.timing.d))
+            {
+                self.lapse_end = Some(issue);
+            }
             self.last_valid_issue = Some(issue);
         }
         valid
@@ -82,6 +92,13 @@ impl Holder {
     /// The lease is held at `now`.
     pub fn holds(&self, now: Millis) -> bool {
         self.deadline().is_some_and(|d| now < d)
+    }
+
+    /// The lease was held all the time from `from` to `now`. A host whose
+    /// lease lapsed meanwhile may have had its VMs taken by then: what it
+    /// decided before the lapse no longer lets it start a guest.
+    pub fn held_since(&self, from: Millis, now: Millis) -> bool {
+        self.holds(now) && self.lapse_end.is_some_and(|e| e <= from)
     }
 }
 
@@ -163,6 +180,24 @@ mod tests {
         assert!(h.renewed(3_000, 3_100));
         assert!(h.renewed(2_500, 3_200));
         assert_eq!(h.deadline(), Some(8_000));
+    }
+
+    #[test]
+    fn a_lapse_between_two_renewals_is_remembered() {
+        let t = Timing::for_timeout(10_000);
+        let mut h = Holder::new(t);
+        assert!(!h.held_since(0, 0));
+        assert!(h.renewed(1_000, 1_010));
+        assert!(h.held_since(1_000, 2_000));
+        assert!(!h.held_since(999, 2_000), "not held before the first renewal");
+        // Renewed within D: no lapse.
+        assert!(h.renewed(5_000, 5_010));
+        assert!(h.held_since(1_000, 9_000));
+        // Next renewal only after the deadline (10,000): a lapse until 10,500.
+        assert!(h.renewed(10_500, 10_510));
+        assert!(!h.held_since(1_000, 11_000));
+        assert!(!h.held_since(10_499, 11_000));
+        assert!(h.held_since(10_500, 11_000));
     }
 
     #[test]

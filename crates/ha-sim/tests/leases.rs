@@ -62,10 +62,11 @@ fn every_vm_has_one_running_guest_at_most() {
 /// owner-file write failed and the owner files lagged); 5188413 and
 /// 5191772 (a fencing host started a guest whose acquisition was under way
 /// when it decided to fence, and its fencing mark let another host take
-/// the VM).
+/// the VM); 5228502 (a host's acquisition outlived a lapse of its own
+/// lease, in which another host took the VM from it).
 #[test]
 fn the_seeds_of_earlier_lease_bugs_stay_clean() {
-    for seed in [3_062_093, 3_068_304, 5_188_413, 5_191_772] {
+    for seed in [3_062_093, 3_068_304, 5_188_413, 5_191_772, 5_228_502] {
         let r = leases::run(seed, None, MILLIS, Timing::for_timeout(T), Broken::default(), false);
         assert_eq!(r.violation, None, "seed {seed}");
     }
@@ -129,4 +130,26 @@ fn the_checker_catches_a_fencing_mark_written_before_the_guests_died() {
         ..Broken::default()
     });
     assert!(!bad.is_empty(), "no violation with fencing marks before the guests die");
+}
+
+#[test]
+fn the_checker_catches_a_start_after_the_acquirers_own_lease_lapsed() {
+    let seeds: Vec<u64> = (5_228_500..5_228_505).collect();
+    let bad: Vec<u64> = seeds
+        .iter()
+        .copied()
+        .filter(|&seed| {
+            let broken = Broken {
+                lapse_ignored: true,
+                ..Broken::default()
+            };
+            leases::run(seed, None, MILLIS, Timing::for_timeout(T), broken, false)
+                .violation
+                .is_some()
+        })
+        .collect();
+    assert!(
+        bad.contains(&5_228_502),
+        "seed 5228502 is clean with the rule off: {bad:?}"
+    );
 }

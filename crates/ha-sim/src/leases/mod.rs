@@ -62,6 +62,9 @@ pub struct Broken {
     /// A fencing host writes its fencing mark before its guests are gone
     /// (they die when it goes down).
     pub fence_mark_early: bool,
+    /// An acquisition starts its guest though this host's own lease lapsed
+    /// since its step 1.
+    pub lapse_ignored: bool,
 }
 
 /// One run's set-up.
@@ -122,6 +125,8 @@ struct Acquiring {
     /// The old owner had marked the VM released: no recheck is needed
     /// (it takes the VM again only through Paxos).
     released: bool,
+    /// When step 1 was issued (this host's clock).
+    began: Millis,
 }
 
 struct Host {

@@ -76,6 +76,7 @@ impl LeaseWorld {
                     round: None,
                     decided: None,
                     released: false,
+                    began: local,
                 });
                 self.issue(h, Purpose::ReadOwner(vm), vec![], vm_files(vm, n));
             }
@@ -288,7 +289,18 @@ impl LeaseWorld {
         if self.hosts[h].fencing {
             return;
         }
-        let held = self.hosts[h].holder.holds(self.local(h));
+        // Nor one whose own lease lapsed since step 1: others may have
+        // taken the VM from it meanwhile, from an instance above the one
+        // it decided (seed 5228502). It tries again later, from itself.
+        let local = self.local(h);
+        if !self.cfg.broken.lapse_ignored && !self.hosts[h].holder.held_since(a.began, local) {
+            self.note(format!(
+                "host {h} decided VM {vm} instance {} but its own lease lapsed meanwhile: not starting it",
+                a.from.0 + 1
+            ));
+            return;
+        }
+        let held = self.hosts[h].holder.holds(local);
         self.hosts[h].guests[vm] = Some(Guest {
             instance: a.from.0 + 1,
             state: if held {

@@ -159,6 +159,10 @@ enum Retry {
 
 async fn attempt(leases: &Leases, view: &View, vm: &str) -> Result<u64, Retry> {
     let me = view.me();
+    let began = leases.now();
+    if !leases.held_since(began) {
+        return Err(Retry::Later(fail(vm, "this host does not hold its own lease now")));
+    }
     // Step 1: whose is it, and may this host take it?
     let files = exchange(view, vm, None).await.map_err(Retry::Later)?;
     let decided = files.decided(view);
@@ -244,6 +248,15 @@ async fn attempt(leases: &Leases, view: &View, vm: &str) -> Result<u64, Retry> {
             vm: vm.to_string(),
             owner: on_disk(view, value).host,
         }));
+    }
+    // This host's own lease must have held all along: in a lapse, another
+    // host may have taken the VM from it, above the instance it decided
+    // (the lease world, seed 5228502). The next attempt starts from itself.
+    if !leases.held_since(began) {
+        return Err(Retry::Later(fail(
+            vm,
+            "this host's own lease lapsed while it took the VM",
+        )));
     }
     leases.set_owned(vm, Some(k + 1));
     Ok(k + 1)

@@ -312,6 +312,13 @@ impl Leases {
         }
     }
 
+    /// Was this host's lease held all the time since `from` (this clock)?
+    pub fn held_since(&self, from: Millis) -> bool {
+        let now = self.now();
+        let inner = self.lock();
+        inner.active.as_ref().is_some_and(|a| a.holder.held_since(from, now))
+    }
+
     /// Has a renewal issued at or after `since` counted, and is the lease
     /// held now?
     pub fn renewed_since(&self, since: Millis) -> bool {

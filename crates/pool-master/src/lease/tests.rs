@@ -102,12 +102,34 @@ async fn a_lease_moves_only_when_released_or_when_its_owners_host_lease_expires(
     release(&a, "vm").await;
     assert_eq!(may_resume(&b, "vm").await, Some(true));
 
-    // b lets the VM go: a takes it at once, with its lease still stale.
+    // b lets the VM go: a, renewing again, takes it at once (b still
+    // renews: no waiting for its lease).
     release(&b, "vm").await;
+    let stop_a = Arc::new(AtomicBool::new(false));
+    let _keep_a = keep(a.clone(), stop_a.clone());
+    tokio::time::sleep(Duration::from_millis(100)).await;
     let t0 = Instant::now();
     assert_eq!(acquire(&a, "vm").await.unwrap(), 3);
     assert!(t0.elapsed() < Duration::from_millis(T), "{:?}", t0.elapsed());
     stop_b.store(true, Ordering::SeqCst);
+    stop_a.store(true, Ordering::SeqCst);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_whose_own_lease_lapsed_takes_nothing_until_it_holds_it_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = host("a", dir.path());
+    // No renewal yet: a does not hold its lease.
+    assert!(acquire(&a, "vm").await.is_err());
+    let stop = Arc::new(AtomicBool::new(false));
+    let _ka = keep(a.clone(), stop.clone());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        acquire(&a, "vm").await.unwrap(),
+        1,
+        "nothing was decided while a held no lease"
+    );
+    stop.store(true, Ordering::SeqCst);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
