@@ -17,24 +17,37 @@ use crate::lease::acquire::{self, acquire, release_in};
 /// How often the keeper looks while leases are off.
 const IDLE: Duration = Duration::from_secs(1);
 
+/// How long a pass waits for the local database (held by every commit,
+/// and by a VM start for as long as it runs): past that, the keeper goes
+/// on with the HA configuration it read last. Renewals never wait for a
+/// commit.
+const STORE_WAIT: Duration = Duration::from_millis(20);
+
 pub fn spawn(d: Arc<Daemon>) {
     tokio::spawn(async move {
+        let mut config = None;
         loop {
-            let next = pass(&d).await;
+            let next = pass(&d, &mut config).await;
             tokio::time::sleep(next).await;
         }
     });
 }
 
-/// One pass: the time to the next.
-async fn pass(d: &Arc<Daemon>) -> Duration {
+/// One pass: the time to the next. `config`: the HA configuration as last
+/// read.
+async fn pass(d: &Arc<Daemon>, config: &mut Option<crate::ha::local::HaLocal>) -> Duration {
     let leases = d.leases();
     if !d.ha().watchdog.may_write() {
         // Fencing: no renewal may land over the fencing mark.
         return IDLE;
     }
     let local = match d.ha().armed() {
-        true => d.ha_local().await.filter(|l| l.armed),
+        true => {
+            if let Ok(read) = tokio::time::timeout(STORE_WAIT, d.ha_local()).await {
+                *config = read;
+            }
+            config.clone().filter(|l| l.armed)
+        }
         false => None,
     };
     let on = local.as_ref().is_some_and(|l| {

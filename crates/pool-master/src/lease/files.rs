@@ -25,9 +25,10 @@ use serde::{Deserialize, Serialize};
 /// The directory of the lease files on an SR.
 pub const DIR: &str = "pool-ha-leases";
 
-/// At most this many lease I/O batches may hang on one host at once: a
-/// hung NFS mount must not eat a thread per renewal.
-const MAX_OUTSTANDING: usize = 8;
+/// At most this many lease I/O batches of VM leases may be under way on
+/// one host at once: a hung NFS mount must not eat a thread per try.
+/// Renewals are not counted (one at a time, and never refused).
+const MAX_OUTSTANDING: usize = 32;
 
 static OUTSTANDING: AtomicUsize = AtomicUsize::new(0);
 
@@ -148,11 +149,28 @@ pub async fn with_limit<T: Send + 'static>(
         OUTSTANDING.fetch_sub(1, Ordering::SeqCst);
         return Err(IoError::Hung);
     }
-    let task = tokio::task::spawn_blocking(move || {
+    run(limit, move || {
         let out = job();
         OUTSTANDING.fetch_sub(1, Ordering::SeqCst);
         out
-    });
+    })
+    .await
+}
+
+/// [`with_limit`] for the host lease's renewal, which the cap on VM lease
+/// I/O never refuses.
+pub async fn renewal_with_limit<T: Send + 'static>(
+    limit: Duration,
+    job: impl FnOnce() -> Result<T, IoError> + Send + 'static,
+) -> Result<T, IoError> {
+    run(limit, job).await
+}
+
+async fn run<T: Send + 'static>(
+    limit: Duration,
+    job: impl FnOnce() -> Result<T, IoError> + Send + 'static,
+) -> Result<T, IoError> {
+    let task = tokio::task::spawn_blocking(job);
     match tokio::time::timeout(limit, task).await {
         Ok(Ok(out)) => out,
         Ok(Err(e)) => Err(IoError::Join(e.to_string())),

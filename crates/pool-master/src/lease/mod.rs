@@ -465,7 +465,7 @@ pub async fn renew_and_observe(leases: &Leases, view: &View, cut: bool) -> bool 
         .map(|(i, h)| (i, view.layout.host_lease(h)))
         .collect();
     let issue = leases.now();
-    let batch = files::with_limit(view.io(), move || {
+    let batch = files::renewal_with_limit(view.io(), move || {
         if cut {
             return Err(files::IoError::Io {
                 path: path.clone(),
