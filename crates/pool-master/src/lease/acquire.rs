@@ -161,7 +161,9 @@ async fn attempt(leases: &Leases, view: &View, vm: &str) -> Result<u64, Retry> {
     let me = view.me();
     let began = leases.now();
     if !leases.held_since(began) {
-        return Err(Retry::Later(fail(vm, "this host does not hold its own lease now")));
+        // Not worth waiting for (the caller holds the pool's write lock):
+        // the restart executor tries again.
+        return Err(Retry::Never(fail(vm, "this host does not hold its own lease now")));
     }
     // Step 1: whose is it, and may this host take it?
     let files = exchange(view, vm, None).await.map_err(Retry::Later)?;
