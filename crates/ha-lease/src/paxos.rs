@@ -69,11 +69,13 @@ pub fn ballot_above(seen: u64, me: usize, hosts: usize) -> u64 {
     let n = hosts.max(1) as u64;
     let me = (me as u64) % n;
     let k = seen / n + 1;
-    let b = k * n + me;
+    // Saturating: a ballot near u64::MAX can only come from a damaged
+    // file, and the round it starts aborts rather than wraps below `seen`.
+    let b = k.saturating_mul(n).saturating_add(me);
     if b > seen {
         b
     } else {
-        b + n
+        b.saturating_add(n)
     }
 }
 
@@ -235,6 +237,14 @@ mod tests {
             r.on_read(&[Some(accepted), None, None]),
             Next::Done(Outcome::Decided(owner(0)))
         );
+    }
+
+    #[test]
+    fn a_ballot_near_the_top_does_not_wrap() {
+        for seen in [u64::MAX, u64::MAX - 1, u64::MAX - 5] {
+            let b = ballot_above(seen, 1, 3);
+            assert!(b >= seen, "{b} below {seen}");
+        }
     }
 
     #[test]

@@ -10,9 +10,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use xapi_proto::records::VmRecord;
+
 use crate::daemon::Daemon;
 use crate::driver::StopMode;
 use crate::lease::acquire::{self, acquire, release_in};
+use crate::lease::LeaseError;
 
 /// How often the keeper looks while leases are off.
 const IDLE: Duration = Duration::from_secs(1);
@@ -82,14 +85,41 @@ async fn pass(d: &Arc<Daemon>, config: &mut Option<crate::ha::local::HaLocal>) -
 }
 
 /// The paused guests' resume check: each guest whose VM nobody took runs
-/// again; a guest whose VM another host began to take is killed.
+/// again; a guest whose VM another host began to take, or that the pool
+/// no longer places here (the master restarted it elsewhere), is killed;
+/// a guest without a lease runs again only once it has one. The guests run
+/// again only if this host's lease held all through the check.
 async fn resume(d: &Daemon) {
     let leases = d.leases();
+    let began = leases.now();
     for vm in d.driver().running() {
-        match acquire::may_resume(leases, &vm).await {
+        let placed_here = {
+            let m = d.model();
+            let vm_ref = m.vm.ref_of_uuid(&vm).map(str::to_string);
+            let host_ref = m.host.ref_of_uuid(d.host_uuid()).map(str::to_string);
+            match (vm_ref, host_ref) {
+                (Some(v), Some(h)) => m.get::<VmRecord>(&v).is_none_or(|r| r.resident_on == h),
+                _ => true,
+            }
+        };
+        let verdict = if !placed_here {
+            Some(false)
+        } else if leases.owned(&vm).is_none() {
+            let hold = leases.lock_vm(&vm).await;
+            let taken = acquire(leases, &vm).await;
+            drop(hold);
+            match taken {
+                Ok(_) => Some(true),
+                Err(LeaseError::Busy { .. } | LeaseError::Lost { .. }) => Some(false),
+                Err(_) => None,
+            }
+        } else {
+            acquire::may_resume(leases, &vm).await
+        };
+        match verdict {
             Some(true) => {}
             Some(false) => {
-                tracing::error!(vm = %vm, "another host took this VM's lease while its guest was paused here: killing the guest");
+                tracing::error!(vm = %vm, "another host took this VM while its guest was paused here: killing the guest");
                 if let Err(e) = d.driver().stop(&vm, StopMode::Hard).await {
                     tracing::error!(vm = %vm, "cannot kill the guest: {e}");
                     return;
@@ -98,7 +128,7 @@ async fn resume(d: &Daemon) {
             None => return,
         }
     }
-    if leases.paused_since().is_some() {
+    if leases.paused_since().is_some() && leases.held_since(began) {
         tracing::info!("this host's lease is renewed again and no VM of its guests was taken: they run again");
         leases.unpause();
         d.driver().resume_all();
@@ -107,7 +137,9 @@ async fn resume(d: &Daemon) {
 
 /// Take the lease of every guest that runs without one (in a task each:
 /// a busy lease may take L to free), and let go of the leases whose guest
-/// is gone.
+/// is gone. A VM whose lease work is under way (a start, a stop) is left
+/// alone. A guest whose VM another live host holds, or took, is killed: it
+/// runs without a lease, and the pool places the VM there.
 fn keep_leases_with_guests(d: &Arc<Daemon>) {
     let leases = d.leases();
     if leases.paused_since().is_some() {
@@ -115,28 +147,36 @@ fn keep_leases_with_guests(d: &Arc<Daemon>) {
     }
     let running = d.driver().running();
     for vm in &running {
-        if leases.owned(vm).is_some() || leases.is_starting(vm) {
+        if leases.owned(vm).is_some() {
             continue;
         }
-        leases.set_starting(vm, true);
+        let Some(hold) = leases.try_lock_vm(vm) else { continue };
         let (d, vm) = (d.clone(), vm.clone());
         tokio::spawn(async move {
-            match acquire(d.leases(), &vm).await {
+            let taken = acquire(d.leases(), &vm).await;
+            drop(hold);
+            match taken {
                 Ok(k) => tracing::info!(vm = %vm, instance = k, "took the lease of a guest running here"),
-                Err(e) => tracing::error!(vm = %vm, "a guest runs here without its lease: {e}"),
+                Err(e @ (LeaseError::Busy { .. } | LeaseError::Lost { .. })) if d.driver().running().contains(&vm) => {
+                    tracing::error!(vm = %vm, "a guest runs here without its lease, which another host holds ({e}): killing it");
+                    if let Err(e) = d.driver().stop(&vm, StopMode::Hard).await {
+                        tracing::error!(vm = %vm, "cannot kill the guest: {e}");
+                    }
+                }
+                Err(e) => tracing::warn!(vm = %vm, "a guest runs here without its lease: {e}"),
             }
-            d.leases().set_starting(&vm, false);
         });
     }
     for (vm, _) in leases.all_owned() {
-        if !running.contains(&vm) && !leases.is_starting(&vm) {
-            leases.set_starting(&vm, true);
-            let d = d.clone();
-            tokio::spawn(async move {
-                acquire::release(d.leases(), &vm).await;
-                d.leases().set_starting(&vm, false);
-            });
+        if running.contains(&vm) {
+            continue;
         }
+        let Some(hold) = leases.try_lock_vm(&vm) else { continue };
+        let d = d.clone();
+        tokio::spawn(async move {
+            acquire::release(d.leases(), &vm).await;
+            drop(hold);
+        });
     }
 }
 

@@ -205,14 +205,17 @@ async fn attempt(leases: &Leases, view: &View, vm: &str) -> Result<u64, Retry> {
         }
     };
     let (k, from) = current.map_or((0, None), |(k, o)| (k, Some(o)));
-    // Steps 2 and 3: Disk Paxos on instance k + 1.
+    let Some(next) = k.checked_add(1) else {
+        return Err(Retry::Never(fail(vm, "its lease files name an impossible instance")));
+    };
+    // Steps 2 and 3: Disk Paxos on instance k + 1 (`next`).
     let own = files.blocks[view.me].unwrap_or_default();
-    let (mut round, mut next) = Round::start(view.me, view.hosts.len(), k + 1, me, own, leases.seen(vm));
+    let (mut round, mut step) = Round::start(view.me, view.hosts.len(), next, me, own, leases.seen(vm));
     let value = loop {
-        match next {
+        match step {
             Next::Write(b) => {
                 let files = exchange(view, vm, Some(b)).await.map_err(Retry::Later)?;
-                next = round.on_read(&files.blocks);
+                step = round.on_read(&files.blocks);
             }
             Next::Done(Outcome::Decided(v)) => break v,
             Next::Done(Outcome::Aborted { seen, .. }) => {
@@ -238,7 +241,7 @@ async fn attempt(leases: &Leases, view: &View, vm: &str) -> Result<u64, Retry> {
         view,
         vm,
         OwnerFile {
-            instance: k + 1,
+            instance: next,
             owner: on_disk(view, value),
             released: false,
         },
@@ -255,13 +258,17 @@ async fn attempt(leases: &Leases, view: &View, vm: &str) -> Result<u64, Retry> {
     // host may have taken the VM from it, above the instance it decided
     // (the lease world, seed 5228502). The next attempt starts from itself.
     if !leases.held_since(began) {
+        // Decided, recorded, and not to be run: let it go at once, so that
+        // no taker waits for this host's lease.
+        leases.set_owned(vm, Some(next));
+        release(leases, vm).await;
         return Err(Retry::Later(fail(
             vm,
             "this host's own lease lapsed while it took the VM",
         )));
     }
-    leases.set_owned(vm, Some(k + 1));
-    Ok(k + 1)
+    leases.set_owned(vm, Some(next));
+    Ok(next)
 }
 
 /// Let VM `vm`'s lease go: its guest here has stopped. Nothing when this

@@ -49,7 +49,10 @@ impl Driver for LeasedDriver {
 
     async fn start(&self, spec: GuestSpec) -> Result<i64, DriverError> {
         let vm = spec.vm_uuid.clone();
-        self.leases.set_starting(&vm, true);
+        // Held until the guest runs or the lease is let go again; if this
+        // call is dropped half way, the keeper lets go of a lease held for
+        // no guest.
+        let _hold = self.leases.lock_vm(&vm).await;
         let result = async {
             self.leases.settle().await;
             acquire(&self.leases, &vm).await.map_err(|e| lease_error(&vm, e))?;
@@ -59,7 +62,6 @@ impl Driver for LeasedDriver {
         if result.is_err() && !self.inner.running().contains(&vm) {
             release(&self.leases, &vm).await;
         }
-        self.leases.set_starting(&vm, false);
         result
     }
 
@@ -72,6 +74,9 @@ impl Driver for LeasedDriver {
         let (leases, inner) = (self.leases.clone(), self.inner.clone());
         tokio::spawn(async move {
             let until = tokio::time::Instant::now() + INCOMING_TRIES_FOR;
+            // Held throughout: the keeper must not judge this guest, which
+            // runs without a lease until the source lets it go.
+            let _hold = leases.lock_vm(&vm).await;
             while tokio::time::Instant::now() < until && leases.active() && inner.running().contains(&vm) {
                 match acquire(&leases, &vm).await {
                     Ok(_) => return,
@@ -85,6 +90,7 @@ impl Driver for LeasedDriver {
 
     async fn migrate_out(&self, vm_uuid: &str, uri: &str) -> Result<u64, DriverError> {
         let seq = self.inner.migrate_out(vm_uuid, uri).await?;
+        let _hold = self.leases.lock_vm(vm_uuid).await;
         release(&self.leases, vm_uuid).await;
         Ok(seq)
     }
@@ -92,6 +98,7 @@ impl Driver for LeasedDriver {
     async fn stop(&self, vm_uuid: &str, how: StopMode) -> Result<u64, DriverError> {
         let out = self.inner.stop(vm_uuid, how).await;
         if !self.inner.running().contains(&vm_uuid.to_string()) {
+            let _hold = self.leases.lock_vm(vm_uuid).await;
             release(&self.leases, vm_uuid).await;
         }
         out
@@ -115,7 +122,9 @@ impl Driver for LeasedDriver {
         let leases = self.leases.clone();
         tokio::spawn(async move {
             while let Some(h) = from.recv().await {
+                let hold = leases.lock_vm(&h.vm_uuid).await;
                 release(&leases, &h.vm_uuid).await;
+                drop(hold);
                 if tx.send(h).is_err() {
                     return;
                 }

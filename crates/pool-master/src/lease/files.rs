@@ -115,16 +115,49 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), IoError> {
         path: path.to_path_buf(),
         source,
     };
+    // One write per file at a time: a write that outlived its time limit
+    // still runs, and a newer one must not land before it does.
+    let _writing =
+        Writing::claim(path).ok_or_else(|| io(std::io::Error::other("an earlier write of it is still under way")))?;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
     let text = serde_json::to_vec(value).map_err(|e| io(std::io::Error::other(e)))?;
-    let tmp = path.with_extension("tmp");
+    // `NAME.tmp` beside `NAME`: each file its own temporary.
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
     let mut f = std::fs::File::create(&tmp).map_err(io)?;
     f.write_all(&text).map_err(io)?;
     f.sync_all().map_err(io)?;
     drop(f);
     std::fs::rename(&tmp, path).map_err(io)
+}
+
+/// The files being written now, by this process.
+static WRITING: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// A claim on writing one file, given back when dropped.
+struct Writing(PathBuf);
+
+impl Writing {
+    fn claim(path: &Path) -> Option<Writing> {
+        let mut w = WRITING.lock().unwrap_or_else(|p| p.into_inner());
+        if w.iter().any(|p| p == path) {
+            return None;
+        }
+        w.push(path.to_path_buf());
+        Some(Writing(path.to_path_buf()))
+    }
+}
+
+impl Drop for Writing {
+    fn drop(&mut self) {
+        WRITING
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|p| *p != self.0);
+    }
 }
 
 /// Read `path`: `None` when it is absent or not one of ours.
@@ -198,7 +231,7 @@ mod tests {
         };
         write_json(&path, &f).unwrap();
         assert_eq!(read_json::<OwnerFile>(&path).unwrap(), Some(f));
-        assert!(!path.with_extension("tmp").exists());
+        assert!(!dir.path().join("pool-ha-leases/vms/vm-1/host-a.owner.tmp").exists());
         std::fs::write(&path, b"{\"instance\": 3").unwrap();
         assert_eq!(read_json::<OwnerFile>(&path).unwrap(), None);
     }

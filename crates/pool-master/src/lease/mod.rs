@@ -19,8 +19,8 @@ pub mod acquire;
 pub mod driver;
 pub mod files;
 
-use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ha_lease::host::{Holder, Observer, Timing};
@@ -95,8 +95,6 @@ struct Inner {
     /// The guests are paused (the host lease's deadline passed, at that
     /// time): they run again only after the resume check.
     paused: Option<Millis>,
-    /// VMs whose start is under way: their lease is held before they run.
-    starting: HashSet<String>,
     /// The highest instance of each VM this boot marked released: spent,
     /// even when the owner files lag behind it (kept across HA
     /// configurations).
@@ -109,7 +107,15 @@ pub struct Leases {
     host_uuid: String,
     boot: u64,
     inner: Mutex<Inner>,
+    /// One lock per VM: see [`Leases::lock_vm`].
+    vm_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
+
+/// The hold [`Leases::lock_vm`] gives.
+pub type VmGuard = tokio::sync::OwnedMutexGuard<()>;
+
+/// A renewal's I/O is under way.
+static RENEWING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// The fencing mark this host's fence writes over its lease file, as of
 /// the last renewal (a plain static: the fence runs on the watchdog's
@@ -148,6 +154,7 @@ impl Leases {
             host_uuid: host_uuid.to_string(),
             boot,
             inner: Mutex::new(Inner::default()),
+            vm_locks: Mutex::new(HashMap::new()),
         }
     }
 
@@ -201,7 +208,8 @@ impl Leases {
             owned: HashMap::new(),
             seen: HashMap::new(),
         });
-        inner.paused = None;
+        // Guests paused under the last configuration stay so until the
+        // resume check.
         true
     }
 
@@ -306,10 +314,18 @@ impl Leases {
     /// Returns whether it counted.
     pub fn renewed(&self, issue: Millis, done: Millis, ok: bool) -> bool {
         let mut inner = self.lock();
-        match inner.active.as_mut() {
-            Some(a) if ok => a.holder.renewed(issue, done),
-            _ => false,
+        let Some(a) = inner.active.as_mut().filter(|_| ok) else {
+            return false;
+        };
+        let before = Self::deadline_of(a);
+        let counted = a.holder.renewed(issue, done);
+        // A renewal issued after the deadline ends a lapse: the guests
+        // were paused then (the fence guard stops qemu guests on its own),
+        // even if no one asked the gate in between.
+        if counted && issue >= before && inner.paused.is_none() {
+            inner.paused = Some(before);
         }
+        counted
     }
 
     /// Was this host's lease held all the time since `from` (this clock)?
@@ -434,18 +450,20 @@ impl Leases {
         }
     }
 
-    /// Mark VM `vm`'s start under way (`true`) or over.
-    pub fn set_starting(&self, vm: &str, on: bool) {
-        let mut inner = self.lock();
-        if on {
-            inner.starting.insert(vm.to_string());
-        } else {
-            inner.starting.remove(vm);
-        }
+    fn vm_mutex(&self, vm: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.vm_locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks.entry(vm.to_string()).or_default().clone()
     }
 
-    pub fn is_starting(&self, vm: &str) -> bool {
-        self.lock().starting.contains(vm)
+    /// Hold VM `vm`'s lease work on this host: one taking, starting or
+    /// letting go at a time (each writes this host's block and owner file).
+    pub async fn lock_vm(&self, vm: &str) -> VmGuard {
+        self.vm_mutex(vm).lock_owned().await
+    }
+
+    /// [`Leases::lock_vm`], unless another holds it now.
+    pub fn try_lock_vm(&self, vm: &str) -> Option<VmGuard> {
+        self.vm_mutex(vm).try_lock_owned().ok()
     }
 }
 
@@ -464,20 +482,31 @@ pub async fn renew_and_observe(leases: &Leases, view: &View, cut: bool) -> bool 
         .filter(|(i, _)| *i != view.me)
         .map(|(i, h)| (i, view.layout.host_lease(h)))
         .collect();
+    // One renewal at a time: on a hung SR the last one still waits on its
+    // thread, and another would only add a thread.
+    if RENEWING.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        tracing::warn!("the last host lease renewal has not returned yet: no renewal this time");
+        return false;
+    }
     let issue = leases.now();
     let batch = files::renewal_with_limit(view.io(), move || {
         if cut {
+            RENEWING.store(false, std::sync::atomic::Ordering::SeqCst);
             return Err(files::IoError::Io {
                 path: path.clone(),
                 source: std::io::Error::other("the host's storage is cut"),
             });
         }
-        files::write_json(&path, &rec)?;
-        let mut read = Vec::with_capacity(peers.len());
-        for (i, p) in &peers {
-            read.push((*i, files::read_json::<HostLease>(p)?));
-        }
-        Ok(read)
+        let out = files::write_json(&path, &rec).map(|()| {
+            // A peer's file that cannot be read is skipped this time (no
+            // observation), not a failed renewal.
+            peers
+                .iter()
+                .filter_map(|(i, p)| Some((*i, files::read_json::<HostLease>(p).ok()?)))
+                .collect::<Vec<_>>()
+        });
+        RENEWING.store(false, std::sync::atomic::Ordering::SeqCst);
+        out
     })
     .await;
     let done = leases.now();
