@@ -61,16 +61,22 @@ fn call(lab: &Lab, i: usize, method: &str, params: Value) -> Value {
     serde_json::from_str(body).expect("a JSON-RPC answer")
 }
 
+/// A 3-host HA lab with vm01 protected and started on `host`.
+fn protected_vm_on(host: &str) -> (Lab, String) {
+    let lab = Lab::start_ha(3, 1, &[]);
+    let vm = vm_uuid(&lab, "vm01");
+    lab.xe_ok(&["vm-param-set", &format!("uuid={vm}"), "ha-restart-priority=restart"]);
+    lab.xe_ok(&["vm-start", "vm=vm01", &format!("on={host}")]);
+    (lab, vm)
+}
+
 fn host_uuid(lab: &Lab, name: &str) -> String {
     lab.xe_min(&["host-list", &format!("name-label={name}"), "params=uuid"])
 }
 
 #[test]
 fn the_lease_follows_a_protected_vm_and_a_live_owner_keeps_it() {
-    let lab = Lab::start_ha(3, 1, &[]);
-    let vm = vm_uuid(&lab, "vm01");
-    lab.xe_ok(&["vm-param-set", &format!("uuid={vm}"), "ha-restart-priority=restart"]);
-    lab.xe_ok(&["vm-start", "vm=vm01", "on=host1"]);
+    let (lab, vm) = protected_vm_on("host1");
     let uuids: Vec<String> = (1..=3).map(|i| host_uuid(&lab, &format!("host{i}"))).collect();
     let (host1, host2) = (uuids[0].clone(), uuids[1].clone());
     assert!(
@@ -151,10 +157,7 @@ fn a_host_cut_from_storage_stays_and_its_protected_vm_restarts_elsewhere_at_once
     // elsewhere then, without waiting for a liveset change that never
     // comes. With storage back, host2's resume check finds the VM taken
     // and kills its paused guest.
-    let lab = Lab::start_ha(3, 1, &[]);
-    let vm = vm_uuid(&lab, "vm01");
-    lab.xe_ok(&["vm-param-set", &format!("uuid={vm}"), "ha-restart-priority=restart"]);
-    lab.xe_ok(&["vm-start", "vm=vm01", "on=host2"]);
+    let (lab, vm) = protected_vm_on("host2");
     let host2 = host_uuid(&lab, "host2");
     assert!(wait_for(Duration::from_secs(10), || owner(&lab, &vm)
         .is_some_and(|o| o.0 == host2)));
@@ -208,10 +211,7 @@ fn a_host_that_fences_leaves_the_fencing_mark_and_its_vm_is_taken_from_it() {
     // and with its storage still there it marks its lease fenced after its
     // guests are gone, so its VM's next host takes the lease from a boot
     // that fenced instead of waiting for it to expire.
-    let lab = Lab::start_ha(3, 1, &[]);
-    let vm = vm_uuid(&lab, "vm01");
-    lab.xe_ok(&["vm-param-set", &format!("uuid={vm}"), "ha-restart-priority=restart"]);
-    lab.xe_ok(&["vm-start", "vm=vm01", "on=host2"]);
+    let (lab, vm) = protected_vm_on("host2");
     let host2 = host_uuid(&lab, "host2");
     let lease = lab
         .sr_dir()
