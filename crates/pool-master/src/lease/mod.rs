@@ -172,10 +172,6 @@ impl Leases {
         self.epoch + Duration::from_millis(at)
     }
 
-    pub fn boot(&self) -> u64 {
-        self.boot
-    }
-
     /// Turn leases on for the HA configuration `generation` over `hosts`
     /// with timeout `timeout_ms`, on the SR at `sr_dir`; nothing changes
     /// when that configuration is already on. False when this host is not
