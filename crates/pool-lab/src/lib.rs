@@ -366,11 +366,13 @@ pub fn apply(state: &LabState, i: usize, action: FaultAction) -> Result<String> 
             let on = action == FaultAction::CutStorage;
             faults::set(d, Fault::Storage, on)?;
             // Real guests' disk I/O hangs with the storage, as on a hard
-            // NFS mount: they are stopped until it is back.
-            pool_master::driver::qemu::signal_guests_in(
-                &d.join("qemu"),
-                if on { Signal::SIGSTOP } else { Signal::SIGCONT },
-            );
+            // NFS mount: they are stopped at once. When it is back, their
+            // xapid lets them continue (`failover::leases`), unless their
+            // host's lease keeps them paused: a guest whose VM another
+            // host took meanwhile must not write again.
+            if on {
+                pool_master::driver::qemu::signal_guests_in(&d.join("qemu"), Signal::SIGSTOP);
+            }
             format!("{}: storage {}.", h.name, if on { "cut" } else { "restored" })
         }
     })

@@ -111,7 +111,9 @@ pub async fn start_guest(d: &Daemon, target: &Target, spec: GuestSpec) -> Result
             d.config().port,
             "host.local_vm_start",
             vec![json!(spec.vm_uuid), json!(disks), json!(seq), extra],
-            PEER_TIMEOUT,
+            // The host may first wait for the VM's lease (its old owner's
+            // host lease expiring in that host's eyes).
+            PEER_TIMEOUT + d.leases().acquire_wait(),
         )
         .await
         .map_err(|e| peer_error(target, e))?

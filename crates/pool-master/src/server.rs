@@ -96,6 +96,7 @@ pub async fn serve(
     crate::failover::monitor::spawn(d.clone());
     crate::failover::restart::spawn(d.clone());
     crate::failover::leases::spawn(d.clone());
+    crate::failover::leases::spawn_lab_storage_watch(d.clone());
     crate::guests::spawn(d.clone());
     crate::storage_probe::spawn(d.clone());
     axum::serve(listener, router(d)).with_graceful_shutdown(shutdown).await

@@ -36,6 +36,45 @@ pub fn spawn(d: Arc<Daemon>) {
     });
 }
 
+/// With real guests, follow the lab's storage switch (`xapid lab
+/// cut-storage`): the lab stops the guests itself when it cuts the
+/// storage, and this host lets them continue when it is back, unless its
+/// lease keeps them paused (then the keeper's resume check decides). A
+/// lease whose deadline is less than [`STORAGE_MARGIN`] away waits: the
+/// fence guard may stop the guests at that deadline, and the keeper
+/// learns of it only at its next pass.
+pub fn spawn_lab_storage_watch(d: Arc<Daemon>) {
+    use crate::driver::qemu::{hold_guests, release_guests, Hold};
+    if d.driver().kind() != crate::driver::DriverKind::Qemu {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut stopped = false;
+        loop {
+            tokio::time::sleep(crate::faults::REFRESH).await;
+            let cut = d.ha().faults.storage_cut();
+            if cut && !stopped {
+                stopped = true;
+                hold_guests(Hold::Storage);
+            } else if !cut && stopped {
+                let leases = d.leases();
+                let margin = leases.now() + STORAGE_MARGIN.as_millis() as u64;
+                let lease_clear = !leases.active()
+                    || leases.paused_since().is_some()
+                    || leases.deadline().is_some_and(|t| t > margin);
+                if lease_clear {
+                    stopped = false;
+                    release_guests(Hold::Storage);
+                }
+            }
+        }
+    });
+}
+
+/// How far a lease's deadline must be for the lab's storage coming back
+/// to let the guests continue at once.
+const STORAGE_MARGIN: Duration = Duration::from_millis(500);
+
 /// One pass: the time to the next. `config`: the HA configuration as last
 /// read.
 async fn pass(d: &Arc<Daemon>, config: &mut Option<crate::ha::local::HaLocal>) -> Duration {
@@ -70,8 +109,8 @@ async fn pass(d: &Arc<Daemon>, config: &mut Option<crate::ha::local::HaLocal>) -
     let deadline = leases.deadline().map(|t| leases.instant(t));
     crate::driver::qemu::guard::set_pause(deadline);
     // Asked here too, not only by guest writes: a qemu guest writes
-    // without asking. Again at every pass while paused (the lab's storage
-    // switch continues stopped guests when it restores storage).
+    // without asking. Again at every pass while paused: a guest whose
+    // start passed the gate just before it shut registers after the pause.
     if leases.gate().is_err() {
         d.driver().pause_all();
     }

@@ -183,7 +183,7 @@ fn db_master(d: &Daemon) -> Option<String> {
 /// fences, and HA restarts them on hosts that have the storage. (Without
 /// VMs it stays, as the seeds' table says; xhad would fence it anyway.)
 ///
-/// Not a member under leases with sim guests (`crate::lease`): its guests are paused
+/// Not a member under leases (`crate::lease`): its guests are paused
 /// from its lease's deadline and stay so, and the master restarts their
 /// VMs elsewhere once the lease lapses. The member stays in the pool, and
 /// its guests are killed or run again when its storage comes back: a
@@ -194,12 +194,7 @@ fn fence_if_storage_lost_under_vms(d: &Daemon, view: &AgentView) {
     if !view.storage_lost || view.rule2 || !d.ha().watchdog.armed() {
         return;
     }
-    // Real guests keep their QEMU process, its open disks and their image
-    // locks while paused: a new host could not open the disks until they
-    // die, so a member with real guests still fences (its guard kills
-    // them first).
-    let real_guests = d.driver().kind() == crate::driver::DriverKind::Qemu;
-    if d.leases().active() && !d.is_master() && !real_guests {
+    if d.leases().active() && !d.is_master() {
         return;
     }
     let running = d.driver().running();

@@ -318,18 +318,9 @@ async fn reclaim_lapsed(d: &Daemon, liveset: &[String]) -> Result<Vec<String>, A
     }
     let (lapsed, reset): (Vec<String>, Vec<(String, String)>) = {
         let m = d.model();
-        // Hosts of sim guests only: with real guests a restart before the
-        // liveset drops the host met guests still registered on their
-        // hosts ("already running") in the qemu lab under load, not yet
-        // understood; those hosts keep the liveset's path (docs/LEASES.md).
         let lapsed: Vec<String> = lapsed_uuids
             .iter()
             .filter_map(|u| m.host.ref_of_uuid(u).map(str::to_string))
-            .filter(|r| {
-                m.get::<HostRecord>(r).is_some_and(|h| {
-                    h.other_config.get(crate::ops::host::VM_DRIVER_KEY).map(String::as_str) == Some("sim")
-                })
-            })
             .collect();
         let reset =
             m.vm.iter()

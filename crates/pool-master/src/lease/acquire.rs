@@ -127,6 +127,12 @@ enum Way {
     Taken(Option<LeaseRecord>),
 }
 
+/// How long [`acquire`] waits at most for an owner's host lease to expire
+/// (L, a few renewals of the owner's that landed late, a read), in ms.
+pub fn wait_bound(timing: &ha_lease::host::Timing) -> u64 {
+    timing.l + 4 * timing.renew_every + timing.io
+}
+
 /// Take VM `vm`'s lease for this host: the instance it holds. Waits (up
 /// to L and a little) for an owner's host lease to expire; fails at once
 /// when another host wins the instance.
@@ -137,7 +143,7 @@ pub async fn acquire(leases: &Leases, vm: &str) -> Result<u64, LeaseError> {
     if let Some(k) = leases.owned(vm).filter(|&k| k > leases.spent(vm)) {
         return Ok(k);
     }
-    let give_up = leases.now() + view.timing.l + 4 * view.timing.renew_every + view.timing.io;
+    let give_up = leases.now() + wait_bound(&view.timing);
     let pause = Duration::from_millis(view.timing.renew_every.max(50));
     loop {
         match attempt(leases, &view, vm).await {

@@ -56,6 +56,14 @@ impl Driver for LeasedDriver {
         let result = async {
             self.leases.settle().await;
             acquire(&self.leases, &vm).await.map_err(|e| lease_error(&vm, e))?;
+            // A guest of this VM already runs here, under this host's lease:
+            // an earlier start whose caller stopped waiting (the master's
+            // call timed out while this host waited for the lease). It is
+            // the guest the pool asks for; a second would be refused.
+            if let Some(domid) = self.inner.domid(&vm).filter(|_| self.inner.running().contains(&vm)) {
+                tracing::info!(vm = %vm, domid, "asked to start a guest that already runs here: it is that one");
+                return Ok(domid);
+            }
             self.inner.start(spec).await
         }
         .await;

@@ -229,6 +229,14 @@ impl Leases {
         self.lock().active.as_ref().map(|a| a.view.clone())
     }
 
+    /// How long a start may wait for its VM's lease (an owner's host
+    /// lease expiring): nothing while leases are off.
+    pub fn acquire_wait(&self) -> Duration {
+        self.view().map_or(Duration::ZERO, |v| {
+            Duration::from_millis(acquire::wait_bound(&v.timing))
+        })
+    }
+
     pub fn active(&self) -> bool {
         self.lock().active.is_some()
     }

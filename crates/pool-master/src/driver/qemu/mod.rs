@@ -38,7 +38,8 @@ use process::{
     ensure_disk, find_program, forget_pid, process_runs, read_counter, remember_pid, runs_guest_of, write_counter,
 };
 pub use process::{
-    kill_and_wait, kill_every_guest, kill_guests_in, kvm_works, running_guests_in, signal_guests_in, NEW_DISK_SIZE,
+    held, hold_guests, kill_and_wait, kill_every_guest, kill_guests_in, kvm_works, release_guests, running_guests_in,
+    signal_guests_in, Hold, NEW_DISK_SIZE,
 };
 use qmp::{connect, press_key, qmp_error, watch_halt_marker, Qmp};
 
@@ -435,10 +436,16 @@ impl QemuDriver {
             cmd.arg("-incoming").arg(uri);
         }
         for disk in &spec.disks {
-            // QEMU's -drive option takes commas doubled.
+            // QEMU's -drive option takes commas doubled. No image lock: the
+            // VM lease is the lock (`crate::lease`). QEMU's would outlive a
+            // guest paused on a host cut from the SR (its process still
+            // holds the file open, and an NFS server keeps a lost client's
+            // locks for its own lease time), so the VM could not start
+            // elsewhere when its lease says it may.
             let file = disk.display().to_string().replace(',', ",,");
-            cmd.arg("-drive")
-                .arg(format!("file={file},format=raw,if=virtio,cache=directsync"));
+            cmd.arg("-drive").arg(format!(
+                "file={file},format=raw,if=virtio,cache=directsync,file.locking=off"
+            ));
         }
         cmd.stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
@@ -671,11 +678,11 @@ impl Driver for QemuDriver {
     }
 
     fn pause_all(&self) {
-        process::signal_every_guest(nix::sys::signal::Signal::SIGSTOP);
+        process::hold_guests(process::Hold::Lease);
     }
 
     fn resume_all(&self) {
-        process::signal_every_guest(nix::sys::signal::Signal::SIGCONT);
+        process::release_guests(process::Hold::Lease);
     }
 
     fn kill_all(&self) {

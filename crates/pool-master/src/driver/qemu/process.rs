@@ -38,8 +38,51 @@ pub fn kill_every_guest() -> bool {
 /// The fence has begun: no guest may start any more.
 static FENCING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// Send `signal` to every guest process of this host (the lease keeper
-/// pauses them with SIGSTOP and lets them run with SIGCONT).
+/// Why this host's guests are stopped: they run only while neither holds
+/// them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hold {
+    /// This host's lease was not renewed in time (the lease keeper).
+    Lease,
+    /// The lab cut this host's storage: the guests' disk I/O hangs (the
+    /// lab stops them itself, at once; `xapid` notes it here).
+    Storage,
+}
+
+/// The holds in force: (lease, storage).
+static HOLDS: Mutex<(bool, bool)> = Mutex::new((false, false));
+
+fn hold_flag(holds: &mut (bool, bool), hold: Hold) -> &mut bool {
+    match hold {
+        Hold::Lease => &mut holds.0,
+        Hold::Storage => &mut holds.1,
+    }
+}
+
+/// Stop every guest for `hold` (SIGSTOP).
+pub fn hold_guests(hold: Hold) {
+    let mut holds = HOLDS.lock().unwrap_or_else(|p| p.into_inner());
+    *hold_flag(&mut holds, hold) = true;
+    signal_every_guest(nix::sys::signal::Signal::SIGSTOP);
+}
+
+/// Lift `hold`; the guests continue (SIGCONT) if no other hold remains.
+/// Under one lock with [`hold_guests`]: the lab's storage coming back never
+/// lets run a guest this host's lease keeps paused.
+pub fn release_guests(hold: Hold) {
+    let mut holds = HOLDS.lock().unwrap_or_else(|p| p.into_inner());
+    *hold_flag(&mut holds, hold) = false;
+    if *holds == (false, false) {
+        signal_every_guest(nix::sys::signal::Signal::SIGCONT);
+    }
+}
+
+/// Is `hold` in force?
+pub fn held(hold: Hold) -> bool {
+    *hold_flag(&mut HOLDS.lock().unwrap_or_else(|p| p.into_inner()), hold)
+}
+
+/// Send `signal` to every guest process of this host.
 pub fn signal_every_guest(signal: nix::sys::signal::Signal) {
     let pids: Vec<i32> = GUEST_PIDS.lock().unwrap_or_else(|p| p.into_inner()).clone();
     for pid in pids {
