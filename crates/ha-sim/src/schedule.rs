@@ -61,7 +61,7 @@ const RESTART_AT: Millis = 30_000;
 pub const T_S: u64 = 10;
 
 /// A fault with its undo time.
-enum Undo {
+pub(crate) enum Undo {
     PowerOn(usize),
     Network(usize),
     Heal,
@@ -137,23 +137,7 @@ pub fn run_opts(
             inject(&mut w, &mut pick, &mut undo, n);
             next_fault = w.now + pick.random_range(10_000..40_000);
         }
-        let now = w.now;
-        let (due, later): (Vec<_>, Vec<_>) = undo.drain(..).partition(|(t, _)| *t <= now || now >= settle);
-        undo = later;
-        for (_, u) in due {
-            match u {
-                Undo::PowerOn(i) => w.power_on(i),
-                Undo::Network(i) => w.set_network(i, true),
-                Undo::Heal => w.heal_network(),
-                Undo::Storage(i) => w.set_storage(i, true),
-                Undo::StorageAll => {
-                    for i in 0..n {
-                        w.set_storage(i, true);
-                    }
-                }
-                Undo::Latency(i) => w.set_latency(i, 5),
-            }
-        }
+        undo_due(&mut w, &mut undo, settle);
         if let Err(v) = w.run_until(w.now + 1_000) {
             break Err(v);
         }
@@ -190,6 +174,28 @@ impl Report {
     /// How many times hosts fenced.
     pub fn fences(&self) -> usize {
         self.fence_codes.values().sum()
+    }
+}
+
+/// Undo the faults whose time has come (every one from `settle` on).
+pub(crate) fn undo_due(w: &mut World, undo: &mut Vec<(Millis, Undo)>, settle: Millis) {
+    let now = w.now;
+    let n = w.hosts.len();
+    let (due, later): (Vec<_>, Vec<_>) = undo.drain(..).partition(|(t, _)| *t <= now || now >= settle);
+    *undo = later;
+    for (_, u) in due {
+        match u {
+            Undo::PowerOn(i) => w.power_on(i),
+            Undo::Network(i) => w.set_network(i, true),
+            Undo::Heal => w.heal_network(),
+            Undo::Storage(i) => w.set_storage(i, true),
+            Undo::StorageAll => {
+                for i in 0..n {
+                    w.set_storage(i, true);
+                }
+            }
+            Undo::Latency(i) => w.set_latency(i, 5),
+        }
     }
 }
 
@@ -240,7 +246,8 @@ fn restart_pool(w: &mut World, r: &mut impl Rng, undo: &mut Vec<(Millis, Undo)>,
     faulty
 }
 
-fn inject(w: &mut World, r: &mut impl Rng, undo: &mut Vec<(Millis, Undo)>, n: usize) {
+/// One random fault of the schedule, with its undo.
+pub(crate) fn inject(w: &mut World, r: &mut impl Rng, undo: &mut Vec<(Millis, Undo)>, n: usize) {
     let host = r.random_range(0..n);
     let back = w.now + r.random_range(5_000..60_000);
     match r.random_range(0..11) {

@@ -7,6 +7,8 @@
 //! `HA_SIM_LEASE_SEEDS` sets how many seeds (default 300).
 
 use ha_lease::host::Timing;
+use ha_liveness::rules::{Outcome, Views};
+use ha_sim::leases::coupled::{self, Masters, Setup};
 use ha_sim::leases::{self, Broken, Report};
 
 const T: u64 = 10_000;
@@ -152,4 +154,79 @@ fn the_checker_catches_a_start_after_the_acquirers_own_lease_lapsed() {
         bad.contains(&5_228_502),
         "seed 5228502 is clean with the rule off: {bad:?}"
     );
+}
+
+/// The lease world driven by the liveset world (`leases::coupled`), over
+/// seeds `first..first + count`.
+#[derive(Debug, Default)]
+struct Coupled {
+    bad: Vec<(u64, String)>,
+    /// Seeds where the liveset world broke one of its rules.
+    liveset_broken: usize,
+    two_masters_ms: u64,
+    takeovers: usize,
+    engine_fences: usize,
+}
+
+fn coupled_sweep(first: u64, count: u64, masters: Masters, broken_survival: bool, broken: Broken) -> Coupled {
+    let setup = Setup {
+        hosts: None,
+        millis: 300_000,
+        masters,
+        survival: broken_survival.then_some(coupled::always_wins as fn(&Views) -> Outcome),
+        broken,
+        trace: false,
+    };
+    let mut out = Coupled::default();
+    for seed in first..first + count {
+        let r = coupled::run(seed, setup).expect("timeouts");
+        out.liveset_broken += usize::from(r.liveset_violation.is_some());
+        out.two_masters_ms += r.two_masters_ms;
+        out.takeovers += r.leases.takeovers;
+        out.engine_fences += r.engine_fences;
+        if let Some(v) = r.leases.violation {
+            out.bad.push((seed, v));
+        }
+    }
+    out
+}
+
+fn coupled_seeds() -> u64 {
+    seeds() / 3
+}
+
+/// The liveset split on purpose (every host wins every survival test,
+/// every online host restarts what its liveset misses): livesets overlap,
+/// two hosts act as master for most of each run, and still no VM has two
+/// running guests. The leases do not trust the liveset.
+#[test]
+fn leases_keep_one_writer_when_a_broken_survival_rule_splits_the_liveset() {
+    let c = coupled_sweep(0, coupled_seeds(), Masters::Every, true, Broken::default());
+    assert!(c.bad.is_empty(), "{:?}", c.bad);
+    assert!(c.liveset_broken > 0, "the broken rule must break the liveset: {c:?}");
+    assert!(c.two_masters_ms > 0 && c.takeovers as u64 > coupled_seeds(), "{c:?}");
+}
+
+/// The same split with a lease rule broken too (acquirers judge a host
+/// lease expired after 1 s instead of L): the checker sees two writers.
+/// The clean result above is the leases' doing, not a blind checker's.
+#[test]
+fn the_coupled_checker_catches_a_short_lease_wait() {
+    let broken = Broken {
+        observer_l: Some(1_000),
+        ..Broken::default()
+    };
+    let c = coupled_sweep(0, coupled_seeds(), Masters::Every, true, broken);
+    assert!(!c.bad.is_empty(), "{c:?}");
+}
+
+/// With the real rules, the lock holder alone restarts VMs, and engine
+/// fences leave their fencing marks: one writer, and the liveset keeps its
+/// own rules.
+#[test]
+fn leases_driven_by_the_real_liveset_keep_one_writer() {
+    let c = coupled_sweep(0, coupled_seeds(), Masters::Lock, false, Broken::default());
+    assert!(c.bad.is_empty(), "{:?}", c.bad);
+    assert_eq!(c.liveset_broken, 0, "{c:?}");
+    assert!(c.engine_fences > 0 && c.takeovers as u64 > coupled_seeds(), "{c:?}");
 }

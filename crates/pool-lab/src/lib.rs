@@ -320,6 +320,10 @@ pub enum FaultAction {
     RestoreNetwork,
     CutStorage,
     RestoreStorage,
+    /// SIGSTOP the host's xapid.
+    Freeze,
+    /// SIGCONT the host's xapid.
+    Thaw,
 }
 
 /// `xapid lab power-off|power-on|cut-network|... HOST --dir DIR`.
@@ -374,6 +378,23 @@ pub fn apply(state: &LabState, i: usize, action: FaultAction) -> Result<String> 
                 pool_master::driver::qemu::signal_guests_in(&d.join("qemu"), Signal::SIGSTOP);
             }
             format!("{}: storage {}.", h.name, if on { "cut" } else { "restored" })
+        }
+        FaultAction::Freeze | FaultAction::Thaw => {
+            let freeze = action == FaultAction::Freeze;
+            let pid = h.pid.filter(|p| process_alive(*p)).ok_or_else(|| {
+                anyhow!(
+                    "{} has no process to {}",
+                    h.name,
+                    if freeze { "freeze" } else { "thaw" }
+                )
+            })?;
+            let signal = if freeze { Signal::SIGSTOP } else { Signal::SIGCONT };
+            kill(Pid::from_raw(pid as i32), signal).with_context(|| format!("cannot signal {} (pid {pid})", h.name))?;
+            format!(
+                "{}: xapid {} (pid {pid}).",
+                h.name,
+                if freeze { "frozen" } else { "thawed" }
+            )
         }
     })
 }

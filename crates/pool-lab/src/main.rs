@@ -4,7 +4,7 @@
 //! - `xapid lab [--hosts N] [--dir DIR]`: a pool of N hosts on this machine.
 //! - `xapid lab status --dir DIR`: the lab's hosts and processes.
 //! - `xapid lab power-off|power-on|cut-network|restore-network|cut-storage|restore-storage HOST --dir DIR`:
-//!   the seeds' faults; `xapid lab block|unblock FROM TO --dir DIR`: one-way
+//!   the seeds' faults; `xapid lab freeze|thaw HOST --dir DIR`: a frozen xapid; `xapid lab block|unblock FROM TO --dir DIR`: one-way
 //!   cuts in a `--netns` lab.
 //! - `xapid lab chaos --dir DIR --seed S --duration D`, `xapid lab check --dir DIR`:
 //!   random faults on a running lab pool, and the safety checker.
@@ -91,6 +91,12 @@ enum LabCommand {
     /// Take the shared storage away from a host: statefile and disk I/O fail.
     CutStorage(FaultArgs),
     RestoreStorage(FaultArgs),
+    /// Freeze a host's xapid (SIGSTOP), as a stalled kernel would; its real
+    /// guests run on (until its fence guard stops them).
+    Freeze(FaultArgs),
+    /// Let a frozen xapid run again (SIGCONT); it fences if its watchdog
+    /// ran out meanwhile.
+    Thaw(FaultArgs),
     /// Halt a VM from inside its guest (as `shutdown -h` in the VM would).
     GuestHalt {
         /// The VM, by name or uuid.
@@ -166,6 +172,8 @@ fn main() -> Result<()> {
             Some(LabCommand::Block(l)) => pool_lab::block(&l.dir, &l.from, &l.to, true).await,
             Some(LabCommand::Unblock(l)) => pool_lab::block(&l.dir, &l.from, &l.to, false).await,
             Some(LabCommand::RestoreStorage(f)) => pool_lab::fault(&f.dir, &f.host, FaultAction::RestoreStorage).await,
+            Some(LabCommand::Freeze(f)) => pool_lab::fault(&f.dir, &f.host, FaultAction::Freeze).await,
+            Some(LabCommand::Thaw(f)) => pool_lab::fault(&f.dir, &f.host, FaultAction::Thaw).await,
             None => {
                 pool_lab::run(LabOptions {
                     hosts: args.hosts,

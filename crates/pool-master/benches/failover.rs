@@ -1,6 +1,6 @@
 //! Failover benchmark on a real 3-host lab pool: 50 protected VMs, HA on
 //! with T = 10 s (or `FAILOVER_T`). Each run faults the host that runs the most VMs (its
-//! power, its network cable or its storage) and measures, from the fault
+//! power, its network cable, its storage or its xapid) and measures, from the fault
 //! to the first guest write of each of its VMs on another host, the time
 //! until the last one is back. The fault is healed and the host rejoins
 //! before the next run.
@@ -8,7 +8,8 @@
 //! Run: `cargo bench -p pool-master --bench failover`. Environment:
 //! - `FAILOVER_RUNS=N`: runs per kind of fault (10);
 //! - `FAILOVER_VMS=N`: protected VMs (50);
-//! - `FAILOVER_KINDS=power,network,storage`: the kinds, in turn (power);
+//! - `FAILOVER_KINDS=power,network,storage,freeze`: the kinds, in turn
+//!   (power); `freeze` stops the host's xapid (SIGSTOP) and thaws it after;
 //! - `FAILOVER_NETNS=1`: each host in its own network namespace, so the
 //!   network fault is a real link going down (root, iproute2, nftables);
 //! - `FAILOVER_T=S`: the HA timeout in seconds (10; XAPI's default is 60);
@@ -43,6 +44,7 @@ fn fault_actions(kind: &str) -> Option<(&'static str, &'static str)> {
         "power" => Some(("power-off", "power-on")),
         "network" => Some(("cut-network", "restore-network")),
         "storage" => Some(("cut-storage", "restore-storage")),
+        "freeze" => Some(("freeze", "thaw")),
         _ => None,
     }
 }
@@ -102,7 +104,7 @@ fn main() {
     for k in &kinds {
         assert!(
             fault_actions(k).is_some(),
-            "FAILOVER_KINDS: unknown kind {k} (power, network, storage)"
+            "FAILOVER_KINDS: unknown kind {k} (power, network, storage, freeze)"
         );
     }
     let netns = std::env::var_os("FAILOVER_NETNS").is_some();
@@ -327,10 +329,14 @@ fn main() {
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 let mut c = connect(&addresses, port).await;
                 let hosts = records(&mut c, "host").await;
+                // After a storage cut, the host's SR probe plugs its PBDs
+                // back a little after the storage is back.
+                let pbds = records(&mut c, "PBD").await;
                 c.logout().await;
                 if hosts
                     .values()
                     .all(|h| h.get("live") == Some(&json!(true)) && h.get("enabled") == Some(&json!(true)))
+                    && pbds.values().all(|p| p.get("currently_attached") == Some(&json!(true)))
                 {
                     break;
                 }

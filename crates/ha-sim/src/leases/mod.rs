@@ -23,6 +23,7 @@
 //! `storage`: the SR, its files and the I/O; `xapid`: what each host's
 //! daemon does; here: the world, its faults, the guard and the checker.
 
+pub mod coupled;
 mod storage;
 mod xapid;
 
@@ -172,6 +173,9 @@ pub struct LeaseWorld {
     next_fault: Millis,
     pub report: Report,
     trace: bool,
+    /// Driven by the liveset world (`coupled`): no faults of its own, and
+    /// a host takes VM `v` only while `wanted[host][v]`.
+    driven: Option<Vec<Vec<bool>>>,
 }
 
 impl LeaseWorld {
@@ -227,6 +231,7 @@ impl LeaseWorld {
             next_fault: 5_000,
             report: Report::default(),
             trace,
+            driven: None,
         };
         // The hosts held their leases before the run began.
         for h in 0..n {
@@ -286,7 +291,7 @@ impl LeaseWorld {
                 self.note(format!("host {h} boots (boot {boot})"));
             }
         }
-        if self.now < self.next_fault || self.now + 20_000 > self.cfg.millis {
+        if self.driven.is_some() || self.now < self.next_fault || self.now + 20_000 > self.cfg.millis {
             return;
         }
         self.next_fault = self.now + self.rng.random_range(3_000..12_000);
@@ -353,10 +358,12 @@ impl LeaseWorld {
     pub(super) fn on_fence_mark(&mut self, h: usize) {
         self.report.fences += 1;
         let down = self.rng.random_range(2 * self.cfg.timing.io + 1_000..15_000);
+        let driven = self.driven.is_some();
         let host = &mut self.hosts[h];
         host.up = false;
         host.fencing = false;
-        host.down_until = self.now + down;
+        // Driven, it boots when its host in the liveset world does.
+        host.down_until = if driven { Millis::MAX } else { self.now + down };
         host.guests.iter_mut().for_each(|g| *g = None);
         self.note(format!("host {h} is down after its fencing mark, for {down} ms"));
     }

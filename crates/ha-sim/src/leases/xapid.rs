@@ -69,7 +69,12 @@ impl LeaseWorld {
             host.next_acquire = local + ACQUIRE_EVERY / 2 + jitter;
             let vm = host.next_vm % self.cfg.vms.max(1);
             host.next_vm += 1;
-            if self.cfg.vms > 0 && host.guests[vm].is_none() {
+            let wanted = self
+                .driven
+                .as_ref()
+                .is_none_or(|w| w[h].get(vm).copied().unwrap_or(false));
+            let host = &mut self.hosts[h];
+            if self.cfg.vms > 0 && host.guests[vm].is_none() && wanted {
                 host.acquiring = Some(Acquiring {
                     from: (0, None),
                     judged: None,
