@@ -8,7 +8,7 @@ use crate::Millis;
 const PPM: u64 = 1_000_000;
 
 /// The lease timing of a pool.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Timing {
     /// How long an observer must see a counter unchanged (its clock).
     pub l: Millis,
@@ -49,7 +49,7 @@ impl Timing {
 }
 
 /// A host's view of its own lease.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Holder {
     timing: Timing,
     last_valid_issue: Option<Millis>,
@@ -103,7 +103,7 @@ impl Holder {
 }
 
 /// One observer's judgement of one peer's lease.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Observer {
     timing: Timing,
     /// The counter last read, and the completion of the first read that

@@ -49,6 +49,19 @@ fn fault_actions(kind: &str) -> Option<(&'static str, &'static str)> {
     }
 }
 
+/// Copy the hosts' logs out of the lab (which goes with the bench), say
+/// where, and fail.
+fn keep_logs_and_fail(lab: &Path, why: &str) -> ! {
+    let kept = std::env::temp_dir().join(format!("failover-failed-{}", unix_ms()));
+    for entry in std::fs::read_dir(lab.join("hosts")).into_iter().flatten().flatten() {
+        let to = kept.join(entry.file_name());
+        if std::fs::create_dir_all(&to).is_ok() {
+            let _ = std::fs::copy(entry.path().join("xapid.log"), to.join("xapid.log"));
+        }
+    }
+    panic!("{why} (the hosts' logs are kept in {})", kept.display());
+}
+
 fn lab_cmd(xapid: &Path, dir: &Path, action: &str, host: &str) {
     let ok = Command::new(xapid)
         .args(["lab", action, host, "--dir"])
@@ -267,7 +280,9 @@ fn main() {
             let deadline = Instant::now() + Duration::from_secs(20 * t_s);
             let mut restarted: Option<u64> = None;
             let worst = loop {
-                assert!(Instant::now() < deadline, "run {run}: the VMs did not come back");
+                if Instant::now() >= deadline {
+                    keep_logs_and_fail(lab.1.path(), &format!("run {run}: the VMs did not come back"));
+                }
                 tokio::time::sleep(Duration::from_millis(if qemu { 200 } else { 500 })).await;
                 if qemu && restarted.is_none() {
                     let mut c = connect(&addresses, port).await;
@@ -322,10 +337,9 @@ fn main() {
             // Until it is live and enabled again.
             let back = Instant::now();
             loop {
-                assert!(
-                    back.elapsed() < Duration::from_secs(20 * t_s),
-                    "{victim_name} did not come back"
-                );
+                if back.elapsed() >= Duration::from_secs(20 * t_s) {
+                    keep_logs_and_fail(lab.1.path(), &format!("{victim_name} did not come back"));
+                }
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 let mut c = connect(&addresses, port).await;
                 let hosts = records(&mut c, "host").await;
