@@ -498,34 +498,34 @@ fn a_contender_never_runs_a_guest_beside_the_owners() {
     assert!(f.states > 100_000, "{} states", f.states);
 }
 
+/// The explorer finds two running guests with `broken`.
+fn caught(broken: Broken) {
+    let f = explore(ONE, broken);
+    assert!(f.two_writers.is_some(), "{broken:?} went unseen: {f:?}");
+}
+
 #[test]
 fn an_observer_waiting_less_than_d_lets_two_guests_run() {
-    let broken = Broken {
+    caught(Broken {
         observer_l: Some(TIMING.d - 1),
         ..Broken::default()
-    };
-    let f = explore(ONE, broken);
-    assert!(f.two_writers.is_some(), "{f:?}");
+    });
 }
 
 #[test]
 fn an_acquisition_without_step_4_lets_two_guests_run() {
-    let broken = Broken {
+    caught(Broken {
         no_recheck: true,
         ..Broken::default()
-    };
-    let f = explore(ONE, broken);
-    assert!(f.two_writers.is_some(), "{f:?}");
+    });
 }
 
 #[test]
 fn a_resume_that_does_not_look_for_later_instances_lets_two_guests_run() {
-    let broken = Broken {
+    caught(Broken {
         resume_unchecked: true,
         ..Broken::default()
-    };
-    let f = explore(ONE, broken);
-    assert!(f.two_writers.is_some(), "{f:?}");
+    });
 }
 
 /// Two contenders (two masters) against the owner, to tick 5: about 3.5
