@@ -21,7 +21,9 @@
 //!   also split into "restarted" (the master shows every VM running on
 //!   another host) and "guest boot" (from there to the last first write).
 //!
-//! About a minute per run at T = 10 s, three at T = 60 s.
+//! Each run also counts how often the hosts not faulted paused their
+//! guests (their lease's deadline passed; the goal is never), from their
+//! logs. About a minute per run at T = 10 s, three at T = 60 s.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -47,6 +49,39 @@ fn fault_actions(kind: &str) -> Option<(&'static str, &'static str)> {
         "freeze" => Some(("freeze", "thaw")),
         _ => None,
     }
+}
+
+/// Why a host's guests pause: its lease's deadline passed (`crate::lease`).
+const PAUSE_LINE: &str = "its guests pause";
+
+/// Each host's log length now, by host directory name.
+fn log_lengths(lab: &Path) -> BTreeMap<String, u64> {
+    std::fs::read_dir(lab.join("hosts"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let len = std::fs::metadata(e.path().join("xapid.log")).ok()?.len();
+            Some((e.file_name().to_string_lossy().into_owned(), len))
+        })
+        .collect()
+}
+
+/// How many times the hosts other than `victim` paused their guests since
+/// the log lengths `from` (the goal: never).
+fn healthy_pauses(lab: &Path, victim: &str, from: &BTreeMap<String, u64>) -> usize {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut paused = 0;
+    for (host, &start) in from.iter().filter(|(h, _)| h.as_str() != victim) {
+        let Ok(mut f) = std::fs::File::open(lab.join("hosts").join(host).join("xapid.log")) else {
+            continue;
+        };
+        let mut text = String::new();
+        if f.seek(SeekFrom::Start(start)).is_ok() && f.read_to_string(&mut text).is_ok() {
+            paused += text.lines().filter(|l| l.contains(PAUSE_LINE)).count();
+        }
+    }
+    paused
 }
 
 /// Copy the hosts' logs out of the lab (which goes with the bench), say
@@ -182,6 +217,7 @@ fn main() {
     let sr = lab.1.path().join("sr");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let mut times: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let mut pauses: BTreeMap<String, usize> = BTreeMap::new();
     runtime.block_on(async {
         // The lab is ready once HA is on (it creates the VMs first).
         let mut c = loop {
@@ -274,6 +310,7 @@ fn main() {
             );
             let role = if victim_ref == master_ref { "master" } else { "member" };
             c.logout().await;
+            let logs_before = log_lengths(lab.1.path());
             let killed = unix_ms();
             lab_cmd(&xapid, lab.1.path(), cut, &victim_name);
             // Wait until every one of its VMs writes from another host.
@@ -326,8 +363,10 @@ fn main() {
                 }
                 None => String::new(),
             };
+            let paused = healthy_pauses(lab.1.path(), &victim_name, &logs_before);
+            *pauses.entry(kind.clone()).or_default() += paused;
             println!(
-                "run {run}, {kind}: {} VMs of {victim_name} ({role}) back in {secs:.1} s ({:.2} T){split}",
+                "run {run}, {kind}: {} VMs of {victim_name} ({role}) back in {secs:.1} s ({:.2} T){split}; the other hosts paused their guests {paused} times",
                 victim_vms.len(),
                 secs / t_s as f64
             );
@@ -357,6 +396,9 @@ fn main() {
             }
         }
     });
+    for (kind, n) in &pauses {
+        println!("{kind}: the hosts not faulted paused their guests {n} times in all");
+    }
     for (kind, mut t) in times {
         t.sort_by(f64::total_cmp);
         let pct = |p: f64| t[((t.len() as f64 * p).ceil() as usize).clamp(1, t.len()) - 1];

@@ -68,12 +68,25 @@ fn driver_error(e: DriverError) -> ApiError {
     ApiError::internal(e.to_string())
 }
 
+/// With HA on for the pool, a host that has not joined the liveset (not
+/// armed: it holds no leases and would run the guest without one) starts
+/// nothing, whoever asks: `HOST_OFFLINE`, as XAPI says of a host that is
+/// not live.
+fn refuse_unless_armed(d: &Daemon) -> Result<(), ApiError> {
+    if d.ha_enabled() && !d.ha().armed() {
+        let me = d.host_ref().unwrap_or_default();
+        return Err(ApiError::new(codes::HOST_OFFLINE, vec![me]));
+    }
+    Ok(())
+}
+
 /// `host.local_vm_start(session, vm_uuid, disk_paths, first_seq, extra)`:
 /// the guest's domain id. A negative `first_seq` continues the disk's own
 /// sequence; `extra` is optional.
 async fn local_start(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     args.count(4, 5)?;
     let spec = spec_from(args, 1)?;
+    refuse_unless_armed(d)?;
     let domid = d.driver().start(spec).await.map_err(driver_error)?;
     Ok(json!(domid))
 }
@@ -84,6 +97,7 @@ async fn local_start(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
 async fn local_start_incoming(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     args.exactly(5)?;
     let spec = spec_from(args, 1)?;
+    refuse_unless_armed(d)?;
     let (domid, uri) = d
         .driver()
         .start_incoming(spec, &d.config().address)

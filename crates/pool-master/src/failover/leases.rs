@@ -44,7 +44,7 @@ pub fn spawn(d: Arc<Daemon>) {
 /// fence guard may stop the guests at that deadline, and the keeper
 /// learns of it only at its next pass.
 pub fn spawn_lab_storage_watch(d: Arc<Daemon>) {
-    use crate::driver::qemu::{hold_guests, release_guests, Hold};
+    use crate::driver::qemu::{continue_stopped_guests, held, hold_guests, release_guests, Hold};
     if d.driver().kind() != crate::driver::DriverKind::Qemu {
         return;
     }
@@ -53,19 +53,28 @@ pub fn spawn_lab_storage_watch(d: Arc<Daemon>) {
         loop {
             tokio::time::sleep(crate::faults::REFRESH).await;
             let cut = d.ha().faults.storage_cut();
+            let leases = d.leases();
+            let margin = leases.now() + STORAGE_MARGIN.as_millis() as u64;
+            // The lease lets the guests run now, and will for a while.
+            let lease_runs =
+                !leases.active() || (leases.paused_since().is_none() && leases.deadline().is_some_and(|t| t > margin));
             if cut && !stopped {
                 stopped = true;
                 hold_guests(Hold::Storage);
             } else if !cut && stopped {
-                let leases = d.leases();
-                let margin = leases.now() + STORAGE_MARGIN.as_millis() as u64;
-                let lease_clear = !leases.active()
-                    || leases.paused_since().is_some()
-                    || leases.deadline().is_some_and(|t| t > margin);
-                if lease_clear {
+                // Paused for the lease (the keeper holds them): lifting the
+                // storage's hold continues nothing, the resume check will.
+                // Paused without the keeper's hold yet (`gate()` from
+                // another caller): wait for it.
+                if held(Hold::Lease) || lease_runs {
                     stopped = false;
                     release_guests(Hold::Storage);
                 }
+            } else if !cut && lease_runs {
+                // A cut this watch never saw (shorter than its period, or
+                // while this xapid was frozen or not yet started) left
+                // guests stopped: nothing holds them, they continue.
+                continue_stopped_guests();
             }
         }
     });

@@ -60,7 +60,9 @@ impl Driver for LeasedDriver {
             // an earlier start whose caller stopped waiting (the master's
             // call timed out while this host waited for the lease). It is
             // the guest the pool asks for; a second would be refused.
-            if let Some(domid) = self.inner.domid(&vm).filter(|_| self.inner.running().contains(&vm)) {
+            // Not while paused: the resume check may yet kill it.
+            let runs = self.leases.paused_since().is_none() && self.inner.running().contains(&vm);
+            if let Some(domid) = self.inner.domid(&vm).filter(|_| runs) {
                 tracing::info!(vm = %vm, domid, "asked to start a guest that already runs here: it is that one");
                 return Ok(domid);
             }

@@ -122,6 +122,10 @@ static RENEWING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::
 /// thread, with no daemon at hand).
 static FENCE_MARK: Mutex<Option<(std::path::PathBuf, HostLease)>> = Mutex::new(None);
 
+/// The lab's storage switch as the last renewal saw it: a host whose
+/// storage the lab cut writes no fencing mark (a real cut SR takes none).
+static LAB_STORAGE_CUT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Write the fencing mark, if leases are on: called by the fence once this
 /// host's guests are gone, waiting at most `limit` (a hung SR gets none,
 /// and other hosts wait for the lease to expire instead).
@@ -129,6 +133,10 @@ pub fn write_fence_mark(limit: Duration) {
     let Some((path, mark)) = FENCE_MARK.lock().unwrap_or_else(|p| p.into_inner()).clone() else {
         return;
     };
+    if LAB_STORAGE_CUT.load(std::sync::atomic::Ordering::SeqCst) {
+        eprintln!("HA FENCE: no fencing mark: the host's storage is cut");
+        return;
+    }
     let (tx, rx) = std::sync::mpsc::channel();
     let spawned = std::thread::Builder::new().name("fence-mark".into()).spawn(move || {
         let _ = tx.send(files::write_json(&path, &mark));
@@ -476,6 +484,7 @@ impl Leases {
 /// this host's storage (nothing is written). True when a peer's lease
 /// lapsed with this read.
 pub async fn renew_and_observe(leases: &Leases, view: &View, cut: bool) -> bool {
+    LAB_STORAGE_CUT.store(cut, std::sync::atomic::Ordering::SeqCst);
     let Some((path, rec)) = leases.next_renewal() else {
         return false;
     };

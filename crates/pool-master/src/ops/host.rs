@@ -37,7 +37,9 @@ pub async fn stop_strays(d: &Daemon, strays: &[String], snapshot: &Snapshot) {
 }
 
 /// Record that the host `uuid` (re)started: it is live at `address` with
-/// `memory_total`, and of the VMs the database places on it, those its
+/// `memory_total` (with HA on, once the liveset takes it in: the restart
+/// executor's `live` follows the liveset, and a host that booted but has
+/// not joined must get no VM), and of the VMs the database places on it, those its
 /// driver `snapshot` does not list died with its previous process or halted
 /// since. Returns the *strays*: guests the snapshot lists that the pool
 /// does not place on this host (a guest an earlier `xapid` left running
@@ -72,11 +74,14 @@ pub fn record_host_start(
                 .is_some_and(|p| p.currently_attached)
         })
     });
+    let ha_on = txn.base().pool().is_some_and(|(_, p)| p.ha_enabled);
     txn.update::<HostRecord>(&host_ref, |h| {
         if !snapshot.driver.is_empty() {
             h.other_config.insert(VM_DRIVER_KEY.into(), snapshot.driver.clone());
         }
-        h.live = true;
+        if !ha_on {
+            h.live = true;
+        }
         h.address = address.to_string();
         h.memory_total = memory_total;
         h.other_config.remove(LEAVING_KEY);

@@ -34,12 +34,12 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 use super::{read_records, Driver, DriverError, DriverKind, Gate, GuestSpec, Halted, KernelBoot, Snapshot, StopMode};
+pub use process::{
+    continue_stopped_guests, held, hold_guests, kill_and_wait, kill_every_guest, kill_guests_in, kvm_works,
+    release_guests, running_guests_in, signal_guests_in, Hold, NEW_DISK_SIZE,
+};
 use process::{
     ensure_disk, find_program, forget_pid, process_runs, read_counter, remember_pid, runs_guest_of, write_counter,
-};
-pub use process::{
-    held, hold_guests, kill_and_wait, kill_every_guest, kill_guests_in, kvm_works, release_guests, running_guests_in,
-    signal_guests_in, Hold, NEW_DISK_SIZE,
 };
 use qmp::{connect, press_key, qmp_error, watch_halt_marker, Qmp};
 
@@ -436,16 +436,10 @@ impl QemuDriver {
             cmd.arg("-incoming").arg(uri);
         }
         for disk in &spec.disks {
-            // QEMU's -drive option takes commas doubled. No image lock: the
-            // VM lease is the lock (`crate::lease`). QEMU's would outlive a
-            // guest paused on a host cut from the SR (its process still
-            // holds the file open, and an NFS server keeps a lost client's
-            // locks for its own lease time), so the VM could not start
-            // elsewhere when its lease says it may.
+            // QEMU's -drive option takes commas doubled.
             let file = disk.display().to_string().replace(',', ",,");
-            cmd.arg("-drive").arg(format!(
-                "file={file},format=raw,if=virtio,cache=directsync,file.locking=off"
-            ));
+            cmd.arg("-drive")
+                .arg(format!("file={file},format=raw,if=virtio,cache=directsync"));
         }
         cmd.stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())

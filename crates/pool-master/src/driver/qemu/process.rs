@@ -77,6 +77,28 @@ pub fn release_guests(hold: Hold) {
     }
 }
 
+/// Continue (SIGCONT) the guests that are stopped while no hold is in
+/// force (the lab stopped them for a storage cut this host did not see).
+pub fn continue_stopped_guests() {
+    let holds = HOLDS.lock().unwrap_or_else(|p| p.into_inner());
+    if *holds != (false, false) {
+        return;
+    }
+    let pids: Vec<i32> = GUEST_PIDS.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    for pid in pids.into_iter().filter(|&p| process_stopped(p)) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGCONT);
+    }
+}
+
+/// Is process `pid` stopped by a signal (state `T`)?
+fn process_stopped(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state == "T")
+    })
+}
+
 /// Is `hold` in force?
 pub fn held(hold: Hold) -> bool {
     *hold_flag(&mut HOLDS.lock().unwrap_or_else(|p| p.into_inner()), hold)
