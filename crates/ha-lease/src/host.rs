@@ -147,6 +147,12 @@ impl Observer {
     pub fn expired(&self) -> bool {
         self.expired
     }
+
+    /// How long (to `now`, this observer's clock) the counter last read
+    /// has been seen unchanged, if any was read.
+    pub fn unchanged_for(&self, now: Millis) -> Option<Millis> {
+        self.current.map(|(_, first_seen)| now.saturating_sub(first_seen))
+    }
 }
 
 #[cfg(test)]

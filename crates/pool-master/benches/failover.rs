@@ -16,6 +16,8 @@
 //! - `FAILOVER_VICTIM=member`: fault only hosts that are not the master
 //!   (the host of a member's protected VMs restarts them as soon as its
 //!   lease lapses; a dead master's VMs wait for the next master);
+//! - `FAILOVER_KEEP_LAB=S`: on a failure, keep the lab up S seconds for a
+//!   look before the bench ends;
 //! - `FAILOVER_DRIVER=qemu`: real QEMU guests (the test guest of
 //!   guest/build.sh, 128 MiB each) instead of sim guests; the time is then
 //!   also split into "restarted" (the master shows every VM running on
@@ -93,6 +95,11 @@ fn keep_logs_and_fail(lab: &Path, why: &str) -> ! {
         if std::fs::create_dir_all(&to).is_ok() {
             let _ = std::fs::copy(entry.path().join("xapid.log"), to.join("xapid.log"));
         }
+    }
+    if let Some(secs) = std::env::var("FAILOVER_KEEP_LAB").ok().and_then(|s| s.parse().ok()) {
+        // The lab lives on for a look (its processes, its state).
+        eprintln!("{why}: the lab stays up {secs} s at {}", lab.display());
+        std::thread::sleep(Duration::from_secs(secs));
     }
     panic!("{why} (the hosts' logs are kept in {})", kept.display());
 }

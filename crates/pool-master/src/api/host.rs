@@ -68,12 +68,11 @@ fn driver_error(e: DriverError) -> ApiError {
     ApiError::internal(e.to_string())
 }
 
-/// With HA on for the pool, a host that has not joined the liveset (not
-/// armed: it holds no leases and would run the guest without one) starts
-/// nothing, whoever asks: `HOST_OFFLINE`, as XAPI says of a host that is
-/// not live.
+/// With HA on for the pool, a host that is not online in the liveset (it
+/// is starting, joining, or cut off) starts nothing, whoever asks:
+/// `HOST_OFFLINE`, as XAPI says of a host that is not live.
 fn refuse_unless_armed(d: &Daemon) -> Result<(), ApiError> {
-    if d.ha_enabled() && !d.ha().armed() {
+    if d.ha_enabled() && !d.ha().view().online {
         let me = d.host_ref().unwrap_or_default();
         return Err(ApiError::new(codes::HOST_OFFLINE, vec![me]));
     }

@@ -445,17 +445,40 @@ async fn start_groups(d: &Arc<Daemon>, mut starts: Vec<Start>, avoid: &[String])
             _ => groups.push(vec![s]),
         }
     }
+    // Hosts that said they are not online in the liveset (`HOST_OFFLINE`:
+    // one that booted again while the liveset still holds its previous
+    // boot) get no more starts in this pass.
+    let refused: Arc<std::sync::Mutex<Vec<String>>> = Arc::new(std::sync::Mutex::new(avoid.to_vec()));
     for group in groups {
         let tasks: Vec<_> = group
             .into_iter()
             .map(|s| {
-                let (d, avoid) = (d.clone(), avoid.to_vec());
+                let (d, refused) = (d.clone(), refused.clone());
                 tokio::spawn(async move {
                     use crate::ops::vm::start_vm_avoiding;
-                    let mut r = start_vm_avoiding(&d, &s.vm_ref, s.host.as_deref(), false, &avoid).await;
-                    if s.host.is_some() && r.is_err() {
-                        // The planned host refused (memory moved): anywhere.
-                        r = start_vm_avoiding(&d, &s.vm_ref, None, false, &avoid).await;
+                    let avoid = || refused.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                    let note = |r: &Result<(), ApiError>| {
+                        if let Err(e) = r {
+                            if e.code == xapi_proto::codes::HOST_OFFLINE {
+                                let mut list = refused.lock().unwrap_or_else(|p| p.into_inner());
+                                list.extend(e.params.first().cloned());
+                            }
+                        }
+                    };
+                    let planned = s.host.as_deref().filter(|h| !avoid().iter().any(|a| a == h));
+                    let mut r = start_vm_avoiding(&d, &s.vm_ref, planned, false, &avoid()).await;
+                    note(&r);
+                    let mut again = planned.is_some();
+                    for _ in 0..2 {
+                        let offline = r.as_ref().is_err_and(|e| e.code == xapi_proto::codes::HOST_OFFLINE);
+                        if r.is_ok() || !(again || offline) {
+                            break;
+                        }
+                        // The planned host refused (memory moved), or the
+                        // chosen one is not online: anywhere else.
+                        again = false;
+                        r = start_vm_avoiding(&d, &s.vm_ref, None, false, &avoid()).await;
+                        note(&r);
                     }
                     (s, r)
                 })

@@ -203,10 +203,23 @@ async fn attempt(leases: &Leases, view: &View, vm: &str) -> Result<u64, Retry> {
             } else if fenced || vm::may_take(o, record, &observer) {
                 Way::Taken(record)
             } else {
-                return Err(Retry::Later(LeaseError::Busy {
+                let busy = LeaseError::Busy {
                     vm: vm.to_string(),
                     owner: on_disk(view, o).host,
-                }));
+                };
+                // Worth waiting for only when the owner has been silent
+                // long enough that its lease is about to expire here (this
+                // observer may lag another's by a renewal and a read). An
+                // owner that renewed lately is alive: fail at once, and
+                // the caller (who may hold the pool's write lock) retries
+                // later.
+                let t = view.timing;
+                let near = t.l.saturating_sub(2 * t.renew_every + t.io);
+                return Err(if observer.unchanged_for(leases.now()).is_some_and(|s| s >= near) {
+                    Retry::Later(busy)
+                } else {
+                    Retry::Never(busy)
+                });
             }
         }
     };
