@@ -68,13 +68,26 @@ fn driver_error(e: DriverError) -> ApiError {
     ApiError::internal(e.to_string())
 }
 
+/// How long a start waits for this host to be online in the liveset: the
+/// master may count a joiner in a moment before the joiner hears so.
+const ONLINE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// With HA on for the pool, a host that is not online in the liveset (it
-/// is starting, joining, or cut off) starts nothing, whoever asks:
-/// `HOST_OFFLINE`, as XAPI says of a host that is not live.
-fn refuse_unless_armed(d: &Daemon) -> Result<(), ApiError> {
-    if d.ha_enabled() && !d.ha().view().online {
-        let me = d.host_ref().unwrap_or_default();
-        return Err(ApiError::new(codes::HOST_OFFLINE, vec![me]));
+/// booted again while the liveset still holds its previous boot, or it is
+/// cut off) starts nothing, whoever asks: `HOST_OFFLINE`, as XAPI says of
+/// a host that is not live. A joiner the master already counts is online
+/// here within [`ONLINE_WAIT`].
+async fn refuse_unless_armed(d: &Daemon) -> Result<(), ApiError> {
+    if !d.ha_enabled() {
+        return Ok(());
+    }
+    let until = tokio::time::Instant::now() + ONLINE_WAIT;
+    while !d.ha().view().online {
+        if tokio::time::Instant::now() >= until {
+            let me = d.host_ref().unwrap_or_default();
+            return Err(ApiError::new(codes::HOST_OFFLINE, vec![me]));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     Ok(())
 }
@@ -85,7 +98,7 @@ fn refuse_unless_armed(d: &Daemon) -> Result<(), ApiError> {
 async fn local_start(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     args.count(4, 5)?;
     let spec = spec_from(args, 1)?;
-    refuse_unless_armed(d)?;
+    refuse_unless_armed(d).await?;
     let domid = d.driver().start(spec).await.map_err(driver_error)?;
     Ok(json!(domid))
 }
@@ -96,7 +109,7 @@ async fn local_start(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
 async fn local_start_incoming(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     args.exactly(5)?;
     let spec = spec_from(args, 1)?;
-    refuse_unless_armed(d)?;
+    refuse_unless_armed(d).await?;
     let (domid, uri) = d
         .driver()
         .start_incoming(spec, &d.config().address)
