@@ -92,11 +92,14 @@ pub fn continue_stopped_guests() {
 
 /// Is process `pid` stopped by a signal (state `T`)?
 fn process_stopped(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat.rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state == "T")
-    })
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| process_state(&stat) == Some("T"))
+}
+
+/// The state letter of a `/proc/PID/stat` line: it follows the command
+/// name, which is in parentheses (and may hold anything).
+fn process_state(stat: &str) -> Option<&str> {
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next())
 }
 
 /// Is `hold` in force?
@@ -161,11 +164,7 @@ fn runs_any_guest(pid: i32) -> bool {
 /// Is process `pid` still running (present and not a zombie)?
 pub(super) fn process_runs(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the command name, which is in parentheses.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
+        Ok(stat) => process_state(&stat).is_some_and(|state| state != "Z" && state != "X"),
         // Only a process that is not there has ended; any other error
         // (out of file descriptors, say) says nothing.
         Err(e) => e.kind() != std::io::ErrorKind::NotFound,
