@@ -652,6 +652,7 @@ fn print_welcome(state: &LabState) {
         "  xapid lab power-off|power-on|cut-network|restore-network|cut-storage|restore-storage host2 --dir {}",
         state.dir.display()
     );
+    println!("  xapid lab freeze|thaw host2 --dir {}", state.dir.display());
     println!();
     println!("Press Ctrl-C to stop every host.");
 }
