@@ -106,6 +106,8 @@ pub enum IoError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("the lease I/O thread ended: {0}")]
     Join(String),
+    #[error("the host's storage is cut")]
+    Cut,
 }
 
 /// Write `value` to `path` whole: a temporary file, synced, renamed into
@@ -178,6 +180,11 @@ pub async fn with_limit<T: Send + 'static>(
     limit: Duration,
     job: impl FnOnce() -> Result<T, IoError> + Send + 'static,
 ) -> Result<T, IoError> {
+    // The lab's storage switch, as the last renewal saw it: a cut host's
+    // VM lease I/O fails as a real cut SR's would.
+    if super::lab_storage_cut() {
+        return Err(IoError::Cut);
+    }
     if OUTSTANDING.fetch_add(1, Ordering::SeqCst) >= MAX_OUTSTANDING {
         OUTSTANDING.fetch_sub(1, Ordering::SeqCst);
         return Err(IoError::Hung);

@@ -126,6 +126,12 @@ static FENCE_MARK: Mutex<Option<(std::path::PathBuf, HostLease)>> = Mutex::new(N
 /// storage the lab cut writes no fencing mark (a real cut SR takes none).
 static LAB_STORAGE_CUT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// The lab cut this host's storage (as the last renewal saw it): its VM
+/// lease I/O and its fencing mark fail.
+pub(crate) fn lab_storage_cut() -> bool {
+    LAB_STORAGE_CUT.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 /// Write the fencing mark, if leases are on: called by the fence once this
 /// host's guests are gone, waiting at most `limit` (a hung SR gets none,
 /// and other hosts wait for the lease to expire instead).
@@ -133,7 +139,7 @@ pub fn write_fence_mark(limit: Duration) {
     let Some((path, mark)) = FENCE_MARK.lock().unwrap_or_else(|p| p.into_inner()).clone() else {
         return;
     };
-    if LAB_STORAGE_CUT.load(std::sync::atomic::Ordering::SeqCst) {
+    if lab_storage_cut() {
         eprintln!("HA FENCE: no fencing mark: the host's storage is cut");
         return;
     }
