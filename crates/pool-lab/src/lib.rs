@@ -380,21 +380,16 @@ pub fn apply(state: &LabState, i: usize, action: FaultAction) -> Result<String> 
             format!("{}: storage {}.", h.name, if on { "cut" } else { "restored" })
         }
         FaultAction::Freeze | FaultAction::Thaw => {
-            let freeze = action == FaultAction::Freeze;
-            let pid = h.pid.filter(|p| process_alive(*p)).ok_or_else(|| {
-                anyhow!(
-                    "{} has no process to {}",
-                    h.name,
-                    if freeze { "freeze" } else { "thaw" }
-                )
-            })?;
-            let signal = if freeze { Signal::SIGSTOP } else { Signal::SIGCONT };
+            let (signal, verb, done) = match action {
+                FaultAction::Freeze => (Signal::SIGSTOP, "freeze", "frozen"),
+                _ => (Signal::SIGCONT, "thaw", "thawed"),
+            };
+            let pid = h
+                .pid
+                .filter(|p| process_alive(*p))
+                .ok_or_else(|| anyhow!("{} has no process to {verb}", h.name))?;
             kill(Pid::from_raw(pid as i32), signal).with_context(|| format!("cannot signal {} (pid {pid})", h.name))?;
-            format!(
-                "{}: xapid {} (pid {pid}).",
-                h.name,
-                if freeze { "frozen" } else { "thawed" }
-            )
+            format!("{}: xapid {done} (pid {pid}).", h.name)
         }
     })
 }

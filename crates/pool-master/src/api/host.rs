@@ -77,7 +77,7 @@ const ONLINE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// cut off) starts nothing, whoever asks: `HOST_OFFLINE`, as XAPI says of
 /// a host that is not live. A joiner the master already counts is online
 /// here within [`ONLINE_WAIT`].
-async fn refuse_unless_armed(d: &Daemon) -> Result<(), ApiError> {
+async fn refuse_unless_online(d: &Daemon) -> Result<(), ApiError> {
     if !d.ha_enabled() {
         return Ok(());
     }
@@ -98,7 +98,7 @@ async fn refuse_unless_armed(d: &Daemon) -> Result<(), ApiError> {
 async fn local_start(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     args.count(4, 5)?;
     let spec = spec_from(args, 1)?;
-    refuse_unless_armed(d).await?;
+    refuse_unless_online(d).await?;
     let domid = d.driver().start(spec).await.map_err(driver_error)?;
     Ok(json!(domid))
 }
@@ -109,7 +109,7 @@ async fn local_start(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
 async fn local_start_incoming(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     args.exactly(5)?;
     let spec = spec_from(args, 1)?;
-    refuse_unless_armed(d).await?;
+    refuse_unless_online(d).await?;
     let (domid, uri) = d
         .driver()
         .start_incoming(spec, &d.config().address)

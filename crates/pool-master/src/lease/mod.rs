@@ -122,8 +122,7 @@ static RENEWING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::
 /// thread, with no daemon at hand).
 static FENCE_MARK: Mutex<Option<(std::path::PathBuf, HostLease)>> = Mutex::new(None);
 
-/// The lab's storage switch as the last renewal saw it: a host whose
-/// storage the lab cut writes no fencing mark (a real cut SR takes none).
+/// The lab's storage switch as the last renewal saw it ([`lab_storage_cut`]).
 static LAB_STORAGE_CUT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// The lab cut this host's storage (as the last renewal saw it): its VM
