@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Count the host lease files' I/O on a lab SR for a while, with inotify
 (docs/benchmarks.md, "Failover with VM leases"): per host lease file, how
 many times it was replaced (renamed into place), its temporary file
