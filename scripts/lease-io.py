@@ -8,11 +8,16 @@ Usage: scripts/lease-io.py SR_DIR SECONDS   (SR_DIR: a lab's DIR/sr)"""
 import ctypes, os, struct, sys, time, select, collections
 libc = ctypes.CDLL("libc.so.6", use_errno=True)
 IN_OPEN, IN_MOVED_TO, IN_CLOSE_WRITE, IN_ACCESS = 0x20, 0x80, 0x08, 0x01
+if len(sys.argv) != 3:
+    sys.exit("usage: lease-io.py SR_DIR SECONDS")
 sr, secs = sys.argv[1], float(sys.argv[2])
 d = os.path.join(sr, "pool-ha-leases", "hosts")
+if not os.path.isdir(d):
+    sys.exit(f"{d} does not exist: is HA on in that lab (leases live on its heartbeat SR)?")
 fd = libc.inotify_init1(os.O_NONBLOCK)
 wd = libc.inotify_add_watch(fd, d.encode(), IN_OPEN | IN_MOVED_TO | IN_CLOSE_WRITE)
-assert wd >= 0, ctypes.get_errno()
+if wd < 0:
+    sys.exit(f"cannot watch {d}: {os.strerror(ctypes.get_errno())}")
 counts = collections.Counter()
 end = time.time() + secs
 while time.time() < end:
