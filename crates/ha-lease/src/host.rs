@@ -46,6 +46,35 @@ impl Timing {
         let observer = u128::from(self.l) * u128::from(rho);
         self.renew_every < self.d && guests < observer
     }
+
+    /// Real guests (`docs/LEASES.md`, "Real guests"): how long after the
+    /// issue of its last valid renewal (its clock) a host whose lease was
+    /// not renewed kills its guests. Pausing a QEMU process does not stop
+    /// the disk writes it already handed to the kernel; killing it does,
+    /// once it has exited (a process with a write in flight exits only
+    /// when the write ended). Halfway from the pause (D) to the reset.
+    pub fn kill_after(&self) -> Millis {
+        let reset = self.reset_after();
+        self.d + reset.saturating_sub(self.d) / 2
+    }
+
+    /// Real guests: how long after the issue of its last valid renewal (its
+    /// clock) a host whose killed guests have not all exited resets itself,
+    /// dropping their writes. The latest time R with `R(1+ρ) + io ≤
+    /// L(1−ρ)` in real time: a write on its way at the reset lands within
+    /// `io`, before any observer's L has passed since the renewal.
+    pub fn reset_after(&self) -> Millis {
+        let rho = self.rho_ppm.min(PPM);
+        let observer = u128::from(self.l) * u128::from(PPM - rho);
+        let room = observer.saturating_sub(u128::from(self.io) * u128::from(PPM));
+        Millis::try_from(room / u128::from(PPM + rho)).unwrap_or(Millis::MAX)
+    }
+
+    /// The bounds real guests need besides [`Timing::is_safe`]: the kill
+    /// comes after the pause and before the reset, with room to exit.
+    pub fn is_safe_for_real_guests(&self) -> bool {
+        self.is_safe() && self.d < self.kill_after() && self.kill_after() < self.reset_after()
+    }
 }
 
 /// A host's view of its own lease.
@@ -169,6 +198,32 @@ mod tests {
         assert!(!Timing { l: t.d, ..t }.is_safe());
         // Or a clock-rate error the margin does not cover.
         assert!(!Timing { rho_ppm: 200_000, ..t }.is_safe());
+    }
+
+    #[test]
+    fn real_guests_are_killed_after_the_pause_and_reset_in_time() {
+        for t in [3_000, 10_000, 60_000, 86_400_000] {
+            let timing = Timing::for_timeout(t);
+            assert!(timing.is_safe_for_real_guests(), "T = {t}");
+            // The reset bound, in real time: R(1+ρ) + io <= L(1−ρ).
+            let r = u128::from(timing.reset_after());
+            let real = r * u128::from(PPM + timing.rho_ppm) + u128::from(timing.io) * u128::from(PPM);
+            assert!(
+                real <= u128::from(timing.l) * u128::from(PPM - timing.rho_ppm),
+                "T = {t}"
+            );
+            // And the latest such: one more millisecond breaks it.
+            let over = (r + 1) * u128::from(PPM + timing.rho_ppm) + u128::from(timing.io) * u128::from(PPM);
+            assert!(
+                over > u128::from(timing.l) * u128::from(PPM - timing.rho_ppm),
+                "T = {t}"
+            );
+        }
+        // At T = 10 s: paused at 5 s, killed at 6.16 s, reset at 7.33 s.
+        let t = Timing::for_timeout(10_000);
+        assert_eq!((t.d, t.kill_after(), t.reset_after()), (5_000, 6_163, 7_326));
+        // An I/O bound so long that the reset would come before the pause.
+        assert!(!Timing { io: 5_000, ..t }.is_safe_for_real_guests());
     }
 
     #[test]

@@ -71,6 +71,11 @@ struct Cli {
     /// always wins), so that the liveset splits.
     #[arg(long, requires = "coupled")]
     broken_survival: bool,
+    /// With --leases: real guests (QEMU processes): a disk write on its
+    /// way lands whatever happens to the guest, hangs while the SR is cut,
+    /// and the fence guard kills the guests and resets the host in time.
+    #[arg(long, requires = "leases")]
+    real_guests: bool,
 }
 
 fn main() -> Result<()> {
@@ -169,6 +174,7 @@ fn run_coupled(cli: &Cli, seeds: &[u64]) -> Result<()> {
             .broken_survival
             .then_some(coupled::always_wins as fn(&ha_liveness::rules::Views) -> ha_liveness::rules::Outcome),
         broken: Default::default(),
+        real_guests: cli.real_guests,
         trace: cli.trace,
     };
     let (mut bad, mut split, mut two_ms, mut takeovers, mut fences, mut faults) = (0, 0, 0u64, 0, 0, 0);
@@ -187,9 +193,10 @@ fn run_coupled(cli: &Cli, seeds: &[u64]) -> Result<()> {
         if let Some(v) = &r.leases.violation {
             bad += 1;
             println!(
-                "seed {seed}: VIOLATION {v}\n  reproduce: cargo run -p ha-sim -- --leases --coupled{}{} --seed {seed} --trace",
+                "seed {seed}: VIOLATION {v}\n  reproduce: cargo run -p ha-sim -- --leases --coupled{}{}{} --seed {seed} --trace",
                 if cli.every_master { " --every-master" } else { "" },
-                if cli.broken_survival { " --broken-survival" } else { "" }
+                if cli.broken_survival { " --broken-survival" } else { "" },
+                if cli.real_guests { " --real-guests" } else { "" }
             );
         }
     }
@@ -208,19 +215,31 @@ fn run_coupled(cli: &Cli, seeds: &[u64]) -> Result<()> {
 fn run_leases(cli: &Cli, seeds: &[u64]) -> Result<()> {
     let seconds = if cli.seconds == 300 { 120 } else { cli.seconds };
     let timing = ha_lease::host::Timing::for_timeout(10_000);
-    let (mut bad, mut faults, mut takeovers, mut released, mut fences, mut down, mut span) =
-        (0, 0, 0, 0, 0, 0u64, 0u64);
+    let (mut bad, mut faults, mut takeovers, mut released, mut fences, mut resets, mut down, mut span) =
+        (0, 0, 0, 0, 0, 0, 0u64, 0u64);
     for &seed in seeds {
-        let r = ha_sim::leases::run(seed, cli.hosts, seconds * 1000, timing, Default::default(), cli.trace);
+        let r = ha_sim::leases::run_guests(
+            seed,
+            cli.hosts,
+            seconds * 1000,
+            timing,
+            Default::default(),
+            cli.real_guests,
+            cli.trace,
+        );
         faults += r.faults;
         takeovers += r.takeovers;
         released += r.released;
         fences += r.fences;
+        resets += r.resets;
         down += r.down_ms;
         span += r.span_ms;
         if let Some(v) = &r.violation {
             bad += 1;
-            println!("seed {seed}: VIOLATION {v}\n  reproduce: cargo run -p ha-sim -- --leases --seed {seed} --trace");
+            println!(
+                "seed {seed}: VIOLATION {v}\n  reproduce: cargo run -p ha-sim -- --leases{} --seed {seed} --trace",
+                if cli.real_guests { " --real-guests" } else { "" }
+            );
         }
     }
     let share = if span == 0 {
@@ -229,8 +248,9 @@ fn run_leases(cli: &Cli, seeds: &[u64]) -> Result<()> {
         100.0 * down as f64 / span as f64
     };
     println!(
-        "{} seeds (leases), {faults} faults, {takeovers} takeovers, {released} releases, {fences} fences, VMs down {share:.1}% of the time, {bad} violations",
-        seeds.len()
+        "{} seeds (leases{}), {faults} faults, {takeovers} takeovers, {released} releases, {fences} fences, {resets} guard resets, VMs down {share:.1}% of the time, {bad} violations",
+        seeds.len(),
+        if cli.real_guests { ", real guests" } else { "" }
     );
     if bad > 0 {
         std::process::exit(1);

@@ -27,7 +27,12 @@ enum Command {
     /// The fence guard beside a host running real guests (started by
     /// `xapid serve --driver qemu`, not by hand).
     #[command(hide = true)]
-    Guard,
+    Guard {
+        /// Reset the machine (sysrq) when killed guests do not exit; else
+        /// kill xapid (the lab).
+        #[arg(long)]
+        reset_machine: bool,
+    },
     /// Run a pool of several hosts on this machine (the `xapid-lab`
     /// program installed next to xapid; `xapid lab --help` for its options).
     #[command(disable_help_flag = true)]
@@ -94,8 +99,8 @@ fn main() -> Result<()> {
     let args = match Cli::parse().command {
         Command::Lab { args } => return run_lab(&args),
         Command::Serve(args) => *args,
-        Command::Guard => {
-            pool_master::driver::qemu::guard::run();
+        Command::Guard { reset_machine } => {
+            pool_master::driver::qemu::guard::run(reset_machine);
             return Ok(());
         }
     };
@@ -142,7 +147,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
     };
     if config.driver == DriverKind::Qemu {
         let me = std::env::current_exe().context("cannot find this program's own path")?;
-        pool_master::driver::qemu::guard::spawn(&me).context("starting the fence guard")?;
+        // A real server (its watchdog device given) resets itself when a
+        // killed guest will not exit; the lab must not.
+        let reset_machine = config.watchdog_device.is_some();
+        pool_master::driver::qemu::guard::spawn(&me, reset_machine).context("starting the fence guard")?;
     }
     let daemon = Daemon::open(config).context("opening the host")?;
     let listener = tokio::net::TcpListener::bind((args.address.as_str(), args.port))

@@ -61,6 +61,8 @@ pub struct Setup {
     pub survival: Option<fn(&Views) -> Outcome>,
     /// A lease rule broken on purpose.
     pub broken: Broken,
+    /// Real guests (`super::disk`).
+    pub real_guests: bool,
     pub trace: bool,
 }
 
@@ -97,6 +99,7 @@ pub fn run(seed: u64, setup: Setup) -> Result<CoupledReport, TimeoutError> {
         millis: setup.millis,
         timing: Timing::for_timeout(T_S * 1000),
         broken: setup.broken,
+        real_guests: setup.real_guests,
     };
     let mut l = LeaseWorld::new(seed, cfg, setup.trace);
     l.driven = Some(vec![vec![false; vms]; n]);
@@ -236,6 +239,7 @@ impl LeaseWorld {
             op.reads.clear();
             op.failed = true;
         }
+        self.drop_disk_writes(h);
         self.note(format!("host {h} goes down with its host in the liveset world"));
     }
 }

@@ -24,6 +24,7 @@
 //! daemon does; here: the world, its faults, the guard and the checker.
 
 pub mod coupled;
+mod disk;
 mod storage;
 mod xapid;
 
@@ -66,6 +67,17 @@ pub struct Broken {
     /// An acquisition starts its guest though this host's own lease lapsed
     /// since its step 1.
     pub lapse_ignored: bool,
+    /// Real guests: the guard pauses them and never kills them. (With the
+    /// reset still on, the model's guard resets a host whose paused guest
+    /// has a write on its way, which a real guard can learn only from a
+    /// killed guest that has not exited; with [`Broken::reset_skipped`]
+    /// too, this is the design before real guests: a pause alone.)
+    pub kill_skipped: bool,
+    /// Real guests: the guard never resets the host.
+    pub reset_skipped: bool,
+    /// Real guests: the guard resets the host this long after the reset
+    /// time.
+    pub reset_late: Millis,
 }
 
 /// One run's set-up.
@@ -76,6 +88,9 @@ pub struct Config {
     pub millis: Millis,
     pub timing: Timing,
     pub broken: Broken,
+    /// Real guests (QEMU processes, `disk.rs`): a write on its way lands
+    /// whatever happens to the process, and the guard escalates.
+    pub real_guests: bool,
 }
 
 /// What a run found.
@@ -94,6 +109,8 @@ pub struct Report {
     /// Paused guests that ran again, and paused guests killed.
     pub resumed: usize,
     pub killed: usize,
+    /// Real guests: hosts reset because a killed guest had not exited.
+    pub resets: usize,
     /// VM-milliseconds with no running guest, of `span_ms`.
     pub down_ms: u64,
     pub span_ms: u64,
@@ -108,6 +125,8 @@ enum GuestState {
 
 #[derive(Debug, Clone, Copy)]
 struct Guest {
+    /// Guests are numbered in the order they start (the disk checker).
+    id: u64,
     instance: u64,
     state: GuestState,
     /// A look for later instances is in flight.
@@ -157,6 +176,12 @@ struct Host {
     next_vm: usize,
     /// Highest ballot seen per VM.
     seen: Vec<u64>,
+    /// Real guests: guests killed for a release, waiting to exit before
+    /// the mark: (VM, guest, instance).
+    releasing: Vec<(usize, u64, u64)>,
+    /// Real guests: a fencing host waiting (since, its clock) for its
+    /// guests to exit before its mark.
+    fence_began: Option<Millis>,
     /// The highest instance of each VM this boot marked released: spent,
     /// whatever the owner files (which may lag) say.
     released: Vec<u64>,
@@ -176,6 +201,11 @@ pub struct LeaseWorld {
     /// Driven by the liveset world (`coupled`): no faults of its own, and
     /// a host takes VM `v` only while `wanted[host][v]`.
     driven: Option<Vec<Vec<bool>>>,
+    /// Real guests' writes on their way, the newest guest whose write
+    /// landed per VM, and the next guest's number.
+    disk: Vec<disk::DiskWrite>,
+    newest_write: Vec<u64>,
+    next_guest: u64,
 }
 
 impl LeaseWorld {
@@ -191,6 +221,7 @@ impl LeaseWorld {
                 for vm in 0..cfg.vms {
                     if vm % n == h {
                         host.guests[vm] = Some(Guest {
+                            id: vm as u64 + 1,
                             instance: 1,
                             state: GuestState::Running,
                             checking: false,
@@ -232,6 +263,9 @@ impl LeaseWorld {
             report: Report::default(),
             trace,
             driven: None,
+            disk: Vec::new(),
+            newest_write: vec![0; cfg.vms],
+            next_guest: cfg.vms as u64 + 1,
         };
         // The hosts held their leases before the run began.
         for h in 0..n {
@@ -271,10 +305,16 @@ impl LeaseWorld {
         self.now += STEP;
         self.faults();
         self.io();
+        if self.cfg.real_guests {
+            self.land_disk_writes();
+        }
         for h in 0..self.hosts.len() {
             self.host_step(h);
         }
         self.guard();
+        if self.cfg.real_guests {
+            self.guest_writes();
+        }
         self.check();
     }
 
@@ -316,6 +356,7 @@ impl LeaseWorld {
                     op.reads.clear();
                     op.failed = true;
                 }
+                self.drop_disk_writes(h);
                 self.note(format!("FAULT host {h} powered off for {down} ms"));
             }
             1 => {
@@ -339,6 +380,7 @@ impl LeaseWorld {
 
     /// Host `h` decides to fence (the liveset told it to): it kills its
     /// guests, writes its fencing mark, and goes down once the write ended.
+    /// Real guests must have exited first (`disk.rs`).
     fn fence(&mut self, h: usize) {
         self.hosts[h].fencing = true;
         if !self.cfg.broken.fence_mark_early {
@@ -346,6 +388,16 @@ impl LeaseWorld {
         }
         let boot = self.hosts[h].boot;
         self.note(format!("FAULT host {h} fences (boot {boot})"));
+        if self.cfg.real_guests && !self.cfg.broken.fence_mark_early {
+            self.hosts[h].fence_began = Some(self.local(h));
+        } else {
+            self.fence_mark(h);
+        }
+    }
+
+    /// Write host `h`'s fencing mark (its guests are gone).
+    fn fence_mark(&mut self, h: usize) {
+        let boot = self.hosts[h].boot;
         self.issue(
             h,
             storage::Purpose::FenceMark,
@@ -365,6 +417,7 @@ impl LeaseWorld {
         // Driven, it boots when its host in the liveset world does.
         host.down_until = if driven { Millis::MAX } else { self.now + down };
         host.guests.iter_mut().for_each(|g| *g = None);
+        self.drop_disk_writes(h);
         self.note(format!("host {h} is down after its fencing mark, for {down} ms"));
     }
 
@@ -392,6 +445,9 @@ impl LeaseWorld {
             }
             for vm in paused {
                 self.note(format!("host {h}'s guard pauses VM {vm}"));
+            }
+            if self.cfg.real_guests {
+                self.escalate(h);
             }
         }
     }
@@ -446,12 +502,27 @@ impl Host {
             next_vm: 0,
             seen: vec![0; cfg.vms],
             released: vec![0; cfg.vms],
+            releasing: Vec::new(),
+            fence_began: None,
         }
     }
 }
 
 /// Run one seed: 2 to 5 hosts and 1 to 6 VMs by the seed unless given.
 pub fn run(seed: u64, hosts: Option<usize>, millis: Millis, timing: Timing, broken: Broken, trace: bool) -> Report {
+    run_guests(seed, hosts, millis, timing, broken, false, trace)
+}
+
+/// [`run`], with real guests (`disk.rs`) when `real_guests`.
+pub fn run_guests(
+    seed: u64,
+    hosts: Option<usize>,
+    millis: Millis,
+    timing: Timing,
+    broken: Broken,
+    real_guests: bool,
+    trace: bool,
+) -> Report {
     let mut rng = StdRng::seed_from_u64(seed);
     let hosts = hosts.unwrap_or_else(|| rng.random_range(2..=5));
     let vms = rng.random_range(1..=6);
@@ -461,6 +532,7 @@ pub fn run(seed: u64, hosts: Option<usize>, millis: Millis, timing: Timing, brok
         millis,
         timing,
         broken,
+        real_guests,
     };
     LeaseWorld::new(seed, cfg, trace).run()
 }

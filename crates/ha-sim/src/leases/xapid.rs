@@ -13,7 +13,13 @@ use super::{Acquiring, Guest, GuestState, LeaseWorld, Millis, ACQUIRE_EVERY, REL
 impl LeaseWorld {
     pub(super) fn host_step(&mut self, h: usize) {
         let host = &self.hosts[h];
-        if !host.up || host.fencing || self.now < host.frozen_until {
+        if !host.up || self.now < host.frozen_until {
+            return;
+        }
+        if self.cfg.real_guests {
+            self.marks_after_exit(h);
+        }
+        if !self.hosts[h].up || self.hosts[h].fencing {
             return;
         }
         self.maybe_release(h);
@@ -73,8 +79,10 @@ impl LeaseWorld {
                 .driven
                 .as_ref()
                 .is_none_or(|w| w[h].get(vm).copied().unwrap_or(false));
+            // Real guests: not while an earlier guest of it still runs here.
+            let exiting = self.cfg.real_guests && self.vm_writing_on(h, vm);
             let host = &mut self.hosts[h];
-            if self.cfg.vms > 0 && host.guests[vm].is_none() && wanted {
+            if self.cfg.vms > 0 && host.guests[vm].is_none() && wanted && !exiting {
                 host.acquiring = Some(Acquiring {
                     from: (0, None),
                     judged: None,
@@ -103,11 +111,21 @@ impl LeaseWorld {
         if !self.cfg.broken.release_early {
             self.hosts[h].guests[vm] = None;
         }
-        let mark = Some((g.instance, self.hosts[h].boot));
         self.report.released += 1;
         let spent = &mut self.hosts[h].released[vm];
         *spent = (*spent).max(g.instance);
         self.note(format!("host {h} stops VM {vm} and releases instance {}", g.instance));
+        if self.cfg.real_guests && !self.cfg.broken.release_early {
+            // The mark once the process has exited (`disk.rs`).
+            self.hosts[h].releasing.push((vm, g.id, g.instance));
+        } else {
+            self.mark_released(h, vm, g.instance);
+        }
+    }
+
+    /// Write host `h`'s released mark for `vm` at `instance`.
+    pub(super) fn mark_released(&mut self, h: usize, vm: usize, instance: u64) {
+        let mark = Some((instance, self.hosts[h].boot));
         self.issue(
             h,
             Purpose::Release(vm),
@@ -305,8 +323,18 @@ impl LeaseWorld {
             ));
             return;
         }
+        if self.cfg.real_guests && self.vm_writing_on(h, vm) {
+            self.note(format!(
+                "host {h} decided VM {vm} instance {} but an earlier guest of it has not exited here: not starting it",
+                a.from.0 + 1
+            ));
+            return;
+        }
         let held = self.hosts[h].holder.holds(local);
+        let id = self.next_guest;
+        self.next_guest += 1;
         self.hosts[h].guests[vm] = Some(Guest {
+            id,
             instance: a.from.0 + 1,
             state: if held {
                 GuestState::Running

@@ -115,8 +115,13 @@ async fn pass(d: &Arc<Daemon>, config: &mut Option<crate::ha::local::HaLocal>) -
         // restart executor).
         d.ha().restarts.kick();
     }
-    let deadline = leases.deadline().map(|t| leases.instant(t));
-    crate::driver::qemu::guard::set_pause(deadline);
+    crate::driver::qemu::guard::set_lease(leases.escalation().map(|(pause, kill, reset)| {
+        crate::driver::qemu::guard::LeaseDeadlines {
+            pause: leases.instant(pause),
+            kill: leases.instant(kill),
+            reset: leases.instant(reset),
+        }
+    }));
     // Asked here too, not only by guest writes: a qemu guest writes
     // without asking. Again at every pass while paused: a guest whose
     // start passed the gate just before it shut registers after the pause.
@@ -238,7 +243,7 @@ async fn turn_off(d: &Daemon) {
             tracing::warn!(vm = %vm, "HA is off here and the VM's lease could not be marked released: another host takes it only once this host's lease expired");
         }
     }
-    crate::driver::qemu::guard::set_pause(None);
+    crate::driver::qemu::guard::set_lease(None);
     if was_paused {
         d.driver().resume_all();
     }

@@ -183,22 +183,19 @@ fn db_master(d: &Daemon) -> Option<String> {
 /// fences, and HA restarts them on hosts that have the storage. (Without
 /// VMs it stays, as the seeds' table says; xhad would fence it anyway.)
 ///
-/// Not a member of sim guests under leases (`crate::lease`): its guests are paused
-/// from its lease's deadline and stay so, and the master restarts their
-/// VMs elsewhere once the lease lapses. The member stays in the pool, and
-/// its guests are killed or run again when its storage comes back: a
-/// storage fault costs its VMs a restart, not the host a fence. The
-/// master still fences: nobody else would restart its own VMs while it
-/// holds the master's role.
+/// Not a member under leases (`crate::lease`): its guests are paused
+/// from its lease's deadline (real guests are killed a little later, and
+/// the host reset if one does not exit: `driver::qemu::guard`), and the
+/// master restarts their VMs elsewhere once the lease lapses. The member
+/// stays in the pool, and its paused guests are killed or run again when
+/// its storage comes back: a storage fault costs its VMs a restart at
+/// most, not the host a fence. The master still fences: nobody else would
+/// restart its own VMs while it holds the master's role.
 fn fence_if_storage_lost_under_vms(d: &Daemon, view: &AgentView) {
     if !view.storage_lost || view.rule2 || !d.ha().watchdog.armed() {
         return;
     }
-    // Real guests may have writes stuck in the kernel that a pause does
-    // not stop: only the fence's reset drops them (docs/LEASES.md, "Real
-    // guests"), so a member with real guests still fences.
-    let real_guests = d.driver().kind() == crate::driver::DriverKind::Qemu;
-    if d.leases().active() && !d.is_master() && !real_guests {
+    if d.leases().active() && !d.is_master() {
         return;
     }
     let running = d.driver().running();

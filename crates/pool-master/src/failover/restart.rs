@@ -318,19 +318,14 @@ async fn reclaim_lapsed(d: &Daemon, liveset: &[String]) -> Result<Vec<String>, A
     }
     let (lapsed, reset): (Vec<String>, Vec<(String, String)>) = {
         let m = d.model();
-        // Hosts of sim guests only. A real guest paused with SIGSTOP may
-        // still have writes in the kernel (an NFS client on a hard mount
-        // sends them again when the server is back, after a new guest
-        // wrote): its host must be reset, by its fence, before its VMs run
-        // elsewhere (docs/LEASES.md, "Real guests").
+        // Sim guests stop writing at the pause; real guests are killed at
+        // the kill time and their host reset if one does not exit, before
+        // any observer's L (`driver::qemu::guard`, docs/LEASES.md, "Real
+        // guests"): either way nothing of theirs lands after the lease
+        // lapsed in this host's eyes.
         let lapsed: Vec<String> = lapsed_uuids
             .iter()
             .filter_map(|u| m.host.ref_of_uuid(u).map(str::to_string))
-            .filter(|r| {
-                m.get::<HostRecord>(r).is_some_and(|h| {
-                    h.other_config.get(crate::ops::host::VM_DRIVER_KEY).map(String::as_str) == Some("sim")
-                })
-            })
             .collect();
         let reset =
             m.vm.iter()

@@ -266,6 +266,22 @@ impl Leases {
         self.lock().active.as_ref().map(Self::deadline_of)
     }
 
+    /// Real guests' deadlines (this clock): the pause (the deadline), the
+    /// kill and the reset, each from the issue of the last renewal that
+    /// counted (`Timing::kill_after`, `Timing::reset_after`).
+    pub fn escalation(&self) -> Option<(Millis, Millis, Millis)> {
+        let inner = self.lock();
+        let a = inner.active.as_ref()?;
+        let t = a.view.timing;
+        let pause = Self::deadline_of(a);
+        let issue = pause.saturating_sub(t.d);
+        Some((
+            pause,
+            issue.saturating_add(t.kill_after()),
+            issue.saturating_add(t.reset_after()),
+        ))
+    }
+
     /// Asked before every guest write and start: shut while the guests are
     /// paused, and from the moment the host lease's deadline passes (which
     /// pauses them).
