@@ -230,6 +230,64 @@ fn a_frozen_xapid_cannot_leave_its_real_guest_writing() {
     lab.check();
 }
 
+/// SIGKILL of an armed host's `xapid`: its fence guard sees the pipe close
+/// and kills the guest at once; the VM runs again (wherever the pool puts
+/// it: host3 may be back in a new boot by then), and the disk shows one
+/// writer: the old guest's last record before the new guest's first.
+#[test]
+fn a_killed_xapid_cannot_leave_its_real_guest_writing() {
+    let Some(lab) = qemu_lab(3, 1, true) else {
+        return;
+    };
+    let vm = vm_uuid(&lab, "vm01");
+    lab.xe_ok(&["vm-param-set", &format!("uuid={vm}"), "ha-restart-priority=restart"]);
+    lab.xe_ok(&["vm-start", "vm=vm01", "on=host3"]);
+    let host3 = host_field(&lab, "host3", "uuid");
+    assert!(
+        booted_on(&lab, &vm, &host3, 10),
+        "the guest on host3 wrote no records:\n{}",
+        lab.output()
+    );
+    let old_guest = guest_processes(&lab, "host3");
+    assert_eq!(old_guest.len(), 1, "one QEMU process on host3");
+
+    let xapid = nix::unistd::Pid::from_raw(lab.host_pid(3) as i32);
+    let killed = pool_master::driver::unix_ms();
+    nix::sys::signal::kill(xapid, nix::sys::signal::Signal::SIGKILL).unwrap();
+    // The guard acts as soon as the pipe closes: well inside a second.
+    let gone = wait_for(Duration::from_secs(2), || {
+        let now = guest_processes(&lab, "host3");
+        old_guest.iter().all(|p| !now.contains(p))
+    });
+    assert!(gone, "host3's guest outlived its killed xapid");
+    let last_old = records_of(&lab.sr_dir(), &vm)
+        .iter()
+        .filter(|r| r.host_uuid == host3)
+        .map(|r| r.unix_ms)
+        .max()
+        .unwrap_or(0);
+    // The guest died at the kill: nothing of it lands later.
+    assert!(
+        last_old < killed + 1000,
+        "the old guest wrote at {last_old}, {} ms after its xapid was killed",
+        last_old.saturating_sub(killed)
+    );
+    // The VM runs again, in a new guest, writing after the old one.
+    let again = wait_for(FAILOVER, || {
+        records_of(&lab.sr_dir(), &vm)
+            .iter()
+            .any(|r| r.unix_ms > last_old + 1000)
+    });
+    assert!(
+        again,
+        "vm01 did not run again after host3's xapid was killed:\n{}",
+        lab.output()
+    );
+    assert!(running_on(&lab, &vm).is_some(), "vm01 is not shown running");
+    assert_one_writer_at_a_time(&lab.sr_dir(), &vm);
+    lab.check();
+}
+
 #[test]
 fn xe_vm_migrate_moves_a_real_guest_live_with_one_writer() {
     let Some(lab) = qemu_lab(2, 1, false) else {
