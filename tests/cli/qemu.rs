@@ -189,17 +189,24 @@ fn the_seeds_cable_pulls_restart_a_real_guest_elsewhere_with_one_writer() {
     lab.check();
 }
 
+/// Protect vm01, start it on host3 and wait until its guest has written
+/// ten records: (the VM's uuid, host3's uuid).
+fn protected_guest_on_host3(lab: &Lab) -> (String, String) {
+    let vm = vm_uuid(lab, "vm01");
+    lab.xe_ok(&["vm-param-set", &format!("uuid={vm}"), "ha-restart-priority=restart"]);
+    lab.xe_ok(&["vm-start", "vm=vm01", "on=host3"]);
+    let host3 = host_field(lab, "host3", "uuid");
+    let booted = booted_on(lab, &vm, &host3, 10);
+    assert!(booted, "the guest on host3 wrote no records:\n{}", lab.output());
+    (vm, host3)
+}
+
 #[test]
 fn a_frozen_xapid_cannot_leave_its_real_guest_writing() {
     let Some(lab) = qemu_lab(3, 1, true) else {
         return;
     };
-    let vm = vm_uuid(&lab, "vm01");
-    lab.xe_ok(&["vm-param-set", &format!("uuid={vm}"), "ha-restart-priority=restart"]);
-    lab.xe_ok(&["vm-start", "vm=vm01", "on=host3"]);
-    let host3 = host_field(&lab, "host3", "uuid");
-    let booted = booted_on(&lab, &vm, &host3, 10);
-    assert!(booted, "the guest on host3 wrote no records:\n{}", lab.output());
+    let (vm, host3) = protected_guest_on_host3(&lab);
 
     // Freeze host3's xapid for 3 T: its guest is a process of its own, and
     // only the fence guard beside xapid can stop it in time.
@@ -239,15 +246,7 @@ fn a_killed_xapid_cannot_leave_its_real_guest_writing() {
     let Some(lab) = qemu_lab(3, 1, true) else {
         return;
     };
-    let vm = vm_uuid(&lab, "vm01");
-    lab.xe_ok(&["vm-param-set", &format!("uuid={vm}"), "ha-restart-priority=restart"]);
-    lab.xe_ok(&["vm-start", "vm=vm01", "on=host3"]);
-    let host3 = host_field(&lab, "host3", "uuid");
-    assert!(
-        booted_on(&lab, &vm, &host3, 10),
-        "the guest on host3 wrote no records:\n{}",
-        lab.output()
-    );
+    let (vm, host3) = protected_guest_on_host3(&lab);
     let old_guest = guest_processes(&lab, "host3");
     assert_eq!(old_guest.len(), 1, "one QEMU process on host3");
 
