@@ -201,8 +201,9 @@ fn run_coupled(cli: &Cli, seeds: &[u64]) -> Result<()> {
         }
     }
     println!(
-        "{} seeds (leases driven by the liveset), {faults} faults, {fences} engine fences with marks, {takeovers} takeovers, {split} seeds where the liveset broke a rule, two masters for {:.0} s in all, {bad} violations",
+        "{} seeds (leases driven by the liveset{}), {faults} faults, {fences} engine fences with marks, {takeovers} takeovers, {split} seeds where the liveset broke a rule, two masters for {:.0} s in all, {bad} violations",
         seeds.len(),
+        if cli.real_guests { ", real guests" } else { "" },
         two_ms as f64 / 1000.0
     );
     if bad > 0 {
