@@ -94,6 +94,21 @@ fn spec(h: &Host) -> GuestSpec {
     }
 }
 
+/// The command line (arguments joined by spaces) of the QEMU process
+/// whose drive is `disk`, if one runs.
+fn guest_cmdline(disk: &Path) -> Option<String> {
+    let disk = disk.display().to_string();
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let raw = std::fs::read(e.path().join("cmdline")).ok()?;
+        let line = raw
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect::<Vec<_>>()
+            .join(" ");
+        (line.contains("qemu-system") && line.contains(&disk)).then_some(line)
+    })
+}
+
 /// Wait (up to 2 minutes: TCG boots slowly on a loaded machine) until the
 /// disk holds at least `n` records; they are returned.
 async fn records_at_least(disk: &Path, n: usize) -> Vec<GuestRecord> {
@@ -122,6 +137,11 @@ async fn a_real_guest_writes_its_disk_halts_from_inside_and_continues_its_sequen
 
     let recs = records_at_least(&h.disk, 10).await;
     assert!(recs.iter().all(|r| r.host_uuid == HOST && r.vm_uuid == VM), "{recs:?}");
+    // No page cache between the guest and its disk: a killed guest leaves
+    // no dirty pages for the kernel to write later, which the leases'
+    // kill-then-reset argument needs (docs/LEASES.md, "Real guests").
+    let cmdline = guest_cmdline(&h.disk).expect("the guest's QEMU process");
+    assert!(cmdline.contains("cache=directsync"), "{cmdline}");
     let seqs: Vec<u64> = recs.iter().map(|r| r.seq).collect();
     assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
     let now = pool_master::driver::unix_ms();
