@@ -23,7 +23,9 @@
 //!    fails is retried after [`RETRY_SPACING`], or at once when capacity
 //!    appears (a host joins or is enabled, memory is freed, an SR comes
 //!    back: every commit and view change wakes the executor), and raises
-//!    `HA_PROTECTED_VM_RESTART_FAILED` once.
+//!    `HA_PROTECTED_VM_RESTART_FAILED` once; one its new host refused
+//!    because the VM's lease looked held there (that host's observer lags
+//!    this one's) is tried again after two renewals, a few times.
 //! 3. **Best-effort VMs** reset in this pass get one attempt each, grouped
 //!    by order, after the protected ones.
 //! 4. **Plan status**: after any commit, `ha_plan_exists_for` and
@@ -60,6 +62,22 @@ struct State {
     /// The hosts (refs) in the liveset whose host lease lapsed in this
     /// master's eyes, at this pass: no VM starts there.
     lapsed: Vec<String>,
+    /// Protected VMs tried again soon because their new host still saw
+    /// their lease held, and how many times.
+    lease_lag: HashMap<String, u32>,
+}
+
+/// How many times a start refused because the VM's lease looked held to
+/// its new host is tried again after two renewals, not [`RETRY_SPACING`]:
+/// the master may have read the old host's lapse or fencing mark a
+/// renewal and a read before the new host did (a network-cut host's VMs
+/// waited 10 s for that in the failover bench).
+const LEASE_LAG_TRIES: u32 = 3;
+
+/// Was the start refused for a lease held by a host alive in the starting
+/// host's eyes?
+fn lease_busy(e: &ApiError) -> bool {
+    e.params.iter().any(|p| p.contains(crate::lease::BUSY))
 }
 
 /// What one host offers protected VMs: whether it takes VMs, and its free
@@ -513,9 +531,27 @@ async fn restart_protected(d: &Arc<Daemon>, state: &mut State) {
         if !failed_uuids.contains(uuid) {
             state.alerted.remove(uuid);
             state.attempts.remove(uuid);
+            state.lease_lag.remove(uuid);
         }
     }
+    let lag = d
+        .leases()
+        .view()
+        .map_or(PERIOD, |v| Duration::from_millis(2 * v.timing.renew_every));
+    let mut soon = false;
     for (s, e) in &failed {
+        if lease_busy(e) {
+            let tries = state.lease_lag.entry(s.uuid.clone()).or_insert(0);
+            if *tries < LEASE_LAG_TRIES {
+                *tries += 1;
+                if let Some(due) = now.checked_sub(RETRY_SPACING.saturating_sub(lag)) {
+                    state.attempts.insert(s.uuid.clone(), due);
+                }
+                tracing::info!(vm = %s.uuid, "the VM's new host still sees its lease held: trying again in {lag:?}");
+                soon = true;
+                continue;
+            }
+        }
         tracing::warn!(vm = %s.uuid, "HA could not restart a protected VM: {e}");
         if state.alerted.insert(s.uuid.clone()) {
             let body =
@@ -524,6 +560,13 @@ async fn restart_protected(d: &Arc<Daemon>, state: &mut State) {
                 tracing::warn!("cannot raise HA_PROTECTED_VM_RESTART_FAILED: {e}");
             }
         }
+    }
+    if soon {
+        let d = d.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(lag).await;
+            d.ha().restarts.kick();
+        });
     }
 }
 

@@ -31,6 +31,11 @@ use ha_lease::Millis;
 pub use driver::LeasedDriver;
 use files::{HostLease, Layout};
 
+/// The words of a [`LeaseError::Busy`] as it reaches the master inside a
+/// start's error: the restart executor tries such a start again soon (the
+/// new host's observer may lag the master's).
+pub const BUSY: &str = "whose host lease is alive";
+
 /// Why a lease could not be had.
 #[derive(Debug, thiserror::Error)]
 pub enum LeaseError {

@@ -189,3 +189,12 @@ async fn an_instance_released_here_is_never_held_again_though_the_owner_files_la
     assert_eq!(acquire(&a, "vm").await.unwrap(), 2);
     stop.store(true, Ordering::SeqCst);
 }
+
+#[test]
+fn a_busy_lease_says_the_words_the_master_looks_for() {
+    let e = LeaseError::Busy {
+        vm: "v".into(),
+        owner: "h".into(),
+    };
+    assert!(e.to_string().contains(crate::lease::BUSY), "{e}");
+}
