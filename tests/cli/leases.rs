@@ -148,6 +148,23 @@ fn the_lease_follows_a_protected_vm_and_a_live_owner_keeps_it() {
     );
     assert_one_writer_at_a_time(&lab.sr_dir(), &vm);
     lab.check();
+
+    // An uninstalled (destroyed) VM's lease files go with it.
+    let dir = lab.sr_dir().join("pool-ha-leases").join("vms").join(&vm);
+    assert!(dir.exists());
+    assert!(
+        lab.xe_any_min(&["vm-uninstall", &format!("uuid={vm}"), "--force"])
+            .is_some(),
+        "no host took the uninstall:\n{}",
+        lab.output()
+    );
+    assert!(
+        wait_for(Duration::from_secs(5), || !dir.exists()),
+        "the lease files of the destroyed VM stay: {} {:?}\n{}",
+        dir.display(),
+        std::fs::read_dir(&dir).map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>()),
+        lab.output()
+    );
 }
 
 #[test]

@@ -68,24 +68,27 @@ async fn create(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     Ok(json!(r))
 }
 
-/// `VM.destroy(session, vm)`: a halted VM and its VBDs (its VDIs stay).
+/// `VM.destroy(session, vm)`: a halted VM and its VBDs (its VDIs stay),
+/// and its lease files on the heartbeat SR.
 async fn destroy(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     args.exactly(2)?;
-    d.write(|txn| {
-        let (vm_ref, vm) = args.reference::<VmRecord>(1, txn)?;
-        if vm.power_state != PowerState::Halted {
-            return Err(bad_power_state(&vm_ref, PowerState::Halted, vm.power_state));
-        }
-        for vbd_ref in &vm.vbds {
-            if let Some(vbd) = txn.get::<VbdRecord>(vbd_ref) {
-                txn.update::<VdiRecord>(&vbd.vdi, |vdi| vdi.vbds.retain(|v| v != vbd_ref));
+    let uuid = d
+        .write(|txn| {
+            let (vm_ref, vm) = args.reference::<VmRecord>(1, txn)?;
+            if vm.power_state != PowerState::Halted {
+                return Err(bad_power_state(&vm_ref, PowerState::Halted, vm.power_state));
             }
-            txn.delete::<VbdRecord>(vbd_ref);
-        }
-        txn.delete::<VmRecord>(&vm_ref);
-        Ok(())
-    })
-    .await?;
+            for vbd_ref in &vm.vbds {
+                if let Some(vbd) = txn.get::<VbdRecord>(vbd_ref) {
+                    txn.update::<VdiRecord>(&vbd.vdi, |vdi| vdi.vbds.retain(|v| v != vbd_ref));
+                }
+                txn.delete::<VbdRecord>(vbd_ref);
+            }
+            txn.delete::<VmRecord>(&vm_ref);
+            Ok(vm.uuid)
+        })
+        .await?;
+    crate::failover::leases::forget_vm_leases(d, vec![uuid]);
     Ok(json!(""))
 }
 

@@ -29,10 +29,60 @@ const STORE_WAIT: Duration = Duration::from_millis(20);
 pub fn spawn(d: Arc<Daemon>) {
     tokio::spawn(async move {
         let mut config = None;
+        let mut swept: Option<(u128, std::time::Instant)> = None;
         loop {
             let next = pass(&d, &mut config).await;
+            sweep_if_due(&d, &mut swept);
             tokio::time::sleep(next).await;
         }
+    });
+}
+
+/// How often the master looks for the lease files of destroyed VMs (and
+/// once whenever leases come on).
+const SWEEP_EVERY: Duration = Duration::from_secs(600);
+
+/// Remove the lease files of VMs `uuids` (destroyed), in the background:
+/// on the master, while leases are on (else the next sweep does it).
+pub fn forget_vm_leases(d: &Arc<Daemon>, uuids: Vec<String>) {
+    let Some(view) = d.leases().view() else { return };
+    if uuids.is_empty() {
+        return;
+    }
+    let io = view.io();
+    tokio::spawn(async move {
+        let layout = view.layout.clone();
+        match crate::lease::files::with_limit(io, move || crate::lease::files::forget_vms(&layout, &uuids)).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(count = n, "removed the lease files of destroyed VMs"),
+            Err(e) => tracing::warn!("cannot remove the lease files of destroyed VMs: {e}"),
+        }
+    });
+}
+
+/// On the master, every [`SWEEP_EVERY`] and when leases come on in a new
+/// configuration: the lease directories of VMs the pool no longer has go.
+/// The directories are listed before the database is read: a directory
+/// exists only for a VM that was in the database before it.
+fn sweep_if_due(d: &Arc<Daemon>, swept: &mut Option<(u128, std::time::Instant)>) {
+    let Some((generation, view)) = d.leases().generation().zip(d.leases().view()) else {
+        return;
+    };
+    if !d.is_master() || swept.is_some_and(|(g, at)| g == generation && at.elapsed() < SWEEP_EVERY) {
+        return;
+    }
+    *swept = Some((generation, std::time::Instant::now()));
+    let d = d.clone();
+    tokio::spawn(async move {
+        let layout = view.layout.clone();
+        let listed =
+            crate::lease::files::with_limit(view.io(), move || crate::lease::files::vms_with_files(&layout)).await;
+        let Ok(listed) = listed else { return };
+        let gone: Vec<String> = {
+            let m = d.model();
+            listed.into_iter().filter(|u| m.vm.ref_of_uuid(u).is_none()).collect()
+        };
+        forget_vm_leases(&d, gone);
     });
 }
 

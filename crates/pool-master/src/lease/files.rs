@@ -93,6 +93,47 @@ impl Layout {
     pub fn owner(&self, vm: &str, host: &str) -> PathBuf {
         self.root.join("vms").join(vm).join(format!("{host}.owner"))
     }
+
+    /// The directory of every VM's files, one directory per VM uuid.
+    pub fn vms(&self) -> PathBuf {
+        self.root.join("vms")
+    }
+}
+
+/// Remove the lease files of the VMs named `vms` (each a directory of
+/// [`Layout::vms`]): their VMs were destroyed, and nobody reads or writes
+/// them again. Returns how many went. An entry that is not a VM uuid's
+/// directory is left alone.
+pub fn forget_vms(layout: &Layout, vms: &[String]) -> Result<usize, IoError> {
+    let mut gone = 0;
+    for vm in vms {
+        if uuid::Uuid::parse_str(vm).is_err() {
+            continue;
+        }
+        let dir = layout.vms().join(vm);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => gone += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(IoError::Io { path: dir, source }),
+        }
+    }
+    Ok(gone)
+}
+
+/// The VM uuids that have a directory of lease files.
+pub fn vms_with_files(layout: &Layout) -> Result<Vec<String>, IoError> {
+    let dir = layout.vms();
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => return Err(IoError::Io { path: dir, source }),
+    };
+    Ok(entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .filter(|name| uuid::Uuid::parse_str(name).is_ok())
+        .collect())
 }
 
 /// Why a batch of lease I/O failed.
@@ -221,6 +262,33 @@ async fn run<T: Send + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_files_of_destroyed_vms_go_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        let (gone, kept) = (uuid::Uuid::new_v4().to_string(), uuid::Uuid::new_v4().to_string());
+        for vm in [&gone, &kept] {
+            write_json(&layout.block(vm, "host-a"), &1u32).unwrap();
+            write_json(&layout.owner(vm, "host-b"), &2u32).unwrap();
+        }
+        std::fs::create_dir_all(layout.vms().join("not-a-vm")).unwrap();
+        let mut listed = vms_with_files(&layout).unwrap();
+        listed.sort();
+        let mut both = vec![gone.clone(), kept.clone()];
+        both.sort();
+        assert_eq!(listed, both, "only VM directories are listed");
+        let asked = vec![gone.clone(), "not-a-vm".to_string(), "../hosts".to_string()];
+        assert_eq!(forget_vms(&layout, &asked).unwrap(), 1);
+        assert!(!layout.vms().join(&gone).exists());
+        assert!(layout.block(&kept, "host-a").exists());
+        assert!(layout.vms().join("not-a-vm").exists());
+        // Again: nothing left to remove, no error.
+        assert_eq!(forget_vms(&layout, &[gone]).unwrap(), 0);
+        // No lease area at all: nothing listed.
+        let empty = tempfile::tempdir().unwrap();
+        assert!(vms_with_files(&Layout::new(empty.path())).unwrap().is_empty());
+    }
 
     #[test]
     fn files_read_back_and_foreign_or_missing_ones_read_as_absent() {

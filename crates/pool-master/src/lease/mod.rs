@@ -247,6 +247,11 @@ impl Leases {
         self.lock().active.as_ref().map(|a| a.view.clone())
     }
 
+    /// The HA configuration the leases are on for, if they are.
+    pub fn generation(&self) -> Option<u128> {
+        self.lock().active.as_ref().map(|a| a.generation)
+    }
+
     /// How long a start may wait for its VM's lease (an owner's host
     /// lease expiring): nothing while leases are off.
     pub fn acquire_wait(&self) -> Duration {
