@@ -110,6 +110,8 @@ pub struct Daemon {
     role_epoch: watch::Sender<u64>,
     /// The VM leases this host holds, and its host lease.
     leases: Arc<crate::lease::Leases>,
+    /// VM starts in flight (on the master).
+    starting: crate::ops::reserve::Reservations,
 }
 
 impl Daemon {
@@ -151,6 +153,11 @@ impl Daemon {
     /// This host's leases on the heartbeat SR.
     pub fn leases(&self) -> &Arc<crate::lease::Leases> {
         &self.leases
+    }
+
+    /// The VM starts in flight on this master.
+    pub fn starting(&self) -> &crate::ops::reserve::Reservations {
+        &self.starting
     }
 
     /// Mark an HA enable or disable as running; false if one already is.
@@ -269,6 +276,7 @@ impl Daemon {
             last_seen: Mutex::new(HashMap::new()),
             ha_busy: std::sync::atomic::AtomicBool::new(false),
             leases,
+            starting: Default::default(),
         }))
     }
 

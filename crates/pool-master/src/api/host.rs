@@ -172,7 +172,19 @@ async fn member_hello(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
         },
     };
     let strays = d
-        .write(|txn| record_host_start(txn, &uuid, &address, memory_total, &snapshot))
+        .write(|txn| {
+            let mut strays = record_host_start(txn, &uuid, &address, memory_total, &snapshot)?;
+            // A guest whose start is in flight (`ops::reserve`) runs there
+            // before the pool places it there: not a stray.
+            let starting: Vec<String> = d
+                .starting()
+                .all()
+                .iter()
+                .filter_map(|(vm, _)| txn.get::<xapi_proto::records::VmRecord>(vm).map(|v| v.uuid))
+                .collect();
+            strays.retain(|s| !starting.contains(s));
+            Ok(strays)
+        })
         .await?;
     d.note_seen(&uuid);
     Ok(json!(strays))

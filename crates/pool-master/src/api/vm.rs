@@ -75,6 +75,9 @@ async fn destroy(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     let uuid = d
         .write(|txn| {
             let (vm_ref, vm) = args.reference::<VmRecord>(1, txn)?;
+            if d.starting().busy(&vm_ref) {
+                return Err(crate::ops::reserve::in_progress(&vm_ref));
+            }
             if vm.power_state != PowerState::Halted {
                 return Err(bad_power_state(&vm_ref, PowerState::Halted, vm.power_state));
             }
