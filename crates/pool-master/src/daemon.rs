@@ -111,7 +111,7 @@ pub struct Daemon {
     /// The VM leases this host holds, and its host lease.
     leases: Arc<crate::lease::Leases>,
     /// VM starts in flight (on the master).
-    starting: crate::ops::reserve::Reservations,
+    starting: crate::reserve::Reservations,
 }
 
 impl Daemon {
@@ -156,7 +156,7 @@ impl Daemon {
     }
 
     /// The VM starts in flight on this master.
-    pub fn starting(&self) -> &crate::ops::reserve::Reservations {
+    pub fn starting(&self) -> &crate::reserve::Reservations {
         &self.starting
     }
 

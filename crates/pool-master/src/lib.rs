@@ -38,6 +38,7 @@ pub mod ops;
 pub mod overcommit;
 pub mod peers;
 pub mod planning;
+pub mod reserve;
 pub mod server;
 pub mod sessions;
 pub mod storage_probe;

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 /// Bottom to top. A module may use the modules of the layers below its own.
 const LAYERS: &[&[&str]] = &[
-    &["files", "auth", "sessions", "logging", "memory"],
+    &["files", "auth", "sessions", "logging", "memory", "reserve"],
     &["planning", "faults"],
     &["overcommit", "peers"],
     &["driver"],

@@ -174,7 +174,7 @@ async fn member_hello(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     let strays = d
         .write(|txn| {
             let mut strays = record_host_start(txn, &uuid, &address, memory_total, &snapshot)?;
-            // A guest whose start is in flight (`ops::reserve`) runs there
+            // A guest whose start is in flight (`reserve`) runs there
             // before the pool places it there: not a stray.
             let starting: Vec<String> = d
                 .starting()

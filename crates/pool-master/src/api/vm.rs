@@ -76,7 +76,7 @@ async fn destroy(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
         .write(|txn| {
             let (vm_ref, vm) = args.reference::<VmRecord>(1, txn)?;
             if d.starting().busy(&vm_ref) {
-                return Err(crate::ops::reserve::in_progress(&vm_ref));
+                return Err(crate::reserve::in_progress(&vm_ref));
             }
             if vm.power_state != PowerState::Halted {
                 return Err(bad_power_state(&vm_ref, PowerState::Halted, vm.power_state));

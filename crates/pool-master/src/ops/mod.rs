@@ -8,7 +8,6 @@
 //! (`tests/layers.rs` checks it).
 
 pub mod host;
-pub mod reserve;
 pub mod vm;
 
 use xapi_proto::ApiError;

@@ -181,7 +181,7 @@ pub struct Planned<'a> {
     vm: VmRecord,
     target: Target,
     disks: Vec<std::path::PathBuf>,
-    reservation: crate::ops::reserve::Reservation<'a>,
+    reservation: crate::reserve::Reservation<'a>,
 }
 
 /// The checks of a start, under the write lock, and its reservation
@@ -196,7 +196,7 @@ pub async fn plan_start<'a>(
     let w = d.writer().await;
     let starting = d.starting();
     if starting.busy(vm_ref) {
-        return Err(crate::ops::reserve::in_progress(vm_ref));
+        return Err(crate::reserve::in_progress(vm_ref));
     }
     let (vm, target, disks) = w.read(|txn| {
         let vm = txn
