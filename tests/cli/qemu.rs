@@ -287,6 +287,41 @@ fn a_killed_xapid_cannot_leave_its_real_guest_writing() {
     lab.check();
 }
 
+/// The master loses the heartbeat SR under a protected real guest: its
+/// fence guard kills the guest a little after the lease's deadline, and
+/// the master, which can neither record that nor keep its role without
+/// the SR, still fences for the VM the pool places on it
+/// (`SM_STORAGE_LOST_UNDER_VMS`), so that a new master restarts it.
+#[test]
+fn a_master_cut_from_storage_under_a_real_guest_fences_and_the_vm_restarts_elsewhere() {
+    let Some(lab) = qemu_lab(3, 1, true) else {
+        return;
+    };
+    let vm = vm_uuid(&lab, "vm01");
+    lab.xe_ok(&["vm-param-set", &format!("uuid={vm}"), "ha-restart-priority=restart"]);
+    lab.xe_ok(&["vm-start", "vm=vm01", "on=host1"]);
+    let host1 = host_field(&lab, "host1", "uuid");
+    assert!(
+        booted_on(&lab, &vm, &host1, 10),
+        "the guest on host1 wrote no records:\n{}",
+        lab.output()
+    );
+    let t_cut = pool_master::driver::unix_ms();
+    lab.fault("cut-storage", "host1");
+    let mut after = None;
+    let moved = wait_for(FAILOVER, || {
+        after = running_on(&lab, &vm).filter(|h| h != "host1");
+        after.is_some()
+    });
+    assert!(moved, "vm01 did not restart away from host1:\n{}", lab.output());
+    let new_host = host_field(&lab, &after.expect("the VM runs"), "uuid");
+    new_guest_took_over(&lab, &vm, &host1, &new_host, t_cut, "after host1's storage cut");
+    assert_one_writer_at_a_time(&lab.sr_dir(), &vm);
+    lab.fault("restore-storage", "host1");
+    lab.wait_fenced("host1");
+    lab.check();
+}
+
 #[test]
 fn xe_vm_migrate_moves_a_real_guest_live_with_one_writer() {
     let Some(lab) = qemu_lab(2, 1, false) else {

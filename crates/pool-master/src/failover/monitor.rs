@@ -198,13 +198,30 @@ fn fence_if_storage_lost_under_vms(d: &Daemon, view: &AgentView) {
     if d.leases().active() && !d.is_master() {
         return;
     }
-    let running = d.driver().running();
-    if running.is_empty() {
+    let mut vms = d.driver().running();
+    // The master also counts the VMs the pool places on it: its fence
+    // guard may have killed their guests already (real guests die a
+    // little after the lease's deadline), and while it is master with the
+    // SR out of reach nobody can record them halted or restart them.
+    if d.is_master() {
+        let m = d.model();
+        if let Some(me) = m.host.ref_of_uuid(d.host_uuid()) {
+            for (_, v) in m.vm.iter() {
+                if v.resident_on == me
+                    && v.power_state != xapi_proto::records::PowerState::Halted
+                    && !vms.contains(&v.uuid)
+                {
+                    vms.push(v.uuid.clone());
+                }
+            }
+        }
+    }
+    if vms.is_empty() {
         return;
     }
     d.ha().watchdog.fence(&format!(
         "SM_STORAGE_LOST_UNDER_VMS: this host lost the heartbeat SR and runs {} VM(s) that cannot reach their disks; fencing so that HA restarts them on hosts with the storage",
-        running.len()
+        vms.len()
     ));
 }
 

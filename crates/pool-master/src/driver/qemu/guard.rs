@@ -143,6 +143,16 @@ enum Act {
     Reset(Vec<i32>),
 }
 
+/// Deadlines closer than this are one: each order line says "so many ms
+/// from now", so the same deadline read from two lines differs by the
+/// lines' delivery (a new renewal moves it by T/10, at least 300 ms).
+const SAME: Duration = Duration::from_millis(100);
+
+/// `at` is the deadline `done` already acted on.
+fn acted(done: Option<Instant>, at: Instant) -> bool {
+    done.is_some_and(|d| d.max(at) - d.min(at) < SAME)
+}
+
 /// The guard's rules, apart from its pipe, clock and signals.
 #[derive(Debug, Default)]
 struct Guard {
@@ -164,9 +174,9 @@ impl Guard {
     fn wake(&self) -> Option<Instant> {
         let lease = self.orders.lease;
         let pending = [
-            lease.map(|l| l.pause).filter(|t| self.paused_for != Some(*t)),
-            lease.map(|l| l.kill).filter(|t| self.killed_for != Some(*t)),
-            lease.map(|l| l.reset).filter(|t| self.reset_for != Some(*t)),
+            lease.map(|l| l.pause).filter(|t| !acted(self.paused_for, *t)),
+            lease.map(|l| l.kill).filter(|t| !acted(self.killed_for, *t)),
+            lease.map(|l| l.reset).filter(|t| !acted(self.reset_for, *t)),
             self.orders.deadline,
         ];
         pending.into_iter().flatten().min()
@@ -179,16 +189,16 @@ impl Guard {
             return Some(Act::Watchdog(pids));
         }
         let lease = self.orders.lease?;
-        if lease.pause <= now && self.paused_for != Some(lease.pause) {
+        if lease.pause <= now && !acted(self.paused_for, lease.pause) {
             self.paused_for = Some(lease.pause);
             return Some(Act::Pause(self.orders.pids.clone()));
         }
-        if lease.kill <= now && self.killed_for != Some(lease.kill) {
+        if lease.kill <= now && !acted(self.killed_for, lease.kill) {
             self.killed_for = Some(lease.kill);
             self.killed = self.orders.pids.clone();
             return Some(Act::Kill(self.killed.clone()));
         }
-        if lease.reset <= now && self.reset_for != Some(lease.reset) {
+        if lease.reset <= now && !acted(self.reset_for, lease.reset) {
             self.reset_for = Some(lease.reset);
             let alive: Vec<i32> = self.killed.iter().copied().filter(|&p| runs(p)).collect();
             if !alive.is_empty() {
@@ -342,6 +352,7 @@ fn act_on(act: Act, reset_machine: bool) {
             eprintln!("xapid guard: xapid missed its watchdog deadline: killing its guests {pids:?}");
             crate::driver::qemu::kill_and_wait(&pids);
         }
+        Act::Pause(pids) | Act::Kill(pids) if pids.is_empty() => {}
         Act::Pause(pids) => {
             eprintln!("xapid guard: the host lease was not renewed in time: pausing its guests {pids:?}");
             signal_all(&pids, Signal::SIGSTOP);
@@ -449,6 +460,26 @@ mod tests {
         assert_eq!(g.tick(at(7_326), |p| p == 11), Some(Act::Reset(vec![11])));
         assert_eq!(g.tick(at(7_400), |p| p == 11), None);
         assert_eq!(g.wake(), Some(at(60_000)));
+    }
+
+    #[test]
+    fn the_same_deadlines_sent_again_act_once() {
+        let now = Instant::now();
+        let at = |ms| now + Duration::from_millis(ms);
+        let mut g = Guard::default();
+        let orders = |jitter: u64| Orders {
+            deadline: None,
+            pids: vec![10],
+            lease: lease_at(now, 5_000 + jitter, 6_000 + jitter, 7_000 + jitter),
+        };
+        g.order(orders(0));
+        assert_eq!(g.tick(at(5_000), |_| true), Some(Act::Pause(vec![10])));
+        // The same deadlines, read from a later line a few ms apart.
+        g.order(orders(3));
+        assert_eq!(g.tick(at(5_100), |_| true), None);
+        assert_eq!(g.tick(at(6_003), |_| true), Some(Act::Kill(vec![10])));
+        g.order(orders(1));
+        assert_eq!(g.tick(at(6_500), |_| true), None);
     }
 
     #[test]
