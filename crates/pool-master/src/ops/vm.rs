@@ -177,7 +177,7 @@ pub async fn start_vm_avoiding(
 }
 
 /// A start checked and reserved, not yet begun.
-pub struct Planned<'a> {
+struct Planned<'a> {
     vm: VmRecord,
     target: Target,
     disks: Vec<std::path::PathBuf>,
@@ -186,7 +186,7 @@ pub struct Planned<'a> {
 
 /// The checks of a start, under the write lock, and its reservation
 /// (`reserve`): the VM, where it goes and its disks there.
-pub async fn plan_start<'a>(
+async fn plan_start<'a>(
     d: &'a Daemon,
     vm_ref: &str,
     host_ref: Option<&str>,
