@@ -227,19 +227,10 @@ impl LeaseWorld {
     /// The host loses its power now: its guests die, its I/O in flight
     /// fails (writes on their way still land); it stays down until booted.
     fn power_off(&mut self, h: usize) {
-        let host = &mut self.hosts[h];
-        if !host.up {
+        if !self.hosts[h].up {
             return;
         }
-        host.up = false;
-        host.fencing = false;
-        host.down_until = Millis::MAX;
-        host.guests.iter_mut().for_each(|g| *g = None);
-        for op in self.ops.iter_mut().filter(|o| o.host == h) {
-            op.reads.clear();
-            op.failed = true;
-        }
-        self.drop_disk_writes(h);
+        self.go_down(h, Millis::MAX);
         self.note(format!("host {h} goes down with its host in the liveset world"));
     }
 }

@@ -158,16 +158,7 @@ impl LeaseWorld {
     /// host goes down at once, its guests and their hung writes with it.
     pub(super) fn reset(&mut self, h: usize) {
         let down = self.rng.random_range(2 * self.cfg.timing.io + 1_000..15_000);
-        let host = &mut self.hosts[h];
-        host.up = false;
-        host.fencing = false;
-        host.down_until = self.now + down;
-        host.guests.iter_mut().for_each(|g| *g = None);
-        for op in self.ops.iter_mut().filter(|o| o.host == h) {
-            op.reads.clear();
-            op.failed = true;
-        }
-        self.drop_disk_writes(h);
+        self.go_down(h, self.now + down);
     }
 
     /// Releases and a fence waiting for their guests to exit (real

@@ -347,16 +347,7 @@ impl LeaseWorld {
         match self.rng.random_range(0..5) {
             0 => {
                 let down = self.rng.random_range(2 * io + 1_000..15_000);
-                let host = &mut self.hosts[h];
-                host.up = false;
-                host.down_until = self.now + down;
-                host.guests.iter_mut().for_each(|g| *g = None);
-                // Its I/O dies with it; writes on their way still land.
-                for op in self.ops.iter_mut().filter(|o| o.host == h) {
-                    op.reads.clear();
-                    op.failed = true;
-                }
-                self.drop_disk_writes(h);
+                self.go_down(h, self.now + down);
                 self.note(format!("FAULT host {h} powered off for {down} ms"));
             }
             1 => {
@@ -376,6 +367,22 @@ impl LeaseWorld {
             }
             _ => self.fence(h),
         }
+    }
+
+    /// Host `h` goes down now until `until` (its power, or a reset): its
+    /// guests die, its I/O in flight fails (its lease-file writes on their
+    /// way still land, real guests' disk writes as `disk.rs` says).
+    pub(super) fn go_down(&mut self, h: usize, until: Millis) {
+        let host = &mut self.hosts[h];
+        host.up = false;
+        host.fencing = false;
+        host.down_until = until;
+        host.guests.iter_mut().for_each(|g| *g = None);
+        for op in self.ops.iter_mut().filter(|o| o.host == h) {
+            op.reads.clear();
+            op.failed = true;
+        }
+        self.drop_disk_writes(h);
     }
 
     /// Host `h` decides to fence (the liveset told it to): it kills its
