@@ -189,16 +189,16 @@ fn the_seeds_cable_pulls_restart_a_real_guest_elsewhere_with_one_writer() {
     lab.check();
 }
 
-/// Protect vm01, start it on host3 and wait until its guest has written
-/// ten records: (the VM's uuid, host3's uuid).
-fn protected_guest_on_host3(lab: &Lab) -> (String, String) {
+/// Protect vm01, start it on `host` and wait until its guest has written
+/// ten records: (the VM's uuid, the host's uuid).
+fn protected_guest_on(lab: &Lab, host: &str) -> (String, String) {
     let vm = vm_uuid(lab, "vm01");
     lab.xe_ok(&["vm-param-set", &format!("uuid={vm}"), "ha-restart-priority=restart"]);
-    lab.xe_ok(&["vm-start", "vm=vm01", "on=host3"]);
-    let host3 = host_field(lab, "host3", "uuid");
-    let booted = booted_on(lab, &vm, &host3, 10);
-    assert!(booted, "the guest on host3 wrote no records:\n{}", lab.output());
-    (vm, host3)
+    lab.xe_ok(&["vm-start", "vm=vm01", &format!("on={host}")]);
+    let host_uuid = host_field(lab, host, "uuid");
+    let booted = booted_on(lab, &vm, &host_uuid, 10);
+    assert!(booted, "the guest on {host} wrote no records:\n{}", lab.output());
+    (vm, host_uuid)
 }
 
 #[test]
@@ -206,7 +206,7 @@ fn a_frozen_xapid_cannot_leave_its_real_guest_writing() {
     let Some(lab) = qemu_lab(3, 1, true) else {
         return;
     };
-    let (vm, host3) = protected_guest_on_host3(&lab);
+    let (vm, host3) = protected_guest_on(&lab, "host3");
 
     // Freeze host3's xapid for 3 T: its guest is a process of its own, and
     // only the fence guard beside xapid can stop it in time.
@@ -246,7 +246,7 @@ fn a_killed_xapid_cannot_leave_its_real_guest_writing() {
     let Some(lab) = qemu_lab(3, 1, true) else {
         return;
     };
-    let (vm, host3) = protected_guest_on_host3(&lab);
+    let (vm, host3) = protected_guest_on(&lab, "host3");
     let old_guest = guest_processes(&lab, "host3");
     assert_eq!(old_guest.len(), 1, "one QEMU process on host3");
 
@@ -297,15 +297,7 @@ fn a_master_cut_from_storage_under_a_real_guest_fences_and_the_vm_restarts_elsew
     let Some(lab) = qemu_lab(3, 1, true) else {
         return;
     };
-    let vm = vm_uuid(&lab, "vm01");
-    lab.xe_ok(&["vm-param-set", &format!("uuid={vm}"), "ha-restart-priority=restart"]);
-    lab.xe_ok(&["vm-start", "vm=vm01", "on=host1"]);
-    let host1 = host_field(&lab, "host1", "uuid");
-    assert!(
-        booted_on(&lab, &vm, &host1, 10),
-        "the guest on host1 wrote no records:\n{}",
-        lab.output()
-    );
+    let (vm, host1) = protected_guest_on(&lab, "host1");
     let t_cut = pool_master::driver::unix_ms();
     lab.fault("cut-storage", "host1");
     let mut after = None;
