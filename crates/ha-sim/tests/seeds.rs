@@ -248,6 +248,10 @@ fn seeds_that_found_a_bug_stay_fixed() {
             210066561,
             "5 hosts: the lock holder froze for 9.7 s while a host joined; it woke, completed a cycle 50 ms before its old slot aged out in the joiner's eyes, and held the lock by its old liveset beside the joiner, which took the lock when that slot aged out 350 ms later (rule M: a host's own slot counts for the lock only while every peer surely sees it fresh)",
         ),
+        (
+            240020372,
+            "2 hosts: a joiner's intent landed late (slow statefile I/O) after its acker, cut off, had decided to drop it without seeing the intent; the joiner armed on the old ack (rule I: the ack must still stand in the acker's slot read after the intent landed)",
+        ),
         (70100535, "found in the same fresh sweep"),
         (70105962, "found in the same fresh sweep"),
         (
@@ -258,23 +262,4 @@ fn seeds_that_found_a_bug_stay_fixed() {
         let r = schedule::run(seed, None, 300_000, false).expect("T_S is a valid lab timeout");
         assert_eq!(r.violation, None, "seed {seed} ({bug})");
     }
-}
-
-/// Found on a fresh sweep (240,010,000–240,039,999), not fixed yet: 2
-/// hosts; host 0's statefile I/O took 18 s per operation until 215 s, so
-/// its join's arming slot landed only at 223.6 s. Host 1 acked the join
-/// at 212.5 s, was cut from the network at 221.2 s, and at 222.5 s won
-/// outright without host 0 (in neither of its domains: the slot was
-/// stale, the heartbeats gone). Host 0 armed at 223.65 s on that old ack,
-/// noticed the fault only at 230.5 s (T1 after it armed), and was dropped
-/// at 239.5 s while its budget ran to 242.5 s. An ack lets a joiner arm
-/// whenever its intent lands, even after the acker decided to drop it:
-/// the joiner should arm only on an ack confirmed after its intent landed
-/// (or the acker wait out the joiner's latest arming). Ignored until the
-/// rule is fixed; `cargo test -p ha-sim --test seeds -- --ignored` runs it.
-#[test]
-#[ignore = "a known liveset bug, not fixed yet"]
-fn a_joiner_arming_on_an_ack_its_acker_no_longer_stands_by() {
-    let r = schedule::run(240_020_372, None, 300_000, false).expect("T_S is a valid lab timeout");
-    assert_eq!(r.violation, None);
 }

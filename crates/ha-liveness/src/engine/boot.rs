@@ -153,7 +153,9 @@ impl Engine {
     /// `arming`, read after its own fault-handler phase landed: of two
     /// hosts that each write, then read, at least one sees the other's
     /// write, so they cannot both go ahead (140124492's heartbeat form of
-    /// this race left a window of T/2: 170162212).
+    /// this race left a window of T/2: 170162212). What this host reads
+    /// after its intent landed shows the acker's fault handler, or its
+    /// outcome: the host must still be in the acker's proposal there.
     pub(super) fn arm_gate(&mut self, now: Millis, ready: bool, ackers: HostSet) -> bool {
         let me = self.cfg.me;
         let ackers = ackers.without(me);
@@ -181,10 +183,17 @@ impl Engine {
         let mut waiting = false;
         for i in ackers.iter().filter(|&i| self.sfdomain.contains(i)) {
             let read_since = self.obs[i].slot_read_at.is_some_and(|t| t >= at);
-            let in_fh = self.obs[i].slot.is_some_and(|s| s.view.phase.in_fault_handler());
+            let slot = self.obs[i].slot;
+            let in_fh = slot.is_some_and(|s| s.view.phase.in_fault_handler());
+            // The ack must still stand in a slot read since the intent
+            // landed: an acker whose fault handler ended before then may
+            // have decided to drop this host without seeing the intent
+            // (its slot was stale to it: 240020372). Such a slot shows
+            // the decision: this host out of its proposal.
+            let still_acks = slot.is_some_and(|s| s.view.proposed.contains(me));
             if read_since && in_fh {
                 self.arm_blocked.insert(i);
-            } else if !read_since {
+            } else if !read_since || !still_acks {
                 waiting = true;
             }
         }

@@ -44,7 +44,8 @@ impl Rig {
             excluded: false,
             starting: true,
             arming: false,
-            view: View::default(),
+            // A forming host's slot shows the views its heartbeats carry.
+            view: Rig::forming_peer(),
             lock_request: false,
             lock_grant: HostSet::EMPTY,
             weight: 0,
@@ -223,6 +224,27 @@ fn a_starting_host_does_not_arm_when_an_acker_shows_a_fault_handler_after_its_ma
         !rig.armed && !rig.intent_in_flight(),
         "armed again while host 1's round showed"
     );
+}
+
+#[test]
+fn a_starting_host_does_not_arm_on_an_ack_its_ackers_slot_withdrew() {
+    let mut rig = Rig::marking();
+    // Host 1 took host 0 in, was cut off, and its fault handler ended
+    // before host 0's mark landed: it decided to drop host 0 without
+    // seeing the mark (ha-sim 240020372). Its last heartbeat still acks.
+    rig.peer_slot.starting = false;
+    rig.peer_slot.view.current = HostSet::first(2);
+    rig.peer_slot.view.proposed = HostSet::single(1);
+    rig.peer_slot.view.phase = Phase::Started;
+    rig.until(3_000, |r| r.armed);
+    assert!(
+        !rig.armed,
+        "armed on an ack host 1's slot had withdrawn: {:#?}",
+        rig.logs
+    );
+    // Host 1 acks again (it took host 0 back in): host 0 arms.
+    rig.peer_slot.view.proposed = HostSet::first(2);
+    assert!(rig.until(3_000, |r| r.armed), "never armed: {:#?}", rig.logs);
 }
 
 #[test]
