@@ -119,7 +119,13 @@ pub struct Host {
     pub link_up: bool,
     /// The election asked for the master lock last time (this boot).
     pub wants_master: bool,
+    /// Heartbeats that reached the host while it was frozen: its socket
+    /// keeps them (up to [`BACKLOG`]) and the engine reads them on waking.
+    backlog: Vec<ha_liveness::Heartbeat>,
 }
+
+/// How many heartbeats a frozen host's socket buffer keeps.
+const BACKLOG: usize = 256;
 
 impl Host {
     pub fn running(&self) -> bool {
@@ -240,6 +246,7 @@ impl World {
                 tie_sent: None,
                 link_up: true,
                 wants_master: false,
+                backlog: Vec::new(),
                 fences: Vec::new(),
             });
         }
@@ -294,6 +301,7 @@ impl World {
         h.restart_at = None;
         h.tie_sent = None;
         h.wants_master = false;
+        h.backlog.clear();
         self.checker.booted(i);
         let now = self.now;
         if let Some(b) = self.truth.as_mut().and_then(|r| r.booted_at.get_mut(i)) {
@@ -441,7 +449,14 @@ impl World {
                 }
             }
         }
-        // Packets.
+        // Packets: first what a host that woke up found in its socket.
+        for i in 0..n {
+            if !self.hosts[i].backlog.is_empty() && !self.hosts[i].frozen(now) {
+                for hb in std::mem::take(&mut self.hosts[i].backlog) {
+                    self.deliver(i, Event::Heartbeat(hb));
+                }
+            }
+        }
         let due: Vec<_> = self
             .packets
             .range(..=(now, u64::MAX))
@@ -451,6 +466,13 @@ impl World {
             self.packets.remove(&k);
             if let Some(r) = &mut self.truth {
                 r.arrival(hb.from, to, now);
+            }
+            let h = &mut self.hosts[to];
+            if h.running() && h.frozen(now) {
+                if h.backlog.len() < BACKLOG {
+                    h.backlog.push(hb);
+                }
+                continue;
             }
             self.deliver(to, Event::Heartbeat(hb));
         }

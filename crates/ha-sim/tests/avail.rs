@@ -292,6 +292,18 @@ fn seeds_that_fenced_healthy_hosts_stay_fixed() {
             179000011,
             "3 hosts: a partition healed as the round began; the hosts cut by the clique reduction must grow back when heard again (rule V), or the healthy one fences",
         ),
+        (
+            240200131,
+            "5 hosts: host 1 left cleanly and booted again within a second; only host 0 read its excluded slot, the others waited for its old boot, and the views never agreed: the whole pool fenced (rule U: a later boot in a member's slot means its boot in the liveset stopped)",
+        ),
+        (
+            240200787,
+            "5 hosts: a joiner taken in as it shut down left the sfdomain after the round froze its views; that started a clock the round's fence wait outlasted, and a winner fenced (rule Y: a host outside the frozen network partition is dropped by the round, its later failures are no new fault)",
+        ),
+        (
+            240200302,
+            "4 hosts: host 1 woke from a 6.5 s freeze just before its peers' last heartbeats aged out; it dropped two of them, its fault handler's views spread, and a healthy host fenced (rule Z: after a stall, peers get a moment to be heard; the simulator keeps what reached a frozen host's socket)",
+        ),
     ];
     for &(seed, story) in seeds {
         let r = schedule::run_opts(seed, None, 300_000, opts, |_| {}).unwrap();

@@ -206,7 +206,14 @@ impl Engine {
     /// H, ha-sim 150079909).
     pub(super) fn members_held(&self) -> HostSet {
         let me = self.cfg.me;
-        let mut members = self.current;
+        // A member whose later boot writes its slot has stopped (rule U):
+        // hosts that saw it leave cleanly before it restarted hold only
+        // the new boot, a joiner, and so does this host's count.
+        let mut members: HostSet = self
+            .current
+            .iter()
+            .filter(|&i| i == me || self.obs[i].member_boot == 0 || self.latest_boot(i) <= self.obs[i].member_boot)
+            .collect();
         for i in self.current.and(self.sfdomain).iter().filter(|&i| i != me) {
             let Some(slot) = self.obs[i].member_slot else { continue };
             let ours = self.obs[i].member_boot == 0 || slot.boot == self.obs[i].member_boot;

@@ -175,7 +175,15 @@ impl Engine {
         if self.sr2 || self.storage_lost {
             sf_out = HostSet::EMPTY;
         }
-        let failed = hb_out.or(sf_out);
+        let mut failed = hb_out.or(sf_out);
+        // Rule Y: a host outside the network partition of this round's
+        // frozen views is dropped by the round whatever else happens to it
+        // (a winner keeps only hosts of its hbdomain; a loser fences). Its
+        // later failures are no new fault: counting one started a clock
+        // that this round's fence wait outlasted (ha-sim 240200787).
+        if let Some(snap) = self.fh.as_ref().and_then(|f| f.snapshot.as_ref()) {
+            failed = failed.and(snap.hbdomain);
+        }
         if !failed.is_empty() && self.is_online() {
             self.request_fh(now, false);
             self.abandon_if_kept_failed(now, failed);

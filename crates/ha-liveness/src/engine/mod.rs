@@ -33,6 +33,13 @@ mod network;
 mod statefile;
 
 use fault_handler::{Fh, Snapshot};
+
+/// A gap between two events longer than this means the host was stalled:
+/// events come at least every 100 ms ([`Event::Tick`]).
+const STALL: Millis = 1_000;
+/// Rule Z: after a stall, how long peers get to be heard (their
+/// heartbeats wait in this host's socket) before silence counts.
+const WAKE_GRACE: Millis = 300;
 use statefile::Domain;
 
 /// How one host's engine is set up; identical on every host but `me`.
@@ -389,6 +396,12 @@ pub struct Engine {
     fed: [Option<Millis>; 2],
     /// When each watchdog was last fed.
     fed_at: [Option<Millis>; 2],
+    /// When the last event was handled: a longer gap than [`STALL`] means
+    /// this host was stalled (frozen, or its shell was).
+    last_event: Option<Millis>,
+    /// Until when, after a stall, silence does not count against peers
+    /// (rule Z): what they sent meanwhile waits in this host's queue.
+    wake_grace_until: Millis,
     out: Vec<Command>,
     /// The tie-break values the caller last reported.
     tie: TieBreak,
@@ -453,6 +466,8 @@ impl Engine {
             fed: [None, None],
             tie: TieBreak::default(),
             fed_at: [None, None],
+            last_event: None,
+            wake_grace_until: 0,
             out: Vec::new(),
             cfg,
         }
@@ -479,6 +494,10 @@ impl Engine {
         if self.is_running() {
             self.check_own_watchdogs(now);
         }
+        if self.last_event.is_some_and(|t| now.saturating_sub(t) > STALL) {
+            self.wake_grace_until = now + WAKE_GRACE;
+        }
+        self.last_event = Some(now);
         if self.is_running() {
             match event {
                 Event::Tick => {}

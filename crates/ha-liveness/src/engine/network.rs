@@ -137,7 +137,7 @@ impl Engine {
                         f.regrown_hb.insert(i);
                     }
                 }
-            } else {
+            } else if now >= self.wake_grace_until || !self.hbdomain.contains(i) {
                 self.hbdomain.remove(i);
                 // A host silent for T1 may come back rebooted, counting from 0.
                 if let Some(p) = &mut self.obs[i].peer {
