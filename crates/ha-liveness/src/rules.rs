@@ -52,6 +52,9 @@ pub struct Views<'a> {
     pub claimants: HostSet,
     /// Hosts whose slot says they left cleanly.
     pub excluded: HostSet,
+    /// Hosts heard on the network whose heartbeat says they are in no
+    /// liveset (starting, or stopping): not armed, whatever they reach.
+    pub heard_unarmed: HostSet,
     /// The hosts the largest-partition rule counts: `current`, and the
     /// hosts its members publish in their livesets (a joiner one member took
     /// in while another was cut off before it saw the last ack).
@@ -194,8 +197,14 @@ fn grow(clique: HostSet, candidates: HostSet, edge: &[HostSet], weights: &[u32],
 /// pool's hosts, not only the liveset's (counting members only let a lone
 /// member without the statefile survive beside a host it had dropped, and
 /// two masters followed: ha-sim 190028636).
+///
+/// A host heard that is in no liveset (starting or stopping) counts as
+/// heard, as in xhad, not as one that must have left cleanly: a host
+/// booting without storage while the whole SR was down made every member
+/// fail rule 2 (ha-sim 240200103). It is not armed and cannot arm without
+/// the statefile, and its heartbeat says whether it reaches it.
 pub fn rule2(v: &Views) -> bool {
-    let hbd = v.hbdomain.and(v.current);
+    let hbd = v.hbdomain.and(v.current.or(v.heard_unarmed));
     (0..v.hosts).all(|i| {
         let sf = if i == v.me {
             v.sf_access
@@ -441,6 +450,7 @@ mod tests {
                 peers_with_sf: set(c.peers_with_sf),
                 published: &published,
                 excluded: HostSet::EMPTY,
+                heard_unarmed: HostSet::EMPTY,
                 members: HostSet::EMPTY,
                 weights: &weights,
                 ties: &[],
@@ -485,6 +495,7 @@ mod tests {
             peers_with_sf: HostSet::EMPTY,
             published: &published,
             excluded: HostSet::EMPTY,
+            heard_unarmed: HostSet::EMPTY,
             members: HostSet::EMPTY,
             weights: &weights,
             ties: &[],
@@ -515,6 +526,7 @@ mod tests {
             peers_with_sf: set(&[0, 1, 2]).without(me),
             published: &published,
             excluded: HostSet::EMPTY,
+            heard_unarmed: HostSet::EMPTY,
             members: HostSet::EMPTY,
             weights: &weights,
             ties: &[],
@@ -555,6 +567,7 @@ mod tests {
             peers_with_sf: set(&[2]),
             published: &published,
             excluded: HostSet::EMPTY,
+            heard_unarmed: HostSet::EMPTY,
             members: HostSet::EMPTY,
             weights: &weights,
             ties: &[],
@@ -591,6 +604,7 @@ mod tests {
             peers_with_sf: HostSet::EMPTY,
             published: &published,
             excluded: HostSet::EMPTY,
+            heard_unarmed: HostSet::EMPTY,
             members: HostSet::EMPTY,
             weights: &weights,
             ties: &[],
@@ -604,6 +618,42 @@ mod tests {
         // cleanly, as in xhad (ha-sim 190028636).
         v.current = set(&[0, 1]);
         v.excluded = HostSet::EMPTY;
+        assert!(!rule2(&v));
+    }
+
+    #[test]
+    fn rule2_counts_a_heard_host_in_no_liveset_as_heard() {
+        // The whole SR is down; host 1, out of the liveset, boots without
+        // storage and is heard (ha-sim 240200103).
+        let published = vec![None, None, None];
+        let weights = vec![0; 3];
+        let mut v = Views {
+            me: 0,
+            hosts: 3,
+            current: set(&[0, 2]),
+            hbdomain: set(&[0, 1, 2]),
+            sfdomain: HostSet::EMPTY,
+            sf_access: false,
+            peers_with_sf: HostSet::EMPTY,
+            published: &published,
+            excluded: HostSet::EMPTY,
+            heard_unarmed: HostSet::EMPTY,
+            members: HostSet::EMPTY,
+            weights: &weights,
+            ties: &[],
+            joiners: HostSet::EMPTY,
+            claimants: HostSet::EMPTY,
+        };
+        assert!(!rule2(&v), "a heard host in another liveset is not known to be unarmed");
+        v.heard_unarmed = set(&[1]);
+        assert!(rule2(&v));
+        assert_eq!(survival(&v), Outcome::Rule2);
+        // Heard, and reaching the statefile: rule 2 does not hold.
+        v.peers_with_sf = set(&[1]);
+        assert!(!rule2(&v));
+        // Not heard: it must have left cleanly.
+        v.peers_with_sf = HostSet::EMPTY;
+        v.hbdomain = set(&[0, 2]);
         assert!(!rule2(&v));
     }
 }

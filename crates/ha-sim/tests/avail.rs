@@ -304,6 +304,10 @@ fn seeds_that_fenced_healthy_hosts_stay_fixed() {
             240200302,
             "4 hosts: host 1 woke from a 6.5 s freeze just before its peers' last heartbeats aged out; it dropped two of them, its fault handler's views spread, and a healthy host fenced (rule Z: after a stall, peers get a moment to be heard; the simulator keeps what reached a frozen host's socket)",
         ),
+        (
+            240200103,
+            "3 hosts: the whole SR went down while host 1, out of the liveset, booted without storage; every member failed rule 2 because the heard host 1 was not a member and had not left cleanly, and the pool fenced (rule 2 counts a heard host in no liveset as heard, as xhad)",
+        ),
     ];
     for &(seed, story) in seeds {
         let r = schedule::run_opts(seed, None, 300_000, opts, |_| {}).unwrap();

@@ -188,6 +188,17 @@ impl Engine {
                 .collect(),
             claimants: self.claimants().minus(self.hbdomain),
             excluded: self.excluded_hosts(),
+            heard_unarmed: self
+                .hbdomain
+                .without(self.cfg.me)
+                .iter()
+                .filter(|&i| {
+                    self.obs[i]
+                        .peer
+                        .as_ref()
+                        .is_some_and(|p| !p.hb.view.current.contains(i))
+                })
+                .collect(),
             members: self.members_held(),
         }
     }
@@ -288,6 +299,7 @@ impl Engine {
             joiners: snap.joiners,
             claimants: snap.claimants,
             excluded: snap.excluded,
+            heard_unarmed: snap.heard_unarmed,
             members: snap.members,
             weights: &weights,
         };

@@ -149,6 +149,8 @@ pub(super) struct Snapshot {
     /// See [`Engine::claimants`].
     pub(super) claimants: HostSet,
     pub(super) excluded: HostSet,
+    /// See [`crate::rules::Views::heard_unarmed`].
+    pub(super) heard_unarmed: HostSet,
     pub(super) members: HostSet,
 }
 
