@@ -308,6 +308,10 @@ fn seeds_that_fenced_healthy_hosts_stay_fixed() {
             240200103,
             "3 hosts: the whole SR went down while host 1, out of the liveset, booted without storage; every member failed rule 2 because the heard host 1 was not a member and had not left cleanly, and the pool fenced (rule 2 counts a heard host in no liveset as heard, as xhad)",
         ),
+        (
+            240200071,
+            "2 hosts: host 1 lost its storage and was kept by host 0, which then left cleanly for maintenance; host 1 could not read the mark, failed rule 2 and fenced (rule X: a leaving host says so in its last heartbeats)",
+        ),
     ];
     for &(seed, story) in seeds {
         let r = schedule::run_opts(seed, None, 300_000, opts, |_| {}).unwrap();

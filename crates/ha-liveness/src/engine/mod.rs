@@ -272,6 +272,10 @@ struct Observed {
     member_slot: Option<Slot>,
     /// The boot of it taken into the liveset (published in the slot).
     member_boot: u64,
+    /// The latest boot of it heard saying it left cleanly (its last
+    /// heartbeats after a leave carry phase `Aborted`): as good as its
+    /// slot's mark, and heard by hosts that cannot read the statefile.
+    left_boot: u64,
 }
 
 /// Progress of the start sequence.
@@ -515,6 +519,14 @@ impl Engine {
                         slot: self.my_slot(),
                         global: None,
                     });
+                    // Say so on the network too, twice against a lost
+                    // packet: a peer without the statefile cannot read the
+                    // mark, and needs it for rule 2 (ha-sim 240200071).
+                    for _ in 0..2 {
+                        self.hb_sequence += 1;
+                        let hb = self.heartbeat();
+                        self.out.push(Command::SendHeartbeat(hb));
+                    }
                     self.stop(Exit::Requested);
                 }
                 Event::Stop => self.stop(Exit::Requested),
@@ -601,6 +613,7 @@ impl Engine {
                 self.obs[i]
                     .slot
                     .is_some_and(|s| s.excluded && s.boot >= self.latest_boot(i))
+                    || (self.obs[i].left_boot != 0 && self.obs[i].left_boot >= self.latest_boot(i))
             })
             .collect()
     }

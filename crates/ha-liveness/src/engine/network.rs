@@ -100,6 +100,10 @@ impl Engine {
         // meet passes FhReady within one tick and never sends it.
         let force = matches!(hb.view.phase, Phase::FhReady | Phase::Fh1 | Phase::Fh1Done | Phase::Fh2)
             && hb.view.current.contains(i);
+        let left = hb.view.phase == Phase::Aborted;
+        if left {
+            self.obs[i].left_boot = self.obs[i].left_boot.max(hb.boot);
+        }
         self.obs[i].last_hb = Some(now);
         self.obs[i].peer = Some(Peer { hb });
         self.update_hbdomain(now);
