@@ -248,6 +248,26 @@ impl Engine {
         }
     }
 
+    /// Rule E at phase 2: a holder whose round has seen no member on the
+    /// statefile only restarts its budget's clock as it publishes phase
+    /// 2; every winner that could drop it decides after seeing that
+    /// phase (docs/HA.md).
+    pub(super) fn restart_clock_at_phase2(&mut self, now: Millis) {
+        let me = self.cfg.me;
+        let holder = self.sf_access && self.sfdomain.contains(me) && !self.storage_lost && !self.sr2;
+        let Some(fh) = &self.fh else { return };
+        if self.phase == Phase::Fh2
+            && holder
+            && self.armed
+            && !fh.split_seen
+            && !fh.sf_only_seen
+            && self.trouble_since.is_some()
+        {
+            self.trouble_since = Some(now);
+            self.uncap_watchdogs(now);
+        }
+    }
+
     pub(super) fn fault_handler(&mut self, now: Millis) {
         if self.fh.is_none() {
             if !self.need_fh || self.phase != Phase::Started {
@@ -315,6 +335,10 @@ impl Engine {
             };
             let done = match step {
                 Step::Rendezvous { set, next, on_sf } => {
+                    if set == Phase::Fh2 && self.phase != Phase::Fh2 {
+                        self.set_phase(set);
+                        self.restart_clock_at_phase2(now);
+                    }
                     self.set_phase(set);
                     self.sf_accelerate = on_sf;
                     self.rendezvous(now, set, next, on_sf)
