@@ -20,9 +20,9 @@ pub const BLOCK: usize = 4096;
 /// Size of the statefile: the global block and 64 slots.
 pub const STATEFILE_SIZE: usize = BLOCK * (1 + MAX_HOSTS);
 /// Size of a heartbeat packet.
-pub const PACKET_SIZE: usize = 4 + 1 + 1 + 16 + 8 + 8 + 8 * 4 + 1 + 1 + 4 + 36 + 32;
+pub const PACKET_SIZE: usize = 4 + 1 + 1 + 1 + 16 + 8 + 8 + 8 * 4 + 1 + 1 + 4 + 36 + 32;
 
-const PACKET_VERSION: u8 = 3;
+const PACKET_VERSION: u8 = 4;
 const SF_VERSION: u8 = 4;
 const TAG: usize = 32;
 const SUM: usize = 8;
@@ -40,6 +40,8 @@ pub enum WireError {
     UnknownSender(usize),
     #[error("sender index {index} does not carry its configured UUID")]
     WrongSender { index: usize },
+    #[error("sent to host index {0}, not to this host")]
+    WrongReceiver(usize),
     #[error("another HA generation")]
     Generation,
     #[error("bad field value")]
@@ -142,12 +144,16 @@ fn uuid_bytes(uuid: &str) -> [u8; 36] {
     out
 }
 
-/// Encode and sign a heartbeat from the host with UUID `host_uuid`.
-pub fn encode_heartbeat(hb: &Heartbeat, host_uuid: &str, key: &[u8]) -> Vec<u8> {
+/// Encode and sign a heartbeat from the host with UUID `host_uuid` to the
+/// host with index `to`. The receiver is signed with the rest: a packet
+/// captured on its way to one host cannot be sent to another, where it
+/// would forge a link that does not exist.
+pub fn encode_heartbeat(hb: &Heartbeat, host_uuid: &str, to: usize, key: &[u8]) -> Vec<u8> {
     let mut w = Writer(Vec::with_capacity(PACKET_SIZE));
     w.put(b"hahx");
     w.u8(PACKET_VERSION);
     w.u8(hb.from as u8);
+    w.u8(to as u8);
     w.put(&hb.generation.to_le_bytes());
     w.u64(hb.boot);
     w.u64(hb.sequence);
@@ -169,8 +175,15 @@ pub fn encode_heartbeat(hb: &Heartbeat, host_uuid: &str, key: &[u8]) -> Vec<u8> 
     w.0
 }
 
-/// Check and decode a packet against the pool's sorted host UUIDs.
-pub fn decode_heartbeat(bytes: &[u8], hosts: &[String], generation: u128, key: &[u8]) -> Result<Heartbeat, WireError> {
+/// Check and decode a packet sent to host `me` against the pool's sorted
+/// host UUIDs.
+pub fn decode_heartbeat(
+    bytes: &[u8],
+    hosts: &[String],
+    me: usize,
+    generation: u128,
+    key: &[u8],
+) -> Result<Heartbeat, WireError> {
     if bytes.len() != PACKET_SIZE {
         return Err(WireError::Size(bytes.len()));
     }
@@ -186,6 +199,10 @@ pub fn decode_heartbeat(bytes: &[u8], hosts: &[String], generation: u128, key: &
     let Some(uuid) = hosts.get(from) else {
         return Err(WireError::UnknownSender(from));
     };
+    let to = usize::from(r.u8().ok_or(WireError::Field)?);
+    if to != me {
+        return Err(WireError::WrongReceiver(to));
+    }
     let gen = r.u128().ok_or(WireError::Field)?;
     let boot = r.u64().ok_or(WireError::Field)?;
     let sequence = r.u64().ok_or(WireError::Field)?;
@@ -410,35 +427,46 @@ mod tests {
     #[test]
     fn heartbeats_round_trip_and_refuse_tampering() {
         let h = hosts();
-        let bytes = encode_heartbeat(&hb(), &h[1], b"secret");
+        let bytes = encode_heartbeat(&hb(), &h[1], 0, b"secret");
         assert_eq!(bytes.len(), PACKET_SIZE);
-        assert_eq!(decode_heartbeat(&bytes, &h, 7, b"secret"), Ok(hb()));
+        assert_eq!(decode_heartbeat(&bytes, &h, 0, 7, b"secret"), Ok(hb()));
         assert_eq!(
-            decode_heartbeat(&bytes, &h, 7, b"other"),
+            decode_heartbeat(&bytes, &h, 0, 7, b"other"),
             Err(WireError::Unauthenticated)
         );
-        assert_eq!(decode_heartbeat(&bytes, &h, 8, b"secret"), Err(WireError::Generation));
         assert_eq!(
-            decode_heartbeat(&bytes[1..], &h, 7, b"secret"),
+            decode_heartbeat(&bytes, &h, 0, 8, b"secret"),
+            Err(WireError::Generation)
+        );
+        assert_eq!(
+            decode_heartbeat(&bytes[1..], &h, 0, 7, b"secret"),
             Err(WireError::Size(PACKET_SIZE - 1))
         );
         let mut flipped = bytes.clone();
         flipped[20] ^= 1;
         assert_eq!(
-            decode_heartbeat(&flipped, &h, 7, b"secret"),
+            decode_heartbeat(&flipped, &h, 0, 7, b"secret"),
             Err(WireError::Unauthenticated)
         );
         // Host 0's UUID in host 1's packet.
-        let forged = encode_heartbeat(&hb(), &h[0], b"secret");
+        let forged = encode_heartbeat(&hb(), &h[0], 0, b"secret");
         assert_eq!(
-            decode_heartbeat(&forged, &h, 7, b"secret"),
+            decode_heartbeat(&forged, &h, 0, 7, b"secret"),
             Err(WireError::WrongSender { index: 1 })
         );
+        // Sent to host 2: host 0 refuses it (a captured packet replayed
+        // to another host).
+        let elsewhere = encode_heartbeat(&hb(), &h[1], 2, b"secret");
+        assert_eq!(
+            decode_heartbeat(&elsewhere, &h, 0, 7, b"secret"),
+            Err(WireError::WrongReceiver(2))
+        );
+        assert_eq!(decode_heartbeat(&elsewhere, &h, 2, 7, b"secret"), Ok(hb()));
         let mut far = hb();
         far.from = 5;
-        let bytes = encode_heartbeat(&far, &h[1], b"secret");
+        let bytes = encode_heartbeat(&far, &h[1], 0, b"secret");
         assert_eq!(
-            decode_heartbeat(&bytes, &h, 7, b"secret"),
+            decode_heartbeat(&bytes, &h, 0, 7, b"secret"),
             Err(WireError::UnknownSender(5))
         );
     }

@@ -54,6 +54,10 @@ struct Cli {
     /// boot, then the random schedule.
     #[arg(long, conflicts_with = "single")]
     boot: bool,
+    /// An attacker on the network captures every heartbeat and sends old
+    /// ones again, to any host, in any order (issue 26); the checks hold.
+    #[arg(long)]
+    replay: bool,
     /// Run the lease world instead (VM leases on the SR, issue 25): no
     /// liveset, every host contends for every VM; checks that no VM runs
     /// on two hosts at once. --seconds defaults to 120 here.
@@ -102,6 +106,7 @@ fn main() -> Result<()> {
         avail: cli.avail || cli.avail_log || cli.fail_on_avail,
         single: cli.single,
         boot: cli.boot,
+        replay: cli.replay,
     };
     let mut avail = AvailReport::default();
     for &seed in &seeds {
@@ -131,7 +136,11 @@ fn main() -> Result<()> {
         if let Some(v) = &r.violation {
             bad += 1;
             let mut hosts = cli.hosts.map(|h| format!(" --hosts {h}")).unwrap_or_default();
-            for (on, flag) in [(cli.single, " --single"), (cli.boot, " --boot")] {
+            for (on, flag) in [
+                (cli.single, " --single"),
+                (cli.boot, " --boot"),
+                (cli.replay, " --replay"),
+            ] {
                 if on {
                     hosts += flag;
                 }

@@ -52,6 +52,8 @@ pub struct Options {
     /// Restart the whole pool at 30 s with faults on some of its hosts as
     /// they boot, before the random schedule (`--boot`).
     pub boot: bool,
+    /// An attacker replays captured heartbeats throughout (`--replay`).
+    pub replay: bool,
 }
 
 /// When a `--boot` run restarts the whole pool.
@@ -107,6 +109,9 @@ pub fn run_opts(
     if opts.avail {
         w.record_truth();
     }
+    if opts.replay {
+        w.replayer = Some(crate::world::Replayer::new(seed));
+    }
     let single = opts.single.then(|| SingleFault::draw(&mut pick, n));
     let (mut started, mut ended) = (false, false);
     let mut faults = 0;
@@ -149,7 +154,11 @@ pub fn run_opts(
     let avail = w.truth.as_ref().map(|rec| {
         let budget = w.hosts.first().map_or(0, |h| h.engine.fh_budget());
         let mut flags = hosts.map(|h| format!(" --hosts {h}")).unwrap_or_default();
-        for (on, flag) in [(opts.single, " --single"), (opts.boot, " --boot")] {
+        for (on, flag) in [
+            (opts.single, " --single"),
+            (opts.boot, " --boot"),
+            (opts.replay, " --replay"),
+        ] {
             if on {
                 flags += flag;
             }

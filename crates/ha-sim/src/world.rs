@@ -169,8 +169,13 @@ pub struct World {
     pub hosts: Vec<Host>,
     pub net: Network,
     sf: Statefile,
-    /// Packets in flight: (deliver at, sequence) -> (to, heartbeat).
-    packets: BTreeMap<(Millis, u64), (usize, ha_liveness::Heartbeat)>,
+    /// Packets in flight: (deliver at, sequence) -> (to, heartbeat,
+    /// replayed by the attacker).
+    packets: BTreeMap<(Millis, u64), (usize, ha_liveness::Heartbeat, bool)>,
+    /// An attacker on the network that captures every heartbeat and
+    /// sends old ones again (`--replay`): it has no key, so it cannot
+    /// forge or change one.
+    pub replayer: Option<Replayer>,
     packet_seq: u64,
     pub rng: StdRng,
     pub checker: Checker,
@@ -219,6 +224,7 @@ impl World {
                 corrupt: vec![false; n],
             },
             packets: BTreeMap::new(),
+            replayer: None,
             packet_seq: 0,
             rng: StdRng::seed_from_u64(seed),
             checker: Checker::new(n, stale_bound(&timeouts)),
@@ -449,6 +455,13 @@ impl World {
                 }
             }
         }
+        // The attacker sends captured heartbeats again, to any host.
+        if let Some(r) = &mut self.replayer {
+            for (delay, to, hb) in r.replay(n) {
+                self.packet_seq += 1;
+                self.packets.insert((now + delay, self.packet_seq), (to, hb, true));
+            }
+        }
         // Packets: first what a host that woke up found in its socket.
         for i in 0..n {
             if !self.hosts[i].backlog.is_empty() && !self.hosts[i].frozen(now) {
@@ -462,9 +475,9 @@ impl World {
             .range(..=(now, u64::MAX))
             .map(|(k, v)| (*k, v.clone()))
             .collect();
-        for (k, (to, hb)) in due {
+        for (k, (to, hb, replayed)) in due {
             self.packets.remove(&k);
-            if let Some(r) = &mut self.truth {
+            if let (Some(r), false) = (&mut self.truth, replayed) {
                 r.arrival(hb.from, to, now);
             }
             let h = &mut self.hosts[to];
@@ -624,7 +637,10 @@ impl World {
                         let delay = 1 + self.rng.random_range(0..=self.net.max_delay);
                         self.packet_seq += 1;
                         self.packets
-                            .insert((self.now + delay, self.packet_seq), (to, hb.clone()));
+                            .insert((self.now + delay, self.packet_seq), (to, hb.clone(), false));
+                        if let Some(r) = &mut self.replayer {
+                            r.capture(to, hb.clone());
+                        }
                     }
                 }
                 Command::StatefileCycle { slot, global } => {
@@ -713,5 +729,50 @@ impl World {
 
     pub fn status(&self, i: usize) -> &Status {
         self.hosts[i].engine.status()
+    }
+}
+
+/// How many captured heartbeats the attacker keeps.
+const CAPTURED: usize = 4096;
+
+/// An attacker that records every heartbeat on the wire and, at random,
+/// sends old ones again, in any order: 0.8 packets a step (50 ms) on
+/// average, each from anywhere in what it has captured, the latest ones
+/// likeliest (a dead host's last words are what would bring it back). A
+/// packet names its receiver under the pool secret (`codec`), so the
+/// attacker can send it only to the host it was sent to; relaying one
+/// host's packet to another would forge a link.
+#[derive(Debug, Clone)]
+pub struct Replayer {
+    captured: std::collections::VecDeque<(usize, ha_liveness::Heartbeat)>,
+    rng: StdRng,
+}
+
+impl Replayer {
+    pub fn new(seed: u64) -> Replayer {
+        Replayer {
+            captured: std::collections::VecDeque::new(),
+            rng: StdRng::seed_from_u64(seed ^ 0x5eed_0fa7_7ac4),
+        }
+    }
+
+    fn capture(&mut self, to: usize, hb: ha_liveness::Heartbeat) {
+        if self.captured.len() == CAPTURED {
+            self.captured.pop_front();
+        }
+        self.captured.push_back((to, hb));
+    }
+
+    /// The packets to send this step: (delay, to, heartbeat).
+    fn replay(&mut self, hosts: usize) -> Vec<(Millis, usize, ha_liveness::Heartbeat)> {
+        let len = self.captured.len();
+        if len == 0 || hosts < 2 || !self.rng.random_bool(0.8) {
+            return Vec::new();
+        }
+        // Half the time one of the last 64 packets, else any.
+        let back = if self.rng.random_bool(0.5) { len.min(64) } else { len };
+        let (to, hb) = self.captured[len - 1 - self.rng.random_range(0..back)].clone();
+        let delay = 1 + self.rng.random_range(0..2_000);
+        vec![(delay, to, hb)]
     }
 }

@@ -428,8 +428,22 @@ impl Engine {
                     }
                 }
             } else if pc.contains(i) && !self.current.contains(i) && !self.join_block {
-                self.proposed.insert(i);
-                joining.insert(i);
+                // A member in its own eyes (its join completed on other
+                // members first): taken in on statefile evidence only, its
+                // slot fresh and showing this boot of it a member, so that
+                // no heartbeat alone, however it got here, brings a host
+                // back (issue 26).
+                let boot = p.hb.boot;
+                let evidence = self.sr2
+                    || !self.cfg.replay_guard
+                    || (self.sfdomain.contains(i)
+                        && self.obs[i]
+                            .slot
+                            .is_some_and(|s| s.boot == boot && !s.starting && s.view.current.contains(i)));
+                if evidence {
+                    self.proposed.insert(i);
+                    joining.insert(i);
+                }
             }
         }
         if !joining.is_empty() {

@@ -58,6 +58,11 @@ pub struct Config {
     /// The survival test; [`rules::survival`] except in tests that check
     /// the simulator catches a broken rule.
     pub survival: fn(&Views) -> Outcome,
+    /// Refuse heartbeats not later than the last one accepted from their
+    /// sender, and take a host that says it is a member back into the
+    /// liveset only on statefile evidence. Always on, except in tests
+    /// that check the simulator catches replays when the guard is off.
+    pub replay_guard: bool,
 }
 
 impl Config {
@@ -73,6 +78,7 @@ impl Config {
             boot,
             weights,
             survival: rules::survival,
+            replay_guard: true,
         }
     }
 }
@@ -272,6 +278,9 @@ struct Observed {
     member_slot: Option<Slot>,
     /// The boot of it taken into the liveset (published in the slot).
     member_boot: u64,
+    /// The (boot, sequence) of the latest heartbeat accepted from it,
+    /// kept for the engine's life: anything not later is a replay.
+    hb_high: Option<(u64, u64)>,
     /// The latest boot of it heard saying it left cleanly (its last
     /// heartbeats after a leave carry phase `Aborted`): as good as its
     /// slot's mark, and heard by hosts that cannot read the statefile.

@@ -72,17 +72,17 @@ impl Engine {
         if i >= self.n || i == self.cfg.me || hb.generation != self.cfg.generation {
             return;
         }
-        if let Some(p) = &self.obs[i].peer {
-            if hb.sequence <= p.hb.sequence && p.hb.sequence != 0 {
-                return;
-            }
+        // Only a heartbeat later than every one accepted from the host,
+        // ever: a later boot, or a higher sequence of the same boot. A
+        // captured packet replayed after its host died or fell silent is
+        // refused, however long the silence (issue 26).
+        if self.cfg.replay_guard && self.obs[i].hb_high.is_some_and(|high| (hb.boot, hb.sequence) <= high) {
+            return;
         }
+        self.obs[i].hb_high = Some((hb.boot, hb.sequence));
         // A host that restarted while we still count it alive is ignored
         // until the fault handler has dropped it.
         if !hb.view.current.contains(i) && self.current.contains(i) && self.is_online() {
-            if let Some(p) = &mut self.obs[i].peer {
-                p.hb.sequence = hb.sequence;
-            }
             return;
         }
         if hb.fence_request && self.armed && hb.view.current.contains(i) && !hb.view.proposed.contains(self.cfg.me) {
@@ -143,10 +143,6 @@ impl Engine {
                 }
             } else if now >= self.wake_grace_until || !self.hbdomain.contains(i) {
                 self.hbdomain.remove(i);
-                // A host silent for T1 may come back rebooted, counting from 0.
-                if let Some(p) = &mut self.obs[i].peer {
-                    p.hb.sequence = 0;
-                }
             }
         }
         if in_fh {

@@ -168,6 +168,7 @@ async fn keep(d: Arc<Daemon>) {
         let setup = Setup {
             local: l.clone(),
             me: d.host_uuid().to_string(),
+            daemon_boot: d.leases().boot(),
             secret: d.pool_secret().into_bytes(),
             faults: d.ha().faults.clone(),
             watchdog: d.ha().watchdog.clone(),

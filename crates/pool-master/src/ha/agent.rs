@@ -96,10 +96,27 @@ pub struct Agent {
 pub struct Setup {
     pub local: HaLocal,
     pub me: String,
+    /// This start of the daemon (its boot count, never lower than an
+    /// earlier start's): the engine's boots are numbered from it.
+    pub daemon_boot: u64,
     pub secret: Vec<u8>,
     pub faults: Arc<Faults>,
     pub watchdog: Arc<Watchdog>,
     pub view: watch::Sender<AgentView>,
+}
+
+/// The engine's boot for an agent started now in daemon start
+/// `daemon_boot`: later than every earlier one, across agent restarts in
+/// this process (the count below) and across daemon restarts (the boot
+/// count in the high bits), whatever the wall clock does. Peers refuse a
+/// heartbeat that is not later than the last they accepted (a replay), so
+/// a boot must never go back.
+fn engine_boot(daemon_boot: u64) -> u64 {
+    static STARTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let start = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+    daemon_boot
+        .saturating_mul(1 << 24)
+        .saturating_add(start.min((1 << 24) - 1))
 }
 
 impl Agent {
@@ -117,8 +134,7 @@ impl Agent {
                 address: format!("{address}:{}", setup.local.port),
                 source,
             })?;
-        // A new boot each start: the time in ms (never 0, later each start).
-        let boot = crate::driver::unix_ms().max(1);
+        let boot = engine_boot(setup.daemon_boot);
         let config = Config::new(setup.local.hosts.clone(), me, timeouts, setup.local.generation, boot);
         let peers = setup
             .local
@@ -126,11 +142,12 @@ impl Agent {
             .iter()
             .enumerate()
             .filter(|(i, _)| *i != me)
-            .filter_map(|(_, a)| format!("{a}:{}", setup.local.port).parse().ok())
+            .filter_map(|(i, a)| format!("{a}:{}", setup.local.port).parse().ok().map(|addr| (i, addr)))
             .collect();
         let (control, rx) = mpsc::unbounded_channel();
         let run = Run {
             engine: Engine::new(config),
+            me,
             socket,
             peers,
             setup,
@@ -163,7 +180,10 @@ impl Agent {
 struct Run {
     engine: Engine,
     socket: UdpSocket,
-    peers: Vec<SocketAddr>,
+    /// This host's index in the pool.
+    me: usize,
+    /// Each peer's index and heartbeat address.
+    peers: Vec<(usize, SocketAddr)>,
     setup: Setup,
     started: Instant,
     refused: u64,
@@ -216,7 +236,7 @@ impl Run {
             return None;
         }
         let local = &self.setup.local;
-        match codec::decode_heartbeat(bytes, &local.hosts, local.generation, &self.setup.secret) {
+        match codec::decode_heartbeat(bytes, &local.hosts, self.me, local.generation, &self.setup.secret) {
             Ok(hb) => Some(Event::Heartbeat(hb)),
             Err(e) => {
                 self.refused += 1;
@@ -236,8 +256,8 @@ impl Run {
                     if self.setup.faults.network_cut() {
                         continue;
                     }
-                    let bytes = codec::encode_heartbeat(&hb, &self.setup.me, &self.setup.secret);
-                    for peer in &self.peers {
+                    for &(to, peer) in &self.peers {
+                        let bytes = codec::encode_heartbeat(&hb, &self.setup.me, to, &self.setup.secret);
                         if let Err(e) = self.socket.send_to(&bytes, peer).await {
                             tracing::debug!(%peer, "heartbeat not sent: {e}");
                         }
@@ -336,6 +356,7 @@ mod tests {
         let setup = Setup {
             local: local.clone(),
             me: me.to_string(),
+            daemon_boot: 1,
             secret: b"pool secret".to_vec(),
             faults: Arc::new(Faults::new(dir)),
             watchdog,
@@ -415,7 +436,7 @@ mod tests {
             joining: false,
             tie: Default::default(),
         };
-        let forged = codec::encode_heartbeat(&hb, &local.hosts[1], b"wrong secret");
+        let forged = codec::encode_heartbeat(&hb, &local.hosts[1], 0, b"wrong secret");
         socket.send_to(&forged, &to).await.unwrap();
         assert!(until(&mut a.view, |v| v.refused >= 2).await, "{:?}", a.view.borrow());
         assert!(a.view.borrow().online);

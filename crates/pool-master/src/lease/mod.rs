@@ -166,6 +166,11 @@ pub const PAUSED: &str = "paused: this host's lease on the heartbeat SR is not r
 impl Leases {
     /// The leases of host `host_uuid` in its boot number `boot` (numbers
     /// only grow: `xapid` counts its starts).
+    /// This start of the daemon (its boot count).
+    pub fn boot(&self) -> u64 {
+        self.boot
+    }
+
     pub fn new(host_uuid: &str, boot: u64) -> Leases {
         Leases {
             epoch: Instant::now(),
