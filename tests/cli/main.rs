@@ -28,6 +28,8 @@ mod terminal;
 mod planning;
 // HA runtime: enable/disable, cable pulls, fencing, election (T = 5 s).
 mod ha;
+// Hostile input: replayed heartbeats.
+mod hostile;
 // The restart executor: protected VMs back after cable pulls, order groups, guest halts.
 mod failover;
 // A fault of one host never fences a healthy one: a second failure, short stalls.

@@ -5,6 +5,7 @@
 mod lab;
 mod machine;
 mod pool;
+pub mod wire;
 mod xe;
 
 use std::path::PathBuf;
