@@ -1,15 +1,18 @@
 //! The HTTP side of `xapid`: `POST /jsonrpc`, and the start-up of a host.
 //!
-//! Bodies over [`MAX_BODY`] are refused before they are read; a body that is
-//! not JSON-RPC gets a JSON-RPC parse or request error; every other answer is
-//! the handler's result or its API error, in the dialect of the request.
+//! Bodies over [`MAX_BODY`] are refused before they are read; a request
+//! that does not say `Content-Type: application/json` gets 415 (a web page
+//! cannot send that without the browser asking the server first, and no
+//! answer carries CORS headers); a body that is not JSON-RPC gets a
+//! JSON-RPC parse or request error; every other answer is the handler's
+//! result or its API error, in the dialect of the request.
 
 use std::future::Future;
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
@@ -29,10 +32,19 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .with_state(d)
 }
 
-async fn handle(State(d): State<Arc<Daemon>>, body: Bytes) -> Response {
+async fn handle(State(d): State<Arc<Daemon>>, headers: HeaderMap, body: Bytes) -> Response {
     if d.ha().faults.network_cut() {
         // The lab's cable pull: nothing gets through.
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    if !is_json(&headers) {
+        // A form or `text/plain` POST is what a web page can send without
+        // asking: refused, so no page a browser shows can drive the API.
+        return (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "JSON-RPC takes Content-Type: application/json\n",
+        )
+            .into_response();
     }
     let bytes = match jsonrpc::parse_request(&body) {
         Err(e) => jsonrpc::encode_envelope_error(&e),
@@ -45,15 +57,19 @@ async fn handle(State(d): State<Arc<Daemon>>, body: Bytes) -> Response {
             }
         },
     };
-    (
-        StatusCode::OK,
-        [
-            (header::CONTENT_TYPE, "application/json"),
-            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
-        ],
-        bytes,
-    )
-        .into_response()
+    // No CORS header: a browser keeps other sites' pages from reading
+    // the answers.
+    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], bytes).into_response()
+}
+
+/// The request says its body is JSON (`application/json`, parameters
+/// such as a charset allowed).
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
 }
 
 /// Bring the database in line with a fresh process: this host is live at its

@@ -26,7 +26,12 @@ impl Drop for Daemon {
 
 fn start() -> Daemon {
     let dir = tempfile::tempdir().unwrap();
-    let port = 20000 + (std::process::id() % 20000) as u16;
+    // A port free now (each test starts its own daemon, side by side).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let child = Command::new(env!("CARGO_BIN_EXE_xapid"))
         .arg("serve")
         .arg("--data-dir")
@@ -54,10 +59,16 @@ fn start() -> Daemon {
 
 /// POST `body` to /jsonrpc; (status, body).
 fn post(port: u16, body: &[u8]) -> (u16, String) {
+    post_as(port, "application/json", body)
+}
+
+/// POST `body` to /jsonrpc with `Content-Type: content_type`; (status,
+/// the whole answer with its headers).
+fn post_raw(port: u16, content_type: &str, body: &[u8]) -> (u16, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let head = format!(
-        "POST /jsonrpc HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "POST /jsonrpc HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     s.write_all(head.as_bytes()).unwrap();
@@ -66,6 +77,12 @@ fn post(port: u16, body: &[u8]) -> (u16, String) {
     let _ = s.read_to_end(&mut out);
     let text = String::from_utf8_lossy(&out).into_owned();
     let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, text)
+}
+
+/// POST `body` to /jsonrpc with `Content-Type: content_type`; (status, body).
+fn post_as(port: u16, content_type: &str, body: &[u8]) -> (u16, String) {
+    let (status, text) = post_raw(port, content_type, body);
     let body = text
         .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_string())
@@ -185,7 +202,7 @@ fn hostile_input_gets_xapi_errors_and_changes_nothing() {
     );
     assert_eq!(
         error_of(&call(p, "VM.get_all", json!(["OpaqueRef:forged"]))),
-        ("SESSION_INVALID".into(), vec!["OpaqueRef:forged".into()])
+        ("SESSION_INVALID".into(), vec!["OpaqueRef:forg…".into()])
     );
     assert_eq!(error_of(&call(p, "VM.get_all", json!([42]))).0, "SESSION_INVALID");
     assert_eq!(
@@ -219,4 +236,68 @@ fn hostile_input_gets_xapi_errors_and_changes_nothing() {
     assert_eq!(call(p, "VM.get_record", json!([s, vm]))["result"], before);
     assert_eq!(call(p, "session.logout", json!([s]))["result"], "");
     assert_eq!(error_of(&call(p, "VM.get_all", json!([s]))).0, "SESSION_INVALID");
+}
+
+#[test]
+fn web_pages_control_characters_and_huge_strings_are_refused() {
+    let d = start();
+    let p = d.port;
+    let s = call(p, "session.login_with_password", json!(["root", "pw"]))["result"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let vm = call(
+        p,
+        "VM.create",
+        json!([s, {"name_label": "a", "memory_static_max": 1 << 30}]),
+    )["result"]
+        .clone();
+    let before = call(p, "VM.get_record", json!([s, vm]))["result"].clone();
+    let body = json!({"jsonrpc": "2.0", "method": "VM.set_name_label", "params": [s, vm, "b"], "id": 1}).to_string();
+
+    // What a web page may send without asking the server first: refused.
+    for ct in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+    ] {
+        let (status, _) = post_as(p, ct, body.as_bytes());
+        assert_eq!(status, 415, "{ct}");
+    }
+    // JSON with a charset is fine, and no answer carries a CORS header.
+    let (status, text) = post_raw(p, "application/json; charset=utf-8", body.as_bytes());
+    assert_eq!(status, 200, "{text}");
+    assert!(
+        !text.to_ascii_lowercase().contains("access-control-allow-origin"),
+        "{text}"
+    );
+    call(p, "VM.set_name_label", json!([s, vm, "a"]));
+
+    // NUL and other control characters, and strings of a megabyte.
+    for bad in ["a\u{0}b", "bell\u{7}", "esc\u{1b}[2J"] {
+        let e = error_of(&call(p, "VM.set_name_label", json!([s, vm, bad])));
+        assert_eq!(e.0, "INVALID_VALUE", "{bad:?}");
+        assert_eq!(e.1[0], "VM.set_name_label parameter 3");
+    }
+    let huge = "x".repeat(900_000);
+    assert_eq!(
+        error_of(&call(p, "VM.set_name_description", json!([s, vm, huge]))).0,
+        "INVALID_VALUE"
+    );
+    assert_eq!(
+        error_of(&call(p, "VM.add_to_other_config", json!([s, vm, "k\u{0}", "v"]))).0,
+        "INVALID_VALUE"
+    );
+    // Tabs and newlines are text.
+    call(p, "VM.set_name_description", json!([s, vm, "line one\n\tline two"]));
+    let after = call(p, "VM.get_record", json!([s, vm]))["result"].clone();
+    assert_eq!(after["name_label"], before["name_label"]);
+    assert_eq!(after["other_config"], before["other_config"]);
+    assert_eq!(after["name_description"], "line one\n\tline two");
+
+    // A wrong session is not echoed back whole.
+    let forged = "OpaqueRef:0123456789abcdef-secret";
+    let e = error_of(&call(p, "VM.get_all", json!([forged])));
+    assert_eq!(e.0, "SESSION_INVALID");
+    assert!(!e.1[0].contains("secret"), "{e:?}");
 }

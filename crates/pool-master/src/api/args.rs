@@ -118,10 +118,20 @@ impl Args {
     /// The principal of the session in parameter 0.
     pub fn session(&self, d: &Daemon) -> Result<Principal, ApiError> {
         let handle = self.params.first().and_then(Value::as_str).unwrap_or_default();
-        d.sessions()
-            .check(handle)
-            .ok_or_else(|| ApiError::new(codes::SESSION_INVALID, vec![handle.to_string()]))
+        d.sessions().check(handle).ok_or_else(|| session_invalid(handle))
     }
+}
+
+/// `SESSION_INVALID [handle]`, the handle shortened: a session reference
+/// is a bearer secret, and errors end up in logs and on screens.
+pub fn session_invalid(handle: &str) -> ApiError {
+    let shown: String = handle.chars().take(14).collect();
+    let shown = if shown.len() < handle.len() {
+        format!("{shown}…")
+    } else {
+        shown
+    };
+    ApiError::new(codes::SESSION_INVALID, vec![shown])
 }
 
 #[cfg(test)]

@@ -200,8 +200,44 @@ pub enum Reply {
     Json(String),
 }
 
+/// The longest string a call may carry in any parameter (a field, a map
+/// key or value, a list item): records hold names, descriptions and
+/// settings, not files.
+pub const MAX_STRING: usize = 64 * 1024;
+
+/// Every string in `params` is text a record may hold: at most
+/// [`MAX_STRING`] bytes, and no control character but tab, newline and
+/// carriage return (a NUL stored in a name was printed raw by `xe`).
+/// `INVALID_VALUE [parameter, what is wrong]` otherwise, naming the
+/// parameter by position and never echoing the value.
+fn check_strings(method: &str, params: &[Value]) -> Result<(), ApiError> {
+    fn bad(s: &str) -> Option<String> {
+        if s.len() > MAX_STRING {
+            return Some(format!("a string of {} bytes (at most {MAX_STRING})", s.len()));
+        }
+        s.chars()
+            .find(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+            .map(|c| format!("a string holding the control character U+{:04X}", u32::from(c)))
+    }
+    fn walk(v: &Value) -> Option<String> {
+        match v {
+            Value::String(s) => bad(s),
+            Value::Array(items) => items.iter().find_map(walk),
+            Value::Object(map) => map.iter().find_map(|(k, v)| bad(k).or_else(|| walk(v))),
+            _ => None,
+        }
+    }
+    for (i, p) in params.iter().enumerate() {
+        if let Some(what) = walk(p) {
+            return Err(ApiError::invalid_value(format!("{method} parameter {}", i + 1), what));
+        }
+    }
+    Ok(())
+}
+
 /// Handle one call.
 pub async fn dispatch(d: &Arc<Daemon>, method: &str, params: Vec<Value>) -> Result<Reply, ApiError> {
+    check_strings(method, &params)?;
     let (class, verb) = method.split_once('.').unwrap_or_default();
     if verb == "get_all_records" && xapi_proto::classes::CLASSES.contains(&class) && d.is_master() {
         ha_gate(d, method, MASTER)?;

@@ -64,7 +64,7 @@ pub fn logout(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     args.exactly(1)?;
     let handle = args.str(0, "session")?;
     if !d.sessions().close(handle) {
-        return Err(ApiError::new(codes::SESSION_INVALID, vec![handle.to_string()]));
+        return Err(super::args::session_invalid(handle));
     }
     Ok(json!(""))
 }
