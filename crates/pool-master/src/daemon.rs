@@ -92,6 +92,7 @@ pub struct Daemon {
     pool_secret: RwLock<String>,
     sessions: Sessions,
     verifier: Verifier,
+    throttle: crate::auth::Throttle,
     driver: Arc<dyn Driver>,
     generation: watch::Sender<u64>,
     log: Mutex<VecDeque<(u64, Changes)>>,
@@ -133,6 +134,11 @@ impl Daemon {
     /// The password checker (with its cache of recent successes).
     pub fn verifier(&self) -> &Verifier {
         &self.verifier
+    }
+
+    /// Failed logins per user name (see [`crate::auth::Throttle`]).
+    pub fn throttle(&self) -> &crate::auth::Throttle {
+        &self.throttle
     }
 
     /// What runs this host's guests.
@@ -271,6 +277,7 @@ impl Daemon {
             role: RwLock::new(role),
             pool_secret: RwLock::new(secret),
             verifier: Verifier::default(),
+            throttle: crate::auth::Throttle::default(),
             generation,
             log: Mutex::new(VecDeque::new()),
             last_seen: Mutex::new(HashMap::new()),

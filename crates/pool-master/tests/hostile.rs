@@ -66,7 +66,7 @@ fn post(port: u16, body: &[u8]) -> (u16, String) {
 /// the whole answer with its headers).
 fn post_raw(port: u16, content_type: &str, body: &[u8]) -> (u16, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let head = format!(
         "POST /jsonrpc HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
@@ -300,4 +300,98 @@ fn web_pages_control_characters_and_huge_strings_are_refused() {
     let e = error_of(&call(p, "VM.get_all", json!([forged])));
     assert_eq!(e.0, "SESSION_INVALID");
     assert!(!e.1[0].contains("secret"), "{e:?}");
+}
+
+/// `session.login_with_password` for `user`; the session or the error code,
+/// and how long it took.
+fn login(port: u16, user: &str, password: &str) -> (Result<String, String>, Duration) {
+    let t = Instant::now();
+    let v = call(port, "session.login_with_password", json!([user, password]));
+    let r = match v["result"].as_str() {
+        Some(s) => Ok(s.to_string()),
+        None => Err(error_of(&v).0),
+    };
+    (r, t.elapsed())
+}
+
+#[test]
+fn password_guessing_is_slowed_reported_and_leaves_the_api_fast() {
+    let d = start();
+    let p = d.port;
+    let (s, _) = login(p, "root", "pw");
+    let s = s.unwrap();
+    // Guesses one after another: the first few are checked at once, then
+    // each waits longer than the one before (the throttle's slots).
+    let mut took = Vec::new();
+    for _ in 0..6 {
+        let (r, t) = login(p, "root", "guess");
+        assert_eq!(r, Err("SESSION_AUTHENTICATION_FAILED".to_string()));
+        took.push(t);
+    }
+    // Two more at once: each waits for a slot of its own, a second or
+    // more apart; unthrottled, both would be checked side by side.
+    let pair: Vec<_> = (0..2)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let (r, _) = login(p, "root", "guess");
+                assert_eq!(r, Err("SESSION_AUTHENTICATION_FAILED".to_string()));
+                Instant::now()
+            })
+        })
+        .collect();
+    let mut done: Vec<Instant> = pair.into_iter().map(|t| t.join().unwrap()).collect();
+    done.sort();
+    let apart = done[1] - done[0];
+    assert!(
+        apart >= Duration::from_millis(700),
+        "two guesses at once ended {apart:?} apart"
+    );
+    // A flood of guesses from many connections, and meanwhile the API.
+    let flood: Vec<_> = (0..4)
+        .map(|_| {
+            std::thread::spawn(move || {
+                for _ in 0..3 {
+                    let (r, _) = login(p, "root", "guess");
+                    assert!(r.is_err());
+                }
+            })
+        })
+        .collect();
+    let mut api = Vec::new();
+    while !flood.iter().all(|t| t.is_finished()) && api.len() < 200 {
+        let t = Instant::now();
+        assert!(call(p, "VM.get_all", json!([s]))["result"].is_array());
+        api.push(t.elapsed());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for t in flood {
+        t.join().unwrap();
+    }
+    api.sort();
+    let median = api.get(api.len() / 2).copied().unwrap_or_default();
+    eprintln!(
+        "VM.get_all during the flood: median {median:?} over {} calls; guesses took {took:?}",
+        api.len()
+    );
+    assert!(
+        median < Duration::from_millis(500),
+        "the API slowed to {median:?} under guessing"
+    );
+    // The pool says so.
+    let messages = call(p, "message.get_all_records", json!([s]))["result"].clone();
+    let names: Vec<&str> = messages
+        .as_object()
+        .unwrap()
+        .values()
+        .filter_map(|m| m["name"].as_str())
+        .collect();
+    assert!(names.contains(&"LOGIN_FAILURES"), "{names:?}");
+    // The right password still gets in (after its wait), and clears the
+    // count; another name was never slowed.
+    let (r, _) = login(p, "nobody", "x");
+    assert_eq!(r, Err("SESSION_AUTHENTICATION_FAILED".to_string()));
+    let (r, t) = login(p, "root", "pw");
+    assert!(r.is_ok(), "{r:?} after {t:?}");
+    let (r, t) = login(p, "root", "pw");
+    assert!(r.is_ok() && t < Duration::from_secs(5), "{r:?} after {t:?}");
 }

@@ -106,7 +106,7 @@ const MASTER: Access = Access {
 /// Every method whose access differs from a plain master call, or whose
 /// handler is not its class module's: one row each.
 const METHODS: &[(&str, Access, Option<Handler>)] = &[
-    ("session.login_with_password", OPEN, sync_handler!(session::login)),
+    ("session.login_with_password", OPEN, handler!(session::login)),
     ("session.slave_login", OPEN, sync_handler!(session::slave_login)),
     (
         "session.slave_local_login_with_password",
@@ -114,7 +114,7 @@ const METHODS: &[(&str, Access, Option<Handler>)] = &[
             emergency: true,
             ..OPEN
         },
-        sync_handler!(session::local_login),
+        handler!(session::local_login),
     ),
     (
         "session.logout",
