@@ -249,6 +249,10 @@ fn seeds_that_found_a_bug_stay_fixed() {
             "5 hosts: the lock holder froze for 9.7 s while a host joined; it woke, completed a cycle 50 ms before its old slot aged out in the joiner's eyes, and held the lock by its old liveset beside the joiner, which took the lock when that slot aged out 350 ms later (rule M: a host's own slot counts for the lock only while every peer surely sees it fresh)",
         ),
         (
+            240606376,
+            "2 hosts: host 0 joined on host 1's heartbeat ack while host 1's slot writes took 18 s and still proposed it out; later both served as master (found by the engine of 66be378 on a fresh range; rule I's standing ack keeps the join from arming)",
+        ),
+        (
             240020372,
             "2 hosts: a joiner's intent landed late (slow statefile I/O) after its acker, cut off, had decided to drop it without seeing the intent; the joiner armed on the old ack (rule I: the ack must still stand in the acker's slot read after the intent landed)",
         ),
