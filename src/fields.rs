@@ -195,7 +195,7 @@ pub static VM: Class = Class {
         f("memory-dynamic-max", "memory_dynamic_max", Bytes, true),
         f("memory-dynamic-min", "memory_dynamic_min", Bytes, true),
         f("memory-static-min", "memory_static_min", Bytes, true),
-        f("VCPUs-max", "VCPUs_max", Int, false),
+        f("VCPUs-max", "VCPUs_max", Int, true),
         f("resident-on", "resident_on", Ref("host"), false),
         f("dom-id", "domid", Int, false),
         f("affinity", "affinity", Ref("host"), true),

@@ -4,7 +4,7 @@
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use crate::util::{wait_for, wire, Lab, FAILOVER, HA_T as T};
+use crate::util::{vm_uuid, wait_for, wire, Lab, FAILOVER, HA_T as T};
 
 /// Host `name`'s liveness as the pool reports it, through host `via`.
 fn live(lab: &Lab, via: usize, name: &str) -> Option<bool> {
@@ -96,4 +96,94 @@ fn replayed_heartbeats_of_a_powered_off_host_do_not_bring_it_back() {
     );
     assert_eq!(lab.downs("host1") + lab.downs("host2"), 0, "{}", lab.output());
     lab.check();
+}
+
+/// The refusal xe prints for `HA_OPERATION_WOULD_BREAK_FAILOVER_PLAN`.
+const WOULD_BREAK: &str = "This operation cannot be performed because it would invalidate VM failover planning such that the system would be unable to guarantee to restart protected VMs after a Host failure.\n";
+
+/// Issue 26, defects 2 and 4, replayed with the real `xe`: a memory size
+/// near `i64::MAX` and 2^62 vCPUs are refused with XAPI's errors and
+/// change nothing (they used to be taken, and the host's `memory_free`
+/// wrapped), and `ha-always-run=true` goes through the same overcommit
+/// check as `ha-restart-priority=restart` (it used to protect a VM
+/// unchecked, leaving the pool overcommitted at `ha-plan-exists-for=0`).
+#[test]
+fn hostile_memory_sizes_and_unchecked_protection_are_refused() {
+    // Two 2 GiB hosts, 768 MiB VMs. host1: vm01 (protected) and vm03;
+    // host2: vm02; vm04 halted. If host1 fails, vm01 fits on host2; if
+    // vm02 were protected and host2 failed, it would fit nowhere.
+    let lab = Lab::start_ha(2, 4, &["--host-memory", "2147483648", "--vm-memory", "805306368"]);
+    let pool = lab.xe_min(&["pool-list", "params=uuid"]);
+    let vm01 = vm_uuid(&lab, "vm01");
+    lab.xe_ok(&["vm-param-set", &format!("uuid={vm01}"), "ha-restart-priority=restart"]);
+    lab.xe_ok(&[
+        "pool-param-set",
+        &format!("uuid={pool}"),
+        "ha-host-failures-to-tolerate=1",
+    ]);
+    for (v, h) in [("vm01", "host1"), ("vm03", "host1"), ("vm02", "host2")] {
+        lab.xe_ok(&["vm-start", &format!("vm={v}"), &format!("on={h}")]);
+    }
+    assert!(wait_for(Duration::from_secs(10), || lab
+        .xe_min(&["pool-list", "params=ha-plan-exists-for"])
+        == "1"));
+    let state = |lab: &Lab| {
+        let vms = lab.xe_min(&[
+            "vm-list",
+            "params=name-label,memory-static-max,VCPUs-max,memory-overhead,ha-always-run,ha-restart-priority,power-state",
+        ]);
+        let hosts = lab.xe_min(&["host-list", "params=name-label,memory-free"]);
+        let pool = lab.xe_min(&["pool-list", "params=ha-plan-exists-for,ha-overcommitted"]);
+        format!("{vms}\n{hosts}\n{pool}")
+    };
+    let before = state(&lab);
+
+    // Defect 2: the issue's probes on the halted VM.
+    let vm04 = vm_uuid(&lab, "vm04");
+    let r = lab.xe(&[
+        "vm-param-set",
+        &format!("uuid={vm04}"),
+        "memory-static-max=9223372036854775000",
+    ]);
+    assert_eq!(
+        (r.code, r.stderr.as_str()),
+        (
+            1,
+            "You attempted to set a value that is not supported by this implementation. The fully-qualified field name and the value that you tried to set are returned. Also returned is a developer-only diagnostic reason.\n\
+             field: memory_static_max\n\
+             value: 9223372036854775000\n\
+             reason: value greater than 17592186044416 bytes (16 TiB), the most memory a VM may have\n"
+        )
+    );
+    let r = lab.xe(&["vm-param-set", &format!("uuid={vm04}"), "VCPUs-max=4611686018427387904"]);
+    assert_eq!(
+        (r.code, r.stderr.as_str()),
+        (
+            1,
+            "You attempted to set a value that is not supported by this implementation. The fully-qualified field name and the value that you tried to set are returned. Also returned is a developer-only diagnostic reason.\n\
+             field: VCPUs_max\n\
+             value: 4611686018427387904\n\
+             reason: value greater than 64, the most vCPUs a VM may have\n"
+        )
+    );
+    let r = lab.xe(&["vm-param-set", &format!("uuid={vm04}"), "VCPUs-max=0"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.starts_with("The value given is invalid\n"), "{}", r.stderr);
+
+    // Defect 4: protecting vm02 would leave it nowhere to go: refused
+    // both ways, the deprecated field as the priority.
+    let vm02 = vm_uuid(&lab, "vm02");
+    for set in ["ha-always-run=true", "ha-restart-priority=restart"] {
+        let r = lab.xe(&["vm-param-set", &format!("uuid={vm02}"), set]);
+        assert_eq!((r.code, r.stderr.as_str()), (1, WOULD_BREAK), "{set}");
+    }
+    // Nothing changed, and the plan still holds.
+    assert_eq!(state(&lab), before);
+    assert_eq!(lab.xe_min(&["pool-list", "params=ha-plan-exists-for"]), "1");
+    // A sane size is still taken.
+    lab.xe_ok(&["vm-param-set", &format!("uuid={vm04}"), "VCPUs-max=2"]);
+    assert_eq!(
+        lab.xe_min(&["vm-param-get", &format!("uuid={vm04}"), "param-name=VCPUs-max"]),
+        "2"
+    );
 }

@@ -26,7 +26,7 @@ mod planner;
 mod problem;
 mod xapi;
 
-pub use model::{human, Host, PlanError, Pool, Reason, Resource, Vm, MAX_HOSTS};
+pub use model::{human, Host, PlanError, Pool, Reason, Resource, Vm, MAX_HOSTS, MAX_TOTAL_MEMORY};
 pub use planner::{
     max_host_failures_to_tolerate, plan_exists, restart_plan, Mode, Placement, Planner, Proof, RestartPlan, Tolerance,
     Verdict, Witness, DEFAULT_BUDGET,

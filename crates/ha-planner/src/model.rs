@@ -12,6 +12,15 @@ use std::fmt;
 /// planner's host sets).
 pub const MAX_HOSTS: usize = 64;
 
+/// The most the magnitudes of a pool's memory figures may add up to:
+/// every host's free memory (as an absolute value) plus every VM's
+/// footprint. The algorithms add and subtract these figures (a host's load
+/// plus its free memory, free memory less the VMs placed on it, sums over
+/// sets of hosts), and every such expression is bounded by three times this
+/// sum, so with it at most `i64::MAX / 4` none of them can overflow. Real pools
+/// are nowhere near: 2^61 bytes is two exbibytes.
+pub const MAX_TOTAL_MEMORY: i64 = i64::MAX / 4;
+
 /// Something a VM needs and a host may or may not reach.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Resource {
@@ -82,11 +91,16 @@ pub enum PlanError {
     UnknownResidentHost { vm: String, host: String },
     #[error("{0} is not a host of the pool")]
     UnknownHost(String),
+    #[error(
+        "the pool's memory figures add up past {MAX_TOTAL_MEMORY} bytes; the planner refuses them rather than overflow"
+    )]
+    MemoryOutOfRange,
 }
 
 impl Pool {
     /// Check the pool description: unique uuids, positive VM footprints,
-    /// resident hosts that exist, at most [`MAX_HOSTS`] hosts.
+    /// resident hosts that exist, at most [`MAX_HOSTS`] hosts, memory
+    /// figures whose magnitudes add up to at most [`MAX_TOTAL_MEMORY`].
     pub fn validate(&self) -> Result<(), PlanError> {
         if self.hosts.len() > MAX_HOSTS {
             return Err(PlanError::TooManyHosts(self.hosts.len()));
@@ -116,6 +130,15 @@ impl Pool {
                     });
                 }
             }
+        }
+        let magnitudes = self
+            .hosts
+            .iter()
+            .map(|h| h.memory_free.unsigned_abs())
+            .chain(self.vms.iter().map(|v| v.memory.unsigned_abs()))
+            .try_fold(0u64, u64::checked_add);
+        if magnitudes.is_none_or(|total| total > MAX_TOTAL_MEMORY as u64) {
+            return Err(PlanError::MemoryOutOfRange);
         }
         Ok(())
     }
@@ -163,7 +186,7 @@ impl fmt::Display for Reason {
 pub fn human(bytes: i64) -> String {
     const MIB: i64 = 1 << 20;
     const GIB: i64 = 1 << 30;
-    if bytes.abs() < GIB {
+    if bytes.unsigned_abs() < GIB as u64 {
         format!("{} MiB", bytes / MIB)
     } else {
         format!("{:.1} GiB", bytes as f64 / GIB as f64)

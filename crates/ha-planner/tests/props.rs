@@ -231,3 +231,91 @@ fn oracle_agrees_on_the_seed_example() {
     let (_, start): (Brute, Position) = Brute::new(&roomy);
     assert_eq!(start.alive, vec![true, true]);
 }
+
+/// Hostile memory figures: any `i64` for hosts' free memory and VMs'
+/// footprints, on up to 5 hosts and 8 VMs, some of them near the limits.
+fn hostile_pool_strategy() -> impl Strategy<Value = Pool> {
+    let bytes = prop_oneof![
+        any::<i64>(),
+        Just(i64::MAX),
+        Just(i64::MIN),
+        Just(ha_planner::MAX_TOTAL_MEMORY / 8),
+        Just(-ha_planner::MAX_TOTAL_MEMORY / 8),
+        1i64..=16,
+    ];
+    (1usize..=5)
+        .prop_flat_map(move |n| {
+            let hosts = proptest::collection::vec((bytes.clone(), prop::bool::weighted(0.9)), n);
+            let vms = proptest::collection::vec((bytes.clone(), 0..=n), 0..=8);
+            (hosts, vms)
+        })
+        .prop_map(|(hosts, vms)| {
+            let n = hosts.len();
+            let sr = Resource::Sr("shared".into());
+            Pool {
+                hosts: hosts
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (free, live))| Host {
+                        uuid: format!("h{i}"),
+                        memory_free: free,
+                        live,
+                        reaches: BTreeSet::from([sr.clone()]),
+                    })
+                    .collect(),
+                vms: vms
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (mem, at))| Vm {
+                        uuid: format!("v{i:02}"),
+                        memory: mem,
+                        resident_on: (at < n).then(|| format!("h{at}")),
+                        needs: BTreeSet::from([sr.clone()]),
+                    })
+                    .collect(),
+            }
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+
+    /// Issue 26: whatever the memory figures, no mode of the planner
+    /// overflows (tests run with overflow checks) or panics; figures past
+    /// `MAX_TOTAL_MEMORY` are refused with `MemoryOutOfRange`, others
+    /// answered.
+    #[test]
+    fn hostile_memory_figures_never_overflow(pool in hostile_pool_strategy()) {
+        let total = pool
+            .hosts
+            .iter()
+            .map(|h| i128::from(h.memory_free).abs())
+            .chain(pool.vms.iter().map(|v| i128::from(v.memory).abs()))
+            .sum::<i128>();
+        let positive = pool.vms.iter().all(|v| v.memory > 0);
+        for mode in [Mode::Exact, Mode::Xapi] {
+            let planner = Planner::new(mode);
+            let max = planner.max_host_failures_to_tolerate(&pool);
+            let exists = planner.plan_exists(&pool, 1);
+            let failed: Vec<String> = pool.hosts.iter().take(1).map(|h| h.uuid.clone()).collect();
+            let plan = planner.restart_plan(&pool, &failed, 1);
+            if !positive {
+                prop_assert!(max.is_err());
+            } else if total > i128::from(ha_planner::MAX_TOTAL_MEMORY) {
+                prop_assert_eq!(max.unwrap_err(), ha_planner::PlanError::MemoryOutOfRange);
+                prop_assert_eq!(exists.unwrap_err(), ha_planner::PlanError::MemoryOutOfRange);
+                prop_assert_eq!(plan.unwrap_err(), ha_planner::PlanError::MemoryOutOfRange);
+            } else {
+                prop_assert!(max.is_ok());
+                prop_assert!(exists.is_ok());
+                prop_assert!(plan.is_ok());
+            }
+        }
+    }
+}
+
+#[test]
+fn human_prints_the_extremes() {
+    assert_eq!(ha_planner::human(i64::MIN), "-8589934592.0 GiB");
+    assert_eq!(ha_planner::human(-(1 << 20)), "-1 MiB");
+}

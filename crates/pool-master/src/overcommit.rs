@@ -2,13 +2,22 @@
 //! `assert_configuration_change_preserves_ha_plan` and
 //! `update_pool_status`).
 //!
-//! While HA is on and `ha_allow_overcommit` is false, a call that changes
-//! the plan (a VM arriving on a host, a host disabled, a VM becoming
-//! protected) is first re-planned with the change applied. If a plan for
+//! [`check`] is the one gate for every call that changes protection or the
+//! plan: VM starts and migrations (`ops::vm`), host disable and evacuation
+//! (`api/maintenance`), and every setter of a VM or the pool
+//! (`api/generic`: restart priority, `ha_always_run`, order, memory,
+//! vCPUs, failures to tolerate, overcommit allowed, the planner mode). Each
+//! describes its [`Change`]; the gate decides what it means for the plan.
+//!
+//! While HA is on and `ha_allow_overcommit` is false, a change that
+//! affects the plan (a VM arriving on a host, a host disabled, a VM
+//! becoming protected, a protected VM's footprint, the planner mode) is
+//! first re-planned with the change applied. If a plan for
 //! `ha_plan_exists_for` failures exists now and would not after, the call
 //! is refused with `HA_OPERATION_WOULD_BREAK_FAILOVER_PLAN`. When no plan
 //! exists now the call is allowed: it cannot get worse, and refusing would
-//! lock the pool after several failures.
+//! lock the pool after several failures. A VM a setter asks to protect must
+//! be agile first (`HA_CONSTRAINT_VIOLATION_SR_NOT_SHARED`).
 //!
 //! The master keeps `ha_plan_exists_for` and `ha_overcommitted` true
 //! ([`pool_status`]), raising `HA_POOL_DROP_IN_PLAN_EXISTS_FOR` and
@@ -21,7 +30,8 @@ use xapi_proto::{codes, ApiError};
 use crate::{memory, planning};
 use pool_db::model::Model;
 
-/// A change to a pool's placement, to check before it is made.
+/// A change to a pool's placement, protection or planning, to check before
+/// it is made.
 #[derive(Debug, Default)]
 pub struct Change<'a> {
     /// VMs that will run on hosts (start, migrate): `(vm_ref, host_ref)`.
@@ -31,6 +41,16 @@ pub struct Change<'a> {
     pub disabling: Vec<&'a str>,
     /// VMs that will become protected.
     pub protecting: Vec<&'a str>,
+    /// VMs a setter rewrites, each as it will be: their protection,
+    /// footprint and placement are taken from the new record.
+    pub updating: Vec<(&'a str, &'a VmRecord)>,
+    /// The pool record as a setter will leave it (planner mode, overcommit
+    /// allowed, failures to tolerate).
+    pub pool: Option<&'a PoolRecord>,
+    /// A new `ha_host_failures_to_tolerate`: the pool must be able to plan
+    /// for it, unless overcommit is allowed (XAPI's
+    /// `assert_nfailures_change_preserves_ha_plan`).
+    pub to_tolerate: Option<u32>,
 }
 
 /// The pool when overcommit protection applies: HA on, no overcommit allowed.
@@ -40,11 +60,34 @@ fn protected_pool(m: &Model) -> Option<&PoolRecord> {
         .filter(|p| p.ha_enabled && !p.ha_allow_overcommit)
 }
 
-/// Refuse `change` if it would lose the failover plan the pool has now.
+/// The gate: refuse `change` if it would lose the failover plan the pool
+/// has now (or, for a new number of failures to tolerate, if the pool
+/// cannot plan for it), or protect a VM that is not agile.
 pub fn check(m: &Model, change: &Change) -> Result<(), ApiError> {
+    if let Some(n) = change.to_tolerate {
+        let allow = change
+            .pool
+            .or_else(|| m.pool().map(|(_, p)| p))
+            .is_some_and(|p| p.ha_allow_overcommit);
+        if !allow && !planning::plan_exists_for(m, n)?.exists() {
+            return Err(ApiError::bare(codes::HA_OPERATION_WOULD_BREAK_FAILOVER_PLAN));
+        }
+    }
     let Some(pool) = protected_pool(m) else {
         return Ok(());
     };
+    if change.pool.is_some_and(|p| p.ha_allow_overcommit) {
+        // Overcommit allowed from now on: nothing left to protect.
+        return Ok(());
+    }
+    for (r, after) in &change.updating {
+        if asks_protection(m.get::<VmRecord>(r), after) {
+            planning::assert_agile(m, after)?;
+        }
+    }
+    if !affects_plan(m, pool, change) {
+        return Ok(());
+    }
     let n = u32::try_from(pool.ha_plan_exists_for.max(0)).unwrap_or(0);
     let planner = planning::planner(pool)?;
     let now = planning::describe(m, |_, v| planning::is_protected(v));
@@ -54,22 +97,75 @@ pub fn check(m: &Model, change: &Change) -> Result<(), ApiError> {
     ) {
         return Ok(());
     }
+    let planner_after = planning::planner(change.pool.unwrap_or(pool))?;
     let after = apply(m, change);
-    match planner.plan_exists(&after, n).map_err(planning::planner_error)? {
+    match planner_after.plan_exists(&after, n).map_err(planning::planner_error)? {
         Verdict::NoPlan(_) => Err(ApiError::bare(codes::HA_OPERATION_WOULD_BREAK_FAILOVER_PLAN)),
         _ => Ok(()),
     }
 }
 
+/// A setter asks for protection: the priority turns to `restart`, or the
+/// VM turns protected.
+fn asks_protection(before: Option<&VmRecord>, after: &VmRecord) -> bool {
+    let was_restart = before.is_some_and(|v| v.ha_restart_priority == "restart");
+    let was_protected = before.is_some_and(planning::is_protected);
+    (after.ha_restart_priority == "restart" && !was_restart) || (planning::is_protected(after) && !was_protected)
+}
+
+/// Does `change` touch anything the planner sees?
+fn affects_plan(m: &Model, pool: &PoolRecord, change: &Change) -> bool {
+    let vm_changes = change.updating.iter().any(|(r, after)| {
+        let Some(before) = m.get::<VmRecord>(r) else {
+            return true;
+        };
+        planning::is_protected(before) != planning::is_protected(after)
+            || memory::footprint(before) != memory::footprint(after)
+            || before.resident_on != after.resident_on
+            || before.power_state != after.power_state
+    });
+    let mode_changes = change
+        .pool
+        .is_some_and(|p| p.other_config.get(planning::MODE_KEY) != pool.other_config.get(planning::MODE_KEY));
+    !change.arriving.is_empty()
+        || !change.disabling.is_empty()
+        || !change.protecting.is_empty()
+        || vm_changes
+        || mode_changes
+}
+
 /// The planner's view of the pool with `change` made.
 fn apply(m: &Model, change: &Change) -> Pool {
-    let mut pool = planning::describe(m, |r, v| planning::is_protected(v) || change.protecting.contains(&r));
+    let updated = |r: &str| change.updating.iter().find(|(u, _)| *u == r).map(|(_, v)| *v);
+    let mut pool = planning::describe(m, |r, v| {
+        updated(r).map_or_else(|| planning::is_protected(v), planning::is_protected) || change.protecting.contains(&r)
+    });
+    for (vm_ref, after) in &change.updating {
+        let Some(before) = m.get::<VmRecord>(vm_ref) else {
+            continue;
+        };
+        // The VM as it will be, if it is (or stays) in the plan.
+        if let Some(v) = pool.vms.iter_mut().find(|v| v.uuid == before.uuid) {
+            *v = planning::describe_vm(m, after);
+        }
+        // A resident VM whose footprint changes changes its host's room.
+        if before.power_state != xapi_proto::records::PowerState::Halted {
+            if let Some(host) = m.get::<HostRecord>(&before.resident_on) {
+                if let Some(h) = pool.hosts.iter_mut().find(|h| h.uuid == host.uuid) {
+                    h.memory_free = h
+                        .memory_free
+                        .saturating_add(memory::footprint(before))
+                        .saturating_sub(memory::footprint(after));
+                }
+            }
+        }
+    }
     for (vm_ref, host_ref) in &change.arriving {
         let (Some(vm), Some(host)) = (m.get::<VmRecord>(vm_ref), m.get::<HostRecord>(host_ref)) else {
             continue;
         };
         if let Some(h) = pool.hosts.iter_mut().find(|h| h.uuid == host.uuid) {
-            h.memory_free -= memory::footprint(vm);
+            h.memory_free = h.memory_free.saturating_sub(memory::footprint(vm));
         }
         if let Some(v) = pool.vms.iter_mut().find(|v| v.uuid == vm.uuid) {
             v.resident_on = Some(host.uuid.clone());

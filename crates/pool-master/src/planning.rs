@@ -70,14 +70,14 @@ pub fn host_usable(host: &HostRecord) -> bool {
 }
 
 /// A host's free memory for the planner (not floored: a hypothetical
-/// change may push it below zero).
+/// change may push it below zero). Saturating, never above the total.
 pub fn host_free(m: &Model, host_ref: &str, host: &HostRecord) -> i64 {
-    let used: i64 =
+    let used = memory::sum(
         m.vm.iter()
             .filter(|(_, v)| v.resident_on == host_ref && v.power_state != PowerState::Halted)
-            .map(|(_, v)| memory::footprint(v))
-            .sum();
-    host.memory_total - host.memory_overhead - used
+            .map(|(_, v)| memory::footprint(v)),
+    );
+    memory::free_unfloored(host.memory_total, host.memory_overhead, used)
 }
 
 /// Describe the pool to the planner, with `protected` choosing the VMs.
@@ -95,16 +95,21 @@ pub fn describe(m: &Model, protected: impl Fn(&str, &VmRecord) -> bool) -> Pool 
     let vms =
         m.vm.iter()
             .filter(|(r, v)| protected(r, v))
-            .map(|(_, v)| Vm {
-                uuid: v.uuid.clone(),
-                memory: memory::footprint(v).max(1),
-                resident_on: (v.power_state != PowerState::Halted)
-                    .then(|| m.get::<HostRecord>(&v.resident_on).map(|h| h.uuid.clone()))
-                    .flatten(),
-                needs: vm_needs(m, v),
-            })
+            .map(|(_, v)| describe_vm(m, v))
             .collect();
     Pool { hosts, vms }
+}
+
+/// One protected VM as the planner sees it.
+pub fn describe_vm(m: &Model, v: &VmRecord) -> Vm {
+    Vm {
+        uuid: v.uuid.clone(),
+        memory: memory::footprint(v).max(1),
+        resident_on: (v.power_state != PowerState::Halted)
+            .then(|| m.get::<HostRecord>(&v.resident_on).map(|h| h.uuid.clone()))
+            .flatten(),
+        needs: vm_needs(m, v),
+    }
 }
 
 /// XAPI's agility check (`VM.assert_agile`): every SR the VM's disks are on

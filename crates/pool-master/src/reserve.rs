@@ -45,8 +45,7 @@ impl Reservations {
         self.lock()
             .values()
             .filter(|(h, _)| h == host_ref)
-            .map(|(_, bytes)| *bytes)
-            .sum()
+            .fold(0i64, |acc, (_, bytes)| acc.saturating_add((*bytes).max(0)))
     }
 
     /// Every start in flight: (VM ref, host ref).

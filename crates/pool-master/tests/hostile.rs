@@ -181,8 +181,29 @@ fn hostile_input_gets_xapi_errors_and_changes_nothing() {
         "INVALID_VALUE"
     );
     assert_eq!(
-        error_of(&call(p, "VM.set_memory_static_max", json!([s, vm, 1]))).0,
-        "MEMORY_CONSTRAINT_VIOLATION"
+        error_of(&call(p, "VM.set_memory_static_max", json!([s, vm, 1]))),
+        ("MEMORY_CONSTRAINT_VIOLATION_ORDER".into(), vec![])
+    );
+    // Issue 26: figures that used to wrap a host's free memory.
+    for (method, params) in [
+        ("VM.set_memory_static_max", json!([s, vm, 9_223_372_036_854_775_000i64])),
+        ("VM.set_VCPUs_max", json!([s, vm, 1i64 << 62])),
+        ("VM.create", json!([s, {"memory_static_max": i64::MAX}])),
+        (
+            "VM.create",
+            json!([s, {"memory_static_max": 1 << 30, "VCPUs_max": 1i64 << 62}]),
+        ),
+    ] {
+        assert_eq!(error_of(&call(p, method, params)).0, "VALUE_NOT_SUPPORTED", "{method}");
+    }
+    assert_eq!(
+        error_of(&call(
+            p,
+            "VM.create",
+            json!([s, {"memory_static_max": 1 << 30, "VCPUs_max": 0}])
+        ))
+        .0,
+        "INVALID_VALUE"
     );
     assert_eq!(
         error_of(&call(p, "VM.set_power_state", json!([s, vm, "Running"]))).0,

@@ -115,7 +115,7 @@ pub static VM_FIELDS: &[FieldSpec] = &[
     rw("memory_dynamic_min", Int),
     rw("memory_static_min", Int),
     ro("memory_overhead", Int),
-    ro("VCPUs_max", Int),
+    rw("VCPUs_max", Int),
     rw("ha_restart_priority", Str),
     rw("ha_always_run", Bool),
     rw("order", Int),

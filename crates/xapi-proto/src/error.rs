@@ -154,6 +154,8 @@ pub mod codes {
         HOST_NOT_DISABLED,
         CANNOT_CREATE_STATE_FILE,
         MEMORY_CONSTRAINT_VIOLATION,
+        MEMORY_CONSTRAINT_VIOLATION_ORDER,
+        VALUE_NOT_SUPPORTED,
     );
 }
 
@@ -164,6 +166,7 @@ pub static CATALOGUE: &[ErrorDoc] = &[
     ErrorDoc { code: "MESSAGE_PARAMETER_COUNT_MISMATCH", params: &["method", "expected", "received"], doc: "You tried to call a method with the incorrect number of parameters. The fully-qualified method name that you used, and the number of received and expected parameters are returned." },
     ErrorDoc { code: "MESSAGE_METHOD_UNKNOWN", params: &["method"], doc: "You tried to call a method that does not exist. The method name that you used is echoed." },
     ErrorDoc { code: "MEMORY_CONSTRAINT_VIOLATION", params: &["constraint"], doc: "The dynamic memory range does not satisfy the following constraint." },
+    ErrorDoc { code: "MEMORY_CONSTRAINT_VIOLATION_ORDER", params: &[], doc: "The dynamic memory range violates constraint static_min <= dynamic_min <= dynamic_max <= static_max." },
     ErrorDoc { code: "FIELD_TYPE_ERROR", params: &["field"], doc: "The value specified is of the wrong type" },
     ErrorDoc { code: "INVALID_VALUE", params: &["field", "value"], doc: "The value given is invalid" },
     ErrorDoc { code: "OPERATION_NOT_ALLOWED", params: &["reason"], doc: "You attempted an operation that was not allowed." },
@@ -251,6 +254,10 @@ mod tests {
             codes::SESSION_INVALID,
             codes::HOST_IS_SLAVE,
             codes::JOINING_HOST_CANNOT_HAVE_RUNNING_VMS,
+            codes::MEMORY_CONSTRAINT_VIOLATION,
+            codes::MEMORY_CONSTRAINT_VIOLATION_ORDER,
+            codes::VALUE_NOT_SUPPORTED,
+            codes::HA_OPERATION_WOULD_BREAK_FAILOVER_PLAN,
         ] {
             assert!(lookup(code).is_some(), "{code} has no catalogue entry");
         }

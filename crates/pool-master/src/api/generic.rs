@@ -4,7 +4,9 @@
 //! `add_to_<map>` and `remove_from_<map>`.
 //!
 //! Setters check the value's type against [`xapi_proto::classes`], then the
-//! class's own rules ([`validate_set`]), and only then write.
+//! class's own rules ([`validate_set`]), then pass the record as it will be
+//! through the overcommit gate ([`crate::overcommit::check`]: protection and
+//! the failover plan), and only then write. A refused call changes nothing.
 
 use std::sync::Arc;
 
@@ -207,10 +209,8 @@ async fn map_edit<T: Record>(d: &Arc<Daemon>, field: &str, args: &Args, add: boo
                 map.remove(&key);
             }
         }
-        let updated: T = serde_json::from_value(json).map_err(|e| ApiError::internal(e.to_string()))?;
-        if let Some(pool) = (&updated as &dyn std::any::Any).downcast_ref::<PoolRecord>() {
-            planning::planner(pool)?;
-        }
+        let mut updated: T = serde_json::from_value(json).map_err(|e| ApiError::internal(e.to_string()))?;
+        validate_set(txn.base(), &r, &mut updated, spec.name, &Value::Null)?;
         txn.put(&r, updated);
         Ok(())
     })
@@ -245,28 +245,39 @@ fn validate_set<T: Record>(m: &Model, r: &str, updated: &mut T, field: &str, val
 }
 
 /// Pool rules: host failures to tolerate must be plannable (unless
-/// overcommit is allowed); the planner mode must be one we have.
+/// overcommit is allowed); the planner mode must be one we have; and the
+/// record as it will be passes the overcommit gate (a planner mode that
+/// loses the plan is refused).
 fn validate_pool(m: &Model, pool: &mut PoolRecord, field: &str, value: &Value) -> Result<(), ApiError> {
+    let mut to_tolerate = None;
     match field {
         "ha_host_failures_to_tolerate" => {
-            let n = pool.ha_host_failures_to_tolerate;
-            let n = u32::try_from(n)
+            let n = u32::try_from(pool.ha_host_failures_to_tolerate)
                 .map_err(|_| ApiError::invalid_value("ha_host_failures_to_tolerate", value.to_string()))?;
-            let exists = crate::planning::plan_exists_for(m, n)?.exists();
-            if !pool.ha_allow_overcommit && !exists {
-                return Err(ApiError::bare(codes::HA_OPERATION_WOULD_BREAK_FAILOVER_PLAN));
-            }
-            // The plan status follows at once (XAPI's update_pool_status),
-            // so the next plan-checked call protects the new number.
-            if pool.ha_enabled && exists {
-                pool.ha_plan_exists_for = i64::from(n);
-                pool.ha_overcommitted = false;
-            }
-            Ok(())
+            to_tolerate = Some(n);
         }
-        "other_config" => planning::planner(pool).map(|_| ()),
-        _ => Ok(()),
+        "other_config" => {
+            planning::planner(pool)?;
+        }
+        _ => {}
     }
+    crate::overcommit::check(
+        m,
+        &crate::overcommit::Change {
+            pool: Some(pool),
+            to_tolerate,
+            ..Default::default()
+        },
+    )?;
+    if let Some(n) = to_tolerate {
+        // The plan status follows at once (XAPI's update_pool_status),
+        // so the next plan-checked call protects the new number.
+        if pool.ha_enabled && crate::planning::plan_exists_for(m, n)?.exists() {
+            pool.ha_plan_exists_for = i64::from(n);
+            pool.ha_overcommitted = false;
+        }
+    }
+    Ok(())
 }
 
 /// `INVALID_VALUE` unless `priority` is one XAPI accepts (`restart`,
@@ -290,44 +301,42 @@ pub(crate) fn check_non_negative(field: &str, value: i64) -> Result<(), ApiError
     Ok(())
 }
 
+/// VM rules, as XAPI's setters: a restart priority XAPI knows (on a running
+/// VM it sets `ha_always_run`); `ha_always_run`, deprecated, mapped onto the
+/// priority (`true` is `restart`, `false` is unprotected); non-negative
+/// order and delays; memory and vCPUs only while halted, within XAPI's
+/// constraints and this pool's limits, with the overhead recomputed. Then
+/// every one of them through the overcommit gate, which refuses what
+/// protects a VM that is not agile or loses the failover plan.
 fn validate_vm(m: &Model, r: &str, vm: &mut VmRecord, field: &str, value: &Value) -> Result<(), ApiError> {
     match field {
         "ha_restart_priority" => {
             check_restart_priority(&vm.ha_restart_priority)?;
-            let was_protected = m.get::<VmRecord>(r).is_some_and(planning::is_protected);
             if vm.power_state != PowerState::Halted {
                 vm.ha_always_run = vm.ha_restart_priority == "restart";
             }
-            // Protecting a VM: it must be agile, and a running one must
-            // not break the plan (XAPI's checks, with HA on).
-            if vm.ha_restart_priority == "restart" && !was_protected && planning::constraints_apply(m) {
-                planning::assert_agile(m, vm)?;
-                if vm.power_state != PowerState::Halted {
-                    crate::overcommit::check(
-                        m,
-                        &crate::overcommit::Change {
-                            protecting: vec![r],
-                            ..Default::default()
-                        },
-                    )?;
-                }
-            }
         }
-        "ha_always_run" if vm.ha_always_run && vm.ha_restart_priority.is_empty() => {
-            vm.ha_restart_priority = "restart".into();
+        "ha_always_run" => {
+            vm.ha_restart_priority = if vm.ha_always_run { "restart" } else { "" }.into();
         }
         "order" | "start_delay" | "shutdown_delay" => check_non_negative(field, value.as_i64().unwrap_or(0))?,
-        f if f.starts_with("memory_") => {
+        f if f.starts_with("memory_") || f == "VCPUs_max" => {
             if vm.power_state != PowerState::Halted {
                 return Err(ApiError::new(
                     codes::VM_BAD_POWER_STATE,
                     vec![r.to_string(), "halted".into(), vm.power_state.cli_name().into()],
                 ));
             }
-            memory::check_vm_constraints(vm)?;
+            memory::check_vm_setter(vm)?;
             vm.memory_overhead = memory::vm_overhead(vm.memory_static_max, vm.vcpus_max);
         }
         _ => {}
     }
-    Ok(())
+    crate::overcommit::check(
+        m,
+        &crate::overcommit::Change {
+            updating: vec![(r, &*vm)],
+            ..Default::default()
+        },
+    )
 }

@@ -191,7 +191,7 @@ fn failover_plan(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
             Placement::Host(h) => {
                 let host = m.host.ref_of_uuid(h).unwrap_or_default().to_string();
                 if let (Some(f), Some(v)) = (free.get_mut(&host), m.get::<VmRecord>(r)) {
-                    *f -= crate::memory::footprint(v);
+                    *f = f.saturating_sub(crate::memory::footprint(v));
                 }
                 json!({ "host": host })
             }

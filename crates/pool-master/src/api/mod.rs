@@ -7,6 +7,8 @@
 //! writes, so a rejected call changes nothing.
 
 pub mod args;
+#[cfg(test)]
+mod gate_tests;
 mod generic;
 mod ha;
 mod ha_admin;

@@ -58,7 +58,7 @@ fn check_host_reserved(
     }
     let disks = hostops::disk_paths(txn, vm_ref, vm, host_ref)?;
     let needed = memory::footprint(vm);
-    let available = (memory::host_free(txn, host_ref, host) - reserved).max(0);
+    let available = memory::host_free(txn, host_ref, host).saturating_sub(reserved).max(0);
     if needed > available {
         return Err(ApiError::new(
             codes::HOST_NOT_ENOUGH_FREE_MEMORY,
@@ -94,7 +94,7 @@ fn choose_host(
             let held = reserved(r);
             check_host_reserved(txn, vm_ref, vm, r, h, held)
                 .ok()
-                .map(|disks| (memory::host_free(txn, r, h) - held, r, h, disks))
+                .map(|disks| (memory::host_free(txn, r, h).saturating_sub(held), r, h, disks))
         })
         .collect();
     fits.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.2.uuid.cmp(&b.2.uuid)));
