@@ -187,3 +187,206 @@ fn hostile_memory_sizes_and_unchecked_protection_are_refused() {
         "2"
     );
 }
+
+/// What the attacker of
+/// [`idle_and_slow_connections_neither_fence_a_member_nor_slow_the_api`]
+/// saw.
+#[derive(Debug, Default)]
+struct Flood {
+    /// Idle connections opened (again, once the server closed them).
+    idle_opened: usize,
+    /// Idle connections the server closed (at its caps or after its
+    /// header timeout).
+    idle_closed: usize,
+    /// Connections that could not be made within a second.
+    failed: usize,
+    /// Slowloris connections made, and how long each lasted before the
+    /// server closed it (`None`: still open at the end).
+    slow_lasted: Vec<Option<Duration>>,
+}
+
+/// Is `s` (non-blocking) closed by its peer?
+fn peer_closed(s: &mut std::net::TcpStream) -> bool {
+    use std::io::Read;
+    let mut buf = [0u8; 512];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+            Err(_) => return true,
+        }
+    }
+}
+
+/// Connect to `to` from `from` (a loopback address), within a second.
+fn connect_from(rt: &tokio::runtime::Runtime, from: Ipv4Addr, to: std::net::SocketAddr) -> Option<std::net::TcpStream> {
+    rt.block_on(async {
+        let s = tokio::net::TcpSocket::new_v4().ok()?;
+        s.bind((from, 0).into()).ok()?;
+        let s = tokio::time::timeout(Duration::from_secs(1), s.connect(to))
+            .await
+            .ok()?
+            .ok()?;
+        s.into_std().ok() // non-blocking
+    })
+}
+
+/// For `length`: `slow` slowloris connections (a request head that never
+/// ends, a byte every 2 s) from 10 addresses, then `idle` silent ones from
+/// 40 more, each opened again when the server closes it (at most 300 a
+/// second). Every address is in 127.253/16 or 127.254/16, which no lab uses.
+fn flood(to: std::net::SocketAddr, idle: usize, slow: usize, length: Duration) -> Flood {
+    use std::io::Write;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let start = Instant::now();
+    let mut out = Flood::default();
+    let slow_from = |k: usize| Ipv4Addr::new(127, 254, 0, 1 + (k % 10) as u8);
+    let idle_from = |k: usize| Ipv4Addr::new(127, 253, 0, 1 + (k % 40) as u8);
+    let mut slows: Vec<(Option<std::net::TcpStream>, Instant)> = Vec::new();
+    for k in 0..slow {
+        match connect_from(&rt, slow_from(k), to) {
+            Some(mut s) => {
+                let _ = s.write_all(b"POST /jsonrpc HTTP/1.1\r\nHost: pool\r\nX-Slow: ");
+                slows.push((Some(s), Instant::now()));
+            }
+            None => out.failed += 1,
+        }
+    }
+    out.slow_lasted = vec![None; slows.len()];
+    let mut idles: Vec<Option<std::net::TcpStream>> = (0..idle).map(|_| None).collect();
+    let mut round = 0u64;
+    while start.elapsed() < length {
+        // Open again (or for the first time) what the server closed.
+        let mut opened = 0;
+        for (k, slot) in idles.iter_mut().enumerate() {
+            if let Some(s) = slot {
+                if peer_closed(s) {
+                    *slot = None;
+                    out.idle_closed += 1;
+                }
+            }
+            if slot.is_none() && (round == 0 || opened < 300) && start.elapsed() < length {
+                *slot = connect_from(&rt, idle_from(k), to);
+                match slot {
+                    Some(_) => opened += 1,
+                    None => out.failed += 1,
+                }
+            }
+        }
+        out.idle_opened += opened;
+        // A byte more of each slow head, every other second.
+        for (k, (slot, since)) in slows.iter_mut().enumerate() {
+            if let Some(s) = slot {
+                let gone = peer_closed(s) || (round % 2 == 0 && s.write_all(b"a").is_err());
+                if gone {
+                    out.slow_lasted[k] = Some(since.elapsed());
+                    *slot = None;
+                }
+            }
+        }
+        round += 1;
+        std::thread::sleep(Duration::from_secs(1).min(length.saturating_sub(start.elapsed())));
+    }
+    out
+}
+
+#[test]
+fn idle_and_slow_connections_neither_fence_a_member_nor_slow_the_api() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    const FLOOD: Duration = Duration::from_secs(30);
+    // This process holds the attacker's end of every connection.
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
+    let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    let files = getrlimit(Resource::RLIMIT_NOFILE).map_or(soft, |(s, _)| s);
+    let (idle, slow) = if files >= 2_600 { (2_000, 200) } else { (1_000, 100) };
+    let lab = Lab::start_ha(3, 0, &[]);
+    let member = 2;
+    let pid = lab.host_pid(member);
+    // The usual 1,024 open files (xapid raised its soft limit to the hard
+    // one at start; its caps are a quarter of that, at most 512).
+    let lowered = std::process::Command::new("prlimit")
+        .args([format!("--pid={pid}"), "--nofile=1024:1024".into()])
+        .status()
+        .is_ok_and(|s| s.success());
+    eprintln!(
+        "member's open files: {}",
+        if lowered {
+            "1024 (prlimit)"
+        } else {
+            "not lowered (no prlimit)"
+        }
+    );
+    let to: std::net::SocketAddr = format!("{}:{}", lab.host_address(member), lab.port).parse().unwrap();
+    let fds = || std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
+    let fds_before = fds();
+    let attacker = std::thread::spawn(move || flood(to, idle, slow, FLOOD));
+    let mut took = Vec::new();
+    let mut failed = Vec::new();
+    let mut fds_max = 0;
+    // Bounded twice: by the attacker's end and by a count of calls.
+    while !attacker.is_finished() && took.len() < 300 {
+        let start = Instant::now();
+        let r = lab.xe_on(member, &["host-list", "params=uuid", "--minimal"]);
+        took.push(start.elapsed());
+        if r.code != 0 {
+            failed.push(r.stderr);
+        }
+        fds_max = fds_max.max(fds());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let seen = attacker.join().expect("the attacker");
+    took.sort();
+    let median = took[took.len() / 2];
+    let slow_closed: Vec<Duration> = seen.slow_lasted.iter().flatten().copied().collect();
+    eprintln!(
+        "xe host-list on the member under the flood: {} calls, median {median:?}, max {:?}, {} failed; \
+         member descriptors {fds_before} before, at most {fds_max} during; attacker: {} idle opened, \
+         {} closed by the server, {} connects failed; slowloris: {} of {} closed, the last after {:?}",
+        took.len(),
+        took.last().unwrap(),
+        failed.len(),
+        seen.idle_opened,
+        seen.idle_closed,
+        seen.failed,
+        slow_closed.len(),
+        seen.slow_lasted.len(),
+        slow_closed.iter().max(),
+    );
+    assert!(took.len() >= 20, "only {} calls in the flood", took.len());
+    assert!(failed.is_empty(), "xe failed under the flood: {failed:?}");
+    // The issue asks < 100 ms; a loaded CI machine gets some slack.
+    assert!(median < Duration::from_secs(1), "median xe call {median:?}");
+    // The member kept its connections down to its caps: at most 512 for
+    // the API, the rest as before.
+    assert!(
+        fds_max <= fds_before + 512 + 64,
+        "{fds_max} descriptors open on the member"
+    );
+    assert!(
+        seen.idle_opened >= idle,
+        "the attacker opened only {} connections",
+        seen.idle_opened
+    );
+    assert!(seen.idle_closed > 0, "the server closed no idle connection");
+    assert!(!seen.slow_lasted.is_empty());
+    assert_eq!(
+        slow_closed.len(),
+        seen.slow_lasted.len(),
+        "slowloris connections still open after {FLOOD:?}"
+    );
+    // Counted, not logged one by one.
+    let warned = log(&lab, member).matches("API connections refused or closed").count();
+    assert!(
+        (1..=(FLOOD.as_secs() / 10 + 2) as usize).contains(&warned),
+        "{warned} refusal lines"
+    );
+    assert_eq!(live(&lab, 1, "host2"), Some(true), "{}", lab.post_mortem());
+    for host in ["host1", "host2", "host3"] {
+        assert_eq!(lab.downs(host), 0, "{host} went down:\n{}", lab.output());
+    }
+    lab.check();
+}

@@ -5,7 +5,8 @@
 //! - the pool database in memory, on disk and on the wire is crate
 //!   `pool-db` (the layer below everything here).
 //! - [`api`]: the XAPI methods, by class.
-//! - [`server`]: `POST /jsonrpc` and a host's start-up.
+//! - [`server`]: `POST /jsonrpc` and a host's start-up; [`listener`]: the
+//!   API's connections (caps per source and in all, header and idle timeouts).
 //! - [`member`]: the master's database on every member.
 //! - [`peers`], [`hostops`]: calls between hosts; the master acting on a host's VMs.
 //! - [`driver`]: the `sim` VM driver (guests that write to their disks);
@@ -31,6 +32,7 @@ pub mod guests;
 pub mod ha;
 pub mod hostops;
 pub mod lease;
+pub mod listener;
 pub mod logging;
 pub mod member;
 pub mod memory;

@@ -105,6 +105,7 @@ fn main() -> Result<()> {
         }
     };
     pool_master::logging::init();
+    raise_open_file_limit();
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(serve(args))
 }
@@ -162,6 +163,22 @@ async fn serve(args: ServeArgs) -> Result<()> {
         .context("serving the API")?;
     tracing::info!("xapid stopped");
     Ok(())
+}
+
+/// Raise the soft limit of open files to the hard one, and say what it is:
+/// the API's connection caps are a quarter of it (`listener::Limits`), and
+/// the rest is for HA's I/O, the database and the guests (issue 26: a member
+/// at the usual 1,024 ran out under idle API connections and fenced).
+fn raise_open_file_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::info!(from = soft, to = hard, "raised the open-file limit"),
+            Err(e) => tracing::warn!(limit = soft, hard, "cannot raise the open-file limit: {e}"),
+        },
+        Ok((soft, _)) => tracing::info!(limit = soft, "open-file limit (already the hard limit)"),
+        Err(e) => tracing::warn!("cannot read the open-file limit: {e}"),
+    }
 }
 
 async fn shutdown_signal() {

@@ -1,17 +1,20 @@
 //! The HTTP side of `xapid`: `POST /jsonrpc`, and the start-up of a host.
 //!
-//! Bodies over [`MAX_BODY`] are refused before they are read; a request
-//! that does not say `Content-Type: application/json` gets 415 (a web page
-//! cannot send that without the browser asking the server first, and no
-//! answer carries CORS headers); a body that is not JSON-RPC gets a
-//! JSON-RPC parse or request error; every other answer is the handler's
-//! result or its API error, in the dialect of the request.
+//! Bodies over [`MAX_BODY`] are refused before they are read, and a body
+//! that takes over [`BODY_TIMEOUT`] to arrive gets 408; a request that does
+//! not say `Content-Type: application/json` gets 415 (a web page cannot
+//! send that without the browser asking the server first, and no answer
+//! carries CORS headers); a body that is not JSON-RPC gets a JSON-RPC parse
+//! or request error; every other answer is the handler's result or its API
+//! error, in the dialect of the request. Connections are taken, capped and
+//! timed out by [`crate::listener`].
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -24,6 +27,10 @@ use crate::daemon::{Daemon, Role};
 /// The largest request body accepted.
 pub const MAX_BODY: usize = 1 << 20;
 
+/// How long a request's body may take to arrive once its head has: a
+/// client sending it a byte at a time holds its connection no longer.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The API router of one host.
 pub fn router(d: Arc<Daemon>) -> Router {
     Router::new()
@@ -32,12 +39,12 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .with_state(d)
 }
 
-async fn handle(State(d): State<Arc<Daemon>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn handle(State(d): State<Arc<Daemon>>, req: Request) -> Response {
     if d.ha().faults.network_cut() {
         // The lab's cable pull: nothing gets through.
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
-    if !is_json(&headers) {
+    if !is_json(req.headers()) {
         // A form or `text/plain` POST is what a web page can send without
         // asking: refused, so no page a browser shows can drive the API.
         return (
@@ -46,6 +53,12 @@ async fn handle(State(d): State<Arc<Daemon>>, headers: HeaderMap, body: Bytes) -
         )
             .into_response();
     }
+    // `Bytes` as an extractor, with the body limit, under a deadline.
+    let body = match tokio::time::timeout(BODY_TIMEOUT, Bytes::from_request(req, &())).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(rejection)) => return rejection.into_response(),
+        Err(_) => return StatusCode::REQUEST_TIMEOUT.into_response(),
+    };
     let bytes = match jsonrpc::parse_request(&body) {
         Err(e) => jsonrpc::encode_envelope_error(&e),
         Ok(req) => match crate::api::dispatch(&d, &req.method, req.params).await {
@@ -115,5 +128,13 @@ pub async fn serve(
     crate::failover::leases::spawn_lab_storage_watch(d.clone());
     crate::guests::spawn(d.clone());
     crate::storage_probe::spawn(d.clone());
-    axum::serve(listener, router(d)).with_graceful_shutdown(shutdown).await
+    let (limits, nofile) = crate::listener::Limits::for_this_process();
+    tracing::info!(
+        total = limits.total,
+        per_source = limits.per_source,
+        header_timeout = ?limits.header_read_timeout,
+        open_file_limit = ?nofile,
+        "API connections capped"
+    );
+    crate::listener::serve(listener, router(d), limits, shutdown).await
 }
