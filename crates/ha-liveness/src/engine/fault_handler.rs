@@ -335,11 +335,11 @@ impl Engine {
             };
             let done = match step {
                 Step::Rendezvous { set, next, on_sf } => {
-                    if set == Phase::Fh2 && self.phase != Phase::Fh2 {
-                        self.set_phase(set);
+                    let entering_phase2 = set == Phase::Fh2 && self.phase != Phase::Fh2;
+                    self.set_phase(set);
+                    if entering_phase2 {
                         self.restart_clock_at_phase2(now);
                     }
-                    self.set_phase(set);
                     self.sf_accelerate = on_sf;
                     self.rendezvous(now, set, next, on_sf)
                 }
