@@ -65,6 +65,19 @@ pub struct View {
     pub phase: Phase,
 }
 
+impl View {
+    /// The view with every set limited to `hosts`.
+    pub fn within(self, hosts: HostSet) -> View {
+        View {
+            current: self.current.and(hosts),
+            proposed: self.proposed.and(hosts),
+            hbdomain: self.hbdomain.and(hosts),
+            sfdomain: self.sfdomain.and(hosts),
+            phase: self.phase,
+        }
+    }
+}
+
 impl Default for View {
     fn default() -> Self {
         View {

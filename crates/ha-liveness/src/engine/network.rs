@@ -67,11 +67,14 @@ impl Engine {
         self.feed(now, Watchdog::Heartbeat);
     }
 
-    pub(super) fn on_heartbeat(&mut self, now: Millis, hb: Heartbeat) {
+    pub(super) fn on_heartbeat(&mut self, now: Millis, mut hb: Heartbeat) {
         let i = hb.from;
         if i >= self.n || i == self.cfg.me || hb.generation != self.cfg.generation {
             return;
         }
+        // Hosts beyond the pool in a view are dropped: only a holder of the
+        // pool secret can send one, and the engine indexes by host.
+        hb.view = hb.view.within(self.all());
         // Only a heartbeat later than every one accepted from the host,
         // ever: a later boot, or a higher sequence of the same boot. A
         // captured packet replayed after its host died or fell silent is

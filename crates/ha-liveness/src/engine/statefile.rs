@@ -58,7 +58,7 @@ impl Engine {
     pub(super) fn on_statefile(&mut self, now: Millis, result: Result<StatefileRead, String>) {
         self.sf_in_flight = false;
         let read = match result {
-            Ok(read) => read,
+            Ok(read) => self.within_pool_read(read),
             Err(e) => {
                 if self.sf_access {
                     self.log(format!("statefile I/O failed: {e}"));
@@ -136,6 +136,24 @@ impl Engine {
         }
         self.update_sfdomain(now);
         self.lock_step();
+    }
+
+    /// `read` with every host set and index it carries clipped to this
+    /// pool: a slot is only checksummed, so whatever can write the SR
+    /// (or a disk returning garbage) could name hosts that do not exist,
+    /// and the engine indexes its tables by host (`tests/fuzz.rs`).
+    fn within_pool_read(&self, mut read: StatefileRead) -> StatefileRead {
+        let all = self.all();
+        if let Some(g) = &mut read.global {
+            g.master = g.master.filter(|&m| m < self.n);
+        }
+        for s in &mut read.slots {
+            if let SlotRead::Valid(slot) = s {
+                slot.view = slot.view.within(all);
+                slot.lock_grant = slot.lock_grant.and(all);
+            }
+        }
+        read
     }
 
     /// Our slot as last read back, if this boot wrote it after its
