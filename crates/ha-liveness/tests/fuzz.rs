@@ -18,6 +18,14 @@ use sha2::{Digest, Sha256};
 
 const KEY: &[u8] = b"pool secret";
 
+/// `PROPTEST_CASES` when set (a long run), else `default`.
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 fn hosts(n: usize) -> Vec<String> {
     (0..n)
         .map(|i| format!("{:08x}-0000-4000-8000-000000000000", i + 1))
@@ -126,7 +134,7 @@ fn input(n: usize) -> impl Strategy<Value = Input> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(256), ..ProptestConfig::default() })]
 
     #[test]
     fn any_bytes_decode_without_panicking(bytes in proptest::collection::vec(any::<u8>(), 0..(2 * PACKET_SIZE))) {
@@ -178,7 +186,7 @@ proptest! {
 proptest! {
     // 2,000 cases find a view naming a host beyond the pool (the engine
     // indexed its tables by it) every time; 256 did not.
-    #![proptest_config(ProptestConfig { cases: 2_000, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(2_000), ..ProptestConfig::default() })]
 
     #[test]
     fn an_engine_fed_hostile_heartbeats_and_slots_never_panics(
