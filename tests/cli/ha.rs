@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::util::{wait_for, Lab, FAILOVER, HA_T as T};
+use crate::util::{live, wait_for, Lab, FAILOVER, HA_T as T};
 
 fn ha_lab(hosts: usize, vms: usize) -> Lab {
     Lab::start_ha(hosts, vms, &[])
@@ -11,21 +11,6 @@ fn ha_lab(hosts: usize, vms: usize) -> Lab {
 
 fn host_uuid(lab: &Lab, name: &str) -> String {
     lab.xe_min(&["host-list", &format!("name-label={name}"), "params=uuid"])
-}
-
-/// Host `i`'s own view of whether host `name` is live, through any host
-/// that answers (a member forwards to the master).
-fn live(lab: &Lab, via: usize, name: &str) -> Option<bool> {
-    let r = lab.xe_on(
-        via,
-        &[
-            "host-list",
-            &format!("name-label={name}"),
-            "params=host-metrics-live",
-            "--minimal",
-        ],
-    );
-    (r.code == 0).then(|| r.stdout.trim() == "true")
 }
 
 fn uuid_like(s: &str) -> bool {

@@ -4,21 +4,7 @@
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use crate::util::{vm_uuid, wait_for, wire, Lab, FAILOVER, HA_T as T};
-
-/// Host `name`'s liveness as the pool reports it, through host `via`.
-fn live(lab: &Lab, via: usize, name: &str) -> Option<bool> {
-    let r = lab.xe_on(
-        via,
-        &[
-            "host-list",
-            &format!("name-label={name}"),
-            "params=host-metrics-live",
-            "--minimal",
-        ],
-    );
-    (r.code == 0).then(|| r.stdout.trim() == "true")
-}
+use crate::util::{live, vm_uuid, wait_for, wire, Lab, FAILOVER, HA_T as T};
 
 /// Host `i`'s log (its `xapid`'s output).
 fn log(lab: &Lab, i: usize) -> String {

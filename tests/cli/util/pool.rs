@@ -112,3 +112,19 @@ pub fn pull_and_heal(lab: &Lab, vm: &str, cut: &str, heal: &str) {
     assert_eq!(resident, "", "{before} came back with VMs");
     assert_one_writer_at_a_time(&lab.sr_dir(), vm);
 }
+
+/// Whether host `name` is live (`host-metrics-live`) as the pool reports
+/// it through host `via` (a member forwards to the master); `None` when
+/// that host does not answer.
+pub fn live(lab: &Lab, via: usize, name: &str) -> Option<bool> {
+    let r = lab.xe_on(
+        via,
+        &[
+            "host-list",
+            &format!("name-label={name}"),
+            "params=host-metrics-live",
+            "--minimal",
+        ],
+    );
+    (r.code == 0).then(|| r.stdout.trim() == "true")
+}
