@@ -590,27 +590,31 @@ mod tests {
         assert_eq!(survival(&host1), Outcome::LargestPartition);
     }
 
-    #[test]
-    fn rule2_needs_absent_hosts_excluded() {
-        let published = vec![None, None, None];
-        let weights = vec![0; 3];
-        let mut v = Views {
+    /// Host 0's views in a pool of `hosts` where no host reaches the
+    /// statefile: liveset `current`, hearing `hbdomain`.
+    fn storageless(hosts: usize, current: HostSet, hbdomain: HostSet) -> Views<'static> {
+        Views {
             me: 0,
-            hosts: 3,
-            current: set(&[0, 1, 2]),
-            hbdomain: set(&[0, 1]),
+            hosts,
+            current,
+            hbdomain,
             sfdomain: HostSet::EMPTY,
             sf_access: false,
             peers_with_sf: HostSet::EMPTY,
-            published: &published,
+            published: &[],
             excluded: HostSet::EMPTY,
             heard_unarmed: HostSet::EMPTY,
             members: HostSet::EMPTY,
-            weights: &weights,
+            weights: &[],
             ties: &[],
             joiners: HostSet::EMPTY,
             claimants: HostSet::EMPTY,
-        };
+        }
+    }
+
+    #[test]
+    fn rule2_needs_absent_hosts_excluded() {
+        let mut v = storageless(3, set(&[0, 1, 2]), set(&[0, 1]));
         assert!(!rule2(&v));
         v.excluded = set(&[2]);
         assert!(rule2(&v));
@@ -625,25 +629,7 @@ mod tests {
     fn rule2_counts_a_heard_host_in_no_liveset_as_heard() {
         // The whole SR is down; host 1, out of the liveset, boots without
         // storage and is heard (ha-sim 240200103).
-        let published = vec![None, None, None];
-        let weights = vec![0; 3];
-        let mut v = Views {
-            me: 0,
-            hosts: 3,
-            current: set(&[0, 2]),
-            hbdomain: set(&[0, 1, 2]),
-            sfdomain: HostSet::EMPTY,
-            sf_access: false,
-            peers_with_sf: HostSet::EMPTY,
-            published: &published,
-            excluded: HostSet::EMPTY,
-            heard_unarmed: HostSet::EMPTY,
-            members: HostSet::EMPTY,
-            weights: &weights,
-            ties: &[],
-            joiners: HostSet::EMPTY,
-            claimants: HostSet::EMPTY,
-        };
+        let mut v = storageless(3, set(&[0, 2]), set(&[0, 1, 2]));
         assert!(!rule2(&v), "a heard host in another liveset is not known to be unarmed");
         v.heard_unarmed = set(&[1]);
         assert!(rule2(&v));

@@ -97,6 +97,18 @@ fn call(port: u16, method: &str, params: Value) -> Value {
     serde_json::from_str(&text).unwrap()
 }
 
+/// A new 1 GiB VM named `a`: its reference and its record as created.
+fn new_vm(port: u16, session: &str) -> (Value, Value) {
+    let vm = call(
+        port,
+        "VM.create",
+        json!([session, {"name_label": "a", "memory_static_max": 1 << 30}]),
+    )["result"]
+        .clone();
+    let record = call(port, "VM.get_record", json!([session, vm]))["result"].clone();
+    (vm, record)
+}
+
 fn error_of(v: &Value) -> (String, Vec<String>) {
     let e = &v["error"];
     let data = e["data"]
@@ -117,14 +129,8 @@ fn hostile_input_gets_xapi_errors_and_changes_nothing() {
         .unwrap()
         .to_string();
     let vms = call(p, "VM.get_all_records", json!([s]));
-    let vm = call(
-        p,
-        "VM.create",
-        json!([s, {"name_label": "a", "memory_static_max": 1 << 30}]),
-    )["result"]
-        .clone();
-    let before = call(p, "VM.get_record", json!([s, vm]))["result"].clone();
     assert!(vms["result"].as_object().unwrap().is_empty());
+    let (vm, before) = new_vm(p, &s);
 
     // Not JSON, not an object, no method, oversized.
     let (status, body) = post(p, b"{\"jsonrpc\": \"2.0\", \"method\": ");
@@ -267,13 +273,7 @@ fn web_pages_control_characters_and_huge_strings_are_refused() {
         .as_str()
         .unwrap()
         .to_string();
-    let vm = call(
-        p,
-        "VM.create",
-        json!([s, {"name_label": "a", "memory_static_max": 1 << 30}]),
-    )["result"]
-        .clone();
-    let before = call(p, "VM.get_record", json!([s, vm]))["result"].clone();
+    let (vm, before) = new_vm(p, &s);
     let body = json!({"jsonrpc": "2.0", "method": "VM.set_name_label", "params": [s, vm, "b"], "id": 1}).to_string();
 
     // What a web page may send without asking the server first: refused.
