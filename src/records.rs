@@ -76,7 +76,7 @@ impl<'c> Records<'c> {
 
     /// `uuid (name-label)` of any reference, for error messages.
     pub fn describe(&mut self, r: &str) -> Option<String> {
-        for class in ["VM", "host", "SR", "VDI", "pool", "PBD", "VBD", "message"] {
+        for class in xapi_proto::classes::CLASSES {
             if let Ok(v) = self.conn.call(&format!("{class}.get_record"), vec![Value::from(r)]) {
                 let uuid = v.get("uuid").and_then(Value::as_str).unwrap_or_default();
                 return Some(match v.get("name_label").and_then(Value::as_str) {

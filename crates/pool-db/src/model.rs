@@ -11,7 +11,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use xapi_proto::records::{HostRecord, MessageRecord, PbdRecord, PoolRecord, SrRecord, VbdRecord, VdiRecord, VmRecord};
+pub use xapi_proto::records::{
+    HostRecord, MessageRecord, PbdRecord, PoolRecord, SrRecord, VbdRecord, VdiRecord, VmRecord,
+};
 
 /// Why a row (from replication or the store) cannot become a change.
 #[derive(Debug, thiserror::Error)]
@@ -97,8 +99,27 @@ impl<T: Record> Table<T> {
     }
 }
 
+/// Everything that is per class, generated from the one list below. `$d`
+/// is a `$` token, for the macro this one defines.
 macro_rules! classes {
-    ($($field:ident : $ty:ty => $class:literal, $table:literal, $name:expr;)*) => {
+    ($d:tt; $($field:ident : $ty:ident => $class:literal, $table:literal, $name:expr;)*) => {
+        /// Evaluate `body` with `T` bound to the record type of the API
+        /// class named by `class` (a `&str`), or `other` when the pool
+        /// database has no such class:
+        /// `with_record_type!(class, T => f::<T>(), _ => None)`.
+        #[macro_export]
+        macro_rules! with_record_type {
+            ($d class:expr, $d t:ident => $d body:expr, _ => $d other:expr) => {
+                match $d class {
+                    $($class => {
+                        type $d t = $d crate::model::$ty;
+                        $d body
+                    })*
+                    _ => $d other,
+                }
+            };
+        }
+
         /// The committed pool database.
         #[derive(Debug, Clone, Default)]
         pub struct Model {
@@ -196,6 +217,7 @@ macro_rules! classes {
 }
 
 classes! {
+    $;
     pool: PoolRecord => "pool", "pool", |r| Some(&r.name_label);
     host: HostRecord => "host", "host", |r| Some(&r.name_label);
     vm: VmRecord => "VM", "vm", |r| Some(&r.name_label);
@@ -305,6 +327,22 @@ mod tests {
             name_label: name.into(),
             ..Default::default()
         }
+    }
+
+    /// The database's classes are the API's (`xapi_proto::classes`), each
+    /// with its fields: the two lists cannot drift apart unnoticed.
+    #[test]
+    fn the_database_has_exactly_the_api_classes() {
+        fn class_of<T: Record>() -> &'static str {
+            T::CLASS
+        }
+        let api = xapi_proto::classes::CLASSES;
+        assert_eq!(TABLES.len(), api.len());
+        for &c in api {
+            assert_eq!(with_record_type!(c, T => class_of::<T>(), _ => "none"), c);
+            assert!(xapi_proto::classes::fields(c).is_some(), "{c} has no fields");
+        }
+        assert_eq!(with_record_type!("Bond", T => class_of::<T>(), _ => "none"), "none");
     }
 
     #[test]

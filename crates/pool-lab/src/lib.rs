@@ -59,7 +59,7 @@ pub struct LabOptions {
 pub const REBOOT_DELAY: Duration = Duration::from_secs(2);
 
 /// The marker file of a host whose power is off.
-const POWER_OFF: &str = "power-off";
+use pool_master::io::POWER_OFF;
 
 /// The lab's description on disk (`DIR/lab.json`).
 #[derive(Debug, Clone)]
@@ -335,7 +335,7 @@ pub async fn fault(dir: &Path, host: &str, action: FaultAction) -> Result<()> {
 
 /// Inject or heal one fault on host `i` (from 0); says what was done.
 pub fn apply(state: &LabState, i: usize, action: FaultAction) -> Result<String> {
-    use pool_master::faults::{self, Fault};
+    use pool_master::io::{self as switches, Fault};
     let h = &state.hosts[i];
     let d = &h.data_dir;
     Ok(match action {
@@ -362,13 +362,13 @@ pub fn apply(state: &LabState, i: usize, action: FaultAction) -> Result<String> 
             match &state.netns {
                 // The host's port on the switch: a real cable.
                 Some(net) => net.cable(i + 1, !on)?,
-                None => faults::set(d, Fault::Network, on)?,
+                None => switches::set(d, Fault::Network, on)?,
             }
             format!("{}: network {}.", h.name, if on { "cut" } else { "restored" })
         }
         FaultAction::CutStorage | FaultAction::RestoreStorage => {
             let on = action == FaultAction::CutStorage;
-            faults::set(d, Fault::Storage, on)?;
+            switches::set(d, Fault::Storage, on)?;
             // Real guests' disk I/O hangs with the storage, as on a hard
             // NFS mount: they are stopped at once. When it is back, their
             // xapid lets them continue (`failover::leases`), unless their

@@ -102,8 +102,10 @@ pub struct Daemon {
     last_seen: Mutex<HashMap<String, Instant>>,
     /// Clients to the other hosts, for calls between hosts.
     peers: crate::peers::Peers,
-    /// HA on this host: the agent, the watchdog, the fault switches.
+    /// HA on this host: the agent, the watchdog.
     ha: crate::ha::Ha,
+    /// The gate this host's network and shared-storage I/O passes.
+    io: Arc<crate::io::Gate>,
     /// The pool database on the heartbeat SR, written by the master while
     /// HA is on.
     redo: Mutex<Option<RedoLog>>,
@@ -154,6 +156,12 @@ impl Daemon {
     /// HA on this host.
     pub fn ha(&self) -> &crate::ha::Ha {
         &self.ha
+    }
+
+    /// The gate this host's network and shared-storage I/O passes (the
+    /// lab's fault switches act there, and only under `serve --lab`).
+    pub fn io(&self) -> &Arc<crate::io::Gate> {
+        &self.io
     }
 
     /// This host's leases on the heartbeat SR.
@@ -237,13 +245,14 @@ impl Daemon {
             ha.watchdog.set_hardware(Box::new(dog));
         }
         let boot = next_boot(&mut store)?;
-        let leases = Arc::new(crate::lease::Leases::new(&host_uuid, boot));
+        let io = Arc::new(crate::io::Gate::new(&config.data_dir, config.lab));
+        let leases = Arc::new(crate::lease::Leases::new(&host_uuid, boot, io.clone()));
         let gate = {
-            let (faults, watchdog, leases) = (ha.faults.clone(), ha.watchdog.clone(), leases.clone());
+            let (io, watchdog, leases) = (io.clone(), ha.watchdog.clone(), leases.clone());
             Arc::new(move || {
                 if !watchdog.may_write() {
                     Err("this host is fenced")
-                } else if faults.storage_cut() {
+                } else if io.storage().is_err() {
                     Err("I/O error: the host's storage is cut")
                 } else {
                     leases.gate()
@@ -264,8 +273,9 @@ impl Daemon {
         ));
         Ok(Arc::new(Daemon {
             sessions: Sessions::new(config.session_idle_timeout),
-            peers: crate::peers::Peers::new(ha.faults.clone()),
+            peers: crate::peers::Peers::new(io.clone()),
             ha,
+            io,
             redo: Mutex::new(None),
             role_epoch: watch::Sender::new(0),
             config,
@@ -502,15 +512,15 @@ impl Daemon {
     pub async fn start_redo_log(&self) {
         let Some(l) = self.ha_local().await else { return };
         let _writes = self.store.lock().await;
-        let mut redo = RedoLog::new(l.metadata);
+        let mut redo = RedoLog::new(self.io.clone(), l.metadata);
         let (generation, snapshot) = {
             let m = self.model();
             (m.generation, m.snapshot())
         };
-        if self.ha.faults.storage_cut() {
-            tracing::warn!("the metadata file is out of reach: it gets a full copy at the next commit");
-        } else if let Err(e) = redo.write_full(generation, &snapshot, &self.users()) {
-            tracing::warn!("cannot write the pool database to the heartbeat SR: {e}");
+        if let Err(e) = redo.write_full(generation, &snapshot, &self.users()) {
+            tracing::warn!(
+                "cannot write the pool database to the heartbeat SR ({e}): it gets a full copy at the next commit"
+            );
         }
         *self.redo.lock().unwrap_or_else(|p| p.into_inner()) = Some(redo);
     }
@@ -534,20 +544,17 @@ impl Daemon {
     fn redo_append(&self, generation: u64, changes: &Changes) -> Result<(), ApiError> {
         let mut redo = self.redo.lock().unwrap_or_else(|p| p.into_inner());
         let Some(log) = redo.as_mut() else { return Ok(()) };
-        let written = if self.ha.faults.storage_cut() {
-            Err("is out of reach".to_string())
+        let full = if log.needs_full() {
+            log.write_full(generation.saturating_sub(1), &self.model().snapshot(), &self.users())
         } else {
-            let full = if log.needs_full() {
-                log.write_full(generation.saturating_sub(1), &self.model().snapshot(), &self.users())
-            } else {
-                Ok(())
-            };
-            full.map_err(|e| format!("cannot take a full copy: {e}"))
-                .and_then(|()| {
-                    log.append(generation, changes)
-                        .map_err(|e| format!("cannot take it: {e}"))
-                })
+            Ok(())
         };
+        let written = full
+            .map_err(|e| format!("cannot take a full copy: {e}"))
+            .and_then(|()| {
+                log.append(generation, changes)
+                    .map_err(|e| format!("cannot take it: {e}"))
+            });
         let Err(why) = written else { return Ok(()) };
         if self.ha.view().rule2 {
             log.needs_full_copy();

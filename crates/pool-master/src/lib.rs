@@ -14,8 +14,9 @@
 //!   SRs each host reaches, recorded in its PBDs.
 //! - [`lease`]: VM leases on the heartbeat SR, and the driver that takes
 //!   one before every start.
-//! - [`ha`]: the HA agent, watchdog, statefile and election; [`faults`]:
-//!   the fault switches the lab (crate `pool-lab`) pulls.
+//! - [`ha`]: the HA agent, watchdog, statefile and election; [`io`]: the
+//!   gate all network and shared-storage I/O passes, where the lab's
+//!   fault switches act (crate `pool-lab` pulls them; `serve --lab` only).
 //! - [`memory`]: what VMs cost hosts; [`overcommit`]: calls that would lose
 //!   the failover plan are refused.
 //! - [`auth`], [`sessions`]: passwords and sessions; [`logging`]: log
@@ -26,11 +27,11 @@ pub mod auth;
 pub mod daemon;
 pub mod driver;
 pub mod failover;
-pub mod faults;
 pub mod files;
 pub mod guests;
 pub mod ha;
 pub mod hostops;
+pub mod io;
 pub mod lease;
 pub mod listener;
 pub mod logging;

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use xapi_client::{Client, ClientError, Options};
 use xapi_proto::codes;
 
-use crate::faults::Faults;
+use crate::io::Gate;
 
 /// How long one call between hosts may take before the peer counts as gone.
 pub const PEER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -29,15 +29,15 @@ pub struct PeerAuth {
 /// Logged-in clients to the other hosts, by address.
 pub struct Peers {
     clients: tokio::sync::Mutex<HashMap<String, Client>>,
-    faults: Arc<Faults>,
+    io: Arc<Gate>,
 }
 
 impl Peers {
     /// Clients that fail at once while this host's network is cut.
-    pub fn new(faults: Arc<Faults>) -> Peers {
+    pub fn new(io: Arc<Gate>) -> Peers {
         Peers {
             clients: tokio::sync::Mutex::new(HashMap::new()),
-            faults,
+            io,
         }
     }
 
@@ -51,10 +51,10 @@ impl Peers {
         params: Vec<Value>,
         timeout: Duration,
     ) -> Result<Value, ClientError> {
-        if self.faults.network_cut() {
+        if let Err(cut) = self.io.network() {
             return Err(ClientError::Unreachable {
                 address: format!("{address}:{port}"),
-                detail: "this host's network is cut".into(),
+                detail: cut.to_string(),
             });
         }
         let cached = self.clients.lock().await.get(address).cloned();

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 /// Bottom to top. A module may use the modules of the layers below its own.
 const LAYERS: &[&[&str]] = &[
     &["files", "auth", "sessions", "logging", "memory", "reserve", "listener"],
-    &["planning", "faults"],
+    &["planning", "io"],
     &["overcommit", "peers"],
     &["driver"],
     &["lease"],
@@ -141,7 +141,7 @@ fn the_check_catches_an_import_that_points_up() {
         PathBuf::from("ha/restart.rs"),
         (
             "ha".to_string(),
-            "use crate::{faults, ops::vm};\nlet x = crate::api::Args::new(m, p);\n".to_string(),
+            "use crate::{io, ops::vm};\nlet x = crate::api::Args::new(m, p);\n".to_string(),
         ),
     );
     assert_eq!(

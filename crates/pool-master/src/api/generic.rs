@@ -12,9 +12,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 use xapi_proto::classes::{self, FieldType};
-use xapi_proto::records::{
-    HostRecord, MessageRecord, PbdRecord, PoolRecord, PowerState, SrRecord, VbdRecord, VdiRecord, VmRecord, NULL_REF,
-};
+use xapi_proto::records::{PoolRecord, PowerState, VmRecord, NULL_REF};
 use xapi_proto::{codes, ApiError};
 
 use super::{unknown, Args};
@@ -22,52 +20,11 @@ use crate::daemon::Daemon;
 use crate::memory;
 use crate::planning;
 use pool_db::model::{Model, Record, Txn};
-
-/// Evaluate `$body` with `$t` bound to the record type of the API class
-/// `$class`, or `$other` when the API has no such class.
-macro_rules! by_class {
-    ($class:expr, $t:ident => $body:expr, _ => $other:expr) => {
-        match $class {
-            "pool" => {
-                type $t = PoolRecord;
-                $body
-            }
-            "host" => {
-                type $t = HostRecord;
-                $body
-            }
-            "VM" => {
-                type $t = VmRecord;
-                $body
-            }
-            "SR" => {
-                type $t = SrRecord;
-                $body
-            }
-            "PBD" => {
-                type $t = PbdRecord;
-                $body
-            }
-            "VDI" => {
-                type $t = VdiRecord;
-                $body
-            }
-            "VBD" => {
-                type $t = VbdRecord;
-                $body
-            }
-            "message" => {
-                type $t = MessageRecord;
-                $body
-            }
-            _ => $other,
-        }
-    };
-}
+use pool_db::with_record_type;
 
 /// Route a generic verb of `class`.
 pub async fn dispatch(d: &Arc<Daemon>, class: &str, verb: &str, args: &Args) -> Result<Value, ApiError> {
-    by_class!(class, T => handle::<T>(d, verb, args).await, _ => Err(unknown(args.method())))
+    with_record_type!(class, T => handle::<T>(d, verb, args).await, _ => Err(unknown(args.method())))
 }
 
 /// `<class>.get_all_records` as JSON text, serialized straight from the records.
@@ -77,7 +34,7 @@ pub fn all_records_json(d: &Arc<Daemon>, class: &str) -> Result<String, ApiError
         let rows: std::collections::BTreeMap<&String, &T> = T::table(&m).iter().collect();
         serde_json::to_string(&rows).map_err(|e| ApiError::internal(e.to_string()))
     }
-    by_class!(class, T => text::<T>(d), _ => Err(unknown(&format!("{class}.get_all_records"))))
+    with_record_type!(class, T => text::<T>(d), _ => Err(unknown(&format!("{class}.get_all_records"))))
 }
 
 fn to_json<T: Record>(record: &T) -> Value {
@@ -223,7 +180,7 @@ fn check_ref(txn: &Txn, class: &str, r: &str) -> Result<(), ApiError> {
     if r == NULL_REF {
         return Ok(());
     }
-    let exists = by_class!(class, T => txn.get::<T>(r).is_some(), _ => true);
+    let exists = with_record_type!(class, T => txn.get::<T>(r).is_some(), _ => true);
     if exists {
         Ok(())
     } else {

@@ -204,19 +204,14 @@ pub async fn enable(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
         .ok_or_else(|| ApiError::internal("the master is not among the pool's hosts"))?;
     let path = my_local.statefile.clone();
     let generation = my_local.generation;
-    let faults = d.ha().faults.clone();
-    tokio::task::spawn_blocking(move || {
-        if faults.storage_cut() {
-            return Err(std::io::Error::other("the host's storage is cut"));
-        }
-        statefile::prepare(&path, generation)
-    })
-    .await
-    .map_err(|e| ApiError::internal(e.to_string()))?
-    .map_err(|e| {
-        tracing::warn!("cannot create the statefile: {e}");
-        ApiError::bare(codes::CANNOT_CREATE_STATE_FILE)
-    })?;
+    let io = d.io().clone();
+    tokio::task::spawn_blocking(move || statefile::prepare(&io, &path, generation))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(|e| {
+            tracing::warn!("cannot create the statefile: {e}");
+            ApiError::bare(codes::CANNOT_CREATE_STATE_FILE)
+        })?;
     tracing::info!(timeout = plan.timeout_s, "enabling HA");
     let result = arm_everyone(d, &plan).await;
     if let Err(e) = result {
@@ -332,7 +327,8 @@ async fn abandon(d: &Arc<Daemon>, plan: &Plan, l: &HaLocal) {
         master: None,
     };
     let path = l.statefile.clone();
-    let _ = tokio::task::spawn_blocking(move || statefile::write_global(&path, &invalid)).await;
+    let io = d.io().clone();
+    let _ = tokio::task::spawn_blocking(move || statefile::write_global(&io, &path, &invalid)).await;
     disarm_everyone(d, plan.hosts.iter().map(|(r, _)| r.clone()).collect()).await;
 }
 

@@ -305,9 +305,8 @@ async fn prepare(d: &Arc<Daemon>, reboot: bool) -> Result<(), ApiError> {
         }
         crate::failover::leave(d).await;
     }
-    if d.config().lab && !reboot {
-        // The lab's power switch: stay off until `xapid lab power-on`.
-        let _ = std::fs::write(d.config().data_dir.join("power-off"), b"");
+    if !reboot {
+        d.io().power_off();
     }
     tokio::spawn(async {
         tokio::time::sleep(Duration::from_millis(500)).await;

@@ -49,10 +49,13 @@ pub fn forget_vm_leases(d: &Arc<Daemon>, uuids: Vec<String>) {
     if uuids.is_empty() {
         return;
     }
-    let io = view.io();
     tokio::spawn(async move {
         let layout = view.layout.clone();
-        match crate::lease::files::with_limit(io, move || crate::lease::files::forget_vms(&layout, &uuids)).await {
+        match crate::lease::files::with_limit(&view.gate, view.io(), move || {
+            crate::lease::files::forget_vms(&layout, &uuids)
+        })
+        .await
+        {
             Ok(0) => {}
             Ok(n) => tracing::info!(count = n, "removed the lease files of destroyed VMs"),
             Err(e) => tracing::warn!("cannot remove the lease files of destroyed VMs: {e}"),
@@ -75,8 +78,10 @@ fn sweep_if_due(d: &Arc<Daemon>, swept: &mut Option<(u128, std::time::Instant)>)
     let d = d.clone();
     tokio::spawn(async move {
         let layout = view.layout.clone();
-        let listed =
-            crate::lease::files::with_limit(view.io(), move || crate::lease::files::vms_with_files(&layout)).await;
+        let listed = crate::lease::files::with_limit(&view.gate, view.io(), move || {
+            crate::lease::files::vms_with_files(&layout)
+        })
+        .await;
         let Ok(listed) = listed else { return };
         let gone: Vec<String> = {
             let m = d.model();
@@ -95,14 +100,14 @@ fn sweep_if_due(d: &Arc<Daemon>, swept: &mut Option<(u128, std::time::Instant)>)
 /// learns of it only at its next pass.
 pub fn spawn_lab_storage_watch(d: Arc<Daemon>) {
     use crate::driver::qemu::{continue_stopped_guests, held, hold_guests, release_guests, Hold};
-    if d.driver().kind() != crate::driver::DriverKind::Qemu {
+    if d.driver().kind() != crate::driver::DriverKind::Qemu || !d.io().is_lab() {
         return;
     }
     tokio::spawn(async move {
         let mut stopped = false;
         loop {
-            tokio::time::sleep(crate::faults::REFRESH).await;
-            let cut = d.ha().faults.storage_cut();
+            tokio::time::sleep(crate::io::REFRESH).await;
+            let cut = d.io().storage().is_err();
             let leases = d.leases();
             let margin = leases.now() + STORAGE_MARGIN.as_millis() as u64;
             // The lease lets the guests run now, and will for a while.
@@ -160,7 +165,7 @@ async fn pass(d: &Arc<Daemon>, config: &mut Option<crate::ha::local::HaLocal>) -
         return IDLE;
     }
     let Some(view) = leases.view() else { return IDLE };
-    if crate::lease::renew_and_observe(leases, &view, d.ha().faults.storage_cut()).await {
+    if crate::lease::renew_and_observe(leases, &view).await {
         // Its protected VMs may restart elsewhere now (the master's
         // restart executor).
         d.ha().restarts.kick();

@@ -367,15 +367,10 @@ async fn take_over(d: &Arc<Daemon>, metadata: &std::path::Path) -> Result<(), Ap
         tracing::warn!("this host won the master lock: taking over as pool master");
     }
     let path = metadata.to_path_buf();
-    let faults = d.ha().faults.clone();
-    let read = tokio::task::spawn_blocking(move || {
-        if faults.storage_cut() {
-            return Ok(None);
-        }
-        crate::ha::metadata::read(&path)
-    })
-    .await
-    .map_err(|e| ApiError::internal(e.to_string()))?;
+    let io = d.io().clone();
+    let read = tokio::task::spawn_blocking(move || crate::ha::metadata::read(&io, &path))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
     let enabled = |m: &crate::ha::metadata::Metadata| m.snapshot.pool.values().flatten().any(|p| p.ha_enabled);
     match read {
         Ok(Some(m)) if m.generation > d.model().generation && enabled(&m) => {

@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, watch};
 use super::local::HaLocal;
 use super::statefile;
 use super::watchdog::Watchdog;
-use crate::faults::Faults;
+use crate::io::{Gate, HeartbeatSocket};
 
 /// How often the engine gets a tick (it needs one at least every 100 ms).
 pub const TICK: Duration = Duration::from_millis(50);
@@ -100,7 +100,7 @@ pub struct Setup {
     /// earlier start's): the engine's boots are numbered from it.
     pub daemon_boot: u64,
     pub secret: Vec<u8>,
-    pub faults: Arc<Faults>,
+    pub io: Arc<Gate>,
     pub watchdog: Arc<Watchdog>,
     pub view: watch::Sender<AgentView>,
 }
@@ -134,6 +134,7 @@ impl Agent {
                 address: format!("{address}:{}", setup.local.port),
                 source,
             })?;
+        let socket = HeartbeatSocket::new(socket, setup.io.clone());
         let boot = engine_boot(setup.daemon_boot);
         let config = Config::new(setup.local.hosts.clone(), me, timeouts, setup.local.generation, boot);
         let peers = setup
@@ -179,7 +180,7 @@ impl Agent {
 
 struct Run {
     engine: Engine,
-    socket: UdpSocket,
+    socket: HeartbeatSocket,
     /// This host's index in the pool.
     me: usize,
     /// Each peer's index and heartbeat address.
@@ -213,8 +214,8 @@ impl Run {
                     Some(e) => e,
                     None => { control_open = false; Event::Stop }
                 },
-                r = self.socket.recv_from(&mut buf) => match r {
-                    Ok((n, _from)) => match self.packet(&buf[..n]) {
+                r = self.socket.recv(&mut buf) => match r {
+                    Ok(n) => match self.packet(&buf[..n]) {
                         Some(e) => e,
                         None => continue,
                     },
@@ -232,9 +233,6 @@ impl Run {
 
     /// A received packet as an event, or `None` when it is dropped.
     fn packet(&mut self, bytes: &[u8]) -> Option<Event> {
-        if self.setup.faults.network_cut() {
-            return None;
-        }
         let local = &self.setup.local;
         match codec::decode_heartbeat(bytes, &local.hosts, self.me, local.generation, &self.setup.secret) {
             Ok(hb) => Some(Event::Heartbeat(hb)),
@@ -253,9 +251,6 @@ impl Run {
         for c in commands {
             match c {
                 Command::SendHeartbeat(hb) => {
-                    if self.setup.faults.network_cut() {
-                        continue;
-                    }
                     for &(to, peer) in &self.peers {
                         let bytes = codec::encode_heartbeat(&hb, &self.setup.me, to, &self.setup.secret);
                         if let Err(e) = self.socket.send_to(&bytes, peer).await {
@@ -289,14 +284,11 @@ impl Run {
         let Some(tx) = self.statefile_tx.clone() else {
             return;
         };
-        if self.setup.faults.storage_cut() {
-            let _ = tx.send(Err("I/O error: the host's storage is cut".into()));
-            return;
-        }
         let path = self.setup.local.statefile.clone();
         let hosts = self.setup.local.hosts.len();
+        let io = self.setup.io.clone();
         tokio::task::spawn_blocking(move || {
-            let read = statefile::cycle(&path, &slot, global.as_ref(), hosts).map_err(|e| e.to_string());
+            let read = statefile::cycle(&io, &path, &slot, global.as_ref(), hosts).map_err(|e| e.to_string());
             let _ = tx.send(read);
         });
     }
@@ -358,7 +350,7 @@ mod tests {
             me: me.to_string(),
             daemon_boot: 1,
             secret: b"pool secret".to_vec(),
-            faults: Arc::new(Faults::new(dir)),
+            io: Arc::new(Gate::lab(dir)),
             watchdog,
             view: tx,
         };
@@ -390,7 +382,7 @@ mod tests {
     async fn two_agents_form_a_liveset_and_refuse_forged_packets() {
         let dir = tempfile::tempdir().unwrap();
         let sf = dir.path().join("statefile");
-        statefile::prepare(&sf, 42).unwrap();
+        statefile::prepare(&Gate::open(), &sf, 42).unwrap();
         let port = rand::random_range(20000..60000u16);
         let b = rand::random_range(1..250u8);
         let local = HaLocal {

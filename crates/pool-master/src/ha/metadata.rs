@@ -12,17 +12,20 @@
 //! (`{"generation", "rows"}`). A torn or damaged record ends the log: what
 //! comes before it is still a committed state. A full copy is written to
 //! a new file that replaces the old one, so a crash in between leaves the
-//! old log whole.
+//! old log whole. Every read and write passes this host's I/O gate.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use pool_db::model::Changes;
 use pool_db::replication;
+
+use crate::io::Gate;
 
 /// A log larger than this is rewritten as one full copy at the next commit.
 pub const COMPACT_AT: u64 = 8 << 20;
@@ -38,6 +41,7 @@ pub struct Metadata {
 /// The writer side, kept by the master while HA is on.
 #[derive(Debug)]
 pub struct RedoLog {
+    io: Arc<Gate>,
     path: PathBuf,
     file: Option<File>,
     size: u64,
@@ -54,8 +58,9 @@ fn frame(v: &Value) -> Vec<u8> {
 
 impl RedoLog {
     /// A log at `path` that needs a full copy before its first delta.
-    pub fn new(path: PathBuf) -> RedoLog {
+    pub fn new(io: Arc<Gate>, path: PathBuf) -> RedoLog {
         RedoLog {
+            io,
             path,
             file: None,
             size: 0,
@@ -80,6 +85,7 @@ impl RedoLog {
         users: &[(String, String)],
     ) -> std::io::Result<()> {
         self.file = None;
+        self.io.storage()?;
         let record = frame(&json!({
             "full": true,
             "generation": generation,
@@ -100,7 +106,9 @@ impl RedoLog {
     pub fn append(&mut self, generation: u64, changes: &Changes) -> std::io::Result<()> {
         let record = frame(&json!({ "generation": generation, "rows": replication::encode_rows(changes) }));
         let result = match self.file.as_mut() {
-            Some(f) => f.write_all(&record).and_then(|_| f.sync_data()),
+            Some(f) => (self.io.storage().map_err(std::io::Error::from))
+                .and_then(|()| f.write_all(&record))
+                .and_then(|()| f.sync_data()),
             None => Err(std::io::Error::other("the metadata log has no full copy yet")),
         };
         match result {
@@ -118,7 +126,8 @@ impl RedoLog {
 
 /// Read the database from the metadata file: `Ok(None)` when there is no
 /// file or no whole full copy in it.
-pub fn read(path: &Path) -> std::io::Result<Option<Metadata>> {
+pub fn read(io: &Gate, path: &Path) -> std::io::Result<Option<Metadata>> {
+    io.storage()?;
     let mut bytes = Vec::new();
     match File::open(path) {
         Ok(mut f) => f.read_to_end(&mut bytes)?,
@@ -193,14 +202,15 @@ mod tests {
     fn full_copy_and_deltas_read_back_and_a_torn_tail_is_ignored() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ha-metadata");
-        assert!(read(&path).unwrap().is_none());
-        let mut log = RedoLog::new(path.clone());
+        let io = Arc::new(Gate::open());
+        assert!(read(&io, &path).unwrap().is_none());
+        let mut log = RedoLog::new(io.clone(), path.clone());
         assert!(log.needs_full());
         assert!(log.append(2, &vm("b")).is_err());
         log.write_full(1, &vm("a"), &[("root".into(), "hash".into())]).unwrap();
         log.append(2, &vm("b")).unwrap();
         log.append(3, &vm("c")).unwrap();
-        let m = read(&path).unwrap().unwrap();
+        let m = read(&io, &path).unwrap().unwrap();
         assert_eq!(m.generation, 3);
         assert_eq!(m.snapshot.vm.len(), 3);
         assert_eq!(m.users, vec![("root".to_string(), "hash".to_string())]);
@@ -208,8 +218,25 @@ mod tests {
         let len = std::fs::metadata(&path).unwrap().len();
         let f = OpenOptions::new().write(true).open(&path).unwrap();
         f.set_len(len - 3).unwrap();
-        let m = read(&path).unwrap().unwrap();
+        let m = read(&io, &path).unwrap().unwrap();
         assert_eq!(m.generation, 2);
         assert_eq!(m.snapshot.vm.len(), 2);
+    }
+
+    #[test]
+    fn a_cut_storage_refuses_appends_and_the_next_write_is_a_full_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ha-metadata");
+        let io = Arc::new(Gate::lab(dir.path()));
+        let mut log = RedoLog::new(io.clone(), path.clone());
+        log.write_full(1, &vm("a"), &[]).unwrap();
+        let settle = || std::thread::sleep(crate::io::REFRESH + std::time::Duration::from_millis(10));
+        crate::io::set(dir.path(), crate::io::Fault::Storage, true).unwrap();
+        settle();
+        assert!(log.append(2, &vm("b")).is_err());
+        assert!(log.needs_full() && read(&io, &path).is_err());
+        crate::io::set(dir.path(), crate::io::Fault::Storage, false).unwrap();
+        settle();
+        assert_eq!(read(&io, &path).unwrap().unwrap().generation, 1);
     }
 }

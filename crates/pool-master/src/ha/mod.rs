@@ -27,7 +27,6 @@ use ha_liveness::Event;
 use tokio::sync::{watch, Notify};
 use xapi_proto::ApiError;
 
-use crate::faults::Faults;
 use agent::{Agent, AgentView};
 use watchdog::Watchdog;
 
@@ -39,7 +38,6 @@ pub const FENCE_EXIT: i32 = 86;
 
 /// This host's HA state.
 pub struct Ha {
-    pub faults: Arc<Faults>,
     pub watchdog: Arc<Watchdog>,
     pub(crate) view: watch::Sender<AgentView>,
     pub(crate) agent: tokio::sync::Mutex<Option<Agent>>,
@@ -77,7 +75,6 @@ impl Ha {
         let record = data_dir.join(FENCE_RECORD);
         let watchdog = Watchdog::start(Box::new(move |reason| fence_and_exit(&record, reason)))?;
         Ok(Ha {
-            faults: Arc::new(Faults::new(data_dir)),
             watchdog,
             view: watch::Sender::new(AgentView::default()),
             agent: tokio::sync::Mutex::new(None),

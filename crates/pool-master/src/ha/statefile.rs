@@ -4,7 +4,8 @@
 //! A host writes only its own slot, and the global block when its engine
 //! asks; then it reads the whole file back. These functions block: the
 //! agent runs them on the blocking pool, so a hung SR stalls only the
-//! statefile loop and the statefile watchdog notices.
+//! statefile loop and the statefile watchdog notices. Each passes this
+//! host's I/O gate first, as all I/O on the SR does.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -13,6 +14,8 @@ use std::path::Path;
 use ha_liveness::codec::{self, BLOCK, STATEFILE_SIZE};
 use ha_liveness::{Global, PoolState, Slot, StatefileRead};
 
+use crate::io::Gate;
+
 /// The statefile's name in the heartbeat SR's directory.
 pub const STATEFILE_NAME: &str = "ha-statefile";
 /// The pool database copy's name in the heartbeat SR's directory.
@@ -20,7 +23,8 @@ pub const METADATA_NAME: &str = "ha-metadata";
 
 /// Create the statefile, or reuse an existing one, for a new HA
 /// generation: every slot cleared, the pool state `init`.
-pub fn prepare(path: &Path, generation: u128) -> std::io::Result<()> {
+pub fn prepare(io: &Gate, path: &Path, generation: u128) -> std::io::Result<()> {
+    io.storage()?;
     let f = OpenOptions::new().create(true).truncate(false).write(true).open(path)?;
     f.set_len(STATEFILE_SIZE as u64)?;
     f.write_all_at(&vec![0u8; STATEFILE_SIZE - BLOCK], BLOCK as u64)?;
@@ -36,7 +40,8 @@ pub fn prepare(path: &Path, generation: u128) -> std::io::Result<()> {
 }
 
 /// Write the global block.
-pub fn write_global(path: &Path, global: &Global) -> std::io::Result<()> {
+pub fn write_global(io: &Gate, path: &Path, global: &Global) -> std::io::Result<()> {
+    io.storage()?;
     let f = OpenOptions::new().write(true).open(path)?;
     write_global_to(&f, global)?;
     f.sync_data()
@@ -47,7 +52,8 @@ fn write_global_to(f: &File, global: &Global) -> std::io::Result<()> {
 }
 
 /// Read the global block: `Ok(None)` when it is corrupt.
-pub fn read_global(path: &Path) -> std::io::Result<Option<Global>> {
+pub fn read_global(io: &Gate, path: &Path) -> std::io::Result<Option<Global>> {
+    io.storage()?;
     let mut block = vec![0u8; BLOCK];
     File::open(path)?.read_exact_at(&mut block, 0)?;
     Ok(match codec::decode_global(&block) {
@@ -63,7 +69,14 @@ pub fn read_global(path: &Path) -> std::io::Result<Option<Global>> {
 
 /// One statefile cycle: write this host's slot (and the global block when
 /// given), then read the whole file for `hosts` hosts.
-pub fn cycle(path: &Path, slot: &Slot, global: Option<&Global>, hosts: usize) -> std::io::Result<StatefileRead> {
+pub fn cycle(
+    io: &Gate,
+    path: &Path,
+    slot: &Slot,
+    global: Option<&Global>,
+    hosts: usize,
+) -> std::io::Result<StatefileRead> {
+    io.storage()?;
     let f = OpenOptions::new().read(true).write(true).open(path)?;
     let len = f.metadata()?.len();
     if len < STATEFILE_SIZE as u64 {
@@ -107,8 +120,9 @@ mod tests {
     fn slots_land_in_place_and_corruption_is_seen() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(STATEFILE_NAME);
-        prepare(&path, 7).unwrap();
-        let read = cycle(&path, &slot(1, 5), None, 3).unwrap();
+        let io = Gate::open();
+        prepare(&io, &path, 7).unwrap();
+        let read = cycle(&io, &path, &slot(1, 5), None, 3).unwrap();
         assert_eq!(
             read.global.map(|g| (g.pool_state, g.generation)),
             Some((PoolState::Init, 7))
@@ -118,11 +132,11 @@ mod tests {
         // A flipped byte in host 1's slot.
         let f = OpenOptions::new().write(true).open(&path).unwrap();
         f.write_all_at(&[0x55], codec::slot_offset(1) as u64 + 20).unwrap();
-        let read = cycle(&path, &slot(0, 1), None, 3).unwrap();
+        let read = cycle(&io, &path, &slot(0, 1), None, 3).unwrap();
         assert_eq!(read.slots[1], SlotRead::Corrupt);
         // A new generation clears the slots.
-        prepare(&path, 8).unwrap();
-        let read = cycle(&path, &slot(2, 1), None, 3).unwrap();
+        prepare(&io, &path, 8).unwrap();
+        let read = cycle(&io, &path, &slot(2, 1), None, 3).unwrap();
         assert_eq!(read.slots[0], SlotRead::Empty);
         assert_eq!(read.global.map(|g| g.generation), Some(8));
     }
@@ -131,8 +145,24 @@ mod tests {
     fn a_missing_or_short_statefile_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(STATEFILE_NAME);
-        assert!(cycle(&path, &slot(0, 1), None, 1).is_err());
+        let io = Gate::open();
+        assert!(cycle(&io, &path, &slot(0, 1), None, 1).is_err());
         std::fs::write(&path, b"short").unwrap();
-        assert!(cycle(&path, &slot(0, 1), None, 1).is_err());
+        assert!(cycle(&io, &path, &slot(0, 1), None, 1).is_err());
+    }
+
+    #[test]
+    fn a_cut_storage_fails_every_call_and_leaves_the_file_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(STATEFILE_NAME);
+        let io = Gate::lab(dir.path());
+        prepare(&io, &path, 7).unwrap();
+        let before = std::fs::read(&path).unwrap();
+        crate::io::set(dir.path(), crate::io::Fault::Storage, true).unwrap();
+        std::thread::sleep(crate::io::REFRESH + std::time::Duration::from_millis(10));
+        let e = cycle(&io, &path, &slot(0, 1), None, 1).unwrap_err();
+        assert_eq!(e.to_string(), "I/O error: the host's storage is cut");
+        assert!(prepare(&io, &path, 8).is_err() && read_global(&io, &path).is_err());
+        assert_eq!(std::fs::read(&path).unwrap(), before);
     }
 }

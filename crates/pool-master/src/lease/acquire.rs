@@ -77,7 +77,7 @@ async fn exchange(view: &View, vm: &str, write: Option<Block>) -> Result<VmFiles
     let (layout, hosts, me) = (view.layout.clone(), view.hosts.clone(), view.me);
     let write = write.map(|b| block_on_disk(view, b));
     let vm_owned = vm.to_string();
-    let (blocks, owners) = files::with_limit(view.io(), move || {
+    let (blocks, owners) = files::with_limit(&view.gate, view.io(), move || {
         if let Some(b) = &write {
             files::write_json(&layout.block(&vm_owned, &hosts[me]), b)?;
         }
@@ -99,14 +99,14 @@ async fn exchange(view: &View, vm: &str, write: Option<Block>) -> Result<VmFiles
 
 async fn write_owner(view: &View, vm: &str, file: OwnerFile) -> Result<(), LeaseError> {
     let path = view.layout.owner(vm, &view.hosts[view.me]);
-    files::with_limit(view.io(), move || files::write_json(&path, &file))
+    files::with_limit(&view.gate, view.io(), move || files::write_json(&path, &file))
         .await
         .map_err(|e| fail(vm, e))
 }
 
 async fn read_host_lease(view: &View, host: usize) -> Option<Option<LeaseRecord>> {
     let path = view.layout.host_lease(view.hosts.get(host)?);
-    let rec = files::with_limit(view.io(), move || files::read_json::<HostLease>(&path))
+    let rec = files::with_limit(&view.gate, view.io(), move || files::read_json::<HostLease>(&path))
         .await
         .ok()?;
     Some(rec.map(|r| LeaseRecord {

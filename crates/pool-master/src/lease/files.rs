@@ -22,6 +22,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::io::Gate;
+
 /// The directory of the lease files on an SR.
 pub const DIR: &str = "pool-ha-leases";
 
@@ -218,12 +220,11 @@ pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>,
 /// Run `job` (blocking file I/O) on a blocking thread, failing it when it
 /// has not finished within `limit`.
 pub async fn with_limit<T: Send + 'static>(
+    io: &Gate,
     limit: Duration,
     job: impl FnOnce() -> Result<T, IoError> + Send + 'static,
 ) -> Result<T, IoError> {
-    // The lab's storage switch, as the last renewal saw it: a cut host's
-    // VM lease I/O fails as a real cut SR's would.
-    if super::lab_storage_cut() {
+    if io.storage().is_err() {
         return Err(IoError::Cut);
     }
     if OUTSTANDING.fetch_add(1, Ordering::SeqCst) >= MAX_OUTSTANDING {
@@ -313,12 +314,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_batch_that_takes_too_long_fails() {
-        let slow = with_limit(Duration::from_millis(20), || {
+        let gate = Gate::open();
+        let slow = with_limit(&gate, Duration::from_millis(20), || {
             std::thread::sleep(Duration::from_millis(200));
             Ok(())
         });
         assert!(matches!(slow.await, Err(IoError::Timeout(20))));
-        let quick = with_limit(Duration::from_secs(5), || Ok(5));
+        let quick = with_limit(&gate, Duration::from_secs(5), || Ok(5));
         assert_eq!(quick.await.unwrap(), 5);
     }
 }

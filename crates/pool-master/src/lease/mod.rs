@@ -28,6 +28,7 @@ use ha_lease::paxos::Owner;
 use ha_lease::vm::LeaseRecord;
 use ha_lease::Millis;
 
+use crate::io::Gate;
 pub use driver::LeasedDriver;
 use files::{HostLease, Layout};
 
@@ -56,6 +57,8 @@ pub struct View {
     pub me: usize,
     pub boot: u64,
     pub timing: Timing,
+    /// The gate every lease file I/O passes.
+    pub gate: Arc<Gate>,
 }
 
 impl View {
@@ -111,6 +114,8 @@ pub struct Leases {
     epoch: Instant,
     host_uuid: String,
     boot: u64,
+    /// The gate every lease file I/O passes.
+    io: Arc<Gate>,
     inner: Mutex<Inner>,
     /// One lock per VM: see [`Leases::lock_vm`].
     vm_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -125,26 +130,20 @@ static RENEWING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::
 /// The fencing mark this host's fence writes over its lease file, as of
 /// the last renewal (a plain static: the fence runs on the watchdog's
 /// thread, with no daemon at hand).
-static FENCE_MARK: Mutex<Option<(std::path::PathBuf, HostLease)>> = Mutex::new(None);
+static FENCE_MARK: Mutex<Option<FenceMark>> = Mutex::new(None);
 
-/// The lab's storage switch as the last renewal saw it ([`lab_storage_cut`]).
-static LAB_STORAGE_CUT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// The lab cut this host's storage (as the last renewal saw it): its VM
-/// lease I/O and its fencing mark fail.
-pub(crate) fn lab_storage_cut() -> bool {
-    LAB_STORAGE_CUT.load(std::sync::atomic::Ordering::SeqCst)
-}
+/// Where the fencing mark goes, what it says, and the gate it passes.
+type FenceMark = (std::path::PathBuf, HostLease, Arc<Gate>);
 
 /// Write the fencing mark, if leases are on: called by the fence once this
 /// host's guests are gone, waiting at most `limit` (a hung SR gets none,
 /// and other hosts wait for the lease to expire instead).
 pub fn write_fence_mark(limit: Duration) {
-    let Some((path, mark)) = FENCE_MARK.lock().unwrap_or_else(|p| p.into_inner()).clone() else {
+    let Some((path, mark, io)) = FENCE_MARK.lock().unwrap_or_else(|p| p.into_inner()).clone() else {
         return;
     };
-    if lab_storage_cut() {
-        eprintln!("HA FENCE: no fencing mark: the host's storage is cut");
+    if let Err(cut) = io.storage() {
+        eprintln!("HA FENCE: no fencing mark: {cut}");
         return;
     }
     let (tx, rx) = std::sync::mpsc::channel();
@@ -171,11 +170,12 @@ impl Leases {
         self.boot
     }
 
-    pub fn new(host_uuid: &str, boot: u64) -> Leases {
+    pub fn new(host_uuid: &str, boot: u64, io: Arc<Gate>) -> Leases {
         Leases {
             epoch: Instant::now(),
             host_uuid: host_uuid.to_string(),
             boot,
+            io,
             inner: Mutex::new(Inner::default()),
             vm_locks: Mutex::new(HashMap::new()),
         }
@@ -217,6 +217,7 @@ impl Leases {
                 me,
                 boot: self.boot,
                 timing,
+                gate: self.io.clone(),
             },
             since: now,
             holder: Holder::new(timing),
@@ -354,7 +355,7 @@ impl Leases {
             fenced: true,
             ..rec
         };
-        *FENCE_MARK.lock().unwrap_or_else(|p| p.into_inner()) = Some((path.clone(), mark));
+        *FENCE_MARK.lock().unwrap_or_else(|p| p.into_inner()) = Some((path.clone(), mark, self.io.clone()));
         Some((path, rec))
     }
 
@@ -516,11 +517,9 @@ impl Leases {
 }
 
 /// Renew this host's lease and read every peer's, in one batch: the
-/// renewal counts only if the batch ended within `io`. `cut`: the lab cut
-/// this host's storage (nothing is written). True when a peer's lease
-/// lapsed with this read.
-pub async fn renew_and_observe(leases: &Leases, view: &View, cut: bool) -> bool {
-    LAB_STORAGE_CUT.store(cut, std::sync::atomic::Ordering::SeqCst);
+/// renewal counts only if the batch ended within `io`. True when a peer's
+/// lease lapsed with this read.
+pub async fn renew_and_observe(leases: &Leases, view: &View) -> bool {
     let Some((path, rec)) = leases.next_renewal() else {
         return false;
     };
@@ -538,12 +537,13 @@ pub async fn renew_and_observe(leases: &Leases, view: &View, cut: bool) -> bool 
         return false;
     }
     let issue = leases.now();
+    let gate = view.gate.clone();
     let batch = files::renewal_with_limit(view.io(), move || {
-        if cut {
+        if let Err(cut) = gate.storage() {
             RENEWING.store(false, std::sync::atomic::Ordering::SeqCst);
             return Err(files::IoError::Io {
                 path: path.clone(),
-                source: std::io::Error::other("the host's storage is cut"),
+                source: cut.into(),
             });
         }
         let out = files::write_json(&path, &rec).map(|()| {

@@ -17,7 +17,7 @@ fn hosts() -> Vec<String> {
 }
 
 fn host(name: &str, dir: &Path) -> Arc<Leases> {
-    let l = Arc::new(Leases::new(name, 1));
+    let l = Arc::new(Leases::new(name, 1, Arc::new(Gate::open())));
     assert!(l.activate(7, &hosts(), T, dir));
     l
 }
@@ -27,7 +27,7 @@ fn keep(l: Arc<Leases>, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         while !stop.load(Ordering::SeqCst) {
             let view = l.view().unwrap();
-            renew_and_observe(&l, &view, false).await;
+            renew_and_observe(&l, &view).await;
             tokio::time::sleep(Duration::from_millis(40)).await;
         }
     })
@@ -35,7 +35,7 @@ fn keep(l: Arc<Leases>, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
 
 #[test]
 fn the_gate_shuts_at_the_deadline_and_stays_shut_until_unpaused() {
-    let l = Leases::new("a", 3);
+    let l = Leases::new("a", 3, Arc::new(Gate::open()));
     assert!(l.gate().is_ok(), "no leases, no gate");
     assert!(l.activate(1, &hosts(), 60_000, Path::new("/nonexistent")));
     assert!(l.gate().is_ok(), "D to renew after leases come on");
@@ -47,7 +47,7 @@ fn the_gate_shuts_at_the_deadline_and_stays_shut_until_unpaused() {
     assert_eq!(l.deadline(), Some(now + 30_000));
 
     // A short timeout (D = 20 ms), and no renewal: the gate shuts.
-    let l = Leases::new("a", 3);
+    let l = Leases::new("a", 3, Arc::new(Gate::open()));
     assert!(l.activate(1, &hosts(), 40, Path::new("/nonexistent")));
     std::thread::sleep(Duration::from_millis(30));
     assert_eq!(l.gate(), Err(PAUSED));
@@ -61,7 +61,7 @@ fn the_gate_shuts_at_the_deadline_and_stays_shut_until_unpaused() {
 
 #[test]
 fn a_host_outside_the_configuration_has_no_leases() {
-    let l = Leases::new("c", 1);
+    let l = Leases::new("c", 1, Arc::new(Gate::open()));
     assert!(!l.activate(1, &hosts(), 10_000, Path::new("/x")));
     assert!(!l.active());
     assert!(l.activate(1, &["c".to_string()], 10_000, Path::new("/x")));
