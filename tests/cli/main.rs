@@ -30,6 +30,8 @@ mod planning;
 mod ha;
 // Hostile input: replayed heartbeats.
 mod hostile;
+// The clients admins already use: the official XenAPI Python package over XML-RPC.
+mod clients;
 // The restart executor: protected VMs back after cable pulls, order groups, guest halts.
 mod failover;
 // A fault of one host never fences a healthy one: a second failure, short stalls.

@@ -1,12 +1,16 @@
-//! The HTTP side of `xapid`: `POST /jsonrpc`, and the start-up of a host.
+//! The HTTP side of `xapid`: `POST /jsonrpc` (JSON-RPC), `POST /` (XML-RPC,
+//! or JSON-RPC by content type), and the start-up of a host. Both wires
+//! call the one dispatch (`crate::api::dispatch`), so every method answers
+//! alike on either.
 //!
 //! Bodies over [`MAX_BODY`] are refused before they are read, and a body
 //! that takes over [`BODY_TIMEOUT`] to arrive gets 408; a request that does
-//! not say `Content-Type: application/json` gets 415 (a web page cannot
-//! send that without the browser asking the server first, and no answer
-//! carries CORS headers); a body that is not JSON-RPC gets a JSON-RPC parse
-//! or request error; every other answer is the handler's result or its API
-//! error, in the dialect of the request. Connections are taken, capped and
+//! not say `Content-Type: application/json` (or `text/xml` at `/`) gets 415
+//! (a web page cannot send those without the browser asking the server
+//! first, and no answer carries CORS headers); a body that is not a call
+//! gets a JSON-RPC parse or request error, or an XML-RPC fault; every other
+//! answer is the handler's result or its API error, in the dialect of the
+//! request. Connections are taken, capped and
 //! timed out by [`crate::listener`].
 
 use std::future::Future;
@@ -20,7 +24,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use tokio::net::TcpListener;
-use xapi_proto::jsonrpc;
+use xapi_proto::{jsonrpc, xmlrpc};
 
 use crate::daemon::{Daemon, Role};
 
@@ -31,27 +35,68 @@ pub const MAX_BODY: usize = 1 << 20;
 /// client sending it a byte at a time holds its connection no longer.
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The API router of one host.
+/// The API router of one host: JSON-RPC at `/jsonrpc`, and at `/` XML-RPC
+/// (XAPI's first wire, what the `XenAPI` Python package speaks) or
+/// JSON-RPC, by the request's content type.
 pub fn router(d: Arc<Daemon>) -> Router {
     Router::new()
-        .route("/jsonrpc", post(handle))
+        .route("/jsonrpc", post(handle_json))
+        .route("/", post(handle_root))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(d)
 }
 
-async fn handle(State(d): State<Arc<Daemon>>, req: Request) -> Response {
-    if d.io().network().is_err() {
-        // The lab's cable pull: nothing gets through.
-        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+/// The wire a request speaks, by its `Content-Type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wire {
+    Json,
+    Xml,
+}
+
+/// `application/json` or `text/xml` (`application/xml`), parameters such
+/// as a charset allowed. Anything else, a form or `text/plain` above all,
+/// is what a web page can send without asking: refused (415), so no page a
+/// browser shows can drive the API.
+fn wire(headers: &HeaderMap) -> Option<Wire> {
+    let t = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())?
+        .trim()
+        .to_ascii_lowercase();
+    match t.as_str() {
+        "application/json" => Some(Wire::Json),
+        "text/xml" | "application/xml" => Some(Wire::Xml),
+        _ => None,
     }
-    if !is_json(req.headers()) {
-        // A form or `text/plain` POST is what a web page can send without
-        // asking: refused, so no page a browser shows can drive the API.
-        return (
+}
+
+async fn handle_json(State(d): State<Arc<Daemon>>, req: Request) -> Response {
+    match wire(req.headers()) {
+        Some(Wire::Json) => serve_call(d, req, Wire::Json).await,
+        _ => (
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "JSON-RPC takes Content-Type: application/json\n",
         )
-            .into_response();
+            .into_response(),
+    }
+}
+
+async fn handle_root(State(d): State<Arc<Daemon>>, req: Request) -> Response {
+    match wire(req.headers()) {
+        Some(w) => serve_call(d, req, w).await,
+        None => (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "XML-RPC takes Content-Type: text/xml (JSON-RPC: application/json)\n",
+        )
+            .into_response(),
+    }
+}
+
+async fn serve_call(d: Arc<Daemon>, req: Request, wire: Wire) -> Response {
+    if d.io().network().is_err() {
+        // The lab's cable pull: nothing gets through.
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
     // `Bytes` as an extractor, with the body limit, under a deadline.
     let body = match tokio::time::timeout(BODY_TIMEOUT, Bytes::from_request(req, &())).await {
@@ -59,9 +104,24 @@ async fn handle(State(d): State<Arc<Daemon>>, req: Request) -> Response {
         Ok(Err(rejection)) => return rejection.into_response(),
         Err(_) => return StatusCode::REQUEST_TIMEOUT.into_response(),
     };
-    let bytes = match jsonrpc::parse_request(&body) {
+    // No CORS header on any answer: a browser keeps other sites' pages
+    // from reading them.
+    match wire {
+        Wire::Json => {
+            let bytes = json_call(&d, &body).await;
+            (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], bytes).into_response()
+        }
+        Wire::Xml => {
+            let bytes = xml_call(&d, &body).await;
+            (StatusCode::OK, [(header::CONTENT_TYPE, "text/xml")], bytes).into_response()
+        }
+    }
+}
+
+async fn json_call(d: &Arc<Daemon>, body: &[u8]) -> Vec<u8> {
+    match jsonrpc::parse_request(body) {
         Err(e) => jsonrpc::encode_envelope_error(&e),
-        Ok(req) => match crate::api::dispatch(&d, &req.method, req.params).await {
+        Ok(req) => match crate::api::dispatch(d, &req.method, req.params).await {
             Ok(crate::api::Reply::Value(result)) => jsonrpc::encode_result(req.version, &req.id, result),
             Ok(crate::api::Reply::Json(text)) => jsonrpc::encode_result_json(req.version, &req.id, &text),
             Err(err) => {
@@ -69,20 +129,25 @@ async fn handle(State(d): State<Arc<Daemon>>, req: Request) -> Response {
                 jsonrpc::encode_error(req.version, &req.id, &err)
             }
         },
-    };
-    // No CORS header: a browser keeps other sites' pages from reading
-    // the answers.
-    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], bytes).into_response()
+    }
 }
 
-/// The request says its body is JSON (`application/json`, parameters
-/// such as a charset allowed).
-fn is_json(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+async fn xml_call(d: &Arc<Daemon>, body: &[u8]) -> Vec<u8> {
+    let call = match xmlrpc::parse_call(body) {
+        Ok(call) => call,
+        Err(e) => return xmlrpc::encode_fault(&e),
+    };
+    match crate::api::dispatch(d, &call.method, call.params).await {
+        Ok(crate::api::Reply::Value(result)) => xmlrpc::encode_success(&result),
+        Ok(crate::api::Reply::Json(text)) => match serde_json::from_str(&text) {
+            Ok(result) => xmlrpc::encode_success(&result),
+            Err(e) => xmlrpc::encode_failure(&xapi_proto::ApiError::internal(e.to_string())),
+        },
+        Err(err) => {
+            tracing::debug!(method = %call.method, "{err}");
+            xmlrpc::encode_failure(&err)
+        }
+    }
 }
 
 /// Bring the database in line with a fresh process: this host is live at its

@@ -65,10 +65,15 @@ fn post(port: u16, body: &[u8]) -> (u16, String) {
 /// POST `body` to /jsonrpc with `Content-Type: content_type`; (status,
 /// the whole answer with its headers).
 fn post_raw(port: u16, content_type: &str, body: &[u8]) -> (u16, String) {
+    post_path(port, "/jsonrpc", content_type, body)
+}
+
+/// POST `body` to `path`; (status, the whole answer with its headers).
+fn post_path(port: u16, path: &str, content_type: &str, body: &[u8]) -> (u16, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let head = format!(
-        "POST /jsonrpc HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     s.write_all(head.as_bytes()).unwrap();
@@ -95,6 +100,14 @@ fn call(port: u16, method: &str, params: Value) -> Value {
     let (status, text) = post(port, body.as_bytes());
     assert_eq!(status, 200, "{text}");
     serde_json::from_str(&text).unwrap()
+}
+
+/// A session of root (password `pw`).
+fn root_session(port: u16) -> String {
+    call(port, "session.login_with_password", json!(["root", "pw"]))["result"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 /// A new 1 GiB VM named `a`: its reference and its record as created.
@@ -269,10 +282,7 @@ fn hostile_input_gets_xapi_errors_and_changes_nothing() {
 fn web_pages_control_characters_and_huge_strings_are_refused() {
     let d = start();
     let p = d.port;
-    let s = call(p, "session.login_with_password", json!(["root", "pw"]))["result"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let s = root_session(p);
     let (vm, before) = new_vm(p, &s);
     let body = json!({"jsonrpc": "2.0", "method": "VM.set_name_label", "params": [s, vm, "b"], "id": 1}).to_string();
 
@@ -321,6 +331,63 @@ fn web_pages_control_characters_and_huge_strings_are_refused() {
     let e = error_of(&call(p, "VM.get_all", json!([forged])));
     assert_eq!(e.0, "SESSION_INVALID");
     assert!(!e.1[0].contains("secret"), "{e:?}");
+}
+
+#[test]
+fn xml_rpc_bombs_deep_nesting_and_broken_bodies_get_faults_and_change_nothing() {
+    let d = start();
+    let p = d.port;
+    let s = root_session(p);
+    let (vm, before) = new_vm(p, &s);
+    let vm = vm.as_str().unwrap().to_string();
+    let xml_call = |method: &str, params: &str| {
+        format!("<?xml version=\"1.0\"?><methodCall><methodName>{method}</methodName><params>{params}</params></methodCall>")
+    };
+    let param = |v: &str| format!("<param><value>{v}</value></param>");
+    let set_name = |name: &str| xml_call("VM.set_name_label", &[param(&s), param(&vm), param(name)].concat());
+    let bomb = format!(
+        "<?xml version=\"1.0\"?><!DOCTYPE b [<!ENTITY a \"{}\"><!ENTITY b \"{}\">]>{}",
+        "x".repeat(1000),
+        "&a;".repeat(1000),
+        set_name("&b;")
+    );
+    let deep = set_name(&format!(
+        "{}x{}",
+        "<array><data><value>".repeat(20_000),
+        "</value></data></array>".repeat(20_000)
+    ));
+    let mut truncated = set_name("b");
+    truncated.truncate(truncated.len() / 2);
+    for (what, body) in [
+        ("an entity bomb", bomb),
+        ("20,000 nested arrays", deep),
+        ("a cut-off call", truncated),
+        ("not XML", "{\"method\": \"VM.destroy\"}".to_string()),
+    ] {
+        let (status, text) = post_path(p, "/", "text/xml", body.as_bytes());
+        assert_eq!(status, 200, "{what}: {text}");
+        assert!(
+            text.contains("<fault>") && text.contains("faultString"),
+            "{what}: {text}"
+        );
+    }
+    // What a web page may send without asking: refused at / too.
+    let (status, _) = post_path(p, "/", "text/plain", set_name("b").as_bytes());
+    assert_eq!(status, 415);
+    // The daemon still answers, on both wires, and nothing changed.
+    let (status, text) = post_path(
+        p,
+        "/",
+        "text/xml",
+        xml_call("VM.get_name_label", &[param(&s), param(&vm)].concat()).as_bytes(),
+    );
+    assert_eq!(status, 200);
+    let name = before["name_label"].as_str().unwrap();
+    assert!(
+        text.contains(&format!("<name>Value</name><value>{name}</value>")),
+        "{text}"
+    );
+    assert_eq!(call(p, "VM.get_record", json!([s, vm]))["result"], before);
 }
 
 /// `session.login_with_password` for `user`; the session or the error code,

@@ -20,6 +20,16 @@ pub enum FieldType {
 }
 
 impl FieldType {
+    /// `value` as this type, or `None` when it is not of it. An integer
+    /// may come as a string of digits (XML-RPC sends XAPI's int64s so, and
+    /// XAPI takes them so on either wire).
+    pub fn coerce(self, value: serde_json::Value) -> Option<serde_json::Value> {
+        match (self, &value) {
+            (FieldType::Int, serde_json::Value::String(s)) => s.parse::<i64>().ok().map(serde_json::Value::from),
+            _ => self.accepts(&value).then_some(value),
+        }
+    }
+
     /// Does `value` have this type?
     pub fn accepts(self, value: &serde_json::Value) -> bool {
         use serde_json::Value;
@@ -100,6 +110,8 @@ pub static HOST_FIELDS: &[FieldSpec] = &[
     ro("ha_statefiles", Set),
     ro("ha_network_peers", Set),
     rw("other_config", Map),
+    ro("API_version_major", Int),
+    ro("API_version_minor", Int),
 ];
 
 pub static VM_FIELDS: &[FieldSpec] = &[

@@ -120,7 +120,16 @@ pub struct HostRecord {
     pub ha_statefiles: Vec<String>,
     pub ha_network_peers: Vec<String>,
     pub other_config: StringMap,
+    /// The XAPI version this host's API answers as ([`API_VERSION`]).
+    #[serde(rename = "API_version_major")]
+    pub api_version_major: i64,
+    #[serde(rename = "API_version_minor")]
+    pub api_version_minor: i64,
 }
+
+/// The XAPI API version hosts report (`host.API_version_major/minor`):
+/// that of XenServer 8 and XCP-ng 8.3, whose calls clients make of it.
+pub const API_VERSION: (i64, i64) = (2, 21);
 
 impl Default for HostRecord {
     fn default() -> Self {
@@ -140,6 +149,8 @@ impl Default for HostRecord {
             ha_statefiles: Vec::new(),
             ha_network_peers: Vec::new(),
             other_config: StringMap::new(),
+            api_version_major: API_VERSION.0,
+            api_version_minor: API_VERSION.1,
         }
     }
 }

@@ -65,11 +65,15 @@ impl Args {
         }
     }
 
+    /// An int64, given as a number or as a string of digits (XML-RPC
+    /// sends int64s so; XAPI takes them so on either wire).
     pub fn int(&self, i: usize, name: &str) -> Result<i64, ApiError> {
-        self.params
-            .get(i)
-            .and_then(Value::as_i64)
-            .ok_or_else(|| ApiError::field_type(name))
+        match self.params.get(i) {
+            Some(Value::String(s)) => s.parse().ok(),
+            Some(v) => v.as_i64(),
+            None => None,
+        }
+        .ok_or_else(|| ApiError::field_type(name))
     }
 
     pub fn float_or(&self, i: usize, name: &str, default: f64) -> Result<f64, ApiError> {
@@ -84,6 +88,23 @@ impl Args {
             .get(i)
             .and_then(Value::as_object)
             .ok_or_else(|| ApiError::field_type(name))
+    }
+
+    /// A record of `class` given as a struct (`VM.create`'s `args`), its
+    /// int64 fields given as strings of digits read as numbers (as
+    /// [`Args::int`]).
+    pub fn record(&self, i: usize, name: &str, class: &str) -> Result<Map<String, Value>, ApiError> {
+        let mut given = self.object(i, name)?.clone();
+        for f in xapi_proto::classes::fields(class).unwrap_or_default() {
+            if f.ty == xapi_proto::classes::FieldType::Int {
+                if let Some(v) = given.get_mut(f.name) {
+                    if let Some(n) = f.ty.coerce(v.clone()) {
+                        *v = n;
+                    }
+                }
+            }
+        }
+        Ok(given)
     }
 
     pub fn string_map(&self, i: usize, name: &str) -> Result<StringMap, ApiError> {

@@ -114,9 +114,7 @@ async fn set_field<T: Record>(d: &Arc<Daemon>, field: &str, args: &Args) -> Resu
     args.exactly(3)?;
     let r = args.str(1, "self")?.to_string();
     let value = args.raw(2).cloned().unwrap_or(Value::Null);
-    if !spec.ty.accepts(&value) {
-        return Err(ApiError::field_type("value"));
-    }
+    let value = spec.ty.coerce(value).ok_or_else(|| ApiError::field_type("value"))?;
     d.write(|txn| {
         let record = txn.get::<T>(&r).ok_or_else(|| ApiError::handle_invalid(T::CLASS, &r))?;
         if let FieldType::Ref(class) = spec.ty {

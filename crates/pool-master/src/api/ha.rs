@@ -26,6 +26,18 @@ use crate::daemon::Daemon;
 use crate::planning::{self, planner_error, pool_record, setup};
 use pool_db::model::Txn;
 
+/// The methods served here.
+pub const METHODS: &[&str] = &[
+    "pool.ha_compute_max_host_failures_to_tolerate",
+    "pool.ha_compute_hypothetical_max_host_failures_to_tolerate",
+    "pool.ha_explain_max_host_failures_to_tolerate",
+    "pool.ha_failover_plan_exists",
+    "pool.ha_compute_vm_failover_plan",
+    "VM.assert_agile",
+    "VM.assert_can_boot_here",
+    "VM.get_possible_hosts",
+];
+
 pub async fn pool(d: &Arc<Daemon>, verb: &str, args: &Args) -> Option<Result<Value, ApiError>> {
     Some(match verb {
         "ha_compute_max_host_failures_to_tolerate" => compute_max(d, args),

@@ -20,6 +20,18 @@ use crate::daemon::Daemon;
 use crate::driver::{DriverError, GuestSpec, Snapshot, StopMode};
 use crate::ops::host::record_host_start;
 
+/// The methods served here.
+pub const METHODS: &[&str] = &[
+    "host.local_vm_start",
+    "host.local_vm_stop",
+    "host.local_vm_start_incoming",
+    "host.local_vm_migrate",
+    "host.local_vm_list",
+    "host.member_hello",
+    "host.declare_dead",
+    "host.report_pbd_reachability",
+];
+
 pub async fn dispatch(d: &Arc<Daemon>, verb: &str, args: &Args) -> Option<Result<Value, ApiError>> {
     Some(match verb {
         "local_vm_start" => local_start(d, args).await,

@@ -29,6 +29,16 @@ use crate::ops::host::{DISABLED_UNTIL_REBOOT_KEY, LEAVING_KEY};
 use crate::{memory, overcommit, planning};
 use pool_db::model::Txn;
 
+/// The methods served here.
+pub const METHODS: &[&str] = &[
+    "host.disable",
+    "host.enable",
+    "host.evacuate",
+    "host.shutdown",
+    "host.reboot",
+    "host.prepare_poweroff",
+];
+
 pub async fn dispatch(d: &Arc<Daemon>, verb: &str, args: &Args) -> Option<Result<Value, ApiError>> {
     Some(match verb {
         "disable" => disable(d, args).await,

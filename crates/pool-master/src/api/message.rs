@@ -23,6 +23,9 @@ const MESSAGE_CLASSES: &[&str] = &[
     "Certificate",
 ];
 
+/// The methods [`dispatch`] serves.
+pub const METHODS: &[&str] = &["message.create", "message.destroy"];
+
 pub async fn dispatch(d: &Arc<Daemon>, verb: &str, args: &Args) -> Option<Result<Value, ApiError>> {
     Some(match verb {
         "create" => create(d, args).await,

@@ -19,6 +19,7 @@ mod pool;
 mod recovery;
 mod session;
 pub(crate) mod storage;
+mod system;
 mod vm;
 
 use std::sync::Arc;
@@ -108,6 +109,8 @@ const MASTER: Access = Access {
 /// Every method whose access differs from a plain master call, or whose
 /// handler is not its class module's: one row each.
 const METHODS: &[(&str, Access, Option<Handler>)] = &[
+    ("system.listMethods", OPEN, sync_handler!(system::list_methods)),
+    ("session.get_this_host", OPEN, sync_handler!(system::get_this_host)),
     ("session.login_with_password", OPEN, handler!(session::login)),
     ("session.slave_login", OPEN, sync_handler!(session::slave_login)),
     (
@@ -156,6 +159,11 @@ const METHODS: &[(&str, Access, Option<Handler>)] = &[
     ("pool.enable_ha", MASTER, handler!(ha_admin::enable)),
     ("pool.disable_ha", MASTER, handler!(ha_admin::disable)),
 ];
+
+/// Each row of [`METHODS`]: the method and its access.
+fn table() -> impl Iterator<Item = (&'static str, Access)> {
+    METHODS.iter().map(|&(m, access, _)| (m, access))
+}
 
 /// A method's row in [`METHODS`], or the plain master call.
 fn method(name: &str) -> (Access, Option<Handler>) {
@@ -293,7 +301,13 @@ async fn route(d: &Arc<Daemon>, method: &str, params: Vec<Value>) -> Result<Valu
         _ => None,
     };
     match handled {
-        Some(result) => result,
+        Some(result) => {
+            debug_assert!(
+                system::listed_by_a_module(method),
+                "{method} is served but not in its module's METHODS"
+            );
+            result
+        }
         None => generic::dispatch(d, class, verb, &args).await,
     }
 }

@@ -24,6 +24,9 @@ use pool_db::replication::{self, Update};
 /// The longest a member's sync call waits for a new commit.
 const MAX_SYNC_WAIT: Duration = Duration::from_secs(30);
 
+/// The methods served here.
+pub const METHODS: &[&str] = &["pool.join", "pool.join_request", "pool.sync_database"];
+
 pub async fn dispatch(d: &Arc<Daemon>, verb: &str, args: &Args) -> Option<Result<Value, ApiError>> {
     Some(match verb {
         "join" => join(d, args).await,

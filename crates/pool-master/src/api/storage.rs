@@ -22,6 +22,16 @@ use pool_db::model::{new_ref, new_uuid};
 /// The SR types this build can create.
 pub const SR_TYPES: &[&str] = &["dir"];
 
+/// The methods served here.
+pub const METHODS: &[&str] = &[
+    "SR.create",
+    "SR.destroy",
+    "VDI.create",
+    "VDI.destroy",
+    "VBD.create",
+    "VBD.destroy",
+];
+
 pub async fn dispatch(d: &Arc<Daemon>, class: &str, verb: &str, args: &Args) -> Option<Result<Value, ApiError>> {
     Some(match (class, verb) {
         ("SR", "create") => sr_create(d, args).await,
@@ -148,7 +158,7 @@ async fn sr_destroy(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
 /// file is created by the first write to it.
 async fn vdi_create(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     args.exactly(2)?;
-    let given = args.object(1, "args")?.clone();
+    let given = args.record(1, "args", "VDI")?;
     let mut vdi: VdiRecord = serde_json::from_value(Value::Object(given)).map_err(|_| ApiError::field_type("args"))?;
     if vdi.virtual_size < 0 {
         return Err(ApiError::invalid_value("virtual_size", vdi.virtual_size.to_string()));
@@ -203,7 +213,7 @@ async fn vdi_destroy(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
 /// `VBD.create(session, record)`: attach a VDI to a halted VM.
 async fn vbd_create(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     args.exactly(2)?;
-    let given = args.object(1, "args")?.clone();
+    let given = args.record(1, "args", "VBD")?;
     let mut vbd: VbdRecord = serde_json::from_value(Value::Object(given)).map_err(|_| ApiError::field_type("args"))?;
     vbd.uuid = new_uuid();
     vbd.currently_attached = false;

@@ -14,6 +14,18 @@ use crate::memory;
 use crate::ops::vm::{bad_power_state, migrate_vm, shutdown_vm, start_vm};
 use pool_db::model::{new_ref, new_uuid, Txn};
 
+/// The methods [`dispatch`] serves.
+pub const METHODS: &[&str] = &[
+    "VM.create",
+    "VM.destroy",
+    "VM.start",
+    "VM.start_on",
+    "VM.clean_shutdown",
+    "VM.hard_shutdown",
+    "VM.pool_migrate",
+    "VM.power_state_reset",
+];
+
 pub async fn dispatch(d: &Arc<Daemon>, verb: &str, args: &Args) -> Option<Result<Value, ApiError>> {
     Some(match verb {
         "create" => create(d, args).await,
@@ -31,7 +43,7 @@ pub async fn dispatch(d: &Arc<Daemon>, verb: &str, args: &Args) -> Option<Result
 /// `memory_static_max` is given, the other memory fields take its value.
 async fn create(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     args.exactly(2)?;
-    let given = args.object(1, "args")?.clone();
+    let given = args.record(1, "args", "VM")?;
     let mut vm: VmRecord =
         serde_json::from_value(Value::Object(given.clone())).map_err(|_| ApiError::field_type("args"))?;
     if !given.contains_key("memory_dynamic_max") {

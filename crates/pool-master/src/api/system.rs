@@ -1,0 +1,142 @@
+//! What a client asks of the API itself: `system.listMethods` (no session
+//! needed, as in XAPI) and `session.get_this_host`.
+//!
+//! The method list is built from what serves the calls: the generic
+//! methods of every class from `xapi_proto::classes`, the rows of the
+//! method table, and each class module's `METHODS`; `route` checks in
+//! debug builds that every call a module serves is listed there, and a
+//! test calls every listed method. Calls only other hosts may make are not
+//! listed.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+use xapi_proto::classes::{self, FieldType};
+use xapi_proto::ApiError;
+
+use super::{ha, host, maintenance, message, pool, storage, vm, Args};
+use crate::daemon::Daemon;
+
+/// The lists of the class modules.
+pub(super) const MODULES: &[&[&str]] = &[
+    vm::METHODS,
+    ha::METHODS,
+    pool::METHODS,
+    host::METHODS,
+    maintenance::METHODS,
+    storage::METHODS,
+    message::METHODS,
+];
+
+/// Is `method` in one of the class modules' lists?
+pub(super) fn listed_by_a_module(method: &str) -> bool {
+    MODULES.iter().any(|l| l.contains(&method))
+}
+
+/// Every method a client may call, sorted.
+pub fn methods() -> Vec<String> {
+    let mut out = BTreeSet::new();
+    for &class in classes::CLASSES {
+        for verb in ["get_all", "get_all_records", "get_record", "get_by_uuid"] {
+            out.insert(format!("{class}.{verb}"));
+        }
+        let fields = classes::fields(class).unwrap_or_default();
+        if class != "pool" && fields.iter().any(|f| f.name == "name_label") {
+            out.insert(format!("{class}.get_by_name_label"));
+        }
+        for f in fields {
+            out.insert(format!("{class}.get_{}", f.name));
+            if f.settable {
+                out.insert(format!("{class}.set_{}", f.name));
+                if f.ty == FieldType::Map {
+                    out.insert(format!("{class}.add_to_{}", f.name));
+                    out.insert(format!("{class}.remove_from_{}", f.name));
+                }
+            }
+        }
+    }
+    for list in MODULES {
+        out.extend(list.iter().map(|m| m.to_string()));
+    }
+    for (m, access) in super::table() {
+        if access.internal {
+            out.remove(m);
+        } else {
+            out.insert(m.to_string());
+        }
+    }
+    out.into_iter().collect()
+}
+
+/// `system.listMethods()`.
+pub fn list_methods(_d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
+    args.count(0, 1)?;
+    Ok(json!(methods()))
+}
+
+/// `session.get_this_host(session, self)`: the host this session was made
+/// on.
+pub fn get_this_host(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
+    args.session(d)?;
+    args.exactly(2)?;
+    let own = args.str(0, "session_id")?;
+    let asked = args.str(1, "self")?;
+    if asked != own {
+        return Err(super::args::session_invalid(asked));
+    }
+    d.host_ref()
+        .map(|r| json!(r))
+        .ok_or_else(|| ApiError::internal("this host is not in the pool database"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sessions::Principal;
+    use xapi_proto::codes;
+
+    #[test]
+    fn the_list_has_every_kind_of_method_and_no_internal_one() {
+        let m = methods();
+        for want in [
+            "system.listMethods",
+            "session.login_with_password",
+            "session.get_this_host",
+            "VM.start",
+            "VM.get_power_state",
+            "VM.set_ha_restart_priority",
+            "VM.add_to_other_config",
+            "VM.get_by_name_label",
+            "host.get_API_version_major",
+            "pool.ha_compute_max_host_failures_to_tolerate",
+            "SR.create",
+        ] {
+            assert!(m.iter().any(|x| x == want), "{want} missing");
+        }
+        for internal in ["host.local_vm_start", "pool.sync_database", "host.member_hello"] {
+            assert!(!m.iter().any(|x| x == internal), "{internal} listed");
+        }
+        assert!(!m.iter().any(|x| x == "pool.get_by_name_label"));
+    }
+
+    /// Every listed method reaches a handler: called with a session and
+    /// nothing else, none answers `MESSAGE_METHOD_UNKNOWN`, and none changes
+    /// the database.
+    #[tokio::test]
+    async fn every_listed_method_is_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = Daemon::open(crate::daemon::tests::config(dir.path())).unwrap();
+        let session = d.sessions().open(Principal::User("root".into()));
+        let generation = d.model().generation;
+        for m in methods() {
+            if m.starts_with("session.log") || m == "host.shutdown" || m == "host.reboot" {
+                continue;
+            }
+            if let Err(e) = super::super::dispatch(&d, &m, vec![json!(session)]).await {
+                assert_ne!(e.code, codes::MESSAGE_METHOD_UNKNOWN, "{m}");
+            }
+        }
+        assert_eq!(d.model().generation, generation, "a call with no arguments wrote");
+    }
+}

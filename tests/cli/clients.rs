@@ -1,0 +1,153 @@
+//! The clients admins already use, unmodified: the official `XenAPI`
+//! Python package from PyPI, installed into a venv the test makes, talking
+//! XML-RPC to a lab pool (issue 19). Skipped, with the reason, where
+//! Python's venv or pip cannot install the package.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::util::{Lab, PASSWORD};
+
+/// A venv in `dir` with the `XenAPI` package: its python, or why not.
+fn xenapi_python(dir: &Path) -> Result<PathBuf, String> {
+    let venv = dir.join("venv");
+    let made = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .output()
+        .map_err(|e| format!("no python3: {e}"))?;
+    if !made.status.success() {
+        return Err(format!(
+            "python3 -m venv failed: {}",
+            String::from_utf8_lossy(&made.stderr).trim()
+        ));
+    }
+    let pip = Command::new(venv.join("bin/pip"))
+        .args(["install", "--quiet", "--disable-pip-version-check", "XenAPI"])
+        .output()
+        .map_err(|e| format!("no pip in the venv: {e}"))?;
+    if !pip.status.success() {
+        return Err(format!(
+            "pip cannot install XenAPI: {}",
+            String::from_utf8_lossy(&pip.stderr).trim()
+        ));
+    }
+    Ok(venv.join("bin/python"))
+}
+
+/// What the script does, as an admin's script would, printing one JSON
+/// object of what it saw.
+const SCRIPT: &str = r#"
+import json, sys, urllib.request
+import XenAPI
+
+url, password = sys.argv[1], sys.argv[2]
+s = XenAPI.Session(url)
+s.xenapi.login_with_password("root", password, "2.21", "pool-ha clients test")
+x = s.xenapi
+out = {}
+vms = x.VM.get_all_records()
+out["vms"] = sorted(v["name_label"] for v in vms.values() if not v["is_control_domain"])
+out["hosts"] = sorted(x.host.get_record(h)["name_label"] for h in x.host.get_all())
+out["version"] = s.API_version
+vm = sorted(vms, key=lambda r: vms[r]["name_label"])[0]
+x.VM.set_ha_restart_priority(vm, "best-effort")
+out["priority"] = x.VM.get_ha_restart_priority(vm)
+try:
+    x.VM.set_ha_restart_priority(vm, "sometimes")
+    out["bad_priority"] = None
+except XenAPI.Failure as f:
+    out["bad_priority"] = f.details
+x.VM.set_memory_static_max(vm, str(x.VM.get_memory_static_max(vm)))
+out["memory"] = x.VM.get_memory_static_max(vm)
+out["ntol"] = x.pool.ha_compute_max_host_failures_to_tolerate()
+x.VM.start(vm, False, False)
+out["started"] = x.VM.get_power_state(vm)
+x.VM.clean_shutdown(vm)
+out["stopped"] = x.VM.get_power_state(vm)
+try:
+    x.VM.get_record("OpaqueRef:nonesuch")
+except XenAPI.Failure as f:
+    out["bad_ref"] = f.details
+out["listed"] = [m for m in s.system.listMethods()["Value"] if m in ("VM.start", "host.get_API_version_major")]
+
+# The same record over JSON-RPC: equal, once XML-RPC's strings for int64s
+# are taken into account.
+def as_xmlrpc(v):
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, int):
+        return str(v)
+    if v is None:
+        return ""
+    if isinstance(v, list):
+        return [as_xmlrpc(i) for i in v]
+    if isinstance(v, dict):
+        return {k: as_xmlrpc(i) for k, i in v.items()}
+    return v
+
+def jsonrpc(method, params):
+    body = json.dumps({"jsonrpc": "2.0", "method": method, "params": params, "id": 1}).encode()
+    req = urllib.request.Request(url + "jsonrpc", body, {"Content-Type": "application/json"})
+    return json.load(urllib.request.urlopen(req))["result"]
+
+session = s._session
+out["same_vm"] = as_xmlrpc(jsonrpc("VM.get_record", [session, vm])) == x.VM.get_record(vm)
+host = x.host.get_all()[0]
+out["same_host"] = as_xmlrpc(jsonrpc("host.get_record", [session, host])) == x.host.get_record(host)
+s.xenapi.session.logout()
+print(json.dumps(out))
+"#;
+
+#[test]
+fn the_official_xenapi_python_package_drives_the_pool() {
+    let dir = tempfile::tempdir().unwrap();
+    let python = match xenapi_python(dir.path()) {
+        Ok(p) => p,
+        Err(why) => {
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+    let lab = Lab::start(2, 2);
+    let script = dir.path().join("drive.py");
+    std::fs::write(&script, SCRIPT).unwrap();
+    let url = format!("http://{}:{}/", lab.master(), lab.port);
+    let run = Command::new(&python)
+        .arg(&script)
+        .arg(&url)
+        .arg(PASSWORD)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "the script failed:\n{}\n{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let out: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    let names = lab.xe_ok(&["vm-list", "params=name-label", "--minimal"]);
+    let mut names: Vec<&str> = names.trim().split(',').collect();
+    names.sort();
+    assert_eq!(out["vms"], serde_json::json!(names));
+    assert_eq!(out["hosts"], serde_json::json!(["host1", "host2"]));
+    assert_eq!(out["version"], "2.21");
+    assert_eq!(out["priority"], "best-effort");
+    assert_eq!(
+        out["bad_priority"],
+        serde_json::json!(["INVALID_VALUE", "ha_restart_priority", "sometimes"])
+    );
+    // int64s travel as strings, as XAPI sends them.
+    let memory = out["memory"].as_str().expect("memory_static_max as a string");
+    assert!(memory.parse::<i64>().unwrap() > 0, "{memory}");
+    assert!(out["ntol"].as_str().unwrap().parse::<i64>().is_ok(), "{}", out["ntol"]);
+    assert_eq!(out["started"], "Running");
+    assert_eq!(out["stopped"], "Halted");
+    assert_eq!(out["bad_ref"][0], "HANDLE_INVALID");
+    assert_eq!(
+        out["listed"],
+        serde_json::json!(["VM.start", "host.get_API_version_major"])
+    );
+    assert_eq!(out["same_vm"], true, "VM.get_record differs between the wires");
+    assert_eq!(out["same_host"], true, "host.get_record differs between the wires");
+}
