@@ -153,6 +153,15 @@ macro_rules! classes {
                 })*
             }
 
+            /// Visit every changed row as (API class, ref, the uuid of a
+            /// row written, `None` for a row deleted), without serializing
+            /// anything.
+            pub fn for_each_ref(&self, mut f: impl FnMut(&'static str, &str, Option<&str>)) {
+                $(for (r, row) in &self.$field {
+                    f($class, r, row.as_ref().map(|rec| rec.uuid()));
+                })*
+            }
+
             /// Record a change given as (SQL table, ref, record JSON or None),
             /// as replication and the store's loader deliver it.
             pub fn put_row(
@@ -179,6 +188,14 @@ macro_rules! classes {
         }
 
         impl Model {
+            /// Does the row `reference` of API class `class` exist?
+            pub fn has(&self, class: &str, reference: &str) -> bool {
+                match class {
+                    $($class => self.$field.get(reference).is_some(),)*
+                    _ => false,
+                }
+            }
+
             /// Apply committed changes.
             pub fn apply(&mut self, changes: Changes) {
                 $(for (r, row) in changes.$field {

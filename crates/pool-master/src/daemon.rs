@@ -96,6 +96,8 @@ pub struct Daemon {
     driver: Arc<dyn Driver>,
     generation: watch::Sender<u64>,
     log: Mutex<VecDeque<(u64, Changes)>>,
+    /// The database's changes as XAPI events (`event.from`).
+    events: crate::events::Events,
     /// An HA enable or disable is running.
     ha_busy: std::sync::atomic::AtomicBool,
     /// When each member last asked the master for updates.
@@ -151,6 +153,11 @@ impl Daemon {
     /// Clients to the other hosts.
     pub fn peers(&self) -> &crate::peers::Peers {
         &self.peers
+    }
+
+    /// The database's changes as XAPI events.
+    pub fn events(&self) -> &crate::events::Events {
+        &self.events
     }
 
     /// HA on this host.
@@ -228,6 +235,7 @@ impl Daemon {
         };
         let secret = store.local("pool_secret")?.unwrap_or_default();
         let model = store.load()?;
+        let generation_at_open = model.generation;
         if role == Role::Master && model.pool().is_none() {
             return Err(StartError::Inconsistent("no pool record".into()));
         }
@@ -290,6 +298,7 @@ impl Daemon {
             throttle: crate::auth::Throttle::default(),
             generation,
             log: Mutex::new(VecDeque::new()),
+            events: crate::events::Events::new(generation_at_open),
             last_seen: Mutex::new(HashMap::new()),
             ha_busy: std::sync::atomic::AtomicBool::new(false),
             leases,
@@ -411,6 +420,7 @@ impl Daemon {
             }
             store.commit(&changes, generation)?;
             let mut model = self.model.write().unwrap_or_else(|p| p.into_inner());
+            self.events.record(generation, &model, &changes);
             model.apply(changes);
             model.generation = generation;
         }
@@ -434,6 +444,7 @@ impl Daemon {
         };
         model.apply(snapshot);
         *self.model.write().unwrap_or_else(|p| p.into_inner()) = model;
+        self.events.reset(generation);
         *self.users.write().unwrap_or_else(|p| p.into_inner()) = users.into_iter().collect();
         self.generation.send_replace(generation);
         Ok(())
@@ -596,6 +607,7 @@ impl Writer<'_> {
             .map_err(|e| ApiError::internal(format!("database commit failed: {e}")))??;
         {
             let mut model = self.daemon.model.write().unwrap_or_else(|p| p.into_inner());
+            self.daemon.events.record(generation, &model, &changes);
             model.apply(changes.clone());
             model.generation = generation;
         }

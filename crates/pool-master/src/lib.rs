@@ -17,6 +17,7 @@
 //! - [`ha`]: the HA agent, watchdog, statefile and election; [`io`]: the
 //!   gate all network and shared-storage I/O passes, where the lab's
 //!   fault switches act (crate `pool-lab` pulls them; `serve --lab` only).
+//! - [`events`]: the database's changes as XAPI events (`event.from`).
 //! - [`memory`]: what VMs cost hosts; [`overcommit`]: calls that would lose
 //!   the failover plan are refused.
 //! - [`auth`], [`sessions`]: passwords and sessions; [`logging`]: log
@@ -26,6 +27,7 @@ pub mod api;
 pub mod auth;
 pub mod daemon;
 pub mod driver;
+pub mod events;
 pub mod failover;
 pub mod files;
 pub mod guests;

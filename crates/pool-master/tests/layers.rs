@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 /// Bottom to top. A module may use the modules of the layers below its own.
 const LAYERS: &[&[&str]] = &[
     &["files", "auth", "sessions", "logging", "memory", "reserve", "listener"],
-    &["planning", "io"],
+    &["planning", "io", "events"],
     &["overcommit", "peers"],
     &["driver"],
     &["lease"],

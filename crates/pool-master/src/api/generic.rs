@@ -37,6 +37,11 @@ pub fn all_records_json(d: &Arc<Daemon>, class: &str) -> Result<String, ApiError
     with_record_type!(class, T => text::<T>(d), _ => Err(unknown(&format!("{class}.get_all_records"))))
 }
 
+/// The record `reference` of API class `class` as the API shows it.
+pub(super) fn record_json(m: &Model, class: &str, reference: &str) -> Option<Value> {
+    with_record_type!(class, T => m.get::<T>(reference).map(to_json), _ => None)
+}
+
 fn to_json<T: Record>(record: &T) -> Value {
     serde_json::to_value(record).unwrap_or(Value::Null)
 }

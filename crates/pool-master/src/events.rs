@@ -1,0 +1,263 @@
+//! The pool database's changes as XAPI events: what `event.from` reads.
+//!
+//! Every commit, on the master as it commits and on a member as it applies
+//! the master's commits, adds one entry per changed row: its generation,
+//! class, reference, and whether the commit added, modified or deleted the
+//! row (known from the database just before the commit). The log keeps the
+//! last [`KEEP`] entries; a token (a generation) older than what it still
+//! covers has lost events, and the caller says so (`EVENTS_LOST`). Since
+//! members keep the same log from the same commits, a client's token stays
+//! good across a master failover.
+//!
+//! `event.from` answers one event per object changed since the token, as
+//! XAPI does (not one per commit): `add` when the object was created after
+//! the token, `del` when it is gone, else `mod`.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Mutex;
+
+use pool_db::model::{Changes, Model};
+
+/// How many row changes the log keeps.
+pub const KEEP: usize = 65_536;
+
+/// What a commit did to a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Add,
+    Mod,
+    Del,
+}
+
+impl Op {
+    /// XAPI's name of the operation.
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Add => "add",
+            Op::Mod => "mod",
+            Op::Del => "del",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    generation: u64,
+    class: &'static str,
+    reference: String,
+    uuid: String,
+    op: Op,
+    /// Unix time of the commit, in ms.
+    at_ms: i64,
+}
+
+/// One object changed since a token, as `event.from` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// The generation of the last commit that touched it.
+    pub generation: u64,
+    pub class: &'static str,
+    pub reference: String,
+    pub uuid: String,
+    pub op: Op,
+    pub at_ms: i64,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    entries: VecDeque<Entry>,
+    /// The log covers every change after this generation.
+    covers_after: u64,
+}
+
+/// The event log of one host.
+#[derive(Debug, Default)]
+pub struct Events {
+    inner: Mutex<Inner>,
+}
+
+/// Why the changes since a token cannot be told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lost {
+    /// The log no longer reaches back to the token.
+    TooOld,
+    /// The token is ahead of this host's database.
+    Ahead,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Events {
+    /// A log that covers every change after `generation` (the database as
+    /// this host loaded it).
+    pub fn new(generation: u64) -> Events {
+        Events {
+            inner: Mutex::new(Inner {
+                entries: VecDeque::new(),
+                covers_after: generation,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Record commit `generation`, whose `changes` apply to `before`.
+    pub fn record(&self, generation: u64, before: &Model, changes: &Changes) {
+        let at_ms = now_ms();
+        let mut inner = self.lock();
+        changes.for_each_ref(|class, reference, uuid| {
+            let op = match uuid {
+                None => Op::Del,
+                Some(_) if before.has(class, reference) => Op::Mod,
+                Some(_) => Op::Add,
+            };
+            inner.entries.push_back(Entry {
+                generation,
+                class,
+                reference: reference.to_string(),
+                uuid: uuid.unwrap_or_default().to_string(),
+                op,
+                at_ms,
+            });
+        });
+        while inner.entries.len() > KEEP {
+            if let Some(e) = inner.entries.pop_front() {
+                // Everything up to this entry's generation may be lost now.
+                inner.covers_after = inner.covers_after.max(e.generation);
+            }
+        }
+    }
+
+    /// The database was replaced whole at `generation`: nothing before it
+    /// can be told.
+    pub fn reset(&self, generation: u64) {
+        let mut inner = self.lock();
+        inner.entries.clear();
+        inner.covers_after = generation;
+    }
+
+    /// Every object of a class `wanted` accepts changed after generation
+    /// `since`, up to `current` (this host's database now), in commit
+    /// order of their last change.
+    pub fn since(&self, since: u64, current: u64, wanted: impl Fn(&str) -> bool) -> Result<Vec<Change>, Lost> {
+        let inner = self.lock();
+        if since > current {
+            return Err(Lost::Ahead);
+        }
+        if since < inner.covers_after {
+            return Err(Lost::TooOld);
+        }
+        // Per object: the first op after `since` and the last entry.
+        let mut objects: BTreeMap<(&'static str, &str), (Op, &Entry)> = BTreeMap::new();
+        for e in inner
+            .entries
+            .iter()
+            .filter(|e| e.generation > since && e.generation <= current)
+        {
+            if !wanted(e.class) {
+                continue;
+            }
+            objects
+                .entry((e.class, e.reference.as_str()))
+                .and_modify(|(_, last)| *last = e)
+                .or_insert((e.op, e));
+        }
+        let mut out: Vec<Change> = objects
+            .into_values()
+            .map(|(first, last)| Change {
+                generation: last.generation,
+                class: last.class,
+                reference: last.reference.clone(),
+                uuid: last.uuid.clone(),
+                op: match (first, last.op) {
+                    (_, Op::Del) => Op::Del,
+                    (Op::Add, _) => Op::Add,
+                    _ => Op::Mod,
+                },
+                at_ms: last.at_ms,
+            })
+            .collect();
+        out.sort_by_key(|c| c.generation);
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pool_db::model::Txn;
+    use xapi_proto::records::VmRecord;
+
+    fn vm(uuid: &str) -> VmRecord {
+        VmRecord {
+            uuid: uuid.into(),
+            ..Default::default()
+        }
+    }
+
+    /// Commit `f` on `model`, recording it in `events`.
+    fn commit(model: &mut Model, events: &Events, f: impl FnOnce(&mut Txn)) {
+        let changes = {
+            let mut txn = Txn::new(model);
+            f(&mut txn);
+            txn.into_changes()
+        };
+        let g = model.generation + 1;
+        events.record(g, model, &changes);
+        model.apply(changes);
+        model.generation = g;
+    }
+
+    #[test]
+    fn one_event_per_object_add_mod_del_as_seen_from_the_token() {
+        let mut m = Model::default();
+        let e = Events::new(0);
+        commit(&mut m, &e, |t| t.put("a", vm("ua")));
+        commit(&mut m, &e, |t| t.put("b", vm("ub")));
+        commit(&mut m, &e, |t| {
+            t.update::<VmRecord>("a", |v| v.name_label = "x".into());
+        });
+        commit(&mut m, &e, |t| t.delete::<VmRecord>("b"));
+        let all = |_: &str| true;
+        let ops = |since| {
+            e.since(since, m.generation, all)
+                .unwrap()
+                .into_iter()
+                .map(|c| (c.reference, c.op))
+                .collect::<Vec<_>>()
+        };
+        // From the start: a was added (and modified since), b added then gone.
+        assert_eq!(ops(0), vec![("a".to_string(), Op::Add), ("b".to_string(), Op::Del)]);
+        // From after both adds: a modified, b deleted.
+        assert_eq!(ops(2), vec![("a".to_string(), Op::Mod), ("b".to_string(), Op::Del)]);
+        assert_eq!(ops(4), vec![]);
+        assert_eq!(e.since(5, 4, all), Err(Lost::Ahead));
+        // The uuid of a deleted row is the one it had.
+        let c = e.since(3, 4, all).unwrap();
+        assert_eq!((c[0].reference.as_str(), c[0].uuid.as_str()), ("b", ""));
+        // A class filter.
+        assert!(e.since(0, 4, |c| c == "host").unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_token_the_log_no_longer_reaches_has_lost_events() {
+        let mut m = Model::default();
+        let e = Events::new(0);
+        for i in 0..(KEEP + 10) {
+            let r = format!("r{}", i % 3);
+            commit(&mut m, &e, |t| t.put(&r, vm(&r)));
+        }
+        let now = m.generation;
+        assert_eq!(e.since(0, now, |_| true), Err(Lost::TooOld));
+        assert_eq!(e.since(now - 5, now, |_| true).unwrap().len(), 3);
+        e.reset(now);
+        assert_eq!(e.since(now - 1, now, |_| true), Err(Lost::TooOld));
+        assert_eq!(e.since(now, now, |_| true), Ok(vec![]));
+    }
+}
