@@ -98,6 +98,8 @@ pub struct Daemon {
     log: Mutex<VecDeque<(u64, Changes)>>,
     /// The database's changes as XAPI events (`event.from`).
     events: crate::events::Events,
+    /// What `Async.` calls are doing (on the master).
+    tasks: crate::tasks::Tasks,
     /// An HA enable or disable is running.
     ha_busy: std::sync::atomic::AtomicBool,
     /// When each member last asked the master for updates.
@@ -158,6 +160,11 @@ impl Daemon {
     /// The database's changes as XAPI events.
     pub fn events(&self) -> &crate::events::Events {
         &self.events
+    }
+
+    /// The tasks of `Async.` calls.
+    pub fn tasks(&self) -> &crate::tasks::Tasks {
+        &self.tasks
     }
 
     /// HA on this host.
@@ -299,6 +306,7 @@ impl Daemon {
             generation,
             log: Mutex::new(VecDeque::new()),
             events: crate::events::Events::new(generation_at_open),
+            tasks: crate::tasks::Tasks::default(),
             last_seen: Mutex::new(HashMap::new()),
             ha_busy: std::sync::atomic::AtomicBool::new(false),
             leases,

@@ -17,7 +17,8 @@
 //! - [`ha`]: the HA agent, watchdog, statefile and election; [`io`]: the
 //!   gate all network and shared-storage I/O passes, where the lab's
 //!   fault switches act (crate `pool-lab` pulls them; `serve --lab` only).
-//! - [`events`]: the database's changes as XAPI events (`event.from`).
+//! - [`events`]: the database's changes as XAPI events (`event.from`);
+//!   [`tasks`]: what `Async.` calls are doing.
 //! - [`memory`]: what VMs cost hosts; [`overcommit`]: calls that would lose
 //!   the failover plan are refused.
 //! - [`auth`], [`sessions`]: passwords and sessions; [`logging`]: log
@@ -47,3 +48,4 @@ pub mod reserve;
 pub mod server;
 pub mod sessions;
 pub mod storage_probe;
+pub mod tasks;

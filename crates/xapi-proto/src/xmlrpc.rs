@@ -368,6 +368,14 @@ pub fn encode_fault(err: &CallError) -> Vec<u8> {
     out.into_bytes()
 }
 
+/// One `<value>` in XAPI's encoding, as text (what XAPI keeps in a task's
+/// `result`).
+pub fn encode_value(v: &Value) -> String {
+    let mut out = String::new();
+    write_value(&mut out, v);
+    out
+}
+
 /// One value in XAPI's encoding.
 fn write_value(out: &mut String, v: &Value) {
     match v {

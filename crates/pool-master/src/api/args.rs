@@ -29,6 +29,11 @@ impl Args {
         &self.method
     }
 
+    /// The parameters, the session first.
+    pub fn into_params(self) -> Vec<Value> {
+        self.params
+    }
+
     /// Require between `min` and `max` parameters (the session included).
     pub fn count(&self, min: usize, max: usize) -> Result<(), ApiError> {
         let n = self.params.len();

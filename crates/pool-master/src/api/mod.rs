@@ -21,6 +21,7 @@ mod recovery;
 mod session;
 pub(crate) mod storage;
 mod system;
+mod task;
 mod vm;
 
 use std::sync::Arc;
@@ -269,7 +270,8 @@ async fn route(d: &Arc<Daemon>, method: &str, params: Vec<Value>) -> Result<Valu
         return h(d, &args).await;
     }
     let (class, verb) = method.split_once('.').ok_or_else(|| unknown(method))?;
-    if handler.is_none() && !xapi_proto::classes::CLASSES.contains(&class) {
+    let (is_async, is_task) = (class == "Async", class == "task");
+    if handler.is_none() && !is_async && !is_task && !xapi_proto::classes::CLASSES.contains(&class) {
         return Err(unknown(method));
     }
     if !d.is_master() && !access.member {
@@ -284,6 +286,12 @@ async fn route(d: &Arc<Daemon>, method: &str, params: Vec<Value>) -> Result<Valu
     }
     if let Some(h) = handler {
         return h(d, &args).await;
+    }
+    if is_async {
+        return task::run_async(d, args).await;
+    }
+    if is_task {
+        return task::dispatch(d, verb, &args);
     }
     let handled = match class {
         "VM" => match ha::vm(d, verb, &args).await {

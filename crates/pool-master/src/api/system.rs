@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use xapi_proto::classes::{self, FieldType};
 use xapi_proto::ApiError;
 
-use super::{ha, host, maintenance, message, pool, storage, vm, Args};
+use super::{ha, host, maintenance, message, pool, storage, task, vm, Args};
 use crate::daemon::Daemon;
 
 /// The lists of the class modules.
@@ -27,6 +27,7 @@ pub(super) const MODULES: &[&[&str]] = &[
     maintenance::METHODS,
     storage::METHODS,
     message::METHODS,
+    task::METHODS,
 ];
 
 /// Is `method` in one of the class modules' lists?
@@ -69,10 +70,13 @@ pub fn methods() -> Vec<String> {
     out.into_iter().collect()
 }
 
-/// `system.listMethods()`.
+/// `system.listMethods()`: every method and its `Async.` form.
 pub fn list_methods(_d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     args.count(0, 1)?;
-    Ok(json!(methods()))
+    let mut all = methods();
+    all.extend(task::async_methods(&all));
+    all.sort();
+    Ok(json!(all))
 }
 
 /// `session.get_this_host(session, self)`: the host this session was made
