@@ -175,3 +175,109 @@ fn the_official_xenapi_python_package_drives_the_pool() {
     assert_eq!(out["same_vm"], true, "VM.get_record differs between the wires");
     assert_eq!(out["same_host"], true, "host.get_record differs between the wires");
 }
+
+/// Xen Orchestra's `xen-api` client from npm in `dir`, or why not.
+fn xen_api_package(dir: &Path) -> Result<(), String> {
+    let npm = Command::new("npm")
+        .args(["install", "--no-audit", "--no-fund", "--silent", "xen-api@4"])
+        .current_dir(dir)
+        .output()
+        .map_err(|e| format!("no npm: {e}"))?;
+    if !npm.status.success() {
+        return Err(format!(
+            "npm cannot install xen-api: {}",
+            String::from_utf8_lossy(&npm.stderr).trim()
+        ));
+    }
+    Ok(())
+}
+
+/// What Xen Orchestra does when it connects a pool (session, pool record,
+/// `system.listMethods` to learn the classes, `event.inject` for a token,
+/// every class's records, then `event.from` in a loop), and then the calls
+/// an admin makes from it; one JSON object of what it saw.
+const XO_SCRIPT: &str = r#"
+import { createClient } from 'xen-api'
+
+const [url, password] = process.argv.slice(2)
+const xapi = createClient({ url, auth: { user: 'root', password }, allowUnauthorized: true })
+await xapi.connect()
+await xapi.objectsFetched
+const all = Object.values(xapi.objects.all)
+const vms = all.filter(o => o.$type === 'VM' && !o.is_control_domain).sort((a, b) => a.name_label < b.name_label ? -1 : 1)
+const out = {
+  vms: vms.map(v => v.name_label),
+  hosts: all.filter(o => o.$type === 'host').map(h => h.name_label).sort(),
+  pool: xapi.pool.$type,
+}
+const vm = vms[0]
+let startReturned
+const seen = new Promise((resolve, reject) => {
+  const timer = setTimeout(() => reject(new Error('no power_state change seen within 10 s')), 10000)
+  xapi.objects.on('update', objects => {
+    for (const o of Object.values(objects)) {
+      if (o.$ref === vm.$ref && o.power_state === 'Running') {
+        clearTimeout(timer)
+        resolve(Date.now())
+      }
+    }
+  })
+})
+await xapi.call('VM.start', vm.$ref, false, false)
+startReturned = Date.now()
+const seenAt = await seen
+out.event_after_ms = Math.max(0, seenAt - startReturned)
+await xapi.call('VM.set_ha_restart_priority', vm.$ref, 'best-effort')
+out.priority = await xapi.call('VM.get_ha_restart_priority', vm.$ref)
+try {
+  await xapi.call('VM.set_ha_restart_priority', vm.$ref, 'sometimes')
+} catch (error) {
+  out.bad_priority = error.code
+}
+out.ntol = await xapi.call('pool.ha_compute_max_host_failures_to_tolerate')
+await xapi.call('VM.clean_shutdown', vm.$ref)
+await xapi.disconnect()
+console.log(JSON.stringify(out))
+"#;
+
+#[test]
+fn xen_orchestras_xen_api_client_connects_with_events_on() {
+    let dir = tempfile::tempdir().unwrap();
+    if let Err(why) = xen_api_package(dir.path()) {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let lab = Lab::start(2, 2);
+    let script = dir.path().join("drive.mjs");
+    std::fs::write(&script, XO_SCRIPT).unwrap();
+    let url = format!("http://{}:{}", lab.master(), lab.port);
+    let run = Command::new("node")
+        .arg(&script)
+        .arg(&url)
+        .arg(PASSWORD)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "the script failed:\n{}\n{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let line = String::from_utf8_lossy(&run.stdout);
+    let out: serde_json::Value = serde_json::from_str(line.lines().last().unwrap_or_default()).unwrap();
+    let names = lab.xe_ok(&["vm-list", "params=name-label", "--minimal"]);
+    let mut names: Vec<&str> = names.trim().split(',').collect();
+    names.sort();
+    assert_eq!(out["vms"], serde_json::json!(names));
+    assert_eq!(out["hosts"], serde_json::json!(["host1", "host2"]));
+    assert_eq!(out["pool"], "pool");
+    // The client sees the VM running through its event loop within 1 s of
+    // the start call's answer (its loop waits 200 ms between calls).
+    eprintln!("what xen-api saw: {out}");
+    let after = out["event_after_ms"].as_u64().unwrap();
+    assert!(after < 1000, "the event came {after} ms after the call returned");
+    assert_eq!(out["priority"], "best-effort");
+    assert_eq!(out["bad_priority"], "INVALID_VALUE");
+    assert!(out["ntol"].as_i64().is_some(), "{}", out["ntol"]);
+}

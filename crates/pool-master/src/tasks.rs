@@ -165,6 +165,11 @@ impl Tasks {
         self.lock().iter().map(|(r, t)| (r.clone(), t.clone())).collect()
     }
 
+    /// How many tasks there are.
+    pub fn count(&self) -> usize {
+        self.lock().len()
+    }
+
     /// Forget task `reference`: false when there is none.
     pub fn destroy(&self, reference: &str) -> bool {
         self.lock().remove(reference).is_some()

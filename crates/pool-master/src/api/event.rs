@@ -42,7 +42,7 @@ pub async fn from(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     let wanted = |class: &str| classes.iter().any(|c| c == "*" || c.eq_ignore_ascii_case(class));
     if token.is_empty() {
         let m = d.model();
-        return Ok(batch(&m, everything(&m, &wanted), &wanted));
+        return Ok(batch(&m, everything(&m, &wanted), &wanted, d.tasks().count()));
     }
     let since: u64 = token
         .parse()
@@ -70,7 +70,26 @@ fn poll(d: &Daemon, since: u64, wanted: &impl Fn(&str) -> bool, always: bool) ->
         tracing::debug!(since, ?lost, "event.from: events lost");
         ApiError::bare(codes::EVENTS_LOST)
     })?;
-    Ok((always || !changes.is_empty()).then(|| batch(&m, changes, wanted)))
+    Ok((always || !changes.is_empty()).then(|| batch(&m, changes, wanted, d.tasks().count())))
+}
+
+/// `event.inject(session, class, ref)`: a token for now, for a client that
+/// reads every record after it and then follows `event.from` from it (Xen
+/// Orchestra's start). XAPI also records an event for the object; here the
+/// token alone is what the client needs: every change after it is told.
+pub async fn inject(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
+    args.exactly(3)?;
+    let class = args.str(1, "class")?;
+    let reference = args.str(2, "ref")?;
+    let m = d.model();
+    let class = xapi_proto::classes::CLASSES
+        .iter()
+        .find(|c| c.eq_ignore_ascii_case(class))
+        .ok_or_else(|| ApiError::invalid_value("class", class))?;
+    if !m.has(class, reference) {
+        return Err(ApiError::handle_invalid(class, reference));
+    }
+    Ok(json!(m.generation.to_string()))
 }
 
 /// Every object of the wanted classes, as `add` events.
@@ -117,7 +136,7 @@ fn rows(m: &Model, class: &str) -> Vec<(String, String)> {
 
 /// The answer: the events, the new token and the count of each wanted
 /// class's objects.
-fn batch(m: &Model, changes: Vec<Change>, wanted: &impl Fn(&str) -> bool) -> Value {
+fn batch(m: &Model, changes: Vec<Change>, wanted: &impl Fn(&str) -> bool, tasks: usize) -> Value {
     let events: Vec<Value> = changes
         .into_iter()
         .enumerate()
@@ -140,11 +159,16 @@ fn batch(m: &Model, changes: Vec<Change>, wanted: &impl Fn(&str) -> bool) -> Val
             Value::Object(e)
         })
         .collect();
-    let counts: Map<String, Value> = xapi_proto::classes::CLASSES
+    let mut counts: Map<String, Value> = xapi_proto::classes::CLASSES
         .iter()
         .filter(|c| wanted(c))
         .map(|c| (c.to_ascii_lowercase(), json!(rows(m, c).len())))
         .collect();
+    if wanted("task") {
+        // Tasks are not in the database: no events, but their count, so a
+        // client sees when to read them again (Xen Orchestra does).
+        counts.insert("task".into(), json!(tasks));
+    }
     json!({
         "events": events,
         "valid_ref_counts": counts,

@@ -159,6 +159,7 @@ const METHODS: &[(&str, Access, Option<Handler>)] = &[
         handler!(ha_admin::reset_master),
     ),
     ("event.from", MASTER, handler!(event::from)),
+    ("event.inject", MASTER, handler!(event::inject)),
     ("pool.enable_ha", MASTER, handler!(ha_admin::enable)),
     ("pool.disable_ha", MASTER, handler!(ha_admin::disable)),
 ];

@@ -42,11 +42,14 @@ pub const METHODS: &[&str] = &[
     "task.cancel",
 ];
 
-/// Methods that have no `Async.` form: logging in and out, and these.
+/// Does `method` (listed, so not internal) have an `Async.` form? As in
+/// XAPI, the operations do (`VM.start`, `host.evacuate`, `pool.enable_ha`,
+/// ...), the generated getters and setters, logins, events and tasks do
+/// not (a client that lists `*.get_all_records` to learn the classes must
+/// not find `Async.VM.get_all_records`).
 fn has_async_form(method: &str) -> bool {
-    !["session.", "system.", "event.", "task.", "Async."]
-        .iter()
-        .any(|p| method.starts_with(p))
+    !method.starts_with("task.")
+        && (super::system::listed_by_a_module(method) || ["pool.enable_ha", "pool.disable_ha"].contains(&method))
 }
 
 /// The `Async.` forms of the listed methods.
@@ -241,6 +244,7 @@ mod tests {
             ("Async.VM.frobnicate", codes::MESSAGE_METHOD_UNKNOWN),
             ("Async.session.logout", codes::MESSAGE_METHOD_UNKNOWN),
             ("Async.host.local_vm_start", codes::MESSAGE_METHOD_UNKNOWN),
+            ("Async.VM.get_all_records", codes::MESSAGE_METHOD_UNKNOWN),
         ] {
             assert_eq!(
                 call(&d, method, vec![s.clone()]).await.unwrap_err().code,
@@ -249,12 +253,24 @@ mod tests {
             );
         }
         assert_eq!(
-            call(&d, "Async.VM.get_all", vec![json!("OpaqueRef:forged")])
+            call(&d, "Async.VM.start", vec![json!("OpaqueRef:forged")])
                 .await
                 .unwrap_err()
                 .code,
             codes::SESSION_INVALID
         );
+        // Listed: the operations' Async forms, never a generated getter's
+        // or setter's.
+        let listed = call(&d, "system.listMethods", vec![]).await.unwrap();
+        let listed: Vec<&str> = listed.as_array().unwrap().iter().map(|m| m.as_str().unwrap()).collect();
+        assert!(listed.contains(&"Async.VM.start") && listed.contains(&"Async.pool.enable_ha"));
+        for generated in [
+            "Async.VM.get_all_records",
+            "Async.VM.get_power_state",
+            "Async.VM.set_name_label",
+        ] {
+            assert!(!listed.contains(&generated), "{generated}");
+        }
         assert_eq!(call(&d, "task.get_all", vec![s.clone()]).await.unwrap(), json!([task]));
     }
 }
