@@ -293,7 +293,7 @@ fn idle_and_slow_connections_neither_fence_a_member_nor_slow_the_api() {
     let member = 2;
     let pid = lab.host_pid(member);
     // The usual 1,024 open files (xapid raised its soft limit to the hard
-    // one at start; its caps are a quarter of that, at most 512).
+    // one at start; its caps follow the limit as it is now: a quarter).
     let lowered = std::process::Command::new("prlimit")
         .args([format!("--pid={pid}"), "--nofile=1024:1024".into()])
         .status()
@@ -346,10 +346,12 @@ fn idle_and_slow_connections_neither_fence_a_member_nor_slow_the_api() {
     assert!(failed.is_empty(), "xe failed under the flood: {failed:?}");
     // The issue asks < 100 ms; a loaded CI machine gets some slack.
     assert!(median < Duration::from_secs(1), "median xe call {median:?}");
-    // The member kept its connections down to its caps: at most 512 for
-    // the API, the rest as before.
+    // The member kept its connections down to its caps: a quarter of its
+    // 1,024 files for the API (at most 2,048 when not lowered), the rest as
+    // before.
+    let cap = if lowered { 256 } else { 2048 };
     assert!(
-        fds_max <= fds_before + 512 + 64,
+        fds_max <= fds_before + cap + 64,
         "{fds_max} descriptors open on the member"
     );
     assert!(

@@ -25,6 +25,10 @@ const PHASE: Duration = Duration::from_secs(5);
 const XE_RUNS: usize = 200;
 /// Rounds of each wire's read phase.
 const ROUNDS: usize = 3;
+/// Writes timed through a waiting `event.from`.
+const EVENT_SAMPLES: usize = 200;
+/// `event.from` calls waiting at once.
+const WAITERS: usize = 1000;
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
@@ -114,6 +118,104 @@ async fn xml_rate(address: &str, port: u16, vms: &[String]) -> f64 {
         total += t.await.expect("task");
     }
     total as f64 / PHASE.as_secs_f64()
+}
+
+/// One JSON-RPC call with a bare reqwest client: the result.
+async fn jsonrpc(http: &reqwest::Client, url: &str, method: &str, params: serde_json::Value) -> serde_json::Value {
+    let body = json!({"jsonrpc": "2.0", "method": method, "params": params, "id": 1});
+    let answer: serde_json::Value = http
+        .post(url)
+        .header("Content-Type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("call")
+        .text()
+        .await
+        .map(|t| serde_json::from_str(&t).expect("JSON answer"))
+        .expect("an answer");
+    answer["result"].clone()
+}
+
+/// Resident memory of process `pid`, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Event latency (a write's call to a waiting `event.from`'s answer) over
+/// [`EVENT_SAMPLES`] writes, then [`WAITERS`] waiters held at once from 40
+/// source addresses: the master's memory with them waiting, and the time
+/// until one commit has answered all of them.
+async fn events(address: &str, port: u16, vm: &str, master_pid: u32) {
+    let url = format!("http://{address}:{port}/jsonrpc");
+    let http = reqwest::Client::new();
+    let session = jsonrpc(&http, &url, "session.login_with_password", json!(["root", "bench"])).await;
+    let mut latencies = Vec::with_capacity(EVENT_SAMPLES);
+    for i in 0..EVENT_SAMPLES {
+        let token = jsonrpc(&http, &url, "event.from", json!([session, ["vm"], "", 0.0])).await["token"].clone();
+        let waiter = {
+            let (http, url, session) = (http.clone(), url.clone(), session.clone());
+            tokio::spawn(async move {
+                let out = jsonrpc(&http, &url, "event.from", json!([session, ["vm"], token, 10.0])).await;
+                (Instant::now(), out["events"].as_array().map_or(0, Vec::len))
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let t0 = Instant::now();
+        jsonrpc(&http, &url, "VM.set_order", json!([session, vm, i as i64])).await;
+        let (answered, n) = waiter.await.expect("waiter");
+        assert_eq!(n, 1, "one event for the write");
+        latencies.push(answered.duration_since(t0).as_secs_f64() * 1000.0);
+    }
+    latencies.sort_by(f64::total_cmp);
+    println!(
+        "event latency, write call to the waiting event.from's answer ({EVENT_SAMPLES} writes): median {:.2} ms, p99 {:.2} ms",
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99)
+    );
+
+    let before = rss_kib(master_pid);
+    let token = jsonrpc(&http, &url, "event.from", json!([session, ["vm"], "", 0.0])).await["token"].clone();
+    let mut waiters = Vec::with_capacity(WAITERS);
+    let clients: Vec<reqwest::Client> = (0..40u8)
+        .map(|i| {
+            reqwest::Client::builder()
+                .local_address(std::net::IpAddr::from([127, 99, 0, i + 1]))
+                .build()
+                .expect("client")
+        })
+        .collect();
+    for i in 0..WAITERS {
+        let (http, url, session, token) = (clients[i % 40].clone(), url.clone(), session.clone(), token.clone());
+        waiters.push(tokio::spawn(async move {
+            let out = jsonrpc(&http, &url, "event.from", json!([session, ["vm"], token, 60.0])).await;
+            (Instant::now(), out["events"].as_array().map_or(0, Vec::len))
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let waiting = rss_kib(master_pid);
+    let t0 = Instant::now();
+    jsonrpc(&http, &url, "VM.set_order", json!([session, vm, 1_000_000])).await;
+    let mut last = t0;
+    let mut woke = 0;
+    for w in waiters {
+        let (at, n) = w.await.expect("waiter");
+        woke += usize::from(n == 1);
+        last = last.max(at);
+    }
+    assert_eq!(woke, WAITERS, "every waiter gets the commit's event");
+    println!(
+        "{WAITERS} event.from waiters: master RSS {} MiB idle, {} MiB with them waiting (+{} KiB each); one commit answered {woke} of them in {:.0} ms",
+        before / 1024,
+        waiting / 1024,
+        waiting.saturating_sub(before) / WAITERS as u64,
+        last.duration_since(t0).as_secs_f64() * 1000.0
+    );
 }
 
 fn main() {
@@ -233,5 +335,10 @@ fn main() {
     );
     let writes = runtime.block_on(rate(&master, port, &vms, true));
     println!("VM.set_order (committed, synchronous=FULL): {writes:.0} writes/s");
+    let lab_state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(lab.1.path().join("lab.json")).expect("lab.json"))
+            .expect("lab.json");
+    let master_pid = lab_state["hosts"][0]["pid"].as_u64().expect("the master's pid") as u32;
+    runtime.block_on(events(&master, port, &vms[0], master_pid));
     drop(lab);
 }

@@ -20,7 +20,7 @@
 //! - **Headroom.** [`Limits::for_open_files`] keeps the caps to a quarter
 //!   of the open-file limit, so that API load leaves three quarters of the
 //!   descriptors to HA (statefile, heartbeats, leases), the database and
-//!   the guests.
+//!   the guests; the total cap follows the limit as it is at each accept.
 //!
 //! Hand-written rather than `axum::serve` with hyper-util's
 //! `GracefulShutdown`: that one owns each connection, so no connection can
@@ -42,8 +42,11 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 use tower::ServiceExt;
 
-/// The most API connections at once, whatever the open-file limit.
-pub const MAX_TOTAL: usize = 512;
+/// The most API connections at once, whatever the open-file limit: room
+/// for the long polls of `event.from` (each waiting client holds one; 1,000
+/// waiters cost the master about 13 MB, docs/benchmarks.md), while the
+/// quarter of the open-file limit keeps HA's descriptors.
+pub const MAX_TOTAL: usize = 2048;
 /// The most API connections from one IP address.
 pub const MAX_PER_SOURCE: usize = 64;
 /// How long a request head may take, and a kept-alive connection may idle.
@@ -183,7 +186,10 @@ impl Conns {
             return Err(Refused::PerSource);
         }
         let mut evicted = false;
-        if st.open.len() >= self.limits.total {
+        // The open-file limit as it is now (an admin may lower it with
+        // prlimit while xapid runs): never more than a quarter of it.
+        let total = self.limits.total.min(Limits::for_this_process().0.total);
+        if st.open.len() >= total {
             let victim = st
                 .open
                 .iter()
