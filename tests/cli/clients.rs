@@ -1,14 +1,23 @@
 //! The clients admins already use, unmodified: the official `XenAPI`
 //! Python package from PyPI, installed into a venv the test makes, talking
-//! XML-RPC to a lab pool (issue 19): login, lists, setters and their
+//! XML-RPC over verified HTTPS to a lab pool (issue 19): login, lists,
+//! setters and their
 //! errors, the planner, `Async.` calls polled through their tasks, and
-//! `event.from` across a VM start. Skipped, with the reason, where
-//! Python's venv or pip cannot install the package.
+//! `event.from` across a VM start; and Xen Orchestra's `xen-api` client from
+//! npm over HTTPS with its event loop. Each is skipped, with the reason,
+//! where pip or npm cannot install the package.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::util::{Lab, PASSWORD};
+
+/// Host `i`'s certificate (PEM), from the file it keeps with its key.
+fn certificate_of(lab: &Lab, i: usize) -> String {
+    let pem = std::fs::read_to_string(lab.host_data_dir(i).join("xapi-ssl.pem")).unwrap();
+    let begin = pem.find("-----BEGIN CERTIFICATE-----").expect("a certificate");
+    pem[begin..].to_string()
+}
 
 /// A venv in `dir` with the `XenAPI` package: its python, or why not.
 fn xenapi_python(dir: &Path) -> Result<PathBuf, String> {
@@ -40,11 +49,14 @@ fn xenapi_python(dir: &Path) -> Result<PathBuf, String> {
 /// What the script does, as an admin's script would, printing one JSON
 /// object of what it saw.
 const SCRIPT: &str = r#"
-import json, sys, time, urllib.request
+import json, ssl, sys, time, urllib.request, xmlrpc.client
 import XenAPI
 
-url, password = sys.argv[1], sys.argv[2]
-s = XenAPI.Session(url)
+url, password, cafile = sys.argv[1], sys.argv[2], sys.argv[3]
+# The host's own certificate as the one trusted root: a verified TLS
+# connection (its address is in the certificate).
+tls = ssl.create_default_context(cafile=cafile)
+s = XenAPI.Session(url, transport=xmlrpc.client.SafeTransport(context=tls))
 s.xenapi.login_with_password("root", password, "2.21", "pool-ha clients test")
 x = s.xenapi
 out = {}
@@ -107,7 +119,7 @@ def as_xmlrpc(v):
 def jsonrpc(method, params):
     body = json.dumps({"jsonrpc": "2.0", "method": method, "params": params, "id": 1}).encode()
     req = urllib.request.Request(url + "jsonrpc", body, {"Content-Type": "application/json"})
-    return json.load(urllib.request.urlopen(req))["result"]
+    return json.load(urllib.request.urlopen(req, context=tls))["result"]
 
 session = s._session
 out["same_vm"] = as_xmlrpc(jsonrpc("VM.get_record", [session, vm])) == x.VM.get_record(vm)
@@ -130,11 +142,15 @@ fn the_official_xenapi_python_package_drives_the_pool() {
     let lab = Lab::start(2, 2);
     let script = dir.path().join("drive.py");
     std::fs::write(&script, SCRIPT).unwrap();
-    let url = format!("http://{}:{}/", lab.master(), lab.port);
+    // Over HTTPS, verified against host1's certificate.
+    let cafile = dir.path().join("host1.pem");
+    std::fs::write(&cafile, certificate_of(&lab, 1)).unwrap();
+    let url = format!("https://{}:{}/", lab.master(), lab.port);
     let run = Command::new(&python)
         .arg(&script)
         .arg(&url)
         .arg(PASSWORD)
+        .arg(&cafile)
         .output()
         .unwrap();
     assert!(
@@ -250,7 +266,9 @@ fn xen_orchestras_xen_api_client_connects_with_events_on() {
     let lab = Lab::start(2, 2);
     let script = dir.path().join("drive.mjs");
     std::fs::write(&script, XO_SCRIPT).unwrap();
-    let url = format!("http://{}:{}", lab.master(), lab.port);
+    // Over HTTPS with a self-signed certificate, as Xen Orchestra's users
+    // connect pools (`allowUnauthorized`).
+    let url = format!("https://{}:{}", lab.master(), lab.port);
     let run = Command::new("node")
         .arg(&script)
         .arg(&url)

@@ -79,6 +79,8 @@ pub enum StartError {
     Inconsistent(String),
     #[error(transparent)]
     Driver(#[from] DriverError),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// One `xapid`: its database, sessions, VMs and role.
@@ -100,6 +102,8 @@ pub struct Daemon {
     events: crate::events::Events,
     /// What `Async.` calls are doing (on the master).
     tasks: crate::tasks::Tasks,
+    /// The certificate this host's API serves.
+    identity: crate::tls::Identity,
     /// An HA enable or disable is running.
     ha_busy: std::sync::atomic::AtomicBool,
     /// When each member last asked the master for updates.
@@ -160,6 +164,11 @@ impl Daemon {
     /// The database's changes as XAPI events.
     pub fn events(&self) -> &crate::events::Events {
         &self.events
+    }
+
+    /// The certificate this host's API serves.
+    pub fn identity(&self) -> &crate::tls::Identity {
+        &self.identity
     }
 
     /// The tasks of `Async.` calls.
@@ -243,6 +252,10 @@ impl Daemon {
         let secret = store.local("pool_secret")?.unwrap_or_default();
         let model = store.load()?;
         let generation_at_open = model.generation;
+        let names: Vec<String> = std::iter::once(config.address.clone())
+            .chain(config.name_label.clone())
+            .collect();
+        let identity = crate::tls::Identity::load_or_create(&config.data_dir, &names)?;
         if role == Role::Master && model.pool().is_none() {
             return Err(StartError::Inconsistent("no pool record".into()));
         }
@@ -307,6 +320,7 @@ impl Daemon {
             log: Mutex::new(VecDeque::new()),
             events: crate::events::Events::new(generation_at_open),
             tasks: crate::tasks::Tasks::default(),
+            identity,
             last_seen: Mutex::new(HashMap::new()),
             ha_busy: std::sync::atomic::AtomicBool::new(false),
             leases,

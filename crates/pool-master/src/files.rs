@@ -14,6 +14,22 @@ pub fn replace(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
+/// Replace `path` with `contents` atomically, readable by its owner only
+/// (mode 0600 from the moment the sibling is created): secrets and keys.
+pub fn replace_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = sibling(path);
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(contents)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
 /// `NAME.tmp` beside `path`.
 fn sibling(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();

@@ -21,6 +21,7 @@
 //!   [`tasks`]: what `Async.` calls are doing.
 //! - [`memory`]: what VMs cost hosts; [`overcommit`]: calls that would lose
 //!   the failover plan are refused.
+//! - [`tls`]: this host's certificate (made on first start).
 //! - [`auth`], [`sessions`]: passwords and sessions; [`logging`]: log
 //!   output of xapid and xapid-lab.
 
@@ -49,3 +50,4 @@ pub mod server;
 pub mod sessions;
 pub mod storage_probe;
 pub mod tasks;
+pub mod tls;

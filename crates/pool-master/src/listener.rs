@@ -311,19 +311,43 @@ impl Tally {
     }
 }
 
+/// How a connection speaks, told from its first byte: a TLS handshake
+/// record starts with 0x16 (no HTTP method does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Speaks {
+    Tls,
+    Plain,
+}
+
+/// Wait for the connection's first byte (without taking it), at most
+/// `within`: `None` when the client closed or sent nothing in time.
+async fn first_byte(stream: &tokio::net::TcpStream, within: Duration) -> Option<Speaks> {
+    let mut byte = [0u8; 1];
+    match tokio::time::timeout(within, stream.peek(&mut byte)).await {
+        Ok(Ok(1)) if byte[0] == 0x16 => Some(Speaks::Tls),
+        Ok(Ok(1)) => Some(Speaks::Plain),
+        _ => None,
+    }
+}
+
 /// Serve `router` on `listener` under `limits` until `shutdown` resolves;
 /// then stop accepting, let requests in progress finish (idle connections
-/// close at once) and return when every connection is closed.
+/// close at once) and return when every connection is closed. With `tls`,
+/// a connection that opens with a TLS handshake is served over TLS (the
+/// handshake must end within the header timeout) and one that opens with
+/// plain HTTP as it is, on the same port.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: Limits,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let conns = Conns::new(limits);
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let (stop_tx, stop_rx) = watch::channel(());
     let mut tally = Tally::default();
     tokio::pin!(shutdown);
@@ -373,24 +397,36 @@ pub async fn serve(
                 response
             }
         });
-        let conn = http.serve_connection(TokioIo::new(stream), service);
-        let mut stop = stop_rx.clone();
+        let (http, acceptor, mut stop) = (http.clone(), acceptor.clone(), stop_rx.clone());
+        let within = limits.header_read_timeout;
         tokio::spawn(async move {
             let leave = slot.leave.clone();
-            tokio::pin!(conn);
-            tokio::select! {
-                done = conn.as_mut() => {
-                    if let Err(e) = done {
-                        tracing::debug!(%peer, "API connection: {e}");
-                    }
-                    return;
-                }
-                // Idle, and its place is taken: close it now.
+            // Until a request can start, the connection is idle: told to
+            // leave, or the server stopping, closes it.
+            let speaks = tokio::select! {
+                s = first_byte(&stream, within) => s,
                 () = leave.notified() => return,
-                _ = stop.changed() => conn.as_mut().graceful_shutdown(),
+                _ = stop.changed() => return,
+            };
+            match (speaks, acceptor) {
+                (Some(Speaks::Tls), Some(acceptor)) => {
+                    let handshake = tokio::select! {
+                        h = tokio::time::timeout(within, acceptor.accept(stream)) => h,
+                        () = leave.notified() => return,
+                        _ = stop.changed() => return,
+                    };
+                    match handshake {
+                        Ok(Ok(tls)) => drive(http.serve_connection(TokioIo::new(tls), service), slot, stop, peer).await,
+                        Ok(Err(e)) => tracing::debug!(%peer, "API TLS handshake failed: {e}"),
+                        Err(_) => tracing::debug!(%peer, "API TLS handshake timed out"),
+                    }
+                }
+                (Some(Speaks::Plain), _) => {
+                    drive(http.serve_connection(TokioIo::new(stream), service), slot, stop, peer).await
+                }
+                // TLS on a plain-only server, or nothing said in time.
+                _ => {}
             }
-            let _ = conn.await;
-            drop(slot);
         });
     }
     drop(listener);
@@ -399,6 +435,46 @@ pub async fn serve(
     // Every connection's task holds a receiver until it ends.
     stop_tx.closed().await;
     Ok(())
+}
+
+/// Run one connection to its end: closed by the client, told to leave
+/// (its place taken while idle), or shut down gracefully with the server.
+async fn drive<C>(conn: C, slot: Slot, mut stop: watch::Receiver<()>, peer: std::net::SocketAddr)
+where
+    C: Future<Output = Result<(), hyper::Error>> + GracefulConnection,
+{
+    let leave = slot.leave.clone();
+    tokio::pin!(conn);
+    tokio::select! {
+        done = conn.as_mut() => {
+            if let Err(e) = done {
+                tracing::debug!(%peer, "API connection: {e}");
+            }
+            return;
+        }
+        // Idle, and its place is taken: close it now.
+        () = leave.notified() => return,
+        _ = stop.changed() => conn.as_mut().graceful(),
+    }
+    let _ = conn.await;
+    drop(slot);
+}
+
+/// A hyper connection that can be asked to finish gracefully.
+trait GracefulConnection {
+    fn graceful(self: std::pin::Pin<&mut Self>);
+}
+
+impl<I, S> GracefulConnection for http1::Connection<I, S>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    S: hyper::service::HttpService<Incoming>,
+    S::ResBody: hyper::body::Body + 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn graceful(self: std::pin::Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
 }
 
 #[cfg(test)]
@@ -489,7 +565,19 @@ mod tests {
         assert_eq!(conns.from_source(ip(2)), 0);
     }
 
-    /// A server on a loopback port with `limits`; its address.
+    /// A test identity for 127.0.0.1, made once per process.
+    fn identity() -> &'static crate::tls::Identity {
+        static ID: std::sync::OnceLock<(tempfile::TempDir, crate::tls::Identity)> = std::sync::OnceLock::new();
+        let (_, id) = ID.get_or_init(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let id = crate::tls::Identity::load_or_create(dir.path(), &["127.0.0.1".into()]).unwrap();
+            (dir, id)
+        });
+        id
+    }
+
+    /// A server on a loopback port with `limits`, speaking TLS and plain
+    /// HTTP; its address.
     fn server(
         rt: &tokio::runtime::Runtime,
         limits: Limits,
@@ -498,10 +586,52 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let router = Router::new().route("/", axum::routing::get(|| async { "ok" }));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        rt.spawn(serve(listener, router, limits, async {
+        let tls = identity().server_config().unwrap();
+        rt.spawn(serve(listener, router, limits, Some(tls), async {
             let _ = rx.await;
         }));
         (addr, tx)
+    }
+
+    #[test]
+    fn one_port_serves_tls_and_plain_http_and_a_stalled_handshake_is_cut() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let (addr, _stop) = server(&rt, limits(16, 16));
+        // Plain HTTP.
+        let mut plain = TcpStream::connect(addr).unwrap();
+        assert!(get(&mut plain).ends_with("ok"));
+        // TLS, the server's certificate trusted as the one root.
+        let answer = rt.block_on(async {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(identity().cert.clone()).unwrap();
+            let config = rustls::ClientConfig::builder()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+            let mut tls = connector.connect(name, tcp).await.unwrap();
+            tls.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            let mut out = Vec::new();
+            let _ = tls.read_to_end(&mut out).await;
+            String::from_utf8_lossy(&out).into_owned()
+        });
+        assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("ok"), "{answer}");
+        // A handshake that starts and stalls is closed after the header
+        // timeout, as a silent connection is.
+        let mut stalled = TcpStream::connect(addr).unwrap();
+        stalled.write_all(&[0x16, 0x03, 0x01]).unwrap();
+        let t = closed_after(&mut stalled, Duration::from_secs(3)).expect("a stalled handshake is closed");
+        assert!(t >= Duration::from_millis(250), "closed after {t:?}");
+        // Garbage after the TLS byte: closed at once, the server goes on.
+        let mut bad = TcpStream::connect(addr).unwrap();
+        bad.write_all(&[0x16; 64]).unwrap();
+        assert!(closed_after(&mut bad, Duration::from_secs(3)).is_some());
+        let mut plain = TcpStream::connect(addr).unwrap();
+        assert!(get(&mut plain).ends_with("ok"));
     }
 
     /// How long until the server closes `s` (reading and dropping what

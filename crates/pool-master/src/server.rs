@@ -201,5 +201,13 @@ pub async fn serve(
         open_file_limit = ?nofile,
         "API connections capped"
     );
-    crate::listener::serve(listener, router(d), limits, shutdown).await
+    let tls = d
+        .identity()
+        .server_config()
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    tracing::info!(
+        fingerprint = %d.identity().fingerprint(),
+        "API served over TLS (and plain HTTP) on one port; certificate SHA-256 fingerprint"
+    );
+    crate::listener::serve(listener, router(d), limits, Some(tls), shutdown).await
 }

@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 
 /// Bottom to top. A module may use the modules of the layers below its own.
 const LAYERS: &[&[&str]] = &[
-    &["files", "auth", "sessions", "logging", "memory", "reserve", "listener"],
+    &[
+        "files", "tls", "auth", "sessions", "logging", "memory", "reserve", "listener",
+    ],
     &["planning", "io", "events", "tasks"],
     &["overcommit", "peers"],
     &["driver"],

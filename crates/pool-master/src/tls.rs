@@ -1,0 +1,157 @@
+//! This host's TLS identity: the certificate its API serves.
+//!
+//! Each host makes its own on first start, as XAPI does: a self-signed
+//! certificate (ECDSA P-256, rcgen) for its management address and host
+//! name, valid ten years, kept with its key in `DATA_DIR/xapi-ssl.pem`
+//! (mode 0600, written whole: sibling, fsync, rename). Later starts load
+//! it; a file that cannot be read or parsed stops the start with the
+//! reason, rather than being replaced behind the admin's back (clients
+//! pinned the old certificate). Its SHA-256 fingerprint is what clients
+//! pin (`xe` in `~/.xe`).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use sha2::{Digest, Sha256};
+
+/// The file in the data directory.
+pub const FILE: &str = "xapi-ssl.pem";
+
+/// Why there is no identity.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("cannot write {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+    #[error("{path} holds no {what} in PEM (move it away to have a new certificate made)")]
+    Pem { path: PathBuf, what: &'static str },
+    #[error("cannot make a certificate: {0}")]
+    Generate(#[from] rcgen::Error),
+    #[error("the certificate in {path} is not usable: {source}")]
+    Config { path: PathBuf, source: rustls::Error },
+}
+
+/// This host's certificate and key.
+#[derive(Debug)]
+pub struct Identity {
+    pub cert: CertificateDer<'static>,
+    key: PrivateKeyDer<'static>,
+    path: PathBuf,
+}
+
+/// The SHA-256 fingerprint of a DER certificate, as XAPI shows it
+/// (`AB:CD:...`, upper case).
+pub fn fingerprint(der: &[u8]) -> String {
+    Sha256::digest(der)
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+impl Identity {
+    /// Load `data_dir/xapi-ssl.pem`, or make one for `names` (the
+    /// management address first) when there is none.
+    pub fn load_or_create(data_dir: &Path, names: &[String]) -> Result<Identity, TlsError> {
+        let path = data_dir.join(FILE);
+        match std::fs::read(&path) {
+            Ok(pem) => Identity::parse(&path, &pem),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let pem = generate(names)?;
+                crate::files::replace_private(&path, pem.as_bytes()).map_err(|source| TlsError::Write {
+                    path: path.clone(),
+                    source,
+                })?;
+                Identity::parse(&path, pem.as_bytes())
+            }
+            Err(source) => Err(TlsError::Read { path, source }),
+        }
+    }
+
+    fn parse(path: &Path, pem: &[u8]) -> Result<Identity, TlsError> {
+        let cert = CertificateDer::from_pem_slice(pem).map_err(|_| TlsError::Pem {
+            path: path.to_path_buf(),
+            what: "certificate",
+        })?;
+        let key = PrivateKeyDer::from_pem_slice(pem).map_err(|_| TlsError::Pem {
+            path: path.to_path_buf(),
+            what: "private key",
+        })?;
+        Ok(Identity {
+            cert,
+            key,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The certificate's SHA-256 fingerprint.
+    pub fn fingerprint(&self) -> String {
+        fingerprint(&self.cert)
+    }
+
+    /// The server side of TLS with this identity (TLS 1.2 and 1.3,
+    /// HTTP/1.1).
+    pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|source| self.config_error(source))?
+            .with_no_client_auth()
+            .with_single_cert(vec![self.cert.clone()], self.key.clone_key())
+            .map_err(|source| self.config_error(source))?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    }
+
+    fn config_error(&self, source: rustls::Error) -> TlsError {
+        TlsError::Config {
+            path: self.path.clone(),
+            source,
+        }
+    }
+}
+
+/// A new self-signed certificate and its key, in PEM (key first).
+fn generate(names: &[String]) -> Result<String, TlsError> {
+    let mut params = rcgen::CertificateParams::new(names.to_vec())?;
+    let mut dn = rcgen::DistinguishedName::new();
+    dn.push(rcgen::DnType::CommonName, names.first().cloned().unwrap_or_default());
+    params.distinguished_name = dn;
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::days(1);
+    params.not_after = now + time::Duration::days(3650);
+    let key = rcgen::KeyPair::generate()?;
+    let cert = params.self_signed(&key)?;
+    Ok(format!("{}{}", key.serialize_pem(), cert.pem()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn made_once_private_and_loaded_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = vec!["127.0.0.7".to_string(), "host7".to_string()];
+        let a = Identity::load_or_create(dir.path(), &names).unwrap();
+        let mode = std::fs::metadata(dir.path().join(FILE)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let b = Identity::load_or_create(dir.path(), &names).unwrap();
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        assert_eq!(a.fingerprint().len(), 32 * 3 - 1);
+        assert!(a.server_config().is_ok());
+    }
+
+    #[test]
+    fn a_damaged_file_stops_the_start_instead_of_being_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(FILE), b"not PEM").unwrap();
+        let e = Identity::load_or_create(dir.path(), &["h".into()]).unwrap_err();
+        assert!(e.to_string().contains("holds no certificate"), "{e}");
+        assert_eq!(std::fs::read(dir.path().join(FILE)).unwrap(), b"not PEM");
+    }
+}
