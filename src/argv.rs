@@ -24,6 +24,12 @@ pub struct Connection {
     pub password: Option<String>,
     pub passwordfile: Option<String>,
     pub nossl: Option<bool>,
+    /// TLS without checking the server's certificate (`--no-verify`).
+    pub noverify: Option<bool>,
+    /// The SHA-256 fingerprint to trust for the server (`fingerprint=`).
+    pub fingerprint: Option<String>,
+    /// The known-hosts file (`knownhosts=`; `~/.xe_known_hosts`).
+    pub knownhosts: Option<String>,
     pub debug: Option<bool>,
     pub debug_on_fail: Option<bool>,
     pub traceparent: Option<String>,
@@ -39,6 +45,9 @@ impl Connection {
             password: self.password.or(other.password),
             passwordfile: self.passwordfile.or(other.passwordfile),
             nossl: self.nossl.or(other.nossl),
+            noverify: self.noverify.or(other.noverify),
+            fingerprint: self.fingerprint.or(other.fingerprint),
+            knownhosts: self.knownhosts.or(other.knownhosts),
             debug: self.debug.or(other.debug),
             debug_on_fail: self.debug_on_fail.or(other.debug_on_fail),
             traceparent: self.traceparent.or(other.traceparent),
@@ -59,6 +68,9 @@ impl Connection {
             "password" => self.password = self.password.take().or(v),
             "passwordfile" => self.passwordfile = self.passwordfile.take().or(v),
             "nossl" => self.nossl = self.nossl.or(flag),
+            "noverify" => self.noverify = self.noverify.or(flag),
+            "fingerprint" => self.fingerprint = self.fingerprint.take().or(v),
+            "knownhosts" => self.knownhosts = self.knownhosts.take().or(v),
             "debug" => self.debug = self.debug.or(flag),
             "debugonfail" => self.debug_on_fail = self.debug_on_fail.or(flag),
             "traceparent" => self.traceparent = self.traceparent.take().or(v),
@@ -113,6 +125,7 @@ pub fn lex(words: &[String]) -> Result<Invocation, ArgError> {
                 inv.params.push("format", &v);
             }
             "--nossl" => inv.connection.nossl = Some(true),
+            "--no-verify" => inv.connection.noverify = Some(true),
             "--debug" => inv.connection.debug = Some(true),
             "--debug-on-fail" => inv.connection.debug_on_fail = Some(true),
             "-help" | "--help" => inv.usage = true,

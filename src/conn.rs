@@ -2,14 +2,18 @@
 //!
 //! xe logs in once per command, as XAPI's CLI does, and follows
 //! `HOST_IS_SLAVE` to the master. Without `-s` it talks to 127.0.0.1; the
-//! port defaults to [`DEFAULT_PORT`], where `xapid` serves plain HTTP
-//! (`--nossl` is accepted and changes nothing).
+//! port defaults to [`DEFAULT_PORT`]. It speaks HTTPS and trusts the hosts
+//! whose certificates are pinned ([`crate::trust`]); `--nossl` speaks plain
+//! HTTP, `--no-verify` HTTPS without checking who answers.
 
 use serde_json::Value;
 use xapi_client::Client;
 
 use crate::argv::Connection;
 use crate::error::XeError;
+use crate::trust::{decide, KnownHosts};
+use xapi_client::tls::Trust;
+use xapi_client::{ClientError, Options};
 
 /// The port xe talks to when none is given.
 pub const DEFAULT_PORT: u16 = 8090;
@@ -55,14 +59,38 @@ impl Conn {
             .enable_all()
             .build()
             .map_err(|e| XeError::Plain(format!("Error: cannot start: {e}")))?;
-        let mut client = Client::new(&server, port);
-        let login = if local {
-            runtime.block_on(client.login_local(&user, &password))
-        } else {
-            runtime.block_on(client.login(&user, &password))
-        };
-        login.map_err(XeError::from_client)?;
-        Ok(Conn { runtime, client })
+        let mut known = KnownHosts::load(c.knownhosts.as_deref());
+        // Each round may meet one more host to trust: the server, then the
+        // master it sends xe to.
+        for _ in 0..4 {
+            let trust = if c.nossl == Some(true) {
+                Trust::Plain
+            } else if c.noverify == Some(true) {
+                Trust::Anyone
+            } else {
+                let pins = known.pins();
+                if let Some(fp) = &c.fingerprint {
+                    pins.pin(&server, fp);
+                }
+                Trust::Pinned(pins)
+            };
+            let options = Options {
+                trust,
+                ..Options::default()
+            };
+            let mut client = Client::with_options(&server, port, &options);
+            let login = if local {
+                runtime.block_on(client.login_local(&user, &password))
+            } else {
+                runtime.block_on(client.login(&user, &password))
+            };
+            match login {
+                Ok(()) => return Ok(Conn { runtime, client }),
+                Err(ClientError::Untrusted { address, fingerprint }) => decide(&mut known, &address, &fingerprint)?,
+                Err(e) => return Err(XeError::from_client(e)),
+            }
+        }
+        Err(XeError::cli("too many hosts to trust in one command"))
     }
 
     /// Call `method` with the session prepended.

@@ -32,6 +32,7 @@ impl XeError {
             ClientError::Unreachable { .. } => XeError::Unreachable,
             ClientError::Protocol { detail, .. } => XeError::Plain(format!("Error: {detail}")),
             ClientError::NotLoggedIn => XeError::Plain("Error: not logged in".into()),
+            e @ ClientError::Untrusted { .. } => XeError::Plain(format!("Error: {e}")),
         }
     }
 

@@ -16,6 +16,7 @@ mod printer;
 mod progress;
 mod records;
 mod reference;
+mod trust;
 
 use std::io::Write;
 

@@ -1,9 +1,8 @@
 //! The clients admins already use, unmodified: the official `XenAPI`
 //! Python package from PyPI, installed into a venv the test makes, talking
 //! XML-RPC over verified HTTPS to a lab pool (issue 19): login, lists,
-//! setters and their
-//! errors, the planner, `Async.` calls polled through their tasks, and
-//! `event.from` across a VM start; and Xen Orchestra's `xen-api` client from
+//! setters and their errors, the planner, `Async.` calls polled through
+//! their tasks, and `event.from` across a VM start; and Xen Orchestra's `xen-api` client from
 //! npm over HTTPS with its event loop. Each is skipped, with the reason,
 //! where pip or npm cannot install the package.
 

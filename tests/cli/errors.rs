@@ -137,9 +137,10 @@ fn the_rc_file_and_extra_args_follow_xe_precedence() {
     std::fs::write(
         home.path().join(".xe"),
         format!(
-            "server={}\nport={}\npassword=wrong\nname-label=vm01\n",
+            "server={}\nport={}\npassword=wrong\nname-label=vm01\nknownhosts={}\n",
             lab.master(),
-            lab.port
+            lab.port,
+            lab.dir.path().join(".xe_known_hosts").display()
         ),
     )
     .unwrap();

@@ -32,6 +32,8 @@ mod ha;
 mod hostile;
 // The clients admins already use: the official XenAPI Python package over XML-RPC.
 mod clients;
+// xe over HTTPS: pinned certificates, trust on first use at a terminal.
+mod tls;
 // The restart executor: protected VMs back after cable pulls, order groups, guest halts.
 mod failover;
 // A fault of one host never fences a healthy one: a second failure, short stalls.

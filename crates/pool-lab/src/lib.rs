@@ -80,19 +80,37 @@ pub struct LabHost {
     pub pid: Option<u32>,
 }
 
+/// The file in the lab's directory that pins its hosts' certificates (named as
+/// xe's own, so xe run with `HOME` set to the lab's directory finds it too).
+pub const KNOWN_HOSTS: &str = ".xe_known_hosts";
+
 impl LabState {
     pub fn master(&self) -> &LabHost {
         &self.hosts[0]
     }
 
-    /// The `XE_EXTRA_ARGS` value pointing xe at the master.
+    /// The `XE_EXTRA_ARGS` value pointing xe at the master, trusting the
+    /// lab's hosts' certificates (`DIR/known_hosts`).
     pub fn xe_extra_args(&self) -> String {
         format!(
-            "server={},port={},username=root,password={}",
+            "server={},port={},username=root,password={},knownhosts={}",
             self.master().address,
             self.port,
-            self.password
+            self.password,
+            self.dir.join(KNOWN_HOSTS).display()
         )
+    }
+
+    /// One `ADDRESS FINGERPRINT` line per host: each host's certificate is
+    /// made here if the host has not made it yet (the host loads it).
+    fn known_hosts(&self) -> Result<String> {
+        let mut text = String::from("# The lab's hosts and their certificates (xe: knownhosts=THIS FILE).\n");
+        for h in &self.hosts {
+            std::fs::create_dir_all(&h.data_dir)?;
+            let id = pool_master::tls::Identity::load_or_create(&h.data_dir, &[h.address.clone(), h.name.clone()])?;
+            text.push_str(&format!("{} {}\n", h.address, id.fingerprint()));
+        }
+        Ok(text)
     }
 
     fn to_json(&self) -> Value {
@@ -107,6 +125,7 @@ impl LabState {
     }
 
     pub fn save(&self) -> Result<()> {
+        write_replacing(&self.dir.join(KNOWN_HOSTS), &self.known_hosts()?)?;
         write_replacing(
             &self.dir.join("lab.json"),
             &serde_json::to_string_pretty(&self.to_json())?,
@@ -425,6 +444,7 @@ async fn vm_uuid_by_name(state: &LabState, name: &str) -> Result<String> {
 /// send the client on to the master); each try is bounded by `timeout`.
 pub async fn connect_any(state: &LabState, timeout: Duration) -> Result<Client> {
     let options = xapi_client::Options {
+        trust: xapi_client::tls::Trust::Plain,
         connect_timeout: timeout,
         request_timeout: timeout,
     };
@@ -710,6 +730,7 @@ pub async fn status(dir: &Path) -> Result<()> {
 
 async fn api_status(address: &str, port: u16) -> String {
     let options = xapi_client::Options {
+        trust: xapi_client::tls::Trust::Plain,
         connect_timeout: Duration::from_secs(1),
         request_timeout: Duration::from_secs(2),
     };

@@ -294,7 +294,10 @@ fn main() {
     );
 
     if xe.exists() {
-        let extra = format!("server={master},port={port},username=root,password=bench");
+        let extra = format!(
+            "server={master},port={port},username=root,password=bench,knownhosts={}",
+            lab.1.path().join(".xe_known_hosts").display()
+        );
         let mut times = Vec::with_capacity(XE_RUNS);
         for _ in 0..XE_RUNS {
             let start = Instant::now();

@@ -7,6 +7,8 @@
 //! and retries, as XAPI's own bindings do. [`Client::no_redirect`] turns that
 //! off for calls that must run on the named host.
 
+pub mod tls;
+
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -31,6 +33,9 @@ pub enum ClientError {
     /// `call` before `login`.
     #[error("not logged in")]
     NotLoggedIn,
+    /// The host showed a certificate not pinned for its address.
+    #[error("the certificate of {address} (SHA-256 {fingerprint}) is not trusted")]
+    Untrusted { address: String, fingerprint: String },
 }
 
 impl ClientError {
@@ -53,6 +58,8 @@ impl ClientError {
 pub struct Options {
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
+    /// Plain HTTP, or TLS and whom to trust.
+    pub trust: tls::Trust,
 }
 
 impl Default for Options {
@@ -60,6 +67,7 @@ impl Default for Options {
         Options {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(120),
+            trust: tls::Trust::Plain,
         }
     }
 }
@@ -71,6 +79,7 @@ pub struct Client {
     host: String,
     port: u16,
     follow_redirects: bool,
+    trust: tls::Trust,
     session: Option<String>,
     credentials: Option<(String, String)>,
     next_id: u64,
@@ -83,17 +92,20 @@ impl Client {
     }
 
     pub fn with_options(host: &str, port: u16, options: &Options) -> Self {
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(options.connect_timeout)
             .timeout(options.request_timeout)
-            .no_proxy()
-            .build()
-            .unwrap_or_default();
+            .no_proxy();
+        if let Some(config) = tls::client_config(&options.trust) {
+            builder = builder.use_preconfigured_tls(config);
+        }
+        let http = builder.build().unwrap_or_default();
         Client {
             http,
             host: host.to_string(),
             port,
             follow_redirects: true,
+            trust: options.trust.clone(),
             session: None,
             credentials: None,
             next_id: 1,
@@ -130,10 +142,28 @@ impl Client {
     }
 
     fn url(&self) -> String {
+        let scheme = match self.trust {
+            tls::Trust::Plain => "http",
+            _ => "https",
+        };
         if self.host.contains(':') {
-            format!("http://[{}]:{}/jsonrpc", self.host, self.port)
+            format!("{scheme}://[{}]:{}/jsonrpc", self.host, self.port)
         } else {
-            format!("http://{}:{}/jsonrpc", self.host, self.port)
+            format!("{scheme}://{}:{}/jsonrpc", self.host, self.port)
+        }
+    }
+
+    /// A failed request: an untrusted certificate when the pins refused
+    /// one, else unreachable.
+    fn failed(&self, e: &reqwest::Error) -> ClientError {
+        if let tls::Trust::Pinned(pins) = &self.trust {
+            if let Some((address, fingerprint)) = pins.refused().filter(|(a, _)| *a == self.host) {
+                return ClientError::Untrusted { address, fingerprint };
+            }
+        }
+        ClientError::Unreachable {
+            address: self.address(),
+            detail: describe(e),
         }
     }
 
@@ -229,10 +259,7 @@ impl Client {
             .body(body)
             .send()
             .await
-            .map_err(|e| ClientError::Unreachable {
-                address: self.address(),
-                detail: describe(&e),
-            })?;
+            .map_err(|e| self.failed(&e))?;
         let status = response.status();
         let bytes = response.bytes().await.map_err(|e| ClientError::Unreachable {
             address: self.address(),

@@ -46,7 +46,10 @@ pub struct Session {
 
 impl Session {
     pub fn start(shell: &[&str], home: &std::path::Path, extra_args: &str) -> Session {
-        let name = format!("xe-complete-{}-{}", shell[0], std::process::id());
+        // Unique per session: tests of one process run side by side.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let name = format!("xe-complete-{}-{}-{n}", shell[0], std::process::id());
         let path = format!(
             "{}:{}",
             xe_bin().parent().unwrap().display(),

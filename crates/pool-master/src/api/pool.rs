@@ -85,7 +85,8 @@ async fn join(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     if master_address == d.config().address {
         return Err(ApiError::not_allowed("A host cannot join its own pool."));
     }
-    let mut master = Client::new(&master_address, d.config().port);
+    let options = crate::peers::peer_options(std::time::Duration::from_secs(120));
+    let mut master = Client::with_options(&master_address, d.config().port, &options);
     master.login(&username, &password).await.map_err(join_contact_error)?;
     let answer = master
         .call("pool.join_request", vec![json!(host), json!(local_srs)])
@@ -100,7 +101,7 @@ async fn join(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
         .to_string();
     let master_address = master.host().to_string();
     // Take the master's database as it is now.
-    let mut member = Client::new(&master_address, d.config().port).no_redirect();
+    let mut member = Client::with_options(&master_address, d.config().port, &options).no_redirect();
     let session = member
         .call_raw("session.slave_login", vec![json!(d.host_uuid()), json!(secret)])
         .await

@@ -1,0 +1,195 @@
+//! How the client trusts a host's certificate: pinned fingerprints.
+//!
+//! pool-ha hosts serve self-signed certificates (each makes its own, as
+//! XAPI's do), so no CA vouches for them; the client trusts a host whose
+//! certificate's SHA-256 fingerprint is pinned for the address it dialled
+//! (`xe` keeps the pins in a known-hosts file). A certificate that is not
+//! pinned fails the handshake; [`Pins::refused`] then says which
+//! fingerprint the host showed, so the caller can tell "unknown" from
+//! "changed" and ask the admin. Signatures are checked as usual: the host
+//! must hold the key of the certificate it shows.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use sha2::{Digest, Sha256};
+
+/// The SHA-256 fingerprint of a DER certificate (`AB:CD:...`, upper case,
+/// as XAPI and `openssl x509 -fingerprint -sha256` show it).
+pub fn fingerprint(der: &[u8]) -> String {
+    Sha256::digest(der)
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// A fingerprint as typed by a person: case and separators do not matter.
+pub fn normalize(fp: &str) -> String {
+    let hex: String = fp
+        .chars()
+        .filter(char::is_ascii_hexdigit)
+        .collect::<String>()
+        .to_ascii_uppercase();
+    hex.as_bytes()
+        .chunks(2)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Which certificates the client trusts.
+#[derive(Debug, Clone)]
+pub enum Trust {
+    /// Plain HTTP, no TLS (`xe --nossl`).
+    Plain,
+    /// TLS, trusting the pinned certificates.
+    Pinned(Arc<Pins>),
+    /// TLS without checking who the host is (`xe --no-verify`).
+    Anyone,
+}
+
+/// The pinned fingerprints by address, and what a refused host showed.
+#[derive(Debug, Default)]
+pub struct Pins {
+    by_address: Mutex<HashMap<String, Vec<String>>>,
+    refused: Mutex<Option<(String, String)>>,
+}
+
+impl Pins {
+    pub fn new() -> Pins {
+        Pins::default()
+    }
+
+    /// Trust the certificate `fingerprint` at `address`.
+    pub fn pin(&self, address: &str, fingerprint: &str) {
+        self.by_address
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(address.to_string())
+            .or_default()
+            .push(normalize(fingerprint));
+    }
+
+    /// The pins of `address`.
+    pub fn of(&self, address: &str) -> Vec<String> {
+        self.by_address
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(address)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The last certificate refused: (address, fingerprint it showed).
+    pub fn refused(&self) -> Option<(String, String)> {
+        self.refused.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn accepts(&self, address: &str, fingerprint: &str) -> bool {
+        self.of(address).iter().any(|f| f == fingerprint)
+    }
+}
+
+/// The name a certificate is checked for, as the address was dialled.
+fn address_of(name: &ServerName<'_>) -> String {
+    match name {
+        ServerName::IpAddress(ip) => std::net::IpAddr::from(*ip).to_string(),
+        ServerName::DnsName(d) => d.as_ref().to_string(),
+        _ => String::new(),
+    }
+}
+
+#[derive(Debug)]
+struct Verifier {
+    /// `None`: anyone (signatures are still checked).
+    pins: Option<Arc<Pins>>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for Verifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let Some(pins) = &self.pins else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        let address = address_of(server_name);
+        let fp = fingerprint(end_entity);
+        if pins.accepts(&address, &fp) {
+            return Ok(ServerCertVerified::assertion());
+        }
+        *pins.refused.lock().unwrap_or_else(|p| p.into_inner()) = Some((address.clone(), fp.clone()));
+        Err(rustls::Error::General(format!(
+            "the certificate of {address} (SHA-256 {fp}) is not the one pinned for it"
+        )))
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// The rustls configuration of `trust` (`None` for plain HTTP).
+pub fn client_config(trust: &Trust) -> Option<rustls::ClientConfig> {
+    let pins = match trust {
+        Trust::Plain => return None,
+        Trust::Pinned(p) => Some(p.clone()),
+        Trust::Anyone => None,
+    };
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let verifier = Arc::new(Verifier {
+        pins,
+        provider: provider.clone(),
+    });
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .ok()?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    Some(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_are_compared_as_people_type_them() {
+        assert_eq!(normalize("ab:cd:0f"), "AB:CD:0F");
+        assert_eq!(normalize("ABCD0F"), "AB:CD:0F");
+        let pins = Pins::new();
+        pins.pin("10.0.0.1", "ab cd 0f");
+        assert!(pins.accepts("10.0.0.1", "AB:CD:0F"));
+        assert!(!pins.accepts("10.0.0.2", "AB:CD:0F"));
+        assert!(!pins.accepts("10.0.0.1", "AB:CD:10"));
+    }
+}
