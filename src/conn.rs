@@ -16,7 +16,7 @@ use xapi_client::tls::Trust;
 use xapi_client::{ClientError, Options};
 
 /// The port xe talks to when none is given.
-pub const DEFAULT_PORT: u16 = 8090;
+pub const DEFAULT_PORT: u16 = 443;
 
 pub struct Conn {
     runtime: tokio::runtime::Runtime,

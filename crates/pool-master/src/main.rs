@@ -51,7 +51,7 @@ struct ServeArgs {
     #[arg(long, default_value = "127.0.0.1")]
     address: String,
     /// The API port (the same on every host of a pool).
-    #[arg(long, default_value_t = 8090)]
+    #[arg(long, default_value_t = 443)]
     port: u16,
     /// The root password, at first start (prefer --root-password-file).
     #[arg(long)]
