@@ -34,12 +34,22 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-async fn rate(address: &str, port: u16, vms: &[String], write: bool) -> f64 {
+/// Calls per second of [`CLIENTS`] JSON-RPC clients (`xapi-client`, keep-
+/// alive), over HTTPS when `tls` (the certificate not checked).
+async fn rate(address: &str, port: u16, vms: &[String], write: bool, tls: bool) -> f64 {
     let mut tasks = Vec::new();
     for c in 0..CLIENTS {
         let (address, vms) = (address.to_string(), vms.to_vec());
         tasks.push(tokio::spawn(async move {
-            let mut client = Client::new(&address, port);
+            let options = xapi_client::Options {
+                trust: if tls {
+                    xapi_client::tls::Trust::Anyone
+                } else {
+                    xapi_client::tls::Trust::Plain
+                },
+                ..xapi_client::Options::default()
+            };
+            let mut client = Client::with_options(&address, port, &options);
             client.login("root", "bench").await.expect("login");
             let start = Instant::now();
             let mut n = 0u64;
@@ -83,14 +93,17 @@ fn xml_call(method: &str, params: &[&str]) -> String {
 }
 
 /// `VM.get_record` calls per second over XML-RPC, [`CLIENTS`] clients with
-/// keep-alive.
-async fn xml_rate(address: &str, port: u16, vms: &[String]) -> f64 {
-    let url = format!("http://{address}:{port}/");
+/// keep-alive, over HTTPS when `tls` (the certificate not checked).
+async fn xml_rate(address: &str, port: u16, vms: &[String], tls: bool) -> f64 {
+    let url = format!("{}://{address}:{port}/", if tls { "https" } else { "http" });
     let mut tasks = Vec::new();
     for c in 0..CLIENTS {
         let (url, vms) = (url.clone(), vms.to_vec());
         tasks.push(tokio::spawn(async move {
-            let http = reqwest::Client::new();
+            let http = reqwest::Client::builder()
+                .tls_danger_accept_invalid_certs(true)
+                .build()
+                .expect("client");
             let post = |body: String| http.post(&url).header("Content-Type", "text/xml").body(body).send();
             let login = post(xml_call("session.login_with_password", &["root", "bench"]))
                 .await
@@ -323,20 +336,25 @@ fn main() {
             xe.display()
         );
     }
-    // JSON-RPC and XML-RPC in alternating rounds: medians side by side.
-    let (mut json_rates, mut xml_rates) = (Vec::new(), Vec::new());
+    // JSON-RPC and XML-RPC, plain and over TLS, in alternating rounds:
+    // medians side by side.
+    let mut rates: [Vec<f64>; 4] = Default::default();
     for _ in 0..ROUNDS {
-        json_rates.push(runtime.block_on(rate(&master, port, &vms, false)));
-        xml_rates.push(runtime.block_on(xml_rate(&master, port, &vms)));
+        rates[0].push(runtime.block_on(rate(&master, port, &vms, false, false)));
+        rates[1].push(runtime.block_on(rate(&master, port, &vms, false, true)));
+        rates[2].push(runtime.block_on(xml_rate(&master, port, &vms, false)));
+        rates[3].push(runtime.block_on(xml_rate(&master, port, &vms, true)));
     }
-    json_rates.sort_by(f64::total_cmp);
-    xml_rates.sort_by(f64::total_cmp);
-    let (j, x) = (percentile(&json_rates, 0.5), percentile(&xml_rates, 0.5));
+    let [jp, jt, xp, xt] = rates.map(|mut r| {
+        r.sort_by(f64::total_cmp);
+        percentile(&r, 0.5)
+    });
     println!(
-        "VM.get_record, median of {ROUNDS} alternating rounds: JSON-RPC {j:.0} calls/s, XML-RPC {x:.0} calls/s (XML/JSON {:.2})",
-        x / j
+        "VM.get_record, median of {ROUNDS} alternating rounds, calls/s: JSON-RPC {jp:.0} plain, {jt:.0} HTTPS ({:.2}); XML-RPC {xp:.0} plain, {xt:.0} HTTPS ({:.2})",
+        jt / jp,
+        xt / xp
     );
-    let writes = runtime.block_on(rate(&master, port, &vms, true));
+    let writes = runtime.block_on(rate(&master, port, &vms, true, false));
     println!("VM.set_order (committed, synchronous=FULL): {writes:.0} writes/s");
     let lab_state: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(lab.1.path().join("lab.json")).expect("lab.json"))

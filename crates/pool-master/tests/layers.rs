@@ -9,11 +9,9 @@ use std::path::{Path, PathBuf};
 
 /// Bottom to top. A module may use the modules of the layers below its own.
 const LAYERS: &[&[&str]] = &[
-    &[
-        "files", "tls", "auth", "sessions", "logging", "memory", "reserve", "listener",
-    ],
-    &["planning", "io", "events", "tasks"],
-    &["overcommit", "peers"],
+    &["files", "auth", "sessions", "logging", "memory", "reserve"],
+    &["planning", "io", "events", "tasks", "tls"],
+    &["overcommit", "peers", "listener"],
     &["driver"],
     &["lease"],
     &["ha"],

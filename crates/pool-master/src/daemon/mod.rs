@@ -15,16 +15,20 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
-use xapi_proto::records::{HostRecord, PbdRecord, PoolRecord, SrRecord, NULL_REF};
 use xapi_proto::{codes, ApiError};
 
-use crate::auth::{self, Verifier};
+use crate::auth::Verifier;
 use crate::driver::qemu::{Accel, QemuConfig};
 use crate::driver::{Driver, DriverError, DriverKind, KernelBoot};
 use crate::ha::metadata::RedoLog;
 use crate::sessions::Sessions;
-use pool_db::model::{new_ref, new_uuid, Changes, Model, Txn};
+use pool_db::model::{Changes, Model, Txn};
 use pool_db::store::{Store, StoreError};
+
+mod first_start;
+mod redo;
+
+use first_start::{first_start, next_boot};
 
 /// How many commits the master keeps for members to catch up from; a member
 /// further behind gets a full copy.
@@ -540,64 +544,6 @@ impl Daemon {
         Ok(())
     }
 
-    /// Start writing the pool database to the heartbeat SR (HA is on and
-    /// this host is the master): a full copy now, then every commit.
-    pub async fn start_redo_log(&self) {
-        let Some(l) = self.ha_local().await else { return };
-        let _writes = self.store.lock().await;
-        let mut redo = RedoLog::new(self.io.clone(), l.metadata);
-        let (generation, snapshot) = {
-            let m = self.model();
-            (m.generation, m.snapshot())
-        };
-        if let Err(e) = redo.write_full(generation, &snapshot, &self.users()) {
-            tracing::warn!(
-                "cannot write the pool database to the heartbeat SR ({e}): it gets a full copy at the next commit"
-            );
-        }
-        *self.redo.lock().unwrap_or_else(|p| p.into_inner()) = Some(redo);
-    }
-
-    pub fn stop_redo_log(&self) {
-        self.redo.lock().unwrap_or_else(|p| p.into_inner()).take();
-    }
-
-    /// Append a commit to the metadata file on the heartbeat SR, before
-    /// the commit lands in this host's database (HA on, this host master):
-    /// a commit the elected master cannot find there could be lost by a
-    /// failover, so when the file cannot take it the write fails and
-    /// changes nothing (xapi's redo log is best effort here). A log that
-    /// needs a full copy gets one of the committed state first.
-    ///
-    /// Under survival rule 2 (no live host reaches the statefile) commits
-    /// are taken without the file: no host can take the master lock
-    /// without the statefile, so no failover can happen before it is back,
-    /// and the file gets a full copy at the first commit after that. Those
-    /// commits are as safe as the members' replicas.
-    fn redo_append(&self, generation: u64, changes: &Changes) -> Result<(), ApiError> {
-        let mut redo = self.redo.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(log) = redo.as_mut() else { return Ok(()) };
-        let full = if log.needs_full() {
-            log.write_full(generation.saturating_sub(1), &self.model().snapshot(), &self.users())
-        } else {
-            Ok(())
-        };
-        let written = full
-            .map_err(|e| format!("cannot take a full copy: {e}"))
-            .and_then(|()| {
-                log.append(generation, changes)
-                    .map_err(|e| format!("cannot take it: {e}"))
-            });
-        let Err(why) = written else { return Ok(()) };
-        if self.ha.view().rule2 {
-            log.needs_full_copy();
-            tracing::debug!("commit {generation} taken without the metadata file (survival rule 2): it {why}");
-            return Ok(());
-        }
-        tracing::warn!("commit {generation} refused: the metadata file on the heartbeat SR {why}");
-        Err(ApiError::bare(codes::HA_LOST_STATEFILE))
-    }
-
     /// SQLite's integrity check of this host's database file.
     pub async fn integrity_check(&self) -> Result<String, StoreError> {
         self.store.lock().await.integrity_check()
@@ -647,89 +593,6 @@ impl Writer<'_> {
 
 /// Create the one-host pool of a fresh host: pool, host, local SR, root user.
 /// The local-database key counting this host's starts.
-const BOOT_KEY: &str = "boot_count";
-
-/// Count this start: this boot's number, above every earlier one's (the
-/// VM leases tell an owner's later boot from an earlier one by it).
-fn next_boot(store: &mut Store) -> Result<u64, StartError> {
-    let boot = store
-        .local(BOOT_KEY)?
-        .and_then(|b| b.parse::<u64>().ok())
-        .unwrap_or(0)
-        .saturating_add(1);
-    store.set_local(&[(BOOT_KEY, &boot.to_string())])?;
-    Ok(boot)
-}
-
-fn first_start(store: &mut Store, config: &Config) -> Result<String, StartError> {
-    let password = config.root_password.as_deref().ok_or(StartError::NoRootPassword)?;
-    let hash = auth::hash_password(password).map_err(StartError::Hash)?;
-    let host_uuid = new_uuid();
-    let host_ref = new_ref();
-    let hostname = config
-        .name_label
-        .clone()
-        .unwrap_or_else(|| format!("host-{}", &host_uuid[..8]));
-    let local_sr_dir = config.data_dir.join("local-sr");
-    std::fs::create_dir_all(&local_sr_dir).map_err(|source| StartError::Io {
-        path: local_sr_dir.clone(),
-        source,
-    })?;
-    let (sr_ref, pbd_ref) = (new_ref(), new_ref());
-    let mut changes = Changes::default();
-    changes.pool.insert(
-        new_ref(),
-        Some(PoolRecord {
-            uuid: new_uuid(),
-            master: host_ref.clone(),
-            default_sr: NULL_REF.into(),
-            ..Default::default()
-        }),
-    );
-    changes.host.insert(
-        host_ref.clone(),
-        Some(HostRecord {
-            uuid: host_uuid.clone(),
-            name_label: hostname.clone(),
-            hostname,
-            address: config.address.clone(),
-            enabled: true,
-            live: true,
-            memory_total: config.memory_total,
-            memory_free: config.memory_total,
-            pbds: vec![pbd_ref.clone()],
-            ..Default::default()
-        }),
-    );
-    changes.sr.insert(
-        sr_ref.clone(),
-        Some(SrRecord {
-            uuid: new_uuid(),
-            name_label: "Local storage".into(),
-            sr_type: "dir".into(),
-            content_type: "user".into(),
-            shared: false,
-            pbds: vec![pbd_ref.clone()],
-            ..Default::default()
-        }),
-    );
-    changes.pbd.insert(
-        pbd_ref,
-        Some(PbdRecord {
-            uuid: new_uuid(),
-            host: host_ref,
-            sr: sr_ref,
-            device_config: [("location".to_string(), local_sr_dir.display().to_string())].into(),
-            currently_attached: true,
-        }),
-    );
-    store.commit(&changes, 1)?;
-    store.set_user("root", &hash)?;
-    let secret = hex(&rand::random::<[u8; 32]>());
-    store.set_local(&[("host_uuid", &host_uuid), ("role", "master"), ("pool_secret", &secret)])?;
-    Ok(host_uuid)
-}
-
 /// Lower-case hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -748,6 +611,7 @@ pub fn host_is_slave(master_address: &str) -> ApiError {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use xapi_proto::records::HostRecord;
     use xapi_proto::records::VmRecord;
 
     /// The configuration of a one-host pool kept in `dir`, for unit tests.
