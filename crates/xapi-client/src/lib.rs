@@ -96,9 +96,7 @@ impl Client {
             .connect_timeout(options.connect_timeout)
             .timeout(options.request_timeout)
             .no_proxy();
-        if let Some(config) = tls::client_config(&options.trust) {
-            builder = builder.use_preconfigured_tls(config);
-        }
+        builder = builder.use_preconfigured_tls(tls::client_config(&options.trust));
         let http = builder.build().unwrap_or_default();
         Client {
             http,
