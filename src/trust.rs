@@ -11,7 +11,7 @@
 //! whose certificate differs from the pinned one is refused: that is what
 //! a host in the middle looks like.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -108,21 +108,11 @@ pub fn decide(known: &mut KnownHosts, address: &str, fingerprint: &str) -> Resul
              --no-verify skips the check."
         )));
     }
-    eprint!(
+    crate::commands::ask(&format!(
         "The certificate of {address} is not known.\n\
          Its SHA-256 fingerprint is {fingerprint}\n\
-         Check it against the host's own (xapid logs it when it starts). Trust it and remember it in {file}?\n\
-         Type 'yes' to continue\n"
-    );
-    let _ = std::io::stderr().flush();
-    let mut line = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut line)
-        .map_err(|e| XeError::cli(e.to_string()))?;
-    if line.trim() != "yes" {
-        return Err(XeError::cli("Aborted."));
-    }
+         Check it against the host's own (xapid logs it when it starts). Trust it and remember it in {file}?"
+    ))?;
     known.add(address, fingerprint)
 }
 

@@ -11,6 +11,9 @@ mod host;
 mod pool;
 mod vm;
 
+/// The question xe asks before something a person should confirm.
+pub(crate) use vm::ask;
+
 use crate::error::XeError;
 use crate::fields::{Class, CLASSES};
 use crate::params::Params;

@@ -205,7 +205,7 @@ fn confirm(ctx: &Ctx, question: &str) -> Result<(), XeError> {
 }
 
 /// Ask `question` on the terminal; `Aborted.` unless the answer is `yes`.
-pub(super) fn ask(question: &str) -> Result<(), XeError> {
+pub(crate) fn ask(question: &str) -> Result<(), XeError> {
     eprint!("{question}\nType 'yes' to continue\n");
     let _ = std::io::stderr().flush();
     let mut line = String::new();

@@ -18,6 +18,27 @@ fn certificate_of(lab: &Lab, i: usize) -> String {
     pem[begin..].to_string()
 }
 
+/// Run a client script: the JSON object it printed last.
+fn script_output(command: &mut Command) -> serde_json::Value {
+    let run = command.output().unwrap();
+    assert!(
+        run.status.success(),
+        "the script failed:\n{}\n{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let text = String::from_utf8_lossy(&run.stdout);
+    serde_json::from_str(text.lines().last().unwrap_or_default()).unwrap()
+}
+
+/// The VMs' names as xe lists them, sorted.
+fn vm_names(lab: &Lab) -> Vec<String> {
+    let names = lab.xe_ok(&["vm-list", "params=name-label", "--minimal"]);
+    let mut names: Vec<String> = names.trim().split(',').map(str::to_string).collect();
+    names.sort();
+    names
+}
+
 /// A venv in `dir` with the `XenAPI` package: its python, or why not.
 fn xenapi_python(dir: &Path) -> Result<PathBuf, String> {
     let venv = dir.join("venv");
@@ -145,24 +166,8 @@ fn the_official_xenapi_python_package_drives_the_pool() {
     let cafile = dir.path().join("host1.pem");
     std::fs::write(&cafile, certificate_of(&lab, 1)).unwrap();
     let url = format!("https://{}:{}/", lab.master(), lab.port);
-    let run = Command::new(&python)
-        .arg(&script)
-        .arg(&url)
-        .arg(PASSWORD)
-        .arg(&cafile)
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "the script failed:\n{}\n{}",
-        String::from_utf8_lossy(&run.stdout),
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let out: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
-    let names = lab.xe_ok(&["vm-list", "params=name-label", "--minimal"]);
-    let mut names: Vec<&str> = names.trim().split(',').collect();
-    names.sort();
-    assert_eq!(out["vms"], serde_json::json!(names));
+    let out = script_output(Command::new(&python).arg(&script).arg(&url).arg(PASSWORD).arg(&cafile));
+    assert_eq!(out["vms"], serde_json::json!(vm_names(&lab)));
     assert_eq!(out["hosts"], serde_json::json!(["host1", "host2"]));
     assert_eq!(out["version"], "2.21");
     assert_eq!(out["priority"], "best-effort");
@@ -268,25 +273,14 @@ fn xen_orchestras_xen_api_client_connects_with_events_on() {
     // Over HTTPS with a self-signed certificate, as Xen Orchestra's users
     // connect pools (`allowUnauthorized`).
     let url = format!("https://{}:{}", lab.master(), lab.port);
-    let run = Command::new("node")
-        .arg(&script)
-        .arg(&url)
-        .arg(PASSWORD)
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "the script failed:\n{}\n{}",
-        String::from_utf8_lossy(&run.stdout),
-        String::from_utf8_lossy(&run.stderr)
+    let out = script_output(
+        Command::new("node")
+            .arg(&script)
+            .arg(&url)
+            .arg(PASSWORD)
+            .current_dir(dir.path()),
     );
-    let line = String::from_utf8_lossy(&run.stdout);
-    let out: serde_json::Value = serde_json::from_str(line.lines().last().unwrap_or_default()).unwrap();
-    let names = lab.xe_ok(&["vm-list", "params=name-label", "--minimal"]);
-    let mut names: Vec<&str> = names.trim().split(',').collect();
-    names.sort();
-    assert_eq!(out["vms"], serde_json::json!(names));
+    assert_eq!(out["vms"], serde_json::json!(vm_names(&lab)));
     assert_eq!(out["hosts"], serde_json::json!(["host1", "host2"]));
     assert_eq!(out["pool"], "pool");
     // The client sees the VM running through its event loop within 1 s of

@@ -605,7 +605,10 @@ mod tests {
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
             let mut roots = rustls::RootCertStore::empty();
             roots.add(identity().cert.clone()).unwrap();
-            let config = rustls::ClientConfig::builder()
+            let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+            let config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
                 .with_root_certificates(roots)
                 .with_no_client_auth();
             let connector = tokio_rustls::TlsConnector::from(Arc::new(config));

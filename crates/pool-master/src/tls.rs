@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use sha2::{Digest, Sha256};
+pub use xapi_client::tls::fingerprint;
 
 /// The file in the data directory.
 pub const FILE: &str = "xapi-ssl.pem";
@@ -40,16 +40,6 @@ pub struct Identity {
     pub cert: CertificateDer<'static>,
     key: PrivateKeyDer<'static>,
     path: PathBuf,
-}
-
-/// The SHA-256 fingerprint of a DER certificate, as XAPI shows it
-/// (`AB:CD:...`, upper case).
-pub fn fingerprint(der: &[u8]) -> String {
-    Sha256::digest(der)
-        .iter()
-        .map(|b| format!("{b:02X}"))
-        .collect::<Vec<_>>()
-        .join(":")
 }
 
 impl Identity {
