@@ -48,7 +48,7 @@ struct Entry {
     uuid: String,
     op: Op,
     /// Unix time of the commit, in ms.
-    at_ms: i64,
+    at_ms: u64,
 }
 
 /// One object changed since a token, as `event.from` reports it.
@@ -60,7 +60,7 @@ pub struct Change {
     pub reference: String,
     pub uuid: String,
     pub op: Op,
-    pub at_ms: i64,
+    pub at_ms: u64,
 }
 
 #[derive(Debug, Default)]
@@ -85,12 +85,6 @@ pub enum Lost {
     Ahead,
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 impl Events {
     /// A log that covers every change after `generation` (the database as
     /// this host loaded it).
@@ -109,7 +103,7 @@ impl Events {
 
     /// Record commit `generation`, whose `changes` apply to `before`.
     pub fn record(&self, generation: u64, before: &Model, changes: &Changes) {
-        let at_ms = now_ms();
+        let at_ms = crate::clock::unix_ms();
         let mut inner = self.lock();
         changes.for_each_ref(|class, reference, uuid| {
             let op = match uuid {

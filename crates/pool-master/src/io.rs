@@ -146,12 +146,6 @@ impl Gate {
         }
     }
 
-    /// Run `io` on the shared storage, unless the storage is cut.
-    pub fn on_storage<T>(&self, io: impl FnOnce() -> std::io::Result<T>) -> std::io::Result<T> {
-        self.storage()?;
-        io()
-    }
-
     /// A planned shutdown (not a reboot) of a lab host turns its power
     /// switch off, so the lab leaves it off until `xapid lab power-on`;
     /// a production host has no such switch.
@@ -259,7 +253,7 @@ mod tests {
         set(dir.path(), Fault::Network, false).unwrap();
         settle();
         assert!(g.network().is_ok() && g.storage().is_err());
-        let e = g.on_storage(|| Ok(())).unwrap_err();
+        let e = std::io::Error::from(g.storage().unwrap_err());
         assert_eq!(e.to_string(), "I/O error: the host's storage is cut");
         set(dir.path(), Fault::Storage, false).unwrap();
         settle();

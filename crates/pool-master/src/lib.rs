@@ -27,6 +27,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod clock;
 pub mod daemon;
 pub mod driver;
 pub mod events;

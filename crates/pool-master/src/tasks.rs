@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
@@ -48,8 +48,9 @@ pub struct Task {
     /// The result in XAPI's form: empty, or the value as XML-RPC.
     pub result: String,
     pub error_info: Vec<String>,
-    pub created: SystemTime,
-    pub finished: Option<SystemTime>,
+    /// Unix times, in ms.
+    pub created: u64,
+    pub finished: Option<u64>,
     /// The host it runs on.
     pub resident_on: String,
     ended_at: Option<Instant>,
@@ -66,15 +67,6 @@ pub struct Tasks {
     map: Mutex<BTreeMap<String, Task>>,
 }
 
-fn xapi_time(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    let t = time::OffsetDateTime::from_unix_timestamp(secs).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    let f = time::macros::format_description!("[year][month][day]T[hour]:[minute]:[second]Z");
-    t.format(f).unwrap_or_default()
-}
-
 impl Task {
     /// The task's record as the API shows it (XAPI's `task` fields).
     pub fn record(&self) -> Value {
@@ -86,8 +78,8 @@ impl Task {
             "progress": if self.status == Status::Pending { 0.0 } else { 1.0 },
             "result": self.result,
             "error_info": self.error_info,
-            "created": xapi_time(self.created),
-            "finished": self.finished.map_or_else(|| xapi_time(SystemTime::UNIX_EPOCH), xapi_time),
+            "created": crate::clock::wire(self.created),
+            "finished": crate::clock::wire(self.finished.unwrap_or(0)),
             "resident_on": self.resident_on,
             "allowed_operations": [],
             "current_operations": {},
@@ -120,7 +112,7 @@ impl Tasks {
                 status: Status::Pending,
                 result: String::new(),
                 error_info: Vec::new(),
-                created: SystemTime::now(),
+                created: crate::clock::unix_ms(),
                 finished: None,
                 resident_on: resident_on.to_string(),
                 ended_at: None,
@@ -146,7 +138,7 @@ impl Tasks {
                     t.error_info = error_info;
                 }
             }
-            t.finished = Some(SystemTime::now());
+            t.finished = Some(crate::clock::unix_ms());
             t.ended_at = Some(Instant::now());
         }
     }

@@ -102,7 +102,7 @@ fn everything(m: &Model, wanted: &impl Fn(&str) -> bool) -> Vec<Change> {
         for (reference, uuid) in rows(m, class) {
             out.push(Change {
                 generation: m.generation,
-                class: class_name(class),
+                class,
                 reference,
                 uuid,
                 op: Op::Add,
@@ -111,15 +111,6 @@ fn everything(m: &Model, wanted: &impl Fn(&str) -> bool) -> Vec<Change> {
         }
     }
     out
-}
-
-/// The API class's own `&'static str` (the one in `xapi_proto::classes`).
-fn class_name(class: &str) -> &'static str {
-    xapi_proto::classes::CLASSES
-        .iter()
-        .find(|c| **c == class)
-        .copied()
-        .unwrap_or("")
 }
 
 /// (ref, uuid) of every row of `class`.
@@ -134,6 +125,12 @@ fn rows(m: &Model, class: &str) -> Vec<(String, String)> {
     pool_db::with_record_type!(class, T => of::<T>(m), _ => Vec::new())
 }
 
+/// How many rows `class` has.
+fn count(m: &Model, class: &str) -> usize {
+    use pool_db::model::Record;
+    pool_db::with_record_type!(class, T => T::table(m).len(), _ => 0)
+}
+
 /// The answer: the events, the new token and the count of each wanted
 /// class's objects.
 fn batch(m: &Model, changes: Vec<Change>, wanted: &impl Fn(&str) -> bool, tasks: usize) -> Value {
@@ -146,7 +143,7 @@ fn batch(m: &Model, changes: Vec<Change>, wanted: &impl Fn(&str) -> bool, tasks:
                 "id".into(),
                 json!(m.generation.saturating_mul(1 << 16).saturating_add(i as u64)),
             );
-            e.insert("timestamp".into(), json!(timestamp(c.at_ms)));
+            e.insert("timestamp".into(), json!(crate::clock::wire(c.at_ms)));
             e.insert("class".into(), json!(c.class.to_ascii_lowercase()));
             e.insert("operation".into(), json!(c.op.name()));
             e.insert("ref".into(), json!(c.reference));
@@ -162,7 +159,7 @@ fn batch(m: &Model, changes: Vec<Change>, wanted: &impl Fn(&str) -> bool, tasks:
     let mut counts: Map<String, Value> = xapi_proto::classes::CLASSES
         .iter()
         .filter(|c| wanted(c))
-        .map(|c| (c.to_ascii_lowercase(), json!(rows(m, c).len())))
+        .map(|c| (c.to_ascii_lowercase(), json!(count(m, c))))
         .collect();
     if wanted("task") {
         // Tasks are not in the database: no events, but their count, so a
@@ -174,13 +171,6 @@ fn batch(m: &Model, changes: Vec<Change>, wanted: &impl Fn(&str) -> bool, tasks:
         "valid_ref_counts": counts,
         "token": m.generation.to_string(),
     })
-}
-
-/// XAPI's time format (`20261207T17:30:00Z`); the epoch when unknown.
-fn timestamp(at_ms: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp(at_ms / 1000).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    let f = time::macros::format_description!("[year][month][day]T[hour]:[minute]:[second]Z");
-    t.format(f).unwrap_or_default()
 }
 
 #[cfg(test)]

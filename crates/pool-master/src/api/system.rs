@@ -35,8 +35,14 @@ pub(super) fn listed_by_a_module(method: &str) -> bool {
     MODULES.iter().any(|l| l.contains(&method))
 }
 
-/// Every method a client may call, sorted.
-pub fn methods() -> Vec<String> {
+/// Every method a client may call, sorted (the list is fixed at build
+/// time: made once).
+pub fn methods() -> &'static [String] {
+    static METHODS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    METHODS.get_or_init(list)
+}
+
+fn list() -> Vec<String> {
     let mut out = BTreeSet::new();
     for &class in classes::CLASSES {
         for verb in ["get_all", "get_all_records", "get_record", "get_by_uuid"] {
@@ -73,8 +79,8 @@ pub fn methods() -> Vec<String> {
 /// `system.listMethods()`: every method and its `Async.` form.
 pub fn list_methods(_d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     args.count(0, 1)?;
-    let mut all = methods();
-    all.extend(task::async_methods(&all));
+    let mut all = methods().to_vec();
+    all.extend(task::async_methods(methods()));
     all.sort();
     Ok(json!(all))
 }
@@ -137,7 +143,7 @@ mod tests {
             if m.starts_with("session.log") || m == "host.shutdown" || m == "host.reboot" {
                 continue;
             }
-            if let Err(e) = super::super::dispatch(&d, &m, vec![json!(session)]).await {
+            if let Err(e) = super::super::dispatch(&d, m, vec![json!(session)]).await {
                 assert_ne!(e.code, codes::MESSAGE_METHOD_UNKNOWN, "{m}");
             }
         }

@@ -17,7 +17,6 @@ pub mod sim;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
 
@@ -214,12 +213,7 @@ pub fn open(
     })
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+pub use crate::clock::unix_ms;
 
 /// Every whole record of a disk file, in file order.
 pub fn read_records(path: &Path) -> std::io::Result<Vec<GuestRecord>> {

@@ -23,7 +23,5 @@ pub fn ref_by_uuid<T: pool_db::model::Record>(txn: &pool_db::model::Txn, uuid: &
 
 /// XAPI's wire datetime of now, `20240420T12:00:00Z`.
 pub fn now_wire() -> String {
-    let now = time::OffsetDateTime::now_utc();
-    let format = time::macros::format_description!("[year][month][day]T[hour]:[minute]:[second]Z");
-    now.format(&format).unwrap_or_default()
+    crate::clock::wire(crate::clock::unix_ms())
 }
