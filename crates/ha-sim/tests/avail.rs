@@ -312,6 +312,14 @@ fn seeds_that_fenced_healthy_hosts_stay_fixed() {
             240200071,
             "2 hosts: host 1 lost its storage and was kept by host 0, which then left cleanly for maintenance; host 1 could not read the mark, failed rule 2 and fenced (rule X: a leaving host says so in its last heartbeats)",
         ),
+        (
+            241400293,
+            "5 hosts: host 1 began to join while a one-way cut kept host 3 from hearing it, so only hosts 0 and 2 acked it; host 4, joining at the same time, took host 1 into its liveset from their proposals, the others never did, and the views never agreed: four hosts fenced (rule K: a joiner takes in a host that members propose only once every member it hears proposes it)",
+        ),
+        (
+            241400377,
+            "4 hosts: host 0 lost its storage after its peers had taken their snapshots; it kept comparing their slots, read before the cut and never to change, with its own views, and the three healthy hosts fenced at the budget's end (rule F: a host whose statefile I/O fails compares network views only)",
+        ),
     ];
     for &(seed, story) in seeds {
         let r = schedule::run_opts(seed, None, 300_000, opts, |_| {}).unwrap();

@@ -100,15 +100,30 @@ impl Engine {
                 // once would each join a liveset without the other, or we
                 // would wait for the ack of a host the members dropped
                 // while they count us in.
-                let held = self
+                // A host only some members propose is a join in progress
+                // that may never complete (a member that cannot hear it
+                // never acks it): it is taken in only once every member
+                // heard proposes it, as members take a joiner into their
+                // own liveset (`process_join_requests`).
+                let members: Vec<&View> = self
                     .current
                     .iter()
                     .filter(|&i| self.hbdomain.contains(i))
-                    .filter_map(|i| self.obs[i].peer.as_ref().filter(|p| p.hb.view.current.contains(i)))
-                    .fold(HostSet::EMPTY, |acc, p| {
-                        acc.or(p.hb.view.current).or(p.hb.view.proposed)
+                    .filter_map(|i| {
+                        self.obs[i]
+                            .peer
+                            .as_ref()
+                            .filter(|p| p.hb.view.current.contains(i))
+                            .map(|p| &p.hb.view)
                     })
-                    .without(me);
+                    .collect();
+                let held = if members.is_empty() {
+                    HostSet::EMPTY
+                } else {
+                    let current = members.iter().fold(HostSet::EMPTY, |acc, v| acc.or(v.current));
+                    let proposed = members.iter().fold(self.all(), |acc, v| acc.and(v.proposed));
+                    current.or(proposed).without(me)
+                };
                 if !held.is_empty() && held != self.current {
                     self.log(format!("the liveset changed while joining: now {held}"));
                     self.current = held;

@@ -64,6 +64,13 @@ impl Engine {
     /// network views on the hosts `cur`, statefile views on `cur_sf`.
     pub(super) fn consistent_with(&self, i: usize, cur: HostSet, cur_sf: HostSet) -> bool {
         let me = self.cfg.me;
+        // A holder as the snapshot counts one: its statefile I/O works and
+        // it sees its own slot fresh. A host whose I/O fails decides
+        // nothing from the statefile (rule F), and the slots it read
+        // before will not change again: comparing them would wait for
+        // ever (ha-sim 241400377: storage cut during the round, the peers
+        // had taken their snapshots, all three hosts fenced).
+        let holder = self.sf_access && self.sfdomain.contains(me);
         let my_hbd = self.hbdomain.and(cur);
         let my_sfd = self.sfdomain.and(cur_sf);
         let slot = self.obs[i].slot;
@@ -72,7 +79,7 @@ impl Engine {
             if p.hb.view.hbdomain.and(cur) != my_hbd {
                 return false;
             }
-            let both_on_sf = self.sfdomain.contains(me) && p.hb.view.sfdomain.contains(i);
+            let both_on_sf = holder && p.hb.view.sfdomain.contains(i);
             if both_on_sf && p.hb.view.sfdomain.and(cur_sf) != my_sfd {
                 return false;
             }
@@ -80,7 +87,7 @@ impl Engine {
             // publishes views that lag: its heartbeat speaks for it.
             // So does this host's, which then decides nothing from
             // the statefile (it is kept without it, or not).
-            if my_sfd.contains(i) && p.hb.view.sfdomain.contains(i) && self.sfdomain.contains(me) {
+            if my_sfd.contains(i) && p.hb.view.sfdomain.contains(i) && holder {
                 let Some(slot) = slot else { return false };
                 if slot.view.sfdomain.and(cur_sf) != my_sfd || slot.view.hbdomain.and(cur) != my_hbd {
                     return false;

@@ -497,6 +497,24 @@ impl Engine {
         })
     }
 
+    /// Where a running round waits, for the budget's fence message: its
+    /// step, and the peers the consistent-view step waits for.
+    pub(super) fn fh_stuck_at(&self) -> String {
+        let Some(fh) = &self.fh else {
+            return String::new();
+        };
+        match FH_STEPS.get(fh.step) {
+            Some(Step::Consistent) if fh.snapshot.is_none() => {
+                format!(": no consistent views with hosts {}", self.inconsistent_peers())
+            }
+            Some(Step::Consistent) => ": its own slot does not show phase 2 yet".to_string(),
+            Some(Step::Rendezvous { set, .. }) => format!(": waiting for peers at phase {set:?}"),
+            Some(Step::Stable) => ": waiting for stable domains".to_string(),
+            Some(Step::Degrade) => ": waiting for the losers' watchdogs".to_string(),
+            Some(Step::Survival) | None => String::new(),
+        }
+    }
+
     /// No host in a domain is stale (older than T/4) unless it has been
     /// since the fault handler started.
     pub(super) fn stable(&self, now: Millis, started: Millis) -> bool {

@@ -80,8 +80,9 @@ impl Engine {
                 self.fence(
                     FenceCode::FaultHandlerTimeout,
                     format!(
-                        "a fault noticed {} ms ago is not resolved (budget {budget} ms)",
-                        now - since
+                        "a fault noticed {} ms ago is not resolved (budget {budget} ms){}",
+                        now - since,
+                        self.fh_stuck_at()
                     ),
                 );
             }
