@@ -1,5 +1,6 @@
 //! Passwords: salted argon2 hashes at rest, a fast path for repeat logins,
-//! and a throttle on guessing.
+//! and the decoy hash unknown names are checked against (the throttle on
+//! guessing is `throttle`).
 //!
 //! `xe` logs in once per command, so a script of a thousand commands verifies
 //! the same password a thousand times. Argon2 is deliberately slow (tens of
@@ -10,7 +11,6 @@
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
@@ -83,108 +83,6 @@ pub fn decoy_hash() -> &'static str {
     })
 }
 
-/// Failures a user name may have before its logins are spaced out.
-const FREE_FAILURES: u32 = 3;
-/// The spacing after the first throttled failure; it doubles with each
-/// further one, up to [`MAX_SPACING`].
-const FIRST_SPACING: Duration = Duration::from_millis(250);
-const MAX_SPACING: Duration = Duration::from_secs(8);
-/// A login that would wait longer than this is refused at once: the
-/// queue of guesses for one name stays short.
-const MAX_QUEUE: Duration = Duration::from_secs(10);
-/// Names remembered at most (an attacker may try any number), and how
-/// long a name's failures are remembered without a new one.
-const MAX_NAMES: usize = 10_000;
-const FORGET_AFTER: Duration = Duration::from_secs(15 * 60);
-
-/// Consecutive failed logins per user name, and when the next attempt
-/// may check its password. After [`FREE_FAILURES`] failures the attempts
-/// for that name are spaced out (250 ms, doubling, at most 8 s apart):
-/// each waits for a slot of its own, without using the CPU, so a flood of
-/// guesses from many connections checks one password per slot, while the
-/// right password still gets in after a wait. A success clears the name.
-#[derive(Default)]
-pub struct Throttle {
-    names: Mutex<HashMap<String, Failures>>,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Failures {
-    count: u32,
-    last: Instant,
-    /// When the next attempt may check its password.
-    next_slot: Instant,
-}
-
-impl Failures {
-    fn spacing(&self) -> Duration {
-        let over = self.count.saturating_sub(FREE_FAILURES);
-        if over == 0 {
-            return Duration::ZERO;
-        }
-        FIRST_SPACING
-            .saturating_mul(1u32 << (over - 1).min(16))
-            .min(MAX_SPACING)
-    }
-}
-
-impl Throttle {
-    /// How long a login for `user` starting at `now` must wait before its
-    /// password is checked, its slot taken; `None` when the queue for the
-    /// name is full (refuse at once).
-    pub fn admit(&self, user: &str, now: Instant) -> Option<Duration> {
-        let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(f) = names.get_mut(user) else {
-            return Some(Duration::ZERO);
-        };
-        let spacing = f.spacing();
-        if spacing.is_zero() {
-            return Some(Duration::ZERO);
-        }
-        let slot = f.next_slot.max(now);
-        let wait = slot - now;
-        if wait > MAX_QUEUE {
-            return None;
-        }
-        f.next_slot = slot + spacing;
-        Some(wait)
-    }
-
-    /// A login for `user` failed at `now`: its consecutive failures so far.
-    pub fn failed(&self, user: &str, now: Instant) -> u32 {
-        let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
-        if names.len() >= MAX_NAMES && !names.contains_key(user) {
-            names.retain(|_, f| now.saturating_duration_since(f.last) < FORGET_AFTER);
-            if names.len() >= MAX_NAMES {
-                // Still full of fresh names: forget the ones with the
-                // fewest failures first.
-                let mut counts: Vec<u32> = names.values().map(|f| f.count).collect();
-                counts.sort_unstable();
-                let cut = counts[counts.len() / 2];
-                names.retain(|_, f| f.count > cut);
-            }
-        }
-        let f = names.entry(user.to_string()).or_insert(Failures {
-            count: 0,
-            last: now,
-            next_slot: now,
-        });
-        if now.saturating_duration_since(f.last) >= FORGET_AFTER {
-            f.count = 0;
-        }
-        f.count = f.count.saturating_add(1);
-        f.last = now;
-        let spacing = f.spacing();
-        f.next_slot = f.next_slot.max(now + spacing);
-        f.count
-    }
-
-    /// A login for `user` succeeded.
-    pub fn succeeded(&self, user: &str) {
-        self.names.lock().unwrap_or_else(|p| p.into_inner()).remove(user);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,48 +101,6 @@ mod tests {
         let other = hash_password("new").unwrap();
         assert!(!v.verify("root", "s3cret", &other));
         assert!(!v.verify("root", "x", "not a hash"));
-    }
-
-    #[test]
-    fn guesses_for_one_name_are_spaced_out_and_a_success_clears_them() {
-        let t = Throttle::default();
-        let t0 = Instant::now();
-        for _ in 0..FREE_FAILURES {
-            assert_eq!(t.admit("root", t0), Some(Duration::ZERO));
-            t.failed("root", t0);
-        }
-        // The 4th failure spaces the next attempts 250 ms apart, doubling.
-        assert_eq!(t.admit("root", t0), Some(Duration::ZERO));
-        assert_eq!(t.failed("root", t0), 4);
-        assert_eq!(t.admit("root", t0), Some(FIRST_SPACING));
-        // Many connections at once each get a slot of their own.
-        assert_eq!(t.admit("root", t0), Some(2 * FIRST_SPACING));
-        assert_eq!(t.admit("root", t0), Some(3 * FIRST_SPACING));
-        // Another name is not slowed.
-        assert_eq!(t.admit("admin", t0), Some(Duration::ZERO));
-        // The queue is bounded.
-        for _ in 0..40 {
-            t.failed("root", t0);
-        }
-        let mut refused = false;
-        for _ in 0..100 {
-            refused |= t.admit("root", t0).is_none();
-        }
-        assert!(refused, "the queue of guesses never filled");
-        t.succeeded("root");
-        assert_eq!(t.admit("root", t0), Some(Duration::ZERO));
-    }
-
-    #[test]
-    fn the_throttle_forgets_names_and_stays_bounded() {
-        let t = Throttle::default();
-        let t0 = Instant::now();
-        for i in 0..(MAX_NAMES + 10) {
-            t.failed(&format!("user{i}"), t0);
-        }
-        assert!(t.names.lock().unwrap().len() <= MAX_NAMES + 1);
-        let later = t0 + FORGET_AFTER;
-        assert_eq!(t.failed("user0", later), 1, "old failures are forgotten");
     }
 
     #[test]

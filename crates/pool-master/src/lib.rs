@@ -22,7 +22,8 @@
 //! - [`memory`]: what VMs cost hosts; [`overcommit`]: calls that would lose
 //!   the failover plan are refused.
 //! - [`tls`]: this host's certificate (made on first start).
-//! - [`auth`], [`sessions`]: passwords and sessions; [`logging`]: log
+//! - [`auth`], [`sessions`]: passwords and sessions; [`throttle`]: the
+//!   throttle on password guessing; [`logging`]: log
 //!   output of xapid and xapid-lab.
 
 pub mod api;
@@ -51,4 +52,5 @@ pub mod server;
 pub mod sessions;
 pub mod storage_probe;
 pub mod tasks;
+pub mod throttle;
 pub mod tls;

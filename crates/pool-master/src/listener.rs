@@ -388,8 +388,11 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let busy = slot.busy.clone();
         let router = router.clone();
-        let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+        let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
             let busy = Busy::new(&busy);
+            // The handlers learn where a call came from (the login
+            // throttle counts failures per source).
+            req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
             let call = router.clone().oneshot(req.map(axum::body::Body::new));
             async move {
                 let response = call.await;

@@ -26,6 +26,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 use xapi_proto::{jsonrpc, xmlrpc};
 
+use crate::api::caller;
 use crate::daemon::{Daemon, Role};
 
 /// The largest request body accepted.
@@ -98,6 +99,10 @@ async fn serve_call(d: Arc<Daemon>, req: Request, wire: Wire) -> Response {
         // The lab's cable pull: nothing gets through.
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
+    let source = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
     // `Bytes` as an extractor, with the body limit, under a deadline.
     let body = match tokio::time::timeout(BODY_TIMEOUT, Bytes::from_request(req, &())).await {
         Ok(Ok(body)) => body,
@@ -108,11 +113,11 @@ async fn serve_call(d: Arc<Daemon>, req: Request, wire: Wire) -> Response {
     // from reading them.
     match wire {
         Wire::Json => {
-            let bytes = json_call(&d, &body).await;
+            let bytes = caller::from(source, json_call(&d, &body)).await;
             (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], bytes).into_response()
         }
         Wire::Xml => {
-            let bytes = xml_call(&d, &body).await;
+            let bytes = caller::from(source, xml_call(&d, &body)).await;
             (StatusCode::OK, [(header::CONTENT_TYPE, "text/xml")], bytes).into_response()
         }
     }

@@ -483,3 +483,86 @@ fn password_guessing_is_slowed_reported_and_leaves_the_api_fast() {
     let (r, t) = login(p, "root", "pw");
     assert!(r.is_ok() && t < Duration::from_secs(5), "{r:?} after {t:?}");
 }
+
+/// `session.login_with_password` for `user` over a connection from the
+/// loopback address `source` (any 127.x.y.z reaches the server); the error
+/// code or the session, and how long it took.
+fn login_from(port: u16, source: [u8; 4], user: &str, password: &str) -> (Result<String, String>, Duration) {
+    let t = Instant::now();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let stream = rt.block_on(async {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind((std::net::Ipv4Addr::from(source), 0).into()).unwrap();
+        sock.connect(([127, 0, 0, 1], port).into())
+            .await
+            .unwrap()
+            .into_std()
+            .unwrap()
+    });
+    stream.set_nonblocking(false).unwrap();
+    let mut s = stream;
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let body = json!({"jsonrpc": "2.0", "method": "session.login_with_password", "params": [user, password], "id": 1})
+        .to_string();
+    let head = format!(
+        "POST /jsonrpc HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body.as_bytes()).unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let v: Value = serde_json::from_str(out.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("")).unwrap();
+    let r = match v["result"].as_str() {
+        Some(s) => Ok(s.to_string()),
+        None => Err(error_of(&v).0),
+    };
+    (r, t.elapsed())
+}
+
+#[test]
+fn one_address_guessing_many_names_is_slowed_and_other_addresses_are_not() {
+    let d = start();
+    let p = d.port;
+    const ATTACKER: [u8; 4] = [127, 0, 0, 3];
+    const ADMIN: [u8; 4] = [127, 0, 0, 4];
+    // A new name each time: no name's own throttle ever starts, but the
+    // address's does after 20 failures.
+    for i in 0..21 {
+        let (r, _) = login_from(p, ATTACKER, &format!("guess{i}"), "x");
+        assert_eq!(r, Err("SESSION_AUTHENTICATION_FAILED".to_string()));
+    }
+    // Two more guesses from it at once, and meanwhile one from another
+    // address: the attacker's wait for slots of their own, 250 ms and more
+    // apart; the other address is checked at once.
+    let attacker: Vec<_> = (0..2)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let (r, t) = login_from(p, ATTACKER, &format!("more{i}"), "x");
+                assert_eq!(r, Err("SESSION_AUTHENTICATION_FAILED".to_string()));
+                (Instant::now(), t)
+            })
+        })
+        .collect();
+    let (admin, admin_took) = login_from(p, ADMIN, "root", "pw");
+    assert!(admin.is_ok(), "{admin:?}");
+    let mut done: Vec<(Instant, Duration)> = attacker.into_iter().map(|t| t.join().unwrap()).collect();
+    done.sort();
+    let apart = done[1].0 - done[0].0;
+    assert!(
+        apart >= Duration::from_millis(200),
+        "two guesses from one address at once ended {apart:?} apart"
+    );
+    assert!(
+        admin_took < done[0].1,
+        "the other address took {admin_took:?}, the throttled one {:?}",
+        done[0].1
+    );
+    // The right password from the attacker's address still gets in, after
+    // its wait.
+    let (r, _) = login_from(p, ATTACKER, "root", "pw");
+    assert!(r.is_ok(), "{r:?}");
+}

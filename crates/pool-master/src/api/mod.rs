@@ -7,6 +7,7 @@
 //! writes, so a rejected call changes nothing.
 
 pub mod args;
+pub mod caller;
 mod event;
 #[cfg(test)]
 mod gate_tests;

@@ -36,7 +36,8 @@ pub async fn local_login(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError
 /// this many more after it.
 const BURST: u32 = 10;
 
-/// Check `password` for `user`: after the throttle's wait for this name,
+/// Check `password` for `user`: after the throttle's wait for this name and
+/// the call's network source,
 /// on a blocking thread (Argon2 takes tens of milliseconds of CPU, and the
 /// async runtime serves every other call), against the decoy hash for an
 /// unknown name (the same work: no timing tells which names exist).
@@ -47,7 +48,8 @@ async fn check_password(d: &Arc<Daemon>, user: &str, password: &str) -> Result<(
             vec![user.to_string(), "Authentication failure".into()],
         )
     };
-    let Some(wait) = d.throttle().admit(user, Instant::now()) else {
+    let source = super::caller::source();
+    let Some(wait) = d.throttle().admit(user, source, Instant::now()) else {
         return Err(refused());
     };
     if !wait.is_zero() {
@@ -65,10 +67,13 @@ async fn check_password(d: &Arc<Daemon>, user: &str, password: &str) -> Result<(
         d.throttle().succeeded(user);
         return Ok(());
     }
-    let failures = d.throttle().failed(user, Instant::now());
+    let failures = d.throttle().failed(user, source, Instant::now());
     let shown: String = user.chars().take(64).collect();
     if failures.is_power_of_two() {
-        tracing::warn!(user = %shown, failures, "failed login");
+        match source {
+            Some(ip) => tracing::warn!(user = %shown, %ip, failures, "failed login"),
+            None => tracing::warn!(user = %shown, failures, "failed login"),
+        }
     }
     if failures % BURST == 0 && d.is_master() {
         let body = format!("{failures} logins as {shown:?} have failed in a row; later attempts are slowed down");

@@ -98,7 +98,7 @@ pub struct Daemon {
     pool_secret: RwLock<String>,
     sessions: Sessions,
     verifier: Verifier,
-    throttle: crate::auth::Throttle,
+    throttle: crate::throttle::Throttle,
     driver: Arc<dyn Driver>,
     generation: watch::Sender<u64>,
     log: Mutex<VecDeque<(u64, Changes)>>,
@@ -150,8 +150,8 @@ impl Daemon {
         &self.verifier
     }
 
-    /// Failed logins per user name (see [`crate::auth::Throttle`]).
-    pub fn throttle(&self) -> &crate::auth::Throttle {
+    /// Failed logins per user name (see [`crate::throttle::Throttle`]).
+    pub fn throttle(&self) -> &crate::throttle::Throttle {
         &self.throttle
     }
 
@@ -319,7 +319,7 @@ impl Daemon {
             role: RwLock::new(role),
             pool_secret: RwLock::new(secret),
             verifier: Verifier::default(),
-            throttle: crate::auth::Throttle::default(),
+            throttle: crate::throttle::Throttle::default(),
             generation,
             log: Mutex::new(VecDeque::new()),
             events: crate::events::Events::new(generation_at_open),
