@@ -10,6 +10,8 @@ pub mod args;
 pub mod caller;
 mod event;
 #[cfg(test)]
+mod fuzz_tests;
+#[cfg(test)]
 mod gate_tests;
 mod generic;
 mod ha;
