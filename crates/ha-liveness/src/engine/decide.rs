@@ -94,7 +94,7 @@ impl Engine {
                 }
             }
             true
-        } else if my_sfd.contains(i) {
+        } else if holder && my_sfd.contains(i) {
             let Some(slot) = slot else { return false };
             // A host that is not a member in its own eyes (booting, or
             // joining) decides nothing and is not armed: nothing to
