@@ -1,7 +1,9 @@
 //! The HA agent: one `ha_liveness::Engine` driven by real time, a UDP
 //! socket, the statefile on the heartbeat SR and the watchdog.
 //!
-//! The agent is one tokio task. It ticks the engine every [`TICK`], takes
+//! The agent runs on a thread of its own, with a current-thread tokio
+//! runtime, so that the API's load never delays a heartbeat, a statefile
+//! cycle or a watchdog feed. It ticks the engine every [`TICK`], takes
 //! in heartbeats (a packet that fails authentication is dropped and
 //! counted, never given to the engine), runs each statefile cycle on the
 //! blocking pool, and carries out the engine's commands. What the rest of
@@ -9,13 +11,14 @@
 //! is published as an [`AgentView`] on a watch channel.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ha_liveness::codec::{self, PACKET_SIZE};
 use ha_liveness::{Command, Config, Engine, Event, Exit, Status, Timeouts};
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::local::HaLocal;
 use super::statefile;
@@ -84,12 +87,15 @@ pub enum AgentError {
     Timeout(#[from] ha_liveness::timeouts::TimeoutError),
     #[error("cannot open the heartbeat socket on {address}: {source}")]
     Socket { address: String, source: std::io::Error },
+    #[error("cannot start the HA agent's thread: {0}")]
+    Runtime(std::io::Error),
 }
 
 /// A running agent.
 pub struct Agent {
     control: mpsc::UnboundedSender<Event>,
-    task: tokio::task::JoinHandle<()>,
+    finished: Arc<AtomicBool>,
+    done: oneshot::Receiver<()>,
 }
 
 /// What the agent works with.
@@ -120,8 +126,91 @@ fn engine_boot(daemon_boot: u64) -> u64 {
 }
 
 impl Agent {
-    /// Bind the heartbeat socket and start the engine.
+    /// Bind the heartbeat socket and start the engine, on a thread and
+    /// runtime of its own: heartbeats, the statefile loop and the watchdog
+    /// feeds never wait behind the API's work (a flood of calls or logins
+    /// keeps the main runtime's workers busy; issue 26).
     pub async fn start(setup: Setup) -> Result<Agent, AgentError> {
+        let (control, rx) = mpsc::unbounded_channel();
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let (done_tx, done) = oneshot::channel();
+        let finished = Arc::new(AtomicBool::new(false));
+        let flag = finished.clone();
+        std::thread::Builder::new()
+            .name("ha-agent".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(rt) => rt,
+                    Err(source) => {
+                        let _ = ready_tx.send(Err(AgentError::Runtime(source)));
+                        flag.store(true, Ordering::SeqCst);
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    match Run::new(setup).await {
+                        Ok(run) => {
+                            let _ = ready_tx.send(Ok(()));
+                            run.run(rx).await;
+                        }
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                        }
+                    }
+                });
+                flag.store(true, Ordering::SeqCst);
+                let _ = done_tx.send(());
+            })
+            .map_err(AgentError::Runtime)?;
+        match ready_rx.await {
+            Ok(Ok(())) => Ok(Agent {
+                control,
+                finished,
+                done,
+            }),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(AgentError::Runtime(std::io::Error::other(
+                "the HA agent's thread ended at start",
+            ))),
+        }
+    }
+
+    /// Hand the engine an event (propose master, disarm, stop...).
+    pub fn send(&self, event: Event) {
+        let _ = self.control.send(event);
+    }
+
+    /// Has the engine stopped?
+    pub fn finished(&self) -> bool {
+        self.finished.load(Ordering::SeqCst)
+    }
+
+    /// Stop the engine (it disarms) and wait for its thread to end.
+    pub async fn stop(self) {
+        self.send(Event::Stop);
+        let _ = self.done.await;
+    }
+}
+
+struct Run {
+    engine: Engine,
+    socket: HeartbeatSocket,
+    /// This host's index in the pool.
+    me: usize,
+    /// Each peer's index and heartbeat address.
+    peers: Vec<(usize, SocketAddr)>,
+    setup: Setup,
+    started: Instant,
+    refused: u64,
+    confirmed_once: bool,
+    statefile_tx: Option<mpsc::UnboundedSender<Result<ha_liveness::StatefileRead, String>>>,
+    /// The statefile, open across cycles.
+    statefile: statefile::Held,
+}
+
+impl Run {
+    /// Bind the heartbeat socket and make the engine.
+    async fn new(setup: Setup) -> Result<Run, AgentError> {
         let me = setup
             .local
             .index_of(&setup.me)
@@ -145,8 +234,7 @@ impl Agent {
             .filter(|(i, _)| *i != me)
             .filter_map(|(i, a)| format!("{a}:{}", setup.local.port).parse().ok().map(|addr| (i, addr)))
             .collect();
-        let (control, rx) = mpsc::unbounded_channel();
-        let run = Run {
+        Ok(Run {
             engine: Engine::new(config),
             me,
             socket,
@@ -156,43 +244,10 @@ impl Agent {
             refused: 0,
             confirmed_once: false,
             statefile_tx: None,
-        };
-        let task = tokio::spawn(run.run(rx));
-        Ok(Agent { control, task })
+            statefile: statefile::Held::default(),
+        })
     }
 
-    /// Hand the engine an event (propose master, disarm, stop...).
-    pub fn send(&self, event: Event) {
-        let _ = self.control.send(event);
-    }
-
-    /// Has the engine stopped?
-    pub fn finished(&self) -> bool {
-        self.task.is_finished()
-    }
-
-    /// Stop the engine (it disarms) and wait for the task to end.
-    pub async fn stop(self) {
-        self.send(Event::Stop);
-        let _ = self.task.await;
-    }
-}
-
-struct Run {
-    engine: Engine,
-    socket: HeartbeatSocket,
-    /// This host's index in the pool.
-    me: usize,
-    /// Each peer's index and heartbeat address.
-    peers: Vec<(usize, SocketAddr)>,
-    setup: Setup,
-    started: Instant,
-    refused: u64,
-    confirmed_once: bool,
-    statefile_tx: Option<mpsc::UnboundedSender<Result<ha_liveness::StatefileRead, String>>>,
-}
-
-impl Run {
     fn now(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
     }
@@ -287,8 +342,11 @@ impl Run {
         let path = self.setup.local.statefile.clone();
         let hosts = self.setup.local.hosts.len();
         let io = self.setup.io.clone();
+        let held = self.statefile.clone();
         tokio::task::spawn_blocking(move || {
-            let read = statefile::cycle(&io, &path, &slot, global.as_ref(), hosts).map_err(|e| e.to_string());
+            let read = held
+                .cycle(&io, &path, &slot, global.as_ref(), hosts)
+                .map_err(|e| e.to_string());
             let _ = tx.send(read);
         });
     }

@@ -8,8 +8,9 @@
 //! host's I/O gate first, as all I/O on the SR does.
 
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use ha_liveness::codec::{self, BLOCK, STATEFILE_SIZE};
 use ha_liveness::{Global, PoolState, Slot, StatefileRead};
@@ -78,6 +79,10 @@ pub fn cycle(
 ) -> std::io::Result<StatefileRead> {
     io.storage()?;
     let f = OpenOptions::new().read(true).write(true).open(path)?;
+    cycle_on(&f, slot, global, hosts)
+}
+
+fn cycle_on(f: &File, slot: &Slot, global: Option<&Global>, hosts: usize) -> std::io::Result<StatefileRead> {
     let len = f.metadata()?.len();
     if len < STATEFILE_SIZE as u64 {
         return Err(std::io::Error::new(
@@ -87,11 +92,48 @@ pub fn cycle(
     }
     f.write_all_at(&codec::encode_slot(slot), codec::slot_offset(slot.index) as u64)?;
     if let Some(g) = global {
-        write_global_to(&f, g)?;
+        write_global_to(f, g)?;
     }
     let mut image = vec![0u8; STATEFILE_SIZE];
     f.read_exact_at(&mut image, 0)?;
     Ok(codec::decode_statefile(&image, hosts))
+}
+
+/// The statefile held open across the agent's cycles, so that a host whose
+/// descriptors run out (a flood of connections, a leak) keeps its
+/// statefile I/O, and with it its place in the liveset (issue 26). Each
+/// cycle still checks, by `stat` (no descriptor needed), that the path is
+/// the file it holds: a statefile replaced or removed is opened again, or
+/// its absence is an I/O error as before. Any error drops the file; the
+/// next cycle opens it afresh (a remounted SR).
+#[derive(Debug, Clone, Default)]
+pub struct Held(Arc<Mutex<Option<File>>>);
+
+impl Held {
+    /// [`cycle`] on the held file.
+    pub fn cycle(
+        &self,
+        io: &Gate,
+        path: &Path,
+        slot: &Slot,
+        global: Option<&Global>,
+        hosts: usize,
+    ) -> std::io::Result<StatefileRead> {
+        io.storage()?;
+        let mut held = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let on_disk = std::fs::metadata(path)?;
+        let same = |f: &File| {
+            f.metadata()
+                .is_ok_and(|m| m.dev() == on_disk.dev() && m.ino() == on_disk.ino())
+        };
+        let f = match held.take().filter(same) {
+            Some(f) => f,
+            None => OpenOptions::new().read(true).write(true).open(path)?,
+        };
+        let read = cycle_on(&f, slot, global, hosts)?;
+        *held = Some(f);
+        Ok(read)
+    }
 }
 
 #[cfg(test)]
@@ -164,5 +206,39 @@ mod tests {
         assert_eq!(e.to_string(), "I/O error: the host's storage is cut");
         assert!(prepare(&io, &path, 8).is_err() && read_global(&io, &path).is_err());
         assert_eq!(std::fs::read(&path).unwrap(), before);
+    }
+
+    /// The held statefile is opened once, and still follows the path: a replaced file is opened again, a removed
+    /// one is an error, and it recovers when the file is back.
+    #[test]
+    fn the_held_statefile_needs_no_descriptor_and_follows_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(STATEFILE_NAME);
+        let io = Gate::open();
+        prepare(&io, &path, 7).unwrap();
+        let held = Held::default();
+        held.cycle(&io, &path, &slot(0, 1), None, 2).unwrap();
+        // The same open file from cycle to cycle: no descriptor is taken
+        // per cycle.
+        let open_again = held.0.lock().unwrap().as_ref().map(|f| f.metadata().unwrap().ino());
+        let read = held.cycle(&io, &path, &slot(0, 2), None, 2).unwrap();
+        assert!(matches!(read.slots[0], SlotRead::Valid(ref s) if s.sequence == 2));
+        assert_eq!(
+            held.0.lock().unwrap().as_ref().map(|f| f.metadata().unwrap().ino()),
+            open_again,
+            "the same file, not reopened"
+        );
+        // Replaced: the new file is used.
+        let other = dir.path().join("new");
+        prepare(&io, &other, 8).unwrap();
+        std::fs::rename(&other, &path).unwrap();
+        let read = held.cycle(&io, &path, &slot(0, 3), None, 2).unwrap();
+        assert!(matches!(read.slots[0], SlotRead::Valid(ref s) if s.sequence == 3));
+        assert_eq!(read_global(&io, &path).unwrap().map(|g| g.generation), Some(8));
+        // Removed: an error, then back when the file is.
+        std::fs::remove_file(&path).unwrap();
+        assert!(held.cycle(&io, &path, &slot(0, 4), None, 2).is_err());
+        prepare(&io, &path, 9).unwrap();
+        held.cycle(&io, &path, &slot(0, 5), None, 2).unwrap();
     }
 }
