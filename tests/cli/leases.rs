@@ -3,8 +3,6 @@
 //! SR, and a host asked directly to start a guest whose lease a live host
 //! holds refuses, whatever the pool database or the liveset say.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -36,29 +34,6 @@ fn owners(lab: &Lab, vm: &str) -> Vec<(String, u64, bool)> {
 /// The owner of the highest instance any file names.
 fn owner(lab: &Lab, vm: &str) -> Option<(String, u64, bool)> {
     owners(lab, vm).into_iter().next()
-}
-
-/// One JSON-RPC call to host `i` of the lab.
-fn call(lab: &Lab, i: usize, method: &str, params: Value) -> Value {
-    let port: u16 = lab
-        .extra_args()
-        .split(',')
-        .find_map(|kv| kv.strip_prefix("port="))
-        .and_then(|p| p.parse().ok())
-        .expect("the lab's port");
-    let body = json!({"jsonrpc": "2.0", "method": method, "params": params, "id": 1}).to_string();
-    let mut s = TcpStream::connect((lab.host_address(i).as_str(), port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    write!(
-        s,
-        "POST /jsonrpc HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let (_, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
-    serde_json::from_str(body).expect("a JSON-RPC answer")
 }
 
 /// A 3-host HA lab with vm01 protected and started on `host`.
@@ -93,7 +68,7 @@ fn the_lease_follows_a_protected_vm_and_a_live_owner_keeps_it() {
         .local("pool_secret")
         .unwrap()
         .expect("a pool secret");
-    let session = call(&lab, 2, "session.slave_login", json!([host2, secret]));
+    let session = lab.call(2, "session.slave_login", json!([host2, secret]));
     let session = session["result"].as_str().expect("a member session").to_string();
     assert!(wait_for(Duration::from_secs(5), || !records_of(&lab.sr_dir(), &vm).is_empty()));
     let disk = std::fs::read_dir(lab.sr_dir())
@@ -108,8 +83,7 @@ fn the_lease_follows_a_protected_vm_and_a_live_owner_keeps_it() {
                     .any(|r| r.vm_uuid == vm)
         })
         .expect("the VM's disk");
-    let answer = call(
-        &lab,
+    let answer = lab.call(
         2,
         "host.local_vm_start",
         json!([session, vm, [disk.display().to_string()], -1]),

@@ -135,3 +135,125 @@ fn on_a_terminal_xe_asks_once_and_remembers_the_host() {
     assert!(s.wait_for("again-0"), "{}", s.screen());
     assert!(!s.screen().contains("Type 'yes'"), "{}", s.screen());
 }
+
+/// A TLS server at `address:port` with the key and certificate in `pem`,
+/// for 90 s at most: one line per connection in `log` (`handshake-failed`,
+/// or `request` and the request's first bytes).
+const IMPOSTOR: &str = r#"
+import socket, ssl, sys, time
+address, port, pem, log = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(pem)
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind((address, port))
+srv.listen(16)
+srv.settimeout(0.5)
+end = time.time() + 90
+with open(log, "a", buffering=1) as out:
+    out.write("listening\n")
+    while time.time() < end:
+        try:
+            conn, _ = srv.accept()
+        except socket.timeout:
+            continue
+        conn.settimeout(5)
+        try:
+            tls = ctx.wrap_socket(conn, server_side=True)
+        except Exception as e:
+            out.write("handshake-failed %s\n" % type(e).__name__)
+            conn.close()
+            continue
+        try:
+            out.write("request %r\n" % tls.recv(65536)[:120])
+        except Exception as e:
+            out.write("read-failed %s\n" % type(e).__name__)
+        tls.close()
+"#;
+
+/// The fingerprint the lab's known-hosts file holds for `address`.
+fn fingerprint_of(lab: &Lab, address: &str) -> String {
+    let text = std::fs::read_to_string(lab.dir.path().join(".xe_known_hosts")).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{address} ")))
+        .unwrap_or_else(|| panic!("no line for {address} in {text}"))
+        .to_string()
+}
+
+#[test]
+fn hosts_pin_each_others_certificates_and_an_impostor_gets_no_secret() {
+    if !installed("python3") {
+        eprintln!("skipped: no python3 for the impostor");
+        return;
+    }
+    let lab = Lab::start(3, 2);
+    let session = lab.call(1, "session.login_with_password", serde_json::json!(["root", PASSWORD]))["result"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The pool keeps each host's certificate (XAPI's Certificate class),
+    // as the host serves it: the master's from its start, each member's
+    // from its first call to the master.
+    let certificates = || lab.call(1, "Certificate.get_all_records", serde_json::json!([session]))["result"].clone();
+    assert!(
+        crate::util::wait_for(std::time::Duration::from_secs(30), || certificates()
+            .as_object()
+            .is_some_and(|m| m.len() == 3)),
+        "{}",
+        certificates()
+    );
+    let hosts = lab.call(1, "host.get_all_records", serde_json::json!([session]))["result"].clone();
+    for (_, c) in certificates().as_object().unwrap() {
+        let host = &hosts[c["host"].as_str().unwrap()];
+        let address = host["address"].as_str().unwrap();
+        assert_eq!(c["type"], "host");
+        assert_eq!(
+            c["fingerprint_sha256"].as_str().unwrap(),
+            fingerprint_of(&lab, address),
+            "{c}"
+        );
+        assert!(
+            c["not_after"].as_str().unwrap() > c["not_before"].as_str().unwrap(),
+            "{c}"
+        );
+    }
+
+    // Host 3 goes away, and a machine with another key (host 2's) answers
+    // at its address.
+    lab.fault("power-off", "host3");
+    let log = lab.dir.path().join("impostor.log");
+    let pem = lab.host_data_dir(2).join("xapi-ssl.pem");
+    let mut impostor = std::process::Command::new("python3")
+        .args(["-c", IMPOSTOR, &lab.host_address(3), &lab.port.to_string()])
+        .arg(&pem)
+        .arg(&log)
+        .spawn()
+        .unwrap();
+    let said = |what: &str| std::fs::read_to_string(&log).unwrap_or_default().contains(what);
+    assert!(crate::util::wait_for(std::time::Duration::from_secs(10), || said(
+        "listening"
+    )));
+
+    // The master calls host 3 to start a VM there: its TLS client finds
+    // the wrong certificate and stops at the handshake, so no request (and
+    // no pool secret) reaches the impostor, and the start fails.
+    let r = lab.xe(&["vm-start", "vm=vm02", "on=host3"]);
+    assert_ne!(r.code, 0, "{r:?}");
+    let seen = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(seen.contains("handshake-failed"), "{seen}");
+    assert!(!seen.contains("request"), "a request reached the impostor: {seen}");
+
+    // The impostor is not blind: a client that trusts anyone gets through
+    // to it, and sends what an unpinned host would have sent.
+    let anyone = format!(
+        "server={},port={},username=root,password={PASSWORD}",
+        lab.host_address(3),
+        lab.port
+    );
+    let home = tempfile::tempdir().unwrap();
+    let _ = run_xe(&["vm-list", "--no-verify"], &[("XE_EXTRA_ARGS", &anyone)], home.path());
+    let _ = impostor.kill();
+    let _ = impostor.wait();
+    let seen = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(seen.contains("request b'POST"), "{seen}");
+}

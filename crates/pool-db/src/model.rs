@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 pub use xapi_proto::records::{
-    HostRecord, MessageRecord, PbdRecord, PoolRecord, SrRecord, VbdRecord, VdiRecord, VmRecord,
+    CertificateRecord, HostRecord, MessageRecord, PbdRecord, PoolRecord, SrRecord, VbdRecord, VdiRecord, VmRecord,
 };
 
 /// Why a row (from replication or the store) cannot become a change.
@@ -243,6 +243,7 @@ classes! {
     vdi: VdiRecord => "VDI", "vdi", |r| Some(&r.name_label);
     vbd: VbdRecord => "VBD", "vbd", |_| None;
     message: MessageRecord => "message", "message", |_| None;
+    certificate: CertificateRecord => "Certificate", "certificate", |_| None;
 }
 
 impl Model {

@@ -76,7 +76,8 @@ pub enum Update {
     Commits(Vec<(u64, Changes)>),
     Full {
         generation: u64,
-        snapshot: Changes,
+        /// Boxed: a whole database is far larger than the other variant.
+        snapshot: Box<Changes>,
         users: Vec<(String, String)>,
     },
 }
@@ -91,7 +92,7 @@ pub fn decode_update(v: &Value) -> Result<Update, ReplicationError> {
     if let Some(full) = v.get("full") {
         return Ok(Update::Full {
             generation,
-            snapshot: decode_rows(full.get("rows").ok_or(Missing("rows"))?)?,
+            snapshot: Box::new(decode_rows(full.get("rows").ok_or(Missing("rows"))?)?),
             users: decode_users(full.get("users").ok_or(Missing("users"))?)?,
         });
     }

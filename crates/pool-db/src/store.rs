@@ -16,7 +16,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 use crate::model::{Changes, Model, TABLES};
 
 /// Schema migrations; entry `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
     CREATE TABLE meta  (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     CREATE TABLE local (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     CREATE TABLE user  (name TEXT PRIMARY KEY, password_hash TEXT NOT NULL);
@@ -29,7 +30,11 @@ const MIGRATIONS: &[&str] = &[r#"
     CREATE TABLE vbd     (ref TEXT PRIMARY KEY, uuid TEXT NOT NULL UNIQUE, record TEXT NOT NULL);
     CREATE TABLE message (ref TEXT PRIMARY KEY, uuid TEXT NOT NULL UNIQUE, record TEXT NOT NULL);
     INSERT INTO meta (key, value) VALUES ('generation', '0');
-"#];
+"#,
+    r#"
+    CREATE TABLE certificate (ref TEXT PRIMARY KEY, uuid TEXT NOT NULL UNIQUE, record TEXT NOT NULL);
+"#,
+];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();

@@ -55,6 +55,7 @@ async fn run(d: Arc<Daemon>) {
                 json!(snapshot.running),
                 json!(snapshot.next_domid),
                 json!(snapshot.driver),
+                json!(d.identity().summary()),
             ];
             match d
                 .peers()
@@ -146,7 +147,7 @@ async fn apply(d: &Daemon, answer: &serde_json::Value) -> Result<(), ApplyError>
             generation,
             snapshot,
             users,
-        } => Ok(d.replace_replica(snapshot, users, generation).await?),
+        } => Ok(d.replace_replica(*snapshot, users, generation).await?),
     }
 }
 

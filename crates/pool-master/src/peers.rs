@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use xapi_client::tls::{Pins, Trust};
 use xapi_client::{Client, ClientError, Options};
 use xapi_proto::codes;
 
@@ -26,10 +27,12 @@ pub struct PeerAuth {
     pub secret: String,
 }
 
-/// Logged-in clients to the other hosts, by address.
+/// Logged-in clients to the other hosts, by address, and the certificates
+/// they must show.
 pub struct Peers {
     clients: tokio::sync::Mutex<HashMap<String, Client>>,
     io: Arc<Gate>,
+    pins: Arc<Pins>,
 }
 
 impl Peers {
@@ -38,7 +41,14 @@ impl Peers {
         Peers {
             clients: tokio::sync::Mutex::new(HashMap::new()),
             io,
+            pins: Arc::new(Pins::for_peers()),
         }
+    }
+
+    /// Pin each address to the certificates the pool records for the host
+    /// there (replacing every earlier pin).
+    pub fn pin_all(&self, pins: HashMap<String, Vec<String>>) {
+        self.pins.pin_all(pins);
     }
 
     /// Call `method` on the host at `address:port` with a member session.
@@ -61,12 +71,12 @@ impl Peers {
         let fresh = cached.is_none();
         let mut client = match cached {
             Some(c) => c,
-            None => login(auth, address, port, timeout).await?,
+            None => login(auth, address, port, timeout, &self.pins).await?,
         };
         let result = client.call(method, params.clone()).await;
         let result = match result {
             Err(e) if e.is(codes::SESSION_INVALID) && !fresh => {
-                client = login(auth, address, port, timeout).await?;
+                client = login(auth, address, port, timeout, &self.pins).await?;
                 client.call(method, params).await
             }
             other => other,
@@ -86,19 +96,27 @@ impl Peers {
 }
 
 /// How hosts reach each other: over TLS, so the pool secret and the
-/// database never cross the network in clear. The peer's certificate is
-/// not pinned yet (the pool does not keep its hosts' certificates): this
-/// stops a listener on the wire, not a host in the middle.
-pub fn peer_options(request_timeout: Duration) -> Options {
+/// database never cross the network in clear, trusting `trust`: the
+/// certificates the pool records for its hosts ([`Peers`]), or, for the
+/// first contact of a joining host with the master it was given, anyone
+/// (the joiner learns the master's certificate with the database; the
+/// admin's credentials are what that contact rests on, as in XAPI).
+pub fn peer_options(request_timeout: Duration, trust: Trust) -> Options {
     Options {
         connect_timeout: Duration::from_secs(2),
         request_timeout,
-        trust: xapi_client::tls::Trust::Anyone,
+        trust,
     }
 }
 
-async fn login(auth: &PeerAuth, address: &str, port: u16, timeout: Duration) -> Result<Client, ClientError> {
-    let options = peer_options(timeout);
+async fn login(
+    auth: &PeerAuth,
+    address: &str,
+    port: u16,
+    timeout: Duration,
+    pins: &Arc<Pins>,
+) -> Result<Client, ClientError> {
+    let options = peer_options(timeout, Trust::Pinned(pins.clone()));
     let mut client = Client::with_options(address, port, &options).no_redirect();
     let session = client
         .call_raw("session.slave_login", vec![json!(auth.host_uuid), json!(auth.secret)])

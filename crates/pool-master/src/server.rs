@@ -156,16 +156,20 @@ async fn xml_call(d: &Arc<Daemon>, body: &[u8]) -> Vec<u8> {
 }
 
 /// Bring the database in line with a fresh process: this host is live at its
-/// configured address, and only the guests its driver runs (none with sim;
-/// with qemu, those it adopted) run here.
+/// configured address with its certificate, and only the guests its driver
+/// runs (none with sim; with qemu, those it adopted) run here.
 pub async fn reconcile_at_start(d: &Arc<Daemon>) -> Result<(), xapi_proto::ApiError> {
     if d.role() != Role::Master {
         return Ok(());
     }
     let (uuid, address, memory_total) = (d.host_uuid(), &d.config().address, d.config().memory_total);
     let snapshot = d.driver().snapshot();
+    let cert = d.identity().summary();
     let strays = d
-        .write(|txn| crate::ops::host::record_host_start(txn, uuid, address, memory_total, &snapshot))
+        .write(|txn| {
+            crate::ops::host::record_certificate(txn, uuid, &cert)?;
+            crate::ops::host::record_host_start(txn, uuid, address, memory_total, &snapshot)
+        })
         .await?;
     crate::ops::host::stop_strays(d, &strays, &snapshot).await;
     Ok(())

@@ -82,6 +82,11 @@ impl Identity {
         fingerprint(&self.cert)
     }
 
+    /// What the pool records of this certificate.
+    pub fn summary(&self) -> Summary {
+        Summary::of(&self.cert)
+    }
+
     /// The server side of TLS with this identity (TLS 1.2 and 1.3,
     /// HTTP/1.1).
     pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
@@ -100,6 +105,46 @@ impl Identity {
         TlsError::Config {
             path: self.path.clone(),
             source,
+        }
+    }
+}
+
+/// What the pool records of a host's certificate (XAPI's `Certificate`
+/// fields): its fingerprint, which the other hosts pin, and its validity
+/// (XAPI's wire datetimes; empty when the certificate cannot be parsed,
+/// which a certificate this host made never is).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Summary {
+    pub fingerprint: String,
+    pub not_before: String,
+    pub not_after: String,
+}
+
+impl Summary {
+    /// A SHA-256 fingerprint as [`fingerprint`] writes it, and dates in
+    /// XAPI's wire form (or empty): what a host may report of itself.
+    pub fn well_formed(&self) -> bool {
+        let date = |d: &str| d.is_empty() || (d.len() == 18 && d.is_ascii() && d.ends_with('Z'));
+        self.fingerprint.len() == 32 * 3 - 1
+            && xapi_client::tls::normalize(&self.fingerprint) == self.fingerprint
+            && date(&self.not_before)
+            && date(&self.not_after)
+    }
+
+    pub fn of(der: &[u8]) -> Summary {
+        let (not_before, not_after) = match x509_parser::parse_x509_certificate(der) {
+            Ok((_, cert)) => {
+                let wire = |t: x509_parser::time::ASN1Time| {
+                    crate::clock::wire(u64::try_from(t.timestamp()).unwrap_or(0).saturating_mul(1000))
+                };
+                (wire(cert.validity().not_before), wire(cert.validity().not_after))
+            }
+            Err(_) => (String::new(), String::new()),
+        };
+        Summary {
+            fingerprint: fingerprint(der),
+            not_before,
+            not_after,
         }
     }
 }
@@ -134,6 +179,23 @@ mod tests {
         assert_eq!(a.fingerprint(), b.fingerprint());
         assert_eq!(a.fingerprint().len(), 32 * 3 - 1);
         assert!(a.server_config().is_ok());
+        // Valid from a day ago for ten years, in XAPI's wire time.
+        let s = a.summary();
+        assert_eq!(s.fingerprint, a.fingerprint());
+        let year = |t: &str| t[..4].parse::<i32>().unwrap();
+        assert_eq!(s.not_before.len(), "20240420T12:00:00Z".len(), "{s:?}");
+        assert_eq!(year(&s.not_after) - year(&s.not_before), 10, "{s:?}");
+        assert!(s.well_formed());
+        let bad = Summary {
+            fingerprint: "AB:CD".into(),
+            ..s.clone()
+        };
+        assert!(!bad.well_formed());
+        let bad = Summary {
+            not_after: "tomorrow\n".into(),
+            ..s
+        };
+        assert!(!bad.well_formed());
     }
 
     #[test]

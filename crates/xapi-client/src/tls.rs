@@ -58,11 +58,34 @@ pub enum Trust {
 pub struct Pins {
     by_address: Mutex<HashMap<String, Vec<String>>>,
     refused: Mutex<Option<(String, String)>>,
+    /// An address with no pin at all is trusted (see [`Pins::for_peers`]).
+    open_unknown: bool,
 }
 
 impl Pins {
     pub fn new() -> Pins {
         Pins::default()
+    }
+
+    /// Pins for calls between the hosts of a pool: an address the pool
+    /// keeps a certificate for must show it; an address it keeps none for
+    /// yet (a host between its join and its first report, or a pool
+    /// database from before certificates were kept) is trusted as the
+    /// unpinned TLS it had before.
+    pub fn for_peers() -> Pins {
+        Pins {
+            open_unknown: true,
+            ..Pins::default()
+        }
+    }
+
+    /// Replace every pin: `pins` by address.
+    pub fn pin_all(&self, pins: HashMap<String, Vec<String>>) {
+        let pins = pins
+            .into_iter()
+            .map(|(a, fps)| (a, fps.iter().map(|f| normalize(f)).collect()))
+            .collect();
+        *self.by_address.lock().unwrap_or_else(|p| p.into_inner()) = pins;
     }
 
     /// Trust the certificate `fingerprint` at `address`.
@@ -91,7 +114,8 @@ impl Pins {
     }
 
     fn accepts(&self, address: &str, fingerprint: &str) -> bool {
-        self.of(address).iter().any(|f| f == fingerprint)
+        let pinned = self.of(address);
+        (self.open_unknown && pinned.is_empty()) || pinned.iter().any(|f| f == fingerprint)
     }
 }
 
@@ -198,6 +222,16 @@ mod tests {
         pins.pin("10.0.0.1", "ab cd 0f");
         assert!(pins.accepts("10.0.0.1", "AB:CD:0F"));
         assert!(!pins.accepts("10.0.0.2", "AB:CD:0F"));
+        // A pool's peers: an address with no pin is trusted, one with a pin
+        // must show it; replacing the pins takes the old ones away.
+        let peers = Pins::for_peers();
+        assert!(peers.accepts("10.0.0.1", "AB:CD:0F"));
+        peers.pin_all(HashMap::from([("10.0.0.1".to_string(), vec!["ab:cd:0f".to_string()])]));
+        assert!(peers.accepts("10.0.0.1", "AB:CD:0F"));
+        assert!(!peers.accepts("10.0.0.1", "AB:CD:10"));
+        assert!(peers.accepts("10.0.0.2", "AB:CD:10"));
+        peers.pin_all(HashMap::from([("10.0.0.1".to_string(), vec!["AB:CD:10".to_string()])]));
+        assert!(!peers.accepts("10.0.0.1", "AB:CD:0F"));
         assert!(!pins.accepts("10.0.0.1", "AB:CD:10"));
     }
 }

@@ -74,7 +74,17 @@ const fn rw(name: &'static str, ty: FieldType) -> FieldSpec {
 use FieldType::{Bool, Int, Map, Ref, Set, String as Str};
 
 /// The classes the API serves, by their wire name.
-pub const CLASSES: &[&str] = &["pool", "host", "VM", "SR", "PBD", "VDI", "VBD", "message"];
+pub const CLASSES: &[&str] = &[
+    "pool",
+    "host",
+    "VM",
+    "SR",
+    "PBD",
+    "VDI",
+    "VBD",
+    "message",
+    "Certificate",
+];
 
 pub static POOL_FIELDS: &[FieldSpec] = &[
     ro("uuid", Str),
@@ -192,6 +202,19 @@ pub static MESSAGE_FIELDS: &[FieldSpec] = &[
     ro("body", Str),
 ];
 
+/// A host's TLS certificate, as the pool knows it (XAPI's `Certificate`):
+/// what other hosts pin when they call it.
+pub static CERTIFICATE_FIELDS: &[FieldSpec] = &[
+    ro("uuid", Str),
+    ro("name", Str),
+    ro("type", Str),
+    ro("host", Ref("host")),
+    ro("not_before", Str),
+    ro("not_after", Str),
+    ro("fingerprint", Str),
+    ro("fingerprint_sha256", Str),
+];
+
 /// The fields of `class`, or `None` for a class the API does not serve.
 pub fn fields(class: &str) -> Option<&'static [FieldSpec]> {
     Some(match class {
@@ -203,6 +226,7 @@ pub fn fields(class: &str) -> Option<&'static [FieldSpec]> {
         "VDI" => VDI_FIELDS,
         "VBD" => VBD_FIELDS,
         "message" => MESSAGE_FIELDS,
+        "Certificate" => CERTIFICATE_FIELDS,
         _ => return None,
     })
 }
@@ -240,6 +264,7 @@ mod tests {
         assert_eq!(names(VDI_FIELDS), keys(VdiRecord::default()));
         assert_eq!(names(VBD_FIELDS), keys(VbdRecord::default()));
         assert_eq!(names(MESSAGE_FIELDS), keys(MessageRecord::default()));
+        assert_eq!(names(CERTIFICATE_FIELDS), keys(CertificateRecord::default()));
     }
 
     #[test]

@@ -337,6 +337,26 @@ pub struct MessageRecord {
     pub body: String,
 }
 
+/// A host's TLS certificate (XAPI's `Certificate`, type `host`): the
+/// fingerprint the pool's other hosts pin when they call that host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct CertificateRecord {
+    pub uuid: String,
+    pub name: String,
+    /// `host` (the only kind kept: each host's own server certificate).
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub host: String,
+    /// XAPI's wire datetimes.
+    pub not_before: String,
+    pub not_after: String,
+    /// SHA-256 of the DER certificate, `AB:CD:...` (XAPI keeps the old name
+    /// beside the new one).
+    pub fingerprint: String,
+    pub fingerprint_sha256: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -127,6 +127,25 @@ impl Lab {
         text
     }
 
+    /// One JSON-RPC call to host `i`, over plain HTTP (the API port serves
+    /// both): the whole answer.
+    pub fn call(&self, i: usize, method: &str, params: serde_json::Value) -> serde_json::Value {
+        use std::io::{Read, Write};
+        let body = serde_json::json!({"jsonrpc": "2.0", "method": method, "params": params, "id": 1}).to_string();
+        let mut s = std::net::TcpStream::connect((self.host_address(i).as_str(), self.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        write!(
+            s,
+            "POST /jsonrpc HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        let (_, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
+        serde_json::from_str(body).expect("a JSON-RPC answer")
+    }
+
     /// Run `xapid lab ACTION HOST --dir DIR` (power-off, cut-network...).
     pub fn fault(&self, action: &str, host: &str) {
         self.lab_ok(&[action, host]);

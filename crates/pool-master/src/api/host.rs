@@ -168,10 +168,12 @@ async fn local_stop(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
 }
 
 /// `host.member_hello(session, host_uuid, address, memory_total, running,
-/// next_domid, driver)`: `running`, `next_domid` and `driver` (optional)
-/// are one snapshot of the member's driver.
+/// next_domid, driver, certificate)`: `running`, `next_domid` and `driver`
+/// (optional) are one snapshot of the member's driver; `certificate`
+/// (optional) is what the pool records of the member's TLS certificate,
+/// which the other hosts then pin.
 async fn member_hello(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
-    args.count(6, 7)?;
+    args.count(6, 8)?;
     let uuid = args.str(1, "host")?.to_string();
     let address = args.str(2, "address")?.to_string();
     let memory_total = args.int(3, "memory_total")?;
@@ -183,8 +185,25 @@ async fn member_hello(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
             None => String::new(),
         },
     };
+    let cert: Option<crate::tls::Summary> = match args.raw(7) {
+        Some(v) => {
+            let cert: crate::tls::Summary =
+                serde_json::from_value(v.clone()).map_err(|_| ApiError::field_type("certificate"))?;
+            if !cert.well_formed() {
+                return Err(ApiError::invalid_value(
+                    "certificate",
+                    "not a SHA-256 fingerprint and dates",
+                ));
+            }
+            Some(cert)
+        }
+        None => None,
+    };
     let strays = d
         .write(|txn| {
+            if let Some(cert) = &cert {
+                crate::ops::host::record_certificate(txn, &uuid, cert)?;
+            }
             let mut strays = record_host_start(txn, &uuid, &address, memory_total, &snapshot)?;
             // A guest whose start is in flight (`reserve`) runs there
             // before the pool places it there: not a stray.
@@ -294,6 +313,40 @@ mod tests {
         let mut halted = model.vm.iter().filter(|(_, v)| v.power_state == PowerState::Halted);
         assert!(halted.all(|(_, v)| v.domid == -1 && v.resident_on == xapi_proto::records::NULL_REF));
         running
+    }
+
+    /// The pool keeps one certificate record per host, replaced when the
+    /// host reports a new certificate, untouched when it reports the same.
+    #[test]
+    fn a_hosts_certificate_is_recorded_once_and_replaced_when_it_changes() {
+        use crate::tls::Summary;
+        use xapi_proto::records::CertificateRecord;
+        let mut model = model();
+        let cert = |fp: &str| Summary {
+            fingerprint: fp.into(),
+            not_before: "20261206T00:00:00Z".into(),
+            not_after: "20361204T00:00:00Z".into(),
+        };
+        let mut report = |c: &Summary| {
+            let mut txn = Txn::new(&model);
+            crate::ops::host::record_certificate(&mut txn, "host-1", c).unwrap();
+            let changes = txn.into_changes();
+            let wrote = !changes.is_empty();
+            model.apply(changes);
+            let rows: Vec<CertificateRecord> = model.certificate.iter().map(|(_, c)| c.clone()).collect();
+            (wrote, rows)
+        };
+        let (wrote, rows) = report(&cert("AA:01"));
+        assert!(wrote);
+        assert_eq!(rows.len(), 1);
+        assert_eq!((rows[0].host.as_str(), rows[0].kind.as_str()), ("h", "host"));
+        assert_eq!(rows[0].fingerprint_sha256, "AA:01");
+        let (wrote, rows) = report(&cert("AA:01"));
+        assert!(!wrote, "the same certificate again writes nothing");
+        assert_eq!(rows.len(), 1);
+        let (_, rows) = report(&cert("BB:02"));
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        assert_eq!(rows[0].fingerprint, "BB:02");
     }
 
     #[test]

@@ -85,7 +85,7 @@ async fn join(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     if master_address == d.config().address {
         return Err(ApiError::not_allowed("A host cannot join its own pool."));
     }
-    let options = crate::peers::peer_options(std::time::Duration::from_secs(120));
+    let options = crate::peers::peer_options(std::time::Duration::from_secs(120), xapi_client::tls::Trust::Anyone);
     let mut master = Client::with_options(&master_address, d.config().port, &options);
     master.login(&username, &password).await.map_err(join_contact_error)?;
     let answer = master
@@ -119,7 +119,7 @@ async fn join(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     else {
         return Err(joining_error(codes::JOINING_HOST_SERVICE_FAILED));
     };
-    d.become_member(&master_address, &secret, snapshot, users, generation)
+    d.become_member(&master_address, &secret, *snapshot, users, generation)
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?;
     // The member loop (running since start-up) follows the new role.

@@ -303,7 +303,7 @@ impl Daemon {
             crate::driver::open(config.driver, &host_uuid, gate, qemu)?,
             leases.clone(),
         ));
-        Ok(Arc::new(Daemon {
+        let daemon = Arc::new(Daemon {
             sessions: Sessions::new(config.session_idle_timeout),
             peers: crate::peers::Peers::new(io.clone()),
             ha,
@@ -329,7 +329,27 @@ impl Daemon {
             ha_busy: std::sync::atomic::AtomicBool::new(false),
             leases,
             starting: Default::default(),
-        }))
+        });
+        daemon.repin();
+        Ok(daemon)
+    }
+
+    /// Pin, for calls to the pool's other hosts, the certificate the
+    /// database records for each (`Certificate` rows by host address):
+    /// after every change of the model, so a host that reported a new
+    /// certificate is trusted under it, and the old one no longer.
+    fn repin(&self) {
+        let model = self.model();
+        let mut pins: HashMap<String, Vec<String>> = HashMap::new();
+        for (_, cert) in model.certificate.iter() {
+            if let Some(host) = model.get::<xapi_proto::records::HostRecord>(&cert.host) {
+                pins.entry(host.address.clone())
+                    .or_default()
+                    .push(cert.fingerprint_sha256.clone());
+            }
+        }
+        drop(model);
+        self.peers.pin_all(pins);
     }
 
     /// The committed model, for reading.
@@ -410,6 +430,7 @@ impl Daemon {
             log.pop_front();
         }
         drop(log);
+        self.repin();
         self.generation.send_replace(generation);
     }
 
@@ -451,6 +472,7 @@ impl Daemon {
             model.generation = generation;
         }
         let g = self.model().generation;
+        self.repin();
         self.generation.send_replace(g);
         Ok(())
     }
@@ -472,6 +494,7 @@ impl Daemon {
         *self.model.write().unwrap_or_else(|p| p.into_inner()) = model;
         self.events.reset(generation);
         *self.users.write().unwrap_or_else(|p| p.into_inner()) = users.into_iter().collect();
+        self.repin();
         self.generation.send_replace(generation);
         Ok(())
     }

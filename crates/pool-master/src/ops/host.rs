@@ -5,13 +5,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use xapi_proto::records::{HostRecord, PoolRecord, PowerState, VmRecord};
+use xapi_proto::records::{CertificateRecord, HostRecord, PoolRecord, PowerState, VmRecord};
 use xapi_proto::ApiError;
 
 use crate::daemon::Daemon;
 use crate::driver::{Snapshot, StopMode};
 use crate::memory;
-use pool_db::model::Txn;
+use crate::tls::Summary;
+use pool_db::model::{new_ref, new_uuid, Txn};
 
 /// `other_config` key of a host shut down or rebooted on purpose.
 pub const LEAVING_KEY: &str = "pool-ha-shutting-down";
@@ -93,6 +94,52 @@ pub fn record_host_start(
     Ok(strays)
 }
 
+/// Keep the pool's record of host `uuid`'s certificate (XAPI's
+/// `Certificate`, type `host`) equal to `cert`: the fingerprint the other
+/// hosts pin when they call it. A host given a new certificate (its file
+/// moved away, a new one made) says so when it starts; the old record goes.
+pub fn record_certificate(txn: &mut Txn, uuid: &str, cert: &Summary) -> Result<(), ApiError> {
+    let host_ref = crate::ops::ref_by_uuid::<HostRecord>(txn, uuid)?;
+    let mine: Vec<(String, CertificateRecord)> = txn
+        .all::<CertificateRecord>()
+        .into_iter()
+        .filter(|(_, c)| c.host == host_ref)
+        .collect();
+    let same = |c: &CertificateRecord| {
+        c.fingerprint_sha256 == cert.fingerprint && c.not_before == cert.not_before && c.not_after == cert.not_after
+    };
+    if let [(_, only)] = mine.as_slice() {
+        if same(only) {
+            return Ok(());
+        }
+    }
+    for (r, old) in &mine {
+        if old.fingerprint_sha256 != cert.fingerprint {
+            tracing::warn!(
+                host = %uuid,
+                old = %old.fingerprint_sha256,
+                new = %cert.fingerprint,
+                "the host's certificate changed: its peers pin the new one"
+            );
+        }
+        txn.delete::<CertificateRecord>(r);
+    }
+    txn.put(
+        &new_ref(),
+        CertificateRecord {
+            uuid: new_uuid(),
+            name: String::new(),
+            kind: "host".into(),
+            host: host_ref,
+            not_before: cert.not_before.clone(),
+            not_after: cert.not_after.clone(),
+            fingerprint: cert.fingerprint.clone(),
+            fingerprint_sha256: cert.fingerprint.clone(),
+        },
+    );
+    Ok(())
+}
+
 /// Record this host, which has just become the master, as the pool's
 /// master and as (re)started, and kill the strays its driver runs (see
 /// [`record_host_start`]). The restart executor may already be starting
@@ -105,6 +152,7 @@ pub async fn record_master_start(d: &Daemon) -> Result<(), ApiError> {
         d.config().memory_total,
     );
     let snapshot = d.driver().snapshot();
+    let cert = d.identity().summary();
     let strays = d
         .write(|txn| {
             let host = crate::ops::ref_by_uuid::<HostRecord>(txn, &uuid)?;
@@ -114,6 +162,7 @@ pub async fn record_master_start(d: &Daemon) -> Result<(), ApiError> {
                 .map(|(r, _)| r.clone())
                 .ok_or_else(|| ApiError::internal("the pool record is missing"))?;
             txn.update::<PoolRecord>(&pool, |p| p.master = host);
+            record_certificate(txn, &uuid, &cert)?;
             record_host_start(txn, &uuid, &address, memory, &snapshot)
         })
         .await?;
