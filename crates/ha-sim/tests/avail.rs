@@ -321,6 +321,10 @@ fn seeds_that_fenced_healthy_hosts_stay_fixed() {
             "4 hosts: host 0 lost its storage after its peers had taken their snapshots; it kept comparing their slots, read before the cut and never to change, with its own views, and the three healthy hosts fenced at the budget's end (rule F: a host whose statefile I/O fails compares network views only)",
         ),
         (
+            241404195,
+            "4 hosts: host 2, dropped by host 1's round for losing its storage while still heard, fenced and booted again just before host 1's survival test; the boot counted as a new fault, whose budget ran out inside host 1's fence wait, and host 1 fenced (rule Y: a late failure of a host the decision drops is no new fault)",
+        ),
+        (
             241400150,
             "4 hosts: host 0, its own slot stale, waited for consistent views with host 3, which a one-way cut and the clique reduction had put on the statefile only; its round outlasted the others' and all four fenced (rule F: a non-holder does not wait for a peer seen on the statefile only)",
         ),

@@ -326,7 +326,15 @@ impl Engine {
             }
             Outcome::StorageLost => {}
             _ => {
-                self.trouble_since = self.fh.as_ref().and_then(|f| f.after_snapshot);
+                // Rule Y after the test: a late failure of a host this
+                // round drops anyway is no new fault (its budget would run
+                // out in this round's fence wait: 241404195).
+                let keep = rules::keep(&views, outcome);
+                self.trouble_since = self
+                    .fh
+                    .as_ref()
+                    .filter(|f| !f.failed_after_snapshot.and(keep).is_empty())
+                    .and_then(|f| f.after_snapshot);
                 if self.trouble_since.is_none() {
                     self.uncap_watchdogs(now);
                 }
@@ -335,7 +343,6 @@ impl Engine {
                     self.log("surviving by rule 2: no host reaches the statefile, the network is whole".into());
                 }
                 if self.armed {
-                    let keep = rules::keep(&views, outcome);
                     for i in 0..self.n {
                         if self.proposed.contains(i) && !keep.contains(i) {
                             self.log(format!("host {i} will be removed from the liveset"));

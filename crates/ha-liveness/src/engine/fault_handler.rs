@@ -128,6 +128,8 @@ pub(super) struct Fh {
     pub(super) sf_seq_at_start: u64,
     /// When a fault was first noticed after the views were frozen.
     pub(super) after_snapshot: Option<Millis>,
+    /// The members whose failure was noticed after the views were frozen.
+    pub(super) failed_after_snapshot: HostSet,
     /// A member the survival test kept failed since: end the round
     /// without its decision.
     pub(super) abandon: bool,
@@ -187,7 +189,7 @@ impl Engine {
             failed = failed.and(snap.hbdomain);
         }
         if !failed.is_empty() && self.is_online() {
-            self.request_fh(now, false);
+            self.request_fh(now, false, failed);
             self.abandon_if_kept_failed(now, failed);
         }
     }
@@ -211,7 +213,8 @@ impl Engine {
         }
     }
 
-    pub(super) fn request_fh(&mut self, now: Millis, forced: bool) {
+    /// A fault was noticed: `failed`, the members that failed.
+    pub(super) fn request_fh(&mut self, now: Millis, forced: bool, failed: HostSet) {
         if forced && self.phase != Phase::Started {
             return;
         }
@@ -234,6 +237,7 @@ impl Engine {
             if f.snapshot.is_some() && f.outcome.is_none() {
                 self.need_fh = true;
                 f.after_snapshot.get_or_insert(now);
+                f.failed_after_snapshot = f.failed_after_snapshot.or(failed);
             }
         }
     }
@@ -298,6 +302,7 @@ impl Engine {
                 tie: self.tie,
                 sf_seq_at_start: self.sf_sequence,
                 after_snapshot: None,
+                failed_after_snapshot: HostSet::EMPTY,
                 abandon: false,
             });
         }

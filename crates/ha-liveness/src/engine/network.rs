@@ -111,7 +111,7 @@ impl Engine {
         self.obs[i].peer = Some(Peer { hb });
         self.update_hbdomain(now);
         if force && self.is_online() {
-            self.request_fh(now, true);
+            self.request_fh(now, true, HostSet::single(i));
             // A kept member that starts a new round saw a failure: this
             // round's decision is void too (rule L).
             self.abandon_if_kept_failed(now, HostSet::single(i));
