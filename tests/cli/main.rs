@@ -44,3 +44,5 @@ mod leases;
 mod recovery;
 // Chaos: a seeded fault schedule on a lab pool, and the split-brain checker.
 mod chaos;
+// Pool membership: the checks a join must pass.
+mod membership;

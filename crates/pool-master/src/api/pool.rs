@@ -48,6 +48,11 @@ async fn join(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     let password = args.str(3, "master_password")?.to_string();
     let (host, local_srs) = {
         let m = d.model();
+        // XAPI's first checks: no HA on the joining host's own pool (and,
+        // below, none on the pool it joins).
+        if m.pool().is_some_and(|(_, p)| p.ha_enabled) {
+            return Err(ApiError::bare(codes::HA_IS_ENABLED));
+        }
         if m.host.len() > 1 {
             return Err(joining_error(codes::JOINING_HOST_CANNOT_BE_MASTER_OF_OTHER_HOSTS));
         }
@@ -88,6 +93,19 @@ async fn join(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     let options = crate::peers::peer_options(std::time::Duration::from_secs(120), xapi_client::tls::Trust::Anyone);
     let mut master = Client::with_options(&master_address, d.config().port, &options);
     master.login(&username, &password).await.map_err(join_contact_error)?;
+    // HA on the pool joined: its agents would count the new host as a
+    // member that never joined their liveset, and declare it failed.
+    let ha_there = master
+        .call("pool.get_all", vec![])
+        .await
+        .ok()
+        .and_then(|pools| pools.get(0).and_then(Value::as_str).map(str::to_string));
+    if let Some(pool) = ha_there {
+        if master.call("pool.get_ha_enabled", vec![json!(pool)]).await.ok() == Some(json!(true)) {
+            master.logout().await;
+            return Err(ApiError::bare(codes::HA_IS_ENABLED));
+        }
+    }
     let answer = master
         .call("pool.join_request", vec![json!(host), json!(local_srs)])
         .await
@@ -144,6 +162,9 @@ async fn join_request(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
             codes::PERMISSION_DENIED,
             vec!["pool.join_request needs a user session".into()],
         ));
+    }
+    if d.model().pool().is_some_and(|(_, p)| p.ha_enabled) {
+        return Err(ApiError::bare(codes::HA_IS_ENABLED));
     }
     let mut host: HostRecord =
         serde_json::from_value(args.raw(1).cloned().unwrap_or_default()).map_err(|_| ApiError::field_type("host"))?;
