@@ -11,7 +11,49 @@
 //! F of hosts fails, the VMs that were on F (and any VM still waiting for a
 //! host) must fit into the free memory of the hosts outside F.
 
+use crate::policy::{self, PolicyProof, Variant};
 use crate::problem::{bit, hosts_of, Problem, State};
+
+/// A sufficient condition that proved a plan exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Certificate {
+    /// Slots of the biggest VM's size: restarting on the host with the most
+    /// free memory survives.
+    Slots,
+    /// A few big VMs in holes reserved on some hosts, the others in the
+    /// headroom outside them.
+    Tiers,
+    /// Headroom (free memory less the biggest VM) on every host: restarting
+    /// on the host with the most free memory survives.
+    Headroom,
+    /// The restart policy of issue 27 (big VM to the most free host, others
+    /// onto its host first, then best fit), proven by total memory alone.
+    Fluid,
+    /// The same policy, proven with a hole kept for the one big VM.
+    Hole,
+}
+
+impl Certificate {
+    /// A short name for explanations and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Certificate::Slots => "slots",
+            Certificate::Tiers => "tiers",
+            Certificate::Headroom => "headroom",
+            Certificate::Fluid => "policy-fluid",
+            Certificate::Hole => "policy-hole",
+        }
+    }
+}
+
+impl From<PolicyProof> for Certificate {
+    fn from(p: PolicyProof) -> Self {
+        match p {
+            PolicyProof::Fluid => Certificate::Fluid,
+            PolicyProof::Hole => Certificate::Hole,
+        }
+    }
+}
 
 /// The VMs that may ever need a host: those placed and those pending.
 fn all_vms<'a>(st: &'a State, pending: &'a [u32]) -> impl Iterator<Item = u32> + 'a {
@@ -93,8 +135,11 @@ pub(crate) fn refute(p: &Problem, st: &State, pending: &[u32], k: u32) -> Option
     None
 }
 
-/// True when the sufficient conditions prove that every sequence of up to
+/// Which sufficient condition, if any, proves that every sequence of up to
 /// `k` failures can be absorbed, with `pending` placed first.
+///
+/// Slots, tiers and headroom are checked here; the restart policy's
+/// certificates (`policy.rs`) after them.
 ///
 /// Both conditions need every VM to be allowed on every live host. With `t`
 /// the biggest VM, a host with at least `t` free takes any VM.
@@ -106,22 +151,30 @@ pub(crate) fn refute(p: &Problem, st: &State, pending: &[u32], k: u32) -> Option
 /// headroom, which are lost with them anyway; so the worst case is the `k`
 /// hosts that carry the most VMs plus slots (or memory plus headroom), and
 /// the condition is that what they carry fits into what the rest offer.
-pub(crate) fn certify(p: &Problem, st: &State, pending: &[u32], k: u32) -> bool {
+pub(crate) fn certify(p: &Problem, st: &State, pending: &[u32], k: u32) -> Option<Certificate> {
+    if let Some(c) = classic(p, st, pending, k) {
+        return Some(c);
+    }
+    policy::certify(p, st, pending, k, Variant::Sound).map(Certificate::from)
+}
+
+/// Slots, tiers and headroom.
+fn classic(p: &Problem, st: &State, pending: &[u32], k: u32) -> Option<Certificate> {
     if st.alive_count() < k {
-        return false;
+        return None;
     }
     let mut t = 0;
     for v in all_vms(st, pending) {
         if p.allowed[v as usize] & st.alive != st.alive {
-            return false;
+            return None;
         }
         t = t.max(p.size[v as usize]);
     }
     if t == 0 {
-        return true;
+        return Some(Certificate::Slots);
     }
     if st.alive_count() <= k {
-        return false;
+        return None;
     }
     let free = |h: usize| st.free[h].max(0);
 
@@ -133,11 +186,11 @@ pub(crate) fn certify(p: &Problem, st: &State, pending: &[u32], k: u32) -> bool 
         .map(|&h| count(h) + slots(h))
         .sum();
     if pending.len() as i64 + lost <= total_slots {
-        return true;
+        return Some(Certificate::Slots);
     }
 
     if tiers(p, st, pending, k) {
-        return true;
+        return Some(Certificate::Tiers);
     }
 
     let room = |h: usize| (free(h) - t + 1).max(0);
@@ -149,7 +202,7 @@ pub(crate) fn certify(p: &Problem, st: &State, pending: &[u32], k: u32) -> bool 
         .map(|&h| st.load(p, h) + room(h))
         .sum();
     // The last VM placed needs only some room to be left before it.
-    pending_mem + lost < total_room + smallest
+    (pending_mem + lost < total_room + smallest).then_some(Certificate::Headroom)
 }
 
 /// Up to this many of the largest distinct VM sizes are tried as the

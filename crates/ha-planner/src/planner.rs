@@ -4,10 +4,11 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::bounds::{certify, refute};
+use crate::bounds::{certify, refute, Certificate};
 use crate::exact::{Outcome, Search};
 use crate::model::{PlanError, Pool, Reason};
 use crate::pack::{greedy, Rule};
+use crate::policy::{self, Variant};
 use crate::problem::{bit, Problem, State};
 use crate::xapi;
 
@@ -68,6 +69,32 @@ pub enum Proof {
     Reference,
 }
 
+/// What proved the number of failures a [`Tolerance`] reports (the lower
+/// bound; the upper bound is the witness, or `at_most`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProvenBy {
+    /// Nothing: not even the VMs running now can all be placed.
+    Nothing,
+    /// A closed-form sufficient condition.
+    Certificate(Certificate),
+    /// The game search, finished within its budget.
+    Search,
+    /// XAPI's planner (a verified plan) when the search ran out of budget.
+    Xapi,
+}
+
+impl ProvenBy {
+    /// A short name for explanations and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProvenBy::Nothing => "nothing",
+            ProvenBy::Certificate(c) => c.name(),
+            ProvenBy::Search => "search",
+            ProvenBy::Xapi => "xapi",
+        }
+    }
+}
+
 /// The answer to "how many host failures can this pool tolerate?".
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tolerance {
@@ -75,6 +102,9 @@ pub struct Tolerance {
     /// when no plan exists even without failures).
     pub failures: u32,
     pub proof: Proof,
+    /// What proved `failures` (exact mode; `Nothing` in XAPI's mode, whose
+    /// answer is its own).
+    pub proven_by: ProvenBy,
     /// Every protected VM can run now (a plan for 0 failures exists).
     pub restartable_now: bool,
     /// Why one more failure is too many (exact mode, when proven).
@@ -147,6 +177,7 @@ impl Planner {
             Mode::Xapi => Tolerance {
                 failures: xapi::max_failures(&p, &st, &down),
                 proof: Proof::Reference,
+                proven_by: ProvenBy::Nothing,
                 restartable_now: xapi::plan_status(&p, &st, &down, 0) == xapi::Status::AllVms,
                 witness: None,
             },
@@ -158,6 +189,7 @@ impl Planner {
         let alive = st.alive_count();
         let mut search = Search::new(p, self.budget);
         let mut lower: Option<u32> = None;
+        let mut proven_by = ProvenBy::Nothing;
         let mut witness = None;
         let mut upper = alive;
         let mut exact = true;
@@ -167,12 +199,16 @@ impl Planner {
                 upper = k.saturating_sub(1);
                 break;
             }
-            if certify(p, st, down, k) {
+            if let Some(c) = certify(p, st, down, k) {
                 lower = Some(k);
+                proven_by = ProvenBy::Certificate(c);
                 continue;
             }
             match search.place_then_win(st, down, k).0 {
-                Outcome::Yes => lower = Some(k),
+                Outcome::Yes => {
+                    lower = Some(k);
+                    proven_by = ProvenBy::Search;
+                }
                 Outcome::No(w) => {
                     witness = Some(w);
                     upper = k.saturating_sub(1);
@@ -197,6 +233,7 @@ impl Planner {
             let reference = xapi::max_failures(p, st, down);
             if reference > failures && xapi::plan_status(p, st, down, reference as usize) == xapi::Status::AllVms {
                 failures = reference.min(upper);
+                proven_by = ProvenBy::Xapi;
             }
             exact = failures == upper;
         }
@@ -207,6 +244,7 @@ impl Planner {
             } else {
                 Proof::LowerBound { at_most: upper }
             },
+            proven_by,
             restartable_now,
             witness: witness.filter(|_| exact).map(|w| self.named(p, w)),
         }
@@ -227,7 +265,7 @@ impl Planner {
         if let Some(f) = refute(&p, &st, &down, r) {
             return Ok(Verdict::NoPlan(Some(self.named(&p, search.witness(&st, &down, &f)))));
         }
-        if certify(&p, &st, &down, r) {
+        if certify(&p, &st, &down, r).is_some() {
             return Ok(Verdict::Exists);
         }
         Ok(match search.place_then_win(&st, &down, r).0 {
@@ -303,6 +341,27 @@ impl Planner {
             unplaced_vms: w.unplaced.iter().map(|&v| p.vm_uuid[v as usize].clone()).collect(),
         }
     }
+}
+
+/// The most failures the restart policy's certificate alone proves
+/// (`policy.rs`: big VM to the most free host, others onto its host first,
+/// then best fit), and in which form; `None` when it does not even prove
+/// that the VMs place now. No search: the tests replay the policy against
+/// this answer.
+pub fn policy_certificate(pool: &Pool) -> Result<Option<(u32, Certificate)>, PlanError> {
+    policy_max(pool, Variant::Sound)
+}
+
+/// As [`policy_certificate`] with the hole condition H_j dropped: a
+/// deliberately unsound certificate, for the tests to show they catch it.
+#[doc(hidden)]
+pub fn policy_certificate_without_holes(pool: &Pool) -> Result<Option<(u32, Certificate)>, PlanError> {
+    policy_max(pool, Variant::WithoutHoles)
+}
+
+fn policy_max(pool: &Pool, variant: Variant) -> Result<Option<(u32, Certificate)>, PlanError> {
+    let (p, st, down) = Problem::compile(pool)?;
+    Ok(policy::max_certified(&p, &st, &down, st.alive_count(), variant).map(|(k, c)| (k, c.into())))
 }
 
 /// [`Planner::max_host_failures_to_tolerate`] in exact mode.
