@@ -155,7 +155,7 @@ pub(crate) fn certify(p: &Problem, st: &State, pending: &[u32], k: u32) -> Optio
     if let Some(c) = classic(p, st, pending, k) {
         return Some(c);
     }
-    policy::certify(p, st, pending, k, Variant::Sound).map(Certificate::from)
+    policy::certify(p, st, pending, k, Variant::Sound).map(|proof| proof.kind.into())
 }
 
 /// Slots, tiers and headroom.

@@ -144,8 +144,8 @@ impl<'p> Search<'p> {
         }
         // The restart policy's certificate names its placement: the
         // policy's own, after which the policy wins.
-        if policy::certify(p, st, batch, k, Variant::Sound).is_some() {
-            if let Some(plan) = policy::place(p, st, batch) {
+        if let Some(proof) = policy::certify(p, st, batch, k, Variant::Sound) {
+            if let Some(plan) = policy::place(p, st, batch, proof.big_above) {
                 return (Outcome::Yes, Some(plan));
             }
             debug_assert!(false, "the policy's certificate held but the policy left VMs over");

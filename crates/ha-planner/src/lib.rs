@@ -32,5 +32,6 @@ pub use bounds::Certificate;
 pub use model::{human, Host, PlanError, Pool, Reason, Resource, Vm, MAX_HOSTS, MAX_TOTAL_MEMORY};
 pub use planner::{
     max_host_failures_to_tolerate, plan_exists, policy_certificate, policy_certificate_without_holes, restart_plan,
-    Mode, Placement, Planner, Proof, ProvenBy, RestartPlan, Tolerance, Verdict, Witness, DEFAULT_BUDGET,
+    Mode, Placement, Planner, PolicyCertificate, Proof, ProvenBy, RestartPlan, Tolerance, Verdict, Witness,
+    DEFAULT_BUDGET,
 };

@@ -343,25 +343,43 @@ impl Planner {
     }
 }
 
+/// What the restart policy's certificate alone proves about a pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PolicyCertificate {
+    /// Every sequence of this many failures is survived by the policy.
+    pub failures: u32,
+    /// [`Certificate::Fluid`] or [`Certificate::Hole`].
+    pub certificate: Certificate,
+    /// The policy's threshold: VMs larger than this are big (each goes to
+    /// the host with the most free memory; the others onto a host carrying
+    /// a big VM first, then best fit).
+    pub big_above: i64,
+}
+
 /// The most failures the restart policy's certificate alone proves
-/// (`policy.rs`: big VM to the most free host, others onto its host first,
-/// then best fit), and in which form; `None` when it does not even prove
-/// that the VMs place now. No search: the tests replay the policy against
-/// this answer.
-pub fn policy_certificate(pool: &Pool) -> Result<Option<(u32, Certificate)>, PlanError> {
+/// (`policy.rs`), with the policy's threshold; `None` when it does not even
+/// prove that the VMs place now. No search: the tests replay the policy
+/// against this answer.
+pub fn policy_certificate(pool: &Pool) -> Result<Option<PolicyCertificate>, PlanError> {
     policy_max(pool, Variant::Sound)
 }
 
 /// As [`policy_certificate`] with the hole condition H_j dropped: a
 /// deliberately unsound certificate, for the tests to show they catch it.
 #[doc(hidden)]
-pub fn policy_certificate_without_holes(pool: &Pool) -> Result<Option<(u32, Certificate)>, PlanError> {
+pub fn policy_certificate_without_holes(pool: &Pool) -> Result<Option<PolicyCertificate>, PlanError> {
     policy_max(pool, Variant::WithoutHoles)
 }
 
-fn policy_max(pool: &Pool, variant: Variant) -> Result<Option<(u32, Certificate)>, PlanError> {
+fn policy_max(pool: &Pool, variant: Variant) -> Result<Option<PolicyCertificate>, PlanError> {
     let (p, st, down) = Problem::compile(pool)?;
-    Ok(policy::max_certified(&p, &st, &down, st.alive_count(), variant).map(|(k, c)| (k, c.into())))
+    Ok(
+        policy::max_certified(&p, &st, &down, st.alive_count(), variant).map(|(failures, proof)| PolicyCertificate {
+            failures,
+            certificate: proof.kind.into(),
+            big_above: proof.big_above,
+        }),
+    )
 }
 
 /// [`Planner::max_host_failures_to_tolerate`] in exact mode.

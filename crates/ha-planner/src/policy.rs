@@ -1,53 +1,66 @@
-//! A fixed restart policy ("BF-Hβ") and the closed-form certificate that it
-//! survives every sequence of `k` host failures (issue 27).
+//! A fixed restart policy ("BF-Hβ") and the closed-form certificates that
+//! it survives every sequence of `k` host failures (issue 27).
 //!
-//! **The policy**, applied to the pending VMs first and then after every
-//! failure, each batch biggest first:
-//! 1. the *big* VM (the unique largest, size `b`) goes to the live host with
-//!    the most free memory;
-//! 2. every other VM (size at most `t`, the second-largest size) goes onto
-//!    the big VM's current host `β` if it fits there;
+//! **The policy**, with a threshold `t`: VMs larger than `t` are *big*, the
+//! hosts carrying a big VM are the *β hosts*. Applied to the pending VMs
+//! first and then after every failure, each batch biggest first:
+//! 1. a big VM goes to the live host with the most free memory;
+//! 2. any other VM goes onto a β host if one has room (the fullest that
+//!    fits);
 //! 3. otherwise to the live host with the least free memory that still fits
 //!    (best fit).
 //!
 //! Every rule places a VM whenever some live host has room for it (the
 //! policy is *any-fit*), which the first condition below relies on.
 //!
-//! **The certificate** holds when every VM may run on every live host and,
-//! with `n` live hosts, `L` the protected memory (placed and pending),
-//! `cap_h = free_h + load_h` (constant through the game) and `n_j = n - j`:
+//! **The certificates** need every VM to be allowed on every live host.
+//! With `n` live hosts, `L` the protected memory (placed and pending),
+//! `cap_h = free_h + load_h` (constant through the game), `n_j = n - j`,
+//! `f_h` the free memory now, `b` the largest VM and `m` the number of big
+//! VMs:
 //! - **S_j** for every `j <= k` (`j = 0` only with pending VMs):
 //!   `T_j >= (n_j - 1)·t`, where `T_j` is the least `Σ cap - L` over any
 //!   `n_j` live hosts (the adversary removing the largest). A VM of size
 //!   `s <= t` fails to place only if every live host has less than `s` free;
 //!   the free memory then, at least `T_j` plus the unplaced VM itself, would
 //!   be below `n_j·s`, which S_j forbids.
-//! - **Fluid**: S_j with `t` the largest VM proves any any-fit policy,
-//!   this one included; it needs no big VM.
-//! - **H_j** for every `j < k`: the sum of the `n_j` smallest
-//!   `val_h = cap_h - hid_h` exceeds `L + (b - t) + B_j - min hid`, where
-//!   `hid_h = free_h` if `free_h < b`, else `t`, and `B_j` bounds the free
-//!   memory of `β` after step `j` (below). Then after every step some host
-//!   other than `β` has at least `b` free (a *hole*), so the big VM has
-//!   somewhere to go when `β` fails. Proof: only VMs of size at most `t`
-//!   land on hosts other than `β`, and best fit breaks a hole (brings a host
-//!   that started with at least `b` free into `[t, b)`) only when no other
-//!   such host exists, as that one would fit the VM with less free memory.
-//!   So with no hole, every host other than `β` has at most `hid_h` free,
-//!   but for one with less than `b`; summing, `Σ cap - L <= Σ hid - hid_β +
-//!   (b - t) + B_j`, against H_j.
-//! - **B_j**: if `β` ends a step with at least `t` free, every small VM
-//!   placed since `β` took the big VM went onto `β` (it fitted, and `β` is
-//!   tried first). With `P` the pending small memory and `ℓ` the least
-//!   small-VM load any live host starts with: `B_0 = max(t, f_β0 - P)` when
-//!   the big VM runs on `β0`, else `max(t, max f - b - P)`; for `j >= 1`,
-//!   `B_j = max(t, f_β0 - P - ℓ, max f - b - ℓ)` (the first term only when
-//!   the big VM starts placed): the host failed at step 1 (or the previous
-//!   `β`) carried at least `ℓ` of small VMs, all of which went to `β`.
-//! - **A hole now** when the big VM is pending.
+//! - **Fluid**: S_j with `t` the largest VM (no VM is big) proves any
+//!   any-fit policy, this one included.
+//! - **Holes**: S_j for the small VMs, and for every `j < k` the condition
+//!   H_j below, which makes sure that after every step at least `m` hosts
+//!   other than the β hosts have `b` free (*holes*), so the big VMs of
+//!   whichever β host fails next fit (each goes to the host with the most
+//!   free memory, which takes at most one hole away). Pending big VMs need
+//!   `m`-free slots now (`Σ ⌊free/b⌋`; each placement uses at most one). Why
+//!   H_j does it:
+//!   - only small VMs land on non-β hosts (a host taking a big VM becomes a
+//!     β host until it fails), and best fit brings a non-β host from at least
+//!     `b` free into `[t, b)` only when no other non-β host is in `[t, b)`
+//!     having started with at least `b`: that one would fit the VM with less
+//!     free memory. So at most one such host exists at any time;
+//!   - with `hid_h = f_h` if `f_h < b`, else `t`, a non-β host that is no
+//!     hole has at most `hid_h` free, but for that one host, with less than
+//!     `b`; a hole at most `f_h = hid_h + (f_h - t)`; a β host at most
+//!     `hid_h + d_h` (below);
+//!   - so with fewer than `m` holes, `Σ cap - L = Σ free <= Σ hid + (b - t)
+//!     + (the m - 1 largest f_h - t) + (the m largest d_h)`, and H_j says the
+//!     sum of the `n_j` smallest `val_h = cap_h - hid_h` is larger.
 //!
-//! VMs that only some hosts can run are not covered: the certificate then
-//! does not apply, and the other proofs or the search decide.
+//!   A β host holds at most `f_h` if it carries a big VM now, else at most
+//!   `f_h - b'` (`b'` the smallest big VM): `d_h` is that less `hid_h`.
+//! - **One big VM** (`m = 1`): the bound on `β` is sharper. If `β` ends a
+//!   step with at least `t` free, every small VM placed since `β` took the
+//!   big VM went onto `β` (it fitted, and `β` is tried first). With `P` the
+//!   pending small memory and `ℓ` the least small-VM load any live host
+//!   starts with, `β` has at most `B_0 = max(t, f_β0 - P)` after the pending
+//!   VMs when the big VM runs on `β0`, else `max(t, max f - b - P)`; and for
+//!   `j >= 1`, `B_j = max(t, f_β0 - P - ℓ, max f - b - ℓ)` (the first term
+//!   only when the big VM starts placed): the host failed at step 1 (or the
+//!   previous `β`) carried at least `ℓ` of small VMs, all of which went to
+//!   `β`. H_j is then `Σ_{n_j smallest} val > L + (b - t) + B_j - min hid`.
+//!
+//! VMs that only some hosts can run are not covered: the certificates then
+//! do not apply, and the other proofs or the search decide.
 
 use crate::problem::{hosts_of, Problem, State};
 
@@ -56,8 +69,16 @@ use crate::problem::{hosts_of, Problem, State};
 pub(crate) enum PolicyProof {
     /// S_j with `t` the largest VM: no hole needed.
     Fluid,
-    /// S_j with `t` the second-largest VM, and H_j for the big VM.
+    /// S_j with `t` below the big VMs, and H_j for them.
     Hole,
+}
+
+/// A proof, and the threshold the policy must use: VMs larger than
+/// `big_above` are big.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Proven {
+    pub kind: PolicyProof,
+    pub big_above: i64,
 }
 
 /// The certificate as written, or a deliberately broken one (H_j dropped)
@@ -68,6 +89,10 @@ pub(crate) enum Variant {
     WithoutHoles,
 }
 
+/// Up to this many of the largest distinct sizes are tried as the smallest
+/// big VM.
+const SPLITS: usize = 3;
+
 /// What the conditions need, computed once per state.
 struct Aggregates {
     /// Live hosts.
@@ -76,51 +101,35 @@ struct Aggregates {
     load: i64,
     /// `prefix_cap[i]`: the sum of the `i` smallest capacities.
     prefix_cap: Vec<i64>,
-    /// Largest VM, and how many VMs have that size.
-    b: i64,
-    b_count: usize,
-    /// Largest size below `b` (0 if none).
-    t: i64,
-    /// The big VM's host at the start, if it is placed.
-    beta0: Option<usize>,
-    pending_small: i64,
+    /// Distinct VM sizes, largest first.
+    sizes: Vec<i64>,
     pending_any: bool,
+    max_free: i64,
 }
 
 impl Aggregates {
     fn new(p: &Problem, st: &State, pending: &[u32]) -> Option<Aggregates> {
         let mut sizes = Vec::new();
-        for h in hosts_of(st.alive) {
-            for &v in &st.on[h] {
-                if p.allowed[v as usize] & st.alive != st.alive {
-                    return None;
-                }
-                sizes.push(p.size[v as usize]);
-            }
-        }
-        for &v in pending {
-            if p.allowed[v as usize] & st.alive != st.alive {
+        let mut load = 0;
+        for v in hosts_of(st.alive).flat_map(|h| st.on[h].iter()).chain(pending) {
+            if p.allowed[*v as usize] & st.alive != st.alive {
                 return None;
             }
-            sizes.push(p.size[v as usize]);
+            let s = p.size[*v as usize];
+            load += s;
+            sizes.push(s);
         }
-        let b = sizes.iter().copied().max().unwrap_or(0);
-        let b_count = sizes.iter().filter(|&&s| s == b).count();
-        let t = sizes.iter().copied().filter(|&s| s < b).max().unwrap_or(0);
-        let beta0 = hosts_of(st.alive).find(|&h| st.on[h].iter().any(|&v| p.size[v as usize] == b));
+        sizes.sort_unstable_by(|a, b| b.cmp(a));
+        sizes.dedup();
         let mut caps: Vec<i64> = hosts_of(st.alive).map(|h| st.free[h] + st.load(p, h)).collect();
         caps.sort_unstable();
-        let prefix_cap = prefix(&caps);
         Some(Aggregates {
             n: caps.len(),
-            load: sizes.iter().sum(),
-            prefix_cap,
-            b,
-            b_count,
-            t,
-            beta0,
-            pending_small: pending.iter().map(|&v| p.size[v as usize]).filter(|&s| s < b).sum(),
+            load,
+            prefix_cap: prefix(&caps),
+            sizes,
             pending_any: !pending.is_empty(),
+            max_free: hosts_of(st.alive).map(|h| st.free[h]).max().unwrap_or(0),
         })
     }
 
@@ -129,8 +138,8 @@ impl Aggregates {
         let first = if self.pending_any { 0 } else { 1 };
         (first..=k as usize).all(|j| {
             let alive = self.n - j;
-            // The adversary keeps the `alive` smallest capacities.
-            // In i128: `(alive - 1)·t` may pass `i64::MAX` on hostile input.
+            // The adversary keeps the `alive` smallest capacities. In i128:
+            // `(alive - 1)·t` may pass `i64::MAX` on hostile input.
             i128::from(self.prefix_cap[alive] - self.load) >= (alive as i128 - 1) * i128::from(t)
         })
     }
@@ -147,67 +156,125 @@ fn prefix(sorted: &[i64]) -> Vec<i64> {
     out
 }
 
+/// The sum of the `count` largest values (0 for none).
+fn top_sum(mut values: Vec<i64>, count: usize) -> i128 {
+    values.sort_unstable_by(|a, b| b.cmp(a));
+    values.into_iter().take(count).map(i128::from).sum()
+}
+
 /// Does the policy survive every sequence of `k` failures from `st`, with
-/// `pending` placed first? Which certificate says so.
-pub(crate) fn certify(p: &Problem, st: &State, pending: &[u32], k: u32, variant: Variant) -> Option<PolicyProof> {
+/// `pending` placed first? Which certificate says so, and with which
+/// threshold.
+pub(crate) fn certify(p: &Problem, st: &State, pending: &[u32], k: u32, variant: Variant) -> Option<Proven> {
     let agg = Aggregates::new(p, st, pending)?;
     if agg.n < k as usize {
         return None;
     }
-    if agg.b == 0 {
-        return Some(PolicyProof::Fluid);
-    }
+    let Some(&b) = agg.sizes.first() else {
+        return Some(Proven {
+            kind: PolicyProof::Fluid,
+            big_above: 0,
+        });
+    };
     if agg.n <= k as usize {
         return None;
     }
-    if agg.small_vms_place(k, agg.b) {
-        return Some(PolicyProof::Fluid);
+    if agg.small_vms_place(k, b) {
+        return Some(Proven {
+            kind: PolicyProof::Fluid,
+            big_above: b,
+        });
     }
-    if agg.b_count != 1 {
-        return None;
-    }
-    let (b, t) = (agg.b, agg.t);
-    let max_free = hosts_of(st.alive).map(|h| st.free[h]).max()?;
-    if agg.beta0.is_none() && max_free < b {
-        // The big VM is pending and fits nowhere.
-        return None;
+    (0..SPLITS.min(agg.sizes.len() - 1)).find_map(|i| {
+        let t = agg.sizes[i + 1];
+        holes(p, st, pending, k, variant, &agg, t).then_some(Proven {
+            kind: PolicyProof::Hole,
+            big_above: t,
+        })
+    })
+}
+
+/// The hole certificate with VMs larger than `t` big.
+fn holes(p: &Problem, st: &State, pending: &[u32], k: u32, variant: Variant, agg: &Aggregates, t: i64) -> bool {
+    let b = agg.sizes[0];
+    let is_big = |v: u32| p.size[v as usize] > t;
+    let big_on = |h: usize| st.on[h].iter().filter(|&&v| is_big(v)).count();
+    let pending_big: Vec<u32> = pending.iter().copied().filter(|&v| is_big(v)).collect();
+    let m = hosts_of(st.alive).map(big_on).sum::<usize>() + pending_big.len();
+    // Pending big VMs, each onto the host with the most free: one slot each
+    // (the host keeps its other slots).
+    let slots: i64 = hosts_of(st.alive).map(|h| st.free[h].max(0) / b).sum();
+    if (pending_big.len() as i64) > slots {
+        return false;
     }
     if !agg.small_vms_place(k, t) {
-        return None;
+        return false;
     }
     if variant == Variant::WithoutHoles || k == 0 {
-        return Some(PolicyProof::Hole);
+        return true;
     }
     let hid = |h: usize| if st.free[h] < b { st.free[h] } else { t };
-    let hid_min = hosts_of(st.alive).map(hid).min()?;
     let mut vals: Vec<i64> = hosts_of(st.alive)
         .map(|h| st.free[h] + st.load(p, h) - hid(h))
         .collect();
     vals.sort_unstable();
     let prefix_val = prefix(&vals);
-    let small_load = |h: usize| {
-        st.on[h]
+    let slack = i128::from(agg.load) + i128::from(b - t);
+    let bound: Box<dyn Fn(usize) -> i128> = if m == 1 {
+        let small_load = |h: usize| {
+            st.on[h]
+                .iter()
+                .filter(|&&v| !is_big(v))
+                .map(|&v| p.size[v as usize])
+                .sum::<i64>()
+        };
+        let least_small = hosts_of(st.alive).map(small_load).min().unwrap_or(0);
+        let pending_small: i64 = pending
             .iter()
+            .filter(|&&v| !is_big(v))
             .map(|&v| p.size[v as usize])
-            .filter(|&s| s < b)
-            .sum::<i64>()
-    };
-    let least_small = hosts_of(st.alive).map(small_load).min()?;
-    let after_start = match agg.beta0 {
-        Some(h) => st.free[h] - agg.pending_small,
-        None => max_free - b - agg.pending_small,
-    };
-    let mut after_failure = max_free - b - least_small;
-    if let Some(h) = agg.beta0 {
-        after_failure = after_failure.max(st.free[h] - agg.pending_small - least_small);
-    }
-    (0..k as usize)
-        .all(|j| {
+            .sum();
+        let hid_min = hosts_of(st.alive).map(hid).min().unwrap_or(0);
+        let beta0 = hosts_of(st.alive).find(|&h| big_on(h) > 0);
+        let after_start = match beta0 {
+            Some(h) => st.free[h] - pending_small,
+            None => agg.max_free - b - pending_small,
+        };
+        let mut after_failure = agg.max_free - b - least_small;
+        if let Some(h) = beta0 {
+            after_failure = after_failure.max(st.free[h] - pending_small - least_small);
+        }
+        Box::new(move |j| {
             let beta_free = t.max(if j == 0 { after_start } else { after_failure });
-            let bound = i128::from(agg.load) + i128::from(b - t) + i128::from(beta_free) - i128::from(hid_min);
-            i128::from(prefix_val[agg.n - j]) > bound
+            slack + i128::from(beta_free) - i128::from(hid_min)
         })
-        .then_some(PolicyProof::Hole)
+    } else {
+        let smallest_big = hosts_of(st.alive)
+            .flat_map(|h| st.on[h].iter())
+            .chain(pending)
+            .map(|&v| p.size[v as usize])
+            .filter(|&s| s > t)
+            .min()
+            .unwrap_or(b);
+        // What a non-β host with a slot, and a β host, may hold beyond hid.
+        let holes: Vec<i64> = hosts_of(st.alive)
+            .filter(|&h| st.free[h] >= b)
+            .map(|h| st.free[h] - t)
+            .collect();
+        let betas: Vec<i64> = hosts_of(st.alive)
+            .map(|h| {
+                let most = if big_on(h) > 0 {
+                    st.free[h]
+                } else {
+                    st.free[h] - smallest_big
+                };
+                (most - hid(h)).max(0)
+            })
+            .collect();
+        let fixed = slack + top_sum(holes, m - 1) + top_sum(betas, m);
+        Box::new(move |_| fixed)
+    };
+    (0..k as usize).all(|j| i128::from(prefix_val[agg.n - j]) > bound(j))
 }
 
 /// The largest `k` (up to `limit`) the certificate proves, if any.
@@ -217,8 +284,9 @@ pub(crate) fn max_certified(
     pending: &[u32],
     limit: u32,
     variant: Variant,
-) -> Option<(u32, PolicyProof)> {
-    // The conditions for `k` include those for every smaller `k`.
+) -> Option<(u32, Proven)> {
+    // For each threshold the conditions for `k` include those for every
+    // smaller `k`: once no threshold proves `k`, none proves more.
     let mut best = None;
     for k in 0..=limit {
         match certify(p, st, pending, k, variant) {
@@ -229,20 +297,13 @@ pub(crate) fn max_certified(
     best
 }
 
-/// The policy's placement of `batch` from `st`, or `None` if a VM fits
-/// nowhere. The big VM is the unique largest of every VM in play (placed on
-/// a live host or in the batch); with no unique largest, every VM is placed
-/// by best fit.
-pub(crate) fn place(p: &Problem, st: &State, batch: &[u32]) -> Option<Vec<(u32, usize)>> {
-    let placed = hosts_of(st.alive).flat_map(|h| st.on[h].iter().map(move |&v| (v, Some(h))));
-    let all: Vec<(u32, Option<usize>)> = placed.chain(batch.iter().map(|&v| (v, None))).collect();
-    let b = all.iter().map(|&(v, _)| p.size[v as usize]).max().unwrap_or(0);
-    let mut biggest = all.iter().filter(|&&(v, _)| p.size[v as usize] == b);
-    let big = match (biggest.next(), biggest.next()) {
-        (Some(&(v, h)), None) => Some((v, h)),
-        _ => None,
-    };
-    let mut beta = big.and_then(|(_, h)| h);
+/// The policy's placement of `batch` from `st`, VMs larger than `big_above`
+/// being big; `None` if a VM fits nowhere.
+pub(crate) fn place(p: &Problem, st: &State, batch: &[u32], big_above: i64) -> Option<Vec<(u32, usize)>> {
+    let is_big = |v: u32| p.size[v as usize] > big_above;
+    let mut beta: u64 = hosts_of(st.alive)
+        .filter(|&h| st.on[h].iter().any(|&v| is_big(v)))
+        .fold(0, |acc, h| acc | crate::problem::bit(h));
     let mut free = st.free.clone();
     let mut plan = Vec::with_capacity(batch.len());
     for vm in crate::pack::decreasing(p, batch) {
@@ -250,20 +311,20 @@ pub(crate) fn place(p: &Problem, st: &State, batch: &[u32]) -> Option<Vec<(u32, 
         let fits: Vec<usize> = hosts_of(p.allowed[vm as usize] & st.alive)
             .filter(|&h| free[h] >= size)
             .collect();
-        let host = if big.is_some_and(|(v, _)| v == vm) {
+        let fullest =
+            |hosts: &mut dyn Iterator<Item = usize>| hosts.min_by(|a, b| free[*a].cmp(&free[*b]).then(a.cmp(b)));
+        let host = if is_big(vm) {
             let h = fits
                 .iter()
                 .copied()
                 .max_by(|a, b| free[*a].cmp(&free[*b]).then(b.cmp(a)))?;
-            beta = Some(h);
+            beta |= crate::problem::bit(h);
             h
         } else {
-            match beta {
-                Some(h) if fits.contains(&h) => h,
-                _ => fits
-                    .iter()
-                    .copied()
-                    .min_by(|a, b| free[*a].cmp(&free[*b]).then(a.cmp(b)))?,
+            let on_beta = fullest(&mut fits.iter().copied().filter(|&h| beta & crate::problem::bit(h) != 0));
+            match on_beta {
+                Some(h) => h,
+                None => fullest(&mut fits.iter().copied())?,
             }
         };
         free[host] -= size;
