@@ -101,7 +101,7 @@ struct Aggregates {
     load: i64,
     /// `prefix_cap[i]`: the sum of the `i` smallest capacities.
     prefix_cap: Vec<i64>,
-    /// Distinct VM sizes, largest first.
+    /// The `SPLITS + 1` largest distinct VM sizes, largest first.
     sizes: Vec<i64>,
     pending_any: bool,
     max_free: i64,
@@ -109,7 +109,9 @@ struct Aggregates {
 
 impl Aggregates {
     fn new(p: &Problem, st: &State, pending: &[u32]) -> Option<Aggregates> {
-        let mut sizes = Vec::new();
+        // The largest distinct sizes, without sorting every VM: the search
+        // asks this at every node.
+        let mut sizes: Vec<i64> = Vec::with_capacity(SPLITS + 2);
         let mut load = 0;
         for v in hosts_of(st.alive).flat_map(|h| st.on[h].iter()).chain(pending) {
             if p.allowed[*v as usize] & st.alive != st.alive {
@@ -117,10 +119,13 @@ impl Aggregates {
             }
             let s = p.size[*v as usize];
             load += s;
-            sizes.push(s);
+            if sizes.len() <= SPLITS || s > sizes[SPLITS] {
+                if let Err(at) = sizes.binary_search_by(|x| s.cmp(x)) {
+                    sizes.insert(at, s);
+                    sizes.truncate(SPLITS + 1);
+                }
+            }
         }
-        sizes.sort_unstable_by(|a, b| b.cmp(a));
-        sizes.dedup();
         let mut caps: Vec<i64> = hosts_of(st.alive).map(|h| st.free[h] + st.load(p, h)).collect();
         caps.sort_unstable();
         Some(Aggregates {
