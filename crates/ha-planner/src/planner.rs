@@ -281,23 +281,38 @@ impl Planner {
     /// failures when one exists, else for as many as possible.
     pub fn restart_plan(&self, pool: &Pool, failed_hosts: &[String], keep: u32) -> Result<RestartPlan, PlanError> {
         let (p, mut st, mut batch) = Problem::compile(pool)?;
+        let before = st.clone();
+        let down = batch.clone();
+        let mut failed = Vec::new();
         for uuid in failed_hosts {
             let h = p.host_index(uuid).ok_or_else(|| PlanError::UnknownHost(uuid.clone()))?;
             if st.alive & bit(h) != 0 {
                 batch.extend(st.fail(h));
+                failed.push(h);
             }
         }
         batch.sort_unstable();
         let (plan, tolerates_after) = match self.mode {
             Mode::Xapi => (xapi::restart_plan(&p, &st, &batch), None),
             Mode::Exact => {
+                // The pool does what was proven: when the restart policy's
+                // certificate covers the state before these failures, its
+                // placement keeps the rest of what it proved.
+                let by_policy = policy::max_certified(&p, &before, &down, before.alive_count(), Variant::Sound)
+                    .filter(|&(k, _)| k as usize >= failed.len())
+                    .and_then(|(k, proof)| {
+                        let plan = policy::replay(&p, &before, &down, &failed, proof.big_above)?;
+                        Some((plan, (k - failed.len() as u32).min(keep)))
+                    });
+                let floor = by_policy.as_ref().map_or(0, |&(_, k)| k + 1);
                 let mut search = Search::new(&p, self.budget);
-                let proven = (0..=keep)
+                let proven = (floor..=keep)
                     .rev()
                     .find_map(|k| match search.place_then_win(&st, &batch, k) {
                         (Outcome::Yes, Some(plan)) => Some((plan, k)),
                         _ => None,
-                    });
+                    })
+                    .or(by_policy);
                 match proven {
                     Some((plan, k)) => (plan, Some(k)),
                     None => {

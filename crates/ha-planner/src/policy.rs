@@ -337,3 +337,39 @@ pub(crate) fn place(p: &Problem, st: &State, batch: &[u32], big_above: i64) -> O
     }
     Some(plan)
 }
+
+/// Where the policy puts `pending` and then the VMs of `failed` (failing
+/// one after another) from `st`: the final host of each VM that moved, or
+/// `None` if one fits nowhere.
+pub(crate) fn replay(
+    p: &Problem,
+    st: &State,
+    pending: &[u32],
+    failed: &[usize],
+    big_above: i64,
+) -> Option<Vec<(u32, usize)>> {
+    let mut st = st.clone();
+    let mut moved: Vec<u32> = pending.to_vec();
+    let mut batch = pending.to_vec();
+    let mut failed = failed.iter();
+    loop {
+        for (vm, h) in place(p, &st, &batch, big_above)? {
+            st.place(p, vm, h);
+        }
+        let Some(&h) = failed.next() else { break };
+        batch = st.fail(h);
+        moved.extend(&batch);
+    }
+    moved.sort_unstable();
+    moved.dedup();
+    let mut out = Vec::with_capacity(moved.len());
+    for h in hosts_of(st.alive) {
+        out.extend(
+            st.on[h]
+                .iter()
+                .filter(|v| moved.binary_search(v).is_ok())
+                .map(|&v| (v, h)),
+        );
+    }
+    Some(out)
+}
