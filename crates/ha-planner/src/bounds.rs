@@ -12,7 +12,7 @@
 //! host) must fit into the free memory of the hosts outside F.
 
 use crate::policy::{self, PolicyProof, Variant};
-use crate::problem::{bit, hosts_of, Problem, State};
+use crate::problem::{bit, hosts_of, HostSet, Problem, State};
 
 /// A sufficient condition that proved a plan exists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,8 +29,12 @@ pub enum Certificate {
     /// The restart policy of issue 27 (big VM to the most free host, others
     /// onto its host first, then best fit), proven by total memory alone.
     Fluid,
-    /// The same policy, proven with a hole kept for the one big VM.
+    /// The same policy, proven with holes kept for the big VMs.
     Hole,
+    /// VMs that only some hosts can run: each group of hosts that reach the
+    /// same SRs and networks proven on its own by the conditions above, every
+    /// VM kept in its group.
+    Regions,
 }
 
 impl Certificate {
@@ -42,6 +46,7 @@ impl Certificate {
             Certificate::Headroom => "headroom",
             Certificate::Fluid => "policy-fluid",
             Certificate::Hole => "policy-hole",
+            Certificate::Regions => "regions",
         }
     }
 }
@@ -152,10 +157,60 @@ pub(crate) fn refute(p: &Problem, st: &State, pending: &[u32], k: u32) -> Option
 /// hosts that carry the most VMs plus slots (or memory plus headroom), and
 /// the condition is that what they carry fits into what the rest offer.
 pub(crate) fn certify(p: &Problem, st: &State, pending: &[u32], k: u32) -> Option<Certificate> {
+    whole(p, st, pending, k).or_else(|| regions(p, st, pending, k).then_some(Certificate::Regions))
+}
+
+/// The conditions that need every VM to be allowed on every live host.
+fn whole(p: &Problem, st: &State, pending: &[u32], k: u32) -> Option<Certificate> {
     if let Some(c) = classic(p, st, pending, k) {
         return Some(c);
     }
     policy::certify(p, st, pending, k, Variant::Sound).map(|proof| proof.kind.into())
+}
+
+/// VMs that only some hosts can run, treated conservatively: live hosts
+/// are grouped by what they reach (hosts in one group are allowed by the
+/// same VMs), and each VM is confined to one group: its host's, or for a
+/// pending VM the allowed group with the most free memory. Confining VMs
+/// only takes choices away, and the groups then play independent games:
+/// the adversary's failures split among them, so each group holding VMs
+/// must survive `k` failures on its own.
+fn regions(p: &Problem, st: &State, pending: &[u32], k: u32) -> bool {
+    let mut groups: Vec<(u32, HostSet)> = Vec::new();
+    for h in hosts_of(st.alive) {
+        match groups.iter_mut().find(|(id, _)| *id == p.reach_id[h]) {
+            Some((_, set)) => *set |= bit(h),
+            None => groups.push((p.reach_id[h], bit(h))),
+        }
+    }
+    if groups.len() < 2 {
+        // One group is the whole pool: nothing to add to `whole`.
+        return false;
+    }
+    let free_of = |set: HostSet| hosts_of(set).map(|h| st.free[h]).sum::<i64>();
+    let mut pending_of: Vec<Vec<u32>> = vec![Vec::new(); groups.len()];
+    for &v in pending {
+        let allowed = p.allowed[v as usize];
+        let Some(g) = (0..groups.len())
+            .filter(|&g| groups[g].1 & allowed == groups[g].1)
+            .max_by_key(|&g| (free_of(groups[g].1), std::cmp::Reverse(g)))
+        else {
+            return false;
+        };
+        pending_of[g].push(v);
+    }
+    groups.iter().zip(&pending_of).all(|(&(_, set), pend)| {
+        let holds_vms = !pend.is_empty() || hosts_of(set).any(|h| !st.on[h].is_empty());
+        if !holds_vms {
+            return true;
+        }
+        let sub = State {
+            alive: set,
+            free: st.free.clone(),
+            on: st.on.clone(),
+        };
+        whole(p, &sub, pend, k).is_some()
+    })
 }
 
 /// Slots, tiers and headroom.
