@@ -4,9 +4,11 @@
 //! **The policy**, with a threshold `t`: VMs larger than `t` are *big*, the
 //! hosts carrying a big VM are the *β hosts*. Applied to the pending VMs
 //! first and then after every failure, each batch biggest first:
-//! 1. a big VM goes to the live host with the most free memory;
-//! 2. any other VM goes onto a β host if one has room (the fullest that
-//!    fits);
+//! 1. a big VM goes to the live host *without* a big VM that has the most
+//!    free memory (the host with the most free memory if none fits);
+//! 2. any other VM goes onto the host that took this batch's first big VM
+//!    if there is one and it fits, else onto a β host if one has room (the
+//!    fullest that fits);
 //! 3. otherwise to the live host with the least free memory that still fits
 //!    (best fit).
 //!
@@ -27,12 +29,13 @@
 //! - **Fluid**: S_j with `t` the largest VM (no VM is big) proves any
 //!   any-fit policy, this one included.
 //! - **Holes**: S_j for the small VMs, and for every `j < k` the condition
-//!   H_j below, which makes sure that after every step at least `m` hosts
-//!   other than the β hosts have `b` free (*holes*), so the big VMs of
-//!   whichever β host fails next fit (each goes to the host with the most
-//!   free memory, which takes at most one hole away). Pending big VMs need
-//!   `m`-free slots now (`Σ ⌊free/b⌋`; each placement uses at most one). Why
-//!   H_j does it:
+//!   H_j below, which makes sure that after every step at least `c` hosts
+//!   other than the β hosts have `b` free (*holes*), `c` being the most big
+//!   VMs one host carries now (at least 1): a host takes a big VM only while
+//!   it carries none, so no host ever carries more, and the big VMs of
+//!   whichever β host fails next each find a hole of their own. Pending big
+//!   VMs need as many hosts without a big VM and with `b` free now. Why H_j
+//!   does it:
 //!   - only small VMs land on non-β hosts (a host taking a big VM becomes a
 //!     β host until it fails), and best fit brings a non-β host from at least
 //!     `b` free into `[t, b)` only when no other non-β host is in `[t, b)`
@@ -42,13 +45,20 @@
 //!     hole has at most `hid_h` free, but for that one host, with less than
 //!     `b`; a hole at most `f_h = hid_h + (f_h - t)`; a β host at most
 //!     `hid_h + d_h` (below);
-//!   - so with fewer than `m` holes, `Σ cap - L = Σ free <= Σ hid + (b - t)
-//!     + (the m - 1 largest f_h - t) + (the m largest d_h)`, and H_j says the
-//!     sum of the `n_j` smallest `val_h = cap_h - hid_h` is larger.
+//!   - so with fewer than `c` holes, `Σ cap - L = Σ free <= Σ hid + (b - t)
+//!     + (the c - 1 largest f_h - t) + (the m largest d_h)`, and H_j says the
+//!     sum of the `n_j` smallest `val_h = cap_h - hid_h` is larger (there
+//!     are at most `m` β hosts).
 //!
-//!   A β host holds at most `f_h` if it carries a big VM now, else at most
-//!   `f_h - b'` (`b'` the smallest big VM): `d_h` is that less `hid_h`.
-//! - **One big VM** (`m = 1`): the bound on `β` is sharper. If `β` ends a
+//!   A β host that carries a big VM now holds at most `f_h`. One that takes
+//!   a big VM (at least `b'`, the smallest big VM) after a failure also
+//!   takes every small VM of that batch first unless it ends below `t`: the
+//!   failed host carried at least `ℓ` of them, `ℓ` being the least small-VM
+//!   load any live host starts with; so it holds at most `max(t, f_h - b' -
+//!   ℓ)`. With pending big VMs, or a host carrying several, a host may take
+//!   a big VM without those small ones: then at most `f_h - b'`. `d_h` is
+//!   the bound that applies less `hid_h`.
+//! - **One big VM** (`m = 1`): the bound on `β` is sharper still. If `β` ends a
 //!   step with at least `t` free, every small VM placed since `β` took the
 //!   big VM went onto `β` (it fitted, and `β` is tried first). With `P` the
 //!   pending small memory and `ℓ` the least small-VM load any live host
@@ -62,7 +72,7 @@
 //! VMs that only some hosts can run are not covered: the certificates then
 //! do not apply, and the other proofs or the search decide.
 
-use crate::problem::{hosts_of, Problem, State};
+use crate::problem::{bit, hosts_of, HostSet, Problem, State};
 
 /// Which of the policy's certificates proved a question.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,12 +214,16 @@ fn holes(p: &Problem, st: &State, pending: &[u32], k: u32, variant: Variant, agg
     let b = agg.sizes[0];
     let is_big = |v: u32| p.size[v as usize] > t;
     let big_on = |h: usize| st.on[h].iter().filter(|&&v| is_big(v)).count();
-    let pending_big: Vec<u32> = pending.iter().copied().filter(|&v| is_big(v)).collect();
-    let m = hosts_of(st.alive).map(big_on).sum::<usize>() + pending_big.len();
-    // Pending big VMs, each onto the host with the most free: one slot each
-    // (the host keeps its other slots).
-    let slots: i64 = hosts_of(st.alive).map(|h| st.free[h].max(0) / b).sum();
-    if (pending_big.len() as i64) > slots {
+    let pending_big = pending.iter().filter(|&&v| is_big(v)).count();
+    let m = hosts_of(st.alive).map(big_on).sum::<usize>() + pending_big;
+    // Holes needed at every step: the most big VMs one host carries (a
+    // host takes a big VM only while it carries none).
+    let c = hosts_of(st.alive).map(big_on).max().unwrap_or(0).max(1);
+    // Pending big VMs, each onto its own host without a big VM.
+    let open = hosts_of(st.alive)
+        .filter(|&h| big_on(h) == 0 && st.free[h] >= b)
+        .count();
+    if pending_big > open {
         return false;
     }
     if !agg.small_vms_place(k, t) {
@@ -225,15 +239,16 @@ fn holes(p: &Problem, st: &State, pending: &[u32], k: u32, variant: Variant, agg
     vals.sort_unstable();
     let prefix_val = prefix(&vals);
     let slack = i128::from(agg.load) + i128::from(b - t);
+    let small_load = |h: usize| {
+        st.on[h]
+            .iter()
+            .filter(|&&v| !is_big(v))
+            .map(|&v| p.size[v as usize])
+            .sum::<i64>()
+    };
+    // ℓ: every host carries at least this much of small VMs while it lives.
+    let least_small = hosts_of(st.alive).map(small_load).min().unwrap_or(0);
     let bound: Box<dyn Fn(usize) -> i128> = if m == 1 {
-        let small_load = |h: usize| {
-            st.on[h]
-                .iter()
-                .filter(|&&v| !is_big(v))
-                .map(|&v| p.size[v as usize])
-                .sum::<i64>()
-        };
-        let least_small = hosts_of(st.alive).map(small_load).min().unwrap_or(0);
         let pending_small: i64 = pending
             .iter()
             .filter(|&&v| !is_big(v))
@@ -261,7 +276,13 @@ fn holes(p: &Problem, st: &State, pending: &[u32], k: u32, variant: Variant, agg
             .filter(|&s| s > t)
             .min()
             .unwrap_or(b);
-        // What a non-β host with a slot, and a β host, may hold beyond hid.
+        // A host that takes a big VM after a failure also takes every small
+        // VM of that batch first, at least ℓ, unless it ends below `t`; a
+        // host taking a pending big VM, or one of several from one host, is
+        // only sure to lose the big VM.
+        let plain_receivers = pending_big > 0 || c > 1;
+        // What a hole (a non-β host with `b` free), and a β host, may hold
+        // beyond hid.
         let holes: Vec<i64> = hosts_of(st.alive)
             .filter(|&h| st.free[h] >= b)
             .map(|h| st.free[h] - t)
@@ -271,12 +292,17 @@ fn holes(p: &Problem, st: &State, pending: &[u32], k: u32, variant: Variant, agg
                 let most = if big_on(h) > 0 {
                     st.free[h]
                 } else {
-                    st.free[h] - smallest_big
+                    let after_failure = t.max(st.free[h] - smallest_big - least_small);
+                    if plain_receivers {
+                        after_failure.max(st.free[h] - smallest_big)
+                    } else {
+                        after_failure
+                    }
                 };
                 (most - hid(h)).max(0)
             })
             .collect();
-        let fixed = slack + top_sum(holes, m - 1) + top_sum(betas, m);
+        let fixed = slack + top_sum(holes, c - 1) + top_sum(betas, m);
         Box::new(move |_| fixed)
     };
     (0..k as usize).all(|j| i128::from(prefix_val[agg.n - j]) > bound(j))
@@ -306,30 +332,28 @@ pub(crate) fn max_certified(
 /// being big; `None` if a VM fits nowhere.
 pub(crate) fn place(p: &Problem, st: &State, batch: &[u32], big_above: i64) -> Option<Vec<(u32, usize)>> {
     let is_big = |v: u32| p.size[v as usize] > big_above;
-    let mut beta: u64 = hosts_of(st.alive)
+    let mut beta: HostSet = hosts_of(st.alive)
         .filter(|&h| st.on[h].iter().any(|&v| is_big(v)))
-        .fold(0, |acc, h| acc | crate::problem::bit(h));
+        .fold(0, |acc, h| acc | bit(h));
+    let mut receiver: Option<usize> = None;
     let mut free = st.free.clone();
     let mut plan = Vec::with_capacity(batch.len());
     for vm in crate::pack::decreasing(p, batch) {
         let size = p.size[vm as usize];
-        let fits: Vec<usize> = hosts_of(p.allowed[vm as usize] & st.alive)
+        let fits = hosts_of(p.allowed[vm as usize] & st.alive)
             .filter(|&h| free[h] >= size)
-            .collect();
-        let fullest =
-            |hosts: &mut dyn Iterator<Item = usize>| hosts.min_by(|a, b| free[*a].cmp(&free[*b]).then(a.cmp(b)));
+            .fold(0, |acc, h| acc | bit(h));
+        let most_free = |set: HostSet| hosts_of(set).max_by(|a, b| free[*a].cmp(&free[*b]).then(b.cmp(a)));
+        let fullest = |set: HostSet| hosts_of(set).min_by(|a, b| free[*a].cmp(&free[*b]).then(a.cmp(b)));
         let host = if is_big(vm) {
-            let h = fits
-                .iter()
-                .copied()
-                .max_by(|a, b| free[*a].cmp(&free[*b]).then(b.cmp(a)))?;
-            beta |= crate::problem::bit(h);
+            let h = most_free(fits & !beta).or_else(|| most_free(fits))?;
+            beta |= bit(h);
+            receiver.get_or_insert(h);
             h
         } else {
-            let on_beta = fullest(&mut fits.iter().copied().filter(|&h| beta & crate::problem::bit(h) != 0));
-            match on_beta {
+            match receiver.filter(|&h| fits & bit(h) != 0) {
                 Some(h) => h,
-                None => fullest(&mut fits.iter().copied())?,
+                None => fullest(fits & beta).or_else(|| fullest(fits))?,
             }
         };
         free[host] -= size;

@@ -188,17 +188,28 @@ impl Game {
     fn place_all(&mut self) -> bool {
         let mut batch: Vec<usize> = (0..self.size.len()).filter(|&v| self.at[v].is_none()).collect();
         batch.sort_by_key(|&v| std::cmp::Reverse(self.size[v]));
+        // The host that took this batch's first big VM.
+        let mut receiver = None;
         for v in batch {
             let s = self.size[v];
             let fits: Vec<usize> = (0..self.free.len())
                 .filter(|&h| self.alive[h] && self.allowed[v][h] && self.free[h] >= s)
                 .collect();
             let beta = |h: usize| (0..self.size.len()).any(|w| self.at[w] == Some(h) && self.size[w] > self.big_above);
-            let on_beta = fits.iter().copied().filter(|&h| beta(h)).min_by_key(|&h| self.free[h]);
             let host = if s > self.big_above {
-                fits.iter().copied().max_by_key(|&h| self.free[h])
+                let most_free = |hosts: &mut dyn Iterator<Item = usize>| hosts.max_by_key(|&h| self.free[h]);
+                let h = most_free(&mut fits.iter().copied().filter(|&h| !beta(h)))
+                    .or_else(|| most_free(&mut fits.iter().copied()));
+                if receiver.is_none() {
+                    receiver = h;
+                }
+                h
             } else {
-                on_beta.or_else(|| fits.iter().copied().min_by_key(|&h| self.free[h]))
+                let on_beta = fits.iter().copied().filter(|&h| beta(h)).min_by_key(|&h| self.free[h]);
+                receiver
+                    .filter(|h| fits.contains(h))
+                    .or(on_beta)
+                    .or_else(|| fits.iter().copied().min_by_key(|&h| self.free[h]))
             };
             let Some(h) = host else { return false };
             self.free[h] -= s;
