@@ -285,7 +285,12 @@ fn tiers(p: &Problem, st: &State, pending: &[u32], k: u32) -> bool {
     let free = |h: usize| st.free[h].max(0);
     for split in sizes.iter().take(TIER_SPLITS).copied() {
         let big = |v: u32| p.size[v as usize] >= split;
-        let big_on = |h: usize| st.on[h].iter().filter(|&&v| big(v)).count() as i64;
+        // Counted once per host: the loop below asks for every `m`.
+        let mut big_count = vec![0i64; st.free.len()];
+        for h in hosts_of(st.alive) {
+            big_count[h] = st.on[h].iter().filter(|&&v| big(v)).count() as i64;
+        }
+        let big_on = |h: usize| big_count[h];
         let pending_big = pending.iter().filter(|&&v| big(v)).count() as i64;
         // Holes on the hosts with the most free memory, as few as will do.
         let mut eligible: Vec<usize> = hosts_of(st.alive).filter(|&h| free(h) >= t_big).collect();
@@ -314,13 +319,7 @@ fn tiers(p: &Problem, st: &State, pending: &[u32], k: u32) -> bool {
         let smallest = small.iter().map(|&v| p.size[v as usize]).min().unwrap_or(0);
         let outside = |h: usize| free(h) - if holes & bit(h) != 0 { t_big } else { 0 };
         let room = |h: usize| (outside(h) - t_small + 1).max(0);
-        let small_load = |h: usize| {
-            st.on[h]
-                .iter()
-                .filter(|&&v| !big(v))
-                .map(|&v| p.size[v as usize])
-                .sum::<i64>()
-        };
+        let small_load = |h: usize| st.load_of(p, h, |v| !big(v));
         let pending_small: i64 = pending.iter().filter(|&&v| !big(v)).map(|&v| p.size[v as usize]).sum();
         let total_room: i64 = hosts_of(st.alive).map(room).sum();
         let lost: i64 = top_k(st, k, |h| small_load(h) + room(h))

@@ -239,13 +239,7 @@ fn holes(p: &Problem, st: &State, pending: &[u32], k: u32, variant: Variant, agg
     vals.sort_unstable();
     let prefix_val = prefix(&vals);
     let slack = i128::from(agg.load) + i128::from(b - t);
-    let small_load = |h: usize| {
-        st.on[h]
-            .iter()
-            .filter(|&&v| !is_big(v))
-            .map(|&v| p.size[v as usize])
-            .sum::<i64>()
-    };
+    let small_load = |h: usize| st.load_of(p, h, |v| !is_big(v));
     // ℓ: every host carries at least this much of small VMs while it lives.
     let least_small = hosts_of(st.alive).map(small_load).min().unwrap_or(0);
     let bound: Box<dyn Fn(usize) -> i128> = if m == 1 {

@@ -169,16 +169,7 @@ impl Game {
                 .map(|v| v.resident_on.as_deref().and_then(index).filter(|&h| alive[h]))
                 .collect(),
             alive,
-            allowed: pool
-                .vms
-                .iter()
-                .map(|v| {
-                    pool.hosts
-                        .iter()
-                        .map(|h| v.needs.iter().all(|n| h.reaches.contains(n)))
-                        .collect()
-                })
-                .collect(),
+            allowed: brute::allowed(pool),
             size,
             big_above,
         }
