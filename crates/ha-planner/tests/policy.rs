@@ -154,6 +154,10 @@ struct Game {
     at: Vec<Option<usize>>,
     /// VMs larger than this are big.
     big_above: i64,
+    /// Holes the proof keeps after every step (hosts without a big VM that
+    /// have the largest VM's size free): the most big VMs one host carries
+    /// at the start, at least 1; 0 when no VM is big.
+    holes: usize,
 }
 
 impl Game {
@@ -161,7 +165,25 @@ impl Game {
         let alive: Vec<bool> = pool.hosts.iter().map(|h| h.live).collect();
         let index = |uuid: &str| pool.hosts.iter().position(|h| h.uuid == uuid);
         let size: Vec<i64> = pool.vms.iter().map(|v| v.memory).collect();
+        let holes = if size.iter().any(|&s| s > big_above) {
+            let on = |h: &str| {
+                pool.vms
+                    .iter()
+                    .filter(|v| v.memory > big_above && v.resident_on.as_deref() == Some(h))
+                    .count()
+            };
+            pool.hosts
+                .iter()
+                .filter(|h| h.live)
+                .map(|h| on(&h.uuid))
+                .max()
+                .unwrap_or(0)
+                .max(1)
+        } else {
+            0
+        };
         Game {
+            holes,
             free: pool.hosts.iter().map(|h| h.memory_free).collect(),
             at: pool
                 .vms
@@ -209,6 +231,15 @@ impl Game {
         true
     }
 
+    /// Live hosts without a big VM that have the largest VM's size free.
+    fn hole_count(&self) -> usize {
+        let b = self.size.iter().copied().max().unwrap_or(0);
+        (0..self.free.len())
+            .filter(|&h| self.alive[h] && self.free[h] >= b)
+            .filter(|&h| !(0..self.size.len()).any(|v| self.at[v] == Some(h) && self.size[v] > self.big_above))
+            .count()
+    }
+
     fn fail(&mut self, h: usize) {
         self.alive[h] = false;
         for v in 0..self.size.len() {
@@ -225,6 +256,12 @@ impl Game {
         if k == 0 {
             *sequences += 1;
             return Ok(());
+        }
+        // What the proof of the hole certificate claims before every
+        // failure, not only what it needs when a big VM's host fails: it
+        // catches a wrong bound long before the policy loses.
+        if self.hole_count() < self.holes {
+            return Err(vec![]);
         }
         for h in (0..self.free.len()).filter(|&h| self.alive[h]) {
             let mut next = self.clone();
@@ -248,7 +285,7 @@ fn replay(pool: &Pool, k: u32, big_above: i64, sequences: &mut u64) -> Result<()
         return Err("the pending VMs do not place".into());
     }
     game.survives(k, sequences)
-        .map_err(|seq| format!("loses along {seq:?}"))
+        .map_err(|seq| format!("loses, or keeps too few holes, along {seq:?}"))
 }
 
 type Cert = fn(&Pool) -> Result<Option<PolicyCertificate>, ha_planner::PlanError>;
