@@ -251,8 +251,9 @@ impl Game {
     }
 
     /// Does the policy survive every ordered sequence of `k` failures? The
-    /// first losing sequence if not; counts the sequences replayed.
-    fn survives(&self, k: u32, sequences: &mut u64) -> Result<(), Vec<usize>> {
+    /// first sequence that loses, and how, if not; counts the sequences
+    /// replayed.
+    fn survives(&self, k: u32, sequences: &mut u64) -> Result<(), (Vec<usize>, &'static str)> {
         if k == 0 {
             *sequences += 1;
             return Ok(());
@@ -261,17 +262,17 @@ impl Game {
         // failure, not only what it needs when a big VM's host fails: it
         // catches a wrong bound long before the policy loses.
         if self.hole_count() < self.holes {
-            return Err(vec![]);
+            return Err((vec![], "too few holes after"));
         }
         for h in (0..self.free.len()).filter(|&h| self.alive[h]) {
             let mut next = self.clone();
             next.fail(h);
             if !next.place_all() {
-                return Err(vec![h]);
+                return Err((vec![h], "a VM fits nowhere after"));
             }
-            next.survives(k - 1, sequences).map_err(|mut seq| {
+            next.survives(k - 1, sequences).map_err(|(mut seq, how)| {
                 seq.insert(0, h);
-                seq
+                (seq, how)
             })?;
         }
         Ok(())
@@ -285,7 +286,7 @@ fn replay(pool: &Pool, k: u32, big_above: i64, sequences: &mut u64) -> Result<()
         return Err("the pending VMs do not place".into());
     }
     game.survives(k, sequences)
-        .map_err(|seq| format!("loses, or keeps too few holes, along {seq:?}"))
+        .map_err(|(seq, how)| format!("{how} failures {seq:?}"))
 }
 
 type Cert = fn(&Pool) -> Result<Option<PolicyCertificate>, ha_planner::PlanError>;
