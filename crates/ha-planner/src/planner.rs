@@ -366,8 +366,9 @@ pub struct PolicyCertificate {
     /// [`Certificate::Fluid`] or [`Certificate::Hole`].
     pub certificate: Certificate,
     /// The policy's threshold: VMs larger than this are big (each goes to
-    /// the host with the most free memory; the others onto a host carrying
-    /// a big VM first, then best fit).
+    /// the host without a big VM that has the most free memory; the others
+    /// onto the host that took their batch's big VM, else onto a host
+    /// carrying one, else by best fit; `policy.rs` has the details).
     pub big_above: i64,
 }
 

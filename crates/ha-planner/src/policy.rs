@@ -69,8 +69,9 @@
 //!   previous `β`) carried at least `ℓ` of small VMs, all of which went to
 //!   `β`. H_j is then `Σ_{n_j smallest} val > L + (b - t) + B_j - min hid`.
 //!
-//! VMs that only some hosts can run are not covered: the certificates then
-//! do not apply, and the other proofs or the search decide.
+//! VMs that only some hosts can run are not covered here: `bounds::regions`
+//! confines each VM to its group of hosts and applies these certificates
+//! to each group alone; otherwise the other proofs or the search decide.
 
 use crate::problem::{bit, hosts_of, HostSet, Problem, State};
 
