@@ -504,3 +504,25 @@ fn restart_plans_place_every_vm_up_to_the_proven_number() {
     );
     assert!(steps.get() > 0);
 }
+
+/// A pool made to sit where the bound on the big VM's host after the
+/// pending VMs (`B_0` in `policy.rs`) decides: the big VM's host keeps all
+/// its free memory through step 0, and no other host can take the big VM,
+/// so no failure is tolerated. A bound that took `ℓ` off `B_0` too (no host
+/// has failed yet) would certify 1; the random pools did not find this.
+#[test]
+fn the_big_vms_host_keeps_its_free_memory_until_a_host_fails() {
+    // Host 0: the big VM (10) and ten VMs of 1, 11 free; hosts 1 to 3: ten
+    // VMs of 1 each, 9 free. Failing host 0 leaves the big VM nowhere.
+    let mut caps = vec![(10 + 10 + 11, true)];
+    caps.extend([(10 + 9, true); 3]);
+    let mut vms = vec![(10, 0, false)];
+    for h in 0..4 {
+        vms.extend([(1, h, false); 10]);
+    }
+    let pool = build(&caps, &vms);
+    assert_eq!(truth(&pool), 0);
+    let c = ha_planner::policy_certificate(&pool).unwrap();
+    assert!(c.is_none_or(|c| c.failures == 0), "{c:?}");
+    tiny_property(&pool, ha_planner::policy_certificate).unwrap();
+}
