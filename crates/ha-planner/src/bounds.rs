@@ -3,9 +3,10 @@
 //! [`refute`] checks necessary conditions: if one fails it names a set of at
 //! most `k` hosts whose simultaneous failure leaves protected VMs with
 //! nowhere to go, so no plan for `k` failures exists. [`certify`] checks
-//! sufficient conditions: if one holds, restarting each failed host's VMs
-//! on the live host with the most free memory survives every sequence of
-//! `k` failures.
+//! sufficient conditions: if one holds, some restart policy (named by the
+//! condition: the host with the most free memory, reserved holes, or the
+//! policy of `policy.rs`) survives every sequence of `k` failures, and the
+//! [`Certificate`] it returns says which.
 //!
 //! Both rest on one fact: only the VMs of failed hosts move, so after a set
 //! F of hosts fails, the VMs that were on F (and any VM still waiting for a
@@ -141,21 +142,9 @@ pub(crate) fn refute(p: &Problem, st: &State, pending: &[u32], k: u32) -> Option
 }
 
 /// Which sufficient condition, if any, proves that every sequence of up to
-/// `k` failures can be absorbed, with `pending` placed first.
-///
-/// Slots, tiers and headroom are checked here; the restart policy's
-/// certificates (`policy.rs`) after them.
-///
-/// Both conditions need every VM to be allowed on every live host. With `t`
-/// the biggest VM, a host with at least `t` free takes any VM.
-/// - Slots: a host has `free / t` slots and each placement uses at most one.
-/// - Headroom: a host has `free - t + 1` bytes of headroom (if positive) and
-///   a placement of `s` bytes uses at most `s` of it.
-///
-/// Placements onto hosts that later fail use up only those hosts' slots or
-/// headroom, which are lost with them anyway; so the worst case is the `k`
-/// hosts that carry the most VMs plus slots (or memory plus headroom), and
-/// the condition is that what they carry fits into what the rest offer.
+/// `k` failures can be absorbed, with `pending` placed first: slots, tiers
+/// and headroom ([`classic`]), the restart policy's certificates
+/// (`policy.rs`), then the same per group of hosts ([`regions`]).
 pub(crate) fn certify(p: &Problem, st: &State, pending: &[u32], k: u32) -> Option<Certificate> {
     whole(p, st, pending, k).or_else(|| regions(p, st, pending, k).then_some(Certificate::Regions))
 }
@@ -214,6 +203,17 @@ fn regions(p: &Problem, st: &State, pending: &[u32], k: u32) -> bool {
 }
 
 /// Slots, tiers and headroom.
+///
+/// Each needs every VM to be allowed on every live host. With `t` the
+/// biggest VM, a host with at least `t` free takes any VM.
+/// - Slots: a host has `free / t` slots and each placement uses at most one.
+/// - Headroom: a host has `free - t + 1` bytes of headroom (if positive) and
+///   a placement of `s` bytes uses at most `s` of it.
+///
+/// Placements onto hosts that later fail use up only those hosts' slots or
+/// headroom, which are lost with them anyway; so the worst case is the `k`
+/// hosts that carry the most VMs plus slots (or memory plus headroom), and
+/// the condition is that what they carry fits into what the rest offer.
 fn classic(p: &Problem, st: &State, pending: &[u32], k: u32) -> Option<Certificate> {
     if st.alive_count() < k {
         return None;
