@@ -22,6 +22,18 @@ use serde_json::{json, Value};
 const USAGE: &str =
     "usage: ha-plan max-failures FILE [--format text|json] [--mode exact|xapi] | ha-plan check FILE --failures N [--format text|json] [--mode exact|xapi]";
 
+/// Why `ha-plan` gives up: each is printed as one line, exit code 2.
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    /// The command line: what is wrong with it.
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Snapshot(#[from] snapshot::SnapshotError),
+    #[error("{0}")]
+    Plan(#[from] ha_planner::PlanError),
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Format {
     Text,
@@ -42,40 +54,41 @@ struct Args {
     mode: Mode,
 }
 
-fn parse_args(args: &[String]) -> Result<Args, String> {
+fn parse_args(args: &[String]) -> Result<Args, CliError> {
+    let usage = |message: String| CliError::Usage(message);
     let mut it = args.iter();
-    let command = it.next().ok_or_else(|| USAGE.to_string())?;
-    let file = it.next().ok_or_else(|| USAGE.to_string())?.clone();
+    let command = it.next().ok_or_else(|| usage(USAGE.to_string()))?;
+    let file = it.next().ok_or_else(|| usage(USAGE.to_string()))?.clone();
     let mut format = Format::Text;
     let mut mode = Mode::Exact;
     let mut failures = None;
     while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value; {USAGE}"));
+        let mut value = || it.next().ok_or_else(|| usage(format!("{flag} needs a value; {USAGE}")));
         match flag.as_str() {
             "--format" => {
                 format = match value()?.as_str() {
                     "text" => Format::Text,
                     "json" => Format::Json,
-                    other => return Err(format!("unknown format '{other}' (expected text or json)")),
+                    other => return Err(usage(format!("unknown format '{other}' (expected text or json)"))),
                 }
             }
-            "--mode" => mode = value()?.parse()?,
+            "--mode" => mode = value()?.parse().map_err(usage)?,
             "--failures" => {
                 let v = value()?;
                 failures = Some(
                     v.parse::<u32>()
-                        .map_err(|_| format!("--failures must be a number of hosts, not '{v}'"))?,
+                        .map_err(|_| usage(format!("--failures must be a number of hosts, not '{v}'")))?,
                 );
             }
-            other => return Err(format!("unknown argument '{other}'; {USAGE}")),
+            other => return Err(usage(format!("unknown argument '{other}'; {USAGE}"))),
         }
     }
     let command = match (command.as_str(), failures) {
         ("max-failures", None) => Command::MaxFailures,
-        ("max-failures", Some(_)) => return Err("max-failures takes no --failures".into()),
+        ("max-failures", Some(_)) => return Err(usage("max-failures takes no --failures".into())),
         ("check", Some(n)) => Command::Check(n),
-        ("check", None) => return Err("check needs --failures N".into()),
-        (other, _) => return Err(format!("unknown command '{other}'; {USAGE}")),
+        ("check", None) => return Err(usage("check needs --failures N".into())),
+        (other, _) => return Err(usage(format!("unknown command '{other}'; {USAGE}"))),
     };
     Ok(Args {
         command,
@@ -157,19 +170,17 @@ fn check(n: u32, v: &Verdict, format: Format) -> String {
     }
 }
 
-fn run(args: &[String]) -> Result<(String, ExitCode), String> {
+fn run(args: &[String]) -> Result<(String, ExitCode), CliError> {
     let args = parse_args(args)?;
-    let pool = snapshot::read(&args.file).map_err(|e| e.to_string())?;
+    let pool = snapshot::read(&args.file)?;
     let planner = Planner::new(args.mode);
     match args.command {
         Command::MaxFailures => {
-            let t = planner
-                .max_host_failures_to_tolerate(&pool)
-                .map_err(|e| e.to_string())?;
+            let t = planner.max_host_failures_to_tolerate(&pool)?;
             Ok((max_failures(&t, args.format), ExitCode::SUCCESS))
         }
         Command::Check(n) => {
-            let v = planner.plan_exists(&pool, n).map_err(|e| e.to_string())?;
+            let v = planner.plan_exists(&pool, n)?;
             let code = if v.exists() {
                 ExitCode::SUCCESS
             } else {
@@ -189,7 +200,7 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             // One line, whatever the error says.
-            eprintln!("ha-plan: {}", e.replace('\n', " "));
+            eprintln!("ha-plan: {}", e.to_string().replace('\n', " "));
             ExitCode::from(2)
         }
     }
