@@ -3,15 +3,63 @@
 //! [`refute`] checks necessary conditions: if one fails it names a set of at
 //! most `k` hosts whose simultaneous failure leaves protected VMs with
 //! nowhere to go, so no plan for `k` failures exists. [`certify`] checks
-//! sufficient conditions: if one holds, restarting each failed host's VMs
-//! on the live host with the most free memory survives every sequence of
-//! `k` failures.
+//! sufficient conditions: if one holds, some restart policy (named by the
+//! condition: the host with the most free memory, reserved holes, or the
+//! policy of `policy.rs`) survives every sequence of `k` failures, and the
+//! [`Certificate`] it returns says which.
 //!
 //! Both rest on one fact: only the VMs of failed hosts move, so after a set
 //! F of hosts fails, the VMs that were on F (and any VM still waiting for a
 //! host) must fit into the free memory of the hosts outside F.
 
-use crate::problem::{bit, hosts_of, Problem, State};
+use crate::policy::{self, PolicyProof, Variant};
+use crate::problem::{bit, hosts_of, HostSet, Problem, State};
+
+/// A sufficient condition that proved a plan exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Certificate {
+    /// Slots of the biggest VM's size: restarting on the host with the most
+    /// free memory survives.
+    Slots,
+    /// A few big VMs in holes reserved on some hosts, the others in the
+    /// headroom outside them.
+    Tiers,
+    /// Headroom (free memory less the biggest VM) on every host: restarting
+    /// on the host with the most free memory survives.
+    Headroom,
+    /// The restart policy of issue 27 (big VM to the most free host, others
+    /// onto its host first, then best fit), proven by total memory alone.
+    Fluid,
+    /// The same policy, proven with holes kept for the big VMs.
+    Hole,
+    /// VMs that only some hosts can run: each group of hosts that reach the
+    /// same SRs and networks proven on its own by the conditions above, every
+    /// VM kept in its group.
+    Regions,
+}
+
+impl Certificate {
+    /// A short name for explanations and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Certificate::Slots => "slots",
+            Certificate::Tiers => "tiers",
+            Certificate::Headroom => "headroom",
+            Certificate::Fluid => "policy-fluid",
+            Certificate::Hole => "policy-hole",
+            Certificate::Regions => "regions",
+        }
+    }
+}
+
+impl From<PolicyProof> for Certificate {
+    fn from(p: PolicyProof) -> Self {
+        match p {
+            PolicyProof::Fluid => Certificate::Fluid,
+            PolicyProof::Hole => Certificate::Hole,
+        }
+    }
+}
 
 /// The VMs that may ever need a host: those placed and those pending.
 fn all_vms<'a>(st: &'a State, pending: &'a [u32]) -> impl Iterator<Item = u32> + 'a {
@@ -93,11 +141,71 @@ pub(crate) fn refute(p: &Problem, st: &State, pending: &[u32], k: u32) -> Option
     None
 }
 
-/// True when the sufficient conditions prove that every sequence of up to
-/// `k` failures can be absorbed, with `pending` placed first.
+/// Which sufficient condition, if any, proves that every sequence of up to
+/// `k` failures can be absorbed, with `pending` placed first: slots, tiers
+/// and headroom ([`classic`]), the restart policy's certificates
+/// (`policy.rs`), then the same per group of hosts ([`regions`]).
+pub(crate) fn certify(p: &Problem, st: &State, pending: &[u32], k: u32) -> Option<Certificate> {
+    whole(p, st, pending, k).or_else(|| regions(p, st, pending, k).then_some(Certificate::Regions))
+}
+
+/// The conditions that need every VM to be allowed on every live host.
+fn whole(p: &Problem, st: &State, pending: &[u32], k: u32) -> Option<Certificate> {
+    if let Some(c) = classic(p, st, pending, k) {
+        return Some(c);
+    }
+    policy::certify(p, st, pending, k, Variant::Sound).map(|proof| proof.kind.into())
+}
+
+/// VMs that only some hosts can run, treated conservatively: live hosts
+/// are grouped by what they reach (hosts in one group are allowed by the
+/// same VMs), and each VM is confined to one group: its host's, or for a
+/// pending VM the allowed group with the most free memory. Confining VMs
+/// only takes choices away, and the groups then play independent games:
+/// the adversary's failures split among them, so each group holding VMs
+/// must survive `k` failures on its own.
+fn regions(p: &Problem, st: &State, pending: &[u32], k: u32) -> bool {
+    let mut groups: Vec<(u32, HostSet)> = Vec::new();
+    for h in hosts_of(st.alive) {
+        match groups.iter_mut().find(|(id, _)| *id == p.reach_id[h]) {
+            Some((_, set)) => *set |= bit(h),
+            None => groups.push((p.reach_id[h], bit(h))),
+        }
+    }
+    if groups.len() < 2 {
+        // One group is the whole pool: nothing to add to `whole`.
+        return false;
+    }
+    let free_of = |set: HostSet| hosts_of(set).map(|h| st.free[h]).sum::<i64>();
+    let mut pending_of: Vec<Vec<u32>> = vec![Vec::new(); groups.len()];
+    for &v in pending {
+        let allowed = p.allowed[v as usize];
+        let Some(g) = (0..groups.len())
+            .filter(|&g| groups[g].1 & allowed == groups[g].1)
+            .max_by_key(|&g| (free_of(groups[g].1), std::cmp::Reverse(g)))
+        else {
+            return false;
+        };
+        pending_of[g].push(v);
+    }
+    groups.iter().zip(&pending_of).all(|(&(_, set), pend)| {
+        let holds_vms = !pend.is_empty() || hosts_of(set).any(|h| !st.on[h].is_empty());
+        if !holds_vms {
+            return true;
+        }
+        let sub = State {
+            alive: set,
+            free: st.free.clone(),
+            on: st.on.clone(),
+        };
+        whole(p, &sub, pend, k).is_some()
+    })
+}
+
+/// Slots, tiers and headroom.
 ///
-/// Both conditions need every VM to be allowed on every live host. With `t`
-/// the biggest VM, a host with at least `t` free takes any VM.
+/// Each needs every VM to be allowed on every live host. With `t` the
+/// biggest VM, a host with at least `t` free takes any VM.
 /// - Slots: a host has `free / t` slots and each placement uses at most one.
 /// - Headroom: a host has `free - t + 1` bytes of headroom (if positive) and
 ///   a placement of `s` bytes uses at most `s` of it.
@@ -106,22 +214,22 @@ pub(crate) fn refute(p: &Problem, st: &State, pending: &[u32], k: u32) -> Option
 /// headroom, which are lost with them anyway; so the worst case is the `k`
 /// hosts that carry the most VMs plus slots (or memory plus headroom), and
 /// the condition is that what they carry fits into what the rest offer.
-pub(crate) fn certify(p: &Problem, st: &State, pending: &[u32], k: u32) -> bool {
+fn classic(p: &Problem, st: &State, pending: &[u32], k: u32) -> Option<Certificate> {
     if st.alive_count() < k {
-        return false;
+        return None;
     }
     let mut t = 0;
     for v in all_vms(st, pending) {
         if p.allowed[v as usize] & st.alive != st.alive {
-            return false;
+            return None;
         }
         t = t.max(p.size[v as usize]);
     }
     if t == 0 {
-        return true;
+        return Some(Certificate::Slots);
     }
     if st.alive_count() <= k {
-        return false;
+        return None;
     }
     let free = |h: usize| st.free[h].max(0);
 
@@ -133,11 +241,11 @@ pub(crate) fn certify(p: &Problem, st: &State, pending: &[u32], k: u32) -> bool 
         .map(|&h| count(h) + slots(h))
         .sum();
     if pending.len() as i64 + lost <= total_slots {
-        return true;
+        return Some(Certificate::Slots);
     }
 
     if tiers(p, st, pending, k) {
-        return true;
+        return Some(Certificate::Tiers);
     }
 
     let room = |h: usize| (free(h) - t + 1).max(0);
@@ -149,7 +257,7 @@ pub(crate) fn certify(p: &Problem, st: &State, pending: &[u32], k: u32) -> bool 
         .map(|&h| st.load(p, h) + room(h))
         .sum();
     // The last VM placed needs only some room to be left before it.
-    pending_mem + lost < total_room + smallest
+    (pending_mem + lost < total_room + smallest).then_some(Certificate::Headroom)
 }
 
 /// Up to this many of the largest distinct VM sizes are tried as the
@@ -177,7 +285,12 @@ fn tiers(p: &Problem, st: &State, pending: &[u32], k: u32) -> bool {
     let free = |h: usize| st.free[h].max(0);
     for split in sizes.iter().take(TIER_SPLITS).copied() {
         let big = |v: u32| p.size[v as usize] >= split;
-        let big_on = |h: usize| st.on[h].iter().filter(|&&v| big(v)).count() as i64;
+        // Counted once per host: the loop below asks for every `m`.
+        let mut big_count = vec![0i64; st.free.len()];
+        for h in hosts_of(st.alive) {
+            big_count[h] = st.on[h].iter().filter(|&&v| big(v)).count() as i64;
+        }
+        let big_on = |h: usize| big_count[h];
         let pending_big = pending.iter().filter(|&&v| big(v)).count() as i64;
         // Holes on the hosts with the most free memory, as few as will do.
         let mut eligible: Vec<usize> = hosts_of(st.alive).filter(|&h| free(h) >= t_big).collect();
@@ -206,13 +319,7 @@ fn tiers(p: &Problem, st: &State, pending: &[u32], k: u32) -> bool {
         let smallest = small.iter().map(|&v| p.size[v as usize]).min().unwrap_or(0);
         let outside = |h: usize| free(h) - if holes & bit(h) != 0 { t_big } else { 0 };
         let room = |h: usize| (outside(h) - t_small + 1).max(0);
-        let small_load = |h: usize| {
-            st.on[h]
-                .iter()
-                .filter(|&&v| !big(v))
-                .map(|&v| p.size[v as usize])
-                .sum::<i64>()
-        };
+        let small_load = |h: usize| st.load_of(p, h, |v| !big(v));
         let pending_small: i64 = pending.iter().filter(|&&v| !big(v)).map(|&v| p.size[v as usize]).sum();
         let total_room: i64 = hosts_of(st.alive).map(room).sum();
         let lost: i64 = top_k(st, k, |h| small_load(h) + room(h))

@@ -18,6 +18,7 @@ use std::collections::HashMap;
 
 use crate::bounds::{certify, refute};
 use crate::pack::{decreasing, greedy, Budget, Rule};
+use crate::policy::{self, Variant};
 use crate::problem::{bit, hosts_of, Problem, State};
 
 /// A failure sequence no plan survives.
@@ -73,7 +74,7 @@ impl<'p> Search<'p> {
         if let Some(f) = refute(self.p, st, &[], k) {
             return Outcome::No(self.witness(st, &[], &f));
         }
-        if certify(self.p, st, &[], k) {
+        if certify(self.p, st, &[], k).is_some() {
             return Outcome::Yes;
         }
         let key = st.key(self.p);
@@ -141,8 +142,16 @@ impl<'p> Search<'p> {
         if let Some(f) = refute(p, st, batch, k) {
             return (Outcome::No(self.witness(st, batch, &f)), None);
         }
-        // A certificate proves some placement works, not which one: the
-        // greedy candidates below are each checked.
+        // The restart policy's certificate names its placement: the
+        // policy's own, after which the policy wins.
+        if let Some(proof) = policy::certify(p, st, batch, k, Variant::Sound) {
+            if let Some(plan) = policy::place(p, st, batch, proof.big_above) {
+                return (Outcome::Yes, Some(plan));
+            }
+            debug_assert!(false, "the policy's certificate held but the policy left VMs over");
+        }
+        // The other certificates prove some placement works, not which one:
+        // the greedy candidates below are each checked.
         let mut unknown = false;
         let mut first_no: Option<Witness> = None;
         let mut tried: Vec<Vec<u64>> = Vec::new();

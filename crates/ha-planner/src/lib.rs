@@ -15,7 +15,8 @@
 //!
 //! Layout: `model` (input), `problem` (dense form and state), `pack`
 //! (greedy placement and the search budget), `bounds` (cheap necessary and
-//! sufficient conditions), `exact` (the game search), `xapi` (the
+//! sufficient conditions), `policy` (a fixed restart policy and its
+//! closed-form certificate), `exact` (the game search), `xapi` (the
 //! reference), `planner` (the public questions).
 
 mod bounds;
@@ -23,11 +24,14 @@ mod exact;
 mod model;
 mod pack;
 mod planner;
+mod policy;
 mod problem;
 mod xapi;
 
+pub use bounds::Certificate;
 pub use model::{human, Host, PlanError, Pool, Reason, Resource, Vm, MAX_HOSTS, MAX_TOTAL_MEMORY};
 pub use planner::{
-    max_host_failures_to_tolerate, plan_exists, restart_plan, Mode, Placement, Planner, Proof, RestartPlan, Tolerance,
-    Verdict, Witness, DEFAULT_BUDGET,
+    max_host_failures_to_tolerate, plan_exists, policy_certificate, policy_certificate_without_holes, restart_plan,
+    Mode, Placement, Planner, PolicyCertificate, Proof, ProvenBy, RestartPlan, Tolerance, Verdict, Witness,
+    DEFAULT_BUDGET,
 };

@@ -4,10 +4,11 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::bounds::{certify, refute};
+use crate::bounds::{certify, refute, Certificate};
 use crate::exact::{Outcome, Search};
 use crate::model::{PlanError, Pool, Reason};
 use crate::pack::{greedy, Rule};
+use crate::policy::{self, Variant};
 use crate::problem::{bit, Problem, State};
 use crate::xapi;
 
@@ -68,6 +69,32 @@ pub enum Proof {
     Reference,
 }
 
+/// What proved the number of failures a [`Tolerance`] reports (the lower
+/// bound; the upper bound is the witness, or `at_most`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProvenBy {
+    /// Nothing: not even the VMs running now can all be placed.
+    Nothing,
+    /// A closed-form sufficient condition.
+    Certificate(Certificate),
+    /// The game search, finished within its budget.
+    Search,
+    /// XAPI's planner (a verified plan) when the search ran out of budget.
+    Xapi,
+}
+
+impl ProvenBy {
+    /// A short name for explanations and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProvenBy::Nothing => "nothing",
+            ProvenBy::Certificate(c) => c.name(),
+            ProvenBy::Search => "search",
+            ProvenBy::Xapi => "xapi",
+        }
+    }
+}
+
 /// The answer to "how many host failures can this pool tolerate?".
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tolerance {
@@ -75,6 +102,9 @@ pub struct Tolerance {
     /// when no plan exists even without failures).
     pub failures: u32,
     pub proof: Proof,
+    /// What proved `failures` (exact mode; `Nothing` in XAPI's mode, whose
+    /// answer is its own).
+    pub proven_by: ProvenBy,
     /// Every protected VM can run now (a plan for 0 failures exists).
     pub restartable_now: bool,
     /// Why one more failure is too many (exact mode, when proven).
@@ -147,6 +177,7 @@ impl Planner {
             Mode::Xapi => Tolerance {
                 failures: xapi::max_failures(&p, &st, &down),
                 proof: Proof::Reference,
+                proven_by: ProvenBy::Nothing,
                 restartable_now: xapi::plan_status(&p, &st, &down, 0) == xapi::Status::AllVms,
                 witness: None,
             },
@@ -158,6 +189,7 @@ impl Planner {
         let alive = st.alive_count();
         let mut search = Search::new(p, self.budget);
         let mut lower: Option<u32> = None;
+        let mut proven_by = ProvenBy::Nothing;
         let mut witness = None;
         let mut upper = alive;
         let mut exact = true;
@@ -167,12 +199,16 @@ impl Planner {
                 upper = k.saturating_sub(1);
                 break;
             }
-            if certify(p, st, down, k) {
+            if let Some(c) = certify(p, st, down, k) {
                 lower = Some(k);
+                proven_by = ProvenBy::Certificate(c);
                 continue;
             }
             match search.place_then_win(st, down, k).0 {
-                Outcome::Yes => lower = Some(k),
+                Outcome::Yes => {
+                    lower = Some(k);
+                    proven_by = ProvenBy::Search;
+                }
                 Outcome::No(w) => {
                     witness = Some(w);
                     upper = k.saturating_sub(1);
@@ -197,6 +233,7 @@ impl Planner {
             let reference = xapi::max_failures(p, st, down);
             if reference > failures && xapi::plan_status(p, st, down, reference as usize) == xapi::Status::AllVms {
                 failures = reference.min(upper);
+                proven_by = ProvenBy::Xapi;
             }
             exact = failures == upper;
         }
@@ -207,6 +244,7 @@ impl Planner {
             } else {
                 Proof::LowerBound { at_most: upper }
             },
+            proven_by,
             restartable_now,
             witness: witness.filter(|_| exact).map(|w| self.named(p, w)),
         }
@@ -227,7 +265,7 @@ impl Planner {
         if let Some(f) = refute(&p, &st, &down, r) {
             return Ok(Verdict::NoPlan(Some(self.named(&p, search.witness(&st, &down, &f)))));
         }
-        if certify(&p, &st, &down, r) {
+        if certify(&p, &st, &down, r).is_some() {
             return Ok(Verdict::Exists);
         }
         Ok(match search.place_then_win(&st, &down, r).0 {
@@ -243,23 +281,38 @@ impl Planner {
     /// failures when one exists, else for as many as possible.
     pub fn restart_plan(&self, pool: &Pool, failed_hosts: &[String], keep: u32) -> Result<RestartPlan, PlanError> {
         let (p, mut st, mut batch) = Problem::compile(pool)?;
+        let before = st.clone();
+        let down = batch.clone();
+        let mut failed = Vec::new();
         for uuid in failed_hosts {
             let h = p.host_index(uuid).ok_or_else(|| PlanError::UnknownHost(uuid.clone()))?;
             if st.alive & bit(h) != 0 {
                 batch.extend(st.fail(h));
+                failed.push(h);
             }
         }
         batch.sort_unstable();
         let (plan, tolerates_after) = match self.mode {
             Mode::Xapi => (xapi::restart_plan(&p, &st, &batch), None),
             Mode::Exact => {
+                // The pool does what was proven: when the restart policy's
+                // certificate covers the state before these failures, its
+                // placement keeps the rest of what it proved.
+                let by_policy = policy::max_certified(&p, &before, &down, before.alive_count(), Variant::Sound)
+                    .filter(|&(k, _)| k as usize >= failed.len())
+                    .and_then(|(k, proof)| {
+                        let plan = policy::replay(&p, &before, &down, &failed, proof.big_above)?;
+                        Some((plan, (k - failed.len() as u32).min(keep)))
+                    });
+                let floor = by_policy.as_ref().map_or(0, |&(_, k)| k + 1);
                 let mut search = Search::new(&p, self.budget);
-                let proven = (0..=keep)
+                let proven = (floor..=keep)
                     .rev()
                     .find_map(|k| match search.place_then_win(&st, &batch, k) {
                         (Outcome::Yes, Some(plan)) => Some((plan, k)),
                         _ => None,
-                    });
+                    })
+                    .or(by_policy);
                 match proven {
                     Some((plan, k)) => (plan, Some(k)),
                     None => {
@@ -303,6 +356,46 @@ impl Planner {
             unplaced_vms: w.unplaced.iter().map(|&v| p.vm_uuid[v as usize].clone()).collect(),
         }
     }
+}
+
+/// What the restart policy's certificate alone proves about a pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PolicyCertificate {
+    /// Every sequence of this many failures is survived by the policy.
+    pub failures: u32,
+    /// [`Certificate::Fluid`] or [`Certificate::Hole`].
+    pub certificate: Certificate,
+    /// The policy's threshold: VMs larger than this are big (each goes to
+    /// the host without a big VM that has the most free memory; the others
+    /// onto the host that took their batch's big VM, else onto a host
+    /// carrying one, else by best fit; `policy.rs` has the details).
+    pub big_above: i64,
+}
+
+/// The most failures the restart policy's certificate alone proves
+/// (`policy.rs`), with the policy's threshold; `None` when it does not even
+/// prove that the VMs place now. No search: the tests replay the policy
+/// against this answer.
+pub fn policy_certificate(pool: &Pool) -> Result<Option<PolicyCertificate>, PlanError> {
+    policy_max(pool, Variant::Sound)
+}
+
+/// As [`policy_certificate`] with the hole condition H_j dropped: a
+/// deliberately unsound certificate, for the tests to show they catch it.
+#[doc(hidden)]
+pub fn policy_certificate_without_holes(pool: &Pool) -> Result<Option<PolicyCertificate>, PlanError> {
+    policy_max(pool, Variant::WithoutHoles)
+}
+
+fn policy_max(pool: &Pool, variant: Variant) -> Result<Option<PolicyCertificate>, PlanError> {
+    let (p, st, down) = Problem::compile(pool)?;
+    Ok(
+        policy::max_certified(&p, &st, &down, st.alive_count(), variant).map(|(failures, proof)| PolicyCertificate {
+            failures,
+            certificate: proof.kind.into(),
+            big_above: proof.big_above,
+        }),
+    )
 }
 
 /// [`Planner::max_host_failures_to_tolerate`] in exact mode.

@@ -170,7 +170,16 @@ impl State {
 
     /// Protected memory on host `h`.
     pub fn load(&self, p: &Problem, h: usize) -> i64 {
-        self.on[h].iter().map(|&v| p.size[v as usize]).sum()
+        self.load_of(p, h, |_| true)
+    }
+
+    /// Memory of the VMs on host `h` that `keep` picks.
+    pub fn load_of(&self, p: &Problem, h: usize, keep: impl Fn(u32) -> bool) -> i64 {
+        self.on[h]
+            .iter()
+            .filter(|&&v| keep(v))
+            .map(|&v| p.size[v as usize])
+            .sum()
     }
 
     /// Take host `h` out; returns its VMs, now needing a new host.

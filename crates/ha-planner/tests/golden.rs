@@ -101,6 +101,9 @@ fn render(case: &Case) -> String {
             t.failures, t.restartable_now
         )
         .unwrap();
+        if mode == Mode::Exact {
+            writeln!(out, "  proven by: {}", t.proven_by.name()).unwrap();
+        }
         if let Some(w) = &t.witness {
             writeln!(
                 out,

@@ -9,6 +9,19 @@ use ha_planner::Pool;
 /// Live hosts, where each VM is, failures still to come.
 type Key = (Vec<bool>, Vec<Option<usize>>, u32);
 
+/// `allowed[v][h]`: host `h` reaches everything VM `v` needs (pool order).
+pub fn allowed(pool: &Pool) -> Vec<Vec<bool>> {
+    pool.vms
+        .iter()
+        .map(|v| {
+            pool.hosts
+                .iter()
+                .map(|h| v.needs.iter().all(|n| h.reaches.contains(n)))
+                .collect()
+        })
+        .collect()
+}
+
 pub struct Brute {
     free: Vec<i64>,
     size: Vec<i64>,
@@ -38,16 +51,7 @@ impl Brute {
         let brute = Brute {
             free: pool.hosts.iter().map(|h| h.memory_free).collect(),
             size: pool.vms.iter().map(|v| v.memory).collect(),
-            allowed: pool
-                .vms
-                .iter()
-                .map(|v| {
-                    pool.hosts
-                        .iter()
-                        .map(|h| v.needs.iter().all(|n| h.reaches.contains(n)))
-                        .collect()
-                })
-                .collect(),
+            allowed: allowed(pool),
             memo: HashMap::new(),
         };
         (brute, Position { alive, at })
