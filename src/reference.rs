@@ -43,6 +43,7 @@ pub fn example(spec: &Spec) -> String {
         "pool-ha-compute-max-host-failures-to-tolerate" => "xe pool-ha-compute-max-host-failures-to-tolerate --explain",
         "pool-ha-compute-vm-failover-plan" => "xe pool-ha-compute-vm-failover-plan host-uuids=<uuid>,<uuid>",
         "pool-ha-disable" => "xe pool-ha-disable",
+        "pool-ha-status" => "xe pool-ha-status --format json",
         "pool-ha-enable" => "xe pool-ha-enable heartbeat-sr-uuids=<sr uuid> ha-config:timeout=30",
         "pool-join" => "xe pool-join master-address=10.0.0.1 master-username=root master-password=secret",
         "sr-create" => "xe sr-create name-label=shared type=dir shared=true device-config:location=/srv/pool-sr",

@@ -7,6 +7,7 @@
 mod class;
 mod ha;
 mod ha_admin;
+mod ha_status;
 mod host;
 mod pool;
 mod vm;
@@ -56,6 +57,8 @@ pub struct Spec {
     pub handler: Handler,
     /// Runs against the host xe talks to, never forwarded to the master.
     pub local: bool,
+    /// Takes `format=` / `--format` though it is no list command.
+    pub formatted: bool,
 }
 
 /// What a handler works with.
@@ -127,7 +130,13 @@ pub(crate) fn make_spec(name: &str, reqd: &[&str], optn: &[&str], help: &str, ha
         selectors: None,
         handler,
         local: false,
+        formatted: false,
     }
+}
+
+pub(crate) fn make_formatted(mut s: Spec) -> Spec {
+    s.formatted = true;
+    s
 }
 
 pub(crate) fn make_local(mut s: Spec) -> Spec {
@@ -167,6 +176,7 @@ pub fn table() -> Vec<Spec> {
     t.extend(pool::commands());
     t.extend(ha::commands());
     t.extend(ha_admin::commands());
+    t.extend(ha_status::commands());
     t.extend(host::commands());
     t.sort_by(|a, b| a.name.cmp(&b.name));
     t
@@ -271,7 +281,7 @@ pub fn output_format(spec: &Spec, params: &Params, minimal: bool) -> Result<Form
     if format == Format::Xe {
         return Ok(format);
     }
-    if !matches!(spec.handler, Handler::List(_) | Handler::ParamList(_)) {
+    if !spec.formatted && !matches!(spec.handler, Handler::List(_) | Handler::ParamList(_)) {
         return Err(XeError::cli(format!(
             "{} does not take format=: only <class>-list and <class>-param-list commands do",
             spec.name

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::util::{live, wait_for, Lab, FAILOVER, HA_T as T};
+use crate::util::{live, running_on, vm_uuid, wait_for, Lab, FAILOVER, HA_T as T};
 
 fn ha_lab(hosts: usize, vms: usize) -> Lab {
     Lab::start_ha(hosts, vms, &[])
@@ -352,4 +352,183 @@ fn a_write_the_heartbeat_sr_cannot_take_fails_and_changes_nothing() {
         ],
     );
     assert_eq!(on_member.stdout.trim(), "after the cut");
+}
+
+/// A check of a JSON value's type.
+type TypeCheck = dyn Fn(&serde_json::Value) -> bool;
+
+/// `xe pool-ha-status` after a power pull (issue 22): the dead host out of
+/// the liveset and not heard, why it was declared dead, the protected VM
+/// and where it went; the JSON form has every field with its type.
+#[test]
+fn pool_ha_status_shows_a_power_pull_and_where_the_vm_went() {
+    let lab = ha_lab(3, 1);
+    let vm = vm_uuid(&lab, "vm01");
+    lab.xe_ok(&["vm-param-set", &format!("uuid={vm}"), "ha-restart-priority=restart"]);
+    lab.xe_ok(&["vm-start", "vm=vm01", "on=host2"]);
+    lab.fault("power-off", "host2");
+    assert!(wait_for(FAILOVER, || running_on(&lab, &vm).is_some_and(|h| h != "host2")));
+    let home = running_on(&lab, &vm).unwrap();
+
+    let json = |lab: &Lab| -> serde_json::Value {
+        serde_json::from_str(&lab.xe_ok(&["pool-ha-status", "--format", "json"])).unwrap()
+    };
+    assert!(wait_for(Duration::from_secs(10), || json(&lab)["recent"]
+        .as_array()
+        .is_some_and(|r| r
+            .iter()
+            .any(|m| m["name"] == "HA_HOST_FAILED" && m["host"] == "host2"))));
+    let s = json(&lab);
+    // The schema: every field, with its type.
+    use serde_json::Value;
+    let is_str = |v: &Value| v.is_string();
+    let is_bool = |v: &Value| v.is_boolean();
+    let is_int = |v: &Value| v.is_i64();
+    let str_or_null = |v: &Value| v.is_string() || v.is_null();
+    let int_or_null = |v: &Value| v.is_i64() || v.is_null();
+    let check = |v: &Value, fields: &[(&str, &TypeCheck)]| {
+        let object = v.as_object().unwrap_or_else(|| panic!("not an object: {v}"));
+        for (name, ok) in fields {
+            assert!(object.get(*name).is_some_and(ok), "{name} in {v}");
+        }
+        assert_eq!(object.len(), fields.len(), "unexpected fields in {v}");
+    };
+    check(
+        &s,
+        &[
+            ("answered_by", &|v| v.is_object()),
+            ("ha_enabled", &is_bool),
+            ("timeout_s", &int_or_null),
+            ("master", &str_or_null),
+            ("agent", &|v| v.is_object()),
+            ("liveset", &|v| {
+                v.as_array().is_some_and(|a| a.iter().all(Value::is_string))
+            }),
+            ("failures_to_tolerate", &is_int),
+            ("plan_exists_for", &is_int),
+            ("overcommitted", &is_bool),
+            ("allow_overcommit", &is_bool),
+            ("hosts", &|v| v.is_array()),
+            ("protected_vms", &|v| v.is_array()),
+            ("recent", &|v| v.is_array()),
+        ],
+    );
+    check(
+        &s["answered_by"],
+        &[
+            ("uuid", &is_str),
+            ("name", &is_str),
+            ("role", &|v| v == "master" || v == "member"),
+            ("view", &|v| v == "pool" || v == "local"),
+            ("emergency", &str_or_null),
+        ],
+    );
+    check(
+        &s["agent"],
+        &[
+            ("status", &|v| {
+                ["off", "starting", "online", "fenced", "stopped"]
+                    .iter()
+                    .any(|s| v == s)
+            }),
+            ("stopped_because", &str_or_null),
+            ("phase", &is_str),
+            ("lock_holder", &str_or_null),
+            ("master_confirmed", &is_bool),
+            ("statefile_access", &is_bool),
+            ("storage_lost", &is_bool),
+            ("rule2", &is_bool),
+            ("refused_packets", &is_int),
+        ],
+    );
+    for h in s["hosts"].as_array().unwrap() {
+        check(
+            h,
+            &[
+                ("uuid", &is_str),
+                ("name", &is_str),
+                ("address", &is_str),
+                ("live", &is_bool),
+                ("enabled", &is_bool),
+                ("in_liveset", &is_bool),
+                ("heard", &is_bool),
+                ("on_statefile", &is_bool),
+                ("heartbeat_age_ms", &int_or_null),
+                ("slot_age_ms", &int_or_null),
+                ("maintenance", &is_bool),
+            ],
+        );
+    }
+    for v in s["protected_vms"].as_array().unwrap() {
+        check(
+            v,
+            &[
+                ("uuid", &is_str),
+                ("name", &is_str),
+                ("priority", &is_str),
+                ("order", &is_int),
+                ("power_state", &is_str),
+                ("runs_on", &str_or_null),
+                ("restart_on", &str_or_null),
+            ],
+        );
+    }
+    for m in s["recent"].as_array().unwrap() {
+        check(
+            m,
+            &[
+                ("time", &is_str),
+                ("name", &is_str),
+                ("host", &str_or_null),
+                ("body", &is_str),
+            ],
+        );
+    }
+
+    // What happened, in it: host2 out of the liveset, not live, not heard
+    // for longer than T; the VM running on its new host.
+    assert_eq!(s["answered_by"]["view"], "pool");
+    assert!(!s["liveset"].as_array().unwrap().iter().any(|h| h == "host2"), "{s}");
+    let host2 = s["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["name"] == "host2")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (
+            host2["live"].clone(),
+            host2["in_liveset"].clone(),
+            host2["heard"].clone()
+        ),
+        (false.into(), false.into(), false.into())
+    );
+    assert!(host2["heartbeat_age_ms"].as_u64().unwrap() > T * 1000, "{host2}");
+    let vm01 = &s["protected_vms"][0];
+    assert_eq!(
+        (vm01["name"].as_str(), vm01["runs_on"].as_str()),
+        (Some("vm01"), Some(home.as_str()))
+    );
+    // And on one screen for a person.
+    let text = lab.xe_ok(&["pool-ha-status"]);
+    assert!(text.contains("HA: enabled"), "{text}");
+    assert!(text.contains("HA_HOST_FAILED host2: Host host2"), "{text}");
+    assert!(text.lines().any(|l| l.contains("vm01") && l.contains(&home)), "{text}");
+    // A member answers with its own view.
+    let member = if home == "host1" { 3 } else { 1 };
+    let r = lab.xe_on(member, &["pool-ha-status", "--format", "json"]);
+    let mine: serde_json::Value = serde_json::from_str(&r.stdout).unwrap_or_else(|_| panic!("{r:?}"));
+    let expected = if member == 1 {
+        ("master", "pool")
+    } else {
+        ("member", "local")
+    };
+    assert_eq!(
+        (
+            mine["answered_by"]["role"].as_str(),
+            mine["answered_by"]["view"].as_str()
+        ),
+        (Some(expected.0), Some(expected.1))
+    );
 }

@@ -595,6 +595,16 @@ impl Engine {
         self.phase
     }
 
+    /// When host `i`'s last heartbeat arrived (engine time), if ever.
+    pub fn last_heard(&self, i: usize) -> Option<Millis> {
+        self.obs.get(i).and_then(|o| o.last_hb)
+    }
+
+    /// When host `i`'s slot was last seen to change (engine time), if ever.
+    pub fn slot_changed(&self, i: usize) -> Option<Millis> {
+        self.obs.get(i).and_then(|o| o.last_sf)
+    }
+
     pub fn sf_access(&self) -> bool {
         self.sf_access
     }

@@ -16,6 +16,7 @@ mod gate_tests;
 mod generic;
 mod ha;
 mod ha_admin;
+mod ha_status;
 mod host;
 mod maintenance;
 mod message;
@@ -146,6 +147,7 @@ const METHODS: &[(&str, Access, Option<Handler>)] = &[
     ("host.guest_halted", TO_MASTER, handler!(host::guest_halted)),
     ("host.report_pbd_reachability", TO_MASTER, None),
     ("pool.sync_database", TO_MASTER, None),
+    ("host.get_ha_status", EMERGENCY, handler!(ha_status::get)),
     (
         "host.emergency_ha_disable",
         EMERGENCY,

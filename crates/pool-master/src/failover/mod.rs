@@ -173,6 +173,7 @@ async fn keep(d: Arc<Daemon>) {
             io: d.io().clone(),
             watchdog: d.ha().watchdog.clone(),
             view: d.ha().view.clone(),
+            seen: d.ha().seen.clone(),
         };
         d.ha().view.send_replace(AgentView::default());
         let mut rx = d.ha().subscribe();

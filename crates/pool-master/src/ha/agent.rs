@@ -48,6 +48,22 @@ impl AgentStatus {
     }
 }
 
+/// What this host's agent sees of each host, for the operator
+/// (`host.get_ha_status`): refreshed at every event without waking anyone,
+/// unlike [`AgentView`], whose watchers act on each change.
+#[derive(Debug, Clone, Default)]
+pub struct Seen {
+    /// When this was written.
+    pub at: Option<Instant>,
+    /// The engine's phase (`Started` when no fault handler runs).
+    pub phase: String,
+    pub hbdomain: Vec<String>,
+    pub sfdomain: Vec<String>,
+    /// Per other host of the pool: (uuid, ms since its last heartbeat,
+    /// ms since its slot last changed).
+    pub peers: Vec<(String, Option<u64>, Option<u64>)>,
+}
+
 /// What the agent tells the rest of the host.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AgentView {
@@ -109,6 +125,7 @@ pub struct Setup {
     pub io: Arc<Gate>,
     pub watchdog: Arc<Watchdog>,
     pub view: watch::Sender<AgentView>,
+    pub seen: Arc<std::sync::Mutex<Seen>>,
 }
 
 /// The engine's boot for an agent started now in daemon start
@@ -376,6 +393,23 @@ impl Run {
             storage_lost: e.storage_lost(),
             refused: self.refused,
         };
+        let now = self.now();
+        let me = self.me;
+        let hosts = &self.setup.local.hosts;
+        let seen = Seen {
+            at: Some(Instant::now()),
+            phase: format!("{:?}", e.phase()),
+            hbdomain: e.hbdomain().iter().filter_map(uuid).collect(),
+            sfdomain: e.sfdomain().iter().filter_map(uuid).collect(),
+            peers: (0..hosts.len())
+                .filter(|&i| i != me)
+                .map(|i| {
+                    let age = |t: Option<u64>| t.map(|t| now.saturating_sub(t));
+                    (hosts[i].clone(), age(e.last_heard(i)), age(e.slot_changed(i)))
+                })
+                .collect(),
+        };
+        *self.setup.seen.lock().unwrap_or_else(|p| p.into_inner()) = seen;
         self.setup.view.send_if_modified(|v| {
             let changed = *v != view;
             *v = view;
@@ -411,6 +445,7 @@ mod tests {
             io: Arc::new(Gate::lab(dir)),
             watchdog,
             view: tx,
+            seen: Arc::default(),
         };
         async move {
             Host {

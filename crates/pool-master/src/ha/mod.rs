@@ -49,6 +49,8 @@ pub struct Ha {
     armed: AtomicBool,
     /// Wakes the restart executor.
     pub restarts: Kick,
+    /// What the agent sees of each host (for the operator).
+    pub(crate) seen: Arc<Mutex<agent::Seen>>,
 }
 
 /// Wakes the restart executor (`crate::failover::restart`): a guest
@@ -82,6 +84,7 @@ impl Ha {
             emergency: Mutex::new(None),
             armed: AtomicBool::new(false),
             restarts: Kick::default(),
+            seen: Arc::default(),
         })
     }
 
