@@ -111,6 +111,31 @@ impl Session {
         false
     }
 
+    /// Abandon the line being typed (C-c) and wait until the shell shows a
+    /// fresh prompt: keys typed before it is drawn may reach the old line
+    /// (zsh, on a loaded machine).
+    #[allow(dead_code)] // used by completion.rs, not by every test binary
+    pub fn new_line(&self) {
+        self.keys(&["C-c"]);
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(15) {
+            // A prompt with nothing typed: `$` (PS1 of bash and zsh) or
+            // fish's own, ending in `#` or `>`.
+            let screen = self.screen();
+            let last = screen
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("")
+                .trim_end();
+            if !last.contains("xe ") && (last.ends_with('$') || last.ends_with('#') || last.ends_with('>')) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("no fresh prompt after C-c:\n{}", self.screen());
+    }
+
     /// Type `typed`, then TAB, and wait until the screen shows `expect`.
     pub fn tab(&self, typed: &str, expect: &str) {
         if !typed.is_empty() {
