@@ -29,6 +29,21 @@ fn the_lab_brings_up_three_hosts_in_one_pool() {
     assert_eq!(live.split(',').count(), 3);
     let total = lab.xe_min(&["host-param-get", &format!("uuid={host1}"), "param-name=memory-total"]);
     assert_eq!(total, (8i64 << 30).to_string());
+
+    // What holds a secret is root's alone: each host's data directory,
+    // database and certificate key, and the lab's files with the password.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    for i in 1..=3 {
+        let data = lab.host_data_dir(i);
+        assert_eq!(mode(&data), 0o700, "{}", data.display());
+        for name in ["pool.db", "xapi-ssl.pem"] {
+            assert_eq!(mode(&data.join(name)), 0o600, "{name} of host{i}");
+        }
+    }
+    for name in ["root-password", "env", "lab.json"] {
+        assert_eq!(mode(&lab.dir.path().join(name)), 0o600, "{name}");
+    }
 }
 
 #[test]

@@ -214,7 +214,8 @@ pub async fn run(options: LabOptions) -> Result<()> {
     std::fs::create_dir_all(dir.join("sr"))?;
     let serve = serve_args(&options, &dir)?;
     let password_file = dir.join("root-password");
-    std::fs::write(&password_file, &state.password)?;
+    pool_master::files::replace_private(&password_file, state.password.as_bytes())
+        .with_context(|| format!("writing {}", password_file.display()))?;
     if let Some(net) = &state.netns {
         netns::usable()?;
         net.setup(state.hosts.len())
@@ -759,6 +760,8 @@ async fn api_status(address: &str, port: u16) -> String {
 }
 
 /// Replace `path` with `text` whole (`pool_master::files::replace`).
+/// Replace a lab file whole, readable by its owner only: `env` and
+/// `lab.json` carry the root password.
 fn write_replacing(path: &Path, text: &str) -> Result<()> {
-    pool_master::files::replace(path, text.as_bytes()).with_context(|| format!("writing {}", path.display()))
+    pool_master::files::replace_private(path, text.as_bytes()).with_context(|| format!("writing {}", path.display()))
 }

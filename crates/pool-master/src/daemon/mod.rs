@@ -240,10 +240,27 @@ impl Daemon {
 
     /// Open this host's database, creating a one-host pool at first start.
     pub fn open(config: Config) -> Result<Arc<Daemon>, StartError> {
-        std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::Io {
-            path: config.data_dir.clone(),
-            source,
-        })?;
+        // The data directory and the database hold the pool secret and
+        // the password hashes: root's alone (0700, 0600; SQLite's WAL and
+        // shared-memory files take the database's mode).
+        let private = |path: &std::path::Path, tightened: std::io::Result<bool>| match tightened {
+            Ok(true) => {
+                tracing::warn!(path = %path.display(), "was readable by others: now its owner's only");
+                Ok(())
+            }
+            Ok(false) => Ok(()),
+            Err(source) => Err(StartError::Io {
+                path: path.to_path_buf(),
+                source,
+            }),
+        };
+        private(&config.data_dir, crate::files::private_dir(&config.data_dir))?;
+        for name in ["pool.db", "pool.db-wal", "pool.db-shm"] {
+            let path = config.data_dir.join(name);
+            if name == "pool.db" || path.exists() {
+                private(&path, crate::files::private_file(&path))?;
+            }
+        }
         let mut store = Store::open(&config.data_dir.join("pool.db"))?;
         let host_uuid = match store.local("host_uuid")? {
             Some(u) => u,
@@ -654,6 +671,33 @@ pub(crate) mod tests {
             guest_kernel_dir: None,
             watchdog_device: None,
         }
+    }
+
+    /// The data directory and the database files are root's alone, made
+    /// so at first start and tightened on an install that left them open.
+    #[test]
+    fn the_data_dir_and_database_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let top = tempfile::tempdir().unwrap();
+        let dir = top.path().join("xapid");
+        let d = Daemon::open(config(&dir)).unwrap();
+        drop(d);
+        assert_eq!(mode(&dir), 0o700);
+        for name in ["pool.db", "pool.db-wal", "pool.db-shm"] {
+            let path = dir.join(name);
+            if path.exists() {
+                assert_eq!(mode(&path), 0o600, "{name}");
+            }
+        }
+        // An older install: everything world-readable.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(dir.join("pool.db"), std::fs::Permissions::from_mode(0o644)).unwrap();
+        let d = Daemon::open(config(&dir)).unwrap();
+        assert!(d.host_ref().is_some(), "the same pool, opened again");
+        drop(d);
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join("pool.db")), 0o600);
     }
 
     #[tokio::test]
