@@ -46,3 +46,5 @@ mod recovery;
 mod chaos;
 // Pool membership: the checks a join must pass.
 mod membership;
+// Running as a system service: the systemd unit, readiness by sd_notify.
+mod service;

@@ -111,6 +111,7 @@ fn main() -> Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> Result<()> {
+    let stop = shutdown_signal();
     let root_password = match (&args.root_password_file, &args.root_password) {
         (Some(f), _) => Some(
             std::fs::read_to_string(f)
@@ -158,11 +159,28 @@ async fn serve(args: ServeArgs) -> Result<()> {
         .await
         .with_context(|| format!("listening on {}:{}", args.address, args.port))?;
     tracing::info!(host = %daemon.host_uuid(), address = %args.address, port = args.port, "xapid is serving");
-    pool_master::server::serve(daemon, listener, shutdown_signal())
-        .await
-        .context("serving the API")?;
+    // systemd (Type=notify): ready once the API's socket is bound and the
+    // database open; calls that arrive meanwhile wait in the backlog.
+    notify_systemd(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(&format!("serving the API on {}:{}", args.address, args.port)),
+    ]);
+    pool_master::server::serve(daemon, listener, async {
+        stop.await;
+        notify_systemd(&[sd_notify::NotifyState::Stopping]);
+    })
+    .await
+    .context("serving the API")?;
     tracing::info!("xapid stopped");
     Ok(())
+}
+
+/// Tell systemd (when it started this process with `NOTIFY_SOCKET`) how the
+/// service is doing; nothing without it.
+fn notify_systemd(state: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(false, state) {
+        tracing::warn!("cannot notify systemd: {e}");
+    }
 }
 
 /// Raise the soft limit of open files to the hard one, and say what it is:
@@ -181,17 +199,24 @@ fn raise_open_file_limit() {
     }
 }
 
-async fn shutdown_signal() {
+/// Ask now to be told of SIGTERM and SIGINT: from here on they stop xapid
+/// cleanly (requests in progress finish) instead of killing it, however
+/// early in its start they come. The future ends at the first of them.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
             }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
     }
 }
