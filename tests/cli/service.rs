@@ -40,6 +40,22 @@ fn the_unit_file_is_one_systemd_accepts() {
 }
 
 #[test]
+fn the_shipped_settings_file_is_valid() {
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/dist/xapid.toml");
+    let out = Command::new(xapid_bin())
+        .args(["serve", "--config", file, "--check-config"])
+        .env_remove("POOL_HA_DATA_DIR")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        text.contains("data-dir = /var/lib/xapid") && text.contains("driver = qemu"),
+        "{text}"
+    );
+}
+
+#[test]
 fn xapid_tells_systemd_it_is_ready_and_when_it_stops() {
     let dir = tempfile::tempdir().unwrap();
     let socket_path = dir.path().join("notify");
@@ -86,4 +102,95 @@ fn xapid_tells_systemd_it_is_ready_and_when_it_stops() {
     assert_eq!(String::from_utf8_lossy(&buf[..n]).trim(), "STOPPING=1");
     let status = xapid.wait().unwrap();
     assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn settings_come_from_the_file_the_environment_and_flags_in_that_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let data = dir.path().join("data");
+    let password = dir.path().join("root-password");
+    std::fs::write(&password, "from-file-pw\n").unwrap();
+    let file = dir.path().join("xapid.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "data-dir = \"{}\"\naddress = \"127.0.0.1\"\nport = {port}\nname = \"configured\"\nroot-password-file = \"{}\"\n",
+            data.display(),
+            password.display()
+        ),
+    )
+    .unwrap();
+    let xapid = |args: &[&str], env: &[(&str, &str)]| {
+        let mut c = Command::new(xapid_bin());
+        c.arg("serve").arg("--config").arg(&file).args(args);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    // --check-config: each setting and where it came from.
+    let out = xapid(
+        &["--check-config", "--name", "from-flag"],
+        &[("POOL_HA_PORT", "1"), ("POOL_HA_NAME", "from-env")],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = |key: &str| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{key} = ")))
+            .unwrap_or("")
+            .to_string()
+    };
+    assert!(line("data-dir").ends_with(&format!("# {}", file.display())), "{text}");
+    assert!(
+        line("port").starts_with("port = 1 ") && line("port").ends_with("# environment (POOL_HA_PORT)"),
+        "{text}"
+    );
+    assert!(
+        line("name").starts_with("name = from-flag ") && line("name").ends_with("# flag"),
+        "{text}"
+    );
+    assert!(line("driver").ends_with("# default"), "{text}");
+    assert!(!data.exists(), "checking started nothing");
+    // A bad file: one line per problem, exit 2, nothing started.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "colour = \"blue\"\n").unwrap();
+    let out = Command::new(xapid_bin())
+        .args(["serve", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("bad.toml: line 1") && err.contains("unknown field `colour`"),
+        "{err}"
+    );
+    // The file alone is enough to run a host.
+    let mut host = Command::new(xapid_bin())
+        .args(["serve", "--config"])
+        .arg(&file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let extra = format!("server=127.0.0.1,port={port},username=root,password=from-file-pw");
+    let named = crate::util::wait_for(Duration::from_secs(20), || {
+        let r = crate::util::run_xe(
+            &["host-list", "params=name-label", "--minimal", "--no-verify"],
+            &[("XE_EXTRA_ARGS", &extra)],
+            home.path(),
+        );
+        r.code == 0 && r.stdout.trim() == "configured"
+    });
+    let _ = host.kill();
+    let _ = host.wait();
+    assert!(named, "the host did not come up as the file says");
 }

@@ -88,8 +88,17 @@ pub(crate) fn spawn_host(state: &LabState, i: usize, password_file: &Path, serve
         Some(net) => net.command(i + 1, &exe),
         None => Command::new(exe),
     };
+    // The lab's hosts take their settings from the lab alone: never from
+    // this machine's /etc/pool-ha/xapid.toml or POOL_HA_* variables (a real
+    // host's watchdog device, say).
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("POOL_HA_") {
+            command.env_remove(&key);
+        }
+    }
     let child = command
         .arg("serve")
+        .args(["--config", "/dev/null"])
         .arg("--data-dir")
         .arg(&host.data_dir)
         .args([

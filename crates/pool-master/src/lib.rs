@@ -29,6 +29,7 @@
 pub mod api;
 pub mod auth;
 pub mod clock;
+pub mod config_file;
 pub mod daemon;
 pub mod driver;
 pub mod events;

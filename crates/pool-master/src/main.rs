@@ -1,6 +1,8 @@
 //! `xapid`: the pool-ha host daemon.
 //!
-//! - `xapid serve --data-dir DIR --address IP --port PORT`: run one host.
+//! - `xapid serve --data-dir DIR --address IP --port PORT`: run one host
+//!   (or with those in `/etc/pool-ha/xapid.toml`, or `POOL_HA_*`
+//!   variables; `--check-config` prints the effective settings).
 //! - `xapid lab ...`: runs `xapid-lab` (crate `pool-lab`), installed next
 //!   to it, with the same arguments: the lab is not part of the daemon.
 
@@ -42,61 +44,238 @@ enum Command {
     },
 }
 
+/// `xapid serve`'s settings: each a flag, a `POOL_HA_*` environment
+/// variable and a key of the settings file (`pool_master::config_file`),
+/// in that order of precedence.
 #[derive(Args)]
 struct ServeArgs {
-    /// Where this host keeps its database and local storage.
+    /// The settings file (default /etc/pool-ha/xapid.toml, if present).
+    #[arg(long, env = "POOL_HA_CONFIG")]
+    config: Option<PathBuf>,
+    /// Print the effective settings, each with where it came from, and
+    /// exit: 0 when they are usable, 2 with one line per problem.
     #[arg(long)]
-    data_dir: PathBuf,
+    check_config: bool,
+    /// Where this host keeps its database and local storage.
+    #[arg(long, env = "POOL_HA_DATA_DIR")]
+    data_dir: Option<PathBuf>,
     /// The address to listen on; the pool knows the host by it.
-    #[arg(long, default_value = "127.0.0.1")]
+    #[arg(long, env = "POOL_HA_ADDRESS", default_value = "127.0.0.1")]
     address: String,
     /// The API port (the same on every host of a pool).
-    #[arg(long, default_value_t = 443)]
+    #[arg(long, env = "POOL_HA_PORT", default_value_t = 443)]
     port: u16,
     /// The root password, at first start (prefer --root-password-file).
     #[arg(long)]
     root_password: Option<String>,
     /// A file whose first line is the root password, at first start.
-    #[arg(long)]
+    #[arg(long, env = "POOL_HA_ROOT_PASSWORD_FILE")]
     root_password_file: Option<PathBuf>,
     /// The host's name, at first start.
-    #[arg(long)]
+    #[arg(long, env = "POOL_HA_NAME")]
     name: Option<String>,
     /// Memory the host offers to VMs, in bytes (default: 16 GiB with the
     /// sim driver; the machine's memory less 1 GiB for the host with qemu).
-    #[arg(long)]
+    #[arg(long, env = "POOL_HA_MEMORY")]
     memory: Option<i64>,
     /// What runs the guests: tasks inside xapid (sim) or QEMU processes.
-    #[arg(long, value_enum, default_value_t = DriverKind::Sim)]
+    #[arg(long, env = "POOL_HA_DRIVER", value_enum, default_value_t = DriverKind::Sim)]
     driver: DriverKind,
     /// The qemu driver's accelerator (auto: KVM when it works here, else TCG).
-    #[arg(long, value_enum, default_value_t = Accel::Auto)]
+    #[arg(long, env = "POOL_HA_ACCEL", value_enum, default_value_t = Accel::Auto)]
     accel: Accel,
     /// The kernel a VM boots when it names none (qemu driver; `guest/build.sh`
     /// builds a test guest).
-    #[arg(long)]
+    #[arg(long, env = "POOL_HA_GUEST_KERNEL")]
     guest_kernel: Option<PathBuf>,
     /// The initrd that goes with --guest-kernel.
-    #[arg(long, requires = "guest_kernel")]
+    #[arg(long, env = "POOL_HA_GUEST_INITRD")]
     guest_initrd: Option<PathBuf>,
     /// Where the kernels and initrds VMs name (other-config:pool-ha-kernel)
     /// must be (default /boot/guest).
-    #[arg(long)]
+    #[arg(long, env = "POOL_HA_GUEST_KERNEL_DIR")]
     guest_kernel_dir: Option<PathBuf>,
     /// The machine's watchdog device (e.g. /dev/watchdog), armed with HA:
     /// the host resets if xapid stops feeding it. Not for the lab.
-    #[arg(long)]
+    #[arg(long, env = "POOL_HA_WATCHDOG_DEVICE")]
     watchdog_device: Option<PathBuf>,
     /// Sessions idle for longer than this many seconds expire.
-    #[arg(long, default_value_t = 24 * 3600)]
+    #[arg(long, env = "POOL_HA_SESSION_IDLE_TIMEOUT", default_value_t = 24 * 3600)]
     session_idle_timeout: u64,
     /// Lab mode: allow HA timeouts down to 3 s (for tests and demos).
     #[arg(long)]
     lab: bool,
 }
 
+/// Where one setting came from.
+fn source_of(sub: &clap::ArgMatches, id: &str, in_file: bool, file: &std::path::Path) -> String {
+    use clap::parser::ValueSource;
+    match sub.value_source(id) {
+        Some(ValueSource::CommandLine) => "flag".into(),
+        Some(ValueSource::EnvVariable) => format!("environment (POOL_HA_{})", id.to_uppercase()),
+        _ if in_file => file.display().to_string(),
+        Some(ValueSource::DefaultValue) => "default".into(),
+        _ => "unset".into(),
+    }
+}
+
+/// Take the settings file's values where neither a flag nor the
+/// environment gave one; the settings and where each came from, or one
+/// line per problem.
+fn merge_file(args: &mut ServeArgs, sub: &clap::ArgMatches) -> Result<Vec<(String, String, String)>, Vec<String>> {
+    use clap::ValueEnum;
+    use pool_master::config_file;
+    let explicit = args.config.is_some();
+    let path = args
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(config_file::DEFAULT_PATH));
+    let file = config_file::load(&path, explicit).map_err(|e| vec![e.to_string()])?;
+    let mut problems = Vec::new();
+    let given = |id: &str| {
+        matches!(
+            sub.value_source(id),
+            Some(clap::parser::ValueSource::CommandLine | clap::parser::ValueSource::EnvVariable)
+        )
+    };
+    macro_rules! take {
+        ($field:ident) => {
+            if !given(stringify!($field)) {
+                if let Some(v) = file.$field.clone() {
+                    args.$field = v.into();
+                }
+            }
+        };
+    }
+    take!(data_dir);
+    take!(address);
+    take!(port);
+    take!(name);
+    take!(root_password_file);
+    take!(memory);
+    take!(guest_kernel);
+    take!(guest_initrd);
+    take!(guest_kernel_dir);
+    take!(watchdog_device);
+    take!(session_idle_timeout);
+    if !given("driver") {
+        if let Some(d) = &file.driver {
+            match DriverKind::from_str(d, true) {
+                Ok(d) => args.driver = d,
+                Err(_) => problems.push(format!("{}: driver: {d:?} is not one of sim, qemu", path.display())),
+            }
+        }
+    }
+    if !given("accel") {
+        if let Some(a) = &file.accel {
+            match Accel::from_str(a, true) {
+                Ok(a) => args.accel = a,
+                Err(_) => problems.push(format!("{}: accel: {a:?} is not one of auto, kvm, tcg", path.display())),
+            }
+        }
+    }
+    if args.data_dir.is_none() {
+        problems.push(format!(
+            "no data directory: give --data-dir, POOL_HA_DATA_DIR or data-dir in {}",
+            path.display()
+        ));
+    }
+    if args.guest_initrd.is_some() && args.guest_kernel.is_none() {
+        problems.push("guest-initrd is given without guest-kernel".into());
+    }
+    if args.memory.is_some_and(|m| m <= 0) {
+        problems.push(format!(
+            "memory: {} is not a positive number of bytes",
+            args.memory.unwrap_or(0)
+        ));
+    }
+    if args.address.parse::<std::net::IpAddr>().is_err() {
+        problems.push(format!("address: {:?} is not an IP address", args.address));
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let shown = |p: &Option<PathBuf>| p.as_ref().map_or("-".to_string(), |p| p.display().to_string());
+    let source = |id: &str, in_file: bool| source_of(sub, id, in_file, &path);
+    Ok(vec![
+        (
+            "config".into(),
+            path.display().to_string(),
+            if explicit { "given".into() } else { "default".into() },
+        ),
+        (
+            "data-dir".into(),
+            shown(&args.data_dir),
+            source("data_dir", file.data_dir.is_some()),
+        ),
+        (
+            "address".into(),
+            args.address.clone(),
+            source("address", file.address.is_some()),
+        ),
+        (
+            "port".into(),
+            args.port.to_string(),
+            source("port", file.port.is_some()),
+        ),
+        (
+            "name".into(),
+            args.name.clone().unwrap_or_else(|| "-".into()),
+            source("name", file.name.is_some()),
+        ),
+        (
+            "root-password-file".into(),
+            shown(&args.root_password_file),
+            source("root_password_file", file.root_password_file.is_some()),
+        ),
+        (
+            "memory".into(),
+            args.memory.map_or("-".to_string(), |m| m.to_string()),
+            source("memory", file.memory.is_some()),
+        ),
+        (
+            "driver".into(),
+            format!("{:?}", args.driver).to_lowercase(),
+            source("driver", file.driver.is_some()),
+        ),
+        (
+            "accel".into(),
+            format!("{:?}", args.accel).to_lowercase(),
+            source("accel", file.accel.is_some()),
+        ),
+        (
+            "guest-kernel".into(),
+            shown(&args.guest_kernel),
+            source("guest_kernel", file.guest_kernel.is_some()),
+        ),
+        (
+            "guest-initrd".into(),
+            shown(&args.guest_initrd),
+            source("guest_initrd", file.guest_initrd.is_some()),
+        ),
+        (
+            "guest-kernel-dir".into(),
+            shown(&args.guest_kernel_dir),
+            source("guest_kernel_dir", file.guest_kernel_dir.is_some()),
+        ),
+        (
+            "watchdog-device".into(),
+            shown(&args.watchdog_device),
+            source("watchdog_device", file.watchdog_device.is_some()),
+        ),
+        (
+            "session-idle-timeout".into(),
+            args.session_idle_timeout.to_string(),
+            source("session_idle_timeout", file.session_idle_timeout.is_some()),
+        ),
+    ])
+}
+
 fn main() -> Result<()> {
-    let args = match Cli::parse().command {
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let mut args = match cli.command {
         Command::Lab { args } => return run_lab(&args),
         Command::Serve(args) => *args,
         Command::Guard { reset_machine } => {
@@ -104,6 +283,24 @@ fn main() -> Result<()> {
             return Ok(());
         }
     };
+    let sub = matches.subcommand_matches("serve").expect("the serve subcommand");
+    let settings = match merge_file(&mut args, sub) {
+        Ok(settings) => settings,
+        Err(problems) => {
+            for p in problems {
+                eprintln!("xapid: {p}");
+            }
+            std::process::exit(2);
+        }
+    };
+    if args.check_config {
+        let width = settings.iter().map(|(k, v, _)| k.len() + v.len()).max().unwrap_or(0) + 4;
+        for (key, value, source) in settings {
+            let line = format!("{key} = {value}");
+            println!("{line:width$}# {source}");
+        }
+        return Ok(());
+    }
     pool_master::logging::init();
     raise_open_file_limit();
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
@@ -124,7 +321,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         (None, p) => p.clone(),
     };
     let config = Config {
-        data_dir: args.data_dir,
+        data_dir: args.data_dir.clone().context("no data directory")?,
         address: args.address.clone(),
         port: args.port,
         root_password,
