@@ -10,7 +10,15 @@ use std::path::{Path, PathBuf};
 /// Bottom to top. A module may use the modules of the layers below its own.
 const LAYERS: &[&[&str]] = &[
     &[
-        "files", "clock", "auth", "throttle", "sessions", "logging", "memory", "reserve",
+        "files",
+        "clock",
+        "config_file",
+        "auth",
+        "throttle",
+        "sessions",
+        "logging",
+        "memory",
+        "reserve",
     ],
     &["planning", "io", "events", "tasks", "tls"],
     &["overcommit", "peers", "listener"],
