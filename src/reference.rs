@@ -35,6 +35,7 @@ pub fn example(spec: &Spec) -> String {
         "host-shutdown" => "xe host-disable host=host2 && xe host-evacuate host=host2 && xe host-shutdown host=host2",
         "host-emergency-ha-disable" => "xe host-emergency-ha-disable --force -s host3",
         "host-declare-dead" => "xe host-declare-dead uuid=$(xe host-list name-label=host3 --minimal) --force",
+        "host-forget" => "xe host-forget uuid=$(xe host-list name-label=host3 --minimal) --force",
         "pool-emergency-reset-master" => "xe pool-emergency-reset-master master-address=10.0.0.2 -s host3",
         "pool-emergency-transition-to-master" => "xe pool-emergency-transition-to-master -s host2",
         "pool-ha-compute-hypothetical-max-host-failures-to-tolerate" => {

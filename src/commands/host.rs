@@ -1,5 +1,5 @@
 //! Host maintenance: host-disable, host-enable, host-evacuate,
-//! host-shutdown, host-reboot, host-declare-dead.
+//! host-shutdown, host-reboot, host-declare-dead, host-forget.
 
 use std::io::IsTerminal;
 
@@ -29,6 +29,13 @@ pub fn commands() -> Vec<Spec> {
         ),
         host_op("host-shutdown", &[], "Shutdown the XE host.", shutdown),
         host_op("host-reboot", &[], "Reboot the XE host.", reboot),
+        make_spec(
+            "host-forget",
+            &["uuid"],
+            &[],
+            "Forget about the host without contacting it explicitly. WARNING: this call is useful if the host to 'forget' is dead; however, if the host is live and part of the pool, you should consider using pool-eject instead.",
+            Handler::Run(forget),
+        ),
         make_spec(
             "host-declare-dead",
             &["uuid"],
@@ -195,20 +202,41 @@ fn power(ctx: &mut Ctx, method: &str, doing: &str) -> Result<(), XeError> {
     })
 }
 
-/// `host-declare-dead uuid=...`: xe's warnings and a `yes` on a terminal,
-/// `--force` in scripts (not listed in its parameters, as in XAPI's xe).
-fn declare_dead(ctx: &mut Ctx) -> Result<(), XeError> {
+/// `host-forget uuid=...`: xe's warnings and a `yes` on a terminal,
+/// `--force` in scripts.
+fn forget(ctx: &mut Ctx) -> Result<(), XeError> {
+    careful(
+        ctx,
+        "host.destroy",
+        "WARNING: A host should only be forgotten if it is physically unrecoverable;\n\
+         WARNING: if possible, Hosts should be 'ejected' from the Pool instead.\n\
+         WARNING: Once a host has been forgotten it will have to be re-installed.\n\
+         WARNING: This operation is irreversible.",
+    )
+}
+
+/// A host operation XAPI's xe guards with warnings: asked on a terminal,
+/// `--force` in scripts.
+fn careful(ctx: &mut Ctx, method: &str, warnings: &str) -> Result<(), XeError> {
     let uuid = ctx.param("uuid").unwrap_or_default().to_string();
     let host = ctx.records.conn.call("host.get_by_uuid", vec![json!(uuid)])?;
     if !ctx.flag("force")? {
         if !std::io::stdin().is_terminal() {
             return Err(XeError::cli(super::vm::NO_FORCE));
         }
-        super::vm::ask(
-            "WARNING: A host should only be declared dead if it is verified offline.\n\
-             WARNING: Performing this operation if the host is still online and has any\n\
-             WARNING: running VMs may lead to possible data loss and/or corruption.",
-        )?;
+        super::vm::ask(warnings)?;
     }
-    ctx.records.conn.call("host.declare_dead", vec![host]).map(|_| ())
+    ctx.records.conn.call(method, vec![host]).map(|_| ())
+}
+
+/// `host-declare-dead uuid=...`: xe's warnings and a `yes` on a terminal,
+/// `--force` in scripts (not listed in its parameters, as in XAPI's xe).
+fn declare_dead(ctx: &mut Ctx) -> Result<(), XeError> {
+    careful(
+        ctx,
+        "host.declare_dead",
+        "WARNING: A host should only be declared dead if it is verified offline.\n\
+         WARNING: Performing this operation if the host is still online and has any\n\
+         WARNING: running VMs may lead to possible data loss and/or corruption.",
+    )
 }

@@ -58,3 +58,46 @@ fn a_dead_hosts_vms_are_recovered_with_reset_powerstate_and_declare_dead() {
     assert!(r.code != 0 && r.stderr.contains("domain still exists"), "{}", r.stderr);
     assert_eq!(running_on(&lab, &a).as_deref(), Some("host1"));
 }
+
+/// `xe host-forget` (issue 21): refused while the host lives, while the
+/// pool places a VM on it, and for the master; a dead, empty host goes,
+/// with its PBDs and its certificate.
+#[test]
+fn a_dead_host_is_forgotten_and_a_live_one_is_not() {
+    let lab = Lab::start(3, 1);
+    let a = vm_uuid(&lab, "vm01");
+    let host3 = host_field(&lab, "host3", "uuid");
+    let r = lab.xe(&["host-forget", &format!("uuid={host3}"), "--force"]);
+    assert!(r.code != 0 && r.stderr.contains("still live"), "{}", r.stderr);
+    lab.xe_ok(&["vm-start", &format!("uuid={a}"), "on=host3"]);
+    lab.fault("power-off", "host3");
+    // Without --force, xe refuses; with a VM recorded on it, the pool does.
+    let r = lab.xe(&["host-forget", &format!("uuid={host3}")]);
+    assert!(
+        r.code != 0 && r.stderr.contains("must be forced (use --force)"),
+        "{}",
+        r.stderr
+    );
+    let r = lab.xe(&["host-forget", &format!("uuid={host3}"), "--force"]);
+    assert!(
+        r.code != 0
+            && r.stderr
+                .contains("cannot be forgotten because there are user VMs still running"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(lab.xe_min(&["host-list"]).split(',').count(), 3);
+    // Its VM reset, it goes.
+    lab.xe_ok(&["vm-reset-powerstate", &format!("uuid={a}"), "--force"]);
+    lab.xe_ok(&["host-forget", &format!("uuid={host3}"), "--force"]);
+    let hosts = lab.xe_min(&["host-list"]);
+    assert_eq!(hosts.split(',').count(), 2, "{hosts}");
+    assert!(!hosts.contains(&host3));
+    assert_eq!(lab.xe_min(&["pbd-list", &format!("host-uuid={host3}")]), "");
+    // The master never.
+    let host1 = host_field(&lab, "host1", "uuid");
+    let r = lab.xe(&["host-forget", &format!("uuid={host1}"), "--force"]);
+    assert!(r.code != 0 && r.stderr.contains("still live"), "{}", r.stderr);
+    // And the VM starts on a host that is left.
+    lab.xe_ok(&["vm-start", &format!("uuid={a}"), "on=host2"]);
+}

@@ -29,6 +29,7 @@ pub const METHODS: &[&str] = &[
     "host.local_vm_list",
     "host.member_hello",
     "host.declare_dead",
+    "host.destroy",
     "host.report_pbd_reachability",
 ];
 
@@ -41,6 +42,7 @@ pub async fn dispatch(d: &Arc<Daemon>, verb: &str, args: &Args) -> Option<Result
         "local_vm_list" => args.exactly(1).map(|_| json!(d.driver().running())),
         "member_hello" => member_hello(d, args).await,
         "declare_dead" => super::recovery::declare_dead(d, args).await,
+        "destroy" => super::recovery::destroy(d, args).await,
         "report_pbd_reachability" => report_pbd(d, args).await,
         _ => return None,
     })

@@ -13,7 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use xapi_proto::records::{HostRecord, PowerState, VbdRecord, VmRecord, NULL_REF};
+use xapi_proto::records::{
+    CertificateRecord, HostRecord, PbdRecord, PowerState, SrRecord, VbdRecord, VmRecord, NULL_REF,
+};
 use xapi_proto::{codes, ApiError};
 
 use super::Args;
@@ -65,6 +67,58 @@ pub async fn declare_dead(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiErro
         Ok(())
     })
     .await?;
+    Ok(json!(""))
+}
+
+/// `host.destroy(session, host)` (`xe host-forget`): forget a dead host,
+/// with XAPI's checks: not while it is alive (or is this host), not while
+/// HA is on, not while the pool places VMs on it. Its PBDs and its
+/// certificate go with it; its SRs stay (a shared one has other hosts'
+/// PBDs; a local one is reported by `sr-list` without a host, as XAPI's).
+pub async fn destroy(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
+    args.exactly(2)?;
+    let (host_ref, host) = {
+        let m = d.model();
+        args.reference::<HostRecord>(1, &Txn::new(&m))?
+    };
+    if alive(d, &host_ref, &host).await {
+        return Err(ApiError::new(codes::HOST_IS_LIVE, vec![host_ref]));
+    }
+    if d.ha_enabled() {
+        return Err(ApiError::bare(codes::HA_IS_ENABLED));
+    }
+    d.write(|txn| {
+        if txn.base().pool().is_some_and(|(_, p)| p.ha_enabled) {
+            return Err(ApiError::bare(codes::HA_IS_ENABLED));
+        }
+        let resident = txn
+            .all::<VmRecord>()
+            .into_iter()
+            .any(|(_, vm)| vm.resident_on == host_ref && !vm.is_control_domain && vm.power_state != PowerState::Halted);
+        if resident {
+            return Err(ApiError::new(codes::HOST_HAS_RESIDENT_VMS, vec![host_ref.clone()]));
+        }
+        for (pbd_ref, pbd) in txn.all::<PbdRecord>() {
+            if pbd.host == host_ref {
+                txn.update::<SrRecord>(&pbd.sr, |sr| sr.pbds.retain(|p| *p != pbd_ref));
+                txn.delete::<PbdRecord>(&pbd_ref);
+            }
+        }
+        for (cert_ref, cert) in txn.all::<CertificateRecord>() {
+            if cert.host == host_ref {
+                txn.delete::<CertificateRecord>(&cert_ref);
+            }
+        }
+        for (vm_ref, vm) in txn.all::<VmRecord>() {
+            if vm.resident_on == host_ref {
+                crate::ops::vm::set_residence(txn, &vm_ref, None);
+            }
+        }
+        txn.delete::<HostRecord>(&host_ref);
+        Ok(())
+    })
+    .await?;
+    tracing::warn!(host = %host.uuid, name = %host.name_label, "host forgotten");
     Ok(json!(""))
 }
 
