@@ -532,3 +532,97 @@ fn pool_ha_status_shows_a_power_pull_and_where_the_vm_went() {
         (Some(expected.0), Some(expected.1))
     );
 }
+
+/// `GET /metrics` on the lab's port: the status code and the body.
+fn scrape(lab: &Lab, i: usize, basic: Option<&str>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect((lab.host_address(i).as_str(), lab.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let auth = basic.map_or(String::new(), |b| {
+        format!("Authorization: Basic {}\r\n", base64(b.as_bytes()))
+    });
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (
+        status,
+        text.split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default(),
+    )
+}
+
+/// Standard base64, for an `Authorization` header.
+fn base64(bytes: &[u8]) -> String {
+    const ABC: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..4 {
+            out.push(if i <= chunk.len() {
+                ABC[(n >> (18 - 6 * i) & 63) as usize] as char
+            } else {
+                '='
+            });
+        }
+    }
+    out
+}
+
+/// `GET /metrics` (issue 22): refused without credentials, served to a
+/// pool user over HTTP Basic, open to anyone only when the pool says so;
+/// it shows HA's state as the host sees it and the API's calls.
+#[test]
+fn metrics_are_served_to_pool_users_and_show_ha() {
+    let lab = ha_lab(2, 1);
+    let (status, _) = scrape(&lab, 1, None);
+    assert_eq!(status, 401);
+    let (status, _) = scrape(&lab, 1, Some("root:wrong"));
+    assert_eq!(status, 401);
+    lab.xe_ok(&["vm-list"]);
+    let (status, body) = scrape(&lab, 1, Some(&format!("root:{}", crate::util::PASSWORD)));
+    assert_eq!(status, 200, "{body}");
+    for line in [
+        "pool_ha_enabled 1",
+        "pool_ha_master 1",
+        "pool_ha_liveset_hosts 2",
+        "pool_ha_statefile_access 1",
+        "pool_ha_protected_vms{state=\"down\"} 0",
+    ] {
+        assert!(body.lines().any(|l| l == line), "{line} in\n{body}");
+    }
+    assert!(
+        body.contains("pool_ha_peer_heartbeat_age_seconds{host=\"host2\"}"),
+        "{body}"
+    );
+    assert!(
+        body.lines()
+            .any(|l| l.starts_with("pool_ha_api_calls_total{method=\"VM.get_all_records\"}")),
+        "{body}"
+    );
+    // A failed call, counted by its code.
+    let master = lab.xe_min(&["host-list", "name-label=host1"]);
+    assert_ne!(lab.xe(&["host-forget", &format!("uuid={master}"), "--force"]).code, 0);
+    let (_, body) = scrape(&lab, 1, Some(&format!("root:{}", crate::util::PASSWORD)));
+    assert!(
+        body.lines()
+            .any(|l| l.starts_with("pool_ha_api_errors_total{method=\"host.destroy\",code=\"HOST_IS_LIVE\"}")),
+        "{body}"
+    );
+    // A member answers for itself.
+    let (status, body) = scrape(&lab, 2, Some(&format!("root:{}", crate::util::PASSWORD)));
+    assert_eq!(status, 200, "{body}");
+    assert!(body.lines().any(|l| l == "pool_ha_master 0"), "{body}");
+    // Opened to anyone by the pool's setting.
+    let pool = lab.xe_min(&["pool-list"]);
+    lab.xe_ok(&[
+        "pool-param-set",
+        &format!("uuid={pool}"),
+        "other-config:pool-ha-metrics=open",
+    ]);
+    assert!(wait_for(Duration::from_secs(10), || scrape(&lab, 1, None).0 == 200));
+}

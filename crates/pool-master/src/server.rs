@@ -43,8 +43,64 @@ pub fn router(d: Arc<Daemon>) -> Router {
     Router::new()
         .route("/jsonrpc", post(handle_json))
         .route("/", post(handle_root))
+        .route("/metrics", axum::routing::get(metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(d)
+}
+
+/// The pool's `other-config` key that opens `GET /metrics` to anyone who
+/// can reach the port (`open`); without it a scrape authenticates with
+/// HTTP Basic as a user of the pool.
+pub const METRICS_KEY: &str = "pool-ha-metrics";
+
+/// `GET /metrics`: Prometheus' text format (`scrape`), for a user of the
+/// pool (HTTP Basic, checked as a login is, throttle included) or anyone
+/// when the pool says `other-config:pool-ha-metrics=open`.
+async fn metrics(State(d): State<Arc<Daemon>>, req: Request) -> Response {
+    let open = d
+        .model()
+        .pool()
+        .is_some_and(|(_, p)| p.other_config.get(METRICS_KEY).is_some_and(|v| v == "open"));
+    if !open {
+        let source = req
+            .extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip());
+        let credentials = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Basic "))
+            .and_then(|b| {
+                use base64::Engine;
+                base64::engine::general_purpose::STANDARD.decode(b.trim()).ok()
+            })
+            .and_then(|raw| String::from_utf8(raw).ok())
+            .and_then(|text| text.split_once(':').map(|(u, p)| (u.to_string(), p.to_string())));
+        let allowed = match credentials {
+            Some((user, password)) => caller::from(source, crate::api::check_password(&d, &user, &password))
+                .await
+                .is_ok(),
+            None => false,
+        };
+        if !allowed {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Basic realm=\"pool-ha metrics\"")],
+                "GET /metrics needs a pool user's credentials (HTTP Basic), or other-config:pool-ha-metrics=open on the pool\n",
+            )
+                .into_response();
+        }
+    }
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        crate::scrape::render(&d),
+    )
+        .into_response()
 }
 
 /// The wire a request speaks, by its `Content-Type`.

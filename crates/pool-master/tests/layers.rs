@@ -13,6 +13,7 @@ const LAYERS: &[&[&str]] = &[
         "files",
         "clock",
         "config_file",
+        "metrics",
         "auth",
         "throttle",
         "sessions",
@@ -30,7 +31,7 @@ const LAYERS: &[&[&str]] = &[
     &["storage_probe", "ops"],
     &["failover", "guests"],
     &["member"],
-    &["api"],
+    &["api", "scrape"],
     &["server"],
 ];
 

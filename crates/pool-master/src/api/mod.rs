@@ -254,8 +254,31 @@ fn check_strings(method: &str, params: &[Value]) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Handle one call.
+/// Check a user's password as a login does (the throttle, the decoy hash
+/// for unknown names, failures counted): for HTTP Basic authentication
+/// outside the RPC wire (`GET /metrics`).
+pub async fn check_password(d: &Arc<Daemon>, user: &str, password: &str) -> Result<(), ApiError> {
+    session::check_password(d, user, password).await
+}
+
+/// Handle one call, counted for `GET /metrics` (by method: one the API
+/// lists, or `unknown`; and by error code when it fails).
 pub async fn dispatch(d: &Arc<Daemon>, method: &str, params: Vec<Value>) -> Result<Reply, ApiError> {
+    let result = dispatch_uncounted(d, method, params).await;
+    let listed = system::methods().binary_search_by(|m| m.as_str().cmp(method)).is_ok()
+        || method
+            .strip_prefix("Async.")
+            .is_some_and(|m| system::methods().binary_search_by(|x| x.as_str().cmp(m)).is_ok());
+    let label = if listed || METHODS.iter().any(|(m, _, _)| *m == method) {
+        method
+    } else {
+        "unknown"
+    };
+    crate::metrics::api().count(label, result.as_ref().err().map(|e| e.code.as_str()));
+    result
+}
+
+async fn dispatch_uncounted(d: &Arc<Daemon>, method: &str, params: Vec<Value>) -> Result<Reply, ApiError> {
     check_strings(method, &params)?;
     let (class, verb) = method.split_once('.').unwrap_or_default();
     if verb == "get_all_records" && xapi_proto::classes::CLASSES.contains(&class) && d.is_master() {

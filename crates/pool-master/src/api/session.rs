@@ -41,7 +41,7 @@ const BURST: u32 = 10;
 /// on a blocking thread (Argon2 takes tens of milliseconds of CPU, and the
 /// async runtime serves every other call), against the decoy hash for an
 /// unknown name (the same work: no timing tells which names exist).
-async fn check_password(d: &Arc<Daemon>, user: &str, password: &str) -> Result<(), ApiError> {
+pub(super) async fn check_password(d: &Arc<Daemon>, user: &str, password: &str) -> Result<(), ApiError> {
     let refused = || {
         ApiError::new(
             codes::SESSION_AUTHENTICATION_FAILED,
