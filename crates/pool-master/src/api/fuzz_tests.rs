@@ -71,7 +71,9 @@ async fn pool() -> Pool {
     Pool { d, _dir: dir, refs }
 }
 
-/// Methods left out: logins (the throttle's waits are their own test),
+/// Methods left out: every login (after a few failures the throttle makes
+/// a name's attempts wait, up to 10 s: its own test covers it; a long run
+/// found `session.slave_local_login_with_password` waiting so),
 /// logouts (they end the session the next calls use), the calls that stop
 /// the host, and those that make it a member of another pool (every later
 /// call would answer `HOST_IS_SLAVE`).
@@ -79,7 +81,8 @@ fn fuzzed_methods() -> Vec<String> {
     super::system::methods()
         .iter()
         .filter(|m| {
-            !m.starts_with("session.log")
+            !m.contains("login")
+                && !m.starts_with("session.logout")
                 && ![
                     "host.shutdown",
                     "host.reboot",
