@@ -12,8 +12,8 @@ const LAYERS: &[&[&str]] = &[
     &[
         "files", "clock", "auth", "throttle", "sessions", "logging", "memory", "reserve",
     ],
-    &["planning", "io", "events", "tasks", "tls"],
-    &["overcommit", "peers", "listener"],
+    &["planning", "io", "events", "tls"],
+    &["overcommit", "peers", "listener", "tasks"],
     &["driver"],
     &["lease"],
     &["ha"],

@@ -1,5 +1,6 @@
 //! The methods every class has: `get_all`, `get_all_records` (served as
-//! pre-serialized text by [`all_records_json`]), `get_record`,
+//! pre-serialized text by [`all_records_json`]), `get_all_records_where`
+//! (XAPI's expression language, [`super::filter`]), `get_record`,
 //! `get_by_uuid`, `get_by_name_label`, `get_<field>`, `set_<field>`,
 //! `add_to_<map>` and `remove_from_<map>`.
 //!
@@ -72,6 +73,17 @@ async fn handle<T: Record>(d: &Arc<Daemon>, verb: &str, args: &Args) -> Result<V
                 .ref_of_uuid(uuid)
                 .map(|r| json!(r))
                 .ok_or_else(|| ApiError::uuid_invalid(T::CLASS, uuid))
+        }
+        "get_all_records_where" => {
+            args.exactly(2)?;
+            let expr = super::filter::compile(args.str(1, "expr")?, |f| classes::field(T::CLASS, f).is_some())?;
+            let m = d.model();
+            let matching: serde_json::Map<String, Value> = T::table(&m)
+                .iter()
+                .map(|(r, v)| (r.clone(), to_json(v)))
+                .filter(|(_, v)| super::filter::matches(&expr, v))
+                .collect();
+            Ok(Value::Object(matching))
         }
         "get_by_name_label" if has_name => {
             args.exactly(2)?;

@@ -9,6 +9,8 @@
 pub mod args;
 pub mod caller;
 mod event;
+mod event_next;
+mod filter;
 #[cfg(test)]
 mod fuzz_tests;
 #[cfg(test)]
@@ -116,6 +118,12 @@ const MASTER: Access = Access {
 const METHODS: &[(&str, Access, Option<Handler>)] = &[
     ("system.listMethods", OPEN, sync_handler!(system::list_methods)),
     ("session.get_this_host", OPEN, sync_handler!(system::get_this_host)),
+    ("session.get_this_user", OPEN, sync_handler!(system::get_this_user)),
+    (
+        "session.get_all_subject_identifiers",
+        MASTER,
+        sync_handler!(system::get_all_subject_identifiers),
+    ),
     ("session.login_with_password", OPEN, handler!(session::login)),
     ("session.slave_login", OPEN, sync_handler!(session::slave_login)),
     (
@@ -163,6 +171,9 @@ const METHODS: &[(&str, Access, Option<Handler>)] = &[
     ),
     ("event.from", MASTER, handler!(event::from)),
     ("event.inject", MASTER, handler!(event::inject)),
+    ("event.register", MASTER, sync_handler!(event_next::register)),
+    ("event.unregister", MASTER, sync_handler!(event_next::unregister)),
+    ("event.next", MASTER, handler!(event_next::next)),
     ("pool.enable_ha", MASTER, handler!(ha_admin::enable)),
     ("pool.disable_ha", MASTER, handler!(ha_admin::disable)),
 ];
