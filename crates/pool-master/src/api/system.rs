@@ -71,6 +71,10 @@ fn list() -> Vec<String> {
                     out.insert(format!("{class}.add_to_{}", f.name));
                     out.insert(format!("{class}.remove_from_{}", f.name));
                 }
+                if f.ty == FieldType::Set {
+                    out.insert(format!("{class}.add_{}", f.name));
+                    out.insert(format!("{class}.remove_{}", f.name));
+                }
             }
         }
     }
@@ -162,6 +166,11 @@ mod tests {
             "VM.get_power_state",
             "VM.set_ha_restart_priority",
             "VM.add_to_other_config",
+            "VM.add_tags",
+            "SR.remove_tags",
+            "host.set_tags",
+            "pool.get_allowed_operations",
+            "VM.get_blocked_operations",
             "VM.get_by_name_label",
             "host.get_API_version_major",
             "pool.ha_compute_max_host_failures_to_tolerate",
