@@ -99,8 +99,17 @@ struct Inner {
 }
 
 impl Inner {
-    fn push(&mut self, entry: Entry) {
-        self.entries.push_back(entry);
+    /// Append a change as the next entry.
+    fn append(&mut self, generation: u64, class: &'static str, reference: &str, uuid: &str, op: Op, at_ms: u64) {
+        self.entries.push_back(Entry {
+            seq: self.next_seq,
+            generation,
+            class,
+            reference: reference.to_string(),
+            uuid: uuid.to_string(),
+            op,
+            at_ms,
+        });
         self.next_seq += 1;
         while self.entries.len() > KEEP {
             if let Some(e) = self.entries.pop_front() {
@@ -153,32 +162,14 @@ impl Events {
                 Some(_) if before.has(class, reference) => Op::Mod,
                 Some(_) => Op::Add,
             };
-            let seq = inner.next_seq;
-            inner.push(Entry {
-                seq,
-                generation,
-                class,
-                reference: reference.to_string(),
-                uuid: uuid.unwrap_or_default().to_string(),
-                op,
-                at_ms,
-            });
+            inner.append(generation, class, reference, uuid.unwrap_or_default(), op, at_ms);
         });
     }
 
     /// Record one change at `generation` (which must not go back).
     pub fn push(&self, generation: u64, class: &'static str, reference: &str, uuid: &str, op: Op) {
-        let mut inner = self.lock();
-        let seq = inner.next_seq;
-        inner.push(Entry {
-            seq,
-            generation,
-            class,
-            reference: reference.to_string(),
-            uuid: uuid.to_string(),
-            op,
-            at_ms: crate::clock::unix_ms(),
-        });
+        self.lock()
+            .append(generation, class, reference, uuid, op, crate::clock::unix_ms());
     }
 
     /// The place the next entry will take: a cursor that reads only what

@@ -309,12 +309,7 @@ mod tests {
     use crate::sessions::Principal;
     use std::time::Instant;
 
-    async fn call(d: &Arc<Daemon>, method: &str, params: Vec<Value>) -> Result<Value, ApiError> {
-        match super::super::dispatch(d, method, params).await? {
-            super::super::Reply::Value(v) => Ok(v),
-            super::super::Reply::Json(t) => Ok(serde_json::from_str(&t).unwrap()),
-        }
-    }
+    use crate::api::call;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_waiting_call_wakes_at_the_commit_and_tokens_follow_on() {

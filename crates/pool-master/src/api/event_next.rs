@@ -3,7 +3,8 @@
 //!
 //! A session holds at most one subscription (`crate::sessions`, so it goes
 //! with the session): the subscriptions it registered (XAPI's forms: `*`, a
-//! class, `class/ref`), at most [`MAX_SUBSCRIPTIONS`] of them, and a cursor
+//! class, `class/ref`), at most [`MAX_SUBSCRIPTIONS`] of them of at most
+//! [`MAX_SUBSCRIPTION_LEN`] bytes each, and a cursor
 //! into the pool database's event log and the task log, placed at the end
 //! of both when the session first registers. `event.next` answers every
 //! change after the cursor, one event per change (not one per object, as
@@ -38,6 +39,10 @@ use crate::sessions::Subscription;
 /// The most subscriptions one session holds.
 pub const MAX_SUBSCRIPTIONS: usize = 256;
 
+/// The longest subscription taken, in bytes (a class and a reference fit
+/// many times over).
+pub const MAX_SUBSCRIPTION_LEN: usize = 256;
+
 /// The most events one `event.next` answers.
 pub const BATCH: usize = 4096;
 
@@ -55,31 +60,36 @@ fn end(d: &Daemon) -> (u64, u64) {
     (d.events().end(), d.tasks().log().end())
 }
 
-/// `event.register(session, classes)`.
-pub fn register(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
-    args.exactly(2)?;
-    let handle = session(d, args)?;
+/// The call's subscriptions (parameter 1), as kept.
+fn given(args: &Args) -> Result<Vec<String>, ApiError> {
     let given: Vec<String> = args
         .strings(1, "classes")?
         .iter()
         .map(|c| Sub::parse(c).text())
         .collect();
+    if let Some(long) = given.iter().find(|c| c.len() > MAX_SUBSCRIPTION_LEN) {
+        return Err(ApiError::invalid_value(
+            "classes",
+            format!(
+                "a subscription of {} bytes (at most {MAX_SUBSCRIPTION_LEN})",
+                long.len()
+            ),
+        ));
+    }
+    Ok(given)
+}
+
+/// Change the subscriptions of the call's session with `f`, which sees
+/// them (none yet for a session that never registered) and may refuse;
+/// only then is the session's subscription made (its cursor at the end of
+/// the logs) or changed.
+fn edit(d: &Daemon, args: &Args, f: impl FnOnce(&mut Vec<String>) -> Result<(), ApiError>) -> Result<Value, ApiError> {
+    let handle = session(d, args)?;
     let start = end(d);
     d.sessions()
         .with_subscription(&handle, |sub| {
-            let kept = sub.as_ref().map_or(&[][..], |s| &s.classes[..]);
-            let mut classes = kept.to_vec();
-            for c in given {
-                if !classes.contains(&c) {
-                    classes.push(c);
-                }
-            }
-            if classes.len() > MAX_SUBSCRIPTIONS {
-                return Err(ApiError::invalid_value(
-                    "classes",
-                    format!("{} subscriptions (at most {MAX_SUBSCRIPTIONS})", classes.len()),
-                ));
-            }
+            let mut classes = sub.as_ref().map(|s| s.classes.clone()).unwrap_or_default();
+            f(&mut classes)?;
             sub.get_or_insert_with(|| Subscription {
                 classes: Vec::new(),
                 cursor: start,
@@ -91,27 +101,34 @@ pub fn register(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     Ok(json!(""))
 }
 
+/// `event.register(session, classes)`.
+pub fn register(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
+    args.exactly(2)?;
+    let given = given(args)?;
+    edit(d, args, |classes| {
+        for c in given {
+            if !classes.contains(&c) {
+                classes.push(c);
+            }
+        }
+        if classes.len() > MAX_SUBSCRIPTIONS {
+            return Err(ApiError::invalid_value(
+                "classes",
+                format!("{} subscriptions (at most {MAX_SUBSCRIPTIONS})", classes.len()),
+            ));
+        }
+        Ok(())
+    })
+}
+
 /// `event.unregister(session, classes)`.
 pub fn unregister(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     args.exactly(2)?;
-    let handle = session(d, args)?;
-    let gone: Vec<String> = args
-        .strings(1, "classes")?
-        .iter()
-        .map(|c| Sub::parse(c).text())
-        .collect();
-    let start = end(d);
-    d.sessions()
-        .with_subscription(&handle, |sub| {
-            sub.get_or_insert_with(|| Subscription {
-                classes: Vec::new(),
-                cursor: start,
-            })
-            .classes
-            .retain(|c| !gone.contains(c));
-        })
-        .ok_or_else(|| super::args::session_invalid(&handle))?;
-    Ok(json!(""))
+    let gone = given(args)?;
+    edit(d, args, |classes| {
+        classes.retain(|c| !gone.contains(c));
+        Ok(())
+    })
 }
 
 /// Read what the subscription selects after its cursor and move it on.

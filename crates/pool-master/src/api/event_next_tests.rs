@@ -6,12 +6,7 @@ use super::*;
 use crate::sessions::Principal;
 use std::time::Instant;
 
-async fn call(d: &Arc<Daemon>, method: &str, params: Vec<Value>) -> Result<Value, ApiError> {
-    match super::super::dispatch(d, method, params).await? {
-        super::super::Reply::Value(v) => Ok(v),
-        super::super::Reply::Json(t) => Ok(serde_json::from_str(&t).unwrap()),
-    }
-}
+use crate::api::call;
 
 fn ops(events: &Value) -> Vec<(String, String)> {
     events
@@ -209,6 +204,11 @@ async fn bad_calls_change_nothing() {
     assert_eq!(e.code, codes::FIELD_TYPE_ERROR);
     let many: Vec<String> = (0..=MAX_SUBSCRIPTIONS).map(|i| format!("vm/OpaqueRef:{i}")).collect();
     let e = call(&d, "event.register", vec![s.clone(), json!(many)])
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, codes::INVALID_VALUE);
+    let long = "x".repeat(MAX_SUBSCRIPTION_LEN + 1);
+    let e = call(&d, "event.register", vec![s.clone(), json!(["vm", long])])
         .await
         .unwrap_err();
     assert_eq!(e.code, codes::INVALID_VALUE);

@@ -183,15 +183,9 @@ mod over_the_api {
     use crate::daemon::Daemon;
     use crate::sessions::Principal;
     use serde_json::{json, Value};
-    use std::sync::Arc;
-    use xapi_proto::{codes, ApiError};
+    use xapi_proto::codes;
 
-    async fn call(d: &Arc<Daemon>, method: &str, params: Vec<Value>) -> Result<Value, ApiError> {
-        match crate::api::dispatch(d, method, params).await? {
-            crate::api::Reply::Value(v) => Ok(v),
-            crate::api::Reply::Json(t) => Ok(serde_json::from_str(&t).unwrap()),
-        }
-    }
+    use crate::api::call;
 
     #[tokio::test]
     async fn get_all_records_where_selects_as_the_records_say() {

@@ -168,29 +168,26 @@ async fn map_edit<T: Record>(d: &Arc<Daemon>, field: &str, args: &Args, add: boo
         None
     };
     d.write(|txn| {
-        let record = txn.get::<T>(&r).ok_or_else(|| ApiError::handle_invalid(T::CLASS, &r))?;
-        let mut json = to_json(&record);
-        let map = json[spec.name]
-            .as_object_mut()
-            .ok_or_else(|| ApiError::internal("map field is not a map"))?;
-        match &value {
-            Some(v) => {
-                if map.contains_key(&key) {
-                    return Err(ApiError::new(
-                        codes::MAP_DUPLICATE_KEY,
-                        vec![T::CLASS.into(), field.into(), record.uuid().into(), key.clone()],
-                    ));
+        rewrite::<T>(txn, &r, spec.name, |field_value, record| {
+            let map = field_value
+                .as_object_mut()
+                .ok_or_else(|| ApiError::internal("map field is not a map"))?;
+            match &value {
+                Some(v) => {
+                    if map.contains_key(&key) {
+                        return Err(ApiError::new(
+                            codes::MAP_DUPLICATE_KEY,
+                            vec![T::CLASS.into(), field.into(), record.uuid().into(), key.clone()],
+                        ));
+                    }
+                    map.insert(key.clone(), json!(v));
                 }
-                map.insert(key.clone(), json!(v));
+                None => {
+                    map.remove(&key);
+                }
             }
-            None => {
-                map.remove(&key);
-            }
-        }
-        let mut updated: T = serde_json::from_value(json).map_err(|e| ApiError::internal(e.to_string()))?;
-        validate_set(txn.base(), &r, &mut updated, spec.name, &Value::Null)?;
-        txn.put(&r, updated);
-        Ok(())
+            Ok(true)
+        })
     })
     .await?;
     Ok(json!(""))
@@ -207,24 +204,42 @@ async fn set_edit<T: Record>(d: &Arc<Daemon>, field: &str, args: &Args, add: boo
     let r = args.str(1, "self")?.to_string();
     let value = args.str(2, "value")?.to_string();
     d.write(|txn| {
-        let record = txn.get::<T>(&r).ok_or_else(|| ApiError::handle_invalid(T::CLASS, &r))?;
-        let mut json = to_json(&record);
-        let set = json[spec.name]
-            .as_array_mut()
-            .ok_or_else(|| ApiError::internal("set field is not a list"))?;
-        let had = set.iter().any(|v| v.as_str() == Some(value.as_str()));
-        match (add, had) {
-            (true, false) => set.push(json!(value)),
-            (false, true) => set.retain(|v| v.as_str() != Some(value.as_str())),
-            _ => return Ok(()),
-        }
-        let mut updated: T = serde_json::from_value(json).map_err(|e| ApiError::internal(e.to_string()))?;
-        validate_set(txn.base(), &r, &mut updated, spec.name, &Value::Null)?;
-        txn.put(&r, updated);
-        Ok(())
+        rewrite::<T>(txn, &r, spec.name, |field_value, _| {
+            let set = field_value
+                .as_array_mut()
+                .ok_or_else(|| ApiError::internal("set field is not a list"))?;
+            let had = set.iter().any(|v| v.as_str() == Some(value.as_str()));
+            match (add, had) {
+                (true, false) => set.push(json!(value)),
+                (false, true) => set.retain(|v| v.as_str() != Some(value.as_str())),
+                _ => return Ok(false),
+            }
+            Ok(true)
+        })
     })
     .await?;
     Ok(json!(""))
+}
+
+/// Change field `field` of record `r` through its JSON form: `edit` changes
+/// the field's value (given the record as it is) and says whether it changed
+/// anything; the record as it will be passes the class's rules
+/// ([`validate_set`]) before it is written.
+fn rewrite<T: Record>(
+    txn: &mut Txn,
+    r: &str,
+    field: &str,
+    edit: impl FnOnce(&mut Value, &T) -> Result<bool, ApiError>,
+) -> Result<(), ApiError> {
+    let record = txn.get::<T>(r).ok_or_else(|| ApiError::handle_invalid(T::CLASS, r))?;
+    let mut json = to_json(&record);
+    if !edit(&mut json[field], &record)? {
+        return Ok(());
+    }
+    let mut updated: T = serde_json::from_value(json).map_err(|e| ApiError::internal(e.to_string()))?;
+    validate_set(txn.base(), r, &mut updated, field, &Value::Null)?;
+    txn.put(r, updated);
+    Ok(())
 }
 
 /// A reference value must name an object of `class`, or be null.
@@ -355,12 +370,7 @@ mod tests {
     use super::*;
     use crate::sessions::Principal;
 
-    async fn call(d: &Arc<Daemon>, method: &str, params: Vec<Value>) -> Result<Value, ApiError> {
-        match super::super::dispatch(d, method, params).await? {
-            super::super::Reply::Value(v) => Ok(v),
-            super::super::Reply::Json(t) => Ok(serde_json::from_str(&t).unwrap()),
-        }
-    }
+    use crate::api::call;
 
     #[tokio::test]
     async fn tags_are_a_set_and_the_operation_fields_read_as_xapis_defaults() {

@@ -228,6 +228,15 @@ pub enum Reply {
     Json(String),
 }
 
+/// A call as a client makes it, its result as JSON (for the tests).
+#[cfg(test)]
+pub(crate) async fn call(d: &Arc<Daemon>, method: &str, params: Vec<Value>) -> Result<Value, ApiError> {
+    match dispatch(d, method, params).await? {
+        Reply::Value(v) => Ok(v),
+        Reply::Json(t) => serde_json::from_str(&t).map_err(|e| ApiError::internal(e.to_string())),
+    }
+}
+
 /// The longest string a call may carry in any parameter (a field, a map
 /// key or value, a list item): records hold names, descriptions and
 /// settings, not files.

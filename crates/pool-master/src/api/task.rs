@@ -185,12 +185,7 @@ mod tests {
     use super::*;
     use crate::sessions::Principal;
 
-    async fn call(d: &Arc<Daemon>, method: &str, params: Vec<Value>) -> Result<Value, ApiError> {
-        match super::super::dispatch(d, method, params).await? {
-            Reply::Value(v) => Ok(v),
-            Reply::Json(t) => Ok(serde_json::from_str(&t).unwrap()),
-        }
-    }
+    use crate::api::call;
 
     async fn until_done(d: &Arc<Daemon>, s: &Value, task: &Value) -> Value {
         for _ in 0..200 {
