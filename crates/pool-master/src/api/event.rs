@@ -362,13 +362,7 @@ mod tests {
             })
         };
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let vm = call(
-            &d,
-            "VM.create",
-            vec![s.clone(), json!({"name_label": "a", "memory_static_max": 1i64 << 30})],
-        )
-        .await
-        .unwrap();
+        let vm = crate::api::new_vm(&d, &s, "a").await;
         let (out, took) = waiter.await.unwrap();
         let out = out.unwrap();
         assert!(took < Duration::from_secs(5), "woke after {took:?}");

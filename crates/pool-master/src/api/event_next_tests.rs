@@ -38,13 +38,7 @@ async fn next_tells_each_change_after_register_and_waits_for_one() {
     assert!(e.params[0].len() < 20, "the handle is shortened: {e:?}");
 
     // A change before register is not told.
-    let before = call(
-        &d,
-        "VM.create",
-        vec![s.clone(), json!({"name_label": "old", "memory_static_max": 1i64 << 30})],
-    )
-    .await
-    .unwrap();
+    let before = crate::api::new_vm(&d, &s, "old").await;
     assert_eq!(
         call(&d, "event.register", vec![s.clone(), json!(["VM"])])
             .await
@@ -71,13 +65,7 @@ async fn next_tells_each_change_after_register_and_waits_for_one() {
         })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let vm = call(
-        &d,
-        "VM.create",
-        vec![s.clone(), json!({"name_label": "a", "memory_static_max": 1i64 << 30})],
-    )
-    .await
-    .unwrap();
+    let vm = crate::api::new_vm(&d, &s, "a").await;
     let (out, took) = waiter.await.unwrap();
     let out = out.unwrap();
     assert!(took < Duration::from_secs(3), "woke after {took:?}");
@@ -168,26 +156,14 @@ async fn a_cursor_the_log_dropped_is_events_lost_once() {
     let d = Daemon::open(crate::daemon::tests::config(dir.path())).unwrap();
     let s = json!(d.sessions().open(Principal::User("root".into())));
     call(&d, "event.register", vec![s.clone(), json!(["*"])]).await.unwrap();
-    call(
-        &d,
-        "VM.create",
-        vec![s.clone(), json!({"name_label": "x", "memory_static_max": 1i64 << 30})],
-    )
-    .await
-    .unwrap();
+    crate::api::new_vm(&d, &s, "x").await;
     // The log is replaced whole (as a member's full copy does) before the
     // session read that change.
     d.events().reset(d.model().generation);
     let e = call(&d, "event.next", vec![s.clone()]).await.unwrap_err();
     assert_eq!(e.code, codes::EVENTS_LOST);
     // The cursor moved to the end: the next call tells what follows.
-    call(
-        &d,
-        "VM.create",
-        vec![s.clone(), json!({"name_label": "a", "memory_static_max": 1i64 << 30})],
-    )
-    .await
-    .unwrap();
+    crate::api::new_vm(&d, &s, "a").await;
     let out = call(&d, "event.next", vec![s.clone()]).await.unwrap();
     assert_eq!(ops(&out), pairs(&[("vm", "add")]));
 }

@@ -193,13 +193,7 @@ mod over_the_api {
         let d = Daemon::open(crate::daemon::tests::config(dir.path())).unwrap();
         let s = json!(d.sessions().open(Principal::User("root".into())));
         for (name, order) in [("vm01", 1), ("vm02", 2), ("vm03", 1)] {
-            let vm = call(
-                &d,
-                "VM.create",
-                vec![s.clone(), json!({"name_label": name, "memory_static_max": 1i64 << 30})],
-            )
-            .await
-            .unwrap();
+            let vm = crate::api::new_vm(&d, &s, name).await;
             call(&d, "VM.set_order", vec![s.clone(), vm, json!(order)])
                 .await
                 .unwrap();

@@ -237,6 +237,14 @@ pub(crate) async fn call(d: &Arc<Daemon>, method: &str, params: Vec<Value>) -> R
     }
 }
 
+/// A halted VM of 1 GiB named `name`, made with `VM.create` in session
+/// `s` (for the tests): its ref.
+#[cfg(test)]
+pub(crate) async fn new_vm(d: &Arc<Daemon>, s: &Value, name: &str) -> Value {
+    let record = serde_json::json!({"name_label": name, "memory_static_max": 1i64 << 30});
+    call(d, "VM.create", vec![s.clone(), record]).await.expect("VM.create")
+}
+
 /// The longest string a call may carry in any parameter (a field, a map
 /// key or value, a list item): records hold names, descriptions and
 /// settings, not files.
