@@ -253,6 +253,11 @@ impl Tasks {
         (all, inner.seq)
     }
 
+    /// The counter of task changes now.
+    pub fn counter(&self) -> u64 {
+        self.lock().seq
+    }
+
     /// How many tasks there are.
     pub fn count(&self) -> usize {
         self.lock().tasks.len()

@@ -138,6 +138,7 @@ pub async fn from(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
         return Ok(batch(d, &m, changes, &subs, token));
     }
     let since = Token::parse(&token)?;
+    let tasks_wanted = table_matches(&subs, "task");
     let deadline = tokio::time::Instant::now() + wait;
     let mut generation = d.watch_generation();
     let mut tasks = d.tasks().watch();
@@ -149,9 +150,10 @@ pub async fn from(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
             return Ok(answer);
         }
         let woken = tokio::time::timeout_at(deadline, async {
+            // Task changes wake only a call that asks for tasks.
             tokio::select! {
                 _ = generation.changed() => {}
-                _ = tasks.changed() => {}
+                _ = tasks.changed(), if tasks_wanted => {}
             }
         })
         .await;
@@ -182,7 +184,7 @@ fn poll(d: &Daemon, since: Token, subs: &[Sub], always: bool) -> Result<Option<V
         changes.extend(tasks.into_iter().filter(|c| wanted(c.class, &c.reference)));
         seq
     } else {
-        d.tasks().all_now().1
+        d.tasks().counter()
     };
     let token = Token {
         generation: m.generation,
@@ -209,7 +211,7 @@ pub async fn inject(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     }
     let token = Token {
         generation: m.generation,
-        tasks: d.tasks().all_now().1,
+        tasks: d.tasks().counter(),
     };
     Ok(json!(token.text()))
 }

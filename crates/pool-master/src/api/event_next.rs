@@ -30,7 +30,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use xapi_proto::{codes, ApiError};
 
-use super::event::{event_json, events_lost, object_matches, Sub};
+use super::event::{event_json, events_lost, object_matches, table_matches, Sub};
 use super::Args;
 use crate::daemon::Daemon;
 use crate::events::Change;
@@ -131,8 +131,9 @@ pub fn unregister(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     })
 }
 
-/// Read what the subscription selects after its cursor and move it on.
-fn grab(d: &Daemon, handle: &str, sub: &mut Option<Subscription>) -> Result<Vec<Change>, ApiError> {
+/// Read what the subscription selects after its cursor and move it on;
+/// and whether it asks for tasks.
+fn grab(d: &Daemon, handle: &str, sub: &mut Option<Subscription>) -> Result<(Vec<Change>, bool), ApiError> {
     let sub = sub.as_mut().ok_or_else(|| {
         let shown = super::args::session_invalid(handle).params;
         ApiError::new(codes::SESSION_NOT_REGISTERED, shown)
@@ -151,7 +152,7 @@ fn grab(d: &Daemon, handle: &str, sub: &mut Option<Subscription>) -> Result<Vec<
     match read {
         Ok((changes, cursor)) => {
             sub.cursor = cursor;
-            Ok(changes)
+            Ok((changes, table_matches(&subs, "task")))
         }
         Err(lost) => {
             sub.cursor = end(d);
@@ -169,7 +170,7 @@ pub async fn next(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     loop {
         generation.mark_unchanged();
         tasks.mark_unchanged();
-        let changes = d
+        let (changes, tasks_wanted) = d
             .sessions()
             .with_subscription(&handle, |sub| grab(d, &handle, sub))
             .ok_or_else(|| super::args::session_invalid(&handle))??;
@@ -189,7 +190,7 @@ pub async fn next(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
         let _ = tokio::time::timeout(RECHECK, async {
             tokio::select! {
                 _ = generation.changed() => {}
-                _ = tasks.changed() => {}
+                _ = tasks.changed(), if tasks_wanted => {}
             }
         })
         .await;
