@@ -209,11 +209,7 @@ fn the_official_xenapi_python_package_drives_the_pool() {
     assert_eq!(out["where_running"], 0);
     assert_eq!(
         out["bad_where"],
-        serde_json::json!([
-            "INVALID_VALUE",
-            "field \"name__label\" =",
-            "Stdlib.Parsing.Parse_error"
-        ])
+        serde_json::json!(["INVALID_VALUE", "field \"name__label\" =", "Stdlib.Parsing.Parse_error"])
     );
     assert_eq!(
         out["listed"],
