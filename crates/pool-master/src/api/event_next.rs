@@ -37,11 +37,11 @@ use crate::events::Change;
 use crate::sessions::Subscription;
 
 /// The most subscriptions one session holds.
-pub const MAX_SUBSCRIPTIONS: usize = 256;
+pub const MAX_SUBSCRIPTIONS: usize = 128;
 
 /// The longest subscription taken, in bytes (a class and a reference fit
 /// many times over).
-pub const MAX_SUBSCRIPTION_LEN: usize = 256;
+pub const MAX_SUBSCRIPTION_LEN: usize = 128;
 
 /// The most events one `event.next` answers.
 pub const BATCH: usize = 4096;
