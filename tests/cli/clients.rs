@@ -2,7 +2,8 @@
 //! Python package from PyPI, installed into a venv the test makes, talking
 //! XML-RPC over verified HTTPS to a lab pool (issue 19): login, lists,
 //! setters and their errors, the planner, `Async.` calls polled through
-//! their tasks, and `event.from` across a VM start; and Xen Orchestra's `xen-api` client from
+//! their tasks, `event.from` across a VM start, `event.register`/`next`
+//! and `VM.get_all_records_where`; and Xen Orchestra's `xen-api` client from
 //! npm over HTTPS with its event loop. Each is skipped, with the reason,
 //! where pip or npm cannot install the package.
 
@@ -115,6 +116,21 @@ out["start_events"] = [[e["operation"], e["snapshot"]["power_state"]] for e in s
 out["stop_task"] = run(x.Async.VM.clean_shutdown(vm))
 out["stopped"] = x.VM.get_power_state(vm)
 out["bad_task"] = run(x.Async.VM.clean_shutdown(vm))
+# The legacy event API: register, a change, next.
+x.event.register(["vm"])
+x.VM.set_name_description(vm, "watched")
+out["next"] = [[e["class"], e["operation"], e["snapshot"]["name_description"]] for e in x.event.next() if e["ref"] == vm]
+x.event.unregister(["vm"])
+# XAPI's expression language.
+name = vms[vm]["name_label"]
+where = x.VM.get_all_records_where('field "name__label" = "%s" and field "power_state" = "Halted"' % name)
+out["where"] = [[ref == vm, r["name_label"] == name] for ref, r in where.items()]
+out["where_running"] = len(x.VM.get_all_records_where('field "name__label" = "%s" and not (field "power_state" = "Halted")' % name))
+try:
+    x.VM.get_all_records_where('field "name__label" =')
+    out["bad_where"] = None
+except XenAPI.Failure as f:
+    out["bad_where"] = f.details
 try:
     x.VM.get_record("OpaqueRef:nonesuch")
 except XenAPI.Failure as f:
@@ -188,6 +204,13 @@ fn the_official_xenapi_python_package_drives_the_pool() {
     assert_eq!(out["bad_task"][0], "failure");
     assert_eq!(out["bad_task"][2][0], "VM_BAD_POWER_STATE");
     assert_eq!(out["bad_ref"][0], "HANDLE_INVALID");
+    assert_eq!(out["next"], serde_json::json!([["vm", "mod", "watched"]]));
+    assert_eq!(out["where"], serde_json::json!([[true, true]]));
+    assert_eq!(out["where_running"], 0);
+    assert_eq!(
+        out["bad_where"],
+        serde_json::json!(["INVALID_VALUE", "field \"name__label\" =", "Stdlib.Parsing.Parse_error"])
+    );
     assert_eq!(
         out["listed"],
         serde_json::json!(["VM.start", "host.get_API_version_major"])

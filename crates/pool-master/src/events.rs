@@ -11,7 +11,12 @@
 //!
 //! `event.from` answers one event per object changed since the token, as
 //! XAPI does (not one per commit): `add` when the object was created after
-//! the token, `del` when it is gone, else `mod`.
+//! the token, `del` when it is gone, else `mod` ([`Events::since`]).
+//! `event.next` reads every entry in order from a cursor, an entry's place
+//! in the log ([`Events::after`]).
+//!
+//! The same log, fed by [`Events::push`] with a counter of its own for
+//! "generation", holds the master's task changes (`crate::tasks`).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
@@ -42,6 +47,8 @@ impl Op {
 
 #[derive(Debug, Clone)]
 struct Entry {
+    /// Its place in the log: one more than the entry before.
+    seq: u64,
     generation: u64,
     class: &'static str,
     reference: String,
@@ -51,9 +58,12 @@ struct Entry {
     at_ms: u64,
 }
 
-/// One object changed since a token, as `event.from` reports it.
+/// One object changed since a token, as `event.from` reports it, or one
+/// entry of the log, as `event.next` does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
+    /// The place in the log of the (last) entry told.
+    pub seq: u64,
     /// The generation of the last commit that touched it.
     pub generation: u64,
     pub class: &'static str,
@@ -63,11 +73,52 @@ pub struct Change {
     pub at_ms: u64,
 }
 
+impl Change {
+    fn of(e: &Entry, op: Op) -> Change {
+        Change {
+            seq: e.seq,
+            generation: e.generation,
+            class: e.class,
+            reference: e.reference.clone(),
+            uuid: e.uuid.clone(),
+            op,
+            at_ms: e.at_ms,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Inner {
     entries: VecDeque<Entry>,
     /// The log covers every change after this generation.
     covers_after: u64,
+    /// The place of the next entry.
+    next_seq: u64,
+    /// Entries before this place are gone.
+    kept_from: u64,
+}
+
+impl Inner {
+    /// Append a change as the next entry.
+    fn append(&mut self, generation: u64, class: &'static str, reference: &str, uuid: &str, op: Op, at_ms: u64) {
+        self.entries.push_back(Entry {
+            seq: self.next_seq,
+            generation,
+            class,
+            reference: reference.to_string(),
+            uuid: uuid.to_string(),
+            op,
+            at_ms,
+        });
+        self.next_seq += 1;
+        while self.entries.len() > KEEP {
+            if let Some(e) = self.entries.pop_front() {
+                // Everything up to this entry's generation may be lost now.
+                self.covers_after = self.covers_after.max(e.generation);
+                self.kept_from = e.seq + 1;
+            }
+        }
+    }
 }
 
 /// The event log of one host.
@@ -91,8 +142,8 @@ impl Events {
     pub fn new(generation: u64) -> Events {
         Events {
             inner: Mutex::new(Inner {
-                entries: VecDeque::new(),
                 covers_after: generation,
+                ..Inner::default()
             }),
         }
     }
@@ -111,21 +162,52 @@ impl Events {
                 Some(_) if before.has(class, reference) => Op::Mod,
                 Some(_) => Op::Add,
             };
-            inner.entries.push_back(Entry {
-                generation,
-                class,
-                reference: reference.to_string(),
-                uuid: uuid.unwrap_or_default().to_string(),
-                op,
-                at_ms,
-            });
+            inner.append(generation, class, reference, uuid.unwrap_or_default(), op, at_ms);
         });
-        while inner.entries.len() > KEEP {
-            if let Some(e) = inner.entries.pop_front() {
-                // Everything up to this entry's generation may be lost now.
-                inner.covers_after = inner.covers_after.max(e.generation);
+    }
+
+    /// Record one change at `generation` (which must not go back).
+    pub fn push(&self, generation: u64, class: &'static str, reference: &str, uuid: &str, op: Op) {
+        self.lock()
+            .append(generation, class, reference, uuid, op, crate::clock::unix_ms());
+    }
+
+    /// The place the next entry will take: a cursor that reads only what
+    /// comes after now.
+    pub fn end(&self) -> u64 {
+        self.lock().next_seq
+    }
+
+    /// Up to `limit` entries `wanted` accepts (by class and reference),
+    /// read in order from place `cursor`, and the cursor after the last
+    /// entry read (entries `wanted` refuses are read past). `Lost` when the
+    /// log no longer holds the entry at `cursor`.
+    pub fn after(
+        &self,
+        cursor: u64,
+        limit: usize,
+        wanted: impl Fn(&str, &str) -> bool,
+    ) -> Result<(Vec<Change>, u64), Lost> {
+        let inner = self.lock();
+        if cursor < inner.kept_from {
+            return Err(Lost::TooOld);
+        }
+        if cursor > inner.next_seq {
+            return Err(Lost::Ahead);
+        }
+        let start = usize::try_from(cursor - inner.kept_from).unwrap_or(usize::MAX);
+        let mut out = Vec::new();
+        let mut next = cursor;
+        for e in inner.entries.iter().skip(start) {
+            if out.len() >= limit {
+                break;
+            }
+            next = e.seq + 1;
+            if wanted(e.class, &e.reference) {
+                out.push(Change::of(e, e.op));
             }
         }
+        Ok((out, next))
     }
 
     /// The database was replaced whole at `generation`: nothing before it
@@ -134,12 +216,13 @@ impl Events {
         let mut inner = self.lock();
         inner.entries.clear();
         inner.covers_after = generation;
+        inner.kept_from = inner.next_seq;
     }
 
-    /// Every object of a class `wanted` accepts changed after generation
-    /// `since`, up to `current` (this host's database now), in commit
-    /// order of their last change.
-    pub fn since(&self, since: u64, current: u64, wanted: impl Fn(&str) -> bool) -> Result<Vec<Change>, Lost> {
+    /// Every object `wanted` accepts (by class and reference) changed
+    /// after generation `since`, up to `current` (this host's database
+    /// now), in commit order of their last change.
+    pub fn since(&self, since: u64, current: u64, wanted: impl Fn(&str, &str) -> bool) -> Result<Vec<Change>, Lost> {
         let inner = self.lock();
         if since > current {
             return Err(Lost::Ahead);
@@ -154,7 +237,7 @@ impl Events {
             .iter()
             .filter(|e| e.generation > since && e.generation <= current)
         {
-            if !wanted(e.class) {
+            if !wanted(e.class, &e.reference) {
                 continue;
             }
             objects
@@ -164,17 +247,13 @@ impl Events {
         }
         let mut out: Vec<Change> = objects
             .into_values()
-            .map(|(first, last)| Change {
-                generation: last.generation,
-                class: last.class,
-                reference: last.reference.clone(),
-                uuid: last.uuid.clone(),
-                op: match (first, last.op) {
+            .map(|(first, last)| {
+                let op = match (first, last.op) {
                     (_, Op::Del) => Op::Del,
                     (Op::Add, _) => Op::Add,
                     _ => Op::Mod,
-                },
-                at_ms: last.at_ms,
+                };
+                Change::of(last, op)
             })
             .collect();
         out.sort_by_key(|c| c.generation);
@@ -218,7 +297,7 @@ mod tests {
             t.update::<VmRecord>("a", |v| v.name_label = "x".into());
         });
         commit(&mut m, &e, |t| t.delete::<VmRecord>("b"));
-        let all = |_: &str| true;
+        let all = |_: &str, _: &str| true;
         let ops = |since| {
             e.since(since, m.generation, all)
                 .unwrap()
@@ -236,7 +315,7 @@ mod tests {
         let c = e.since(3, 4, all).unwrap();
         assert_eq!((c[0].reference.as_str(), c[0].uuid.as_str()), ("b", ""));
         // A class filter.
-        assert!(e.since(0, 4, |c| c == "host").unwrap().is_empty());
+        assert!(e.since(0, 4, |c, _| c == "host").unwrap().is_empty());
     }
 
     #[test]
@@ -248,10 +327,44 @@ mod tests {
             commit(&mut m, &e, |t| t.put(&r, vm(&r)));
         }
         let now = m.generation;
-        assert_eq!(e.since(0, now, |_| true), Err(Lost::TooOld));
-        assert_eq!(e.since(now - 5, now, |_| true).unwrap().len(), 3);
+        assert_eq!(e.since(0, now, |_, _| true), Err(Lost::TooOld));
+        assert_eq!(e.since(now - 5, now, |_, _| true).unwrap().len(), 3);
         e.reset(now);
-        assert_eq!(e.since(now - 1, now, |_| true), Err(Lost::TooOld));
-        assert_eq!(e.since(now, now, |_| true), Ok(vec![]));
+        assert_eq!(e.since(now - 1, now, |_, _| true), Err(Lost::TooOld));
+        assert_eq!(e.since(now, now, |_, _| true), Ok(vec![]));
+    }
+
+    #[test]
+    fn a_cursor_reads_every_entry_in_order_once_until_the_log_drops_it() {
+        let mut m = Model::default();
+        let e = Events::new(0);
+        let start = e.end();
+        commit(&mut m, &e, |t| t.put("a", vm("ua")));
+        commit(&mut m, &e, |t| {
+            t.update::<VmRecord>("a", |v| v.name_label = "x".into());
+        });
+        commit(&mut m, &e, |t| t.delete::<VmRecord>("a"));
+        let all = |_: &str, _: &str| true;
+        let (read, next) = e.after(start, 10, all).unwrap();
+        let ops: Vec<Op> = read.iter().map(|c| c.op).collect();
+        assert_eq!(ops, [Op::Add, Op::Mod, Op::Del]);
+        assert_eq!((next, e.after(next, 10, all).unwrap().0.len()), (e.end(), 0));
+        // A limit stops the read; the cursor continues from there.
+        let (two, mid) = e.after(start, 2, all).unwrap();
+        assert_eq!((two.len(), e.after(mid, 10, all).unwrap().0[0].op), (2, Op::Del));
+        // Entries not wanted are read past.
+        let (none, past) = e.after(start, 10, |_, r| r == "b").unwrap();
+        assert_eq!((none.len(), past), (0, e.end()));
+        assert_eq!(e.after(e.end() + 1, 10, all), Err(Lost::Ahead));
+        // The log's own entries, pushed.
+        e.push(7, "task", "t", "ut", Op::Add);
+        assert_eq!(e.after(past, 10, all).unwrap().0[0].reference, "t");
+        e.reset(m.generation);
+        assert_eq!(e.after(past, 10, all), Err(Lost::TooOld));
+        for _ in 0..=KEEP {
+            e.push(8, "task", "t", "ut", Op::Mod);
+        }
+        assert_eq!(e.after(e.end() - 1, 10, all).unwrap().0.len(), 1);
+        assert_eq!(e.after(e.end() - KEEP as u64 - 1, 10, all), Err(Lost::TooOld));
     }
 }

@@ -4,6 +4,9 @@
 //! restart of the master invalidates them (`SESSION_INVALID`), and clients log
 //! in again. The table is bounded; past [`MAX_SESSIONS`] the least recently
 //! used session is dropped.
+//!
+//! A session may hold one [`Subscription`] of the legacy event API
+//! (`event.register`/`event.next`), which goes with it.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -21,10 +24,22 @@ pub enum Principal {
     Member(String),
 }
 
+/// What `event.register` asked for on a session, and where its next
+/// `event.next` reads from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Subscription {
+    /// `*`, a class (`vm`) or an object (`vm/OpaqueRef:...`), as given
+    /// (classes lowercased), without repeats.
+    pub classes: Vec<String>,
+    /// The places in the pool database's event log and in the task log.
+    pub cursor: (u64, u64),
+}
+
 #[derive(Debug)]
 struct Session {
     principal: Principal,
     last_used: Instant,
+    subscription: Option<Subscription>,
 }
 
 /// The session table of one host.
@@ -57,6 +72,7 @@ impl Sessions {
             Session {
                 principal,
                 last_used: now,
+                subscription: None,
             },
         );
         reference
@@ -73,6 +89,15 @@ impl Sessions {
         }
         session.last_used = now;
         Some(session.principal.clone())
+    }
+
+    /// Run `f` on the subscription of live session `reference` (with the
+    /// table locked, so that two calls of one session take turns); `None`
+    /// when there is no such session.
+    pub fn with_subscription<R>(&self, reference: &str, f: impl FnOnce(&mut Option<Subscription>) -> R) -> Option<R> {
+        let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        let session = table.get_mut(reference)?;
+        Some(f(&mut session.subscription))
     }
 
     pub fn close(&self, reference: &str) -> bool {
@@ -98,5 +123,24 @@ mod tests {
         let r2 = s.open(Principal::User("root".into()));
         std::thread::sleep(Duration::from_millis(60));
         assert_eq!(s.check(&r2), None, "idle session must expire");
+    }
+
+    #[test]
+    fn a_subscription_goes_with_its_session() {
+        let s = Sessions::new(Duration::from_secs(60));
+        let r = s.open(Principal::User("root".into()));
+        assert_eq!(s.with_subscription(&r, |sub| sub.clone()), Some(None));
+        s.with_subscription(&r, |sub| {
+            *sub = Some(Subscription {
+                classes: vec!["vm".into()],
+                cursor: (1, 2),
+            })
+        });
+        assert_eq!(
+            s.with_subscription(&r, |sub| sub.as_ref().map(|x| x.cursor)),
+            Some(Some((1, 2)))
+        );
+        assert!(s.close(&r));
+        assert_eq!(s.with_subscription(&r, |sub| sub.clone()), None);
     }
 }

@@ -6,12 +6,23 @@
 //! failover forgets them. At most [`MAX_TASKS`] exist; a task that ended
 //! more than [`KEEP_ENDED`] ago and was never destroyed is dropped when a
 //! new one is made.
+//!
+//! Every change of a task is an event of class `task` (`add` when made,
+//! `mod` when it ends, `del` when destroyed or dropped), kept in a log of
+//! its own ([`crate::events::Events`], its "generation" a counter of task
+//! changes), since tasks are not in the pool database. The counter starts
+//! at this process's start time in microseconds, so a token from an earlier
+//! master (or an earlier run of this one) is older than anything the log
+//! holds, and its client learns that it lost the tasks' events.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use tokio::sync::watch;
+
+use crate::events::{Change, Events, Lost, Op};
 
 /// The most tasks kept at once.
 pub const MAX_TASKS: usize = 4096;
@@ -61,13 +72,63 @@ pub struct Task {
 #[error("{MAX_TASKS} tasks exist; destroy finished ones first")]
 pub struct TooMany;
 
-/// The task table of this host.
-#[derive(Debug, Default)]
-pub struct Tasks {
-    map: Mutex<BTreeMap<String, Task>>,
+#[derive(Debug)]
+struct Inner {
+    tasks: BTreeMap<String, Task>,
+    /// The counter of task changes: the last one's number.
+    seq: u64,
 }
 
+/// The task table of this host.
+#[derive(Debug)]
+pub struct Tasks {
+    inner: Mutex<Inner>,
+    /// The task changes.
+    log: Events,
+    /// The counter, for waiting calls.
+    changed: watch::Sender<u64>,
+}
+
+impl Default for Tasks {
+    fn default() -> Self {
+        let start = crate::clock::unix_ms().saturating_mul(1000);
+        Tasks {
+            inner: Mutex::new(Inner {
+                tasks: BTreeMap::new(),
+                seq: start,
+            }),
+            log: Events::new(start),
+            changed: watch::Sender::new(start),
+        }
+    }
+}
+
+/// The fields of a task's record.
+pub const FIELDS: &[&str] = &[
+    "uuid",
+    "name_label",
+    "name_description",
+    "status",
+    "progress",
+    "result",
+    "error_info",
+    "created",
+    "finished",
+    "resident_on",
+    "allowed_operations",
+    "current_operations",
+    "type",
+    "other_config",
+    "subtask_of",
+    "subtasks",
+];
+
 impl Task {
+    /// The names of [`Task::record`]'s fields.
+    pub fn fields() -> &'static [&'static str] {
+        FIELDS
+    }
+
     /// The task's record as the API shows it (XAPI's `task` fields).
     pub fn record(&self) -> Value {
         json!({
@@ -92,22 +153,41 @@ impl Task {
 }
 
 impl Tasks {
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Task>> {
-        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Record a change of a task (with the table locked, so that the log's
+    /// order is the changes' order).
+    fn changed(&self, inner: &mut Inner, reference: &str, uuid: &str, op: Op) {
+        inner.seq += 1;
+        self.log.push(inner.seq, "task", reference, uuid, op);
+        self.changed.send_replace(inner.seq);
     }
 
     /// A new pending task running `method` on host `resident_on`: its ref.
     pub fn create(&self, method: &str, resident_on: &str) -> Result<String, TooMany> {
-        let mut map = self.lock();
-        map.retain(|_, t| t.ended_at.is_none_or(|at| at.elapsed() < KEEP_ENDED));
-        if map.len() >= MAX_TASKS {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let expired: Vec<(String, String)> = inner
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.ended_at.is_some_and(|at| at.elapsed() >= KEEP_ENDED))
+            .map(|(r, t)| (r.clone(), t.uuid.clone()))
+            .collect();
+        for (r, uuid) in expired {
+            inner.tasks.remove(&r);
+            self.changed(inner, &r, &uuid, Op::Del);
+        }
+        if inner.tasks.len() >= MAX_TASKS {
             return Err(TooMany);
         }
         let reference = pool_db::model::new_ref();
-        map.insert(
+        let uuid = pool_db::model::new_uuid();
+        inner.tasks.insert(
             reference.clone(),
             Task {
-                uuid: pool_db::model::new_uuid(),
+                uuid: uuid.clone(),
                 name_label: method.to_string(),
                 status: Status::Pending,
                 result: String::new(),
@@ -118,13 +198,16 @@ impl Tasks {
                 ended_at: None,
             },
         );
+        self.changed(inner, &reference, &uuid, Op::Add);
         Ok(reference)
     }
 
     /// End task `reference` with its outcome (once; a destroyed task is
     /// gone and stays gone).
     pub fn finish(&self, reference: &str, outcome: Result<String, Vec<String>>) {
-        if let Some(t) = self.lock().get_mut(reference) {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        if let Some(t) = inner.tasks.get_mut(reference) {
             if t.status != Status::Pending {
                 return;
             }
@@ -140,31 +223,75 @@ impl Tasks {
             }
             t.finished = Some(crate::clock::unix_ms());
             t.ended_at = Some(Instant::now());
+            let uuid = t.uuid.clone();
+            self.changed(inner, reference, &uuid, Op::Mod);
         }
     }
 
     pub fn get(&self, reference: &str) -> Option<Task> {
-        self.lock().get(reference).cloned()
+        self.lock().tasks.get(reference).cloned()
     }
 
     /// The ref of the task `uuid`.
     pub fn by_uuid(&self, uuid: &str) -> Option<String> {
-        self.lock().iter().find(|(_, t)| t.uuid == uuid).map(|(r, _)| r.clone())
+        self.lock()
+            .tasks
+            .iter()
+            .find(|(_, t)| t.uuid == uuid)
+            .map(|(r, _)| r.clone())
     }
 
     /// Every task, by ref.
     pub fn all(&self) -> Vec<(String, Task)> {
-        self.lock().iter().map(|(r, t)| (r.clone(), t.clone())).collect()
+        self.all_now().0
+    }
+
+    /// Every task, by ref, and the counter of task changes they are as of.
+    pub fn all_now(&self) -> (Vec<(String, Task)>, u64) {
+        let inner = self.lock();
+        let all = inner.tasks.iter().map(|(r, t)| (r.clone(), t.clone())).collect();
+        (all, inner.seq)
+    }
+
+    /// The counter of task changes now.
+    pub fn counter(&self) -> u64 {
+        self.lock().seq
     }
 
     /// How many tasks there are.
     pub fn count(&self) -> usize {
-        self.lock().len()
+        self.lock().tasks.len()
     }
 
     /// Forget task `reference`: false when there is none.
     pub fn destroy(&self, reference: &str) -> bool {
-        self.lock().remove(reference).is_some()
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        match inner.tasks.remove(reference) {
+            Some(t) => {
+                self.changed(inner, reference, &t.uuid, Op::Del);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The tasks changed after change `since` (one event per task, as
+    /// [`Events::since`]), and the counter now.
+    pub fn since(&self, since: u64) -> Result<(Vec<Change>, u64), Lost> {
+        let inner = self.lock();
+        let changes = self.log.since(since, inner.seq, |_, _| true)?;
+        Ok((changes, inner.seq))
+    }
+
+    /// The log of task changes (for `event.next`'s cursors).
+    pub fn log(&self) -> &Events {
+        &self.log
+    }
+
+    /// Wait for task changes.
+    pub fn watch(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
     }
 }
 
@@ -192,6 +319,33 @@ mod tests {
         assert!(tasks.destroy(&r) && !tasks.destroy(&r));
         tasks.finish(&r, Ok(String::new()));
         assert!(tasks.get(&r).is_none());
+    }
+
+    #[test]
+    fn every_change_of_a_task_is_an_event() {
+        let tasks = Tasks::default();
+        let (_, start) = tasks.all_now();
+        let a = tasks.create("Async.VM.start", "h").unwrap();
+        let b = tasks.create("Async.VM.start", "h").unwrap();
+        let (changes, now) = tasks.since(start).unwrap();
+        let ops: Vec<(&str, Op)> = changes.iter().map(|c| (c.reference.as_str(), c.op)).collect();
+        assert_eq!(ops, [(a.as_str(), Op::Add), (b.as_str(), Op::Add)]);
+        assert!(changes.iter().all(|c| c.class == "task" && !c.uuid.is_empty()));
+        tasks.finish(&a, Ok(String::new()));
+        tasks.destroy(&b);
+        let (changes, later) = tasks.since(now).unwrap();
+        let ops: Vec<(&str, Op)> = changes.iter().map(|c| (c.reference.as_str(), c.op)).collect();
+        assert_eq!(ops, [(a.as_str(), Op::Mod), (b.as_str(), Op::Del)]);
+        assert_eq!(*tasks.watch().borrow(), later);
+        // A counter from an earlier run is older than the log.
+        assert_eq!(tasks.since(start - 1).unwrap_err(), Lost::TooOld);
+        assert_eq!(tasks.since(later + 1).unwrap_err(), Lost::Ahead);
+        let record = tasks.get(&a).unwrap().record();
+        let mut keys: Vec<&str> = record.as_object().unwrap().keys().map(String::as_str).collect();
+        let mut fields = Task::fields().to_vec();
+        keys.sort_unstable();
+        fields.sort_unstable();
+        assert_eq!(keys, fields);
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! The server generates `Class.get_<field>` for every field listed here and
 //! `Class.set_<field>` for the settable ones, and checks each setter's value
 //! against the field's type (`FIELD_TYPE_ERROR` otherwise). Maps listed as
-//! settable also get `add_to_<field>` and `remove_from_<field>`.
+//! settable also get `add_to_<field>` and `remove_from_<field>`, sets
+//! `add_<field>` and `remove_<field>` (`VM.add_tags`), as XAPI names them.
 
 /// The type of a field as JSON carries it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +103,9 @@ pub static POOL_FIELDS: &[FieldSpec] = &[
     rw("ha_reboot_vm_on_internal_shutdown", Bool),
     ro("ha_cluster_stack", Str),
     rw("other_config", Map),
+    ro("allowed_operations", Set),
+    ro("current_operations", Map),
+    rw("tags", Set),
 ];
 
 pub static HOST_FIELDS: &[FieldSpec] = &[
@@ -122,6 +126,9 @@ pub static HOST_FIELDS: &[FieldSpec] = &[
     rw("other_config", Map),
     ro("API_version_major", Int),
     ro("API_version_minor", Int),
+    ro("allowed_operations", Set),
+    ro("current_operations", Map),
+    rw("tags", Set),
 ];
 
 pub static VM_FIELDS: &[FieldSpec] = &[
@@ -148,6 +155,10 @@ pub static VM_FIELDS: &[FieldSpec] = &[
     ro("is_a_snapshot", Bool),
     ro("VBDs", Set),
     rw("other_config", Map),
+    ro("allowed_operations", Set),
+    ro("current_operations", Map),
+    rw("tags", Set),
+    ro("blocked_operations", Map),
 ];
 
 pub static SR_FIELDS: &[FieldSpec] = &[
@@ -161,6 +172,9 @@ pub static SR_FIELDS: &[FieldSpec] = &[
     ro("VDIs", Set),
     ro("physical_size", Int),
     rw("other_config", Map),
+    ro("allowed_operations", Set),
+    ro("current_operations", Map),
+    rw("tags", Set),
 ];
 
 pub static PBD_FIELDS: &[FieldSpec] = &[

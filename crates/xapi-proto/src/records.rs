@@ -73,6 +73,14 @@ pub struct PoolRecord {
     pub ha_reboot_vm_on_internal_shutdown: bool,
     pub ha_cluster_stack: String,
     pub other_config: StringMap,
+    /// XAPI's advisory list of the operations allowed now; always empty
+    /// here (XAPI computes it per state; clients must not rely on it).
+    pub allowed_operations: Vec<String>,
+    /// XAPI's running tasks on the object (task ref to operation); empty
+    /// here (no operation is tracked as a task on its object).
+    pub current_operations: StringMap,
+    /// User-specified tags (`add_tags`, `remove_tags`, `set_tags`).
+    pub tags: Vec<String>,
 }
 
 impl Default for PoolRecord {
@@ -93,6 +101,9 @@ impl Default for PoolRecord {
             ha_reboot_vm_on_internal_shutdown: true,
             ha_cluster_stack: "xhad".to_string(),
             other_config: StringMap::new(),
+            allowed_operations: Vec::new(),
+            current_operations: StringMap::new(),
+            tags: Vec::new(),
         }
     }
 }
@@ -125,6 +136,14 @@ pub struct HostRecord {
     pub api_version_major: i64,
     #[serde(rename = "API_version_minor")]
     pub api_version_minor: i64,
+    /// XAPI's advisory list of the operations allowed now; always empty
+    /// here (XAPI computes it per state; clients must not rely on it).
+    pub allowed_operations: Vec<String>,
+    /// XAPI's running tasks on the object (task ref to operation); empty
+    /// here (no operation is tracked as a task on its object).
+    pub current_operations: StringMap,
+    /// User-specified tags (`add_tags`, `remove_tags`, `set_tags`).
+    pub tags: Vec<String>,
 }
 
 /// The XAPI API version hosts report (`host.API_version_major/minor`):
@@ -151,6 +170,9 @@ impl Default for HostRecord {
             other_config: StringMap::new(),
             api_version_major: API_VERSION.0,
             api_version_minor: API_VERSION.1,
+            allowed_operations: Vec::new(),
+            current_operations: StringMap::new(),
+            tags: Vec::new(),
         }
     }
 }
@@ -186,6 +208,17 @@ pub struct VmRecord {
     #[serde(rename = "VBDs")]
     pub vbds: Vec<String>,
     pub other_config: StringMap,
+    /// XAPI's advisory list of the operations allowed now; always empty
+    /// here (XAPI computes it per state; clients must not rely on it).
+    pub allowed_operations: Vec<String>,
+    /// XAPI's running tasks on the object (task ref to operation); empty
+    /// here (no operation is tracked as a task on its object).
+    pub current_operations: StringMap,
+    /// User-specified tags (`add_tags`, `remove_tags`, `set_tags`).
+    pub tags: Vec<String>,
+    /// Operations blocked, with the error to give; read-only and empty
+    /// here (XAPI's `set_blocked_operations` is not served).
+    pub blocked_operations: StringMap,
 }
 
 impl Default for VmRecord {
@@ -214,6 +247,10 @@ impl Default for VmRecord {
             is_a_snapshot: false,
             vbds: Vec::new(),
             other_config: StringMap::new(),
+            allowed_operations: Vec::new(),
+            current_operations: StringMap::new(),
+            tags: Vec::new(),
+            blocked_operations: StringMap::new(),
         }
     }
 }
@@ -235,6 +272,14 @@ pub struct SrRecord {
     pub vdis: Vec<String>,
     pub physical_size: i64,
     pub other_config: StringMap,
+    /// XAPI's advisory list of the operations allowed now; always empty
+    /// here (XAPI computes it per state; clients must not rely on it).
+    pub allowed_operations: Vec<String>,
+    /// XAPI's running tasks on the object (task ref to operation); empty
+    /// here (no operation is tracked as a task on its object).
+    pub current_operations: StringMap,
+    /// User-specified tags (`add_tags`, `remove_tags`, `set_tags`).
+    pub tags: Vec<String>,
 }
 
 /// The connection of one host to one SR.

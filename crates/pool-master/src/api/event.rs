@@ -1,13 +1,18 @@
 //! `event.from(session, classes, token, timeout)`: the pool's changes since
-//! a token, waiting up to `timeout` seconds for one (XAPI's long poll).
+//! a token, waiting up to `timeout` seconds for one (XAPI's long poll); and
+//! what it shares with the legacy `event.next` ([`super::event_next`]):
+//! subscriptions and the event records.
 //!
-//! `classes` names classes in any case (`vm`, `VM`) or `*` for all. The
-//! empty token asks for every object of those classes (each an `add`);
-//! any other token is one this call returned, the generation of the
-//! database it answered from. A token the host's event log no longer
-//! reaches, or one ahead of its database, gets `EVENTS_LOST`: the client
-//! reads everything again with the empty token. A waiting call wakes at
-//! the commit that makes an answer.
+//! `classes` holds XAPI's subscriptions: a class in any case (`vm`, `VM`),
+//! an object (`vm/OpaqueRef:...`) or `*` for all. The empty token asks for
+//! every object of those classes (each an `add`); any other token is one
+//! this host returned: XAPI's form, two 20-digit numbers, the generation of
+//! the database it answered from and the counter of task changes (tasks
+//! live outside the database, `crate::tasks`). A token whose part the
+//! host's logs no longer reach, or ahead of them, gets `EVENTS_LOST`: the
+//! client reads everything again with the empty token. The task part counts
+//! only for a call that asks for tasks. A waiting call wakes at the commit
+//! or the task change that makes an answer.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,14 +29,84 @@ use pool_db::model::Model;
 /// The longest a call waits for a change (XAPI clients ask for 30 to 60 s).
 pub const MAX_WAIT: Duration = Duration::from_secs(600);
 
+/// One subscription, as XAPI's `Subscription.of_string` reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Sub {
+    All,
+    /// A class, lowercased.
+    Class(String),
+    /// One object: its class (lowercased) and reference.
+    Object(String, String),
+}
+
+impl Sub {
+    pub(super) fn parse(text: &str) -> Sub {
+        if text == "*" {
+            return Sub::All;
+        }
+        match text.split_once('/') {
+            None => Sub::Class(text.to_ascii_lowercase()),
+            Some((class, reference)) => Sub::Object(class.to_ascii_lowercase(), reference.to_string()),
+        }
+    }
+
+    /// The subscription as kept (its canonical text).
+    pub(super) fn text(&self) -> String {
+        match self {
+            Sub::All => "*".into(),
+            Sub::Class(c) => c.clone(),
+            Sub::Object(c, r) => format!("{c}/{r}"),
+        }
+    }
+
+    fn class_matches(&self, class: &str) -> bool {
+        match self {
+            Sub::All => true,
+            Sub::Class(c) | Sub::Object(c, _) => c.eq_ignore_ascii_case(class),
+        }
+    }
+}
+
+/// Does one of `subs` select events of `class`?
+pub(super) fn table_matches(subs: &[Sub], class: &str) -> bool {
+    subs.iter().any(|s| s.class_matches(class))
+}
+
+/// Does one of `subs` select events on object `reference` of `class`?
+pub(super) fn object_matches(subs: &[Sub], class: &str, reference: &str) -> bool {
+    subs.iter().any(|s| match s {
+        Sub::Object(_, r) => s.class_matches(class) && r == reference,
+        _ => s.class_matches(class),
+    })
+}
+
+/// A token: the database's generation and the counter of task changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Token {
+    generation: u64,
+    tasks: u64,
+}
+
+impl Token {
+    /// XAPI's form: zero-padded, so tokens compare as strings.
+    fn text(self) -> String {
+        format!("{:020},{:020}", self.generation, self.tasks)
+    }
+
+    fn parse(text: &str) -> Result<Token, ApiError> {
+        let bad = || ApiError::new(codes::EVENT_FROM_TOKEN_PARSE_FAILURE, vec![text.to_string()]);
+        let (g, t) = text.split_once(',').ok_or_else(bad)?;
+        Ok(Token {
+            generation: g.parse().map_err(|_| bad())?,
+            tasks: t.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
 /// `event.from`.
 pub async fn from(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     args.exactly(4)?;
-    let classes: Vec<String> = args
-        .strings(1, "classes")?
-        .iter()
-        .map(|c| c.to_ascii_lowercase())
-        .collect();
+    let subs: Vec<Sub> = args.strings(1, "classes")?.iter().map(|c| Sub::parse(c)).collect();
     let token = args.str(2, "token")?.to_string();
     let timeout = args.float_or(3, "timeout", 0.0)?;
     let wait = if timeout.is_finite() && timeout > 0.0 {
@@ -39,38 +114,83 @@ pub async fn from(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     } else {
         Duration::ZERO
     };
-    let wanted = |class: &str| classes.iter().any(|c| c == "*" || c.eq_ignore_ascii_case(class));
     if token.is_empty() {
         let m = d.model();
-        return Ok(batch(&m, everything(&m, &wanted), &wanted, d.tasks().count()));
+        let (tasks, seq) = d.tasks().all_now();
+        let mut changes = everything(&m, &subs);
+        if table_matches(&subs, "task") {
+            changes.extend(tasks.into_iter().filter(|(r, _)| object_matches(&subs, "task", r)).map(
+                |(reference, t)| Change {
+                    seq: 0,
+                    generation: seq,
+                    class: "task",
+                    reference,
+                    uuid: t.uuid,
+                    op: Op::Add,
+                    at_ms: 0,
+                },
+            ));
+        }
+        let token = Token {
+            generation: m.generation,
+            tasks: seq,
+        };
+        return Ok(batch(d, &m, changes, &subs, token));
     }
-    let since: u64 = token
-        .parse()
-        .map_err(|_| ApiError::new(codes::EVENT_FROM_TOKEN_PARSE_FAILURE, vec![token.clone()]))?;
+    let since = Token::parse(&token)?;
+    let tasks_wanted = table_matches(&subs, "task");
     let deadline = tokio::time::Instant::now() + wait;
     let mut generation = d.watch_generation();
+    let mut tasks = d.tasks().watch();
     loop {
         generation.mark_unchanged();
+        tasks.mark_unchanged();
         let last_chance = tokio::time::Instant::now() >= deadline;
-        if let Some(answer) = poll(d, since, &wanted, last_chance)? {
+        if let Some(answer) = poll(d, since, &subs, last_chance)? {
             return Ok(answer);
         }
-        if tokio::time::timeout_at(deadline, generation.changed()).await.is_err() {
+        let woken = tokio::time::timeout_at(deadline, async {
+            // Task changes wake only a call that asks for tasks.
+            tokio::select! {
+                _ = generation.changed() => {}
+                _ = tasks.changed(), if tasks_wanted => {}
+            }
+        })
+        .await;
+        if woken.is_err() {
             // The deadline: answer with whatever there is (nothing, or a
-            // commit that landed just now).
-            return poll(d, since, &wanted, true).map(Option::unwrap_or_default);
+            // change that landed just now).
+            return poll(d, since, &subs, true).map(Option::unwrap_or_default);
         }
     }
 }
 
+/// `EVENTS_LOST`, logged.
+pub(super) fn events_lost(lost: Lost) -> ApiError {
+    tracing::debug!(?lost, "events lost");
+    ApiError::bare(codes::EVENTS_LOST)
+}
+
 /// The answer for the changes after `since`, if there are any or `always`.
-fn poll(d: &Daemon, since: u64, wanted: &impl Fn(&str) -> bool, always: bool) -> Result<Option<Value>, ApiError> {
+fn poll(d: &Daemon, since: Token, subs: &[Sub], always: bool) -> Result<Option<Value>, ApiError> {
     let m = d.model();
-    let changes = d.events().since(since, m.generation, wanted).map_err(|lost: Lost| {
-        tracing::debug!(since, ?lost, "event.from: events lost");
-        ApiError::bare(codes::EVENTS_LOST)
-    })?;
-    Ok((always || !changes.is_empty()).then(|| batch(&m, changes, wanted, d.tasks().count())))
+    let wanted = |class: &str, reference: &str| object_matches(subs, class, reference);
+    let mut changes = d
+        .events()
+        .since(since.generation, m.generation, wanted)
+        .map_err(events_lost)?;
+    let seq = if table_matches(subs, "task") {
+        let (tasks, seq) = d.tasks().since(since.tasks).map_err(events_lost)?;
+        changes.extend(tasks.into_iter().filter(|c| wanted(c.class, &c.reference)));
+        seq
+    } else {
+        d.tasks().counter()
+    };
+    let token = Token {
+        generation: m.generation,
+        tasks: seq,
+    };
+    Ok((always || !changes.is_empty()).then(|| batch(d, &m, changes, subs, token)))
 }
 
 /// `event.inject(session, class, ref)`: a token for now, for a client that
@@ -89,18 +209,26 @@ pub async fn inject(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     if !m.has(class, reference) {
         return Err(ApiError::handle_invalid(class, reference));
     }
-    Ok(json!(m.generation.to_string()))
+    let token = Token {
+        generation: m.generation,
+        tasks: d.tasks().counter(),
+    };
+    Ok(json!(token.text()))
 }
 
-/// Every object of the wanted classes, as `add` events.
-fn everything(m: &Model, wanted: &impl Fn(&str) -> bool) -> Vec<Change> {
+/// Every object `subs` select, as `add` events.
+fn everything(m: &Model, subs: &[Sub]) -> Vec<Change> {
     let mut out = Vec::new();
     for &class in xapi_proto::classes::CLASSES {
-        if !wanted(class) {
+        if !table_matches(subs, class) {
             continue;
         }
         for (reference, uuid) in rows(m, class) {
+            if !object_matches(subs, class, &reference) {
+                continue;
+            }
             out.push(Change {
+                seq: 0,
                 generation: m.generation,
                 class,
                 reference,
@@ -131,45 +259,49 @@ fn count(m: &Model, class: &str) -> usize {
     pool_db::with_record_type!(class, T => T::table(m).len(), _ => 0)
 }
 
+/// One event record: XAPI's fields (`id`, `timestamp`, `class`,
+/// `operation`, `ref`, and `snapshot` unless deleted), with `obj_uuid`.
+/// The snapshot is the object as it is now (a task's from the task table).
+pub(super) fn event_json(d: &Daemon, m: &Model, id: u64, c: &Change) -> Value {
+    let mut e = Map::new();
+    e.insert("id".into(), json!(id));
+    e.insert("timestamp".into(), json!(crate::clock::wire(c.at_ms)));
+    e.insert("class".into(), json!(c.class.to_ascii_lowercase()));
+    e.insert("operation".into(), json!(c.op.name()));
+    e.insert("ref".into(), json!(c.reference));
+    e.insert("obj_uuid".into(), json!(c.uuid));
+    if c.op != Op::Del {
+        let snapshot = match c.class {
+            "task" => d.tasks().get(&c.reference).map(|t| t.record()),
+            class => record_json(m, class, &c.reference),
+        };
+        if let Some(snapshot) = snapshot {
+            e.insert("snapshot".into(), snapshot);
+        }
+    }
+    Value::Object(e)
+}
+
 /// The answer: the events, the new token and the count of each wanted
 /// class's objects.
-fn batch(m: &Model, changes: Vec<Change>, wanted: &impl Fn(&str) -> bool, tasks: usize) -> Value {
+fn batch(d: &Daemon, m: &Model, changes: Vec<Change>, subs: &[Sub], token: Token) -> Value {
     let events: Vec<Value> = changes
-        .into_iter()
+        .iter()
         .enumerate()
-        .map(|(i, c)| {
-            let mut e = Map::new();
-            e.insert(
-                "id".into(),
-                json!(m.generation.saturating_mul(1 << 16).saturating_add(i as u64)),
-            );
-            e.insert("timestamp".into(), json!(crate::clock::wire(c.at_ms)));
-            e.insert("class".into(), json!(c.class.to_ascii_lowercase()));
-            e.insert("operation".into(), json!(c.op.name()));
-            e.insert("ref".into(), json!(c.reference));
-            e.insert("obj_uuid".into(), json!(c.uuid));
-            if c.op != Op::Del {
-                if let Some(snapshot) = record_json(m, c.class, &c.reference) {
-                    e.insert("snapshot".into(), snapshot);
-                }
-            }
-            Value::Object(e)
-        })
+        .map(|(i, c)| event_json(d, m, m.generation.saturating_mul(1 << 16).saturating_add(i as u64), c))
         .collect();
     let mut counts: Map<String, Value> = xapi_proto::classes::CLASSES
         .iter()
-        .filter(|c| wanted(c))
+        .filter(|c| table_matches(subs, c))
         .map(|c| (c.to_ascii_lowercase(), json!(count(m, c))))
         .collect();
-    if wanted("task") {
-        // Tasks are not in the database: no events, but their count, so a
-        // client sees when to read them again (Xen Orchestra does).
-        counts.insert("task".into(), json!(tasks));
+    if table_matches(subs, "task") {
+        counts.insert("task".into(), json!(d.tasks().count()));
     }
     json!({
         "events": events,
         "valid_ref_counts": counts,
-        "token": m.generation.to_string(),
+        "token": token.text(),
     })
 }
 
@@ -179,12 +311,7 @@ mod tests {
     use crate::sessions::Principal;
     use std::time::Instant;
 
-    async fn call(d: &Arc<Daemon>, method: &str, params: Vec<Value>) -> Result<Value, ApiError> {
-        match super::super::dispatch(d, method, params).await? {
-            super::super::Reply::Value(v) => Ok(v),
-            super::super::Reply::Json(t) => Ok(serde_json::from_str(&t).unwrap()),
-        }
-    }
+    use crate::api::call;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_waiting_call_wakes_at_the_commit_and_tokens_follow_on() {
@@ -237,13 +364,7 @@ mod tests {
             })
         };
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let vm = call(
-            &d,
-            "VM.create",
-            vec![s.clone(), json!({"name_label": "a", "memory_static_max": 1i64 << 30})],
-        )
-        .await
-        .unwrap();
+        let vm = crate::api::new_vm(&d, &s, "a").await;
         let (out, took) = waiter.await.unwrap();
         let out = out.unwrap();
         assert!(took < Duration::from_secs(5), "woke after {took:?}");
@@ -274,12 +395,14 @@ mod tests {
         assert!(gone["events"][0].get("snapshot").is_none());
 
         // Tokens that are not ours, or ahead of the database.
-        let bad = call(&d, "event.from", vec![s.clone(), json!(["vm"]), json!("x,y"), json!(0)]).await;
-        assert_eq!(bad.unwrap_err().code, codes::EVENT_FROM_TOKEN_PARSE_FAILURE);
+        for bad in ["x,y", "12", "1,2,3"] {
+            let bad = call(&d, "event.from", vec![s.clone(), json!(["vm"]), json!(bad), json!(0)]).await;
+            assert_eq!(bad.unwrap_err().code, codes::EVENT_FROM_TOKEN_PARSE_FAILURE);
+        }
         let ahead = call(
             &d,
             "event.from",
-            vec![s.clone(), json!(["vm"]), json!("999999"), json!(0)],
+            vec![s.clone(), json!(["vm"]), json!("999999,0"), json!(0)],
         )
         .await;
         assert_eq!(ahead.unwrap_err().code, codes::EVENTS_LOST);
@@ -294,5 +417,91 @@ mod tests {
         .unwrap();
         assert_eq!(idle["events"], json!([]));
         assert!(t.elapsed() >= Duration::from_millis(900));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tasks_have_events_and_their_part_of_the_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = Daemon::open(crate::daemon::tests::config(dir.path())).unwrap();
+        let s = json!(d.sessions().open(Principal::User("root".into())));
+        let from = |classes: Value, token: Value, timeout: f64| {
+            let (d, s) = (d.clone(), s.clone());
+            async move { call(&d, "event.from", vec![s, classes, token, json!(timeout)]).await }
+        };
+        let start = from(json!(["task"]), json!(""), 0.0).await.unwrap();
+        assert_eq!(start["events"], json!([]));
+        assert_eq!(start["valid_ref_counts"], json!({"task": 0}));
+        let token = start["token"].clone();
+        let (g, t) = token.as_str().unwrap().split_once(',').unwrap();
+        assert_eq!((g.len(), t.len()), (20, 20), "XAPI's form: {token}");
+
+        // A waiting call wakes at the task's creation.
+        let waiter = tokio::spawn(from(json!(["task"]), token.clone(), 20.0));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let task = call(
+            &d,
+            "Async.VM.create",
+            vec![s.clone(), json!({"name_label": "a", "memory_static_max": 1i64 << 30})],
+        )
+        .await
+        .unwrap();
+        let woke = waiter.await.unwrap().unwrap();
+        assert_eq!(woke["events"][0]["class"], "task");
+        assert_eq!(woke["events"][0]["operation"], "add");
+        assert_eq!(woke["events"][0]["ref"], task);
+        assert_eq!(woke["events"][0]["snapshot"]["name_label"], "Async.VM.create");
+
+        // Its end is a mod with the result; its destroy a del.
+        let mut token = woke["token"].clone();
+        loop {
+            let out = from(json!(["task"]), token.clone(), 5.0).await.unwrap();
+            token = out["token"].clone();
+            if out["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["snapshot"]["status"] == "success")
+            {
+                assert_eq!(out["events"][0]["operation"], "mod");
+                break;
+            }
+        }
+        call(&d, "task.destroy", vec![s.clone(), task.clone()]).await.unwrap();
+        let gone = from(json!(["*"]), token.clone(), 5.0).await.unwrap();
+        let ops: Vec<(&str, &str)> = gone["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["class"].as_str().unwrap(), e["operation"].as_str().unwrap()))
+            .collect();
+        assert_eq!(ops, [("task", "del")]);
+
+        // Everything from the empty token, tasks included, and object
+        // subscriptions.
+        let other = call(&d, "Async.VM.create", vec![s.clone(), json!({"name_label": "b"})])
+            .await
+            .unwrap();
+        let all = from(json!(["*"]), json!(""), 0.0).await.unwrap();
+        assert!(all["events"].as_array().unwrap().iter().any(|e| e["ref"] == other));
+        let one = from(json!([format!("task/{}", other.as_str().unwrap())]), json!(""), 0.0)
+            .await
+            .unwrap();
+        assert_eq!(one["events"].as_array().unwrap().len(), 1);
+        assert_eq!(one["events"][0]["ref"], other);
+
+        // A task part from another run of the master: lost for a call that
+        // asks for tasks, ignored by one that does not.
+        let stale = json!(format!("{g},{:020}", 5));
+        let lost = from(json!(["task"]), stale.clone(), 0.0).await.unwrap_err();
+        assert_eq!(lost.code, codes::EVENTS_LOST);
+        assert!(from(json!(["host"]), stale, 0.0).await.is_ok());
+        let injected = call(
+            &d,
+            "event.inject",
+            vec![s.clone(), json!("host"), json!(d.host_ref().unwrap())],
+        )
+        .await
+        .unwrap();
+        assert!(injected.as_str().unwrap().contains(','), "{injected}");
     }
 }

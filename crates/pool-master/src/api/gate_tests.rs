@@ -193,6 +193,9 @@ async fn every_writable_field_goes_through_the_gate() {
         ("host", "name_label", "host1", json!("h"), Allowed),
         ("host", "name_description", "host1", json!("d"), Allowed),
         ("host", "other_config", "host1", json!({"k": "v"}), Allowed),
+        ("VM", "tags", "h", json!(["web"]), Allowed),
+        ("pool", "tags", "pool", json!(["prod"]), Allowed),
+        ("host", "tags", "host1", json!(["rack1"]), Allowed),
     ];
     // The table lists every writable field of the three classes.
     for class in ["VM", "pool", "host"] {

@@ -1,7 +1,8 @@
 //! The methods every class has: `get_all`, `get_all_records` (served as
-//! pre-serialized text by [`all_records_json`]), `get_record`,
+//! pre-serialized text by [`all_records_json`]), `get_all_records_where`
+//! (XAPI's expression language, [`super::filter`]), `get_record`,
 //! `get_by_uuid`, `get_by_name_label`, `get_<field>`, `set_<field>`,
-//! `add_to_<map>` and `remove_from_<map>`.
+//! `add_to_<map>` and `remove_from_<map>`, `add_<set>` and `remove_<set>`.
 //!
 //! Setters check the value's type against [`xapi_proto::classes`], then the
 //! class's own rules ([`validate_set`]), then pass the record as it will be
@@ -73,6 +74,17 @@ async fn handle<T: Record>(d: &Arc<Daemon>, verb: &str, args: &Args) -> Result<V
                 .map(|r| json!(r))
                 .ok_or_else(|| ApiError::uuid_invalid(T::CLASS, uuid))
         }
+        "get_all_records_where" => {
+            args.exactly(2)?;
+            let expr = super::filter::compile(args.str(1, "expr")?, |f| classes::field(T::CLASS, f).is_some())?;
+            let m = d.model();
+            let matching: serde_json::Map<String, Value> = T::table(&m)
+                .iter()
+                .map(|(r, v)| (r.clone(), to_json(v)))
+                .filter(|(_, v)| super::filter::matches(&expr, v))
+                .collect();
+            Ok(Value::Object(matching))
+        }
         "get_by_name_label" if has_name => {
             args.exactly(2)?;
             let label = args.str(1, "label")?;
@@ -97,6 +109,12 @@ async fn handle<T: Record>(d: &Arc<Daemon>, verb: &str, args: &Args) -> Result<V
             }
             if let Some(field) = verb.strip_prefix("remove_from_") {
                 return map_edit::<T>(d, field, args, false).await;
+            }
+            if let Some(field) = verb.strip_prefix("add_") {
+                return set_edit::<T>(d, field, args, true).await;
+            }
+            if let Some(field) = verb.strip_prefix("remove_") {
+                return set_edit::<T>(d, field, args, false).await;
             }
             Err(unknown(args.method()))
         }
@@ -150,32 +168,78 @@ async fn map_edit<T: Record>(d: &Arc<Daemon>, field: &str, args: &Args, add: boo
         None
     };
     d.write(|txn| {
-        let record = txn.get::<T>(&r).ok_or_else(|| ApiError::handle_invalid(T::CLASS, &r))?;
-        let mut json = to_json(&record);
-        let map = json[spec.name]
-            .as_object_mut()
-            .ok_or_else(|| ApiError::internal("map field is not a map"))?;
-        match &value {
-            Some(v) => {
-                if map.contains_key(&key) {
-                    return Err(ApiError::new(
-                        codes::MAP_DUPLICATE_KEY,
-                        vec![T::CLASS.into(), field.into(), record.uuid().into(), key.clone()],
-                    ));
+        rewrite::<T>(txn, &r, spec.name, |field_value, record| {
+            let map = field_value
+                .as_object_mut()
+                .ok_or_else(|| ApiError::internal("map field is not a map"))?;
+            match &value {
+                Some(v) => {
+                    if map.contains_key(&key) {
+                        return Err(ApiError::new(
+                            codes::MAP_DUPLICATE_KEY,
+                            vec![T::CLASS.into(), field.into(), record.uuid().into(), key.clone()],
+                        ));
+                    }
+                    map.insert(key.clone(), json!(v));
                 }
-                map.insert(key.clone(), json!(v));
+                None => {
+                    map.remove(&key);
+                }
             }
-            None => {
-                map.remove(&key);
-            }
-        }
-        let mut updated: T = serde_json::from_value(json).map_err(|e| ApiError::internal(e.to_string()))?;
-        validate_set(txn.base(), &r, &mut updated, spec.name, &Value::Null)?;
-        txn.put(&r, updated);
-        Ok(())
+            Ok(true)
+        })
     })
     .await?;
     Ok(json!(""))
+}
+
+/// `add_<set>(self, value)` / `remove_<set>(self, value)` of a settable set
+/// field (`VM.add_tags`): as XAPI's database, adding a value already there
+/// or removing one that is not changes nothing and is no error.
+async fn set_edit<T: Record>(d: &Arc<Daemon>, field: &str, args: &Args, add: bool) -> Result<Value, ApiError> {
+    let spec = classes::field(T::CLASS, field)
+        .filter(|f| f.settable && f.ty == FieldType::Set)
+        .ok_or_else(|| unknown(args.method()))?;
+    args.exactly(3)?;
+    let r = args.str(1, "self")?.to_string();
+    let value = args.str(2, "value")?.to_string();
+    d.write(|txn| {
+        rewrite::<T>(txn, &r, spec.name, |field_value, _| {
+            let set = field_value
+                .as_array_mut()
+                .ok_or_else(|| ApiError::internal("set field is not a list"))?;
+            let had = set.iter().any(|v| v.as_str() == Some(value.as_str()));
+            match (add, had) {
+                (true, false) => set.push(json!(value)),
+                (false, true) => set.retain(|v| v.as_str() != Some(value.as_str())),
+                _ => return Ok(false),
+            }
+            Ok(true)
+        })
+    })
+    .await?;
+    Ok(json!(""))
+}
+
+/// Change field `field` of record `r` through its JSON form: `edit` changes
+/// the field's value (given the record as it is) and says whether it changed
+/// anything; the record as it will be passes the class's rules
+/// ([`validate_set`]) before it is written.
+fn rewrite<T: Record>(
+    txn: &mut Txn,
+    r: &str,
+    field: &str,
+    edit: impl FnOnce(&mut Value, &T) -> Result<bool, ApiError>,
+) -> Result<(), ApiError> {
+    let record = txn.get::<T>(r).ok_or_else(|| ApiError::handle_invalid(T::CLASS, r))?;
+    let mut json = to_json(&record);
+    if !edit(&mut json[field], &record)? {
+        return Ok(());
+    }
+    let mut updated: T = serde_json::from_value(json).map_err(|e| ApiError::internal(e.to_string()))?;
+    validate_set(txn.base(), r, &mut updated, field, &Value::Null)?;
+    txn.put(r, updated);
+    Ok(())
 }
 
 /// A reference value must name an object of `class`, or be null.
@@ -299,4 +363,94 @@ fn validate_vm(m: &Model, r: &str, vm: &mut VmRecord, field: &str, value: &Value
             ..Default::default()
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sessions::Principal;
+
+    use crate::api::call;
+
+    #[tokio::test]
+    async fn tags_are_a_set_and_the_operation_fields_read_as_xapis_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = Daemon::open(crate::daemon::tests::config(dir.path())).unwrap();
+        let s = json!(d.sessions().open(Principal::User("root".into())));
+        let vm = call(
+            &d,
+            "VM.create",
+            vec![
+                s.clone(),
+                json!({"name_label": "a", "memory_static_max": 1i64 << 30, "tags": ["x"], "allowed_operations": ["start"],
+                       "blocked_operations": {"start": "no"}}),
+            ],
+        )
+        .await
+        .unwrap();
+        let tags =
+            |d: Arc<Daemon>, s: Value, vm: Value| async move { call(&d, "VM.get_tags", vec![s, vm]).await.unwrap() };
+        assert_eq!(tags(d.clone(), s.clone(), vm.clone()).await, json!(["x"]));
+        let record = call(&d, "VM.get_record", vec![s.clone(), vm.clone()]).await.unwrap();
+        assert_eq!(record["allowed_operations"], json!([]));
+        assert_eq!(record["current_operations"], json!({}));
+        assert_eq!(record["blocked_operations"], json!({}));
+        // add_tags is a set's: a second add changes nothing.
+        for _ in 0..2 {
+            call(&d, "VM.add_tags", vec![s.clone(), vm.clone(), json!("web")])
+                .await
+                .unwrap();
+        }
+        assert_eq!(tags(d.clone(), s.clone(), vm.clone()).await, json!(["x", "web"]));
+        call(&d, "VM.remove_tags", vec![s.clone(), vm.clone(), json!("x")])
+            .await
+            .unwrap();
+        let generation = d.model().generation;
+        call(&d, "VM.remove_tags", vec![s.clone(), vm.clone(), json!("absent")])
+            .await
+            .unwrap();
+        assert_eq!(d.model().generation, generation, "nothing to remove, nothing written");
+        assert_eq!(tags(d.clone(), s.clone(), vm.clone()).await, json!(["web"]));
+        call(&d, "VM.set_tags", vec![s.clone(), vm.clone(), json!(["a", "b"])])
+            .await
+            .unwrap();
+        assert_eq!(tags(d.clone(), s.clone(), vm.clone()).await, json!(["a", "b"]));
+        // Pool, host and SR have them too.
+        let host = json!(d.host_ref().unwrap());
+        call(&d, "host.add_tags", vec![s.clone(), host.clone(), json!("rack1")])
+            .await
+            .unwrap();
+        assert_eq!(
+            call(&d, "host.get_tags", vec![s.clone(), host]).await.unwrap(),
+            json!(["rack1"])
+        );
+        let pool = call(&d, "pool.get_all", vec![s.clone()]).await.unwrap()[0].clone();
+        assert_eq!(
+            call(&d, "pool.get_allowed_operations", vec![s.clone(), pool])
+                .await
+                .unwrap(),
+            json!([])
+        );
+        // Read-only sets and the wrong types are refused, changing nothing.
+        let generation = d.model().generation;
+        for (method, value, code) in [
+            ("VM.add_VBDs", json!("OpaqueRef:x"), codes::MESSAGE_METHOD_UNKNOWN),
+            (
+                "VM.add_allowed_operations",
+                json!("start"),
+                codes::MESSAGE_METHOD_UNKNOWN,
+            ),
+            ("VM.set_blocked_operations", json!({}), codes::MESSAGE_METHOD_UNKNOWN),
+            ("VM.add_tags", json!(1), codes::FIELD_TYPE_ERROR),
+            ("VM.set_tags", json!("a"), codes::FIELD_TYPE_ERROR),
+        ] {
+            let e = call(&d, method, vec![s.clone(), vm.clone(), value]).await.unwrap_err();
+            assert_eq!(e.code, code, "{method}");
+        }
+        let e = call(&d, "VM.add_tags", vec![s.clone(), json!("OpaqueRef:x"), json!("t")])
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, codes::HANDLE_INVALID);
+        assert_eq!(d.model().generation, generation);
+    }
 }

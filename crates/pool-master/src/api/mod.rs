@@ -9,6 +9,8 @@
 pub mod args;
 pub mod caller;
 mod event;
+mod event_next;
+mod filter;
 #[cfg(test)]
 mod fuzz_tests;
 #[cfg(test)]
@@ -117,6 +119,12 @@ const MASTER: Access = Access {
 const METHODS: &[(&str, Access, Option<Handler>)] = &[
     ("system.listMethods", OPEN, sync_handler!(system::list_methods)),
     ("session.get_this_host", OPEN, sync_handler!(system::get_this_host)),
+    ("session.get_this_user", OPEN, sync_handler!(system::get_this_user)),
+    (
+        "session.get_all_subject_identifiers",
+        MASTER,
+        sync_handler!(system::get_all_subject_identifiers),
+    ),
     ("session.login_with_password", OPEN, handler!(session::login)),
     ("session.slave_login", OPEN, sync_handler!(session::slave_login)),
     (
@@ -165,6 +173,9 @@ const METHODS: &[(&str, Access, Option<Handler>)] = &[
     ),
     ("event.from", MASTER, handler!(event::from)),
     ("event.inject", MASTER, handler!(event::inject)),
+    ("event.register", MASTER, sync_handler!(event_next::register)),
+    ("event.unregister", MASTER, sync_handler!(event_next::unregister)),
+    ("event.next", MASTER, handler!(event_next::next)),
     ("pool.enable_ha", MASTER, handler!(ha_admin::enable)),
     ("pool.disable_ha", MASTER, handler!(ha_admin::disable)),
 ];
@@ -217,6 +228,23 @@ pub fn unknown(method: &str) -> ApiError {
 pub enum Reply {
     Value(Value),
     Json(String),
+}
+
+/// A call as a client makes it, its result as JSON (for the tests).
+#[cfg(test)]
+pub(crate) async fn call(d: &Arc<Daemon>, method: &str, params: Vec<Value>) -> Result<Value, ApiError> {
+    match dispatch(d, method, params).await? {
+        Reply::Value(v) => Ok(v),
+        Reply::Json(t) => serde_json::from_str(&t).map_err(|e| ApiError::internal(e.to_string())),
+    }
+}
+
+/// A halted VM of 1 GiB named `name`, made with `VM.create` in session
+/// `s` (for the tests): its ref.
+#[cfg(test)]
+pub(crate) async fn new_vm(d: &Arc<Daemon>, s: &Value, name: &str) -> Value {
+    let record = serde_json::json!({"name_label": name, "memory_static_max": 1i64 << 30});
+    call(d, "VM.create", vec![s.clone(), record]).await.expect("VM.create")
 }
 
 /// The longest string a call may carry in any parameter (a field, a map

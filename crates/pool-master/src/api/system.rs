@@ -1,5 +1,10 @@
 //! What a client asks of the API itself: `system.listMethods` (no session
-//! needed, as in XAPI) and `session.get_this_host`.
+//! needed, as in XAPI), `session.get_this_host`, `session.get_this_user`
+//! and `session.get_all_subject_identifiers`.
+//!
+//! `system.methodSignature` is not served, as in XAPI: its dispatcher has no
+//! such call (it tries an extension of that name and answers
+//! `MESSAGE_METHOD_UNKNOWN`).
 //!
 //! The method list is built from what serves the calls: the generic
 //! methods of every class from `xapi_proto::classes`, the rows of the
@@ -45,7 +50,13 @@ pub fn methods() -> &'static [String] {
 fn list() -> Vec<String> {
     let mut out = BTreeSet::new();
     for &class in classes::CLASSES {
-        for verb in ["get_all", "get_all_records", "get_record", "get_by_uuid"] {
+        for verb in [
+            "get_all",
+            "get_all_records",
+            "get_all_records_where",
+            "get_record",
+            "get_by_uuid",
+        ] {
             out.insert(format!("{class}.{verb}"));
         }
         let fields = classes::fields(class).unwrap_or_default();
@@ -59,6 +70,10 @@ fn list() -> Vec<String> {
                 if f.ty == FieldType::Map {
                     out.insert(format!("{class}.add_to_{}", f.name));
                     out.insert(format!("{class}.remove_from_{}", f.name));
+                }
+                if f.ty == FieldType::Set {
+                    out.insert(format!("{class}.add_{}", f.name));
+                    out.insert(format!("{class}.remove_{}", f.name));
                 }
             }
         }
@@ -85,9 +100,9 @@ pub fn list_methods(_d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     Ok(json!(all))
 }
 
-/// `session.get_this_host(session, self)`: the host this session was made
-/// on.
-pub fn get_this_host(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
+/// Check a session getter's call `(session, self)`: `self` must be the
+/// caller's own session (another's is a secret it does not hold).
+fn own_session(d: &Arc<Daemon>, args: &Args) -> Result<(), ApiError> {
     args.session(d)?;
     args.exactly(2)?;
     let own = args.str(0, "session_id")?;
@@ -95,9 +110,35 @@ pub fn get_this_host(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     if asked != own {
         return Err(super::args::session_invalid(asked));
     }
+    Ok(())
+}
+
+/// `session.get_this_host(session, self)`: the host this session was made
+/// on.
+pub fn get_this_host(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
+    own_session(d, args)?;
     d.host_ref()
         .map(|r| json!(r))
         .ok_or_else(|| ApiError::internal("this host is not in the pool database"))
+}
+
+/// `session.get_this_user(session, self)`: XAPI's deprecated `user` of the
+/// session, which XAPI always sets to the null reference
+/// (`xapi_session.ml`: "always return a null reference to the deprecated
+/// user object").
+pub fn get_this_user(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
+    own_session(d, args)?;
+    Ok(json!(xapi_proto::records::NULL_REF))
+}
+
+/// `session.get_all_subject_identifiers(session)`: the subject identifiers
+/// of the externally authenticated sessions. Every session here is a local
+/// user's or a host's (no external directory), so none, as XAPI answers
+/// for a pool without one.
+pub fn get_all_subject_identifiers(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
+    args.session(d)?;
+    args.exactly(1)?;
+    Ok(json!([]))
 }
 
 #[cfg(test)]
@@ -113,10 +154,23 @@ mod tests {
             "system.listMethods",
             "session.login_with_password",
             "session.get_this_host",
+            "session.get_this_user",
+            "session.get_all_subject_identifiers",
+            "event.register",
+            "event.next",
+            "event.unregister",
+            "message.get_since",
+            "VM.get_all_records_where",
+            "task.get_all_records_where",
             "VM.start",
             "VM.get_power_state",
             "VM.set_ha_restart_priority",
             "VM.add_to_other_config",
+            "VM.add_tags",
+            "SR.remove_tags",
+            "host.set_tags",
+            "pool.get_allowed_operations",
+            "VM.get_blocked_operations",
             "VM.get_by_name_label",
             "host.get_API_version_major",
             "pool.ha_compute_max_host_failures_to_tolerate",
@@ -128,6 +182,10 @@ mod tests {
             assert!(!m.iter().any(|x| x == internal), "{internal} listed");
         }
         assert!(!m.iter().any(|x| x == "pool.get_by_name_label"));
+        assert!(
+            !m.iter().any(|x| x == "system.methodSignature"),
+            "XAPI does not serve it"
+        );
     }
 
     /// Every listed method reaches a handler: called with a session and
@@ -148,5 +206,31 @@ mod tests {
             }
         }
         assert_eq!(d.model().generation, generation, "a call with no arguments wrote");
+    }
+
+    #[tokio::test]
+    async fn the_session_getters_answer_as_xapi_for_a_local_session() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = Daemon::open(crate::daemon::tests::config(dir.path())).unwrap();
+        let s = json!(d.sessions().open(Principal::User("root".into())));
+        let call = |m: &'static str, params: Vec<Value>| {
+            let d = d.clone();
+            async move {
+                match super::super::dispatch(&d, m, params).await? {
+                    super::super::Reply::Value(v) => Ok::<Value, ApiError>(v),
+                    super::super::Reply::Json(t) => Ok(serde_json::from_str(&t).unwrap()),
+                }
+            }
+        };
+        let user = call("session.get_this_user", vec![s.clone(), s.clone()]).await.unwrap();
+        assert_eq!(user, "OpaqueRef:NULL");
+        let other = call("session.get_this_user", vec![s.clone(), json!("OpaqueRef:x")]).await;
+        assert_eq!(other.unwrap_err().code, codes::SESSION_INVALID);
+        let sids = call("session.get_all_subject_identifiers", vec![s.clone()])
+            .await
+            .unwrap();
+        assert_eq!(sids, json!([]));
+        let sig = call("system.methodSignature", vec![json!("VM.start")]).await;
+        assert_eq!(sig.unwrap_err().code, codes::MESSAGE_METHOD_UNKNOWN);
     }
 }

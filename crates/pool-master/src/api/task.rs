@@ -23,6 +23,7 @@ use crate::tasks::Status;
 pub const METHODS: &[&str] = &[
     "task.get_all",
     "task.get_all_records",
+    "task.get_all_records_where",
     "task.get_record",
     "task.get_by_uuid",
     "task.get_uuid",
@@ -48,7 +49,10 @@ pub const METHODS: &[&str] = &[
 /// not (a client that lists `*.get_all_records` to learn the classes must
 /// not find `Async.VM.get_all_records`).
 fn has_async_form(method: &str) -> bool {
+    // Session-only in XAPI's datamodel (`~flags:[`Session]`).
+    const SYNC_ONLY: &[&str] = &["message.get_since"];
     !method.starts_with("task.")
+        && !SYNC_ONLY.contains(&method)
         && (super::system::listed_by_a_module(method) || ["pool.enable_ha", "pool.disable_ha"].contains(&method))
 }
 
@@ -124,6 +128,18 @@ pub fn dispatch(d: &Arc<Daemon>, verb: &str, args: &Args) -> Result<Value, ApiEr
             let all: Map<String, Value> = tasks.all().into_iter().map(|(r, t)| (r, t.record())).collect();
             Ok(Value::Object(all))
         }
+        "get_all_records_where" => {
+            args.exactly(2)?;
+            let fields = crate::tasks::Task::fields();
+            let expr = super::filter::compile(args.str(1, "expr")?, |f| fields.contains(&f))?;
+            let matching: Map<String, Value> = tasks
+                .all()
+                .into_iter()
+                .map(|(r, t)| (r, t.record()))
+                .filter(|(_, record)| super::filter::matches(&expr, record))
+                .collect();
+            Ok(Value::Object(matching))
+        }
         "get_by_uuid" => {
             args.exactly(2)?;
             let uuid = args.str(1, "uuid")?;
@@ -169,12 +185,7 @@ mod tests {
     use super::*;
     use crate::sessions::Principal;
 
-    async fn call(d: &Arc<Daemon>, method: &str, params: Vec<Value>) -> Result<Value, ApiError> {
-        match super::super::dispatch(d, method, params).await? {
-            Reply::Value(v) => Ok(v),
-            Reply::Json(t) => Ok(serde_json::from_str(&t).unwrap()),
-        }
-    }
+    use crate::api::call;
 
     async fn until_done(d: &Arc<Daemon>, s: &Value, task: &Value) -> Value {
         for _ in 0..200 {

@@ -67,6 +67,10 @@ async fn create(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     vm.vbds = Vec::new();
     vm.ha_always_run = false;
     vm.is_control_domain = false;
+    // Kept by the server, not given (XAPI ignores them in a create too).
+    vm.allowed_operations = Vec::new();
+    vm.current_operations = Default::default();
+    vm.blocked_operations = Default::default();
     vm.memory_overhead = memory::vm_overhead(vm.memory_static_max, vm.vcpus_max);
     let r = new_ref();
     d.write(|txn| {
