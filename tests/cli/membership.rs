@@ -23,7 +23,16 @@ impl Drop for Standalone {
 fn standalone(address: &str, port: u16) -> Standalone {
     let dir = tempfile::tempdir().unwrap();
     let child = Command::new(xapid_bin())
-        .args(["serve", "--lab", "--name", "newhost", "--root-password", "new-secret"])
+        .args([
+            "serve",
+            "--config",
+            "/dev/null",
+            "--lab",
+            "--name",
+            "newhost",
+            "--root-password",
+            "new-secret",
+        ])
         .args(["--address", address, "--port", &port.to_string()])
         .arg("--data-dir")
         .arg(dir.path())

@@ -94,6 +94,25 @@ fn a_dead_host_is_forgotten_and_a_live_one_is_not() {
     assert_eq!(hosts.split(',').count(), 2, "{hosts}");
     assert!(!hosts.contains(&host3));
     assert_eq!(lab.xe_min(&["pbd-list", &format!("host-uuid={host3}")]), "");
+    // Its certificate record went with it: one per host left.
+    let session = lab.call(
+        1,
+        "session.login_with_password",
+        serde_json::json!(["root", crate::util::PASSWORD]),
+    )["result"]
+        .clone();
+    let certs = lab.call(1, "Certificate.get_all_records", serde_json::json!([session]))["result"].clone();
+    let hosts = lab.call(1, "host.get_all", serde_json::json!([session]))["result"].clone();
+    let mut of: Vec<&str> = certs
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|c| c["host"].as_str().unwrap())
+        .collect();
+    let mut left: Vec<&str> = hosts.as_array().unwrap().iter().map(|h| h.as_str().unwrap()).collect();
+    of.sort();
+    left.sort();
+    assert_eq!(of, left, "{certs}");
     // The master never.
     let host1 = host_field(&lab, "host1", "uuid");
     let r = lab.xe(&["host-forget", &format!("uuid={host1}"), "--force"]);

@@ -68,6 +68,8 @@ fn xapid_tells_systemd_it_is_ready_and_when_it_stops() {
     let mut xapid = Command::new(xapid_bin())
         .args([
             "serve",
+            "--config",
+            "/dev/null",
             "--root-password",
             "pw",
             "--address",

@@ -151,7 +151,11 @@ fn merge_file(args: &mut ServeArgs, sub: &clap::ArgMatches) -> Result<Vec<(Strin
     take!(address);
     take!(port);
     take!(name);
-    take!(root_password_file);
+    // An explicit --root-password beats a password file the settings file
+    // names (a flag beats the file).
+    if args.root_password.is_none() {
+        take!(root_password_file);
+    }
     take!(memory);
     take!(guest_kernel);
     take!(guest_initrd);

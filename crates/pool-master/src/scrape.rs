@@ -32,12 +32,6 @@ pub fn render(d: &Daemon) -> String {
     };
     let m = d.model();
     let pool = m.pool().map(|(_, p)| p.clone()).unwrap_or_default();
-    let name_of = |uuid: &str| {
-        m.host
-            .iter()
-            .find(|(_, h)| h.uuid == uuid)
-            .map_or_else(|| uuid.to_string(), |(_, h)| h.name_label.clone())
-    };
     gauge(
         &mut r,
         "pool_ha_enabled",
@@ -78,8 +72,10 @@ pub fn render(d: &Daemon) -> String {
         let family: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>> = Family::default();
         for peer in &seen.peers {
             if let Some(ms) = pick(peer) {
+                // Labelled by uuid: a host's name is any text a pool user
+                // chose, and this crate writes label values unescaped.
                 family
-                    .get_or_create(&vec![("host".into(), name_of(&peer.0))])
+                    .get_or_create(&vec![("host_uuid".into(), peer.0.clone())])
                     .set(ms as f64 / 1000.0);
             }
         }

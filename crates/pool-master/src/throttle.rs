@@ -46,6 +46,7 @@ impl Throttle {
     /// checked, its slots taken; `None` when a queue is full (refuse at
     /// once).
     pub fn admit(&self, user: &str, source: Option<IpAddr>, now: Instant) -> Option<Duration> {
+        let source = source.map(source_key);
         let by_source = match source {
             Some(ip) => self.sources.admit(&ip, FREE_PER_SOURCE, now)?,
             None => Duration::ZERO,
@@ -57,6 +58,7 @@ impl Throttle {
     /// A login for `user` from `source` failed at `now`: the name's
     /// consecutive failures so far.
     pub fn failed(&self, user: &str, source: Option<IpAddr>, now: Instant) -> u32 {
+        let source = source.map(source_key);
         if let Some(ip) = source {
             self.sources.failed(ip, FREE_PER_SOURCE, now);
         }
@@ -66,6 +68,18 @@ impl Throttle {
     /// A login for `user` succeeded.
     pub fn succeeded(&self, user: &str) {
         self.names.clear(&user.to_string());
+    }
+}
+
+/// The key of a source: an IPv4 address, or an IPv6 address's /64 (one
+/// attacker holds a whole /64 as easily as one address).
+fn source_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+        v4 => v4,
     }
 }
 
@@ -230,6 +244,20 @@ mod tests {
         let later = t0 + FORGET_AFTER;
         t.failed("late", attacker, later);
         assert_eq!(t.admit("late2", attacker, later), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn an_ipv6_source_is_its_64() {
+        let t = Throttle::default();
+        let t0 = Instant::now();
+        for i in 0..=FREE_PER_SOURCE {
+            let ip: IpAddr = format!("2001:db8:1:2::{:x}", i + 1).parse().unwrap();
+            t.failed(&format!("n{i}"), Some(ip), t0);
+        }
+        let same_64: IpAddr = "2001:db8:1:2:ffff::1".parse().unwrap();
+        let other_64: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert!(t.admit("x", Some(same_64), t0).unwrap() > Duration::ZERO);
+        assert_eq!(t.admit("x", Some(other_64), t0), Some(Duration::ZERO));
     }
 
     #[test]

@@ -79,11 +79,12 @@ impl Pins {
         }
     }
 
-    /// Replace every pin: `pins` by address.
+    /// Replace every pin: `pins` by address (an IP address in its
+    /// canonical form, as the verifier sees the address dialled).
     pub fn pin_all(&self, pins: HashMap<String, Vec<String>>) {
         let pins = pins
             .into_iter()
-            .map(|(a, fps)| (a, fps.iter().map(|f| normalize(f)).collect()))
+            .map(|(a, fps)| (canonical(&a), fps.iter().map(|f| normalize(f)).collect()))
             .collect();
         *self.by_address.lock().unwrap_or_else(|p| p.into_inner()) = pins;
     }
@@ -103,7 +104,7 @@ impl Pins {
         self.by_address
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(address)
+            .get(&canonical(address))
             .cloned()
             .unwrap_or_default()
     }
@@ -117,6 +118,14 @@ impl Pins {
         let pinned = self.of(address);
         (self.open_unknown && pinned.is_empty()) || pinned.iter().any(|f| f == fingerprint)
     }
+}
+
+/// An IP address in its canonical text (`2001:DB8::1` and `2001:db8::1`
+/// are one host); a name as it is.
+fn canonical(address: &str) -> String {
+    address
+        .parse::<std::net::IpAddr>()
+        .map_or_else(|_| address.to_string(), |ip| ip.to_string())
 }
 
 /// The name a certificate is checked for, as the address was dialled.
@@ -232,6 +241,13 @@ mod tests {
         assert!(peers.accepts("10.0.0.2", "AB:CD:10"));
         peers.pin_all(HashMap::from([("10.0.0.1".to_string(), vec!["AB:CD:10".to_string()])]));
         assert!(!peers.accepts("10.0.0.1", "AB:CD:0F"));
+        // An IPv6 address however it is written.
+        peers.pin_all(HashMap::from([(
+            "2001:DB8::1".to_string(),
+            vec!["AB:CD:10".to_string()],
+        )]));
+        assert!(!peers.accepts("2001:db8:0::1", "AB:CD:0F"));
+        assert!(peers.accepts("2001:db8::1", "AB:CD:10"));
         assert!(!pins.accepts("10.0.0.1", "AB:CD:10"));
     }
 }

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde_json::{json, Value};
-use xapi_proto::records::{HostRecord, MessageRecord, PowerState, VmRecord};
+use xapi_proto::records::{HostRecord, MessageRecord, PowerState};
 use xapi_proto::ApiError;
 
 use super::Args;
@@ -26,6 +26,15 @@ const RECENT: usize = 10;
 /// `host.get_ha_status(session)`.
 pub async fn get(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     args.exactly(1)?;
+    // The planner's work, outside the database's lock and off the async
+    // workers (a search may take a while on a large pool).
+    let input = restart_inputs(&d.model());
+    let restart_on = match input {
+        Some(input) => tokio::task::spawn_blocking(move || restart_targets(input))
+            .await
+            .unwrap_or_default(),
+        None => BTreeMap::new(),
+    };
     let view = d.ha().view();
     let seen = d.ha().seen.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let m = d.model();
@@ -71,8 +80,6 @@ pub async fn get(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
             })
         })
         .collect();
-    // Where each protected VM would restart if its host failed alone.
-    let restart_on = restart_targets(&m, pool.ha_enabled);
     let mut vms: Vec<(i64, String, Value)> =
         m.vm.iter()
             .filter(|(_, v)| planning::is_protected(v))
@@ -154,38 +161,64 @@ pub async fn get(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     }))
 }
 
+/// What [`restart_targets`] needs, taken from the database at once: the
+/// planner and its pool, the failures left to keep, each running
+/// protected VM (ref, uuid, host uuid), and host names by uuid.
+struct RestartInputs {
+    planner: ha_planner::Planner,
+    pool: ha_planner::Pool,
+    keep: u32,
+    vms: Vec<(String, String, String)>,
+    names: BTreeMap<String, String>,
+}
+
+fn restart_inputs(m: &pool_db::model::Model) -> Option<RestartInputs> {
+    let (planner, pool) = planning::setup(m).ok()?;
+    let record = planning::pool_record(m).ok()?;
+    let keep = if record.ha_enabled {
+        (record.ha_host_failures_to_tolerate.max(1) - 1) as u32
+    } else {
+        0
+    };
+    let vms =
+        m.vm.iter()
+            .filter(|(_, v)| v.power_state != PowerState::Halted && planning::is_protected(v))
+            .filter_map(|(r, v)| {
+                m.get::<HostRecord>(&v.resident_on)
+                    .map(|h| (r.clone(), v.uuid.clone(), h.uuid.clone()))
+            })
+            .collect();
+    let names = m
+        .host
+        .iter()
+        .map(|(_, h)| (h.uuid.clone(), h.name_label.clone()))
+        .collect();
+    Some(RestartInputs {
+        planner,
+        pool,
+        keep,
+        vms,
+        names,
+    })
+}
+
 /// For each protected VM that runs, the name of the host the planner
 /// would restart it on if its host failed alone (`None`: no place, or no
 /// plan can be made).
-fn restart_targets(m: &pool_db::model::Model, ha_on: bool) -> BTreeMap<String, Option<String>> {
+fn restart_targets(input: RestartInputs) -> BTreeMap<String, Option<String>> {
     let mut out = BTreeMap::new();
-    let Ok((planner, pool)) = planning::setup(m) else {
-        return out;
-    };
-    let keep = planning::pool_record(m)
-        .map(|p| p.ha_host_failures_to_tolerate.max(1) as u32 - 1)
-        .unwrap_or(0);
-    for (host_ref, host) in m.host.iter() {
-        let on_it: Vec<(&String, &VmRecord)> =
-            m.vm.iter()
-                .filter(|(_, v)| v.resident_on == *host_ref && v.power_state != PowerState::Halted)
-                .filter(|(_, v)| planning::is_protected(v))
-                .collect();
-        if on_it.is_empty() {
-            continue;
-        }
-        let plan = planner.restart_plan(&pool, std::slice::from_ref(&host.uuid), if ha_on { keep } else { 0 });
-        for (r, v) in on_it {
+    let hosts: std::collections::BTreeSet<&String> = input.vms.iter().map(|(_, _, h)| h).collect();
+    for host in hosts {
+        let plan = input
+            .planner
+            .restart_plan(&input.pool, std::slice::from_ref(host), input.keep);
+        for (r, uuid, _) in input.vms.iter().filter(|(_, _, h)| h == host) {
             let target = plan.as_ref().ok().and_then(|p| {
                 p.placements
                     .iter()
-                    .find(|(u, _)| *u == v.uuid)
+                    .find(|(u, _)| u == uuid)
                     .and_then(|(_, placement)| match placement {
-                        ha_planner::Placement::Host(h) => m
-                            .host
-                            .iter()
-                            .find(|(_, rec)| rec.uuid == *h)
-                            .map(|(_, rec)| rec.name_label.clone()),
+                        ha_planner::Placement::Host(h) => input.names.get(h).cloned(),
                         ha_planner::Placement::Unplaced(_) => None,
                     })
             });

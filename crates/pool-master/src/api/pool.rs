@@ -175,6 +175,10 @@ async fn join_request(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
         .ok_or_else(|| ApiError::field_type("srs"))?;
     let host_ref = new_ref();
     d.write(|txn| {
+        // Again under the write lock: HA may have been enabled meanwhile.
+        if txn.base().pool().is_some_and(|(_, p)| p.ha_enabled) {
+            return Err(ApiError::bare(codes::HA_IS_ENABLED));
+        }
         if txn.base().host.ref_of_uuid(&host.uuid).is_some() {
             return Err(ApiError::not_allowed(format!(
                 "A host with uuid {} is already in the pool.",

@@ -48,6 +48,13 @@ pub(super) async fn check_password(d: &Arc<Daemon>, user: &str, password: &str) 
             vec![user.to_string(), "Authentication failure".into()],
         )
     };
+    // A name no user can have (long, or with control characters) is
+    // refused before it is remembered anywhere: the throttle's table and
+    // the log keep bounded, printable names (HTTP Basic names skip the
+    // RPC's string checks).
+    if user.len() > 256 || user.chars().any(char::is_control) {
+        return Err(refused());
+    }
     let source = super::caller::source();
     let Some(wait) = d.throttle().admit(user, source, Instant::now()) else {
         return Err(refused());

@@ -365,6 +365,19 @@ impl Daemon {
                     .push(cert.fingerprint_sha256.clone());
             }
         }
+        // A member that joined by the master's name (not the address the
+        // pool records) dials that name: it must show the master's
+        // certificate too.
+        if let Role::Member { master_address } = self.role() {
+            let master = model
+                .pool()
+                .and_then(|(_, p)| model.get::<xapi_proto::records::HostRecord>(&p.master));
+            if let Some(master) = master.filter(|m| m.address != master_address) {
+                if let Some(fps) = pins.get(&master.address).cloned() {
+                    pins.insert(master_address, fps);
+                }
+            }
+        }
         drop(model);
         self.peers.pin_all(pins);
     }
