@@ -45,14 +45,7 @@ pub async fn power_state_reset(d: &Arc<Daemon>, args: &Args) -> Result<Value, Ap
 /// `host.declare_dead(session, host)`: record every VM the host ran
 /// halted, and disable the host.
 pub async fn declare_dead(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
-    args.exactly(2)?;
-    let (host_ref, host) = {
-        let m = d.model();
-        args.reference::<HostRecord>(1, &Txn::new(&m))?
-    };
-    if alive(d, &host_ref, &host).await {
-        return Err(ApiError::new(codes::HOST_IS_LIVE, vec![host_ref]));
-    }
+    let (host_ref, _) = dead_host(d, args).await?;
     d.write(|txn| {
         let resident: Vec<String> = txn
             .all::<VmRecord>()
@@ -76,14 +69,7 @@ pub async fn declare_dead(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiErro
 /// certificate go with it; its SRs stay (a shared one has other hosts'
 /// PBDs; a local one is reported by `sr-list` without a host, as XAPI's).
 pub async fn destroy(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
-    args.exactly(2)?;
-    let (host_ref, host) = {
-        let m = d.model();
-        args.reference::<HostRecord>(1, &Txn::new(&m))?
-    };
-    if alive(d, &host_ref, &host).await {
-        return Err(ApiError::new(codes::HOST_IS_LIVE, vec![host_ref]));
-    }
+    let (host_ref, host) = dead_host(d, args).await?;
     if d.ha_enabled() {
         return Err(ApiError::bare(codes::HA_IS_ENABLED));
     }
@@ -120,6 +106,21 @@ pub async fn destroy(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     .await?;
     tracing::warn!(host = %host.uuid, name = %host.name_label, "host forgotten");
     Ok(json!(""))
+}
+
+/// The host a `(session, host)` call names, refused with `HOST_IS_LIVE`
+/// while it is alive (or is this host): what `declare_dead` and `destroy`
+/// both ask first.
+async fn dead_host(d: &Daemon, args: &Args) -> Result<(String, HostRecord), ApiError> {
+    args.exactly(2)?;
+    let (host_ref, host) = {
+        let m = d.model();
+        args.reference::<HostRecord>(1, &Txn::new(&m))?
+    };
+    if alive(d, &host_ref, &host).await {
+        return Err(ApiError::new(codes::HOST_IS_LIVE, vec![host_ref]));
+    }
+    Ok((host_ref, host))
 }
 
 /// XAPI's checks before a reset: never a control domain; a running or
