@@ -68,20 +68,6 @@ pub fn read_global(io: &Gate, path: &Path) -> std::io::Result<Option<Global>> {
     })
 }
 
-/// One statefile cycle: write this host's slot (and the global block when
-/// given), then read the whole file for `hosts` hosts.
-pub fn cycle(
-    io: &Gate,
-    path: &Path,
-    slot: &Slot,
-    global: Option<&Global>,
-    hosts: usize,
-) -> std::io::Result<StatefileRead> {
-    io.storage()?;
-    let f = OpenOptions::new().read(true).write(true).open(path)?;
-    cycle_on(&f, slot, global, hosts)
-}
-
 fn cycle_on(f: &File, slot: &Slot, global: Option<&Global>, hosts: usize) -> std::io::Result<StatefileRead> {
     let len = f.metadata()?.len();
     if len < STATEFILE_SIZE as u64 {
@@ -110,7 +96,9 @@ fn cycle_on(f: &File, slot: &Slot, global: Option<&Global>, hosts: usize) -> std
 pub struct Held(Arc<Mutex<Option<File>>>);
 
 impl Held {
-    /// [`cycle`] on the held file.
+    /// One statefile cycle on the held file: write this host's slot (and
+    /// the global block when given), then read the whole file for `hosts`
+    /// hosts.
     pub fn cycle(
         &self,
         io: &Gate,
@@ -164,7 +152,7 @@ mod tests {
         let path = dir.path().join(STATEFILE_NAME);
         let io = Gate::open();
         prepare(&io, &path, 7).unwrap();
-        let read = cycle(&io, &path, &slot(1, 5), None, 3).unwrap();
+        let read = Held::default().cycle(&io, &path, &slot(1, 5), None, 3).unwrap();
         assert_eq!(
             read.global.map(|g| (g.pool_state, g.generation)),
             Some((PoolState::Init, 7))
@@ -174,11 +162,11 @@ mod tests {
         // A flipped byte in host 1's slot.
         let f = OpenOptions::new().write(true).open(&path).unwrap();
         f.write_all_at(&[0x55], codec::slot_offset(1) as u64 + 20).unwrap();
-        let read = cycle(&io, &path, &slot(0, 1), None, 3).unwrap();
+        let read = Held::default().cycle(&io, &path, &slot(0, 1), None, 3).unwrap();
         assert_eq!(read.slots[1], SlotRead::Corrupt);
         // A new generation clears the slots.
         prepare(&io, &path, 8).unwrap();
-        let read = cycle(&io, &path, &slot(2, 1), None, 3).unwrap();
+        let read = Held::default().cycle(&io, &path, &slot(2, 1), None, 3).unwrap();
         assert_eq!(read.slots[0], SlotRead::Empty);
         assert_eq!(read.global.map(|g| g.generation), Some(8));
     }
@@ -188,9 +176,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(STATEFILE_NAME);
         let io = Gate::open();
-        assert!(cycle(&io, &path, &slot(0, 1), None, 1).is_err());
+        assert!(Held::default().cycle(&io, &path, &slot(0, 1), None, 1).is_err());
         std::fs::write(&path, b"short").unwrap();
-        assert!(cycle(&io, &path, &slot(0, 1), None, 1).is_err());
+        assert!(Held::default().cycle(&io, &path, &slot(0, 1), None, 1).is_err());
     }
 
     #[test]
@@ -202,7 +190,7 @@ mod tests {
         let before = std::fs::read(&path).unwrap();
         crate::io::set(dir.path(), crate::io::Fault::Storage, true).unwrap();
         std::thread::sleep(crate::io::REFRESH + std::time::Duration::from_millis(10));
-        let e = cycle(&io, &path, &slot(0, 1), None, 1).unwrap_err();
+        let e = Held::default().cycle(&io, &path, &slot(0, 1), None, 1).unwrap_err();
         assert_eq!(e.to_string(), "I/O error: the host's storage is cut");
         assert!(prepare(&io, &path, 8).is_err() && read_global(&io, &path).is_err());
         assert_eq!(std::fs::read(&path).unwrap(), before);
