@@ -11,6 +11,7 @@ mod conn;
 mod error;
 mod fields;
 mod help;
+mod manpage;
 mod params;
 mod printer;
 mod progress;
@@ -69,6 +70,11 @@ fn run() -> i32 {
             return 0;
         }
         // Writes docs/cli.md.
+        // Writes dist/man/xe.1.
+        Some("__man") => {
+            print!("{}", manpage::page(&commands::table()));
+            return 0;
+        }
         Some("__reference") => {
             print!("{}", reference::markdown(&commands::table()));
             return 0;

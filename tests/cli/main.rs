@@ -48,3 +48,5 @@ mod chaos;
 mod membership;
 // Running as a system service: the systemd unit, readiness by sd_notify.
 mod service;
+// The Debian packages and the manual pages (issue 21).
+mod package;

@@ -35,6 +35,9 @@ enum Command {
         #[arg(long)]
         reset_machine: bool,
     },
+    /// Print this manual page (roff) to standard output: `dist/man/xapid.8`.
+    #[command(hide = true, name = "__man")]
+    Man,
     /// Run a pool of several hosts on this machine (the `xapid-lab`
     /// program installed next to xapid; `xapid lab --help` for its options).
     #[command(disable_help_flag = true)]
@@ -275,6 +278,67 @@ fn merge_file(args: &mut ServeArgs, sub: &clap::ArgMatches) -> Result<Vec<(Strin
     ])
 }
 
+/// `xapid(8)`: the program and its subcommands, then `xapid serve`'s
+/// settings (each a flag, a `POOL_HA_*` variable and a settings-file key),
+/// from the same clap definitions that parse them.
+fn man_page() -> Result<String> {
+    use clap::CommandFactory;
+    let cmd = Cli::command();
+    let serve = cmd
+        .find_subcommand("serve")
+        .cloned()
+        .context("xapid has a serve subcommand")?;
+    let man = clap_mangen::Man::new(cmd.clone()).section("8");
+    let mut out = Vec::new();
+    man.render_title(&mut out)?;
+    man.render_name_section(&mut out)?;
+    man.render_synopsis_section(&mut out)?;
+    out.extend_from_slice(MAN_BODY.as_bytes());
+    clap_mangen::Man::new(serve).render_options_section(&mut out)?;
+    out.extend_from_slice(MAN_TAIL.as_bytes());
+    man.render_version_section(&mut out)?;
+    String::from_utf8(out).context("the manual page is UTF-8")
+}
+
+const MAN_BODY: &str = r#".SH DESCRIPTION
+\fBxapid\fR runs on every host of a pool\-ha pool. The pool master keeps the
+pool database and serves XAPI's API (HTTPS: JSON\-RPC and XML\-RPC) to
+\fBxe\fR(1) and other clients; every host runs its guests and the HA agent
+(heartbeats, the statefile, the liveset, self\-fencing, master election).
+Under systemd it runs as \fBxapid.service\fR.
+.SH COMMANDS
+.TP
+.B xapid serve \fR[\fIoptions\fR]
+Run this host. Each setting under OPTIONS is a flag, a \fBPOOL_HA_*\fR
+environment variable (where one is named) and a key of the settings file
+\fI/etc/pool\-ha/xapid.toml\fR (the flag without its leading dashes), in that
+order of precedence. \fB\-\-check\-config\fR prints the effective settings and
+where each came from.
+.TP
+.B xapid lab \fR[\fIargs\fR]
+Run a pool of several hosts on this machine, for trying pool\-ha out and for
+its tests (the \fBxapid\-lab\fR program; \fBxapid lab \-\-help\fR).
+"#;
+
+const MAN_TAIL: &str = r#".SH FILES
+.TP
+.I /etc/pool\-ha/xapid.toml
+The settings file.
+.TP
+.I /etc/default/xapid
+\fBXAPID_ARGS\fR for the systemd unit.
+.TP
+.I /var/lib/xapid
+The data directory (0700): the pool database \fIpool.db\fR (0600), this
+host's TLS key and certificate, the local SR.
+.SH EXIT STATUS
+0 on a clean stop; 2 for unusable settings; 86 after a self\-fence, so that
+systemd (\fBRestart=always\fR) starts the host again after the unit's delay.
+.SH "SEE ALSO"
+.BR xe (1),
+.BR systemd.service (5)
+"#;
+
 fn main() -> Result<()> {
     use clap::{CommandFactory, FromArgMatches};
     let matches = Cli::command().get_matches();
@@ -284,6 +348,10 @@ fn main() -> Result<()> {
         Command::Serve(args) => *args,
         Command::Guard { reset_machine } => {
             pool_master::driver::qemu::guard::run(reset_machine);
+            return Ok(());
+        }
+        Command::Man => {
+            print!("{}", man_page()?);
             return Ok(());
         }
     };
