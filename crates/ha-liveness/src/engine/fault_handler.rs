@@ -441,17 +441,24 @@ impl Engine {
         // A peer across a split is one seen writing its slot during this
         // round while not heard: a host that died before the round began
         // stays in the sfdomain for a while but decides nothing.
+        //
+        // Nor is a joiner whose slot says it is starting and not arming
+        // (rule J): members took it into their liveset on its join request
+        // and ignore its heartbeats until it arms, so it looks cut off on
+        // the network, but it is not armed and decides nothing; once this
+        // round shows on the statefile it cannot arm until the round ends
+        // (rule I), and while it might, the consistent-view step waits.
         let started = self.fh.as_ref().map_or(now, |f| f.started);
-        let split = self
+        let across = self
             .current
             .and(self.sfdomain)
             .minus(self.hbdomain)
-            .iter()
-            .any(|i| self.obs[i].last_sf.is_some_and(|t| t >= started));
+            .minus(self.unarmed_joiners());
+        let split = across.iter().any(|i| self.obs[i].last_sf.is_some_and(|t| t >= started));
         let failed = self.failed_members(now);
         let phase = self.phase;
         let armed = self.armed && self.trouble_since.is_some();
-        let sf_only = !self.current.and(self.sfdomain).is_subset(self.hbdomain);
+        let sf_only = !across.is_empty();
         let Some(fh) = &mut self.fh else { return };
         fh.split_seen |= split;
         fh.sf_only_seen |= sf_only;
@@ -469,6 +476,14 @@ impl Engine {
         ));
     }
 
+    /// Hosts whose latest slot says they are starting and not arming:
+    /// joiners that have not armed, whatever the members' livesets say.
+    pub(super) fn unarmed_joiners(&self) -> HostSet {
+        (0..self.n)
+            .filter(|&i| i != self.cfg.me && self.obs[i].slot.is_some_and(|s| s.starting && !s.arming))
+            .collect()
+    }
+
     pub(super) fn peer_phase_hb(&self, i: usize) -> Option<Phase> {
         self.obs[i].peer.as_ref().map(|p| p.hb.view.phase)
     }
@@ -478,11 +493,13 @@ impl Engine {
     /// network split run their own rendezvous and may be ahead) or is not
     /// in a fault handler yet.
     ///
-    /// A peer silent on the network for [`Engine::suspect_after`] whose
-    /// slot is still fresh is not waited for: it died or its packets stopped
-    /// during this round, this round keeps it (it is in both domains of the
-    /// snapshot or will be), and the next round judges it on the clock of
-    /// its own notice.
+    /// A peer silent on the network for [`Engine::suspect_after`] is not
+    /// waited for (rule R): it died or its packets stopped during this
+    /// round. With its slot fresh this round keeps it (it is in both
+    /// domains of the snapshot or will be), and the next round judges it on
+    /// the clock of its own notice; without, the round judges it as the
+    /// storage-lost peer it is, rather than waiting out T1 for its last
+    /// heartbeat (ha-sim 241404195).
     pub(super) fn rendezvous(&self, now: Millis, p1: Phase, p2: Phase, on_sf: bool) -> bool {
         let exact = |ph: Option<Phase>| ph.is_some_and(|ph| ph == p1 || ph == p2);
         let reached = |ph: Option<Phase>| ph.is_some_and(|ph| ph >= p1 || !ph.in_fault_handler());
@@ -491,10 +508,9 @@ impl Engine {
         // own slot fresh: a host with slow I/O reads old phases.
         let holder = self.sfdomain.contains(self.cfg.me);
         self.current.iter().filter(|&i| i != self.cfg.me).all(|i| {
-            let silent = self.sfdomain.contains(i)
-                && self.obs[i]
-                    .last_hb
-                    .is_none_or(|t| now.saturating_sub(t) >= self.suspect_after());
+            let silent = self.obs[i]
+                .last_hb
+                .is_none_or(|t| now.saturating_sub(t) >= self.suspect_after());
             let hb_ok = !self.hbdomain.contains(i) || silent || exact(self.peer_phase_hb(i));
             let sf_only = self.sfdomain.contains(i) && !self.hbdomain.contains(i);
             let sf_ok = !on_sf || !sf_only || !holder || reached(self.obs[i].slot.map(|s| s.view.phase));
