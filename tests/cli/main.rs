@@ -50,3 +50,5 @@ mod membership;
 mod service;
 // The Debian packages and the manual pages (issue 21).
 mod package;
+// docs/deploy.md, run as written on three hosts (issue 21).
+mod deploy;
