@@ -46,5 +46,7 @@ mod recovery;
 mod chaos;
 // Pool membership: the checks a join must pass.
 mod membership;
+// Alerts by mail and webhook on a power pull; the audit log.
+mod alerts;
 // Running as a system service: the systemd unit, readiness by sd_notify.
 mod service;
