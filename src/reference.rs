@@ -144,6 +144,11 @@ pool when they are set: the pool's settings, `xe` and the audit log show
 and `X-Pool-HA-Attempt`. A failed delivery is tried up to 5 times, 1, 2, 4
 and 8 s apart; every attempt is listed by `xe alert-delivery-list`.
 
+`xe message-list` filters as xe's (`priority=1`, `name=HA_HOST_FAILED`);
+pool-ha adds `since=<RFC 3339 time>`: only the messages stamped after it
+(`message.get_since`). `xe message-destroy uuid=` (or `uuids=a,b`) and
+`xe message-destroy-all [before=] [after=] [priority=]` are XAPI's.
+
 ## Audit
 
 Every state-changing call an admin makes (not the `get_*` reads, `event.*`

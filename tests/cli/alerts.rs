@@ -366,3 +366,94 @@ fn state_changing_calls_are_audited_with_passwords_masked() {
     );
     assert_eq!(lab.xe(&["audit-list", "limit=0"]).code, 1);
 }
+
+/// A pool message made through the API (xe has no message-create here).
+fn create_message(lab: &Lab, session: &serde_json::Value, name: &str, priority: i64) {
+    let pool = lab.xe_min(&["pool-list", "params=uuid"]);
+    let r = lab.call(
+        1,
+        "message.create",
+        serde_json::json!([session, name, priority, "Pool", pool, "made by the test"]),
+    );
+    assert!(r.get("result").is_some(), "{r}");
+}
+
+#[test]
+fn messages_are_listed_by_priority_and_time_and_destroyed_as_xe_does() {
+    let lab = Lab::start(1, 0);
+    let login = lab.call(1, "session.login_with_password", serde_json::json!(["root", PASSWORD]));
+    let session = login["result"].clone();
+    create_message(&lab, &session, "OLD_URGENT", 1);
+    create_message(&lab, &session, "OLD_INFO", 5);
+    let old_stamp = lab.xe_min(&["message-list", "name=OLD_URGENT", "params=timestamp"]);
+    // The next second on the wall clock: stamps are to the second.
+    assert!(wait_for(Duration::from_secs(3), || now_s() >= epoch_of(&old_stamp) + 1.0));
+    create_message(&lab, &session, "NEW_INFO", 5);
+    let names = |args: &[&str]| -> Vec<String> {
+        let mut a = vec!["message-list", "params=name"];
+        a.extend_from_slice(args);
+        let mut n: Vec<String> = lab
+            .xe_min(&a)
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
+        n.sort();
+        n
+    };
+    // xe's filters: a field's value, exactly.
+    assert_eq!(names(&["priority=1"]), ["OLD_URGENT"]);
+    assert_eq!(names(&["priority=5"]), ["NEW_INFO", "OLD_INFO"]);
+    // pool-ha's since=: stamped after the time (message.get_since).
+    assert_eq!(names(&[&format!("since={old_stamp}")]), ["NEW_INFO"]);
+    assert_eq!(
+        names(&[&format!("since={old_stamp}"), "priority=1"]),
+        Vec::<String>::new()
+    );
+    assert_eq!(names(&["since=2000-01-01T00:00:00Z"]).len(), 3);
+    let bad = lab.xe(&["message-list", "since=yesterday"]);
+    assert_eq!(bad.code, 1);
+    assert!(
+        bad.stderr.contains("Invalid timestamp format for 'since'"),
+        "{}",
+        bad.stderr
+    );
+
+    // message-destroy: uuid= or uuids=, as xe.
+    let r = lab.xe(&["message-destroy"]);
+    assert!(
+        r.code == 1 && r.stderr.contains("Need one of uuid, uuids"),
+        "{}",
+        r.stderr
+    );
+    let r = lab.xe(&["message-destroy", "uuid=nope"]);
+    assert!(
+        r.code == 1 && r.stderr.contains("uuid you supplied was invalid"),
+        "{}",
+        r.stderr
+    );
+    let urgent = lab.xe_min(&["message-list", "name=OLD_URGENT", "params=uuid"]);
+    lab.xe_ok(&["message-destroy", &format!("uuid={urgent}")]);
+    assert_eq!(names(&[]), ["NEW_INFO", "OLD_INFO"]);
+    // message-destroy-all: before=, after=, priority=, checked by xe first.
+    let r = lab.xe(&["message-destroy-all", "before=soon"]);
+    assert!(
+        r.code == 1 && r.stderr.contains("invalid timestamp format for 'before'"),
+        "{}",
+        r.stderr
+    );
+    lab.xe_ok(&["message-destroy-all", "priority=5", &format!("before={old_stamp}")]);
+    assert_eq!(
+        names(&[]),
+        ["NEW_INFO", "OLD_INFO"],
+        "OLD_INFO is not before its own second"
+    );
+    lab.xe_ok(&["message-destroy-all", "priority=5", &format!("after={old_stamp}")]);
+    assert_eq!(names(&[]), ["OLD_INFO"]);
+    let info = lab.xe_min(&["message-list", "params=uuid"]);
+    lab.xe_ok(&["message-destroy", &format!("uuids={info}")]);
+    assert!(names(&[]).is_empty());
+    // And every destroy is in the audit log.
+    let audit = lab.xe_ok(&["audit-list", "method=message.destroy_many", "--minimal"]);
+    assert_eq!(audit.trim().split(',').count(), 2, "{audit}");
+}
