@@ -215,6 +215,7 @@ pub const SWITCHES: &[&str] = &[
     "auto-enable",
     "copy",
     "compress",
+    "watch",
 ];
 
 /// Parameters that are counts wherever a command takes them.

@@ -48,5 +48,7 @@ mod chaos;
 mod membership;
 // Alerts by mail and webhook on a power pull; the audit log.
 mod alerts;
+// xe pool-ha-status --watch: redrawn on changes, stopped by Ctrl-C.
+mod watch;
 // Running as a system service: the systemd unit, readiness by sd_notify.
 mod service;
