@@ -62,6 +62,16 @@ impl<'c> Records<'c> {
         Ok(&self.cache[class])
     }
 
+    /// Take `records` (a map from reference to record) as the class's
+    /// records for this command (a subset, such as `message.get_since`'s).
+    pub fn preload(&mut self, class: &str, records: Value) {
+        let map = match records {
+            Value::Object(m) => m.into_iter().map(|(k, v)| (k, Rc::new(v))).collect(),
+            _ => BTreeMap::new(),
+        };
+        self.cache.insert(class.to_string(), map);
+    }
+
     fn get(&mut self, class: &str, r: &str) -> Result<Option<Rc<Value>>, XeError> {
         Ok(self.all(class)?.get(r).cloned())
     }

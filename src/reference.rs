@@ -45,6 +45,10 @@ pub fn example(spec: &Spec) -> String {
         "pool-ha-compute-vm-failover-plan" => "xe pool-ha-compute-vm-failover-plan host-uuids=<uuid>,<uuid>",
         "pool-ha-disable" => "xe pool-ha-disable",
         "pool-ha-status" => "xe pool-ha-status --format json",
+        "audit-list" => "xe audit-list limit=20 user=root",
+        "alert-delivery-list" => "xe alert-delivery-list outcome=failed",
+        "message-destroy" => "xe message-destroy uuid=$(xe message-list name=HA_HOST_FAILED --minimal | cut -d, -f1)",
+        "message-destroy-all" => "xe message-destroy-all before=2025-01-01T00:00:00Z priority=5",
         "pool-ha-enable" => "xe pool-ha-enable heartbeat-sr-uuids=<sr uuid> ha-config:timeout=30",
         "pool-join" => "xe pool-join master-address=10.0.0.1 master-username=root master-password=secret",
         "sr-create" => "xe sr-create name-label=shared type=dir shared=true device-config:location=/srv/pool-sr",
@@ -106,6 +110,52 @@ Progress bars (`host-evacuate`, `pool-ha-enable`) and questions
 (`vm-shutdown` of a protected VM, `host-disable` lowering the failures to
 tolerate) appear only when stdin and stderr are a terminal. Scripts answer
 questions with flags: `--force`, `lower-ntol=true`.
+
+## Alerts
+
+The master delivers each new pool message (`xe message-list`) whose
+priority is at most a target's threshold (1 is the most urgent, 5
+information) to the targets the pool's `other-config` names:
+
+| key | meaning |
+|---|---|
+| `mail-destination` | XAPI's: where mail goes (addresses, comma separated); mail is on when it is set |
+| `ssmtp-mailhub` | XAPI's: the SMTP server, `host[:port]` (port 25 by default) |
+| `mail-min-priority` | XAPI's: mail messages of this priority or more urgent (default 3) |
+| `mail-sender` | XAPI's: the From address (default `noreply@<host name>`) |
+| `ssmtp-usestarttls`, `ssmtp-usetls` | `YES`: STARTTLS, or TLS from the first byte (default: plain SMTP, as ssmtp) |
+| `ssmtp-authuser`, `ssmtp-authpass` | a login at the SMTP server; the password is a secret (below) |
+| `pool-ha-webhook-url` | pool-ha's: an `http://` or `https://` URL to POST each message to, as JSON |
+| `pool-ha-webhook-secret` | pool-ha's: the shared key of the body's HMAC-SHA256 signature, header `X-Pool-HA-Signature: sha256=<hex>`; required (nothing is sent unsigned); a secret |
+| `pool-ha-webhook-min-priority` | pool-ha's: the webhook's threshold (default 3) |
+
+```sh
+xe pool-param-set uuid=$(xe pool-list --minimal) other-config:mail-destination=ops@example.com \
+    other-config:ssmtp-mailhub=mail.example.com:25 other-config:mail-min-priority=2
+xe pool-param-set uuid=$(xe pool-list --minimal) other-config:pool-ha-webhook-url=https://hooks.example.com/pool \
+    other-config:pool-ha-webhook-secret="$(cat webhook.key)"
+```
+
+Secrets (`pool-ha-webhook-secret`, `ssmtp-authpass`) are sealed by the
+pool when they are set: the pool's settings, `xe` and the audit log show
+`sealed1:...` or `(secret)`, never the value. The webhook's body holds
+`uuid`, `name`, `priority`, `class`, `obj_uuid`, `timestamp`, `body`,
+`pool_uuid`, `pool_name`; headers `X-Pool-HA-Message` (the message's uuid)
+and `X-Pool-HA-Attempt`. A failed delivery is tried up to 5 times, 1, 2, 4
+and 8 s apart; every attempt is listed by `xe alert-delivery-list`.
+
+`xe message-list` filters as xe's (`priority=1`, `name=HA_HOST_FAILED`);
+pool-ha adds `since=<RFC 3339 time>`: only the messages stamped after it
+(`message.get_since`). `xe message-destroy uuid=` (or `uuids=a,b`) and
+`xe message-destroy-all [before=] [after=] [priority=]` are XAPI's.
+
+## Audit
+
+Every state-changing call an admin makes (not the `get_*` reads, `event.*`
+or calls between hosts) is logged by the host that serves it, with the
+session's user, the method, its arguments (passwords and secrets shown as
+`(secret)`) and the result, in its log and in its newest 10,000 rows of
+`xe audit-list`. Logins are audited, failed ones too.
 
 ## Commands
 "#;

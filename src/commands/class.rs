@@ -1,5 +1,7 @@
 //! The generated commands of a class: `<class>-list`, `-param-list`,
-//! `-param-get`, `-param-set`.
+//! `-param-get`, `-param-set`. `message-list` also takes pool-ha's
+//! `since=<time>`: only the messages stamped after it (`message.get_since`),
+//! then the filters as usual.
 
 use serde_json::{json, Value};
 
@@ -22,6 +24,10 @@ pub fn generated(class: &'static Class) -> Vec<Spec> {
         .map(|f| format!("{}:contains", f.name))
         .collect();
     list_optn.extend(set_names.iter().map(String::as_str));
+    if class.cli == "message" {
+        // pool-ha: the messages after a time (`message.get_since`).
+        list_optn.push("since");
+    }
     let list = make_spec(
         &format!("{}-list", class.cli),
         &[],
@@ -113,7 +119,16 @@ pub fn generated(class: &'static Class) -> Vec<Spec> {
 /// `<class>-list [params=a,b|all] [--all] [filters]`.
 pub fn list(ctx: &mut Ctx, class: &'static Class) -> Result<(), XeError> {
     let show_all = ctx.flag("all")?;
-    let consumed = ["params", "all", "minimal"];
+    let consumed = ["params", "all", "minimal", "since"];
+    if let (true, Some(since)) = (class.cli == "message", ctx.param("since").map(str::to_string)) {
+        if !super::message::is_time(&since) {
+            return Err(XeError::cli(
+                "Invalid timestamp format for 'since' (expected RFC3339, for example, 2025-01-01T00:00:00Z)",
+            ));
+        }
+        let newer = ctx.records.conn.call("message.get_since", vec![json!(since)])?;
+        ctx.records.preload(class.wire, newer);
+    }
     let selected = if show_all {
         ctx.records
             .all(class.wire)?

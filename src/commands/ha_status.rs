@@ -5,31 +5,103 @@
 //! where it runs and where it would restart, and the latest HA events.
 //! Pointed at a member, it answers with that host's own view, which is
 //! what is left to look at when the master is gone. `--format json` prints
-//! the whole answer.
+//! the whole answer; `--watch` draws it again at every change (`event.from`)
+//! until Ctrl-C.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use super::{make_formatted, make_local, make_spec, Ctx, Handler, Spec};
 use crate::error::XeError;
 use crate::fields::scalar_text;
-use crate::printer::Format;
+use crate::printer::{Format, Out};
 
 pub fn commands() -> Vec<Spec> {
     vec![make_formatted(make_local(make_spec(
         "pool-ha-status",
         &[],
-        &[],
-        "Show HA on one screen as the host xe talks to sees it: the liveset, each host's heartbeats and statefile slot, the master, the failover plan, the protected VMs and where they would restart, and the latest HA events (a pool-ha extra; --format json for scripts).",
+        &["watch"],
+        "Show HA on one screen as the host xe talks to sees it: the liveset, each host's heartbeats and statefile slot, the master, the failover plan, the protected VMs and where they would restart, and the latest HA events (a pool-ha extra; --format json for scripts; --watch draws it again at every change of the pool, at least every 10 s, until Ctrl-C).",
         Handler::Run(status),
     )))]
 }
 
 fn status(ctx: &mut Ctx) -> Result<(), XeError> {
+    if ctx.flag("watch")? {
+        if ctx.format == Format::Json {
+            return Err(XeError::cli(
+                "--watch draws the screen for people: not with --format json",
+            ));
+        }
+        return watch(ctx);
+    }
     let s = ctx.records.conn.call("host.get_ha_status", vec![])?;
     if ctx.format == Format::Json {
         ctx.out.json(&s);
         return Ok(());
     }
+    draw(ctx.out, &s);
+    Ok(())
+}
+
+/// The classes whose changes redraw the screen.
+const WATCHED: &[&str] = &["pool", "host", "VM", "message"];
+
+/// The longest wait for a change before the screen is drawn again anyway
+/// (heartbeat ages move without events).
+const REFRESH: Duration = Duration::from_secs(10);
+
+/// `--watch`: draw, wait for a change of the pool (`event.from`, at most
+/// [`REFRESH`]), draw again, until Ctrl-C (or an error). A member, which
+/// serves no `event.from`, is polled every 2 s instead. At most two draws
+/// a second. On a terminal each draw replaces the last; otherwise draws
+/// follow each other.
+fn watch(ctx: &mut Ctx) -> Result<(), XeError> {
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let mut token = String::new();
+    let mut events = true;
+    loop {
+        let s = ctx.records.conn.call("host.get_ha_status", vec![])?;
+        let mut out = Out::new(false);
+        draw(&mut out, &s);
+        let mut stdout = std::io::stdout().lock();
+        let clear = if terminal { "\x1b[H\x1b[2J" } else { "" };
+        // A closed stdout (the reader went away) ends the watch.
+        if writeln!(stdout, "{clear}{}", out.finish())
+            .and_then(|()| stdout.flush())
+            .is_err()
+        {
+            return Ok(());
+        }
+        drop(stdout);
+        let since = Instant::now();
+        if events {
+            let classes: Vec<Value> = WATCHED.iter().map(|c| Value::from(*c)).collect();
+            match ctx.records.conn.call(
+                "event.from",
+                vec![
+                    Value::Array(classes),
+                    Value::from(token.clone()),
+                    Value::from(REFRESH.as_secs_f64()),
+                ],
+            ) {
+                Ok(batch) => token = batch["token"].as_str().unwrap_or_default().to_string(),
+                Err(_) => events = false,
+            }
+        }
+        let least = if events {
+            Duration::from_millis(500)
+        } else {
+            Duration::from_secs(2)
+        };
+        std::thread::sleep(least.saturating_sub(since.elapsed()));
+    }
+}
+
+/// HA on one screen.
+fn draw(out: &mut Out, s: &Value) {
     let text = |v: &Value| match v {
         Value::Null => "-".to_string(),
         other => scalar_text(other),
@@ -108,7 +180,7 @@ fn status(ctx: &mut Ctx) -> Result<(), XeError> {
             "not overcommitted"
         }
     ));
-    ctx.out.list(lines);
+    out.list(lines);
 
     let age = |v: &Value| {
         v.as_u64()
@@ -140,11 +212,11 @@ fn status(ctx: &mut Ctx) -> Result<(), XeError> {
                 .collect()
         })
         .unwrap_or_default();
-    ctx.out.list(vec![
+    out.list(vec![
         String::new(),
         "Hosts (heartbeats and slots as this host sees them):".into(),
     ]);
-    ctx.out.grid(
+    out.grid(
         [
             "host",
             "live",
@@ -176,11 +248,11 @@ fn status(ctx: &mut Ctx) -> Result<(), XeError> {
                 .collect()
         })
         .unwrap_or_default();
-    ctx.out.list(vec![String::new(), "Protected VMs:".into()]);
+    out.list(vec![String::new(), "Protected VMs:".into()]);
     if vms.is_empty() {
-        ctx.out.list(vec!["  none".into()]);
+        out.list(vec!["  none".into()]);
     } else {
-        ctx.out.grid(
+        out.grid(
             [
                 "VM",
                 "priority",
@@ -210,11 +282,10 @@ fn status(ctx: &mut Ctx) -> Result<(), XeError> {
                 .collect()
         })
         .unwrap_or_default();
-    ctx.out.list(vec![String::new(), "Latest HA events:".into()]);
-    ctx.out.list(if recent.is_empty() {
+    out.list(vec![String::new(), "Latest HA events:".into()]);
+    out.list(if recent.is_empty() {
         vec!["  none".into()]
     } else {
         recent
     });
-    Ok(())
 }

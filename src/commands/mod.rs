@@ -9,6 +9,8 @@ mod ha;
 mod ha_admin;
 mod ha_status;
 mod host;
+mod journal;
+mod message;
 mod pool;
 mod vm;
 
@@ -178,6 +180,8 @@ pub fn table() -> Vec<Spec> {
     t.extend(ha_admin::commands());
     t.extend(ha_status::commands());
     t.extend(host::commands());
+    t.extend(message::commands());
+    t.extend(journal::commands());
     t.sort_by(|a, b| a.name.cmp(&b.name));
     t
 }
@@ -211,6 +215,7 @@ pub const SWITCHES: &[&str] = &[
     "auto-enable",
     "copy",
     "compress",
+    "watch",
 ];
 
 /// Parameters that are counts wherever a command takes them.

@@ -14,7 +14,7 @@ use crate::util::run_xe;
 
 /// Commands where this pool adds parameters, each with its reason.
 /// Commands of pool-ha's own, not in XAPI's table.
-const OURS: &[&str] = &["pool-ha-status"];
+const OURS: &[&str] = &["pool-ha-status", "audit-list", "alert-delivery-list"];
 
 const EXTENSIONS: &[(&str, &[&str], &str)] = &[
     (

@@ -46,6 +46,10 @@ mod recovery;
 mod chaos;
 // Pool membership: the checks a join must pass.
 mod membership;
+// Alerts by mail and webhook on a power pull; the audit log.
+mod alerts;
+// xe pool-ha-status --watch: redrawn on changes, stopped by Ctrl-C.
+mod watch;
 // Running as a system service: the systemd unit, readiness by sd_notify.
 mod service;
 // The Debian packages and the manual pages (issue 21).

@@ -6,7 +6,8 @@
 //! `(ref, uuid, record)` rows, the record as JSON. `meta` holds the
 //! generation; `local` holds what belongs to this host alone and is never
 //! replicated (its identity, its role, the pool secret); `user` holds
-//! password hashes. The schema version is SQLite's `user_version`, and
+//! password hashes; `audit` and `delivery` are this host's journal
+//! ([`crate::journal`]), never replicated either. The schema version is SQLite's `user_version`, and
 //! [`MIGRATIONS`] brings an older file up to date inside one transaction.
 
 use std::path::Path;
@@ -33,6 +34,17 @@ const MIGRATIONS: &[&str] = &[
 "#,
     r#"
     CREATE TABLE certificate (ref TEXT PRIMARY KEY, uuid TEXT NOT NULL UNIQUE, record TEXT NOT NULL);
+"#,
+    // The journal of this host (crate::journal): never replicated.
+    r#"
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, at_ms INTEGER NOT NULL, user TEXT NOT NULL,
+        method TEXT NOT NULL, args TEXT NOT NULL, result TEXT NOT NULL);
+    CREATE TABLE delivery (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, at_ms INTEGER NOT NULL, message_uuid TEXT NOT NULL,
+        message_name TEXT NOT NULL, target TEXT NOT NULL, attempt INTEGER NOT NULL,
+        outcome TEXT NOT NULL, detail TEXT NOT NULL);
+    CREATE INDEX delivery_message ON delivery (message_uuid);
 "#,
 ];
 

@@ -25,7 +25,11 @@
 //! - [`auth`], [`sessions`]: passwords and sessions; [`throttle`]: the
 //!   throttle on password guessing; [`logging`]: log
 //!   output of xapid and xapid-lab.
+//! - [`alerts`]: pool messages delivered by mail and webhook (on the
+//!   master); [`journal`]: this host's audit log and delivery record;
+//!   [`secrets`]: sealed secret settings, and secrets masked in the audit.
 
+pub mod alerts;
 pub mod api;
 pub mod auth;
 pub mod clock;
@@ -39,6 +43,7 @@ pub mod guests;
 pub mod ha;
 pub mod hostops;
 pub mod io;
+pub mod journal;
 pub mod lease;
 pub mod listener;
 pub mod logging;
@@ -51,6 +56,7 @@ pub mod peers;
 pub mod planning;
 pub mod reserve;
 pub mod scrape;
+pub mod secrets;
 pub mod server;
 pub mod sessions;
 pub mod storage_probe;

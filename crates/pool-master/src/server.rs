@@ -258,6 +258,7 @@ pub async fn serve(
     crate::failover::leases::spawn_lab_storage_watch(d.clone());
     crate::guests::spawn(d.clone());
     crate::storage_probe::spawn(d.clone());
+    crate::alerts::spawn(d.clone());
     let (limits, nofile) = crate::listener::Limits::for_this_process();
     tracing::info!(
         total = limits.total,

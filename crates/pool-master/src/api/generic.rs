@@ -4,6 +4,9 @@
 //! `get_by_uuid`, `get_by_name_label`, `get_<field>`, `set_<field>`,
 //! `add_to_<map>` and `remove_from_<map>`, `add_<set>` and `remove_<set>`.
 //!
+//! The pool's secret `other_config` settings (`crate::secrets`) are sealed
+//! before they are written, whichever setter writes them.
+//!
 //! Setters check the value's type against [`xapi_proto::classes`], then the
 //! class's own rules ([`validate_set`]), then pass the record as it will be
 //! through the overcommit gate ([`crate::overcommit::check`]: protection and
@@ -137,7 +140,10 @@ async fn set_field<T: Record>(d: &Arc<Daemon>, field: &str, args: &Args) -> Resu
     args.exactly(3)?;
     let r = args.str(1, "self")?.to_string();
     let value = args.raw(2).cloned().unwrap_or(Value::Null);
-    let value = spec.ty.coerce(value).ok_or_else(|| ApiError::field_type("value"))?;
+    let mut value = spec.ty.coerce(value).ok_or_else(|| ApiError::field_type("value"))?;
+    if let ("pool", "other_config", Some(map)) = (T::CLASS, field, value.as_object_mut()) {
+        crate::secrets::seal_map(&d.pool_secret(), map);
+    }
     d.write(|txn| {
         let record = txn.get::<T>(&r).ok_or_else(|| ApiError::handle_invalid(T::CLASS, &r))?;
         if let FieldType::Ref(class) = spec.ty {
@@ -163,7 +169,14 @@ async fn map_edit<T: Record>(d: &Arc<Daemon>, field: &str, args: &Args, add: boo
     let r = args.str(1, "self")?.to_string();
     let key = args.str(2, "key")?.to_string();
     let value = if add {
-        Some(args.str(3, "value")?.to_string())
+        let v = args.str(3, "value")?;
+        // The pool's secret settings are kept sealed (crate::secrets).
+        Some(match (T::CLASS, spec.name) {
+            ("pool", "other_config") if crate::secrets::is_secret_key(&key) => {
+                crate::secrets::seal(&d.pool_secret(), &key, v)
+            }
+            _ => v.to_string(),
+        })
     } else {
         None
     };

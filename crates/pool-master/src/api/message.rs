@@ -1,4 +1,8 @@
-//! `message.*`: the pool's alerts.
+//! `message.*`: the pool's alerts: `create`, `destroy`, XAPI's
+//! `destroy_many` (every message named, all or nothing) and `destroy_all`
+//! (those matching filters `before`, `after`, `priority`), `get_since`.
+//! New messages are delivered to the pool's alert targets by
+//! `crate::alerts`.
 
 use std::sync::Arc;
 
@@ -24,12 +28,20 @@ const MESSAGE_CLASSES: &[&str] = &[
 ];
 
 /// The methods [`dispatch`] serves.
-pub const METHODS: &[&str] = &["message.create", "message.destroy", "message.get_since"];
+pub const METHODS: &[&str] = &[
+    "message.create",
+    "message.destroy",
+    "message.destroy_many",
+    "message.destroy_all",
+    "message.get_since",
+];
 
 pub async fn dispatch(d: &Arc<Daemon>, verb: &str, args: &Args) -> Option<Result<Value, ApiError>> {
     Some(match verb {
         "create" => create(d, args).await,
         "destroy" => destroy(d, args).await,
+        "destroy_many" => destroy_many(d, args).await,
+        "destroy_all" => destroy_all(d, args).await,
         "get_since" => get_since(d, args),
         _ => return None,
     })
@@ -93,6 +105,64 @@ async fn destroy(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     Ok(json!(""))
 }
 
+/// `message.destroy_many(session, messages)`: every one must exist
+/// (`HANDLE_INVALID` otherwise, and none is destroyed).
+async fn destroy_many(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
+    args.exactly(2)?;
+    let refs = args.strings(1, "messages")?;
+    d.write(|txn| {
+        for r in &refs {
+            if txn.get::<MessageRecord>(r).is_none() {
+                return Err(ApiError::handle_invalid("message", r));
+            }
+        }
+        for r in &refs {
+            txn.delete::<MessageRecord>(r);
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(json!(""))
+}
+
+/// `message.destroy_all(session, filters)`: destroy the messages stamped
+/// before `before` and after `after` (RFC 3339 or XAPI's wire form) of
+/// priority `priority`, each filter only when given (none: every message).
+/// Other keys are ignored, as XAPI does.
+async fn destroy_all(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
+    args.exactly(2)?;
+    let filters = args.string_map(1, "filters")?;
+    let time = |key: &str| -> Result<Option<i64>, ApiError> {
+        filters
+            .get(key)
+            .map(|t| crate::clock::parse_wire(t).ok_or_else(|| ApiError::invalid_value(key, t.clone())))
+            .transpose()
+    };
+    let (before, after) = (time("before")?, time("after")?);
+    let priority = filters
+        .get("priority")
+        .map(|p| {
+            p.trim()
+                .parse::<i64>()
+                .map_err(|_| ApiError::invalid_value("priority", p.clone()))
+        })
+        .transpose()?;
+    d.write(|txn| {
+        for (r, m) in txn.all::<MessageRecord>() {
+            let stamp = crate::clock::parse_wire(&m.timestamp);
+            let keep = before.is_some_and(|b| stamp.is_none_or(|t| t >= b))
+                || after.is_some_and(|a| stamp.is_none_or(|t| t <= a))
+                || priority.is_some_and(|p| m.priority != p);
+            if !keep {
+                txn.delete::<MessageRecord>(&r);
+            }
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(json!(""))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,5 +219,64 @@ mod tests {
         );
         let bad = call(json!("yesterday")).await.unwrap_err();
         assert_eq!(bad.code, codes::FIELD_TYPE_ERROR);
+    }
+
+    #[tokio::test]
+    async fn destroy_many_is_all_or_nothing_and_destroy_all_filters() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = Daemon::open(crate::daemon::tests::config(dir.path())).unwrap();
+        let s = json!(d.sessions().open(Principal::User("root".into())));
+        let refs: Vec<String> = (0..4).map(|_| new_ref()).collect();
+        d.write(|txn| {
+            for (i, r) in refs.iter().enumerate() {
+                txn.put(
+                    r,
+                    MessageRecord {
+                        uuid: new_uuid(),
+                        name: format!("M{i}"),
+                        priority: if i % 2 == 0 { 1 } else { 5 },
+                        cls: "Pool".into(),
+                        timestamp: format!("20240420T12:00:0{i}Z"),
+                        ..Default::default()
+                    },
+                );
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+        let call = |method: &'static str, arg: Value| {
+            let (d, s) = (d.clone(), s.clone());
+            async move {
+                dispatch(&d, method, &Args::new(&format!("message.{method}"), vec![s, arg]))
+                    .await
+                    .unwrap()
+            }
+        };
+        let names = |d: &Daemon| {
+            let mut n: Vec<String> = d.model().message.iter().map(|(_, m)| m.name.clone()).collect();
+            n.sort();
+            n
+        };
+        let e = call("destroy_many", json!([refs[0], "OpaqueRef:nope"]))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, codes::HANDLE_INVALID);
+        assert_eq!(names(&d).len(), 4, "none destroyed");
+        call("destroy_many", json!([refs[0]])).await.unwrap();
+        assert_eq!(names(&d), ["M1", "M2", "M3"]);
+        let e = call("destroy_all", json!({"before": "soon"})).await.unwrap_err();
+        assert_eq!(e.code, codes::INVALID_VALUE);
+        // Priority 5, after 12:00:01: M3 only.
+        call("destroy_all", json!({"priority": "5", "after": "2024-04-20T12:00:01Z"}))
+            .await
+            .unwrap();
+        assert_eq!(names(&d), ["M1", "M2"]);
+        call("destroy_all", json!({"before": "2024-04-20T12:00:02Z"}))
+            .await
+            .unwrap();
+        assert_eq!(names(&d), ["M2"]);
+        call("destroy_all", json!({})).await.unwrap();
+        assert!(names(&d).is_empty());
     }
 }

@@ -7,6 +7,7 @@
 //! writes, so a rejected call changes nothing.
 
 pub mod args;
+mod audit;
 pub mod caller;
 mod event;
 mod event_next;
@@ -156,6 +157,12 @@ const METHODS: &[(&str, Access, Option<Handler>)] = &[
     ("host.report_pbd_reachability", TO_MASTER, None),
     ("pool.sync_database", TO_MASTER, None),
     ("host.get_ha_status", EMERGENCY, handler!(ha_status::get)),
+    ("host.get_audit_log", EMERGENCY, handler!(audit::get_audit_log)),
+    (
+        "host.get_alert_deliveries",
+        EMERGENCY,
+        handler!(audit::get_alert_deliveries),
+    ),
     (
         "host.emergency_ha_disable",
         EMERGENCY,
@@ -290,9 +297,14 @@ pub async fn check_password(d: &Arc<Daemon>, user: &str, password: &str) -> Resu
 }
 
 /// Handle one call, counted for `GET /metrics` (by method: one the API
-/// lists, or `unknown`; and by error code when it fails).
+/// lists, or `unknown`; and by error code when it fails), and audited when
+/// it may change state ([`audit`]).
 pub async fn dispatch(d: &Arc<Daemon>, method: &str, params: Vec<Value>) -> Result<Reply, ApiError> {
+    let audit = audit::begin(d, method, &params);
     let result = dispatch_uncounted(d, method, params).await;
+    if let Some(a) = audit {
+        a.finish(d, result.as_ref().err());
+    }
     let listed = system::methods().binary_search_by(|m| m.as_str().cmp(method)).is_ok()
         || method
             .strip_prefix("Async.")

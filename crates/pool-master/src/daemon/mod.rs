@@ -127,6 +127,8 @@ pub struct Daemon {
     leases: Arc<crate::lease::Leases>,
     /// VM starts in flight (on the master).
     starting: crate::reserve::Reservations,
+    /// The audit log and the alert deliveries of this host.
+    journal: crate::journal::Journal,
 }
 
 impl Daemon {
@@ -196,6 +198,11 @@ impl Daemon {
         &self.leases
     }
 
+    /// The audit log and the alert deliveries of this host.
+    pub fn journal(&self) -> &crate::journal::Journal {
+        &self.journal
+    }
+
     /// The VM starts in flight on this master.
     pub fn starting(&self) -> &crate::reserve::Reservations {
         &self.starting
@@ -262,6 +269,7 @@ impl Daemon {
             }
         }
         let mut store = Store::open(&config.data_dir.join("pool.db"))?;
+        let journal = crate::journal::Journal::open(&config.data_dir.join("pool.db"))?;
         let host_uuid = match store.local("host_uuid")? {
             Some(u) => u,
             None => first_start(&mut store, &config)?,
@@ -346,6 +354,7 @@ impl Daemon {
             ha_busy: std::sync::atomic::AtomicBool::new(false),
             leases,
             starting: Default::default(),
+            journal,
         });
         daemon.repin();
         Ok(daemon)
