@@ -90,7 +90,7 @@ fn the_lease_follows_a_protected_vm_and_a_live_owner_keeps_it() {
     );
     let error = answer["error"].to_string();
     assert!(
-        error.contains("may not run here") && error.contains(&host1),
+        error.contains("VM_LEASE_HELD") && error.contains(&host1),
         "host2 started a guest of a VM whose lease host1 holds: {answer}"
     );
     assert!(records_of(&lab.sr_dir(), &vm).iter().all(|r| r.host_uuid == host1));

@@ -95,11 +95,7 @@ pub fn guest_spec(vm: &VmRecord, disks: Vec<PathBuf>, first_seq: Option<u64>) ->
 /// Start a guest of `spec` on `target`: its domain id.
 pub async fn start_guest(d: &Daemon, target: &Target, spec: GuestSpec) -> Result<i64, ApiError> {
     if target.uuid == d.host_uuid() {
-        return d
-            .driver()
-            .start(spec)
-            .await
-            .map_err(|e| ApiError::internal(e.to_string()));
+        return d.driver().start(spec).await.map_err(|e| e.to_api());
     }
     let disks: Vec<String> = spec.disks.iter().map(|p| p.display().to_string()).collect();
     let seq = spec.first_seq.map_or(-1, |s| s as i64);

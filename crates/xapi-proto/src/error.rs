@@ -160,6 +160,7 @@ pub mod codes {
         MEMORY_CONSTRAINT_VIOLATION,
         MEMORY_CONSTRAINT_VIOLATION_ORDER,
         VALUE_NOT_SUPPORTED,
+        VM_LEASE_HELD,
     );
 }
 
@@ -216,6 +217,9 @@ pub static CATALOGUE: &[ErrorDoc] = &[
     ErrorDoc { code: "HA_HEARTBEAT_DAEMON_STARTUP_FAILED", params: &[], doc: "The server could not join the liveset because the HA daemon failed to start." },
     ErrorDoc { code: "HA_HOST_CANNOT_ACCESS_STATEFILE", params: &[], doc: "The host could not join the liveset because the HA daemon could not access the heartbeat disk." },
     ErrorDoc { code: "HA_HOST_IS_ARMED", params: &["host"], doc: "The operation could not be performed while the server is still armed; it must be disarmed first." },
+    // pool-ha's own (no XAPI code says it): a start refused by the VM's
+    // lease on its SR (docs/LEASES.md).
+    ErrorDoc { code: "VM_LEASE_HELD", params: &["vm", "reason"], doc: "The VM cannot run on this host now: another host holds its lease on the SR of its disks and that host still renews its own lease. It can start here once that host has stopped and its lease has expired." },
     ErrorDoc { code: "HA_IS_ENABLED", params: &[], doc: "The operation could not be performed because HA is enabled on the Pool" },
     ErrorDoc { code: "HA_NOT_ENABLED", params: &[], doc: "The operation could not be performed because HA is not enabled on the Pool" },
     ErrorDoc { code: "HA_ENABLE_IN_PROGRESS", params: &[], doc: "The operation could not be performed because HA enable is in progress" },
@@ -265,6 +269,7 @@ mod tests {
             codes::MEMORY_CONSTRAINT_VIOLATION_ORDER,
             codes::VALUE_NOT_SUPPORTED,
             codes::HA_OPERATION_WOULD_BREAK_FAILOVER_PLAN,
+            codes::VM_LEASE_HELD,
         ] {
             assert!(lookup(code).is_some(), "{code} has no catalogue entry");
         }

@@ -79,7 +79,7 @@ fn spec_from(args: &Args, first: usize) -> Result<GuestSpec, ApiError> {
 }
 
 fn driver_error(e: DriverError) -> ApiError {
-    ApiError::internal(e.to_string())
+    e.to_api()
 }
 
 /// How long a start waits for this host to be online in the liveset: the

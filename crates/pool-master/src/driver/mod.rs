@@ -40,6 +40,20 @@ pub enum DriverError {
     Lease { vm: String, why: String },
 }
 
+impl DriverError {
+    /// As the API says it: a lease's refusal as `VM_LEASE_HELD [vm,
+    /// reason]` (the reason keeps the lease's own words, which the restart
+    /// executor reads), anything else as an internal error.
+    pub fn to_api(&self) -> xapi_proto::ApiError {
+        match self {
+            DriverError::Lease { vm, why } => {
+                xapi_proto::ApiError::new(xapi_proto::codes::VM_LEASE_HELD, vec![vm.clone(), why.clone()])
+            }
+            e => xapi_proto::ApiError::internal(e.to_string()),
+        }
+    }
+}
+
 /// One guest write, as a line of a disk file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GuestRecord {
