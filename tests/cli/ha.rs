@@ -528,6 +528,116 @@ fn pool_ha_status_shows_a_power_pull_and_where_the_vm_went() {
         ),
         (Some(expected.0), Some(expected.1))
     );
+    // What the master's /metrics says of it, as a Prometheus server from
+    // Debian's packages scrapes it (skipped with the reason without one).
+    the_master_metrics_after_a_power_pull(&lab);
+}
+
+/// A real Prometheus server scrapes the master (host1) of `lab` after a
+/// power pull whose protected VM was restarted: the scrape is healthy, and
+/// the HA agent's and restart executor's timings show the round and the
+/// restart. `promtool check metrics` parses the same text.
+fn the_master_metrics_after_a_power_pull(lab: &Lab) {
+    use crate::util::installed;
+    let password = crate::util::PASSWORD;
+    let (status, body) = scrape(lab, 1, Some(&format!("root:{password}")));
+    assert_eq!(status, 200, "{body}");
+    for prefix in [
+        "pool_ha_statefile_cycle_seconds_count ",
+        "pool_ha_fault_handler_rounds_total ",
+        "pool_ha_restart_latency_seconds_count ",
+        "pool_ha_planning_seconds_count ",
+    ] {
+        let value: f64 = body
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix} in\n{body}"));
+        assert!(value >= 1.0, "{prefix}{value}");
+    }
+    assert!(body.lines().any(|l| l == "pool_ha_restart_queue 0"), "{body}");
+    assert!(
+        body.lines()
+            .any(|l| l.starts_with("pool_ha_recorded_fences{code=\"SM_SURVIVALRULE_FAILED\"} ")),
+        "{body}"
+    );
+    if installed("promtool") {
+        // Exit 3 is lint advice (OpenMetrics puts a counter's HELP on its
+        // family name, which promtool's text-format lint looks for on
+        // `_total`); 1 would be text it cannot parse.
+        let mut child = std::process::Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            matches!(out.status.code(), Some(0 | 3)),
+            "promtool: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    if !installed("prometheus") {
+        eprintln!("skipped the Prometheus scrape: no prometheus (Debian's package; .ci/run installs it)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: pool-ha\n    basic_auth:\n      username: root\n      password: '{password}'\n    static_configs:\n      - targets: ['{}:{}']\n",
+            lab.host_address(1),
+            lab.port
+        ),
+    )
+    .unwrap();
+    let mut server = std::process::Command::new("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let query = |q: &str| -> String {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+            return String::new();
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+        let _ = write!(
+            s,
+            "GET /api/v1/query?query={q} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        );
+        let mut text = String::new();
+        let _ = s.read_to_string(&mut text);
+        text
+    };
+    // Up, and the samples are Prometheus's to query.
+    let scraped = wait_for(Duration::from_secs(30), || {
+        query("up").contains("\"value\":[")
+            && query("up").contains(",\"1\"]")
+            && query("pool_ha_restart_latency_seconds_count").contains("\"value\":[")
+    });
+    let up = query("up");
+    let latency = query("pool_ha_restart_latency_seconds_count");
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(
+        scraped,
+        "Prometheus did not scrape the master: up = {up}, latency = {latency}"
+    );
 }
 
 /// `GET /metrics` on the lab's port: the status code and the body.

@@ -20,6 +20,16 @@ type Labels = Vec<(String, String)>;
 /// its slot changed).
 type PeerSeen = (String, Option<u64>, Option<u64>);
 
+/// The reasons a host fences (xhad's names, as fence messages give
+/// them), the labels of `pool_ha_recorded_fences` with `other`.
+const FENCE_CODES: &[&str] = &[
+    "SM_SURVIVALRULE_FAILED",
+    "SM_FAULTHANDLER_TIMEOUT",
+    "HB_FENCEREQUESTED",
+    "WD_EXPIRED",
+    "other",
+];
+
 /// The text a scrape gets.
 pub fn render(d: &Daemon) -> String {
     let mut r = Registry::default();
@@ -139,8 +149,45 @@ pub fn render(d: &Daemon) -> String {
         "The generation of this host's copy of the pool database (replication lag: the master's less a member's)",
         i64::try_from(m.generation).unwrap_or(i64::MAX),
     );
+    // The restart executor's queue: protected VMs that should run and
+    // do not (the master restarts them as capacity allows).
+    let queue =
+        m.vm.iter()
+            .filter(|(_, v)| {
+                v.ha_restart_priority == "restart"
+                    && v.ha_always_run
+                    && v.power_state == PowerState::Halted
+                    && !v.is_a_template
+            })
+            .count();
+    gauge(
+        &mut r,
+        "pool_ha_restart_queue",
+        "Protected VMs that should run and do not, waiting for the restart executor",
+        queue as i64,
+    );
+    // Fences by reason: the HA_HOST_WAS_FENCED messages the pool keeps
+    // (each host reports its own fence and reason once it is back).
+    let fences: Family<Labels, Gauge> = Family::default();
+    for code in FENCE_CODES {
+        let _ = fences.get_or_create(&vec![("code".into(), (*code).into())]);
+    }
+    for (_, msg) in m.message.iter().filter(|(_, msg)| msg.name == "HA_HOST_WAS_FENCED") {
+        let code = FENCE_CODES
+            .iter()
+            .find(|c| msg.body.contains(*c))
+            .copied()
+            .unwrap_or("other");
+        fences.get_or_create(&vec![("code".into(), code.into())]).inc();
+    }
+    r.register(
+        "pool_ha_recorded_fences",
+        "Fences the pool's HA_HOST_WAS_FENCED messages record, by reason",
+        fences,
+    );
     drop(m);
     crate::metrics::api().register(&mut r);
+    crate::metrics::ha().register(&mut r);
     let mut text = String::new();
     if encode(&mut text, &r).is_err() {
         text.clear();

@@ -65,6 +65,9 @@ struct State {
     /// Protected VMs tried again soon because their new host still saw
     /// their lease held, and how many times.
     lease_lag: HashMap<String, u32>,
+    /// When this master first found each protected VM down (for the
+    /// restart latency metric).
+    down_since: HashMap<String, Instant>,
 }
 
 /// How many times a start refused because the VM's lease looked held to
@@ -221,9 +224,11 @@ async fn update_pool_status(d: &Daemon, state: &mut State) -> Result<(), ApiErro
     }
     let (status, old, pool_ref, pool_uuid) = {
         let m = d.model();
+        let began = Instant::now();
         let Some(status) = crate::overcommit::pool_status(&m)? else {
             return Ok(());
         };
+        crate::metrics::ha().planned(began.elapsed());
         let Some((r, p)) = m.pool() else { return Ok(()) };
         (
             status,
@@ -516,6 +521,17 @@ async fn start_groups(d: &Arc<Daemon>, mut starts: Vec<Start>, avoid: &[String])
 }
 
 async fn restart_protected(d: &Arc<Daemon>, state: &mut State) {
+    if !state.down_since.is_empty() {
+        // Forget VMs no longer down and protected (started by hand,
+        // unprotected, destroyed): their latency is no restart's.
+        let m = d.model();
+        let down: HashSet<&str> =
+            m.vm.iter()
+                .filter(|(_, v)| v.ha_always_run && v.power_state == PowerState::Halted)
+                .map(|(_, v)| v.uuid.as_str())
+                .collect();
+        state.down_since.retain(|uuid, _| down.contains(uuid.as_str()));
+    }
     let starts = plan_protected(d, state);
     if starts.is_empty() {
         return;
@@ -523,6 +539,7 @@ async fn restart_protected(d: &Arc<Daemon>, state: &mut State) {
     let now = Instant::now();
     for s in &starts {
         state.attempts.insert(s.uuid.clone(), now);
+        state.down_since.entry(s.uuid.clone()).or_insert(now);
     }
     let tried: Vec<String> = starts.iter().map(|s| s.uuid.clone()).collect();
     let failed = start_groups(d, starts, &state.lapsed).await;
@@ -532,6 +549,9 @@ async fn restart_protected(d: &Arc<Daemon>, state: &mut State) {
             state.alerted.remove(uuid);
             state.attempts.remove(uuid);
             state.lease_lag.remove(uuid);
+            if let Some(since) = state.down_since.remove(uuid) {
+                crate::metrics::ha().restarted(since.elapsed());
+            }
         }
     }
     let lag = d

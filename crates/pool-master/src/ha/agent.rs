@@ -223,6 +223,9 @@ struct Run {
     statefile_tx: Option<mpsc::UnboundedSender<Result<ha_liveness::StatefileRead, String>>>,
     /// The statefile, open across cycles.
     statefile: statefile::Held,
+    /// The engine was in a fault handler at the last publish (to count the
+    /// rounds it begins).
+    in_fault_handler: bool,
 }
 
 impl Run {
@@ -262,6 +265,7 @@ impl Run {
             confirmed_once: false,
             statefile_tx: None,
             statefile: statefile::Held::default(),
+            in_fault_handler: false,
         })
     }
 
@@ -361,14 +365,21 @@ impl Run {
         let io = self.setup.io.clone();
         let held = self.statefile.clone();
         tokio::task::spawn_blocking(move || {
+            let began = Instant::now();
             let read = held
                 .cycle(&io, &path, &slot, global.as_ref(), hosts)
                 .map_err(|e| e.to_string());
+            crate::metrics::ha().statefile_cycle(began.elapsed(), read.is_ok());
             let _ = tx.send(read);
         });
     }
 
     fn publish(&mut self) {
+        let in_fh = self.engine.phase().in_fault_handler();
+        if in_fh && !self.in_fault_handler {
+            crate::metrics::ha().fault_handler_round();
+        }
+        self.in_fault_handler = in_fh;
         let e = &self.engine;
         self.confirmed_once |= e.master_lock_confirmed();
         let uuid = |i: usize| self.setup.local.hosts.get(i).cloned();
