@@ -36,6 +36,12 @@ pub fn is_protected(vm: &VmRecord) -> bool {
     vm.ha_restart_priority == "restart" && (vm.ha_always_run || vm.power_state != PowerState::Halted)
 }
 
+/// A protected VM that should run and does not: the restart executor's
+/// work (its queue, as `/metrics` reports it).
+pub fn awaits_restart(vm: &VmRecord) -> bool {
+    vm.ha_restart_priority == "restart" && vm.ha_always_run && vm.power_state == PowerState::Halted && !vm.is_a_template
+}
+
 /// The SRs a host has a plugged PBD to.
 pub fn host_reaches(m: &Model, host_ref: &str) -> BTreeSet<Resource> {
     m.pbd

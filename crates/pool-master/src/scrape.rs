@@ -151,15 +151,7 @@ pub fn render(d: &Daemon) -> String {
     );
     // The restart executor's queue: protected VMs that should run and
     // do not (the master restarts them as capacity allows).
-    let queue =
-        m.vm.iter()
-            .filter(|(_, v)| {
-                v.ha_restart_priority == "restart"
-                    && v.ha_always_run
-                    && v.power_state == PowerState::Halted
-                    && !v.is_a_template
-            })
-            .count();
+    let queue = m.vm.iter().filter(|(_, v)| crate::planning::awaits_restart(v)).count();
     gauge(
         &mut r,
         "pool_ha_restart_queue",

@@ -405,12 +405,7 @@ fn plan_protected(d: &Daemon, state: &State) -> Vec<Start> {
     let now = Instant::now();
     let due: Vec<(String, VmRecord)> =
         m.vm.iter()
-            .filter(|(_, v)| {
-                v.ha_restart_priority == "restart"
-                    && v.ha_always_run
-                    && v.power_state == PowerState::Halted
-                    && !v.is_a_template
-            })
+            .filter(|(_, v)| planning::awaits_restart(v))
             .filter(|(_, v)| {
                 state
                     .attempts
