@@ -48,3 +48,5 @@ mod chaos;
 mod membership;
 // Running as a system service: the systemd unit, readiness by sd_notify.
 mod service;
+// The pool secret: its own file, moved out of an older database.
+mod secrets;

@@ -21,7 +21,7 @@ const LAYERS: &[&[&str]] = &[
         "memory",
         "reserve",
     ],
-    &["planning", "io", "events", "tls"],
+    &["planning", "io", "events", "tls", "secret"],
     &["overcommit", "peers", "listener", "tasks"],
     &["driver"],
     &["lease"],

@@ -28,7 +28,7 @@ use pool_db::store::{Store, StoreError};
 mod first_start;
 mod redo;
 
-use first_start::{first_start, next_boot};
+use first_start::{first_start, load_secret, next_boot};
 
 /// How many commits the master keeps for members to catch up from; a member
 /// further behind gets a full copy.
@@ -85,6 +85,8 @@ pub enum StartError {
     Driver(#[from] DriverError),
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    #[error(transparent)]
+    Secret(#[from] crate::secret::SecretError),
 }
 
 /// One `xapid`: its database, sessions, VMs and role.
@@ -95,7 +97,7 @@ pub struct Daemon {
     store: tokio::sync::Mutex<Store>,
     users: RwLock<HashMap<String, String>>,
     role: RwLock<Role>,
-    pool_secret: RwLock<String>,
+    pool_secret: Arc<crate::secret::PoolSecret>,
     sessions: Sessions,
     verifier: Verifier,
     throttle: crate::throttle::Throttle,
@@ -240,9 +242,9 @@ impl Daemon {
 
     /// Open this host's database, creating a one-host pool at first start.
     pub fn open(config: Config) -> Result<Arc<Daemon>, StartError> {
-        // The data directory and the database hold the pool secret and
-        // the password hashes: root's alone (0700, 0600; SQLite's WAL and
-        // shared-memory files take the database's mode).
+        // The data directory holds the pool secret's file, and the
+        // database the password hashes: root's alone (0700, 0600; SQLite's
+        // WAL and shared-memory files take the database's mode).
         let private = |path: &std::path::Path, tightened: std::io::Result<bool>| match tightened {
             Ok(true) => {
                 tracing::warn!(path = %path.display(), "was readable by others: now its owner's only");
@@ -262,15 +264,15 @@ impl Daemon {
             }
         }
         let mut store = Store::open(&config.data_dir.join("pool.db"))?;
-        let host_uuid = match store.local("host_uuid")? {
-            Some(u) => u,
-            None => first_start(&mut store, &config)?,
+        let (host_uuid, first) = match store.local("host_uuid")? {
+            Some(u) => (u, false),
+            None => (first_start(&mut store, &config)?, true),
         };
+        let secret = Arc::new(load_secret(&mut store, &config.data_dir, first)?);
         let role = match (store.local("role")?.as_deref(), store.local("master_address")?) {
             (Some("member"), Some(master_address)) => Role::Member { master_address },
             _ => Role::Master,
         };
-        let secret = store.local("pool_secret")?.unwrap_or_default();
         let model = store.load()?;
         let generation_at_open = model.generation;
         let names: Vec<String> = std::iter::once(config.address.clone())
@@ -334,7 +336,7 @@ impl Daemon {
             store: tokio::sync::Mutex::new(store),
             users: RwLock::new(users),
             role: RwLock::new(role),
-            pool_secret: RwLock::new(secret),
+            pool_secret: secret,
             verifier: Verifier::default(),
             throttle: crate::throttle::Throttle::default(),
             generation,
@@ -395,8 +397,14 @@ impl Daemon {
         self.role() == Role::Master
     }
 
+    /// The pool secret this host proves itself with, as text for a call.
     pub fn pool_secret(&self) -> String {
-        self.pool_secret.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.pool_secret.current().expose().to_string()
+    }
+
+    /// This host's pool secret (its file, what it accepts).
+    pub fn secrets(&self) -> &Arc<crate::secret::PoolSecret> {
+        &self.pool_secret
     }
 
     /// The password hash of `user`.
@@ -469,18 +477,20 @@ impl Daemon {
     pub async fn become_member(
         &self,
         master_address: &str,
-        secret: &str,
+        secret: crate::secret::Secret,
         snapshot: Changes,
         users: Vec<(String, String)>,
         generation: u64,
-    ) -> Result<(), StoreError> {
-        self.replace_replica(snapshot, users, generation).await?;
-        self.store.lock().await.set_local(&[
-            ("role", "member"),
-            ("master_address", master_address),
-            ("pool_secret", secret),
-        ])?;
-        *self.pool_secret.write().unwrap_or_else(|p| p.into_inner()) = secret.to_string();
+    ) -> Result<(), String> {
+        self.pool_secret.replace(secret).map_err(|e| e.to_string())?;
+        self.replace_replica(snapshot, users, generation)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.store
+            .lock()
+            .await
+            .set_local(&[("role", "member"), ("master_address", master_address)])
+            .map_err(|e| e.to_string())?;
         self.set_role(Role::Member {
             master_address: master_address.to_string(),
         });
@@ -644,16 +654,9 @@ impl Writer<'_> {
     }
 }
 
-/// Create the one-host pool of a fresh host: pool, host, local SR, root user.
-/// The local-database key counting this host's starts.
 /// Lower-case hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Compare secrets without leaking where they differ.
-pub fn secrets_equal(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// `HOST_IS_SLAVE [master]`, the answer of a member to ordinary calls.
