@@ -1,4 +1,4 @@
-//! Pool and storage commands: pool-join, sr-create.
+//! Pool and storage commands: pool-join, pool-secret-rotate, sr-create.
 
 use serde_json::json;
 
@@ -14,6 +14,13 @@ pub fn commands() -> Vec<Spec> {
             &["force"],
             "Instruct host to join an existing pool.",
             Handler::Run(join),
+        ),
+        make_spec(
+            "pool-secret-rotate",
+            &[],
+            &[],
+            "Change the pool secret",
+            Handler::Run(rotate_secret),
         ),
         make_spec(
             "sr-create",
@@ -32,6 +39,12 @@ fn join(ctx: &mut Ctx) -> Result<(), XeError> {
     ctx.records
         .conn
         .call("pool.join", vec![json!(address), json!(user), json!(password)])?;
+    Ok(())
+}
+
+/// `pool-secret-rotate`: `pool.rotate_secret`, which prints nothing.
+fn rotate_secret(ctx: &mut Ctx) -> Result<(), XeError> {
+    ctx.records.conn.call("pool.rotate_secret", vec![])?;
     Ok(())
 }
 

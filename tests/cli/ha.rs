@@ -531,7 +531,7 @@ fn pool_ha_status_shows_a_power_pull_and_where_the_vm_went() {
 }
 
 /// `GET /metrics` on the lab's port: the status code and the body.
-fn scrape(lab: &Lab, i: usize, basic: Option<&str>) -> (u16, String) {
+pub(crate) fn scrape(lab: &Lab, i: usize, basic: Option<&str>) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect((lab.host_address(i).as_str(), lab.port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();

@@ -1,11 +1,13 @@
 //! The pool secret (issue 21): in a 0600 file of its own outside the pool
 //! database, moved there from an older install's database host by host
-//! while the pool runs.
+//! while the pool runs; rotated with HA on without a refused heartbeat.
 
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use crate::util::{live, wait_for, Lab};
+use serde_json::json;
+
+use crate::util::{live, wait_for, Lab, PASSWORD};
 
 /// Host `i`'s pool secret file: its text and its mode.
 fn secret_file(lab: &Lab, i: usize) -> (String, u32) {
@@ -75,4 +77,92 @@ fn an_old_database_gives_its_secret_to_the_file_host_by_host() {
             "host{i}: {log}"
         );
     }
+}
+
+/// Heartbeats host `i`'s HA agent refused so far (`GET /metrics`).
+fn refused_heartbeats(lab: &Lab, i: usize) -> u64 {
+    let (status, body) = crate::ha::scrape(lab, i, Some(&format!("root:{PASSWORD}")));
+    assert_eq!(status, 200, "{body}");
+    body.lines()
+        .find_map(|l| l.strip_prefix("pool_ha_refused_heartbeats_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no refused-heartbeat count in\n{body}"))
+}
+
+/// `session.slave_login` on host `i` as host `uuid` with `secret`: the
+/// error code, or `None` when it is accepted.
+fn slave_login(lab: &Lab, i: usize, uuid: &str, secret: &str) -> Option<String> {
+    let answer = lab.call(i, "session.slave_login", json!([uuid, secret]));
+    match answer["result"].as_str() {
+        Some(_) => None,
+        None => Some(answer["error"]["message"].as_str().unwrap_or("no answer").to_string()),
+    }
+}
+
+/// `xe pool-secret-rotate` with HA on: every host gets the new secret in a
+/// 0600 file, no heartbeat is refused and no host fences, calls between
+/// hosts go on, and afterwards the old secret opens no session anywhere.
+#[test]
+fn a_rotation_with_ha_on_fences_nobody_and_retires_the_old_secret() {
+    let lab = Lab::start_ha(3, 1, &[]);
+    let hosts = 3;
+    let (old, _) = secret_file(&lab, 1);
+    let uuid2 = lab.xe_min(&["host-list", "name-label=host2", "params=uuid"]);
+    lab.xe_ok(&["vm-start", "vm=vm01", "on=host2"]);
+    let refused: Vec<u64> = (1..=hosts).map(|i| refused_heartbeats(&lab, i)).collect();
+
+    let r = lab.xe(&["pool-secret-rotate"]);
+    assert_eq!(
+        (r.code, r.stdout.as_str(), r.stderr.as_str()),
+        (0, "", ""),
+        "{}",
+        lab.post_mortem()
+    );
+
+    let (new, _) = secret_file(&lab, 1);
+    assert_ne!(new, old);
+    for i in 1..=hosts {
+        assert_eq!(secret_file(&lab, i), (new.clone(), 0o600), "host{i}");
+        assert!(!lab.host_data_dir(i).join("pool-secret.rotation").exists(), "host{i}");
+    }
+    // HA saw nothing: a few more heartbeat periods, all hosts in, none
+    // down, no heartbeat refused.
+    std::thread::sleep(Duration::from_secs(2 * crate::util::HA_T));
+    for i in 1..=hosts {
+        assert_eq!(
+            refused_heartbeats(&lab, i),
+            refused[i - 1],
+            "host{i} refused heartbeats"
+        );
+        assert_eq!(live(&lab, 1, &format!("host{i}")), Some(true), "host{i}");
+        assert_eq!(
+            lab.downs(&format!("host{i}")),
+            0,
+            "host{i} went down:\n{}",
+            lab.output()
+        );
+    }
+    // Calls between hosts: the master stops the guest on host2, starts
+    // it on host3, migrates it back.
+    lab.xe_ok(&["vm-shutdown", "vm=vm01"]);
+    lab.xe_ok(&["vm-start", "vm=vm01", "on=host3"]);
+    lab.xe_ok(&["vm-migrate", "vm=vm01", "host=host2"]);
+    // Only the new secret opens a host-to-host session, on every host.
+    for i in 1..=hosts {
+        assert_eq!(
+            slave_login(&lab, i, &uuid2, &old).as_deref(),
+            Some("SESSION_AUTHENTICATION_FAILED"),
+            "host{i} took the old secret"
+        );
+        assert_eq!(
+            slave_login(&lab, i, &uuid2, &new),
+            None,
+            "host{i} refused the new secret"
+        );
+    }
+    let log = std::fs::read_to_string(lab.host_data_dir(1).join("xapid.log")).unwrap_or_default();
+    assert!(
+        !log.contains(&new) && !log.contains(&old),
+        "the master's log shows a secret"
+    );
 }

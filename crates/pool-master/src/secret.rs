@@ -6,12 +6,25 @@
 //! pool database, and is never logged: [`Secret`] prints as `Secret(..)`.
 //! An install from before kept it in the database's `local` table; the
 //! daemon moves it here at start (`daemon::first_start::load_secret`).
+//!
+//! A rotation (`pool.rotate_secret`, XAPI's pool secret rotation) goes
+//! through three steps on every host, each idempotent so that a rotation
+//! that failed half-way is finished by running it again with the same
+//! pair: [`PoolSecret::accept_new`] (accept the new secret beside the old;
+//! the pair is kept in `DATA_DIR/pool-secret.rotation`, XAPI's
+//! `ptoken.old`/`ptoken.new`), [`PoolSecret::send_new`] (prove with the
+//! new one: `pool-secret` holds it) and [`PoolSecret::cleanup`] (accept
+//! only the new one; the pair's file goes). While the pair's file exists
+//! the host accepts both, also across a restart.
 
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 
 /// The file name under the data directory.
 pub const FILE: &str = "pool-secret";
+
+/// The pair (old, new) of a rotation under way on this host.
+pub const ROTATION_FILE: &str = "pool-secret.rotation";
 
 /// The longest secret taken from a file or a peer.
 const MAX_LEN: usize = 1024;
@@ -22,6 +35,10 @@ pub enum SecretError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{} is damaged: {reason}", path.display())]
     Damaged { path: PathBuf, reason: &'static str },
+    /// A rotation step that does not fit this host's secrets (XAPI's
+    /// "old pool secret doesn't match" and kin).
+    #[error("pool secret rotation: {0}")]
+    Mismatch(&'static str),
 }
 
 /// A pool secret. Its text leaves only through [`Secret::expose`]; `Debug`
@@ -64,7 +81,15 @@ impl Secret {
 /// This host's pool secret, in memory and in its file.
 pub struct PoolSecret {
     dir: PathBuf,
-    current: RwLock<Secret>,
+    state: RwLock<State>,
+}
+
+#[derive(Clone)]
+struct State {
+    /// What this host proves itself with.
+    current: Secret,
+    /// A rotation under way: (old, new), both accepted.
+    rotation: Option<(Secret, Secret)>,
 }
 
 impl PoolSecret {
@@ -73,19 +98,41 @@ impl PoolSecret {
         let Some(current) = read(&dir.join(FILE))? else {
             return Ok(None);
         };
+        let rotation = read_pair(&dir.join(ROTATION_FILE))?;
+        if let Some((old, new)) = &rotation {
+            if current != *old && current != *new {
+                return Err(SecretError::Damaged {
+                    path: dir.join(ROTATION_FILE),
+                    reason: "its pair does not hold this host's secret",
+                });
+            }
+        }
         Ok(Some(PoolSecret {
             dir: dir.to_path_buf(),
-            current: RwLock::new(current),
+            state: RwLock::new(State { current, rotation }),
         }))
     }
 
-    /// Keep `secret` in a new file in `dir` (replacing any).
+    /// Keep `secret` in a new file in `dir` (replacing any; a rotation's
+    /// pair left there goes).
     pub fn create(dir: &Path, secret: Secret) -> Result<PoolSecret, SecretError> {
         write(&dir.join(FILE), &secret)?;
+        remove(&dir.join(ROTATION_FILE))?;
         Ok(PoolSecret {
             dir: dir.to_path_buf(),
-            current: RwLock::new(secret),
+            state: RwLock::new(State {
+                current: secret,
+                rotation: None,
+            }),
         })
+    }
+
+    fn state(&self) -> State {
+        self.state.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set(&self, state: State) {
+        *self.state.write().unwrap_or_else(|p| p.into_inner()) = state;
     }
 
     /// The path of the file.
@@ -95,19 +142,143 @@ impl PoolSecret {
 
     /// The secret this host proves itself with.
     pub fn current(&self) -> Secret {
-        self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.state.read().unwrap_or_else(|p| p.into_inner()).current.clone()
+    }
+
+    /// Every secret this host accepts, the one it proves itself with
+    /// first (the keys HA heartbeats are checked with).
+    pub fn keys(&self) -> Vec<Secret> {
+        let s = self.state();
+        let mut keys = vec![s.current.clone()];
+        if let Some((old, new)) = s.rotation {
+            keys.extend([old, new].into_iter().filter(|k| *k != s.current));
+        }
+        keys
     }
 
     /// Does a peer's `text` prove it is of this pool?
     pub fn accepts(&self, text: &str) -> bool {
-        self.current.read().unwrap_or_else(|p| p.into_inner()).matches(text)
+        // Every key is compared, so the time does not tell which matched.
+        self.keys().iter().fold(false, |ok, k| k.matches(text) | ok)
     }
 
-    /// Take `secret` from now on (this host joined a pool): on disk first.
+    /// The pair (old, new) of a rotation not finished on this host.
+    pub fn rotation(&self) -> Option<(Secret, Secret)> {
+        self.state().rotation
+    }
+
+    /// Take `secret` from now on (this host joined a pool, or left one):
+    /// on disk first; any rotation's pair goes.
     pub fn replace(&self, secret: Secret) -> Result<(), SecretError> {
         write(&self.path(), &secret)?;
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = secret;
+        remove(&self.dir.join(ROTATION_FILE))?;
+        self.set(State {
+            current: secret,
+            rotation: None,
+        });
         Ok(())
+    }
+
+    /// Rotation step 1: accept `new` beside `old` (which must be this
+    /// host's secret), the pair kept on disk first.
+    pub fn accept_new(&self, old: &Secret, new: &Secret) -> Result<(), SecretError> {
+        let s = self.state();
+        match &s.rotation {
+            Some(pair) if pair == &(old.clone(), new.clone()) => return Ok(()),
+            Some(_) => return Err(SecretError::Mismatch("another rotation is under way on this host")),
+            None if s.current == *new => return Ok(()), // done here already
+            None if s.current != *old => return Err(SecretError::Mismatch("the old pool secret does not match")),
+            None => {}
+        }
+        write_pair(&self.dir.join(ROTATION_FILE), old, new)?;
+        self.set(State {
+            rotation: Some((old.clone(), new.clone())),
+            ..s
+        });
+        Ok(())
+    }
+
+    /// Rotation step 2: prove with `new` from now on (still accepting
+    /// `old`).
+    pub fn send_new(&self, old: &Secret, new: &Secret) -> Result<(), SecretError> {
+        let s = self.state();
+        match &s.rotation {
+            Some(pair) if pair == &(old.clone(), new.clone()) => {}
+            None if s.current == *new => return Ok(()),
+            _ => {
+                return Err(SecretError::Mismatch(
+                    "this host was not told to accept the new pool secret",
+                ))
+            }
+        }
+        if s.current != *new {
+            write(&self.path(), new)?;
+        }
+        self.set(State {
+            current: new.clone(),
+            ..s
+        });
+        Ok(())
+    }
+
+    /// Rotation step 3: accept only `new`; the pair's file goes.
+    pub fn cleanup(&self, old: &Secret, new: &Secret) -> Result<(), SecretError> {
+        let s = self.state();
+        match &s.rotation {
+            None if s.current == *new => return Ok(()),
+            Some(pair) if pair == &(old.clone(), new.clone()) && s.current == *new => {}
+            _ => return Err(SecretError::Mismatch("this host does not send the new pool secret yet")),
+        }
+        remove(&self.dir.join(ROTATION_FILE))?;
+        self.set(State {
+            current: new.clone(),
+            rotation: None,
+        });
+        Ok(())
+    }
+}
+
+/// The pair in a rotation file, `None` when there is none.
+fn read_pair(path: &Path) -> Result<Option<(Secret, Secret)>, SecretError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(SecretError::Io {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+    };
+    let mut lines = text.lines().map(Secret::parse);
+    match (lines.next(), lines.next(), lines.next()) {
+        (Some(Some(old)), Some(Some(new)), None) => Ok(Some((old, new))),
+        _ => Err(SecretError::Damaged {
+            path: path.to_path_buf(),
+            reason: "not two lines of printable text",
+        }),
+    }
+}
+
+fn write_pair(path: &Path, old: &Secret, new: &Secret) -> Result<(), SecretError> {
+    let io = |source| SecretError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    crate::files::replace_private(path, format!("{}\n{}\n", old.expose(), new.expose()).as_bytes()).map_err(io)?;
+    crate::files::sync_dir(path).map_err(io)
+}
+
+/// Remove `path` if it exists, durably.
+fn remove(path: &Path) -> Result<(), SecretError> {
+    let io = |source| SecretError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    match std::fs::remove_file(path) {
+        Ok(()) => crate::files::sync_dir(path).map_err(io),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io(e)),
     }
 }
 
@@ -184,6 +355,70 @@ mod tests {
         let s = PoolSecret::open(dir.path()).unwrap().unwrap();
         assert!(s.accepts("abc"));
         assert_eq!(mode(&path), 0o600);
+    }
+
+    /// The three steps on two hosts, in the master's order: every host
+    /// accepts what every other sends at every moment; afterwards only the
+    /// new secret; a rotation interrupted anywhere resumes with the pair,
+    /// also after a restart (the files).
+    #[test]
+    fn a_rotation_accepts_both_until_the_cleanup() {
+        let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let old = Secret::fresh();
+        let a = PoolSecret::create(da.path(), old.clone()).unwrap();
+        let b = PoolSecret::create(db.path(), old.clone()).unwrap();
+        let new = Secret::fresh();
+        let each_accepts_the_other = || {
+            assert!(a.accepts(b.current().expose()) && b.accepts(a.current().expose()));
+        };
+        for h in [&a, &b] {
+            h.accept_new(&old, &new).unwrap();
+            each_accepts_the_other();
+        }
+        assert_eq!(mode(&da.path().join(ROTATION_FILE)), 0o600);
+        // A restart in the middle keeps the pair.
+        let b = PoolSecret::open(db.path()).unwrap().unwrap();
+        assert_eq!(b.rotation(), Some((old.clone(), new.clone())));
+        assert!(b.accepts(new.expose()) && b.accepts(old.expose()));
+        a.send_new(&old, &new).unwrap();
+        assert_eq!(a.current(), new);
+        assert!(b.accepts(a.current().expose()) && a.accepts(b.current().expose()));
+        // Steps again are no-ops (a rotation run twice).
+        a.accept_new(&old, &new).unwrap();
+        a.send_new(&old, &new).unwrap();
+        b.send_new(&old, &new).unwrap();
+        assert_eq!(a.keys(), vec![new.clone(), old.clone()]);
+        b.cleanup(&old, &new).unwrap();
+        a.cleanup(&old, &new).unwrap();
+        for (h, dir) in [(&a, &da), (&b, &db)] {
+            assert!(h.accepts(new.expose()));
+            assert!(!h.accepts(old.expose()), "the old secret after the cleanup");
+            assert!(!dir.path().join(ROTATION_FILE).exists());
+            let again = PoolSecret::open(dir.path()).unwrap().unwrap();
+            assert_eq!((again.current(), again.rotation()), (new.clone(), None));
+        }
+        a.accept_new(&old, &new).unwrap();
+        a.cleanup(&old, &new).unwrap();
+        assert_eq!(a.keys(), vec![new.clone()]);
+    }
+
+    #[test]
+    fn rotation_steps_that_do_not_fit_are_refused_and_change_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mine = Secret::fresh();
+        let h = PoolSecret::create(dir.path(), mine.clone()).unwrap();
+        let (other, new) = (Secret::fresh(), Secret::fresh());
+        assert!(matches!(h.accept_new(&other, &new), Err(SecretError::Mismatch(_))));
+        assert!(matches!(h.send_new(&mine, &new), Err(SecretError::Mismatch(_))));
+        assert!(matches!(h.cleanup(&mine, &new), Err(SecretError::Mismatch(_))));
+        h.accept_new(&mine, &new).unwrap();
+        assert!(matches!(h.cleanup(&mine, &new), Err(SecretError::Mismatch(_))));
+        assert!(matches!(h.accept_new(&mine, &other), Err(SecretError::Mismatch(_))));
+        assert_eq!(h.current(), mine);
+        assert_eq!(h.rotation(), Some((mine.clone(), new.clone())));
+        // A damaged pair file stops the start rather than guess.
+        std::fs::write(dir.path().join(ROTATION_FILE), "one line\n").unwrap();
+        assert!(matches!(PoolSecret::open(dir.path()), Err(SecretError::Damaged { .. })));
     }
 
     #[test]

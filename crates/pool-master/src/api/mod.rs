@@ -24,6 +24,7 @@ mod maintenance;
 mod message;
 mod pool;
 mod recovery;
+mod rotation;
 mod session;
 pub(crate) mod storage;
 mod system;
@@ -176,6 +177,18 @@ const METHODS: &[(&str, Access, Option<Handler>)] = &[
     ("event.register", MASTER, sync_handler!(event_next::register)),
     ("event.unregister", MASTER, sync_handler!(event_next::unregister)),
     ("event.next", MASTER, handler!(event_next::next)),
+    ("pool.rotate_secret", MASTER, handler!(rotation::rotate)),
+    (
+        "host.notify_accept_new_pool_secret",
+        HOST_TO_HOST,
+        handler!(rotation::notify),
+    ),
+    (
+        "host.notify_send_new_pool_secret",
+        HOST_TO_HOST,
+        handler!(rotation::notify),
+    ),
+    ("host.cleanup_pool_secret", HOST_TO_HOST, handler!(rotation::notify)),
     ("pool.enable_ha", MASTER, handler!(ha_admin::enable)),
     ("pool.disable_ha", MASTER, handler!(ha_admin::disable)),
 ];

@@ -169,6 +169,12 @@ async fn join_request(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     if d.model().pool().is_some_and(|(_, p)| p.ha_enabled) {
         return Err(ApiError::bare(codes::HA_IS_ENABLED));
     }
+    // The joiner would learn one secret of the pair, and miss the rest.
+    if d.secrets().rotation().is_some() {
+        return Err(ApiError::not_allowed(
+            "A pool secret rotation is unfinished: run pool-secret-rotate again to finish it, then join.",
+        ));
+    }
     let mut host: HostRecord =
         serde_json::from_value(args.raw(1).cloned().unwrap_or_default()).map_err(|_| ApiError::field_type("host"))?;
     let local = args

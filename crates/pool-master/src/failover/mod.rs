@@ -169,7 +169,7 @@ async fn keep(d: Arc<Daemon>) {
             local: l.clone(),
             me: d.host_uuid().to_string(),
             daemon_boot: d.leases().boot(),
-            secret: d.pool_secret().into_bytes(),
+            secret: d.secrets().clone(),
             io: d.io().clone(),
             watchdog: d.ha().watchdog.clone(),
             view: d.ha().view.clone(),
