@@ -153,7 +153,31 @@ impl Store {
         users: &[(String, String)],
         generation: u64,
     ) -> Result<(), StoreError> {
+        self.replace_all_with_local(snapshot, users, generation, &[], &[])
+    }
+
+    /// [`Store::replace_all`], and in the same transaction set the local
+    /// settings `set` and remove those named in `remove` (a host leaving
+    /// its pool: the new database and its new role at once).
+    pub fn replace_all_with_local(
+        &mut self,
+        snapshot: &Changes,
+        users: &[(String, String)],
+        generation: u64,
+        set: &[(&str, &str)],
+        remove: &[&str],
+    ) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
+        for (k, v) in set {
+            tx.execute(
+                "INSERT INTO local (key, value) VALUES (?1, ?2)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                params![k, v],
+            )?;
+        }
+        for k in remove {
+            tx.execute("DELETE FROM local WHERE key = ?1", [k])?;
+        }
         for table in TABLES {
             tx.execute(&format!("DELETE FROM {table}"), [])?;
         }

@@ -8,6 +8,7 @@
 
 pub mod args;
 pub mod caller;
+mod eject;
 mod event;
 mod event_next;
 mod filter;
@@ -178,6 +179,8 @@ const METHODS: &[(&str, Access, Option<Handler>)] = &[
     ("event.unregister", MASTER, sync_handler!(event_next::unregister)),
     ("event.next", MASTER, handler!(event_next::next)),
     ("pool.rotate_secret", MASTER, handler!(rotation::rotate)),
+    ("pool.eject", MASTER, handler!(eject::eject)),
+    ("pool.eject_self", HOST_TO_HOST, handler!(eject::eject_self)),
     (
         "host.notify_accept_new_pool_secret",
         HOST_TO_HOST,

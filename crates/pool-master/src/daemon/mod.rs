@@ -26,6 +26,7 @@ use pool_db::model::{Changes, Model, Txn};
 use pool_db::store::{Store, StoreError};
 
 mod first_start;
+mod leave;
 mod redo;
 
 use first_start::{first_start, load_secret, next_boot};
