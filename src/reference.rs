@@ -47,6 +47,9 @@ pub fn example(spec: &Spec) -> String {
         "pool-ha-status" => "xe pool-ha-status --format json",
         "pool-ha-enable" => "xe pool-ha-enable heartbeat-sr-uuids=<sr uuid> ha-config:timeout=30",
         "pool-join" => "xe pool-join master-address=10.0.0.1 master-username=root master-password=secret",
+        "pool-designate-new-master" => {
+            "xe pool-designate-new-master host-uuid=$(xe host-list name-label=host2 --minimal)"
+        }
         "pool-eject" => "xe pool-eject host-uuid=$(xe host-list name-label=host3 --minimal) --force",
         "pool-secret-rotate" => "xe pool-secret-rotate",
         "sr-create" => "xe sr-create name-label=shared type=dir shared=true device-config:location=/srv/pool-sr",

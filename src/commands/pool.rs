@@ -1,5 +1,5 @@
-//! Pool and storage commands: pool-join, pool-eject, pool-secret-rotate,
-//! sr-create.
+//! Pool and storage commands: pool-join, pool-eject,
+//! pool-designate-new-master, pool-secret-rotate, sr-create.
 
 use std::io::IsTerminal;
 
@@ -24,6 +24,13 @@ pub fn commands() -> Vec<Spec> {
             &[],
             "Instruct host to leave an existing pool.",
             Handler::Run(eject),
+        ),
+        make_spec(
+            "pool-designate-new-master",
+            &["host-uuid"],
+            &[],
+            "Request an orderly handover of the role of master to another host.",
+            Handler::Run(designate_new_master),
         ),
         make_spec(
             "pool-secret-rotate",
@@ -99,6 +106,14 @@ fn local_disks(ctx: &mut Ctx, host: &Value) -> Result<Vec<String>, XeError> {
         }
     }
     Ok(out)
+}
+
+/// `pool-designate-new-master host-uuid=...`: prints nothing, as XAPI's.
+fn designate_new_master(ctx: &mut Ctx) -> Result<(), XeError> {
+    let uuid = ctx.param("host-uuid").unwrap_or_default().to_string();
+    let host = ctx.records.conn.call("host.get_by_uuid", vec![json!(uuid)])?;
+    ctx.records.conn.call("pool.designate_new_master", vec![host])?;
+    Ok(())
 }
 
 /// `pool-secret-rotate`: `pool.rotate_secret`, which prints nothing.

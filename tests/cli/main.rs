@@ -50,3 +50,5 @@ mod membership;
 mod service;
 // The pool secret: its own file, moved out of an older database.
 mod secrets;
+// Moving the master role by hand: pool-designate-new-master, with HA off and on.
+mod handover;

@@ -8,6 +8,7 @@
 
 pub mod args;
 pub mod caller;
+mod designate;
 mod eject;
 mod event;
 mod event_next;
@@ -180,6 +181,17 @@ const METHODS: &[(&str, Access, Option<Handler>)] = &[
     ("event.next", MASTER, handler!(event_next::next)),
     ("pool.rotate_secret", MASTER, handler!(rotation::rotate)),
     ("pool.eject", MASTER, handler!(eject::eject)),
+    ("pool.designate_new_master", MASTER, handler!(designate::designate)),
+    (
+        "host.become_new_master",
+        HOST_TO_HOST,
+        handler!(designate::become_new_master),
+    ),
+    (
+        "host.follow_new_master",
+        HOST_TO_HOST,
+        handler!(designate::follow_new_master),
+    ),
     ("pool.eject_self", HOST_TO_HOST, handler!(eject::eject_self)),
     (
         "host.notify_accept_new_pool_secret",

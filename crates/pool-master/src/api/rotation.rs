@@ -13,8 +13,10 @@
 //! every accepted secret).
 //!
 //! XAPI's checks: the master only, every host live (`CANNOT_CONTACT_HOST`
-//! for the first that is not), one rotation at a time. A step that fails
-//! on a host (it went down) stops the rotation with XAPI's message; the
+//! for the first that is not), one rotation at a time (and none beside an
+//! HA change or a move of the master). A step that fails on a host stops
+//! the rotation with XAPI's message (`CANNOT_CONTACT_HOST` when the host
+//! does not answer); the
 //! hosts keep accepting both secrets, and running `pool-secret-rotate`
 //! again finishes it with the same pair (every step is idempotent). A
 //! host the pool has forgotten meanwhile keeps the old secret, which the
@@ -22,7 +24,6 @@
 //! again and joined. XAPI refuses a rotation while HA is on; here HA's
 //! heartbeats take both secrets during the window, so it runs with HA on.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,9 +48,6 @@ pub const METHODS: &[&str] = &[
 /// How long every host sends the new secret while all still accept the
 /// old one: a heartbeat or call signed before a host switched has arrived.
 pub const WINDOW: Duration = Duration::from_secs(1);
-
-/// A rotation is running on this master.
-static RUNNING: AtomicBool = AtomicBool::new(false);
 
 #[derive(Clone, Copy, Debug)]
 enum Step {
@@ -91,12 +89,13 @@ impl Step {
 /// `pool.rotate_secret(session)`, on the master.
 pub async fn rotate(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     args.exactly(1)?;
-    if RUNNING.swap(true, Ordering::SeqCst) {
-        return Err(ApiError::internal("pool secret rotation already running"));
-    }
-    let result = run(d).await;
-    RUNNING.store(false, Ordering::SeqCst);
-    result.map(|()| json!(""))
+    // One at a time, and not beside an HA change or a move of the master.
+    let Some(_busy) = d.pool_operation() else {
+        return Err(ApiError::not_allowed(
+            "Another pool operation (HA on or off, a move of the master, a secret rotation) is in progress.",
+        ));
+    };
+    run(d).await.map(|()| json!(""))
 }
 
 async fn run(d: &Arc<Daemon>) -> Result<(), ApiError> {
@@ -150,7 +149,16 @@ async fn tell(
     crate::hostops::call(d, &target, step.method(), params, PEER_TIMEOUT)
         .await
         .map(|_| ())
-        .map_err(|e| failed(format!("{}: {}", e.code, e.params.join(" "))))
+        .map_err(|e| {
+            let offline = e.code == codes::HOST_OFFLINE;
+            let e = failed(format!("{}: {}", e.code, e.params.join(" ")));
+            // A host that does not answer: XAPI's code for it.
+            if offline {
+                ApiError::new(codes::CANNOT_CONTACT_HOST, vec![host_ref.clone()])
+            } else {
+                e
+            }
+        })
 }
 
 /// `host.notify_accept_new_pool_secret`, `host.notify_send_new_pool_secret`,
@@ -178,4 +186,30 @@ pub async fn notify(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     })?;
     tracing::info!(step = ?step, "pool secret rotation: step done on this host");
     Ok(json!(""))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::api::call;
+    use crate::daemon::Daemon;
+    use crate::sessions::Principal;
+    use serde_json::json;
+
+    /// A one-host pool rotates again and again; each time only the newest
+    /// secret is accepted.
+    #[tokio::test]
+    async fn a_pool_of_one_rotates_again_and_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = Daemon::open(crate::daemon::tests::config(dir.path())).unwrap();
+        let s = json!(d.sessions().open(Principal::User("root".into())));
+        let mut seen = vec![d.pool_secret()];
+        for _ in 0..3 {
+            call(&d, "pool.rotate_secret", vec![s.clone()]).await.unwrap();
+            let now = d.pool_secret();
+            assert!(!seen.contains(&now));
+            assert!(seen.iter().all(|old| !d.secrets().accepts(old)));
+            assert_eq!(d.secrets().rotation(), None);
+            seen.push(now);
+        }
+    }
 }

@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use xapi_proto::classes::{self, FieldType};
 use xapi_proto::ApiError;
 
-use super::{eject, ha, host, maintenance, message, pool, rotation, storage, task, vm, Args};
+use super::{designate, eject, ha, host, maintenance, message, pool, rotation, storage, task, vm, Args};
 use crate::daemon::Daemon;
 
 /// The lists of the class modules.
@@ -35,6 +35,7 @@ pub(super) const MODULES: &[&[&str]] = &[
     task::METHODS,
     rotation::METHODS,
     eject::METHODS,
+    designate::METHODS,
 ];
 
 /// Is `method` in one of the class modules' lists?

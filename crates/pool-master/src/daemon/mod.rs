@@ -111,7 +111,8 @@ pub struct Daemon {
     tasks: crate::tasks::Tasks,
     /// The certificate this host's API serves.
     identity: crate::tls::Identity,
-    /// An HA enable or disable is running.
+    /// An HA enable or disable, a move of the master or a secret
+    /// rotation is running (one pool-wide operation at a time).
     ha_busy: std::sync::atomic::AtomicBool,
     /// When each member last asked the master for updates.
     last_seen: Mutex<HashMap<String, Instant>>,
@@ -212,6 +213,12 @@ impl Daemon {
     /// The HA enable or disable that [`Daemon::begin_ha_change`] began is over.
     pub fn end_ha_change(&self) {
         self.ha_busy.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// [`Daemon::begin_ha_change`] for a pool-wide operation, ended when
+    /// the guard drops (also when the call is dropped half-way).
+    pub fn pool_operation(&self) -> Option<PoolOperation<'_>> {
+        self.begin_ha_change().then_some(PoolOperation(self))
     }
 
     /// Member `uuid` called the master just now.
@@ -614,6 +621,15 @@ impl Daemon {
     }
 }
 
+/// A pool-wide operation under way ([`Daemon::pool_operation`]).
+pub struct PoolOperation<'a>(&'a Daemon);
+
+impl Drop for PoolOperation<'_> {
+    fn drop(&mut self) {
+        self.0.end_ha_change();
+    }
+}
+
 /// The held write lock of the pool database.
 pub struct Writer<'a> {
     daemon: &'a Daemon,
@@ -624,6 +640,12 @@ impl Writer<'_> {
     /// Run `f` over a transaction and commit what it changed. When `f`
     /// fails, or the commit does, nothing changes.
     pub fn commit<R>(&mut self, f: impl FnOnce(&mut Txn) -> Result<R, ApiError>) -> Result<R, ApiError> {
+        // A write that waited for the lock while this host handed the
+        // master role on (`pool.designate_new_master`) must not land in
+        // what is now a replica.
+        if !self.daemon.is_master() {
+            return Err(host_is_slave(&self.daemon.master_address()));
+        }
         let (result, changes, generation) = {
             let model = self.daemon.model();
             let mut txn = Txn::new(&model);
@@ -645,6 +667,18 @@ impl Writer<'_> {
         }
         self.daemon.publish(generation, changes);
         Ok(result)
+    }
+
+    /// Become a member following `master_address`, with the write lock
+    /// held: no write queued behind it commits here any more.
+    pub fn demote(&mut self, master_address: &str) -> Result<(), StoreError> {
+        self.store
+            .set_local(&[("role", "member"), ("master_address", master_address)])?;
+        self.daemon.stop_redo_log();
+        self.daemon.set_role(Role::Member {
+            master_address: master_address.to_string(),
+        });
+        Ok(())
     }
 
     /// Read the committed model while holding the write lock.
