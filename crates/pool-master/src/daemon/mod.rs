@@ -39,8 +39,12 @@ const REPLICATION_LOG_LEN: usize = 4096;
 #[derive(Debug, Clone)]
 pub struct Config {
     pub data_dir: PathBuf,
-    /// The address this host listens on and that the pool knows it by.
+    /// The address the pool and its clients know this host by.
     pub address: String,
+    /// The address its API and HA heartbeats listen on (the same, unless
+    /// `--bind-address` says otherwise: a wildcard, or a local address
+    /// behind NAT).
+    pub bind_address: String,
     /// The API port; every host of a pool uses the same one.
     pub port: u16,
     /// Needed at first start only.
@@ -710,6 +714,7 @@ pub(crate) mod tests {
         Config {
             data_dir: dir.to_path_buf(),
             address: "127.0.0.1".into(),
+            bind_address: "127.0.0.1".into(),
             port: 0,
             root_password: Some("pw".into()),
             memory_total: 1 << 30,

@@ -170,6 +170,7 @@ async fn keep(d: Arc<Daemon>) {
             me: d.host_uuid().to_string(),
             daemon_boot: d.leases().boot(),
             secret: d.secrets().clone(),
+            bind: Some(d.config().bind_address.clone()),
             io: d.io().clone(),
             watchdog: d.ha().watchdog.clone(),
             view: d.ha().view.clone(),

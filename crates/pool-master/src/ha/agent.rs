@@ -124,6 +124,9 @@ pub struct Setup {
     /// The pool secret: heartbeats are signed with the current one and
     /// checked against every one accepted (both during a rotation).
     pub secret: Arc<crate::secret::PoolSecret>,
+    /// The address to bind the heartbeat socket to, when not the one the
+    /// pool knows this host by (`serve --bind-address`).
+    pub bind: Option<String>,
     pub io: Arc<Gate>,
     pub watchdog: Arc<Watchdog>,
     pub view: watch::Sender<AgentView>,
@@ -235,7 +238,7 @@ impl Run {
             .index_of(&setup.me)
             .ok_or_else(|| AgentError::NotConfigured(setup.me.clone()))?;
         let timeouts = Timeouts::derive(setup.local.timeout_s, setup.local.lab)?;
-        let address = setup.local.addresses[me].clone();
+        let address = setup.bind.clone().unwrap_or_else(|| setup.local.addresses[me].clone());
         let socket = UdpSocket::bind((address.as_str(), setup.local.port))
             .await
             .map_err(|source| AgentError::Socket {
@@ -464,6 +467,7 @@ mod tests {
             me: me.to_string(),
             daemon_boot: 1,
             secret: secret.clone(),
+            bind: None,
             io: Arc::new(Gate::lab(dir)),
             watchdog,
             view: tx,
