@@ -212,4 +212,64 @@ mod tests {
             seen.push(now);
         }
     }
+
+    /// XAPI's precondition (every host live), and a host that does not
+    /// answer half-way: the rotation stops with both secrets accepted, and
+    /// once the host is gone from the pool, running it again finishes the
+    /// same rotation.
+    #[tokio::test]
+    async fn a_host_down_stops_the_rotation_and_a_second_run_finishes_it() {
+        use xapi_proto::records::HostRecord;
+        let dir = tempfile::tempdir().unwrap();
+        let d = Daemon::open(crate::daemon::tests::config(dir.path())).unwrap();
+        let s = json!(d.sessions().open(Principal::User("root".into())));
+        let ghost = pool_db::model::new_ref();
+        let put = |live: bool| {
+            let ghost = ghost.clone();
+            move |txn: &mut pool_db::model::Txn| {
+                txn.put(
+                    &ghost,
+                    HostRecord {
+                        uuid: "ffffffff-0000-4000-8000-000000000009".into(),
+                        name_label: "ghost".into(),
+                        address: "127.0.0.1".into(),
+                        live,
+                        ..Default::default()
+                    },
+                );
+                Ok(())
+            }
+        };
+        d.write(put(false)).await.unwrap();
+        let old = d.pool_secret();
+        let e = call(&d, "pool.rotate_secret", vec![s.clone()]).await.unwrap_err();
+        assert_eq!(
+            (e.code.as_str(), e.params.clone()),
+            ("CANNOT_CONTACT_HOST", vec![ghost.clone()])
+        );
+        assert_eq!((d.pool_secret(), d.secrets().rotation()), (old.clone(), None));
+        // Marked live but not answering (nothing listens on its port).
+        d.write(put(true)).await.unwrap();
+        let e = call(&d, "pool.rotate_secret", vec![s.clone()]).await.unwrap_err();
+        assert_eq!(e.code, "CANNOT_CONTACT_HOST");
+        let (pending_old, pending_new) = d.secrets().rotation().expect("a rotation left pending");
+        assert_eq!(pending_old.expose(), old);
+        assert!(d.secrets().accepts(&old) && d.secrets().accepts(pending_new.expose()));
+        // A join would learn half of it.
+        let join = call(&d, "pool.join_request", vec![s.clone(), json!({}), json!([])])
+            .await
+            .unwrap_err();
+        assert_eq!(join.code, "OPERATION_NOT_ALLOWED");
+        // The host is forgotten; the second run finishes the same rotation.
+        d.write(|txn| {
+            txn.delete::<HostRecord>(&ghost);
+            Ok(())
+        })
+        .await
+        .unwrap();
+        call(&d, "pool.rotate_secret", vec![s.clone()]).await.unwrap();
+        assert_eq!(d.pool_secret(), pending_new.expose());
+        assert!(!d.secrets().accepts(&old));
+        assert_eq!(d.secrets().rotation(), None);
+    }
 }
