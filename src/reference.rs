@@ -51,6 +51,11 @@ pub fn example(spec: &Spec) -> String {
         "message-destroy-all" => "xe message-destroy-all before=2025-01-01T00:00:00Z priority=5",
         "pool-ha-enable" => "xe pool-ha-enable heartbeat-sr-uuids=<sr uuid> ha-config:timeout=30",
         "pool-join" => "xe pool-join master-address=10.0.0.1 master-username=root master-password=secret",
+        "pool-designate-new-master" => {
+            "xe pool-designate-new-master host-uuid=$(xe host-list name-label=host2 --minimal)"
+        }
+        "pool-eject" => "xe pool-eject host-uuid=$(xe host-list name-label=host3 --minimal) --force",
+        "pool-secret-rotate" => "xe pool-secret-rotate",
         "sr-create" => "xe sr-create name-label=shared type=dir shared=true device-config:location=/srv/pool-sr",
         "vm-install" => "xe vm-install new-name-label=web02 memory=2GiB disk-size=20GiB",
         "vm-migrate" => "xe vm-migrate vm=web01 host=host3 --live",

@@ -641,7 +641,7 @@ fn the_master_metrics_after_a_power_pull(lab: &Lab) {
 }
 
 /// `GET /metrics` on the lab's port: the status code and the body.
-fn scrape(lab: &Lab, i: usize, basic: Option<&str>) -> (u16, String) {
+pub(crate) fn scrape(lab: &Lab, i: usize, basic: Option<&str>) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect((lab.host_address(i).as_str(), lab.port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();

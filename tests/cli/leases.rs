@@ -63,11 +63,8 @@ fn the_lease_follows_a_protected_vm_and_a_live_owner_keeps_it() {
 
     // host2, asked directly (as a second master would) to start a guest
     // of the VM host1 runs, refuses: host1 renews its host lease.
-    let secret = pool_db::store::Store::open(&lab.host_data_dir(2).join("pool.db"))
-        .unwrap()
-        .local("pool_secret")
-        .unwrap()
-        .expect("a pool secret");
+    let secret = std::fs::read_to_string(lab.host_data_dir(2).join("pool-secret")).expect("a pool secret");
+    let secret = secret.trim_end();
     let session = lab.call(2, "session.slave_login", json!([host2, secret]));
     let session = session["result"].as_str().expect("a member session").to_string();
     assert!(wait_for(Duration::from_secs(5), || !records_of(&lab.sr_dir(), &vm).is_empty()));

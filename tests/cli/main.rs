@@ -56,3 +56,7 @@ mod service;
 mod package;
 // docs/deploy.md, run as written on three hosts (issue 21).
 mod deploy;
+// The pool secret: its own file, moved out of an older database.
+mod secrets;
+// Moving the master role by hand: pool-designate-new-master, with HA off and on.
+mod handover;

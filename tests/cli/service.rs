@@ -195,3 +195,100 @@ fn settings_come_from_the_file_the_environment_and_flags_in_that_order() {
     let _ = host.wait();
     assert!(named, "the host did not come up as the file says");
 }
+
+/// The address the API listens on apart from the one the pool knows the
+/// host by (issue 21): `--bind-address`, `POOL_HA_BIND_ADDRESS` or
+/// `bind-address` in the file, shown by `--check-config`, checked; a host
+/// bound to one address records the other.
+#[test]
+fn the_bind_address_is_apart_from_the_address_the_pool_knows() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |args: &[&str], env: &[(&str, &str)]| {
+        let mut c = Command::new(xapid_bin());
+        c.args(["serve", "--config", "/dev/null", "--data-dir"])
+            .arg(dir.path().join("d"));
+        c.args(["--address", "192.0.2.11", "--check-config"]).args(args);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    let bind_line = |out: &std::process::Output| {
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find(|l| l.starts_with("bind-address = "))
+            .unwrap_or("")
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let out = check(&[], &[]);
+    assert_eq!(bind_line(&out), "bind-address = 192.0.2.11 # default (the address)");
+    let out = check(&[], &[("POOL_HA_BIND_ADDRESS", "0.0.0.0")]);
+    assert_eq!(
+        bind_line(&out),
+        "bind-address = 0.0.0.0 # environment (POOL_HA_BIND_ADDRESS)"
+    );
+    let out = check(&["--bind-address", "::"], &[("POOL_HA_BIND_ADDRESS", "0.0.0.0")]);
+    assert_eq!(bind_line(&out), "bind-address = :: # flag");
+    let out = check(&["--bind-address", "every-interface"], &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("bind-address: \"every-interface\" is not an IP address"),
+        "{err}"
+    );
+    let file = dir.path().join("xapid.toml");
+    std::fs::write(&file, "bind-address = \"0.0.0.0\"\n").unwrap();
+    let out = Command::new(xapid_bin())
+        .args(["serve", "--config"])
+        .arg(&file)
+        .arg("--data-dir")
+        .arg(dir.path().join("d"))
+        .arg("--check-config")
+        .output()
+        .unwrap();
+    assert!(bind_line(&out).starts_with("bind-address = 0.0.0.0 # "), "{out:?}");
+    assert!(bind_line(&out).ends_with("xapid.toml"), "{out:?}");
+
+    // A host listening on one loopback address, known by another.
+    let net = format!(
+        "127.{}.{}",
+        rand::random_range(1..=250u8),
+        rand::random_range(1..=250u8)
+    );
+    let (known, bound) = (format!("{net}.9"), format!("{net}.10"));
+    let port = rand::random_range(20000..60000u16).to_string();
+    let mut host = Command::new(xapid_bin())
+        .args([
+            "serve",
+            "--config",
+            "/dev/null",
+            "--lab",
+            "--root-password",
+            "pw",
+            "--port",
+            &port,
+        ])
+        .args(["--address", &known, "--bind-address", &bound, "--data-dir"])
+        .arg(dir.path().join("host"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let extra = format!("server={bound},port={port},username=root,password=pw");
+    let recorded = crate::util::wait_for(Duration::from_secs(20), || {
+        let r = crate::util::run_xe(
+            &["host-list", "params=address", "--minimal", "--no-verify"],
+            &[("XE_EXTRA_ARGS", &extra)],
+            home.path(),
+        );
+        r.code == 0 && r.stdout.trim() == known
+    });
+    let elsewhere = std::net::TcpStream::connect((known.as_str(), port.parse::<u16>().unwrap())).is_ok();
+    let _ = host.kill();
+    let _ = host.wait();
+    assert!(recorded, "the host did not serve on {bound} as {known}");
+    assert!(!elsewhere, "the API listens on the management address too");
+}

@@ -5,7 +5,7 @@
 //! a crash of the process or the machine. Each class has a table of
 //! `(ref, uuid, record)` rows, the record as JSON. `meta` holds the
 //! generation; `local` holds what belongs to this host alone and is never
-//! replicated (its identity, its role, the pool secret); `user` holds
+//! replicated (its identity, its role, its HA configuration); `user` holds
 //! password hashes; `audit` and `delivery` are this host's journal
 //! ([`crate::journal`]), never replicated either. The schema version is SQLite's `user_version`, and
 //! [`MIGRATIONS`] brings an older file up to date inside one transaction.
@@ -165,7 +165,31 @@ impl Store {
         users: &[(String, String)],
         generation: u64,
     ) -> Result<(), StoreError> {
+        self.replace_all_with_local(snapshot, users, generation, &[], &[])
+    }
+
+    /// [`Store::replace_all`], and in the same transaction set the local
+    /// settings `set` and remove those named in `remove` (a host leaving
+    /// its pool: the new database and its new role at once).
+    pub fn replace_all_with_local(
+        &mut self,
+        snapshot: &Changes,
+        users: &[(String, String)],
+        generation: u64,
+        set: &[(&str, &str)],
+        remove: &[&str],
+    ) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
+        for (k, v) in set {
+            tx.execute(
+                "INSERT INTO local (key, value) VALUES (?1, ?2)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                params![k, v],
+            )?;
+        }
+        for k in remove {
+            tx.execute("DELETE FROM local WHERE key = ?1", [k])?;
+        }
         for table in TABLES {
             tx.execute(&format!("DELETE FROM {table}"), [])?;
         }
@@ -204,6 +228,20 @@ impl Store {
             )?;
         }
         tx.commit()?;
+        Ok(())
+    }
+
+    /// Remove one of this host's settings, overwriting its bytes in the
+    /// file (SQLite's `secure_delete`) and checkpointing the WAL, so that
+    /// no copy of the value stays behind (a secret moved out).
+    pub fn remove_local(&mut self, key: &str) -> Result<(), StoreError> {
+        self.conn.pragma_update(None, "secure_delete", true)?;
+        let removed = self.conn.execute("DELETE FROM local WHERE key = ?1", [key]);
+        self.conn.pragma_update(None, "secure_delete", false)?;
+        removed?;
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .optional()?;
         Ok(())
     }
 
@@ -280,6 +318,25 @@ mod tests {
         assert_eq!(model.vm.get("OpaqueRef:1").map(|v| v.order), Some(3));
         assert_eq!(store.local("host_uuid").unwrap().as_deref(), Some("h"));
         assert_eq!(store.integrity_check().unwrap(), "ok");
+    }
+
+    #[test]
+    fn a_removed_setting_leaves_no_copy_in_the_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pool.db");
+        let value = "5ec7e75ec7e75ec7e75ec7e75ec7e7aa";
+        let mut store = Store::open(&path).unwrap();
+        store.set_local(&[("pool_secret", value), ("role", "master")]).unwrap();
+        store.remove_local("pool_secret").unwrap();
+        assert_eq!(store.local("pool_secret").unwrap(), None);
+        assert_eq!(store.local("role").unwrap().as_deref(), Some("master"));
+        for name in ["pool.db", "pool.db-wal"] {
+            let bytes = std::fs::read(dir.path().join(name)).unwrap_or_default();
+            assert!(
+                !bytes.windows(value.len()).any(|w| w == value.as_bytes()),
+                "{name} still holds the value"
+            );
+        }
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub const DEFAULT_PATH: &str = "/etc/pool-ha/xapid.toml";
 pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     pub address: Option<String>,
+    pub bind_address: Option<String>,
     pub port: Option<u16>,
     pub name: Option<String>,
     pub root_password_file: Option<PathBuf>,

@@ -31,6 +31,16 @@ pub fn replace_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
+/// Sync the directory holding `path`, so a rename into it survives a
+/// crash of the machine.
+pub fn sync_dir(path: &Path) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(dir)?.sync_all()
+}
+
 /// `NAME.tmp` beside `path`.
 fn sibling(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();

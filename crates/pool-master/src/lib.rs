@@ -22,6 +22,7 @@
 //! - [`memory`]: what VMs cost hosts; [`overcommit`]: calls that would lose
 //!   the failover plan are refused.
 //! - [`tls`]: this host's certificate (made on first start).
+//! - [`secret`]: the pool secret's file (`DATA_DIR/pool-secret`).
 //! - [`auth`], [`sessions`]: passwords and sessions; [`throttle`]: the
 //!   throttle on password guessing; [`logging`]: log
 //!   output of xapid and xapid-lab.
@@ -57,6 +58,7 @@ pub mod planning;
 pub mod reserve;
 pub mod scrape;
 pub mod secrets;
+pub mod secret;
 pub mod server;
 pub mod sessions;
 pub mod storage_probe;

@@ -62,9 +62,15 @@ struct ServeArgs {
     /// Where this host keeps its database and local storage.
     #[arg(long, env = "POOL_HA_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// The address to listen on; the pool knows the host by it.
+    /// The management address: the one the pool and its clients know
+    /// the host by (and the API listens on, unless --bind-address).
     #[arg(long, env = "POOL_HA_ADDRESS", default_value = "127.0.0.1")]
     address: String,
+    /// The address the API and the HA heartbeats listen on, when not the
+    /// management address (0.0.0.0 or :: for every interface; behind NAT,
+    /// the local one).
+    #[arg(long, env = "POOL_HA_BIND_ADDRESS")]
+    bind_address: Option<String>,
     /// The API port (the same on every host of a pool).
     #[arg(long, env = "POOL_HA_PORT", default_value_t = 443)]
     port: u16,
@@ -152,6 +158,7 @@ fn merge_file(args: &mut ServeArgs, sub: &clap::ArgMatches) -> Result<Vec<(Strin
     }
     take!(data_dir);
     take!(address);
+    take!(bind_address);
     take!(port);
     take!(name);
     // An explicit --root-password beats a password file the settings file
@@ -199,6 +206,13 @@ fn merge_file(args: &mut ServeArgs, sub: &clap::ArgMatches) -> Result<Vec<(Strin
     if args.address.parse::<std::net::IpAddr>().is_err() {
         problems.push(format!("address: {:?} is not an IP address", args.address));
     }
+    if let Some(b) = args
+        .bind_address
+        .as_ref()
+        .filter(|b| b.parse::<std::net::IpAddr>().is_err())
+    {
+        problems.push(format!("bind-address: {b:?} is not an IP address"));
+    }
     if !problems.is_empty() {
         return Err(problems);
     }
@@ -219,6 +233,14 @@ fn merge_file(args: &mut ServeArgs, sub: &clap::ArgMatches) -> Result<Vec<(Strin
             "address".into(),
             args.address.clone(),
             source("address", file.address.is_some()),
+        ),
+        (
+            "bind-address".into(),
+            args.bind_address.clone().unwrap_or_else(|| args.address.clone()),
+            match source("bind_address", file.bind_address.is_some()).as_str() {
+                "unset" => "default (the address)".to_string(),
+                s => s.to_string(),
+            },
         ),
         (
             "port".into(),
@@ -395,6 +417,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let config = Config {
         data_dir: args.data_dir.clone().context("no data directory")?,
         address: args.address.clone(),
+        bind_address: args.bind_address.clone().unwrap_or_else(|| args.address.clone()),
         port: args.port,
         root_password,
         memory_total: match (args.memory, args.driver) {
@@ -424,10 +447,11 @@ async fn serve(args: ServeArgs) -> Result<()> {
         pool_master::driver::qemu::guard::spawn(&me, reset_machine).context("starting the fence guard")?;
     }
     let daemon = Daemon::open(config).context("opening the host")?;
-    let listener = tokio::net::TcpListener::bind((args.address.as_str(), args.port))
+    let bind = daemon.config().bind_address.clone();
+    let listener = tokio::net::TcpListener::bind((bind.as_str(), args.port))
         .await
-        .with_context(|| format!("listening on {}:{}", args.address, args.port))?;
-    tracing::info!(host = %daemon.host_uuid(), address = %args.address, port = args.port, "xapid is serving");
+        .with_context(|| format!("listening on {bind}:{}", args.port))?;
+    tracing::info!(host = %daemon.host_uuid(), address = %args.address, bind = %bind, port = args.port, "xapid is serving");
     // systemd (Type=notify): ready once the API's socket is bound and the
     // database open; calls that arrive meanwhile wait in the backlog.
     notify_systemd(&[

@@ -114,6 +114,22 @@ async fn run(d: Arc<Daemon>) {
                     tokio::time::sleep(RETRY_PAUSE).await;
                 }
             },
+            // The master role moved (`pool.designate_new_master`) and this
+            // host was not told: the old master names the new one. With
+            // HA on, the master lock says who leads instead.
+            Err(xapi_client::ClientError::Api(e))
+                if e.code == xapi_proto::codes::HOST_IS_SLAVE && !d.ha().armed() && !e.params.is_empty() =>
+            {
+                let to = e.params[0].clone();
+                if d.model().host.iter().any(|(_, h)| h.address == to) && to != master_address {
+                    tracing::info!(master = %to, "the master moved: following it");
+                    if let Err(e) = d.follow_master(&to).await {
+                        tracing::warn!("cannot record the new master: {e}");
+                    }
+                } else {
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+            }
             Err(e) => {
                 failures += 1;
                 // Say it once, then every 20th time (10 s), not twice a second.

@@ -21,10 +21,19 @@ use crate::io::Gate;
 pub const PEER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Who is calling: this host and the pool secret.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PeerAuth {
     pub host_uuid: String,
     pub secret: String,
+}
+
+impl std::fmt::Debug for PeerAuth {
+    /// The secret is never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerAuth")
+            .field("host_uuid", &self.host_uuid)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Logged-in clients to the other hosts, by address, and the certificates

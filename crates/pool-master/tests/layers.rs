@@ -23,7 +23,7 @@ const LAYERS: &[&[&str]] = &[
         "journal",
         "secrets",
     ],
-    &["planning", "io", "events", "tls"],
+    &["planning", "io", "events", "tls", "secret"],
     &["overcommit", "peers", "listener", "tasks"],
     &["driver"],
     &["lease"],

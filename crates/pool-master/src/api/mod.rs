@@ -9,6 +9,8 @@
 pub mod args;
 mod audit;
 pub mod caller;
+mod designate;
+mod eject;
 mod event;
 mod event_next;
 mod filter;
@@ -25,6 +27,7 @@ mod maintenance;
 mod message;
 mod pool;
 mod recovery;
+mod rotation;
 mod session;
 pub(crate) mod storage;
 mod system;
@@ -183,6 +186,31 @@ const METHODS: &[(&str, Access, Option<Handler>)] = &[
     ("event.register", MASTER, sync_handler!(event_next::register)),
     ("event.unregister", MASTER, sync_handler!(event_next::unregister)),
     ("event.next", MASTER, handler!(event_next::next)),
+    ("pool.rotate_secret", MASTER, handler!(rotation::rotate)),
+    ("pool.eject", MASTER, handler!(eject::eject)),
+    ("pool.designate_new_master", MASTER, handler!(designate::designate)),
+    (
+        "host.become_new_master",
+        HOST_TO_HOST,
+        handler!(designate::become_new_master),
+    ),
+    (
+        "host.follow_new_master",
+        HOST_TO_HOST,
+        handler!(designate::follow_new_master),
+    ),
+    ("pool.eject_self", HOST_TO_HOST, handler!(eject::eject_self)),
+    (
+        "host.notify_accept_new_pool_secret",
+        HOST_TO_HOST,
+        handler!(rotation::notify),
+    ),
+    (
+        "host.notify_send_new_pool_secret",
+        HOST_TO_HOST,
+        handler!(rotation::notify),
+    ),
+    ("host.cleanup_pool_secret", HOST_TO_HOST, handler!(rotation::notify)),
     ("pool.enable_ha", MASTER, handler!(ha_admin::enable)),
     ("pool.disable_ha", MASTER, handler!(ha_admin::disable)),
 ];

@@ -115,13 +115,16 @@ async fn join(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     let secret = answer
         .get("pool_secret")
         .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
+        .and_then(crate::secret::Secret::parse)
+        .ok_or_else(|| joining_error(codes::JOINING_HOST_SERVICE_FAILED))?;
     let master_address = master.host().to_string();
     // Take the master's database as it is now.
     let mut member = Client::with_options(&master_address, d.config().port, &options).no_redirect();
     let session = member
-        .call_raw("session.slave_login", vec![json!(d.host_uuid()), json!(secret)])
+        .call_raw(
+            "session.slave_login",
+            vec![json!(d.host_uuid()), json!(secret.expose())],
+        )
         .await
         .map_err(join_contact_error)?;
     member.set_session(session.as_str().unwrap_or_default().to_string());
@@ -137,9 +140,9 @@ async fn join(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     else {
         return Err(joining_error(codes::JOINING_HOST_SERVICE_FAILED));
     };
-    d.become_member(&master_address, &secret, *snapshot, users, generation)
+    d.become_member(&master_address, secret, *snapshot, users, generation)
         .await
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+        .map_err(ApiError::internal)?;
     // The member loop (running since start-up) follows the new role.
     tracing::info!(master = %master_address, "joined the pool");
     Ok(json!(""))
@@ -165,6 +168,12 @@ async fn join_request(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     }
     if d.model().pool().is_some_and(|(_, p)| p.ha_enabled) {
         return Err(ApiError::bare(codes::HA_IS_ENABLED));
+    }
+    // The joiner would learn one secret of the pair, and miss the rest.
+    if d.secrets().rotation().is_some() {
+        return Err(ApiError::not_allowed(
+            "A pool secret rotation is unfinished: run pool-secret-rotate again to finish it, then join.",
+        ));
     }
     let mut host: HostRecord =
         serde_json::from_value(args.raw(1).cloned().unwrap_or_default()).map_err(|_| ApiError::field_type("host"))?;

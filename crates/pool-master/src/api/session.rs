@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use xapi_proto::{codes, ApiError};
 
 use super::Args;
-use crate::daemon::{host_is_slave, secrets_equal, Daemon};
+use crate::daemon::{host_is_slave, Daemon};
 use crate::sessions::Principal;
 
 /// `session.login_with_password(uname, pwd[, version, originator])`.
@@ -97,8 +97,7 @@ pub fn slave_login(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     args.exactly(2)?;
     let host = args.str(0, "host")?;
     let secret = args.str(1, "psecret")?;
-    let known = d.pool_secret();
-    if known.is_empty() || !secrets_equal(secret, &known) {
+    if !d.secrets().accepts(secret) {
         return Err(ApiError::new(
             codes::SESSION_AUTHENTICATION_FAILED,
             vec![host.to_string(), "Authentication failure".into()],

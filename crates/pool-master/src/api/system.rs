@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use xapi_proto::classes::{self, FieldType};
 use xapi_proto::ApiError;
 
-use super::{ha, host, maintenance, message, pool, storage, task, vm, Args};
+use super::{designate, eject, ha, host, maintenance, message, pool, rotation, storage, task, vm, Args};
 use crate::daemon::Daemon;
 
 /// The lists of the class modules.
@@ -33,6 +33,9 @@ pub(super) const MODULES: &[&[&str]] = &[
     storage::METHODS,
     message::METHODS,
     task::METHODS,
+    rotation::METHODS,
+    eject::METHODS,
+    designate::METHODS,
 ];
 
 /// Is `method` in one of the class modules' lists?

@@ -1,11 +1,15 @@
 //! A host's first start: a one-host pool of its own (the pool, this host,
-//! its local SR), the root password, a pool secret; and the count of
-//! starts every start makes.
+//! its local SR), the root password; the pool secret's file (made, or
+//! moved out of an older database); and the count of starts every start
+//! makes.
 
 use xapi_proto::records::{HostRecord, PbdRecord, PoolRecord, SrRecord, NULL_REF};
 
-use super::{hex, Config, StartError};
+use super::{Config, StartError};
+use std::path::Path;
+
 use crate::auth;
+use crate::secret::{PoolSecret, Secret};
 use pool_db::model::{new_ref, new_uuid, Changes};
 use pool_db::store::Store;
 
@@ -87,7 +91,84 @@ pub(super) fn first_start(store: &mut Store, config: &Config) -> Result<String, 
     );
     store.commit(&changes, 1)?;
     store.set_user("root", &hash)?;
-    let secret = hex(&rand::random::<[u8; 32]>());
-    store.set_local(&[("host_uuid", &host_uuid), ("role", "master"), ("pool_secret", &secret)])?;
+    store.set_local(&[("host_uuid", &host_uuid), ("role", "master")])?;
     Ok(host_uuid)
+}
+
+/// Where an install from before kept the pool secret: the database's
+/// `local` table.
+const LEGACY_KEY: &str = "pool_secret";
+
+/// This host's pool secret, from `DATA_DIR/pool-secret`. A database that
+/// still holds it (an older install) has it moved to the file (written
+/// first, then removed from the database: a crash in between leaves both,
+/// and the next start removes the database's copy), keeping its value so
+/// a running pool goes on. With neither (a first start), a fresh one.
+pub(super) fn load_secret(store: &mut Store, dir: &Path, first: bool) -> Result<PoolSecret, StartError> {
+    let legacy = store.local(LEGACY_KEY)?;
+    let secret = match PoolSecret::open(dir)? {
+        Some(s) => s,
+        None => match legacy.as_deref().and_then(Secret::parse) {
+            Some(old) => {
+                let s = PoolSecret::create(dir, old)?;
+                tracing::info!(file = %s.path().display(), "moved the pool secret out of the pool database");
+                s
+            }
+            None => {
+                if !first {
+                    tracing::warn!(
+                        file = %dir.join(crate::secret::FILE).display(),
+                        "this host had no pool secret: it makes a new one, which the pool's other hosts do not know (a member: reset it with pool-emergency-reset-master, or eject it and join it again)"
+                    );
+                }
+                PoolSecret::create(dir, Secret::fresh())?
+            }
+        },
+    };
+    if legacy.is_some() {
+        store.remove_local(LEGACY_KEY)?;
+    }
+    Ok(secret)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::config;
+    use super::super::Daemon;
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// An install from before kept the secret in the database: the next
+    /// start moves it, value and all, to its own 0600 file.
+    #[test]
+    fn a_secret_in_the_database_moves_to_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = Daemon::open(config(dir.path())).unwrap();
+        let first = d.pool_secret();
+        drop(d);
+        let file = dir.path().join(crate::secret::FILE);
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), format!("{first}\n"));
+        // Make it look like the older layout.
+        std::fs::remove_file(&file).unwrap();
+        let mut store = Store::open(&dir.path().join("pool.db")).unwrap();
+        store.set_local(&[(LEGACY_KEY, &first)]).unwrap();
+        drop(store);
+        let d = Daemon::open(config(dir.path())).unwrap();
+        assert_eq!(d.pool_secret(), first, "the pool's secret is kept");
+        drop(d);
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), format!("{first}\n"));
+        assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+        let store = Store::open(&dir.path().join("pool.db")).unwrap();
+        assert_eq!(store.local(LEGACY_KEY).unwrap(), None);
+        // A crash after the file was written: both; the file wins and the
+        // database's copy goes.
+        let mut store = store;
+        store.set_local(&[(LEGACY_KEY, "stale")]).unwrap();
+        drop(store);
+        let d = Daemon::open(config(dir.path())).unwrap();
+        assert_eq!(d.pool_secret(), first);
+        drop(d);
+        let store = Store::open(&dir.path().join("pool.db")).unwrap();
+        assert_eq!(store.local(LEGACY_KEY).unwrap(), None);
+    }
 }

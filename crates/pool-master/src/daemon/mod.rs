@@ -26,9 +26,10 @@ use pool_db::model::{Changes, Model, Txn};
 use pool_db::store::{Store, StoreError};
 
 mod first_start;
+mod leave;
 mod redo;
 
-use first_start::{first_start, next_boot};
+use first_start::{first_start, load_secret, next_boot};
 
 /// How many commits the master keeps for members to catch up from; a member
 /// further behind gets a full copy.
@@ -38,8 +39,12 @@ const REPLICATION_LOG_LEN: usize = 4096;
 #[derive(Debug, Clone)]
 pub struct Config {
     pub data_dir: PathBuf,
-    /// The address this host listens on and that the pool knows it by.
+    /// The address the pool and its clients know this host by.
     pub address: String,
+    /// The address its API and HA heartbeats listen on (the same, unless
+    /// `--bind-address` says otherwise: a wildcard, or a local address
+    /// behind NAT).
+    pub bind_address: String,
     /// The API port; every host of a pool uses the same one.
     pub port: u16,
     /// Needed at first start only.
@@ -85,6 +90,8 @@ pub enum StartError {
     Driver(#[from] DriverError),
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    #[error(transparent)]
+    Secret(#[from] crate::secret::SecretError),
 }
 
 /// One `xapid`: its database, sessions, VMs and role.
@@ -95,7 +102,7 @@ pub struct Daemon {
     store: tokio::sync::Mutex<Store>,
     users: RwLock<HashMap<String, String>>,
     role: RwLock<Role>,
-    pool_secret: RwLock<String>,
+    pool_secret: Arc<crate::secret::PoolSecret>,
     sessions: Sessions,
     verifier: Verifier,
     throttle: crate::throttle::Throttle,
@@ -108,7 +115,8 @@ pub struct Daemon {
     tasks: crate::tasks::Tasks,
     /// The certificate this host's API serves.
     identity: crate::tls::Identity,
-    /// An HA enable or disable is running.
+    /// An HA enable or disable, a move of the master or a secret
+    /// rotation is running (one pool-wide operation at a time).
     ha_busy: std::sync::atomic::AtomicBool,
     /// When each member last asked the master for updates.
     last_seen: Mutex<HashMap<String, Instant>>,
@@ -218,6 +226,12 @@ impl Daemon {
         self.ha_busy.store(false, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// [`Daemon::begin_ha_change`] for a pool-wide operation, ended when
+    /// the guard drops (also when the call is dropped half-way).
+    pub fn pool_operation(&self) -> Option<PoolOperation<'_>> {
+        self.begin_ha_change().then_some(PoolOperation(self))
+    }
+
     /// Member `uuid` called the master just now.
     pub fn note_seen(&self, uuid: &str) {
         self.last_seen
@@ -247,9 +261,9 @@ impl Daemon {
 
     /// Open this host's database, creating a one-host pool at first start.
     pub fn open(config: Config) -> Result<Arc<Daemon>, StartError> {
-        // The data directory and the database hold the pool secret and
-        // the password hashes: root's alone (0700, 0600; SQLite's WAL and
-        // shared-memory files take the database's mode).
+        // The data directory holds the pool secret's file, and the
+        // database the password hashes: root's alone (0700, 0600; SQLite's
+        // WAL and shared-memory files take the database's mode).
         let private = |path: &std::path::Path, tightened: std::io::Result<bool>| match tightened {
             Ok(true) => {
                 tracing::warn!(path = %path.display(), "was readable by others: now its owner's only");
@@ -270,15 +284,15 @@ impl Daemon {
         }
         let mut store = Store::open(&config.data_dir.join("pool.db"))?;
         let journal = crate::journal::Journal::open(&config.data_dir.join("pool.db"))?;
-        let host_uuid = match store.local("host_uuid")? {
-            Some(u) => u,
-            None => first_start(&mut store, &config)?,
+        let (host_uuid, first) = match store.local("host_uuid")? {
+            Some(u) => (u, false),
+            None => (first_start(&mut store, &config)?, true),
         };
+        let secret = Arc::new(load_secret(&mut store, &config.data_dir, first)?);
         let role = match (store.local("role")?.as_deref(), store.local("master_address")?) {
             (Some("member"), Some(master_address)) => Role::Member { master_address },
             _ => Role::Master,
         };
-        let secret = store.local("pool_secret")?.unwrap_or_default();
         let model = store.load()?;
         let generation_at_open = model.generation;
         let names: Vec<String> = std::iter::once(config.address.clone())
@@ -342,7 +356,7 @@ impl Daemon {
             store: tokio::sync::Mutex::new(store),
             users: RwLock::new(users),
             role: RwLock::new(role),
-            pool_secret: RwLock::new(secret),
+            pool_secret: secret,
             verifier: Verifier::default(),
             throttle: crate::throttle::Throttle::default(),
             generation,
@@ -404,8 +418,14 @@ impl Daemon {
         self.role() == Role::Master
     }
 
+    /// The pool secret this host proves itself with, as text for a call.
     pub fn pool_secret(&self) -> String {
-        self.pool_secret.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.pool_secret.current().expose().to_string()
+    }
+
+    /// This host's pool secret (its file, what it accepts).
+    pub fn secrets(&self) -> &Arc<crate::secret::PoolSecret> {
+        &self.pool_secret
     }
 
     /// The password hash of `user`.
@@ -478,18 +498,20 @@ impl Daemon {
     pub async fn become_member(
         &self,
         master_address: &str,
-        secret: &str,
+        secret: crate::secret::Secret,
         snapshot: Changes,
         users: Vec<(String, String)>,
         generation: u64,
-    ) -> Result<(), StoreError> {
-        self.replace_replica(snapshot, users, generation).await?;
-        self.store.lock().await.set_local(&[
-            ("role", "member"),
-            ("master_address", master_address),
-            ("pool_secret", secret),
-        ])?;
-        *self.pool_secret.write().unwrap_or_else(|p| p.into_inner()) = secret.to_string();
+    ) -> Result<(), String> {
+        self.pool_secret.replace(secret).map_err(|e| e.to_string())?;
+        self.replace_replica(snapshot, users, generation)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.store
+            .lock()
+            .await
+            .set_local(&[("role", "member"), ("master_address", master_address)])
+            .map_err(|e| e.to_string())?;
         self.set_role(Role::Member {
             master_address: master_address.to_string(),
         });
@@ -612,6 +634,15 @@ impl Daemon {
     }
 }
 
+/// A pool-wide operation under way ([`Daemon::pool_operation`]).
+pub struct PoolOperation<'a>(&'a Daemon);
+
+impl Drop for PoolOperation<'_> {
+    fn drop(&mut self) {
+        self.0.end_ha_change();
+    }
+}
+
 /// The held write lock of the pool database.
 pub struct Writer<'a> {
     daemon: &'a Daemon,
@@ -622,6 +653,12 @@ impl Writer<'_> {
     /// Run `f` over a transaction and commit what it changed. When `f`
     /// fails, or the commit does, nothing changes.
     pub fn commit<R>(&mut self, f: impl FnOnce(&mut Txn) -> Result<R, ApiError>) -> Result<R, ApiError> {
+        // A write that waited for the lock while this host handed the
+        // master role on (`pool.designate_new_master`) must not land in
+        // what is now a replica.
+        if !self.daemon.is_master() {
+            return Err(host_is_slave(&self.daemon.master_address()));
+        }
         let (result, changes, generation) = {
             let model = self.daemon.model();
             let mut txn = Txn::new(&model);
@@ -645,6 +682,18 @@ impl Writer<'_> {
         Ok(result)
     }
 
+    /// Become a member following `master_address`, with the write lock
+    /// held: no write queued behind it commits here any more.
+    pub fn demote(&mut self, master_address: &str) -> Result<(), StoreError> {
+        self.store
+            .set_local(&[("role", "member"), ("master_address", master_address)])?;
+        self.daemon.stop_redo_log();
+        self.daemon.set_role(Role::Member {
+            master_address: master_address.to_string(),
+        });
+        Ok(())
+    }
+
     /// Read the committed model while holding the write lock.
     pub fn read<R>(&self, f: impl FnOnce(&Txn) -> Result<R, ApiError>) -> Result<R, ApiError> {
         let model = self.daemon.model();
@@ -653,16 +702,9 @@ impl Writer<'_> {
     }
 }
 
-/// Create the one-host pool of a fresh host: pool, host, local SR, root user.
-/// The local-database key counting this host's starts.
 /// Lower-case hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Compare secrets without leaking where they differ.
-pub fn secrets_equal(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// `HOST_IS_SLAVE [master]`, the answer of a member to ordinary calls.
@@ -681,6 +723,7 @@ pub(crate) mod tests {
         Config {
             data_dir: dir.to_path_buf(),
             address: "127.0.0.1".into(),
+            bind_address: "127.0.0.1".into(),
             port: 0,
             root_password: Some("pw".into()),
             memory_total: 1 << 30,

@@ -24,6 +24,7 @@ use xapi_proto::ApiError;
 
 use crate::daemon::{Daemon, Role};
 use crate::ha::agent::AgentView;
+use crate::ha::Handover;
 use crate::peers::PEER_TIMEOUT;
 use pool_db::model::{new_ref, new_uuid};
 
@@ -102,14 +103,38 @@ async fn step(d: &Arc<Daemon>, view: &AgentView, state: &mut State) -> Result<()
     // Election: one policy, shared with ha-sim (`lock::wants_lock`).
     // The last master: the global block's, else the database's.
     let last = view.last_master.clone().or_else(|| db_master(d));
-    let want = ha_liveness::lock::wants_lock(&ha_liveness::lock::Election {
+    let election = ha_liveness::lock::Election {
         me: me.clone(),
         holder: view.lock_holder.clone(),
         sf_access: view.sf_access,
         last_master_live: last.as_ref().is_some_and(|m| view.liveset.contains(m)),
         last_master: last.clone(),
         wanted: state.wanted,
-    });
+    };
+    // A planned move of the master role (`pool.designate_new_master`):
+    // the master lets go of the lock while the host it names is in the
+    // liveset, and that host asks as if it were the last master; every
+    // other host waits, as for a live last master. The lock's own rule
+    // keeps one holder whoever asks.
+    let handover = d.ha().handover();
+    let want = match &handover {
+        Some(Handover::Leaving { to }) if view.liveset.contains(to) => false,
+        Some(Handover::Arriving) => ha_liveness::lock::wants_lock(&ha_liveness::lock::Election {
+            last_master: Some(me.clone()),
+            last_master_live: true,
+            ..election
+        }),
+        _ => ha_liveness::lock::wants_lock(&election),
+    };
+    let done = match &handover {
+        Some(Handover::Leaving { to }) => view.lock_holder.as_ref() == Some(to),
+        Some(Handover::Arriving) => view.lock_holder.as_ref() == Some(&me),
+        None => false,
+    };
+    if done {
+        tracing::info!(holder = ?view.lock_holder, "the planned move of the master role is done");
+        d.ha().set_handover(None, Duration::ZERO);
+    }
     if want != state.wanted {
         tracing::info!(
             holder = ?view.lock_holder,

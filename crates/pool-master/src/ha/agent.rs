@@ -121,7 +121,12 @@ pub struct Setup {
     /// This start of the daemon (its boot count, never lower than an
     /// earlier start's): the engine's boots are numbered from it.
     pub daemon_boot: u64,
-    pub secret: Vec<u8>,
+    /// The pool secret: heartbeats are signed with the current one and
+    /// checked against every one accepted (both during a rotation).
+    pub secret: Arc<crate::secret::PoolSecret>,
+    /// The address to bind the heartbeat socket to, when not the one the
+    /// pool knows this host by (`serve --bind-address`).
+    pub bind: Option<String>,
     pub io: Arc<Gate>,
     pub watchdog: Arc<Watchdog>,
     pub view: watch::Sender<AgentView>,
@@ -236,7 +241,7 @@ impl Run {
             .index_of(&setup.me)
             .ok_or_else(|| AgentError::NotConfigured(setup.me.clone()))?;
         let timeouts = Timeouts::derive(setup.local.timeout_s, setup.local.lab)?;
-        let address = setup.local.addresses[me].clone();
+        let address = setup.bind.clone().unwrap_or_else(|| setup.local.addresses[me].clone());
         let socket = UdpSocket::bind((address.as_str(), setup.local.port))
             .await
             .map_err(|source| AgentError::Socket {
@@ -310,7 +315,20 @@ impl Run {
     /// A received packet as an event, or `None` when it is dropped.
     fn packet(&mut self, bytes: &[u8]) -> Option<Event> {
         let local = &self.setup.local;
-        match codec::decode_heartbeat(bytes, &local.hosts, self.me, local.generation, &self.setup.secret) {
+        let decode = |key: &crate::secret::Secret| {
+            codec::decode_heartbeat(bytes, &local.hosts, self.me, local.generation, key.expose().as_bytes())
+        };
+        let keys = self.setup.secret.keys();
+        let mut decoded = decode(&keys[0]);
+        for key in &keys[1..] {
+            if decoded.is_ok() {
+                break;
+            }
+            if let Ok(hb) = decode(key) {
+                decoded = Ok(hb);
+            }
+        }
+        match decoded {
             Ok(hb) => Some(Event::Heartbeat(hb)),
             Err(e) => {
                 self.refused += 1;
@@ -327,8 +345,9 @@ impl Run {
         for c in commands {
             match c {
                 Command::SendHeartbeat(hb) => {
+                    let key = self.setup.secret.current();
                     for &(to, peer) in &self.peers {
-                        let bytes = codec::encode_heartbeat(&hb, &self.setup.me, to, &self.setup.secret);
+                        let bytes = codec::encode_heartbeat(&hb, &self.setup.me, to, key.expose().as_bytes());
                         if let Err(e) = self.socket.send_to(&bytes, peer).await {
                             tracing::debug!(%peer, "heartbeat not sent: {e}");
                         }
@@ -432,6 +451,7 @@ impl Run {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::secret::{PoolSecret, Secret};
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     struct Host {
@@ -440,7 +460,12 @@ mod tests {
         fences: Arc<AtomicUsize>,
     }
 
-    fn start_host(local: &HaLocal, me: &str, dir: &std::path::Path) -> impl std::future::Future<Output = Host> {
+    fn start_host(
+        local: &HaLocal,
+        me: &str,
+        dir: &std::path::Path,
+        secret: &Arc<PoolSecret>,
+    ) -> impl std::future::Future<Output = Host> {
         let fences = Arc::new(AtomicUsize::new(0));
         let f = fences.clone();
         let watchdog = Watchdog::start(Box::new(move |_| {
@@ -452,7 +477,8 @@ mod tests {
             local: local.clone(),
             me: me.to_string(),
             daemon_boot: 1,
-            secret: b"pool secret".to_vec(),
+            secret: secret.clone(),
+            bind: None,
             io: Arc::new(Gate::lab(dir)),
             watchdog,
             view: tx,
@@ -506,8 +532,11 @@ mod tests {
         let (da, db) = (dir.path().join("a"), dir.path().join("b"));
         std::fs::create_dir_all(&da).unwrap();
         std::fs::create_dir_all(&db).unwrap();
-        let mut a = start_host(&local, &local.hosts[0], &da).await;
-        let mut b_host = start_host(&local, &local.hosts[1], &db).await;
+        let key = Secret::parse("pool-secret").unwrap();
+        let sa = Arc::new(PoolSecret::create(&da, key.clone()).unwrap());
+        let sb = Arc::new(PoolSecret::create(&db, key.clone()).unwrap());
+        let mut a = start_host(&local, &local.hosts[0], &da, &sa).await;
+        let mut b_host = start_host(&local, &local.hosts[1], &db, &sb).await;
         assert!(
             until(&mut a.view, |v| v.online && v.liveset.len() == 2).await,
             "{:?}",
@@ -535,6 +564,34 @@ mod tests {
         let forged = codec::encode_heartbeat(&hb, &local.hosts[1], 0, b"wrong secret");
         socket.send_to(&forged, &to).await.unwrap();
         assert!(until(&mut a.view, |v| v.refused >= 2).await, "{:?}", a.view.borrow());
+        assert!(a.view.borrow().online);
+
+        // A rotation of the pool secret, step by step on each host as the
+        // master runs it, with heartbeats between the steps: none refused.
+        let new = Secret::fresh();
+        let refused = |h: &Host| h.view.borrow().refused;
+        let before = (refused(&a), refused(&b_host));
+        let beat = || tokio::time::sleep(Duration::from_millis(1500));
+        for step in 0..3 {
+            for s in [&sa, &sb] {
+                match step {
+                    0 => s.accept_new(&key, &new).unwrap(),
+                    1 => s.send_new(&key, &new).unwrap(),
+                    _ => s.cleanup(&key, &new).unwrap(),
+                }
+                beat().await;
+            }
+        }
+        assert_eq!(
+            (refused(&a), refused(&b_host)),
+            before,
+            "heartbeats refused during the rotation"
+        );
+        assert!(a.view.borrow().online && a.view.borrow().liveset.len() == 2);
+        // After it, a heartbeat under the old secret is refused.
+        let old = codec::encode_heartbeat(&hb, &local.hosts[1], 0, key.expose().as_bytes());
+        socket.send_to(&old, &to).await.unwrap();
+        assert!(until(&mut a.view, |v| v.refused > before.0).await);
         assert!(a.view.borrow().online);
 
         a.agent.stop().await;

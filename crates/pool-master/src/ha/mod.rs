@@ -51,6 +51,19 @@ pub struct Ha {
     pub restarts: Kick,
     /// What the agent sees of each host (for the operator).
     pub(crate) seen: Arc<Mutex<agent::Seen>>,
+    /// A planned move of the master role under way, and until when it
+    /// may take.
+    handover: Mutex<Option<(Handover, std::time::Instant)>>,
+}
+
+/// A planned move of the master role while HA is on
+/// (`pool.designate_new_master`): the election's inputs for a while.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handover {
+    /// This master lets go of the master lock for host `to` (a uuid).
+    Leaving { to: String },
+    /// This host asks for the master lock as soon as nobody holds it.
+    Arriving,
 }
 
 /// Wakes the restart executor (`crate::failover::restart`): a guest
@@ -85,7 +98,25 @@ impl Ha {
             armed: AtomicBool::new(false),
             restarts: Kick::default(),
             seen: Arc::default(),
+            handover: Mutex::new(None),
         })
+    }
+
+    /// The planned move of the master role under way, if its time has
+    /// not run out.
+    pub fn handover(&self) -> Option<Handover> {
+        let mut h = self.handover.lock().unwrap_or_else(|p| p.into_inner());
+        if h.as_ref().is_some_and(|(_, until)| std::time::Instant::now() >= *until) {
+            *h = None;
+        }
+        h.as_ref().map(|(h, _)| h.clone())
+    }
+
+    /// Plan (`Some`, for at most `limit`) or end (`None`) a move of the
+    /// master role.
+    pub fn set_handover(&self, handover: Option<Handover>, limit: std::time::Duration) {
+        *self.handover.lock().unwrap_or_else(|p| p.into_inner()) =
+            handover.map(|h| (h, std::time::Instant::now() + limit));
     }
 
     /// Is this host armed for HA (by its local configuration)?
