@@ -110,6 +110,28 @@ fn a_rotation_with_ha_on_fences_nobody_and_retires_the_old_secret() {
     let uuid2 = lab.xe_min(&["host-list", "name-label=host2", "params=uuid"]);
     lab.xe_ok(&["vm-start", "vm=vm01", "on=host2"]);
     let refused: Vec<u64> = (1..=hosts).map(|i| refused_heartbeats(&lab, i)).collect();
+    // A sealed setting (the webhook's key) is sealed again under the new
+    // secret, else no host could open it after the rotation.
+    let pool = lab.xe_min(&["pool-list"]);
+    lab.xe_ok(&[
+        "pool-param-set",
+        &format!("uuid={pool}"),
+        "other-config:pool-ha-webhook-secret=s3cret-key",
+    ]);
+    let sealed = |lab: &Lab| {
+        lab.xe_ok(&[
+            "pool-param-get",
+            &format!("uuid={pool}"),
+            "param-name=other-config",
+            "param-key=pool-ha-webhook-secret",
+        ])
+        .trim()
+        .to_string()
+    };
+    assert_eq!(
+        pool_master::secrets::open(&old, "pool-ha-webhook-secret", &sealed(&lab)).as_deref(),
+        Ok("s3cret-key")
+    );
 
     let r = lab.xe(&["pool-secret-rotate"]);
     assert_eq!(
@@ -121,6 +143,11 @@ fn a_rotation_with_ha_on_fences_nobody_and_retires_the_old_secret() {
 
     let (new, _) = secret_file(&lab, 1);
     assert_ne!(new, old);
+    assert_eq!(
+        pool_master::secrets::open(&new, "pool-ha-webhook-secret", &sealed(&lab)).as_deref(),
+        Ok("s3cret-key"),
+        "the webhook key is not sealed under the new secret"
+    );
     for i in 1..=hosts {
         assert_eq!(secret_file(&lab, i), (new.clone(), 0o600), "host{i}");
         assert!(!lab.host_data_dir(i).join("pool-secret.rotation").exists(), "host{i}");

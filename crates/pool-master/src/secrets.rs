@@ -93,6 +93,17 @@ pub fn open(pool_secret: &str, name: &str, sealed: &str) -> Result<String, Secre
     String::from_utf8(plain.to_vec()).map_err(|_| SecretError::WrongKey)
 }
 
+/// Setting `name`'s `value` sealed under `new` when it was sealed under
+/// `old` (a pool secret rotation); `None` when there is nothing to do (not
+/// sealed, or already under `new`) or it opens under neither.
+pub fn reseal(old: &str, new: &str, name: &str, value: &str) -> Option<String> {
+    if open(new, name, value).is_ok() {
+        return None;
+    }
+    let plain = open(old, name, value).ok()?;
+    Some(seal(new, name, &plain))
+}
+
 /// Seal every secret key of a pool `other_config` map in place.
 pub fn seal_map(pool_secret: &str, map: &mut serde_json::Map<String, Value>) {
     for (k, v) in map.iter_mut() {
@@ -261,5 +272,16 @@ mod tests {
             map,
             json!(["OpaqueRef:p", {"ssmtp-authpass": MASKED, "ssmtp-mailhub": "m:25", "db_password": MASKED}])
         );
+    }
+
+    #[test]
+    fn a_rotation_seals_again_under_the_new_secret() {
+        let sealed = seal("old", "pool-ha-webhook-secret", "k3y");
+        let again = reseal("old", "new", "pool-ha-webhook-secret", &sealed).unwrap();
+        assert_eq!(open("new", "pool-ha-webhook-secret", &again).unwrap(), "k3y");
+        assert!(open("old", "pool-ha-webhook-secret", &again).is_err());
+        // Done already, or not ours: nothing to do.
+        assert_eq!(reseal("old", "new", "pool-ha-webhook-secret", &again), None);
+        assert_eq!(reseal("x", "y", "pool-ha-webhook-secret", &sealed), None);
     }
 }

@@ -121,12 +121,37 @@ async fn run(d: &Arc<Daemon>) -> Result<(), ApiError> {
             tell(d, host, step, &old, &new).await?;
         }
     }
+    reseal_settings(d, &old, &new).await?;
     tokio::time::sleep(WINDOW).await;
     for host in members.iter().chain(&me) {
         tell(d, host, Step::Cleanup, &old, &new).await?;
     }
     tracing::info!("pool secret rotation: done; only the new secret is accepted");
     Ok(())
+}
+
+/// The pool's sealed settings (`secrets::SECRET_KEYS`: the webhook key,
+/// the SMTP password) sealed again under the new secret, in one commit,
+/// once every host signs with it: they were sealed under a key derived
+/// from the old one, which no host keeps after the rotation.
+async fn reseal_settings(d: &Daemon, old: &Secret, new: &Secret) -> Result<(), ApiError> {
+    let (old, new) = (old.expose().to_string(), new.expose().to_string());
+    d.write(|txn| {
+        let Some((pool_ref, pool)) = txn.base().pool().map(|(r, p)| (r.clone(), p.clone())) else {
+            return Ok(());
+        };
+        let again: Vec<(String, String)> = pool
+            .other_config
+            .iter()
+            .filter(|(k, _)| crate::secrets::SECRET_KEYS.contains(&k.as_str()))
+            .filter_map(|(k, v)| crate::secrets::reseal(&old, &new, k, v).map(|s| (k.clone(), s)))
+            .collect();
+        if !again.is_empty() {
+            txn.update::<xapi_proto::records::PoolRecord>(&pool_ref, |p| p.other_config.extend(again));
+        }
+        Ok(())
+    })
+    .await
 }
 
 /// Run `step` on `host`: here directly, on a member by a call.
