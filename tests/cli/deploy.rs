@@ -292,12 +292,12 @@ fn the_deployment_guide_runs_as_written() {
     }
     assert!(ran >= 8, "only {ran} blocks ran");
 
-    // Where the page leaves the pool: server 2, master of a pool of one
-    // with HA on again (servers 3 and 1 forgotten), and the VM is there.
+    // Where the page leaves the pool: server 1, master of a pool of one
+    // with HA on again (servers 3 and 2 forgotten), and the VM runs there.
     let xe = |args: &[&str]| {
         let out = Command::new(xe_bin())
             .args(args)
-            .args(["-s", &site.hosts[1].address, "-u", "root", "-pw", PASSWORD])
+            .args(["-s", &site.hosts[0].address, "-u", "root", "-pw", PASSWORD])
             .env("HOME", site.home())
             .env_remove("XE_EXTRA_ARGS")
             .output()
@@ -314,10 +314,10 @@ fn the_deployment_guide_runs_as_written() {
         .map(str::to_string)
         .collect();
     hosts.sort();
-    assert_eq!(hosts, ["server2"]);
+    assert_eq!(hosts, ["server1"]);
     let pool = xe(&["pool-list", "--minimal"]);
     let master = xe(&["pool-param-get", &format!("uuid={pool}"), "param-name=master"]);
-    assert_eq!(master, xe(&["host-list", "name-label=server2", "--minimal"]));
+    assert_eq!(master, xe(&["host-list", "name-label=server1", "--minimal"]));
     assert_eq!(
         xe(&["pool-param-get", &format!("uuid={pool}"), "param-name=ha-enabled"]),
         "true"
