@@ -8,9 +8,15 @@
 //! every object of those classes (each an `add`); any other token is one
 //! this host returned: XAPI's form, two 20-digit numbers, the generation of
 //! the database it answered from and the counter of task changes (tasks
-//! live outside the database, `crate::tasks`). A token whose part the
-//! host's logs no longer reach, or ahead of them, gets `EVENTS_LOST`: the
-//! client reads everything again with the empty token. The task part counts
+//! live outside the database, `crate::tasks`), whose high half is the
+//! master term that gave the token. A token whose part the host's logs no
+//! longer reach, or ahead of them, or whose generation is not a state of
+//! this host's history (a term other than this master's own and than the
+//! one it replicated before taking over, or a generation of that term it
+//! never received: `crate::events::Lineage`) gets `EVENTS_LOST`: the
+//! client reads everything again with the empty token. So a token survives
+//! a master failover exactly when the new master holds everything the old
+//! one had told, and never skips a change. The task part's counter counts
 //! only for a call that asks for tasks. A waiting call wakes at the commit
 //! or the task change that makes an answer.
 
@@ -174,6 +180,10 @@ pub(super) fn events_lost(lost: Lost) -> ApiError {
 /// The answer for the changes after `since`, if there are any or `always`.
 fn poll(d: &Daemon, since: Token, subs: &[Sub], always: bool) -> Result<Option<Value>, ApiError> {
     let m = d.model();
+    let term = crate::tasks::term_of(since.tasks);
+    if term != d.tasks().term() && !d.lineage().holds(term, since.generation) {
+        return Err(events_lost(Lost::OtherHistory));
+    }
     let wanted = |class: &str, reference: &str| object_matches(subs, class, reference);
     let mut changes = d
         .events()
@@ -489,12 +499,27 @@ mod tests {
         assert_eq!(one["events"].as_array().unwrap().len(), 1);
         assert_eq!(one["events"][0]["ref"], other);
 
-        // A task part from another run of the master: lost for a call that
-        // asks for tasks, ignored by one that does not.
+        // A token of another master term (another run of this master, or
+        // a master whose history this host does not hold): lost, for tasks
+        // and for the database alike.
         let stale = json!(format!("{g},{:020}", 5));
         let lost = from(json!(["task"]), stale.clone(), 0.0).await.unwrap_err();
         assert_eq!(lost.code, codes::EVENTS_LOST);
-        assert!(from(json!(["host"]), stale, 0.0).await.is_ok());
+        let lost = from(json!(["host"]), stale, 0.0).await.unwrap_err();
+        assert_eq!(lost.code, codes::EVENTS_LOST);
+        // The term this host replicated, up to where it took over: its
+        // tokens continue (the database part; its tasks are gone).
+        let theirs = 77u64 << 32;
+        let now = d.model().generation;
+        d.lineage().set(Some((77, now)));
+        let continued = from(json!(["host"]), json!(format!("{now:020},{theirs:020}")), 0.0)
+            .await
+            .unwrap();
+        assert_eq!(continued["events"], json!([]));
+        let beyond = from(json!(["host"]), json!(format!("{:020},{theirs:020}", now + 1)), 0.0).await;
+        assert_eq!(beyond.unwrap_err().code, codes::EVENTS_LOST);
+        let tasks_gone = from(json!(["task"]), json!(format!("{now:020},{theirs:020}")), 0.0).await;
+        assert_eq!(tasks_gone.unwrap_err().code, codes::EVENTS_LOST);
         let injected = call(
             &d,
             "event.inject",

@@ -104,6 +104,8 @@ pub struct Daemon {
     log: Mutex<VecDeque<(u64, Changes)>>,
     /// The database's changes as XAPI events (`event.from`).
     events: crate::events::Events,
+    /// Whose tokens, besides this host's own term's, continue here.
+    lineage: crate::events::Lineage,
     /// What `Async.` calls are doing (on the master).
     tasks: crate::tasks::Tasks,
     /// The certificate this host's API serves.
@@ -168,6 +170,11 @@ impl Daemon {
     /// The database's changes as XAPI events.
     pub fn events(&self) -> &crate::events::Events {
         &self.events
+    }
+
+    /// Whose tokens, besides this host's own term's, continue here.
+    pub fn lineage(&self) -> &crate::events::Lineage {
+        &self.lineage
     }
 
     /// The certificate this host's API serves.
@@ -340,6 +347,7 @@ impl Daemon {
             generation,
             log: Mutex::new(VecDeque::new()),
             events: crate::events::Events::new(generation_at_open),
+            lineage: crate::events::Lineage::default(),
             tasks: crate::tasks::Tasks::default(),
             identity,
             last_seen: Mutex::new(HashMap::new()),
@@ -473,8 +481,9 @@ impl Daemon {
         snapshot: Changes,
         users: Vec<(String, String)>,
         generation: u64,
+        term: Option<u64>,
     ) -> Result<(), StoreError> {
-        self.replace_replica(snapshot, users, generation).await?;
+        self.replace_replica(snapshot, users, generation, term).await?;
         self.store.lock().await.set_local(&[
             ("role", "member"),
             ("master_address", master_address),
@@ -488,8 +497,9 @@ impl Daemon {
         Ok(())
     }
 
-    /// Apply replicated commits from the master (a member's side).
-    pub async fn apply_replica(&self, commits: Vec<(u64, Changes)>) -> Result<(), StoreError> {
+    /// Apply replicated commits from the master (a member's side), whose
+    /// term is `term` (`None` from a master that does not say).
+    pub async fn apply_replica(&self, commits: Vec<(u64, Changes)>, term: Option<u64>) -> Result<(), StoreError> {
         let mut store = self.store.lock().await;
         for (generation, changes) in commits {
             if generation <= self.model().generation {
@@ -502,17 +512,24 @@ impl Daemon {
             model.generation = generation;
         }
         let g = self.model().generation;
+        match term {
+            Some(term) => self.lineage.extend(term, g),
+            None => self.lineage.set(None),
+        }
         self.repin();
         self.generation.send_replace(g);
         Ok(())
     }
 
-    /// Replace the whole replica (a member too far behind the master's log).
+    /// Replace the whole replica (a member too far behind the master's log,
+    /// or a new master starting from the HA metadata file): a copy of
+    /// master term `term`'s history, if it came from a master.
     pub async fn replace_replica(
         &self,
         snapshot: Changes,
         users: Vec<(String, String)>,
         generation: u64,
+        term: Option<u64>,
     ) -> Result<(), StoreError> {
         let mut store = self.store.lock().await;
         store.replace_all(&snapshot, &users, generation)?;
@@ -523,6 +540,7 @@ impl Daemon {
         model.apply(snapshot);
         *self.model.write().unwrap_or_else(|p| p.into_inner()) = model;
         self.events.reset(generation);
+        self.lineage.set(term.map(|t| (t, generation)));
         *self.users.write().unwrap_or_else(|p| p.into_inner()) = users.into_iter().collect();
         self.repin();
         self.generation.send_replace(generation);
@@ -582,6 +600,12 @@ impl Daemon {
             .set_local(&[("role", "member"), ("master_address", address)])?;
         self.stop_redo_log();
         self.peers.forget().await;
+        if self.is_master() {
+            // Its own clients' tokens stay good on this database until a
+            // copy of the new master's replaces it.
+            self.lineage.set(Some((self.tasks.term(), self.model().generation)));
+            self.tasks.new_term();
+        }
         self.set_role(Role::Member {
             master_address: address.to_string(),
         });
@@ -593,6 +617,11 @@ impl Daemon {
         self.store.lock().await.set_local(&[("role", "master")])?;
         self.peers.forget().await;
         self.log.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        if !self.is_master() {
+            // A term of its own; the lineage (the master it replicated, up
+            // to here) keeps that master's clients' tokens good.
+            self.tasks.new_term();
+        }
         self.set_role(Role::Master);
         Ok(())
     }

@@ -379,7 +379,9 @@ async fn take_over(d: &Arc<Daemon>, metadata: &std::path::Path) -> Result<(), Ap
                 replica = d.model().generation,
                 "the metadata file is newer than this host's replica"
             );
-            d.replace_replica(m.snapshot, m.users, m.generation)
+            // Commits this host never received: its lineage ends, and
+            // clients' tokens get EVENTS_LOST (they resync).
+            d.replace_replica(m.snapshot, m.users, m.generation, None)
                 .await
                 .map_err(|e| ApiError::internal(e.to_string()))?;
         }
