@@ -138,12 +138,36 @@ fn on_a_terminal_xe_asks_once_and_remembers_the_host() {
 
 /// A TLS server at `address:port` with the key and certificate in `pem`,
 /// for 90 s at most: one line per connection in `log` (`handshake-failed`,
-/// or `request` and the request's first bytes).
+/// or `request` and the whole request). It answers every request as a
+/// host proving its certificate would, with its own fingerprint and a
+/// made-up proof (it has the key, not the pool secret).
 const IMPOSTOR: &str = r#"
-import socket, ssl, sys, time
+import hashlib, json, re, socket, ssl, sys, time
 address, port, pem, log = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
 ctx.load_cert_chain(pem)
+cert = re.search(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", open(pem).read(), re.S).group(0)
+digest = hashlib.sha256(ssl.PEM_cert_to_DER_cert(cert)).hexdigest().upper()
+fingerprint = ":".join(digest[i:i + 2] for i in range(0, 64, 2))
+body = json.dumps({"jsonrpc": "2.0", "id": 1, "result": {"fingerprint": fingerprint, "proof": "ab" * 32}}).encode()
+answer = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body
+
+def read_request(tls):
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = tls.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+    head, rest = data.split(b"\r\n\r\n", 1)
+    length = re.search(rb"(?i)content-length: *(\d+)", head)
+    while length and len(rest) < int(length.group(1)):
+        chunk = tls.recv(65536)
+        if not chunk:
+            break
+        rest += chunk
+    return head + b"\r\n\r\n" + rest
+
 srv = socket.socket()
 srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 srv.bind((address, port))
@@ -165,7 +189,8 @@ with open(log, "a", buffering=1) as out:
             conn.close()
             continue
         try:
-            out.write("request %r\n" % tls.recv(65536)[:120])
+            out.write("request %r\n" % read_request(tls))
+            tls.sendall(answer)
         except Exception as e:
             out.write("read-failed %s\n" % type(e).__name__)
         tls.close()
@@ -235,13 +260,25 @@ fn hosts_pin_each_others_certificates_and_an_impostor_gets_no_secret() {
     )));
 
     // The master calls host 3 to start a VM there: its TLS client finds
-    // the wrong certificate and stops at the handshake, so no request (and
-    // no pool secret) reaches the impostor, and the start fails.
+    // the wrong certificate and stops at the handshake, then asks the
+    // impostor to prove that certificate with the pool secret, over a
+    // connection that trusts only it, sending a nonce and nothing else.
+    // The impostor's made-up proof does not hold: nothing is pinned, no
+    // login (and no pool secret) reaches it, and the start fails.
     let r = lab.xe(&["vm-start", "vm=vm02", "on=host3"]);
     assert_ne!(r.code, 0, "{r:?}");
     let seen = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(seen.contains("handshake-failed"), "{seen}");
-    assert!(!seen.contains("request"), "a request reached the impostor: {seen}");
+    let requests: Vec<&str> = seen.lines().filter(|l| l.starts_with("request")).collect();
+    assert!(!requests.is_empty(), "no proof was asked for: {seen}");
+    for request in &requests {
+        assert!(request.contains("host.prove_certificate"), "{request}");
+        assert!(!request.contains("slave_login"), "{request}");
+    }
+    let r = lab.xe(&["vm-start", "vm=vm02", "on=host3"]);
+    assert_ne!(r.code, 0, "the impostor was trusted after its proof: {r:?}");
+    let seen = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(!seen.contains("slave_login"), "{seen}");
 
     // The impostor is not blind: a client that trusts anyone gets through
     // to it, and sends what an unpinned host would have sent.
@@ -255,5 +292,61 @@ fn hosts_pin_each_others_certificates_and_an_impostor_gets_no_secret() {
     let _ = impostor.kill();
     let _ = impostor.wait();
     let seen = std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(seen.contains("request b'POST"), "{seen}");
+    assert!(seen.contains("session.login_with_password"), "{seen}");
+}
+
+/// Issue 19: a master whose certificate is made again (its file moved
+/// away) is refused by its members, which pinned the old one; each asks
+/// it to prove the new one with the pool secret, pins it, and follows the
+/// master again: a change made on the master reaches the member's
+/// replica, and the pool records the new certificate.
+#[test]
+fn a_master_with_a_new_certificate_proves_it_and_its_members_follow_it() {
+    let lab = Lab::start(2, 1);
+    let old = fingerprint_of(&lab, &lab.master());
+    let login = || {
+        let a = lab.call(1, "session.login_with_password", serde_json::json!(["root", PASSWORD]));
+        a["result"].as_str().map(str::to_string)
+    };
+    lab.fault("power-off", "host1");
+    std::fs::remove_file(lab.host_data_dir(1).join("xapi-ssl.pem")).unwrap();
+    lab.fault("power-on", "host1");
+    let limit = std::time::Duration::from_secs(60);
+    let mut session = None;
+    assert!(
+        crate::util::wait_for(limit, || {
+            let up = std::net::TcpStream::connect((lab.master().as_str(), lab.port)).is_ok();
+            session = if up { login() } else { None };
+            session.is_some()
+        }),
+        "the master did not come back:\n{}",
+        lab.output()
+    );
+    let session = session.unwrap();
+
+    // The pool records the master's new certificate.
+    let master_fp = || {
+        let pools = lab.call(1, "pool.get_all_records", serde_json::json!([session]))["result"].clone();
+        let master = pools.as_object()?.values().next()?["master"].clone();
+        let certs = lab.call(1, "Certificate.get_all_records", serde_json::json!([session]))["result"].clone();
+        let cert = certs.as_object()?.values().find(|c| c["host"] == master)?;
+        cert["fingerprint_sha256"].as_str().map(str::to_string)
+    };
+    assert!(crate::util::wait_for(limit, || master_fp().is_some_and(|fp| fp != old)));
+
+    // A change on the master reaches the member.
+    let vm = lab.call(1, "VM.get_by_name_label", serde_json::json!([session, "vm01"]))["result"][0].clone();
+    let set = lab.call(
+        1,
+        "VM.set_name_description",
+        serde_json::json!([session, vm, "after the new certificate"]),
+    );
+    assert!(set.get("error").is_none(), "{set}");
+    let caught_up = crate::util::wait_for(limit, || {
+        let master = crate::util::generation(&lab, 1);
+        master.is_some() && crate::util::generation(&lab, 2) == master
+    });
+    assert!(caught_up, "the member did not follow the master:\n{}", lab.output());
+    let log = std::fs::read_to_string(lab.host_data_dir(2).join("xapid.log")).unwrap_or_default();
+    assert!(log.contains("proved it with the pool secret"), "{log}");
 }
