@@ -350,3 +350,146 @@ fn a_master_with_a_new_certificate_proves_it_and_its_members_follow_it() {
     let log = std::fs::read_to_string(lab.host_data_dir(2).join("xapid.log")).unwrap_or_default();
     assert!(log.contains("proved it with the pool secret"), "{log}");
 }
+
+/// A standalone `xapid serve` (not the lab) on `address` with `args`; it is
+/// killed when dropped, and its data directory removed.
+struct Serving {
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve_on(address: &str, args: &[&str]) -> Serving {
+    let dir = tempfile::tempdir().unwrap();
+    let child = std::process::Command::new(crate::util::xapid_bin())
+        .args([
+            "serve",
+            "--config",
+            "/dev/null",
+            "--root-password",
+            "pw",
+            "--address",
+            address,
+        ])
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    Serving { child, _dir: dir }
+}
+
+/// What a plain HTTP POST to `address:port` gets: the status line and body.
+fn plain_post(address: &str, port: u16) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect((address, port)) else {
+        return "refused".into();
+    };
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    let body = r#"{"jsonrpc":"2.0","method":"pool.get_all","params":[""],"id":1}"#;
+    let _ = write!(
+        s,
+        "POST /jsonrpc HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    text
+}
+
+/// Issue 19, ports as XAPI has them: outside the lab the API port speaks
+/// HTTPS only (a plain request there is told where to go), plain HTTP is
+/// served on its own port (XAPI's 80, the same API in clear: `xe --nossl`,
+/// which goes to port 80 when no port is given) and a TLS handshake there
+/// is closed; `https-only` serves no plain HTTP at all. (The lab's one
+/// port takes both, as every other test shows.)
+#[test]
+fn https_on_the_api_port_plain_http_on_its_own_port_and_none_when_https_only() {
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (https, http) = (free(), free());
+    let _host = serve_on(
+        "127.0.0.1",
+        &["--port", &https.to_string(), "--http-port", &http.to_string()],
+    );
+    let home = tempfile::tempdir().unwrap();
+    let xe = |port: u16, flag: &str| {
+        let extra = format!("server=127.0.0.1,port={port},username=root,password=pw");
+        run_xe(
+            &["host-list", "params=address", "--minimal", flag],
+            &[("XE_EXTRA_ARGS", &extra)],
+            home.path(),
+        )
+    };
+    let limit = std::time::Duration::from_secs(20);
+    assert!(crate::util::wait_for(limit, || xe(https, "--no-verify").code == 0));
+    // HTTPS port: TLS answers; plain HTTP gets 400 and where to go.
+    assert_eq!(xe(https, "--no-verify").stdout.trim(), "127.0.0.1");
+    let told = plain_post("127.0.0.1", https);
+    assert!(told.starts_with("HTTP/1.1 400"), "{told}");
+    assert!(told.contains(&format!("plain HTTP is on port {http}")), "{told}");
+    assert_ne!(xe(https, "--nossl").code, 0);
+    // HTTP port: the API in clear; no TLS.
+    let answer = plain_post("127.0.0.1", http);
+    assert!(
+        answer.starts_with("HTTP/1.1 200") && answer.contains("SESSION_INVALID"),
+        "the API answers in clear: {answer}"
+    );
+    let r = xe(http, "--nossl");
+    assert_eq!((r.code, r.stdout.trim()), (0, "127.0.0.1"), "{}", r.stderr);
+    assert_ne!(xe(http, "--no-verify").code, 0);
+
+    // The defaults: HTTPS on the port given, plain HTTP on XAPI's 80, and
+    // xe --nossl without a port goes there. Binding port 80 needs root (or
+    // the capability): without it, this part is skipped, saying so.
+    let address = format!("127.{}.{}.9", 100 + https % 100, 1 + http % 200);
+    if std::net::TcpListener::bind((address.as_str(), 80)).is_err() {
+        eprintln!("skipped the port-80 part: cannot bind {address}:80 here");
+    } else {
+        let https2 = free();
+        let _default = serve_on(&address, &["--port", &https2.to_string()]);
+        let extra = format!("server={address},username=root,password=pw");
+        let nossl = || {
+            run_xe(
+                &["host-list", "params=address", "--minimal", "--nossl"],
+                &[("XE_EXTRA_ARGS", &extra)],
+                home.path(),
+            )
+        };
+        assert!(crate::util::wait_for(limit, || nossl().code == 0), "{:?}", nossl());
+        assert_eq!(nossl().stdout.trim(), address);
+    }
+
+    // https-only: no plain HTTP anywhere, and the HTTPS port says so.
+    let (https3, http3) = (free(), free());
+    let _only = serve_on(
+        "127.0.0.1",
+        &[
+            "--port",
+            &https3.to_string(),
+            "--http-port",
+            &http3.to_string(),
+            "--https-only",
+        ],
+    );
+    assert!(crate::util::wait_for(limit, || xe(https3, "--no-verify").code == 0));
+    assert_eq!(plain_post("127.0.0.1", http3), "refused");
+    let told = plain_post("127.0.0.1", https3);
+    assert!(
+        told.starts_with("HTTP/1.1 400") && told.contains("no plain HTTP (https-only)"),
+        "{told}"
+    );
+}
