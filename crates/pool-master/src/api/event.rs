@@ -430,6 +430,60 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_new_master_continues_its_predecessors_tokens_through_the_metadata_file_it_wrote() {
+        use crate::ha::metadata::Metadata;
+        use pool_db::model::Changes;
+        let dir = tempfile::tempdir().unwrap();
+        let d = Daemon::open(crate::daemon::tests::config(dir.path())).unwrap();
+        let s = json!(d.sessions().open(Principal::User("root".into())));
+        // This host replicated term 77 up to now; the metadata file holds
+        // that term's next commit, which never reached the replica.
+        let g = d.model().generation;
+        d.lineage().set(Some((77, g)));
+        let token = json!(format!("{g:020},{:020}", 77u64 << 32));
+        let file = |d: &Daemon, term: u64, name: &str| {
+            let g = d.model().generation;
+            let mut commit = Changes::default();
+            commit.vm.insert(
+                format!("OpaqueRef:{name}"),
+                Some(xapi_proto::records::VmRecord {
+                    uuid: format!("uuid-{name}"),
+                    name_label: name.into(),
+                    ..Default::default()
+                }),
+            );
+            let mut snapshot = d.model().snapshot();
+            snapshot.vm.extend(commit.vm.clone());
+            Metadata {
+                generation: g + 1,
+                snapshot,
+                users: d.users(),
+                term: Some(term),
+                base: g,
+                commits: vec![(g + 1, commit)],
+            }
+        };
+        assert!(d.adopt_metadata(file(&d, 77, "late")).await.unwrap());
+        let out = call(
+            &d,
+            "event.from",
+            vec![s.clone(), json!(["vm"]), token.clone(), json!(0)],
+        )
+        .await
+        .unwrap();
+        assert_eq!(out["events"].as_array().unwrap().len(), 1, "{out}");
+        assert_eq!(out["events"][0]["ref"], "OpaqueRef:late");
+        assert_eq!(out["events"][0]["operation"], "add");
+        assert_eq!(d.lineage().get(), Some((77, g + 1)));
+        // A file another term wrote replaces the replica whole: the token
+        // has lost its events.
+        assert!(!d.adopt_metadata(file(&d, 78, "other")).await.unwrap());
+        assert!(d.model().has("VM", "OpaqueRef:other"));
+        let lost = call(&d, "event.from", vec![s, json!(["vm"]), token, json!(0)]).await;
+        assert_eq!(lost.unwrap_err().code, codes::EVENTS_LOST);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn tasks_have_events_and_their_part_of_the_token() {
         let dir = tempfile::tempdir().unwrap();
         let d = Daemon::open(crate::daemon::tests::config(dir.path())).unwrap();

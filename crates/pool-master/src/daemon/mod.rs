@@ -547,6 +547,24 @@ impl Daemon {
         Ok(())
     }
 
+    /// Start from the HA metadata file `m`, newer than this replica (a new
+    /// master). Written by the master term this host replicated, with
+    /// every commit after the replica, its commits are applied as if
+    /// replicated, so that master's clients' tokens continue (true); else
+    /// it replaces the replica whole and the lineage ends: their tokens
+    /// get EVENTS_LOST and the clients read everything again (false).
+    pub async fn adopt_metadata(&self, m: crate::ha::metadata::Metadata) -> Result<bool, StoreError> {
+        let replica = self.model().generation;
+        let continues = m.term.is_some_and(|t| self.lineage.get() == Some((t, replica))) && m.base <= replica;
+        if continues {
+            let after: Vec<_> = m.commits.into_iter().filter(|(g, _)| *g > replica).collect();
+            self.apply_replica(after, m.term).await?;
+        } else {
+            self.replace_replica(m.snapshot, m.users, m.generation, None).await?;
+        }
+        Ok(continues)
+    }
+
     /// The master's address, or this host's when it is the master.
     pub fn master_address(&self) -> String {
         match self.role() {
