@@ -228,13 +228,26 @@ impl ServerCertVerifier for Verifier {
 /// marked deprecated for lacking post-quantum key exchange, which matters
 /// less here than the pinned certificates do. The server (long-running)
 /// uses aws-lc-rs.
+///
+/// The key exchange offers X25519 first: *ring*'s provider lists P-384
+/// first, and the server takes the client's first share, so every command
+/// paid two P-384 scalar multiplications (11 M of the 16 M instructions
+/// TLS added to `xe vm-list` against 1,000 VMs, about 2 ms here). X25519
+/// is TLS 1.3's usual first choice; P-256 and P-384 stay offered for a
+/// server that wants them. Certificates are checked as before.
 pub fn client_config(trust: &Trust) -> rustls::ClientConfig {
     let pins = match trust {
         Trust::Pinned(p) => Some(p.clone()),
         Trust::Plain | Trust::Anyone => None,
     };
     #[allow(deprecated)]
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = {
+        use rustls::crypto::ring::{default_provider, kx_group};
+        Arc::new(rustls::crypto::CryptoProvider {
+            kx_groups: vec![kx_group::X25519, kx_group::SECP256R1, kx_group::SECP384R1],
+            ..default_provider()
+        })
+    };
     let verifier = Arc::new(Verifier {
         pins,
         provider: provider.clone(),
@@ -250,6 +263,22 @@ pub fn client_config(trust: &Trust) -> rustls::ClientConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_client_offers_x25519_first_whatever_it_trusts() {
+        for trust in [Trust::Plain, Trust::Anyone, Trust::Pinned(Arc::new(Pins::new()))] {
+            let config = client_config(&trust);
+            let groups: Vec<_> = config.crypto_provider().kx_groups.iter().map(|g| g.name()).collect();
+            assert_eq!(
+                groups,
+                [
+                    rustls::NamedGroup::X25519,
+                    rustls::NamedGroup::secp256r1,
+                    rustls::NamedGroup::secp384r1
+                ]
+            );
+        }
+    }
 
     #[test]
     fn fingerprints_are_compared_as_people_type_them() {
