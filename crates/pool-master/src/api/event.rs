@@ -484,6 +484,71 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_copy_from_the_same_master_term_keeps_its_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = Daemon::open(crate::daemon::tests::config(dir.path())).unwrap();
+        let s = json!(d.sessions().open(Principal::User("root".into())));
+        let gone = crate::api::new_vm(&d, &s, "gone").await;
+        let g = d.model().generation;
+        d.lineage().set(Some((77, g)));
+        let token = json!(format!("{g:020},{:020}", 77u64 << 32));
+        // Term 77's database two commits later: a VM added, one renamed
+        // (the pool), one gone.
+        let copy = |name: &str| {
+            let mut snapshot = d.model().snapshot();
+            snapshot.vm.insert(
+                format!("OpaqueRef:{name}"),
+                Some(xapi_proto::records::VmRecord {
+                    uuid: format!("uuid-{name}"),
+                    name_label: name.into(),
+                    ..Default::default()
+                }),
+            );
+            snapshot.vm.remove(gone.as_str().unwrap());
+            if let Some(Some(pool)) = snapshot.pool.values_mut().next() {
+                pool.name_label = format!("renamed for {name}");
+            }
+            snapshot
+        };
+        d.replace_replica(copy("late"), d.users(), g + 2, Some(77))
+            .await
+            .unwrap();
+        let out = call(
+            &d,
+            "event.from",
+            vec![s.clone(), json!(["vm", "pool"]), token.clone(), json!(0)],
+        )
+        .await
+        .unwrap();
+        let mut seen: Vec<(String, String)> = out["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["ref"].as_str().unwrap().to_string(),
+                    e["operation"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        seen.sort();
+        let pool = d.model().pool().unwrap().0.clone();
+        let mut want = vec![
+            ("OpaqueRef:late".to_string(), "add".to_string()),
+            (gone.as_str().unwrap().to_string(), "del".to_string()),
+            (pool, "mod".to_string()),
+        ];
+        want.sort();
+        assert_eq!(seen, want, "{out}");
+        // A copy from another term starts afresh: the token is lost.
+        d.replace_replica(copy("other"), d.users(), g + 3, Some(78))
+            .await
+            .unwrap();
+        let lost = call(&d, "event.from", vec![s, json!(["vm"]), token, json!(0)]).await;
+        assert_eq!(lost.unwrap_err().code, codes::EVENTS_LOST);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn tasks_have_events_and_their_part_of_the_token() {
         let dir = tempfile::tempdir().unwrap();
         let d = Daemon::open(crate::daemon::tests::config(dir.path())).unwrap();

@@ -533,13 +533,31 @@ impl Daemon {
     ) -> Result<(), StoreError> {
         let mut store = self.store.lock().await;
         store.replace_all(&snapshot, &users, generation)?;
+        // A later copy of the history this replica is a prefix of (the
+        // same master term): its differences are this host's events, so
+        // tokens continue; any other copy starts the log afresh.
+        let continues = {
+            let current = self.model();
+            term.is_some_and(|t| self.lineage.get().is_some_and(|(l, _)| l == t)) && generation >= current.generation
+        };
+        let differences = if continues {
+            differences(&self.model(), &snapshot)
+        } else {
+            None
+        };
         let mut model = Model {
             generation,
             ..Model::default()
         };
         model.apply(snapshot);
-        *self.model.write().unwrap_or_else(|p| p.into_inner()) = model;
-        self.events.reset(generation);
+        {
+            let mut current = self.model.write().unwrap_or_else(|p| p.into_inner());
+            match differences {
+                Some(changes) => self.events.record(generation, &current, &changes),
+                None => self.events.reset(generation),
+            }
+            *current = model;
+        }
         self.lineage.set(term.map(|t| (t, generation)));
         *self.users.write().unwrap_or_else(|p| p.into_inner()) = users.into_iter().collect();
         self.repin();
@@ -648,6 +666,38 @@ impl Daemon {
     pub async fn integrity_check(&self) -> Result<String, StoreError> {
         self.store.lock().await.integrity_check()
     }
+}
+
+/// What changed from `before` to the database `after` (a whole copy): a
+/// row for each object added or changed, a deletion for each one gone
+/// (`None` if a row would not go back into changes: then nothing can be
+/// told).
+fn differences(before: &Model, after: &Changes) -> Option<Changes> {
+    use pool_db::replication::encode_rows;
+    use serde_json::Value;
+    let rows = |c: &Changes| -> HashMap<(String, String), Value> {
+        let Value::Array(rows) = encode_rows(c) else {
+            return HashMap::new();
+        };
+        rows.into_iter()
+            .filter_map(|r| {
+                let table = r.get(0)?.as_str()?.to_string();
+                let reference = r.get(1)?.as_str()?.to_string();
+                Some(((table, reference), r.get(2)?.clone()))
+            })
+            .collect()
+    };
+    let (old, new) = (rows(&before.snapshot()), rows(after));
+    let mut changes = Changes::default();
+    for (key, record) in &new {
+        if old.get(key) != Some(record) {
+            changes.put_row(&key.0, &key.1, Some(record.clone())).ok()?;
+        }
+    }
+    for key in old.keys().filter(|k| !new.contains_key(*k)) {
+        changes.put_row(&key.0, &key.1, None).ok()?;
+    }
+    Some(changes)
 }
 
 /// The held write lock of the pool database.
