@@ -4,7 +4,8 @@
 //! `HOST_IS_SLAVE` to the master. Without `-s` it talks to 127.0.0.1; the
 //! port defaults to [`DEFAULT_PORT`]. It speaks HTTPS and trusts the hosts
 //! whose certificates are pinned ([`crate::trust`]); `--nossl` speaks plain
-//! HTTP, `--no-verify` HTTPS without checking who answers.
+//! HTTP, to [`DEFAULT_PLAIN_PORT`] unless a port is given (as XAPI's xe),
+//! `--no-verify` HTTPS without checking who answers.
 
 use serde_json::Value;
 use xapi_client::Client;
@@ -17,6 +18,9 @@ use xapi_client::{ClientError, Options};
 
 /// The port xe talks to when none is given.
 pub const DEFAULT_PORT: u16 = 443;
+
+/// The port xe talks plain HTTP to (`--nossl`) when none is given.
+pub const DEFAULT_PLAIN_PORT: u16 = 80;
 
 pub struct Conn {
     runtime: tokio::runtime::Runtime,
@@ -47,6 +51,7 @@ impl Conn {
     /// to the master (xe's emergency commands).
     pub fn open(c: &Connection, local: bool) -> Result<Conn, XeError> {
         let port = match &c.port {
+            None if c.nossl == Some(true) => DEFAULT_PLAIN_PORT,
             None => DEFAULT_PORT,
             Some(p) => p.parse::<u16>().map_err(|_| XeError::BadPort)?,
         };

@@ -52,7 +52,7 @@ or \fB\-\-no\-verify\fR. A changed certificate is refused.
 The host to talk to (default: 127.0.0.1).
 .TP
 .BI \-p " port"
-Its API port (default: 443).
+Its API port (default: 443, or 80 with \fB\-\-nossl\fR).
 .TP
 .BI \-u " user " \-pw " password"
 Log in as \fIuser\fR (the pool's root account).

@@ -66,6 +66,8 @@ fn a_member_killed_during_writes_keeps_a_sound_replica_and_catches_up() {
         .arg("--data-dir")
         .arg(lab.host_data_dir(3))
         .args(["--address", &lab.host_address(3), "--port", &lab.port.to_string()])
+        // A lab host: its one port takes both, as the lab started it.
+        .args(["--lab", "--config", "/dev/null"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -81,7 +81,7 @@ fn an_old_database_gives_its_secret_to_the_file_host_by_host() {
 
 /// Heartbeats host `i`'s HA agent refused so far (`GET /metrics`).
 fn refused_heartbeats(lab: &Lab, i: usize) -> u64 {
-    let (status, body) = crate::ha::scrape(lab, i, Some(&format!("root:{PASSWORD}")));
+    let (status, body) = crate::util::scrape(lab, i, Some(&format!("root:{PASSWORD}")));
     assert_eq!(status, 200, "{body}");
     body.lines()
         .find_map(|l| l.strip_prefix("pool_ha_refused_heartbeats_total "))

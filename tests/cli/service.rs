@@ -76,6 +76,7 @@ fn xapid_tells_systemd_it_is_ready_and_when_it_stops() {
             "127.0.0.1",
             "--port",
             &port.to_string(),
+            "--https-only",
         ])
         .arg("--data-dir")
         .arg(dir.path().join("data"))
@@ -120,7 +121,7 @@ fn settings_come_from_the_file_the_environment_and_flags_in_that_order() {
     std::fs::write(
         &file,
         format!(
-            "data-dir = \"{}\"\naddress = \"127.0.0.1\"\nport = {port}\nname = \"configured\"\nroot-password-file = \"{}\"\n",
+            "data-dir = \"{}\"\naddress = \"127.0.0.1\"\nport = {port}\nhttps-only = true\nname = \"configured\"\nroot-password-file = \"{}\"\n",
             data.display(),
             password.display()
         ),

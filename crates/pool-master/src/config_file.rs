@@ -22,6 +22,8 @@ pub struct FileConfig {
     pub address: Option<String>,
     pub bind_address: Option<String>,
     pub port: Option<u16>,
+    pub http_port: Option<u16>,
+    pub https_only: Option<bool>,
     pub name: Option<String>,
     pub root_password_file: Option<PathBuf>,
     pub memory: Option<i64>,

@@ -17,6 +17,16 @@
 //!
 //! The same log, fed by [`Events::push`] with a counter of its own for
 //! "generation", holds the master's task changes (`crate::tasks`).
+//!
+//! A generation alone does not name a state of the pool: a master that
+//! dies with commits its successor never received (taken under survival
+//! rule 2, or with HA off before an emergency transition) leaves
+//! generations that the successor reuses for other commits. So a token
+//! also names the master *term* that gave it (the high half of its task
+//! counter, `crate::tasks`), and a host answers a token only from its own
+//! term, or from the one term whose history it holds ([`Lineage`]: the
+//! master it replicated, up to the last generation it took from it).
+//! Any other token has lost its events.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
@@ -134,6 +144,55 @@ pub enum Lost {
     TooOld,
     /// The token is ahead of this host's database.
     Ahead,
+    /// The token comes from a master term whose history this host does
+    /// not hold at the token's generation ([`Lineage`]).
+    OtherHistory,
+}
+
+/// Whose tokens, besides its own term's, name states of this host's
+/// database: the master term whose commits it holds, and the last
+/// generation it holds of that term's history. A member sets it from its
+/// master's full copy and extends it with each commit it applies; a
+/// member that becomes master keeps it, frozen at the generation it took
+/// over at, so its clients' tokens continue; a database from anywhere else
+/// (the HA metadata file, a master of another term) leaves none.
+#[derive(Debug, Default)]
+pub struct Lineage {
+    inner: Mutex<Option<(u64, u64)>>,
+}
+
+impl Lineage {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(u64, u64)>> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// This host's database is term `term`'s history up to `generation`
+    /// (or, `None`, no term's but this host's own).
+    pub fn set(&self, lineage: Option<(u64, u64)>) {
+        *self.lock() = lineage;
+    }
+
+    /// Commits of term `term` were applied up to `generation`: the
+    /// lineage of that term grows; one of another term ends (its commits
+    /// continue a history this host cannot vouch for).
+    pub fn extend(&self, term: u64, generation: u64) {
+        let mut l = self.lock();
+        *l = match *l {
+            Some((t, upto)) if t == term => Some((t, upto.max(generation))),
+            _ => None,
+        };
+    }
+
+    /// The term and last generation held, if any.
+    pub fn get(&self) -> Option<(u64, u64)> {
+        *self.lock()
+    }
+
+    /// Is generation `generation` of term `term`'s history a state of this
+    /// host's database?
+    pub fn holds(&self, term: u64, generation: u64) -> bool {
+        matches!(*self.lock(), Some((t, upto)) if t == term && generation <= upto)
+    }
 }
 
 impl Events {
@@ -332,6 +391,23 @@ mod tests {
         e.reset(now);
         assert_eq!(e.since(now - 1, now, |_, _| true), Err(Lost::TooOld));
         assert_eq!(e.since(now, now, |_, _| true), Ok(vec![]));
+    }
+
+    #[test]
+    fn a_lineage_holds_its_terms_generations_up_to_where_it_was_taken() {
+        let l = Lineage::default();
+        assert!(!l.holds(7, 1));
+        l.set(Some((7, 10)));
+        assert!(l.holds(7, 10) && l.holds(7, 3));
+        // A generation the term reached later (commits this host never
+        // received) and another term's token are not this history.
+        assert!(!l.holds(7, 11) && !l.holds(8, 10));
+        l.extend(7, 12);
+        assert!(l.holds(7, 12));
+        // Commits of another term end it.
+        l.extend(9, 13);
+        assert_eq!(l.get(), None);
+        assert!(!l.holds(9, 13));
     }
 
     #[test]

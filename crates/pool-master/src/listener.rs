@@ -330,31 +330,77 @@ async fn first_byte(stream: &tokio::net::TcpStream, within: Duration) -> Option<
     }
 }
 
-/// Serve `router` on `listener` under `limits` until `shutdown` resolves;
-/// then stop accepting, let requests in progress finish (idle connections
-/// close at once) and return when every connection is closed. With `tls`,
-/// a connection that opens with a TLS handshake is served over TLS (the
-/// handshake must end within the header timeout) and one that opens with
-/// plain HTTP as it is, on the same port.
+/// What a port does with a connection that opens with plain HTTP.
+#[derive(Debug, Clone)]
+pub enum Plain {
+    /// Serve it.
+    Serve,
+    /// Answer each of its requests with 400 and this text (a TLS-only
+    /// port telling a plain client where to go).
+    Refuse(String),
+}
+
+/// One listening socket and what it speaks: TLS with `tls`, plain HTTP as
+/// `plain` says (a TLS handshake on a port without `tls` is closed).
+pub struct Port {
+    pub listener: TcpListener,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub plain: Plain,
+}
+
+/// Accept the next connection on any of `ports`: it and its port's index.
+async fn accept_any(ports: &[Port]) -> (std::io::Result<(tokio::net::TcpStream, std::net::SocketAddr)>, usize) {
+    let accepts = ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| Box::pin(async move { (p.listener.accept().await, i) }));
+    futures::future::select_all(accepts).await.0
+}
+
+/// Serve `router` on `ports` under `limits` (one set of caps for all of
+/// them) until `shutdown` resolves; then stop accepting, let requests in
+/// progress finish (idle connections close at once) and return when every
+/// connection is closed. On a port with TLS, a connection that opens with
+/// a TLS handshake is served over TLS (the handshake must end within the
+/// header timeout); one that opens with plain HTTP is served or refused as
+/// the port says.
 pub async fn serve(
-    listener: TcpListener,
+    ports: Vec<Port>,
     router: Router,
     limits: Limits,
-    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    if ports.is_empty() {
+        return Err(std::io::Error::other("no port to serve"));
+    }
     let conns = Conns::new(limits);
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);
-    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let acceptors: Vec<Option<tokio_rustls::TlsAcceptor>> = ports
+        .iter()
+        .map(|p| p.tls.clone().map(tokio_rustls::TlsAcceptor::from))
+        .collect();
+    let plain_routers: Vec<Router> = ports
+        .iter()
+        .map(|p| match &p.plain {
+            Plain::Serve => router.clone(),
+            Plain::Refuse(why) => {
+                let why = why.clone();
+                Router::new().fallback(move || {
+                    let why = why.clone();
+                    async move { (axum::http::StatusCode::BAD_REQUEST, why) }
+                })
+            }
+        })
+        .collect();
     let (stop_tx, stop_rx) = watch::channel(());
     let mut tally = Tally::default();
     tokio::pin!(shutdown);
     loop {
-        let accepted = tokio::select! {
+        let (accepted, port) = tokio::select! {
             _ = &mut shutdown => break,
-            accepted = listener.accept() => accepted,
+            accepted = accept_any(&ports) => accepted,
         };
         let (stream, peer) = match accepted {
             Ok(a) => a,
@@ -386,21 +432,23 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
-        let busy = slot.busy.clone();
-        let router = router.clone();
-        let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-            let busy = Busy::new(&busy);
-            // The handlers learn where a call came from (the login
-            // throttle counts failures per source).
-            req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
-            let call = router.clone().oneshot(req.map(axum::body::Body::new));
-            async move {
-                let response = call.await;
-                drop(busy);
-                response
-            }
-        });
-        let (http, acceptor, mut stop) = (http.clone(), acceptor.clone(), stop_rx.clone());
+        let service = |router: Router| {
+            let busy = slot.busy.clone();
+            hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+                let busy = Busy::new(&busy);
+                // The handlers learn where a call came from (the login
+                // throttle counts failures per source).
+                req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                let call = router.clone().oneshot(req.map(axum::body::Body::new));
+                async move {
+                    let response = call.await;
+                    drop(busy);
+                    response
+                }
+            })
+        };
+        let (tls_service, plain_service) = (service(router.clone()), service(plain_routers[port].clone()));
+        let (http, acceptor, mut stop) = (http.clone(), acceptors[port].clone(), stop_rx.clone());
         let within = limits.header_read_timeout;
         tokio::spawn(async move {
             let leave = slot.leave.clone();
@@ -419,20 +467,28 @@ pub async fn serve(
                         _ = stop.changed() => return,
                     };
                     match handshake {
-                        Ok(Ok(tls)) => drive(http.serve_connection(TokioIo::new(tls), service), slot, stop, peer).await,
+                        Ok(Ok(tls)) => {
+                            drive(http.serve_connection(TokioIo::new(tls), tls_service), slot, stop, peer).await
+                        }
                         Ok(Err(e)) => tracing::debug!(%peer, "API TLS handshake failed: {e}"),
                         Err(_) => tracing::debug!(%peer, "API TLS handshake timed out"),
                     }
                 }
                 (Some(Speaks::Plain), _) => {
-                    drive(http.serve_connection(TokioIo::new(stream), service), slot, stop, peer).await
+                    drive(
+                        http.serve_connection(TokioIo::new(stream), plain_service),
+                        slot,
+                        stop,
+                        peer,
+                    )
+                    .await
                 }
                 // TLS on a plain-only server, or nothing said in time.
                 _ => {}
             }
         });
     }
-    drop(listener);
+    drop(ports);
     let _ = stop_tx.send(());
     drop(stop_rx);
     // Every connection's task holds a receiver until it ends.
@@ -590,7 +646,12 @@ mod tests {
         let router = Router::new().route("/", axum::routing::get(|| async { "ok" }));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let tls = identity().server_config().unwrap();
-        rt.spawn(serve(listener, router, limits, Some(tls), async {
+        let port = Port {
+            listener,
+            tls: Some(tls),
+            plain: Plain::Serve,
+        };
+        rt.spawn(serve(vec![port], router, limits, async {
             let _ = rx.await;
         }));
         (addr, tx)
@@ -638,6 +699,46 @@ mod tests {
         assert!(closed_after(&mut bad, Duration::from_secs(3)).is_some());
         let mut plain = TcpStream::connect(addr).unwrap();
         assert!(get(&mut plain).ends_with("ok"));
+    }
+
+    #[test]
+    fn a_tls_port_refuses_plain_http_with_the_reason_and_a_plain_port_closes_tls() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let (tls_port, plain_port) = rt.block_on(async {
+            (
+                TcpListener::bind("127.0.0.1:0").await.unwrap(),
+                TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            )
+        });
+        let (tls_addr, plain_addr) = (tls_port.local_addr().unwrap(), plain_port.local_addr().unwrap());
+        let ports = vec![
+            Port {
+                listener: tls_port,
+                tls: Some(identity().server_config().unwrap()),
+                plain: Plain::Refuse("this port speaks HTTPS\n".into()),
+            },
+            Port {
+                listener: plain_port,
+                tls: None,
+                plain: Plain::Serve,
+            },
+        ];
+        let router = Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        let (_stop, rx) = tokio::sync::oneshot::channel::<()>();
+        rt.spawn(serve(ports, router, limits(16, 16), async {
+            let _ = rx.await;
+        }));
+        let refused = get(&mut TcpStream::connect(tls_addr).unwrap());
+        assert!(
+            refused.starts_with("HTTP/1.1 400") && refused.ends_with("this port speaks HTTPS\n"),
+            "{refused}"
+        );
+        assert!(get(&mut TcpStream::connect(plain_addr).unwrap()).ends_with("ok"));
+        let mut hello = TcpStream::connect(plain_addr).unwrap();
+        hello.write_all(&[0x16, 0x03, 0x01, 0x00, 0x05]).unwrap();
+        assert!(closed_after(&mut hello, Duration::from_secs(3)).is_some());
+        // Both ports share the caps: the plain one still serves.
+        assert!(get(&mut TcpStream::connect(plain_addr).unwrap()).ends_with("ok"));
     }
 
     /// How long until the server closes `s` (reading and dropping what

@@ -71,9 +71,18 @@ struct ServeArgs {
     /// the local one).
     #[arg(long, env = "POOL_HA_BIND_ADDRESS")]
     bind_address: Option<String>,
-    /// The API port (the same on every host of a pool).
+    /// The API's HTTPS port (the same on every host of a pool). With --lab
+    /// it takes plain HTTP too.
     #[arg(long, env = "POOL_HA_PORT", default_value_t = 443)]
     port: u16,
+    /// The plain-HTTP port, XAPI's port 80: the same API in clear, for
+    /// `xe --nossl` and old clients (default 80; none with --lab unless
+    /// given; 0 for none).
+    #[arg(long, env = "POOL_HA_HTTP_PORT")]
+    http_port: Option<u16>,
+    /// Serve no plain HTTP at all (XAPI's https_only): HTTPS alone.
+    #[arg(long, env = "POOL_HA_HTTPS_ONLY")]
+    https_only: bool,
     /// The root password, at first start (prefer --root-password-file).
     #[arg(long)]
     root_password: Option<String>,
@@ -160,6 +169,8 @@ fn merge_file(args: &mut ServeArgs, sub: &clap::ArgMatches) -> Result<Vec<(Strin
     take!(address);
     take!(bind_address);
     take!(port);
+    take!(http_port);
+    take!(https_only);
     take!(name);
     // An explicit --root-password beats a password file the settings file
     // names (a flag beats the file).
@@ -201,6 +212,12 @@ fn merge_file(args: &mut ServeArgs, sub: &clap::ArgMatches) -> Result<Vec<(Strin
         problems.push(format!(
             "memory: {} is not a positive number of bytes",
             args.memory.unwrap_or(0)
+        ));
+    }
+    if http_port(args) == Some(args.port) {
+        problems.push(format!(
+            "http-port: {} is the HTTPS port too (give another, or https-only)",
+            args.port
         ));
     }
     if args.address.parse::<std::net::IpAddr>().is_err() {
@@ -246,6 +263,16 @@ fn merge_file(args: &mut ServeArgs, sub: &clap::ArgMatches) -> Result<Vec<(Strin
             "port".into(),
             args.port.to_string(),
             source("port", file.port.is_some()),
+        ),
+        (
+            "http-port".into(),
+            http_port(args).map_or("off".to_string(), |p| p.to_string()),
+            source("http_port", file.http_port.is_some()),
+        ),
+        (
+            "https-only".into(),
+            args.https_only.to_string(),
+            source("https_only", file.https_only.is_some()),
         ),
         (
             "name".into(),
@@ -403,6 +430,7 @@ fn main() -> Result<()> {
 
 async fn serve(args: ServeArgs) -> Result<()> {
     let stop = shutdown_signal();
+    let http_port = http_port(&args);
     let root_password = match (&args.root_password_file, &args.root_password) {
         (Some(f), _) => Some(
             std::fs::read_to_string(f)
@@ -448,17 +476,31 @@ async fn serve(args: ServeArgs) -> Result<()> {
     }
     let daemon = Daemon::open(config).context("opening the host")?;
     let bind = daemon.config().bind_address.clone();
-    let listener = tokio::net::TcpListener::bind((bind.as_str(), args.port))
+    let https = tokio::net::TcpListener::bind((bind.as_str(), args.port))
         .await
         .with_context(|| format!("listening on {bind}:{}", args.port))?;
-    tracing::info!(host = %daemon.host_uuid(), address = %args.address, bind = %bind, port = args.port, "xapid is serving");
-    // systemd (Type=notify): ready once the API's socket is bound and the
+    let http = match http_port {
+        Some(port) => Some(
+            tokio::net::TcpListener::bind((bind.as_str(), port))
+                .await
+                .with_context(|| format!("listening on {bind}:{port} for plain HTTP (--https-only for none)"))?,
+        ),
+        None => None,
+    };
+    tracing::info!(host = %daemon.host_uuid(), address = %args.address, bind = %bind, port = args.port, http_port = ?http_port, "xapid is serving");
+    // systemd (Type=notify): ready once the API's sockets are bound and the
     // database open; calls that arrive meanwhile wait in the backlog.
+    let http_text = http_port.map_or(String::new(), |p| format!(", plain HTTP on {p}"));
     notify_systemd(&[
         sd_notify::NotifyState::Ready,
-        sd_notify::NotifyState::Status(&format!("serving the API on {}:{}", args.address, args.port)),
+        sd_notify::NotifyState::Status(&format!("serving the API on {}:{}{http_text}", args.address, args.port)),
     ]);
-    pool_master::server::serve(daemon, listener, async {
+    let listeners = pool_master::server::Listeners {
+        https,
+        plain_on_https: args.lab,
+        http,
+    };
+    pool_master::server::serve(daemon, listeners, async {
         stop.await;
         notify_systemd(&[sd_notify::NotifyState::Stopping]);
     })
@@ -466,6 +508,17 @@ async fn serve(args: ServeArgs) -> Result<()> {
     .context("serving the API")?;
     tracing::info!("xapid stopped");
     Ok(())
+}
+
+/// The plain-HTTP port this host serves, if any: none when HTTPS-only or
+/// given 0; with --lab only when given (the lab's port takes both); else
+/// the one given, or XAPI's 80.
+fn http_port(args: &ServeArgs) -> Option<u16> {
+    match (args.https_only, args.lab, args.http_port) {
+        (true, _, _) | (_, _, Some(0)) | (false, true, None) => None,
+        (false, _, Some(p)) => Some(p),
+        (false, false, None) => Some(80),
+    }
 }
 
 /// Tell systemd (when it started this process with `NOTIFY_SOCKET`) how the

@@ -157,13 +157,15 @@ enum ApplyError {
 }
 
 async fn apply(d: &Daemon, answer: &serde_json::Value) -> Result<(), ApplyError> {
+    // The master's term, for the event tokens of its clients.
+    let term = answer.get("term").and_then(serde_json::Value::as_u64);
     match replication::decode_update(answer)? {
-        Update::Commits(commits) => Ok(d.apply_replica(commits).await?),
+        Update::Commits(commits) => Ok(d.apply_replica(commits, term).await?),
         Update::Full {
             generation,
             snapshot,
             users,
-        } => Ok(d.replace_replica(*snapshot, users, generation).await?),
+        } => Ok(d.replace_replica(*snapshot, users, generation, term).await?),
     }
 }
 

@@ -5,6 +5,17 @@
 //! These calls log in with `session.slave_login(host_uuid, pool_secret)`, never
 //! follow `HOST_IS_SLAVE`, and re-login once when the peer restarted and
 //! forgot the session.
+//!
+//! A peer that shows a certificate other than the one pinned for it (its
+//! certificate was made again) is asked to prove the new one with the
+//! pool secret before anything else is sent: over a connection that
+//! trusts only the certificate it just showed, this host sends a fresh
+//! nonce (`host.prove_certificate`) and pins the certificate if the answer
+//! is the HMAC of that nonce and that certificate's fingerprint under the
+//! secret's proof key (`crate::tls::certificate_proof`). An impostor
+//! without the secret gets the nonce and nothing more; an old answer is
+//! worthless for a new nonce; a proof made by the real host for its own
+//! certificate pins only that certificate, whose key an impostor lacks.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -80,22 +91,56 @@ impl Peers {
         let fresh = cached.is_none();
         let mut client = match cached {
             Some(c) => c,
-            None => login(auth, address, port, timeout, &self.pins).await?,
+            None => self.login(auth, address, port, timeout).await?,
         };
         let result = client.call(method, params.clone()).await;
         let result = match result {
             Err(e) if e.is(codes::SESSION_INVALID) && !fresh => {
-                client = login(auth, address, port, timeout, &self.pins).await?;
+                client = self.login(auth, address, port, timeout).await?;
                 client.call(method, params).await
             }
             other => other,
         };
-        if matches!(result, Err(ClientError::Unreachable { .. })) {
+        // A peer that is gone, or shows another certificate now (the next
+        // call logs in again, through the proof).
+        if matches!(
+            result,
+            Err(ClientError::Unreachable { .. } | ClientError::Untrusted { .. })
+        ) {
             self.clients.lock().await.remove(address);
         } else {
             self.clients.lock().await.insert(address.to_string(), client);
         }
         result
+    }
+
+    /// Log in at `address`; if the host there shows a certificate other
+    /// than its pin, have it prove that one with the pool secret first.
+    async fn login(&self, auth: &PeerAuth, address: &str, port: u16, timeout: Duration) -> Result<Client, ClientError> {
+        match login(auth, address, port, timeout, &self.pins).await {
+            Err(ClientError::Untrusted {
+                address: dialled,
+                fingerprint,
+            }) => match prove(auth, address, port, &fingerprint, timeout).await {
+                Ok(()) => {
+                    tracing::warn!(
+                        %address,
+                        %fingerprint,
+                        "the host's certificate is not the one the pool records; it proved it with the pool secret, so it is trusted"
+                    );
+                    self.pins.prove(address, &fingerprint);
+                    login(auth, address, port, timeout, &self.pins).await
+                }
+                Err(why) => {
+                    tracing::debug!(%address, %fingerprint, "certificate refused: {why}");
+                    Err(ClientError::Untrusted {
+                        address: dialled,
+                        fingerprint,
+                    })
+                }
+            },
+            other => other,
+        }
     }
 
     /// Forget every cached session (the pool secret or the master changed).
@@ -116,6 +161,32 @@ pub fn peer_options(request_timeout: Duration, trust: Trust) -> Options {
         request_timeout,
         trust,
     }
+}
+
+/// How long a certificate proof may take.
+const PROOF_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Ask the host at `address` to prove, with the pool secret, the
+/// certificate `shown` it just showed: only that certificate is trusted on
+/// the connection, and only a fresh nonce is sent over it.
+async fn prove(auth: &PeerAuth, address: &str, port: u16, shown: &str, timeout: Duration) -> Result<(), String> {
+    let only = Arc::new(Pins::new());
+    only.pin_all(HashMap::from([(address.to_string(), vec![shown.to_string()])]));
+    let options = peer_options(timeout.min(PROOF_TIMEOUT), Trust::Pinned(only));
+    let mut client = Client::with_options(address, port, &options).no_redirect();
+    let nonce = crate::tls::nonce();
+    let answer = client
+        .call_raw("host.prove_certificate", vec![json!(nonce)])
+        .await
+        .map_err(|e| e.to_string())?;
+    let field = |name: &str| answer.get(name).and_then(Value::as_str).unwrap_or_default().to_string();
+    if xapi_client::tls::normalize(&field("fingerprint")) != xapi_client::tls::normalize(shown) {
+        return Err("it vouches for another certificate".into());
+    }
+    if !crate::tls::proof_holds(&auth.secret, &nonce, shown, &field("proof")) {
+        return Err("its proof does not hold under the pool secret".into());
+    }
+    Ok(())
 }
 
 async fn login(

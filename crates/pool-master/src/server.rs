@@ -231,11 +231,35 @@ pub async fn reconcile_at_start(d: &Arc<Daemon>) -> Result<(), xapi_proto::ApiEr
     Ok(())
 }
 
-/// Serve the API of `d` on `listener` until `shutdown` resolves, with the
-/// host's background work running.
+/// Where a host serves its API, as XAPI does: HTTPS on its API port
+/// (443), and plain HTTP on XAPI's port 80 (the same API in clear, for
+/// `xe --nossl` and old clients) unless the host is HTTPS-only. The lab's
+/// hosts take both on their one port instead.
+pub struct Listeners {
+    pub https: TcpListener,
+    /// The HTTPS port takes plain HTTP too (the lab).
+    pub plain_on_https: bool,
+    pub http: Option<TcpListener>,
+}
+
+/// What a plain-HTTP request on the HTTPS port is told.
+fn https_only_text(http: Option<u16>) -> String {
+    match http {
+        Some(port) => {
+            format!("This port speaks HTTPS: use https:// (xe without --nossl); plain HTTP is on port {port}.\n")
+        }
+        None => {
+            "This port speaks HTTPS: use https:// (xe without --nossl); this host serves no plain HTTP (https-only).\n"
+                .to_string()
+        }
+    }
+}
+
+/// Serve the API of `d` on `listeners` until `shutdown` resolves, with
+/// the host's background work running.
 pub async fn serve(
     d: Arc<Daemon>,
-    listener: TcpListener,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let adopted = d.driver().adopt().await;
@@ -271,9 +295,33 @@ pub async fn serve(
         .identity()
         .server_config()
         .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let http_port = match &listeners.http {
+        Some(l) => Some(l.local_addr()?.port()),
+        None => None,
+    };
+    let https_port = listeners.https.local_addr()?.port();
     tracing::info!(
         fingerprint = %d.identity().fingerprint(),
-        "API served over TLS (and plain HTTP) on one port; certificate SHA-256 fingerprint"
+        https = https_port,
+        http = ?http_port,
+        plain_on_https = listeners.plain_on_https,
+        "API served over TLS (and plain HTTP where shown); certificate SHA-256 fingerprint"
     );
-    crate::listener::serve(listener, router(d), limits, Some(tls), shutdown).await
+    let mut ports = vec![crate::listener::Port {
+        listener: listeners.https,
+        tls: Some(tls),
+        plain: if listeners.plain_on_https {
+            crate::listener::Plain::Serve
+        } else {
+            crate::listener::Plain::Refuse(https_only_text(http_port))
+        },
+    }];
+    if let Some(listener) = listeners.http {
+        ports.push(crate::listener::Port {
+            listener,
+            tls: None,
+            plain: crate::listener::Plain::Serve,
+        });
+    }
+    crate::listener::serve(ports, router(d), limits, shutdown).await
 }

@@ -10,10 +10,14 @@
 //! Every change of a task is an event of class `task` (`add` when made,
 //! `mod` when it ends, `del` when destroyed or dropped), kept in a log of
 //! its own ([`crate::events::Events`], its "generation" a counter of task
-//! changes), since tasks are not in the pool database. The counter starts
-//! at this process's start time in microseconds, so a token from an earlier
-//! master (or an earlier run of this one) is older than anything the log
-//! holds, and its client learns that it lost the tasks' events.
+//! changes), since tasks are not in the pool database. The counter's high
+//! half is the master *term*: a random number drawn when the process
+//! starts and again whenever this host becomes master or stops being one
+//! ([`Tasks::new_term`]); the low half counts the term's task changes. A
+//! token from an earlier master (or an earlier run or term of this one)
+//! is outside the log, and its client learns that it lost the tasks'
+//! events; `event.from` also reads the term to tell whose history a
+//! token's generation belongs to (`crate::events::Lineage`).
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -89,9 +93,25 @@ pub struct Tasks {
     changed: watch::Sender<u64>,
 }
 
+/// The term of a task counter (or of a token's task part).
+pub fn term_of(counter: u64) -> u64 {
+    counter >> 32
+}
+
+/// A fresh term, other than `not`, as the start of its counter: 31 random
+/// bits (so counters stay below 2^63, which XAPI's clients parse as int64).
+fn fresh_start(not: u64) -> u64 {
+    loop {
+        let term = u64::from(rand::random::<u32>() & 0x7FFF_FFFF);
+        if term != 0 && term != not {
+            return term << 32;
+        }
+    }
+}
+
 impl Default for Tasks {
     fn default() -> Self {
-        let start = crate::clock::unix_ms().saturating_mul(1000);
+        let start = fresh_start(0);
         Tasks {
             inner: Mutex::new(Inner {
                 tasks: BTreeMap::new(),
@@ -258,6 +278,21 @@ impl Tasks {
         self.lock().seq
     }
 
+    /// This host's master term now.
+    pub fn term(&self) -> u64 {
+        term_of(self.counter())
+    }
+
+    /// Start a new term (this host became master, or stopped being one):
+    /// tokens and cursors of the term before lose the tasks' events; the
+    /// tasks themselves stay.
+    pub fn new_term(&self) {
+        let mut inner = self.lock();
+        inner.seq = fresh_start(term_of(inner.seq));
+        self.log.reset(inner.seq);
+        self.changed.send_replace(inner.seq);
+    }
+
     /// How many tasks there are.
     pub fn count(&self) -> usize {
         self.lock().tasks.len()
@@ -346,6 +381,24 @@ mod tests {
         keys.sort_unstable();
         fields.sort_unstable();
         assert_eq!(keys, fields);
+    }
+
+    #[test]
+    fn a_new_term_loses_the_old_terms_task_events_but_keeps_the_tasks() {
+        let tasks = Tasks::default();
+        let before = tasks.counter();
+        let term = tasks.term();
+        assert!(term > 0 && before < 1 << 63);
+        let a = tasks.create("Async.VM.start", "h").unwrap();
+        assert_eq!(tasks.since(before).unwrap().0.len(), 1);
+        tasks.new_term();
+        assert_ne!(tasks.term(), term);
+        assert!(tasks.since(before).is_err());
+        let now = tasks.counter();
+        assert_eq!(tasks.since(now).unwrap().0, vec![]);
+        tasks.finish(&a, Ok(String::new()));
+        let (changes, _) = tasks.since(now).unwrap();
+        assert_eq!((changes[0].reference.as_str(), changes[0].op), (a.as_str(), Op::Mod));
     }
 
     #[test]

@@ -8,6 +8,14 @@
 //! reason, rather than being replaced behind the admin's back (clients
 //! pinned the old certificate). Its SHA-256 fingerprint is what clients
 //! pin (`xe` in `~/.xe`).
+//!
+//! A host whose certificate changed (its file moved away and a new one
+//! made) is refused by peers that pinned the old one. It can vouch for the
+//! new one with the pool secret ([`certificate_proof`]): a peer sends a
+//! fresh nonce over a connection that trusts only the certificate it was
+//! just shown, and the host answers with an HMAC, under a key derived from
+//! the secret, over that nonce and the certificate's fingerprint
+//! (`host.prove_certificate`, `crate::peers`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -149,6 +157,57 @@ impl Summary {
     }
 }
 
+/// What keys a certificate proof apart from every other use of the pool
+/// secret (heartbeats, logins): the proof's key is HMAC(secret, this).
+const PROOF_LABEL: &[u8] = b"pool-ha certificate proof v1";
+
+/// How long a proof's nonce is, in hex digits (at least; at most twice).
+pub const NONCE_HEX: usize = 64;
+
+fn proof_mac(secret: &str, nonce: &str, fingerprint: &str) -> hmac::Hmac<sha2::Sha256> {
+    use hmac::Mac;
+    let mut key = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key");
+    key.update(PROOF_LABEL);
+    let key = key.finalize().into_bytes();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).expect("HMAC takes any key");
+    mac.update(nonce.as_bytes());
+    mac.update(&[0]);
+    mac.update(xapi_client::tls::normalize(fingerprint).as_bytes());
+    mac
+}
+
+/// The proof, for a peer that sent `nonce`, that the holder of the pool
+/// secret `secret` serves the certificate `fingerprint`: in hex.
+pub fn certificate_proof(secret: &str, nonce: &str, fingerprint: &str) -> String {
+    use hmac::Mac;
+    proof_mac(secret, nonce, fingerprint)
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Does `proof` (hex) prove `fingerprint` for `nonce` under `secret`?
+/// Compared in constant time.
+pub fn proof_holds(secret: &str, nonce: &str, fingerprint: &str, proof: &str) -> bool {
+    use hmac::Mac;
+    if proof.len() != 64 || !proof.is_ascii() {
+        return false;
+    }
+    let bytes: Option<Vec<u8>> = (0..32)
+        .map(|i| u8::from_str_radix(&proof[2 * i..2 * i + 2], 16).ok())
+        .collect();
+    bytes.is_some_and(|b| proof_mac(secret, nonce, fingerprint).verify_slice(&b).is_ok())
+}
+
+/// A fresh nonce for a proof: 32 random bytes in hex.
+pub fn nonce() -> String {
+    (0..NONCE_HEX / 2)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect()
+}
+
 /// A new self-signed certificate and its key, in PEM (key first).
 fn generate(names: &[String]) -> Result<String, TlsError> {
     let mut params = rcgen::CertificateParams::new(names.to_vec())?;
@@ -196,6 +255,33 @@ mod tests {
             ..s
         };
         assert!(!bad.well_formed());
+    }
+
+    #[test]
+    fn a_proof_holds_only_for_its_secret_nonce_and_certificate() {
+        let n = nonce();
+        assert_eq!(n.len(), NONCE_HEX);
+        assert_ne!(n, nonce());
+        let fp = "AB:CD:EF";
+        let p = certificate_proof("secret", &n, fp);
+        assert!(proof_holds("secret", &n, "ab cd ef", &p));
+        assert!(!proof_holds("other", &n, fp, &p));
+        assert!(!proof_holds("secret", &nonce(), fp, &p));
+        assert!(!proof_holds("secret", &n, "AB:CD:EE", &p));
+        assert!(!proof_holds("secret", &n, fp, &p[..62]));
+        assert!(!proof_holds("secret", &n, fp, &"zz".repeat(32)));
+        assert!(!proof_holds("secret", &n, fp, &"é".repeat(32)));
+        // Not the plain HMAC of the secret: the label keeps it apart.
+        use hmac::Mac;
+        let mut plain = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"secret").unwrap();
+        plain.update(n.as_bytes());
+        let plain: String = plain
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_ne!(plain, p);
     }
 
     #[test]

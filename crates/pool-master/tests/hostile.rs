@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 
 struct Daemon {
     child: Child,
+    /// The plain-HTTP port (the API in clear, XAPI's port 80).
     port: u16,
     _dir: tempfile::TempDir,
 }
@@ -26,12 +27,16 @@ impl Drop for Daemon {
 
 fn start() -> Daemon {
     let dir = tempfile::tempdir().unwrap();
-    // A port free now (each test starts its own daemon, side by side).
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // Ports free now (each test starts its own daemon, side by side): the
+    // HTTPS one, and the plain-HTTP one the raw requests go to.
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (https_port, port) = (free(), free());
     let child = Command::new(env!("CARGO_BIN_EXE_xapid"))
         .arg("serve")
         .arg("--data-dir")
@@ -40,6 +45,8 @@ fn start() -> Daemon {
             "--address",
             "127.0.0.1",
             "--port",
+            &https_port.to_string(),
+            "--http-port",
             &port.to_string(),
             "--root-password",
             "pw",

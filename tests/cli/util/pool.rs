@@ -128,3 +128,51 @@ pub fn live(lab: &Lab, via: usize, name: &str) -> Option<bool> {
     );
     (r.code == 0).then(|| r.stdout.trim() == "true")
 }
+
+/// `GET /metrics` on the lab's port: the status code and the body.
+pub fn scrape(lab: &Lab, i: usize, basic: Option<&str>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect((lab.host_address(i).as_str(), lab.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let auth = basic.map_or(String::new(), |b| {
+        format!("Authorization: Basic {}\r\n", base64(b.as_bytes()))
+    });
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (
+        status,
+        text.split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default(),
+    )
+}
+
+/// Standard base64, for an `Authorization` header.
+pub fn base64(bytes: &[u8]) -> String {
+    const ABC: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..4 {
+            out.push(if i <= chunk.len() {
+                ABC[(n >> (18 - 6 * i) & 63) as usize] as char
+            } else {
+                '='
+            });
+        }
+    }
+    out
+}
+
+/// This host's copy of the pool database: its generation, from `/metrics`.
+pub fn generation(lab: &Lab, i: usize) -> Option<u64> {
+    let (_, body) = scrape(lab, i, Some(&format!("root:{}", crate::util::PASSWORD)));
+    body.lines()
+        .find_map(|l| l.strip_prefix("pool_ha_database_generation "))
+        .and_then(|v| v.trim().parse().ok())
+}

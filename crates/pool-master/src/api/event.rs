@@ -8,9 +8,15 @@
 //! every object of those classes (each an `add`); any other token is one
 //! this host returned: XAPI's form, two 20-digit numbers, the generation of
 //! the database it answered from and the counter of task changes (tasks
-//! live outside the database, `crate::tasks`). A token whose part the
-//! host's logs no longer reach, or ahead of them, gets `EVENTS_LOST`: the
-//! client reads everything again with the empty token. The task part counts
+//! live outside the database, `crate::tasks`), whose high half is the
+//! master term that gave the token. A token whose part the host's logs no
+//! longer reach, or ahead of them, or whose generation is not a state of
+//! this host's history (a term other than this master's own and than the
+//! one it replicated before taking over, or a generation of that term it
+//! never received: `crate::events::Lineage`) gets `EVENTS_LOST`: the
+//! client reads everything again with the empty token. So a token survives
+//! a master failover exactly when the new master holds everything the old
+//! one had told, and never skips a change. The task part's counter counts
 //! only for a call that asks for tasks. A waiting call wakes at the commit
 //! or the task change that makes an answer.
 
@@ -174,6 +180,10 @@ pub(super) fn events_lost(lost: Lost) -> ApiError {
 /// The answer for the changes after `since`, if there are any or `always`.
 fn poll(d: &Daemon, since: Token, subs: &[Sub], always: bool) -> Result<Option<Value>, ApiError> {
     let m = d.model();
+    let term = crate::tasks::term_of(since.tasks);
+    if term != d.tasks().term() && !d.lineage().holds(term, since.generation) {
+        return Err(events_lost(Lost::OtherHistory));
+    }
     let wanted = |class: &str, reference: &str| object_matches(subs, class, reference);
     let mut changes = d
         .events()
@@ -420,6 +430,125 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_new_master_continues_its_predecessors_tokens_through_the_metadata_file_it_wrote() {
+        use crate::ha::metadata::Metadata;
+        use pool_db::model::Changes;
+        let dir = tempfile::tempdir().unwrap();
+        let d = Daemon::open(crate::daemon::tests::config(dir.path())).unwrap();
+        let s = json!(d.sessions().open(Principal::User("root".into())));
+        // This host replicated term 77 up to now; the metadata file holds
+        // that term's next commit, which never reached the replica.
+        let g = d.model().generation;
+        d.lineage().set(Some((77, g)));
+        let token = json!(format!("{g:020},{:020}", 77u64 << 32));
+        let file = |d: &Daemon, term: u64, name: &str| {
+            let g = d.model().generation;
+            let mut commit = Changes::default();
+            commit.vm.insert(
+                format!("OpaqueRef:{name}"),
+                Some(xapi_proto::records::VmRecord {
+                    uuid: format!("uuid-{name}"),
+                    name_label: name.into(),
+                    ..Default::default()
+                }),
+            );
+            let mut snapshot = d.model().snapshot();
+            snapshot.vm.extend(commit.vm.clone());
+            Metadata {
+                generation: g + 1,
+                snapshot,
+                users: d.users(),
+                term: Some(term),
+                base: g,
+                commits: vec![(g + 1, commit)],
+            }
+        };
+        assert!(d.adopt_metadata(file(&d, 77, "late")).await.unwrap());
+        let out = call(
+            &d,
+            "event.from",
+            vec![s.clone(), json!(["vm"]), token.clone(), json!(0)],
+        )
+        .await
+        .unwrap();
+        assert_eq!(out["events"].as_array().unwrap().len(), 1, "{out}");
+        assert_eq!(out["events"][0]["ref"], "OpaqueRef:late");
+        assert_eq!(out["events"][0]["operation"], "add");
+        assert_eq!(d.lineage().get(), Some((77, g + 1)));
+        // A file another term wrote replaces the replica whole: the token
+        // has lost its events.
+        assert!(!d.adopt_metadata(file(&d, 78, "other")).await.unwrap());
+        assert!(d.model().has("VM", "OpaqueRef:other"));
+        let lost = call(&d, "event.from", vec![s, json!(["vm"]), token, json!(0)]).await;
+        assert_eq!(lost.unwrap_err().code, codes::EVENTS_LOST);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_copy_from_the_same_master_term_keeps_its_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = Daemon::open(crate::daemon::tests::config(dir.path())).unwrap();
+        let s = json!(d.sessions().open(Principal::User("root".into())));
+        let gone = crate::api::new_vm(&d, &s, "gone").await;
+        let g = d.model().generation;
+        d.lineage().set(Some((77, g)));
+        let token = json!(format!("{g:020},{:020}", 77u64 << 32));
+        // Term 77's database two commits later: a VM added, one renamed
+        // (the pool), one gone.
+        let copy = |name: &str| {
+            let mut snapshot = d.model().snapshot();
+            snapshot.vm.insert(
+                format!("OpaqueRef:{name}"),
+                Some(xapi_proto::records::VmRecord {
+                    uuid: format!("uuid-{name}"),
+                    name_label: name.into(),
+                    ..Default::default()
+                }),
+            );
+            snapshot.vm.remove(gone.as_str().unwrap());
+            if let Some(Some(pool)) = snapshot.pool.values_mut().next() {
+                pool.name_label = format!("renamed for {name}");
+            }
+            snapshot
+        };
+        d.replace_replica(copy("late"), d.users(), g + 2, Some(77))
+            .await
+            .unwrap();
+        let out = call(
+            &d,
+            "event.from",
+            vec![s.clone(), json!(["vm", "pool"]), token.clone(), json!(0)],
+        )
+        .await
+        .unwrap();
+        let mut seen: Vec<(String, String)> = out["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["ref"].as_str().unwrap().to_string(),
+                    e["operation"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        seen.sort();
+        let pool = d.model().pool().unwrap().0.clone();
+        let mut want = vec![
+            ("OpaqueRef:late".to_string(), "add".to_string()),
+            (gone.as_str().unwrap().to_string(), "del".to_string()),
+            (pool, "mod".to_string()),
+        ];
+        want.sort();
+        assert_eq!(seen, want, "{out}");
+        // A copy from another term starts afresh: the token is lost.
+        d.replace_replica(copy("other"), d.users(), g + 3, Some(78))
+            .await
+            .unwrap();
+        let lost = call(&d, "event.from", vec![s, json!(["vm"]), token, json!(0)]).await;
+        assert_eq!(lost.unwrap_err().code, codes::EVENTS_LOST);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn tasks_have_events_and_their_part_of_the_token() {
         let dir = tempfile::tempdir().unwrap();
         let d = Daemon::open(crate::daemon::tests::config(dir.path())).unwrap();
@@ -489,12 +618,27 @@ mod tests {
         assert_eq!(one["events"].as_array().unwrap().len(), 1);
         assert_eq!(one["events"][0]["ref"], other);
 
-        // A task part from another run of the master: lost for a call that
-        // asks for tasks, ignored by one that does not.
+        // A token of another master term (another run of this master, or
+        // a master whose history this host does not hold): lost, for tasks
+        // and for the database alike.
         let stale = json!(format!("{g},{:020}", 5));
         let lost = from(json!(["task"]), stale.clone(), 0.0).await.unwrap_err();
         assert_eq!(lost.code, codes::EVENTS_LOST);
-        assert!(from(json!(["host"]), stale, 0.0).await.is_ok());
+        let lost = from(json!(["host"]), stale, 0.0).await.unwrap_err();
+        assert_eq!(lost.code, codes::EVENTS_LOST);
+        // The term this host replicated, up to where it took over: its
+        // tokens continue (the database part; its tasks are gone).
+        let theirs = 77u64 << 32;
+        let now = d.model().generation;
+        d.lineage().set(Some((77, now)));
+        let continued = from(json!(["host"]), json!(format!("{now:020},{theirs:020}")), 0.0)
+            .await
+            .unwrap();
+        assert_eq!(continued["events"], json!([]));
+        let beyond = from(json!(["host"]), json!(format!("{:020},{theirs:020}", now + 1)), 0.0).await;
+        assert_eq!(beyond.unwrap_err().code, codes::EVENTS_LOST);
+        let tasks_gone = from(json!(["task"]), json!(format!("{now:020},{theirs:020}")), 0.0).await;
+        assert_eq!(tasks_gone.unwrap_err().code, codes::EVENTS_LOST);
         let injected = call(
             &d,
             "event.inject",

@@ -8,6 +8,10 @@
 //!   run of the member are marked halted.
 //! - `host.report_pbd_reachability`: a member says whether it reaches the
 //!   SR of one of its PBDs (`storage_probe`).
+//! - `host.prove_certificate(nonce)`: any host, to anyone, without a
+//!   session: the certificate it serves and the proof, under the pool
+//!   secret, that it is its own (`crate::tls::certificate_proof`), for a
+//!   peer that pinned an older one.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -46,6 +50,26 @@ pub async fn dispatch(d: &Arc<Daemon>, verb: &str, args: &Args) -> Option<Result
         "report_pbd_reachability" => report_pbd(d, args).await,
         _ => return None,
     })
+}
+
+/// `host.prove_certificate(nonce)`: `{fingerprint, proof}`. The nonce is
+/// 64 to 128 hex digits (a peer's fresh one); nothing else is read, and
+/// the answer gives away nothing but the host's certificate, which it
+/// shows to anyone anyway, and an HMAC under a key only the pool's hosts
+/// can derive.
+pub fn prove_certificate(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
+    args.exactly(1)?;
+    let nonce = args.str(0, "nonce")?;
+    let hex = crate::tls::NONCE_HEX;
+    if !(hex..=2 * hex).contains(&nonce.len()) || !nonce.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ApiError::invalid_value(
+            "nonce",
+            format!("{hex} to {} hex digits", 2 * hex),
+        ));
+    }
+    let fingerprint = d.identity().fingerprint();
+    let proof = crate::tls::certificate_proof(&d.pool_secret(), nonce, &fingerprint);
+    Ok(json!({"fingerprint": fingerprint, "proof": proof}))
 }
 
 /// The guest spec of a `local_vm_*` call: `vm_uuid, disk_paths,

@@ -156,6 +156,16 @@ const METHODS: &[(&str, Access, Option<Handler>)] = &[
     ("host.ha_disarm", HOST_TO_HOST, handler!(ha_admin::disarm)),
     ("host.prepare_poweroff", HOST_TO_HOST, None),
     ("host.member_hello", TO_MASTER, None),
+    (
+        "host.prove_certificate",
+        Access {
+            open: true,
+            member: true,
+            emergency: true,
+            internal: false,
+        },
+        sync_handler!(host::prove_certificate),
+    ),
     ("host.guest_halted", TO_MASTER, handler!(host::guest_halted)),
     ("host.report_pbd_reachability", TO_MASTER, None),
     ("pool.sync_database", TO_MASTER, None),

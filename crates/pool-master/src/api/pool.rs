@@ -140,7 +140,8 @@ async fn join(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     else {
         return Err(joining_error(codes::JOINING_HOST_SERVICE_FAILED));
     };
-    d.become_member(&master_address, secret, *snapshot, users, generation)
+    let term = copy.get("term").and_then(Value::as_u64);
+    d.become_member(&master_address, secret, *snapshot, users, generation, term)
         .await
         .map_err(ApiError::internal)?;
     // The member loop (running since start-up) follows the new role.
@@ -242,7 +243,9 @@ async fn join_request(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
 }
 
 /// `pool.sync_database(session, since, wait_seconds)`: the commits after
-/// `since`, waiting up to `wait_seconds` for one when there is none yet.
+/// `since`, waiting up to `wait_seconds` for one when there is none yet,
+/// and this master's term (`crate::tasks`), so that a member that becomes
+/// master knows whose event tokens its database continues.
 async fn sync_database(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     args.exactly(3)?;
     let since = u64::try_from(args.int(1, "since")?).map_err(|_| ApiError::invalid_value("since", "negative"))?;
@@ -264,7 +267,7 @@ async fn sync_database(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> 
                 .map(|(g, c)| json!({"generation": g, "rows": replication::encode_rows(c)}))
                 .collect();
             let generation = commits.last().and_then(|c| c["generation"].as_u64()).unwrap_or(current);
-            return Ok(json!({"generation": generation, "commits": commits}));
+            return Ok(json!({"generation": generation, "commits": commits, "term": d.tasks().term()}));
         }
     }
     let (generation, snapshot) = {
@@ -274,5 +277,6 @@ async fn sync_database(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> 
     Ok(json!({
         "generation": generation,
         "full": {"rows": replication::encode_rows(&snapshot), "users": replication::encode_users(&d.users())},
+        "term": d.tasks().term(),
     }))
 }

@@ -114,6 +114,8 @@ pub struct Daemon {
     log: Mutex<VecDeque<(u64, Changes)>>,
     /// The database's changes as XAPI events (`event.from`).
     events: crate::events::Events,
+    /// Whose tokens, besides this host's own term's, continue here.
+    lineage: crate::events::Lineage,
     /// What `Async.` calls are doing (on the master).
     tasks: crate::tasks::Tasks,
     /// The certificate this host's API serves.
@@ -181,6 +183,11 @@ impl Daemon {
     /// The database's changes as XAPI events.
     pub fn events(&self) -> &crate::events::Events {
         &self.events
+    }
+
+    /// Whose tokens, besides this host's own term's, continue here.
+    pub fn lineage(&self) -> &crate::events::Lineage {
+        &self.lineage
     }
 
     /// The certificate this host's API serves.
@@ -365,6 +372,7 @@ impl Daemon {
             generation,
             log: Mutex::new(VecDeque::new()),
             events: crate::events::Events::new(generation_at_open),
+            lineage: crate::events::Lineage::default(),
             tasks: crate::tasks::Tasks::default(),
             identity,
             last_seen: Mutex::new(HashMap::new()),
@@ -505,9 +513,10 @@ impl Daemon {
         snapshot: Changes,
         users: Vec<(String, String)>,
         generation: u64,
+        term: Option<u64>,
     ) -> Result<(), String> {
         self.pool_secret.replace(secret).map_err(|e| e.to_string())?;
-        self.replace_replica(snapshot, users, generation)
+        self.replace_replica(snapshot, users, generation, term)
             .await
             .map_err(|e| e.to_string())?;
         self.store
@@ -522,8 +531,9 @@ impl Daemon {
         Ok(())
     }
 
-    /// Apply replicated commits from the master (a member's side).
-    pub async fn apply_replica(&self, commits: Vec<(u64, Changes)>) -> Result<(), StoreError> {
+    /// Apply replicated commits from the master (a member's side), whose
+    /// term is `term` (`None` from a master that does not say).
+    pub async fn apply_replica(&self, commits: Vec<(u64, Changes)>, term: Option<u64>) -> Result<(), StoreError> {
         let mut store = self.store.lock().await;
         for (generation, changes) in commits {
             if generation <= self.model().generation {
@@ -536,31 +546,75 @@ impl Daemon {
             model.generation = generation;
         }
         let g = self.model().generation;
+        match term {
+            Some(term) => self.lineage.extend(term, g),
+            None => self.lineage.set(None),
+        }
         self.repin();
         self.generation.send_replace(g);
         Ok(())
     }
 
-    /// Replace the whole replica (a member too far behind the master's log).
+    /// Replace the whole replica (a member too far behind the master's log,
+    /// or a new master starting from the HA metadata file): a copy of
+    /// master term `term`'s history, if it came from a master.
     pub async fn replace_replica(
         &self,
         snapshot: Changes,
         users: Vec<(String, String)>,
         generation: u64,
+        term: Option<u64>,
     ) -> Result<(), StoreError> {
         let mut store = self.store.lock().await;
         store.replace_all(&snapshot, &users, generation)?;
+        // A later copy of the history this replica is a prefix of (the
+        // same master term): its differences are this host's events, so
+        // tokens continue; any other copy starts the log afresh.
+        let continues = {
+            let current = self.model();
+            term.is_some_and(|t| self.lineage.get().is_some_and(|(l, _)| l == t)) && generation >= current.generation
+        };
+        let differences = if continues {
+            differences(&self.model(), &snapshot)
+        } else {
+            None
+        };
         let mut model = Model {
             generation,
             ..Model::default()
         };
         model.apply(snapshot);
-        *self.model.write().unwrap_or_else(|p| p.into_inner()) = model;
-        self.events.reset(generation);
+        {
+            let mut current = self.model.write().unwrap_or_else(|p| p.into_inner());
+            match differences {
+                Some(changes) => self.events.record(generation, &current, &changes),
+                None => self.events.reset(generation),
+            }
+            *current = model;
+        }
+        self.lineage.set(term.map(|t| (t, generation)));
         *self.users.write().unwrap_or_else(|p| p.into_inner()) = users.into_iter().collect();
         self.repin();
         self.generation.send_replace(generation);
         Ok(())
+    }
+
+    /// Start from the HA metadata file `m`, newer than this replica (a new
+    /// master). Written by the master term this host replicated, with
+    /// every commit after the replica, its commits are applied as if
+    /// replicated, so that master's clients' tokens continue (true); else
+    /// it replaces the replica whole and the lineage ends: their tokens
+    /// get EVENTS_LOST and the clients read everything again (false).
+    pub async fn adopt_metadata(&self, m: crate::ha::metadata::Metadata) -> Result<bool, StoreError> {
+        let replica = self.model().generation;
+        let continues = m.term.is_some_and(|t| self.lineage.get() == Some((t, replica))) && m.base <= replica;
+        if continues {
+            let after: Vec<_> = m.commits.into_iter().filter(|(g, _)| *g > replica).collect();
+            self.apply_replica(after, m.term).await?;
+        } else {
+            self.replace_replica(m.snapshot, m.users, m.generation, None).await?;
+        }
+        Ok(continues)
     }
 
     /// The master's address, or this host's when it is the master.
@@ -616,6 +670,12 @@ impl Daemon {
             .set_local(&[("role", "member"), ("master_address", address)])?;
         self.stop_redo_log();
         self.peers.forget().await;
+        if self.is_master() {
+            // Its own clients' tokens stay good on this database until a
+            // copy of the new master's replaces it.
+            self.lineage.set(Some((self.tasks.term(), self.model().generation)));
+            self.tasks.new_term();
+        }
         self.set_role(Role::Member {
             master_address: address.to_string(),
         });
@@ -627,6 +687,11 @@ impl Daemon {
         self.store.lock().await.set_local(&[("role", "master")])?;
         self.peers.forget().await;
         self.log.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        if !self.is_master() {
+            // A term of its own; the lineage (the master it replicated, up
+            // to here) keeps that master's clients' tokens good.
+            self.tasks.new_term();
+        }
         self.set_role(Role::Master);
         Ok(())
     }
@@ -637,6 +702,40 @@ impl Daemon {
     }
 }
 
+/// What changed from `before` to the database `after` (a whole copy): a
+/// row for each object added or changed, a deletion for each one gone
+/// (`None` if a row would not go back into changes: then nothing can be
+/// told).
+fn differences(before: &Model, after: &Changes) -> Option<Changes> {
+    use pool_db::replication::encode_rows;
+    use serde_json::Value;
+    let rows = |c: &Changes| -> HashMap<(String, String), Value> {
+        let Value::Array(rows) = encode_rows(c) else {
+            return HashMap::new();
+        };
+        rows.into_iter()
+            .filter_map(|r| {
+                let table = r.get(0)?.as_str()?.to_string();
+                let reference = r.get(1)?.as_str()?.to_string();
+                Some(((table, reference), r.get(2)?.clone()))
+            })
+            .collect()
+    };
+    let (old, new) = (rows(&before.snapshot()), rows(after));
+    let mut changes = Changes::default();
+    for (key, record) in &new {
+        if old.get(key) != Some(record) {
+            changes.put_row(&key.0, &key.1, Some(record.clone())).ok()?;
+        }
+    }
+    for key in old.keys().filter(|k| !new.contains_key(*k)) {
+        changes.put_row(&key.0, &key.1, None).ok()?;
+    }
+    Some(changes)
+}
+
+/// Create the one-host pool of a fresh host: pool, host, local SR, root user.
+/// The local-database key counting this host's starts.
 /// Lower-case hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

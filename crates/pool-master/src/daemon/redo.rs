@@ -19,7 +19,7 @@ impl Daemon {
             let m = self.model();
             (m.generation, m.snapshot())
         };
-        if let Err(e) = redo.write_full(generation, &snapshot, &self.users()) {
+        if let Err(e) = redo.write_full(generation, &snapshot, &self.users(), self.tasks.term()) {
             tracing::warn!(
                 "cannot write the pool database to the heartbeat SR ({e}): it gets a full copy at the next commit"
             );
@@ -47,7 +47,12 @@ impl Daemon {
         let mut redo = self.redo.lock().unwrap_or_else(|p| p.into_inner());
         let Some(log) = redo.as_mut() else { return Ok(()) };
         let full = if log.needs_full() {
-            log.write_full(generation.saturating_sub(1), &self.model().snapshot(), &self.users())
+            log.write_full(
+                generation.saturating_sub(1),
+                &self.model().snapshot(),
+                &self.users(),
+                self.tasks.term(),
+            )
         } else {
             Ok(())
         };

@@ -399,12 +399,13 @@ async fn take_over(d: &Arc<Daemon>, metadata: &std::path::Path) -> Result<(), Ap
     let enabled = |m: &crate::ha::metadata::Metadata| m.snapshot.pool.values().flatten().any(|p| p.ha_enabled);
     match read {
         Ok(Some(m)) if m.generation > d.model().generation && enabled(&m) => {
+            let replica = d.model().generation;
             tracing::info!(
                 generation = m.generation,
-                replica = d.model().generation,
+                replica,
                 "the metadata file is newer than this host's replica"
             );
-            d.replace_replica(m.snapshot, m.users, m.generation)
+            d.adopt_metadata(m)
                 .await
                 .map_err(|e| ApiError::internal(e.to_string()))?;
         }

@@ -8,7 +8,8 @@
 //!
 //! The file is a sequence of records, each `length (u32 LE) | first 8
 //! bytes of its SHA-256 | JSON`. The first record is a full copy
-//! (`{"full": true, "generation", "rows", "users"}`), the others deltas
+//! (`{"full": true, "generation", "rows", "users", "term"}`, the writer's
+//! master term, for the event tokens of its clients), the others deltas
 //! (`{"generation", "rows"}`). A torn or damaged record ends the log: what
 //! comes before it is still a committed state. A full copy is written to
 //! a new file that replaces the old one, so a crash in between leaves the
@@ -36,6 +37,13 @@ pub struct Metadata {
     pub generation: u64,
     pub snapshot: Changes,
     pub users: Vec<(String, String)>,
+    /// The master term that wrote the file (none in a file from before
+    /// terms were written).
+    pub term: Option<u64>,
+    /// The generation of the full copy the file starts with.
+    pub base: u64,
+    /// The commits after the full copy, in order, as the master made them.
+    pub commits: Vec<(u64, Changes)>,
 }
 
 /// The writer side, kept by the master while HA is on.
@@ -83,6 +91,7 @@ impl RedoLog {
         generation: u64,
         snapshot: &Changes,
         users: &[(String, String)],
+        term: u64,
     ) -> std::io::Result<()> {
         self.file = None;
         self.io.storage()?;
@@ -91,6 +100,7 @@ impl RedoLog {
             "generation": generation,
             "rows": replication::encode_rows(snapshot),
             "users": replication::encode_users(users),
+            "term": term,
         }));
         let tmp = self.path.with_extension("tmp");
         let mut f = File::create(&tmp)?;
@@ -163,20 +173,27 @@ pub fn read(io: &Gate, path: &Path) -> std::io::Result<Option<Metadata>> {
     let Some(users) = first.get("users").and_then(|u| replication::decode_users(u).ok()) else {
         return Ok(None);
     };
+    let term = first.get("term").and_then(Value::as_u64);
+    let base = generation;
     let mut model = pool_db::model::Model::default();
     model.apply(snapshot);
+    let mut commits = Vec::new();
     for r in records {
         let Some((g, changes)) = decode(&r) else { break };
         if g <= generation {
             continue;
         }
-        model.apply(changes);
+        model.apply(changes.clone());
+        commits.push((g, changes));
         generation = g;
     }
     Ok(Some(Metadata {
         generation,
         snapshot: model.snapshot(),
         users,
+        term,
+        base,
+        commits,
     }))
 }
 
@@ -207,12 +224,16 @@ mod tests {
         let mut log = RedoLog::new(io.clone(), path.clone());
         assert!(log.needs_full());
         assert!(log.append(2, &vm("b")).is_err());
-        log.write_full(1, &vm("a"), &[("root".into(), "hash".into())]).unwrap();
+        log.write_full(1, &vm("a"), &[("root".into(), "hash".into())], 7)
+            .unwrap();
         log.append(2, &vm("b")).unwrap();
         log.append(3, &vm("c")).unwrap();
         let m = read(&io, &path).unwrap().unwrap();
         assert_eq!(m.generation, 3);
         assert_eq!(m.snapshot.vm.len(), 3);
+        assert_eq!((m.term, m.base), (Some(7), 1));
+        let commits: Vec<u64> = m.commits.iter().map(|(g, _)| *g).collect();
+        assert_eq!(commits, [2, 3]);
         assert_eq!(m.users, vec![("root".to_string(), "hash".to_string())]);
         // A torn last record: the state before it.
         let len = std::fs::metadata(&path).unwrap().len();
@@ -229,7 +250,7 @@ mod tests {
         let path = dir.path().join("ha-metadata");
         let io = Arc::new(Gate::lab(dir.path()));
         let mut log = RedoLog::new(io.clone(), path.clone());
-        log.write_full(1, &vm("a"), &[]).unwrap();
+        log.write_full(1, &vm("a"), &[], 7).unwrap();
         let settle = || std::thread::sleep(crate::io::REFRESH + std::time::Duration::from_millis(10));
         crate::io::set(dir.path(), crate::io::Fault::Storage, true).unwrap();
         settle();
