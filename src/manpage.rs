@@ -39,9 +39,9 @@ xe \- command-line interface to a pool-ha (XenServer-compatible) pool
 .SH DESCRIPTION
 .B xe
 talks to the pool master over HTTPS (XAPI's JSON\-RPC), with XenServer's
-verbs, \fIkey\fR=\fIvalue\fR parameters and record output. A command sent to
-a member is forwarded to the master, unless it runs on the host it names
-(the emergency commands below).
+verbs, \fIkey\fR=\fIvalue\fR parameters and record output. A member
+answers with the master's address and \fBxe\fR follows it, except for
+the commands that run on the host they name (the emergency commands).
 .PP
 The server's certificate is pinned in \fI~/.xe_known_hosts\fR on first
 use, after a prompt on a terminal; scripts pass \fBfingerprint=\fR\fIsha256\fR

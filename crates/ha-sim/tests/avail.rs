@@ -330,7 +330,7 @@ fn seeds_that_fenced_healthy_hosts_stay_fixed() {
         ),
         (
             241800205,
-            "5 hosts: host 4 joined and was acked, but a stale slot of host 1 kept it from arming; the members, ignoring an unarmed host's heartbeats, saw it on the statefile only and took the round for a split, so host 1's slot, fresh again when its storage came back, could not grow back into their views, and three hosts fenced (rule J: an unarmed joiner is no peer across a split)",
+            "5 hosts: host 4 joined and was acked, but a stale slot of host 1 kept it from arming; the members, ignoring an unarmed host's heartbeats, saw it on the statefile only and took the round for a split, so host 1's slot, fresh again when its storage came back, could not grow back into their views, and three hosts fenced (rule A: an unarmed joiner is no peer across a split)",
         ),
     ];
     for &(seed, story) in seeds {

@@ -102,7 +102,8 @@ impl HaCounters {
         self.fault_handler_rounds.inc();
     }
 
-    /// A protected VM found down ran again `took` later.
+    /// A protected VM ran again `took` after the restart executor first
+    /// tried it (its host declared dead and it recorded halted).
     pub fn restarted(&self, took: Duration) {
         self.restart_latency.observe(took.as_secs_f64());
     }
@@ -132,7 +133,7 @@ impl HaCounters {
         );
         registry.register(
             "pool_ha_restart_latency_seconds",
-            "Protected VMs restarted by this host as master: from found down to running again",
+            "Protected VMs restarted by this host as master: from the restart executor's first try to running again",
             self.restart_latency.clone(),
         );
         registry.register(

@@ -113,6 +113,11 @@ pub(super) struct Fh {
     /// This round has seen a liveset member on the statefile only, written
     /// lately or not (the conservative form of `split_seen`).
     pub(super) sf_only_seen: bool,
+    /// A joiner is on the statefile only (not heard) while this round's
+    /// phase has not landed on the statefile yet: it may still arm on
+    /// acks from before the round, so for now it counts as a peer across
+    /// a split. Recomputed at each step, not latched (rule A).
+    pub(super) joiner_gate: bool,
     /// Members this round took back into a domain (`may_regrow`).
     pub(super) regrown_hb: HostSet,
     pub(super) regrown_sf: HostSet,
@@ -265,6 +270,7 @@ impl Engine {
             && self.armed
             && !fh.split_seen
             && !fh.sf_only_seen
+            && !fh.joiner_gate
             && self.trouble_since.is_some()
         {
             self.trouble_since = Some(now);
@@ -296,6 +302,7 @@ impl Engine {
                 failed: self.failed_members(now),
                 split_seen: false,
                 sf_only_seen: false,
+                joiner_gate: false,
                 regrown_hb: HostSet::EMPTY,
                 regrown_sf: HostSet::EMPTY,
                 not_fully_connected: HostSet::EMPTY,
@@ -443,17 +450,25 @@ impl Engine {
         // stays in the sfdomain for a while but decides nothing.
         //
         // Nor is a joiner whose slot says it is starting and not arming
-        // (rule J): members took it into their liveset on its join request
+        // (rule A): members took it into their liveset on its join request
         // and ignore its heartbeats until it arms, so it looks cut off on
         // the network, but it is not armed and decides nothing; once this
         // round shows on the statefile it cannot arm until the round ends
         // (rule I), and while it might, the consistent-view step waits.
+        //
+        // Only a holder sets joiners apart (a non-holder's reads of their
+        // slots say nothing), and before this round's phase has landed a
+        // joiner may still arm on older acks: until then it holds the
+        // round as a split without marking it for good (`joiner_gate`).
         let started = self.fh.as_ref().map_or(now, |f| f.started);
-        let across = self
-            .current
-            .and(self.sfdomain)
-            .minus(self.hbdomain)
-            .minus(self.unarmed_joiners());
+        let across_all = self.current.and(self.sfdomain).minus(self.hbdomain);
+        let joiners = if holder {
+            across_all.and(self.unarmed_joiners())
+        } else {
+            HostSet::EMPTY
+        };
+        let across = across_all.minus(joiners);
+        let gate = !joiners.is_empty() && !self.fh_phase_landed();
         let split = across.iter().any(|i| self.obs[i].last_sf.is_some_and(|t| t >= started));
         let failed = self.failed_members(now);
         let phase = self.phase;
@@ -462,7 +477,8 @@ impl Engine {
         let Some(fh) = &mut self.fh else { return };
         fh.split_seen |= split;
         fh.sf_only_seen |= sf_only;
-        if !armed || !holder || fh.snapshot.is_some() || (phase >= Phase::Fh2 && fh.split_seen) {
+        fh.joiner_gate = gate;
+        if !armed || !holder || fh.snapshot.is_some() || (phase >= Phase::Fh2 && (fh.split_seen || fh.joiner_gate)) {
             return;
         }
         let new = failed.minus(fh.failed);
