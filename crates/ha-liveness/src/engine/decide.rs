@@ -351,15 +351,7 @@ impl Engine {
                                 .peer
                                 .as_ref()
                                 .is_some_and(|p| p.hb.view.current.contains(i) && !p.hb.view.sfdomain.contains(i));
-                            // Rule R: a member the rendezvous did not wait
-                            // for (silent, its slot stale) was not seen in
-                            // phase 2 either: the wait before dropping it
-                            // keeps the T1 the rendezvous used to spend.
-                            let silent = self.obs[i]
-                                .last_hb
-                                .is_none_or(|t| now.saturating_sub(t) >= self.suspect_after());
-                            let skipped = snap.hbdomain.contains(i) && !snap.sfdomain.contains(i) && silent;
-                            if (nonholder && !snap.hbdomain.contains(i) && !snap.sfdomain.contains(i)) || skipped {
+                            if nonholder && !snap.hbdomain.contains(i) && !snap.sfdomain.contains(i) {
                                 self.log(format!(
                                     "host {i} was last heard alive without the statefile: waiting T1 longer for it"
                                 ));

@@ -113,11 +113,6 @@ pub(super) struct Fh {
     /// This round has seen a liveset member on the statefile only, written
     /// lately or not (the conservative form of `split_seen`).
     pub(super) sf_only_seen: bool,
-    /// A joiner is on the statefile only (not heard) while this round's
-    /// phase has not landed on the statefile yet: it may still arm on
-    /// acks from before the round, so for now it counts as a peer across
-    /// a split. Recomputed at each step, not latched (rule A).
-    pub(super) joiner_gate: bool,
     /// Members this round took back into a domain (`may_regrow`).
     pub(super) regrown_hb: HostSet,
     pub(super) regrown_sf: HostSet,
@@ -270,7 +265,6 @@ impl Engine {
             && self.armed
             && !fh.split_seen
             && !fh.sf_only_seen
-            && !fh.joiner_gate
             && self.trouble_since.is_some()
         {
             self.trouble_since = Some(now);
@@ -302,7 +296,6 @@ impl Engine {
                 failed: self.failed_members(now),
                 split_seen: false,
                 sf_only_seen: false,
-                joiner_gate: false,
                 regrown_hb: HostSet::EMPTY,
                 regrown_sf: HostSet::EMPTY,
                 not_fully_connected: HostSet::EMPTY,
@@ -448,37 +441,21 @@ impl Engine {
         // A peer across a split is one seen writing its slot during this
         // round while not heard: a host that died before the round began
         // stays in the sfdomain for a while but decides nothing.
-        //
-        // Nor is a joiner whose slot says it is starting and not arming
-        // (rule A): members took it into their liveset on its join request
-        // and ignore its heartbeats until it arms, so it looks cut off on
-        // the network, but it is not armed and decides nothing; once this
-        // round shows on the statefile it cannot arm until the round ends
-        // (rule I), and while it might, the consistent-view step waits.
-        //
-        // Only a holder sets joiners apart (a non-holder's reads of their
-        // slots say nothing), and before this round's phase has landed a
-        // joiner may still arm on older acks: until then it holds the
-        // round as a split without marking it for good (`joiner_gate`).
         let started = self.fh.as_ref().map_or(now, |f| f.started);
-        let across_all = self.current.and(self.sfdomain).minus(self.hbdomain);
-        let joiners = if holder {
-            across_all.and(self.unarmed_joiners())
-        } else {
-            HostSet::EMPTY
-        };
-        let across = across_all.minus(joiners);
-        let gate = !joiners.is_empty() && !self.fh_phase_landed();
-        let split = across.iter().any(|i| self.obs[i].last_sf.is_some_and(|t| t >= started));
+        let split = self
+            .current
+            .and(self.sfdomain)
+            .minus(self.hbdomain)
+            .iter()
+            .any(|i| self.obs[i].last_sf.is_some_and(|t| t >= started));
         let failed = self.failed_members(now);
         let phase = self.phase;
         let armed = self.armed && self.trouble_since.is_some();
-        let sf_only = !across.is_empty();
+        let sf_only = !self.current.and(self.sfdomain).is_subset(self.hbdomain);
         let Some(fh) = &mut self.fh else { return };
         fh.split_seen |= split;
         fh.sf_only_seen |= sf_only;
-        fh.joiner_gate = gate;
-        if !armed || !holder || fh.snapshot.is_some() || (phase >= Phase::Fh2 && (fh.split_seen || fh.joiner_gate)) {
+        if !armed || !holder || fh.snapshot.is_some() || (phase >= Phase::Fh2 && fh.split_seen) {
             return;
         }
         let new = failed.minus(fh.failed);
@@ -492,14 +469,6 @@ impl Engine {
         ));
     }
 
-    /// Hosts whose latest slot says they are starting and not arming:
-    /// joiners that have not armed, whatever the members' livesets say.
-    pub(super) fn unarmed_joiners(&self) -> HostSet {
-        (0..self.n)
-            .filter(|&i| i != self.cfg.me && self.obs[i].slot.is_some_and(|s| s.starting && !s.arming))
-            .collect()
-    }
-
     pub(super) fn peer_phase_hb(&self, i: usize) -> Option<Phase> {
         self.obs[i].peer.as_ref().map(|p| p.hb.view.phase)
     }
@@ -509,13 +478,11 @@ impl Engine {
     /// network split run their own rendezvous and may be ahead) or is not
     /// in a fault handler yet.
     ///
-    /// A peer silent on the network for [`Engine::suspect_after`] is not
-    /// waited for (rule R): it died or its packets stopped during this
-    /// round. With its slot fresh this round keeps it (it is in both
-    /// domains of the snapshot or will be), and the next round judges it on
-    /// the clock of its own notice; without, the round judges it as the
-    /// storage-lost peer it is, rather than waiting out T1 for its last
-    /// heartbeat (ha-sim 241404195).
+    /// A peer silent on the network for [`Engine::suspect_after`] whose
+    /// slot is still fresh is not waited for: it died or its packets stopped
+    /// during this round, this round keeps it (it is in both domains of the
+    /// snapshot or will be), and the next round judges it on the clock of
+    /// its own notice.
     pub(super) fn rendezvous(&self, now: Millis, p1: Phase, p2: Phase, on_sf: bool) -> bool {
         let exact = |ph: Option<Phase>| ph.is_some_and(|ph| ph == p1 || ph == p2);
         let reached = |ph: Option<Phase>| ph.is_some_and(|ph| ph >= p1 || !ph.in_fault_handler());
@@ -524,9 +491,10 @@ impl Engine {
         // own slot fresh: a host with slow I/O reads old phases.
         let holder = self.sfdomain.contains(self.cfg.me);
         self.current.iter().filter(|&i| i != self.cfg.me).all(|i| {
-            let silent = self.obs[i]
-                .last_hb
-                .is_none_or(|t| now.saturating_sub(t) >= self.suspect_after());
+            let silent = self.sfdomain.contains(i)
+                && self.obs[i]
+                    .last_hb
+                    .is_none_or(|t| now.saturating_sub(t) >= self.suspect_after());
             let hb_ok = !self.hbdomain.contains(i) || silent || exact(self.peer_phase_hb(i));
             let sf_only = self.sfdomain.contains(i) && !self.hbdomain.contains(i);
             let sf_ok = !on_sf || !sf_only || !holder || reached(self.obs[i].slot.map(|s| s.view.phase));

@@ -350,9 +350,10 @@ impl Engine {
             Domain::Statefile => self.snapshotted_peers().and(self.peers_with_sf()),
         };
         self.current.contains(i)
-            && self.fh.as_ref().is_some_and(|f| {
-                f.snapshot.is_none() && !(self.phase >= Phase::Fh2 && (f.sf_only_seen || f.joiner_gate))
-            })
+            && self
+                .fh
+                .as_ref()
+                .is_some_and(|f| f.snapshot.is_none() && !(self.phase >= Phase::Fh2 && f.sf_only_seen))
             && blockers.is_empty()
     }
 
