@@ -23,11 +23,6 @@ fn now_s() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
 }
 
-/// A free port on loopback (closed again: the server takes it).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// A Python that has aiosmtpd (the machine's own, where Debian installs
 /// it, or the first on PATH), or why none.
 fn aiosmtpd_python() -> Result<String, String> {
@@ -54,7 +49,7 @@ struct SmtpSink {
 
 impl SmtpSink {
     fn start(python: &str) -> SmtpSink {
-        let port = free_port();
+        let port = crate::util::free_port();
         let mut child = Command::new(python)
             .args(["-u", "-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
             .stdin(Stdio::null())

@@ -590,11 +590,7 @@ fn the_master_metrics_after_a_power_pull(lab: &Lab) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::util::free_port();
     let config = dir.path().join("prometheus.yml");
     std::fs::write(
         &config,

@@ -60,11 +60,7 @@ fn xapid_tells_systemd_it_is_ready_and_when_it_stops() {
     let socket_path = dir.path().join("notify");
     let socket = UnixDatagram::bind(&socket_path).unwrap();
     socket.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::util::free_port();
     let mut xapid = Command::new(xapid_bin())
         .args([
             "serve",
@@ -109,11 +105,7 @@ fn xapid_tells_systemd_it_is_ready_and_when_it_stops() {
 #[test]
 fn settings_come_from_the_file_the_environment_and_flags_in_that_order() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::util::free_port();
     let data = dir.path().join("data");
     let password = dir.path().join("root-password");
     std::fs::write(&password, "from-file-pw\n").unwrap();

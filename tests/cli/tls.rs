@@ -413,14 +413,7 @@ fn plain_post(address: &str, port: u16) -> String {
 /// port takes both, as every other test shows.)
 #[test]
 fn https_on_the_api_port_plain_http_on_its_own_port_and_none_when_https_only() {
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
-    let (https, http) = (free(), free());
+    let (https, http) = (crate::util::free_port(), crate::util::free_port());
     let _host = serve_on(
         "127.0.0.1",
         &["--port", &https.to_string(), "--http-port", &http.to_string()],
@@ -459,7 +452,7 @@ fn https_on_the_api_port_plain_http_on_its_own_port_and_none_when_https_only() {
     if std::net::TcpListener::bind((address.as_str(), 80)).is_err() {
         eprintln!("skipped the port-80 part: cannot bind {address}:80 here");
     } else {
-        let https2 = free();
+        let https2 = crate::util::free_port();
         let _default = serve_on(&address, &["--port", &https2.to_string()]);
         let extra = format!("server={address},username=root,password=pw");
         let nossl = || {
@@ -474,7 +467,7 @@ fn https_on_the_api_port_plain_http_on_its_own_port_and_none_when_https_only() {
     }
 
     // https-only: no plain HTTP anywhere, and the HTTPS port says so.
-    let (https3, http3) = (free(), free());
+    let (https3, http3) = (crate::util::free_port(), crate::util::free_port());
     let _only = serve_on(
         "127.0.0.1",
         &[

@@ -155,3 +155,12 @@ impl Drop for Session {
         let _ = Command::new("tmux").args(["kill-session", "-t", &self.name]).status();
     }
 }
+
+/// A free TCP port on loopback (closed again at once: the server that is
+/// given it binds it).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port on loopback")
+}
