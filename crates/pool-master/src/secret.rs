@@ -238,17 +238,22 @@ impl PoolSecret {
     }
 }
 
+/// The text of `path`, `None` when the file does not exist.
+fn read_text(path: &Path) -> Result<Option<String>, SecretError> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(SecretError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
 /// The pair in a rotation file, `None` when there is none.
 fn read_pair(path: &Path) -> Result<Option<(Secret, Secret)>, SecretError> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
-            return Err(SecretError::Io {
-                path: path.to_path_buf(),
-                source,
-            })
-        }
+    let Some(text) = read_text(path)? else {
+        return Ok(None);
     };
     let mut lines = text.lines().map(Secret::parse);
     match (lines.next(), lines.next(), lines.next()) {
@@ -284,15 +289,8 @@ fn remove(path: &Path) -> Result<(), SecretError> {
 
 /// The secret in `path`, `None` when the file does not exist.
 fn read(path: &Path) -> Result<Option<Secret>, SecretError> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
-            return Err(SecretError::Io {
-                path: path.to_path_buf(),
-                source,
-            })
-        }
+    let Some(text) = read_text(path)? else {
+        return Ok(None);
     };
     // An install that left it open to others is tightened.
     crate::files::private_file(path).map_err(|source| SecretError::Io {
