@@ -16,6 +16,7 @@
 //! - `FAILOVER_VICTIM=member`: fault only hosts that are not the master
 //!   (the host of a member's protected VMs restarts them as soon as its
 //!   lease lapses; a dead master's VMs wait for the next master);
+//!   `FAILOVER_VICTIM=master`: fault only the master, whatever it runs;
 //! - `FAILOVER_KEEP_LAB=S`: on a failure, keep the lab up S seconds for a
 //!   look before the bench ends;
 //! - `FAILOVER_DRIVER=qemu`: real QEMU guests (the test guest of
@@ -242,6 +243,7 @@ fn main() {
         .unwrap_or(DEFAULT_VMS);
     let qemu = std::env::var("FAILOVER_DRIVER").is_ok_and(|d| d == "qemu");
     let members_only = std::env::var("FAILOVER_VICTIM").is_ok_and(|v| v == "member");
+    let master_only = std::env::var("FAILOVER_VICTIM").is_ok_and(|v| v == "master");
     let xapid = PathBuf::from(env!("CARGO_BIN_EXE_xapid"));
     let dir = tempfile::tempdir().expect("tempdir");
     let subnet = if netns {
@@ -353,9 +355,13 @@ fn main() {
                     per_host.entry(h.clone()).or_default();
                 }
             }
+            if master_only {
+                per_host.entry(master_ref.clone()).or_default();
+            }
             let (victim_ref, mut victim_vms) = per_host
                 .iter()
                 .filter(|(h, _)| !members_only || **h != master_ref)
+                .filter(|(h, _)| !master_only || **h == master_ref)
                 .max_by_key(|(_, v)| v.len())
                 .map(|(h, v)| (h.clone(), v.clone()))
                 .expect("running VMs");
