@@ -66,8 +66,8 @@ struct ServeArgs {
     /// the host by (and the API listens on, unless --bind-address).
     #[arg(long, env = "POOL_HA_ADDRESS", default_value = "127.0.0.1")]
     address: String,
-    /// The address the API and the HA heartbeats listen on, when not the
-    /// management address (0.0.0.0 or :: for every interface; behind NAT,
+    /// The address the API, the HA heartbeats and incoming live
+    /// migrations listen on, when not the management address (0.0.0.0 or :: for every interface; behind NAT,
     /// the local one).
     #[arg(long, env = "POOL_HA_BIND_ADDRESS")]
     bind_address: Option<String>,
