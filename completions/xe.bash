@@ -11,11 +11,18 @@ _xe() {
     read -r -a words <<<"$line"
     [[ $line == *[[:blank:]] ]] && words+=("")
     local full=${words[${#words[@]}-1]}
-    # bash replaces only its own current word, the part of ours after the
-    # last '=' or ':': drop what comes before it from each candidate.
-    local cur=${COMP_WORDS[COMP_CWORD]}
-    local strip=$(( ${#full} - ${#cur} ))
-    (( strip < 0 )) && strip=0
+    # Readline replaces only the part of our word after its last break
+    # character ('=' or ':', from COMP_WORDBREAKS): drop what comes before
+    # it from each candidate. (Not COMP_WORDS[COMP_CWORD]: right after a
+    # '=' that is "=" itself, while readline replaces the empty text after
+    # it, and `vm=<TAB>` would become `vm==`.)
+    local strip=0 i
+    for (( i = ${#full} - 1; i >= 0; i-- )); do
+        if [[ $COMP_WORDBREAKS == *"${full:i:1}"* ]]; then
+            strip=$(( i + 1 ))
+            break
+        fi
+    done
     local IFS=$'\n' word
     COMPREPLY=()
     while IFS=$'\t' read -r word _; do

@@ -83,6 +83,11 @@ pub fn complete(words: &[String], pool: &mut dyn FnMut(&Class) -> Vec<Value>) ->
     let Some(spec) = commands::find(&table, command) else {
         return Vec::new();
     };
+    if let Some((map, key)) = current.split_once(':') {
+        if !map.contains('=') && !key.contains('=') {
+            return map_keys(spec, map, key);
+        }
+    }
     match current.split_once('=') {
         Some((key, prefix)) => values(spec, key, prefix, pool)
             .into_iter()
@@ -141,6 +146,24 @@ fn parameter_names(spec: &Spec, given: &[&str], prefix: &str) -> Vec<Candidate> 
         None => {}
     }
     out
+}
+
+/// The keys this pool reads from a map parameter (`ha-config:<TAB>`), as
+/// `map:key=`; nothing for maps of free keys.
+fn map_keys(spec: &Spec, map: &str, prefix: &str) -> Vec<Candidate> {
+    let param = format!("{map}:");
+    if !spec.reqd.contains(&param) && !spec.optn.contains(&param) {
+        return Vec::new();
+    }
+    let keys: &[(&str, &str)] = match map {
+        "ha-config" => &[("timeout", "seconds a silent host has before it is declared dead")],
+        "device-config" => &[("location", "the SR's directory (the same path on every host)")],
+        _ => &[],
+    };
+    keys.iter()
+        .filter(|(k, _)| k.starts_with(prefix))
+        .map(|(k, d)| candidate(format!("{map}:{k}="), *d))
+        .collect()
 }
 
 /// Values for `key=` on `spec`.
@@ -354,6 +377,11 @@ mod tests {
             "{params:?}"
         );
         assert_eq!(run("pool-ha-enable ha-c"), ["ha-config:"]);
+        assert_eq!(run("pool-ha-enable ha-config:"), ["ha-config:timeout="]);
+        assert_eq!(run("pool-ha-enable ha-config:t"), ["ha-config:timeout="]);
+        assert_eq!(run("sr-create device-config:"), ["device-config:location="]);
+        assert!(run("pool-ha-enable ha-config:timeout=").is_empty());
+        assert!(run("vm-start vm=a:b").is_empty(), "a ':' in a value names no map");
         assert_eq!(run("vm-start vm="), ["vm=db01", "vm=web01"], "templates are left out");
         assert_eq!(run("vm-start vm=w"), ["vm=web01"]);
         assert_eq!(run("vm-start on="), ["on=host1"]);

@@ -6,6 +6,14 @@
 //! whose certificates are pinned ([`crate::trust`]); `--nossl` speaks plain
 //! HTTP, to [`DEFAULT_PLAIN_PORT`] unless a port is given (as XAPI's xe),
 //! `--no-verify` HTTPS without checking who answers.
+//!
+//! `--debug` prints every call and its answer on stderr as it happens
+//! (`debug: -> URL method(params)`, `debug: <- method in N ms: ok ...`),
+//! with the session, passwords and login answers hidden;
+//! `--debug-on-fail` keeps those lines and prints them only if the command
+//! fails ([`print_kept_debug`]).
+
+use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 use xapi_client::Client;
@@ -21,6 +29,33 @@ pub const DEFAULT_PORT: u16 = 443;
 
 /// The port xe talks plain HTTP to (`--nossl`) when none is given.
 pub const DEFAULT_PLAIN_PORT: u16 = 80;
+
+/// The trace lines `--debug-on-fail` keeps until the command's end.
+static KEPT_DEBUG: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Print what `--debug-on-fail` kept (called when the command failed).
+pub fn print_kept_debug() {
+    let lines = std::mem::take(&mut *KEPT_DEBUG.lock().unwrap_or_else(|e| e.into_inner()));
+    for line in lines {
+        eprintln!("debug: {line}");
+    }
+}
+
+/// The call trace `--debug` / `--debug-on-fail` ask for.
+fn trace(c: &Connection) -> Option<xapi_client::Trace> {
+    if c.debug == Some(true) {
+        Some(xapi_client::Trace(Arc::new(|line: &str| eprintln!("debug: {line}"))))
+    } else if c.debug_on_fail == Some(true) {
+        Some(xapi_client::Trace(Arc::new(|line: &str| {
+            KEPT_DEBUG
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(line.to_string())
+        })))
+    } else {
+        None
+    }
+}
 
 pub struct Conn {
     runtime: tokio::runtime::Runtime,
@@ -81,6 +116,7 @@ impl Conn {
             };
             let options = Options {
                 trust,
+                trace: trace(c),
                 ..Options::default()
             };
             let mut client = Client::with_options(&server, port, &options);

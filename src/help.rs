@@ -143,6 +143,43 @@ mod tests {
         assert_eq!(lines[1], "    bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb, c");
     }
 
+    /// `xe help vm-uninstall` once sent the reader to a `vm-destroy` xe
+    /// did not have: every `<class>-<verb>` a help text names is a command
+    /// (words that are parameters, such as `host-uuid`, aside).
+    #[test]
+    fn every_command_a_help_text_names_exists() {
+        let table = crate::commands::table();
+        let names: Vec<&str> = table.iter().map(|s| s.name.as_str()).collect();
+        let params: Vec<&str> = table
+            .iter()
+            .flat_map(|s| s.reqd.iter().chain(&s.optn))
+            .map(|p| p.trim_end_matches(':'))
+            .collect();
+        let classes: Vec<&str> = crate::fields::CLASSES.iter().map(|c| c.cli).collect();
+        // The project's name and an other-config key.
+        let not_commands = ["pool-ha", "pool-ha-webhook-url"];
+        let mut missing = Vec::new();
+        for spec in &table {
+            for word in spec.help.split(|c: char| !(c.is_ascii_lowercase() || c == '-')) {
+                let word = word.trim_matches('-');
+                let Some((class, _)) = word.split_once('-') else {
+                    continue;
+                };
+                if classes.contains(&class)
+                    && !names.contains(&word)
+                    && !params.contains(&word)
+                    && !not_commands.contains(&word)
+                    && !word.ends_with("-uuid")
+                    && !word.ends_with("-uuids")
+                {
+                    missing.push(format!("{}: {word}", spec.name));
+                }
+            }
+        }
+        assert!(missing.is_empty(), "help texts name commands xe lacks: {missing:?}");
+        assert!(names.contains(&"vm-destroy"));
+    }
+
     #[test]
     fn command_help_has_xe_layout() {
         let table = crate::commands::table();

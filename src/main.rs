@@ -173,6 +173,7 @@ fn fail(e: &XeError, records: Option<&mut Records>) -> i32 {
         Some(r) => e.render(&mut |reference| r.describe(reference)),
         None => e.render(&mut |_| None),
     };
+    conn::print_kept_debug();
     if !text.is_empty() {
         eprintln!("{text}");
     }

@@ -58,7 +58,8 @@ Its API port (default: 443, or 80 with \fB\-\-nossl\fR).
 Log in as \fIuser\fR (the pool's root account).
 .TP
 .BI \-pwf " file"
-Read the user name and password from \fIfile\fR, one per line.
+Read the user name and password from \fIfile\fR, one per line (xapid's
+\fBroot\-password\-file\fR takes the same file).
 .TP
 .B \-\-nossl
 Plain HTTP instead of HTTPS.
@@ -79,7 +80,11 @@ Answer the command's question with yes (scripts).
 Act on every object the selectors match.
 .TP
 .B \-\-debug
-Print each call and its answer on stderr.
+Print each call and its answer on stderr (the session and passwords
+hidden).
+.TP
+.B \-\-debug\-on\-fail
+The same, only when the command fails.
 .SH COMMANDS
 Parameters are \fIkey\fR=\fIvalue\fR words; \fBxe help\fR \fIcommand\fR
 prints the same list in xe's own layout.

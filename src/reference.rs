@@ -62,6 +62,7 @@ pub fn example(spec: &Spec) -> String {
         "vm-reset-powerstate" => "xe vm-reset-powerstate vm=web01 --force && xe vm-start vm=web01",
         "vm-shutdown" => "xe vm-shutdown vm=web01 --force",
         "vm-start" => "xe vm-start vm=web01 on=host2",
+        "vm-destroy" => "xe vm-destroy uuid=$(xe vm-list name-label=web01 --minimal)",
         "vm-uninstall" => "xe vm-uninstall vm=web02 --force",
         _ => "",
     };

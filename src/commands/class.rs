@@ -141,9 +141,17 @@ pub fn list(ctx: &mut Ctx, class: &'static Class) -> Result<(), XeError> {
     let params_arg = ctx.param("params").map(str::to_string);
     let names: Option<Vec<&str>> = match params_arg.as_deref() {
         Some("all") => None,
-        Some(list) => Some(list.split(',').map(str::trim).collect()),
+        Some(list) => Some(list.split(',').map(str::trim).filter(|n| !n.is_empty()).collect()),
         None => Some(class.default_list.to_vec()),
     };
+    // A name that is no field would print empty records without a word
+    // (XAPI's xe does that); say which one instead.
+    if let Some(unknown) = names.iter().flatten().find(|n| class.field(n).is_none()) {
+        return Err(XeError::cli(format!(
+            "Unknown field '{unknown}' in params=; 'xe {}-list params=all' shows every field",
+            class.cli
+        )));
+    }
     let records: Vec<&Value> = selected.iter().map(|(_, r)| r.as_ref()).collect();
     print_records(ctx, class, &records, names.as_deref(), false)
 }

@@ -1,5 +1,5 @@
 //! VM commands: vm-install, vm-start, vm-shutdown, vm-migrate,
-//! vm-reset-powerstate, vm-uninstall.
+//! vm-reset-powerstate, vm-destroy, vm-uninstall.
 
 use std::io::{BufRead, IsTerminal, Write};
 
@@ -68,6 +68,13 @@ pub fn commands() -> Vec<Spec> {
             &["force"],
             "Force the VM powerstate to halted in the management toolstack database only. This command is used to recover a VM that is marked as 'running', but is known to be on a dead slave host that will not recover. This is a potentially dangerous operation: you must ensure that the VM you are forcing to 'halted' is definitely not running anywhere.",
             reset_powerstate,
+        ),
+        make_spec(
+            "vm-destroy",
+            &["uuid"],
+            &[],
+            "Destroy a VM. This leaves the storage associated with the VM intact. To delete storage too, use vm-uninstall.",
+            Handler::Run(destroy),
         ),
         vm_op(
             "vm-uninstall",
@@ -247,6 +254,22 @@ fn uninstall(ctx: &mut Ctx) -> Result<(), XeError> {
         }
         Ok(())
     })
+}
+
+/// `vm-destroy uuid=`: the VM's record only (XAPI's `vm_destroy`); its
+/// disks stay. The server refuses a VM that is not halted.
+fn destroy(ctx: &mut Ctx) -> Result<(), XeError> {
+    let uuid = ctx.param("uuid").unwrap_or_default().to_string();
+    let vm = ctx.records.conn.call("VM.get_by_uuid", vec![json!(uuid)])?;
+    let control = ctx.records.conn.call("VM.get_is_control_domain", vec![vm.clone()])?;
+    if control.as_bool() == Some(true) {
+        return Err(XeError::Api(xapi_proto::ApiError::new(
+            "OPERATION_NOT_ALLOWED",
+            vec!["You cannot destroy a control domain via the CLI".into()],
+        )));
+    }
+    ctx.records.conn.call("VM.destroy", vec![vm])?;
+    Ok(())
 }
 
 fn install(ctx: &mut Ctx) -> Result<(), XeError> {

@@ -1,6 +1,7 @@
 //! Shell completion in real shells: bash, zsh and fish run interactively in
 //! tmux, load the script the README's one line loads, and complete
-//! `xe vm-sta<TAB> v<TAB> w<TAB>` to a VM's real name from a lab pool.
+//! `xe vm-sta<TAB> v<TAB> w<TAB>` to a VM's real name from a lab pool,
+//! and complete right after a `=` or `:` without doubling it.
 //! A shell (or tmux) that is not installed is skipped with a printed
 //! reason; `.ci/run` installs them.
 
@@ -15,6 +16,7 @@ fn bash_zsh_and_fish_complete_live_vm_names() {
     let lab = Lab::start(2, 2);
     let vm02 = lab.xe_min(&["vm-list", "name-label=vm02", "params=uuid"]);
     lab.xe_ok(&["vm-param-set", &format!("uuid={vm02}"), "name-label=web-server"]);
+    let pool = lab.xe_min(&["pool-list"]);
     let shells: &[(&[&str], &str)] = &[
         (
             &["bash", "--norc", "--noprofile", "-i"],
@@ -55,6 +57,35 @@ fn bash_zsh_and_fish_complete_live_vm_names() {
         // Parameter names of another command, and a map parameter.
         s.tab("xe pool-ha-enable ha-c", "xe pool-ha-enable ha-config:");
         s.new_line();
+        // Right after the '=' or ':' where bash splits words, nothing is
+        // doubled (`vm=<TAB>` once gave `vm==`, `ha-config:<TAB>`
+        // `ha-config::`): a unique value, a map's key, and two values
+        // with nothing in common (the line stays as typed).
+        let typed_then = |typed: &str, tabs: usize, expect: &str| {
+            s.keys(&["-l", typed]);
+            for _ in 0..tabs {
+                s.keys(&["Tab"]);
+            }
+            s.keys(&["-l", "#"]);
+            assert!(
+                s.wait_for(&format!("{expect}#")),
+                "{}: {typed:?} and TAB gave:\n{}",
+                shell[0],
+                s.screen()
+            );
+            s.new_line();
+        };
+        typed_then(
+            "xe pool-param-list uuid=",
+            1,
+            &format!("xe pool-param-list uuid={pool} "),
+        );
+        typed_then(
+            "xe pool-ha-enable ha-config:",
+            1,
+            "xe pool-ha-enable ha-config:timeout=",
+        );
+        typed_then("xe vm-start vm=", 1, "xe vm-start vm=");
         tried += 1;
     }
     eprintln!("completion checked in {tried} shells");

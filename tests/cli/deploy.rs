@@ -2,7 +2,9 @@
 //! command of the page, in order, in one shell state, against three
 //! `xapid serve` hosts started here from the page's settings, on loopback
 //! addresses and the real API port 443 (so as root only; skipped with the
-//! reason otherwise).
+//! reason otherwise). Each host runs the packaged unit's command line
+//! (`dist/xapid.service`'s `ExecStart` with `dist/xapid.default`'s
+//! arguments), this build's xapid standing for `/usr/sbin/xapid`.
 //!
 //! The page's blocks are of three kinds: `sh` blocks, run by bash with the
 //! variables the earlier blocks set; a `toml` block, the settings every
@@ -20,6 +22,33 @@ use std::time::{Duration, Instant};
 use crate::util::{xapid_bin, xe_bin};
 
 const PAGE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/deploy.md");
+const UNIT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/dist/xapid.service");
+const DEFAULTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/dist/xapid.default");
+
+/// The packaged unit's command line: `ExecStart=` with `$XAPID_ARGS` from
+/// the packaged `/etc/default/xapid`, the program first.
+fn unit_command_line() -> Vec<String> {
+    let unit = std::fs::read_to_string(UNIT).unwrap();
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("the unit has an ExecStart");
+    let defaults = std::fs::read_to_string(DEFAULTS).unwrap();
+    let xapid_args = defaults
+        .lines()
+        .find_map(|l| l.strip_prefix("XAPID_ARGS="))
+        .map(|v| v.trim_matches('"').to_string())
+        .unwrap_or_default();
+    let words: Vec<String> = exec
+        .split_whitespace()
+        .flat_map(|w| match w {
+            "$XAPID_ARGS" => xapid_args.split_whitespace().map(str::to_string).collect(),
+            w => vec![w.to_string()],
+        })
+        .collect();
+    assert_eq!(words.first().map(String::as_str), Some("/usr/sbin/xapid"), "{exec}");
+    words
+}
 const PASSWORD: &str = "deploy-guide-password";
 
 /// One fenced block of the page.
@@ -101,14 +130,17 @@ impl Site {
         let password = self.password_file();
         let h = &mut self.hosts[i];
         let log = std::fs::File::create(h.data_dir.with_extension("log")).unwrap();
+        // The packaged unit's command line, with this build's xapid for
+        // /usr/sbin/xapid (package.rs installs the package itself).
+        let line = unit_command_line();
         let mut cmd = Command::new(xapid_bin());
+        cmd.args(&line[1..]);
         for (key, _) in std::env::vars_os() {
             if key.to_string_lossy().starts_with("POOL_HA_") {
                 cmd.env_remove(&key);
             }
         }
         let child = cmd
-            .arg("serve")
             .env("POOL_HA_CONFIG", &settings)
             .env("POOL_HA_DATA_DIR", &h.data_dir)
             .env("POOL_HA_ADDRESS", &h.address)

@@ -44,6 +44,42 @@ fn the_lab_brings_up_three_hosts_in_one_pool() {
     for name in ["root-password", "env", "lab.json"] {
         assert_eq!(mode(&lab.dir.path().join(name)), 0o600, "{name}");
     }
+
+    // The lab prints the exact line that points xe at it (the README's
+    // tour says to paste it; a glob over /tmp once picked whichever lab
+    // sorted last), and that line works as printed.
+    let printed = std::fs::read_to_string(lab.dir.path().join("lab.out")).unwrap();
+    let export = printed
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("export $(cat "))
+        .unwrap_or_else(|| panic!("no export line: {printed}"));
+    assert_eq!(
+        export,
+        format!("export $(cat {})", lab.dir.path().join("env").display()),
+        "{printed}"
+    );
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!("{export} && xe host-list --minimal"))
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                crate::util::xe_bin().parent().unwrap().display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .env("HOME", lab.dir.path())
+        .env_remove("XE_EXTRA_ARGS")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), hosts, "{out:?}");
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    assert!(
+        readme.contains("export $(cat /tmp/pool-ha-lab-") && !readme.contains("pool-ha-lab-*"),
+        "the README's tour uses the path the lab printed, not a glob"
+    );
 }
 
 #[test]

@@ -205,3 +205,96 @@ fn ignored_parameters_are_named_only_when_asked() {
     ]);
     assert_eq!((r.code, r.stderr.as_str()), (0, ""));
 }
+
+/// What a newcomer tripped on (issue 21), each gone: `params=` with a name
+/// that is no field, `vm-start paused=true`, `--debug` and
+/// `--debug-on-fail`, `vm-destroy` (which `xe help vm-uninstall` names),
+/// and one password file for both `xe -pwf` and xapid.
+#[test]
+fn what_a_newcomer_tripped_on_is_gone() {
+    let lab = Lab::start(1, 1);
+    let vm = lab.xe_min(&["vm-list", "name-label=vm01", "params=uuid"]);
+
+    // A field that does not exist is named, and nothing is printed.
+    let r = lab.xe(&["vm-list", "params=name-label,nosuch"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stdout.is_empty(), "{r:?}");
+    assert!(
+        r.stderr.contains("Unknown field 'nosuch' in params=") && r.stderr.contains("xe vm-list params=all"),
+        "{r:?}"
+    );
+
+    // A paused start is refused, not run as a plain start.
+    let r = lab.xe(&["vm-start", "vm=vm01", "paused=true"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr.contains("You attempted an operation that was not allowed.") && r.stderr.contains("paused=true"),
+        "{r:?}"
+    );
+    assert_eq!(
+        lab.xe_min(&["vm-list", "name-label=vm01", "params=power-state"]),
+        "halted"
+    );
+
+    // --debug: every call and answer on stderr, without the password or
+    // the session; the output itself unchanged.
+    let r = lab.xe(&["vm-list", "params=uuid", "--minimal", "--debug"]);
+    assert_eq!((r.code, r.stdout.trim()), (0, vm.as_str()), "{r:?}");
+    for part in [
+        "debug: -> https://",
+        "session.login_with_password(\"root\", \"<hidden>\"",
+        "debug: <- session.login_with_password in ",
+        "ok \"<session>\"",
+        "VM.get_all_records(\"<session>\")",
+        "debug: <- VM.get_all_records in ",
+    ] {
+        assert!(r.stderr.contains(part), "--debug lacks {part:?}: {}", r.stderr);
+    }
+    assert!(!r.stderr.contains(crate::util::PASSWORD), "{}", r.stderr);
+    // --debug-on-fail: silent on success, the calls before the error.
+    let r = lab.xe(&["vm-list", "--minimal", "--debug-on-fail"]);
+    assert_eq!((r.code, r.stderr.as_str()), (0, ""), "{r:?}");
+    let r = lab.xe(&["vm-shutdown", "vm=vm01", "--debug-on-fail"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr.contains("debug: -> ") && r.stderr.contains("VM.clean_shutdown"),
+        "{r:?}"
+    );
+
+    // The lab's root password file is in xe's -pwf layout, and the lab's
+    // hosts read their root password from it.
+    let pwf = lab.dir.path().join("root-password");
+    let text = std::fs::read_to_string(&pwf).unwrap();
+    assert_eq!(text, format!("root\n{}\n", crate::util::PASSWORD));
+    let without_password: Vec<String> = lab
+        .extra_args()
+        .split(',')
+        .filter(|a| !a.starts_with("password=") && !a.starts_with("username="))
+        .map(str::to_string)
+        .collect();
+    let r = crate::util::run_xe(
+        &["host-list", "--minimal", "-pwf", pwf.to_str().unwrap()],
+        &[("XE_EXTRA_ARGS", &without_password.join(","))],
+        lab.dir.path(),
+    );
+    assert_eq!(r.code, 0, "xe -pwf with the file xapid read: {r:?}");
+
+    // xe help vm-uninstall points to vm-destroy, which removes the record
+    // and leaves the disks.
+    let help = lab.xe_ok(&["help", "vm-uninstall"]);
+    assert!(help.contains("use vm-destroy"), "{help}");
+    let disks = || {
+        std::fs::read_dir(lab.dir.path().join("sr"))
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "disk"))
+            .count()
+    };
+    // (A VM's disk file is made when it first runs.)
+    lab.xe_ok(&["vm-start", "vm=vm01"]);
+    lab.xe_ok(&["vm-shutdown", "vm=vm01", "--force"]);
+    let before = disks();
+    assert!(before >= 1, "the lab's VM has a disk file");
+    lab.xe_ok(&["vm-destroy", &format!("uuid={vm}")]);
+    assert_eq!(lab.xe_min(&["vm-list", "name-label=vm01"]), "");
+    assert_eq!(disks(), before, "vm-destroy leaves the disks");
+}

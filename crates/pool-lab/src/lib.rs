@@ -6,7 +6,8 @@
 //! `DIR/hosts/`, and one shared SR folder `DIR/sr`. On the first run it joins
 //! the hosts into one pool, creates the shared SR (the pool's default) and a
 //! few VMs; a later run on the same DIR restarts the same pool. It writes
-//! `DIR/env` (an `XE_EXTRA_ARGS=` line pointing xe at the master) and
+//! `DIR/env` (an `XE_EXTRA_ARGS=` line pointing xe at the master),
+//! `DIR/root-password` (0600, xe's `-pwf` layout, which xapid reads too) and
 //! `DIR/lab.json` (addresses and process ids, read by `xapid lab status`),
 //! then stays in the foreground as the hosts' power supply until Ctrl-C, when
 //! it stops every host cleanly.
@@ -213,8 +214,10 @@ pub async fn run(options: LabOptions) -> Result<()> {
     };
     std::fs::create_dir_all(dir.join("sr"))?;
     let serve = serve_args(&options, &dir)?;
+    // In xe's -pwf layout (user, then password): the hosts read it, and
+    // `xe -pwf DIR/root-password` logs in with it.
     let password_file = dir.join("root-password");
-    pool_master::files::replace_private(&password_file, state.password.as_bytes())
+    pool_master::files::replace_private(&password_file, format!("root\n{}\n", state.password).as_bytes())
         .with_context(|| format!("writing {}", password_file.display()))?;
     if let Some(net) = &state.netns {
         netns::usable()?;
@@ -448,6 +451,7 @@ pub async fn connect_any(state: &LabState, timeout: Duration) -> Result<Client> 
         trust: xapi_client::tls::Trust::Plain,
         connect_timeout: timeout,
         request_timeout: timeout,
+        trace: None,
     };
     let mut last = None;
     for h in &state.hosts {
@@ -734,6 +738,7 @@ async fn api_status(address: &str, port: u16) -> String {
         trust: xapi_client::tls::Trust::Plain,
         connect_timeout: Duration::from_secs(1),
         request_timeout: Duration::from_secs(2),
+        trace: None,
     };
     let mut c = Client::with_options(address, port, &options).no_redirect();
     // A write with no session changes nothing: a master that may change the

@@ -95,7 +95,7 @@ fn main() {
             let boot = t.elapsed().as_secs_f64();
             boots.push(boot);
             let n = records_past(&disk, before + 5).await;
-            let (_, uri) = b.start_incoming(spec(&disk), "127.0.0.1").await.expect("incoming");
+            let (_, uri) = b.start_incoming(spec(&disk), "127.0.0.1", "127.0.0.1").await.expect("incoming");
             a.migrate_out(VM, &uri).await.expect("migrate");
             records_past(&disk, n + 10).await;
             let recs = read_records(&disk).expect("records");

@@ -6,6 +6,9 @@
 //! This module reads and checks the file; `xapid`'s `main` merges it. The
 //! root password itself is never a key: `root-password-file` names a file
 //! that holds it (0600), as secrets stay out of files others may read.
+//! That file is either the password on one line or an `xe -pwf` file
+//! (`root` on the first line, the password on the second), so one file
+//! serves both ([`root_password`]).
 
 use std::path::{Path, PathBuf};
 
@@ -43,6 +46,26 @@ pub enum ConfigError {
     Read { path: PathBuf, source: std::io::Error },
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
+}
+
+/// The root password in the text of a `root-password-file`: its one line,
+/// or, in xe's `-pwf` layout (a user name on the first line, the password
+/// on the second), the second line when the first is `root`.
+pub fn root_password(text: &str) -> Result<String, String> {
+    let lines: Vec<&str> = text.lines().map(|l| l.strip_suffix('\r').unwrap_or(l)).collect();
+    match lines.as_slice() {
+        [] | [""] => Err("the file is empty: write the root password on its first line".into()),
+        [password] | [password, ""] => Ok(password.to_string()),
+        ["root", password, ..] if !password.is_empty() => Ok(password.to_string()),
+        [user, ..] if *user != "root" && lines.len() >= 2 && !lines[1].is_empty() => Err(format!(
+            "the file reads as an xe -pwf file for user '{user}': the pool's user is root \
+             (one line with the password, or `root` then the password)"
+        )),
+        _ => Err(
+            "expected the password on one line, or xe's -pwf layout (`root` on the first line, the password on the second)"
+                .into(),
+        ),
+    }
 }
 
 /// Read the settings at `path`. A file that is not there is no error when
@@ -87,6 +110,18 @@ fn one_line(e: &toml::de::Error, text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_root_password_file_is_one_line_or_an_xe_pwf_file() {
+        assert_eq!(root_password("s3cret\n").unwrap(), "s3cret");
+        assert_eq!(root_password("s3cret").unwrap(), "s3cret");
+        assert_eq!(root_password("s3cret\n\n").unwrap(), "s3cret");
+        assert_eq!(root_password("root\ns3cret\n").unwrap(), "s3cret");
+        assert_eq!(root_password("root\r\ns3cret\r\n").unwrap(), "s3cret");
+        assert!(root_password("").is_err());
+        assert!(root_password("admin\ns3cret\n").unwrap_err().contains("'admin'"));
+        assert!(root_password("a\n\nb\n").is_err());
+    }
 
     #[test]
     fn a_file_sets_what_it_names_and_nothing_else() {

@@ -127,7 +127,7 @@ pub async fn start_incoming(d: &Daemon, target: &Target, spec: GuestSpec) -> Res
     if target.uuid == d.host_uuid() {
         return d
             .driver()
-            .start_incoming(spec, &d.config().address)
+            .start_incoming(spec, &d.config().bind_address, &d.config().address)
             .await
             .map_err(|e| ApiError::internal(e.to_string()));
     }

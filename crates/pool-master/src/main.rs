@@ -66,8 +66,8 @@ struct ServeArgs {
     /// the host by (and the API listens on, unless --bind-address).
     #[arg(long, env = "POOL_HA_ADDRESS", default_value = "127.0.0.1")]
     address: String,
-    /// The address the API and the HA heartbeats listen on, when not the
-    /// management address (0.0.0.0 or :: for every interface; behind NAT,
+    /// The address the API, the HA heartbeats and incoming live
+    /// migrations listen on, when not the management address (0.0.0.0 or :: for every interface; behind NAT,
     /// the local one).
     #[arg(long, env = "POOL_HA_BIND_ADDRESS")]
     bind_address: Option<String>,
@@ -86,7 +86,8 @@ struct ServeArgs {
     /// The root password, at first start (prefer --root-password-file).
     #[arg(long)]
     root_password: Option<String>,
-    /// A file whose first line is the root password, at first start.
+    /// A file holding the root password, at first start: the password on
+    /// one line, or an xe -pwf file (root, then the password).
     #[arg(long, env = "POOL_HA_ROOT_PASSWORD_FILE")]
     root_password_file: Option<PathBuf>,
     /// The host's name, at first start.
@@ -432,14 +433,11 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let stop = shutdown_signal();
     let http_port = http_port(&args);
     let root_password = match (&args.root_password_file, &args.root_password) {
-        (Some(f), _) => Some(
-            std::fs::read_to_string(f)
-                .with_context(|| format!("reading the root password from {}", f.display()))?
-                .lines()
-                .next()
-                .unwrap_or_default()
-                .to_string(),
-        ),
+        (Some(f), _) => {
+            let text = std::fs::read_to_string(f)
+                .with_context(|| format!("reading the root password from {}", f.display()))?;
+            Some(pool_master::config_file::root_password(&text).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?)
+        }
         (None, p) => p.clone(),
     };
     let config = Config {

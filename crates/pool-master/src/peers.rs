@@ -160,6 +160,7 @@ pub fn peer_options(request_timeout: Duration, trust: Trust) -> Options {
         connect_timeout: Duration::from_secs(2),
         request_timeout,
         trust,
+        trace: None,
     }
 }
 

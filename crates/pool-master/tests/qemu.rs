@@ -297,7 +297,7 @@ async fn a_live_migration_moves_the_guest_with_one_writer_and_a_short_gap() {
     a.driver.start(spec(&a)).await.unwrap();
     records_at_least(&a.disk, 10).await;
 
-    let (domid_b, uri) = b.start_incoming(spec(&a), "127.0.0.1").await.unwrap();
+    let (domid_b, uri) = b.start_incoming(spec(&a), "127.0.0.1", "127.0.0.1").await.unwrap();
     assert!(uri.starts_with("tcp:127.0.0.1:"), "{uri}");
     a.driver.migrate_out(VM, &uri).await.unwrap();
     assert!(a.driver.running().is_empty(), "the source guest is gone");

@@ -6,9 +6,14 @@
 //! `HOST_IS_SLAVE [master-address]`, it reconnects to the master (same port)
 //! and retries, as XAPI's own bindings do. [`Client::no_redirect`] turns that
 //! off for calls that must run on the named host.
+//!
+//! [`Options::trace`] sees every request and answer as one line of text
+//! (`xe --debug`), with the session, passwords and the session a login
+//! returns replaced by placeholders.
 
 pub mod tls;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -60,6 +65,8 @@ pub struct Options {
     pub request_timeout: Duration,
     /// Plain HTTP, or TLS and whom to trust.
     pub trust: tls::Trust,
+    /// Told every request and answer, secrets hidden (`xe --debug`).
+    pub trace: Option<Trace>,
 }
 
 impl Default for Options {
@@ -68,7 +75,61 @@ impl Default for Options {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(120),
             trust: tls::Trust::Plain,
+            trace: None,
         }
+    }
+}
+
+/// Where the lines of a call trace go.
+#[derive(Clone)]
+pub struct Trace(pub Arc<dyn Fn(&str) + Send + Sync>);
+
+impl std::fmt::Debug for Trace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Trace")
+    }
+}
+
+/// The longest answer a trace line shows whole.
+const TRACE_ANSWER_CHARS: usize = 1000;
+
+/// The parameters of `method` as a trace shows them: the session, the
+/// login passwords and the join password replaced.
+fn redacted_params(method: &str, params: &[Value], session: Option<&str>) -> String {
+    let secret_at: &[usize] = match method {
+        "session.login_with_password" | "session.slave_local_login_with_password" => &[1],
+        "session.change_password" => &[1, 2],
+        "pool.join" | "pool.join_force" => &[3],
+        _ => &[],
+    };
+    let shown: Vec<String> = params
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            if secret_at.contains(&i) {
+                "\"<hidden>\"".to_string()
+            } else if session.is_some() && p.as_str() == session {
+                "\"<session>\"".to_string()
+            } else {
+                p.to_string()
+            }
+        })
+        .collect();
+    shown.join(", ")
+}
+
+/// An answer as a trace shows it: a login's session hidden, long ones cut.
+fn redacted_answer(method: &str, answer: &Result<Value, ClientError>) -> String {
+    match answer {
+        Ok(_) if method.starts_with("session.") && method.contains("login") => "ok \"<session>\"".into(),
+        Ok(v) => {
+            let text = v.to_string();
+            match text.char_indices().nth(TRACE_ANSWER_CHARS) {
+                Some((cut, _)) => format!("ok {}... ({} bytes)", &text[..cut], text.len()),
+                None => format!("ok {text}"),
+            }
+        }
+        Err(e) => format!("error {e}"),
     }
 }
 
@@ -83,6 +144,7 @@ pub struct Client {
     session: Option<String>,
     credentials: Option<(String, String)>,
     next_id: u64,
+    trace: Option<Trace>,
 }
 
 impl Client {
@@ -107,6 +169,7 @@ impl Client {
             session: None,
             credentials: None,
             next_id: 1,
+            trace: options.trace.clone(),
         }
     }
 
@@ -247,6 +310,25 @@ impl Client {
     }
 
     async fn call_once(&mut self, method: &str, params: Vec<Value>) -> Result<Value, ClientError> {
+        let Some(trace) = self.trace.clone() else {
+            return self.call_untraced(method, params).await;
+        };
+        (trace.0)(&format!(
+            "-> {} {method}({})",
+            self.url(),
+            redacted_params(method, &params, self.session.as_deref())
+        ));
+        let started = std::time::Instant::now();
+        let answer = self.call_untraced(method, params).await;
+        (trace.0)(&format!(
+            "<- {method} in {} ms: {}",
+            started.elapsed().as_millis(),
+            redacted_answer(method, &answer)
+        ));
+        answer
+    }
+
+    async fn call_untraced(&mut self, method: &str, params: Vec<Value>) -> Result<Value, ClientError> {
         let id = self.next_id;
         self.next_id += 1;
         let body = jsonrpc::encode_request(method, params, id);
@@ -314,5 +396,24 @@ pub mod value {
             .iter()
             .map(string)
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod trace_tests {
+    use super::*;
+
+    #[test]
+    fn a_trace_hides_sessions_and_passwords() {
+        let login = [json!("root"), json!("s3cret"), json!("2.21"), json!("xe")];
+        let shown = redacted_params("session.login_with_password", &login, None);
+        assert!(!shown.contains("s3cret") && shown.contains("\"root\""), "{shown}");
+        let join = [json!("OpaqueRef:s"), json!("10.0.0.1"), json!("root"), json!("pw")];
+        let shown = redacted_params("pool.join", &join, Some("OpaqueRef:s"));
+        assert_eq!(shown, "\"<session>\", \"10.0.0.1\", \"root\", \"<hidden>\"");
+        let answer = redacted_answer("session.login_with_password", &Ok(json!("OpaqueRef:s")));
+        assert!(!answer.contains("OpaqueRef:s"), "{answer}");
+        let long = redacted_answer("VM.get_all_records", &Ok(json!("x".repeat(5000))));
+        assert!(long.len() < 1100 && long.ends_with("(5002 bytes)"), "{long}");
     }
 }

@@ -142,15 +142,16 @@ async fn local_start(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
 }
 
 /// `host.local_vm_start_incoming(session, vm_uuid, disk_paths, first_seq,
-/// extra)`: a guest waiting for a live migration on this host's address,
-/// as `[domid, uri]`.
+/// extra)`: a guest waiting for a live migration on this host's bind
+/// address, as `[domid, uri]` (the URI names the address the pool knows
+/// this host by).
 async fn local_start_incoming(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
     args.exactly(5)?;
     let spec = spec_from(args, 1)?;
     refuse_unless_online(d).await?;
     let (domid, uri) = d
         .driver()
-        .start_incoming(spec, &d.config().address)
+        .start_incoming(spec, &d.config().bind_address, &d.config().address)
         .await
         .map_err(driver_error)?;
     Ok(json!([domid, uri]))

@@ -170,10 +170,11 @@ pub trait Driver: Send + Sync {
     /// Start a guest: its domain id.
     async fn start(&self, spec: GuestSpec) -> Result<i64, DriverError>;
     /// Start a guest of `spec` that waits for a live migration, listening
-    /// on `listen` (this host's address): its domain id and the URI the
-    /// source migrates to.
-    async fn start_incoming(&self, spec: GuestSpec, listen: &str) -> Result<(i64, String), DriverError> {
-        let _ = (spec, listen);
+    /// on `listen` (this host's bind address): its domain id and the URI
+    /// the source migrates to, which names `reach` (the address the pool
+    /// knows this host by).
+    async fn start_incoming(&self, spec: GuestSpec, listen: &str, reach: &str) -> Result<(i64, String), DriverError> {
+        let _ = (spec, listen, reach);
         Err(DriverError::Unsupported("live migration"))
     }
     /// Migrate the guest of `vm_uuid` live to `uri`: the last sequence it

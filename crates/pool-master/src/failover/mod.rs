@@ -165,7 +165,21 @@ async fn keep(d: Arc<Daemon>) {
         let Some(l) = local(&d).await.filter(|l| l.armed) else {
             return;
         };
+        let names = {
+            let m = d.model();
+            let hosts = pool_db::model::Txn::new(&m).all::<xapi_proto::records::HostRecord>();
+            l.hosts
+                .iter()
+                .map(|uuid| {
+                    hosts
+                        .iter()
+                        .find(|(_, h)| &h.uuid == uuid && !h.name_label.is_empty())
+                        .map_or_else(|| uuid.clone(), |(_, h)| h.name_label.clone())
+                })
+                .collect()
+        };
         let setup = Setup {
+            names,
             local: l.clone(),
             me: d.host_uuid().to_string(),
             daemon_boot: d.leases().boot(),

@@ -8,7 +8,9 @@
 //! counted, never given to the engine), runs each statefile cycle on the
 //! blocking pool, and carries out the engine's commands. What the rest of
 //! `xapid` needs to know (online, liveset, lock holder, statefile access)
-//! is published as an [`AgentView`] on a watch channel.
+//! is published as an [`AgentView`] on a watch channel. Its log lines
+//! name hosts by their name labels, not by the engine's indexes
+//! ([`name_hosts`]).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -131,6 +133,46 @@ pub struct Setup {
     pub watchdog: Arc<Watchdog>,
     pub view: watch::Sender<AgentView>,
     pub seen: Arc<std::sync::Mutex<Seen>>,
+    /// Each host's name label in the order of `local.hosts` (its uuid
+    /// where it has none), for log lines.
+    pub names: Vec<String>,
+}
+
+/// An engine log line with the host indexes in it (sets such as `{0,2}`,
+/// and `host 1`) replaced by the hosts' names; what names no host is left.
+pub fn name_hosts(line: &str, names: &[String]) -> String {
+    let name = |digits: &str| digits.parse::<usize>().ok().and_then(|i| names.get(i)).cloned();
+    let mut out = String::with_capacity(line.len());
+    let mut rest = line;
+    while let Some(c) = rest.chars().next() {
+        if let Some(after) = rest.strip_prefix('{') {
+            if let Some(end) = after.find('}') {
+                let inner = &after[..end];
+                let parts: Vec<&str> = inner.split(',').filter(|p| !p.is_empty()).collect();
+                let named: Option<Vec<String>> = parts.iter().map(|p| name(p)).collect();
+                if let Some(named) = named.filter(|_| inner.chars().all(|c| c.is_ascii_digit() || c == ',')) {
+                    out.push('{');
+                    out.push_str(&named.join(", "));
+                    out.push('}');
+                    rest = &after[end + 1..];
+                    continue;
+                }
+            }
+        }
+        let at_word = !out.chars().last().is_some_and(|p| p.is_alphanumeric());
+        if let (true, Some(after)) = (at_word, rest.strip_prefix("host ")) {
+            let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
+            if let Some(n) = name(&digits) {
+                out.push_str("host ");
+                out.push_str(&n);
+                rest = &after[digits.len()..];
+                continue;
+            }
+        }
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out
 }
 
 /// The engine's boot for an agent started now in daemon start
@@ -364,12 +406,17 @@ impl Run {
                     tracing::info!("HA fencing disarmed");
                 }
                 Command::Fence(reason) => {
-                    tracing::error!("HA fences this host: {reason}");
+                    tracing::error!(
+                        "HA fences this host: {}",
+                        name_hosts(&reason.to_string(), &self.setup.names)
+                    );
                     self.setup.watchdog.fence(&reason.to_string());
                 }
-                Command::Liveset(set) => tracing::info!("HA liveset: {set}"),
+                Command::Liveset(set) => {
+                    tracing::info!("HA liveset: {}", name_hosts(&set.to_string(), &self.setup.names))
+                }
                 Command::Exited(exit) => tracing::info!("HA stopped: {} ({})", exit.name(), exit.code()),
-                Command::Log(line) => tracing::info!("HA: {line}"),
+                Command::Log(line) => tracing::info!("HA: {}", name_hosts(&line, &self.setup.names)),
             }
         }
         self.publish();
@@ -450,6 +497,28 @@ impl Run {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn log_lines_name_hosts_instead_of_indexes() {
+        let names: Vec<String> = ["server1", "server2", "server3"].map(String::from).into();
+        let n = |l: &str| super::name_hosts(l, &names);
+        assert_eq!(
+            n("Liveset has been updated: {0,1,2} -> {0,2}"),
+            "Liveset has been updated: {server1, server2, server3} -> {server1, server3}"
+        );
+        assert_eq!(
+            n("host 1 will be removed from the liveset"),
+            "host server2 will be removed from the liveset"
+        );
+        assert_eq!(
+            n("ack the join request of host 2"),
+            "ack the join request of host server3"
+        );
+        assert_eq!(n("{}"), "{}");
+        // Not a host: left as it is.
+        assert_eq!(n("ghost 1, host 7, {5}, {a}"), "ghost 1, host 7, {5}, {a}");
+        assert_eq!(n("fault handler ends after 120 ms"), "fault handler ends after 120 ms");
+    }
+
     use super::*;
     use crate::secret::{PoolSecret, Secret};
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -483,6 +552,7 @@ mod tests {
             watchdog,
             view: tx,
             seen: Arc::default(),
+            names: local.hosts.clone(),
         };
         async move {
             Host {

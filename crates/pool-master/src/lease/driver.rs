@@ -75,10 +75,10 @@ impl Driver for LeasedDriver {
         result
     }
 
-    async fn start_incoming(&self, spec: GuestSpec, listen: &str) -> Result<(i64, String), DriverError> {
+    async fn start_incoming(&self, spec: GuestSpec, listen: &str, reach: &str) -> Result<(i64, String), DriverError> {
         let vm = spec.vm_uuid.clone();
         self.leases.settle().await;
-        let out = self.inner.start_incoming(spec, listen).await?;
+        let out = self.inner.start_incoming(spec, listen, reach).await?;
         // The source holds the lease until its guest is gone: take it
         // then, while the guest here runs (docs/LEASES.md, "Release").
         let (leases, inner) = (self.leases.clone(), self.inner.clone());

@@ -142,6 +142,28 @@ pub struct QemuDriver {
     halted_rx: Mutex<Option<mpsc::UnboundedReceiver<Halted>>>,
 }
 
+/// Where an incoming guest listens and where the source sends it: QEMU's
+/// `-incoming tcp:LISTEN:PORT` on this host's bind address (a free port
+/// found there) and the URI `tcp:REACH:PORT` on the address the pool knows
+/// the host by. IPv6 addresses go in brackets.
+fn incoming_endpoint(listen: &str, reach: &str) -> Result<(String, String), DriverError> {
+    let port = std::net::TcpListener::bind((listen, 0))
+        .and_then(|l| l.local_addr())
+        .map_err(|e| unavailable(format!("no free port on {listen} for a migration: {e}")))?
+        .port();
+    let host = |a: &str| {
+        if a.contains(':') && !a.starts_with('[') {
+            format!("[{a}]")
+        } else {
+            a.to_string()
+        }
+    };
+    Ok((
+        format!("tcp:{}:{port}", host(listen)),
+        format!("tcp:{}:{port}", host(reach)),
+    ))
+}
+
 fn unavailable(why: String) -> DriverError {
     DriverError::Unavailable(why)
 }
@@ -547,14 +569,9 @@ impl Driver for QemuDriver {
         self.launch(spec, None).await
     }
 
-    async fn start_incoming(&self, spec: GuestSpec, listen: &str) -> Result<(i64, String), DriverError> {
-        // A free port on the listening address (QEMU is told it at start).
-        let port = std::net::TcpListener::bind((listen, 0))
-            .and_then(|l| l.local_addr())
-            .map_err(|e| unavailable(format!("no free port on {listen} for a migration: {e}")))?
-            .port();
-        let uri = format!("tcp:{listen}:{port}");
-        let domid = self.launch(spec, Some(uri.clone())).await?;
+    async fn start_incoming(&self, spec: GuestSpec, listen: &str, reach: &str) -> Result<(i64, String), DriverError> {
+        let (incoming, uri) = incoming_endpoint(listen, reach)?;
+        let domid = self.launch(spec, Some(incoming)).await?;
         Ok((domid, uri))
     }
 
@@ -696,4 +713,30 @@ impl Driver for QemuDriver {
 /// records start at the disk's first byte).
 pub fn last_disk_seq(disk: &Path) -> Option<u64> {
     read_records(disk).ok()?.last().map(|r| r.seq)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::incoming_endpoint;
+
+    /// The guest waiting for a migration listens on the bind address
+    /// (`serve --bind-address`), and the source is sent to the address
+    /// the pool knows the host by.
+    #[test]
+    fn an_incoming_guest_listens_on_the_bind_address() {
+        let (incoming, uri) = incoming_endpoint("0.0.0.0", "192.0.2.11").unwrap();
+        let port = incoming.strip_prefix("tcp:0.0.0.0:").expect(&incoming);
+        assert_eq!(uri, format!("tcp:192.0.2.11:{port}"));
+        let (incoming, uri) = incoming_endpoint("127.0.0.1", "127.0.0.1").unwrap();
+        assert!(
+            incoming.starts_with("tcp:127.0.0.1:") && incoming == uri,
+            "{incoming} {uri}"
+        );
+        if std::net::TcpListener::bind("[::1]:0").is_ok() {
+            let (incoming, uri) = incoming_endpoint("::1", "::1").unwrap();
+            assert!(incoming.starts_with("tcp:[::1]:") && incoming == uri, "{incoming}");
+        }
+        // An address this machine does not have: a clear error.
+        assert!(incoming_endpoint("192.0.2.99", "192.0.2.99").is_err());
+    }
 }
