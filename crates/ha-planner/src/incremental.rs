@@ -114,6 +114,11 @@ impl Compiled {
         Ok(c)
     }
 
+    /// The planner this was compiled for.
+    pub fn planner(&self) -> Planner {
+        self.planner
+    }
+
     /// The number of failures this was compiled for.
     pub fn failures(&self) -> u32 {
         self.r
