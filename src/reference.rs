@@ -45,6 +45,7 @@ pub fn example(spec: &Spec) -> String {
         "pool-ha-compute-vm-failover-plan" => "xe pool-ha-compute-vm-failover-plan host-uuids=<uuid>,<uuid>",
         "pool-ha-disable" => "xe pool-ha-disable",
         "pool-ha-status" => "xe pool-ha-status --format json",
+        "pool-ha-plan-snapshot" => "xe pool-ha-plan-snapshot file-name=pool.json && ha-plan max-failures pool.json",
         "audit-list" => "xe audit-list limit=20 user=root",
         "alert-delivery-list" => "xe alert-delivery-list outcome=failed",
         "message-destroy" => "xe message-destroy uuid=$(xe message-list name=HA_HOST_FAILED --minimal | cut -d, -f1)",

@@ -17,6 +17,13 @@ pub fn commands() -> Vec<Spec> {
             Handler::Run(compute_max),
         ),
         make_spec(
+            "pool-ha-plan-snapshot",
+            &[],
+            &["file-name"],
+            "Write the failover planner's input (hosts' free memory and what they reach, protected VMs' memory, host and needs) as JSON to file-name, or print it, for planning offline with ha-plan (a pool-ha extra).",
+            Handler::Run(plan_snapshot),
+        ),
+        make_spec(
             "pool-ha-compute-hypothetical-max-host-failures-to-tolerate",
             &[],
             &["vm-uuid", "restart-priority"],
@@ -57,6 +64,42 @@ fn describe(ctx: &mut Ctx, class: &str, r: &str) -> Result<String, XeError> {
     })
 }
 
+/// What each name of `Tolerance::proven_by` means (docs/HA.md, "How an
+/// answer is proven").
+fn proven_by_text(name: &str) -> &'static str {
+    match name {
+        "slots" | "headroom" => "a certificate: restarting on the host with the most free memory survives",
+        "tiers" => "a certificate: holes kept for the big VMs, the rest in the headroom outside them",
+        "policy-fluid" => "a certificate: the fixed restart policy survives every failure sequence, by total memory",
+        "policy-hole" => {
+            "a certificate: the fixed restart policy survives every failure sequence, with holes for the big VMs"
+        }
+        "regions" => "a certificate: each group of hosts that reach the same storage and networks proven on its own",
+        "search" => "the game search finished",
+        "xapi" => "XAPI's planner found a verified plan when the search ran out of its allowance",
+        "nothing" => "no plan proven, not even with no host failure",
+        _ => "see docs/HA.md",
+    }
+}
+
+/// `pool-ha-plan-snapshot [file-name=F]`: `pool.ha_planner_snapshot`'s
+/// JSON, to the file (created or replaced) or to standard output.
+fn plan_snapshot(ctx: &mut Ctx) -> Result<(), XeError> {
+    let snapshot = ctx.records.conn.call("pool.ha_planner_snapshot", vec![])?;
+    let Some(text) = snapshot.as_str() else {
+        return Err(XeError::Cli(
+            "the pool answered pool.ha_planner_snapshot with no text".into(),
+        ));
+    };
+    match ctx.param("file-name") {
+        Some(path) => {
+            std::fs::write(path, text).map_err(|e| XeError::Cli(format!("cannot write the snapshot to {path}: {e}")))?
+        }
+        None => ctx.out.list(vec![text.trim_end().to_string()]),
+    }
+    Ok(())
+}
+
 fn compute_max(ctx: &mut Ctx) -> Result<(), XeError> {
     if !ctx.flag("explain")? {
         let n = ctx
@@ -80,11 +123,14 @@ fn compute_max(ctx: &mut Ctx) -> Result<(), XeError> {
             format!("proof: exact: {failures} is the largest number of host failures every protected VM survives")
         }
         Some("lower-bound") => format!(
-            "proof: at least {failures} (the search stopped early; at most {})",
+            "proof: lower bound: at least {failures}, at most {} (the search stopped early)",
             e.get("at_most").map(int_text).unwrap_or_default()
         ),
         _ => "proof: XAPI's planner (a safe answer, not necessarily the largest)".to_string(),
     });
+    if let Some(by) = e.get("proven_by").and_then(Value::as_str).filter(|_| planner != "xapi") {
+        lines.push(format!("proven by: {by}: {}", proven_by_text(by)));
+    }
     if e.get("restartable_now") == Some(&Value::Bool(false)) {
         lines.push(if planner == "xapi" {
             "warning: XAPI's planner finds no plan even with no host failure (it counts any non-agile protected VM as no plan)".into()

@@ -14,7 +14,12 @@ use crate::util::run_xe;
 
 /// Commands where this pool adds parameters, each with its reason.
 /// Commands of pool-ha's own, not in XAPI's table.
-const OURS: &[&str] = &["pool-ha-status", "audit-list", "alert-delivery-list"];
+const OURS: &[&str] = &[
+    "pool-ha-status",
+    "pool-ha-plan-snapshot",
+    "audit-list",
+    "alert-delivery-list",
+];
 
 const EXTENSIONS: &[(&str, &[&str], &str)] = &[
     (

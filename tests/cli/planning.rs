@@ -1,7 +1,7 @@
 //! HA capacity through xe: host failures to tolerate, the What-If machine,
 //! the failover plan, the setters the planner guards, and agility.
 
-use crate::util::Lab;
+use crate::util::{xe_bin, Lab};
 
 fn protect(lab: &Lab, name: &str) -> String {
     let vm = lab.xe_min(&["vm-list", &format!("name-label={name}")]);
@@ -33,11 +33,13 @@ fn the_seed_example_ram_decides_between_one_and_zero() {
     assert_eq!(lines[0], "0");
     assert_eq!(lines[1], "protected VMs: 3; planner: exact");
     assert!(lines[2].starts_with("proof: exact"), "{explained}");
+    // What proved it (Tolerance::proven_by).
+    assert!(lines[3].starts_with("proven by: "), "{explained}");
     assert!(
-        lines[3].starts_with("one more is too many: if these hosts fail: "),
+        lines[4].starts_with("one more is too many: if these hosts fail: "),
         "{explained}"
     );
-    assert!(lines[4].contains("(big"), "{explained}");
+    assert!(lines[5].contains("(big"), "{explained}");
 
     // What if only vm01 were protected, and big1 best-effort?
     let big1 = lab.xe_min(&["vm-list", "name-label=big1"]);
@@ -253,4 +255,63 @@ fn the_failover_plan_and_agility_explain_themselves() {
         "{explained}"
     );
     assert!(explained.contains("(pinned)"), "{explained}");
+}
+
+/// Issue 27: `xe pool-ha-plan-snapshot` writes the planner's input, and
+/// `ha-plan max-failures` on it agrees with the pool's own answer (number,
+/// proof and what proved it).
+#[test]
+fn a_snapshot_planned_offline_agrees_with_the_pool() {
+    let ha_plan = xe_bin().with_file_name("ha-plan");
+    assert!(
+        ha_plan.exists(),
+        "{} is missing: build the workspace (cargo build -p ha-plan)",
+        ha_plan.display()
+    );
+    // Three 8 GiB hosts; a 3 GiB VM and a 1 GiB one on host1, a 2 GiB one
+    // on host2; all protected.
+    let lab = Lab::start(3, 1);
+    lab.xe_ok(&["vm-start", "vm=vm01", "on=host1"]);
+    protect(&lab, "vm01");
+    for (name, size, host) in [("db", "3GiB", "host1"), ("app", "2GiB", "host2")] {
+        lab.xe_ok(&[
+            "vm-install",
+            &format!("new-name-label={name}"),
+            &format!("memory={size}"),
+            "disk-size=16MiB",
+        ]);
+        lab.xe_ok(&["vm-start", &format!("vm={name}"), &format!("on={host}")]);
+        protect(&lab, name);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pool.json");
+    let file = file.to_str().unwrap();
+    assert_eq!(lab.xe_ok(&["pool-ha-plan-snapshot", &format!("file-name={file}")]), "");
+    let text = std::fs::read_to_string(file).unwrap();
+    let snapshot: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(snapshot["hosts"].as_array().unwrap().len(), 3, "{text}");
+    assert_eq!(snapshot["vms"].as_array().unwrap().len(), 3, "{text}");
+    // Printed without file-name: the same document.
+    let printed: serde_json::Value = serde_json::from_str(&lab.xe_ok(&["pool-ha-plan-snapshot"])).unwrap();
+    assert_eq!(printed, snapshot);
+
+    let out = std::process::Command::new(&ha_plan)
+        .args(["max-failures", file, "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let offline: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let pool = lab.xe_ok(&["pool-ha-compute-max-host-failures-to-tolerate"]);
+    assert_eq!(offline["max_failures"].to_string(), pool.trim(), "{offline} vs {pool}");
+    let explained = lab.xe_ok(&["pool-ha-compute-max-host-failures-to-tolerate", "--explain"]);
+    let proven_by = offline["proven_by"].as_str().unwrap();
+    assert!(
+        explained.contains(&format!("proven by: {proven_by}:")),
+        "{offline} vs {explained}"
+    );
+    assert_eq!(offline["proof"], "exact", "{offline}");
+    assert!(
+        explained.lines().nth(2).unwrap().starts_with("proof: exact"),
+        "{explained}"
+    );
 }

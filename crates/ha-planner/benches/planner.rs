@@ -15,7 +15,7 @@ use std::collections::BTreeSet;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use ha_planner::{Host, Mode, Planner, Pool, Proof, Resource, Verdict, Vm};
+use ha_planner::{Check, Compiled, Delta, Host, Mode, Planner, Pool, Proof, Resource, Verdict, Vm};
 
 const GIB: i64 = 1 << 30;
 const MIB: i64 = 1 << 20;
@@ -71,6 +71,23 @@ fn pool(hosts: usize, vms: usize, skewed: bool) -> Pool {
         });
     }
     pool
+}
+
+/// The same start as deltas, for the incremental check.
+fn new_vm_deltas(pool: &Pool) -> Vec<Delta> {
+    let memory = footprint(8);
+    vec![
+        Delta::HostFree {
+            host: pool.hosts[0].uuid.clone(),
+            by: -memory,
+        },
+        Delta::Vm(Vm {
+            uuid: "vm-new".into(),
+            memory,
+            resident_on: Some(pool.hosts[0].uuid.clone()),
+            needs: pool.vms[0].needs.clone(),
+        }),
+    ]
 }
 
 /// The pool after starting one more protected 8 GiB VM on the first host.
@@ -239,26 +256,34 @@ fn shapes_table() {
 }
 
 fn main() {
-    println!("| pool | mode | max failures | proof | time (median) | overcommit check r | plan after change | time (median) |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!(
+        "| pool | mode | max failures | proof | time (median) | overcommit check r | plan after change | time (median) | incremental check | time (median) | compile once |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for (hosts, vms) in [(16, 400), (32, 800), (64, 1600)] {
         for skewed in [false, true] {
             let p = pool(hosts, vms, skewed);
             let changed = with_new_vm(&p);
+            let deltas = new_vm_deltas(&p);
             let name = format!("{hosts} x {vms} {}", if skewed { "skewed" } else { "uniform" });
             for mode in [Mode::Exact, Mode::Xapi] {
                 let planner = Planner::new(mode);
                 let runs = if mode == Mode::Xapi && hosts <= 32 { 3 } else { 7 };
                 let (t_max, tol) = time(runs, || planner.max_host_failures_to_tolerate(&p).expect("valid pool"));
                 let r = tol.failures;
-                let (t_check, verdict) = time(31, || planner.plan_exists(&changed, r).expect("valid pool"));
+                let check_runs = if mode == Mode::Exact { 31 } else { 3 };
+                let (t_check, verdict) = time(check_runs, || planner.plan_exists(&changed, r).expect("valid pool"));
+                // The master compiles once per database generation (off the
+                // call's path), then checks each change as deltas.
+                let (t_compile, compiled) = time(3, || Compiled::new(planner, &p, r).expect("valid pool"));
+                let (t_inc, check) = time(check_runs, || compiled.check(&deltas).expect("valid deltas"));
                 let proof = match tol.proof {
                     Proof::Exact => "exact".to_string(),
                     Proof::LowerBound { at_most } => format!("lower bound (at most {at_most})"),
                     Proof::Reference => "reference".to_string(),
                 };
                 println!(
-                    "| {name} | {mode} | {} | {proof} | {} | {r} | {} | {} |",
+                    "| {name} | {mode} | {} | {proof} | {} | {r} | {} | {} | {} | {} | {} |",
                     tol.failures,
                     ms(t_max),
                     match verdict {
@@ -266,10 +291,20 @@ fn main() {
                         Verdict::NoPlan(_) => "no plan",
                         Verdict::Unknown => "unknown",
                     },
-                    ms(t_check)
+                    ms(t_check),
+                    match check {
+                        Check::Exists(by) => format!("exists ({})", by.name()),
+                        Check::NoPlan(_) => "no plan".to_string(),
+                        Check::Undecided { at_most } => format!("undecided (at most {at_most})"),
+                    },
+                    ms(t_inc),
+                    ms(t_compile)
                 );
             }
         }
+    }
+    if std::env::args().any(|a| a == "--no-shapes") {
+        return;
     }
     shapes_table();
 }

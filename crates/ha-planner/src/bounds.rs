@@ -8,6 +8,10 @@
 //! policy of `policy.rs`) survives every sequence of `k` failures, and the
 //! [`Certificate`] it returns says which.
 //!
+//! `refute`'s conditions: memory, counts per size threshold, memory per
+//! size threshold with the room big VMs leave lost ([`fragments`], the idea
+//! of Martello and Toth's L2), reachability.
+//!
 //! Both rest on one fact: only the VMs of failed hosts move, so after a set
 //! F of hosts fails, the VMs that were on F (and any VM still waiting for a
 //! host) must fit into the free memory of the hosts outside F.
@@ -127,6 +131,22 @@ pub(crate) fn refute(p: &Problem, st: &State, pending: &[u32], k: u32) -> Option
     if let Some(&smallest) = sizes.last() {
         thresholds.push(smallest);
     }
+    // Every VM size, largest first, with how many VMs have it.
+    let mut counted: Vec<(i64, u32)> = Vec::new();
+    let mut all: Vec<i64> = vms.iter().map(|&v| p.size[v as usize]).collect();
+    all.sort_unstable_by(|a, b| b.cmp(a));
+    for s in all {
+        match counted.last_mut() {
+            Some((x, n)) if *x == s => *n += 1,
+            _ => counted.push((s, 1)),
+        }
+    }
+    for &t in &thresholds {
+        let at_least_t = counted.partition_point(|&(s, _)| s >= t);
+        if let Some(f) = fragments(p, st, pending, k, &counted[..at_least_t], t) {
+            return Some(f);
+        }
+    }
     for t in thresholds {
         let count = |h: usize| st.on[h].iter().filter(|&&v| p.size[v as usize] >= t).count() as i64;
         let slots = |h: usize| free(h) / t;
@@ -139,6 +159,59 @@ pub(crate) fn refute(p: &Problem, st: &State, pending: &[u32], k: u32) -> Option
         }
     }
     None
+}
+
+/// The idea of Martello and Toth's bound L2, per size threshold `t`, for
+/// hosts of different sizes: a host with less than `3t` free takes at most
+/// two VMs of size `t` or more, so those VMs fill at most the largest sum
+/// of one or two of their sizes that fits (L2's point: a big item leaves
+/// room no other item of size `t` fits in, and that room is lost). A host
+/// with `3t` or more is credited all its free memory. With `cap_h` that
+/// credit, the VMs of size `t` or more on failed hosts (and pending ones)
+/// must fit into `Σ cap` of the survivors; the adversary fails the `k` hosts
+/// with the most `carried + cap`. Sizes are those of every VM (a superset
+/// of those that move, so `cap` is never too small): a necessary
+/// condition, like the others here.
+/// `sizes`: the sizes of `t` or more, largest first, with how many VMs
+/// have each.
+fn fragments(p: &Problem, st: &State, pending: &[u32], k: u32, sizes: &[(i64, u32)], t: i64) -> Option<Vec<usize>> {
+    let cap = |h: usize| -> i64 {
+        let f = st.free[h].max(0);
+        if f < t {
+            return 0;
+        }
+        if f / 3 >= t {
+            return f;
+        }
+        // One VM: the largest that fits.
+        let first = sizes.iter().position(|&(s, _)| s <= f);
+        let mut best = first.map_or(0, |i| sizes[i].0);
+        if f / 2 >= t {
+            // Two VMs: each size with the largest partner that still fits.
+            for (i, &(s, n)) in sizes.iter().enumerate().skip(first.unwrap_or(sizes.len())) {
+                let room = f - s;
+                let partner = sizes
+                    .iter()
+                    .enumerate()
+                    .skip(i)
+                    .find(|&(j, &(x, _))| x <= room && (j != i || n >= 2))
+                    .map(|(_, &(x, _))| x);
+                if let Some(x) = partner {
+                    best = best.max(s + x);
+                }
+            }
+        }
+        best
+    };
+    let caps: Vec<i64> = (0..st.free.len())
+        .map(|h| if st.alive & bit(h) != 0 { cap(h) } else { 0 })
+        .collect();
+    let carried = |h: usize| st.load_of(p, h, |v| p.size[v as usize] >= t);
+    let pending_t: i64 = pending.iter().map(|&v| p.size[v as usize]).filter(|&s| s >= t).sum();
+    let total: i64 = caps.iter().sum();
+    let f = top_k(st, k, |h| carried(h) + caps[h]);
+    let lost: i64 = f.iter().map(|&h| carried(h) + caps[h]).sum();
+    (pending_t + lost > total).then_some(f)
 }
 
 /// Which sufficient condition, if any, proves that every sequence of up to
@@ -331,4 +404,62 @@ fn tiers(p: &Problem, st: &State, pending: &[u32], k: u32) -> bool {
         }
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::model::{Host, Pool, Vm};
+
+    /// Host `a` carries VMs of 6, 3, 3 and 3; `b` and `c` have 8 free
+    /// each. 15 fits into 16 by memory and by every count, but each
+    /// survivor takes at most 6 of these sizes (6 + 3 > 8, 3 + 3 + 3 > 8).
+    fn fragmented() -> Pool {
+        let host = |uuid: &str, free: i64| Host {
+            uuid: uuid.into(),
+            memory_free: free,
+            live: true,
+            reaches: BTreeSet::new(),
+        };
+        let vm = |i: usize, memory: i64| Vm {
+            uuid: format!("v{i}"),
+            memory,
+            resident_on: Some("a".into()),
+            needs: BTreeSet::new(),
+        };
+        Pool {
+            hosts: vec![host("a", 0), host("b", 8), host("c", 8)],
+            vms: vec![vm(0, 6), vm(1, 3), vm(2, 3), vm(3, 3)],
+        }
+    }
+
+    #[test]
+    fn lost_room_refutes_what_memory_and_counts_allow() {
+        let (p, st, down) = Problem::compile(&fragmented()).unwrap();
+        assert_eq!(fragments(&p, &st, &down, 1, &[(6, 1), (3, 3)], 3), Some(vec![0]));
+        assert_eq!(refute(&p, &st, &down, 1), Some(vec![0]));
+        // Nothing to refute without failures, nor with a host of 9 free.
+        assert_eq!(refute(&p, &st, &down, 0), None);
+        let mut roomier = fragmented();
+        roomier.hosts[1].memory_free = 9;
+        let (p, st, down) = Problem::compile(&roomier).unwrap();
+        assert_eq!(fragments(&p, &st, &down, 1, &[(6, 1), (3, 3)], 3), None);
+        assert_eq!(refute(&p, &st, &down, 1), None);
+    }
+
+    #[test]
+    fn a_pair_of_one_size_needs_two_vms_of_it() {
+        // One VM of 4 and one of 3 on `a`; `b` has 8 free: 4 + 4 would fit
+        // but there is one 4; 4 + 3 = 7 is the most `b` takes, enough.
+        let mut pool = fragmented();
+        pool.vms = vec![pool.vms[1].clone(), pool.vms[0].clone()];
+        pool.vms[0].memory = 3;
+        pool.vms[1].memory = 4;
+        pool.hosts[2].live = false;
+        let (p, st, down) = Problem::compile(&pool).unwrap();
+        assert_eq!(fragments(&p, &st, &down, 1, &[(4, 1), (3, 1)], 3), None);
+        assert_eq!(fragments(&p, &st, &down, 1, &[(4, 2), (3, 1)], 3), None);
+    }
 }

@@ -15,12 +15,14 @@
 //!
 //! Layout: `model` (input), `problem` (dense form and state), `pack`
 //! (greedy placement and the search budget), `bounds` (cheap necessary and
-//! sufficient conditions), `policy` (a fixed restart policy and its
+//! sufficient conditions), `incremental` (the overcommit check on a
+//! pool compiled once, changes applied as deltas), `policy` (a fixed restart policy and its
 //! closed-form certificate), `exact` (the game search), `xapi` (the
 //! reference), `planner` (the public questions).
 
 mod bounds;
 mod exact;
+mod incremental;
 mod model;
 mod pack;
 mod planner;
@@ -29,6 +31,7 @@ mod problem;
 mod xapi;
 
 pub use bounds::Certificate;
+pub use incremental::{apply as apply_deltas, Check, Compiled, Delta, SEARCH_AT_MOST_VMS};
 pub use model::{human, Host, PlanError, Pool, Reason, Resource, Vm, MAX_HOSTS, MAX_TOTAL_MEMORY};
 pub use planner::{
     max_host_failures_to_tolerate, plan_exists, policy_certificate, policy_certificate_without_holes, restart_plan,

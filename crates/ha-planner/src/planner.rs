@@ -350,7 +350,7 @@ impl Planner {
         })
     }
 
-    fn named(&self, p: &Problem, w: crate::exact::Witness) -> Witness {
+    pub(crate) fn named(&self, p: &Problem, w: crate::exact::Witness) -> Witness {
         Witness {
             failed_hosts: w.failed.iter().map(|&h| p.host_uuid[h].clone()).collect(),
             unplaced_vms: w.unplaced.iter().map(|&v| p.vm_uuid[v as usize].clone()).collect(),

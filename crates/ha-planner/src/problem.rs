@@ -53,6 +53,19 @@ pub(crate) struct State {
     pub on: Vec<Vec<u32>>,
 }
 
+/// Hosts are told apart by which VM classes may run on them: hosts with
+/// the same answer for every allowed set share a reach id.
+pub(crate) fn reach_ids(allowed: impl Iterator<Item = HostSet> + Clone, hosts: usize) -> Vec<u32> {
+    let mut ids: BTreeMap<Vec<bool>, u32> = BTreeMap::new();
+    (0..hosts)
+        .map(|h| {
+            let sig: Vec<bool> = allowed.clone().map(|a| a & bit(h) != 0).collect();
+            let next = ids.len() as u32;
+            *ids.entry(sig).or_insert(next)
+        })
+        .collect()
+}
+
 impl Problem {
     /// Compile `pool`: returns the problem, the starting state, and the
     /// protected VMs that are down (resident nowhere live).
@@ -88,15 +101,7 @@ impl Problem {
                 *classes.entry((v.memory, *a)).or_insert(next)
             })
             .collect();
-        // Hosts are told apart by which VM classes may run on them.
-        let mut reach_ids: BTreeMap<Vec<bool>, u32> = BTreeMap::new();
-        let reach_id = (0..hosts.len())
-            .map(|h| {
-                let sig: Vec<bool> = classes.keys().map(|(_, a)| a & bit(h) != 0).collect();
-                let next = reach_ids.len() as u32;
-                *reach_ids.entry(sig).or_insert(next)
-            })
-            .collect();
+        let reach_id = reach_ids(classes.keys().map(|&(_, a)| a), hosts.len());
 
         let mut state = State {
             alive: hosts

@@ -31,6 +31,7 @@ const READS: &[&str] = &[
     "pool.ha_explain_max_host_failures_to_tolerate",
     "pool.ha_failover_plan_exists",
     "pool.ha_compute_vm_failover_plan",
+    "pool.ha_planner_snapshot",
     "VM.assert_agile",
     "VM.assert_can_boot_here",
     "pool.sync_database",

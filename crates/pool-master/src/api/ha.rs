@@ -7,6 +7,9 @@
 //!   `pool.ha_compute_vm_failover_plan` as XAPI has them;
 //! - `pool.ha_explain_max_host_failures_to_tolerate` (ours): the answer with
 //!   its proof and a witness;
+//! - `pool.ha_planner_snapshot` (ours): the planner's input as JSON text,
+//!   exactly the snapshot `ha-plan` reads (issue 27; `xe
+//!   pool-ha-plan-snapshot`);
 //! - `VM.assert_agile`, `VM.assert_can_boot_here`, `VM.get_possible_hosts`.
 //!
 //! Every question is answered from one read of the model, by the planner
@@ -33,6 +36,7 @@ pub const METHODS: &[&str] = &[
     "pool.ha_explain_max_host_failures_to_tolerate",
     "pool.ha_failover_plan_exists",
     "pool.ha_compute_vm_failover_plan",
+    "pool.ha_planner_snapshot",
     "VM.assert_agile",
     "VM.assert_can_boot_here",
     "VM.get_possible_hosts",
@@ -45,6 +49,7 @@ pub async fn pool(d: &Arc<Daemon>, verb: &str, args: &Args) -> Option<Result<Val
         "ha_explain_max_host_failures_to_tolerate" => explain(d, args),
         "ha_failover_plan_exists" => plan_exists(d, args),
         "ha_compute_vm_failover_plan" => failover_plan(d, args),
+        "ha_planner_snapshot" => snapshot(d, args),
         _ => return None,
     })
 }
@@ -107,10 +112,65 @@ fn explain(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
         "proof": proof,
         "at_most": at_most,
         "restartable_now": t.restartable_now,
+        "proven_by": t.proven_by.name(),
         "protected_vms": pool.vms.len(),
         "witness_hosts": hosts,
         "witness_vms": vms,
     }))
+}
+
+/// The planner's input, as the pool describes it now (protected VMs, every
+/// host), serialised as `ha-plan` reads it: memory in bytes, `resident_on`
+/// null for a VM that is down, resources `sr:UUID` / `network:UUID`; hosts
+/// and VMs by uuid. JSON text rather than a struct, so that XML-RPC clients
+/// get the same bytes (its int64s travel as strings).
+fn snapshot(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {
+    args.exactly(1)?;
+    let m = d.model();
+    let (_, mut pool) = setup(&m)?;
+    pool.hosts.sort_by(|a, b| a.uuid.cmp(&b.uuid));
+    pool.vms.sort_by(|a, b| a.uuid.cmp(&b.uuid));
+    let resources = |set: &BTreeSet<Resource>| -> Vec<String> {
+        set.iter()
+            .map(|r| match r {
+                Resource::Sr(u) => format!("sr:{u}"),
+                Resource::Network(u) => format!("network:{u}"),
+            })
+            .collect()
+    };
+    // In the issue's field order (`json!` objects sort their keys); every
+    // string goes through `json!`, which escapes it.
+    let hosts: Vec<String> = pool
+        .hosts
+        .iter()
+        .map(|h| {
+            format!(
+                r#"{{"uuid":{},"memory_free":{},"live":{},"reaches":{}}}"#,
+                json!(h.uuid),
+                h.memory_free,
+                h.live,
+                json!(resources(&h.reaches))
+            )
+        })
+        .collect();
+    let vms: Vec<String> = pool
+        .vms
+        .iter()
+        .map(|v| {
+            format!(
+                r#"{{"uuid":{},"memory":{},"resident_on":{},"needs":{}}}"#,
+                json!(v.uuid),
+                v.memory,
+                json!(v.resident_on),
+                json!(resources(&v.needs))
+            )
+        })
+        .collect();
+    Ok(json!(format!(
+        "{{\"hosts\":[{}],\"vms\":[{}]}}\n",
+        hosts.join(",\n  "),
+        vms.join(",\n  ")
+    )))
 }
 
 fn plan_exists(d: &Arc<Daemon>, args: &Args) -> Result<Value, ApiError> {

@@ -123,6 +123,8 @@ pub struct Daemon {
     /// An HA enable or disable, a move of the master or a secret
     /// rotation is running (one pool-wide operation at a time).
     ha_busy: std::sync::atomic::AtomicBool,
+    /// The overcommit gate's compiled pool, one per generation (master).
+    plan_cache: crate::overcommit::PlanCache,
     /// When each member last asked the master for updates.
     last_seen: Mutex<HashMap<String, Instant>>,
     /// Clients to the other hosts, for calls between hosts.
@@ -222,6 +224,11 @@ impl Daemon {
     }
 
     /// The VM starts in flight on this master.
+    /// The overcommit gate's compiled pool (`overcommit::check_cached`).
+    pub fn plan_cache(&self) -> &crate::overcommit::PlanCache {
+        &self.plan_cache
+    }
+
     pub fn starting(&self) -> &crate::reserve::Reservations {
         &self.starting
     }
@@ -377,6 +384,7 @@ impl Daemon {
             identity,
             last_seen: Mutex::new(HashMap::new()),
             ha_busy: std::sync::atomic::AtomicBool::new(false),
+            plan_cache: crate::overcommit::PlanCache::default(),
             leases,
             starting: Default::default(),
             journal,

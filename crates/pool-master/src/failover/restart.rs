@@ -229,6 +229,11 @@ async fn update_pool_status(d: &Daemon, state: &mut State) -> Result<(), ApiErro
             return Ok(());
         };
         crate::metrics::ha().planned(began.elapsed());
+        // The overcommit gate's compiled pool for this generation, built
+        // here rather than on the next VM start's path.
+        if let Err(e) = d.plan_cache().prepare(&m) {
+            tracing::debug!(error = ?e, "overcommit gate: cannot compile the pool");
+        }
         let Some((r, p)) = m.pool() else { return Ok(()) };
         (
             status,

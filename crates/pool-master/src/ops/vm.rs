@@ -235,7 +235,7 @@ async fn plan_start<'a>(
                 protecting,
                 ..Default::default()
             };
-            overcommit::check(txn.base(), &change)?;
+            overcommit::check_cached(d.plan_cache(), txn.base(), &change)?;
         }
         Ok((vm, target, disks))
     })?;
@@ -303,7 +303,7 @@ pub async fn migrate_vm(d: &Daemon, vm_ref: &str, host_ref: &str, protect_plan: 
                 arriving: vec![(vm_ref, host_ref)],
                 ..Default::default()
             };
-            overcommit::check(txn.base(), &change)?;
+            overcommit::check_cached(d.plan_cache(), txn.base(), &change)?;
         }
         Ok((
             vm.clone(),
