@@ -328,6 +328,10 @@ fn seeds_that_fenced_healthy_hosts_stay_fixed() {
             241400150,
             "4 hosts: host 0, its own slot stale, waited for consistent views with host 3, which a one-way cut and the clique reduction had put on the statefile only; its round outlasted the others' and all four fenced (rule F: a non-holder does not wait for a peer seen on the statefile only)",
         ),
+        (
+            242020650,
+            "4 hosts: hosts 0 and 1 waited at phase 2's end for storage-less host 2, which was powered off 8 s into the round; as it was in no sfdomain, the rendezvous waited T1 for its silence, the budget ended 6 s before, and both healthy hosts fenced (rule E at the budget's end: a holder that has not published phase 3 starts its clock again once)",
+        ),
     ];
     for &(seed, story) in seeds {
         let r = schedule::run_opts(seed, None, 300_000, opts, |_| {}).unwrap();

@@ -133,6 +133,9 @@ pub(super) struct Fh {
     /// A member the survival test kept failed since: end the round
     /// without its decision.
     pub(super) abandon: bool,
+    /// The budget ran out once in this round and its clock started again
+    /// (`Engine::extend_at_budget_end`).
+    pub(super) extended_at_end: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -304,6 +307,7 @@ impl Engine {
                 after_snapshot: None,
                 failed_after_snapshot: HostSet::EMPTY,
                 abandon: false,
+                extended_at_end: false,
             });
         }
         // Run as many steps as complete now.
@@ -366,11 +370,13 @@ impl Engine {
                     if published {
                         true
                     } else {
-                        // The step's clock restarts with the budget's when
-                        // a second failure extends the handler.
+                        // While the budget runs it bounds the step (rule
+                        // B): a limit of the step's own, shorter than an
+                        // extended budget, fenced hosts whose views were
+                        // about to agree (docs/HA.md, E at the budget's
+                        // end). Without a budget, xhad's max(T1, T2).
                         let t = &self.cfg.timeouts;
-                        let since = fh.step_start.max(self.trouble_since.unwrap_or(0));
-                        if now - since >= t.hb_timeout.max(t.sf_timeout) {
+                        if self.trouble_since.is_none() && now - fh.step_start >= t.hb_timeout.max(t.sf_timeout) {
                             let waiting = if have_snap {
                                 "its own slot to show phase 2".to_string()
                             } else {
@@ -467,6 +473,37 @@ impl Engine {
         self.log(format!(
             "hosts {new} failed during the fault handler: its budget starts again"
         ));
+    }
+
+    /// Rule E at the budget's end: a holder whose round has not decided
+    /// restarts its budget's clock once per round instead of fencing, if
+    /// it has not published phase 3 and, past phase 2, its round has seen
+    /// no liveset member on the statefile only. A winner that could drop
+    /// it decides only after seeing it in phase 3 on the network (the
+    /// rendezvous before its survival test waits for every peer it hears
+    /// to reach phase 3), or, across a split, on a slot written after it
+    /// saw the split, which this host would have seen too (docs/HA.md).
+    /// Returns whether it extended.
+    pub(super) fn extend_at_budget_end(&mut self, now: Millis) -> bool {
+        let me = self.cfg.me;
+        let holder = self.sf_access && self.sfdomain.contains(me) && !self.storage_lost && !self.sr2;
+        let phase = self.phase;
+        let Some(fh) = &mut self.fh else { return false };
+        if !holder
+            || fh.outcome.is_some()
+            || fh.extended_at_end
+            || phase >= Phase::Fh3
+            || (phase >= Phase::Fh2 && (fh.split_seen || fh.sf_only_seen))
+        {
+            return false;
+        }
+        fh.extended_at_end = true;
+        self.trouble_since = Some(now);
+        self.recap_watchdogs(now);
+        self.log(format!(
+            "the fault handler's budget ran out at phase {phase:?} before any peer could decide on this host: it starts again once"
+        ));
+        true
     }
 
     pub(super) fn peer_phase_hb(&self, i: usize) -> Option<Phase> {

@@ -76,7 +76,7 @@ impl Engine {
         }
         if let Some(since) = self.trouble_since {
             let budget = self.fh_budget();
-            if now.saturating_sub(since) > budget {
+            if now.saturating_sub(since) > budget && !self.extend_at_budget_end(now) {
                 self.fence(
                     FenceCode::FaultHandlerTimeout,
                     format!(
@@ -85,6 +85,27 @@ impl Engine {
                         self.fh_stuck_at()
                     ),
                 );
+            }
+        }
+    }
+
+    /// The watchdogs, as last fed, capped at the budget's new end after
+    /// the budget's clock restarted: a feed under the old cap may expire
+    /// before the next feed comes.
+    pub(super) fn recap_watchdogs(&mut self, now: Millis) {
+        let Some(since) = self.trouble_since else { return };
+        let t = self.cfg.timeouts;
+        let cap = since + self.fh_budget() + 500;
+        for (slot, w, full) in [
+            (0, Watchdog::Heartbeat, t.hb_watchdog),
+            (1, Watchdog::Statefile, t.sf_watchdog),
+        ] {
+            if let Some(f) = self.fed_at[slot] {
+                let d = (f + full).min(cap);
+                if d > now && self.fed[slot].is_some_and(|x| x < d) {
+                    self.fed[slot] = Some(d);
+                    self.out.push(Command::Feed(w, d - now));
+                }
             }
         }
     }
