@@ -55,7 +55,8 @@ fn ip(args: &[&str]) {
 struct Net {
     /// `phd` and four random hex digits: the namespaces' prefix.
     id: String,
-    hosts: usize,
+    /// The namespaces this test made (and only these go on drop).
+    made: Vec<String>,
 }
 
 impl Net {
@@ -72,12 +73,13 @@ impl Net {
     }
 
     fn new(hosts: usize) -> Net {
-        let net = Net {
+        let mut net = Net {
             id: format!("phd{:04x}", rand::random::<u16>()),
-            hosts,
+            made: Vec::new(),
         };
         let sw = net.switch();
         ip(&["netns", "add", &sw]);
+        net.made.push(sw.clone());
         ip(&["-n", &sw, "link", "set", "lo", "up"]);
         ip(&["-n", &sw, "link", "add", "br0", "type", "bridge"]);
         ip(&["-n", &sw, "addr", "add", &format!("{SUBNET}.254/24"), "dev", "br0"]);
@@ -85,6 +87,7 @@ impl Net {
         for i in 1..=hosts {
             let (ns, port) = (net.namespace(i), format!("port{i}"));
             ip(&["netns", "add", &ns]);
+            net.made.push(ns.clone());
             ip(&[
                 "-n", &sw, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns,
             ]);
@@ -121,11 +124,10 @@ impl Net {
 
 impl Drop for Net {
     fn drop(&mut self) {
-        // The veth pairs go with their namespaces.
-        for i in 1..=self.hosts {
-            let _ = Command::new("ip").args(["netns", "del", &self.namespace(i)]).output();
+        // The veth pairs and the bridge go with their namespaces.
+        for ns in self.made.iter().rev() {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
         }
-        let _ = Command::new("ip").args(["netns", "del", &self.switch()]).output();
     }
 }
 
