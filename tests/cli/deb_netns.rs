@@ -17,7 +17,8 @@
 //! `dir` SR, a protected VM on server 2, HA on (T = 10 s, the smallest a
 //! non-lab host takes); server 2's port on the switch goes down, server 2
 //! fences itself (exit status 86), the master raises `HA_HOST_FAILED`,
-//! marks it dead and restarts the VM on another host. Then with HA off,
+//! marks it dead and restarts the VM on another host, whose guest writes
+//! the VM's disk after server 2's last write. Then with HA off,
 //! `host-forget` and `pool-eject` leave `xe host-list` right, and a join
 //! while HA is on is refused with `HA_IS_ENABLED`, changing nothing.
 //!
@@ -31,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use crate::deploy::unit_command_line;
 use crate::package::{build_debs, install};
-use crate::util::{netns_unusable, wait_for};
+use crate::util::{assert_one_writer_at_a_time, netns_unusable, records_of, wait_for};
 
 const PASSWORD: &str = "deb-netns-password";
 /// The HA timeout: the smallest `xapid serve` accepts outside the lab.
@@ -495,26 +496,37 @@ fn the_installed_packages_fail_over_on_real_links() {
     });
     assert!(restarted, "web01 did not restart:\n{}", site.logs());
     let failover = pulled.elapsed();
-    // The liveset without server 2, as the master records it.
+    // On the VM's disk: server 2's guest wrote before the pull, the new
+    // host's guest writes after it, never both at once.
+    let new_host = vm_field(&site, "resident-on");
     assert!(
-        wait_for(Duration::from_secs(30), || site
-            .xe(
-                0,
-                &["host-param-get", &format!("uuid={h2}"), "param-name=host-metrics-live"]
-            )
-            .1
-            == "false"),
-        "server2 is still live:\n{}",
-        site.logs()
+        wait_for(Duration::from_secs(30), || records_of(&sr_path, &vm)
+            .iter()
+            .any(|r| r.host_uuid == new_host)),
+        "the restarted guest never wrote its disk"
     );
-    let failed = site.xe_ok(
-        0,
-        &["message-list", "name=HA_HOST_FAILED", "params=obj-uuid", "--minimal"],
-    );
+    let records = records_of(&sr_path, &vm);
     assert!(
-        failed.split(',').any(|u| u == h2),
-        "no HA_HOST_FAILED for server2: {failed:?}"
+        records.iter().any(|r| r.host_uuid == h2),
+        "server2's guest never wrote its disk"
     );
+    assert_one_writer_at_a_time(&sr_path, &vm);
+    // The liveset without server 2, as the master records it once the
+    // fence wait is over (the VM restarted earlier: server 2's fencing
+    // mark on the heartbeat SR released its lease), and the alert.
+    let dead = wait_for(Duration::from_secs(6 * T), || {
+        let live = site.xe(
+            0,
+            &["host-param-get", &format!("uuid={h2}"), "param-name=host-metrics-live"],
+        );
+        let failed = site.xe(
+            0,
+            &["message-list", "name=HA_HOST_FAILED", "params=obj-uuid", "--minimal"],
+        );
+        live.1 == "false" && failed.1.split(',').any(|u| u == h2)
+    });
+    assert!(dead, "server2 is still live, or no HA_HOST_FAILED:\n{}", site.logs());
+    let pulled_to_dead = pulled.elapsed();
 
     // Membership, with HA off as XAPI wants: forget the dead host, eject
     // server 3 (its VMs moved off first), and host-list follows.
@@ -562,8 +574,7 @@ fn the_installed_packages_fail_over_on_real_links() {
     assert_eq!(site.host_names(2), ["server3"]);
     assert_eq!(vm_field(&site, "power-state"), "running");
     eprintln!(
-        "failover after the pull: {:.0?}; whole run: {:.0?}",
-        failover,
+        "after the pull: VM running elsewhere {failover:.0?}, server2 dead {pulled_to_dead:.0?}; whole run: {:.0?}",
         started.elapsed()
     );
 }
