@@ -25,15 +25,17 @@ const PAGE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/deploy.md");
 const UNIT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/dist/xapid.service");
 const DEFAULTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/dist/xapid.default");
 
-/// The packaged unit's command line: `ExecStart=` with `$XAPID_ARGS` from
-/// the packaged `/etc/default/xapid`, the program first.
-fn unit_command_line() -> Vec<String> {
-    let unit = std::fs::read_to_string(UNIT).unwrap();
+/// The packaged unit's command line: `ExecStart=` of `unit` (the
+/// `xapid.service` file) with `$XAPID_ARGS` from `defaults` (the
+/// `/etc/default/xapid` file), split on white space as systemd splits an
+/// unbraced `$VAR`; the program first.
+pub(crate) fn unit_command_line(unit: &Path, defaults: &Path) -> Vec<String> {
+    let unit = std::fs::read_to_string(unit).unwrap();
     let exec = unit
         .lines()
         .find_map(|l| l.strip_prefix("ExecStart="))
         .expect("the unit has an ExecStart");
-    let defaults = std::fs::read_to_string(DEFAULTS).unwrap();
+    let defaults = std::fs::read_to_string(defaults).unwrap();
     let xapid_args = defaults
         .lines()
         .find_map(|l| l.strip_prefix("XAPID_ARGS="))
@@ -132,7 +134,7 @@ impl Site {
         let log = std::fs::File::create(h.data_dir.with_extension("log")).unwrap();
         // The packaged unit's command line, with this build's xapid for
         // /usr/sbin/xapid (package.rs installs the package itself).
-        let line = unit_command_line();
+        let line = unit_command_line(Path::new(UNIT), Path::new(DEFAULTS));
         let mut cmd = Command::new(xapid_bin());
         cmd.args(&line[1..]);
         for (key, _) in std::env::vars_os() {

@@ -56,6 +56,8 @@ mod service;
 mod package;
 // docs/deploy.md, run as written on three hosts (issue 21).
 mod deploy;
+// The installed packages on three hosts in network namespaces: a cable pull (issue 21).
+mod deb_netns;
 // The pool secret: its own file, moved out of an older database.
 mod secrets;
 // Moving the master role by hand: pool-designate-new-master, with HA off and on.

@@ -96,21 +96,58 @@ fn build_deb(package: &str, out: &Path) -> PathBuf {
     PathBuf::from(printed.trim().lines().last().unwrap_or_default())
 }
 
-#[test]
-fn the_packages_install_what_a_host_needs() {
+/// The two packages, `xe` and `pool-ha`, built by `cargo deb` into `dir`
+/// from this build's binaries; or why this machine cannot.
+pub(crate) fn build_debs(dir: &Path) -> Result<(PathBuf, PathBuf), String> {
     let has_cargo_deb = Command::new("cargo")
         .args(["deb", "--version"])
         .output()
         .is_ok_and(|o| o.status.success());
     if !has_cargo_deb || !installed("dpkg") || !installed("dpkg-deb") {
-        eprintln!("skipped: needs cargo-deb (`cargo install cargo-deb --locked`; .ci/run installs it) and dpkg");
-        return;
+        return Err("needs cargo-deb (`cargo install cargo-deb --locked`; .ci/run installs it) and dpkg".into());
     }
     // Both binaries exist: xapid_bin() asserts it.
     let _ = xapid_bin();
+    Ok((build_deb("xe", dir), build_deb("pool-master", dir)))
+}
+
+/// `dpkg --root=ROOT` with the switches a scratch root needs (dependencies
+/// such as libc6 are the machine's, not the scratch root's).
+pub(crate) fn dpkg(root: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new("dpkg");
+    cmd.arg(format!("--root={}", root.display()))
+        .args(["--force-depends", "--force-not-root", "--force-script-chrootless"])
+        .args(args);
+    cmd
+}
+
+/// Install `debs` through dpkg into `root`, a fresh scratch root.
+pub(crate) fn install(root: &Path, debs: &[&Path]) {
+    for sub in ["var/lib/dpkg/info", "var/lib/dpkg/updates", "var/lib/dpkg/triggers"] {
+        std::fs::create_dir_all(root.join(sub)).unwrap();
+    }
+    for file in ["var/lib/dpkg/status", "var/lib/dpkg/available"] {
+        std::fs::write(root.join(file), "").unwrap();
+    }
+    let out = dpkg(root, &["-i"]).args(debs).output().unwrap();
+    assert!(
+        out.status.success(),
+        "dpkg -i: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_packages_install_what_a_host_needs() {
     let dir = tempfile::tempdir().unwrap();
-    let xe_deb = build_deb("xe", dir.path());
-    let host_deb = build_deb("pool-master", dir.path());
+    let (xe_deb, host_deb) = match build_debs(dir.path()) {
+        Ok(debs) => debs,
+        Err(why) => {
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
 
     let field = |deb: &Path, name: &str| stdout(Command::new("dpkg-deb").arg("-f").arg(deb).arg(name));
     assert_eq!(field(&xe_deb, "Package").trim(), "xe");
@@ -118,29 +155,10 @@ fn the_packages_install_what_a_host_needs() {
     let depends = field(&host_deb, "Depends");
     assert!(depends.contains("xe") && depends.contains("libc6"), "{depends}");
 
-    // Install both through dpkg into a scratch root (dependencies such as
-    // libc6 are the machine's, not the scratch root's).
+    // Install both through dpkg into a scratch root.
     let root = dir.path().join("root");
-    for sub in ["var/lib/dpkg/info", "var/lib/dpkg/updates", "var/lib/dpkg/triggers"] {
-        std::fs::create_dir_all(root.join(sub)).unwrap();
-    }
-    for file in ["var/lib/dpkg/status", "var/lib/dpkg/available"] {
-        std::fs::write(root.join(file), "").unwrap();
-    }
-    let dpkg = |args: &[&str]| {
-        let mut cmd = Command::new("dpkg");
-        cmd.arg(format!("--root={}", root.display()))
-            .args(["--force-depends", "--force-not-root", "--force-script-chrootless"])
-            .args(args);
-        cmd
-    };
-    let out = dpkg(&["-i"]).arg(&xe_deb).arg(&host_deb).output().unwrap();
-    let log = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "dpkg -i: {log}");
+    install(&root, &[&xe_deb, &host_deb]);
+    let dpkg = |args: &[&str]| dpkg(&root, args);
     let status = stdout(&mut dpkg(&["-s", "pool-ha"]));
     assert!(status.contains("Status: install ok installed"), "{status}");
 
