@@ -329,6 +329,10 @@ fn seeds_that_fenced_healthy_hosts_stay_fixed() {
             "4 hosts: host 0, its own slot stale, waited for consistent views with host 3, which a one-way cut and the clique reduction had put on the statefile only; its round outlasted the others' and all four fenced (rule F: a non-holder does not wait for a peer seen on the statefile only)",
         ),
         (
+            242021518,
+            "5 hosts: host 1, its own slot stale, fell silent on the network during the round; hosts 0, 3 and 4 waited at phase 2's end until T1 aged its heartbeats out, since it was in no sfdomain and so not counted silent, and all three fenced at the budget's end (rule R: a silent member that says it does not hold the statefile is not waited for)",
+        ),
+        (
             242020650,
             "4 hosts: hosts 0 and 1 waited at phase 2's end for storage-less host 2, which was powered off 8 s into the round; as it was in no sfdomain, the rendezvous waited T1 for its silence, the budget ended 6 s before, and both healthy hosts fenced (rule E at the budget's end: a holder that has not published phase 3 starts its clock again once)",
         ),

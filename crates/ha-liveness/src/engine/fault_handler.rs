@@ -519,7 +519,8 @@ impl Engine {
     /// slot is still fresh is not waited for: it died or its packets stopped
     /// during this round, this round keeps it (it is in both domains of the
     /// snapshot or will be), and the next round judges it on the clock of
-    /// its own notice.
+    /// its own notice. Nor is one the frozen views keep without the
+    /// statefile ([`Engine::kept_storage_lost`]; rule R, ha-sim 242021518).
     pub(super) fn rendezvous(&self, now: Millis, p1: Phase, p2: Phase, on_sf: bool) -> bool {
         let exact = |ph: Option<Phase>| ph.is_some_and(|ph| ph == p1 || ph == p2);
         let reached = |ph: Option<Phase>| ph.is_some_and(|ph| ph >= p1 || !ph.in_fault_handler());
@@ -527,8 +528,9 @@ impl Engine {
         // network speaks for the others), and only to a host that sees its
         // own slot fresh: a host with slow I/O reads old phases.
         let holder = self.sfdomain.contains(self.cfg.me);
+        let kept_storage_lost = self.kept_storage_lost();
         self.current.iter().filter(|&i| i != self.cfg.me).all(|i| {
-            let silent = self.sfdomain.contains(i)
+            let silent = (self.sfdomain.contains(i) || kept_storage_lost.contains(i))
                 && self.obs[i]
                     .last_hb
                     .is_none_or(|t| now.saturating_sub(t) >= self.suspect_after());
@@ -537,6 +539,33 @@ impl Engine {
             let sf_ok = !on_sf || !sf_only || !holder || reached(self.obs[i].slot.map(|s| s.view.phase));
             hb_ok && sf_ok
         })
+    }
+
+    /// Members this round's frozen views keep whatever the survival test
+    /// says, as heard hosts that say they do not hold the statefile: in
+    /// the snapshot's hbdomain, not among its peers with the statefile,
+    /// the hbdomain a majority of the liveset (`rules::keep`), and whose
+    /// latest heartbeat still says so. The rendezvous need not wait for
+    /// one that falls silent (rule R).
+    pub(super) fn kept_storage_lost(&self) -> HostSet {
+        let Some(snap) = self.fh.as_ref().and_then(|f| f.snapshot.as_ref()) else {
+            return HostSet::EMPTY;
+        };
+        if !rules::majority(snap.hbdomain, self.current) {
+            return HostSet::EMPTY;
+        }
+        snap.hbdomain
+            .and(self.current)
+            .minus(snap.peers_with_sf)
+            .without(self.cfg.me)
+            .iter()
+            .filter(|&i| {
+                self.obs[i]
+                    .peer
+                    .as_ref()
+                    .is_some_and(|p| !p.hb.view.sfdomain.contains(i))
+            })
+            .collect()
     }
 
     /// Where a running round waits, for the budget's fence message: its
