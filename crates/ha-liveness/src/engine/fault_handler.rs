@@ -544,8 +544,8 @@ impl Engine {
     /// Members this round's frozen views keep whatever the survival test
     /// says, as heard hosts that say they do not hold the statefile: in
     /// the snapshot's hbdomain, not among its peers with the statefile,
-    /// the hbdomain a majority of the liveset (`rules::keep`), and whose
-    /// latest heartbeat still says so. The rendezvous need not wait for
+    /// the hbdomain a majority of the liveset (`rules::keep`), and heard
+    /// saying so still (`Engine::nonholder_peers`). The rendezvous need not wait for
     /// one that falls silent (rule R).
     pub(super) fn kept_storage_lost(&self) -> HostSet {
         let Some(snap) = self.fh.as_ref().and_then(|f| f.snapshot.as_ref()) else {
@@ -554,18 +554,7 @@ impl Engine {
         if !rules::majority(snap.hbdomain, self.current) {
             return HostSet::EMPTY;
         }
-        snap.hbdomain
-            .and(self.current)
-            .minus(snap.peers_with_sf)
-            .without(self.cfg.me)
-            .iter()
-            .filter(|&i| {
-                self.obs[i]
-                    .peer
-                    .as_ref()
-                    .is_some_and(|p| !p.hb.view.sfdomain.contains(i))
-            })
-            .collect()
+        snap.hbdomain.and(self.nonholder_peers()).minus(snap.peers_with_sf)
     }
 
     /// Where a running round waits, for the budget's fence message: its
