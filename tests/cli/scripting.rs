@@ -247,6 +247,9 @@ fn what_a_newcomer_tripped_on_is_gone() {
         "ok \"<session>\"",
         "VM.get_all_records(\"<session>\")",
         "debug: <- VM.get_all_records in ",
+        // The session is the client's no longer as it logs out, and
+        // stays valid if the logout fails: hidden all the same.
+        "session.logout(\"<hidden>\")",
     ] {
         assert!(r.stderr.contains(part), "--debug lacks {part:?}: {}", r.stderr);
     }

@@ -58,6 +58,10 @@ struct Cli {
     /// ones again, to any host, in any order (issue 26); the checks hold.
     #[arg(long)]
     replay: bool,
+    /// The HA timeout T in seconds (10; XAPI's default is 60). The fault
+    /// schedule is the same; give --seconds room for rounds of T = 60 s
+    #[arg(long)]
+    timeout: Option<u64>,
     /// Run the lease world instead (VM leases on the SR, issue 25): no
     /// liveset, every host contends for every VM; checks that no VM runs
     /// on two hosts at once. --seconds defaults to 120 here.
@@ -107,6 +111,7 @@ fn main() -> Result<()> {
         single: cli.single,
         boot: cli.boot,
         replay: cli.replay,
+        t_s: cli.timeout,
     };
     let mut avail = AvailReport::default();
     for &seed in &seeds {

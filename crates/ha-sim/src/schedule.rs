@@ -54,6 +54,8 @@ pub struct Options {
     pub boot: bool,
     /// An attacker replays captured heartbeats throughout (`--replay`).
     pub replay: bool,
+    /// The HA timeout T in seconds ([`T_S`] when not given, `--timeout`).
+    pub t_s: Option<u64>,
 }
 
 /// When a `--boot` run restarts the whole pool.
@@ -102,7 +104,7 @@ pub fn run_opts(
 ) -> Result<Report, TimeoutError> {
     let mut pick = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15);
     let n = hosts.unwrap_or_else(|| pick.random_range(2..=5));
-    let mut w = World::with_config(n, T_S, seed, tweak)?;
+    let mut w = World::with_config(n, opts.t_s.unwrap_or(T_S), seed, tweak)?;
     if opts.trace {
         w.trace = Some(Vec::new());
     }

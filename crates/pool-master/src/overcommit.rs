@@ -115,10 +115,8 @@ fn check_with(cache: Option<&PlanCache>, m: &Model, change: &Change) -> Result<(
     if planner_after != planner {
         // A new planner mode: both states planned afresh, each by its mode.
         let now = planning::describe(m, |_, v| planning::is_protected(v));
-        if matches!(
-            planner.plan_exists(&now, n).map_err(planning::planner_error)?,
-            Verdict::NoPlan(_)
-        ) {
+        let before = planner.plan_exists(&now, n).map_err(planning::planner_error)?;
+        if matches!(before, Verdict::NoPlan(_)) {
             return Ok(());
         }
         return match planner_after
@@ -126,6 +124,7 @@ fn check_with(cache: Option<&PlanCache>, m: &Model, change: &Change) -> Result<(
             .map_err(planning::planner_error)?
         {
             Verdict::NoPlan(_) => Err(ApiError::bare(codes::HA_OPERATION_WOULD_BREAK_FAILOVER_PLAN)),
+            Verdict::Unknown if before == Verdict::Unknown => Ok(()),
             Verdict::Unknown => Err(undecided(n, None)),
             Verdict::Exists => Ok(()),
         };
@@ -137,6 +136,10 @@ fn check_with(cache: Option<&PlanCache>, m: &Model, change: &Change) -> Result<(
     if matches!(compiled.now(), Verdict::NoPlan(_)) {
         return Ok(());
     }
+    // The pool's own plan was not proven either (the pool's status counts
+    // it as a plan): only a refuted change is refused, as before the
+    // incremental check.
+    let now_unproven = matches!(compiled.now(), Verdict::Unknown);
     let deltas = deltas(m, change);
     #[cfg(debug_assertions)]
     {
@@ -157,6 +160,7 @@ fn check_with(cache: Option<&PlanCache>, m: &Model, change: &Change) -> Result<(
     match compiled.check(&deltas).map_err(planning::planner_error)? {
         Check::Exists(_) => Ok(()),
         Check::NoPlan(_) => Err(ApiError::bare(codes::HA_OPERATION_WOULD_BREAK_FAILOVER_PLAN)),
+        Check::Undecided { .. } if now_unproven => Ok(()),
         Check::Undecided { at_most } => Err(undecided(n, Some(at_most))),
     }
 }

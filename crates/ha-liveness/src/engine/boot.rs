@@ -228,9 +228,18 @@ impl Engine {
     /// heartbeat is recent: after this host was frozen, the acks it read
     /// before may be withdrawn already.
     pub(super) fn fresh_ack(&self, now: Millis, i: usize) -> bool {
+        // After a stall, the heartbeats that waited in the socket come
+        // first: an ack counts only from one received a heartbeat interval
+        // past the wake's grace, sent after this host woke. A joiner frozen
+        // 69 s right after its ack woke to its acker's queued heartbeats
+        // and armed, while the acker, cut off since, had dropped it (ha-sim
+        // --timeout 60, 242512975).
+        let since_wake = self
+            .woke_at
+            .map_or(0, |w| w + WAKE_GRACE + self.cfg.timeouts.hb_interval);
         let recent = self.obs[i]
             .last_hb
-            .is_some_and(|t| now.saturating_sub(t) < self.cfg.timeouts.hb_timeout / 2);
+            .is_some_and(|t| now.saturating_sub(t) < self.cfg.timeouts.hb_timeout / 2 && t >= since_wake);
         recent
             && self.obs[i]
                 .peer

@@ -330,13 +330,17 @@ impl Engine {
                 // round drops anyway is no new fault (its budget would run
                 // out in this round's fence wait: 241404195).
                 let keep = rules::keep(&views, outcome);
-                self.trouble_since = self
+                let late = self
                     .fh
                     .as_ref()
                     .filter(|f| !f.failed_after_snapshot.and(keep).is_empty())
                     .and_then(|f| f.after_snapshot);
-                if self.trouble_since.is_none() {
-                    self.uncap_watchdogs(now);
+                match late {
+                    Some(since) => self.start_clock(since, now),
+                    None => {
+                        self.trouble_since = None;
+                        self.uncap_watchdogs(now);
+                    }
                 }
                 if outcome == Outcome::Rule2 && !self.sr2 {
                     self.sr2 = true;
@@ -413,9 +417,12 @@ impl Engine {
                 .fold(HostSet::EMPTY, |acc, p| acc.or(p.hb.view.proposed));
             self.proposed = kept_by_any.and(self.current);
             self.storage_lost = true;
-            self.trouble_since = fh.after_snapshot;
-            if self.trouble_since.is_none() {
-                self.uncap_watchdogs(now);
+            match fh.after_snapshot {
+                Some(since) => self.start_clock(since, now),
+                None => {
+                    self.trouble_since = None;
+                    self.uncap_watchdogs(now);
+                }
             }
             // The proposal comes from judges that decided by now: the wait
             // before dropping anyone counts from here.

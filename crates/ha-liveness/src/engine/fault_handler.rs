@@ -212,7 +212,7 @@ impl Engine {
         fh.abandon = true;
         self.need_fh = true;
         if self.armed && self.trouble_since.is_none() {
-            self.trouble_since = Some(now);
+            self.start_clock(now, now);
         }
     }
 
@@ -229,7 +229,7 @@ impl Engine {
         // next round; its clock starts when this round ends.
         let decided = self.fh.as_ref().is_some_and(|f| f.outcome.is_some());
         if self.trouble_since.is_none() && self.armed && !decided {
-            self.trouble_since = Some(now);
+            self.start_clock(now, now);
         }
         if !early {
             self.need_fh = true;
@@ -270,8 +270,7 @@ impl Engine {
             && !fh.sf_only_seen
             && self.trouble_since.is_some()
         {
-            self.trouble_since = Some(now);
-            self.uncap_watchdogs(now);
+            self.start_clock(now, now);
         }
     }
 
@@ -338,7 +337,7 @@ impl Engine {
                 let took = now - fh.started;
                 self.log(format!("fault handler ends after {took} ms: liveset {}", self.current));
                 if self.need_fh && self.armed && self.trouble_since.is_none() {
-                    self.trouble_since = Some(now);
+                    self.start_clock(now, now);
                 }
                 return;
             };
@@ -469,7 +468,7 @@ impl Engine {
             return;
         }
         fh.failed = fh.failed.or(new);
-        self.trouble_since = Some(now);
+        self.start_clock(now, now);
         self.log(format!(
             "hosts {new} failed during the fault handler: its budget starts again"
         ));
@@ -498,8 +497,7 @@ impl Engine {
             return false;
         }
         fh.extended_at_end = true;
-        self.trouble_since = Some(now);
-        self.recap_watchdogs(now);
+        self.start_clock(now, now);
         self.log(format!(
             "the fault handler's budget ran out at phase {phase:?} before any peer could decide on this host: it starts again once"
         ));
@@ -519,8 +517,9 @@ impl Engine {
     /// slot is still fresh is not waited for: it died or its packets stopped
     /// during this round, this round keeps it (it is in both domains of the
     /// snapshot or will be), and the next round judges it on the clock of
-    /// its own notice. Nor is one the frozen views keep without the
-    /// statefile ([`Engine::kept_storage_lost`]; rule R, ha-sim 242021518).
+    /// its own notice. Once the views are frozen, only a peer they keep
+    /// whatever the survival test says is skipped
+    /// ([`Engine::skippable_when_silent`]; rule R, ha-sim 242021518).
     pub(super) fn rendezvous(&self, now: Millis, p1: Phase, p2: Phase, on_sf: bool) -> bool {
         let exact = |ph: Option<Phase>| ph.is_some_and(|ph| ph == p1 || ph == p2);
         let reached = |ph: Option<Phase>| ph.is_some_and(|ph| ph >= p1 || !ph.in_fault_handler());
@@ -528,9 +527,9 @@ impl Engine {
         // network speaks for the others), and only to a host that sees its
         // own slot fresh: a host with slow I/O reads old phases.
         let holder = self.sfdomain.contains(self.cfg.me);
-        let kept_storage_lost = self.kept_storage_lost();
+        let skippable = self.skippable_when_silent();
         self.current.iter().filter(|&i| i != self.cfg.me).all(|i| {
-            let silent = (self.sfdomain.contains(i) || kept_storage_lost.contains(i))
+            let silent = skippable.contains(i)
                 && self.obs[i]
                     .last_hb
                     .is_none_or(|t| now.saturating_sub(t) >= self.suspect_after());
@@ -539,6 +538,26 @@ impl Engine {
             let sf_ok = !on_sf || !sf_only || !holder || reached(self.obs[i].slot.map(|s| s.view.phase));
             hb_ok && sf_ok
         })
+    }
+
+    /// The members the rendezvous does not wait for once they fall silent
+    /// (rule R): before the snapshot, those whose slot is fresh (skipping
+    /// one only moves this host on to the consistent-view step, which
+    /// still compares views with it); after it, only those the frozen
+    /// views keep whatever the survival test says: in both of the
+    /// snapshot's domains, or kept there without the statefile. A host
+    /// the snapshot left out of its sfdomain as a non-holder may hold its
+    /// slot again and still be in the live sfdomain: skipping it let a
+    /// winner decide, and drop it, before it reached phase 3, while it
+    /// could still extend its budget (found by a review, for T >= 20 s).
+    pub(super) fn skippable_when_silent(&self) -> HostSet {
+        let Some(snap) = self.fh.as_ref().and_then(|f| f.snapshot.as_ref()) else {
+            return self.sfdomain;
+        };
+        snap.hbdomain
+            .and(snap.sfdomain)
+            .and(self.current)
+            .or(self.kept_storage_lost())
     }
 
     /// Members this round's frozen views keep whatever the survival test

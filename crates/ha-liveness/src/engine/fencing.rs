@@ -89,11 +89,22 @@ impl Engine {
         }
     }
 
-    /// The watchdogs, as last fed, capped at the budget's new end after
-    /// the budget's clock restarted: a feed under the old cap may expire
-    /// before the next feed comes.
+    /// The budget's clock starts (or starts again) at `since`: the
+    /// watchdogs, as last fed, are capped at its end at once, in both
+    /// directions. A feed under an older cap may expire before the next
+    /// feed comes; a full feed from before the fault would let a host that
+    /// freezes before its next feed outlive its budget (rule B).
+    pub(super) fn start_clock(&mut self, since: Millis, now: Millis) {
+        self.trouble_since = Some(since);
+        self.recap_watchdogs(now);
+    }
+
+    /// Every watchdog as last fed, capped at the running budget's end.
     pub(super) fn recap_watchdogs(&mut self, now: Millis) {
         let Some(since) = self.trouble_since else { return };
+        if !self.armed {
+            return;
+        }
         let t = self.cfg.timeouts;
         let cap = since + self.fh_budget() + 500;
         for (slot, w, full) in [
@@ -102,7 +113,8 @@ impl Engine {
         ] {
             if let Some(f) = self.fed_at[slot] {
                 let d = (f + full).min(cap);
-                if d > now && self.fed[slot].is_some_and(|x| x < d) {
+                // An expired watchdog stays expired.
+                if d > now && self.fed[slot] != Some(d) {
                     self.fed[slot] = Some(d);
                     self.out.push(Command::Feed(w, d - now));
                 }

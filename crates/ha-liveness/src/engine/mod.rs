@@ -416,6 +416,9 @@ pub struct Engine {
     /// Until when, after a stall, silence does not count against peers
     /// (rule Z): what they sent meanwhile waits in this host's queue.
     wake_grace_until: Millis,
+    /// When this host last woke from a stall: heartbeats received soon
+    /// after were sent before it, and their acks are old (rule J).
+    woke_at: Option<Millis>,
     out: Vec<Command>,
     /// The tie-break values the caller last reported.
     tie: TieBreak,
@@ -481,6 +484,7 @@ impl Engine {
             tie: TieBreak::default(),
             fed_at: [None, None],
             last_event: None,
+            woke_at: None,
             wake_grace_until: 0,
             out: Vec::new(),
             cfg,
@@ -510,6 +514,7 @@ impl Engine {
         }
         if self.last_event.is_some_and(|t| now.saturating_sub(t) > STALL) {
             self.wake_grace_until = now + WAKE_GRACE;
+            self.woke_at = Some(now);
         }
         self.last_event = Some(now);
         if self.is_running() {

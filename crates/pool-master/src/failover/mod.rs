@@ -160,6 +160,16 @@ pub fn keep_armed(d: &Arc<Daemon>) {
     *keeper = Some(tokio::spawn(async move { keep(d).await }));
 }
 
+/// How the HA agent's log lines name a host: its name label, which any
+/// pool admin sets and need not be unique, with control characters
+/// replaced (a newline in a label must not forge a log line), and the
+/// start of its uuid.
+fn log_label(name: &str, uuid: &str) -> String {
+    let name: String = name.chars().map(|c| if c.is_control() { '?' } else { c }).collect();
+    let short: String = uuid.chars().take(8).collect();
+    format!("{name} ({short})")
+}
+
 async fn keep(d: Arc<Daemon>) {
     loop {
         let Some(l) = local(&d).await.filter(|l| l.armed) else {
@@ -174,7 +184,7 @@ async fn keep(d: Arc<Daemon>) {
                     hosts
                         .iter()
                         .find(|(_, h)| &h.uuid == uuid && !h.name_label.is_empty())
-                        .map_or_else(|| uuid.clone(), |(_, h)| h.name_label.clone())
+                        .map_or_else(|| uuid.clone(), |(_, h)| log_label(&h.name_label, uuid))
                 })
                 .collect()
         };
@@ -239,5 +249,15 @@ async fn keep(d: Arc<Daemon>) {
             }
         }
         tokio::time::sleep(retry_pause(&l)).await;
+    }
+}
+
+#[cfg(test)]
+mod log_label_tests {
+    #[test]
+    fn a_label_cannot_forge_a_log_line_and_names_its_host() {
+        let l = super::log_label("web\nHA: liveset {}", "0123abcd-0000-4000-8000-000000000001");
+        assert_eq!(l, "web?HA: liveset {} (0123abcd)");
+        assert_eq!(super::log_label("server1", "ab"), "server1 (ab)");
     }
 }
