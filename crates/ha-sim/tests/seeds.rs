@@ -267,3 +267,22 @@ fn seeds_that_found_a_bug_stay_fixed() {
         assert_eq!(r.violation, None, "seed {seed} ({bug})");
     }
 }
+
+/// Seeds at XAPI's default timeout (`ha-sim --timeout 60 --seconds 900`)
+/// that once broke a safety property, with what they found.
+const SEEDS_AT_T_60: &[(u64, &str)] = &[(
+    242512975,
+    "2 hosts: host 0 froze 69 s just after host 1 acked its join; it woke to host 1's queued heartbeats, still acking and not in a fault handler, and armed, while host 1, cut off from it since, had dropped it (rule J: after a stall, acks count only from heartbeats sent after the wake)",
+)];
+
+#[test]
+fn seeds_at_t_60_that_found_a_bug_stay_fixed() {
+    let opts = schedule::Options {
+        t_s: Some(60),
+        ..schedule::Options::default()
+    };
+    for &(seed, bug) in SEEDS_AT_T_60 {
+        let r = schedule::run_opts(seed, None, 900_000, opts, |_| {}).expect("60 s is a valid timeout");
+        assert_eq!(r.violation, None, "seed {seed} ({bug})");
+    }
+}
