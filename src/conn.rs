@@ -13,6 +13,7 @@
 //! `--debug-on-fail` keeps those lines and prints them only if the command
 //! fails ([`print_kept_debug`]).
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
@@ -30,12 +31,20 @@ pub const DEFAULT_PORT: u16 = 443;
 /// The port xe talks plain HTTP to (`--nossl`) when none is given.
 pub const DEFAULT_PLAIN_PORT: u16 = 80;
 
-/// The trace lines `--debug-on-fail` keeps until the command's end.
-static KEPT_DEBUG: Mutex<Vec<String>> = Mutex::new(Vec::new());
+/// The trace lines `--debug-on-fail` keeps until the command's end: the
+/// latest [`KEPT_DEBUG_LINES`], and how many older ones went (a command
+/// such as `pool-ha-status --watch` makes calls for hours).
+static KEPT_DEBUG: Mutex<(VecDeque<String>, u64)> = Mutex::new((VecDeque::new(), 0));
+
+/// How many trace lines `--debug-on-fail` keeps.
+const KEPT_DEBUG_LINES: usize = 2000;
 
 /// Print what `--debug-on-fail` kept (called when the command failed).
 pub fn print_kept_debug() {
-    let lines = std::mem::take(&mut *KEPT_DEBUG.lock().unwrap_or_else(|e| e.into_inner()));
+    let (lines, dropped) = std::mem::take(&mut *KEPT_DEBUG.lock().unwrap_or_else(|e| e.into_inner()));
+    if dropped > 0 {
+        eprintln!("debug: ({dropped} earlier lines not kept)");
+    }
     for line in lines {
         eprintln!("debug: {line}");
     }
@@ -47,10 +56,12 @@ fn trace(c: &Connection) -> Option<xapi_client::Trace> {
         Some(xapi_client::Trace(Arc::new(|line: &str| eprintln!("debug: {line}"))))
     } else if c.debug_on_fail == Some(true) {
         Some(xapi_client::Trace(Arc::new(|line: &str| {
-            KEPT_DEBUG
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(line.to_string())
+            let mut kept = KEPT_DEBUG.lock().unwrap_or_else(|e| e.into_inner());
+            kept.0.push_back(line.to_string());
+            if kept.0.len() > KEPT_DEBUG_LINES {
+                kept.0.pop_front();
+                kept.1 += 1;
+            }
         })))
     } else {
         None

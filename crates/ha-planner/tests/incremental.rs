@@ -118,6 +118,31 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(600))]
+
+    /// The path large pools take: after a change, the necessary
+    /// conditions and the certificates only, no search. What they answer
+    /// must never contradict a fresh plan.
+    #[test]
+    fn without_the_search_the_check_is_still_sound(
+        pool in pool_strategy(),
+        picks in proptest::collection::vec((0u8..5, 0u8..16, 0u8..16, 1i64..=6), 0..=3),
+        r in 0u32..=3,
+    ) {
+        let planner = Planner::new(Mode::Exact);
+        let deltas = deltas(&pool, &picks);
+        let compiled = Compiled::new(planner, &pool, r).unwrap().with_search_at_most(0);
+        let fresh = planner.plan_exists(&apply_deltas(&pool, &deltas), r).unwrap();
+        let check = compiled.check(&deltas).unwrap();
+        let contradicts = matches!(
+            (&check, &fresh),
+            (Check::Exists(_), Verdict::NoPlan(_)) | (Check::NoPlan(_), Verdict::Exists)
+        );
+        prop_assert!(!contradicts, "incremental {:?}, afresh {:?}, deltas {:?}", check, fresh, deltas);
+    }
+}
+
 /// A delta naming a host the pool does not have is an error, not a panic.
 #[test]
 fn an_unknown_host_is_an_error() {
