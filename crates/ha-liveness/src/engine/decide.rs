@@ -335,13 +335,7 @@ impl Engine {
                     .as_ref()
                     .filter(|f| !f.failed_after_snapshot.and(keep).is_empty())
                     .and_then(|f| f.after_snapshot);
-                match late {
-                    Some(since) => self.start_clock(since, now),
-                    None => {
-                        self.trouble_since = None;
-                        self.uncap_watchdogs(now);
-                    }
-                }
+                self.set_clock(late, now);
                 if outcome == Outcome::Rule2 && !self.sr2 {
                     self.sr2 = true;
                     self.log("surviving by rule 2: no host reaches the statefile, the network is whole".into());
@@ -417,13 +411,7 @@ impl Engine {
                 .fold(HostSet::EMPTY, |acc, p| acc.or(p.hb.view.proposed));
             self.proposed = kept_by_any.and(self.current);
             self.storage_lost = true;
-            match fh.after_snapshot {
-                Some(since) => self.start_clock(since, now),
-                None => {
-                    self.trouble_since = None;
-                    self.uncap_watchdogs(now);
-                }
-            }
+            self.set_clock(fh.after_snapshot, now);
             // The proposal comes from judges that decided by now: the wait
             // before dropping anyone counts from here.
             if let Some(f) = &mut self.fh {

@@ -260,8 +260,7 @@ impl Engine {
     /// 2; every winner that could drop it decides after seeing that
     /// phase (docs/HA.md).
     pub(super) fn restart_clock_at_phase2(&mut self, now: Millis) {
-        let me = self.cfg.me;
-        let holder = self.sf_access && self.sfdomain.contains(me) && !self.storage_lost && !self.sr2;
+        let holder = self.extending_holder();
         let Some(fh) = &self.fh else { return };
         if self.phase == Phase::Fh2
             && holder
@@ -438,8 +437,7 @@ impl Engine {
     /// survival test; on the statefile, in its consistent-view step), so
     /// the extended deadline still ends within the winner's wait.
     pub(super) fn extend_for_new_failures(&mut self, now: Millis) {
-        let me = self.cfg.me;
-        let holder = self.sf_access && self.sfdomain.contains(me) && !self.storage_lost && !self.sr2;
+        let holder = self.extending_holder();
         // Past phase 2 only in a round that never saw a peer across a
         // network split: such a peer may have decided on this host's
         // published phase and views (even one that later looks stale).
@@ -474,6 +472,13 @@ impl Engine {
         ));
     }
 
+    /// A host that may extend its budget (rule E): it sees its own slot
+    /// fresh and its I/O works, and it is not kept without the statefile
+    /// nor surviving by rule 2.
+    pub(super) fn extending_holder(&self) -> bool {
+        self.sf_access && self.sfdomain.contains(self.cfg.me) && !self.storage_lost && !self.sr2
+    }
+
     /// Rule E at the budget's end: a holder whose round has not decided
     /// restarts its budget's clock once per round instead of fencing, if
     /// it has not published phase 3 and, past phase 2, its round has seen
@@ -484,8 +489,7 @@ impl Engine {
     /// saw the split, which this host would have seen too (docs/HA.md).
     /// Returns whether it extended.
     pub(super) fn extend_at_budget_end(&mut self, now: Millis) -> bool {
-        let me = self.cfg.me;
-        let holder = self.sf_access && self.sfdomain.contains(me) && !self.storage_lost && !self.sr2;
+        let holder = self.extending_holder();
         let phase = self.phase;
         let Some(fh) = &mut self.fh else { return false };
         if !holder

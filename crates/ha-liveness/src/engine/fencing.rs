@@ -99,6 +99,18 @@ impl Engine {
         self.recap_watchdogs(now);
     }
 
+    /// The budget's clock runs from `since`, or, with none, the fault is
+    /// resolved and the watchdogs get their full timeouts back.
+    pub(super) fn set_clock(&mut self, since: Option<Millis>, now: Millis) {
+        match since {
+            Some(since) => self.start_clock(since, now),
+            None => {
+                self.trouble_since = None;
+                self.uncap_watchdogs(now);
+            }
+        }
+    }
+
     /// Every watchdog as last fed, capped at the running budget's end.
     pub(super) fn recap_watchdogs(&mut self, now: Millis) {
         let Some(since) = self.trouble_since else { return };

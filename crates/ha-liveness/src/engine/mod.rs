@@ -413,11 +413,10 @@ pub struct Engine {
     /// When the last event was handled: a longer gap than [`STALL`] means
     /// this host was stalled (frozen, or its shell was).
     last_event: Option<Millis>,
-    /// Until when, after a stall, silence does not count against peers
-    /// (rule Z): what they sent meanwhile waits in this host's queue.
-    wake_grace_until: Millis,
-    /// When this host last woke from a stall: heartbeats received soon
-    /// after were sent before it, and their acks are old (rule J).
+    /// When this host last woke from a stall: for [`WAKE_GRACE`] silence
+    /// does not count against peers (rule Z: what they sent meanwhile
+    /// waits in this host's queue), and heartbeats received soon after
+    /// were sent before it, so their acks are old (rule J).
     woke_at: Option<Millis>,
     out: Vec<Command>,
     /// The tie-break values the caller last reported.
@@ -485,7 +484,6 @@ impl Engine {
             fed_at: [None, None],
             last_event: None,
             woke_at: None,
-            wake_grace_until: 0,
             out: Vec::new(),
             cfg,
         }
@@ -513,7 +511,6 @@ impl Engine {
             self.check_own_watchdogs(now);
         }
         if self.last_event.is_some_and(|t| now.saturating_sub(t) > STALL) {
-            self.wake_grace_until = now + WAKE_GRACE;
             self.woke_at = Some(now);
         }
         self.last_event = Some(now);

@@ -144,7 +144,7 @@ impl Engine {
                         f.regrown_hb.insert(i);
                     }
                 }
-            } else if now >= self.wake_grace_until || !self.hbdomain.contains(i) {
+            } else if self.woke_at.is_none_or(|w| now >= w + WAKE_GRACE) || !self.hbdomain.contains(i) {
                 self.hbdomain.remove(i);
             }
         }
